@@ -1,0 +1,204 @@
+//! The committed CRD YAML is what the types generate, everywhere it is copied,
+//! and it is a structural schema a real API server accepts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
+
+use std::path::PathBuf;
+
+use kube::core::cel::{CompiledSchema, compile_schema, estimate_rule_cost};
+use serde_json::Value;
+
+/// Every place `make generate` writes the CRDs to.
+const COPIES: [&str; 3] = ["crds", "charts/vigil/crds", "manifests/crds"];
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+#[test]
+fn committed_crd_yaml_is_what_the_types_generate_in_every_copy() {
+    let rendered = vigil_crds::render_all().unwrap();
+    let mut stale = Vec::new();
+    for dir in COPIES {
+        for (file, text) in &rendered {
+            let path = repo_root().join(dir).join(file);
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            if &on_disk != text {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(stale.is_empty(), "stale generated files (run `make generate`): {stale:?}");
+}
+
+fn schemas() -> Vec<(String, Value)> {
+    vigil_crds::all_crds()
+        .into_iter()
+        .map(|(file, crd)| {
+            let v = crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap();
+            (file.to_owned(), serde_json::to_value(v).unwrap())
+        })
+        .collect()
+}
+
+/// Walks every schema node with its path.
+fn walk<'a>(path: &str, node: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+    out.push((path.to_owned(), node));
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            walk(&format!("{path}.{k}"), v, out);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        walk(&format!("{path}[]"), items, out);
+    }
+    if let Some(ap) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        walk(&format!("{path}{{}}"), ap, out);
+    }
+}
+
+#[test]
+fn schemas_are_structural() {
+    for (file, schema) in schemas() {
+        let mut nodes = Vec::new();
+        walk("", &schema, &mut nodes);
+        assert!(nodes.len() > 20, "{file}: suspiciously small schema");
+        for (path, node) in nodes {
+            let obj = node.as_object().unwrap();
+            let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+            assert!(obj.contains_key("type") || int_or_string, "{file}{path}: no type");
+            for banned in ["$ref", "anyOf", "oneOf", "allOf", "not", "x-kubernetes-preserve-unknown-fields"] {
+                assert!(!obj.contains_key(banned), "{file}{path}: {banned} is not allowed here");
+            }
+            assert!(
+                !(obj.contains_key("properties") && obj.contains_key("additionalProperties")),
+                "{file}{path}: properties and additionalProperties together"
+            );
+            if obj.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
+                let item = &obj["items"];
+                let required: Vec<&str> = item
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                for key in obj["x-kubernetes-list-map-keys"].as_array().unwrap() {
+                    let key = key.as_str().unwrap();
+                    assert!(
+                        required.contains(&key) || item["properties"][key].get("default").is_some(),
+                        "{file}{path}: list-map key {key} must be required or defaulted"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_spec_and_status_field_has_a_description_for_kubectl_explain() {
+    for (file, schema) in schemas() {
+        let mut nodes = Vec::new();
+        walk("", &schema, &mut nodes);
+        for (path, node) in nodes {
+            let under_api = path.starts_with(".spec") || path.starts_with(".status");
+            // Array items and map values are described by their parent.
+            let element = path.ends_with("[]") || path.ends_with('}');
+            if under_api && !element {
+                let d = node.get("description").and_then(Value::as_str).unwrap_or("");
+                assert!(!d.trim().is_empty(), "{file}{path}: no description");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_default_is_valid_against_its_own_schema() {
+    let mut checked = 0;
+    for (file, schema) in schemas() {
+        let mut nodes = Vec::new();
+        walk("", &schema, &mut nodes);
+        for (path, node) in nodes {
+            if let Some(default) = node.get("default") {
+                let mut sub = node.clone();
+                sub.as_object_mut().unwrap().remove("default");
+                let sub = strip_k8s(sub);
+                let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&sub).unwrap();
+                let errors: Vec<String> = validator.iter_errors(default).map(|e| e.to_string()).collect();
+                assert!(errors.is_empty(), "{file}{path}: default {default} is invalid: {errors:?}");
+                let cel = kube::core::cel::Validator::new().validate(&node.clone(), default, None);
+                assert!(cel.is_ok(), "{file}{path}: default {default} breaks a CEL rule: {cel:?}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} defaults found; the walk is broken");
+}
+
+fn strip_k8s(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.retain(|k, _| !k.starts_with("x-kubernetes-") && k != "nullable");
+        for (_, c) in m.iter_mut() {
+            *c = strip_k8s(std::mem::take(c));
+        }
+    }
+    v
+}
+
+fn compile_errors(at: &str, c: &CompiledSchema, out: &mut Vec<String>, rules: &mut usize) {
+    for r in &c.validations {
+        *rules += 1;
+        match r {
+            Err(e) => out.push(format!("{at}: {e}")),
+            // The API server refuses a CRD whose rule may cost more than its budget.
+            Ok(compiled) => {
+                for w in estimate_rule_cost(&compiled.rule.rule, c) {
+                    out.push(format!("{at}: rule {:?}: {w:?}", compiled.rule.rule));
+                }
+            }
+        }
+    }
+    for (k, child) in &c.properties {
+        compile_errors(&format!("{at}.{k}"), child, out, rules);
+    }
+    if let Some(items) = &c.items {
+        compile_errors(&format!("{at}[]"), items, out, rules);
+    }
+    if let Some(ap) = &c.additional_properties {
+        compile_errors(&format!("{at}{{}}"), ap, out, rules);
+    }
+}
+
+#[test]
+fn every_cel_rule_compiles_and_every_rule_list_is_bounded_for_the_cost_budget() {
+    let mut rules = 0;
+    for (file, schema) in schemas() {
+        let mut errors = Vec::new();
+        compile_errors(&file, &compile_schema(&schema), &mut errors, &mut rules);
+        assert!(errors.is_empty(), "{errors:#?}");
+
+        // The API server estimates each rule's worst-case cost from maxItems/maxLength; an
+        // unbounded list or string under a rule can get the whole CRD refused.
+        let mut nodes = Vec::new();
+        walk("", &schema, &mut nodes);
+        for (path, node) in nodes {
+            if node.get("x-kubernetes-validations").is_none() {
+                continue;
+            }
+            match node.get("type").and_then(Value::as_str) {
+                Some("array") => {
+                    assert!(node.get("maxItems").is_some(), "{file}{path}: list under a CEL rule needs maxItems")
+                }
+                Some("string") if node.get("format").is_none() && !is_duration(node) => {
+                    assert!(node.get("maxLength").is_some(), "{file}{path}: string under a CEL rule needs maxLength")
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(rules >= 30, "only {rules} CEL rules found");
+}
+
+fn is_duration(node: &Value) -> bool {
+    node["x-kubernetes-validations"]
+        .as_array()
+        .is_some_and(|r| r.iter().all(|r| r["rule"].as_str().unwrap_or("").contains("duration(")))
+}
