@@ -1,0 +1,206 @@
+//! `vigil-agent`: the node agent, and a local scanner without a cluster.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use vigil_agent::config::Config;
+use vigil_agent::host::HostRoot;
+use vigil_agent::render::{RenderOptions, render};
+use vigil_agent::snapshot::{Collector, Snapshot};
+
+/// Vigil's node agent: system metrics and security events of a Linux node.
+#[derive(Parser)]
+#[command(name = "vigil-agent", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One snapshot of this host, for a person (coloured on a terminal) or as JSON.
+    Scan {
+        #[command(flatten)]
+        common: Common,
+        /// Time between the two reads that CPU utilisation is measured over (0s: one read,
+        /// no utilisation).
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        sample: Duration,
+    },
+    /// Snapshots until Ctrl-C (`--json`: one JSON object per line).
+    Watch {
+        #[command(flatten)]
+        common: Common,
+        /// Time between snapshots (default: the config's interval, 10s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        /// Stop after this many snapshots.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Validate a config file: exit 0 when valid, 2 with the error otherwise.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Config file (YAML); defaults apply without one.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where the host's / is mounted (default: the config's hostRoot, `/`).
+    #[arg(long)]
+    host_root: Option<PathBuf>,
+    /// JSON (the schema in docs/agent-snapshot.md) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No colours, even on a terminal (NO_COLOR is honoured too).
+    #[arg(long)]
+    no_color: bool,
+    /// One line per snapshot.
+    #[arg(long)]
+    compact: bool,
+}
+
+impl Common {
+    fn load(&self) -> Result<(Config, Collector)> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(root) = &self.host_root {
+            config.host_root = root.clone();
+        }
+        let proc_dir = config.host_root.join("proc");
+        anyhow::ensure!(
+            proc_dir.join("stat").is_file(),
+            "{} does not look like a host root: {} has no stat file",
+            config.host_root.display(),
+            proc_dir.display()
+        );
+        let filters = config.compiled_filters().map_err(|(key, e)| anyhow::anyhow!("{key}: {e}"))?;
+        let collector = Collector::new(
+            HostRoot::new(config.host_root.clone()),
+            config.collectors.clone(),
+            filters,
+            config.processes.top,
+        );
+        Ok((config, collector))
+    }
+
+    fn render_options(&self) -> RenderOptions {
+        let color = !self.no_color
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::io::stdout().is_terminal();
+        RenderOptions { color, compact: self.compact }
+    }
+
+    fn emit(&self, out: &mut impl Write, snapshot: &Snapshot) -> Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut *out, snapshot).context("encoding the snapshot")?;
+            out.write_all(b"\n")?;
+        } else {
+            out.write_all(render(snapshot, self.render_options()).as_bytes())?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed pipe (`| head`) is the reader's choice, not a failure.
+            let broken_pipe = |c: &(dyn std::error::Error + 'static)| {
+                c.downcast_ref::<std::io::Error>()
+                    .map(std::io::Error::kind)
+                    .or_else(|| c.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind))
+                    == Some(std::io::ErrorKind::BrokenPipe)
+            };
+            if e.chain().any(broken_pipe) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("vigil-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Scan { common, sample } => {
+            let (_, mut collector) = common.load()?;
+            if !sample.is_zero() {
+                collector.collect(jiff::Timestamp::now());
+                std::thread::sleep(sample);
+            }
+            let snapshot = collector.collect(jiff::Timestamp::now());
+            common.emit(&mut std::io::stdout().lock(), &snapshot)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch { common, interval, count } => {
+            let (config, mut collector) = common.load()?;
+            let interval = interval.unwrap_or(config.interval);
+            anyhow::ensure!(!interval.is_zero(), "--interval must be above 0s");
+            let rt =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+            rt.block_on(async {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut taken = 0u64;
+                loop {
+                    tokio::select! {
+                        _ = ticks.tick() => {}
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                    let snapshot = collector.collect(jiff::Timestamp::now());
+                    common.emit(&mut std::io::stdout().lock(), &snapshot)?;
+                    taken += 1;
+                    if count.is_some_and(|c| taken >= c) {
+                        break;
+                    }
+                }
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: valid", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("vigil-agent: {}", error_chain(&e));
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vigil-agent", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
