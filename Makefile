@@ -1,0 +1,31 @@
+# The tasks CI runs are the tasks people run.
+CRD_DIRS := crds charts/vigil/crds manifests/crds
+
+.PHONY: scan test generate check-generated fmt lint ci
+
+## One-shot scan of this host by the agent; no cluster needed.
+scan:
+	cargo run --release -q -p vigil-agent -- scan
+
+## Every test of the workspace (installs first whatever the tests need).
+test:
+	cargo test --workspace --all-targets
+	cargo test --workspace --doc
+
+## Regenerate the CRD YAML and its copies from the Rust types.
+generate:
+	cargo run -q -p vigil-crds --bin crdgen -- $(CRD_DIRS)
+
+## Fail when a generated file is stale.
+check-generated:
+	cargo run -q -p vigil-crds --bin crdgen -- --check $(CRD_DIRS)
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## What CI runs.
+ci: lint test
