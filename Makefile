@@ -1,16 +1,20 @@
 # The tasks CI runs are the tasks people run.
 CRD_DIRS := crds charts/vigil/crds manifests/crds
 
-.PHONY: scan test generate check-generated fmt lint ci
+.PHONY: scan test test-deps generate check-generated fmt lint ci
 
 ## One-shot scan of this host by the agent; no cluster needed.
 scan:
 	cargo run --release -q -p vigil-agent -- scan
 
 ## Every test of the workspace (installs first whatever the tests need).
-test:
+test: test-deps
 	cargo test --workspace --all-targets
 	cargo test --workspace --doc
+
+## System packages the tests use (promtool from Debian's prometheus).
+test-deps:
+	scripts/test-deps.sh
 
 ## Regenerate the CRD YAML and its copies from the Rust types.
 generate:

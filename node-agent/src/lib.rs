@@ -11,8 +11,11 @@
 
 pub mod clock;
 pub mod config;
+pub mod daemon;
+pub mod export;
 pub mod filter;
 pub mod host;
 pub mod proc;
 pub mod render;
+pub mod selfmon;
 pub mod snapshot;

@@ -42,6 +42,20 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Daemon mode (the DaemonSet entrypoint): snapshots at the config's interval, exported on
+    /// /metrics and over OTLP as configured, until SIGTERM or Ctrl-C.
+    Run {
+        /// Config file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where the host's / is mounted (overrides the config's hostRoot).
+        #[arg(long)]
+        host_root: Option<PathBuf>,
+        /// Where a fatal error is written before exiting, for `kubectl describe pod`; written
+        /// only when the file exists (the kubelet creates it in a pod).
+        #[arg(long, default_value = "/dev/termination-log")]
+        termination_log: PathBuf,
+    },
     /// Validate a config file: exit 0 when valid, 2 with the error otherwise.
     CheckConfig {
         /// The config file.
@@ -177,6 +191,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { config, host_root, termination_log } => {
+            let result = run_daemon(&config, host_root);
+            if let Err(e) = &result
+                && termination_log.is_file()
+            {
+                // Best effort: the error still goes to stderr below.
+                let _ = std::fs::write(&termination_log, format!("{e:#}\n"));
+            }
+            result.map(|()| ExitCode::SUCCESS)
+        }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
                 println!("{}: valid", file.display());
@@ -190,6 +214,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vigil-agent", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_daemon(path: &std::path::Path, host_root: Option<PathBuf>) -> Result<()> {
+    let mut config = Config::load(path)?;
+    if let Some(root) = host_root {
+        config.host_root = root;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(vigil_agent::daemon::run(config, env!("CARGO_PKG_VERSION"), shutdown_signal(), |addr| {
+        eprintln!("vigil-agent: serving metrics on http://{addr}/metrics");
+    }))?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,0 +1,167 @@
+//! `vigil-agent run`: snapshots at an interval, served on `/metrics` and pushed over OTLP.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::export::prometheus::{self, Latest};
+use crate::host::HostRoot;
+use crate::selfmon::SelfUsage;
+use crate::snapshot::Collector;
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config's filters do not compile.
+    #[error("{0}: {1}")]
+    Filter(&'static str, globset::Error),
+    /// The metrics address could not be bound.
+    #[error("binding the metrics endpoint to {addr}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics server failed.
+    #[error("serving metrics")]
+    Serve(#[source] std::io::Error),
+    /// The OTLP exporter could not be built.
+    #[error("setting up the OTLP exporter")]
+    Otlp(#[source] crate::export::otlp::OtlpError),
+}
+
+struct Shared {
+    registry: Registry,
+    latest: Latest,
+    /// A snapshot older than this makes `/readyz` fail.
+    stale_after: Duration,
+    started: Instant,
+}
+
+/// Runs until `shutdown` resolves. `on_bound` receives the metrics address once listening
+/// (tests bind port 0 and read the real port from it).
+pub async fn run(
+    config: Config,
+    version: &'static str,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_bound: impl FnOnce(SocketAddr),
+) -> Result<(), DaemonError> {
+    let filters = config.compiled_filters().map_err(|(k, e)| DaemonError::Filter(k, e))?;
+    let mut collector = Collector::new(
+        HostRoot::new(config.host_root.clone()),
+        config.collectors.clone(),
+        filters,
+        config.processes.top,
+    );
+    let latest: Latest = Arc::new(RwLock::new(None));
+    let self_usage = SelfUsage::default();
+    let (registry, metrics) = prometheus::registry(latest.clone(), self_usage, version);
+    let shared = Arc::new(Shared {
+        registry,
+        latest: latest.clone(),
+        stale_after: config.interval * 3,
+        started: Instant::now(),
+    });
+
+    let server = if config.exporters.prometheus.enabled {
+        let addr = config.exporters.prometheus.listen.clone();
+        let listener = TcpListener::bind(&addr).await.map_err(|source| DaemonError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(DaemonError::Serve)?;
+        on_bound(bound);
+        let app = Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(ready_handler))
+            .with_state(shared.clone());
+        Some(tokio::spawn(async move { axum::serve(listener, app).await }))
+    } else {
+        None
+    };
+    let otlp = if config.exporters.otlp.enabled {
+        Some(crate::export::otlp::start(&config, latest.clone(), self_usage, version).map_err(DaemonError::Otlp)?)
+    } else {
+        None
+    };
+
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = &mut shutdown => break,
+        }
+        // Reading the host takes milliseconds; doing it inline keeps the agent on one thread.
+        let snapshot = collector.collect(jiff::Timestamp::now());
+        metrics.observe(&snapshot);
+        if let Ok(mut slot) = latest.write() {
+            *slot = Some(Arc::new(snapshot));
+        }
+        // The metrics server ended by itself: an error that the caller must see.
+        if server.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
+            break;
+        }
+    }
+    if let Some(otlp) = otlp {
+        otlp.shutdown();
+    }
+    if let Some(server) = server {
+        if server.is_finished() {
+            return match server.await {
+                Ok(Err(e)) => Err(DaemonError::Serve(e)),
+                _ => Ok(()),
+            };
+        }
+        server.abort();
+    }
+    Ok(())
+}
+
+/// Serves OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format
+/// to everything else (curl, promtool, older scrapers).
+async fn metrics_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    match prometheus::encode(&shared.registry) {
+        Ok(body) if wants_openmetrics => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::OPENMETRICS)], body),
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::PROMETHEUS_TEXT)],
+            prometheus::to_prometheus_text(&body),
+        ),
+        Err(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], "encoding failed\n".to_owned())
+        }
+    }
+}
+
+async fn ready_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let newest = shared.latest.read().ok().and_then(|g| g.as_ref().map(|s| s.time));
+    match newest {
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no snapshot yet ({:.0?} since start)\n", shared.started.elapsed()),
+        ),
+        Some(t) => {
+            let age = jiff::Timestamp::now().duration_since(t).unsigned_abs();
+            if age > shared.stale_after {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("latest snapshot is {age:.0?} old\n"))
+            } else {
+                (StatusCode::OK, "ready\n".to_owned())
+            }
+        }
+    }
+}

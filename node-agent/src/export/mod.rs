@@ -1,0 +1,4 @@
+//! Exporters of the daemon: a Prometheus endpoint and an OTLP push.
+
+pub mod otlp;
+pub mod prometheus;

@@ -1,0 +1,514 @@
+//! The Prometheus `/metrics` endpoint (plus `/healthz` and `/readyz`).
+//!
+//! Host metrics are encoded at scrape time from the latest snapshot, so a scrape reads no
+//! file and does no work beyond formatting; the agent's own counters live in a regular
+//! prometheus-client registry. Names follow Prometheus conventions: `vigil_node_*` for the
+//! host, `vigil_agent_*` for the agent itself, base units, `_total` on counters.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::selfmon::SelfUsage;
+use crate::snapshot::Snapshot;
+
+/// The latest snapshot, shared between the scan loop (writer) and scrapes (readers).
+pub type Latest = Arc<RwLock<Option<Arc<Snapshot>>>>;
+
+/// Labels of the per-reader error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderErrorLabels {
+    /// Reader name (a small fixed set).
+    pub reader: &'static str,
+    /// Error kind (`vanished`, `permission`, `parse`, `io`).
+    pub kind: &'static str,
+}
+
+/// The agent's own metrics, updated by the scan loop.
+#[derive(Clone)]
+pub struct AgentMetrics {
+    /// Scan duration.
+    pub scan_seconds: Histogram,
+    /// Scans done.
+    pub scans: Counter,
+    /// Failed reads by reader and kind.
+    pub read_errors: Family<ReaderErrorLabels, Counter>,
+}
+
+impl AgentMetrics {
+    /// Counts one finished scan.
+    pub fn observe(&self, s: &Snapshot) {
+        self.scan_seconds.observe(s.scan_seconds);
+        self.scans.inc();
+        for (reader, kind, n) in s.read_errors.iter() {
+            self.read_errors.get_or_create(&ReaderErrorLabels { reader, kind: kind.as_str() }).inc_by(n);
+        }
+    }
+}
+
+/// Builds the registry: the agent's own metrics plus a collector over `latest`.
+pub fn registry(latest: Latest, self_usage: SelfUsage, version: &'static str) -> (Registry, AgentMetrics) {
+    let mut registry = Registry::default();
+    let metrics = AgentMetrics {
+        // 1 ms … ~4 s: a scan of a few hundred processes takes milliseconds.
+        scan_seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 13)),
+        scans: Counter::default(),
+        read_errors: Family::default(),
+    };
+    registry.register_with_unit(
+        "vigil_agent_scan_duration",
+        "Time one snapshot of the host took",
+        Unit::Seconds,
+        metrics.scan_seconds.clone(),
+    );
+    registry.register("vigil_agent_scans", "Snapshots of the host taken", metrics.scans.clone());
+    registry.register(
+        "vigil_agent_read_errors",
+        "Failed reads of host files by reader and kind; a vanished process is normal",
+        metrics.read_errors.clone(),
+    );
+    registry.register_collector(Box::new(HostCollector { latest, self_usage, version }));
+    (registry, metrics)
+}
+
+#[derive(Debug)]
+struct HostCollector {
+    latest: Latest,
+    self_usage: SelfUsage,
+    version: &'static str,
+}
+
+/// Writes metric families with less ceremony.
+struct Out<'a> {
+    enc: DescriptorEncoder<'a>,
+}
+
+impl Out<'_> {
+    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>, v: f64) -> fmt::Result {
+        let m = ConstGauge::new(v);
+        let e = self.enc.encode_descriptor(name, help, unit.as_ref(), m.metric_type())?;
+        m.encode(e)
+    }
+
+    fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>, v: f64) -> fmt::Result {
+        let m = ConstCounter::new(v);
+        let e = self.enc.encode_descriptor(name, help, unit.as_ref(), m.metric_type())?;
+        m.encode(e)
+    }
+
+    fn gauges<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        rows: impl IntoIterator<Item = (L, f64)>,
+    ) -> fmt::Result {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
+            return Ok(());
+        }
+        let mut e = self.enc.encode_descriptor(name, help, unit.as_ref(), ConstGauge::new(0.0).metric_type())?;
+        for (labels, v) in rows {
+            ConstGauge::new(v).encode(e.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn counters<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        rows: impl IntoIterator<Item = (L, f64)>,
+    ) -> fmt::Result {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
+            return Ok(());
+        }
+        let mut e = self.enc.encode_descriptor(name, help, unit.as_ref(), ConstCounter::new(0.0).metric_type())?;
+        for (labels, v) in rows {
+            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for HostCollector {
+    fn encode(&self, enc: DescriptorEncoder) -> fmt::Result {
+        let mut o = Out { enc };
+        let own = self.self_usage.read();
+        o.gauges("vigil_agent_build_info", "The agent's version", None, [([("version", self.version)], 1.0)])?;
+        if let Some(u) = own {
+            o.gauge(
+                "vigil_agent_resident_memory",
+                "The agent's resident memory",
+                Some(Unit::Bytes),
+                u.rss_bytes as f64,
+            )?;
+            o.counter("vigil_agent_cpu", "CPU time the agent used", Some(Unit::Seconds), u.cpu_seconds)?;
+        }
+        let snapshot = self.latest.read().ok().and_then(|g| g.clone());
+        let Some(s) = snapshot else { return Ok(()) };
+        o.gauge(
+            "vigil_agent_last_scan_timestamp",
+            "When the latest snapshot was taken",
+            Some(Unit::Seconds),
+            s.time.as_millisecond() as f64 / 1000.0,
+        )?;
+        encode_host(&mut o, &s)
+    }
+}
+
+fn encode_host(o: &mut Out<'_>, s: &Snapshot) -> fmt::Result {
+    if let Some(up) = s.host.uptime_seconds {
+        o.gauge("vigil_node_uptime", "Time since the host booted", Some(Unit::Seconds), up)?;
+    }
+    if let Some(c) = &s.cpu {
+        let modes = |c: &crate::proc::cpu::CpuSeconds| {
+            [
+                ("user", c.user),
+                ("nice", c.nice),
+                ("system", c.system),
+                ("idle", c.idle),
+                ("iowait", c.iowait),
+                ("irq", c.irq),
+                ("softirq", c.softirq),
+                ("steal", c.steal),
+            ]
+        };
+        let cpus: Vec<String> = (0..c.counters.per_cpu.len()).map(|i| i.to_string()).collect();
+        o.counters(
+            "vigil_node_cpu",
+            "CPU time per CPU and mode since boot",
+            Some(Unit::Seconds),
+            c.counters.per_cpu.iter().zip(&cpus).flat_map(|(pc, cpu)| {
+                modes(pc).into_iter().map(move |(mode, v)| ([("cpu", cpu.as_str()), ("mode", mode)], v))
+            }),
+        )?;
+        if let Some(u) = c.utilization {
+            o.gauge(
+                "vigil_node_cpu_utilization",
+                "Share of CPU time not idle since the previous scan, all CPUs",
+                Some(Unit::Ratios),
+                u.busy,
+            )?;
+            o.gauges(
+                "vigil_node_cpu_mode_utilization",
+                "Share of CPU time per mode since the previous scan, all CPUs",
+                Some(Unit::Ratios),
+                [("user", u.user), ("system", u.system), ("iowait", u.iowait), ("steal", u.steal)]
+                    .map(|(m, v)| ([("mode", m)], v)),
+            )?;
+        }
+        if let Some(l) = c.load {
+            o.gauge("vigil_node_load1", "Load average over 1 minute", None, l.one)?;
+            o.gauge("vigil_node_load5", "Load average over 5 minutes", None, l.five)?;
+            o.gauge("vigil_node_load15", "Load average over 15 minutes", None, l.fifteen)?;
+        }
+        o.counter(
+            "vigil_node_context_switches",
+            "Context switches since boot",
+            None,
+            c.counters.context_switches as f64,
+        )?;
+        o.counter("vigil_node_forks", "Processes and threads created since boot", None, c.counters.forks as f64)?;
+        o.gauge("vigil_node_procs_running", "Runnable threads", None, c.counters.procs_running.into())?;
+        o.gauge("vigil_node_procs_blocked", "Threads blocked on I/O", None, c.counters.procs_blocked.into())?;
+        o.gauge("vigil_node_boot_time", "When the host booted", Some(Unit::Seconds), c.counters.boot_time as f64)?;
+    }
+    if let Some(m) = &s.memory {
+        o.gauge("vigil_node_memory_total", "Usable RAM", Some(Unit::Bytes), m.total_bytes as f64)?;
+        o.gauge(
+            "vigil_node_memory_available",
+            "RAM available without swapping (MemAvailable)",
+            Some(Unit::Bytes),
+            m.available_bytes as f64,
+        )?;
+        o.gauge("vigil_node_memory_used", "RAM in use: total minus available", Some(Unit::Bytes), m.used_bytes as f64)?;
+        o.gauge("vigil_node_memory_free", "Entirely unused RAM", Some(Unit::Bytes), m.free_bytes as f64)?;
+        o.gauge("vigil_node_memory_buffers", "Block device buffers", Some(Unit::Bytes), m.buffers_bytes as f64)?;
+        o.gauge(
+            "vigil_node_memory_cached",
+            "Page cache and reclaimable slab",
+            Some(Unit::Bytes),
+            m.cached_bytes as f64,
+        )?;
+        o.gauge("vigil_node_memory_utilization", "Used over total RAM", Some(Unit::Ratios), m.utilization)?;
+        o.gauge("vigil_node_swap_total", "Swap size", Some(Unit::Bytes), m.swap_total_bytes as f64)?;
+        o.gauge("vigil_node_swap_used", "Swap in use", Some(Unit::Bytes), m.swap_used_bytes as f64)?;
+    }
+    if let Some(p) = &s.pressure {
+        let res = [("cpu", p.cpu), ("memory", p.memory), ("io", p.io)];
+        o.counters(
+            "vigil_node_pressure_waiting",
+            "Time some tasks stalled on the resource (PSI some total)",
+            Some(Unit::Seconds),
+            res.iter().filter_map(|(r, v)| v.map(|v| ([("resource", *r)], v.some.total_micros as f64 / 1e6))),
+        )?;
+        o.counters(
+            "vigil_node_pressure_stalled",
+            "Time all non-idle tasks stalled on the resource at once (PSI full total)",
+            Some(Unit::Seconds),
+            res.iter()
+                .filter_map(|(r, v)| v.and_then(|v| v.full).map(|f| ([("resource", *r)], f.total_micros as f64 / 1e6))),
+        )?;
+    }
+    if let Some(fs) = &s.filesystems {
+        let l = |f: &crate::proc::disks::Filesystem| {
+            [("device", f.device.clone()), ("mountpoint", f.mount_point.clone()), ("fstype", f.fs_type.clone())]
+        };
+        o.gauges(
+            "vigil_node_filesystem_size",
+            "Filesystem size",
+            Some(Unit::Bytes),
+            fs.iter().map(|f| (l(f), f.size_bytes as f64)),
+        )?;
+        o.gauges(
+            "vigil_node_filesystem_used",
+            "Filesystem space in use",
+            Some(Unit::Bytes),
+            fs.iter().map(|f| (l(f), f.used_bytes as f64)),
+        )?;
+        o.gauges(
+            "vigil_node_filesystem_avail",
+            "Filesystem space available to unprivileged users",
+            Some(Unit::Bytes),
+            fs.iter().map(|f| (l(f), f.available_bytes as f64)),
+        )?;
+        o.gauges(
+            "vigil_node_filesystem_utilization",
+            "Used over used plus available, as df shows",
+            Some(Unit::Ratios),
+            fs.iter().map(|f| (l(f), f.utilization)),
+        )?;
+        o.gauges("vigil_node_filesystem_files", "Inodes", None, fs.iter().map(|f| (l(f), f.inodes as f64)))?;
+        o.gauges(
+            "vigil_node_filesystem_files_used",
+            "Inodes in use",
+            None,
+            fs.iter().map(|f| (l(f), f.inodes_used as f64)),
+        )?;
+        o.gauges(
+            "vigil_node_filesystem_readonly",
+            "1 when mounted read-only",
+            None,
+            fs.iter().map(|f| (l(f), if f.read_only { 1.0 } else { 0.0 })),
+        )?;
+    }
+    if let Some(ds) = &s.disks {
+        let l = |d: &crate::proc::disks::DiskIo| [("device", d.device.clone())];
+        o.counters(
+            "vigil_node_disk_reads_completed",
+            "Reads completed",
+            None,
+            ds.iter().map(|d| (l(d), d.reads as f64)),
+        )?;
+        o.counters(
+            "vigil_node_disk_read",
+            "Bytes read",
+            Some(Unit::Bytes),
+            ds.iter().map(|d| (l(d), d.read_bytes as f64)),
+        )?;
+        o.counters(
+            "vigil_node_disk_writes_completed",
+            "Writes completed",
+            None,
+            ds.iter().map(|d| (l(d), d.writes as f64)),
+        )?;
+        o.counters(
+            "vigil_node_disk_written",
+            "Bytes written",
+            Some(Unit::Bytes),
+            ds.iter().map(|d| (l(d), d.written_bytes as f64)),
+        )?;
+        o.counters(
+            "vigil_node_disk_io_time",
+            "Time spent doing I/O",
+            Some(Unit::Seconds),
+            ds.iter().map(|d| (l(d), d.io_seconds)),
+        )?;
+        o.gauges("vigil_node_disk_io_now", "I/Os in flight", None, ds.iter().map(|d| (l(d), d.in_progress as f64)))?;
+    }
+    if let Some(n) = &s.network {
+        let is = &n.interfaces;
+        let l = |i: &crate::proc::net::Interface| [("device", i.name.clone())];
+        o.counters(
+            "vigil_node_network_receive",
+            "Bytes received",
+            Some(Unit::Bytes),
+            is.iter().map(|i| (l(i), i.rx_bytes as f64)),
+        )?;
+        o.counters(
+            "vigil_node_network_receive_packets",
+            "Packets received",
+            None,
+            is.iter().map(|i| (l(i), i.rx_packets as f64)),
+        )?;
+        o.counters(
+            "vigil_node_network_receive_errors",
+            "Receive errors",
+            None,
+            is.iter().map(|i| (l(i), i.rx_errors as f64)),
+        )?;
+        o.counters(
+            "vigil_node_network_receive_drops",
+            "Received packets dropped",
+            None,
+            is.iter().map(|i| (l(i), i.rx_drops as f64)),
+        )?;
+        o.counters(
+            "vigil_node_network_transmit",
+            "Bytes sent",
+            Some(Unit::Bytes),
+            is.iter().map(|i| (l(i), i.tx_bytes as f64)),
+        )?;
+        o.counters(
+            "vigil_node_network_transmit_packets",
+            "Packets sent",
+            None,
+            is.iter().map(|i| (l(i), i.tx_packets as f64)),
+        )?;
+        o.counters(
+            "vigil_node_network_transmit_errors",
+            "Send errors",
+            None,
+            is.iter().map(|i| (l(i), i.tx_errors as f64)),
+        )?;
+        o.counters(
+            "vigil_node_network_transmit_drops",
+            "Packets dropped on send",
+            None,
+            is.iter().map(|i| (l(i), i.tx_drops as f64)),
+        )?;
+        o.gauges(
+            "vigil_node_tcp_connections",
+            "TCP sockets by state, IPv4 and IPv6",
+            None,
+            n.tcp_states.iter().map(|(st, v)| ([("state", *st)], *v as f64)),
+        )?;
+        o.gauges(
+            "vigil_node_sockstat",
+            "Socket counters from /proc/net/sockstat{,6} by protocol and field",
+            None,
+            n.sockstat.iter().flat_map(|(p, f)| {
+                f.iter().map(move |(k, v)| ([("protocol", p.clone()), ("field", k.clone())], *v as f64))
+            }),
+        )?;
+    }
+    if let Some(f) = &s.file_descriptors {
+        o.gauge("vigil_node_filefd_allocated", "Allocated file handles", None, f.allocated as f64)?;
+        o.gauge("vigil_node_filefd_maximum", "Maximum file handles (fs.file-max)", None, f.max as f64)?;
+        o.gauge(
+            "vigil_node_filefd_utilization",
+            "Allocated over maximum file handles",
+            Some(Unit::Ratios),
+            f.utilization,
+        )?;
+    }
+    if let Some(p) = &s.processes {
+        o.gauges(
+            "vigil_node_processes",
+            "Processes by state",
+            None,
+            p.by_state.iter().map(|(st, v)| ([("state", *st)], *v as f64)),
+        )?;
+        o.gauge("vigil_node_threads", "Threads of all processes", None, p.threads as f64)?;
+    }
+    if let Some(c) = &s.clock {
+        o.gauge(
+            "vigil_node_clock_synchronized",
+            "1 when a time daemon keeps the kernel clock synchronised",
+            None,
+            if c.synchronized { 1.0 } else { 0.0 },
+        )?;
+        o.gauge("vigil_node_clock_offset", "Offset being corrected", Some(Unit::Seconds), c.offset_seconds)?;
+        o.gauge(
+            "vigil_node_clock_estimated_error",
+            "Estimated clock error",
+            Some(Unit::Seconds),
+            c.estimated_error_seconds,
+        )?;
+        o.gauge("vigil_node_clock_max_error", "Maximum clock error", Some(Unit::Seconds), c.max_error_seconds)?;
+    }
+    Ok(())
+}
+
+/// Encodes the registry in the OpenMetrics text format.
+pub fn encode(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+/// The OpenMetrics content type.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text content type.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text → classic Prometheus text (0.0.4), for scrapers and tools that do not
+/// negotiate OpenMetrics: counter families are named with their `_total` suffix in HELP and
+/// TYPE, and `# UNIT` and `# EOF` lines go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut pending_help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line.starts_with("# HELP ") {
+            if let Some(h) = pending_help.replace(line) {
+                out.push_str(h);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let rename = kind == "counter" && !name.ends_with("_total");
+            if let Some(h) = pending_help.take() {
+                if rename {
+                    let help = h.strip_prefix("# HELP ").and_then(|r| r.strip_prefix(name)).unwrap_or("");
+                    out.push_str(&format!("# HELP {name}_total{help}\n"));
+                } else {
+                    out.push_str(h);
+                    out.push('\n');
+                }
+            }
+            if rename {
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(h) = pending_help {
+        out.push_str(h);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_get_their_total_name_in_classic_text() {
+        let om = "# HELP x_seconds CPU time.\n# TYPE x_seconds counter\n# UNIT x_seconds seconds\nx_seconds_total 1.5\n# HELP g A gauge.\n# TYPE g gauge\ng 2\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP x_seconds_total CPU time.\n# TYPE x_seconds_total counter\nx_seconds_total 1.5\n# HELP g A gauge.\n# TYPE g gauge\ng 2\n"
+        );
+    }
+}

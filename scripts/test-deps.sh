@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the tests need that cargo does not fetch: Debian's prometheus package
+# (promtool checks the agent's /metrics output). Idempotent; a no-op when all is present.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing test dependencies: ${need[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
