@@ -120,21 +120,17 @@ pub fn parse_mountinfo(text: &str) -> (Vec<Mount>, u64) {
 
 fn parse_mount_line(line: &str) -> Option<Mount> {
     // id parent major:minor root mount-point options [optional…] - fstype source super-options
-    let (left, right) = line.split_once(" - ")?;
-    let l: Vec<&str> = left.split(' ').collect();
-    if l.len() < 6 {
-        return None;
-    }
-    let r: Vec<&str> = right.split(' ').collect();
-    if r.len() < 2 {
-        return None;
-    }
+    // The separator is the first lone "-" after the six fixed fields (fields are escaped, so
+    // a path never holds a bare space).
+    let f: Vec<&str> = line.split(' ').collect();
+    let sep = f.iter().skip(6).position(|w| *w == "-")? + 6;
+    let (fs_type, source) = (f.get(sep + 1)?, f.get(sep + 2)?);
     Some(Mount {
-        dev: l[2].to_owned(),
-        mount_point: unescape(l[4]),
-        fs_type: r[0].to_owned(),
-        source: unescape(r[1]),
-        read_only: l[5].split(',').any(|o| o == "ro"),
+        dev: f[2].to_owned(),
+        mount_point: unescape(f[4]),
+        fs_type: (*fs_type).to_owned(),
+        source: unescape(source),
+        read_only: f[5].split(',').any(|o| o == "ro"),
     })
 }
 

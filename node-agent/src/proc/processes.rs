@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use procfs::process::Process;
 use serde::Serialize;
 
 use super::{ErrorKind, HostRoot, ReadErrors, read_optional};
@@ -85,7 +84,6 @@ pub fn state_name(c: char) -> &'static str {
 struct Row {
     pid: i32,
     ppid: i32,
-    uid: Option<u32>,
     comm: String,
     state: char,
     threads: u64,
@@ -125,42 +123,38 @@ pub fn read(
     };
     let mut rows = Vec::new();
     let mut ticks = HashMap::with_capacity(history.ticks.len());
+    let mut buf = Vec::with_capacity(512);
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let proc_ = match Process::new_with_root(entry.path()) {
-            Ok(p) => p,
-            Err(e) => {
-                errors.count("processes", ErrorKind::of_procfs(&e));
-                continue;
-            }
+        buf.clear();
+        let read = std::fs::File::open(entry.path().join("stat"))
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut buf));
+        if let Err(e) = read {
+            errors.count("processes", ErrorKind::of_io(&e));
+            continue;
+        }
+        let Some(stat) = parse_stat(&buf) else {
+            errors.count("processes", ErrorKind::Parse);
+            continue;
         };
-        let stat = match proc_.stat() {
-            Ok(s) => s,
-            Err(e) => {
-                errors.count("processes", ErrorKind::of_procfs(&e));
-                continue;
-            }
-        };
-        let t = stat.utime + stat.stime;
+        let t = stat.utime.saturating_add(stat.stime);
         let key = (pid, stat.starttime);
         let cpu = match (elapsed, history.ticks.get(&key)) {
             (Some(dt), Some(prev)) if dt > 0.0 => Some(t.saturating_sub(*prev) as f64 / tps.max(1) as f64 / dt),
             _ => None,
         };
         ticks.insert(key, t);
-        let threads = u64::try_from(stat.num_threads).unwrap_or(0);
         out.total += 1;
-        out.threads += threads;
+        out.threads += stat.threads;
         *out.by_state.entry(state_name(stat.state)).or_default() += 1;
         rows.push(Row {
             pid,
             ppid: stat.ppid,
-            uid: proc_.uid().ok(),
             comm: stat.comm,
             state: stat.state,
-            threads,
-            rss_pages: stat.rss,
+            threads: stat.threads,
+            rss_pages: stat.rss_pages,
             cpu,
         });
     }
@@ -177,11 +171,13 @@ pub fn read(
         };
         let cgroup_text = read_optional(&base.join("cgroup"), "processes", errors);
         let cgroup = cgroup_text.as_deref().and_then(cgroup_path);
+        // The owner of /proc/PID is the process's effective uid.
+        let uid = std::fs::metadata(&base).ok().map(|m| std::os::unix::fs::MetadataExt::uid(&m));
         TopProcess {
             pid: r.pid,
             ppid: r.ppid,
-            uid: r.uid,
-            user: r.uid.and_then(|u| users.name(u)).map(str::to_owned),
+            uid,
+            user: uid.and_then(|u| users.name(u)).map(str::to_owned),
             command: r.comm.clone(),
             cmdline,
             cpu: r.cpu,
@@ -201,6 +197,57 @@ pub fn read(
         out.top_rss = by_rss.into_iter().take(top_n).map(|r| detail(r, errors)).collect();
     }
     out
+}
+
+/// The fields of `/proc/PID/stat` the agent uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Command name: everything between the first `(` and the last `)`, which may itself hold
+    /// spaces, parentheses and newlines.
+    pub comm: String,
+    /// State letter.
+    pub state: char,
+    /// Parent PID.
+    pub ppid: i32,
+    /// User-mode CPU time, ticks.
+    pub utime: u64,
+    /// Kernel-mode CPU time, ticks.
+    pub stime: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Start time after boot, ticks (with the PID, identifies a process).
+    pub starttime: u64,
+    /// Resident set, pages.
+    pub rss_pages: u64,
+}
+
+/// Parses `/proc/PID/stat` (proc(5)); `None` for anything malformed. Ours rather than
+/// procfs's, whose parser panics on a `)` before the `(` (found by the property tests).
+pub fn parse_stat(bytes: &[u8]) -> Option<Stat> {
+    let open = bytes.iter().position(|&b| b == b'(')?;
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    if close < open {
+        return None;
+    }
+    let comm = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
+    let rest = std::str::from_utf8(bytes.get(close + 1..)?).ok()?;
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let num = |i: usize| f.get(i)?.parse::<u64>().ok();
+    let mut state = f.first()?.chars();
+    let state_char = state.next()?;
+    if state.next().is_some() {
+        return None;
+    }
+    Some(Stat {
+        comm,
+        state: state_char,
+        ppid: f.get(1)?.parse().ok()?,
+        utime: num(11)?,
+        stime: num(12)?,
+        threads: f.get(17)?.parse::<i64>().ok()?.max(0).unsigned_abs(),
+        starttime: num(19)?,
+        rss_pages: f.get(21)?.parse::<i64>().ok()?.max(0).unsigned_abs(),
+    })
 }
 
 /// `cmdline` bytes (NUL-separated) as one line, cut at 256 bytes on a character boundary.
@@ -317,6 +364,25 @@ mod tests {
         assert_eq!(cgroup_path(v1).as_deref(), Some("/kubepods/pod1/abc"));
         assert_eq!(cgroup_path("1:name=systemd:/\n"), None);
         assert_eq!(cgroup_path(""), None);
+    }
+
+    #[test]
+    fn stat_names_may_hold_spaces_parentheses_and_newlines() {
+        let s = parse_stat(b"500 (evil) (na\nme) S 1 500 500 0 -1 4194560 1 0 0 0 25 36 0 0 20 0 3 0 4855 5591040 1050 18446744073709551615\n").unwrap();
+        assert_eq!(s.comm, "evil) (na\nme");
+        assert_eq!(
+            (s.state, s.ppid, s.utime, s.stime, s.threads, s.starttime, s.rss_pages),
+            ('S', 1, 25, 36, 3, 4855, 1050)
+        );
+    }
+
+    #[test]
+    fn malformed_stat_lines_are_refused() {
+        assert_eq!(parse_stat(b""), None);
+        assert_eq!(parse_stat(b"1 )x( S 1"), None);
+        assert_eq!(parse_stat(b"1 (x) S 1 2 3"), None, "truncated");
+        assert_eq!(parse_stat(b"1 (x) SS 1 1 1 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 1 1 1"), None);
+        assert!(parse_stat(b"1 (x) S 1 1 1 0 -1 0 0 0 0 0 1 1 0 0 20 0 1 0 1 1 1").is_some());
     }
 
     #[test]

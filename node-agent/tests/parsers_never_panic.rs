@@ -1,0 +1,155 @@
+//! Property tests: every parser of host text takes any input without panicking, and the
+//! whole collector survives any content in any host file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use vigil_agent::config::{Collectors, CompiledFilters, Config};
+use vigil_agent::host::HostRoot;
+use vigil_agent::proc::{disks, fd, identity, net, pressure, processes};
+use vigil_agent::snapshot::Collector;
+
+/// Text that looks like host files often enough to reach deep into the parsers.
+fn hostish() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        proptest::collection::vec(
+            prop_oneof![
+                Just(" ".to_owned()),
+                Just("\n".to_owned()),
+                Just(":".to_owned()),
+                Just("=".to_owned()),
+                Just("-".to_owned()),
+                Just("\\040".to_owned()),
+                "[0-9]{1,25}",
+                "[a-z_]{1,8}",
+                "[0-9A-F]{1,8}",
+                Just("(".to_owned()),
+                Just(")".to_owned())
+            ],
+            0..80
+        )
+        .prop_map(|v| v.concat()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn text_parsers_never_panic(text in hostish()) {
+        let _ = pressure::parse(&text);
+        let _ = fd::parse(&text);
+        let _ = disks::parse_mountinfo(&text);
+        let _ = disks::unescape(&text);
+        let mut states = BTreeMap::new();
+        let _ = net::count_tcp_states(&text, &mut states);
+        let _ = net::parse_sockstat(&text);
+        let _ = processes::cgroup_path(&text);
+        let _ = processes::container_id(&text);
+        let _ = processes::cmdline_text(text.as_bytes());
+        let _ = processes::Users::parse(&text);
+        let _ = identity::pretty_name(&text);
+        let _ = Config::parse(&text, "fuzz.yaml");
+    }
+
+    #[test]
+    fn a_mount_point_with_any_characters_survives_escaping(name in "[ -~\t\n]{1,40}") {
+        let escaped: String = name.chars().map(|c| match c {
+            ' ' => "\\040".to_owned(),
+            '\t' => "\\011".to_owned(),
+            '\n' => "\\012".to_owned(),
+            '\\' => "\\134".to_owned(),
+            c => c.to_string(),
+        }).collect();
+        prop_assert_eq!(disks::unescape(&escaped), name.clone());
+        let line = format!("27 1 254:1 / {escaped} rw - ext4 /dev/vda1 rw");
+        let (m, bad) = disks::parse_mountinfo(&line);
+        prop_assert_eq!(bad, 0);
+        prop_assert_eq!(&m[0].mount_point, &name);
+    }
+
+    #[test]
+    fn a_container_id_is_found_wherever_it_sits(prefix in "[g-z/._-]{0,30}", suffix in "[g-z/._-]{0,20}", id in "[0-9a-f]{64}") {
+        let path = format!("{prefix}{id}{suffix}");
+        prop_assert_eq!(processes::container_id(&path), Some(id));
+    }
+
+    #[test]
+    fn fd_utilisation_stays_within_zero_and_one(a in any::<u64>(), b in any::<u64>(), c in any::<u64>()) {
+        let f = fd::parse(&format!("{a}\t{b}\t{c}\n")).unwrap();
+        prop_assert!((0.0..=1.0).contains(&f.utilization));
+    }
+}
+
+const FILES: &[&str] = &[
+    "proc/stat",
+    "proc/meminfo",
+    "proc/loadavg",
+    "proc/uptime",
+    "proc/diskstats",
+    "proc/pressure/cpu",
+    "proc/sys/fs/file-nr",
+    "proc/1/mountinfo",
+    "proc/1/net/dev",
+    "proc/1/net/tcp",
+    "proc/1/net/sockstat",
+    "proc/1/stat",
+    "proc/1/cgroup",
+    "proc/4242/stat",
+    "etc/os-release",
+    "etc/passwd",
+];
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any file of the host tree replaced by anything (bytes, truncations of the real content,
+    /// huge numbers): the collector counts what it cannot read and still returns a snapshot.
+    #[test]
+    fn the_collector_survives_any_content_in_any_host_file(
+        file in proptest::sample::select(FILES),
+        content in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..400),
+            hostish().prop_map(String::into_bytes),
+            (0usize..2000).prop_map(|n| n.to_string().into_bytes()),
+            Just(b"MemTotal: 18446744073709551615 kB\nMemFree: 18446744073709551615 kB\n".to_vec()),
+            Just(b"cpu  18446744073709551615 18446744073709551615 1 1 1 1 1 1\n".to_vec()),
+        ],
+        truncate_real in any::<bool>(),
+        cut in 0usize..4000,
+    ) {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian12-vm");
+        let dir = tempfile::tempdir().unwrap();
+        copy_tree(&src, dir.path());
+        let path = dir.path().join(file);
+        let bytes = if truncate_real {
+            let real = std::fs::read(&path).unwrap();
+            real[..cut.min(real.len())].to_vec()
+        } else {
+            content
+        };
+        std::fs::write(&path, bytes).unwrap();
+        let mut c = Collector::new(HostRoot::new(dir.path()), Collectors::default(), CompiledFilters::default(), 3);
+        let s1 = c.collect(jiff::Timestamp::UNIX_EPOCH);
+        let s2 = c.collect(jiff::Timestamp::UNIX_EPOCH);
+        prop_assert_eq!(s1.schema_version, 1);
+        prop_assert!(serde_json::to_string(&s2).is_ok());
+    }
+}
