@@ -8,9 +8,9 @@ scan:
 	cargo run --release -q -p vigil-agent -- scan
 
 ## Every test of the workspace (installs first whatever the tests need).
+# Unit, integration and doc tests; benches are not run here (cargo bench runs them).
 test: test-deps
-	cargo test --workspace --all-targets
-	cargo test --workspace --doc
+	cargo test --workspace
 
 ## System packages the tests use (promtool from Debian's prometheus).
 test-deps:

@@ -186,9 +186,19 @@ pub fn render(s: &Snapshot, opts: RenderOptions) -> String {
                 i.tx_drops
             );
         }
+        if let Some(est) = n.tcp.get("CurrEstab") {
+            let _ = writeln!(
+                o,
+                "  {:<12} established {est} · opened {} · accepted {} · retransmitted segments {}",
+                "tcp",
+                n.tcp.get("ActiveOpens").copied().unwrap_or(0),
+                n.tcp.get("PassiveOpens").copied().unwrap_or(0),
+                n.tcp.get("RetransSegs").copied().unwrap_or(0)
+            );
+        }
         if !n.tcp_states.is_empty() {
             let states: Vec<String> = n.tcp_states.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let _ = writeln!(o, "  {:<12} {}", "tcp", states.join(" · "));
+            let _ = writeln!(o, "  {:<12} {}", "tcp states", states.join(" · "));
         }
     }
     if let Some(f) = &s.file_descriptors {

@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
 
-use std::path::PathBuf;
+mod common;
+
+use common::copy_tree;
 
 use vigil_agent::config::{Collectors, CompiledFilters};
 use vigil_agent::host::HostRoot;
@@ -15,11 +17,16 @@ use vigil_agent::proc::ErrorKind;
 use vigil_agent::snapshot::{Collector, Snapshot};
 
 fn fixture(name: &str) -> HostRoot {
-    HostRoot::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name))
+    HostRoot::new(common::fixture_dir(name))
+}
+
+/// Every collector on, TCP states included.
+fn all_collectors() -> Collectors {
+    Collectors { tcp_states: true, ..Collectors::default() }
 }
 
 fn collect(name: &str) -> Snapshot {
-    let mut c = Collector::new(fixture(name), Collectors::default(), CompiledFilters::default(), 5);
+    let mut c = Collector::new(fixture(name), all_collectors(), CompiledFilters::default(), 5);
     c.collect(jiff::Timestamp::UNIX_EPOCH)
 }
 
@@ -76,6 +83,8 @@ fn debian_vm_host_identity_and_counters() {
     assert_eq!(net.tcp_states.get("time_wait"), Some(&5));
     assert_eq!(net.tcp_states.get("listen"), Some(&1));
     assert_eq!(net.sockstat["tcp"]["tw"], 5);
+    assert_eq!(net.tcp["ActiveOpens"], 133);
+    assert_eq!(net.tcp["RetransSegs"], 0);
 
     // The fixture's mount table names / and /run; statvfs reads the fixture's own filesystem.
     let fs = s.filesystems.as_ref().unwrap();
@@ -180,21 +189,9 @@ fn broken_files_are_counted_and_the_snapshot_still_goes_out() {
     assert_eq!(s.read_errors.get("pressure", ErrorKind::Parse), 1);
     assert_eq!(s.read_errors.get("filesystems", ErrorKind::Parse), 1);
     assert_eq!(s.read_errors.get("tcp", ErrorKind::Parse), 2);
+    assert!(s.network.as_ref().unwrap().tcp.is_empty(), "no snmp file is no data");
     assert!(s.read_errors.get("uptime", ErrorKind::Parse) >= 1);
     assert!(s.host.identity.hostname.is_none(), "a missing hostname file is no data");
     // And it still encodes.
     assert!(serde_json::to_string(&s).unwrap().contains("\"readErrors\""));
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            copy_tree(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).unwrap();
-        }
-    }
 }

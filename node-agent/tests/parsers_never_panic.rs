@@ -3,8 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
 
+mod common;
+
+use common::copy_tree;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use vigil_agent::config::{Collectors, CompiledFilters, Config};
@@ -48,6 +51,7 @@ proptest! {
         let mut states = BTreeMap::new();
         let _ = net::count_tcp_states(&text, &mut states);
         let _ = net::parse_sockstat(&text);
+        let _ = net::parse_snmp_section(&text, "Tcp");
         let _ = processes::cgroup_path(&text);
         let _ = processes::container_id(&text);
         let _ = processes::cmdline_text(text.as_bytes());
@@ -97,25 +101,13 @@ const FILES: &[&str] = &[
     "proc/1/net/dev",
     "proc/1/net/tcp",
     "proc/1/net/sockstat",
+    "proc/1/net/snmp",
     "proc/1/stat",
     "proc/1/cgroup",
     "proc/4242/stat",
     "etc/os-release",
     "etc/passwd",
 ];
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            copy_tree(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).unwrap();
-        }
-    }
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
@@ -135,7 +127,7 @@ proptest! {
         truncate_real in any::<bool>(),
         cut in 0usize..4000,
     ) {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian12-vm");
+        let src = common::fixture_dir("debian12-vm");
         let dir = tempfile::tempdir().unwrap();
         copy_tree(&src, dir.path());
         let path = dir.path().join(file);
@@ -146,7 +138,8 @@ proptest! {
             content
         };
         std::fs::write(&path, bytes).unwrap();
-        let mut c = Collector::new(HostRoot::new(dir.path()), Collectors::default(), CompiledFilters::default(), 3);
+        let all = Collectors { tcp_states: true, ..Collectors::default() };
+        let mut c = Collector::new(HostRoot::new(dir.path()), all, CompiledFilters::default(), 3);
         let s1 = c.collect(jiff::Timestamp::UNIX_EPOCH);
         let s2 = c.collect(jiff::Timestamp::UNIX_EPOCH);
         prop_assert_eq!(s1.schema_version, 1);

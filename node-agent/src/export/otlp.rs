@@ -351,6 +351,20 @@ pub fn register(meter: &Meter, latest: Latest, self_usage: SelfUsage) {
         })
     });
     let l = latest.clone();
+    counter(
+        meter,
+        "system.network.tcp.retransmitted_segments",
+        "{segment}",
+        "TCP segments retransmitted (/proc/net/snmp RetransSegs)",
+        move |o| {
+            with_latest(&l, |s| {
+                if let Some(v) = s.network.as_ref().and_then(|n| n.tcp.get("RetransSegs")) {
+                    o.observe(u64::try_from(*v).unwrap_or(0), &[]);
+                }
+            })
+        },
+    );
+    let l = latest.clone();
     updown(meter, "system.process.count", "{process}", "Processes by status", move |o| {
         with_latest(&l, |s| {
             for (state, v) in s.processes.iter().flat_map(|p| &p.by_state) {

@@ -91,16 +91,38 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>, v: f64) -> fmt::Result {
-        let m = ConstGauge::new(v);
+    /// One unlabelled sample.
+    fn one<M: EncodeMetric>(&mut self, name: &str, help: &str, unit: Option<Unit>, m: M) -> fmt::Result {
         let e = self.enc.encode_descriptor(name, help, unit.as_ref(), m.metric_type())?;
         m.encode(e)
     }
 
+    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>, v: f64) -> fmt::Result {
+        self.one(name, help, unit, ConstGauge::new(v))
+    }
+
     fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>, v: f64) -> fmt::Result {
-        let m = ConstCounter::new(v);
-        let e = self.enc.encode_descriptor(name, help, unit.as_ref(), m.metric_type())?;
-        m.encode(e)
+        self.one(name, help, unit, ConstCounter::new(v))
+    }
+
+    /// A labelled family; nothing at all when there are no rows.
+    fn family<L: EncodeLabelSet, M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        make: fn(f64) -> M,
+        rows: impl IntoIterator<Item = (L, f64)>,
+    ) -> fmt::Result {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
+            return Ok(());
+        }
+        let mut e = self.enc.encode_descriptor(name, help, unit.as_ref(), make(0.0).metric_type())?;
+        for (labels, v) in rows {
+            make(v).encode(e.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 
     fn gauges<L: EncodeLabelSet>(
@@ -110,15 +132,7 @@ impl Out<'_> {
         unit: Option<Unit>,
         rows: impl IntoIterator<Item = (L, f64)>,
     ) -> fmt::Result {
-        let mut rows = rows.into_iter().peekable();
-        if rows.peek().is_none() {
-            return Ok(());
-        }
-        let mut e = self.enc.encode_descriptor(name, help, unit.as_ref(), ConstGauge::new(0.0).metric_type())?;
-        for (labels, v) in rows {
-            ConstGauge::new(v).encode(e.encode_family(&labels)?)?;
-        }
-        Ok(())
+        self.family(name, help, unit, ConstGauge::new, rows)
     }
 
     fn counters<L: EncodeLabelSet>(
@@ -128,15 +142,7 @@ impl Out<'_> {
         unit: Option<Unit>,
         rows: impl IntoIterator<Item = (L, f64)>,
     ) -> fmt::Result {
-        let mut rows = rows.into_iter().peekable();
-        if rows.peek().is_none() {
-            return Ok(());
-        }
-        let mut e = self.enc.encode_descriptor(name, help, unit.as_ref(), ConstCounter::new(0.0).metric_type())?;
-        for (labels, v) in rows {
-            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
-        }
-        Ok(())
+        self.family(name, help, unit, ConstCounter::new, rows)
     }
 }
 

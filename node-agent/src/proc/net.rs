@@ -40,8 +40,12 @@ pub struct Interface {
 pub struct Network {
     /// Interfaces, sorted by name.
     pub interfaces: Vec<Interface>,
-    /// TCP sockets (v4 and v6) by state (`established`, `listen`, `time_wait`…).
+    /// TCP sockets (v4 and v6) by state (`established`, `listen`, `time_wait`…); only with
+    /// the `tcpStates` collector, which reads the whole connection tables.
     pub tcp_states: BTreeMap<&'static str, u64>,
+    /// TCP counters of `/proc/net/snmp` (`CurrEstab`, `ActiveOpens`, `RetransSegs`…): cheap
+    /// to read at any connection count.
+    pub tcp: BTreeMap<String, i64>,
     /// `/proc/net/sockstat` and `sockstat6`: protocol → field → value.
     pub sockstat: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -79,6 +83,12 @@ pub fn read(root: &HostRoot, filter: &NameFilter, with_tcp_states: bool, errors:
                     errors.count("tcp", ErrorKind::Parse);
                 }
             }
+        }
+    }
+    if let Some(text) = read_optional(&root.host_net_file("snmp"), "snmp", errors) {
+        match parse_snmp_section(&text, "Tcp") {
+            Some(tcp) => net.tcp = tcp,
+            None => errors.count("snmp", ErrorKind::Parse),
         }
     }
     for file in ["sockstat", "sockstat6"] {
@@ -124,6 +134,18 @@ pub fn count_tcp_states(text: &str, into: &mut BTreeMap<&'static str, u64>) -> u
     bad
 }
 
+/// One protocol's counters from `/proc/net/snmp`: a header line of names followed by a line
+/// of values, both starting with `Proto:`. `None` when the section is missing or its two lines
+/// disagree.
+pub fn parse_snmp_section(text: &str, proto: &str) -> Option<BTreeMap<String, i64>> {
+    let prefix = format!("{proto}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let names: Vec<&str> = lines.next()?.split_whitespace().skip(1).collect();
+    let values: Vec<i64> = lines.next()?.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>().ok()?;
+    (names.len() == values.len() && !names.is_empty())
+        .then(|| names.into_iter().map(str::to_owned).zip(values).collect())
+}
+
 /// Parses `PROTO: key value key value…` lines.
 pub fn parse_sockstat(text: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
@@ -150,6 +172,16 @@ mod tests {
         assert_eq!(count_tcp_states(text, &mut m), 1);
         assert_eq!(m.get("listen"), Some(&1));
         assert_eq!(m.get("established"), Some(&2));
+    }
+
+    #[test]
+    fn snmp_tcp_counters_pair_names_with_values() {
+        let text = "Ip: Forwarding\nIp: 1\nTcp: RtoMin MaxConn CurrEstab RetransSegs\nTcp: 200 -1 7 42\nUdp: InDatagrams\nUdp: 3\n";
+        let t = parse_snmp_section(text, "Tcp").unwrap();
+        assert_eq!(t["CurrEstab"], 7);
+        assert_eq!(t["MaxConn"], -1);
+        assert_eq!(parse_snmp_section("Tcp: A B\nTcp: 1\n", "Tcp"), None);
+        assert_eq!(parse_snmp_section("Udp: A\nUdp: 1\n", "Tcp"), None);
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! The agent as a daemon next to Debian's prometheus-node-exporter, on the same host in the
+//! same run: both scraped every 10 s (the agent also snapshots every 10 s) for
+//! `VIGIL_SOAK_SECS` seconds (default 600) with about 400 processes on the host; then steady
+//! RSS, CPU share of one core, and CPU per /metrics scrape (200 back-to-back scrapes each).
+//!
+//! `cargo bench -p vigil-agent --bench daemon` (needs `prometheus-node-exporter` on PATH or
+//! in /usr/bin; every loop is bounded and every process it starts is killed at the end).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Guard(Vec<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn proc_stat(pid: u32) -> (f64, u64) {
+    let tps = procfs::ticks_per_second() as f64;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    let cpu = (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / tps;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: u64 =
+        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    (cpu, rss_kib * 1024)
+}
+
+fn scrape(addr: &str) -> usize {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = Vec::new();
+    s.read_to_end(&mut body).unwrap();
+    body.len()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_up(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn main() {
+    let secs: u64 = std::env::var("VIGIL_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+    let target_procs = 400;
+    let have = procfs::process::all_processes().unwrap().count();
+    let mut guard = Guard(Vec::new());
+    for _ in have..target_procs {
+        guard.0.push(Command::new("sleep").arg((secs + 600).to_string()).spawn().unwrap());
+    }
+
+    let dir = std::env::temp_dir().join(format!("vigil-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("agent.yaml");
+    std::fs::write(&cfg, "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\n")
+        .unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .arg("run")
+        .arg("-c")
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(agent.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let agent_addr = line.trim().rsplit_once("http://").unwrap().1.trim_end_matches("/metrics").to_owned();
+    let agent_pid = agent.id();
+    guard.0.push(agent);
+
+    let ne_bin = ["prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("prometheus-node-exporter (apt-get install prometheus-node-exporter)");
+    let ne_addr = format!("127.0.0.1:{}", free_port());
+    let ne = Command::new(ne_bin)
+        .arg(format!("--web.listen-address={ne_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ne_pid = ne.id();
+    guard.0.push(ne);
+    wait_up(&agent_addr);
+    wait_up(&ne_addr);
+    let procs = procfs::process::all_processes().unwrap().count();
+    eprintln!(
+        "soak: {secs} s, {procs} processes, agent {agent_addr} (pid {agent_pid}), node_exporter {ne_addr} (pid {ne_pid})"
+    );
+
+    // Warm-up: the first minute (or tenth of the run) is not "steady".
+    let warm = Duration::from_secs((secs / 10).clamp(10, 60));
+    let start = Instant::now();
+    let (mut a_cpu0, mut n_cpu0) = (proc_stat(agent_pid).0, proc_stat(ne_pid).0);
+    let mut measured_from = start;
+    let mut warmed = false;
+    let (mut a_rss, mut n_rss) = (Vec::new(), Vec::new());
+    let mut scrapes = 0u64;
+    let max_rounds = secs / 10 + 2;
+    for _ in 0..max_rounds {
+        if start.elapsed() >= Duration::from_secs(secs) {
+            break;
+        }
+        let round = Instant::now();
+        scrape(&agent_addr);
+        scrape(&ne_addr);
+        scrapes += 1;
+        if !warmed && start.elapsed() >= warm {
+            warmed = true;
+            a_cpu0 = proc_stat(agent_pid).0;
+            n_cpu0 = proc_stat(ne_pid).0;
+            measured_from = Instant::now();
+        }
+        if warmed {
+            a_rss.push(proc_stat(agent_pid).1);
+            n_rss.push(proc_stat(ne_pid).1);
+        }
+        std::thread::sleep(Duration::from_secs(10).saturating_sub(round.elapsed()));
+    }
+    let span = measured_from.elapsed().as_secs_f64();
+    let a_share = (proc_stat(agent_pid).0 - a_cpu0) / span * 100.0;
+    let n_share = (proc_stat(ne_pid).0 - n_cpu0) / span * 100.0;
+
+    // CPU per scrape: 200 back-to-back scrapes.
+    let per_scrape = |pid: u32, addr: &str| {
+        let c0 = proc_stat(pid).0;
+        let mut bytes = 0;
+        for _ in 0..200 {
+            bytes = scrape(addr);
+        }
+        ((proc_stat(pid).0 - c0) / 200.0 * 1000.0, bytes)
+    };
+    let (a_scrape, a_bytes) = per_scrape(agent_pid, &agent_addr);
+    let (n_scrape, n_bytes) = per_scrape(ne_pid, &ne_addr);
+
+    let stats = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        if v.is_empty() { (0.0, 0.0, 0.0) } else { (mib(v[0]), mib(v[v.len() / 2]), mib(v[v.len() - 1])) }
+    };
+    let (a_min, a_med, a_max) = stats(&mut a_rss);
+    let (n_min, n_med, n_max) = stats(&mut n_rss);
+    println!(
+        "| measure ({secs} s run, {procs} processes, scraped every 10 s, {scrapes} scrapes each) | vigil-agent | node_exporter |"
+    );
+    println!("| --- | --- | --- |");
+    println!(
+        "| RSS after warm-up, min / median / max (MiB) | {a_min:.1} / {a_med:.1} / {a_max:.1} | {n_min:.1} / {n_med:.1} / {n_max:.1} |"
+    );
+    println!("| CPU, % of one core over {span:.0} s | {a_share:.3} | {n_share:.3} |");
+    println!("| CPU per /metrics scrape (ms, mean of 200) | {a_scrape:.2} | {n_scrape:.2} |");
+    println!("| /metrics size (bytes) | {a_bytes} | {n_bytes} |");
+    std::fs::remove_dir_all(&dir).ok();
+}
