@@ -287,12 +287,12 @@ pub struct AlertRoute {
 
     /// Receivers (names from spec.receivers) that get the alerts.
     #[serde(default)]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 63)))]
     pub receivers: Vec<String>,
 
     /// Labels that group alerts into one notification (`alertname`, `node`…).
     #[serde(default = "default_group_by")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 128)))]
     pub group_by: Vec<String>,
 
     /// How long to wait after the first alert of a new group before sending it.

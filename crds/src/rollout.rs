@@ -401,6 +401,19 @@ pub struct AgentRolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,
 
+    /// When the current wave started admitting nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_started_at: Option<Time>,
+
+    /// When every node of the current wave became healthy: its bake time runs from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_ready_at: Option<Time>,
+
+    /// Node groups the operator pinned to the stable revision under the PinFailingGroup
+    /// policy, with the attributes that identify them. Removed when the spec's target changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_groups: Vec<PinnedGroup>,
+
     /// Nodes selected by the rollout.
     #[serde(default)]
     pub selected_nodes: u32,
@@ -464,6 +477,22 @@ pub enum RolloutPhase {
     Completed,
     /// The rollout cannot go on (bad config hash, missing ConfigMap…); see reason.
     Failed,
+}
+
+/// A node group pinned by the operator: every node whose attributes match.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedGroup {
+    /// Name of the group (shown in the `vigil.dev/pinned` node label).
+    pub name: String,
+    /// Node attributes the failing nodes shared and healthy nodes lacked, e.g.
+    /// `osImage: CentOS Linux 7 (Core)`. Keys: osImage, kernel, instanceType, zone, arch.
+    pub attributes: BTreeMap<String, String>,
+    /// The revision the group is held on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Why, in words for a person.
+    pub reason: String,
 }
 
 /// Nodes on one revision.
