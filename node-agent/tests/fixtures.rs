@@ -1,7 +1,7 @@
 //! Readers against captured and synthetic host trees under tests/fixtures:
 //! - debian12-vm: captured from a Debian 12 VM (kernel 6.18, cgroup v2), plus synthetic
-//!   processes: a name with spaces, parentheses and a newline, a containerised process, and
-//!   a PID directory whose files vanished between listing and reading;
+//!   processes: a name with spaces, parentheses and a newline, and a containerised process
+//!   (a PID whose files vanish mid-scan is made by its test: git keeps no empty directory);
 //! - centos7-cgroup-v1: a 3.10 kernel layout (no PSI, no MemAvailable, cgroup v1, xfs);
 //! - broken: empty, truncated and garbled files.
 
@@ -94,7 +94,13 @@ fn debian_vm_host_identity_and_counters() {
 
 #[test]
 fn odd_processes_are_read_and_a_vanished_one_is_counted_not_fatal() {
-    let s = collect("debian12-vm");
+    // PID 700 is listed but its files are gone, as when a process exits between the listing
+    // of /proc and the read of its stat. (Made here: git keeps no empty directory.)
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(fixture("debian12-vm").root(), dir.path());
+    std::fs::create_dir(dir.path().join("proc/700")).unwrap();
+    let mut c = Collector::new(HostRoot::new(dir.path()), all_collectors(), CompiledFilters::default(), 5);
+    let s = c.collect(jiff::Timestamp::UNIX_EPOCH);
     let p = s.processes.as_ref().unwrap();
     // 1, 4242, 500, 600 read; 700 vanished (its directory is empty).
     assert_eq!(p.total, 4);
