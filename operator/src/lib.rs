@@ -7,3 +7,5 @@
 //! validation as the first step of every reconcile.
 
 pub mod manifests;
+pub mod plan;
+pub mod simulate;

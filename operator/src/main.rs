@@ -17,6 +17,34 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions as one YAML stream (`| kubectl apply -f -`).
     Crds,
+    /// Dry-run a rollout over a simulated fleet with the real planner and print its timeline.
+    Simulate {
+        /// Nodes in the fleet.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Zones the nodes spread over.
+        #[arg(long, default_value_t = 3)]
+        zones: usize,
+        /// Share of nodes with os-image=legacy.
+        #[arg(long, default_value_t = 0.1)]
+        legacy_share: f64,
+        /// Fault of the target revision: crashloop[:ATTR=VALUE], slow-start:SECS,
+        /// missing-heartbeat[:ATTR=VALUE], not-ready:SHARE. Repeatable.
+        #[arg(long)]
+        fault: Vec<String>,
+        /// Failure policy: rollback, pause or pin-failing-group.
+        #[arg(long, default_value = "rollback")]
+        policy: String,
+        /// Operator restarts at random instants.
+        #[arg(long, default_value_t = 0)]
+        restarts: usize,
+        /// Label writes the API accepts per second.
+        #[arg(long, default_value_t = 50)]
+        writes_per_second: usize,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Validate AgentRollout / AlertPolicy / AgentStatus manifests offline, with the same
     /// OpenAPI and CEL rules the API server applies. Exit 0 when all are valid, 2 otherwise.
     Validate {
@@ -43,6 +71,57 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("---\n{}", text.trim_end());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate { nodes, zones, legacy_share, fault, policy, restarts, writes_per_second, seed } => {
+            use vigil_crds::rollout::FailurePolicy;
+            use vigil_operator::simulate;
+            let policy = match policy.as_str() {
+                "rollback" => FailurePolicy::Rollback,
+                "pause" => FailurePolicy::Pause,
+                "pin-failing-group" => FailurePolicy::PinFailingGroup,
+                other => anyhow::bail!("--policy {other:?}: expected rollback, pause or pin-failing-group"),
+            };
+            let faults = fault
+                .iter()
+                .map(|f| simulate::parse_fault(f).map_err(anyhow::Error::msg))
+                .collect::<Result<Vec<_>>>()?;
+            anyhow::ensure!(nodes > 0, "--nodes must be at least 1");
+            let scenario = simulate::Scenario {
+                nodes,
+                zones,
+                legacy_share,
+                faults,
+                operator_restarts: restarts,
+                writes_per_second: writes_per_second.max(1),
+                seed,
+                ..Default::default()
+            };
+            let report = simulate::run(&scenario, &simulate::spec(policy));
+            for e in &report.timeline {
+                println!("{:>6}s  {:<9} {:>5} on target  {}", e.at, e.kind, e.on_target, e.reason);
+            }
+            println!("---");
+            println!("phase: {:?} after {} s simulated", report.phase, report.finished_after);
+            println!(
+                "nodes that ever ran the target: {} (outside the first wave: {})",
+                report.ever_on_target, report.outside_first_wave
+            );
+            if let Some(r) = report.rollback_seconds {
+                println!("rollback: every affected node back in {r} s");
+            }
+            println!(
+                "plans: {}, label writes: {}, operator restarts: {}",
+                report.plans, report.writes, report.restarts
+            );
+            if report.violations.is_empty() {
+                println!("invariants: all held");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for v in &report.violations {
+                    eprintln!("invariant violated: {v}");
+                }
+                Ok(ExitCode::from(3))
+            }
         }
         Command::Validate { files } => {
             let mut invalid = 0;

@@ -1,0 +1,113 @@
+//! The health gate: how each admitted node is doing, and whether the wave passes.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use vigil_crds::AgentHealth;
+use vigil_crds::rollout::HealthGate;
+
+use super::model::NodeView;
+
+/// Waiting reasons that mean the revision cannot run on the node.
+const FATAL_WAITING: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// How one node admitted to the target is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeHealth {
+    /// Ready, heartbeating, within restart budget, and (when required) reporting Healthy.
+    Healthy,
+    /// Not yet healthy, still within the progress deadline.
+    Pending(String),
+    /// Failed, with the reason.
+    Failed(String),
+    /// The node itself was unavailable before the wave started: not counted either way.
+    Excused,
+}
+
+/// Judges one node admitted to `target`. `wave_started` is when the wave began.
+pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Timestamp, now: Timestamp) -> NodeHealth {
+    if !node.ready && node.unavailable_since.is_some_and(|t| t <= wave_started) {
+        return NodeHealth::Excused;
+    }
+    let overdue = elapsed(wave_started, now) > Duration::from(gate.progress_deadline);
+    let pending = |why: String| {
+        if overdue {
+            NodeHealth::Failed(format!("{why} after the progress deadline"))
+        } else {
+            NodeHealth::Pending(why)
+        }
+    };
+    let Some(agent) = node.agent.as_ref().filter(|a| a.revision == target) else {
+        return pending("no agent pod of the target revision yet".into());
+    };
+    if let Some(w) = agent.waiting_reason.as_deref().filter(|w| FATAL_WAITING.contains(w)) {
+        return NodeHealth::Failed(format!("agent container {w}"));
+    }
+    if agent.restarts > gate.max_restarts {
+        let why =
+            agent.last_termination_reason.as_deref().map(|r| format!(", last terminated {r}")).unwrap_or_default();
+        return NodeHealth::Failed(format!("{} restarts (max {}){why}", agent.restarts, gate.max_restarts));
+    }
+    if agent.last_termination_reason.as_deref() == Some("OOMKilled") {
+        return NodeHealth::Failed("agent container OOMKilled".into());
+    }
+    if gate.require_agent_healthy && agent.health == Some(AgentHealth::Unhealthy) {
+        return NodeHealth::Failed("the agent reports itself Unhealthy".into());
+    }
+    if !agent.ready {
+        return pending("agent pod not ready".into());
+    }
+    let gap = Duration::from(gate.heartbeat_gap);
+    match agent.heartbeat {
+        Some(hb) if elapsed(hb, now) > gap => {
+            return NodeHealth::Failed(format!(
+                "heartbeat {}s old (max {}s)",
+                elapsed(hb, now).as_secs(),
+                gap.as_secs()
+            ));
+        }
+        None if agent.started_at.is_some_and(|t| elapsed(t, now) > gap) => {
+            return NodeHealth::Failed(format!(
+                "no heartbeat in the {}s since the agent started",
+                elapsed(agent.started_at.unwrap_or(now), now).as_secs()
+            ));
+        }
+        None => return pending("no heartbeat yet".into()),
+        Some(_) => {}
+    }
+    if gate.require_agent_healthy
+        && agent.health != Some(AgentHealth::Healthy)
+        && agent.health != Some(AgentHealth::Degraded)
+    {
+        return pending("the agent has not reported its health yet".into());
+    }
+    NodeHealth::Healthy
+}
+
+/// Time from `a` to `b`, zero when `b` is earlier.
+pub fn elapsed(a: Timestamp, b: Timestamp) -> Duration {
+    b.duration_since(a).try_into().unwrap_or(Duration::ZERO)
+}
+
+/// The Prometheus gate: `Some(reason)` when the value is on the failing side.
+pub fn prometheus_fails(gate: &HealthGate, value: Option<f64>) -> Option<String> {
+    let p = gate.prometheus.as_ref()?;
+    match value {
+        None => None, // unanswered queries hold the wave as pending, see `next`
+        Some(v) if p.fail_below && v < p.threshold => {
+            Some(format!("Prometheus query value {v} is below {}", p.threshold))
+        }
+        Some(v) if !p.fail_below && v > p.threshold => {
+            Some(format!("Prometheus query value {v} is above {}", p.threshold))
+        }
+        Some(_) => None,
+    }
+}

@@ -1,0 +1,707 @@
+//! The rollout planner: spec, observed cluster, status and `now` in; a plan out.
+//!
+//! Pure: no I/O, no clock, no randomness. Everything the next step needs is in the rollout's
+//! status and the nodes' labels, so an operator restart at any instant loses nothing, and the
+//! same inputs always give the same plan.
+//!
+//! ```text
+//! spec + status + Observed + now ──▶ next() ──▶ Plan { moves (node label changes),
+//!                                                     status, decision, requeue_after }
+//! ```
+//!
+//! Invariants (checked by the property tests and the fleet simulator):
+//! 1. pinned and incompatible nodes never move to a revision other than their pin / where
+//!    they are;
+//! 2. no more nodes run the target than the current wave allows, and a wave grows only
+//!    after the previous one passed its gate and bake time;
+//! 3. a failed gate under the Rollback policy moves every node on the target back to the
+//!    stable revision, and rollback ignores pause and maintenance windows;
+//! 4. an unchanged input gives an unchanged plan.
+
+pub mod attribution;
+pub mod gate;
+pub mod model;
+pub mod order;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use vigil_crds::rollout::{
+    AgentRolloutSpec, AgentRolloutStatus, CompatibilityGuard, ExcludedNodes, FailurePolicy, PinnedGroup, RevisionNodes,
+    RevisionOutcome, RevisionRecord, RolloutPhase,
+};
+use vigil_crds::{ConfigHash, ImageRef, RevisionName};
+
+pub use model::{AgentView, Decision, Limits, Move, NodeAttributes, NodeView, Observed, Plan};
+
+use gate::NodeHealth;
+
+/// Most revisions kept in status.history.
+pub const HISTORY: usize = 10;
+
+/// Plans the next step of a rollout. `key` identifies the rollout (`namespace/name`) and seeds
+/// the node order.
+pub fn next(
+    spec: &AgentRolloutSpec,
+    status: &AgentRolloutStatus,
+    generation: Option<i64>,
+    key: &str,
+    observed: &Observed,
+    now: Timestamp,
+    limits: Limits,
+) -> Plan {
+    let mut plan = step(spec, status, generation, key, observed, now, limits);
+    // Pinning a failing group changes which nodes are eligible; plan once more with the group
+    // in place so that the status written already describes the fleet without it (and
+    // planning again from it changes nothing). Each pass can only add a group, and there are
+    // a handful of attributes, so this ends; the bound is a guard.
+    for _ in 0..8 {
+        if plan.status.pinned_groups.len() <= status.pinned_groups.len() || plan.decision.kind != "PinGroup" {
+            break;
+        }
+        // The second pass holds the group's nodes through the pin it now finds in the status,
+        // so its moves include the first pass's.
+        let again = step(spec, &plan.status, generation, key, observed, now, limits);
+        let pinned_more = again.decision.kind == "PinGroup";
+        plan = Plan {
+            moves: again.moves,
+            requeue_after: plan.requeue_after.min(again.requeue_after),
+            // The event says what happened (a group was pinned); the status says where the
+            // rollout now stands.
+            decision: if pinned_more { again.decision } else { plan.decision },
+            status: again.status,
+        };
+        if !pinned_more {
+            break;
+        }
+    }
+    // One canonical order (by node) for the same set of moves, however it was reached.
+    plan.moves.sort_by(|a, b| a.node.cmp(&b.node));
+    plan
+}
+
+fn step(
+    spec: &AgentRolloutSpec,
+    status: &AgentRolloutStatus,
+    generation: Option<i64>,
+    key: &str,
+    observed: &Observed,
+    now: Timestamp,
+    limits: Limits,
+) -> Plan {
+    let mut st = status.clone();
+    st.observed_generation = generation;
+    let mut p = Planner { spec, observed, now, limits, moves: Vec::new() };
+
+    if spec.frozen {
+        st.phase = Some(RolloutPhase::Frozen);
+        return p.finish(
+            st,
+            "Freeze",
+            "spec.frozen is set: nothing changes, not even a rollback".into(),
+            Duration::from_secs(60),
+        );
+    }
+
+    let target = match target_revision(spec, observed) {
+        Ok(t) => t,
+        Err(reason) => {
+            st.phase = Some(RolloutPhase::Failed);
+            return p.finish(st, "Fail", reason, Duration::from_secs(60));
+        }
+    };
+    adopt_target(spec, &mut st, &target, now);
+    let target_bad = st.history.iter().any(|r| r.revision == target && r.outcome == RevisionOutcome::Bad);
+
+    // Pins first: a pinned node goes to its pin whatever else happens (it is a hold on a
+    // known revision, so windows and pause do not apply; freeze did above).
+    let mut eligible: Vec<&NodeView> = Vec::new();
+    let mut excluded: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Nodes the operator pinned itself still count in the wave sizes, so that pinning a
+    // failing group never shrinks a wave below the nodes it already admitted.
+    let mut auto_pinned = 0usize;
+    for node in &observed.nodes {
+        if let Some((pin, hold)) = pin_for(spec, &st, node) {
+            if st.pinned_groups.iter().any(|g| g.name == pin) {
+                auto_pinned += 1;
+            }
+            if let PinHold::On(rev) = hold {
+                p.push_move(node, rev, Some(pin.clone()));
+            }
+            excluded.entry(format!("pinned by {pin}")).or_default().push(node.name.clone());
+        } else if let Some(why) = spec.compatibility.as_ref().and_then(|g| incompatible(g, node)) {
+            excluded.entry(why).or_default().push(node.name.clone());
+        } else {
+            eligible.push(node);
+        }
+    }
+
+    let stable = st.stable_revision.clone();
+    let (kind, reason, requeue) = if target_bad || st.phase == Some(RolloutPhase::RollingBack) {
+        p.roll_back(&mut st, &eligible, &target, stable.as_deref())
+    } else {
+        p.progress(&mut st, &eligible, auto_pinned, &target, key)
+    };
+    fill_counts(&mut st, observed, &target, &excluded);
+    p.finish(st, kind, reason, requeue)
+}
+
+struct Planner<'a> {
+    spec: &'a AgentRolloutSpec,
+    observed: &'a Observed,
+    now: Timestamp,
+    limits: Limits,
+    moves: Vec<Move>,
+}
+
+type Step = (&'static str, String, Duration);
+
+impl Planner<'_> {
+    fn push_move(&mut self, node: &NodeView, to: Option<String>, pin: Option<String>) {
+        if node.revision != to && self.moves.len() < self.limits.max_moves {
+            self.moves.push(Move { node: node.name.clone(), from: node.revision.clone(), to, pin });
+        }
+    }
+
+    fn budget_left(&self) -> bool {
+        self.moves.len() < self.limits.max_moves
+    }
+
+    fn roll_back(
+        &mut self,
+        st: &mut AgentRolloutStatus,
+        eligible: &[&NodeView],
+        target: &str,
+        stable: Option<&str>,
+    ) -> Step {
+        let on_target: Vec<&&NodeView> = eligible.iter().filter(|n| n.revision.as_deref() == Some(target)).collect();
+        if on_target.is_empty() {
+            st.phase = Some(RolloutPhase::RolledBack);
+            let why =
+                st.history.iter().find(|r| r.revision == target).and_then(|r| r.reason.clone()).unwrap_or_default();
+            return ("RollBack", format!("rolled back: every node is off {target} ({why})"), Duration::from_secs(300));
+        }
+        st.phase = Some(RolloutPhase::RollingBack);
+        for n in &on_target {
+            self.push_move(n, stable.map(str::to_owned), None);
+        }
+        let back = stable.unwrap_or("no agent");
+        // The same words on every step of the rollback (the count aside), so that planning
+        // again from the written status writes the same status.
+        let why = st
+            .history
+            .iter()
+            .find(|r| r.revision == target)
+            .and_then(|r| r.reason.clone())
+            .unwrap_or_else(|| "rollback requested".into());
+        (
+            "RollBack",
+            format!("rolling back {} node(s) from {target} to {back}: health gate failed: {why}", on_target.len()),
+            if on_target.len() > self.moves.len() { Duration::from_secs(1) } else { Duration::from_secs(5) },
+        )
+    }
+
+    fn progress(
+        &mut self,
+        st: &mut AgentRolloutStatus,
+        eligible: &[&NodeView],
+        auto_pinned: usize,
+        target: &str,
+        key: &str,
+    ) -> Step {
+        let gate = &self.spec.health_gate;
+        let order = order::rollout_order(key, eligible);
+        let sizes = wave_sizes_for(self.spec, eligible.len() + auto_pinned, eligible.len());
+        let last_wave = sizes.len();
+        let wave = (st.current_wave.max(1) as usize).min(last_wave);
+        st.current_wave = u32::try_from(wave).unwrap_or(u32::MAX);
+        let started = st.wave_started_at.as_ref().map_or(self.now, |t| t.0);
+        if st.wave_started_at.is_none() {
+            st.wave_started_at = Some(Time(self.now));
+        }
+
+        let admitted: Vec<&NodeView> =
+            order.iter().map(|&i| eligible[i]).filter(|n| n.revision.as_deref() == Some(target)).collect();
+        let mut failed: Vec<(&NodeView, String)> = Vec::new();
+        let mut healthy: Vec<&NodeView> = Vec::new();
+        let mut pending: Vec<(&NodeView, String)> = Vec::new();
+        for n in &admitted {
+            match gate::judge(n, target, gate, started, self.now) {
+                NodeHealth::Healthy => healthy.push(n),
+                NodeHealth::Pending(why) => pending.push((n, why)),
+                NodeHealth::Failed(why) => failed.push((n, why)),
+                NodeHealth::Excused => {}
+            }
+        }
+        let wave_full = admitted.len() >= sizes[wave - 1];
+        let prom = if wave_full && pending.is_empty() {
+            gate::prometheus_fails(gate, self.observed.prometheus_value)
+        } else {
+            None
+        };
+
+        if failed.len() > gate.max_failed_nodes as usize || prom.is_some() {
+            let why = match (&prom, failed.first()) {
+                (Some(p), _) => p.clone(),
+                (None, Some((n, w))) => format!(
+                    "{} of {} node(s) in wave {wave} failed, e.g. {}: {w}",
+                    failed.len(),
+                    admitted.len(),
+                    n.name
+                ),
+                (None, None) => "the health gate failed".into(),
+            };
+            return self.on_failure(st, eligible, &failed, &healthy, target, wave, why);
+        }
+
+        if !wave_full {
+            return self.admit(st, eligible, &order, &admitted, sizes[wave - 1], target, wave);
+        }
+        if let Some((n, why)) = pending.first() {
+            return (
+                "Hold",
+                format!("wave {wave}: waiting for {} node(s) to become healthy, e.g. {}: {why}", pending.len(), n.name),
+                Duration::from_secs(10),
+            );
+        }
+        if gate.prometheus.is_some() && self.observed.prometheus_value.is_none() {
+            return (
+                "Hold",
+                format!("wave {wave}: waiting for the Prometheus gate query to answer"),
+                Duration::from_secs(30),
+            );
+        }
+        let ready_at = st.wave_ready_at.get_or_insert(Time(self.now)).0;
+        let bake = Duration::from(self.spec.waves[wave - 1].bake_time);
+        let baked = gate::elapsed(ready_at, self.now);
+        if baked < bake {
+            st.phase = Some(RolloutPhase::Baking);
+            let left = bake - baked;
+            let until = ready_at + jiff::SignedDuration::try_from(bake).unwrap_or(jiff::SignedDuration::ZERO);
+            // The reason names the end of the bake, not the time left, so it does not change
+            // (and the status is not rewritten) on every reconcile.
+            return ("Bake", format!("wave {wave} healthy on {} node(s); baking until {until}", healthy.len()), left);
+        }
+        if wave == last_wave {
+            st.phase = Some(RolloutPhase::Completed);
+            if let Some(r) = st.history.iter_mut().find(|r| r.revision == target) {
+                r.outcome = RevisionOutcome::Good;
+                r.reason = Some(format!("passed all {last_wave} waves"));
+            }
+            st.stable_revision = Some(target.to_owned());
+            return (
+                "Complete",
+                format!("{target} runs on every eligible node ({})", admitted.len()),
+                Duration::from_secs(300),
+            );
+        }
+        // The wave passed its gate and bake time: the next one may grow.
+        st.current_wave += 1;
+        st.wave_started_at = Some(Time(self.now));
+        st.wave_ready_at = None;
+        let (_, why, requeue) = self.admit(st, eligible, &order, &admitted, sizes[wave], target, wave + 1);
+        ("Advance", format!("wave {wave} passed its gate and bake time; {why}"), requeue)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        st: &mut AgentRolloutStatus,
+        eligible: &[&NodeView],
+        order: &[usize],
+        admitted: &[&NodeView],
+        size: usize,
+        target: &str,
+        wave: usize,
+    ) -> Step {
+        if self.spec.paused {
+            st.phase = Some(RolloutPhase::Paused);
+            return (
+                "Pause",
+                format!("spec.paused is set: wave {wave} holds at {}/{size} node(s)", admitted.len()),
+                Duration::from_secs(60),
+            );
+        }
+        match window::any_open(&self.spec.maintenance_windows, self.now) {
+            Err(e) => {
+                st.phase = Some(RolloutPhase::Failed);
+                return ("Fail", e.to_string(), Duration::from_secs(300));
+            }
+            Ok(false) => {
+                st.phase = Some(RolloutPhase::Paused);
+                let wait = window::until_next_open(&self.spec.maintenance_windows, self.now)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(Duration::from_secs(3600));
+                return (
+                    "Wait",
+                    format!("outside every maintenance window; wave {wave} resumes in {}s", wait.as_secs()),
+                    wait.max(Duration::from_secs(1)),
+                );
+            }
+            Ok(true) => {}
+        }
+        st.phase = Some(RolloutPhase::Progressing);
+        let mut added = 0;
+        let want = size.saturating_sub(admitted.len());
+        for &i in order {
+            if added >= want || !self.budget_left() {
+                break;
+            }
+            let n = eligible[i];
+            if n.revision.as_deref() != Some(target) {
+                self.push_move(n, Some(target.to_owned()), None);
+                added += 1;
+            }
+        }
+        if added > 0
+            && let Some(r) = st.history.iter_mut().find(|r| r.revision == target)
+        {
+            r.admitted_at.get_or_insert(Time(self.now));
+        }
+        let requeue = if added < want { Duration::from_secs(1) } else { Duration::from_secs(10) };
+        (
+            "Admit",
+            format!("wave {wave}: admitting {added} node(s) to {target} ({}/{size})", admitted.len() + added),
+            requeue,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_failure(
+        &mut self,
+        st: &mut AgentRolloutStatus,
+        eligible: &[&NodeView],
+        failed: &[(&NodeView, String)],
+        healthy: &[&NodeView],
+        target: &str,
+        wave: usize,
+        why: String,
+    ) -> Step {
+        let stable = st.stable_revision.clone();
+        match self.spec.failure_policy {
+            FailurePolicy::Pause => {
+                st.phase = Some(RolloutPhase::Paused);
+                ("Pause", format!("health gate failed, paused by policy: {why}"), Duration::from_secs(60))
+            }
+            FailurePolicy::PinFailingGroup => {
+                let failing: Vec<&NodeView> = failed.iter().map(|(n, _)| *n).collect();
+                match attribution::failing_group(&failing, healthy) {
+                    Some((attr, value)) => {
+                        let name = format!("auto-{}-{}", attr.to_lowercase(), short_hash(&value));
+                        let reason = format!("wave {wave} failed on nodes with {attr}={value:?}: {why}");
+                        if !st.pinned_groups.iter().any(|g| g.name == name) {
+                            st.pinned_groups.push(PinnedGroup {
+                                name: name.clone(),
+                                attributes: [(attr.to_owned(), value.clone())].into(),
+                                revision: stable.clone(),
+                                reason: reason.clone(),
+                            });
+                        }
+                        for n in eligible.iter().filter(|n| n.attributes.get(attr) == Some(value.as_str())) {
+                            self.push_move(n, stable.clone(), Some(name.clone()));
+                        }
+                        st.phase = Some(RolloutPhase::Progressing);
+                        (
+                            "PinGroup",
+                            format!(
+                                "pinned {attr}={value:?} to {}; going on elsewhere. {reason}",
+                                stable.as_deref().unwrap_or("no agent")
+                            ),
+                            Duration::from_secs(5),
+                        )
+                    }
+                    None => self.mark_bad_and_roll_back(
+                        st,
+                        eligible,
+                        target,
+                        format!("{why}; no node attribute isolates the failing nodes, so the whole rollout goes back"),
+                    ),
+                }
+            }
+            FailurePolicy::Rollback => self.mark_bad_and_roll_back(st, eligible, target, why),
+        }
+    }
+
+    fn mark_bad_and_roll_back(
+        &mut self,
+        st: &mut AgentRolloutStatus,
+        eligible: &[&NodeView],
+        target: &str,
+        why: String,
+    ) -> Step {
+        if let Some(r) = st.history.iter_mut().find(|r| r.revision == target) {
+            r.outcome = RevisionOutcome::Bad;
+            r.reason = Some(why.clone());
+        }
+        let stable = st.stable_revision.clone();
+        self.roll_back(st, eligible, target, stable.as_deref())
+    }
+
+    fn finish(self, mut st: AgentRolloutStatus, kind: &'static str, reason: String, requeue_after: Duration) -> Plan {
+        if st.reason.as_deref() != Some(reason.as_str()) {
+            st.last_decision_time = Some(Time(self.now));
+            st.reason = Some(reason.clone());
+        }
+        Plan { moves: self.moves, status: st, decision: Decision { kind, reason }, requeue_after }
+    }
+}
+
+/// The target revision, with the config hash checked against what the ConfigMap holds.
+fn target_revision(spec: &AgentRolloutSpec, observed: &Observed) -> Result<String, String> {
+    let t = &spec.target;
+    let image = if t.allow_tag_reference { ImageRef::parse(&t.image) } else { ImageRef::pinned(&t.image) }
+        .map_err(|e| format!("spec.target.image: {e}"))?;
+    let config = ConfigHash::parse(&t.config.sha256).map_err(|e| format!("spec.target.config.sha256: {e}"))?;
+    match &observed.config_sha256 {
+        None => {
+            return Err(format!(
+                "ConfigMap {} has no key {}: the config cannot be verified",
+                t.config.config_map, t.config.key
+            ));
+        }
+        Some(seen) if seen != config.as_str() => {
+            return Err(format!(
+                "config hash mismatch: spec.target.config.sha256 is {config} but ConfigMap {} key {} hashes to {seen}",
+                t.config.config_map, t.config.key
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(RevisionName::of(&image, &config).to_string())
+}
+
+/// Records a new target in status: history, wave 1, fresh wave times.
+fn adopt_target(spec: &AgentRolloutSpec, st: &mut AgentRolloutStatus, target: &str, now: Timestamp) {
+    if st.target_revision.as_deref() == Some(target) {
+        return;
+    }
+    if let Some(old) = st.target_revision.take()
+        && let Some(r) = st.history.iter_mut().find(|r| r.revision == old && r.outcome == RevisionOutcome::InProgress)
+    {
+        r.outcome = RevisionOutcome::Superseded;
+        r.reason = Some(format!("replaced by {target}"));
+    }
+    match st.history.iter().position(|r| r.revision == target) {
+        Some(i) => {
+            let mut r = st.history.remove(i);
+            if r.outcome != RevisionOutcome::Bad {
+                r.outcome = RevisionOutcome::InProgress;
+            }
+            st.history.insert(0, r);
+        }
+        None => st.history.insert(
+            0,
+            RevisionRecord {
+                revision: target.to_owned(),
+                image: spec.target.image.clone(),
+                config_sha256: spec.target.config.sha256.clone(),
+                version: spec.target.version.clone(),
+                admitted_at: None,
+                outcome: RevisionOutcome::InProgress,
+                reason: None,
+            },
+        ),
+    }
+    // Keep the newest, but never drop the stable revision: it is what a rollback restores.
+    while st.history.len() > HISTORY {
+        let drop = st
+            .history
+            .iter()
+            .rposition(|r| Some(&r.revision) != st.stable_revision.as_ref())
+            .unwrap_or(st.history.len() - 1);
+        st.history.remove(drop);
+    }
+    st.target_revision = Some(target.to_owned());
+    st.current_wave = 1;
+    st.wave_started_at = Some(Time(now));
+    st.wave_ready_at = None;
+    st.pinned_groups.clear();
+    st.phase = Some(RolloutPhase::Progressing);
+}
+
+/// What a pin does to a node.
+enum PinHold {
+    /// Keep the node on exactly this revision (`None`: no agent).
+    On(Option<String>),
+    /// The pin names a revision this rollout never recorded: the node stays where it is.
+    Where,
+}
+
+/// The pin holding a node, if any: spec pins first, then the groups the operator pinned.
+fn pin_for(spec: &AgentRolloutSpec, st: &AgentRolloutStatus, node: &NodeView) -> Option<(String, PinHold)> {
+    for pin in &spec.pins {
+        if selector_matches(&pin.node_selector, &node.labels) {
+            let rev = st
+                .history
+                .iter()
+                .find(|r| r.revision == pin.revision || r.version.as_deref() == Some(pin.revision.as_str()));
+            let hold = rev.map_or(PinHold::Where, |r| PinHold::On(Some(r.revision.clone())));
+            return Some((pin.name.clone(), hold));
+        }
+    }
+    st.pinned_groups
+        .iter()
+        .find(|g| g.attributes.iter().all(|(k, v)| node.attributes.get(k) == Some(v.as_str())))
+        .map(|g| (g.name.clone(), PinHold::On(g.revision.clone())))
+}
+
+/// `matchLabels` and `matchExpressions` of a label selector against node labels.
+pub fn selector_matches(
+    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let ml = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let me = sel.match_expressions.iter().flatten().all(|e| {
+        let val = labels.get(&e.key);
+        let vals = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => val.is_some_and(|v| vals.contains(v)),
+            "NotIn" => val.is_none_or(|v| !vals.contains(v)),
+            "Exists" => val.is_some(),
+            "DoesNotExist" => val.is_none(),
+            _ => false,
+        }
+    });
+    ml && me
+}
+
+/// Why a node fails the compatibility guard, or `None`.
+fn incompatible(g: &CompatibilityGuard, n: &NodeView) -> Option<String> {
+    let a = &n.attributes;
+    if let Some(min) = &g.min_kernel
+        && !kernel_at_least(&a.kernel, min)
+    {
+        return Some(format!("kernel below {min}"));
+    }
+    if !g.operating_systems.is_empty() && !g.operating_systems.contains(&a.os) {
+        return Some(format!("operating system {:?} not allowed", a.os));
+    }
+    if !g.architectures.is_empty() && !g.architectures.contains(&a.arch) {
+        return Some(format!("architecture {:?} not allowed", a.arch));
+    }
+    if !g.os_images.is_empty() && !g.os_images.iter().any(|p| glob(p, &a.os_image)) {
+        return Some("OS image not in compatibility.osImages".into());
+    }
+    if let Some(p) = g.exclude_os_images.iter().find(|p| glob(p, &a.os_image)) {
+        return Some(format!("OS image excluded by {p:?}"));
+    }
+    None
+}
+
+/// Numeric comparison of the leading `a.b.c` of a kernel release with `min`.
+pub fn kernel_at_least(kernel: &str, min: &str) -> bool {
+    let nums = |s: &str| -> Vec<u64> {
+        s.split(|c: char| !c.is_ascii_digit() && c != '.')
+            .next()
+            .unwrap_or("")
+            .split('.')
+            .map_while(|p| p.parse().ok())
+            .collect()
+    };
+    let (k, m) = (nums(kernel), nums(min));
+    if k.is_empty() {
+        return false;
+    }
+    for i in 0..m.len().max(k.len()) {
+        let (x, y) = (k.get(i).copied().unwrap_or(0), m.get(i).copied().unwrap_or(0));
+        if x != y {
+            return x > y;
+        }
+    }
+    true
+}
+
+/// `*` and `?` globs.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    go(&p, &t)
+}
+
+/// Cumulative node counts of each wave for `eligible` nodes: never decreasing, at least one
+/// node per wave, the last wave all of them.
+pub fn wave_sizes(spec: &AgentRolloutSpec, eligible: usize) -> Vec<usize> {
+    wave_sizes_for(spec, eligible, eligible)
+}
+
+/// Wave sizes computed over `base` nodes and capped at the `eligible` ones.
+pub fn wave_sizes_for(spec: &AgentRolloutSpec, base: usize, eligible: usize) -> Vec<usize> {
+    wave_sizes_raw(spec, base)
+        .into_iter()
+        .map(|n| n.min(eligible))
+        .enumerate()
+        .map(|(i, n)| if i + 1 == spec.waves.len().max(1) { eligible } else { n })
+        .collect()
+}
+
+fn wave_sizes_raw(spec: &AgentRolloutSpec, eligible: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(spec.waves.len());
+    let mut prev = 0usize;
+    for w in &spec.waves {
+        let n = match (w.percent, w.count) {
+            (Some(p), _) => (eligible * p as usize).div_ceil(100),
+            (None, Some(c)) => c as usize,
+            (None, None) => eligible,
+        };
+        let n = n.clamp(prev.max(1).min(eligible), eligible);
+        out.push(n);
+        prev = n;
+    }
+    if let Some(last) = out.last_mut() {
+        *last = eligible;
+    }
+    if out.is_empty() {
+        out.push(eligible);
+    }
+    out
+}
+
+fn short_hash(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(s.as_bytes());
+    d[..3].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fill_counts(
+    st: &mut AgentRolloutStatus,
+    observed: &Observed,
+    target: &str,
+    excluded: &BTreeMap<String, Vec<String>>,
+) {
+    let mut by_rev: BTreeMap<&str, RevisionNodes> = BTreeMap::new();
+    for n in &observed.nodes {
+        let Some(rev) = n.revision.as_deref() else { continue };
+        let e = by_rev.entry(rev).or_insert_with(|| RevisionNodes { revision: rev.to_owned(), ..Default::default() });
+        e.nodes += 1;
+        if n.agent.as_ref().is_some_and(|a| a.ready && a.revision == rev) {
+            e.ready += 1;
+        }
+    }
+    st.selected_nodes = u32::try_from(observed.nodes.len()).unwrap_or(u32::MAX);
+    st.updated_nodes = by_rev.get(target).map_or(0, |r| r.ready);
+    st.progress = Some(format!("{}/{}", st.updated_nodes, st.selected_nodes));
+    st.revisions = by_rev.into_values().collect();
+    st.excluded = excluded
+        .iter()
+        .map(|(reason, nodes)| ExcludedNodes {
+            reason: reason.clone(),
+            nodes: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
+            examples: nodes.iter().take(10).cloned().collect(),
+        })
+        .collect();
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! What the planner sees and what it decides: plain data, no client types.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use vigil_crds::AgentHealth;
+
+/// The attributes a failing node group is recognised by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeAttributes {
+    /// `status.nodeInfo.osImage`.
+    pub os_image: String,
+    /// `status.nodeInfo.kernelVersion`.
+    pub kernel: String,
+    /// `status.nodeInfo.architecture`.
+    pub arch: String,
+    /// `status.nodeInfo.operatingSystem`.
+    pub os: String,
+    /// `node.kubernetes.io/instance-type`.
+    pub instance_type: String,
+    /// `topology.kubernetes.io/zone`.
+    pub zone: String,
+}
+
+impl NodeAttributes {
+    /// (key, value) pairs in the order failing groups are attributed.
+    pub fn pairs(&self) -> [(&'static str, &str); 5] {
+        [
+            ("osImage", &self.os_image),
+            ("kernel", &self.kernel),
+            ("instanceType", &self.instance_type),
+            ("zone", &self.zone),
+            ("arch", &self.arch),
+        ]
+    }
+
+    /// The value of an attribute key.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs().into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+/// The agent pod on a node, as the kubelet, the agent's Lease and its AgentStatus report it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentView {
+    /// The revision the pod runs.
+    pub revision: String,
+    /// Pod Ready condition.
+    pub ready: bool,
+    /// Container restarts.
+    pub restarts: u32,
+    /// Why the container waits (`CrashLoopBackOff`, `ImagePullBackOff`, `ErrImagePull`…).
+    pub waiting_reason: Option<String>,
+    /// Why it last terminated (`OOMKilled`, `Error`…).
+    pub last_termination_reason: Option<String>,
+    /// Last renewal of the agent's heartbeat Lease.
+    pub heartbeat: Option<Timestamp>,
+    /// The agent's own verdict from AgentStatus.
+    pub health: Option<AgentHealth>,
+    /// When the agent container last started.
+    pub started_at: Option<Timestamp>,
+}
+
+/// One node as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Node labels (for pins).
+    pub labels: BTreeMap<String, String>,
+    /// Attributes for the compatibility guard and failure attribution.
+    pub attributes: NodeAttributes,
+    /// The revision the node is admitted to (its `vigil.dev/revision` label).
+    pub revision: Option<String>,
+    /// The node's Ready condition.
+    pub ready: bool,
+    /// Since when the node has been NotReady (its Ready condition's last transition).
+    pub unavailable_since: Option<Timestamp>,
+    /// The agent pod on the node, if any.
+    pub agent: Option<AgentView>,
+}
+
+/// Everything observed for one reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The nodes the rollout selects.
+    pub nodes: Vec<NodeView>,
+    /// SHA-256 of the target config as read from its ConfigMap; `None` when it could not be
+    /// read (missing ConfigMap or key).
+    pub config_sha256: Option<String>,
+    /// Value of the spec's Prometheus gate query, when it has one and it answered.
+    pub prometheus_value: Option<f64>,
+}
+
+/// A label change the planner asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    /// Node name.
+    pub node: String,
+    /// Revision before (its current label).
+    pub from: Option<String>,
+    /// Revision after; `None` removes the label (no agent on the node).
+    pub to: Option<String>,
+    /// The pin holding the node, for the `vigil.dev/pinned` label.
+    pub pin: Option<String>,
+}
+
+/// What the planner decided, in words for a person and as a kind for metrics and events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Small fixed set: `Admit`, `Bake`, `Advance`, `Hold`, `Pause`, `Freeze`, `RollBack`,
+    /// `PinGroup`, `Complete`, `Fail`, `Wait`.
+    pub kind: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// The result of one planning step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Label changes, in the order to apply them.
+    pub moves: Vec<Move>,
+    /// The status to write.
+    pub status: vigil_crds::AgentRolloutStatus,
+    /// The decision.
+    pub decision: Decision,
+    /// When to plan again at the latest.
+    pub requeue_after: Duration,
+}
+
+/// Settings of the planner that are not in the spec.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Most label changes in one plan (the API write budget of a reconcile).
+    pub max_moves: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_moves: 50 }
+    }
+}
