@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use jiff::Timestamp;
 use jiff::civil::{Time, Weekday as JWeekday};
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
 use vigil_crds::rollout::{MaintenanceWindow, Weekday};
 
 /// Why a window could not be evaluated.
