@@ -29,6 +29,18 @@ pub enum ConfigError {
         /// serde_yaml's message, which carries the key and the line.
         message: String,
     },
+    /// The file is not the config the rollout pinned.
+    #[error(
+        "{path}: SHA-256 is {actual}, but the rollout pinned {expected}: refusing a config that is not the one rolled out"
+    )]
+    HashMismatch {
+        /// The file.
+        path: String,
+        /// The pinned hash.
+        expected: String,
+        /// The file's hash.
+        actual: String,
+    },
     /// A value parses but is not acceptable.
     #[error("{path}: {key}: {message}")]
     Invalid {
@@ -230,8 +242,27 @@ pub enum OtlpProtocol {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::load_verified(path, None)
+    }
+
+    /// Reads a config file, checks its bytes against the SHA-256 its revision pinned (the
+    /// operator checked the same ConfigMap before rolling it out), and validates it.
+    pub fn load_verified(path: &Path, expected_sha256: Option<&str>) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        if let Some(expected) = expected_sha256 {
+            let actual = vigil_crds::ConfigHash::of(&bytes);
+            if !actual.as_str().eq_ignore_ascii_case(expected.trim()) {
+                return Err(ConfigError::HashMismatch {
+                    path: path.display().to_string(),
+                    expected: expected.trim().to_owned(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Syntax {
+            path: path.display().to_string(),
+            message: format!("not UTF-8: {e}"),
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -308,6 +339,19 @@ mod tests {
         assert!(e.starts_with("agent.yaml: "), "{e}");
         assert!(e.contains("unknown field `cpuu`"), "{e}");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn a_config_that_is_not_the_pinned_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("vigil-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.yaml");
+        std::fs::write(&path, "interval: 30s\n").unwrap();
+        let good = vigil_crds::ConfigHash::of(b"interval: 30s\n").to_string();
+        assert_eq!(Config::load_verified(&path, Some(&good)).unwrap().interval, Duration::from_secs(30));
+        let e = Config::load_verified(&path, Some(&"0".repeat(64))).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(e.contains("refusing a config that is not the one rolled out") && e.contains(&good), "{e}");
     }
 
     #[test]

@@ -55,6 +55,10 @@ enum Command {
         /// only when the file exists (the kubelet creates it in a pod).
         #[arg(long, default_value = "/dev/termination-log")]
         termination_log: PathBuf,
+        /// Refuse to start unless the config file's SHA-256 is this (default: the
+        /// VIGIL_CONFIG_SHA256 variable, which the rollout's DaemonSet sets).
+        #[arg(long)]
+        expect_config_sha256: Option<String>,
     },
     /// Validate a config file: exit 0 when valid, 2 with the error otherwise.
     CheckConfig {
@@ -191,8 +195,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config, host_root, termination_log } => {
-            let result = run_daemon(&config, host_root);
+        Command::Run { config, host_root, termination_log, expect_config_sha256 } => {
+            let expected =
+                expect_config_sha256.or_else(|| std::env::var("VIGIL_CONFIG_SHA256").ok().filter(|v| !v.is_empty()));
+            let result = run_daemon(&config, host_root, expected.as_deref());
             if let Err(e) = &result
                 && termination_log.is_file()
             {
@@ -218,8 +224,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn run_daemon(path: &std::path::Path, host_root: Option<PathBuf>) -> Result<()> {
-    let mut config = Config::load(path)?;
+fn run_daemon(path: &std::path::Path, host_root: Option<PathBuf>, expected_sha256: Option<&str>) -> Result<()> {
+    let mut config = Config::load_verified(path, expected_sha256)?;
     if let Some(root) = host_root {
         config.host_root = root;
     }

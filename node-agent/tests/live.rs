@@ -155,6 +155,28 @@ fn a_bad_host_root_and_a_bad_config_are_clear_errors() {
     assert!(agent().arg("check-config").arg(&good).status().unwrap().success());
 }
 
+#[test]
+fn run_refuses_a_config_other_than_the_pinned_one_and_says_so_in_the_termination_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.yaml");
+    std::fs::write(&cfg, "interval: 1s\n").unwrap();
+    let log = dir.path().join("termination-log");
+    std::fs::write(&log, "").unwrap();
+    let out = agent()
+        .arg("run")
+        .arg("-c")
+        .arg(&cfg)
+        .arg("--termination-log")
+        .arg(&log)
+        .env("VIGIL_CONFIG_SHA256", "0".repeat(64))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.contains("refusing a config that is not the one rolled out"), "{written}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SHA-256 is"));
+}
+
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

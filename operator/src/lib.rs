@@ -1,11 +1,18 @@
 //! vigil-operator: reconciles `AgentRollout` and `AlertPolicy`.
 //!
-//! What lands today is the offline half a user needs before any cluster is
-//! involved: printing the CRDs (`vigil-operator crds | kubectl apply -f -`)
-//! and validating manifests exactly as the API server will
-//! (`vigil-operator validate rollout.yaml`). The controllers build on the same
-//! validation as the first step of every reconcile.
+//! ```text
+//! reflector stores ──observe──▶ Observed ──plan::next (pure)──▶ Plan ──act──▶ writes
+//!                                                                 (status, node labels,
+//!                                                                  DaemonSets per revision)
+//! ```
+//!
+//! `observe` and `act` are pure translations between cluster objects and the planner's
+//! data; `plan` decides; `simulate` drives the planner over a simulated fleet. Also here:
+//! printing the CRDs (`vigil-operator crds`) and validating manifests exactly as the API
+//! server will (`vigil-operator validate`).
 
+pub mod act;
 pub mod manifests;
+pub mod observe;
 pub mod plan;
 pub mod simulate;

@@ -1,0 +1,226 @@
+//! Plans → the writes that carry them out. Pure builders of request bodies; the controller
+//! sends them (status first, then node labels, then DaemonSets), and is the only writer.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::{Value, json};
+use vigil_crds::labels;
+use vigil_crds::rollout::{AgentRolloutStatus, RevisionRecord};
+
+use crate::plan::Move;
+
+/// The field manager of every write of the operator.
+pub const FIELD_MANAGER: &str = "vigil-operator";
+
+/// The merge patch that moves one node (its revision label, its pin label, the rollout that
+/// manages it). A `None` revision removes the label, and with it the agent.
+pub fn node_label_patch(m: &Move, rollout_key: &str) -> Value {
+    let rollout_label = rollout_key.replace('/', ".");
+    json!({"metadata": {"labels": {
+        labels::REVISION: m.to,
+        labels::PINNED: m.pin,
+        labels::ROLLOUT: m.to.as_ref().map(|_| rollout_label),
+    }}})
+}
+
+/// The server-side-apply body of the rollout's status.
+pub fn status_apply(name: &str, namespace: &str, status: &AgentRolloutStatus) -> Value {
+    json!({
+        "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+        "kind": "AgentRollout",
+        "metadata": {"name": name, "namespace": namespace},
+        "status": status,
+    })
+}
+
+/// Where the agent pods find what they need.
+#[derive(Clone, Debug)]
+pub struct AgentTemplate {
+    /// Namespace of the DaemonSets (the rollout's).
+    pub namespace: String,
+    /// Service account of the agent pods.
+    pub service_account: String,
+    /// Mount point of the host's `/` in the pod.
+    pub host_root: String,
+    /// Where the pod's config file is mounted.
+    pub config_dir: String,
+}
+
+impl Default for AgentTemplate {
+    fn default() -> Self {
+        Self {
+            namespace: "vigil-system".into(),
+            service_account: "vigil-agent".into(),
+            host_root: "/host".into(),
+            config_dir: "/etc/vigil".into(),
+        }
+    }
+}
+
+/// The name of a revision's DaemonSet.
+pub fn daemonset_name(revision: &str) -> String {
+    format!("vigil-agent-{revision}")
+}
+
+/// The DaemonSet of one revision: its pods run only on nodes labelled for the revision, as
+/// an unprivileged user with a read-only root filesystem and the host's `/` mounted
+/// read-only; the config comes from the revision's ConfigMap key, and its SHA-256 rides along
+/// so the agent checks it again when it loads the file.
+pub fn daemonset(
+    rec: &RevisionRecord,
+    config_map: &str,
+    config_key: &str,
+    owner: OwnerReference,
+    trace_id: Option<&str>,
+    t: &AgentTemplate,
+) -> DaemonSet {
+    let name = daemonset_name(&rec.revision);
+    let selector: BTreeMap<&str, &str> =
+        [("app.kubernetes.io/name", "vigil-agent"), (labels::REVISION, rec.revision.as_str())].into();
+    let mut annotations = BTreeMap::from([(labels::CONFIG_SHA256.to_owned(), rec.config_sha256.clone())]);
+    if let Some(tid) = trace_id {
+        annotations.insert(labels::ROLLOUT_TRACE_ID.to_owned(), tid.to_owned());
+    }
+    let value = json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": name,
+            "namespace": t.namespace,
+            "labels": {"app.kubernetes.io/name": "vigil-agent", labels::REVISION: rec.revision, labels::MANAGED_BY: labels::MANAGER},
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": selector, "annotations": annotations},
+                "spec": {
+                    "nodeSelector": {labels::REVISION: rec.revision},
+                    "serviceAccountName": t.service_account,
+                    "hostPID": false,
+                    "hostNetwork": false,
+                    "automountServiceAccountToken": true,
+                    "tolerations": [{"operator": "Exists"}],
+                    "priorityClassName": "system-node-critical",
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": crate::observe::AGENT_CONTAINER,
+                        "image": rec.image,
+                        "args": ["run", "--config", format!("{}/{config_key}", t.config_dir), "--host-root", t.host_root],
+                        "env": [
+                            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                            {"name": "VIGIL_CONFIG_SHA256", "value": rec.config_sha256},
+                            {"name": "VIGIL_REVISION", "value": rec.revision},
+                        ],
+                        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+                        "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
+                        "volumeMounts": [
+                            {"name": "host-root", "mountPath": t.host_root, "readOnly": true, "mountPropagation": "HostToContainer"},
+                            {"name": "config", "mountPath": t.config_dir, "readOnly": true},
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "host-root", "hostPath": {"path": "/"}},
+                        {"name": "config", "configMap": {"name": config_map, "items": [{"key": config_key, "path": config_key}]}},
+                    ],
+                },
+            },
+        },
+    });
+    // The JSON above is built from typed parts and always has DaemonSet's shape.
+    serde_json::from_value(value).unwrap_or_default()
+}
+
+/// Revisions that still need a DaemonSet: any a node is labelled for, plus the target and
+/// the stable revision.
+pub fn live_revisions<'a>(
+    status: &'a AgentRolloutStatus,
+    node_revisions: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeSet<&'a str> {
+    let mut live: std::collections::BTreeSet<&str> = node_revisions.into_iter().collect();
+    live.extend(status.target_revision.as_deref());
+    live.extend(status.stable_revision.as_deref());
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_crds::rollout::RevisionOutcome;
+
+    #[test]
+    fn a_move_patches_the_revision_pin_and_rollout_labels() {
+        let m = Move { node: "n".into(), from: Some("r-1".into()), to: Some("r-2".into()), pin: None };
+        assert_eq!(
+            node_label_patch(&m, "vigil-system/agent"),
+            json!({"metadata": {"labels": {"vigil.dev/revision": "r-2", "vigil.dev/pinned": null, "vigil.dev/rollout": "vigil-system.agent"}}})
+        );
+        let off = Move { node: "n".into(), from: Some("r-1".into()), to: None, pin: Some("legacy".into()) };
+        assert_eq!(node_label_patch(&off, "a/b")["metadata"]["labels"]["vigil.dev/revision"], Value::Null);
+    }
+
+    #[test]
+    fn a_revision_daemonset_runs_only_on_its_nodes_unprivileged_and_read_only() {
+        let rec = RevisionRecord {
+            revision: "r-2b878e0c19".into(),
+            image: format!("ghcr.io/vigil-dev/vigil-agent:1.10.0@sha256:{}", "a".repeat(64)),
+            config_sha256: "b".repeat(64),
+            version: Some("1.10.0".into()),
+            admitted_at: None,
+            outcome: RevisionOutcome::InProgress,
+            reason: None,
+        };
+        let owner = OwnerReference {
+            api_version: "vigil.dev/v1alpha1".into(),
+            kind: "AgentRollout".into(),
+            name: "r".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        let ds = daemonset(
+            &rec,
+            "cfg",
+            "agent.yaml",
+            owner,
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            &AgentTemplate::default(),
+        );
+        assert_eq!(ds.metadata.name.as_deref(), Some("vigil-agent-r-2b878e0c19"));
+        let spec = ds.spec.unwrap();
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["vigil.dev/revision"], "r-2b878e0c19");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some(rec.image.as_str()));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        assert!(c.volume_mounts.as_ref().unwrap().iter().all(|m| m.read_only == Some(true)), "every mount read-only");
+        let ann = spec.template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(ann["vigil.dev/config-sha256"], rec.config_sha256);
+        assert_eq!(ann["vigil.dev/rollout-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn live_revisions_keep_target_stable_and_every_labelled_one() {
+        let st = AgentRolloutStatus {
+            target_revision: Some("r-t".into()),
+            stable_revision: Some("r-s".into()),
+            ..Default::default()
+        };
+        let live = live_revisions(&st, ["r-old", "r-t"]);
+        assert_eq!(live.into_iter().collect::<Vec<_>>(), ["r-old", "r-s", "r-t"]);
+    }
+
+    #[test]
+    fn the_status_apply_body_names_the_resource() {
+        let v = status_apply("r", "ns", &AgentRolloutStatus::default());
+        assert_eq!(v["apiVersion"], "vigil.dev/v1alpha1");
+        assert_eq!(v["kind"], "AgentRollout");
+        assert_eq!(v["metadata"]["namespace"], "ns");
+    }
+}

@@ -1,0 +1,180 @@
+//! Cluster objects → what the planner sees. Reads only; no client here: the controller
+//! hands in what its reflector stores hold.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use vigil_crds::{AgentStatus, labels};
+
+use crate::plan::{AgentView, NodeAttributes, NodeView};
+
+/// The container of the agent pod the gate looks at.
+pub const AGENT_CONTAINER: &str = "agent";
+
+/// The Lease an agent renews as its heartbeat, named after its node.
+pub fn lease_name(node: &str) -> String {
+    format!("vigil-agent-{node}")
+}
+
+/// The attributes of a node (from `status.nodeInfo` and well-known labels).
+pub fn attributes(node: &Node) -> NodeAttributes {
+    let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
+    let label = |k: &str| node.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default();
+    NodeAttributes {
+        os_image: info.map(|i| i.os_image.clone()).unwrap_or_default(),
+        kernel: info.map(|i| i.kernel_version.clone()).unwrap_or_default(),
+        arch: info.map(|i| i.architecture.clone()).unwrap_or_default(),
+        os: info.map(|i| i.operating_system.clone()).unwrap_or_default(),
+        instance_type: label("node.kubernetes.io/instance-type"),
+        zone: label("topology.kubernetes.io/zone"),
+    }
+}
+
+/// One node with its agent pod (the one of the node's revision when there are several, as
+/// during a label change), heartbeat Lease and AgentStatus.
+pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Option<&AgentStatus>) -> NodeView {
+    let labels: BTreeMap<String, String> = node.metadata.labels.clone().unwrap_or_default();
+    let revision = labels.get(labels::REVISION).cloned();
+    let ready_cond =
+        node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let ready = ready_cond.is_some_and(|c| c.status == "True");
+    let unavailable_since =
+        if ready { None } else { ready_cond.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0) };
+    let pod_rev = |p: &Pod| p.metadata.labels.as_ref().and_then(|l| l.get(labels::REVISION)).cloned();
+    let pod = pods.iter().find(|p| pod_rev(p) == revision).or_else(|| pods.first());
+    let agent = pod.and_then(|p| {
+        let revision = pod_rev(p)?;
+        let st = p.status.as_ref();
+        let cs =
+            st.and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.iter().find(|c| c.name == AGENT_CONTAINER));
+        let pod_ready = st
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True");
+        let health = status
+            .filter(|s| s.status.as_ref().and_then(|x| x.revision.as_deref()) == Some(revision.as_str()))
+            .and_then(|s| s.status.as_ref())
+            .map(|s| s.health);
+        Some(AgentView {
+            revision,
+            ready: pod_ready,
+            restarts: cs.map_or(0, |c| u32::try_from(c.restart_count).unwrap_or(0)),
+            waiting_reason: cs
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone()),
+            last_termination_reason: cs
+                .and_then(|c| c.last_state.as_ref())
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.reason.clone()),
+            heartbeat: lease.and_then(|l| l.spec.as_ref()).and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
+            health,
+            started_at: cs
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.running.as_ref())
+                .and_then(|r| r.started_at.as_ref())
+                .map(|t| t.0),
+        })
+    });
+    NodeView {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        attributes: attributes(node),
+        labels,
+        revision,
+        ready,
+        unavailable_since,
+        agent,
+    }
+}
+
+/// Joins nodes with their pods (by `spec.nodeName`), Leases (by name) and AgentStatuses (by
+/// name), in node-name order.
+pub fn node_views(nodes: &[Node], pods: &[Pod], leases: &[Lease], statuses: &[AgentStatus]) -> Vec<NodeView> {
+    let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    for p in pods {
+        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            by_node.entry(n).or_default().push(p);
+        }
+    }
+    let leases: BTreeMap<&str, &Lease> = leases.iter().filter_map(|l| Some((l.metadata.name.as_deref()?, l))).collect();
+    let statuses: BTreeMap<&str, &AgentStatus> =
+        statuses.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect();
+    let mut out: Vec<NodeView> = nodes
+        .iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.as_deref()?;
+            let pods = by_node.get(name).map(Vec::as_slice).unwrap_or_default();
+            Some(node_view(n, pods, leases.get(lease_name(name).as_str()).copied(), statuses.get(name).copied()))
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "node-a", "labels": {"vigil.dev/revision": "r-aaaaaaaaaa", "topology.kubernetes.io/zone": "eu-1a", "node.kubernetes.io/instance-type": "m5.large"}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-05T00:00:10Z"}],
+                "nodeInfo": {"osImage": "CentOS Linux 7 (Core)", "kernelVersion": "3.10.0", "architecture": "amd64", "operatingSystem": "linux",
+                             "bootID": "", "containerRuntimeVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "", "systemUUID": ""}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn pod(rev: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("vigil-agent-{rev}-x"), "labels": {"vigil.dev/revision": rev}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "agent"}]},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{
+                    "name": "agent", "ready": false, "restartCount": 4, "image": "", "imageID": "",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+                }]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_node_its_pod_lease_and_status_become_one_view() {
+        let n = node();
+        let (old, cur) = (pod("r-0000000000"), pod("r-aaaaaaaaaa"));
+        let lease: Lease = serde_json::from_value(serde_json::json!({"metadata": {"name": "vigil-agent-node-a"}, "spec": {"renewTime": "2026-01-05T00:01:00.000000Z"}})).unwrap();
+        let status: AgentStatus = serde_json::from_value(serde_json::json!({"metadata": {"name": "node-a"}, "spec": {"nodeName": "node-a"}, "status": {"revision": "r-aaaaaaaaaa", "health": "Degraded"}})).unwrap();
+        let views = node_views(std::slice::from_ref(&n), &[old, cur], &[lease], &[status]);
+        let v = &views[0];
+        assert_eq!(v.name, "node-a");
+        assert_eq!(v.revision.as_deref(), Some("r-aaaaaaaaaa"));
+        assert!(!v.ready);
+        assert_eq!(v.unavailable_since, Some("2026-01-05T00:00:10Z".parse().unwrap()));
+        assert_eq!(v.attributes.os_image, "CentOS Linux 7 (Core)");
+        assert_eq!(v.attributes.zone, "eu-1a");
+        assert_eq!(v.attributes.instance_type, "m5.large");
+        let a = v.agent.as_ref().unwrap();
+        assert_eq!(a.revision, "r-aaaaaaaaaa", "the pod of the node's revision, not the old one");
+        assert_eq!(a.restarts, 4);
+        assert_eq!(a.waiting_reason.as_deref(), Some("CrashLoopBackOff"));
+        assert_eq!(a.last_termination_reason.as_deref(), Some("OOMKilled"));
+        assert_eq!(a.heartbeat, Some("2026-01-05T00:01:00Z".parse().unwrap()));
+        assert_eq!(a.health, Some(vigil_crds::AgentHealth::Degraded));
+    }
+
+    #[test]
+    fn a_node_without_pod_or_labels_has_no_agent_and_no_revision() {
+        let n: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "bare"}})).unwrap();
+        let v = node_view(&n, &[], None, None);
+        assert_eq!(v.revision, None);
+        assert!(v.agent.is_none());
+        assert!(!v.ready);
+        assert_eq!(v.unavailable_since, None);
+    }
+}
