@@ -12,6 +12,7 @@
 //! server will (`vigil-operator validate`).
 
 pub mod act;
+pub mod controller;
 pub mod manifests;
 pub mod observe;
 pub mod plan;

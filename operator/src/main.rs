@@ -15,6 +15,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the AgentRollout controller against the cluster of the in-cluster service account
+    /// (or the current kubeconfig context) until SIGTERM.
+    Run,
     /// Print the CustomResourceDefinitions as one YAML stream (`| kubectl apply -f -`).
     Crds,
     /// Dry-run a rollout over a simulated fleet with the real planner and print its timeline.
@@ -66,6 +69,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run => {
+            let rt =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+            rt.block_on(async {
+                let client = kube::Client::try_default().await.context("connecting to the API server")?;
+                vigil_operator::controller::run(client).await;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             for (_, text) in vigil_crds::render_all().context("rendering the CRDs")? {
                 println!("---\n{}", text.trim_end());

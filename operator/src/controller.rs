@@ -1,0 +1,196 @@
+//! The AgentRollout controller: observe → plan → act, one rollout at a time.
+//!
+//! `reconcile` reads the cluster (nodes, agent pods, heartbeat Leases, AgentStatuses, the
+//! target's ConfigMap), asks the pure planner for the next step, and carries it out in the
+//! order that keeps a crash harmless: the status (the intent) first, then the node labels,
+//! then the per-revision DaemonSets. It then requeues at the time the planner asked for.
+//!
+//! This first version lists what it observes on every reconcile; reflector stores, watches
+//! on nodes and pods, Events, leader election, metrics and traces come next.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::{Client, Resource, ResourceExt};
+use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
+
+use crate::act::{self, AgentTemplate, FIELD_MANAGER};
+use crate::observe;
+use crate::plan::{self, Limits, Observed};
+
+/// What reconcile needs besides the rollout.
+#[derive(Clone)]
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Planner limits (label writes per reconcile).
+    pub limits: Limits,
+    /// Shape of the agent pods.
+    pub template: AgentTemplate,
+}
+
+/// Why a reconcile failed; `kind()` is the metric label and event reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The rollout has no name or namespace.
+    #[error("the rollout has no name or namespace")]
+    Malformed,
+    /// Reading the cluster failed.
+    #[error("listing {0}")]
+    Observe(&'static str, #[source] kube::Error),
+    /// Writing the rollout status failed.
+    #[error("writing the rollout status")]
+    Status(#[source] kube::Error),
+    /// Moving a node failed.
+    #[error("patching the labels of node {0}")]
+    Node(String, #[source] kube::Error),
+    /// Applying a revision's DaemonSet failed.
+    #[error("applying DaemonSet {0}")]
+    DaemonSet(String, #[source] kube::Error),
+}
+
+impl Error {
+    /// A small fixed set, for metrics and events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Malformed => "Malformed",
+            Error::Observe(..) => "ObserveFailed",
+            Error::Status(_) => "StatusWriteFailed",
+            Error::Node(..) => "NodePatchFailed",
+            Error::DaemonSet(..) => "DaemonSetApplyFailed",
+        }
+    }
+}
+
+fn label_selector(sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> String {
+    sel.and_then(|s| s.match_labels.as_ref())
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+/// Reads what the planner needs. `matchLabels` of the node selector narrow the list on the
+/// server; `matchExpressions` are applied here.
+pub async fn observe(client: &Client, rollout: &AgentRollout, ns: &str) -> Result<Observed, Error> {
+    let spec = &rollout.spec;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&label_selector(spec.node_selector.as_ref()));
+    let mut node_list = nodes.list(&lp).await.map_err(|e| Error::Observe("nodes", e))?.items;
+    if let Some(sel) = &spec.node_selector {
+        node_list.retain(|n| plan::selector_matches(sel, &n.metadata.labels.clone().unwrap_or_default()));
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod_list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent"))
+        .await
+        .map_err(|e| Error::Observe("pods", e))?
+        .items;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let lease_list = leases.list(&ListParams::default()).await.map_err(|e| Error::Observe("leases", e))?.items;
+    let statuses: Api<AgentStatus> = Api::all(client.clone());
+    let status_list =
+        statuses.list(&ListParams::default()).await.map_err(|e| Error::Observe("agentstatuses", e))?.items;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = cms.get_opt(&spec.target.config.config_map).await.map_err(|e| Error::Observe("configmaps", e))?;
+    let config_sha256 = cm
+        .and_then(|c| c.data)
+        .and_then(|d| d.get(&spec.target.config.key).map(|v| ConfigHash::of(v.as_bytes()).to_string()));
+    Ok(Observed {
+        nodes: observe::node_views(&node_list, &pod_list, &lease_list, &status_list),
+        config_sha256,
+        prometheus_value: None,
+    })
+}
+
+/// One reconcile of one rollout.
+pub async fn reconcile(rollout: Arc<AgentRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (Some(ns), Some(name)) = (rollout.namespace(), rollout.metadata.name.clone()) else {
+        return Err(Error::Malformed);
+    };
+    let observed = observe(&ctx.client, &rollout, &ns).await?;
+    let key = format!("{ns}/{name}");
+    let current = rollout.status.clone().unwrap_or_default();
+    let p = plan::next(
+        &rollout.spec,
+        &current,
+        rollout.metadata.generation,
+        &key,
+        &observed,
+        jiff::Timestamp::now(),
+        ctx.limits,
+    );
+
+    // 1. The intent.
+    if p.status != current {
+        let api: Api<AgentRollout> = Api::namespaced(ctx.client.clone(), &ns);
+        let body = act::status_apply(&name, &ns, &p.status);
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+            .await
+            .map_err(Error::Status)?;
+    }
+    // 2. The nodes.
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    for m in &p.moves {
+        nodes
+            .patch(&m.node, &PatchParams::default(), &Patch::Merge(act::node_label_patch(m, &key)))
+            .await
+            .map_err(|e| Error::Node(m.node.clone(), e))?;
+    }
+    // 3. A DaemonSet for every revision a node may run.
+    if let Some(owner) = rollout.controller_owner_ref(&()) {
+        let dss: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut revisions: Vec<&str> = observed.nodes.iter().filter_map(|n| n.revision.as_deref()).collect();
+        revisions.extend(p.moves.iter().filter_map(|m| m.to.as_deref()));
+        let live = act::live_revisions(&p.status, revisions);
+        for rec in p.status.history.iter().filter(|r| live.contains(r.revision.as_str())) {
+            let t = AgentTemplate { namespace: ns.clone(), ..ctx.template.clone() };
+            let ds = act::daemonset(
+                rec,
+                &rollout.spec.target.config.config_map,
+                &rollout.spec.target.config.key,
+                owner.clone(),
+                p.status.trace_id.as_deref(),
+                &t,
+            );
+            let ds_name = act::daemonset_name(&rec.revision);
+            dss.patch(&ds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ds))
+                .await
+                .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
+        }
+    }
+    Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
+}
+
+/// A failed reconcile: try again with a delay that an API hiccup outlasts.
+pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, _ctx: Arc<Context>) -> Action {
+    match err {
+        // Nothing a retry can fix until the object changes.
+        Error::Malformed => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(15)),
+    }
+}
+
+/// Runs the controller until the process stops.
+pub async fn run(client: Client) {
+    let rollouts: Api<AgentRollout> = Api::all(client.clone());
+    let dss: Api<DaemonSet> = Api::all(client.clone());
+    let ctx = Arc::new(Context { client, limits: Limits::default(), template: AgentTemplate::default() });
+    Controller::new(rollouts, kube::runtime::watcher::Config::default())
+        .owns(dss, kube::runtime::watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent"))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                eprintln!("vigil-operator: reconcile failed: {e}");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+//! The kube shell against a mocked API server: the exact requests of a reconcile, in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock;
+use vigil_crds::AgentRollout;
+use vigil_crds::rollout::FailurePolicy;
+
+use super::{Context, reconcile};
+use crate::act::AgentTemplate;
+use crate::plan::Limits;
+use crate::simulate::{STABLE, spec, target_name};
+
+const CONFIG: &str = "interval: 10s\n";
+
+fn rollout() -> AgentRollout {
+    let mut s = spec(FailurePolicy::Rollback);
+    s.target.config.sha256 = vigil_crds::ConfigHash::of(CONFIG.as_bytes()).to_string();
+    let mut r = AgentRollout::new("agent", s);
+    r.metadata.namespace = Some("vigil-system".into());
+    r.metadata.uid = Some("uid-1".into());
+    r.metadata.generation = Some(3);
+    r.status = Some(vigil_crds::AgentRolloutStatus { stable_revision: Some(STABLE.into()), ..Default::default() });
+    r
+}
+
+fn nodes(n: usize) -> Value {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "metadata": {"name": format!("node-{i:02}"), "labels": {"vigil.dev/revision": STABLE, "topology.kubernetes.io/zone": format!("z{}", i % 2)}},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+            })
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items})
+}
+
+fn list(kind: &str, api_version: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "metadata": {}, "items": []})
+}
+
+async fn body_json(req: Request<Body>) -> (Method, String, Value) {
+    let method = req.method().clone();
+    let uri = req.uri().to_string();
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    (method, uri, v)
+}
+
+fn ok(v: &Value) -> Response<Body> {
+    Response::builder().status(200).body(Body::from(serde_json::to_vec(v).unwrap())).unwrap()
+}
+
+#[tokio::test]
+async fn first_reconcile_reads_the_cluster_then_writes_status_then_moves_wave_one_then_applies_daemonsets() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Arc::new(Context {
+        client: Client::new(svc, "default"),
+        limits: Limits::default(),
+        template: AgentTemplate::default(),
+    });
+    let target = target_name(&rollout().spec);
+    let want_target = target.clone();
+
+    let api = tokio::spawn(async move {
+        let mut next = async || {
+            let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+                .await
+                .expect("a request expected but never made")
+                .expect("open");
+            (body_json(req).await, send)
+        };
+        // Observe, in order.
+        let ((m, uri, _), send) = next().await;
+        assert_eq!((m, uri.starts_with("/api/v1/nodes?")), (Method::GET, true), "{uri}");
+        send.send_response(ok(&nodes(20)));
+        let ((_, uri, _), send) = next().await;
+        assert!(
+            uri.starts_with("/api/v1/namespaces/vigil-system/pods?")
+                && uri.contains("labelSelector=app.kubernetes.io%2Fname%3Dvigil-agent"),
+            "{uri}"
+        );
+        send.send_response(ok(&list("PodList", "v1")));
+        let ((_, uri, _), send) = next().await;
+        assert!(uri.starts_with("/apis/coordination.k8s.io/v1/namespaces/vigil-system/leases?"), "{uri}");
+        send.send_response(ok(&list("LeaseList", "coordination.k8s.io/v1")));
+        let ((_, uri, _), send) = next().await;
+        assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/agentstatuses?"), "{uri}");
+        send.send_response(ok(&list("AgentStatusList", "vigil.dev/v1alpha1")));
+        let ((_, uri, _), send) = next().await;
+        assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
+        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "agent-config"}, "data": {"agent.yaml": CONFIG}})));
+
+        // Act: the status first, by server-side apply with our field manager.
+        let ((m, uri, body), send) = next().await;
+        assert_eq!(m, Method::PATCH);
+        assert!(
+            uri.starts_with("/apis/vigil.dev/v1alpha1/namespaces/vigil-system/agentrollouts/agent/status?"),
+            "{uri}"
+        );
+        assert!(uri.contains("fieldManager=vigil-operator") && uri.contains("force=true"), "{uri}");
+        assert_eq!(body["status"]["currentWave"], 1);
+        assert_eq!(body["status"]["phase"], "Progressing");
+        assert_eq!(body["status"]["observedGeneration"], 3);
+        assert_eq!(body["status"]["targetRevision"], target.as_str());
+        send.send_response(ok(&serde_json::to_value(rollout()).unwrap()));
+
+        // Then wave 1: 5% of 20 nodes is one node, by merge patch of its labels.
+        let ((m, uri, body), send) = next().await;
+        assert_eq!(m, Method::PATCH);
+        assert!(uri.starts_with("/api/v1/nodes/node-"), "{uri}");
+        assert_eq!(body["metadata"]["labels"]["vigil.dev/revision"], target.as_str());
+        assert_eq!(body["metadata"]["labels"]["vigil.dev/rollout"], "vigil-system.agent");
+        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-00"}})));
+
+        // Then the DaemonSet of every revision a node may run that the rollout has a record of:
+        // here the target (the stable revision predates the rollout; its DaemonSet was
+        // installed with it).
+        let mut applied = Vec::new();
+        for _ in 0..1 {
+            let ((m, uri, body), send) = next().await;
+            assert_eq!(m, Method::PATCH);
+            assert!(
+                uri.contains("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-")
+                    && uri.contains("fieldManager=vigil-operator"),
+                "{uri}"
+            );
+            assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            applied.push(
+                body["spec"]["template"]["spec"]["nodeSelector"]["vigil.dev/revision"].as_str().unwrap().to_owned(),
+            );
+            send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"}})));
+        }
+        applied.sort();
+        applied
+    });
+
+    let result = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(rollout()), ctx))
+        .await
+        .expect("reconcile finishes");
+    let action = result.unwrap_or_else(|e| panic!("reconcile failed: {e}: {:?}", std::error::Error::source(&e)));
+    let applied = api.await.unwrap();
+    assert_eq!(applied, vec![want_target]);
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(10)));
+}
