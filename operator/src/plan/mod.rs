@@ -19,6 +19,7 @@
 //! 4. an unchanged input gives an unchanged plan.
 
 pub mod attribution;
+pub mod conditions;
 pub mod gate;
 pub mod model;
 pub mod order;
@@ -446,6 +447,8 @@ impl Planner<'_> {
             st.last_decision_time = Some(Time(self.now));
             st.reason = Some(reason.clone());
         }
+        let generation = st.observed_generation;
+        conditions::update(&mut st, kind, &reason, generation, self.now);
         Plan { moves: self.moves, status: st, decision: Decision { kind, reason }, requeue_after }
     }
 }
