@@ -18,9 +18,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::{Client, Resource, ResourceExt};
+
 use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
 
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
 use crate::act::{self, AgentTemplate, FIELD_MANAGER};
+use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::observe;
 use crate::plan::{self, Limits, Observed};
 
@@ -33,6 +37,23 @@ pub struct Context {
     pub limits: Limits,
     /// Shape of the agent pods.
     pub template: AgentTemplate,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Publishes an Event for each new decision (`None`: no events, as in unit tests).
+    pub recorder: Option<Recorder>,
+}
+
+impl Context {
+    /// A context for `client` with default limits and template.
+    pub fn new(client: Client, recorder: Option<Recorder>) -> Self {
+        Self {
+            client,
+            limits: Limits::default(),
+            template: AgentTemplate::default(),
+            metrics: Arc::default(),
+            recorder,
+        }
+    }
 }
 
 /// Why a reconcile failed; `kind()` is the metric label and event reason.
@@ -107,8 +128,17 @@ pub async fn observe(client: &Client, rollout: &AgentRollout, ns: &str) -> Resul
     })
 }
 
-/// One reconcile of one rollout.
+/// One reconcile of one rollout, timed and counted.
 pub async fn reconcile(rollout: Arc<AgentRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(rollout, &ctx).await;
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    let label = ResultLabels { result: if result.is_ok() { "ok" } else { "error" } };
+    ctx.metrics.reconciles.get_or_create(&label).inc();
+    result
+}
+
+async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Action, Error> {
     let (Some(ns), Some(name)) = (rollout.namespace(), rollout.metadata.name.clone()) else {
         return Err(Error::Malformed);
     };
@@ -132,6 +162,24 @@ pub async fn reconcile(rollout: Arc<AgentRollout>, ctx: Arc<Context>) -> Result<
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
             .await
             .map_err(Error::Status)?;
+    }
+    ctx.metrics.observe_status(&key, &p.status);
+    ctx.metrics.decisions.get_or_create(&KindLabels { kind: p.decision.kind }).inc();
+    if let Some(recorder) = &ctx.recorder
+        && current.reason != p.status.reason
+    {
+        let warning = matches!(p.decision.kind, "RollBack" | "PinGroup" | "Fail");
+        let note: String = p.decision.reason.chars().take(1000).collect();
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: p.decision.kind.to_owned(),
+            note: Some(note),
+            action: p.decision.kind.to_owned(),
+            secondary: None,
+        };
+        // An event that cannot be written is not worth failing the reconcile over: the
+        // status already says the same.
+        let _ = recorder.publish(&event, &rollout.object_ref(&())).await;
     }
     // 2. The nodes.
     let nodes: Api<Node> = Api::all(ctx.client.clone());
@@ -167,7 +215,8 @@ pub async fn reconcile(rollout: Arc<AgentRollout>, ctx: Arc<Context>) -> Result<
 }
 
 /// A failed reconcile: try again with a delay that an API hiccup outlasts.
-pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.get_or_create(&KindLabels { kind: err.kind() }).inc();
     match err {
         // Nothing a retry can fix until the object changes.
         Error::Malformed => Action::await_change(),
@@ -175,11 +224,13 @@ pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, _ctx: Arc<Context>
     }
 }
 
-/// Runs the controller until the process stops.
-pub async fn run(client: Client) {
+/// Runs the controller until the process stops. `instance` names this replica in Events.
+pub async fn run(client: Client, instance: String, metrics: Arc<Metrics>) {
     let rollouts: Api<AgentRollout> = Api::all(client.clone());
     let dss: Api<DaemonSet> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client, limits: Limits::default(), template: AgentTemplate::default() });
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) });
+    let ctx = Arc::new(Context { metrics, ..Context::new(client, Some(recorder)) });
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
         .owns(dss, kube::runtime::watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent"))
         .shutdown_on_signal()

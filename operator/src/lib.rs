@@ -14,6 +14,7 @@
 pub mod act;
 pub mod controller;
 pub mod manifests;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod simulate;

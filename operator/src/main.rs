@@ -17,7 +17,11 @@ struct Cli {
 enum Command {
     /// Run the AgentRollout controller against the cluster of the in-cluster service account
     /// (or the current kubeconfig context) until SIGTERM.
-    Run,
+    Run {
+        /// Where to serve /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: String,
+    },
     /// Print the CustomResourceDefinitions as one YAML stream (`| kubectl apply -f -`).
     Crds,
     /// Dry-run a rollout over a simulated fleet with the real planner and print its timeline.
@@ -69,12 +73,29 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run => {
+        Command::Run { metrics_addr } => {
             let rt =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
             rt.block_on(async {
                 let client = kube::Client::try_default().await.context("connecting to the API server")?;
-                vigil_operator::controller::run(client).await;
+                let metrics = std::sync::Arc::new(vigil_operator::metrics::Metrics::default());
+                let listener = tokio::net::TcpListener::bind(&metrics_addr)
+                    .await
+                    .with_context(|| format!("binding the metrics endpoint to {metrics_addr}"))?;
+                let m = metrics.clone();
+                let app = axum::Router::new()
+                    .route(
+                        "/metrics",
+                        axum::routing::get(move || {
+                            let m = m.clone();
+                            async move { m.encode().unwrap_or_default() }
+                        }),
+                    )
+                    .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                    .route("/readyz", axum::routing::get(|| async { "ok\n" }));
+                tokio::spawn(async move { axum::serve(listener, app).await });
+                let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "vigil-operator".into());
+                vigil_operator::controller::run(client, instance, metrics).await;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)

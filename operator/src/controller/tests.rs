@@ -12,8 +12,6 @@ use vigil_crds::AgentRollout;
 use vigil_crds::rollout::FailurePolicy;
 
 use super::{Context, reconcile};
-use crate::act::AgentTemplate;
-use crate::plan::Limits;
 use crate::simulate::{STABLE, spec, target_name};
 
 const CONFIG: &str = "interval: 10s\n";
@@ -59,12 +57,25 @@ fn ok(v: &Value) -> Response<Body> {
 
 #[tokio::test]
 async fn first_reconcile_reads_the_cluster_then_writes_status_then_moves_wave_one_then_applies_daemonsets() {
+    first_reconcile(false).await;
+}
+
+#[tokio::test]
+async fn a_new_decision_is_published_as_an_event_right_after_the_status() {
+    first_reconcile(true).await;
+}
+
+async fn first_reconcile(with_events: bool) {
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Arc::new(Context {
-        client: Client::new(svc, "default"),
-        limits: Limits::default(),
-        template: AgentTemplate::default(),
+    let client = Client::new(svc, "default");
+    let recorder = with_events.then(|| {
+        kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter { controller: "vigil-operator".into(), instance: Some("test".into()) },
+        )
     });
+    let ctx = Arc::new(Context::new(client, recorder));
+    let ctx_metrics = ctx.metrics.clone();
     let target = target_name(&rollout().spec);
     let want_target = target.clone();
 
@@ -111,6 +122,17 @@ async fn first_reconcile_reads_the_cluster_then_writes_status_then_moves_wave_on
         assert_eq!(body["status"]["targetRevision"], target.as_str());
         send.send_response(ok(&serde_json::to_value(rollout()).unwrap()));
 
+        if with_events {
+            let ((m, uri, body), send) = next().await;
+            assert_eq!(m, Method::POST);
+            assert_eq!(uri, "/apis/events.k8s.io/v1/namespaces/vigil-system/events?");
+            assert_eq!(body["reason"], "Admit");
+            assert_eq!(body["type"], "Normal");
+            assert_eq!(body["regarding"]["name"], "agent");
+            assert!(body["note"].as_str().unwrap().starts_with("wave 1: admitting 1 node(s)"), "{body}");
+            send.send_response(ok(&body));
+        }
+
         // Then wave 1: 5% of 20 nodes is one node, by merge patch of its labels.
         let ((m, uri, body), send) = next().await;
         assert_eq!(m, Method::PATCH);
@@ -148,4 +170,7 @@ async fn first_reconcile_reads_the_cluster_then_writes_status_then_moves_wave_on
     let applied = api.await.unwrap();
     assert_eq!(applied, vec![want_target]);
     assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(10)));
+    let text = ctx_metrics.encode().unwrap();
+    assert!(text.contains("vigil_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
+    assert!(text.contains("vigil_operator_decisions_total{kind=\"Admit\"} 1"), "{text}");
 }

@@ -27,13 +27,25 @@ pub fn update(st: &mut AgentRolloutStatus, kind: &str, reason: &str, generation:
     let values: [(bool, &str); 5] = [
         (is(&[Pending, Progressing, Baking, RollingBack]), kind),
         (is(&[Completed]), if is(&[Completed]) { "Completed" } else { "NotAllNodesUpdated" }),
-        (degraded, if is(&[RollingBack, RolledBack]) { "HealthGateFailed" } else if degraded { "NodeGroupPinned" } else { "Healthy" }),
-        (is(&[Paused, Frozen]), match phase {
-            Some(Frozen) => "Frozen",
-            Some(Paused) if kind == "Wait" => "OutsideMaintenanceWindow",
-            Some(Paused) => "Paused",
-            _ => "NotPaused",
-        }),
+        (
+            degraded,
+            if is(&[RollingBack, RolledBack]) {
+                "HealthGateFailed"
+            } else if degraded {
+                "NodeGroupPinned"
+            } else {
+                "Healthy"
+            },
+        ),
+        (
+            is(&[Paused, Frozen]),
+            match phase {
+                Some(Frozen) => "Frozen",
+                Some(Paused) if kind == "Wait" => "OutsideMaintenanceWindow",
+                Some(Paused) => "Paused",
+                _ => "NotPaused",
+            },
+        ),
         (is(&[RolledBack]), if is(&[RolledBack]) { "RolledBack" } else { "NotRolledBack" }),
     ];
     let prev = std::mem::take(&mut st.conditions);

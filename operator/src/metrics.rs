@@ -1,0 +1,149 @@
+//! The operator's Prometheus metrics. Labels come from small fixed sets (`result`, `kind`,
+//! `phase`) or from the rollouts and revisions that exist, never from error text.
+
+use std::fmt;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use vigil_crds::rollout::{AgentRolloutStatus, RolloutPhase};
+
+/// `result` of a reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// `kind` of a reconcile error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `Error::kind()`.
+    pub kind: &'static str,
+}
+
+/// Nodes of one rollout on one revision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    /// `namespace/name`.
+    pub rollout: String,
+    /// Revision name.
+    pub revision: String,
+}
+
+/// One rollout's phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `namespace/name`.
+    pub rollout: String,
+    /// Phase name.
+    pub phase: &'static str,
+}
+
+/// Every metric of the operator.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by result.
+    pub reconciles: Family<ResultLabels, Counter>,
+    /// Reconcile errors by kind.
+    pub errors: Family<KindLabels, Counter>,
+    /// Reconcile duration.
+    pub duration: Histogram,
+    /// Nodes per rollout and revision.
+    pub nodes: Family<RevisionLabels, Gauge>,
+    /// 1 for each rollout's current phase, 0 for the others.
+    pub phase: Family<PhaseLabels, Gauge>,
+    /// Decisions by kind.
+    pub decisions: Family<KindLabels, Counter>,
+}
+
+const PHASES: [(RolloutPhase, &str); 9] = [
+    (RolloutPhase::Pending, "Pending"),
+    (RolloutPhase::Progressing, "Progressing"),
+    (RolloutPhase::Baking, "Baking"),
+    (RolloutPhase::Paused, "Paused"),
+    (RolloutPhase::Frozen, "Frozen"),
+    (RolloutPhase::RollingBack, "RollingBack"),
+    (RolloutPhase::RolledBack, "RolledBack"),
+    (RolloutPhase::Completed, "Completed"),
+    (RolloutPhase::Failed, "Failed"),
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            registry: Registry::default(),
+            reconciles: Family::default(),
+            errors: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            nodes: Family::default(),
+            phase: Family::default(),
+            decisions: Family::default(),
+        };
+        registry.register("vigil_operator_reconciles", "Reconciles of AgentRollouts by result", m.reconciles.clone());
+        registry.register("vigil_operator_reconcile_errors", "Failed reconciles by error kind", m.errors.clone());
+        registry.register_with_unit(
+            "vigil_operator_reconcile_duration",
+            "Time one reconcile took",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        registry.register(
+            "vigil_operator_rollout_nodes",
+            "Nodes admitted to each revision of each rollout",
+            m.nodes.clone(),
+        );
+        registry.register("vigil_operator_rollout_phase", "1 for each rollout's current phase", m.phase.clone());
+        registry.register("vigil_operator_decisions", "Planner decisions by kind", m.decisions.clone());
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Records a rollout's status after a reconcile.
+    pub fn observe_status(&self, rollout: &str, st: &AgentRolloutStatus) {
+        for r in &st.revisions {
+            self.nodes
+                .get_or_create(&RevisionLabels { rollout: rollout.to_owned(), revision: r.revision.clone() })
+                .set(i64::from(r.nodes));
+        }
+        for (p, name) in PHASES {
+            let v = i64::from(st.phase == Some(p));
+            self.phase.get_or_create(&PhaseLabels { rollout: rollout.to_owned(), phase: name }).set(v);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_crds::rollout::RevisionNodes;
+
+    #[test]
+    fn status_becomes_node_and_phase_gauges() {
+        let m = Metrics::default();
+        let st = AgentRolloutStatus {
+            phase: Some(RolloutPhase::Baking),
+            revisions: vec![RevisionNodes { revision: "r-a".into(), nodes: 12, ready: 12, pinned: 0 }],
+            ..Default::default()
+        };
+        m.observe_status("ns/r", &st);
+        m.reconciles.get_or_create(&ResultLabels { result: "ok" }).inc();
+        let text = m.encode().unwrap();
+        assert!(text.contains("vigil_operator_rollout_nodes{rollout=\"ns/r\",revision=\"r-a\"} 12"), "{text}");
+        assert!(text.contains("vigil_operator_rollout_phase{rollout=\"ns/r\",phase=\"Baking\"} 1"), "{text}");
+        assert!(text.contains("vigil_operator_rollout_phase{rollout=\"ns/r\",phase=\"Completed\"} 0"), "{text}");
+        assert!(text.contains("vigil_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
+    }
+}
