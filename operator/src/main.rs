@@ -21,6 +21,10 @@ enum Command {
         /// Where to serve /metrics, /healthz and /readyz.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_addr: String,
+        /// Namespace of the leader-election Lease (default: the POD_NAMESPACE variable, then
+        /// vigil-system).
+        #[arg(long)]
+        lease_namespace: Option<String>,
     },
     /// Print the CustomResourceDefinitions as one YAML stream (`| kubectl apply -f -`).
     Crds,
@@ -73,7 +77,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { metrics_addr } => {
+        Command::Run { metrics_addr, lease_namespace } => {
             let rt =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
             rt.block_on(async {
@@ -94,9 +98,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .route("/healthz", axum::routing::get(|| async { "ok\n" }))
                     .route("/readyz", axum::routing::get(|| async { "ok\n" }));
                 tokio::spawn(async move { axum::serve(listener, app).await });
-                let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "vigil-operator".into());
-                vigil_operator::controller::run(client, instance, metrics).await;
-                anyhow::Ok(())
+                let instance =
+                    std::env::var("POD_NAME").unwrap_or_else(|_| format!("vigil-operator-{}", std::process::id()));
+                let election = vigil_operator::leader::Election {
+                    namespace: lease_namespace
+                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                        .unwrap_or_else(|| "vigil-system".into()),
+                    name: "vigil-operator-leader".into(),
+                    identity: instance.clone(),
+                    lease_duration: std::time::Duration::from_secs(15),
+                };
+                let work = vigil_operator::controller::run(client.clone(), instance, metrics);
+                vigil_operator::leader::lead(&client, &election, work).await.map_err(anyhow::Error::msg)
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,264 @@
+//! Leader election on a `coordination.k8s.io` Lease, so two operator replicas never act at
+//! once. The decision is pure (`decide`); the loop writes the Lease with optimistic
+//! concurrency (its resourceVersion), so of two replicas racing for an expired Lease one
+//! write wins and the other gets a conflict. A leader that cannot renew before its Lease
+//! expires stops (the process exits and restarts as a follower) rather than risk two leaders.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, PostParams};
+use kube::{Client, Error as KubeError};
+
+/// What a replica should do about the Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Take the Lease (none, free, or expired): one more transition.
+    Acquire,
+    /// Renew the Lease this replica holds.
+    Renew,
+    /// Another replica holds a live Lease; look again after this long.
+    Follow(Duration),
+}
+
+/// Decides from the Lease as read (`None`: it does not exist yet).
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp, lease_duration: Duration) -> Verdict {
+    let Some(spec) = spec else { return Verdict::Acquire };
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    if holder == me {
+        return Verdict::Renew;
+    }
+    let duration =
+        spec.lease_duration_seconds.map_or(lease_duration, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+    let expires = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0 + SignedDuration::try_from(duration).unwrap_or(SignedDuration::ZERO));
+    match expires {
+        Some(e) if !holder.is_empty() && e > now => {
+            Verdict::Follow(now.duration_until(e).try_into().unwrap_or(Duration::from_secs(1)))
+        }
+        _ => Verdict::Acquire,
+    }
+}
+
+/// The Lease spec after acquiring or renewing it.
+pub fn next_spec(
+    prev: Option<&LeaseSpec>,
+    me: &str,
+    now: Timestamp,
+    lease_duration: Duration,
+    verdict: &Verdict,
+) -> LeaseSpec {
+    let mut spec = prev.cloned().unwrap_or_default();
+    if *verdict == Verdict::Acquire {
+        spec.holder_identity = Some(me.to_owned());
+        spec.acquire_time = Some(MicroTime(now));
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + i32::from(prev.is_some()));
+    }
+    spec.renew_time = Some(MicroTime(now));
+    spec.lease_duration_seconds = Some(i32::try_from(lease_duration.as_secs()).unwrap_or(i32::MAX));
+    spec
+}
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct Election {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// This replica's identity (its pod name).
+    pub identity: String,
+    /// How long a Lease lives without renewal.
+    pub lease_duration: Duration,
+}
+
+/// One round: read, decide, write. `Ok(true)` when this replica leads after it.
+pub async fn round(client: &Client, e: &Election, now: Timestamp) -> Result<bool, KubeError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &e.namespace);
+    let current = api.get_opt(&e.name).await?;
+    let verdict = decide(current.as_ref().and_then(|l| l.spec.as_ref()), &e.identity, now, e.lease_duration);
+    if let Verdict::Follow(_) = verdict {
+        return Ok(false);
+    }
+    let spec = next_spec(current.as_ref().and_then(|l| l.spec.as_ref()), &e.identity, now, e.lease_duration, &verdict);
+    let result = match current {
+        // replace carries the resourceVersion we read: a concurrent writer makes it conflict.
+        Some(mut lease) => {
+            lease.spec = Some(spec);
+            api.replace(&e.name, &PostParams::default(), &lease).await.map(|_| ())
+        }
+        None => {
+            let mut lease = Lease::default();
+            lease.metadata.name = Some(e.name.clone());
+            lease.metadata.namespace = Some(e.namespace.clone());
+            lease.spec = Some(spec);
+            api.create(&PostParams::default(), &lease).await.map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(KubeError::Api(s)) if s.code == 409 => Ok(false), // another replica won the race
+        Err(err) => Err(err),
+    }
+}
+
+/// Waits until this replica leads, then runs `work` while renewing the Lease every third of
+/// its duration. Returns when `work` ends, or with an error once the Lease could not be
+/// renewed before it expired (the caller exits; Kubernetes restarts it as a follower).
+pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Election, work: F) -> Result<(), String> {
+    let retry = e.lease_duration / 3;
+    loop {
+        match round(client, e, Timestamp::now()).await {
+            Ok(true) => break,
+            Ok(false) | Err(_) => tokio::time::sleep(retry).await,
+        }
+    }
+    tokio::pin!(work);
+    let mut last_renewed = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = &mut work => return Ok(()),
+            () = tokio::time::sleep(retry) => {
+                match round(client, e, Timestamp::now()).await {
+                    Ok(true) => last_renewed = std::time::Instant::now(),
+                    Ok(false) => return Err(format!("lost the leader Lease {}/{} to another replica", e.namespace, e.name)),
+                    Err(err) if last_renewed.elapsed() >= e.lease_duration => {
+                        return Err(format!("could not renew the leader Lease {}/{} before it expired: {err}", e.namespace, e.name));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + SignedDuration::from_secs(s)
+    }
+
+    fn held(by: &str, renewed: i64) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(by.into()),
+            renew_time: Some(MicroTime(t(renewed))),
+            lease_duration_seconds: Some(15),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_free_or_expired_lease_is_acquired() {
+        let d = Duration::from_secs(15);
+        assert_eq!(decide(None, "a", t(100), d), Verdict::Acquire);
+        assert_eq!(decide(Some(&LeaseSpec::default()), "a", t(100), d), Verdict::Acquire);
+        assert_eq!(
+            decide(Some(&held("b", 80)), "a", t(100), d),
+            Verdict::Acquire,
+            "renewed 20 s ago with a 15 s lease"
+        );
+    }
+
+    #[test]
+    fn a_live_lease_of_another_replica_is_followed_until_it_expires() {
+        assert_eq!(
+            decide(Some(&held("b", 95)), "a", t(100), Duration::from_secs(15)),
+            Verdict::Follow(Duration::from_secs(10))
+        );
+        assert_eq!(decide(Some(&held("a", 95)), "a", t(100), Duration::from_secs(15)), Verdict::Renew);
+    }
+
+    #[test]
+    fn acquiring_counts_a_transition_and_renewing_does_not() {
+        let d = Duration::from_secs(15);
+        let prev = held("b", 80);
+        let acquired = next_spec(Some(&prev), "a", t(100), d, &Verdict::Acquire);
+        assert_eq!(acquired.holder_identity.as_deref(), Some("a"));
+        assert_eq!(acquired.lease_transitions, Some(1));
+        assert_eq!(acquired.acquire_time, Some(MicroTime(t(100))));
+        let renewed = next_spec(Some(&acquired), "a", t(105), d, &Verdict::Renew);
+        assert_eq!(renewed.lease_transitions, Some(1));
+        assert_eq!(renewed.acquire_time, Some(MicroTime(t(100))));
+        assert_eq!(renewed.renew_time, Some(MicroTime(t(105))));
+        assert_eq!(next_spec(None, "a", t(1), d, &Verdict::Acquire).lease_transitions, Some(0));
+    }
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+
+    fn election() -> Election {
+        Election {
+            namespace: "vigil-system".into(),
+            name: "leader".into(),
+            identity: "a".into(),
+            lease_duration: Duration::from_secs(15),
+        }
+    }
+
+    fn reply(status: u16, v: serde_json::Value) -> Response<Body> {
+        Response::builder().status(status).body(Body::from(serde_json::to_vec(&v).unwrap())).unwrap()
+    }
+
+    fn lease_json(holder: &str, renewed: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "leader", "namespace": "vigil-system", "resourceVersion": "7"},
+            "spec": {"holderIdentity": holder, "renewTime": renewed, "leaseDurationSeconds": 15}
+        })
+    }
+
+    fn not_found() -> Response<Body> {
+        reply(
+            404,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+        )
+    }
+
+    #[tokio::test]
+    async fn rounds_create_a_missing_lease_follow_a_live_one_and_lose_a_race_gracefully() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let server = tokio::spawn(async move {
+            // 1. No Lease: created with us as holder.
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(
+                (req.method(), req.uri().path()),
+                (&Method::GET, "/apis/coordination.k8s.io/v1/namespaces/vigil-system/leases/leader")
+            );
+            send.send_response(not_found());
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::POST);
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(body["spec"]["holderIdentity"], "a");
+            send.send_response(reply(201, body));
+            // 2. Held by b, renewed a second ago: no write at all.
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(reply(200, lease_json("b", "2026-01-05T00:00:09.000000Z")));
+            // 3. Held by b but expired: we replace it with its resourceVersion, and b got there
+            // first (409).
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(reply(200, lease_json("b", "2026-01-05T00:00:00.000000Z")));
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::PUT);
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(body["metadata"]["resourceVersion"], "7");
+            assert_eq!(body["spec"]["leaseTransitions"], 1);
+            send.send_response(reply(409, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"})));
+        });
+        let now: Timestamp = "2026-01-05T00:00:10Z".parse().unwrap();
+        assert!(round(&client, &election(), now).await.unwrap(), "created: leading");
+        assert!(!round(&client, &election(), now).await.unwrap(), "following a live lease");
+        let later: Timestamp = "2026-01-05T00:00:20Z".parse().unwrap();
+        assert!(!round(&client, &election(), later).await.unwrap(), "lost the race");
+        server.await.unwrap();
+    }
+}
