@@ -41,6 +41,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes an Event for each new decision (`None`: no events, as in unit tests).
     pub recorder: Option<Recorder>,
+    /// Records decisions in the rollout's trace (`None`: no OTLP endpoint configured).
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl Context {
@@ -52,6 +54,7 @@ impl Context {
             template: AgentTemplate::default(),
             metrics: Arc::default(),
             recorder,
+            tracer: None,
         }
     }
 }
@@ -145,7 +148,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     let observed = observe(&ctx.client, &rollout, &ns).await?;
     let key = format!("{ns}/{name}");
     let current = rollout.status.clone().unwrap_or_default();
-    let p = plan::next(
+    let mut p = plan::next(
         &rollout.spec,
         &current,
         rollout.metadata.generation,
@@ -154,6 +157,11 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         jiff::Timestamp::now(),
         ctx.limits,
     );
+    let uid = rollout.metadata.uid.clone().unwrap_or_default();
+    p.status.trace_id = match &ctx.tracer {
+        Some(t) => crate::telemetry::record(t, &uid, &key, &current, &p, std::time::SystemTime::now()),
+        None => p.status.target_revision.as_deref().map(|target| crate::telemetry::ids(&uid, target).0.to_string()),
+    };
 
     // 1. The intent.
     if p.status != current {
@@ -197,12 +205,16 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         let live = act::live_revisions(&p.status, revisions);
         for rec in p.status.history.iter().filter(|r| live.contains(r.revision.as_str())) {
             let t = AgentTemplate { namespace: ns.clone(), ..ctx.template.clone() };
+            // Each revision's pods carry the trace of the rollout that introduced that revision:
+            // stamping the current target's trace on every DaemonSet would change the pod
+            // template of the stable revision, restarting every agent at once.
+            let revision_trace = crate::telemetry::ids(&uid, &rec.revision).0.to_string();
             let ds = act::daemonset(
                 rec,
                 &rollout.spec.target.config.config_map,
                 &rollout.spec.target.config.key,
                 owner.clone(),
-                p.status.trace_id.as_deref(),
+                Some(&revision_trace),
                 &t,
             );
             let ds_name = act::daemonset_name(&rec.revision);
@@ -225,12 +237,17 @@ pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, ctx: Arc<Context>)
 }
 
 /// Runs the controller until the process stops. `instance` names this replica in Events.
-pub async fn run(client: Client, instance: String, metrics: Arc<Metrics>) {
+pub async fn run(
+    client: Client,
+    instance: String,
+    metrics: Arc<Metrics>,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) {
     let rollouts: Api<AgentRollout> = Api::all(client.clone());
     let dss: Api<DaemonSet> = Api::all(client.clone());
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) });
-    let ctx = Arc::new(Context { metrics, ..Context::new(client, Some(recorder)) });
+    let ctx = Arc::new(Context { metrics, tracer, ..Context::new(client, Some(recorder)) });
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
         .owns(dss, kube::runtime::watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent"))
         .shutdown_on_signal()

@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod simulate;
+pub mod telemetry;

@@ -108,8 +108,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     identity: instance.clone(),
                     lease_duration: std::time::Duration::from_secs(15),
                 };
-                let work = vigil_operator::controller::run(client.clone(), instance, metrics);
-                vigil_operator::leader::lead(&client, &election, work).await.map_err(anyhow::Error::msg)
+                let provider =
+                    vigil_operator::telemetry::init(env!("CARGO_PKG_VERSION")).context("setting up OTLP traces")?;
+                let tracer =
+                    provider.as_ref().map(|p| opentelemetry::trace::TracerProvider::tracer(p, "vigil-operator"));
+                let work = vigil_operator::controller::run(client.clone(), instance, metrics, tracer);
+                let result = vigil_operator::leader::lead(&client, &election, work).await.map_err(anyhow::Error::msg);
+                if let Some(p) = provider {
+                    // Flush what is pending; a failed flush loses only spans.
+                    let _ = p.shutdown();
+                }
+                result
             })?;
             Ok(ExitCode::SUCCESS)
         }

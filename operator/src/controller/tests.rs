@@ -120,6 +120,8 @@ async fn first_reconcile(with_events: bool) {
         assert_eq!(body["status"]["phase"], "Progressing");
         assert_eq!(body["status"]["observedGeneration"], 3);
         assert_eq!(body["status"]["targetRevision"], target.as_str());
+        let trace = crate::telemetry::ids("uid-1", &target).0.to_string();
+        assert_eq!(body["status"]["traceId"], trace.as_str(), "the rollout's trace id is in its status");
         send.send_response(ok(&serde_json::to_value(rollout()).unwrap()));
 
         if with_events {
@@ -154,6 +156,13 @@ async fn first_reconcile(with_events: bool) {
                 "{uri}"
             );
             assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            let rev = body["spec"]["template"]["spec"]["nodeSelector"]["vigil.dev/revision"].as_str().unwrap();
+            let trace = crate::telemetry::ids("uid-1", rev).0.to_string();
+            assert_eq!(
+                body["spec"]["template"]["metadata"]["annotations"]["vigil.dev/rollout-trace-id"],
+                trace.as_str(),
+                "a revision's pods carry the trace of the rollout that introduced it"
+            );
             applied.push(
                 body["spec"]["template"]["spec"]["nodeSelector"]["vigil.dev/revision"].as_str().unwrap().to_owned(),
             );
