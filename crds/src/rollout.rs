@@ -120,6 +120,42 @@ pub struct AgentRolloutSpec {
     /// must hold the fleet exactly as it is.
     #[serde(default)]
     pub frozen: bool,
+
+    /// A one-off request to the operator, carried out once per `id` (the operator records the
+    /// last id it handled in status.handledAction): `Promote` ends the current wave's bake
+    /// time now (its health gate must still pass), `Abort` rolls the target back to the
+    /// stable revision and never admits it again, `Rollback` does the same to the revision
+    /// named in `to` (a Good revision of status.history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ManualAction>,
+}
+
+/// A one-off request to the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind == 'Rollback' || !has(self.to)").message("only Rollback takes a target revision in to").field_path(".to"))]
+pub struct ManualAction {
+    /// Identifies the request; a new id makes a new request (e.g. a timestamp or ticket).
+    #[schemars(length(min = 1, max = 128))]
+    pub id: String,
+    /// What to do.
+    pub kind: ManualActionKind,
+    /// With Rollback: the revision to go back to (from status.history); the stable revision
+    /// when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub to: Option<String>,
+}
+
+/// The kinds of manual action.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManualActionKind {
+    /// End the current wave's bake time now.
+    Promote,
+    /// Roll the target back to the stable revision and mark it bad.
+    Abort,
+    /// Roll back to a named Good revision (or the stable one) and mark the target bad.
+    Rollback,
 }
 
 /// The revision to roll out.
@@ -445,6 +481,10 @@ pub struct AgentRolloutStatus {
     /// When the operator made its last decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision_time: Option<Time>,
+
+    /// The id of the last spec.action the operator carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_action: Option<String>,
 
     /// OpenTelemetry trace id of this rollout (32 hex characters), to find it in a tracing backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]

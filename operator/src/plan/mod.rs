@@ -31,8 +31,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use vigil_crds::rollout::{
-    AgentRolloutSpec, AgentRolloutStatus, CompatibilityGuard, ExcludedNodes, FailurePolicy, PinnedGroup, RevisionNodes,
-    RevisionOutcome, RevisionRecord, RolloutPhase,
+    AgentRolloutSpec, AgentRolloutStatus, CompatibilityGuard, ExcludedNodes, FailurePolicy, ManualActionKind,
+    PinnedGroup, RevisionNodes, RevisionOutcome, RevisionRecord, RolloutPhase,
 };
 use vigil_crds::{ConfigHash, ImageRef, RevisionName};
 
@@ -115,6 +115,10 @@ fn step(
         }
     };
     adopt_target(spec, &mut st, &target, now);
+    if let Err(reason) = handle_action(spec, &mut st, &target, now) {
+        st.phase = Some(RolloutPhase::Failed);
+        return p.finish(st, "Fail", reason, Duration::from_secs(60));
+    }
     let target_bad = st.history.iter().any(|r| r.revision == target && r.outcome == RevisionOutcome::Bad);
 
     // Pins first: a pinned node goes to its pin whatever else happens (it is a hold on a
@@ -451,6 +455,51 @@ impl Planner<'_> {
         conditions::update(&mut st, kind, &reason, generation, self.now);
         Plan { moves: self.moves, status: st, decision: Decision { kind, reason }, requeue_after }
     }
+}
+
+/// Carries out `spec.action` once per id.
+fn handle_action(
+    spec: &AgentRolloutSpec,
+    st: &mut AgentRolloutStatus,
+    target: &str,
+    now: Timestamp,
+) -> Result<(), String> {
+    let Some(a) = &spec.action else { return Ok(()) };
+    if st.handled_action.as_deref() == Some(a.id.as_str()) {
+        return Ok(());
+    }
+    let mark_bad = |st: &mut AgentRolloutStatus, why: String| {
+        if let Some(r) = st.history.iter_mut().find(|r| r.revision == target) {
+            r.outcome = RevisionOutcome::Bad;
+            r.reason = Some(why);
+        }
+        st.phase = Some(RolloutPhase::RollingBack);
+    };
+    match a.kind {
+        ManualActionKind::Promote => {
+            let wave = st.current_wave.max(1) as usize;
+            if let (Some(ready), Some(w)) = (st.wave_ready_at.as_ref(), spec.waves.get(wave - 1)) {
+                let bake =
+                    jiff::SignedDuration::try_from(Duration::from(w.bake_time)).unwrap_or(jiff::SignedDuration::ZERO);
+                // Pretend the wave became ready a bake time ago (never later than it did).
+                st.wave_ready_at = Some(Time(ready.0.min(now - bake)));
+            }
+        }
+        ManualActionKind::Abort => mark_bad(st, format!("aborted by request {}", a.id)),
+        ManualActionKind::Rollback => {
+            if let Some(to) = &a.to {
+                let good = st.history.iter().any(|r| &r.revision == to && r.outcome == RevisionOutcome::Good)
+                    || st.stable_revision.as_ref() == Some(to);
+                if !good {
+                    return Err(format!("spec.action.to: {to} is not a Good revision of this rollout's history"));
+                }
+                st.stable_revision = Some(to.clone());
+            }
+            mark_bad(st, format!("rolled back by request {}", a.id));
+        }
+    }
+    st.handled_action = Some(a.id.clone());
+    Ok(())
 }
 
 /// The target revision, with the config hash checked against what the ConfigMap holds.

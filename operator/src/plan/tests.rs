@@ -304,6 +304,42 @@ fn a_failure_confined_to_one_os_image_pins_that_group_and_goes_on() {
 }
 
 #[test]
+fn manual_actions_promote_abort_and_roll_back_once_per_id() {
+    use vigil_crds::rollout::{ManualAction, ManualActionKind};
+    let mut s = spec();
+    let target = target_name(&s);
+    let mut nodes = fleet(100);
+    let p1 = plan(&s, &stable_status(), &nodes, t(0));
+    apply(&mut nodes, &p1.moves, Some(t(0)));
+    let baking = plan(&s, &p1.status, &nodes, t(10));
+    assert_eq!(baking.decision.kind, "Bake");
+    // Promote: the bake ends now, the next wave is admitted at once.
+    s.action = Some(ManualAction { id: "promote-1".into(), kind: ManualActionKind::Promote, to: None });
+    let promoted = plan(&s, &baking.status, &nodes, t(11));
+    assert_eq!(promoted.decision.kind, "Advance", "{}", promoted.decision.reason);
+    assert_eq!(promoted.status.handled_action.as_deref(), Some("promote-1"));
+    apply(&mut nodes, &promoted.moves, Some(t(11)));
+    // Handled once: the same id later changes nothing about the bake of wave 2.
+    let again = plan(&s, &promoted.status, &nodes, t(20));
+    assert_eq!(again.decision.kind, "Bake");
+    // Abort: everything on the target goes back, and the target is bad.
+    s.action = Some(ManualAction { id: "abort-1".into(), kind: ManualActionKind::Abort, to: None });
+    let aborted = plan(&s, &again.status, &nodes, t(21));
+    assert_eq!(aborted.decision.kind, "RollBack");
+    assert_eq!(aborted.moves.len(), 25, "wave 2's 25 nodes go back");
+    assert!(
+        aborted.moves.iter().all(|m| m.to.as_deref() == Some(STABLE) && m.from.as_deref() == Some(target.as_str()))
+    );
+    assert!(aborted.status.history[0].reason.as_deref().unwrap().contains("aborted by request abort-1"));
+    // Rollback to a revision that is not Good in the history is refused with the field.
+    s.action =
+        Some(ManualAction { id: "rb-1".into(), kind: ManualActionKind::Rollback, to: Some("r-nowhere000".into()) });
+    let refused = plan(&s, &aborted.status, &nodes, t(22));
+    assert_eq!(refused.decision.kind, "Fail");
+    assert!(refused.decision.reason.starts_with("spec.action.to"), "{}", refused.decision.reason);
+}
+
+#[test]
 fn a_config_hash_mismatch_or_missing_config_stops_the_rollout() {
     let s = spec();
     let nodes = fleet(10);
