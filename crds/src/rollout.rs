@@ -573,6 +573,12 @@ pub struct RevisionRecord {
     pub image: String,
     /// Config SHA-256.
     pub config_sha256: String,
+    /// The ConfigMap the revision's config comes from (its DaemonSet mounts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+    /// The key of that ConfigMap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_key: Option<String>,
     /// Agent version, when the spec named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,

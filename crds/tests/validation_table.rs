@@ -307,9 +307,22 @@ fn cases() -> Vec<Case> {
             "spec.healthGate.prometheus.url",
             "http:// or https://",
         ),
-        ok("manual rollback to a named revision", set(rollout(), "/spec/action", json!({"id": "INC-42", "kind": "Rollback", "to": "r-3f9c2a1b0d"}))),
-        bad("promote naming a revision", set(rollout(), "/spec/action", json!({"id": "1", "kind": "Promote", "to": "r-3f9c2a1b0d"})), "spec.action.to", "only Rollback takes a target revision"),
-        bad("action without an id", set(rollout(), "/spec/action", json!({"id": "", "kind": "Abort"})), "spec.action.id", "shorter than 1"),
+        ok(
+            "manual rollback to a named revision",
+            set(rollout(), "/spec/action", json!({"id": "INC-42", "kind": "Rollback", "to": "r-3f9c2a1b0d"})),
+        ),
+        bad(
+            "promote naming a revision",
+            set(rollout(), "/spec/action", json!({"id": "1", "kind": "Promote", "to": "r-3f9c2a1b0d"})),
+            "spec.action.to",
+            "only Rollback takes a target revision",
+        ),
+        bad(
+            "action without an id",
+            set(rollout(), "/spec/action", json!({"id": "", "kind": "Abort"})),
+            "spec.action.id",
+            "shorter than 1",
+        ),
         bad("unknown channel", set(rollout(), "/spec/channel", json!("nightly")), "spec.channel", "stable"),
         // --- AlertPolicy ---
         ok("policy with a rule, a route and a receiver", policy()),

@@ -67,15 +67,15 @@ pub fn daemonset_name(revision: &str) -> String {
 /// The DaemonSet of one revision: its pods run only on nodes labelled for the revision, as
 /// an unprivileged user with a read-only root filesystem and the host's `/` mounted
 /// read-only; the config comes from the revision's ConfigMap key, and its SHA-256 rides along
-/// so the agent checks it again when it loads the file.
+/// so the agent checks it again when it loads the file. `None` when the record does not
+/// say which ConfigMap holds the revision's config.
 pub fn daemonset(
     rec: &RevisionRecord,
-    config_map: &str,
-    config_key: &str,
     owner: OwnerReference,
     trace_id: Option<&str>,
     t: &AgentTemplate,
-) -> DaemonSet {
+) -> Option<DaemonSet> {
+    let (config_map, config_key) = (rec.config_map.as_deref()?, rec.config_key.as_deref()?);
     let name = daemonset_name(&rec.revision);
     let selector: BTreeMap<&str, &str> =
         [("app.kubernetes.io/name", "vigil-agent"), (labels::REVISION, rec.revision.as_str())].into();
@@ -131,7 +131,7 @@ pub fn daemonset(
         },
     });
     // The JSON above is built from typed parts and always has DaemonSet's shape.
-    serde_json::from_value(value).unwrap_or_default()
+    serde_json::from_value(value).ok()
 }
 
 /// Revisions that still need a DaemonSet: any a node is labelled for, plus the target and
@@ -168,6 +168,8 @@ mod tests {
             revision: "r-2b878e0c19".into(),
             image: format!("ghcr.io/vigil-dev/vigil-agent:1.10.0@sha256:{}", "a".repeat(64)),
             config_sha256: "b".repeat(64),
+            config_map: Some("cfg".into()),
+            config_key: Some("agent.yaml".into()),
             version: Some("1.10.0".into()),
             admitted_at: None,
             outcome: RevisionOutcome::InProgress,
@@ -181,13 +183,12 @@ mod tests {
             controller: Some(true),
             ..Default::default()
         };
-        let ds = daemonset(
-            &rec,
-            "cfg",
-            "agent.yaml",
-            owner,
-            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
-            &AgentTemplate::default(),
+        let ds = daemonset(&rec, owner.clone(), Some("4bf92f3577b34da6a3ce929d0e0e4736"), &AgentTemplate::default())
+            .unwrap();
+        let unknown = RevisionRecord { config_map: None, ..rec.clone() };
+        assert!(
+            daemonset(&unknown, owner, None, &AgentTemplate::default()).is_none(),
+            "no ConfigMap on record: no DaemonSet"
         );
         assert_eq!(ds.metadata.name.as_deref(), Some("vigil-agent-r-2b878e0c19"));
         let spec = ds.spec.unwrap();
@@ -203,6 +204,8 @@ mod tests {
         let ann = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(ann["vigil.dev/config-sha256"], rec.config_sha256);
         assert_eq!(ann["vigil.dev/rollout-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        let cm = pod.volumes.unwrap().into_iter().find(|v| v.name == "config").unwrap().config_map.unwrap();
+        assert_eq!(cm.name, "cfg", "the revision's own ConfigMap");
     }
 
     #[test]

@@ -209,14 +209,9 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             // stamping the current target's trace on every DaemonSet would change the pod
             // template of the stable revision, restarting every agent at once.
             let revision_trace = crate::telemetry::ids(&uid, &rec.revision).0.to_string();
-            let ds = act::daemonset(
-                rec,
-                &rollout.spec.target.config.config_map,
-                &rollout.spec.target.config.key,
-                owner.clone(),
-                Some(&revision_trace),
-                &t,
-            );
+            // Each revision mounts its own ConfigMap: the target's would change the stable
+            // revision's config under it (and fail the agent's hash check on restart).
+            let Some(ds) = act::daemonset(rec, owner.clone(), Some(revision_trace.as_str()), &t) else { continue };
             let ds_name = act::daemonset_name(&rec.revision);
             dss.patch(&ds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ds))
                 .await

@@ -551,6 +551,8 @@ fn adopt_target(spec: &AgentRolloutSpec, st: &mut AgentRolloutStatus, target: &s
                 revision: target.to_owned(),
                 image: spec.target.image.clone(),
                 config_sha256: spec.target.config.sha256.clone(),
+                config_map: Some(spec.target.config.config_map.clone()),
+                config_key: Some(spec.target.config.key.clone()),
                 version: spec.target.version.clone(),
                 admitted_at: None,
                 outcome: RevisionOutcome::InProgress,
