@@ -217,6 +217,30 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
                 .await
                 .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
         }
+        // 4. DaemonSets of revisions no node runs any more go. A node outside this rollout's
+        // selector may still carry the label, so the whole cluster is asked before deleting.
+        let owned = dss
+            .list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent"))
+            .await
+            .map_err(|e| Error::Observe("daemonsets", e))?;
+        for ds in owned.items {
+            let ours =
+                ds.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == rollout.metadata.uid.as_ref());
+            let (Some(ds_name), Some(rev)) =
+                (ds.metadata.name.clone(), ds.labels().get(vigil_crds::labels::REVISION).cloned())
+            else {
+                continue;
+            };
+            if !ours || live.contains(rev.as_str()) {
+                continue;
+            }
+            let lp = ListParams::default().labels(&format!("{}={rev}", vigil_crds::labels::REVISION)).limit(1);
+            if nodes.list(&lp).await.map_err(|e| Error::Observe("nodes", e))?.items.is_empty() {
+                dss.delete(&ds_name, &kube::api::DeleteParams::default())
+                    .await
+                    .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
+            }
+        }
     }
     Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
 }

@@ -168,6 +168,30 @@ async fn first_reconcile(with_events: bool) {
             );
             send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"}})));
         }
+        // Then the DaemonSets no node runs: ours for an old revision goes once no node in the
+        // whole cluster carries its label; another rollout's and a live one stay.
+        let ((m, uri, _), send) = next().await;
+        assert_eq!(m, Method::GET);
+        assert!(uri.starts_with("/apis/apps/v1/namespaces/vigil-system/daemonsets?"), "{uri}");
+        let ds = |rev: &str, uid: &str| json!({"metadata": {"name": format!("vigil-agent-{rev}"), "labels": {"vigil.dev/revision": rev}, "ownerReferences": [{"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentRollout", "name": "x", "uid": uid}]}, "spec": {"selector": {}, "template": {}}});
+        send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": [
+            ds(&applied[0], "uid-1"), ds("r-old0000000", "uid-1"), ds("r-other00000", "uid-2")
+        ]})));
+        let ((m, uri, _), send) = next().await;
+        assert_eq!(m, Method::GET);
+        assert!(
+            uri.starts_with("/api/v1/nodes?")
+                && uri.contains("vigil.dev%2Frevision%3Dr-old0000000")
+                && uri.contains("limit=1"),
+            "{uri}"
+        );
+        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": []})));
+        let ((m, uri, _), send) = next().await;
+        assert_eq!(
+            (m, uri.as_str()),
+            (Method::DELETE, "/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-r-old0000000?")
+        );
+        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}})));
         applied.sort();
         applied
     });
