@@ -5,8 +5,9 @@
 //! order that keeps a crash harmless: the status (the intent) first, then the node labels,
 //! then the per-revision DaemonSets. It then requeues at the time the planner asked for.
 //!
-//! This first version lists what it observes on every reconcile; reflector stores, watches
-//! on nodes and pods, Events, leader election, metrics and traces come next.
+//! `run` reads through reflector stores (nodes, agent pods, agent Leases, AgentStatuses),
+//! kept current by watches, so a reconcile costs one ConfigMap read however large the fleet;
+//! without stores (the unit tests), `observe` lists through the API instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
@@ -43,6 +46,42 @@ pub struct Context {
     pub recorder: Option<Recorder>,
     /// Records decisions in the rollout's trace (`None`: no OTLP endpoint configured).
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// Reflector stores to read from (`None`: list through the API on every reconcile).
+    pub stores: Option<Stores>,
+}
+
+/// Reflector stores of what the controller observes.
+#[derive(Clone)]
+pub struct Stores {
+    /// Every node.
+    pub nodes: Store<Node>,
+    /// Agent pods (label `app.kubernetes.io/name=vigil-agent`), every namespace.
+    pub pods: Store<Pod>,
+    /// Agent heartbeat Leases (same label), every namespace.
+    pub leases: Store<Lease>,
+    /// Every AgentStatus.
+    pub statuses: Store<AgentStatus>,
+}
+
+impl Stores {
+    /// The planner's view of the nodes `rollout` selects, agents in namespace `ns`.
+    pub fn node_views(&self, rollout: &AgentRollout, ns: &str) -> Vec<plan::NodeView> {
+        let sel = rollout.spec.node_selector.as_ref();
+        let nodes = self.nodes.state();
+        let selected = nodes
+            .iter()
+            .filter(|n| sel.is_none_or(|s| plan::selector_matches(s, &n.metadata.labels.clone().unwrap_or_default())));
+        let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.namespace.as_deref() == Some(ns);
+        let pods = self.pods.state();
+        let leases = self.leases.state();
+        let statuses = self.statuses.state();
+        observe::node_views(
+            selected.map(AsRef::as_ref),
+            pods.iter().filter(|p| in_ns(&p.metadata)).map(AsRef::as_ref),
+            leases.iter().filter(|l| in_ns(&l.metadata)).map(AsRef::as_ref),
+            statuses.iter().map(AsRef::as_ref),
+        )
+    }
 }
 
 impl Context {
@@ -55,6 +94,7 @@ impl Context {
             metrics: Arc::default(),
             recorder,
             tracer: None,
+            stores: None,
         }
     }
 }
@@ -98,10 +138,24 @@ fn label_selector(sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::L
         .unwrap_or_default()
 }
 
-/// Reads what the planner needs. `matchLabels` of the node selector narrow the list on the
-/// server; `matchExpressions` are applied here.
-pub async fn observe(client: &Client, rollout: &AgentRollout, ns: &str) -> Result<Observed, Error> {
+/// Reads what the planner needs: from the stores when there are some, else by listing.
+/// `matchLabels` of the node selector narrow the list on the server; `matchExpressions` are
+/// applied here.
+pub async fn observe(
+    client: &Client,
+    stores: Option<&Stores>,
+    rollout: &AgentRollout,
+    ns: &str,
+) -> Result<Observed, Error> {
     let spec = &rollout.spec;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = cms.get_opt(&spec.target.config.config_map).await.map_err(|e| Error::Observe("configmaps", e))?;
+    let config_sha256 = cm
+        .and_then(|c| c.data)
+        .and_then(|d| d.get(&spec.target.config.key).map(|v| ConfigHash::of(v.as_bytes()).to_string()));
+    if let Some(stores) = stores {
+        return Ok(Observed { nodes: stores.node_views(rollout, ns), config_sha256, prometheus_value: None });
+    }
     let nodes: Api<Node> = Api::all(client.clone());
     let lp = ListParams::default().labels(&label_selector(spec.node_selector.as_ref()));
     let mut node_list = nodes.list(&lp).await.map_err(|e| Error::Observe("nodes", e))?.items;
@@ -119,11 +173,6 @@ pub async fn observe(client: &Client, rollout: &AgentRollout, ns: &str) -> Resul
     let statuses: Api<AgentStatus> = Api::all(client.clone());
     let status_list =
         statuses.list(&ListParams::default()).await.map_err(|e| Error::Observe("agentstatuses", e))?.items;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let cm = cms.get_opt(&spec.target.config.config_map).await.map_err(|e| Error::Observe("configmaps", e))?;
-    let config_sha256 = cm
-        .and_then(|c| c.data)
-        .and_then(|d| d.get(&spec.target.config.key).map(|v| ConfigHash::of(v.as_bytes()).to_string()));
     Ok(Observed {
         nodes: observe::node_views(&node_list, &pod_list, &lease_list, &status_list),
         config_sha256,
@@ -145,7 +194,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     let (Some(ns), Some(name)) = (rollout.namespace(), rollout.metadata.name.clone()) else {
         return Err(Error::Malformed);
     };
-    let observed = observe(&ctx.client, &rollout, &ns).await?;
+    let observed = observe(&ctx.client, ctx.stores.as_ref(), &rollout, &ns).await?;
     let key = format!("{ns}/{name}");
     let current = rollout.status.clone().unwrap_or_default();
     let mut p = plan::next(
@@ -255,6 +304,17 @@ pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, ctx: Arc<Context>)
     }
 }
 
+/// A reflector kept current by a watch on `api`, driven by a task of its own.
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher::watcher(api, config)).default_backoff();
+    tokio::spawn(stream.for_each(|_| std::future::ready(())));
+    reader
+}
+
 /// Runs the controller until the process stops. `instance` names this replica in Events.
 pub async fn run(
     client: Client,
@@ -266,7 +326,25 @@ pub async fn run(
     let dss: Api<DaemonSet> = Api::all(client.clone());
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) });
-    let ctx = Arc::new(Context { metrics, tracer, ..Context::new(client, Some(recorder)) });
+    let agents = watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent");
+    let stores = Stores {
+        nodes: spawn_reflector(Api::all(client.clone()), watcher::Config::default()),
+        pods: spawn_reflector(Api::all(client.clone()), agents.clone()),
+        leases: spawn_reflector(Api::all(client.clone()), agents),
+        statuses: spawn_reflector(Api::all(client.clone()), watcher::Config::default()),
+    };
+    // Plan only on a complete picture of the fleet.
+    let ready = [
+        stores.nodes.wait_until_ready().await.is_ok(),
+        stores.pods.wait_until_ready().await.is_ok(),
+        stores.leases.wait_until_ready().await.is_ok(),
+        stores.statuses.wait_until_ready().await.is_ok(),
+    ];
+    if ready.contains(&false) {
+        eprintln!("vigil-operator: a reflector stopped before its first list");
+        return;
+    }
+    let ctx = Arc::new(Context { metrics, tracer, stores: Some(stores), ..Context::new(client, Some(recorder)) });
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
         .owns(dss, kube::runtime::watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent"))
         .shutdown_on_signal()

@@ -90,18 +90,24 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
 
 /// Joins nodes with their pods (by `spec.nodeName`), Leases (by name) and AgentStatuses (by
 /// name), in node-name order.
-pub fn node_views(nodes: &[Node], pods: &[Pod], leases: &[Lease], statuses: &[AgentStatus]) -> Vec<NodeView> {
+pub fn node_views<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    pods: impl IntoIterator<Item = &'a Pod>,
+    leases: impl IntoIterator<Item = &'a Lease>,
+    statuses: impl IntoIterator<Item = &'a AgentStatus>,
+) -> Vec<NodeView> {
     let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in pods {
         if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
             by_node.entry(n).or_default().push(p);
         }
     }
-    let leases: BTreeMap<&str, &Lease> = leases.iter().filter_map(|l| Some((l.metadata.name.as_deref()?, l))).collect();
+    let leases: BTreeMap<&str, &Lease> =
+        leases.into_iter().filter_map(|l| Some((l.metadata.name.as_deref()?, l))).collect();
     let statuses: BTreeMap<&str, &AgentStatus> =
-        statuses.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect();
+        statuses.into_iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect();
     let mut out: Vec<NodeView> = nodes
-        .iter()
+        .into_iter()
         .filter_map(|n| {
             let name = n.metadata.name.as_deref()?;
             let pods = by_node.get(name).map(Vec::as_slice).unwrap_or_default();
@@ -150,7 +156,7 @@ mod tests {
         let (old, cur) = (pod("r-0000000000"), pod("r-aaaaaaaaaa"));
         let lease: Lease = serde_json::from_value(serde_json::json!({"metadata": {"name": "vigil-agent-node-a"}, "spec": {"renewTime": "2026-01-05T00:01:00.000000Z"}})).unwrap();
         let status: AgentStatus = serde_json::from_value(serde_json::json!({"metadata": {"name": "node-a"}, "spec": {"nodeName": "node-a"}, "status": {"revision": "r-aaaaaaaaaa", "health": "Degraded"}})).unwrap();
-        let views = node_views(std::slice::from_ref(&n), &[old, cur], &[lease], &[status]);
+        let views = node_views([&n], [&old, &cur], [&lease], [&status]);
         let v = &views[0];
         assert_eq!(v.name, "node-a");
         assert_eq!(v.revision.as_deref(), Some("r-aaaaaaaaaa"));

@@ -87,7 +87,10 @@ async fn first_reconcile(with_events: bool) {
                 .expect("open");
             (body_json(req).await, send)
         };
-        // Observe, in order.
+        // Observe, in order: the target's ConfigMap, then (without stores) the lists.
+        let ((_, uri, _), send) = next().await;
+        assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
+        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "agent-config"}, "data": {"agent.yaml": CONFIG}})));
         let ((m, uri, _), send) = next().await;
         assert_eq!((m, uri.starts_with("/api/v1/nodes?")), (Method::GET, true), "{uri}");
         send.send_response(ok(&nodes(20)));
@@ -104,9 +107,6 @@ async fn first_reconcile(with_events: bool) {
         let ((_, uri, _), send) = next().await;
         assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/agentstatuses?"), "{uri}");
         send.send_response(ok(&list("AgentStatusList", "vigil.dev/v1alpha1")));
-        let ((_, uri, _), send) = next().await;
-        assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
-        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "agent-config"}, "data": {"agent.yaml": CONFIG}})));
 
         // Act: the status first, by server-side apply with our field manager.
         let ((m, uri, body), send) = next().await;
@@ -206,4 +206,47 @@ async fn first_reconcile(with_events: bool) {
     let text = ctx_metrics.encode().unwrap();
     assert!(text.contains("vigil_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
     assert!(text.contains("vigil_operator_decisions_total{kind=\"Admit\"} 1"), "{text}");
+}
+
+#[test]
+fn stores_give_the_selected_nodes_with_the_agents_of_the_rollout_namespace() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::runtime::{reflector, watcher};
+
+    fn fill<K: kube::Resource<DynamicType = ()> + Clone>(items: Vec<K>) -> reflector::Store<K> {
+        let (reader, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for i in items {
+            writer.apply_watcher_event(&watcher::Event::InitApply(i));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        reader
+    }
+    let node = |name: &str, pool: &str| -> Node {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {"pool": pool, "vigil.dev/revision": STABLE}}}),
+        )
+        .unwrap()
+    };
+    let pod = |node: &str, ns: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": format!("a-{node}-{ns}"), "namespace": ns, "labels": {"vigil.dev/revision": STABLE}}, "spec": {"nodeName": node, "containers": []}})).unwrap()
+    };
+    let stores = super::Stores {
+        nodes: fill(vec![node("n1", "web"), node("n2", "db")]),
+        pods: fill(vec![pod("n1", "vigil-system"), pod("n2", "other")]),
+        leases: fill(vec![]),
+        statuses: fill(vec![]),
+    };
+    let mut r = rollout();
+    r.spec.node_selector = Some(vigil_crds::rollout::match_labels([("pool", "web")]));
+    let views = stores.node_views(&r, "vigil-system");
+    assert_eq!(views.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["n1"]);
+    assert!(views[0].agent.is_some(), "the agent pod in the rollout's namespace is seen");
+    r.spec.node_selector = None;
+    let views = stores.node_views(&r, "vigil-system");
+    assert_eq!(views.len(), 2);
+    assert!(
+        views.iter().find(|v| v.name == "n2").unwrap().agent.is_none(),
+        "a pod in another namespace is not this rollout's agent"
+    );
 }
