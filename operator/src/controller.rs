@@ -304,15 +304,32 @@ pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, ctx: Arc<Context>)
     }
 }
 
-/// A reflector kept current by a watch on `api`, driven by a task of its own.
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+/// A reflector kept current by a watch on `api`, driven by a task of its own; each change
+/// also nudges `notify` (a full channel already holds a nudge, so none is lost or queued up).
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, notify: Option<tokio::sync::mpsc::Sender<()>>) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher::watcher(api, config)).default_backoff();
-    tokio::spawn(stream.for_each(|_| std::future::ready(())));
+    tokio::spawn(stream.for_each(move |_| {
+        if let Some(n) = &notify {
+            let _ = n.try_send(());
+        }
+        std::future::ready(())
+    }));
     reader
+}
+
+/// Nudges as a stream, at most one a second: agent pods changing (ready, crash-looping) wake
+/// every rollout early instead of at its next requeue, without a storm of reconciles when
+/// many pods change at once.
+fn throttled(rx: tokio::sync::mpsc::Receiver<()>) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Some(((), rx))
+    })
 }
 
 /// Runs the controller until the process stops. `instance` names this replica in Events.
@@ -327,11 +344,12 @@ pub async fn run(
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) });
     let agents = watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent");
+    let (nudge, nudges) = tokio::sync::mpsc::channel(1);
     let stores = Stores {
-        nodes: spawn_reflector(Api::all(client.clone()), watcher::Config::default()),
-        pods: spawn_reflector(Api::all(client.clone()), agents.clone()),
-        leases: spawn_reflector(Api::all(client.clone()), agents),
-        statuses: spawn_reflector(Api::all(client.clone()), watcher::Config::default()),
+        nodes: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
+        pods: spawn_reflector(Api::all(client.clone()), agents.clone(), Some(nudge)),
+        leases: spawn_reflector(Api::all(client.clone()), agents, None),
+        statuses: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
     };
     // Plan only on a complete picture of the fleet.
     let ready = [
@@ -347,6 +365,7 @@ pub async fn run(
     let ctx = Arc::new(Context { metrics, tracer, stores: Some(stores), ..Context::new(client, Some(recorder)) });
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
         .owns(dss, kube::runtime::watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent"))
+        .reconcile_all_on(throttled(nudges))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

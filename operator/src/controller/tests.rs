@@ -250,3 +250,22 @@ fn stores_give_the_selected_nodes_with_the_agents_of_the_rollout_namespace() {
         "a pod in another namespace is not this rollout's agent"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn pod_nudges_are_throttled_to_one_a_second_and_none_is_lost() {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut stream = Box::pin(super::throttled(rx));
+    // A burst of changes collapses into one nudge.
+    for _ in 0..100 {
+        let _ = tx.try_send(());
+    }
+    let started = tokio::time::Instant::now();
+    assert_eq!(stream.next().await, Some(()));
+    assert_eq!(started.elapsed(), Duration::from_secs(1), "held back one second");
+    // A change after that is not lost.
+    tx.try_send(()).unwrap();
+    assert_eq!(stream.next().await, Some(()));
+    drop(tx);
+    assert_eq!(stream.next().await, None, "the stream ends with its senders");
+}
