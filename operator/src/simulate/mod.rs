@@ -288,7 +288,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
         if status.current_wave >= 2 && first_wave.is_none() {
             first_wave = Some(ever.clone());
         }
-        check_invariants(spec, &status, &nodes, &on_target, &target, &mut report);
+        check_invariants(spec, &status, &nodes, &on_target, &mut report);
         if let (Some(f), None) = (gate_failed_at, report.rollback_seconds)
             && status.phase == Some(RolloutPhase::RolledBack)
         {
@@ -324,14 +324,13 @@ fn check_invariants(
     st: &AgentRolloutStatus,
     nodes: &[NodeView],
     on_target: &[usize],
-    _target: &str,
     report: &mut Report,
 ) {
     if report.violations.len() > 20 {
         return;
     }
-    // Never more nodes on the target than the current wave allows (plus the writes of one
-    // plan still landing cannot exceed it either: the planner sized them).
+    // Never more nodes on the target than the current wave allows. The status is written
+    // before the moves land, so moves still in flight are within the recorded wave too.
     let auto: BTreeSet<&str> = st.pinned_groups.iter().map(|g| g.name.as_str()).collect();
     let held_by_auto =
         |e: &&vigil_crds::rollout::ExcludedNodes| e.reason.strip_prefix("pinned by ").is_some_and(|n| auto.contains(n));
@@ -350,9 +349,7 @@ fn check_invariants(
     if counted > sizes[wave - 1] {
         report.violations.push(format!("{counted} nodes on the target, wave {wave} allows {}", sizes[wave - 1]));
     }
-    // Pinned groups hold: no node of a pinned group runs the target once its pin was sent
-    // and written (checked on nodes whose pending writes are done: none on target after the
-    // group was pinned and a rollback finished).
+    // A finished rollback leaves no node on the target.
     if st.phase == Some(RolloutPhase::RolledBack) && !on_target.is_empty() {
         report.violations.push(format!("rolled back, yet {} node(s) run the target", on_target.len()));
     }
