@@ -8,21 +8,29 @@ scan:
 	cargo run --release -q -p vigil-agent -- scan
 
 ## Every test of the workspace (installs first whatever the tests need).
-# Unit, integration and doc tests; benches are not run here (cargo bench runs them).
+# The chart check (Helm's lint and render) first, then unit, integration and doc tests;
+# benches are not run here (cargo bench runs them).
 test: test-deps
+	.venv/bin/python scripts/chart.py check
 	cargo test --workspace
 
-## System packages the tests use (promtool from Debian's prometheus).
-test-deps:
+## What the tests use beyond cargo: promtool (Debian's prometheus) and Helm's SDK in .venv.
+test-deps: .venv/bin/python
 	scripts/test-deps.sh
 
-## Regenerate the CRD YAML and its copies from the Rust types.
-generate:
+.venv/bin/python:
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet helm-python-sdk==0.2.2
+
+## Regenerate the CRD YAML and its copies from the Rust types, and the rendered chart.
+generate: .venv/bin/python
 	cargo run -q -p vigil-crds --bin crdgen -- $(CRD_DIRS)
+	.venv/bin/python scripts/chart.py render
 
 ## Fail when a generated file is stale.
-check-generated:
+check-generated: .venv/bin/python
 	cargo run -q -p vigil-crds --bin crdgen -- --check $(CRD_DIRS)
+	.venv/bin/python scripts/chart.py check
 
 fmt:
 	cargo fmt --all

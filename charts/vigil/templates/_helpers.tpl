@@ -1,0 +1,13 @@
+{{- define "vigil.labels" -}}
+app.kubernetes.io/part-of: vigil
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end }}
+
+{{- define "vigil.operatorImage" -}}
+{{- if .Values.operator.image.digest -}}
+{{ .Values.operator.image.repository }}@{{ .Values.operator.image.digest }}
+{{- else -}}
+{{ .Values.operator.image.repository }}:{{ .Values.operator.image.tag }}
+{{- end -}}
+{{- end }}

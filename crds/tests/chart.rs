@@ -1,0 +1,95 @@
+//! The rendered chart (manifests/vigil.yaml, kept current by `make generate` and checked by
+//! `make test`): its admission-policy CEL compiles, the operator runs unprivileged, and its
+//! RBAC grants what the controller does.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
+
+use serde::Deserialize;
+use serde_json::Value;
+
+fn docs() -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/vigil.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn every_admission_policy_expression_compiles() {
+    let docs = docs();
+    let policies: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ValidatingAdmissionPolicy").collect();
+    assert_eq!(policies.len(), 2);
+    let mut compiled = 0;
+    for p in policies {
+        let spec = &p["spec"];
+        let exprs = ["matchConditions", "variables", "validations"]
+            .iter()
+            .flat_map(|k| spec[*k].as_array().cloned().unwrap_or_default())
+            .map(|e| e["expression"].as_str().unwrap().to_owned());
+        for e in exprs {
+            kube::core::cel::cel::Program::compile(&e)
+                .unwrap_or_else(|err| panic!("{}: {e:?}: {err}", p["metadata"]["name"]));
+            compiled += 1;
+        }
+        // Every policy is bound, or it enforces nothing.
+        let binding = find(&docs, "ValidatingAdmissionPolicyBinding", p["metadata"]["name"].as_str().unwrap());
+        assert_eq!(binding["spec"]["validationActions"][0], "Deny");
+    }
+    assert!(compiled >= 6, "{compiled}");
+}
+
+#[test]
+fn the_operator_runs_unprivileged_with_its_identity_and_probes() {
+    let docs = docs();
+    let d = find(&docs, "Deployment", "vigil-operator");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["args"][0], "run");
+    let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(
+        env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"),
+        "leader election and events need the pod's identity"
+    );
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(pod["serviceAccountName"], "vigil-operator");
+}
+
+#[test]
+fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_own() {
+    let docs = docs();
+    let allows = |role: &Value, group: &str, resource: &str, verb: &str| {
+        role["rules"].as_array().unwrap().iter().any(|r| {
+            r["apiGroups"].as_array().unwrap().iter().any(|g| g == group)
+                && r["resources"].as_array().unwrap().iter().any(|x| x == resource)
+                && r["verbs"].as_array().unwrap().iter().any(|v| v == verb)
+        })
+    };
+    let op = find(&docs, "ClusterRole", "vigil-operator");
+    for (g, r, v) in [
+        ("", "nodes", "patch"),
+        ("", "nodes", "watch"),
+        ("", "pods", "watch"),
+        ("", "configmaps", "get"),
+        ("coordination.k8s.io", "leases", "watch"),
+        ("vigil.dev", "agentrollouts/status", "patch"),
+        ("vigil.dev", "agentstatuses", "watch"),
+        ("apps", "daemonsets", "patch"),
+        ("apps", "daemonsets", "delete"),
+        ("events.k8s.io", "events", "create"),
+    ] {
+        assert!(allows(op, g, r, v), "operator cannot {v} {g}/{r}");
+    }
+    let leader = find(&docs, "Role", "vigil-operator-leader");
+    assert!(allows(leader, "coordination.k8s.io", "leases", "update"));
+    let agent = find(&docs, "ClusterRole", "vigil-agent");
+    assert!(!allows(agent, "", "nodes", "patch"), "an agent never changes nodes");
+    assert!(!allows(agent, "vigil.dev", "agentstatuses", "delete"));
+}
