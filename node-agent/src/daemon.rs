@@ -51,9 +51,14 @@ struct Shared {
 
 /// Runs until `shutdown` resolves. `on_bound` receives the metrics address once listening
 /// (tests bind port 0 and read the real port from it).
+///
+/// With `report`, an agent running in a pod (`NODE_NAME` and `POD_NAMESPACE` set, an in-cluster
+/// service account) renews its heartbeat Lease and writes its node's AgentStatus; on a plain
+/// host there is nothing to report to and it does neither.
 pub async fn run(
     config: Config,
     version: &'static str,
+    report: bool,
     shutdown: impl std::future::Future<Output = ()>,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), DaemonError> {
@@ -96,10 +101,34 @@ pub async fn run(
 
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reporter = if report { crate::report::Reporter::from_pod_env().await } else { None };
+    let mut beats = tokio::time::interval(reporter.as_ref().map_or(Duration::from_secs(3600), |r| r.heartbeat_every));
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status: Option<(Instant, f64)> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
+            _ = beats.tick(), if reporter.is_some() => {
+                if let Some(r) = &reporter {
+                    // A failed renewal shows as a heartbeat gap to the operator; that is the point.
+                    let _ = crate::report::heartbeat(&r.client, &r.identity, jiff::Timestamp::now(), r.lease_duration()).await;
+                    let due = last_status.is_none_or(|(at, _)| at.elapsed() >= r.status_every);
+                    let snapshot = latest.read().ok().and_then(|g| g.clone());
+                    if let (true, Some(s)) = (due, snapshot) {
+                        let own = self_usage.read();
+                        let cpu = match (own, last_status) {
+                            (Some(u), Some((at, cpu0))) => ((u.cpu_seconds - cpu0) / at.elapsed().as_secs_f64() * 1000.0).max(0.0) as u32,
+                            _ => 0,
+                        };
+                        let body = crate::report::status_apply(&r.identity, version, &s, own, cpu, jiff::Timestamp::now(), r.node_uid.as_deref());
+                        if crate::report::report(&r.client, &body, &r.identity.node).await.is_ok() {
+                            last_status = Some((Instant::now(), own.map_or(0.0, |u| u.cpu_seconds)));
+                        }
+                    }
+                }
+                continue;
+            }
             () = &mut shutdown => break,
         }
         // Reading the host takes milliseconds; doing it inline keeps the agent on one thread.

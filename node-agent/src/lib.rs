@@ -17,5 +17,6 @@ pub mod filter;
 pub mod host;
 pub mod proc;
 pub mod render;
+pub mod report;
 pub mod selfmon;
 pub mod snapshot;

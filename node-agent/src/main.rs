@@ -59,6 +59,9 @@ enum Command {
         /// VIGIL_CONFIG_SHA256 variable, which the rollout's DaemonSet sets).
         #[arg(long)]
         expect_config_sha256: Option<String>,
+        /// In a pod, do not renew the heartbeat Lease nor write the node's AgentStatus.
+        #[arg(long)]
+        no_report: bool,
     },
     /// Validate a config file: exit 0 when valid, 2 with the error otherwise.
     CheckConfig {
@@ -195,10 +198,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config, host_root, termination_log, expect_config_sha256 } => {
+        Command::Run { config, host_root, termination_log, expect_config_sha256, no_report } => {
             let expected =
                 expect_config_sha256.or_else(|| std::env::var("VIGIL_CONFIG_SHA256").ok().filter(|v| !v.is_empty()));
-            let result = run_daemon(&config, host_root, expected.as_deref());
+            let result = run_daemon(&config, host_root, expected.as_deref(), !no_report);
             if let Err(e) = &result
                 && termination_log.is_file()
             {
@@ -224,13 +227,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn run_daemon(path: &std::path::Path, host_root: Option<PathBuf>, expected_sha256: Option<&str>) -> Result<()> {
+fn run_daemon(
+    path: &std::path::Path,
+    host_root: Option<PathBuf>,
+    expected_sha256: Option<&str>,
+    report: bool,
+) -> Result<()> {
     let mut config = Config::load_verified(path, expected_sha256)?;
     if let Some(root) = host_root {
         config.host_root = root;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    rt.block_on(vigil_agent::daemon::run(config, env!("CARGO_PKG_VERSION"), shutdown_signal(), |addr| {
+    rt.block_on(vigil_agent::daemon::run(config, env!("CARGO_PKG_VERSION"), report, shutdown_signal(), |addr| {
         eprintln!("vigil-agent: serving metrics on http://{addr}/metrics");
     }))?;
     Ok(())

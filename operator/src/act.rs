@@ -112,6 +112,7 @@ pub fn daemonset(
                         "args": ["run", "--config", format!("{}/{config_key}", t.config_dir), "--host-root", t.host_root],
                         "env": [
                             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
                             {"name": "VIGIL_CONFIG_SHA256", "value": rec.config_sha256},
                             {"name": "VIGIL_REVISION", "value": rec.revision},
                         ],

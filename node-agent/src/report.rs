@@ -1,0 +1,302 @@
+//! What the agent tells the cluster about its node: a heartbeat Lease renewed like a
+//! kubelet's node Lease, and the node's AgentStatus (spec once, status on every report).
+//!
+//! The bodies are built by pure functions from the latest snapshot; `round` sends them. The
+//! agent writes only its own node's objects (an admission policy enforces it), with the
+//! field manager `vigil-agent`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, Error as KubeError};
+use serde_json::{Value, json};
+use vigil_crds::{AgentHealth, AgentStatusStatus};
+
+use crate::selfmon::Usage;
+use crate::snapshot::Snapshot;
+
+/// Field manager of the agent's writes.
+pub const FIELD_MANAGER: &str = "vigil-agent";
+
+/// Who this agent is, from the pod's environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The node (downward API `spec.nodeName`, variable `NODE_NAME`).
+    pub node: String,
+    /// The pod's namespace (`POD_NAMESPACE`): where the heartbeat Lease lives.
+    pub namespace: String,
+    /// The revision the pod was started for (`VIGIL_REVISION`).
+    pub revision: Option<String>,
+    /// The config SHA-256 the agent verified (`VIGIL_CONFIG_SHA256`).
+    pub config_sha256: Option<String>,
+}
+
+/// The heartbeat Lease's name for a node (the operator reads the same name).
+pub fn lease_name(node: &str) -> String {
+    format!("vigil-agent-{node}")
+}
+
+/// The heartbeat Lease as the agent writes it.
+pub fn lease(id: &Identity, now: Timestamp, duration: Duration) -> Lease {
+    serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": lease_name(&id.node), "namespace": id.namespace, "labels": {"app.kubernetes.io/name": "vigil-agent"}},
+        "spec": {
+            "holderIdentity": id.node,
+            "leaseDurationSeconds": duration.as_secs(),
+            "renewTime": MicroTime(now),
+        }
+    }))
+    .unwrap_or_default()
+}
+
+/// The agent's verdict on itself from its latest snapshot.
+pub fn health(s: &Snapshot) -> (AgentHealth, Option<String>) {
+    let missing: Vec<&str> = [("cpu", s.cpu.is_none()), ("memory", s.memory.is_none())]
+        .into_iter()
+        .filter(|(_, m)| *m)
+        .map(|(n, _)| n)
+        .collect();
+    if !missing.is_empty() {
+        return (AgentHealth::Unhealthy, Some(format!("cannot read {} of the host", missing.join(" and "))));
+    }
+    let serious: u64 = s
+        .read_errors
+        .iter()
+        .filter(|(_, k, _)| !matches!(k, crate::proc::ErrorKind::Vanished))
+        .map(|(_, _, n)| n)
+        .sum();
+    if serious > 0 {
+        let readers: Vec<String> = s
+            .read_errors
+            .iter()
+            .filter(|(_, k, _)| !matches!(k, crate::proc::ErrorKind::Vanished))
+            .map(|(r, k, n)| format!("{r} {} {n}", k.as_str()))
+            .collect();
+        return (AgentHealth::Degraded, Some(format!("failed reads: {}", readers.join(", "))));
+    }
+    (AgentHealth::Healthy, None)
+}
+
+/// The AgentStatus server-side-apply body for the latest snapshot.
+pub fn status_apply(
+    id: &Identity,
+    version: &str,
+    s: &Snapshot,
+    own: Option<Usage>,
+    cpu_millicores: u32,
+    now: Timestamp,
+    node_uid: Option<&str>,
+) -> Value {
+    let (health, health_reason) = health(s);
+    let status = AgentStatusStatus {
+        agent_version: Some(version.to_owned()),
+        revision: id.revision.clone(),
+        config_sha256: id.config_sha256.clone(),
+        kernel: s.host.identity.kernel.clone(),
+        os_image: s.host.identity.os_image.clone(),
+        architecture: Some(s.host.identity.architecture.clone()),
+        health,
+        health_reason,
+        last_report_time: Some(Time(now)),
+        dropped_total: 0,
+        rss_bytes: own.map_or(0, |u| u.rss_bytes),
+        cpu_millicores,
+        ..Default::default()
+    };
+    let mut metadata = json!({"name": id.node});
+    if let Some(uid) = node_uid {
+        // Owned by its Node, so it goes with the node.
+        metadata["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node", "name": id.node, "uid": uid}]);
+    }
+    json!({
+        "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+        "kind": "AgentStatus",
+        "metadata": metadata,
+        "spec": {"nodeName": id.node},
+        "status": status,
+    })
+}
+
+/// Where the reports go and how often.
+pub struct Reporter {
+    /// API client (in-cluster).
+    pub client: Client,
+    /// This agent's identity.
+    pub identity: Identity,
+    /// The node's uid, for the AgentStatus owner reference.
+    pub node_uid: Option<String>,
+    /// Time between Lease renewals.
+    pub heartbeat_every: Duration,
+    /// Time between AgentStatus writes.
+    pub status_every: Duration,
+}
+
+impl Reporter {
+    /// A reporter when the agent runs in a pod (`NODE_NAME` and `POD_NAMESPACE` set, the
+    /// in-cluster service account available); `None` on a plain host.
+    pub async fn from_pod_env() -> Option<Self> {
+        let node = std::env::var("NODE_NAME").ok().filter(|v| !v.is_empty())?;
+        let namespace = std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty())?;
+        let config = kube::Config::incluster().ok()?;
+        let client = Client::try_from(config).ok()?;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        let node_uid = nodes.get_opt(&node).await.ok().flatten().and_then(|n| n.metadata.uid);
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Some(Self {
+            client,
+            identity: Identity {
+                node,
+                namespace,
+                revision: env("VIGIL_REVISION"),
+                config_sha256: env("VIGIL_CONFIG_SHA256"),
+            },
+            node_uid,
+            heartbeat_every: Duration::from_secs(10),
+            status_every: Duration::from_secs(30),
+        })
+    }
+
+    /// The Lease duration the operator's heartbeat gap is measured against: four renewals.
+    pub fn lease_duration(&self) -> Duration {
+        self.heartbeat_every * 4
+    }
+}
+
+/// Renews (or creates) the heartbeat Lease.
+pub async fn heartbeat(client: &Client, id: &Identity, now: Timestamp, duration: Duration) -> Result<(), KubeError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &id.namespace);
+    let name = lease_name(&id.node);
+    let body = lease(id, now, duration);
+    match api.get_opt(&name).await? {
+        Some(mut current) => {
+            current.spec = body.spec;
+            api.replace(&name, &PostParams::default(), &current).await.map(|_| ())
+        }
+        None => api.create(&PostParams::default(), &body).await.map(|_| ()),
+    }
+}
+
+/// Writes the node's AgentStatus (object and status subresource).
+pub async fn report(client: &Client, body: &Value, node: &str) -> Result<(), KubeError> {
+    let api: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(node, &pp, &Patch::Apply(body)).await?;
+    api.patch_status(node, &pp, &Patch::Apply(body)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Collectors, CompiledFilters};
+    use crate::host::HostRoot;
+    use crate::snapshot::Collector;
+
+    fn id() -> Identity {
+        Identity {
+            node: "node-a".into(),
+            namespace: "vigil-system".into(),
+            revision: Some("r-aaaaaaaaaa".into()),
+            config_sha256: Some("b".repeat(64)),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let root = HostRoot::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian12-vm"));
+        Collector::new(root, Collectors::default(), CompiledFilters::default(), 0).collect(Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn the_lease_is_named_after_the_node_and_labelled_for_the_operator() {
+        let l = lease(&id(), Timestamp::UNIX_EPOCH, Duration::from_secs(40));
+        assert_eq!(l.metadata.name.as_deref(), Some("vigil-agent-node-a"));
+        assert_eq!(l.metadata.labels.unwrap()["app.kubernetes.io/name"], "vigil-agent");
+        let spec = l.spec.unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("node-a"));
+        assert_eq!(spec.lease_duration_seconds, Some(40));
+        assert_eq!(spec.renew_time, Some(MicroTime(Timestamp::UNIX_EPOCH)));
+    }
+
+    #[test]
+    fn the_status_reports_revision_config_host_and_health_and_is_a_valid_agentstatus() {
+        let s = snapshot();
+        let body = status_apply(
+            &id(),
+            "0.1.0",
+            &s,
+            Some(Usage { rss_bytes: 7 << 20, cpu_seconds: 1.0 }),
+            2,
+            Timestamp::UNIX_EPOCH,
+            Some("uid-n"),
+        );
+        assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "Node");
+        assert_eq!(body["status"]["revision"], "r-aaaaaaaaaa");
+        assert_eq!(body["status"]["kernel"], "6.18.44-fc-v445");
+        assert_eq!(body["status"]["rssBytes"], 7 << 20);
+        assert_eq!(body["status"]["health"], "Healthy", "{body}");
+        // The same rules the API server applies.
+        vigil_crds::validate::validate_manifest(&body).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_round_creates_the_lease_then_applies_the_agentstatus_and_its_status() {
+        use http::{Method, Request, Response};
+        use kube::client::Body;
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let reply = |status: u16, v: Value| {
+            Response::builder().status(status).body(Body::from(serde_json::to_vec(&v).unwrap())).unwrap()
+        };
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(
+                (req.method(), req.uri().path()),
+                (&Method::GET, "/apis/coordination.k8s.io/v1/namespaces/vigil-system/leases/vigil-agent-node-a")
+            );
+            send.send_response(reply(
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+            ));
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::POST);
+            let body: Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(body["spec"]["holderIdentity"], "node-a");
+            send.send_response(reply(201, body));
+            for path in [
+                "/apis/vigil.dev/v1alpha1/agentstatuses/node-a",
+                "/apis/vigil.dev/v1alpha1/agentstatuses/node-a/status",
+            ] {
+                let (req, send) = handle.next_request().await.unwrap();
+                assert_eq!((req.method(), req.uri().path()), (&Method::PATCH, path));
+                assert!(req.uri().query().unwrap().contains("fieldManager=vigil-agent"));
+                let body: Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+                assert_eq!(body["spec"]["nodeName"], "node-a");
+                send.send_response(reply(200, body));
+            }
+        });
+        heartbeat(&client, &id(), Timestamp::UNIX_EPOCH, Duration::from_secs(40)).await.unwrap();
+        let body = status_apply(&id(), "0.1.0", &snapshot(), None, 0, Timestamp::UNIX_EPOCH, None);
+        report(&client, &body, "node-a").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn unreadable_cpu_or_memory_is_unhealthy_and_failed_reads_degrade() {
+        let mut s = snapshot();
+        s.memory = None;
+        assert_eq!(health(&s).0, AgentHealth::Unhealthy);
+        let mut s = snapshot();
+        s.read_errors.count("fd", crate::proc::ErrorKind::Permission);
+        let (h, why) = health(&s);
+        assert_eq!(h, AgentHealth::Degraded);
+        assert!(why.unwrap().contains("fd permission 1"));
+        let mut s = snapshot();
+        s.read_errors.count("processes", crate::proc::ErrorKind::Vanished);
+        assert_eq!(health(&s).0, AgentHealth::Healthy, "a process exiting mid-scan is normal");
+    }
+}
