@@ -1,5 +1,6 @@
 # The tasks CI runs are the tasks people run.
 CRD_DIRS := crds charts/vigil/crds manifests/crds
+VENV_READY := .venv/.helm-python-sdk-0.2.2
 
 .PHONY: scan test test-deps generate check-generated fmt lint ci
 
@@ -15,20 +16,22 @@ test: test-deps
 	cargo test --workspace
 
 ## What the tests use beyond cargo: promtool (Debian's prometheus) and Helm's SDK in .venv.
-test-deps: .venv/bin/python
+test-deps: $(VENV_READY)
 	scripts/test-deps.sh
 
-.venv/bin/python:
+# A stamp written only after pip succeeded, so a failed install is retried.
+$(VENV_READY):
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet helm-python-sdk==0.2.2
+	touch $@
 
 ## Regenerate the CRD YAML and its copies from the Rust types, and the rendered chart.
-generate: .venv/bin/python
+generate: $(VENV_READY)
 	cargo run -q -p vigil-crds --bin crdgen -- $(CRD_DIRS)
 	.venv/bin/python scripts/chart.py render
 
 ## Fail when a generated file is stale.
-check-generated: .venv/bin/python
+check-generated: $(VENV_READY)
 	cargo run -q -p vigil-crds --bin crdgen -- --check $(CRD_DIRS)
 	.venv/bin/python scripts/chart.py check
 
