@@ -304,26 +304,79 @@ pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, ctx: Arc<Context>)
     }
 }
 
-/// A reflector kept current by a watch on `api`, driven by a task of its own; each change
-/// also nudges `notify` (a full channel already holds a nudge, so none is lost or queued up).
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, notify: Option<tokio::sync::mpsc::Sender<()>>) -> Store<K>
+/// Wakes the controller when what matters of an object changes.
+struct Nudge<K> {
+    tx: tokio::sync::mpsc::Sender<()>,
+    /// A digest of what the planner reads from the object.
+    key: fn(&K) -> u64,
+}
+
+/// A reflector kept current by a watch on `api`, driven by a task of its own; with a nudge,
+/// a change of an object's key also nudges the controller (a full channel already holds a
+/// nudge, so none is lost or queued up).
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, nudge: Option<Nudge<K>>) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config)).default_backoff();
-    tokio::spawn(stream.for_each(move |_| {
-        if let Some(n) = &notify {
-            let _ = n.try_send(());
+    let stream = reflector::reflector(writer, watcher::watcher(api, config)).default_backoff().applied_objects();
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    tokio::spawn(stream.for_each(move |obj| {
+        if let (Ok(o), Some(n)) = (obj, &nudge) {
+            let id =
+                format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.meta().name.as_deref().unwrap_or(""));
+            let key = (n.key)(&o);
+            if seen.insert(id, key) != Some(key) {
+                let _ = n.tx.try_send(());
+            }
         }
         std::future::ready(())
     }));
     reader
 }
 
-/// Nudges as a stream, at most one a second: agent pods changing (ready, crash-looping) wake
-/// every rollout early instead of at its next requeue, without a storm of reconciles when
-/// many pods change at once.
+fn digest(parts: impl std::hash::Hash) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
+
+/// What the planner reads of a node: its labels and whether it is Ready.
+fn node_key(n: &Node) -> u64 {
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone());
+    digest((&n.metadata.labels, ready))
+}
+
+/// What the gate reads of an agent pod: readiness, restarts and waiting reasons.
+fn pod_key(p: &Pod) -> u64 {
+    let st = p.status.as_ref();
+    let ready = st
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone());
+    let containers: Vec<(i32, Option<String>)> = st
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (c.restart_count, c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    digest((&p.metadata.labels, ready, containers))
+}
+
+/// Nudges as a stream, at most one a second: agent pods changing (ready, crash-looping) and
+/// nodes changing (labels, readiness) wake every rollout early instead of at its next
+/// requeue, without a storm of reconciles when many change at once. Node heartbeats and other
+/// status churn do not change the keys, so they wake nothing.
 fn throttled(rx: tokio::sync::mpsc::Receiver<()>) -> impl futures::Stream<Item = ()> {
     futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await?;
@@ -346,8 +399,12 @@ pub async fn run(
     let agents = watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent");
     let (nudge, nudges) = tokio::sync::mpsc::channel(1);
     let stores = Stores {
-        nodes: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
-        pods: spawn_reflector(Api::all(client.clone()), agents.clone(), Some(nudge)),
+        nodes: spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            Some(Nudge { tx: nudge.clone(), key: node_key }),
+        ),
+        pods: spawn_reflector(Api::all(client.clone()), agents.clone(), Some(Nudge { tx: nudge, key: pod_key })),
         leases: spawn_reflector(Api::all(client.clone()), agents, None),
         statuses: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
     };

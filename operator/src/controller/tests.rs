@@ -269,3 +269,29 @@ async fn pod_nudges_are_throttled_to_one_a_second_and_none_is_lost() {
     drop(tx);
     assert_eq!(stream.next().await, None, "the stream ends with its senders");
 }
+
+#[test]
+fn node_and_pod_keys_change_with_what_the_planner_reads_only() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    let node = |ready: &str, hb: &str, rev: &str| -> Node {
+        serde_json::from_value(
+            json!({"metadata": {"name": "n", "labels": {"vigil.dev/revision": rev}}, "status": {"conditions": [
+                {"type": "Ready", "status": ready, "lastHeartbeatTime": hb}
+            ]}}),
+        )
+        .unwrap()
+    };
+    let k = super::node_key(&node("True", "2026-01-05T00:00:00Z", "r-a"));
+    assert_eq!(k, super::node_key(&node("True", "2026-01-05T00:00:40Z", "r-a")), "a kubelet heartbeat wakes nothing");
+    assert_ne!(k, super::node_key(&node("False", "2026-01-05T00:00:40Z", "r-a")));
+    assert_ne!(k, super::node_key(&node("True", "2026-01-05T00:00:00Z", "r-b")));
+    let pod = |restarts: i32| -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": []}, "status": {"containerStatuses": [
+                {"name": "agent", "ready": false, "restartCount": restarts, "image": "", "imageID": ""}
+            ]}}),
+        )
+        .unwrap()
+    };
+    assert_ne!(super::pod_key(&pod(0)), super::pod_key(&pod(1)), "a restart wakes the gate");
+}
