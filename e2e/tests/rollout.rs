@@ -1,0 +1,167 @@
+//! A rollout on a real API server: waves, a good revision completing, a bad one rolled back.
+//!
+//! Works on a bare control plane (API server, controller-manager, scheduler, no kubelets): the
+//! test creates its own Node objects, labelled for this run only, and plays their kubelets
+//! (Ready conditions, node Leases, agent pod status) and their agents (heartbeat Leases,
+//! AgentStatus). The operator's controller runs in-process. Real nodes are never selected:
+//! the rollout selects only the nodes this test created.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use serde_json::json;
+use vigil_crds::rollout::RolloutPhase;
+use vigil_crds::{AgentRollout, ConfigHash};
+use vigil_e2e::{TestNamespace, client, install_crds};
+
+const NODES: usize = 4;
+const CONFIG: &str = "interval: 10s\n";
+
+fn digest(c: char) -> String {
+    std::iter::repeat_n(c, 64).collect()
+}
+
+/// Plays the kubelets of the fake nodes and the agents on them, once.
+async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], bad_image: &str) {
+    let now = jiff::Timestamp::now();
+    let node_api: Api<Node> = Api::all(client.clone());
+    let node_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    for n in nodes {
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now.to_string(), "lastTransitionTime": now.to_string()}]}});
+        let _ = node_api.patch_status(n, &PatchParams::default(), &Patch::Merge(&status)).await;
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n}, "spec": {"holderIdentity": n, "leaseDurationSeconds": 40, "renewTime": jiff_micro(now)}});
+        let _ = node_leases.patch(n, &PatchParams::apply("vigil-e2e-kubelet").force(), &Patch::Apply(&lease)).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let agent_leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
+    for p in pods.list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent")).await.unwrap().items {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+        if !nodes.contains(&node) {
+            continue;
+        }
+        let image = p.spec.as_ref().map(|s| s.containers[0].image.clone().unwrap_or_default()).unwrap_or_default();
+        let rev = p.metadata.labels.as_ref().and_then(|l| l.get("vigil.dev/revision")).cloned().unwrap_or_default();
+        let bad = image == bad_image;
+        let container = if bad {
+            json!({"name": "agent", "ready": false, "restartCount": 5, "image": image, "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}})
+        } else {
+            json!({"name": "agent", "ready": true, "restartCount": 0, "image": image, "imageID": "", "state": {"running": {"startedAt": now.to_string()}}})
+        };
+        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if bad { "False" } else { "True" }}], "containerStatuses": [container]}});
+        let _ = pods
+            .patch_status(p.metadata.name.as_deref().unwrap(), &PatchParams::default(), &Patch::Merge(&status))
+            .await;
+        if !bad {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": format!("vigil-agent-{node}"), "labels": {"app.kubernetes.io/name": "vigil-agent"}}, "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": jiff_micro(now)}});
+            let _ = agent_leases
+                .patch(
+                    &format!("vigil-agent-{node}"),
+                    &PatchParams::apply("vigil-e2e-agent").force(),
+                    &Patch::Apply(&lease),
+                )
+                .await;
+            let st = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": node}, "spec": {"nodeName": node}, "status": {"revision": rev, "health": "Healthy"}});
+            let pp = PatchParams::apply("vigil-e2e-agent").force();
+            let _ = statuses.patch(&node, &pp, &Patch::Apply(&st)).await;
+            let _ = statuses.patch_status(&node, &pp, &Patch::Apply(&st)).await;
+        }
+    }
+}
+
+fn jiff_micro(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+async fn wait_phase(api: &Api<AgentRollout>, name: &str, phase: RolloutPhase, timeout: Duration) -> AgentRollout {
+    let cond = move |r: Option<&AgentRollout>| r.and_then(|r| r.status.as_ref()).and_then(|s| s.phase) == Some(phase);
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(r))) => r,
+        other => {
+            let now = api.get(name).await.ok().and_then(|r| r.status);
+            panic!("rollout {name} did not reach {phase:?} within {timeout:?}: {other:?}; status now {now:?}")
+        }
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
+async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
+    let client = client().await.unwrap();
+    install_crds(&client, Duration::from_secs(60)).await.unwrap();
+    let ns = TestNamespace::create(&client, "rollout").await.unwrap();
+    let run_label = ns.name.clone();
+
+    // Fake nodes, selected by this run's label only.
+    let node_api: Api<Node> = Api::all(client.clone());
+    let nodes: Vec<String> = (0..NODES).map(|i| format!("{run_label}-n{i}")).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": n, "labels": {"vigil.dev/e2e": run_label, "topology.kubernetes.io/zone": format!("z{}", i % 2)}},
+            "status": {"nodeInfo": {"osImage": "e2e", "kernelVersion": "6.1.0", "architecture": "amd64", "operatingSystem": "linux", "bootID": "", "containerRuntimeVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "", "systemUUID": ""}}}))
+        .unwrap();
+        node_api.create(&PostParams::default(), &node).await.unwrap();
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "agent-config"}, "data": {"agent.yaml": CONFIG}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+
+    // The controller, in-process, and the kubelets it needs.
+    let controller = tokio::spawn(vigil_operator::controller::run(client.clone(), "e2e".into(), Arc::default(), None));
+    let good = format!("registry.invalid/vigil-agent@sha256:{}", digest('a'));
+    let bad = format!("registry.invalid/vigil-agent@sha256:{}", digest('b'));
+    let kubelets = {
+        let (client, ns, nodes, bad) = (client.clone(), ns.name.clone(), nodes.clone(), bad.clone());
+        tokio::spawn(async move {
+            // Bounded: at most 15 minutes of one-second rounds; the test ends it sooner.
+            for _ in 0..900 {
+                play_kubelets(&client, &ns, &nodes, &bad).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+
+    let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns.name);
+    let spec = |image: &str| {
+        json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentRollout", "metadata": {"name": "agent"}, "spec": {
+            "target": {"image": image, "config": {"configMap": "agent-config", "sha256": ConfigHash::of(CONFIG.as_bytes()).to_string()}},
+            "nodeSelector": {"matchLabels": {"vigil.dev/e2e": run_label}},
+            "waves": [{"count": 1, "bakeTime": "5s"}, {"percent": 100, "bakeTime": "5s"}],
+            "healthGate": {"heartbeatGap": "60s", "progressDeadline": "3m", "maxRestarts": 2}
+        }})
+    };
+    let pp = PatchParams::apply("vigil-e2e").force();
+    rollouts.patch("agent", &pp, &Patch::Apply(&spec(&good))).await.unwrap();
+    let done = wait_phase(&rollouts, "agent", RolloutPhase::Completed, Duration::from_secs(300)).await;
+    let good_rev = done.status.as_ref().unwrap().target_revision.clone().unwrap();
+    let labelled = node_api
+        .list(&ListParams::default().labels(&format!("vigil.dev/e2e={run_label},vigil.dev/revision={good_rev}")))
+        .await
+        .unwrap();
+    assert_eq!(labelled.items.len(), NODES, "every selected node runs the good revision");
+
+    // A bad revision: wave 1 crash-loops, and everything goes back.
+    rollouts.patch("agent", &pp, &Patch::Apply(&spec(&bad))).await.unwrap();
+    let back = wait_phase(&rollouts, "agent", RolloutPhase::RolledBack, Duration::from_secs(300)).await;
+    let st = back.status.unwrap();
+    assert_eq!(st.stable_revision.as_deref(), Some(good_rev.as_str()));
+    let labelled = node_api
+        .list(&ListParams::default().labels(&format!("vigil.dev/e2e={run_label},vigil.dev/revision={good_rev}")))
+        .await
+        .unwrap();
+    assert_eq!(labelled.items.len(), NODES, "every node is back on the good revision");
+
+    kubelets.abort();
+    controller.abort();
+    rollouts.delete("agent", &DeleteParams::default()).await.unwrap();
+    for n in &nodes {
+        node_api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    ns.delete().await.unwrap();
+}
