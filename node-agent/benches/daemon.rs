@@ -8,21 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::Children;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Guard(Vec<Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn proc_stat(pid: u32) -> (f64, u64) {
     let tps = procfs::ticks_per_second() as f64;
@@ -64,7 +56,7 @@ fn main() {
     let secs: u64 = std::env::var("VIGIL_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
     let target_procs = 400;
     let have = procfs::process::all_processes().unwrap().count();
-    let mut guard = Guard(Vec::new());
+    let mut guard = Children::default();
     for _ in have..target_procs {
         guard.0.push(Command::new("sleep").arg((secs + 600).to_string()).spawn().unwrap());
     }

@@ -7,24 +7,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command};
+mod common;
 
+use std::process::Command;
+
+use common::Children;
 use criterion::{Criterion, criterion_group, criterion_main};
 use procfs::prelude::*;
 use vigil_agent::config::{Collectors, CompiledFilters};
 use vigil_agent::host::HostRoot;
 use vigil_agent::snapshot::Collector;
-
-struct Sleepers(Vec<Child>);
-
-impl Drop for Sleepers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn floor() -> usize {
     let si = procfs::current_system_info();
@@ -52,7 +44,7 @@ fn floor() -> usize {
 
 fn bench(c: &mut Criterion) {
     let extra: usize = std::env::var("VIGIL_BENCH_EXTRA_PROCS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let _sleepers = Sleepers((0..extra).map(|_| Command::new("sleep").arg("600").spawn().unwrap()).collect());
+    let _sleepers = Children((0..extra).map(|_| Command::new("sleep").arg("600").spawn().unwrap()).collect());
     let procs = procfs::process::all_processes().unwrap().count();
     eprintln!("processes on this host during the run: {procs}");
 

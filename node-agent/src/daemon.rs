@@ -101,31 +101,17 @@ pub async fn run(
 
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let reporter = if report { crate::report::Reporter::from_pod_env().await } else { None };
+    let mut reporter = if report { crate::report::Reporter::from_pod_env().await } else { None };
     let mut beats = tokio::time::interval(reporter.as_ref().map_or(Duration::from_secs(3600), |r| r.heartbeat_every));
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_status: Option<(Instant, f64)> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = beats.tick(), if reporter.is_some() => {
-                if let Some(r) = &reporter {
-                    // A failed renewal shows as a heartbeat gap to the operator; that is the point.
-                    let _ = crate::report::heartbeat(&r.client, &r.identity, jiff::Timestamp::now(), r.lease_duration()).await;
-                    let due = last_status.is_none_or(|(at, _)| at.elapsed() >= r.status_every);
+                if let Some(r) = reporter.as_mut() {
                     let snapshot = latest.read().ok().and_then(|g| g.clone());
-                    if let (true, Some(s)) = (due, snapshot) {
-                        let own = self_usage.read();
-                        let cpu = match (own, last_status) {
-                            (Some(u), Some((at, cpu0))) => ((u.cpu_seconds - cpu0) / at.elapsed().as_secs_f64() * 1000.0).max(0.0) as u32,
-                            _ => 0,
-                        };
-                        let body = crate::report::status_apply(&r.identity, version, &s, own, cpu, jiff::Timestamp::now(), r.node_uid.as_deref());
-                        if crate::report::report(&r.client, &body, &r.identity.node).await.is_ok() {
-                            last_status = Some((Instant::now(), own.map_or(0.0, |u| u.cpu_seconds)));
-                        }
-                    }
+                    r.tick(snapshot.as_deref(), self_usage.read(), version).await;
                 }
                 continue;
             }

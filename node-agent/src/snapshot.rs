@@ -194,24 +194,3 @@ impl Collector {
         }
     }
 }
-
-/// A snapshot holding only the host's identity (for telemetry resources at start-up).
-pub fn identity_snapshot(root: &HostRoot) -> Snapshot {
-    let mut errors = ReadErrors::default();
-    Snapshot {
-        schema_version: SCHEMA_VERSION,
-        time: jiff::Timestamp::UNIX_EPOCH,
-        host: Host { identity: proc::identity::read(root, &mut errors), uptime_seconds: None, boot_time: None },
-        cpu: None,
-        memory: None,
-        pressure: None,
-        filesystems: None,
-        disks: None,
-        network: None,
-        file_descriptors: None,
-        processes: None,
-        clock: None,
-        read_errors: errors,
-        scan_seconds: 0.0,
-    }
-}

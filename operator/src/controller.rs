@@ -9,6 +9,7 @@
 //! kept current by watches, so a reconcile costs one ConfigMap read however large the fleet;
 //! without stores (the unit tests), `observe` lists through the API instead.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,9 +69,9 @@ impl Stores {
     pub fn node_views(&self, rollout: &AgentRollout, ns: &str) -> Vec<plan::NodeView> {
         let sel = rollout.spec.node_selector.as_ref();
         let nodes = self.nodes.state();
-        let selected = nodes
-            .iter()
-            .filter(|n| sel.is_none_or(|s| plan::selector_matches(s, &n.metadata.labels.clone().unwrap_or_default())));
+        let selected = nodes.iter().filter(|n| {
+            sel.is_none_or(|s| plan::selector_matches(s, n.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        });
         let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.namespace.as_deref() == Some(ns);
         let pods = self.pods.state();
         let leases = self.leases.state();
@@ -160,7 +161,7 @@ pub async fn observe(
     let lp = ListParams::default().labels(&label_selector(spec.node_selector.as_ref()));
     let mut node_list = nodes.list(&lp).await.map_err(|e| Error::Observe("nodes", e))?.items;
     if let Some(sel) = &spec.node_selector {
-        node_list.retain(|n| plan::selector_matches(sel, &n.metadata.labels.clone().unwrap_or_default()));
+        node_list.retain(|n| plan::selector_matches(sel, n.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())));
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod_list = pods

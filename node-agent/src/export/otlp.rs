@@ -15,6 +15,9 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
 use super::prometheus::Latest;
 use crate::config::{Config, OtlpProtocol};
+use crate::proc::disks::DiskIo;
+use crate::proc::identity::Identity;
+use crate::proc::net::Interface;
 use crate::selfmon::SelfUsage;
 use crate::snapshot::Snapshot;
 
@@ -52,18 +55,15 @@ impl Otlp {
 }
 
 /// The resource describing this node and agent.
-pub fn resource(s: Option<&Snapshot>, node_name: Option<&str>, version: &'static str) -> Resource {
-    let mut attrs = vec![KeyValue::new("service.version", version), KeyValue::new("os.type", "linux")];
-    if let Some(s) = s {
-        if let Some(h) = &s.host.identity.hostname {
-            attrs.push(KeyValue::new("host.name", h.clone()));
-        }
-        attrs.push(KeyValue::new("host.arch", s.host.identity.architecture.clone()));
-        if let Some(os) = &s.host.identity.os_image {
-            attrs.push(KeyValue::new("os.description", os.clone()));
-        }
-        if let Some(k) = &s.host.identity.kernel {
-            attrs.push(KeyValue::new("os.version", k.clone()));
+pub fn resource(id: &Identity, node_name: Option<&str>, version: &'static str) -> Resource {
+    let mut attrs = vec![
+        KeyValue::new("service.version", version),
+        KeyValue::new("os.type", "linux"),
+        KeyValue::new("host.arch", id.architecture.clone()),
+    ];
+    for (key, value) in [("host.name", &id.hostname), ("os.description", &id.os_image), ("os.version", &id.kernel)] {
+        if let Some(v) = value {
+            attrs.push(KeyValue::new(key, v.clone()));
         }
     }
     if let Some(n) = node_name {
@@ -79,10 +79,13 @@ pub fn start(config: &Config, latest: Latest, self_usage: SelfUsage, version: &'
     let exporter = build_exporter(otlp.protocol, &otlp.endpoint)?;
     let reader = PeriodicReader::builder(exporter).with_interval(otlp.interval).build();
     // The identity is read once here so the resource is complete from the first push.
-    let identity = crate::snapshot::identity_snapshot(&crate::host::HostRoot::new(config.host_root.clone()));
+    let identity = crate::proc::identity::read(
+        &crate::host::HostRoot::new(config.host_root.clone()),
+        &mut crate::proc::ReadErrors::default(),
+    );
     let node_name = config.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()));
     let provider = SdkMeterProvider::builder()
-        .with_resource(resource(Some(&identity), node_name.as_deref(), version))
+        .with_resource(resource(&identity, node_name.as_deref(), version))
         .with_reader(reader)
         .build();
     register(&provider.meter("vigil-agent"), latest, self_usage);
@@ -117,302 +120,259 @@ fn build_exporter(protocol: OtlpProtocol, endpoint: &str) -> Result<MetricExport
     }
 }
 
-fn with_latest(latest: &Latest, f: impl FnOnce(&Snapshot)) {
-    if let Some(s) = latest.read().ok().and_then(|g| g.clone()) {
-        f(&s);
-    }
-}
-
 fn kv(k: &'static str, v: impl Into<opentelemetry::Value>) -> KeyValue {
     KeyValue::new(k, v)
 }
 
+/// Registers observable instruments that read the latest snapshot; a callback with no
+/// snapshot yet observes nothing.
+struct Instruments<'a> {
+    meter: &'a Meter,
+    latest: &'a Latest,
+}
+
+impl Instruments<'_> {
+    fn reader<T: 'static>(
+        &self,
+        f: impl Fn(&Snapshot, &dyn AsyncInstrument<T>) + Send + Sync + 'static,
+    ) -> impl Fn(&dyn AsyncInstrument<T>) + Send + Sync + 'static {
+        let latest = self.latest.clone();
+        move |o| {
+            if let Some(s) = latest.read().ok().and_then(|g| g.clone()) {
+                f(&s, o);
+            }
+        }
+    }
+
+    fn gauge(
+        &self,
+        name: &'static str,
+        unit: &'static str,
+        help: &'static str,
+        f: impl Fn(&Snapshot, &dyn AsyncInstrument<f64>) + Send + Sync + 'static,
+    ) {
+        self.meter
+            .f64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(help)
+            .with_callback(self.reader(f))
+            .build();
+    }
+
+    fn updown(
+        &self,
+        name: &'static str,
+        unit: &'static str,
+        help: &'static str,
+        f: impl Fn(&Snapshot, &dyn AsyncInstrument<i64>) + Send + Sync + 'static,
+    ) {
+        self.meter
+            .i64_observable_up_down_counter(name)
+            .with_unit(unit)
+            .with_description(help)
+            .with_callback(self.reader(f))
+            .build();
+    }
+
+    fn counter(
+        &self,
+        name: &'static str,
+        unit: &'static str,
+        help: &'static str,
+        f: impl Fn(&Snapshot, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
+    ) {
+        self.meter
+            .u64_observable_counter(name)
+            .with_unit(unit)
+            .with_description(help)
+            .with_callback(self.reader(f))
+            .build();
+    }
+
+    /// A counter per interface and direction from a (receive, transmit) pair.
+    fn per_interface(
+        &self,
+        name: &'static str,
+        unit: &'static str,
+        help: &'static str,
+        pick: fn(&Interface) -> (u64, u64),
+    ) {
+        self.counter(name, unit, help, move |s, o| {
+            for i in s.network.iter().flat_map(|n| &n.interfaces) {
+                let (rx, tx) = pick(i);
+                o.observe(rx, &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "receive")]);
+                o.observe(tx, &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "transmit")]);
+            }
+        });
+    }
+
+    /// A counter per disk and direction from a (read, write) pair.
+    fn per_disk(&self, name: &'static str, unit: &'static str, help: &'static str, pick: fn(&DiskIo) -> (u64, u64)) {
+        self.counter(name, unit, help, move |s, o| {
+            for d in s.disks.iter().flatten() {
+                let (read, write) = pick(d);
+                o.observe(read, &[kv("system.device", d.device.clone()), kv("disk.io.direction", "read")]);
+                o.observe(write, &[kv("system.device", d.device.clone()), kv("disk.io.direction", "write")]);
+            }
+        });
+    }
+}
+
 /// Registers every instrument on `meter`.
 pub fn register(meter: &Meter, latest: Latest, self_usage: SelfUsage) {
-    let l = latest.clone();
+    let m = Instruments { meter, latest: &latest };
     meter
         .f64_observable_counter("system.cpu.time")
         .with_unit("s")
         .with_description("CPU time per logical CPU and mode")
-        .with_callback(move |o| {
-            with_latest(&l, |s| {
-                let Some(c) = &s.cpu else { return };
-                for (i, pc) in c.counters.per_cpu.iter().enumerate() {
-                    let cpu = i64::try_from(i).unwrap_or(i64::MAX);
-                    for (mode, v) in [
-                        ("user", pc.user),
-                        ("nice", pc.nice),
-                        ("system", pc.system),
-                        ("idle", pc.idle),
-                        ("iowait", pc.iowait),
-                        ("interrupt", pc.irq + pc.softirq),
-                        ("steal", pc.steal),
-                    ] {
-                        o.observe(v, &[kv("cpu.mode", mode), kv("cpu.logical_number", cpu)]);
-                    }
-                }
-            });
-        })
-        .build();
-    let l = latest.clone();
-    gauge(
-        meter,
-        "system.cpu.utilization",
-        "1",
-        "Share of CPU time per mode since the previous scan, all CPUs",
-        move |o: &dyn AsyncInstrument<f64>| {
-            with_latest(&l, |s| {
-                if let Some(u) = s.cpu.as_ref().and_then(|c| c.utilization) {
-                    for (mode, v) in [("user", u.user), ("system", u.system), ("iowait", u.iowait), ("steal", u.steal)]
-                    {
-                        o.observe(v, &[kv("cpu.mode", mode)]);
-                    }
-                }
-            });
-        },
-    );
-    let l = latest.clone();
-    gauge(
-        meter,
-        "system.cpu.load_average.1m",
-        "{thread}",
-        "Load average over 1 minute",
-        move |o: &dyn AsyncInstrument<f64>| {
-            with_latest(&l, |s| {
-                if let Some(load) = s.cpu.as_ref().and_then(|c| c.load) {
-                    o.observe(load.one, &[]);
-                }
-            });
-        },
-    );
-    let l = latest.clone();
-    updown(meter, "system.memory.usage", "By", "Memory in use by state", move |o| {
-        with_latest(&l, |s| {
-            if let Some(m) = &s.memory {
-                for (state, v) in [
-                    ("used", m.used_bytes),
-                    ("free", m.free_bytes),
-                    ("buffers", m.buffers_bytes),
-                    ("cached", m.cached_bytes),
+        .with_callback(m.reader(|s, o| {
+            let Some(c) = &s.cpu else { return };
+            for (i, pc) in c.counters.per_cpu.iter().enumerate() {
+                let cpu = i64::try_from(i).unwrap_or(i64::MAX);
+                for (mode, v) in [
+                    ("user", pc.user),
+                    ("nice", pc.nice),
+                    ("system", pc.system),
+                    ("idle", pc.idle),
+                    ("iowait", pc.iowait),
+                    ("interrupt", pc.irq + pc.softirq),
+                    ("steal", pc.steal),
                 ] {
-                    o.observe(clamp(v), &[kv("system.memory.state", state)]);
+                    o.observe(v, &[kv("cpu.mode", mode), kv("cpu.logical_number", cpu)]);
                 }
             }
-        });
-    });
-    let l = latest.clone();
-    updown(meter, "system.memory.limit", "By", "Usable RAM", move |o| {
-        with_latest(&l, |s| {
-            if let Some(m) = &s.memory {
-                o.observe(clamp(m.total_bytes), &[]);
+        }))
+        .build();
+    m.gauge("system.cpu.utilization", "1", "Share of CPU time per mode since the previous scan, all CPUs", |s, o| {
+        if let Some(u) = s.cpu.as_ref().and_then(|c| c.utilization) {
+            for (mode, v) in [("user", u.user), ("system", u.system), ("iowait", u.iowait), ("steal", u.steal)] {
+                o.observe(v, &[kv("cpu.mode", mode)]);
             }
-        })
+        }
     });
-    let l = latest.clone();
-    updown(meter, "system.linux.memory.available", "By", "RAM available without swapping (MemAvailable)", move |o| {
-        with_latest(&l, |s| {
-            if let Some(m) = &s.memory {
-                o.observe(clamp(m.available_bytes), &[]);
+    m.gauge("system.cpu.load_average.1m", "{thread}", "Load average over 1 minute", |s, o| {
+        if let Some(load) = s.cpu.as_ref().and_then(|c| c.load) {
+            o.observe(load.one, &[]);
+        }
+    });
+    m.updown("system.memory.usage", "By", "Memory in use by state", |s, o| {
+        if let Some(m) = &s.memory {
+            for (state, v) in [
+                ("used", m.used_bytes),
+                ("free", m.free_bytes),
+                ("buffers", m.buffers_bytes),
+                ("cached", m.cached_bytes),
+            ] {
+                o.observe(clamp(v), &[kv("system.memory.state", state)]);
             }
-        })
+        }
     });
-    let l = latest.clone();
-    gauge(meter, "system.memory.utilization", "1", "Used over total RAM", move |o: &dyn AsyncInstrument<f64>| {
-        with_latest(&l, |s| {
-            if let Some(m) = &s.memory {
-                o.observe(m.utilization, &[kv("system.memory.state", "used")]);
+    m.updown("system.memory.limit", "By", "Usable RAM", |s, o| {
+        if let Some(m) = &s.memory {
+            o.observe(clamp(m.total_bytes), &[]);
+        }
+    });
+    m.updown("system.linux.memory.available", "By", "RAM available without swapping (MemAvailable)", |s, o| {
+        if let Some(m) = &s.memory {
+            o.observe(clamp(m.available_bytes), &[]);
+        }
+    });
+    m.gauge("system.memory.utilization", "1", "Used over total RAM", |s, o| {
+        if let Some(m) = &s.memory {
+            o.observe(m.utilization, &[kv("system.memory.state", "used")]);
+        }
+    });
+    m.updown("system.paging.usage", "By", "Swap by state", |s, o| {
+        if let Some(m) = &s.memory {
+            o.observe(clamp(m.swap_used_bytes), &[kv("system.paging.state", "used")]);
+            o.observe(
+                clamp(m.swap_total_bytes.saturating_sub(m.swap_used_bytes)),
+                &[kv("system.paging.state", "free")],
+            );
+        }
+    });
+    m.updown("system.filesystem.usage", "By", "Filesystem space by state", |s, o| {
+        for f in s.filesystems.iter().flatten() {
+            let base = fs_attrs(f);
+            let reserved = f.size_bytes.saturating_sub(f.used_bytes + f.available_bytes);
+            for (state, v) in [("used", f.used_bytes), ("free", f.available_bytes), ("reserved", reserved)] {
+                let mut a = base.clone();
+                a.push(kv("system.filesystem.state", state));
+                o.observe(clamp(v), &a);
             }
-        })
+        }
     });
-    let l = latest.clone();
-    updown(meter, "system.paging.usage", "By", "Swap by state", move |o| {
-        with_latest(&l, |s| {
-            if let Some(m) = &s.memory {
-                o.observe(clamp(m.swap_used_bytes), &[kv("system.paging.state", "used")]);
-                o.observe(
-                    clamp(m.swap_total_bytes.saturating_sub(m.swap_used_bytes)),
-                    &[kv("system.paging.state", "free")],
-                );
-            }
-        })
+    m.gauge("system.filesystem.utilization", "1", "Used over used plus available, as df shows", |s, o| {
+        for f in s.filesystems.iter().flatten() {
+            o.observe(f.utilization, &fs_attrs(f));
+        }
     });
-    let l = latest.clone();
-    updown(meter, "system.filesystem.usage", "By", "Filesystem space by state", move |o| {
-        with_latest(&l, |s| {
-            for f in s.filesystems.iter().flatten() {
-                let base = fs_attrs(f);
-                let reserved = f.size_bytes.saturating_sub(f.used_bytes + f.available_bytes);
-                for (state, v) in [("used", f.used_bytes), ("free", f.available_bytes), ("reserved", reserved)] {
-                    let mut a = base.clone();
-                    a.push(kv("system.filesystem.state", state));
-                    o.observe(clamp(v), &a);
-                }
-            }
-        })
+    m.per_disk("system.disk.io", "By", "Bytes read and written per device", |d| (d.read_bytes, d.written_bytes));
+    m.per_disk("system.disk.operations", "{operation}", "Reads and writes completed per device", |d| {
+        (d.reads, d.writes)
     });
-    let l = latest.clone();
-    gauge(
-        meter,
-        "system.filesystem.utilization",
-        "1",
-        "Used over used plus available, as df shows",
-        move |o: &dyn AsyncInstrument<f64>| {
-            with_latest(&l, |s| {
-                for f in s.filesystems.iter().flatten() {
-                    o.observe(f.utilization, &fs_attrs(f));
-                }
-            })
-        },
-    );
-    let l = latest.clone();
-    counter(meter, "system.disk.io", "By", "Bytes read and written per device", move |o| {
-        with_latest(&l, |s| {
-            for d in s.disks.iter().flatten() {
-                o.observe(d.read_bytes, &[kv("system.device", d.device.clone()), kv("disk.io.direction", "read")]);
-                o.observe(d.written_bytes, &[kv("system.device", d.device.clone()), kv("disk.io.direction", "write")]);
-            }
-        })
+    m.per_interface("system.network.io", "By", "Bytes received and sent per interface", |i| (i.rx_bytes, i.tx_bytes));
+    m.per_interface("system.network.packets", "{packet}", "Packets received and sent per interface", |i| {
+        (i.rx_packets, i.tx_packets)
     });
-    let l = latest.clone();
-    counter(meter, "system.disk.operations", "{operation}", "Reads and writes completed per device", move |o| {
-        with_latest(&l, |s| {
-            for d in s.disks.iter().flatten() {
-                o.observe(d.reads, &[kv("system.device", d.device.clone()), kv("disk.io.direction", "read")]);
-                o.observe(d.writes, &[kv("system.device", d.device.clone()), kv("disk.io.direction", "write")]);
-            }
-        })
+    m.per_interface("system.network.errors", "{error}", "Errors per interface and direction", |i| {
+        (i.rx_errors, i.tx_errors)
     });
-    let l = latest.clone();
-    counter(meter, "system.network.io", "By", "Bytes received and sent per interface", move |o| {
-        with_latest(&l, |s| {
-            for i in s.network.iter().flat_map(|n| &n.interfaces) {
-                o.observe(
-                    i.rx_bytes,
-                    &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "receive")],
-                );
-                o.observe(
-                    i.tx_bytes,
-                    &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "transmit")],
-                );
-            }
-        })
+    m.per_interface("system.network.dropped", "{packet}", "Packets dropped per interface and direction", |i| {
+        (i.rx_drops, i.tx_drops)
     });
-    let l = latest.clone();
-    counter(meter, "system.network.packets", "{packet}", "Packets received and sent per interface", move |o| {
-        with_latest(&l, |s| {
-            for i in s.network.iter().flat_map(|n| &n.interfaces) {
-                o.observe(
-                    i.rx_packets,
-                    &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "receive")],
-                );
-                o.observe(
-                    i.tx_packets,
-                    &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "transmit")],
-                );
-            }
-        })
+    m.updown("system.network.connection.count", "{connection}", "TCP connections by state", |s, o| {
+        for (state, v) in s.network.iter().flat_map(|n| &n.tcp_states) {
+            o.observe(clamp(*v), &[kv("network.transport", "tcp"), kv("network.connection.state", *state)]);
+        }
     });
-    let l = latest.clone();
-    counter(meter, "system.network.errors", "{error}", "Errors per interface and direction", move |o| {
-        with_latest(&l, |s| {
-            for i in s.network.iter().flat_map(|n| &n.interfaces) {
-                o.observe(
-                    i.rx_errors,
-                    &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "receive")],
-                );
-                o.observe(
-                    i.tx_errors,
-                    &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "transmit")],
-                );
-            }
-        })
-    });
-    let l = latest.clone();
-    counter(meter, "system.network.dropped", "{packet}", "Packets dropped per interface and direction", move |o| {
-        with_latest(&l, |s| {
-            for i in s.network.iter().flat_map(|n| &n.interfaces) {
-                o.observe(
-                    i.rx_drops,
-                    &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "receive")],
-                );
-                o.observe(
-                    i.tx_drops,
-                    &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "transmit")],
-                );
-            }
-        })
-    });
-    let l = latest.clone();
-    updown(meter, "system.network.connection.count", "{connection}", "TCP connections by state", move |o| {
-        with_latest(&l, |s| {
-            for (state, v) in s.network.iter().flat_map(|n| &n.tcp_states) {
-                o.observe(clamp(*v), &[kv("network.transport", "tcp"), kv("network.connection.state", *state)]);
-            }
-        })
-    });
-    let l = latest.clone();
-    counter(
-        meter,
+    m.counter(
         "system.network.tcp.retransmitted_segments",
         "{segment}",
         "TCP segments retransmitted (/proc/net/snmp RetransSegs)",
-        move |o| {
-            with_latest(&l, |s| {
-                if let Some(v) = s.network.as_ref().and_then(|n| n.tcp.get("RetransSegs")) {
-                    o.observe(u64::try_from(*v).unwrap_or(0), &[]);
-                }
-            })
+        |s, o| {
+            if let Some(v) = s.network.as_ref().and_then(|n| n.tcp.get("RetransSegs")) {
+                o.observe(u64::try_from(*v).unwrap_or(0), &[]);
+            }
         },
     );
-    let l = latest.clone();
-    updown(meter, "system.process.count", "{process}", "Processes by status", move |o| {
-        with_latest(&l, |s| {
-            for (state, v) in s.processes.iter().flat_map(|p| &p.by_state) {
-                o.observe(clamp(*v), &[kv("process.status", *state)]);
-            }
-        })
+    m.updown("system.process.count", "{process}", "Processes by status", |s, o| {
+        for (state, v) in s.processes.iter().flat_map(|p| &p.by_state) {
+            o.observe(clamp(*v), &[kv("process.status", *state)]);
+        }
     });
-    let l = latest.clone();
-    updown(
-        meter,
+    m.updown(
         "system.linux.file_descriptor.count",
         "{file_descriptor}",
         "Allocated file handles, system-wide",
-        move |o| {
-            with_latest(&l, |s| {
-                if let Some(f) = &s.file_descriptors {
-                    o.observe(clamp(f.allocated), &[]);
-                }
-            })
-        },
-    );
-    let l = latest.clone();
-    gauge(
-        meter,
-        "vigil.clock.offset",
-        "s",
-        "Offset the time daemon is correcting",
-        move |o: &dyn AsyncInstrument<f64>| {
-            with_latest(&l, |s| {
-                if let Some(c) = &s.clock {
-                    o.observe(c.offset_seconds, &[kv("vigil.clock.synchronized", c.synchronized)]);
-                }
-            })
-        },
-    );
-    let l = latest.clone();
-    gauge(meter, "system.uptime", "s", "Time since the host booted", move |o: &dyn AsyncInstrument<f64>| {
-        with_latest(&l, |s| {
-            if let Some(u) = s.host.uptime_seconds {
-                o.observe(u, &[]);
+        |s, o| {
+            if let Some(f) = &s.file_descriptors {
+                o.observe(clamp(f.allocated), &[]);
             }
-        })
-    });
-    updown(meter, "vigil.agent.memory.usage", "By", "The agent's resident memory", move |o| {
-        if let Some(u) = self_usage.read() {
-            o.observe(clamp(u.rss_bytes), &[]);
+        },
+    );
+    m.gauge("vigil.clock.offset", "s", "Offset the time daemon is correcting", |s, o| {
+        if let Some(c) = &s.clock {
+            o.observe(c.offset_seconds, &[kv("vigil.clock.synchronized", c.synchronized)]);
         }
     });
+    m.gauge("system.uptime", "s", "Time since the host booted", |s, o| {
+        if let Some(u) = s.host.uptime_seconds {
+            o.observe(u, &[]);
+        }
+    });
+    m.gauge("vigil.agent.scan.duration", "s", "Time the latest snapshot took", |s, o| o.observe(s.scan_seconds, &[]));
+    // The agent's own usage is read at export time, not from the snapshot.
+    meter
+        .i64_observable_up_down_counter("vigil.agent.memory.usage")
+        .with_unit("By")
+        .with_description("The agent's resident memory")
+        .with_callback(move |o| {
+            if let Some(u) = self_usage.read() {
+                o.observe(clamp(u.rss_bytes), &[]);
+            }
+        })
+        .build();
     meter
         .f64_observable_counter("vigil.agent.cpu.time")
         .with_unit("s")
@@ -423,18 +383,6 @@ pub fn register(meter: &Meter, latest: Latest, self_usage: SelfUsage) {
             }
         })
         .build();
-    let l = latest;
-    gauge(
-        meter,
-        "vigil.agent.scan.duration",
-        "s",
-        "Time the latest snapshot took",
-        move |o: &dyn AsyncInstrument<f64>| {
-            with_latest(&l, |s| {
-                o.observe(s.scan_seconds, &[]);
-            })
-        },
-    );
 }
 
 fn fs_attrs(f: &crate::proc::disks::Filesystem) -> Vec<KeyValue> {
@@ -448,34 +396,4 @@ fn fs_attrs(f: &crate::proc::disks::Filesystem) -> Vec<KeyValue> {
 
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn gauge(
-    meter: &Meter,
-    name: &'static str,
-    unit: &'static str,
-    help: &'static str,
-    f: impl Fn(&dyn AsyncInstrument<f64>) + Send + Sync + 'static,
-) {
-    meter.f64_observable_gauge(name).with_unit(unit).with_description(help).with_callback(f).build();
-}
-
-fn updown(
-    meter: &Meter,
-    name: &'static str,
-    unit: &'static str,
-    help: &'static str,
-    f: impl Fn(&dyn AsyncInstrument<i64>) + Send + Sync + 'static,
-) {
-    meter.i64_observable_up_down_counter(name).with_unit(unit).with_description(help).with_callback(f).build();
-}
-
-fn counter(
-    meter: &Meter,
-    name: &'static str,
-    unit: &'static str,
-    help: &'static str,
-    f: impl Fn(&dyn AsyncInstrument<u64>) + Send + Sync + 'static,
-) {
-    meter.u64_observable_counter(name).with_unit(unit).with_description(help).with_callback(f).build();
 }

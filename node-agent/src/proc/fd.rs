@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{ErrorKind, HostRoot, ReadErrors, read_optional};
+use super::{HostRoot, ReadErrors, read_parsed};
 
 /// File handles of the whole host.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -18,12 +18,7 @@ pub struct FileDescriptors {
 
 /// Reads `/proc/sys/fs/file-nr`.
 pub fn read(root: &HostRoot, errors: &mut ReadErrors) -> Option<FileDescriptors> {
-    let text = read_optional(&root.proc_file("sys/fs/file-nr"), "fd", errors)?;
-    let parsed = parse(&text);
-    if parsed.is_none() {
-        errors.count("fd", ErrorKind::Parse);
-    }
-    parsed
+    read_parsed(&root.proc_file("sys/fs/file-nr"), "fd", errors, parse)
 }
 
 /// Parses `allocated unused max`.

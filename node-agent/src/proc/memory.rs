@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{ErrorKind, HostRoot, ReadErrors, read_optional};
+use super::{HostRoot, ReadErrors, read_parsed};
 
 /// Memory of the host, bytes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -32,12 +32,7 @@ pub struct Memory {
 
 /// Reads `/proc/meminfo`; `None` (counted) when it cannot be read or parsed.
 pub fn read(root: &HostRoot, errors: &mut ReadErrors) -> Option<Memory> {
-    let text = read_optional(&root.proc_file("meminfo"), "memory", errors)?;
-    let parsed = parse(&text);
-    if parsed.is_none() {
-        errors.count("memory", ErrorKind::Parse);
-    }
-    parsed
+    read_parsed(&root.proc_file("meminfo"), "memory", errors, parse)
 }
 
 /// Parses meminfo. Ours rather than procfs's, whose parser overflows (a panic in debug

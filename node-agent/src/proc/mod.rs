@@ -95,13 +95,6 @@ impl ReadErrors {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, ErrorKind, u64)> + '_ {
         self.0.iter().flat_map(|(r, m)| m.iter().map(move |(k, n)| (*r, *k, *n)))
     }
-
-    /// Adds another scan's counts.
-    pub fn merge(&mut self, other: &ReadErrors) {
-        for (r, k, n) in other.iter() {
-            *self.0.entry(r).or_default().entry(k).or_default() += n;
-        }
-    }
 }
 
 /// Reads a small text file; a missing file is `Ok(None)`, other failures are counted.
@@ -114,4 +107,20 @@ pub(crate) fn read_optional(path: &std::path::Path, reader: &'static str, errors
             None
         }
     }
+}
+
+/// Reads a small text file and parses it; a missing file is `None`, an unreadable one and
+/// one that does not parse are counted for `reader`.
+pub(crate) fn read_parsed<T>(
+    path: &std::path::Path,
+    reader: &'static str,
+    errors: &mut ReadErrors,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    let text = read_optional(path, reader, errors)?;
+    let parsed = parse(&text);
+    if parsed.is_none() {
+        errors.count(reader, ErrorKind::Parse);
+    }
+    parsed
 }

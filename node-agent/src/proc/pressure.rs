@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{ErrorKind, HostRoot, ReadErrors, read_optional};
+use super::{HostRoot, ReadErrors, read_parsed};
 
 /// Share of time some (or all) runnable tasks stalled, in percent, over 10 s, 60 s and 300 s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -43,14 +43,7 @@ pub struct Pressure {
 
 /// Reads the three pressure files.
 pub fn read(root: &HostRoot, errors: &mut ReadErrors) -> Pressure {
-    let mut one = |name: &str| {
-        let text = read_optional(&root.proc_file(&format!("pressure/{name}")), "pressure", errors)?;
-        let parsed = parse(&text);
-        if parsed.is_none() {
-            errors.count("pressure", ErrorKind::Parse);
-        }
-        parsed
-    };
+    let mut one = |name: &str| read_parsed(&root.proc_file(&format!("pressure/{name}")), "pressure", errors, parse);
     Pressure { cpu: one("cpu"), memory: one("memory"), io: one("io") }
 }
 

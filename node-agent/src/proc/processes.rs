@@ -194,7 +194,15 @@ pub fn read(
         out.top_cpu = by_cpu.into_iter().take(top_n).map(|r| detail(r, errors)).collect();
         let mut by_rss: Vec<&Row> = rows.iter().collect();
         by_rss.sort_by(|a, b| b.rss_pages.cmp(&a.rss_pages).then(a.pid.cmp(&b.pid)));
-        out.top_rss = by_rss.into_iter().take(top_n).map(|r| detail(r, errors)).collect();
+        // A process in both lists has its files read once.
+        out.top_rss = by_rss
+            .into_iter()
+            .take(top_n)
+            .map(|r| match out.top_cpu.iter().find(|t| t.pid == r.pid) {
+                Some(t) => t.clone(),
+                None => detail(r, errors),
+            })
+            .collect();
     }
     out
 }

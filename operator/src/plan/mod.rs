@@ -54,7 +54,8 @@ pub fn next(
     now: Timestamp,
     limits: Limits,
 ) -> Plan {
-    let mut plan = step(spec, status, generation, key, observed, now, limits);
+    let plan_from = |st: &AgentRolloutStatus| step(spec, st, generation, key, observed, now, limits);
+    let mut plan = plan_from(status);
     // Pinning a failing group changes which nodes are eligible; plan once more with the group
     // in place so that the status written already describes the fleet without it (and
     // planning again from it changes nothing). Each pass can only add a group, and there are
@@ -65,7 +66,7 @@ pub fn next(
         }
         // The second pass holds the group's nodes through the pin it now finds in the status,
         // so its moves include the first pass's.
-        let again = step(spec, &plan.status, generation, key, observed, now, limits);
+        let again = plan_from(&plan.status);
         let pinned_more = again.decision.kind == "PinGroup";
         plan = Plan {
             moves: again.moves,
