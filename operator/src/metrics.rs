@@ -58,6 +58,9 @@ pub struct Metrics {
     pub phase: Family<PhaseLabels, Gauge>,
     /// Decisions by kind.
     pub decisions: Family<KindLabels, Counter>,
+    /// The revisions last reported per rollout, so a revision that no node runs any more
+    /// leaves the node gauge instead of staying at its last count.
+    reported: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 const PHASES: [(RolloutPhase, &str); 9] = [
@@ -83,6 +86,7 @@ impl Default for Metrics {
             nodes: Family::default(),
             phase: Family::default(),
             decisions: Family::default(),
+            reported: std::sync::Mutex::default(),
         };
         registry.register("vigil_operator_reconciles", "Reconciles of AgentRollouts by result", m.reconciles.clone());
         registry.register("vigil_operator_reconcile_errors", "Failed reconciles by error kind", m.errors.clone());
@@ -106,6 +110,13 @@ impl Default for Metrics {
 impl Metrics {
     /// Records a rollout's status after a reconcile.
     pub fn observe_status(&self, rollout: &str, st: &AgentRolloutStatus) {
+        let now: Vec<String> = st.revisions.iter().map(|r| r.revision.clone()).collect();
+        if let Ok(mut reported) = self.reported.lock() {
+            for gone in reported.get(rollout).into_iter().flatten().filter(|r| !now.contains(r)) {
+                self.nodes.remove(&RevisionLabels { rollout: rollout.to_owned(), revision: gone.clone() });
+            }
+            reported.insert(rollout.to_owned(), now);
+        }
         for r in &st.revisions {
             self.nodes
                 .get_or_create(&RevisionLabels { rollout: rollout.to_owned(), revision: r.revision.clone() })
@@ -145,5 +156,22 @@ mod tests {
         assert!(text.contains("vigil_operator_rollout_phase{rollout=\"ns/r\",phase=\"Baking\"} 1"), "{text}");
         assert!(text.contains("vigil_operator_rollout_phase{rollout=\"ns/r\",phase=\"Completed\"} 0"), "{text}");
         assert!(text.contains("vigil_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn a_revision_no_node_runs_any_more_leaves_the_node_gauge() {
+        let m = Metrics::default();
+        let with = |revs: &[&str]| AgentRolloutStatus {
+            revisions: revs
+                .iter()
+                .map(|r| RevisionNodes { revision: (*r).into(), nodes: 3, ready: 3, pinned: 0 })
+                .collect(),
+            ..Default::default()
+        };
+        m.observe_status("ns/r", &with(&["r-old", "r-new"]));
+        m.observe_status("ns/r", &with(&["r-new"]));
+        let text = m.encode().unwrap();
+        assert!(text.contains("revision=\"r-new\"} 3"), "{text}");
+        assert!(!text.contains("r-old"), "{text}");
     }
 }
