@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::fim::WatchPath;
+use crate::events::queue::RateLimit;
 use crate::filter::{FilterSpec, NameFilter};
 
 /// Why a config was refused. The message names the file, and the key and line where known.
@@ -73,6 +75,8 @@ pub struct Config {
     pub filters: Filters,
     /// Where metrics go in `run`.
     pub exporters: Exporters,
+    /// Security events (processes, files, authentication, network, kernel log, clock).
+    pub events: EventsConfig,
 }
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             processes: ProcessesConfig::default(),
             filters: Filters::default(),
             exporters: Exporters::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -239,6 +244,253 @@ pub enum OtlpProtocol {
     Grpc,
 }
 
+/// Security event sources. On by default in `run`; `watch --events` and `scan --events` use
+/// them too.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Run the event sources in `run`.
+    pub enabled: bool,
+    /// Where the agent keeps the file-integrity baseline and its log positions (a hostPath
+    /// in the DaemonSet, so they survive restarts and upgrades). Not under the host root.
+    pub state_dir: PathBuf,
+    /// Events held between the sources and the consumers; beyond it they are dropped and
+    /// counted (`vigil_agent_events_dropped_total{reason="queue_full"}`).
+    pub queue_capacity: usize,
+    /// Print each event as a JSON line on stdout in `run` (`kubectl logs`).
+    pub log: bool,
+    /// Process start and exit.
+    pub processes: ProcessEvents,
+    /// File integrity.
+    pub files: FileEvents,
+    /// Authentication logs, wtmp and btmp.
+    pub auth: AuthEvents,
+    /// Listening sockets and outbound connections.
+    pub network: NetworkEvents,
+    /// The kernel log.
+    pub kernel: KernelEvents,
+    /// Clock synchronisation.
+    pub clock: ClockEvents,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            state_dir: PathBuf::from("/var/lib/vigil-agent"),
+            queue_capacity: 4096,
+            log: true,
+            processes: ProcessEvents::default(),
+            files: FileEvents::default(),
+            auth: AuthEvents::default(),
+            network: NetworkEvents::default(),
+            kernel: KernelEvents::default(),
+            clock: ClockEvents::default(),
+        }
+    }
+}
+
+/// How process events are collected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessMode {
+    /// The process connector when the agent may listen (CAP_NET_ADMIN), else polling.
+    Auto,
+    /// The process connector only (an error without the capability).
+    Netlink,
+    /// Compare /proc listings at `pollInterval` (misses processes shorter than it).
+    Poll,
+}
+
+/// Process events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ProcessEvents {
+    /// On or off.
+    pub enabled: bool,
+    /// Collection mode.
+    pub mode: ProcessMode,
+    /// Time between /proc listings in poll mode.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Rate limit of this source.
+    pub rate_limit: RateLimit,
+}
+
+impl Default for ProcessEvents {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mode: ProcessMode::Auto,
+            poll_interval: Duration::from_secs(1),
+            rate_limit: RateLimit::new(200.0, 2000),
+        }
+    }
+}
+
+/// File integrity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct FileEvents {
+    /// On or off.
+    pub enabled: bool,
+    /// Watched trees (host paths); `content: false` for trees whose files change by design.
+    pub paths: Vec<WatchPath>,
+    /// Host paths left out (globs: `/etc/*.swp`, `/var/log/journal/**`).
+    pub exclude: Vec<String>,
+    /// Most paths in the baseline.
+    pub max_files: usize,
+    /// Larger files are compared by metadata only.
+    pub max_hash_bytes: u64,
+    /// Full comparison against the baseline this often (catches what inotify could not say).
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+    /// One path reports at most once per this; its changes in between fold into one event.
+    #[serde(with = "humantime_serde")]
+    pub per_path_interval: Duration,
+    /// Rate limit of this source.
+    pub rate_limit: RateLimit,
+}
+
+impl Default for FileEvents {
+    fn default() -> Self {
+        let content = |p: &str| WatchPath { path: p.into(), content: true };
+        Self {
+            enabled: true,
+            paths: vec![
+                content("/etc"),
+                content("/usr/bin"),
+                content("/usr/sbin"),
+                WatchPath { path: "/var/log".into(), content: false },
+            ],
+            exclude: vec![
+                "**/*.swp".into(),
+                "**/*~".into(),
+                "/etc/mtab".into(),
+                "/etc/ld.so.cache".into(),
+                "/var/log/journal/**".into(),
+                "/var/log/pods/**".into(),
+                "/var/log/containers/**".into(),
+            ],
+            max_files: 200_000,
+            max_hash_bytes: 64 << 20,
+            rescan_interval: Duration::from_secs(3600),
+            per_path_interval: Duration::from_secs(1),
+            rate_limit: RateLimit::new(100.0, 1000),
+        }
+    }
+}
+
+/// Authentication events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AuthEvents {
+    /// On or off.
+    pub enabled: bool,
+    /// Syslog files followed (host paths): Debian/Ubuntu `auth.log`, RHEL `secure`. Missing
+    /// ones are picked up when they appear.
+    pub logs: Vec<String>,
+    /// wtmp (logins, logouts, boots); empty to skip.
+    pub wtmp: String,
+    /// btmp (failed logins); empty to skip.
+    pub btmp: String,
+    /// Time between reads of the files.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Failures from one address (or by one user for sudo and su) that make a brute force.
+    pub brute_force_threshold: u32,
+    /// The window those failures must fall in.
+    #[serde(with = "humantime_serde")]
+    pub brute_force_window: Duration,
+    /// PAM services whose session lines are not events (cron opens one a minute).
+    pub ignore_session_services: Vec<String>,
+    /// Rate limit of this source.
+    pub rate_limit: RateLimit,
+}
+
+impl Default for AuthEvents {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            logs: vec!["/var/log/auth.log".into(), "/var/log/secure".into()],
+            wtmp: "/var/log/wtmp".into(),
+            btmp: "/var/log/btmp".into(),
+            poll_interval: Duration::from_secs(1),
+            brute_force_threshold: 5,
+            brute_force_window: Duration::from_secs(60),
+            ignore_session_services: vec!["cron".into(), "CRON".into(), "crond".into(), "systemd-user".into()],
+            rate_limit: RateLimit::new(100.0, 1000),
+        }
+    }
+}
+
+/// Network events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NetworkEvents {
+    /// On or off.
+    pub enabled: bool,
+    /// Time between reads of the socket tables (each read costs a few ms on a large host).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Report outbound connections (listeners are always reported).
+    pub outbound: bool,
+    /// An outbound connection to the same address and port by the same uid is reported once
+    /// per this.
+    #[serde(with = "humantime_serde")]
+    pub outbound_dedup: Duration,
+    /// Rate limit of this source.
+    pub rate_limit: RateLimit,
+}
+
+impl Default for NetworkEvents {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(5),
+            outbound: true,
+            outbound_dedup: Duration::from_secs(3600),
+            rate_limit: RateLimit::new(50.0, 500),
+        }
+    }
+}
+
+/// Kernel log events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KernelEvents {
+    /// On or off.
+    pub enabled: bool,
+    /// The kernel log device (not under the host root: it is the kernel's, the same from any
+    /// mount namespace). A regular file in the kmsg format is followed like a log (tests).
+    pub device: PathBuf,
+    /// Rate limit of this source.
+    pub rate_limit: RateLimit,
+}
+
+impl Default for KernelEvents {
+    fn default() -> Self {
+        Self { enabled: true, device: PathBuf::from("/dev/kmsg"), rate_limit: RateLimit::new(50.0, 500) }
+    }
+}
+
+/// Clock events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ClockEvents {
+    /// On or off.
+    pub enabled: bool,
+    /// An offset beyond this is reported.
+    #[serde(with = "humantime_serde")]
+    pub max_offset: Duration,
+}
+
+impl Default for ClockEvents {
+    fn default() -> Self {
+        Self { enabled: true, max_offset: Duration::from_millis(100) }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -300,7 +552,55 @@ impl Config {
             return Err(invalid("exporters.otlp.interval", "must be at least 1s".into()));
         }
         self.compiled_filters().map_err(|(key, e)| invalid(key, e.to_string()))?;
+        self.validate_events(origin)
+    }
+
+    fn validate_events(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { path: origin.to_owned(), key, message };
+        let ev = &self.events;
+        if !(1..=1_000_000).contains(&ev.queue_capacity) {
+            return Err(invalid("events.queueCapacity", format!("{} is not between 1 and 1000000", ev.queue_capacity)));
+        }
+        for (key, limit) in [
+            ("events.processes.rateLimit", ev.processes.rate_limit),
+            ("events.files.rateLimit", ev.files.rate_limit),
+            ("events.auth.rateLimit", ev.auth.rate_limit),
+            ("events.network.rateLimit", ev.network.rate_limit),
+            ("events.kernel.rateLimit", ev.kernel.rate_limit),
+        ] {
+            if !(limit.per_second.is_finite() && limit.per_second >= 0.0) || limit.burst == 0 {
+                return Err(invalid(key, "perSecond must be a number ≥ 0 and burst at least 1".into()));
+            }
+        }
+        for (key, d, min) in [
+            ("events.processes.pollInterval", ev.processes.poll_interval, Duration::from_millis(100)),
+            ("events.auth.pollInterval", ev.auth.poll_interval, Duration::from_millis(100)),
+            ("events.network.interval", ev.network.interval, Duration::from_millis(500)),
+            ("events.files.rescanInterval", ev.files.rescan_interval, Duration::from_secs(60)),
+        ] {
+            if d < min {
+                return Err(invalid(key, format!("{d:?} is below the minimum of {min:?}")));
+            }
+        }
+        for w in &ev.files.paths {
+            if !w.path.starts_with('/') {
+                return Err(invalid("events.files.paths", format!("{:?} is not an absolute host path", w.path)));
+            }
+        }
+        self.events_exclude().map_err(|e| invalid("events.files.exclude", e.to_string()))?;
+        if ev.auth.brute_force_threshold == 0 {
+            return Err(invalid("events.auth.bruteForceThreshold", "must be at least 1".into()));
+        }
         Ok(())
+    }
+
+    /// The file-integrity excludes, compiled.
+    pub fn events_exclude(&self) -> Result<globset::GlobSet, globset::Error> {
+        let mut b = globset::GlobSetBuilder::new();
+        for p in &self.events.files.exclude {
+            b.add(globset::GlobBuilder::new(p).literal_separator(true).build()?);
+        }
+        b.build()
     }
 
     /// The filters, compiled; the error names the filter key.
@@ -364,6 +664,13 @@ mod tests {
             ("exporters:\n  otlp:\n    endpoint: collector:4317", "exporters.otlp.endpoint"),
             ("exporters:\n  otlp:\n    protocol: udp", "protocol"),
             ("filters:\n  interfaces:\n    exclude: ['[veth']", "filters.interfaces"),
+            ("events:\n  queueCapacity: 0", "events.queueCapacity"),
+            ("events:\n  files:\n    paths: [{path: etc}]", "events.files.paths"),
+            ("events:\n  files:\n    exclude: ['[x']", "events.files.exclude"),
+            ("events:\n  auth:\n    pollInterval: 1ms", "events.auth.pollInterval"),
+            ("events:\n  kernel:\n    rateLimit: {perSecond: 1, burst: 0}", "events.kernel.rateLimit"),
+            ("events:\n  processes:\n    mode: ebpf", "mode"),
+            ("events:\n  network:\n    outbund: true", "outbund"),
         ] {
             let e = Config::parse(text, "a.yaml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::events::{Event, EventQueue, EventStats, EventType, Severity, render_line};
 use crate::export::prometheus::{self, Latest};
 use crate::host::HostRoot;
 use crate::selfmon::SelfUsage;
@@ -71,7 +72,23 @@ pub async fn run(
     );
     let latest: Latest = Arc::new(RwLock::new(None));
     let self_usage = SelfUsage::default();
-    let (registry, metrics) = prometheus::registry(latest.clone(), self_usage, version);
+    let (mut registry, metrics) = prometheus::registry(latest.clone(), self_usage, version);
+    let mut events = if config.events.enabled {
+        let node =
+            crate::proc::identity::node_name(&HostRoot::new(config.host_root.clone()), config.node_name.as_deref());
+        let (queue, rx) = EventQueue::new(config.events.queue_capacity, &node);
+        prometheus::register_events(&mut registry, queue.clone());
+        let sources = crate::events::runner::start(&config, &queue);
+        Some(EventConsumer {
+            rx,
+            stats: queue.stats(),
+            sources,
+            log: config.events.log,
+            drops: DropSummary::new(&node),
+        })
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         registry,
         latest: latest.clone(),
@@ -111,7 +128,14 @@ pub async fn run(
             _ = beats.tick(), if reporter.is_some() => {
                 if let Some(r) = reporter.as_mut() {
                     let snapshot = latest.read().ok().and_then(|g| g.clone());
-                    r.tick(snapshot.as_deref(), self_usage.read(), version).await;
+                    let stats = events.as_ref().map(|e| e.stats.clone());
+                    r.tick(snapshot.as_deref(), self_usage.read(), version, stats.as_deref()).await;
+                }
+                continue;
+            }
+            Some(event) = next_event(&mut events) => {
+                if let Some(consumer) = events.as_mut() {
+                    consumer.handle(&event);
                 }
                 continue;
             }
@@ -120,6 +144,11 @@ pub async fn run(
         // Reading the host takes milliseconds; doing it inline keeps the agent on one thread.
         let snapshot = collector.collect(jiff::Timestamp::now());
         metrics.observe(&snapshot);
+        if let Some(consumer) = events.as_mut()
+            && let Some(summary) = consumer.drops.check(&consumer.stats, snapshot.time)
+        {
+            consumer.handle(&summary);
+        }
         if let Ok(mut slot) = latest.write() {
             *slot = Some(Arc::new(snapshot));
         }
@@ -127,6 +156,9 @@ pub async fn run(
         if server.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
             break;
         }
+    }
+    if let Some(consumer) = events.take() {
+        consumer.sources.stop();
     }
     if let Some(otlp) = otlp {
         otlp.shutdown();
@@ -141,6 +173,80 @@ pub async fn run(
         server.abort();
     }
     Ok(())
+}
+
+/// The daemon's end of the event queue.
+struct EventConsumer {
+    rx: tokio::sync::mpsc::Receiver<Event>,
+    stats: Arc<EventStats>,
+    sources: crate::events::runner::Sources,
+    log: bool,
+    drops: DropSummary,
+}
+
+impl EventConsumer {
+    fn handle(&mut self, event: &Event) {
+        if self.log {
+            // One JSON object per line on stdout: `kubectl logs` and any log shipper read it.
+            if let Ok(line) = serde_json::to_string(event) {
+                println!("{line}");
+            }
+        }
+    }
+}
+
+async fn next_event(events: &mut Option<EventConsumer>) -> Option<Event> {
+    match events.as_mut() {
+        Some(c) => c.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Turns growth of the drop counters into an `agent.dropped` event, at most once a minute, so a
+/// reader of the event stream learns of the gap where it is.
+pub struct DropSummary {
+    node: String,
+    reported: u64,
+    last: Option<jiff::Timestamp>,
+}
+
+impl DropSummary {
+    /// A summary for `node`.
+    pub fn new(node: &str) -> Self {
+        Self { node: node.to_owned(), reported: 0, last: None }
+    }
+
+    /// The summary event if drops grew and the last one is a minute old.
+    pub fn check(&mut self, stats: &EventStats, now: jiff::Timestamp) -> Option<Event> {
+        let total = stats.total_dropped();
+        if total <= self.reported
+            || self.last.is_some_and(|t| now.duration_since(t) < jiff::SignedDuration::from_secs(60))
+        {
+            return None;
+        }
+        let new = total - self.reported;
+        self.reported = total;
+        self.last = Some(now);
+        let by: Vec<String> =
+            stats.drops().iter().map(|(s, r, n)| format!("{} {} {n}", s.as_str(), r.as_str())).collect();
+        let mut e =
+            Event::new(EventType::Dropped, now, format!("{new} events dropped (since start: {})", by.join(", ")))
+                .with("dropped", new)
+                .with("droppedTotal", total)
+                .severity(Severity::Warning);
+        e.node.clone_from(&self.node);
+        Some(e)
+    }
+}
+
+/// Prints one event for a person or as a JSON line.
+pub fn print_event(out: &mut impl std::io::Write, e: &Event, json: bool, color: bool) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, e).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")
+    } else {
+        writeln!(out, "{}", render_line(e, color))
+    }
 }
 
 /// Serves OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format

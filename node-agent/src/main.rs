@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use vigil_agent::config::Config;
+use vigil_agent::daemon::print_event;
+use vigil_agent::events::EventQueue;
 use vigil_agent::host::HostRoot;
 use vigil_agent::render::{RenderOptions, render};
 use vigil_agent::snapshot::{Collector, Snapshot};
@@ -30,6 +32,10 @@ enum Command {
         /// no utilisation).
         #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
         sample: Duration,
+        /// Also the security events one look can find: the kernel log since boot, the auth
+        /// logs, what listens, the clock, and changes from a saved file baseline.
+        #[arg(long)]
+        events: bool,
     },
     /// Snapshots until Ctrl-C (`--json`: one JSON object per line).
     Watch {
@@ -41,6 +47,13 @@ enum Command {
         /// Stop after this many snapshots.
         #[arg(long)]
         count: Option<u64>,
+        /// Also stream security events as they happen (processes, files, logins, sockets,
+        /// kernel log, clock).
+        #[arg(long)]
+        events: bool,
+        /// Security events only, no snapshots.
+        #[arg(long, conflicts_with = "count")]
+        events_only: bool,
     },
     /// Daemon mode (the DaemonSet entrypoint): snapshots at the config's interval, exported on
     /// /metrics and over OTLP as configured, until SIGTERM or Ctrl-C.
@@ -162,30 +175,67 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Scan { common, sample } => {
-            let (_, mut collector) = common.load()?;
+        Command::Scan { common, sample, events } => {
+            let (config, mut collector) = common.load()?;
             if !sample.is_zero() {
                 collector.collect(jiff::Timestamp::now());
                 std::thread::sleep(sample);
             }
             let snapshot = collector.collect(jiff::Timestamp::now());
-            common.emit(&mut std::io::stdout().lock(), &snapshot)?;
+            let mut out = std::io::stdout().lock();
+            common.emit(&mut out, &snapshot)?;
+            if events {
+                let found = vigil_agent::events::runner::one_shot(&config);
+                if !common.json {
+                    writeln!(out, "\nEvents ({})", found.len())?;
+                }
+                let color = common.render_options().color;
+                for e in &found {
+                    print_event(&mut out, e, common.json, color)?;
+                }
+                out.flush()?;
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Watch { common, interval, count } => {
+        Command::Watch { common, interval, count, events, events_only } => {
             let (config, mut collector) = common.load()?;
             let interval = interval.unwrap_or(config.interval);
             anyhow::ensure!(!interval.is_zero(), "--interval must be above 0s");
             let rt =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+            let color = common.render_options().color;
             rt.block_on(async {
+                let node = vigil_agent::proc::identity::node_name(
+                    &HostRoot::new(config.host_root.clone()),
+                    config.node_name.as_deref(),
+                );
+                let mut stream = if events || events_only {
+                    let (queue, rx) = EventQueue::new(config.events.queue_capacity, &node);
+                    let sources = vigil_agent::events::runner::start(&config, &queue);
+                    Some((rx, sources, queue.stats()))
+                } else {
+                    None
+                };
+                let mut drops = vigil_agent::daemon::DropSummary::new(&node);
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut taken = 0u64;
                 loop {
                     tokio::select! {
                         _ = ticks.tick() => {}
+                        Some(e) = async { match stream.as_mut() { Some((rx, _, _)) => rx.recv().await, None => std::future::pending().await } } => {
+                            print_event(&mut std::io::stdout().lock(), &e, common.json, color)?;
+                            continue;
+                        }
                         _ = tokio::signal::ctrl_c() => break,
+                    }
+                    if let Some((_, _, stats)) = &stream
+                        && let Some(summary) = drops.check(stats, jiff::Timestamp::now())
+                    {
+                        print_event(&mut std::io::stdout().lock(), &summary, common.json, color)?;
+                    }
+                    if events_only {
+                        continue;
                     }
                     let snapshot = collector.collect(jiff::Timestamp::now());
                     common.emit(&mut std::io::stdout().lock(), &snapshot)?;
@@ -193,6 +243,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if count.is_some_and(|c| taken >= c) {
                         break;
                     }
+                }
+                if let Some((_, sources, _)) = stream {
+                    sources.stop();
                 }
                 anyhow::Ok(())
             })?;

@@ -77,17 +77,43 @@ pub fn health(s: &Snapshot) -> (AgentHealth, Option<String>) {
     (AgentHealth::Healthy, None)
 }
 
+/// Event counters for the status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Events since start.
+    pub total: u64,
+    /// Drops since start.
+    pub dropped: u64,
+    /// Drops since the previous status.
+    pub dropped_since_last: u64,
+}
+
+/// The agent's own figures for the status.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AgentFigures {
+    /// RSS and CPU time.
+    pub own: Option<Usage>,
+    /// CPU over the last report interval.
+    pub cpu_millicores: u32,
+    /// Event counters.
+    pub events: EventCounts,
+}
+
 /// The AgentStatus server-side-apply body for the latest snapshot.
 pub fn status_apply(
     id: &Identity,
     version: &str,
     s: &Snapshot,
-    own: Option<Usage>,
-    cpu_millicores: u32,
+    figures: AgentFigures,
     now: Timestamp,
     node_uid: Option<&str>,
 ) -> Value {
-    let (health, health_reason) = health(s);
+    let AgentFigures { own, cpu_millicores, events } = figures;
+    let (mut health, mut health_reason) = health(s);
+    if events.dropped_since_last > 0 && health == AgentHealth::Healthy {
+        health = AgentHealth::Degraded;
+        health_reason = Some(format!("{} security events dropped since the last report", events.dropped_since_last));
+    }
     let status = AgentStatusStatus {
         agent_version: Some(version.to_owned()),
         revision: id.revision.clone(),
@@ -98,7 +124,8 @@ pub fn status_apply(
         health,
         health_reason,
         last_report_time: Some(Time(now)),
-        dropped_total: 0,
+        events_total: events.total,
+        dropped_total: events.dropped,
         rss_bytes: own.map_or(0, |u| u.rss_bytes),
         cpu_millicores,
         ..Default::default()
@@ -131,6 +158,8 @@ pub struct Reporter {
     pub status_every: Duration,
     /// When the last AgentStatus was written, with the agent's CPU seconds then.
     last_status: Option<(std::time::Instant, f64)>,
+    /// Drops reported in the last AgentStatus.
+    last_dropped: u64,
 }
 
 impl Reporter {
@@ -156,11 +185,18 @@ impl Reporter {
             heartbeat_every: Duration::from_secs(10),
             status_every: Duration::from_secs(30),
             last_status: None,
+            last_dropped: 0,
         })
     }
 
     /// One heartbeat: renews the Lease, and writes the AgentStatus when it is due.
-    pub async fn tick(&mut self, snapshot: Option<&Snapshot>, own: Option<Usage>, version: &str) {
+    pub async fn tick(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        own: Option<Usage>,
+        version: &str,
+        events: Option<&crate::events::EventStats>,
+    ) {
         // A failed renewal shows as a heartbeat gap to the operator; that is the point.
         let _ = heartbeat(&self.client, &self.identity, Timestamp::now(), self.lease_duration()).await;
         let due = self.last_status.is_none_or(|(at, _)| at.elapsed() >= self.status_every);
@@ -171,9 +207,25 @@ impl Reporter {
             }
             _ => 0,
         };
-        let body = status_apply(&self.identity, version, s, own, cpu, Timestamp::now(), self.node_uid.as_deref());
+        let counts = events.map_or_else(EventCounts::default, |e| {
+            let dropped = e.total_dropped();
+            EventCounts {
+                total: e.total_emitted(),
+                dropped,
+                dropped_since_last: dropped.saturating_sub(self.last_dropped),
+            }
+        });
+        let body = status_apply(
+            &self.identity,
+            version,
+            s,
+            AgentFigures { own, cpu_millicores: cpu, events: counts },
+            Timestamp::now(),
+            self.node_uid.as_deref(),
+        );
         if report(&self.client, &body, &self.identity.node).await.is_ok() {
             self.last_status = Some((std::time::Instant::now(), own.map_or(0.0, |u| u.cpu_seconds)));
+            self.last_dropped = counts.dropped;
         }
     }
 
@@ -245,10 +297,17 @@ mod tests {
             &id(),
             "0.1.0",
             &s,
-            Some(Usage { rss_bytes: 7 << 20, cpu_seconds: 1.0 }),
-            2,
+            AgentFigures {
+                own: Some(Usage { rss_bytes: 7 << 20, cpu_seconds: 1.0 }),
+                cpu_millicores: 2,
+                events: EventCounts { total: 12, dropped: 3, dropped_since_last: 0 },
+            },
             Timestamp::UNIX_EPOCH,
             Some("uid-n"),
+        );
+        assert_eq!(
+            (body["status"]["eventsTotal"].as_u64(), body["status"]["droppedTotal"].as_u64()),
+            (Some(12), Some(3))
         );
         assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "Node");
         assert_eq!(body["status"]["revision"], "r-aaaaaaaaaa");
@@ -296,9 +355,22 @@ mod tests {
             }
         });
         heartbeat(&client, &id(), Timestamp::UNIX_EPOCH, Duration::from_secs(40)).await.unwrap();
-        let body = status_apply(&id(), "0.1.0", &snapshot(), None, 0, Timestamp::UNIX_EPOCH, None);
+        let body = status_apply(&id(), "0.1.0", &snapshot(), AgentFigures::default(), Timestamp::UNIX_EPOCH, None);
         report(&client, &body, "node-a").await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn drops_since_the_last_report_degrade_a_healthy_agent() {
+        let figures = |since| AgentFigures {
+            events: EventCounts { total: 5, dropped: 9, dropped_since_last: since },
+            ..AgentFigures::default()
+        };
+        let body = status_apply(&id(), "0.1.0", &snapshot(), figures(4), Timestamp::UNIX_EPOCH, None);
+        assert_eq!(body["status"]["health"], "Degraded");
+        assert!(body["status"]["healthReason"].as_str().unwrap().contains("4 security events dropped"), "{body}");
+        let body = status_apply(&id(), "0.1.0", &snapshot(), figures(0), Timestamp::UNIX_EPOCH, None);
+        assert_eq!(body["status"]["health"], "Healthy", "old drops do not degrade for ever");
     }
 
     #[test]

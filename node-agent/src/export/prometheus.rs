@@ -172,6 +172,63 @@ impl Collector for HostCollector {
     }
 }
 
+/// Registers the event path's counters: events by type, drops and unparseable input by source,
+/// and the queue's depth.
+pub fn register_events(registry: &mut Registry, queue: crate::events::EventQueue) {
+    registry.register_collector(Box::new(EventsCollector { queue }));
+}
+
+#[derive(Clone)]
+struct EventsCollector {
+    queue: crate::events::EventQueue,
+}
+
+impl fmt::Debug for EventsCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EventsCollector")
+    }
+}
+
+impl Collector for EventsCollector {
+    fn encode(&self, enc: DescriptorEncoder) -> fmt::Result {
+        use crate::events::{DropReason, EventType, Source};
+        let mut o = Out { enc };
+        let stats = self.queue.stats();
+        o.counters(
+            "vigil_agent_events",
+            "Security events queued, by type and source",
+            None,
+            EventType::ALL
+                .iter()
+                .map(|t| ([("type", t.as_str()), ("source", t.source().as_str())], stats.emitted(*t) as f64)),
+        )?;
+        o.counters(
+            "vigil_agent_events_dropped",
+            "Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer)",
+            None,
+            Source::ALL.iter().flat_map(|s| {
+                let stats = stats.clone();
+                DropReason::ALL
+                    .iter()
+                    .map(move |r| ([("source", s.as_str()), ("reason", r.as_str())], stats.dropped(*s, *r) as f64))
+            }),
+        )?;
+        o.counters(
+            "vigil_agent_events_unparsed",
+            "Lines or records of host input a source could not parse (each kept raw in an agent.unparsed event)",
+            None,
+            Source::ALL.iter().map(|s| ([("source", s.as_str())], stats.unparsed(*s) as f64)),
+        )?;
+        o.gauge("vigil_agent_event_queue_depth", "Events waiting for the consumers", None, self.queue.depth() as f64)?;
+        o.gauge(
+            "vigil_agent_event_queue_capacity",
+            "Events the queue holds at most",
+            None,
+            self.queue.capacity() as f64,
+        )
+    }
+}
+
 fn encode_host(o: &mut Out<'_>, s: &Snapshot) -> fmt::Result {
     if let Some(up) = s.host.uptime_seconds {
         o.gauge("vigil_node_uptime", "Time since the host booted", Some(Unit::Seconds), up)?;

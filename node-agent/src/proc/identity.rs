@@ -31,6 +31,21 @@ pub fn read(root: &HostRoot, errors: &mut ReadErrors) -> Identity {
     }
 }
 
+/// The node's name for events and telemetry: the config's `nodeName`, else `NODE_NAME` (the
+/// DaemonSet sets it from the downward API), else the host name, else `unknown`.
+pub fn node_name(root: &HostRoot, configured: Option<&str>) -> String {
+    configured
+        .map(str::to_owned)
+        .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string(root.proc_file("sys/kernel/hostname"))
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// PRETTY_NAME (or NAME) of an os-release file, unquoted.
 pub fn pretty_name(os_release: &str) -> Option<String> {
     let get = |key: &str| {

@@ -1,0 +1,799 @@
+//! Authentication events from the host's syslog files: Debian/Ubuntu `auth.log` and RHEL
+//! `secure` (both in the traditional `Mon dd hh:mm:ss host prog[pid]: msg` form and the
+//! RFC 3339 form of newer rsyslog defaults), and brute-force detection over the failures.
+//!
+//! Pure: lines in, events out; time only from the line or from the caller.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use super::{Event, EventType, Severity};
+
+/// A syslog line split into its parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyslogLine<'a> {
+    /// The timestamp as written.
+    pub time: LineTime,
+    /// The host name field.
+    pub host: &'a str,
+    /// The program (`sshd`, `sudo`).
+    pub program: &'a str,
+    /// Its pid, when written.
+    pub pid: Option<i64>,
+    /// The message.
+    pub message: &'a str,
+}
+
+/// A line's time: exact (RFC 3339) or a local wall-clock time without a year.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineTime {
+    /// An exact instant.
+    Exact(jiff::Timestamp),
+    /// Month, day, hour, minute, second in the host's zone, year unknown.
+    Local {
+        /// 1-12.
+        month: i8,
+        /// 1-31.
+        day: i8,
+        /// 0-23.
+        hour: i8,
+        /// 0-59.
+        minute: i8,
+        /// 0-59.
+        second: i8,
+    },
+}
+
+impl LineTime {
+    /// The instant, placing a year-less time in the year that puts it at most a day after
+    /// `now` (a line from 31 December read on 1 January is last year's).
+    pub fn resolve(self, tz: &jiff::tz::TimeZone, now: jiff::Timestamp) -> jiff::Timestamp {
+        match self {
+            Self::Exact(t) => t,
+            Self::Local { month, day, hour, minute, second } => {
+                let year = now.to_zoned(tz.clone()).year();
+                let at = |y: i16| {
+                    jiff::civil::DateTime::new(y, month, day, hour, minute, second, 0)
+                        .ok()
+                        .and_then(|dt| dt.to_zoned(tz.clone()).ok())
+                        .map(|z| z.timestamp())
+                };
+                let limit = now + jiff::SignedDuration::from_hours(24);
+                match at(year) {
+                    Some(t) if t <= limit => t,
+                    _ => at(year - 1).unwrap_or(now),
+                }
+            }
+        }
+    }
+}
+
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// Splits a syslog file line. `None` when it is not in either layout.
+pub fn parse_syslog(line: &str) -> Option<SyslogLine<'_>> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let (time, rest) = if line.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        let (stamp, rest) = line.split_once(' ')?;
+        (LineTime::Exact(stamp.parse().ok()?), rest)
+    } else {
+        // `Nov 22 10:00:00 ` or `Nov  2 10:00:00 `: 15 characters and a space.
+        let head = line.get(..16)?;
+        let month = MONTHS.iter().position(|m| head.starts_with(m))?;
+        if head.as_bytes()[3] != b' ' || head.as_bytes()[15] != b' ' {
+            return None;
+        }
+        let day: i8 = head[4..6].trim().parse().ok()?;
+        let mut hms = head[7..15].split(':').map(|p| p.parse::<i8>().ok());
+        let (hour, minute, second) = (hms.next()??, hms.next()??, hms.next()??);
+        let t = LineTime::Local { month: i8::try_from(month + 1).ok()?, day, hour, minute, second };
+        (t, &line[16..])
+    };
+    let (host, rest) = rest.split_once(' ')?;
+    let (tag, message) = rest.split_once(": ").or_else(|| rest.strip_suffix(':').map(|t| (t, "")))?;
+    if tag.contains(' ') {
+        return None;
+    }
+    let (program, pid) = match tag.split_once('[') {
+        Some((p, pid)) => (p, pid.strip_suffix(']').and_then(|n| n.parse().ok())),
+        None => (tag, None),
+    };
+    if program.is_empty() || host.is_empty() {
+        return None;
+    }
+    Some(SyslogLine { time, host, program, pid, message })
+}
+
+/// What one line amounts to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Parsed {
+    /// An authentication event.
+    Event(Event),
+    /// A well-formed line of no interest (a cron session, a key exchange).
+    Ignored,
+    /// Not a syslog line at all.
+    Unparsed,
+}
+
+/// Parses auth log lines into events.
+#[derive(Clone, Debug)]
+pub struct AuthParser {
+    /// PAM services whose session open/close lines are ignored (cron opens one a minute).
+    pub ignore_session_services: Vec<String>,
+    /// The host's time zone, for year-less timestamps.
+    pub tz: jiff::tz::TimeZone,
+}
+
+impl Default for AuthParser {
+    fn default() -> Self {
+        Self {
+            ignore_session_services: vec!["cron".into(), "CRON".into(), "crond".into(), "systemd-user".into()],
+            tz: jiff::tz::TimeZone::UTC,
+        }
+    }
+}
+
+impl AuthParser {
+    /// Parses one line read at `now`.
+    pub fn parse(&self, line: &str, now: jiff::Timestamp) -> Parsed {
+        let Some(l) = parse_syslog(line) else { return Parsed::Unparsed };
+        let time = l.time.resolve(&self.tz, now);
+        match self.message(&l, time) {
+            Some(e) => {
+                Parsed::Event(e.with("program", l.program).with("programPid", l.pid).with("line", line.trim_end()))
+            }
+            None => Parsed::Ignored,
+        }
+    }
+
+    fn message(&self, l: &SyslogLine<'_>, time: jiff::Timestamp) -> Option<Event> {
+        let msg = l.message.trim();
+        // rsyslog folds repeats: `message repeated 3 times: [ Failed password for …]`.
+        if let Some(rest) = msg.strip_prefix("message repeated ") {
+            let (n, inner) = rest.split_once(" times: [")?;
+            let n: u64 = n.parse().ok()?;
+            let inner = SyslogLine { message: inner.trim().trim_end_matches(']').trim(), ..l.clone() };
+            return self.message(&inner, time).map(|e| e.with("count", n));
+        }
+        if let Some(e) = pam(msg, time, &self.ignore_session_services) {
+            return e;
+        }
+        match l.program {
+            "sshd" | "sshd-session" => sshd(msg, time),
+            "sudo" => sudo(msg, time),
+            "su" => su(msg, time),
+            "useradd" | "usermod" | "userdel" | "groupadd" | "groupmod" | "groupdel" | "gpasswd" | "chage" => {
+                account(l.program, msg, time)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `key=value` in a PAM or useradd message (values end at `,`, ` ` or `;`).
+fn field<'a>(msg: &'a str, key: &str) -> Option<&'a str> {
+    let mut search = msg;
+    loop {
+        let pos = search.find(key)?;
+        let before = search[..pos].chars().last();
+        let rest = &search[pos + key.len()..];
+        if before.is_none_or(|c| c == ' ' || c == ',' || c == ';' || c == '(') && rest.starts_with('=') {
+            let v = &rest[1..];
+            let end = v.find([',', ' ', ';', ')']).unwrap_or(v.len());
+            return (end > 0).then(|| &v[..end]);
+        }
+        search = rest;
+    }
+}
+
+/// The word after `marker`.
+fn after<'a>(msg: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &msg[msg.find(marker)? + marker.len()..];
+    rest.split_whitespace().next()
+}
+
+/// Strips one pair of quotes (`'bob'`).
+fn unquote(s: &str) -> &str {
+    s.trim_matches(['\'', '"', ','])
+}
+
+/// `pam_unix(service:kind): …` lines: sessions and password changes. `Some(None)` for a
+/// recognised line that is ignored.
+fn pam(msg: &str, time: jiff::Timestamp, ignore: &[String]) -> Option<Option<Event>> {
+    let rest = msg.strip_prefix("pam_unix(").or_else(|| msg.strip_prefix("pam_sss("))?;
+    let (svc, rest) = rest.split_once(')')?;
+    let (service, kind) = svc.split_once(':')?;
+    let rest = rest.trim_start_matches(':').trim();
+    let user_of = |s: &str| s.split('(').next().map(str::to_owned);
+    let ev = match kind {
+        "session" if ignore.iter().any(|i| i == service) => None,
+        "session" => {
+            if let Some(r) = rest.strip_prefix("session opened for user ") {
+                let (user, by) = r.split_once(" by ").unwrap_or((r, ""));
+                let user = user_of(user);
+                let by = user_of(by).filter(|b| !b.is_empty());
+                Some(
+                    Event::new(
+                        EventType::SessionOpened,
+                        time,
+                        format!("{service} session opened for {}", user.as_deref().unwrap_or("?")),
+                    )
+                    .with("service", service)
+                    .with("user", user)
+                    .with("by", by),
+                )
+            } else if let Some(r) = rest.strip_prefix("session closed for user ") {
+                let user = user_of(r.trim());
+                Some(
+                    Event::new(
+                        EventType::SessionClosed,
+                        time,
+                        format!("{service} session closed for {}", user.as_deref().unwrap_or("?")),
+                    )
+                    .with("service", service)
+                    .with("user", user),
+                )
+            } else {
+                None
+            }
+        }
+        "chauthtok" => rest.strip_prefix("password changed for ").map(|user| {
+            Event::new(EventType::PasswordChanged, time, format!("password changed for {}", user.trim()))
+                .with("user", user.trim())
+                .with("service", service)
+        }),
+        "auth" if service == "su" && rest.starts_with("authentication failure") => Some(
+            Event::new(EventType::SuFailed, time, format!("su to {} failed", field(rest, "user").unwrap_or("?")))
+                .with("user", field(rest, "ruser").or_else(|| field(rest, "logname")))
+                .with("target", field(rest, "user"))
+                .with("tty", field(rest, "tty")),
+        ),
+        // Other auth lines repeat what the program itself logs (sshd's Failed password,
+        // sudo's incorrect password attempts).
+        _ => None,
+    };
+    Some(ev)
+}
+
+fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
+    let endpoint = |rest: &str| {
+        let addr = after(rest, " from ").map(str::to_owned);
+        let port = after(rest, " port ").and_then(|p| p.parse::<u32>().ok());
+        (addr, port)
+    };
+    if let Some(rest) = msg.strip_prefix("Accepted ") {
+        let (method, rest) = rest.split_once(" for ")?;
+        let user = rest.split(" from ").next()?.trim();
+        let (addr, port) = endpoint(msg);
+        return Some(
+            Event::new(
+                EventType::SshAccepted,
+                time,
+                format!("ssh login of {user} from {} ({method})", addr.as_deref().unwrap_or("?")),
+            )
+            .with("user", user)
+            .with("sourceAddress", addr)
+            .with("sourcePort", port)
+            .with("method", method)
+            .with("keyFingerprint", msg.split_whitespace().find(|w| w.starts_with("SHA256:"))),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("Failed ") {
+        let (method, rest) = rest.split_once(" for ")?;
+        let (invalid, rest) = match rest.strip_prefix("invalid user ") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let user = rest.rsplit_once(" from ").map_or(rest, |(u, _)| u).trim();
+        let (addr, port) = endpoint(msg);
+        return Some(failed_ssh(time, user, addr, port, method, invalid));
+    }
+    if let Some(rest) = msg.strip_prefix("Invalid user ") {
+        let user = rest.rsplit_once(" from ").map_or(rest, |(u, _)| u).trim();
+        let (addr, port) = endpoint(msg);
+        return Some(failed_ssh(time, user, addr, port, "none", true));
+    }
+    if let Some(rest) = msg.strip_prefix("error: maximum authentication attempts exceeded for ") {
+        let (invalid, rest) = match rest.strip_prefix("invalid user ") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let user = rest.split(" from ").next()?.trim();
+        let (addr, port) = endpoint(msg);
+        return Some(failed_ssh(time, user, addr, port, "too many attempts", invalid));
+    }
+    if let Some(rest) = msg.strip_prefix("PAM ")
+        && let Some((n, rest)) = rest.split_once(" more authentication failure")
+    {
+        let n: u64 = n.parse().ok()?;
+        let user = field(rest, "user").unwrap_or("?");
+        let addr = field(rest, "rhost").map(str::to_owned);
+        return Some(failed_ssh(time, user, addr, None, "password", false).with("count", n));
+    }
+    None
+}
+
+fn failed_ssh(
+    time: jiff::Timestamp,
+    user: &str,
+    addr: Option<String>,
+    port: Option<u32>,
+    method: &str,
+    invalid: bool,
+) -> Event {
+    let who = if invalid { format!("unknown user {user}") } else { user.to_owned() };
+    Event::new(
+        EventType::SshFailed,
+        time,
+        format!("ssh authentication of {who} from {} failed ({method})", addr.as_deref().unwrap_or("?")),
+    )
+    .with("user", user)
+    .with("sourceAddress", addr)
+    .with("sourcePort", port)
+    .with("method", method)
+    .with("invalidUser", invalid)
+}
+
+/// `alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id`, and the failure
+/// forms (`3 incorrect password attempts ;`, `user NOT in sudoers ;`, `command not allowed ;`).
+fn sudo(msg: &str, time: jiff::Timestamp) -> Option<Event> {
+    let (user, rest) = msg.split_once(" : ")?;
+    let user = user.trim();
+    let mut parts = rest.split(" ; ").map(str::trim);
+    let first = parts.clone().next()?;
+    let kv = |k: &str| parts.clone().find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')));
+    let target = kv("USER").unwrap_or("root");
+    let command = rest.split_once("COMMAND=").map(|(_, c)| c.trim());
+    let tty = kv("TTY");
+    let cwd = kv("PWD");
+    let failure = if first.contains("incorrect password attempt") {
+        Some(("incorrect password", first.split_whitespace().next().and_then(|n| n.parse::<u64>().ok())))
+    } else if first.contains("NOT in sudoers") {
+        Some(("not in sudoers", None))
+    } else if first.contains("command not allowed") {
+        Some(("command not allowed", None))
+    } else if first.contains("a password is required") {
+        Some(("password required", None))
+    } else {
+        None
+    };
+    let _ = parts.next();
+    let e = match failure {
+        Some((reason, attempts)) => {
+            Event::new(EventType::SudoFailed, time, format!("sudo by {user} refused: {reason}"))
+                .with("reason", reason)
+                .with("attempts", attempts)
+        }
+        None if first.starts_with("TTY=") || first.starts_with("PWD=") => {
+            Event::new(EventType::Sudo, time, format!("{user} ran {} as {target}", command.unwrap_or("?")))
+        }
+        None => return None,
+    };
+    Some(e.with("user", user).with("target", target).with("command", command).with("tty", tty).with("cwd", cwd))
+}
+
+/// util-linux su: `(to root) alice on pts/0`, `FAILED SU (to root) alice on pts/0`.
+fn su(msg: &str, time: jiff::Timestamp) -> Option<Event> {
+    let (failed, rest) = match msg.strip_prefix("FAILED SU ") {
+        Some(r) => (true, r),
+        None => (false, msg),
+    };
+    let rest = rest.strip_prefix("(to ")?;
+    let (target, rest) = rest.split_once(") ")?;
+    let (user, tty) = rest.split_once(" on ").unwrap_or((rest, ""));
+    let (kind, text) = if failed {
+        (EventType::SuFailed, format!("su from {user} to {target} failed"))
+    } else {
+        (EventType::Su, format!("{user} switched to {target}"))
+    };
+    Some(
+        Event::new(kind, time, text)
+            .with("user", user.trim())
+            .with("target", target)
+            .with("tty", Some(tty.trim()).filter(|t| !t.is_empty())),
+    )
+}
+
+/// shadow-utils: useradd, usermod, userdel, groupadd, groupdel, gpasswd.
+fn account(program: &str, msg: &str, time: jiff::Timestamp) -> Option<Event> {
+    let ev = |kind, text: String| Event::new(kind, time, text).with("tool", program);
+    if let Some(rest) = msg.strip_prefix("new user: ") {
+        let name = field(rest, "name")?;
+        return Some(
+            ev(EventType::AccountAdded, format!("user {name} added"))
+                .with("account", "user")
+                .with("name", name)
+                .with("uid", field(rest, "UID").and_then(|u| u.parse::<u32>().ok()))
+                .with("gid", field(rest, "GID").and_then(|u| u.parse::<u32>().ok()))
+                .with("home", field(rest, "home"))
+                .with("shell", field(rest, "shell")),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("new group: ").or_else(|| msg.strip_prefix("group added to /etc/group: ")) {
+        let name = field(rest, "name")?;
+        return Some(
+            ev(EventType::AccountAdded, format!("group {name} added"))
+                .with("account", "group")
+                .with("name", name)
+                .with("gid", field(rest, "GID").and_then(|u| u.parse::<u32>().ok())),
+        );
+    }
+    if msg.starts_with("group added to /etc/gshadow") || msg.contains("shadow group") || msg.contains("/etc/gshadow") {
+        return None; // the same change as the /etc/group line
+    }
+    if let Some(rest) = msg.strip_prefix("add '") {
+        let (user, rest) = rest.split_once('\'')?;
+        let group = rest.split('\'').nth(1)?;
+        return Some(
+            ev(EventType::AccountChanged, format!("user {user} added to group {group}"))
+                .with("account", "user")
+                .with("name", user)
+                .with("group", group)
+                .with("change", "group added"),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("user ")
+        && let Some((user, rest)) = rest.split_once(" added by ")
+    {
+        let group = rest.rsplit(' ').next()?;
+        return Some(
+            ev(EventType::AccountChanged, format!("user {user} added to group {group}"))
+                .with("account", "user")
+                .with("name", user)
+                .with("group", group)
+                .with("change", "group added"),
+        );
+    }
+    if msg.starts_with("change user") || msg.starts_with("lock user") || msg.starts_with("unlock user") {
+        let name = msg.split('\'').nth(1)?;
+        return Some(
+            ev(EventType::AccountChanged, format!("user {name} changed: {msg}"))
+                .with("account", "user")
+                .with("name", name)
+                .with("change", msg),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("delete user ") {
+        let name = unquote(rest.trim());
+        return Some(
+            ev(EventType::AccountDeleted, format!("user {name} deleted")).with("account", "user").with("name", name),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("group ") {
+        let name = unquote(rest.split_whitespace().next()?);
+        if rest.contains(" removed") && !rest.contains("/etc/gshadow") {
+            return Some(
+                ev(EventType::AccountDeleted, format!("group {name} deleted"))
+                    .with("account", "group")
+                    .with("name", name),
+            );
+        }
+    }
+    None
+}
+
+/// Brute-force settings: `threshold` failures from one source within `window`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BruteForceRule {
+    /// Failures that make an attack.
+    pub threshold: u32,
+    /// The window they must fall in.
+    pub window: Duration,
+    /// Sources followed at once; the least recently seen is forgotten beyond it.
+    pub max_sources: usize,
+}
+
+impl Default for BruteForceRule {
+    fn default() -> Self {
+        Self { threshold: 5, window: Duration::from_secs(60), max_sources: 10_000 }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SourceState {
+    failures: VecDeque<(jiff::Timestamp, u64)>,
+    users: BTreeSet<String>,
+    reported_until: Option<jiff::Timestamp>,
+    last_seen: u64,
+}
+
+/// Finds many failures from one source: an address for SSH, a user for sudo and su. Memory is
+/// bounded: at most `max_sources` sources, each with at most `threshold` timestamps and ten
+/// user names.
+#[derive(Debug)]
+pub struct BruteForce {
+    rule: BruteForceRule,
+    sources: HashMap<String, SourceState>,
+    // Every followed source once, oldest first, with the tick it was queued at: a lazy LRU
+    // (a source seen since it was queued goes to the back instead of out).
+    order: VecDeque<(String, u64)>,
+    tick: u64,
+}
+
+impl BruteForce {
+    /// A detector under `rule`.
+    pub fn new(rule: BruteForceRule) -> Self {
+        Self { rule, sources: HashMap::new(), order: VecDeque::new(), tick: 0 }
+    }
+
+    /// Feeds one event (any type; only failures count). Returns the brute-force finding when
+    /// this failure makes the count reach the threshold; one finding per source per window.
+    pub fn observe(&mut self, e: &Event) -> Option<Event> {
+        let (key, what) = match e.kind {
+            EventType::SshFailed | EventType::LoginFailed => {
+                (e.detail_str("sourceAddress").or_else(|| e.detail_str("host"))?.to_owned(), "address")
+            }
+            EventType::SudoFailed | EventType::SuFailed => (format!("user {}", e.detail_str("user")?), "user"),
+            _ => return None,
+        };
+        let n = e.detail_i64("count").or_else(|| e.detail_i64("attempts")).map_or(1, |n| n.clamp(1, 1_000_000) as u64);
+        let window = jiff::SignedDuration::try_from(self.rule.window).unwrap_or(jiff::SignedDuration::MAX);
+        self.tick += 1;
+        if !self.sources.contains_key(&key) {
+            while self.sources.len() >= self.rule.max_sources.max(1) {
+                let Some((oldest, queued)) = self.order.pop_front() else { break };
+                match self.sources.get(&oldest).map(|s| s.last_seen) {
+                    Some(seen) if seen != queued => self.order.push_back((oldest, seen)),
+                    _ => {
+                        self.sources.remove(&oldest);
+                    }
+                }
+            }
+            self.order.push_back((key.clone(), self.tick + 1));
+        }
+        let tick = self.tick;
+        let threshold = u64::from(self.rule.threshold.max(1));
+        let state = self.sources.entry(key.clone()).or_default();
+        state.last_seen = tick;
+        state.failures.push_back((e.time, n));
+        while state.failures.front().is_some_and(|(t, _)| e.time.duration_since(*t) > window) {
+            state.failures.pop_front();
+        }
+        while state.failures.len() as u64 > threshold {
+            state.failures.pop_front();
+        }
+        if let Some(user) = e.detail_str("user")
+            && state.users.len() < 10
+        {
+            state.users.insert(user.to_owned());
+        }
+        let count: u64 = state.failures.iter().map(|(_, n)| n).sum();
+        if count < threshold || state.reported_until.is_some_and(|u| e.time < u) {
+            return None;
+        }
+        state.reported_until = Some(e.time + window);
+        let first = state.failures.front().map_or(e.time, |(t, _)| *t);
+        let users: Vec<&str> = state.users.iter().map(String::as_str).collect();
+        let subject = if what == "address" { format!("from {key}") } else { format!("by {key}") };
+        Some(
+            Event::new(
+                EventType::BruteForce,
+                e.time,
+                format!(
+                    "{count} failed authentications {subject} within {}",
+                    humantime::format_duration(self.rule.window)
+                ),
+            )
+            .with(if what == "address" { "sourceAddress" } else { "user" }, key.trim_start_matches("user "))
+            .with("failures", count)
+            .with("windowSeconds", self.rule.window.as_secs())
+            .with("firstFailure", first.to_string())
+            .with("users", serde_json::Value::from(users))
+            .with("via", e.kind.as_str())
+            .severity(Severity::Critical),
+        )
+    }
+
+    /// Sources followed now.
+    pub fn tracked(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> jiff::Timestamp {
+        "2026-11-22T12:00:00Z".parse().unwrap()
+    }
+
+    fn ev(line: &str) -> Event {
+        match AuthParser::default().parse(line, now()) {
+            Parsed::Event(e) => e,
+            other => panic!("{line:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_timestamp_layouts() {
+        let l = parse_syslog("Nov  2 03:04:05 web-1 sshd[812]: Accepted publickey for alice").unwrap();
+        assert_eq!(l.time, LineTime::Local { month: 11, day: 2, hour: 3, minute: 4, second: 5 });
+        assert_eq!((l.host, l.program, l.pid), ("web-1", "sshd", Some(812)));
+        let l = parse_syslog("2026-11-22T10:00:00.123456+01:00 web-1 sudo: alice : TTY=pts/0").unwrap();
+        assert_eq!(l.time, LineTime::Exact("2026-11-22T09:00:00.123456Z".parse().unwrap()));
+        assert_eq!((l.program, l.pid), ("sudo", None));
+        assert!(parse_syslog("garbage").is_none());
+        assert!(parse_syslog("Foo 22 10:00:00 h p: m").is_none());
+        assert!(parse_syslog("").is_none());
+    }
+
+    #[test]
+    fn a_yearless_time_from_last_december_is_last_year() {
+        let t = LineTime::Local { month: 12, day: 31, hour: 23, minute: 59, second: 0 };
+        let jan1: jiff::Timestamp = "2027-01-01T00:10:00Z".parse().unwrap();
+        assert_eq!(t.resolve(&jiff::tz::TimeZone::UTC, jan1), "2026-12-31T23:59:00Z".parse().unwrap());
+        let t = LineTime::Local { month: 11, day: 22, hour: 11, minute: 0, second: 0 };
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(t.resolve(&berlin, now()), "2026-11-22T10:00:00Z".parse().unwrap());
+    }
+
+    #[test]
+    fn sshd_success_and_failures() {
+        let e = ev(
+            "Nov 22 11:00:00 web-1 sshd[812]: Accepted publickey for alice from 10.0.0.5 port 51234 ssh2: ED25519 SHA256:abcDEF123",
+        );
+        assert_eq!(e.kind, EventType::SshAccepted);
+        assert_eq!((e.detail_str("user"), e.detail_str("sourceAddress")), (Some("alice"), Some("10.0.0.5")));
+        assert_eq!((e.detail_i64("sourcePort"), e.detail_str("method")), (Some(51234), Some("publickey")));
+        assert_eq!(e.detail_str("keyFingerprint"), Some("SHA256:abcDEF123"));
+        assert_eq!(e.time, "2026-11-22T11:00:00Z".parse().unwrap());
+        let e = ev(
+            "Nov 22 11:00:01 web-1 sshd[813]: Failed password for invalid user admin from 2001:db8::7 port 40000 ssh2",
+        );
+        assert_eq!(e.kind, EventType::SshFailed);
+        assert_eq!((e.detail_str("user"), e.detail_str("sourceAddress")), (Some("admin"), Some("2001:db8::7")));
+        assert_eq!(e.details["invalidUser"], true);
+        let e =
+            ev("Nov 22 11:00:02 web-1 sshd[814]: Failed publickey for root from 192.0.2.1 port 22 ssh2: RSA SHA256:x");
+        assert_eq!((e.detail_str("method"), e.details["invalidUser"].as_bool()), (Some("publickey"), Some(false)));
+        let e = ev("Nov 22 11:00:03 web-1 sshd[815]: Invalid user test from 198.51.100.9 port 5555");
+        assert_eq!((e.kind, e.detail_str("user")), (EventType::SshFailed, Some("test")));
+        let e = ev(
+            "Nov 22 11:00:04 web-1 sshd[816]: message repeated 4 times: [ Failed password for root from 192.0.2.1 port 22 ssh2]",
+        );
+        assert_eq!((e.kind, e.detail_i64("count")), (EventType::SshFailed, Some(4)));
+        let e = ev(
+            "Nov 22 11:00:05 web-1 sshd[817]: PAM 2 more authentication failures; logname= uid=0 euid=0 tty=ssh ruser= rhost=192.0.2.1  user=root",
+        );
+        assert_eq!((e.detail_i64("count"), e.detail_str("sourceAddress")), (Some(2), Some("192.0.2.1")));
+        let e = ev(
+            "2026-11-22T11:00:06+00:00 web-1 sshd-session[900]: error: maximum authentication attempts exceeded for root from 192.0.2.1 port 22 ssh2 [preauth]",
+        );
+        assert_eq!(e.kind, EventType::SshFailed);
+        assert!(matches!(
+            AuthParser::default()
+                .parse("Nov 22 11:00:00 web-1 sshd[1]: Received disconnect from 1.2.3.4 port 1:11: bye", now()),
+            Parsed::Ignored
+        ));
+    }
+
+    #[test]
+    fn sudo_and_su() {
+        let e = ev(
+            "Nov 22 11:01:00 web-1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/apt install -y curl",
+        );
+        assert_eq!(e.kind, EventType::Sudo);
+        assert_eq!((e.detail_str("user"), e.detail_str("target")), (Some("alice"), Some("root")));
+        assert_eq!(e.detail_str("command"), Some("/usr/bin/apt install -y curl"));
+        assert_eq!((e.detail_str("tty"), e.detail_str("cwd")), (Some("pts/0"), Some("/home/alice")));
+        let e = ev(
+            "Nov 22 11:01:01 web-1 sudo:    mallory : 3 incorrect password attempts ; TTY=pts/1 ; PWD=/tmp ; USER=root ; COMMAND=/bin/bash",
+        );
+        assert_eq!((e.kind, e.detail_i64("attempts")), (EventType::SudoFailed, Some(3)));
+        let e = ev(
+            "Nov 22 11:01:02 web-1 sudo:    mallory : user NOT in sudoers ; TTY=pts/1 ; PWD=/tmp ; USER=root ; COMMAND=/bin/id",
+        );
+        assert_eq!((e.kind, e.detail_str("reason")), (EventType::SudoFailed, Some("not in sudoers")));
+        let e = ev("Nov 22 11:01:03 web-1 su[4000]: (to root) alice on pts/0");
+        assert_eq!(
+            (e.kind, e.detail_str("user"), e.detail_str("target")),
+            (EventType::Su, Some("alice"), Some("root"))
+        );
+        let e = ev("Nov 22 11:01:04 web-1 su[4001]: FAILED SU (to root) mallory on pts/1");
+        assert_eq!((e.kind, e.detail_str("user")), (EventType::SuFailed, Some("mallory")));
+        let e = ev(
+            "Nov 22 11:01:05 web-1 su[4002]: pam_unix(su:auth): authentication failure; logname=mallory uid=1001 euid=0 tty=pts/1 ruser=mallory rhost=  user=root",
+        );
+        assert_eq!(
+            (e.kind, e.detail_str("user"), e.detail_str("target")),
+            (EventType::SuFailed, Some("mallory"), Some("root"))
+        );
+    }
+
+    #[test]
+    fn sessions_accounts_and_passwords() {
+        let e = ev(
+            "Nov 22 11:02:00 web-1 sshd[812]: pam_unix(sshd:session): session opened for user alice(uid=1000) by (uid=0)",
+        );
+        assert_eq!(
+            (e.kind, e.detail_str("user"), e.detail_str("service")),
+            (EventType::SessionOpened, Some("alice"), Some("sshd"))
+        );
+        let e = ev("Nov 22 11:02:01 web-1 sshd[812]: pam_unix(sshd:session): session closed for user alice");
+        assert_eq!(e.kind, EventType::SessionClosed);
+        assert!(matches!(
+            AuthParser::default()
+                .parse("Nov 22 11:02:02 web-1 CRON[99]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)", now()),
+            Parsed::Ignored
+        ));
+        let e = ev(
+            "Nov 22 11:03:00 web-1 useradd[5000]: new user: name=eve, UID=1005, GID=1005, home=/home/eve, shell=/bin/bash, from=/dev/pts/0",
+        );
+        assert_eq!(
+            (e.kind, e.detail_str("name"), e.detail_i64("uid")),
+            (EventType::AccountAdded, Some("eve"), Some(1005))
+        );
+        assert_eq!(e.detail_str("shell"), Some("/bin/bash"));
+        let e = ev("Nov 22 11:03:01 web-1 usermod[5001]: add 'eve' to group 'sudo'");
+        assert_eq!((e.kind, e.detail_str("group")), (EventType::AccountChanged, Some("sudo")));
+        assert!(matches!(
+            AuthParser::default().parse("Nov 22 11:03:02 web-1 usermod[5001]: add 'eve' to shadow group 'sudo'", now()),
+            Parsed::Ignored
+        ));
+        let e = ev("Nov 22 11:03:03 web-1 usermod[5002]: change user 'eve' shell from '/bin/sh' to '/bin/bash'");
+        assert_eq!((e.kind, e.detail_str("name")), (EventType::AccountChanged, Some("eve")));
+        let e = ev("Nov 22 11:03:04 web-1 userdel[5003]: delete user 'eve'");
+        assert_eq!((e.kind, e.detail_str("name")), (EventType::AccountDeleted, Some("eve")));
+        let e = ev("Nov 22 11:03:05 web-1 groupadd[5004]: group added to /etc/group: name=ops, GID=1010");
+        assert_eq!(
+            (e.kind, e.detail_str("account"), e.detail_str("name")),
+            (EventType::AccountAdded, Some("group"), Some("ops"))
+        );
+        let e = ev("Nov 22 11:03:06 web-1 gpasswd[5005]: user bob added by root to group docker");
+        assert_eq!((e.kind, e.detail_str("group")), (EventType::AccountChanged, Some("docker")));
+        let e = ev("Nov 22 11:03:07 web-1 passwd[5006]: pam_unix(passwd:chauthtok): password changed for bob");
+        assert_eq!((e.kind, e.detail_str("user")), (EventType::PasswordChanged, Some("bob")));
+        let e = ev("Nov 22 11:03:08 web-1 groupdel[5007]: group 'ops' removed from /etc/group");
+        assert_eq!((e.kind, e.detail_str("name")), (EventType::AccountDeleted, Some("ops")));
+    }
+
+    fn failure(at: i64, addr: &str, user: &str) -> Event {
+        Event::new(EventType::SshFailed, now() + jiff::SignedDuration::from_secs(at), "f")
+            .with("sourceAddress", addr)
+            .with("user", user)
+    }
+
+    #[test]
+    fn brute_force_fires_once_per_window_at_the_threshold() {
+        let mut bf = BruteForce::new(BruteForceRule::default());
+        let found: Vec<_> =
+            (0..12).filter_map(|i| bf.observe(&failure(i * 5, "192.0.2.1", &format!("u{}", i % 3)))).collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert_eq!((f.kind, f.severity), (EventType::BruteForce, Severity::Critical));
+        assert_eq!(f.detail_i64("failures"), Some(5));
+        assert_eq!(f.time, now() + jiff::SignedDuration::from_secs(20), "fires on the fifth failure");
+        assert_eq!(f.details["users"], serde_json::json!(["u0", "u1", "u2"]));
+        // After the window it can fire again.
+        assert!(bf.observe(&failure(200, "192.0.2.1", "x")).is_none());
+        let again: Vec<_> = (0..5).filter_map(|i| bf.observe(&failure(300 + i, "192.0.2.1", "x"))).collect();
+        assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn slow_failures_and_other_sources_do_not_add_up() {
+        let mut bf = BruteForce::new(BruteForceRule::default());
+        for i in 0..20 {
+            assert!(bf.observe(&failure(i * 61, "192.0.2.1", "root")).is_none(), "one a minute is not an attack");
+            assert!(bf.observe(&failure(i * 61, &format!("198.51.100.{i}"), "root")).is_none());
+        }
+    }
+
+    #[test]
+    fn repeated_lines_count_their_repeats() {
+        let mut bf = BruteForce::new(BruteForceRule::default());
+        assert!(bf.observe(&failure(0, "192.0.2.1", "root")).is_none());
+        let f = bf.observe(&failure(1, "192.0.2.1", "root").with("count", 4)).unwrap();
+        assert_eq!(f.detail_i64("failures"), Some(5));
+    }
+
+    #[test]
+    fn sources_are_bounded() {
+        let mut bf = BruteForce::new(BruteForceRule { max_sources: 100, ..BruteForceRule::default() });
+        for i in 0..10_000 {
+            bf.observe(&failure(i, &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256), "root"));
+        }
+        assert_eq!(bf.tracked(), 100);
+    }
+}

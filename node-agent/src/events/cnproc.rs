@@ -1,0 +1,242 @@
+//! The kernel's process connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`): a message per fork,
+//! exec and exit, as they happen, so a process that lives a millisecond is still seen.
+//!
+//! Listening needs `CAP_NET_ADMIN` in the initial user namespace (the DaemonSet grants it);
+//! without it [`Listener::open`] fails and the agent polls /proc instead. The message layout
+//! is `struct nlmsghdr` + `struct cn_msg` + `struct proc_event` (`<linux/cn_proc.h>`);
+//! [`decode`] is pure and property-tested.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+const NLMSG_HDR: usize = 16;
+const CN_MSG_HDR: usize = 20;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_OVERRUN: u16 = 4;
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+const PROC_CN_MCAST_LISTEN: u32 = 1;
+const PROC_CN_MCAST_IGNORE: u32 = 2;
+
+const PROC_EVENT_FORK: u32 = 0x0000_0001;
+const PROC_EVENT_EXEC: u32 = 0x0000_0002;
+const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+
+/// One process event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcEvent {
+    /// A task forked; threads have `child_pid != child_tgid`.
+    Fork {
+        /// The parent process.
+        parent_tgid: i32,
+        /// The new task.
+        child_pid: i32,
+        /// The new task's process.
+        child_tgid: i32,
+    },
+    /// A process executed a program.
+    Exec {
+        /// The task.
+        pid: i32,
+        /// Its process.
+        tgid: i32,
+    },
+    /// A task ended.
+    Exit {
+        /// The task.
+        pid: i32,
+        /// Its process.
+        tgid: i32,
+        /// `wait(2)` status: exit code in bits 8-15, signal in bits 0-6.
+        exit_code: u32,
+        /// Signal sent to the parent.
+        exit_signal: u32,
+    },
+    /// The kernel lost messages: the socket buffer overflowed.
+    Overrun,
+    /// Anything else (uid, gid, sid, comm, ptrace, coredump changes, acks).
+    Other,
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn i32_at(b: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Decodes every netlink message in one datagram. Malformed messages end the walk; what was
+/// decoded before them is kept.
+pub fn decode(datagram: &[u8]) -> Vec<ProcEvent> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while datagram.len() - at >= NLMSG_HDR {
+        let Some(len) = u32_at(datagram, at).map(|l| l as usize) else { break };
+        let kind = u16::from_ne_bytes([datagram[at + 4], datagram[at + 5]]);
+        if len < NLMSG_HDR || at + len > datagram.len() {
+            break;
+        }
+        let msg = &datagram[at..at + len];
+        match kind {
+            NLMSG_OVERRUN => out.push(ProcEvent::Overrun),
+            NLMSG_ERROR => out.push(ProcEvent::Other),
+            _ => out.push(decode_cn(&msg[NLMSG_HDR..]).unwrap_or(ProcEvent::Other)),
+        }
+        // Messages are 4-byte aligned.
+        at += (len + 3) & !3;
+    }
+    out
+}
+
+fn decode_cn(cn: &[u8]) -> Option<ProcEvent> {
+    if u32_at(cn, 0)? != CN_IDX_PROC || u32_at(cn, 4)? != CN_VAL_PROC {
+        return Some(ProcEvent::Other);
+    }
+    let ev = cn.get(CN_MSG_HDR..)?;
+    // proc_event: what u32, cpu u32, timestamp_ns u64, then the union at 16.
+    let what = u32_at(ev, 0)?;
+    let data = 16;
+    Some(match what {
+        PROC_EVENT_FORK => ProcEvent::Fork {
+            parent_tgid: i32_at(ev, data + 4)?,
+            child_pid: i32_at(ev, data + 8)?,
+            child_tgid: i32_at(ev, data + 12)?,
+        },
+        PROC_EVENT_EXEC => ProcEvent::Exec { pid: i32_at(ev, data)?, tgid: i32_at(ev, data + 4)? },
+        PROC_EVENT_EXIT => ProcEvent::Exit {
+            pid: i32_at(ev, data)?,
+            tgid: i32_at(ev, data + 4)?,
+            exit_code: u32_at(ev, data + 8)?,
+            exit_signal: u32_at(ev, data + 12)?,
+        },
+        _ => ProcEvent::Other,
+    })
+}
+
+/// Encodes a message as the kernel sends it (tests, fuzzing, the subscription request).
+pub fn encode(what: u32, payload: &[u8]) -> Vec<u8> {
+    let mut ev = Vec::with_capacity(16 + payload.len());
+    ev.extend_from_slice(&what.to_ne_bytes());
+    ev.extend_from_slice(&0u32.to_ne_bytes()); // cpu
+    ev.extend_from_slice(&0u64.to_ne_bytes()); // timestamp
+    ev.extend_from_slice(payload);
+    cn_message(&ev)
+}
+
+fn cn_message(data: &[u8]) -> Vec<u8> {
+    let len = NLMSG_HDR + CN_MSG_HDR + data.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+    m.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+    m.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    m.extend_from_slice(&0u32.to_ne_bytes()); // seq
+    m.extend_from_slice(&0u32.to_ne_bytes()); // port id
+    m.extend_from_slice(&CN_IDX_PROC.to_ne_bytes());
+    m.extend_from_slice(&CN_VAL_PROC.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes()); // seq
+    m.extend_from_slice(&0u32.to_ne_bytes()); // ack
+    m.extend_from_slice(&u16::try_from(data.len()).unwrap_or(u16::MAX).to_ne_bytes());
+    m.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    m.extend_from_slice(data);
+    m
+}
+
+/// A subscribed process-connector socket.
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl Listener {
+    /// Opens the socket, joins the process-event group and subscribes. Fails without
+    /// `CAP_NET_ADMIN`.
+    pub fn open() -> io::Result<Self> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            Some(netlink::CONNECTOR),
+        )?;
+        // A large receive buffer rides out bursts (a fork storm) without overruns; the
+        // kernel caps it at net.core.rmem_max.
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 8 << 20);
+        rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, CN_IDX_PROC))?;
+        let listener = Self { fd, buf: vec![0u8; 64 * 1024] };
+        listener.send_op(PROC_CN_MCAST_LISTEN)?;
+        Ok(listener)
+    }
+
+    fn send_op(&self, op: u32) -> io::Result<()> {
+        let msg = cn_message(&op.to_ne_bytes());
+        rustix::net::send(&self.fd, &msg, rustix::net::SendFlags::empty())?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for messages and decodes what arrived. An overrun (ENOBUFS) is
+    /// reported as [`ProcEvent::Overrun`].
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Vec<ProcEvent>> {
+        let mut out = Vec::new();
+        if !super::process::wait_readable(self.fd.as_fd(), timeout)? {
+            return Ok(out);
+        }
+        loop {
+            match rustix::net::recv(&self.fd, &mut self.buf[..], rustix::net::RecvFlags::empty()) {
+                Ok((n, _)) => out.extend(decode(&self.buf[..n])),
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::NOBUFS) => out.push(ProcEvent::Overrun),
+                Err(e) => return Err(e.into()),
+            }
+            if out.len() > 4096 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.send_op(PROC_CN_MCAST_IGNORE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(v: &[i32]) -> Vec<u8> {
+        v.iter().flat_map(|i| i.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn decodes_fork_exec_exit_in_one_datagram() {
+        let mut d = encode(PROC_EVENT_FORK, &ints(&[100, 100, 101, 101]));
+        d.extend(encode(PROC_EVENT_EXEC, &ints(&[101, 101])));
+        d.extend(encode(PROC_EVENT_EXIT, &ints(&[101, 101, 256, 17, 100, 100])));
+        d.extend(encode(0x0000_0004, &ints(&[101, 101, 0, 0]))); // uid change
+        assert_eq!(
+            decode(&d),
+            [
+                ProcEvent::Fork { parent_tgid: 100, child_pid: 101, child_tgid: 101 },
+                ProcEvent::Exec { pid: 101, tgid: 101 },
+                ProcEvent::Exit { pid: 101, tgid: 101, exit_code: 256, exit_signal: 17 },
+                ProcEvent::Other,
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_and_garbage_input_decode_to_what_is_whole() {
+        let d = encode(PROC_EVENT_EXEC, &ints(&[5, 5]));
+        for cut in 0..d.len() {
+            let _ = decode(&d[..cut]);
+        }
+        assert!(decode(&[0xff; 64]).len() <= 4);
+        assert!(decode(&[]).is_empty());
+    }
+}

@@ -1,0 +1,611 @@
+//! The kernel log, from `/dev/kmsg`: records parsed, the ones an operator must see turned into
+//! typed events (OOM kills with their victim, crashes, hangs, lockups, oopses, I/O and
+//! filesystem errors, read-only remounts, link changes, taint, machine checks).
+//!
+//! A `/dev/kmsg` record is `PRI,SEQ,TS_USEC,FLAGS[,…];MESSAGE` followed by dictionary lines
+//! that start with a space (`Documentation/ABI/testing/dev-kmsg`). The message escapes
+//! unprintable bytes as `\xNN`. Messages differ between kernel versions (an OOM kill reads
+//! `Kill process … or sacrifice child` then `Killed process …` on 4.x, one `Killed process`
+//! line on 5.x and later); the classifier knows both. Everything here is pure.
+
+use serde_json::{Map, Value};
+
+use super::{Event, EventType, Severity};
+
+/// One parsed `/dev/kmsg` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Syslog level, 0 (emerg) to 7 (debug).
+    pub level: u8,
+    /// Syslog facility (0 for the kernel).
+    pub facility: u32,
+    /// Sequence number; a gap means the ring buffer overwrote records before they were read.
+    pub seq: u64,
+    /// Microseconds since boot (CLOCK_MONOTONIC).
+    pub ts_usec: u64,
+    /// The message, with `\xNN` escapes as the kernel wrote them.
+    pub message: String,
+    /// Dictionary (`SUBSYSTEM=…`, `DEVICE=…`).
+    pub dict: Vec<(String, String)>,
+}
+
+/// Parses one record (one `read(2)` of `/dev/kmsg`, or one record of a saved file). `None` when
+/// the header is malformed.
+pub fn parse_record(bytes: &[u8]) -> Option<Record> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.split('\n');
+    let first = lines.next()?;
+    let (header, message) = first.split_once(';')?;
+    let mut fields = header.split(',');
+    let prefix: u32 = fields.next()?.trim().parse().ok()?;
+    let seq: u64 = fields.next()?.trim().parse().ok()?;
+    let ts_usec: u64 = fields.next()?.trim().parse().ok()?;
+    // Flags and optional fields (`caller=T123`) are not needed.
+    let dict = lines
+        .filter_map(|l| l.strip_prefix(' '))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Some(Record {
+        level: u8::try_from(prefix & 7).ok()?,
+        facility: prefix >> 3,
+        seq,
+        ts_usec,
+        message: message.trim_end_matches(['\r', '\n']).to_owned(),
+        dict,
+    })
+}
+
+/// Splits a saved kmsg stream (records one per line, dictionary lines indented by a space)
+/// into records.
+pub fn split_records(text: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut pos = 0;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if !line.starts_with(b" ") {
+            if let Some(s) = start {
+                out.push(&text[s..pos]);
+            }
+            start = Some(pos);
+        }
+        pos += line.len();
+    }
+    if let Some(s) = start
+        && s < text.len()
+    {
+        out.push(&text[s..]);
+    }
+    out
+}
+
+/// Turns records into events. Holds the little state the kernel spreads over lines: the
+/// `oom-kill:` line (constraint and cgroup) that precedes `Killed process`.
+#[derive(Debug, Default)]
+pub struct Classifier {
+    pending_oom: Option<(i64, Map<String, Value>)>,
+}
+
+impl Classifier {
+    /// The event for `record`, if it is one an operator must see. `boot_time` turns the
+    /// record's time since boot into a timestamp.
+    pub fn classify(&mut self, record: &Record, boot_time: jiff::Timestamp) -> Option<Event> {
+        let time = boot_time
+            .checked_add(jiff::SignedDuration::from_micros(i64::try_from(record.ts_usec).unwrap_or(i64::MAX)))
+            .unwrap_or(boot_time);
+        let msg = record.message.as_str();
+        let event = if let Some(info) = msg.strip_prefix("oom-kill:") {
+            self.pending_oom = Some(oom_context(info));
+            None
+        } else if let Some(pos) = msg.find("Killed process ") {
+            Some(self.oom_kill(msg, &msg[pos + "Killed process ".len()..], time))
+        } else {
+            classify_message(msg, time)
+        }?;
+        Some(event.with("kernelSeq", record.seq).with("kernelLevel", u32::from(record.level)))
+    }
+
+    fn oom_kill(&mut self, msg: &str, rest: &str, time: jiff::Timestamp) -> Event {
+        let (pid, comm, tail) = pid_and_paren_comm(rest);
+        let mut e = Event::new(
+            EventType::OomKill,
+            time,
+            format!("OOM killer killed {} (pid {})", comm.unwrap_or("?"), pid.map_or("?".into(), |p| p.to_string())),
+        )
+        .with("pid", pid)
+        .with("comm", comm)
+        .with("memcg", msg.starts_with("Memory cgroup out of memory"));
+        for (key, name) in [
+            ("total-vm", "totalVmKiB"),
+            ("anon-rss", "anonRssKiB"),
+            ("file-rss", "fileRssKiB"),
+            ("shmem-rss", "shmemRssKiB"),
+            ("pgtables", "pgtablesKiB"),
+        ] {
+            e = e.with(name, kv_number(tail, key).map(|v: u64| v));
+        }
+        e = e.with("uid", kv_number::<u32>(tail, "UID")).with("oomScoreAdj", kv_number::<i64>(tail, "oom_score_adj"));
+        if let Some((ctx_pid, ctx)) = self.pending_oom.take()
+            && Some(ctx_pid) == pid
+        {
+            for (k, v) in ctx {
+                e.details.entry(k).or_insert(v);
+            }
+        }
+        if let Some(container) = e.detail_str("taskMemcg").and_then(crate::proc::processes::container_id) {
+            e = e.with("containerId", container);
+        }
+        e
+    }
+}
+
+fn oom_context(info: &str) -> (i64, Map<String, Value>) {
+    let mut map = Map::new();
+    let mut pid = -1;
+    for part in info.split(',') {
+        let Some((k, v)) = part.split_once('=') else { continue };
+        match k.trim() {
+            "constraint" => {
+                map.insert("constraint".into(), v.into());
+            }
+            "oom_memcg" => {
+                map.insert("oomMemcg".into(), v.into());
+            }
+            "task_memcg" => {
+                map.insert("taskMemcg".into(), v.into());
+            }
+            "pid" => pid = v.trim().parse().unwrap_or(-1),
+            _ => {}
+        }
+    }
+    (pid, map)
+}
+
+/// `1234 (stress) total-vm:…` → pid, comm, the rest.
+fn pid_and_paren_comm(s: &str) -> (Option<i64>, Option<&str>, &str) {
+    let (pid, rest) = s.split_once(' ').unwrap_or((s, ""));
+    let pid = pid.trim_end_matches(',').parse().ok();
+    if let Some(inner) = rest.strip_prefix('(')
+        && let Some(end) = inner.rfind(')')
+    {
+        return (pid, Some(&inner[..end]), &inner[end + 1..]);
+    }
+    (pid, None, rest)
+}
+
+/// `key:1234kB` or `key=1234` inside `s`.
+fn kv_number<T: std::str::FromStr>(s: &str, key: &str) -> Option<T> {
+    s.split([' ', ',']).find_map(|tok| {
+        let v = tok.strip_prefix(key)?.strip_prefix([':', '='])?;
+        v.trim_end_matches("kB").parse().ok()
+    })
+}
+
+/// `comm[pid]` at the end of `s` (user-space crash lines).
+fn comm_pid_brackets(s: &str) -> (Option<&str>, Option<i64>) {
+    let s = s.trim_end_matches(':').trim();
+    let Some(open) = s.rfind('[') else { return (None, None) };
+    let pid = s[open + 1..].trim_end_matches(']').parse().ok();
+    let comm = s[..open].rsplit_once(": ").map_or(&s[..open], |(_, c)| c);
+    (Some(comm), pid)
+}
+
+/// The word after `marker` up to a delimiter.
+fn word_after<'a>(s: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &s[s.find(marker)? + marker.len()..];
+    let end = rest.find([' ', ',', ')', ':', ';']).unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// A number after `marker`.
+fn number_after<T: std::str::FromStr>(s: &str, marker: &str) -> Option<T> {
+    word_after(s, marker)?.trim_end_matches(['s', '!', '.']).parse().ok()
+}
+
+/// Classifies one kernel message (without the OOM state): the event, or `None` for the
+/// ordinary chatter of a kernel.
+pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
+    let m = msg.trim();
+    let event = |kind, text: String| Some(Event::new(kind, time, text).with("line", m));
+
+    if let Some(pos) = m.find(" segfault at ") {
+        let (comm, pid) = comm_pid_brackets(&m[..pos]);
+        let rest = &m[pos..];
+        return event(
+            EventType::Segfault,
+            format!("{} (pid {}) segfaulted", comm.unwrap_or("?"), pid.map_or("?".into(), |p| p.to_string())),
+        )?
+        .with("comm", comm)
+        .with("pid", pid)
+        .with("address", word_after(rest, "segfault at "))
+        .with("ip", word_after(rest, " ip "))
+        .with("error", word_after(rest, " error "))
+        .with("object", word_after(rest, " in ").map(|o| o.split('[').next().unwrap_or(o)))
+        .into();
+    }
+    if let Some(rest) = m.strip_prefix("traps: ") {
+        let end = rest.find(' ').unwrap_or(rest.len());
+        let (comm, pid) = comm_pid_brackets(&rest[..end]);
+        let what = rest[end..].trim();
+        let trap = what.split(" ip").next().unwrap_or(what).trim_start_matches("trap ").to_owned();
+        let kind =
+            if what.starts_with("general protection") { EventType::GeneralProtection } else { EventType::Segfault };
+        return event(
+            kind,
+            format!("{} (pid {}): {trap}", comm.unwrap_or("?"), pid.map_or("?".into(), |p| p.to_string())),
+        )?
+        .with("comm", comm)
+        .with("pid", pid)
+        .with("trap", trap)
+        .with("object", word_after(what, " in ").map(|o| o.split('[').next().unwrap_or(o)))
+        .into();
+    }
+    if m.starts_with("general protection fault") {
+        return event(EventType::GeneralProtection, "general protection fault in the kernel".into())?
+            .with("kernel", true)
+            .severity(Severity::Critical)
+            .into();
+    }
+    if let Some(rest) = m.strip_prefix("INFO: task ")
+        && m.contains(" blocked for more than ")
+    {
+        let task = rest.split(' ').next().unwrap_or(rest);
+        let (comm, pid) = task.rsplit_once(':').map_or((task, None), |(c, p)| (c, p.parse::<i64>().ok()));
+        return event(
+            EventType::HungTask,
+            format!("task {comm} (pid {}) hung", pid.map_or("?".into(), |p| p.to_string())),
+        )?
+        .with("comm", comm)
+        .with("pid", pid)
+        .with("seconds", number_after::<u64>(m, "blocked for more than "))
+        .into();
+    }
+    if m.contains("soft lockup - CPU#") {
+        let task = m.rsplit_once('[').map(|(_, t)| t.trim_end_matches(']'));
+        let (comm, pid) =
+            task.and_then(|t| t.rsplit_once(':')).map_or((None, None), |(c, p)| (Some(c), p.parse::<i64>().ok()));
+        return event(EventType::Lockup, format!("soft lockup on CPU {}", word_after(m, "CPU#").unwrap_or("?")))?
+            .with("lockup", "soft")
+            .with("cpu", number_after::<u32>(m, "CPU#"))
+            .with("seconds", number_after::<u64>(m, "stuck for "))
+            .with("comm", comm)
+            .with("pid", pid)
+            .into();
+    }
+    if m.contains("hard LOCKUP on cpu") {
+        return event(EventType::Lockup, format!("hard lockup on CPU {}", word_after(m, "on cpu ").unwrap_or("?")))?
+            .with("lockup", "hard")
+            .with("cpu", number_after::<u32>(m, "on cpu "))
+            .into();
+    }
+    if m.contains("rcu_sched self-detected stall")
+        || m.contains("rcu_preempt self-detected stall")
+        || m.contains("rcu_sched detected stalls")
+        || m.contains("rcu_preempt detected stalls")
+    {
+        return event(EventType::Lockup, "RCU stall".into())?.with("lockup", "rcu").into();
+    }
+    if m.starts_with("Kernel panic - not syncing") {
+        return event(
+            EventType::Oops,
+            format!("kernel panic: {}", m.trim_start_matches("Kernel panic - not syncing:").trim()),
+        )?
+        .with("oops", "panic")
+        .into();
+    }
+    if m.starts_with("BUG: ") || m.starts_with("Oops: ") || (m.starts_with("kernel BUG at ") && m.ends_with('!')) {
+        let what = if m.starts_with("Oops") { "oops" } else { "bug" };
+        return event(EventType::Oops, format!("kernel {what}: {m}"))?.with("oops", what).into();
+    }
+    if m.contains("I/O error, dev ") {
+        let dev = word_after(m, "I/O error, dev ");
+        return event(EventType::IoError, format!("I/O error on {}", dev.unwrap_or("?")))?
+            .with("device", dev)
+            .with("sector", number_after::<u64>(m, "sector "))
+            .with("op", op_name(m))
+            .into();
+    }
+    if let Some(rest) = m.strip_prefix("Buffer I/O error on dev ") {
+        let dev = rest.split([',', ' ']).next();
+        return event(EventType::IoError, format!("buffer I/O error on {}", dev.unwrap_or("?")))?
+            .with("device", dev)
+            .with("block", number_after::<u64>(m, "logical block "))
+            .into();
+    }
+    if let Some(ev) = filesystem(m, time) {
+        return Some(ev);
+    }
+    if let Some(ev) = link(m, time) {
+        return Some(ev);
+    }
+    if m.contains("taints kernel") || m.contains("tainting kernel") || m.contains("due to kernel taint") {
+        let module = m.split_once(':').map(|(p, _)| p.trim()).filter(|p| !p.contains(' '));
+        return event(EventType::Taint, format!("kernel tainted: {m}"))?.with("module", module).into();
+    }
+    if m.starts_with("mce: [Hardware Error]") || m.contains("Machine check events logged") {
+        return event(EventType::MachineCheck, format!("machine check: {m}"))?.into();
+    }
+    if let Some(rest) = m.strip_prefix("EDAC ")
+        && (rest.contains(" CE ") || rest.contains(" UE "))
+    {
+        let corrected = rest.contains(" CE ");
+        return event(EventType::MachineCheck, format!("memory error: {m}"))?
+            .with("corrected", corrected)
+            .severity(if corrected { Severity::Warning } else { Severity::Critical })
+            .into();
+    }
+    None
+}
+
+/// `op 0x1:(WRITE)` → `WRITE`.
+fn op_name(m: &str) -> Option<&str> {
+    let rest = &m[m.find(" op ")? + 4..];
+    let token = rest.split_whitespace().next()?;
+    Some(token.split_once('(').map_or(token, |(_, op)| op.trim_end_matches(')')))
+}
+
+/// ext4, xfs and btrfs errors and read-only remounts.
+fn filesystem(m: &str, time: jiff::Timestamp) -> Option<Event> {
+    let ev = |kind, fs: &str, dev: Option<&str>, text: String| {
+        Event::new(kind, time, text).with("line", m).with("filesystem", fs).with("device", dev)
+    };
+    // `EXT4-fs error (device sda1): …`, `EXT4-fs (sda1): Remounting filesystem read-only`.
+    if let Some(rest) = m.strip_prefix("EXT4-fs") {
+        let dev = word_after(rest, "(device ").or_else(|| word_after(rest, "("));
+        if rest.contains("Remounting filesystem read-only") {
+            return Some(ev(
+                EventType::FsReadOnly,
+                "ext4",
+                dev,
+                format!("ext4 {} remounted read-only", dev.unwrap_or("?")),
+            ));
+        }
+        if rest.starts_with(" error") {
+            return Some(ev(EventType::FsError, "ext4", dev, format!("ext4 error on {}", dev.unwrap_or("?"))));
+        }
+        return None;
+    }
+    if let Some(rest) = m.strip_prefix("XFS (") {
+        let dev = rest.split(')').next();
+        let bad =
+            ["Corruption", "metadata I/O error", "shut down", "Internal error", "log I/O error", "Metadata corruption"];
+        if bad.iter().any(|b| rest.contains(b)) {
+            return Some(ev(EventType::FsError, "xfs", dev, format!("xfs error on {}", dev.unwrap_or("?"))));
+        }
+        return None;
+    }
+    if let Some(rest) = m.strip_prefix("BTRFS") {
+        let dev = word_after(rest, "(device ");
+        if rest.contains("forced readonly") {
+            return Some(ev(
+                EventType::FsReadOnly,
+                "btrfs",
+                dev,
+                format!("btrfs {} forced read-only", dev.unwrap_or("?")),
+            ));
+        }
+        if rest.starts_with(" error") || rest.starts_with(": error") || rest.starts_with(" critical") {
+            return Some(ev(EventType::FsError, "btrfs", dev, format!("btrfs error on {}", dev.unwrap_or("?"))));
+        }
+    }
+    None
+}
+
+/// NIC link down/up in the forms drivers print (`NIC Link is Down`, `Link down`, bonding).
+fn link(m: &str, time: jiff::Timestamp) -> Option<Event> {
+    const DOWN: [&str; 4] = ["NIC Link is Down", "Link down", "link down", "link status definitely down"];
+    const UP: [&str; 4] = ["NIC Link is Up", "Link up", "link becomes ready", "link status definitely up"];
+    let (kind, pos) = if let Some(p) = DOWN.iter().find_map(|d| m.find(d)) {
+        (EventType::LinkDown, p)
+    } else if let Some(p) = UP.iter().find_map(|u| m.find(u)) {
+        (EventType::LinkUp, p)
+    } else {
+        return None;
+    };
+    // The interface is the last `name:` before the phrase; bonding names the slave after it.
+    let before = &m[..pos];
+    let iface = word_after(m, "interface ")
+        .or_else(|| word_after(m, "(slave "))
+        .or_else(|| before.split_whitespace().next_back().map(|t| t.trim_end_matches(':')));
+    let iface = iface.filter(|i| !i.is_empty() && !i.contains(['(', ')']));
+    let state = if kind == EventType::LinkDown { "down" } else { "up" };
+    Some(
+        Event::new(kind, time, format!("link {state} on {}", iface.unwrap_or("?")))
+            .with("line", m)
+            .with("interface", iface),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000).unwrap()
+    }
+
+    fn one(msg: &str) -> Event {
+        classify_message(msg, t0()).unwrap_or_else(|| panic!("no event for {msg:?}"))
+    }
+
+    #[test]
+    fn header_and_dictionary() {
+        let r = parse_record(
+            b"3,1234,5678901,-,caller=T42;EXT4-fs error (device sda1): x\n SUBSYSTEM=block\n DEVICE=b8:1\n",
+        )
+        .unwrap();
+        assert_eq!((r.level, r.facility, r.seq, r.ts_usec), (3, 0, 1234, 5_678_901));
+        assert_eq!(r.message, "EXT4-fs error (device sda1): x");
+        assert_eq!(r.dict, [("SUBSYSTEM".into(), "block".into()), ("DEVICE".into(), "b8:1".into())]);
+        assert!(parse_record(b"no header here").is_none());
+        assert!(parse_record(b"x,1,2,-;m").is_none());
+    }
+
+    #[test]
+    fn oom_on_recent_kernels_with_its_cgroup() {
+        let mut c = Classifier::default();
+        let ctx = parse_record(b"6,10,1000,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=abc,mems_allowed=0,oom_memcg=/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice,task_memcg=/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope,task=stress,pid=4242,uid=0").unwrap();
+        assert!(c.classify(&ctx, t0()).is_none());
+        let kill = parse_record(b"3,11,2000000,-;Memory cgroup out of memory: Killed process 4242 (stress) total-vm:1052000kB, anon-rss:1048576kB, file-rss:4kB, shmem-rss:0kB, UID:0 pgtables:2100kB oom_score_adj:939").unwrap();
+        let e = c.classify(&kill, t0()).unwrap();
+        assert_eq!(e.kind, EventType::OomKill);
+        assert_eq!(e.severity, Severity::Critical);
+        assert_eq!(e.detail_i64("pid"), Some(4242));
+        assert_eq!(e.detail_str("comm"), Some("stress"));
+        assert_eq!(e.detail_i64("anonRssKiB"), Some(1_048_576));
+        assert_eq!(e.detail_i64("oomScoreAdj"), Some(939));
+        assert_eq!(e.detail_str("constraint"), Some("CONSTRAINT_MEMCG"));
+        assert_eq!(
+            e.detail_str("containerId"),
+            Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(e.details["memcg"], true);
+        assert_eq!(e.time, t0() + jiff::SignedDuration::from_secs(2));
+    }
+
+    #[test]
+    fn oom_on_4x_kernels_is_one_event() {
+        let mut c = Classifier::default();
+        let first =
+            parse_record(b"3,1,1,-;Out of memory: Kill process 999 (java) score 901 or sacrifice child").unwrap();
+        let second = parse_record(
+            b"3,2,2,-;Killed process 999 (java) total-vm:4096000kB, anon-rss:2048000kB, file-rss:0kB, shmem-rss:0kB",
+        )
+        .unwrap();
+        assert!(c.classify(&first, t0()).is_none());
+        let e = c.classify(&second, t0()).unwrap();
+        assert_eq!((e.kind, e.detail_i64("pid"), e.detail_str("comm")), (EventType::OomKill, Some(999), Some("java")));
+    }
+
+    #[test]
+    fn user_space_crashes() {
+        let e = one(
+            "nginx: worker[31337]: segfault at 0 ip 000055d0c0de0000 sp 00007ffc00000000 error 4 in nginx[55d0c0d00000+100000] likely on CPU 1 (core 1, socket 0)",
+        );
+        assert_eq!(e.kind, EventType::Segfault);
+        assert_eq!(e.detail_str("comm"), Some("worker"));
+        assert_eq!(e.detail_i64("pid"), Some(31337));
+        assert_eq!(e.detail_str("object"), Some("nginx"));
+        assert_eq!(e.detail_str("error"), Some("4"));
+        let e = one("a.out[77]: segfault at 8 ip 00007f sp 00007ffd error 6 in libc.so.6[7f00+195000]");
+        assert_eq!((e.detail_str("comm"), e.detail_i64("pid")), (Some("a.out"), Some(77)));
+        let e = one("traps: python3[1234] general protection fault ip:7f0 sp:7ffc error:0 in libc.so.6[7f0+178000]");
+        assert_eq!(e.kind, EventType::GeneralProtection);
+        assert_eq!((e.detail_str("comm"), e.detail_i64("pid")), (Some("python3"), Some(1234)));
+        assert_eq!(e.detail_str("object"), Some("libc.so.6"));
+        let e = one("traps: myapp[88] trap invalid opcode ip:401000 sp:7ffe error:0 in myapp[400000+2000]");
+        assert_eq!((e.kind, e.detail_str("trap")), (EventType::Segfault, Some("invalid opcode")));
+    }
+
+    #[test]
+    fn kernel_faults_hangs_and_lockups() {
+        let e = one(
+            "general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] PREEMPT SMP NOPTI",
+        );
+        assert_eq!((e.kind, e.severity), (EventType::GeneralProtection, Severity::Critical));
+        let e = one("INFO: task jbd2/sda1-8:321 blocked for more than 120 seconds.");
+        assert_eq!(e.kind, EventType::HungTask);
+        assert_eq!(
+            (e.detail_str("comm"), e.detail_i64("pid"), e.detail_i64("seconds")),
+            (Some("jbd2/sda1-8"), Some(321), Some(120))
+        );
+        let e = one("watchdog: BUG: soft lockup - CPU#3 stuck for 23s! [kworker/3:1:456]");
+        assert_eq!(e.kind, EventType::Lockup);
+        assert_eq!((e.detail_i64("cpu"), e.detail_i64("seconds"), e.detail_i64("pid")), (Some(3), Some(23), Some(456)));
+        assert_eq!(e.detail_str("comm"), Some("kworker/3:1"));
+        let e = one("NMI watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [swapper/0:0]");
+        assert_eq!(e.detail_i64("cpu"), Some(0));
+        let e = one("Watchdog detected hard LOCKUP on cpu 2");
+        assert_eq!((e.kind, e.detail_str("lockup"), e.detail_i64("cpu")), (EventType::Lockup, Some("hard"), Some(2)));
+        for oops in [
+            "BUG: kernel NULL pointer dereference, address: 0000000000000000",
+            "BUG: unable to handle kernel NULL pointer dereference at 0000000000000008",
+            "Oops: 0002 [#1] SMP PTI",
+            "kernel BUG at mm/slub.c:3952!",
+            "Kernel panic - not syncing: Fatal exception",
+        ] {
+            assert_eq!(one(oops).kind, EventType::Oops, "{oops}");
+        }
+    }
+
+    #[test]
+    fn storage_and_filesystems() {
+        let e = one(
+            "blk_update_request: I/O error, dev sdb, sector 2048 op 0x1:(WRITE) flags 0x800 phys_seg 1 prio class 0",
+        );
+        assert_eq!(
+            (e.kind, e.detail_str("device"), e.detail_i64("sector")),
+            (EventType::IoError, Some("sdb"), Some(2048))
+        );
+        assert_eq!(e.detail_str("op"), Some("WRITE"));
+        let e = one("I/O error, dev nvme0n1, sector 123456 op 0x0:(READ) flags 0x80700 phys_seg 1 prio class 2");
+        assert_eq!((e.detail_str("device"), e.detail_str("op")), (Some("nvme0n1"), Some("READ")));
+        let e = one("Buffer I/O error on dev sda1, logical block 0, async page read");
+        assert_eq!(
+            (e.kind, e.detail_str("device"), e.detail_i64("block")),
+            (EventType::IoError, Some("sda1"), Some(0))
+        );
+        let e = one("EXT4-fs error (device sda1): ext4_lookup:1855: inode #2: comm ls: deleted inode referenced: 12");
+        assert_eq!(
+            (e.kind, e.detail_str("device"), e.detail_str("filesystem")),
+            (EventType::FsError, Some("sda1"), Some("ext4"))
+        );
+        let e = one("EXT4-fs (sda1): Remounting filesystem read-only");
+        assert_eq!((e.kind, e.detail_str("device")), (EventType::FsReadOnly, Some("sda1")));
+        let e = one("XFS (dm-0): Corruption detected. Unmount and run xfs_repair");
+        assert_eq!((e.kind, e.detail_str("device")), (EventType::FsError, Some("dm-0")));
+        let e = one("BTRFS: error (device sdc1) in __btrfs_free_extent:3069: errno=-5 IO failure");
+        assert_eq!((e.kind, e.detail_str("device")), (EventType::FsError, Some("sdc1")));
+        let e = one("BTRFS info (device sdc1): forced readonly");
+        assert_eq!(e.kind, EventType::FsReadOnly);
+        assert!(
+            classify_message("EXT4-fs (sda1): mounted filesystem with ordered data mode. Quota mode: none.", t0())
+                .is_none()
+        );
+        assert!(classify_message("XFS (sdb1): Mounting V5 Filesystem", t0()).is_none());
+    }
+
+    #[test]
+    fn links_taint_and_hardware() {
+        let e = one("e1000e 0000:00:19.0 eth0: NIC Link is Down");
+        assert_eq!((e.kind, e.detail_str("interface")), (EventType::LinkDown, Some("eth0")));
+        let e = one("e1000e: eth0 NIC Link is Up 1000 Mbps Full Duplex, Flow Control: Rx/Tx");
+        assert_eq!((e.kind, e.detail_str("interface")), (EventType::LinkUp, Some("eth0")));
+        let e = one("mlx5_core 0000:3b:00.0 ens1f0: Link down");
+        assert_eq!(e.detail_str("interface"), Some("ens1f0"));
+        let e = one("bond0: (slave eth1): link status definitely down, disabling slave");
+        assert_eq!((e.kind, e.detail_str("interface")), (EventType::LinkDown, Some("eth1")));
+        let e = one("bond0: link status definitely down for interface eth2, disabling it");
+        assert_eq!(e.detail_str("interface"), Some("eth2"));
+        let e = one("IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready");
+        assert_eq!((e.kind, e.detail_str("interface")), (EventType::LinkUp, Some("eth0")));
+        let e = one("nvidia: loading out-of-tree module taints kernel.");
+        assert_eq!((e.kind, e.detail_str("module")), (EventType::Taint, Some("nvidia")));
+        assert_eq!(one("Disabling lock debugging due to kernel taint").kind, EventType::Taint);
+        assert_eq!(one("mce: [Hardware Error]: Machine check events logged").kind, EventType::MachineCheck);
+        let e = one("EDAC MC0: 1 CE memory read error on CPU_SrcID#0_Ha#0_Chan#1_DIMM#0");
+        assert_eq!((e.kind, e.severity), (EventType::MachineCheck, Severity::Warning));
+    }
+
+    #[test]
+    fn ordinary_chatter_is_not_an_event() {
+        for m in [
+            "Linux version 6.1.0-13-amd64",
+            "eth0: renamed from veth1234",
+            "cni0: port 1(veth1234) entered forwarding state",
+            "audit: type=1400 audit(1700000000.000:1): apparmor=\"STATUS\"",
+            "",
+        ] {
+            assert!(classify_message(m, t0()).is_none(), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_saved_stream_splits_into_records_with_their_dictionaries() {
+        let text = b"6,1,1,-;first\n SUBSYSTEM=net\n6,2,2,-;second\n6,3,3,-;third";
+        let recs = split_records(text);
+        assert_eq!(recs.len(), 3);
+        assert_eq!(parse_record(recs[0]).unwrap().dict.len(), 1);
+        assert_eq!(parse_record(recs[2]).unwrap().message, "third");
+    }
+}

@@ -1,0 +1,404 @@
+//! Security events: what happens on the node, as one typed model.
+//!
+//! ```text
+//!  kmsg ─┐  auth logs, wtmp/btmp ─┐  processes (CN_PROC | /proc) ─┐  files (inotify + baseline) ─┐
+//!        └──────────────┬─────────┴──────────────┬────────────────┴──────────────┬─────────────┘
+//!               Emitter per source: token bucket ─▶ bounded queue ─▶ consumers
+//!                       (drops counted by source and reason, never silent)     (watch, /metrics,
+//!                                                                                OTLP logs, alerts)
+//! ```
+//!
+//! Each source lives in its own module. The parsers of host text ([`kmsg`], [`auth`],
+//! [`utmp`], [`netconn`]) are pure functions over bytes and property-tested; the sources
+//! around them do the I/O and are thin.
+//!
+//! The JSON form of [`Event`] is a stable schema (docs/agent-events.md): fields are only
+//! added within an [`EVENT_SCHEMA_VERSION`], a rename or removal bumps it.
+
+pub mod auth;
+pub mod clock;
+pub mod cnproc;
+pub mod fim;
+pub mod kmsg;
+pub mod netconn;
+pub mod process;
+pub mod queue;
+pub mod runner;
+pub mod tail;
+pub mod utmp;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use queue::{DropReason, Emitter, EventQueue, EventStats};
+
+/// The version of the event JSON schema.
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// How much an event matters to the person on call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Normal activity worth a record (a login, a process start).
+    Info,
+    /// Possibly wrong, worth a look (a failed login, a segfault, a link down).
+    Warning,
+    /// Needs someone now (OOM kill, brute force, filesystem read-only, kernel oops).
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name (`info`, `warning`, `critical`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Which source produced an event; also the unit of rate limits and drop counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Process start and exit.
+    Process,
+    /// File integrity.
+    File,
+    /// Authentication logs, wtmp and btmp.
+    Auth,
+    /// Listening sockets and outbound connections.
+    Network,
+    /// The kernel log.
+    Kernel,
+    /// Clock synchronisation.
+    Clock,
+    /// The agent itself (unparseable input, drops).
+    Agent,
+}
+
+impl Source {
+    /// Every source, in a fixed order (metric label values, config keys).
+    pub const ALL: [Source; 7] =
+        [Self::Process, Self::File, Self::Auth, Self::Network, Self::Kernel, Self::Clock, Self::Agent];
+
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::File => "file",
+            Self::Auth => "auth",
+            Self::Network => "network",
+            Self::Kernel => "kernel",
+            Self::Clock => "clock",
+            Self::Agent => "agent",
+        }
+    }
+
+    /// Position in [`Source::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+macro_rules! event_types {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $source:ident, $severity:ident; )*) => {
+        /// What happened. The name (`process.start`) is the `type` field of the JSON.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum EventType {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant, )*
+        }
+
+        impl EventType {
+            /// Every type, in declaration order.
+            pub const ALL: &'static [EventType] = &[$(Self::$variant),*];
+
+            /// The dotted name (`process.start`).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+
+            /// The source that produces it.
+            pub fn source(self) -> Source {
+                match self { $(Self::$variant => Source::$source,)* }
+            }
+
+            /// Its usual severity; a source may raise it (an OOM kill of a system daemon).
+            pub fn default_severity(self) -> Severity {
+                match self { $(Self::$variant => Severity::$severity,)* }
+            }
+        }
+    };
+}
+
+event_types! {
+    /// A process executed a program (`execve`), or appeared between two /proc polls.
+    ProcessStart = "process.start", Process, Info;
+    /// A process ended.
+    ProcessExit = "process.exit", Process, Info;
+    /// A file appeared under a watched path.
+    FileCreated = "file.created", File, Warning;
+    /// A watched file's content changed (old and new SHA-256 in the details).
+    FileModified = "file.modified", File, Warning;
+    /// A watched file was removed.
+    FileDeleted = "file.deleted", File, Warning;
+    /// A watched file's permission bits changed.
+    FilePermissions = "file.permissions", File, Warning;
+    /// A watched file's owner or group changed.
+    FileOwner = "file.owner", File, Warning;
+    /// A file under a metadata-only path (logs) shrank: truncated or replaced by a shorter one.
+    FileTruncated = "file.truncated", File, Warning;
+    /// An SSH login succeeded.
+    SshAccepted = "auth.ssh.accepted", Auth, Info;
+    /// An SSH authentication failed (wrong password or key, or an unknown user).
+    SshFailed = "auth.ssh.failed", Auth, Warning;
+    /// sudo ran a command.
+    Sudo = "auth.sudo", Auth, Info;
+    /// sudo refused (wrong password, not in sudoers, command not allowed).
+    SudoFailed = "auth.sudo.failed", Auth, Warning;
+    /// su switched user.
+    Su = "auth.su", Auth, Info;
+    /// su failed.
+    SuFailed = "auth.su.failed", Auth, Warning;
+    /// A PAM session opened.
+    SessionOpened = "auth.session.opened", Auth, Info;
+    /// A PAM session closed.
+    SessionClosed = "auth.session.closed", Auth, Info;
+    /// A user or group was added.
+    AccountAdded = "auth.account.added", Auth, Warning;
+    /// A user or group was changed (group membership, shell, home, lock).
+    AccountChanged = "auth.account.changed", Auth, Warning;
+    /// A user or group was deleted.
+    AccountDeleted = "auth.account.deleted", Auth, Warning;
+    /// A password was changed.
+    PasswordChanged = "auth.password.changed", Auth, Warning;
+    /// A login recorded in wtmp.
+    Login = "auth.login", Auth, Info;
+    /// A logout recorded in wtmp.
+    Logout = "auth.logout", Auth, Info;
+    /// A failed login recorded in btmp.
+    LoginFailed = "auth.login.failed", Auth, Warning;
+    /// A boot or shutdown recorded in wtmp.
+    SystemBoot = "auth.boot", Auth, Info;
+    /// Many failed authentications from one source in a short time.
+    BruteForce = "auth.brute_force", Auth, Critical;
+    /// A socket started listening.
+    NetListen = "network.listen", Network, Info;
+    /// A listening socket closed.
+    NetListenClosed = "network.listen.closed", Network, Info;
+    /// A new outbound connection.
+    NetOutbound = "network.outbound", Network, Info;
+    /// The OOM killer killed a process.
+    OomKill = "kernel.oom_kill", Kernel, Critical;
+    /// A user process crashed on a bad memory access.
+    Segfault = "kernel.segfault", Kernel, Warning;
+    /// A general protection fault (user process trap or kernel).
+    GeneralProtection = "kernel.general_protection", Kernel, Warning;
+    /// A task blocked in the kernel beyond the hung-task timeout.
+    HungTask = "kernel.hung_task", Kernel, Critical;
+    /// A CPU stuck in the kernel (soft or hard lockup).
+    Lockup = "kernel.lockup", Kernel, Critical;
+    /// A kernel oops, BUG or panic.
+    Oops = "kernel.oops", Kernel, Critical;
+    /// A block device I/O error.
+    IoError = "kernel.io_error", Kernel, Critical;
+    /// A filesystem error (ext4, xfs, btrfs).
+    FsError = "kernel.fs_error", Kernel, Critical;
+    /// A filesystem went read-only after an error.
+    FsReadOnly = "kernel.fs_readonly", Kernel, Critical;
+    /// A network link went down.
+    LinkDown = "kernel.link_down", Kernel, Warning;
+    /// A network link came up.
+    LinkUp = "kernel.link_up", Kernel, Info;
+    /// The kernel was tainted (out-of-tree or unsigned module, a previous oops).
+    Taint = "kernel.taint", Kernel, Warning;
+    /// A machine check (hardware error).
+    MachineCheck = "kernel.machine_check", Kernel, Critical;
+    /// The clock lost synchronisation.
+    ClockUnsynchronized = "clock.unsynchronized", Clock, Warning;
+    /// The clock is synchronised again.
+    ClockSynchronized = "clock.synchronized", Clock, Info;
+    /// The clock's offset went beyond the threshold.
+    ClockOffset = "clock.offset", Clock, Warning;
+    /// Host input the agent could not parse, kept raw.
+    Unparsed = "agent.unparsed", Agent, Info;
+    /// Events were dropped by a rate limit or a full queue (a summary; never silent).
+    Dropped = "agent.dropped", Agent, Warning;
+}
+
+/// One thing that happened on the node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Schema version of this JSON ([`EVENT_SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// How much it matters.
+    pub severity: Severity,
+    /// Who saw it.
+    pub source: Source,
+    /// When it happened (from the record where it has a time, else when it was seen).
+    pub time: jiff::Timestamp,
+    /// The node (host name, or the Kubernetes node name in a pod).
+    pub node: String,
+    /// One line for a person.
+    pub message: String,
+    /// The parsed fields (pid, user, path, address…), per type in docs/agent-events.md.
+    pub details: Map<String, Value>,
+}
+
+impl Event {
+    /// An event of `kind` with its default severity and no details; `node` is filled in by the
+    /// [`Emitter`].
+    pub fn new(kind: EventType, time: jiff::Timestamp, message: impl Into<String>) -> Self {
+        Self {
+            schema_version: EVENT_SCHEMA_VERSION,
+            kind,
+            severity: kind.default_severity(),
+            source: kind.source(),
+            time,
+            node: String::new(),
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    /// Adds a detail; `None` values are left out.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Detail>) -> Self {
+        if let Some(v) = value.into().0 {
+            self.details.insert(key.to_owned(), v);
+        }
+        self
+    }
+
+    /// Sets the severity.
+    #[must_use]
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    /// A detail as text, if present and a string.
+    pub fn detail_str(&self, key: &str) -> Option<&str> {
+        self.details.get(key).and_then(Value::as_str)
+    }
+
+    /// A detail as an integer, if present and a number.
+    pub fn detail_i64(&self, key: &str) -> Option<i64> {
+        self.details.get(key).and_then(Value::as_i64)
+    }
+
+    /// Host input that did not parse, kept raw (at most 4 KiB of it) with where it came from.
+    pub fn unparsed(time: jiff::Timestamp, origin: &str, raw: &[u8]) -> Self {
+        let raw = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned();
+        Self::new(EventType::Unparsed, time, format!("unparsed line from {origin}"))
+            .with("origin", origin)
+            .with("raw", raw)
+    }
+}
+
+/// A detail value; `None` leaves the key out.
+pub struct Detail(Option<Value>);
+
+macro_rules! detail_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Detail {
+            fn from(v: $t) -> Self { Detail(Some(Value::from(v))) }
+        }
+        impl From<Option<$t>> for Detail {
+            fn from(v: Option<$t>) -> Self { Detail(v.map(Value::from)) }
+        }
+    )*};
+}
+detail_from!(i32, i64, u32, u64, f64, bool, String);
+
+impl From<&str> for Detail {
+    fn from(v: &str) -> Self {
+        Detail(Some(Value::from(v)))
+    }
+}
+
+impl From<Option<&str>> for Detail {
+    fn from(v: Option<&str>) -> Self {
+        Detail(v.map(Value::from))
+    }
+}
+
+impl From<Value> for Detail {
+    fn from(v: Value) -> Self {
+        Detail(Some(v))
+    }
+}
+
+/// Renders one event as a line for a person: `time severity type message key=value…`.
+pub fn render_line(e: &Event, color: bool) -> String {
+    use std::fmt::Write;
+    let (start, end) = if color {
+        match e.severity {
+            Severity::Critical => ("\x1b[1;31m", "\x1b[0m"),
+            Severity::Warning => ("\x1b[33m", "\x1b[0m"),
+            Severity::Info => ("", ""),
+        }
+    } else {
+        ("", "")
+    };
+    let time = e.time.round(jiff::Unit::Second).unwrap_or(e.time);
+    let mut line = format!("{time} {start}{:<8}{end} {:<24} {}", e.severity.as_str(), e.kind.as_str(), e.message);
+    for (k, v) in &e.details {
+        match v {
+            Value::String(s) if !s.contains(char::is_whitespace) && !s.is_empty() => {
+                let _ = write!(line, " {k}={s}");
+            }
+            other => {
+                let _ = write!(line, " {k}={other}");
+            }
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_each_type_belongs_to_its_prefix() {
+        let mut seen = std::collections::HashSet::new();
+        for t in EventType::ALL {
+            assert!(seen.insert(t.as_str()), "duplicate {}", t.as_str());
+            assert!(t.as_str().starts_with(t.source().as_str()), "{} from {}", t.as_str(), t.source().as_str());
+        }
+    }
+
+    #[test]
+    fn json_round_trips_with_type_and_schema_version() {
+        let e = Event::new(EventType::OomKill, jiff::Timestamp::from_second(1_700_000_000).unwrap(), "killed")
+            .with("pid", 42)
+            .with("comm", "stress")
+            .with("container", None::<&str>);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "kernel.oom_kill");
+        assert_eq!(json["severity"], "critical");
+        assert_eq!(json["source"], "kernel");
+        assert_eq!(json["schemaVersion"], 1);
+        assert_eq!(json["details"]["pid"], 42);
+        assert!(json["details"].get("container").is_none());
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn a_line_quotes_values_with_spaces() {
+        let e = Event::new(EventType::ProcessStart, jiff::Timestamp::UNIX_EPOCH, "started")
+            .with("cmdline", "sleep 10")
+            .with("pid", 7);
+        let line = render_line(&e, false);
+        assert!(line.contains("process.start"), "{line}");
+        assert!(line.contains("cmdline=\"sleep 10\""), "{line}");
+        assert!(line.contains("pid=7"), "{line}");
+    }
+}

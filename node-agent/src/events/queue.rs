@@ -1,0 +1,326 @@
+//! The bounded path from the sources to the consumers: a token bucket per source in front of
+//! one bounded queue, with every drop counted by source and reason.
+//!
+//! Memory is bounded by construction: the queue holds at most `capacity` events, a source
+//! never blocks on it (a source that blocked would make the kernel drop netlink messages or
+//! overflow inotify instead, silently), and an event that does not fit is counted as dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{Event, EventType, Severity, Source};
+
+/// A rate limit: a sustained rate and a burst.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Events per second, sustained.
+    pub per_second: f64,
+    /// Events allowed at once after a quiet period.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// A limit of `per_second` with a burst of `burst`.
+    pub const fn new(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
+}
+
+/// A token bucket. Pure: the caller passes the time.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    limit: RateLimit,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(limit: RateLimit) -> Self {
+        Self { limit, tokens: f64::from(limit.burst), last: None }
+    }
+
+    /// Takes one token at `now`; false when the bucket is empty.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.limit.per_second;
+            self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why an event was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The source's rate limit.
+    RateLimited,
+    /// The queue was full: the consumers fell behind.
+    QueueFull,
+    /// Lost before the agent saw it: the kernel's netlink buffer or inotify queue
+    /// overflowed, or a file pending a check was evicted from a full set.
+    Overflow,
+}
+
+impl DropReason {
+    /// Every reason.
+    pub const ALL: [DropReason; 3] = [Self::RateLimited, Self::QueueFull, Self::Overflow];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::QueueFull => "queue_full",
+            Self::Overflow => "overflow",
+        }
+    }
+}
+
+/// Counters of the event path, shared by the emitters and read by the exporters.
+#[derive(Debug)]
+pub struct EventStats {
+    emitted: Vec<AtomicU64>,
+    dropped: Vec<AtomicU64>,
+    unparsed: Vec<AtomicU64>,
+}
+
+impl Default for EventStats {
+    fn default() -> Self {
+        let zeroes = |n| (0..n).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            emitted: zeroes(EventType::ALL.len()),
+            dropped: zeroes(Source::ALL.len() * DropReason::ALL.len()),
+            unparsed: zeroes(Source::ALL.len()),
+        }
+    }
+}
+
+impl EventStats {
+    fn drop_slot(source: Source, reason: DropReason) -> usize {
+        source.index() * DropReason::ALL.len() + reason as usize
+    }
+
+    /// Counts `n` drops.
+    pub fn count_drop(&self, source: Source, reason: DropReason, n: u64) {
+        self.dropped[Self::drop_slot(source, reason)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one line or record of host input a source could not parse (it still goes out
+    /// as an `agent.unparsed` event when the rate limit allows).
+    pub fn count_unparsed(&self, source: Source) {
+        self.unparsed[source.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events of `kind` queued so far.
+    pub fn emitted(&self, kind: EventType) -> u64 {
+        self.emitted[kind as usize].load(Ordering::Relaxed)
+    }
+
+    /// Drops of `source` for `reason` so far.
+    pub fn dropped(&self, source: Source, reason: DropReason) -> u64 {
+        self.dropped[Self::drop_slot(source, reason)].load(Ordering::Relaxed)
+    }
+
+    /// Unparseable inputs of `source` so far.
+    pub fn unparsed(&self, source: Source) -> u64 {
+        self.unparsed[source.index()].load(Ordering::Relaxed)
+    }
+
+    /// All events queued so far.
+    pub fn total_emitted(&self) -> u64 {
+        self.emitted.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// All drops so far.
+    pub fn total_dropped(&self) -> u64 {
+        self.dropped.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Non-zero drop counters.
+    pub fn drops(&self) -> Vec<(Source, DropReason, u64)> {
+        let mut out = Vec::new();
+        for s in Source::ALL {
+            for r in DropReason::ALL {
+                let n = self.dropped(s, r);
+                if n > 0 {
+                    out.push((s, r, n));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Creates emitters and owns the receiving end's counters.
+#[derive(Clone)]
+pub struct EventQueue {
+    tx: mpsc::Sender<Event>,
+    stats: Arc<EventStats>,
+    node: Arc<str>,
+}
+
+impl EventQueue {
+    /// A queue of `capacity` events for `node`, and its receiving end.
+    pub fn new(capacity: usize, node: &str) -> (Self, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { tx, stats: Arc::new(EventStats::default()), node: node.into() }, rx)
+    }
+
+    /// Events waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// The most events the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> Arc<EventStats> {
+        self.stats.clone()
+    }
+
+    /// An emitter for `source` under `limit`.
+    pub fn emitter(&self, source: Source, limit: RateLimit) -> Emitter {
+        Emitter {
+            tx: self.tx.clone(),
+            source,
+            normal: TokenBucket::new(limit),
+            critical: TokenBucket::new(limit),
+            stats: self.stats.clone(),
+            node: self.node.clone(),
+        }
+    }
+}
+
+/// One source's way into the queue. Never blocks.
+pub struct Emitter {
+    tx: mpsc::Sender<Event>,
+    source: Source,
+    // Critical events have a bucket of their own, so a flood of link flaps or process starts
+    // cannot starve an OOM kill or a brute-force finding.
+    normal: TokenBucket,
+    critical: TokenBucket,
+    stats: Arc<EventStats>,
+    node: Arc<str>,
+}
+
+impl Emitter {
+    /// Queues `event` (its node filled in); false when it was dropped (and counted) or the
+    /// queue is closed.
+    pub fn emit(&mut self, event: Event) -> bool {
+        self.emit_at(Instant::now(), event)
+    }
+
+    fn emit_at(&mut self, now: Instant, mut event: Event) -> bool {
+        let bucket = if event.severity == Severity::Critical { &mut self.critical } else { &mut self.normal };
+        if !bucket.take(now) {
+            self.stats.count_drop(self.source, DropReason::RateLimited, 1);
+            return false;
+        }
+        if event.node.is_empty() {
+            event.node = self.node.to_string();
+        }
+        let kind = event.kind;
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.stats.emitted[kind as usize].fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.count_drop(self.source, DropReason::QueueFull, 1);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Counts host input this source could not parse.
+    pub fn count_unparsed(&self) {
+        self.stats.count_unparsed(self.source);
+    }
+
+    /// Counts events lost before the agent saw them (kernel buffer overflow).
+    pub fn count_overflow(&self, n: u64) {
+        self.stats.count_drop(self.source, DropReason::Overflow, n);
+    }
+
+    /// True once every receiver is gone: the source should stop.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// The source this emitter speaks for.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+}
+
+/// How long a source thread waits for input before looking at whether it should stop.
+pub const POLL_SLICE: Duration = Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_the_burst_then_the_rate() {
+        let mut b = TokenBucket::new(RateLimit::new(10.0, 5));
+        let t0 = Instant::now();
+        assert_eq!((0..8).filter(|_| b.take(t0)).count(), 5);
+        assert!(!b.take(t0 + Duration::from_millis(50)), "half a token is not a token");
+        assert!(b.take(t0 + Duration::from_millis(110)));
+        // A long quiet period refills to the burst, not beyond.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!((0..100).filter(|_| b.take(later)).count(), 5);
+    }
+
+    #[test]
+    fn a_full_queue_and_the_rate_limit_drop_and_count_never_block() {
+        let (q, mut rx) = EventQueue::new(3, "node-a");
+        let mut e = q.emitter(Source::Process, RateLimit::new(0.0, 5));
+        let ev = || Event::new(EventType::ProcessStart, jiff::Timestamp::UNIX_EPOCH, "x");
+        let sent = (0..10).filter(|_| e.emit(ev())).count();
+        assert_eq!(sent, 3);
+        let stats = q.stats();
+        assert_eq!(stats.dropped(Source::Process, DropReason::QueueFull), 2);
+        assert_eq!(stats.dropped(Source::Process, DropReason::RateLimited), 5);
+        assert_eq!(stats.emitted(EventType::ProcessStart), 3);
+        assert_eq!(stats.total_dropped(), 7);
+        assert_eq!(rx.try_recv().unwrap().node, "node-a");
+    }
+
+    #[test]
+    fn critical_events_are_not_starved_by_a_flood() {
+        let (q, mut rx) = EventQueue::new(100, "n");
+        let mut e = q.emitter(Source::Kernel, RateLimit::new(0.0, 2));
+        let t = jiff::Timestamp::UNIX_EPOCH;
+        for _ in 0..10 {
+            e.emit(Event::new(EventType::LinkDown, t, "flap"));
+        }
+        assert!(e.emit(Event::new(EventType::OomKill, t, "oom")));
+        let kinds: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventType::LinkDown, EventType::LinkDown, EventType::OomKill]);
+    }
+
+    #[test]
+    fn a_closed_queue_is_seen_by_the_source() {
+        let (q, rx) = EventQueue::new(1, "n");
+        let e = q.emitter(Source::Clock, RateLimit::new(1.0, 1));
+        assert!(!e.is_closed());
+        drop(rx);
+        assert!(e.is_closed());
+    }
+}

@@ -1,0 +1,824 @@
+//! Runs the event sources: one thread per blocking source (kernel log, process connector,
+//! inotify) and one for the polled ones (auth logs, wtmp/btmp, sockets, clock). Each thread
+//! waits at most [`POLL_SLICE`] at a time, so [`Sources::stop`] returns promptly.
+//!
+//! Also [`one_shot`], the events a single `scan --events` can find without waiting: the
+//! kernel log since boot, the current auth logs, what listens now, the clock, and the
+//! differences from a saved file baseline.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::auth::{AuthParser, BruteForce, BruteForceRule, Parsed};
+use super::fim::{Fim, FimSettings};
+use super::kmsg::{Classifier, parse_record, split_records};
+use super::netconn::{Tracker, owners, read_sockets, socket_event};
+use super::process::{Poller, ProcInfo, exit_event, list_pids, start_event, wait_readable};
+use super::queue::{EventQueue, POLL_SLICE};
+use super::tail::{Positions, StartAt, Tail, Unit};
+use super::{Emitter, Event, EventType, Source, utmp};
+use crate::config::{Config, EventsConfig, ProcessMode};
+use crate::host::HostRoot;
+use crate::proc::processes::Users;
+
+/// What each source is doing, for `/readyz`, the logs and AgentStatus.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceStates(pub HashMap<Source, String>);
+
+/// The running sources.
+pub struct Sources {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// Per source: `running`, `polling /proc (no CAP_NET_ADMIN)`, or why it is off.
+    pub states: Arc<Mutex<SourceStates>>,
+}
+
+impl Sources {
+    /// Asks every source to stop and waits up to two seconds for them (each stops within a
+    /// poll slice, or after the unit of work it is in: a first walk of a large tree can take
+    /// longer, and is then left to end with the process).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for t in self.threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn set_state(states: &Mutex<SourceStates>, source: Source, state: impl Into<String>) {
+    if let Ok(mut s) = states.lock() {
+        s.0.insert(source, state.into());
+    }
+}
+
+/// The host's boot time, from `/proc/stat`'s `btime`.
+pub fn boot_time(root: &HostRoot) -> jiff::Timestamp {
+    std::fs::read_to_string(root.proc_file("stat"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok()))
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// The host's time zone from its `/etc/localtime` (syslog's year-less timestamps are local).
+pub fn host_tz(root: &HostRoot) -> jiff::tz::TimeZone {
+    std::fs::read(root.host_path("/etc/localtime"))
+        .ok()
+        .and_then(|b| jiff::tz::TimeZone::tzif("localtime", &b).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
+/// Starts the enabled sources; events go into `queue`.
+pub fn start(config: &Config, queue: &EventQueue) -> Sources {
+    let ev = &config.events;
+    let root = HostRoot::new(config.host_root.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let states = Arc::new(Mutex::new(SourceStates::default()));
+    let mut threads = Vec::new();
+    let state_dir = usable_state_dir(&ev.state_dir);
+    let mut spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        if let Ok(t) = std::thread::Builder::new().name(format!("vigil-{name}")).spawn(f) {
+            threads.push(t);
+        }
+    };
+    if ev.kernel.enabled {
+        let (emitter, stop, states, device, root) = (
+            queue.emitter(Source::Kernel, ev.kernel.rate_limit),
+            stop.clone(),
+            states.clone(),
+            ev.kernel.device.clone(),
+            root.clone(),
+        );
+        spawn("kmsg", Box::new(move || kernel_source(&device, &root, emitter, &stop, &states)));
+    }
+    if ev.processes.enabled {
+        let (emitter, stop, states, root, cfg) = (
+            queue.emitter(Source::Process, ev.processes.rate_limit),
+            stop.clone(),
+            states.clone(),
+            root.clone(),
+            ev.processes.clone(),
+        );
+        spawn("proc", Box::new(move || process_source(&cfg, &root, emitter, &stop, &states)));
+    }
+    if ev.files.enabled {
+        match file_settings(config) {
+            Ok(settings) => {
+                let (emitter, stop, states, root, cfg, dir) = (
+                    queue.emitter(Source::File, ev.files.rate_limit),
+                    stop.clone(),
+                    states.clone(),
+                    root.clone(),
+                    ev.clone(),
+                    state_dir.clone(),
+                );
+                spawn(
+                    "fim",
+                    Box::new(move || file_source(&cfg, settings, &root, dir.as_deref(), emitter, &stop, &states)),
+                );
+            }
+            Err(e) => set_state(&states, Source::File, format!("off: {e}")),
+        }
+    }
+    if ev.auth.enabled || ev.network.enabled || ev.clock.enabled {
+        let emitters = Polled {
+            auth: queue.emitter(Source::Auth, ev.auth.rate_limit),
+            network: queue.emitter(Source::Network, ev.network.rate_limit),
+            clock: queue.emitter(Source::Clock, super::queue::RateLimit::new(1.0, 10)),
+        };
+        let (stop, states, root, cfg, dir) = (stop.clone(), states.clone(), root.clone(), ev.clone(), state_dir);
+        spawn("poll", Box::new(move || polled_sources(&cfg, &root, dir.as_deref(), emitters, &stop, &states)));
+    }
+    Sources { stop, threads, states }
+}
+
+/// The state directory if it exists or can be made and written; else `None` (the sources then
+/// keep their state in memory only, and say so).
+fn usable_state_dir(dir: &Path) -> Option<PathBuf> {
+    std::fs::create_dir_all(dir).ok()?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").ok()?;
+    let _ = std::fs::remove_file(&probe);
+    Some(dir.to_owned())
+}
+
+/// The compiled file-integrity settings.
+pub fn file_settings(config: &Config) -> Result<FimSettings, globset::Error> {
+    let f = &config.events.files;
+    Ok(FimSettings {
+        paths: f.paths.clone(),
+        exclude: config.events_exclude()?,
+        max_files: f.max_files,
+        max_hash_bytes: f.max_hash_bytes,
+        per_path_interval: f.per_path_interval,
+    })
+}
+
+fn stopped(stop: &AtomicBool, emitter: &Emitter) -> bool {
+    stop.load(Ordering::Relaxed) || emitter.is_closed()
+}
+
+// ---- kernel log -------------------------------------------------------------------------
+
+fn kernel_source(
+    device: &Path,
+    root: &HostRoot,
+    mut emitter: Emitter,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    let boot = boot_time(root);
+    let mut classifier = Classifier::default();
+    let is_file = std::fs::metadata(device).map(|m| m.is_file()).unwrap_or(false);
+    if is_file {
+        set_state(states, Source::Kernel, format!("following {}", device.display()));
+        let mut tail = Tail::open(device, Unit::Lines { max: 8192 }, None, StartAt::End);
+        while !stopped(stop, &emitter) {
+            let _ = tail.poll(&mut |line| {
+                if line.starts_with(b" ") {
+                    return;
+                }
+                handle_kmsg_record(line, boot, &mut classifier, &mut emitter);
+            });
+            std::thread::sleep(POLL_SLICE);
+        }
+        return;
+    }
+    let mut file = match open_kmsg(device, true) {
+        Ok(f) => f,
+        Err(e) => {
+            set_state(states, Source::Kernel, format!("off: opening {}: {e}", device.display()));
+            return;
+        }
+    };
+    set_state(states, Source::Kernel, format!("reading {}", device.display()));
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last_seq: Option<u64> = None;
+    while !stopped(stop, &emitter) {
+        match wait_readable(file.as_fd(), POLL_SLICE) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => break,
+        }
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Some(r) = parse_record(&buf[..n]) {
+                        if let Some(prev) = last_seq
+                            && r.seq > prev + 1
+                        {
+                            emitter.count_overflow(r.seq - prev - 1);
+                        }
+                        last_seq = Some(r.seq);
+                    }
+                    handle_kmsg_record(&buf[..n], boot, &mut classifier, &mut emitter);
+                }
+                // The ring buffer overwrote records we had not read; the next read goes on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => emitter.count_overflow(1),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+fn open_kmsg(device: &Path, from_end: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(device)?;
+    if from_end {
+        // On /dev/kmsg, SEEK_END moves past the last record: only new ones are read.
+        rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0))?;
+    }
+    Ok(file)
+}
+
+fn handle_kmsg_record(bytes: &[u8], boot: jiff::Timestamp, classifier: &mut Classifier, emitter: &mut Emitter) {
+    match parse_record(bytes) {
+        Some(r) => {
+            if let Some(e) = classifier.classify(&r, boot) {
+                emitter.emit(e);
+            }
+        }
+        None if bytes.iter().all(u8::is_ascii_whitespace) => {}
+        None => {
+            emitter.count_unparsed();
+            emitter.emit(Event::unparsed(jiff::Timestamp::now(), "kmsg", bytes));
+        }
+    }
+}
+
+// ---- processes --------------------------------------------------------------------------
+
+fn process_source(
+    cfg: &crate::config::ProcessEvents,
+    root: &HostRoot,
+    mut emitter: Emitter,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    let users = Users::parse(&std::fs::read_to_string(root.host_path("/etc/passwd")).unwrap_or_default());
+    if cfg.mode != ProcessMode::Poll {
+        match super::cnproc::Listener::open() {
+            Ok(listener) => {
+                set_state(states, Source::Process, "process connector (netlink)");
+                return netlink_loop(listener, root, &users, emitter, stop);
+            }
+            Err(e) if cfg.mode == ProcessMode::Netlink => {
+                set_state(states, Source::Process, format!("off: process connector: {e} (needs CAP_NET_ADMIN)"));
+                return;
+            }
+            Err(e) => set_state(
+                states,
+                Source::Process,
+                format!("polling /proc every {:?} (process connector: {e})", cfg.poll_interval),
+            ),
+        }
+    } else {
+        set_state(states, Source::Process, format!("polling /proc every {:?}", cfg.poll_interval));
+    }
+    let mut poller = Poller::default();
+    let proc_dir = root.proc();
+    let mut next = Instant::now();
+    while !stopped(stop, &emitter) {
+        if Instant::now() < next {
+            std::thread::sleep(POLL_SLICE.min(next - Instant::now()));
+            continue;
+        }
+        next = Instant::now() + cfg.poll_interval;
+        let now = jiff::Timestamp::now();
+        let (started, ended) = poller.diff(list_pids(&proc_dir), |pid| ProcInfo::read(root, pid));
+        for info in &started {
+            emitter.emit(start_event(info, now, &users));
+        }
+        for info in &ended {
+            emitter.emit(exit_event(info, None, now, &users));
+        }
+    }
+}
+
+fn netlink_loop(
+    mut listener: super::cnproc::Listener,
+    root: &HostRoot,
+    users: &Users,
+    mut emitter: Emitter,
+    stop: &AtomicBool,
+) {
+    use super::cnproc::ProcEvent;
+    let mut known = super::process::Known::new(65_536);
+    // Parent of each new process from its fork, for a process gone before its exec was read.
+    let mut parents = super::process::Known::new(65_536);
+    while !stopped(stop, &emitter) {
+        let Ok(events) = listener.recv(POLL_SLICE) else { break };
+        for ev in events {
+            let now = jiff::Timestamp::now();
+            match ev {
+                ProcEvent::Fork { parent_tgid, child_pid, child_tgid } if child_pid == child_tgid => {
+                    parents.insert(ProcInfo { pid: child_pid, ppid: Some(parent_tgid), ..ProcInfo::default() });
+                }
+                ProcEvent::Exec { pid, tgid } if pid == tgid => {
+                    let mut info = ProcInfo::read(root, pid);
+                    if let Some(p) = parents.remove(pid) {
+                        info.ppid = info.ppid.or(p.ppid);
+                    }
+                    emitter.emit(start_event(&info, now, users));
+                    known.insert(ProcInfo { cmdline: None, cgroup: None, ..info });
+                }
+                ProcEvent::Exit { pid, tgid, exit_code, .. } if pid == tgid => {
+                    parents.remove(pid);
+                    let info = known.remove(pid).unwrap_or_else(|| {
+                        // Not seen starting: the zombie's stat still names it.
+                        let mut i = ProcInfo::read(root, pid);
+                        i.cmdline = None;
+                        i
+                    });
+                    emitter.emit(exit_event(&info, Some(exit_code), now, users));
+                }
+                ProcEvent::Overrun => emitter.count_overflow(1),
+                _ => {}
+            }
+        }
+    }
+}
+
+// ---- file integrity ---------------------------------------------------------------------
+
+fn file_source(
+    cfg: &EventsConfig,
+    settings: FimSettings,
+    root: &HostRoot,
+    state_dir: Option<&Path>,
+    mut emitter: Emitter,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    use inotify::{Inotify, WatchMask};
+    let baseline_file = state_dir.map(|d| d.join("fim-baseline.json"));
+    let mut fim = Fim::new(root.clone(), settings);
+    let had_baseline = baseline_file.as_deref().is_some_and(|f| fim.load(f));
+    for e in fim.rescan(jiff::Timestamp::now(), had_baseline) {
+        emitter.emit(e);
+    }
+    if fim.overflowed > 0 {
+        emitter.count_overflow(fim.overflowed);
+    }
+    if let Some(f) = &baseline_file {
+        let _ = fim.save(f);
+    }
+    let mut inotify = match Inotify::init() {
+        Ok(i) => i,
+        Err(e) => {
+            set_state(states, Source::File, format!("rescanning every {:?} (inotify: {e})", cfg.files.rescan_interval));
+            return rescan_only(&mut fim, cfg, baseline_file.as_deref(), emitter, stop);
+        }
+    };
+    let mask = WatchMask::CREATE
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MODIFY
+        | WatchMask::ATTRIB
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::ONLYDIR;
+    let mut dirs: HashMap<inotify::WatchDescriptor, String> = HashMap::new();
+    let mut watch_failures = 0u64;
+    let mut add_watch = |inotify: &mut Inotify, dirs: &mut HashMap<_, _>, host_path: &str| match inotify
+        .watches()
+        .add(root.host_path(host_path), mask)
+    {
+        Ok(wd) => {
+            dirs.insert(wd, host_path.to_owned());
+        }
+        Err(_) => watch_failures += 1,
+    };
+    let initial = fim.directories();
+    for d in &initial {
+        add_watch(&mut inotify, &mut dirs, d);
+    }
+    set_state(
+        states,
+        Source::File,
+        format!(
+            "watching {} directories, {} paths in the baseline{}",
+            dirs.len(),
+            fim.entries.len(),
+            if state_dir.is_none() { " (no state directory: the baseline is not kept)" } else { "" }
+        ),
+    );
+    const MAX_PENDING: usize = 100_000;
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut next_rescan = Instant::now() + cfg.files.rescan_interval;
+    let mut next_save = Instant::now();
+    let mut rescan_now = false;
+    while !stopped(stop, &emitter) {
+        if wait_readable(inotify.as_fd(), Duration::from_millis(100)).unwrap_or(false) {
+            while let Ok(events) = inotify.read_events(&mut buf) {
+                let mut any = false;
+                for e in events {
+                    any = true;
+                    if e.mask.contains(inotify::EventMask::Q_OVERFLOW) {
+                        emitter.count_overflow(1);
+                        rescan_now = true;
+                        continue;
+                    }
+                    let Some(dir) = dirs.get(&e.wd) else { continue };
+                    let path = match e.name {
+                        Some(n) => format!("{}/{}", dir.trim_end_matches('/'), n.to_string_lossy()),
+                        None => dir.clone(),
+                    };
+                    if pending.len() >= MAX_PENDING && !pending.contains_key(&path) {
+                        emitter.count_overflow(1);
+                        rescan_now = true;
+                        continue;
+                    }
+                    pending.entry(path).or_insert_with(Instant::now);
+                }
+                if !any {
+                    break;
+                }
+            }
+        }
+        // Settle: a path is checked once nothing touched it for 50 ms or it waited 500 ms.
+        let now = Instant::now();
+        let due: Vec<String> = pending
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= Duration::from_millis(50))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if !due.is_empty() {
+            for p in &due {
+                pending.remove(p);
+            }
+            let checked = fim.check_paths(due, jiff::Timestamp::now());
+            for e in checked.events {
+                emitter.emit(e);
+            }
+            for d in checked.new_dirs {
+                add_watch(&mut inotify, &mut dirs, &d);
+            }
+            for p in checked.later {
+                pending.entry(p).or_insert_with(Instant::now);
+            }
+        }
+        if rescan_now || now >= next_rescan {
+            rescan_now = false;
+            next_rescan = now + cfg.files.rescan_interval;
+            for e in fim.rescan(jiff::Timestamp::now(), true) {
+                emitter.emit(e);
+            }
+            let watched: std::collections::HashSet<String> = dirs.values().cloned().collect();
+            for d in fim.directories() {
+                if !watched.contains(&d) {
+                    add_watch(&mut inotify, &mut dirs, &d);
+                }
+            }
+        }
+        if fim.dirty
+            && now >= next_save
+            && let Some(f) = &baseline_file
+        {
+            let _ = fim.save(f);
+            next_save = now + Duration::from_secs(10);
+        }
+    }
+    if fim.dirty
+        && let Some(f) = &baseline_file
+    {
+        let _ = fim.save(f);
+    }
+}
+
+fn rescan_only(fim: &mut Fim, cfg: &EventsConfig, baseline: Option<&Path>, mut emitter: Emitter, stop: &AtomicBool) {
+    let mut next = Instant::now() + cfg.files.rescan_interval;
+    while !stopped(stop, &emitter) {
+        std::thread::sleep(POLL_SLICE);
+        if Instant::now() >= next {
+            next = Instant::now() + cfg.files.rescan_interval;
+            for e in fim.rescan(jiff::Timestamp::now(), true) {
+                emitter.emit(e);
+            }
+            if let Some(f) = baseline {
+                let _ = fim.save(f);
+            }
+        }
+    }
+}
+
+// ---- polled sources ---------------------------------------------------------------------
+
+struct Polled {
+    auth: Emitter,
+    network: Emitter,
+    clock: Emitter,
+}
+
+/// Auth log tails, the wtmp/btmp tails, and brute-force detection over them.
+pub struct AuthFollower {
+    parser: AuthParser,
+    logs: Vec<(String, Tail)>,
+    utmp: Vec<(String, Tail, utmp::Log)>,
+    brute: BruteForce,
+    /// Whether btmp feeds brute-force detection (only when no auth log exists: sshd writes
+    /// the same failures to both).
+    btmp_counts: bool,
+}
+
+impl AuthFollower {
+    /// Opens the tails, resuming at `saved` positions (else at `start`).
+    pub fn new(cfg: &crate::config::AuthEvents, root: &HostRoot, saved: &Positions, start: StartAt) -> Self {
+        let parser = AuthParser { ignore_session_services: cfg.ignore_session_services.clone(), tz: host_tz(root) };
+        let open = |p: &str, unit| Tail::open(&root.host_path(p), unit, saved.0.get(p).copied(), start);
+        let logs: Vec<(String, Tail)> =
+            cfg.logs.iter().map(|p| (p.clone(), open(p, Unit::Lines { max: 16 * 1024 }))).collect();
+        let btmp_counts = !cfg.logs.iter().any(|p| root.host_path(p).exists());
+        let mut utmp = Vec::new();
+        for (p, log) in [(&cfg.wtmp, utmp::Log::Wtmp), (&cfg.btmp, utmp::Log::Btmp)] {
+            if !p.is_empty() {
+                utmp.push((p.clone(), open(p, Unit::Records(utmp::RECORD_SIZE)), log));
+            }
+        }
+        let brute = BruteForce::new(BruteForceRule {
+            threshold: cfg.brute_force_threshold,
+            window: cfg.brute_force_window,
+            ..BruteForceRule::default()
+        });
+        Self { parser, logs, utmp, brute, btmp_counts }
+    }
+
+    /// Reads what the files gained; events go to `out`.
+    pub fn poll(&mut self, out: &mut dyn FnMut(Event), unparsed: &mut dyn FnMut()) {
+        let now = jiff::Timestamp::now();
+        for (name, tail) in &mut self.logs {
+            let mut lines = Vec::new();
+            let _ = tail.poll(&mut |l| lines.push(l.to_vec()));
+            for l in lines {
+                let text = String::from_utf8_lossy(&l);
+                match self.parser.parse(&text, now) {
+                    Parsed::Event(e) => {
+                        let found = self.brute.observe(&e);
+                        out(e);
+                        if let Some(f) = found {
+                            out(f);
+                        }
+                    }
+                    Parsed::Ignored => {}
+                    Parsed::Unparsed if text.trim().is_empty() => {}
+                    Parsed::Unparsed => {
+                        unparsed();
+                        out(Event::unparsed(now, name, &l));
+                    }
+                }
+            }
+        }
+        for (name, tail, log) in &mut self.utmp {
+            let mut records = Vec::new();
+            let _ = tail.poll(&mut |r| records.push(r.to_vec()));
+            for r in records {
+                match utmp::parse(&r) {
+                    Some(u) => {
+                        if let Some(e) = utmp::to_event(&u, *log) {
+                            let found = if self.btmp_counts { self.brute.observe(&e) } else { None };
+                            out(e);
+                            if let Some(f) = found {
+                                out(f);
+                            }
+                        }
+                    }
+                    None => {
+                        unparsed();
+                        out(Event::unparsed(now, name, &r));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The positions to save.
+    pub fn positions(&self) -> Positions {
+        let mut p = Positions::default();
+        for (name, tail) in &self.logs {
+            if let Some(pos) = tail.position() {
+                p.0.insert(name.clone(), pos);
+            }
+        }
+        for (name, tail, _) in &self.utmp {
+            if let Some(pos) = tail.position() {
+                p.0.insert(name.clone(), pos);
+            }
+        }
+        p
+    }
+}
+
+/// Socket table reads turned into events.
+pub struct NetFollower {
+    tracker: Tracker,
+    outbound: bool,
+}
+
+impl NetFollower {
+    /// A follower; `outbound` reports outbound connections too.
+    pub fn new(cfg: &crate::config::NetworkEvents) -> Self {
+        Self { tracker: Tracker::new(cfg.outbound_dedup), outbound: cfg.outbound }
+    }
+
+    /// One read of the tables; `report_existing` lists current listeners (a scan).
+    pub fn poll(&mut self, root: &HostRoot, users: &Users, report_existing: bool, out: &mut dyn FnMut(Event)) -> usize {
+        let (sockets, bad) = read_sockets(root);
+        let now = jiff::Timestamp::now();
+        let changes = self.tracker.update(&sockets, now, report_existing);
+        let outbound: &[_] = if self.outbound { &changes.outbound } else { &[] };
+        let inodes = changes.listening.iter().chain(outbound).map(|s| s.inode).filter(|i| *i != 0).collect();
+        let owner = owners(root, &inodes);
+        let describe = |kind, s: &super::netconn::Socket| {
+            let e = socket_event(kind, s, now);
+            match owner.get(&s.inode) {
+                Some(pid) => {
+                    let info = ProcInfo::read(root, *pid);
+                    let mut e = info.describe(e, users);
+                    e.details.remove("uid");
+                    e.with("uid", s.uid)
+                }
+                None => e,
+            }
+        };
+        for s in &changes.listening {
+            out(describe(EventType::NetListen, s));
+        }
+        for s in outbound {
+            out(describe(EventType::NetOutbound, s));
+        }
+        for (proto, addr) in &changes.closed {
+            out(Event::new(
+                EventType::NetListenClosed,
+                now,
+                format!("{} {} no longer listening", proto.as_str(), addr),
+            )
+            .with("protocol", proto.as_str())
+            .with("localAddress", addr.ip().to_string())
+            .with("localPort", u32::from(addr.port())));
+        }
+        bad
+    }
+}
+
+fn polled_sources(
+    cfg: &EventsConfig,
+    root: &HostRoot,
+    state_dir: Option<&Path>,
+    mut em: Polled,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    let positions_file = state_dir.map(|d| d.join("log-positions.json"));
+    let saved = positions_file.as_deref().map(Positions::load).unwrap_or_default();
+    let users = Users::parse(&std::fs::read_to_string(root.host_path("/etc/passwd")).unwrap_or_default());
+    let mut auth = cfg.auth.enabled.then(|| AuthFollower::new(&cfg.auth, root, &saved, StartAt::End));
+    let mut net = cfg.network.enabled.then(|| NetFollower::new(&cfg.network));
+    let mut clock = cfg.clock.enabled.then(|| super::clock::ClockWatch::new(cfg.clock.max_offset.as_secs_f64()));
+    if auth.is_some() {
+        set_state(states, Source::Auth, format!("following {}", cfg.auth.logs.join(", ")));
+    }
+    if net.is_some() {
+        set_state(states, Source::Network, format!("reading socket tables every {:?}", cfg.network.interval));
+    }
+    if clock.is_some() {
+        set_state(states, Source::Clock, "watching the kernel clock state");
+    }
+    let (mut next_auth, mut next_net, mut next_clock, mut next_save) =
+        (Instant::now(), Instant::now(), Instant::now(), Instant::now());
+    let mut last_saved = Positions::default();
+    while !stop.load(Ordering::Relaxed) && !em.auth.is_closed() {
+        let now = Instant::now();
+        if let Some(a) = auth.as_mut()
+            && now >= next_auth
+        {
+            next_auth = now + cfg.auth.poll_interval;
+            let stats = &em.auth;
+            let mut unparsed = 0;
+            let mut out = Vec::new();
+            a.poll(&mut |e| out.push(e), &mut || unparsed += 1);
+            for _ in 0..unparsed {
+                stats.count_unparsed();
+            }
+            for e in out {
+                em.auth.emit(e);
+            }
+            if now >= next_save
+                && let Some(f) = &positions_file
+            {
+                let p = a.positions();
+                if p.0 != last_saved.0 && p.save(f).is_ok() {
+                    last_saved = p;
+                }
+                next_save = now + Duration::from_secs(5);
+            }
+        }
+        if let Some(n) = net.as_mut()
+            && now >= next_net
+        {
+            next_net = now + cfg.network.interval;
+            let mut out = Vec::new();
+            let bad = n.poll(root, &users, false, &mut |e| out.push(e));
+            for _ in 0..bad {
+                em.network.count_unparsed();
+            }
+            for e in out {
+                em.network.emit(e);
+            }
+        }
+        if let Some(c) = clock.as_mut()
+            && now >= next_clock
+        {
+            next_clock = now + Duration::from_secs(10);
+            if let Some(state) = crate::clock::read() {
+                for e in c.observe(&state, jiff::Timestamp::now()) {
+                    em.clock.emit(e);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let (Some(a), Some(f)) = (auth.as_ref(), &positions_file) {
+        let _ = a.positions().save(f);
+    }
+}
+
+/// The events one scan can find without waiting: the kernel log since boot, the current auth
+/// logs (with brute-force findings), what listens now, the clock, and, when a file baseline
+/// was saved by a running agent, what differs from it. Writes nothing.
+pub fn one_shot(config: &Config) -> Vec<Event> {
+    let ev = &config.events;
+    let root = HostRoot::new(config.host_root.clone());
+    let mut out = Vec::new();
+    if ev.kernel.enabled {
+        let boot = boot_time(&root);
+        let mut classifier = Classifier::default();
+        let mut handle = |bytes: &[u8]| {
+            if let Some(r) = parse_record(bytes)
+                && let Some(e) = classifier.classify(&r, boot)
+            {
+                out.push(e);
+            }
+        };
+        if std::fs::metadata(&ev.kernel.device).map(|m| m.is_file()).unwrap_or(false) {
+            if let Ok(text) = std::fs::read(&ev.kernel.device) {
+                split_records(&text).into_iter().for_each(&mut handle);
+            }
+        } else if let Ok(mut f) = open_kmsg(&ev.kernel.device, false) {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => handle(&buf[..n]),
+                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    let users = Users::parse(&std::fs::read_to_string(root.host_path("/etc/passwd")).unwrap_or_default());
+    if ev.auth.enabled {
+        let mut a = AuthFollower::new(&ev.auth, &root, &Positions::default(), StartAt::Beginning);
+        a.poll(&mut |e| out.push(e), &mut || {});
+    }
+    if ev.network.enabled {
+        NetFollower::new(&ev.network).poll(&root, &users, true, &mut |e| out.push(e));
+    }
+    if ev.clock.enabled
+        && let Some(state) = crate::clock::read()
+    {
+        out.extend(
+            super::clock::ClockWatch::new(ev.clock.max_offset.as_secs_f64()).observe(&state, jiff::Timestamp::now()),
+        );
+    }
+    if ev.files.enabled
+        && let Ok(settings) = file_settings(config)
+    {
+        let mut fim = Fim::new(root.clone(), settings);
+        if fim.load(&ev.state_dir.join("fim-baseline.json")) {
+            out.extend(fim.rescan(jiff::Timestamp::now(), true));
+        }
+    }
+    out.sort_by_key(|e| e.time);
+    for e in &mut out {
+        if e.node.is_empty() {
+            e.node = crate::proc::identity::node_name(&root, config.node_name.as_deref());
+        }
+    }
+    out
+}
