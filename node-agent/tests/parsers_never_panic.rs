@@ -146,3 +146,134 @@ proptest! {
         prop_assert!(serde_json::to_string(&s2).is_ok());
     }
 }
+
+/// Text shaped like the event sources' input: syslog and kmsg prefixes, the phrases the
+/// classifiers look for, and punctuation they split on.
+fn eventish() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        proptest::collection::vec(
+            prop_oneof![
+                Just(" ".to_owned()),
+                Just(": ".to_owned()),
+                Just(";".to_owned()),
+                Just(",".to_owned()),
+                Just("[".to_owned()),
+                Just("]".to_owned()),
+                Just("(".to_owned()),
+                Just(")".to_owned()),
+                Just("=".to_owned()),
+                Just("'".to_owned()),
+                Just("Nov 22 10:00:00 h ".to_owned()),
+                Just("2026-11-22T10:00:00+00:00 h ".to_owned()),
+                Just("6,1,2,-;".to_owned()),
+                Just("sshd[1]: ".to_owned()),
+                Just("sudo: ".to_owned()),
+                Just("su[2]: ".to_owned()),
+                Just("useradd[3]: ".to_owned()),
+                Just("Accepted password for ".to_owned()),
+                Just("Failed password for invalid user ".to_owned()),
+                Just("Invalid user ".to_owned()),
+                Just("message repeated 3 times: [ ".to_owned()),
+                Just("PAM 2 more authentication failures".to_owned()),
+                Just(" from ".to_owned()),
+                Just(" port ".to_owned()),
+                Just("pam_unix(sshd:session): session opened for user ".to_owned()),
+                Just(" : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=".to_owned()),
+                Just("incorrect password attempts".to_owned()),
+                Just("FAILED SU (to ".to_owned()),
+                Just("new user: name=".to_owned()),
+                Just("add '".to_owned()),
+                Just("oom-kill:".to_owned()),
+                Just("Killed process ".to_owned()),
+                Just(" segfault at ".to_owned()),
+                Just("traps: ".to_owned()),
+                Just("INFO: task ".to_owned()),
+                Just(" blocked for more than ".to_owned()),
+                Just("soft lockup - CPU#".to_owned()),
+                Just("stuck for ".to_owned()),
+                Just("I/O error, dev ".to_owned()),
+                Just("EXT4-fs error (device ".to_owned()),
+                Just("XFS (".to_owned()),
+                Just("BTRFS".to_owned()),
+                Just("NIC Link is Down".to_owned()),
+                Just("interface ".to_owned()),
+                Just("(slave ".to_owned()),
+                Just(" op ".to_owned()),
+                Just("EDAC ".to_owned()),
+                "[0-9]{1,22}",
+                "[a-z_/.]{1,8}",
+                "[0-9A-F:]{1,40}",
+            ],
+            0..40
+        )
+        .prop_map(|v| v.concat()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn event_parsers_never_panic(text in eventish()) {
+        use vigil_agent::events::{auth, kmsg, netconn};
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let parser = auth::AuthParser::default();
+        let mut brute = auth::BruteForce::new(auth::BruteForceRule::default());
+        let mut classifier = kmsg::Classifier::default();
+        for line in text.lines().chain(std::iter::once(text.as_str())) {
+            if let auth::Parsed::Event(e) = parser.parse(line, now) {
+                brute.observe(&e);
+            }
+            let _ = kmsg::classify_message(line, now);
+        }
+        for rec in kmsg::split_records(text.as_bytes()) {
+            if let Some(r) = kmsg::parse_record(rec) {
+                let _ = classifier.classify(&r, now);
+            }
+        }
+        let _ = netconn::parse_table(&text, netconn::Proto::Tcp);
+    }
+
+    #[test]
+    fn binary_event_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
+        use vigil_agent::events::{cnproc, utmp};
+        let _ = cnproc::decode(&bytes);
+        for chunk in bytes.chunks(utmp::RECORD_SIZE) {
+            if let Some(u) = utmp::parse(chunk) {
+                let _ = utmp::to_event(&u, utmp::Log::Wtmp);
+                let _ = utmp::to_event(&u, utmp::Log::Btmp);
+            }
+        }
+    }
+
+    #[test]
+    fn a_process_connector_datagram_cut_anywhere_decodes_its_whole_messages(
+        pids in proptest::collection::vec((1i32..4_000_000, any::<u32>()), 1..20),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        use vigil_agent::events::cnproc::{ProcEvent, decode, encode};
+        let mut datagram = Vec::new();
+        for (pid, code) in &pids {
+            let payload: Vec<u8> = [*pid, *pid].iter().flat_map(|v| v.to_ne_bytes()).chain(code.to_ne_bytes()).chain(0u32.to_ne_bytes()).collect();
+            datagram.extend(encode(0x8000_0000, &payload));
+        }
+        let whole = decode(&datagram);
+        prop_assert_eq!(whole.len(), pids.len());
+        for (ev, (pid, code)) in whole.iter().zip(&pids) {
+            prop_assert_eq!(*ev, ProcEvent::Exit { pid: *pid, tgid: *pid, exit_code: *code, exit_signal: 0 });
+        }
+        let at = cut.index(datagram.len() + 1);
+        let part = decode(&datagram[..at]);
+        prop_assert!(part.len() <= pids.len());
+        prop_assert_eq!(&part[..], &whole[..part.len()]);
+    }
+
+    #[test]
+    fn wtmp_records_round_trip(kind in 0i16..=9, pid in any::<i32>(), user in "[a-z]{0,32}", host in "[a-z0-9.]{0,64}", secs in 0i32..i32::MAX, v4 in any::<[u8; 4]>()) {
+        use vigil_agent::events::utmp::{Utmp, encode, parse};
+        let addr = (v4 != [0; 4]).then(|| std::net::IpAddr::from(v4));
+        let u = Utmp { kind, pid, line: "pts/1".into(), user, host, addr, time: jiff::Timestamp::from_second(i64::from(secs)).unwrap() };
+        prop_assert_eq!(parse(&encode(&u)), Some(u));
+    }
+}

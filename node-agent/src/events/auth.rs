@@ -409,6 +409,9 @@ fn account(program: &str, msg: &str, time: jiff::Timestamp) -> Option<Event> {
                 .with("shell", field(rest, "shell")),
         );
     }
+    if program == "groupadd" && msg.starts_with("new group: ") {
+        return None; // groupadd says it twice; its `group added to /etc/group` line counts
+    }
     if let Some(rest) = msg.strip_prefix("new group: ").or_else(|| msg.strip_prefix("group added to /etc/group: ")) {
         let name = field(rest, "name")?;
         return Some(
@@ -457,6 +460,12 @@ fn account(program: &str, msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let name = unquote(rest.trim());
         return Some(
             ev(EventType::AccountDeleted, format!("user {name} deleted")).with("account", "user").with("name", name),
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("removed group ") {
+        let name = unquote(rest.split_whitespace().next()?);
+        return Some(
+            ev(EventType::AccountDeleted, format!("group {name} deleted")).with("account", "group").with("name", name),
         );
     }
     if let Some(rest) = msg.strip_prefix("group ") {

@@ -102,7 +102,9 @@ impl Classifier {
         } else {
             classify_message(msg, time)
         }?;
-        Some(event.with("kernelSeq", record.seq).with("kernelLevel", u32::from(record.level)))
+        let event = event.with("kernelSeq", record.seq).with("kernelLevel", u32::from(record.level));
+        // Root may write to /dev/kmsg too (systemd does at boot); such records say so.
+        Some(if record.facility != 0 { event.with("userspace", true) } else { event })
     }
 
     fn oom_kill(&mut self, msg: &str, rest: &str, time: jiff::Timestamp) -> Event {

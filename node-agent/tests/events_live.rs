@@ -1,0 +1,303 @@
+//! The event sources on this machine, for real: processes started here, files changed in a
+//! watched directory, a listening socket and a connection on 127.0.0.1, auth log lines
+//! appended and rotated, and records written to the real /dev/kmsg. Every wait is bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::Receiver;
+use vigil_agent::config::{Config, ProcessMode};
+use vigil_agent::events::runner::{self, Sources};
+use vigil_agent::events::{Event, EventQueue, EventType, Source};
+
+/// A config with every source off and the state directory in `state`.
+fn quiet(state: &Path) -> Config {
+    let mut c = Config::default();
+    c.events.state_dir = state.to_owned();
+    c.events.processes.enabled = false;
+    c.events.files.enabled = false;
+    c.events.auth.enabled = false;
+    c.events.network.enabled = false;
+    c.events.kernel.enabled = false;
+    c.events.clock.enabled = false;
+    c
+}
+
+fn start(config: &Config) -> (Sources, Receiver<Event>, EventQueue) {
+    let (queue, rx) = EventQueue::new(config.events.queue_capacity, "live");
+    (runner::start(config, &queue), rx, queue)
+}
+
+/// Receives events until `done` holds for what arrived, or `within` passes (then fails with
+/// what did arrive).
+fn wait_for(
+    rx: &mut Receiver<Event>,
+    within: Duration,
+    what: &str,
+    mut done: impl FnMut(&[Event]) -> bool,
+) -> Vec<Event> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        match rx.try_recv() {
+            Ok(e) => seen.push(e),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => panic!(
+                "waited {within:?} for {what}; got {} events: {:#?}",
+                seen.len(),
+                seen.iter().map(|e| format!("{} {}", e.kind.as_str(), e.message)).collect::<Vec<_>>()
+            ),
+        }
+    }
+    seen
+}
+
+/// Waits until the source reports a state (it is set up and listening).
+fn wait_ready(sources: &Sources, source: Source) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = sources.states.lock().unwrap().0.get(&source) {
+            return s.clone();
+        }
+        assert!(Instant::now() < deadline, "{source:?} never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn pid_of(e: &Event) -> Option<i64> {
+    e.detail_i64("pid")
+}
+
+#[test]
+fn every_short_lived_process_is_seen_through_the_process_connector() {
+    let state = tempfile::tempdir().unwrap();
+    let mut c = quiet(state.path());
+    c.events.processes.enabled = true;
+    c.events.processes.mode = ProcessMode::Netlink;
+    c.events.processes.rate_limit = vigil_agent::events::queue::RateLimit::new(10_000.0, 100_000);
+    let (sources, mut rx, _q) = start(&c);
+    let state_text = wait_ready(&sources, Source::Process);
+    assert!(
+        state_text.contains("netlink"),
+        "the process connector needs CAP_NET_ADMIN (run the tests as root): {state_text}"
+    );
+    let mut pids = Vec::new();
+    for code in 0..20 {
+        let mut child = std::process::Command::new("/bin/sh").args(["-c", &format!("exit {code}")]).spawn().unwrap();
+        pids.push((i64::from(child.id()), code));
+        child.wait().unwrap();
+    }
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "20 starts and exits", |ev| {
+        pids.iter().all(|(pid, _)| {
+            ev.iter().any(|e| e.kind == EventType::ProcessStart && pid_of(e) == Some(*pid))
+                && ev.iter().any(|e| e.kind == EventType::ProcessExit && pid_of(e) == Some(*pid))
+        })
+    });
+    for (pid, code) in &pids {
+        let exit = seen.iter().find(|e| e.kind == EventType::ProcessExit && pid_of(e) == Some(*pid)).unwrap();
+        assert_eq!(exit.detail_i64("exitCode"), Some(*code), "{exit:?}");
+        let start = seen.iter().find(|e| e.kind == EventType::ProcessStart && pid_of(e) == Some(*pid)).unwrap();
+        assert_eq!(start.detail_i64("ppid"), Some(i64::from(std::process::id())), "{start:?}");
+    }
+    sources.stop();
+}
+
+#[test]
+fn polling_sees_a_process_that_outlives_the_interval_with_its_command_line() {
+    let state = tempfile::tempdir().unwrap();
+    let mut c = quiet(state.path());
+    c.events.processes.enabled = true;
+    c.events.processes.mode = ProcessMode::Poll;
+    c.events.processes.poll_interval = Duration::from_millis(100);
+    let (sources, mut rx, _q) = start(&c);
+    assert!(wait_ready(&sources, Source::Process).contains("polling"));
+    // Let the first listing (the baseline) happen before the child exists.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = std::process::Command::new("sleep").arg("1.5").spawn().unwrap();
+    let pid = i64::from(child.id());
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "the sleep starting", |ev| {
+        ev.iter().any(|e| e.kind == EventType::ProcessStart && pid_of(e) == Some(pid))
+    });
+    let start = seen.iter().find(|e| pid_of(e) == Some(pid)).unwrap();
+    assert_eq!(start.detail_str("cmdline"), Some("sleep 1.5"));
+    assert_eq!(start.detail_str("comm"), Some("sleep"));
+    child.wait().unwrap();
+    wait_for(&mut rx, Duration::from_secs(10), "the sleep exiting", |ev| {
+        ev.iter().any(|e| e.kind == EventType::ProcessExit && pid_of(e) == Some(pid))
+    });
+    sources.stop();
+}
+
+#[test]
+fn file_changes_in_a_watched_tree_arrive_live_and_changes_while_down_at_start() {
+    let state = tempfile::tempdir().unwrap();
+    let watched = tempfile::tempdir().unwrap();
+    let w = watched.path();
+    std::fs::write(w.join("config"), "a=1\n").unwrap();
+    std::fs::create_dir(w.join("sub")).unwrap();
+    let mut c = quiet(state.path());
+    c.events.files.enabled = true;
+    c.events.files.paths = vec![vigil_agent::events::fim::WatchPath { path: w.display().to_string(), content: true }];
+    c.events.files.per_path_interval = Duration::ZERO;
+    let (sources, mut rx, _q) = start(&c);
+    assert!(wait_ready(&sources, Source::File).contains("watching 2 directories"));
+    let path = |n: &str| w.join(n).display().to_string();
+    std::fs::write(w.join("config"), "a=2\n").unwrap();
+    std::fs::write(w.join("sub/new"), "x").unwrap();
+    std::fs::set_permissions(w.join("config"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(w.join("sub/deeper")).unwrap();
+    // A file in a directory made a moment ago: its watch may not exist yet, the walk of the
+    // new directory finds it.
+    std::fs::write(w.join("sub/deeper/inner"), "y").unwrap();
+    let has = |ev: &[Event], kind, p: &str| ev.iter().any(|e| e.kind == kind && e.detail_str("path") == Some(p));
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "the live changes", |ev| {
+        has(ev, EventType::FileModified, &path("config"))
+            && has(ev, EventType::FileCreated, &path("sub/new"))
+            && has(ev, EventType::FilePermissions, &path("config"))
+            && has(ev, EventType::FileCreated, &path("sub/deeper/inner"))
+    });
+    let modified = seen.iter().find(|e| e.kind == EventType::FileModified).unwrap();
+    assert_ne!(modified.detail_str("oldSha256"), modified.detail_str("newSha256"));
+    sources.stop();
+
+    // While the agent is down.
+    std::fs::remove_file(w.join("sub/new")).unwrap();
+    std::fs::write(w.join("sub/deeper/inner"), "changed").unwrap();
+    let (sources, mut rx, _q) = start(&c);
+    wait_for(&mut rx, Duration::from_secs(10), "the changes made while stopped", |ev| {
+        has(ev, EventType::FileDeleted, &path("sub/new")) && has(ev, EventType::FileModified, &path("sub/deeper/inner"))
+    });
+    sources.stop();
+}
+
+#[test]
+fn a_new_listener_and_an_outbound_connection_name_their_process() {
+    let state = tempfile::tempdir().unwrap();
+    let mut c = quiet(state.path());
+    c.events.network.enabled = true;
+    c.events.network.interval = Duration::from_millis(500);
+    let (sources, mut rx, _q) = start(&c);
+    wait_ready(&sources, Source::Network);
+    // After the first read (the baseline).
+    std::thread::sleep(Duration::from_millis(700));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = i64::from(listener.local_addr().unwrap().port());
+    let me = i64::from(std::process::id());
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "the listener", |ev| {
+        ev.iter().any(|e| e.kind == EventType::NetListen && e.detail_i64("localPort") == Some(port))
+    });
+    let listen = seen.iter().find(|e| e.detail_i64("localPort") == Some(port)).unwrap();
+    assert_eq!(listen.detail_i64("pid"), Some(me), "{listen:?}");
+    assert_eq!(listen.detail_str("localAddress"), Some("127.0.0.1"));
+    let _client = std::net::TcpStream::connect(("127.0.0.1", u16::try_from(port).unwrap())).unwrap();
+    let _server = listener.accept().unwrap();
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "the outbound connection", |ev| {
+        ev.iter().any(|e| e.kind == EventType::NetOutbound && e.detail_i64("remotePort") == Some(port))
+    });
+    let out = seen.iter().find(|e| e.kind == EventType::NetOutbound).unwrap();
+    assert_eq!((out.detail_i64("pid"), out.detail_str("remoteAddress")), (Some(me), Some("127.0.0.1")));
+    assert_eq!(out.detail_str("protocol"), Some("tcp"));
+    drop(listener);
+    wait_for(&mut rx, Duration::from_secs(10), "the listener closing", |ev| {
+        ev.iter().any(|e| e.kind == EventType::NetListenClosed && e.detail_i64("localPort") == Some(port))
+    });
+    sources.stop();
+}
+
+fn append(path: &Path, text: &str) {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+}
+
+fn failed(i: u32) -> String {
+    format!("Nov 22 10:00:{i:02} web-1 sshd[{}]: Failed password for root from 192.0.2.{i} port 22 ssh2\n", 100 + i)
+}
+
+#[test]
+fn auth_lines_arrive_once_across_rotation_and_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("auth.log");
+    append(&log, &failed(0)); // history before the first start is not news
+    let mut c = quiet(state.path());
+    c.events.auth.enabled = true;
+    c.events.auth.logs = vec![log.display().to_string()];
+    c.events.auth.wtmp = String::new();
+    c.events.auth.btmp = String::new();
+    c.events.auth.poll_interval = Duration::from_millis(100);
+    let (sources, mut rx, _q) = start(&c);
+    wait_ready(&sources, Source::Auth);
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = |e: &Event| e.detail_str("sourceAddress").map(str::to_owned);
+    let expect = |from: u32, to: u32| (from..to).map(|i| Some(format!("192.0.2.{i}"))).collect::<Vec<_>>();
+    append(&log, &(failed(1) + &failed(2)));
+    std::fs::rename(&log, logs.path().join("auth.log.1")).unwrap();
+    append(&log, &failed(3));
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "lines 1-3", |ev| ev.len() >= 3);
+    assert_eq!(seen.iter().map(addr).collect::<Vec<_>>(), expect(1, 4));
+    sources.stop();
+
+    // Down: more lines, another rotation.
+    append(&log, &failed(4));
+    std::fs::rename(&log, logs.path().join("auth.log.1")).unwrap();
+    append(&log, &(failed(5) + &failed(6)));
+    let (sources, mut rx, _q) = start(&c);
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "lines 4-6", |ev| ev.len() >= 3);
+    assert_eq!(seen.iter().map(addr).collect::<Vec<_>>(), expect(4, 7));
+    // Five failures from distinct addresses are not a brute force; nothing else arrives.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rx.try_recv().is_err(), "a line was repeated");
+    sources.stop();
+}
+
+#[test]
+fn records_written_to_the_real_kernel_log_are_classified() {
+    let state = tempfile::tempdir().unwrap();
+    let mut c = quiet(state.path());
+    c.events.kernel.enabled = true;
+    let (sources, mut rx, _q) = start(&c);
+    let s = wait_ready(&sources, Source::Kernel);
+    assert!(s.starts_with("reading /dev/kmsg"), "{s}");
+    let iface = format!("vt{}", std::process::id() % 100_000);
+    // Root may write to /dev/kmsg; the record is logged with the user facility.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .unwrap()
+        .write_all(format!("<4>vigil-live-test: {iface}: Link down\n").as_bytes())
+        .unwrap();
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "the link-down record", |ev| {
+        ev.iter().any(|e| e.detail_str("interface") == Some(iface.as_str()))
+    });
+    let e = seen.iter().find(|e| e.detail_str("interface") == Some(iface.as_str())).unwrap();
+    assert_eq!(e.kind, EventType::LinkDown);
+    assert_eq!(e.details["userspace"], true, "written from user space, and marked so");
+    sources.stop();
+}
+
+#[test]
+fn a_kmsg_file_is_followed_like_the_device() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kmsg");
+    std::fs::write(&file, "6,1,1,-;old record\n").unwrap();
+    let mut c = quiet(state.path());
+    c.events.kernel.enabled = true;
+    c.events.kernel.device = file.clone();
+    let (sources, mut rx, q) = start(&c);
+    assert!(wait_ready(&sources, Source::Kernel).starts_with("following"));
+    std::thread::sleep(Duration::from_millis(300));
+    append(
+        &file,
+        "3,2,5000000,-;Out of memory: Killed process 77 (leaky) total-vm:10kB, anon-rss:8kB, file-rss:0kB, shmem-rss:0kB\nnot a record\n",
+    );
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "the OOM kill and the raw line", |ev| ev.len() >= 2);
+    assert_eq!(seen[0].kind, EventType::OomKill);
+    assert_eq!(seen[1].kind, EventType::Unparsed);
+    assert_eq!(seen[1].detail_str("raw"), Some("not a record"));
+    assert_eq!(q.stats().unparsed(Source::Kernel), 1);
+    sources.stop();
+}
