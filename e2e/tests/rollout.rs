@@ -113,7 +113,13 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     cms.create(&PostParams::default(), &cm).await.unwrap();
 
     // The controller, in-process, and the kubelets it needs.
-    let controller = tokio::spawn(vigil_operator::controller::run(client.clone(), "e2e".into(), Arc::default(), None));
+    let controller = tokio::spawn(vigil_operator::controller::run(
+        client.clone(),
+        "e2e".into(),
+        Arc::default(),
+        None,
+        vigil_operator::act::AgentTemplate::default(),
+    ));
     let good = format!("registry.invalid/vigil-agent@sha256:{}", digest('a'));
     let bad = format!("registry.invalid/vigil-agent@sha256:{}", digest('b'));
     let kubelets = {

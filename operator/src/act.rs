@@ -46,6 +46,14 @@ pub struct AgentTemplate {
     pub host_root: String,
     /// Where the pod's config file is mounted.
     pub config_dir: String,
+    /// Give the agent what its security event sources need: root with only the capabilities
+    /// they use (DAC_READ_SEARCH to read auth logs and root-only files, NET_ADMIN for the
+    /// process connector, SYSLOG for /dev/kmsg, SYS_PTRACE to name other users' processes),
+    /// /dev/kmsg, and a state directory on the host for the file baseline and log positions.
+    /// Off: an unprivileged agent with metrics only (`vigil-operator run --agent-unprivileged`).
+    pub security_events: bool,
+    /// The agent's state directory on the host.
+    pub state_dir: String,
 }
 
 impl Default for AgentTemplate {
@@ -55,6 +63,8 @@ impl Default for AgentTemplate {
             service_account: "vigil-agent".into(),
             host_root: "/host".into(),
             config_dir: "/etc/vigil".into(),
+            security_events: true,
+            state_dir: "/var/lib/vigil-agent".into(),
         }
     }
 }
@@ -83,6 +93,38 @@ pub fn daemonset(
     if let Some(tid) = trace_id {
         annotations.insert(labels::ROLLOUT_TRACE_ID.to_owned(), tid.to_owned());
     }
+    let (pod_security, container_security, extra_mounts, extra_volumes) = if t.security_events {
+        (
+            // Root, because the capabilities below only reach the effective set of uid 0.
+            json!({"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false, "seccompProfile": {"type": "RuntimeDefault"}}),
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH", "NET_ADMIN", "SYSLOG", "SYS_PTRACE"]}}),
+            json!([
+                {"name": "kmsg", "mountPath": "/dev/kmsg", "readOnly": true},
+                {"name": "state", "mountPath": t.state_dir},
+            ]),
+            json!([
+                {"name": "kmsg", "hostPath": {"path": "/dev/kmsg", "type": "CharDevice"}},
+                {"name": "state", "hostPath": {"path": t.state_dir, "type": "DirectoryOrCreate"}},
+            ]),
+        )
+    } else {
+        (
+            json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}),
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}),
+            json!([]),
+            json!([]),
+        )
+    };
+    let mut mounts = vec![
+        json!({"name": "host-root", "mountPath": t.host_root, "readOnly": true, "mountPropagation": "HostToContainer"}),
+        json!({"name": "config", "mountPath": t.config_dir, "readOnly": true}),
+    ];
+    mounts.extend(extra_mounts.as_array().cloned().unwrap_or_default());
+    let mut volumes = vec![
+        json!({"name": "host-root", "hostPath": {"path": "/"}}),
+        json!({"name": "config", "configMap": {"name": config_map, "items": [{"key": config_key, "path": config_key}]}}),
+    ];
+    volumes.extend(extra_volumes.as_array().cloned().unwrap_or_default());
     let value = json!({
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -105,7 +147,7 @@ pub fn daemonset(
                     "automountServiceAccountToken": true,
                     "tolerations": [{"operator": "Exists"}],
                     "priorityClassName": "system-node-critical",
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": pod_security,
                     "containers": [{
                         "name": crate::observe::AGENT_CONTAINER,
                         "image": rec.image,
@@ -116,17 +158,11 @@ pub fn daemonset(
                             {"name": "VIGIL_CONFIG_SHA256", "value": rec.config_sha256},
                             {"name": "VIGIL_REVISION", "value": rec.revision},
                         ],
-                        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+                        "securityContext": container_security,
                         "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
-                        "volumeMounts": [
-                            {"name": "host-root", "mountPath": t.host_root, "readOnly": true, "mountPropagation": "HostToContainer"},
-                            {"name": "config", "mountPath": t.config_dir, "readOnly": true},
-                        ],
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [
-                        {"name": "host-root", "hostPath": {"path": "/"}},
-                        {"name": "config", "configMap": {"name": config_map, "items": [{"key": config_key, "path": config_key}]}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },
@@ -188,7 +224,7 @@ mod tests {
             .unwrap();
         let unknown = RevisionRecord { config_map: None, ..rec.clone() };
         assert!(
-            daemonset(&unknown, owner, None, &AgentTemplate::default()).is_none(),
+            daemonset(&unknown, owner.clone(), None, &AgentTemplate::default()).is_none(),
             "no ConfigMap on record: no DaemonSet"
         );
         assert_eq!(ds.metadata.name.as_deref(), Some("vigil-agent-r-2b878e0c19"));
@@ -200,8 +236,24 @@ mod tests {
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
-        assert!(c.volume_mounts.as_ref().unwrap().iter().all(|m| m.read_only == Some(true)), "every mount read-only");
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(
+            caps.add.as_deref(),
+            Some(&["DAC_READ_SEARCH".to_owned(), "NET_ADMIN".into(), "SYSLOG".into(), "SYS_PTRACE".into()][..])
+        );
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(
+            mounts.iter().filter(|m| m.name != "state").all(|m| m.read_only == Some(true)),
+            "every mount but the state directory read-only"
+        );
+        assert!(mounts.iter().any(|m| m.mount_path == "/dev/kmsg"));
+        let unprivileged = AgentTemplate { security_events: false, ..AgentTemplate::default() };
+        let quiet = daemonset(&rec, owner.clone(), None, &unprivileged).unwrap().spec.unwrap().template.spec.unwrap();
+        assert_eq!(quiet.security_context.unwrap().run_as_non_root, Some(true));
+        let qc = &quiet.containers[0];
+        assert!(qc.security_context.as_ref().unwrap().capabilities.as_ref().unwrap().add.is_none());
+        assert!(qc.volume_mounts.as_ref().unwrap().iter().all(|m| m.read_only == Some(true)), "every mount read-only");
         let ann = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(ann["vigil.dev/config-sha256"], rec.config_sha256);
         assert_eq!(ann["vigil.dev/rollout-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");

@@ -392,6 +392,7 @@ pub async fn run(
     instance: String,
     metrics: Arc<Metrics>,
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    template: AgentTemplate,
 ) {
     let rollouts: Api<AgentRollout> = Api::all(client.clone());
     let dss: Api<DaemonSet> = Api::all(client.clone());
@@ -420,7 +421,8 @@ pub async fn run(
         eprintln!("vigil-operator: a reflector stopped before its first list");
         return;
     }
-    let ctx = Arc::new(Context { metrics, tracer, stores: Some(stores), ..Context::new(client, Some(recorder)) });
+    let ctx =
+        Arc::new(Context { metrics, tracer, template, stores: Some(stores), ..Context::new(client, Some(recorder)) });
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
         .owns(dss, kube::runtime::watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent"))
         .reconcile_all_on(throttled(nudges))

@@ -25,6 +25,10 @@ enum Command {
         /// vigil-system).
         #[arg(long)]
         lease_namespace: Option<String>,
+        /// Run the agents unprivileged (non-root, no capabilities, no host state): metrics
+        /// only, without the security event sources that need root's files and /dev/kmsg.
+        #[arg(long)]
+        agent_unprivileged: bool,
     },
     /// Print the CustomResourceDefinitions as one YAML stream (`| kubectl apply -f -`).
     Crds,
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { metrics_addr, lease_namespace } => {
+        Command::Run { metrics_addr, lease_namespace, agent_unprivileged } => {
             let rt =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
             rt.block_on(async {
@@ -112,7 +116,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     vigil_operator::telemetry::init(env!("CARGO_PKG_VERSION")).context("setting up OTLP traces")?;
                 let tracer =
                     provider.as_ref().map(|p| opentelemetry::trace::TracerProvider::tracer(p, "vigil-operator"));
-                let work = vigil_operator::controller::run(client.clone(), instance, metrics, tracer);
+                let work = vigil_operator::controller::run(
+                    client.clone(),
+                    instance,
+                    metrics,
+                    tracer,
+                    vigil_operator::act::AgentTemplate {
+                        security_events: !agent_unprivileged,
+                        ..vigil_operator::act::AgentTemplate::default()
+                    },
+                );
                 let result = vigil_operator::leader::lead(&client, &election, work).await.map_err(anyhow::Error::msg);
                 if let Some(p) = provider {
                     // Flush what is pending; a failed flush loses only spans.

@@ -337,13 +337,19 @@ fn netlink_loop(
                     known.insert(ProcInfo { cmdline: None, cgroup: None, ..info });
                 }
                 ProcEvent::Exit { pid, tgid, exit_code, .. } if pid == tgid => {
-                    parents.remove(pid);
-                    let info = known.remove(pid).unwrap_or_else(|| {
-                        // Not seen starting: the zombie's stat still names it.
-                        let mut i = ProcInfo::read(root, pid);
-                        i.cmdline = None;
-                        i
-                    });
+                    let forked_here = parents.remove(pid).is_some();
+                    let info = match known.remove(pid) {
+                        Some(info) => info,
+                        // Forked since the agent started but never executed a program: it had
+                        // no start event, so it gets no exit event either.
+                        None if forked_here => continue,
+                        // Running before the agent started: the zombie's stat may still name it.
+                        None => {
+                            let mut i = ProcInfo::read(root, pid);
+                            i.cmdline = None;
+                            i
+                        }
+                    };
                     emitter.emit(exit_event(&info, Some(exit_code), now, users));
                 }
                 ProcEvent::Overrun => emitter.count_overflow(1),

@@ -1,0 +1,366 @@
+//! Security event figures, in three parts:
+//!
+//! 1. pipeline: auth lines and kernel records parsed, classified, rate-limited, queued and
+//!    written as JSON lines by a consumer thread: events per second and CPU per event;
+//! 2. misses: short-lived processes seen by the process connector and by /proc polling;
+//! 3. storms: the agent binary (`vigil-agent run`) under a fork storm and then 10,000 file
+//!    changes per second in a watched tree, each for `VIGIL_STORM_SECS` (default 15): peak
+//!    RSS, events out, drops by reason (from its /metrics).
+//!
+//! `cargo bench -p vigil-agent --bench events` (root, for the process connector). Every loop
+//! is bounded in count and time; every process it starts is killed at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Children;
+use vigil_agent::config::{Config, ProcessMode};
+use vigil_agent::events::auth::{AuthParser, BruteForce, BruteForceRule, Parsed};
+use vigil_agent::events::kmsg::{Classifier, parse_record};
+use vigil_agent::events::queue::RateLimit;
+use vigil_agent::events::{EventQueue, EventType, Source};
+
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / procfs::ticks_per_second() as f64
+}
+
+fn pipeline() {
+    const LINES: usize = 200_000;
+    let auth_lines = [
+        "Nov 22 10:10:05 web-1 sshd[21003]: Failed password for root from 203.0.113.{i} port 40120 ssh2",
+        "Nov 22 10:00:12 web-1 sshd[20500]: Accepted publickey for alice from 10.0.{i}.5 port 51234 ssh2: ED25519 SHA256:Vn0mHq2c1zVvK2kbZ9xN0q0vYw3v2sJk8yB1XzQ7p3E",
+        "Nov 22 10:01:40 web-1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/apt-get install -y pkg{i}",
+        "Nov 22 09:58:01 web-1 CRON[20411]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)",
+    ];
+    let kmsg = [
+        "3,{i},7200000200,-;Memory cgroup out of memory: Killed process {i} (stress-ng) total-vm:540164kB, anon-rss:524288kB, file-rss:3212kB, shmem-rss:0kB, UID:0 pgtables:1096kB oom_score_adj:1000",
+        "6,{i},7300000000,-;nginx[{i}]: segfault at 10 ip 000055b1c2a1b2c3 sp 00007ffd4a3b2c10 error 4 in nginx[55b1c2a00000+110000]",
+        "6,{i},5000000,-;cni0: port 1(veth{i}) entered forwarding state",
+    ];
+    let auth: Vec<String> = (0..LINES).map(|i| auth_lines[i % 4].replace("{i}", &(i % 250).to_string())).collect();
+    let kern: Vec<String> = (0..LINES).map(|i| kmsg[i % 3].replace("{i}", &i.to_string())).collect();
+
+    let (queue, mut rx) = EventQueue::new(4096, "bench");
+    let consumed = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let consumed = consumed.clone();
+        std::thread::spawn(move || {
+            let mut sink = std::io::sink();
+            while let Some(e) = rx.blocking_recv() {
+                serde_json::to_writer(&mut sink, &e).unwrap();
+                sink.write_all(b"\n").unwrap();
+                consumed.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let unlimited = RateLimit::new(1e12, u32::MAX);
+    let mut auth_em = queue.emitter(Source::Auth, unlimited);
+    let mut kern_em = queue.emitter(Source::Kernel, unlimited);
+    let parser = AuthParser::default();
+    let now: jiff::Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+    let mut brute = BruteForce::new(BruteForceRule::default());
+    let mut classifier = Classifier::default();
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let mut produced = 0u64;
+    for (a, k) in auth.iter().zip(&kern) {
+        if let Parsed::Event(e) = parser.parse(a, now) {
+            if let Some(b) = brute.observe(&e) {
+                produced += 1;
+                while !auth_em.emit(b.clone()) {
+                    std::thread::yield_now();
+                }
+            }
+            produced += 1;
+            // Spin on a full queue here: the figure is throughput, not drop behaviour.
+            let mut e = e;
+            loop {
+                match try_emit(&mut auth_em, e) {
+                    None => break,
+                    Some(back) => {
+                        e = back;
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        if let Some(e) = parse_record(k.as_bytes()).and_then(|r| classifier.classify(&r, now)) {
+            produced += 1;
+            let mut e = e;
+            loop {
+                match try_emit(&mut kern_em, e) {
+                    None => break,
+                    Some(back) => {
+                        e = back;
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+    drop(auth_em);
+    drop(kern_em);
+    drop(queue);
+    consumer.join().unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let n = consumed.load(Ordering::Relaxed);
+    assert_eq!(n, produced);
+    println!(
+        "pipeline: {} input lines → {n} events in {secs:.2} s: {:.0} lines/s, {:.0} events/s; CPU {cpu:.2} s ({:.1} µs per event, both threads)",
+        2 * LINES,
+        2.0 * LINES as f64 / secs,
+        n as f64 / secs,
+        cpu / n as f64 * 1e6
+    );
+}
+
+/// Emits, handing the event back when the queue was full (the drop counter counts it; the
+/// bench retries, so its figure is throughput).
+fn try_emit(
+    em: &mut vigil_agent::events::Emitter,
+    e: vigil_agent::events::Event,
+) -> Option<vigil_agent::events::Event> {
+    let keep = e.clone();
+    if em.emit(e) { None } else { Some(keep) }
+}
+
+fn misses() {
+    const N: usize = 1000;
+    let mut runs = Vec::new();
+    for (mode, interval) in [(ProcessMode::Netlink, 1000), (ProcessMode::Poll, 1000), (ProcessMode::Poll, 100)] {
+        let state = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.events.state_dir = state.path().to_owned();
+        for off in [&mut c.events.files.enabled, &mut c.events.auth.enabled, &mut c.events.network.enabled] {
+            *off = false;
+        }
+        c.events.kernel.enabled = false;
+        c.events.clock.enabled = false;
+        c.events.processes.mode = mode;
+        c.events.processes.poll_interval = Duration::from_millis(interval);
+        c.events.processes.rate_limit = RateLimit::new(1e9, u32::MAX);
+        c.events.queue_capacity = 100_000;
+        let (queue, mut rx) = EventQueue::new(c.events.queue_capacity, "bench");
+        let sources = vigil_agent::events::runner::start(&c, &queue);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sources.states.lock().unwrap().0.contains_key(&Source::Process) {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(1500)); // past the baseline listing
+        let mut pids = std::collections::HashSet::new();
+        let t0 = Instant::now();
+        for _ in 0..N {
+            let mut child = Command::new("/bin/true").spawn().unwrap();
+            pids.insert(i64::from(child.id()));
+            child.wait().unwrap();
+        }
+        let spawn_secs = t0.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(interval + 500));
+        sources.stop();
+        let mut seen = std::collections::HashSet::new();
+        while let Ok(e) = rx.try_recv() {
+            if e.kind == EventType::ProcessStart
+                && let Some(pid) = e.detail_i64("pid")
+                && pids.contains(&pid)
+            {
+                seen.insert(pid);
+            }
+        }
+        let label = match mode {
+            ProcessMode::Netlink => "process connector".to_owned(),
+            _ => format!("/proc polling every {interval} ms"),
+        };
+        runs.push(format!(
+            "{label}: saw {} of {N} /bin/true processes ({:.1}% missed; {:.0} spawned per second)",
+            seen.len(),
+            100.0 * (N - seen.len()) as f64 / N as f64,
+            N as f64 / spawn_secs
+        ));
+    }
+    for r in runs {
+        println!("misses: {r}");
+    }
+}
+
+fn proc_cpu(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / procfs::ticks_per_second() as f64
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn metrics(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn sum(body: &str, prefix: &str) -> f64 {
+    body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+fn drops(body: &str) -> String {
+    body.lines()
+        .filter(|l| l.starts_with("vigil_agent_events_dropped_total{"))
+        .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0))
+        .map(|l| l.trim_start_matches("vigil_agent_events_dropped_total").to_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn storms() {
+    let secs: u64 = std::env::var("VIGIL_STORM_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    for i in 0..2000 {
+        std::fs::write(watched.join(format!("f{i}")), "initial").unwrap();
+    }
+    let cfg = dir.path().join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n  files:\n    paths: [{{path: {}}}]\n  auth:\n    logs: []\n",
+            dir.path().join("state").display(),
+            watched.display()
+        ),
+    )
+    .unwrap();
+    let mut guard = Children::default();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["run", "--no-report", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(agent.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit_once("http://").unwrap().1.trim_end_matches("/metrics").to_owned();
+    let pid = agent.id();
+    guard.0.push(agent);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = status_kib(pid, "VmRSS:");
+    println!("storm: agent idle RSS {:.1} MiB (pid {pid})", idle as f64 / 1024.0);
+
+    // Fork storm: two threads starting /bin/true as fast as they can.
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawned = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, spawned) = (stop.clone(), spawned.clone());
+            std::thread::spawn(move || {
+                for _ in 0..1_000_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(mut c) = Command::new("/bin/true").spawn() {
+                        let _ = c.wait();
+                        spawned.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let before = metrics(&addr);
+    let cpu0 = proc_cpu(pid);
+    let t0 = Instant::now();
+    let mut peak = 0;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        peak = peak.max(status_kib(pid, "VmRSS:"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let after = metrics(&addr);
+    let n = spawned.load(Ordering::Relaxed);
+    let cpu_share = (proc_cpu(pid) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let starts = sum(&after, "vigil_agent_events_total{type=\"process.start\"")
+        - sum(&before, "vigil_agent_events_total{type=\"process.start\"");
+    println!(
+        "storm: fork storm {secs} s, {n} processes ({:.0}/s): {starts} process.start events out, agent RSS peak {:.1} MiB, CPU {cpu_share:.0}% of a core; drops {}",
+        n as f64 / secs as f64,
+        peak as f64 / 1024.0,
+        drops(&after)
+    );
+
+    // File storm: 10,000 writes per second over 2,000 files kept open (a write is one
+    // pwrite(2), so the writer keeps up on two cores).
+    use std::os::unix::fs::FileExt;
+    let files: Vec<std::fs::File> = (0..2000)
+        .map(|i| std::fs::OpenOptions::new().write(true).open(watched.join(format!("f{i}"))).unwrap())
+        .collect();
+    let before = metrics(&addr);
+    let cpu0 = proc_cpu(pid);
+    let t0 = Instant::now();
+    let mut writes = 0u64;
+    let mut peak = 0;
+    let per_tick = 100u64; // every 10 ms
+    'outer: for tick in 0..(secs * 100) {
+        for k in 0..per_tick {
+            let i = (tick * per_tick + k) % 2000;
+            files[i as usize].write_all_at(format!("write {tick} {k}").as_bytes(), 0).unwrap();
+            writes += 1;
+        }
+        if tick % 20 == 0 {
+            peak = peak.max(status_kib(pid, "VmRSS:"));
+        }
+        let due = Duration::from_millis(10 * (tick + 1));
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        if t0.elapsed() > Duration::from_secs(secs * 2) {
+            break 'outer;
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu_share = (proc_cpu(pid) - cpu0) / elapsed * 100.0;
+    std::thread::sleep(Duration::from_secs(3));
+    peak = peak.max(status_kib(pid, "VmRSS:"));
+    let after = metrics(&addr);
+    let modified = sum(&after, "vigil_agent_events_total{type=\"file.modified\"")
+        - sum(&before, "vigil_agent_events_total{type=\"file.modified\"");
+    println!(
+        "storm: file storm {elapsed:.1} s, {writes} writes ({:.0}/s) to 2000 files: {modified} file.modified events out, agent RSS peak {:.1} MiB, high-water {:.1} MiB, CPU {cpu_share:.0}% of a core; drops {}",
+        writes as f64 / elapsed,
+        peak as f64 / 1024.0,
+        status_kib(pid, "VmHWM:") as f64 / 1024.0,
+        drops(&after)
+    );
+}
+
+fn main() {
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
+    if run("pipeline") {
+        pipeline();
+    }
+    if run("misses") {
+        misses();
+    }
+    if run("storms") {
+        storms();
+    }
+}
