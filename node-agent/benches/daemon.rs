@@ -64,10 +64,19 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("vigil-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("agent.yaml");
-    std::fs::write(&cfg, "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\n")
-        .unwrap();
+    // Every event source on, with the default watched trees; only the state directory is the
+    // bench's own.
+    std::fs::write(
+        &cfg,
+        format!(
+            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
-        .arg("run")
+        .args(["run", "--no-report"])
+        .stdout(Stdio::null())
         .arg("-c")
         .arg(&cfg)
         .stderr(Stdio::piped())

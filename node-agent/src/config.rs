@@ -221,6 +221,8 @@ pub struct OtlpConfig {
     /// Time between pushes.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Also push security events as OTLP log records (to `<endpoint>/v1/logs` over HTTP).
+    pub events: bool,
 }
 
 impl Default for OtlpConfig {
@@ -230,6 +232,7 @@ impl Default for OtlpConfig {
             endpoint: "http://127.0.0.1:4318".into(),
             protocol: OtlpProtocol::Http,
             interval: Duration::from_secs(30),
+            events: true,
         }
     }
 }

@@ -76,6 +76,11 @@ pub async fn run(
     let mut events = if config.events.enabled {
         let node =
             crate::proc::identity::node_name(&HostRoot::new(config.host_root.clone()), config.node_name.as_deref());
+        let otlp_logs = if config.exporters.otlp.enabled && config.exporters.otlp.events {
+            Some(crate::export::otlp::OtlpLogs::start(&config, version).map_err(DaemonError::Otlp)?)
+        } else {
+            None
+        };
         let (queue, rx) = EventQueue::new(config.events.queue_capacity, &node);
         prometheus::register_events(&mut registry, queue.clone());
         let sources = crate::events::runner::start(&config, &queue);
@@ -85,6 +90,7 @@ pub async fn run(
             sources,
             log: config.events.log,
             drops: DropSummary::new(&node),
+            otlp_logs,
         })
     } else {
         None
@@ -159,6 +165,9 @@ pub async fn run(
     }
     if let Some(consumer) = events.take() {
         consumer.sources.stop();
+        if let Some(logs) = consumer.otlp_logs {
+            logs.shutdown();
+        }
     }
     if let Some(otlp) = otlp {
         otlp.shutdown();
@@ -182,6 +191,7 @@ struct EventConsumer {
     sources: crate::events::runner::Sources,
     log: bool,
     drops: DropSummary,
+    otlp_logs: Option<crate::export::otlp::OtlpLogs>,
 }
 
 impl EventConsumer {
@@ -191,6 +201,9 @@ impl EventConsumer {
             if let Ok(line) = serde_json::to_string(event) {
                 println!("{line}");
             }
+        }
+        if let Some(logs) = &self.otlp_logs {
+            logs.emit(event);
         }
     }
 }

@@ -192,9 +192,19 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
 fn run_serves_metrics_that_promtool_accepts_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("agent.yaml");
-    std::fs::write(&cfg, "interval: 1s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\n")
-        .unwrap();
-    let mut child = agent().arg("run").arg("-c").arg(&cfg).stderr(Stdio::piped()).spawn().unwrap();
+    let watched = dir.path().join("etc");
+    std::fs::create_dir(&watched).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "interval: 1s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n  files:\n    paths: [{{path: {}}}]\n",
+            dir.path().join("state").display(),
+            watched.display()
+        ),
+    )
+    .unwrap();
+    let mut child =
+        agent().arg("run").arg("-c").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
@@ -224,6 +234,9 @@ fn run_serves_metrics_that_promtool_accepts_and_stops_on_sigterm() {
         "vigil_agent_resident_memory_bytes",
         "vigil_agent_scan_duration_seconds_bucket",
         "vigil_node_filesystem_size_bytes",
+        "vigil_agent_events_total{type=\"process.start\",source=\"process\"}",
+        "vigil_agent_events_dropped_total{source=\"file\",reason=\"rate_limited\"}",
+        "vigil_agent_event_queue_capacity 4096",
     ] {
         assert!(body.contains(name), "{name} missing");
     }

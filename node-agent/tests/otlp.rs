@@ -19,6 +19,7 @@ use vigil_agent::config::{Config, OtlpProtocol};
 
 fn config(protocol: OtlpProtocol, endpoint: String) -> Config {
     let mut c = Config { interval: Duration::from_secs(1), node_name: Some("node-a".into()), ..Config::default() };
+    c.events.enabled = false;
     c.exporters.otlp.enabled = true;
     c.exporters.otlp.protocol = protocol;
     c.exporters.otlp.endpoint = endpoint;
@@ -143,4 +144,166 @@ async fn pushes_semantic_convention_metrics_over_grpc() {
     let req = run_until_received(config(OtlpProtocol::Grpc, format!("http://{addr}")), rx).await;
     assert_payload(&req);
     server.abort();
+}
+
+mod logs {
+    //! Security events as OTLP log records, over HTTP and gRPC: an OOM kill written to a
+    //! kernel log file the agent follows arrives as a record with its event name, severity,
+    //! body and details, under the node's resource.
+
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+    use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+    use std::io::Write;
+
+    fn events_config(protocol: OtlpProtocol, endpoint: String, dir: &std::path::Path) -> (Config, std::path::PathBuf) {
+        let mut c = config(protocol, endpoint);
+        let kmsg = dir.join("kmsg");
+        std::fs::write(&kmsg, "").unwrap();
+        c.events.enabled = true;
+        c.events.log = false;
+        c.events.state_dir = dir.join("state");
+        c.events.kernel.device = kmsg.clone();
+        c.events.processes.enabled = false;
+        c.events.files.enabled = false;
+        c.events.auth.enabled = false;
+        c.events.network.enabled = false;
+        c.events.clock.enabled = false;
+        (c, kmsg)
+    }
+
+    fn attr<'a>(rec: &'a LogRecord, key: &str) -> Option<&'a Value> {
+        rec.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.as_ref())
+    }
+
+    /// Runs the daemon, appends an OOM kill to its kernel log file until a log record of it
+    /// arrives (30 s at most), then stops the daemon.
+    async fn oom_record(
+        config: Config,
+        kmsg: std::path::PathBuf,
+        mut rx: mpsc::UnboundedReceiver<ExportLogsServiceRequest>,
+    ) -> (ExportLogsServiceRequest, LogRecord) {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(vigil_agent::daemon::run(config, "test", false, async { stop_rx.await.unwrap_or(()) }, |_| {}))
+        });
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut seq = 0;
+            loop {
+                // The source starts at the end of the file: write until one record is seen.
+                seq += 1;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&kmsg).unwrap();
+                writeln!(f, "3,{seq},5000000,-;Out of memory: Killed process 4242 (leaky) total-vm:2048kB, anon-rss:1024kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0").unwrap();
+                match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+                    Ok(Some(req)) => {
+                        let rec = req.resource_logs.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records).next().cloned();
+                        if let Some(rec) = rec {
+                            return (req, rec);
+                        }
+                    }
+                    Ok(None) => panic!("receiver closed"),
+                    Err(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("no OTLP log record within 30 s");
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(15), tokio::task::spawn_blocking(move || daemon.join()))
+            .await
+            .expect("daemon stops")
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        found
+    }
+
+    fn assert_oom(req: &ExportLogsServiceRequest, rec: &LogRecord) {
+        assert_eq!(rec.event_name, "kernel.oom_kill");
+        assert_eq!(rec.severity_text, "critical");
+        assert_eq!(rec.severity_number, 17, "ERROR");
+        assert!(
+            matches!(rec.body.as_ref().and_then(|b| b.value.as_ref()), Some(Value::StringValue(s)) if s.contains("leaky"))
+        );
+        assert!(matches!(attr(rec, "vigil.event.pid"), Some(Value::IntValue(4242))));
+        assert!(matches!(attr(rec, "vigil.event.comm"), Some(Value::StringValue(s)) if s == "leaky"));
+        assert!(matches!(attr(rec, "vigil.event.source"), Some(Value::StringValue(s)) if s == "kernel"));
+        assert!(rec.time_unix_nano > 0 && rec.observed_time_unix_nano > 0);
+        let res = req.resource_logs[0].resource.as_ref().unwrap();
+        let node = res.attributes.iter().find(|a| a.key == "k8s.node.name").unwrap();
+        assert!(
+            matches!(node.value.as_ref().and_then(|v| v.value.as_ref()), Some(Value::StringValue(s)) if s == "node-a")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_arrive_as_log_records_over_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = axum::Router::new()
+            .route(
+                "/v1/logs",
+                axum::routing::post(move |body: Bytes| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(ExportLogsServiceRequest::decode(body).expect("an OTLP protobuf body"));
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                            ExportLogsServiceResponse::default().encode_to_vec(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(|| async {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                        ExportMetricsServiceResponse::default().encode_to_vec(),
+                    )
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let (c, kmsg) = events_config(OtlpProtocol::Http, format!("http://{addr}"), dir.path());
+        let (req, rec) = oom_record(c, kmsg, rx).await;
+        assert_oom(&req, &rec);
+        server.abort();
+    }
+
+    struct LogCapture(mpsc::UnboundedSender<ExportLogsServiceRequest>);
+
+    #[tonic::async_trait]
+    impl LogsService for LogCapture {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let _ = self.0.send(request.into_inner());
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_arrive_as_log_records_over_grpc() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (mtx, _mrx) = mpsc::unbounded_channel();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(LogsServiceServer::new(LogCapture(tx)))
+                .add_service(MetricsServiceServer::new(Capture(mtx)))
+                .serve_with_incoming(incoming),
+        );
+        let (c, kmsg) = events_config(OtlpProtocol::Grpc, format!("http://{addr}"), dir.path());
+        let (req, rec) = oom_record(c, kmsg, rx).await;
+        assert_oom(&req, &rec);
+        server.abort();
+    }
 }

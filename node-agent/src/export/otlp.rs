@@ -1,4 +1,5 @@
-//! OTLP metrics push (HTTP/protobuf or gRPC) with OpenTelemetry semantic-convention names.
+//! OTLP metrics push (HTTP/protobuf or gRPC) with OpenTelemetry semantic-convention names,
+//! and security events as OTLP log records ([`OtlpLogs`]).
 //!
 //! Instruments are observable: the SDK's periodic reader calls them at its own interval and
 //! they read the latest snapshot, so the push costs no extra read of the host. Names and
@@ -108,6 +109,102 @@ fn build_exporter(protocol: OtlpProtocol, endpoint: &str) -> Result<MetricExport
             let endpoint = endpoint.to_owned();
             std::thread::spawn(move || {
                 MetricExporter::builder()
+                    .with_http()
+                    .with_endpoint(url)
+                    .with_timeout(timeout)
+                    .build()
+                    .map_err(|source| OtlpError::Build { protocol: "http", endpoint, source })
+            })
+            .join()
+            .map_err(|_| OtlpError::Thread)?
+        }
+    }
+}
+
+/// Security events as OTLP log records: the event type is the record's event name and
+/// `vigil.event.type` attribute, its severity maps to the OTLP severity number (INFO, WARN,
+/// ERROR for critical), its message is the body, and its details are `vigil.event.*`
+/// attributes. Batched by the SDK on a thread of its own; a full batch queue drops (the SDK
+/// counts it) rather than blocks the agent.
+pub struct OtlpLogs {
+    provider: opentelemetry_sdk::logs::SdkLoggerProvider,
+    logger: opentelemetry_sdk::logs::SdkLogger,
+}
+
+impl OtlpLogs {
+    /// Starts the log pipeline to the config's endpoint. Inside the agent's runtime, as
+    /// [`start`].
+    pub fn start(config: &Config, version: &'static str) -> Result<Self, OtlpError> {
+        use opentelemetry::logs::LoggerProvider as _;
+        let otlp = &config.exporters.otlp;
+        let exporter = build_log_exporter(otlp.protocol, &otlp.endpoint)?;
+        let identity = crate::proc::identity::read(
+            &crate::host::HostRoot::new(config.host_root.clone()),
+            &mut crate::proc::ReadErrors::default(),
+        );
+        let node_name = config.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()));
+        let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_resource(resource(&identity, node_name.as_deref(), version))
+            .with_batch_exporter(exporter)
+            .build();
+        let logger = provider.logger("vigil-agent");
+        Ok(Self { provider, logger })
+    }
+
+    /// Hands one event to the batch.
+    pub fn emit(&self, e: &crate::events::Event) {
+        use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+        let mut rec = self.logger.create_log_record();
+        rec.set_event_name(e.kind.as_str());
+        rec.set_timestamp(std::time::SystemTime::from(e.time));
+        rec.set_observed_timestamp(std::time::SystemTime::now());
+        rec.set_severity_text(e.severity.as_str());
+        rec.set_severity_number(match e.severity {
+            crate::events::Severity::Info => Severity::Info,
+            crate::events::Severity::Warning => Severity::Warn,
+            crate::events::Severity::Critical => Severity::Error,
+        });
+        rec.set_body(AnyValue::String(e.message.clone().into()));
+        rec.add_attribute("vigil.event.type", e.kind.as_str());
+        rec.add_attribute("vigil.event.source", e.source.as_str());
+        rec.add_attribute("vigil.event.schema_version", i64::from(e.schema_version));
+        rec.add_attribute("k8s.node.name", e.node.clone());
+        for (k, v) in &e.details {
+            let value = match v {
+                serde_json::Value::String(s) => AnyValue::String(s.clone().into()),
+                serde_json::Value::Bool(b) => AnyValue::Boolean(*b),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => AnyValue::Int(i),
+                    None => AnyValue::Double(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                other => AnyValue::String(other.to_string().into()),
+            };
+            rec.add_attribute(format!("vigil.event.{k}"), value);
+        }
+        self.logger.emit(rec);
+    }
+
+    /// Flushes and stops the pipeline.
+    pub fn shutdown(self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+fn build_log_exporter(protocol: OtlpProtocol, endpoint: &str) -> Result<opentelemetry_otlp::LogExporter, OtlpError> {
+    use opentelemetry_otlp::LogExporter;
+    let timeout = Duration::from_secs(10);
+    match protocol {
+        OtlpProtocol::Grpc => LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            .build()
+            .map_err(|source| OtlpError::Build { protocol: "grpc", endpoint: endpoint.to_owned(), source }),
+        OtlpProtocol::Http => {
+            let url = format!("{}/v1/logs", endpoint.trim_end_matches('/'));
+            let endpoint = endpoint.to_owned();
+            std::thread::spawn(move || {
+                LogExporter::builder()
                     .with_http()
                     .with_endpoint(url)
                     .with_timeout(timeout)
