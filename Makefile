@@ -4,9 +4,10 @@ VENV_READY := .venv/.helm-python-sdk-0.2.2
 
 .PHONY: scan test test-deps generate check-generated fmt lint ci
 
-## One-shot scan of this host by the agent; no cluster needed.
+## One-shot scan of this host by the agent, with the security events one look finds; no
+## cluster needed.
 scan:
-	cargo run --release -q -p vigil-agent -- scan
+	cargo run --release -q -p vigil-agent -- scan --events
 
 ## Every test of the workspace (installs first whatever the tests need).
 # The chart check (Helm's lint and render) first, then unit, integration and doc tests;

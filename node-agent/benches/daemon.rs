@@ -11,7 +11,7 @@
 mod common;
 
 use common::Children;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,17 +74,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
-        .args(["run", "--no-report"])
-        .stdout(Stdio::null())
-        .arg("-c")
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(agent.stderr.take().unwrap()).read_line(&mut line).unwrap();
-    let agent_addr = line.trim().rsplit_once("http://").unwrap().1.trim_end_matches("/metrics").to_owned();
+    let (agent, agent_addr) = common::spawn_agent(&cfg);
     let agent_pid = agent.id();
     guard.0.push(agent);
 

@@ -14,9 +14,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -246,16 +246,7 @@ fn storms() {
     )
     .unwrap();
     let mut guard = Children::default();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
-        .args(["run", "--no-report", "-c"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(agent.stderr.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit_once("http://").unwrap().1.trim_end_matches("/metrics").to_owned();
+    let (agent, addr) = common::spawn_agent(&cfg);
     let pid = agent.id();
     guard.0.push(agent);
     std::thread::sleep(Duration::from_secs(3));

@@ -297,9 +297,10 @@ impl Default for EventsConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessMode {
-    /// The process connector when the agent may listen (CAP_NET_ADMIN), else polling.
+    /// The process connector when the kernel lets the agent listen (CAP_NET_ADMIN, or any user
+    /// from Linux 6.6), else polling.
     Auto,
-    /// The process connector only (an error without the capability).
+    /// The process connector only (the source is off when the kernel refuses it).
     Netlink,
     /// Compare /proc listings at `pollInterval` (misses processes shorter than it).
     Poll,
@@ -433,7 +434,8 @@ impl Default for AuthEvents {
 pub struct NetworkEvents {
     /// On or off.
     pub enabled: bool,
-    /// Time between reads of the socket tables (each read costs a few ms on a large host).
+    /// Time between looks at the socket tables. A look reads the socket counters first
+    /// (microseconds) and the tables (milliseconds on a large host) only when they moved.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Report outbound connections (listeners are always reported).
@@ -450,7 +452,7 @@ impl Default for NetworkEvents {
     fn default() -> Self {
         Self {
             enabled: true,
-            interval: Duration::from_secs(5),
+            interval: Duration::from_secs(10),
             outbound: true,
             outbound_dedup: Duration::from_secs(3600),
             rate_limit: RateLimit::new(50.0, 500),

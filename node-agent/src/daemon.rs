@@ -1,5 +1,6 @@
 //! `vigil-agent run`: snapshots at an interval, served on `/metrics` and pushed over OTLP.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -91,6 +92,7 @@ pub async fn run(
             log: config.events.log,
             drops: DropSummary::new(&node),
             otlp_logs,
+            states_seen: crate::events::runner::SourceStates::default(),
         })
     } else {
         None
@@ -150,10 +152,11 @@ pub async fn run(
         // Reading the host takes milliseconds; doing it inline keeps the agent on one thread.
         let snapshot = collector.collect(jiff::Timestamp::now());
         metrics.observe(&snapshot);
-        if let Some(consumer) = events.as_mut()
-            && let Some(summary) = consumer.drops.check(&consumer.stats, snapshot.time)
-        {
-            consumer.handle(&summary);
+        if let Some(consumer) = events.as_mut() {
+            if let Some(summary) = consumer.drops.check(&consumer.stats, snapshot.time) {
+                consumer.handle(&summary);
+            }
+            consumer.report_states();
         }
         if let Ok(mut slot) = latest.write() {
             *slot = Some(Arc::new(snapshot));
@@ -192,14 +195,26 @@ struct EventConsumer {
     log: bool,
     drops: DropSummary,
     otlp_logs: Option<crate::export::otlp::OtlpLogs>,
+    states_seen: crate::events::runner::SourceStates,
 }
 
 impl EventConsumer {
+    /// Says on stderr what each source does, once and whenever it changes (polling instead of
+    /// the process connector, a source off for want of a permission).
+    fn report_states(&mut self) {
+        let now = self.sources.states.lock().map(|s| s.clone()).unwrap_or_default();
+        for line in now.changes(&mut self.states_seen) {
+            // A closed stderr must not take the daemon down (eprintln! would panic).
+            let _ = writeln!(std::io::stderr(), "vigil-agent: events: {line}");
+        }
+    }
+
     fn handle(&mut self, event: &Event) {
         if self.log {
             // One JSON object per line on stdout: `kubectl logs` and any log shipper read it.
             if let Ok(line) = serde_json::to_string(event) {
-                println!("{line}");
+                // Nor a closed stdout: the event still reaches the other consumers.
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
             }
         }
         if let Some(logs) = &self.otlp_logs {

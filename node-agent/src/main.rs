@@ -217,6 +217,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     None
                 };
                 let mut drops = vigil_agent::daemon::DropSummary::new(&node);
+                let mut states_seen = vigil_agent::events::runner::SourceStates::default();
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut taken = 0u64;
@@ -229,10 +230,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         }
                         _ = tokio::signal::ctrl_c() => break,
                     }
-                    if let Some((_, _, stats)) = &stream
-                        && let Some(summary) = drops.check(stats, jiff::Timestamp::now())
-                    {
-                        print_event(&mut std::io::stdout().lock(), &summary, common.json, color)?;
+                    if let Some((_, sources, stats)) = &stream {
+                        if let Some(summary) = drops.check(stats, jiff::Timestamp::now()) {
+                            print_event(&mut std::io::stdout().lock(), &summary, common.json, color)?;
+                        }
+                        let now = sources.states.lock().map(|s| s.clone()).unwrap_or_default();
+                        for line in now.changes(&mut states_seen) {
+                            eprintln!("vigil-agent: events: {line}");
+                        }
                     }
                     if events_only {
                         continue;
@@ -292,7 +297,7 @@ fn run_daemon(
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(vigil_agent::daemon::run(config, env!("CARGO_PKG_VERSION"), report, shutdown_signal(), |addr| {
-        eprintln!("vigil-agent: serving metrics on http://{addr}/metrics");
+        let _ = writeln!(std::io::stderr(), "vigil-agent: serving metrics on http://{addr}/metrics");
     }))?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the benches.
 
-use std::process::Child;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 /// Child processes a bench started; all killed and reaped when it ends, however it ends.
 #[derive(Default)]
@@ -13,4 +15,28 @@ impl Drop for Children {
             let _ = c.wait();
         }
     }
+}
+
+/// Starts `vigil-agent run --no-report -c config` (events on stdout to /dev/null), reads the
+/// metrics address it announces, and keeps echoing what it says on stderr afterwards (its
+/// event sources' states). Returns the child and the `host:port` of its `/metrics`.
+#[allow(dead_code)] // the snapshot bench does not start the agent
+pub fn spawn_agent(config: &Path) -> (Child, String) {
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["run", "--no-report", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stderr = BufReader::new(agent.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            eprintln!("  agent: {l}");
+        }
+    });
+    let addr = line.trim().rsplit_once("http://").unwrap().1.trim_end_matches("/metrics").to_owned();
+    (agent, addr)
 }

@@ -280,10 +280,7 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     if let Some(rest) = msg.strip_prefix("Failed ") {
         let (method, rest) = rest.split_once(" for ")?;
-        let (invalid, rest) = match rest.strip_prefix("invalid user ") {
-            Some(r) => (true, r),
-            None => (false, rest),
-        };
+        let (invalid, rest) = invalid_user(rest);
         let user = rest.rsplit_once(" from ").map_or(rest, |(u, _)| u).trim();
         let (addr, port) = endpoint(msg);
         return Some(failed_ssh(time, user, addr, port, method, invalid));
@@ -294,10 +291,7 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         return Some(failed_ssh(time, user, addr, port, "none", true));
     }
     if let Some(rest) = msg.strip_prefix("error: maximum authentication attempts exceeded for ") {
-        let (invalid, rest) = match rest.strip_prefix("invalid user ") {
-            Some(r) => (true, r),
-            None => (false, rest),
-        };
+        let (invalid, rest) = invalid_user(rest);
         let user = rest.split(" from ").next()?.trim();
         let (addr, port) = endpoint(msg);
         return Some(failed_ssh(time, user, addr, port, "too many attempts", invalid));
@@ -311,6 +305,11 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         return Some(failed_ssh(time, user, addr, None, "password", false).with("count", n));
     }
     None
+}
+
+/// `invalid user bob …` → (true, `bob …`).
+fn invalid_user(rest: &str) -> (bool, &str) {
+    rest.strip_prefix("invalid user ").map_or((false, rest), |r| (true, r))
 }
 
 fn failed_ssh(

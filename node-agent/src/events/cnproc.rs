@@ -1,8 +1,9 @@
 //! The kernel's process connector (`NETLINK_CONNECTOR`, `CN_IDX_PROC`): a message per fork,
 //! exec and exit, as they happen, so a process that lives a millisecond is still seen.
 //!
-//! Listening needs `CAP_NET_ADMIN` in the initial user namespace (the DaemonSet grants it);
-//! without it [`Listener::open`] fails and the agent polls /proc instead. The message layout
+//! Listening needs `CAP_NET_ADMIN` in the initial user namespace on kernels before 6.6 (the
+//! DaemonSet grants it; 6.6 opened the connector to unprivileged listeners); where it is
+//! refused, [`Listener::open`] fails and the agent polls /proc instead. The message layout
 //! is `struct nlmsghdr` + `struct cn_msg` + `struct proc_event` (`<linux/cn_proc.h>`);
 //! [`decode`] is pure and property-tested.
 
@@ -153,7 +154,7 @@ pub struct Listener {
 
 impl Listener {
     /// Opens the socket, joins the process-event group and subscribes. Fails without
-    /// `CAP_NET_ADMIN`.
+    /// `CAP_NET_ADMIN` on kernels before 6.6.
     pub fn open() -> io::Result<Self> {
         use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
         let fd = rustix::net::socket_with(

@@ -31,6 +31,22 @@ use crate::proc::processes::Users;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceStates(pub HashMap<Source, String>);
 
+impl SourceStates {
+    /// Lines `source: state` for states that differ from `seen`, which is brought up to date.
+    pub fn changes(&self, seen: &mut SourceStates) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in Source::ALL {
+            if let Some(state) = self.0.get(&s)
+                && seen.0.get(&s) != Some(state)
+            {
+                out.push(format!("{}: {state}", s.as_str()));
+                seen.0.insert(s, state.clone());
+            }
+        }
+        out
+    }
+}
+
 /// The running sources.
 pub struct Sources {
     stop: Arc<AtomicBool>,
@@ -401,26 +417,34 @@ fn file_source(
         | WatchMask::ONLYDIR;
     let mut dirs: HashMap<inotify::WatchDescriptor, String> = HashMap::new();
     let mut watch_failures = 0u64;
-    let mut add_watch = |inotify: &mut Inotify, dirs: &mut HashMap<_, _>, host_path: &str| match inotify
-        .watches()
-        .add(root.host_path(host_path), mask)
-    {
-        Ok(wd) => {
-            dirs.insert(wd, host_path.to_owned());
+    let add_watch = |inotify: &mut Inotify, dirs: &mut HashMap<_, _>, host_path: &str, failures: &mut u64| {
+        match inotify.watches().add(root.host_path(host_path), mask) {
+            Ok(wd) => {
+                dirs.insert(wd, host_path.to_owned());
+            }
+            // Beyond fs.inotify.max_user_watches: the periodic rescan covers the directory.
+            Err(_) => *failures += 1,
         }
-        Err(_) => watch_failures += 1,
     };
     let initial = fim.directories();
     for d in &initial {
-        add_watch(&mut inotify, &mut dirs, d);
+        add_watch(&mut inotify, &mut dirs, d, &mut watch_failures);
     }
     set_state(
         states,
         Source::File,
         format!(
-            "watching {} directories, {} paths in the baseline{}",
+            "watching {} directories, {} paths in the baseline{}{}",
             dirs.len(),
             fim.entries.len(),
+            if watch_failures > 0 {
+                format!(
+                    " ({watch_failures} directories could not be watched: fs.inotify.max_user_watches; they are compared every {:?})",
+                    cfg.files.rescan_interval
+                )
+            } else {
+                String::new()
+            },
             if state_dir.is_none() { " (no state directory: the baseline is not kept)" } else { "" }
         ),
     );
@@ -431,7 +455,9 @@ fn file_source(
     let mut next_save = Instant::now();
     let mut rescan_now = false;
     while !stopped(stop, &emitter) {
-        if wait_readable(inotify.as_fd(), Duration::from_millis(100)).unwrap_or(false) {
+        // Short waits only while paths are settling.
+        let wait = if pending.is_empty() { POLL_SLICE } else { Duration::from_millis(50) };
+        if wait_readable(inotify.as_fd(), wait).unwrap_or(false) {
             while let Ok(events) = inotify.read_events(&mut buf) {
                 let mut any = false;
                 for e in events {
@@ -474,7 +500,7 @@ fn file_source(
                 emitter.emit(e);
             }
             for d in checked.new_dirs {
-                add_watch(&mut inotify, &mut dirs, &d);
+                add_watch(&mut inotify, &mut dirs, &d, &mut watch_failures);
             }
             for p in checked.later {
                 pending.entry(p).or_insert_with(Instant::now);
@@ -489,7 +515,7 @@ fn file_source(
             let watched: std::collections::HashSet<String> = dirs.values().cloned().collect();
             for d in fim.directories() {
                 if !watched.contains(&d) {
-                    add_watch(&mut inotify, &mut dirs, &d);
+                    add_watch(&mut inotify, &mut dirs, &d, &mut watch_failures);
                 }
             }
         }
@@ -634,16 +660,28 @@ impl AuthFollower {
 pub struct NetFollower {
     tracker: Tracker,
     outbound: bool,
+    last: Option<(Vec<u64>, Instant)>,
 }
 
 impl NetFollower {
     /// A follower; `outbound` reports outbound connections too.
     pub fn new(cfg: &crate::config::NetworkEvents) -> Self {
-        Self { tracker: Tracker::new(cfg.outbound_dedup), outbound: cfg.outbound }
+        Self { tracker: Tracker::new(cfg.outbound_dedup), outbound: cfg.outbound, last: None }
     }
 
-    /// One read of the tables; `report_existing` lists current listeners (a scan).
+    /// One read of the tables; `report_existing` lists current listeners (a scan). The tables
+    /// are read only when the [`fingerprint`](super::netconn::fingerprint) moved, or a minute
+    /// passed since the last read (two changes that cancel out in the counts).
     pub fn poll(&mut self, root: &HostRoot, users: &Users, report_existing: bool, out: &mut dyn FnMut(Event)) -> usize {
+        let print = super::netconn::fingerprint(root);
+        if !report_existing
+            && let (Some(p), Some((last, at))) = (&print, &self.last)
+            && p == last
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return 0;
+        }
+        self.last = print.map(|p| (p, Instant::now()));
         let (sockets, bad) = read_sockets(root);
         let now = jiff::Timestamp::now();
         let changes = self.tracker.update(&sockets, now, report_existing);
@@ -697,7 +735,21 @@ fn polled_sources(
     let mut net = cfg.network.enabled.then(|| NetFollower::new(&cfg.network));
     let mut clock = cfg.clock.enabled.then(|| super::clock::ClockWatch::new(cfg.clock.max_offset.as_secs_f64()));
     if auth.is_some() {
-        set_state(states, Source::Auth, format!("following {}", cfg.auth.logs.join(", ")));
+        // Say which files exist but cannot be read: a silent source is worse than none.
+        let mut files: Vec<&String> = cfg.auth.logs.iter().collect();
+        files.extend([&cfg.auth.wtmp, &cfg.auth.btmp].into_iter().filter(|p| !p.is_empty()));
+        let unreadable: Vec<String> = files
+            .iter()
+            .filter_map(|p| match std::fs::File::open(root.host_path(p)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(format!("{p}: {e}")),
+                _ => None,
+            })
+            .collect();
+        let mut text = format!("following {}", files.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+        if !unreadable.is_empty() {
+            text.push_str(&format!(" (cannot read {})", unreadable.join("; ")));
+        }
+        set_state(states, Source::Auth, text);
     }
     if net.is_some() {
         set_state(states, Source::Network, format!("reading socket tables every {:?}", cfg.network.interval));
@@ -757,7 +809,13 @@ fn polled_sources(
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let next =
+            [auth.as_ref().map(|_| next_auth), net.as_ref().map(|_| next_net), clock.as_ref().map(|_| next_clock)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + POLL_SLICE);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(POLL_SLICE));
     }
     if let (Some(a), Some(f)) = (auth.as_ref(), &positions_file) {
         let _ = a.positions().save(f);

@@ -94,26 +94,37 @@ pub fn start(config: &Config, latest: Latest, self_usage: SelfUsage, version: &'
 }
 
 fn build_exporter(protocol: OtlpProtocol, endpoint: &str) -> Result<MetricExporter, OtlpError> {
+    build_otlp(
+        protocol,
+        endpoint,
+        "metrics",
+        |ep, timeout| MetricExporter::builder().with_tonic().with_endpoint(ep).with_timeout(timeout).build(),
+        |url, timeout| MetricExporter::builder().with_http().with_endpoint(url).with_timeout(timeout).build(),
+    )
+}
+
+/// Builds an exporter of one signal over `protocol`: gRPC in the caller's runtime, HTTP on a
+/// plain thread (the blocking HTTP client owns a runtime of its own, which must not be
+/// created from inside ours) at `{endpoint}/v1/{signal}`.
+fn build_otlp<E: Send + 'static>(
+    protocol: OtlpProtocol,
+    endpoint: &str,
+    signal: &'static str,
+    grpc: impl FnOnce(&str, Duration) -> Result<E, opentelemetry_otlp::ExporterBuildError>,
+    http: impl FnOnce(String, Duration) -> Result<E, opentelemetry_otlp::ExporterBuildError> + Send + 'static,
+) -> Result<E, OtlpError> {
     let timeout = Duration::from_secs(10);
     match protocol {
-        OtlpProtocol::Grpc => MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
-            .build()
-            .map_err(|source| OtlpError::Build { protocol: "grpc", endpoint: endpoint.to_owned(), source }),
+        OtlpProtocol::Grpc => grpc(endpoint, timeout).map_err(|source| OtlpError::Build {
+            protocol: "grpc",
+            endpoint: endpoint.to_owned(),
+            source,
+        }),
         OtlpProtocol::Http => {
-            // The blocking HTTP client owns a runtime of its own, which must not be created
-            // from inside ours: build it on a plain thread.
-            let url = format!("{}/v1/metrics", endpoint.trim_end_matches('/'));
+            let url = format!("{}/v1/{signal}", endpoint.trim_end_matches('/'));
             let endpoint = endpoint.to_owned();
             std::thread::spawn(move || {
-                MetricExporter::builder()
-                    .with_http()
-                    .with_endpoint(url)
-                    .with_timeout(timeout)
-                    .build()
-                    .map_err(|source| OtlpError::Build { protocol: "http", endpoint, source })
+                http(url, timeout).map_err(|source| OtlpError::Build { protocol: "http", endpoint, source })
             })
             .join()
             .map_err(|_| OtlpError::Thread)?
@@ -192,29 +203,13 @@ impl OtlpLogs {
 
 fn build_log_exporter(protocol: OtlpProtocol, endpoint: &str) -> Result<opentelemetry_otlp::LogExporter, OtlpError> {
     use opentelemetry_otlp::LogExporter;
-    let timeout = Duration::from_secs(10);
-    match protocol {
-        OtlpProtocol::Grpc => LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
-            .build()
-            .map_err(|source| OtlpError::Build { protocol: "grpc", endpoint: endpoint.to_owned(), source }),
-        OtlpProtocol::Http => {
-            let url = format!("{}/v1/logs", endpoint.trim_end_matches('/'));
-            let endpoint = endpoint.to_owned();
-            std::thread::spawn(move || {
-                LogExporter::builder()
-                    .with_http()
-                    .with_endpoint(url)
-                    .with_timeout(timeout)
-                    .build()
-                    .map_err(|source| OtlpError::Build { protocol: "http", endpoint, source })
-            })
-            .join()
-            .map_err(|_| OtlpError::Thread)?
-        }
-    }
+    build_otlp(
+        protocol,
+        endpoint,
+        "logs",
+        |ep, timeout| LogExporter::builder().with_tonic().with_endpoint(ep).with_timeout(timeout).build(),
+        |url, timeout| LogExporter::builder().with_http().with_endpoint(url).with_timeout(timeout).build(),
+    )
 }
 
 fn kv(k: &'static str, v: impl Into<opentelemetry::Value>) -> KeyValue {
