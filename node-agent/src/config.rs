@@ -452,7 +452,7 @@ impl Default for NetworkEvents {
     fn default() -> Self {
         Self {
             enabled: true,
-            interval: Duration::from_secs(10),
+            interval: Duration::from_secs(30),
             outbound: true,
             outbound_dedup: Duration::from_secs(3600),
             rate_limit: RateLimit::new(50.0, 500),

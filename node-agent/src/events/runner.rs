@@ -752,7 +752,14 @@ fn polled_sources(
         set_state(states, Source::Auth, text);
     }
     if net.is_some() {
-        set_state(states, Source::Network, format!("reading socket tables every {:?}", cfg.network.interval));
+        set_state(
+            states,
+            Source::Network,
+            format!(
+                "looking at the socket counters every {:?}, reading the socket tables when they moved",
+                cfg.network.interval
+            ),
+        );
     }
     if clock.is_some() {
         set_state(states, Source::Clock, "watching the kernel clock state");
