@@ -12,6 +12,7 @@
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod events;
 pub mod export;
 pub mod filter;
