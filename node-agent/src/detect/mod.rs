@@ -102,18 +102,19 @@ pub fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
-#[cfg(test)]
-pub(crate) mod testkit {
-    //! Deterministic synthetic series for the detector tests and the bench.
+pub mod synth {
+    //! Deterministic synthetic series, for the detectors' tests and benchmarks.
 
     /// SplitMix64: a small, well-distributed, seedable generator.
     pub struct Rng(u64);
 
     impl Rng {
+        /// A generator from `seed`.
         pub fn new(seed: u64) -> Self {
             Self(seed)
         }
 
+        /// The next 64 random bits.
         pub fn next_u64(&mut self) -> u64 {
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = self.0;
@@ -137,9 +138,12 @@ pub(crate) mod testkit {
 
     /// The time of sample `i` at `step_secs` spacing.
     pub fn t(i: usize, step_secs: i64) -> jiff::Timestamp {
-        jiff::Timestamp::from_second(1_800_000_000 + i as i64 * step_secs).unwrap()
+        jiff::Timestamp::from_second(1_800_000_000 + i as i64 * step_secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 }
+
+#[cfg(test)]
+pub(crate) use synth as testkit;
 
 #[cfg(test)]
 mod tests {
