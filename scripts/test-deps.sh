@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests need that cargo does not fetch: Debian's prometheus package
-# (promtool checks the agent's /metrics output). Idempotent; a no-op when all is present.
+# (promtool checks the agent's /metrics output) and prometheus-alertmanager (the alert
+# receiver's test posts to a real Alertmanager). Idempotent; a no-op when all is present.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -9,6 +9,7 @@
 //! Readers never name `/proc` themselves: the root is a value, so fixtures are plain
 //! directories. A failed read is counted, never fatal; the agent never takes its node down.
 
+pub mod alert;
 pub mod clock;
 pub mod config;
 pub mod daemon;

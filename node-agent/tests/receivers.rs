@@ -1,0 +1,250 @@
+//! Receivers against real peers: Debian's Prometheus Alertmanager started on 127.0.0.1
+//! (receives, groups and resolves alerts, asserted through its v2 API), and a local capture
+//! server standing in for Slack, Discord, Telegram and a webhook (this machine has no
+//! internet), which also answers 429 with Retry-After and 400. Every wait is bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_agent::alert::Alert;
+use vigil_agent::alert::receivers::Receiver;
+use vigil_agent::alert::send::{Backoff, Sender};
+use vigil_agent::events::Severity;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Chunked bodies: take the JSON between the first '[' or '{' and the last ']' or '}'.
+    let start = body.find(['[', '{']).unwrap_or(0);
+    let end = body.rfind([']', '}']).map_or(body.len(), |e| e + 1);
+    (status, body[start..end].to_owned())
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn disk_alert(mountpoint: &str) -> Alert {
+    let mut a = Alert::new("VigilTestDiskFull", "node-a", Severity::Critical, jiff::Timestamp::now())
+        .label("mountpoint", mountpoint);
+    a.annotations.insert("summary".into(), format!("disk {mountpoint} full in 3h"));
+    a
+}
+
+fn no_wait_backoff() -> Backoff {
+    Backoff { ladder: vec![Duration::from_millis(10); 3], jitter: 0.0 }
+}
+
+#[test]
+fn alertmanager_receives_groups_and_resolves() {
+    let bin = ["prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "alertmanager"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("Alertmanager (Debian package prometheus-alertmanager; `make test` installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: 'null'\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: 'null'\n",
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _am = Killed(
+        Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&addr).is_err() || http_get(&addr, "/-/ready").0 != 200 {
+        assert!(Instant::now() < deadline, "Alertmanager never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let receiver = Receiver::Alertmanager { url: format!("http://{addr}") };
+    let sender = Sender::new(Duration::from_secs(5)).unwrap();
+    let firing = [disk_alert("/var"), disk_alert("/data")];
+    for req in receiver.requests(&firing) {
+        assert_eq!(sender.deliver(&req, &no_wait_backoff(), || 0.5, |_| true), Ok(1));
+    }
+    let (status, body) = http_get(&addr, "/api/v2/alerts");
+    assert_eq!(status, 200);
+    let alerts: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let ours: Vec<&Value> = alerts.iter().filter(|a| a["labels"]["alertname"] == "VigilTestDiskFull").collect();
+    assert_eq!(ours.len(), 2, "{body}");
+    assert!(ours.iter().all(|a| a["status"]["state"] == "active"), "{body}");
+    assert!(ours.iter().any(|a| a["annotations"]["summary"] == "disk /var full in 3h"));
+    assert!(ours.iter().all(|a| a["labels"]["node"] == "node-a" && a["labels"]["severity"] == "critical"));
+
+    // Grouped by alertname: one group with both.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http_get(&addr, "/api/v2/alerts/groups");
+        let groups: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        let ours = groups.iter().find(|g| g["labels"]["alertname"] == "VigilTestDiskFull");
+        if let Some(g) = ours {
+            assert_eq!(g["alerts"].as_array().unwrap().len(), 2, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no group: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Resolve one: Alertmanager ends it (endsAt in the past) and stops listing it as active.
+    // The same alert (same start) with its end: Alertmanager refuses an end before the start.
+    let mut resolved = firing[0].clone();
+    resolved.ends_at = Some(jiff::Timestamp::now());
+    for req in receiver.requests(&[resolved]) {
+        assert_eq!(sender.deliver(&req, &no_wait_backoff(), || 0.5, |_| true), Ok(1));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http_get(&addr, "/api/v2/alerts?active=true&silenced=false&inhibited=false&unprocessed=false");
+        let alerts: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        let mounts: Vec<&str> = alerts
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "VigilTestDiskFull")
+            .filter_map(|a| a["labels"]["mountpoint"].as_str())
+            .collect();
+        if mounts == ["/data"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still active: {mounts:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A capture server: records (path, body) of every POST, answers each with the next status
+/// of `script` (then 200), adding `Retry-After: 2` to a 429.
+/// What the capture server received: (path, JSON body) per request.
+type Captured = Arc<Mutex<Vec<(String, Value)>>>;
+
+fn capture(script: Vec<u16>) -> (String, Captured) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let mut script = script.into_iter();
+        for stream in listener.incoming().take(100) {
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let (head, body) = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if rest.len() >= len {
+                        break (head.to_owned(), rest.as_bytes()[..len].to_vec());
+                    }
+                }
+            };
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+            log.lock().unwrap().push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            let status = script.next().unwrap_or(200);
+            let extra = if status == 429 { "Retry-After: 2\r\n" } else { "" };
+            let _ = write!(s, "HTTP/1.1 {status} X\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn saas_payloads_arrive_as_their_services_document_them() {
+    let (addr, seen) = capture(vec![]);
+    let base = format!("http://{addr}");
+    let receivers = [
+        Receiver::Slack { webhook_url: format!("{base}/services/T000/B000/XXXX") },
+        Receiver::Discord { webhook_url: format!("{base}/api/webhooks/1/tok") },
+        Receiver::Telegram { api_url: base.clone(), bot_token: "123:ABC".into(), chat_id: "-1001".into() },
+        Receiver::Webhook { url: format!("{base}/hook") },
+    ];
+    let sender = Sender::new(Duration::from_secs(5)).unwrap();
+    let alerts = [disk_alert("/var")];
+    for r in &receivers {
+        for req in r.requests(&alerts) {
+            assert_eq!(sender.deliver(&req, &no_wait_backoff(), || 0.5, |_| true), Ok(1), "{}", r.kind());
+        }
+    }
+    let seen = seen.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["/services/T000/B000/XXXX", "/api/webhooks/1/tok", "/bot123:ABC/sendMessage", "/hook"]);
+    let slack = &seen[0].1;
+    assert!(slack["text"].is_string() && slack["blocks"][0]["text"]["type"] == "mrkdwn");
+    let discord = &seen[1].1;
+    assert!(discord["embeds"][0]["title"].as_str().unwrap().contains("VigilTestDiskFull"));
+    assert!(discord["embeds"][0]["color"].is_u64());
+    let telegram = &seen[2].1;
+    assert_eq!((telegram["chat_id"].as_str(), telegram["parse_mode"].as_str()), (Some("-1001"), Some("HTML")));
+    let hook = &seen[3].1;
+    assert_eq!(hook["alerts"][0]["labels"]["mountpoint"], "/var");
+}
+
+#[test]
+fn retry_after_is_honoured_and_a_refusal_is_not_retried() {
+    let (addr, seen) = capture(vec![429, 503, 200, 400]);
+    let sender = Sender::new(Duration::from_secs(5)).unwrap();
+    let req = Receiver::Webhook { url: format!("http://{addr}/hook") }.requests(&[disk_alert("/var")]).remove(0);
+    let mut waits = Vec::new();
+    let backoff = Backoff { ladder: vec![Duration::from_millis(100); 3], jitter: 0.0 };
+    assert_eq!(
+        sender.deliver(
+            &req,
+            &backoff,
+            || 0.5,
+            |d| {
+                waits.push(d);
+                true
+            }
+        ),
+        Ok(3)
+    );
+    assert_eq!(waits, [Duration::from_secs(2), Duration::from_millis(100)], "429's Retry-After, then the ladder");
+    let refused = sender.deliver(&req, &backoff, || 0.5, |_| true);
+    assert_eq!(refused, Err("HTTP 400; not retried".into()));
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    // Nobody listening: every rung of the ladder, then the error (without the URL).
+    let dead =
+        Receiver::Webhook { url: format!("http://127.0.0.1:{}/x", free_port()) }.requests(&[disk_alert("/")]).remove(0);
+    let err = sender.deliver(&dead, &backoff, || 0.5, |_| true).unwrap_err();
+    assert!(err.starts_with("could not connect") && err.ends_with("after 4 attempts"), "{err}");
+    assert!(!err.contains("127.0.0.1"), "{err}");
+}
