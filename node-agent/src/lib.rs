@@ -23,3 +23,4 @@ pub mod render;
 pub mod report;
 pub mod selfmon;
 pub mod snapshot;
+pub mod tls;

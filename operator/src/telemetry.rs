@@ -38,6 +38,9 @@ pub fn init(version: &'static str) -> Result<Option<SdkTracerProvider>, opentele
     let exporter = if grpc {
         opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?
     } else {
+        // The HTTP client is built on rustls without a provider of its own when the workspace
+        // builds it with the agent's features: install ring (kube's) first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // The blocking HTTP client owns a runtime and must not be built inside ours.
         std::thread::spawn(|| opentelemetry_otlp::SpanExporter::builder().with_http().build()).join().unwrap_or_else(
             |_| Err(opentelemetry_otlp::ExporterBuildError::InternalFailure("exporter thread panicked".into())),

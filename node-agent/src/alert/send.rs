@@ -5,7 +5,6 @@
 //! The decisions ([`classify`], [`Backoff::delay`], [`parse_retry_after`]) are pure; [`Sender`]
 //! is the thin HTTP part.
 
-use std::sync::Once;
 use std::time::Duration;
 
 use super::receivers::Request;
@@ -77,8 +76,6 @@ impl Backoff {
     }
 }
 
-static CRYPTO: Once = Once::new();
-
 /// Posts requests over HTTP(S) with a timeout.
 #[derive(Clone, Debug)]
 pub struct Sender {
@@ -88,10 +85,7 @@ pub struct Sender {
 impl Sender {
     /// A sender whose attempts time out after `timeout`.
     pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
-        CRYPTO.call_once(|| {
-            // Another part of the process may have installed one already; either is fine.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
+        crate::tls::ensure_crypto_provider();
         let client = reqwest::blocking::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("vigil-agent/", env!("CARGO_PKG_VERSION")))

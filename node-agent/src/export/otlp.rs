@@ -121,6 +121,7 @@ fn build_otlp<E: Send + 'static>(
             source,
         }),
         OtlpProtocol::Http => {
+            crate::tls::ensure_crypto_provider();
             let url = format!("{}/v1/{signal}", endpoint.trim_end_matches('/'));
             let endpoint = endpoint.to_owned();
             std::thread::spawn(move || {
