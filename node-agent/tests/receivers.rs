@@ -192,7 +192,7 @@ fn saas_payloads_arrive_as_their_services_document_them() {
     let (addr, seen) = capture(vec![]);
     let base = format!("http://{addr}");
     let receivers = [
-        Receiver::Slack { webhook_url: format!("{base}/services/T000/B000/XXXX") },
+        Receiver::Slack { webhook_url: format!("{base}/services/T000/B000/hooksecret") },
         Receiver::Discord { webhook_url: format!("{base}/api/webhooks/1/tok") },
         Receiver::Telegram { api_url: base.clone(), bot_token: "123:ABC".into(), chat_id: "-1001".into() },
         Receiver::Webhook { url: format!("{base}/hook") },
@@ -206,7 +206,7 @@ fn saas_payloads_arrive_as_their_services_document_them() {
     }
     let seen = seen.lock().unwrap().clone();
     let paths: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(paths, ["/services/T000/B000/XXXX", "/api/webhooks/1/tok", "/bot123:ABC/sendMessage", "/hook"]);
+    assert_eq!(paths, ["/services/T000/B000/hooksecret", "/api/webhooks/1/tok", "/bot123:ABC/sendMessage", "/hook"]);
     let slack = &seen[0].1;
     assert!(slack["text"].is_string() && slack["blocks"][0]["text"]["type"] == "mrkdwn");
     let discord = &seen[1].1;
