@@ -17,14 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn proc_stat(pid: u32) -> (f64, u64) {
-    let tps = procfs::ticks_per_second() as f64;
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
-    let cpu = (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / tps;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kib: u64 =
-        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    (cpu, rss_kib * 1024)
+    (common::cpu_seconds(&pid.to_string()), common::status_kib(pid, "VmRSS:") * 1024)
 }
 
 fn scrape(addr: &str) -> usize {

@@ -28,12 +28,6 @@ use vigil_agent::events::kmsg::{Classifier, parse_record};
 use vigil_agent::events::queue::RateLimit;
 use vigil_agent::events::{EventQueue, EventType, Source};
 
-fn cpu_seconds() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
-    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / procfs::ticks_per_second() as f64
-}
-
 fn pipeline() {
     const LINES: usize = 200_000;
     let auth_lines = [
@@ -70,7 +64,7 @@ fn pipeline() {
     let now: jiff::Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
     let mut brute = BruteForce::new(BruteForceRule::default());
     let mut classifier = Classifier::default();
-    let cpu0 = cpu_seconds();
+    let cpu0 = common::cpu_seconds("self");
     let t0 = Instant::now();
     let mut produced = 0u64;
     for (a, k) in auth.iter().zip(&kern) {
@@ -113,7 +107,7 @@ fn pipeline() {
     drop(queue);
     consumer.join().unwrap();
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = common::cpu_seconds("self") - cpu0;
     let n = consumed.load(Ordering::Relaxed);
     assert_eq!(n, produced);
     println!(
@@ -194,17 +188,6 @@ fn misses() {
     }
 }
 
-fn proc_cpu(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
-    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / procfs::ticks_per_second() as f64
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 fn metrics(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -250,7 +233,7 @@ fn storms() {
     let pid = agent.id();
     guard.0.push(agent);
     std::thread::sleep(Duration::from_secs(3));
-    let idle = status_kib(pid, "VmRSS:");
+    let idle = common::status_kib(pid, "VmRSS:");
     println!("storm: agent idle RSS {:.1} MiB (pid {pid})", idle as f64 / 1024.0);
 
     // Fork storm: two threads starting /bin/true as fast as they can.
@@ -273,11 +256,11 @@ fn storms() {
         })
         .collect();
     let before = metrics(&addr);
-    let cpu0 = proc_cpu(pid);
+    let cpu0 = common::cpu_seconds(&pid.to_string());
     let t0 = Instant::now();
     let mut peak = 0;
     while t0.elapsed() < Duration::from_secs(secs) {
-        peak = peak.max(status_kib(pid, "VmRSS:"));
+        peak = peak.max(common::status_kib(pid, "VmRSS:"));
         std::thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, Ordering::Relaxed);
@@ -287,7 +270,7 @@ fn storms() {
     std::thread::sleep(Duration::from_secs(2));
     let after = metrics(&addr);
     let n = spawned.load(Ordering::Relaxed);
-    let cpu_share = (proc_cpu(pid) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu_share = (common::cpu_seconds(&pid.to_string()) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     let starts = sum(&after, "vigil_agent_events_total{type=\"process.start\"")
         - sum(&before, "vigil_agent_events_total{type=\"process.start\"");
     println!(
@@ -304,7 +287,7 @@ fn storms() {
         .map(|i| std::fs::OpenOptions::new().write(true).open(watched.join(format!("f{i}"))).unwrap())
         .collect();
     let before = metrics(&addr);
-    let cpu0 = proc_cpu(pid);
+    let cpu0 = common::cpu_seconds(&pid.to_string());
     let t0 = Instant::now();
     let mut writes = 0u64;
     let mut peak = 0;
@@ -316,7 +299,7 @@ fn storms() {
             writes += 1;
         }
         if tick % 20 == 0 {
-            peak = peak.max(status_kib(pid, "VmRSS:"));
+            peak = peak.max(common::status_kib(pid, "VmRSS:"));
         }
         let due = Duration::from_millis(10 * (tick + 1));
         if let Some(wait) = due.checked_sub(t0.elapsed()) {
@@ -327,9 +310,9 @@ fn storms() {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu_share = (proc_cpu(pid) - cpu0) / elapsed * 100.0;
+    let cpu_share = (common::cpu_seconds(&pid.to_string()) - cpu0) / elapsed * 100.0;
     std::thread::sleep(Duration::from_secs(3));
-    peak = peak.max(status_kib(pid, "VmRSS:"));
+    peak = peak.max(common::status_kib(pid, "VmRSS:"));
     let after = metrics(&addr);
     let modified = sum(&after, "vigil_agent_events_total{type=\"file.modified\"")
         - sum(&before, "vigil_agent_events_total{type=\"file.modified\"");
@@ -337,7 +320,7 @@ fn storms() {
         "storm: file storm {elapsed:.1} s, {writes} writes ({:.0}/s) to 2000 files: {modified} file.modified events out, agent RSS peak {:.1} MiB, high-water {:.1} MiB, CPU {cpu_share:.0}% of a core; drops {}",
         writes as f64 / elapsed,
         peak as f64 / 1024.0,
-        status_kib(pid, "VmHWM:") as f64 / 1024.0,
+        common::status_kib(pid, "VmHWM:") as f64 / 1024.0,
         drops(&after)
     );
 }

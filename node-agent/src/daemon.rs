@@ -156,7 +156,7 @@ pub async fn run(
             if let Some(summary) = consumer.drops.check(&consumer.stats, snapshot.time) {
                 consumer.handle(&summary);
             }
-            consumer.report_states();
+            consumer.sources.report_changes(&mut consumer.states_seen);
         }
         if let Ok(mut slot) = latest.write() {
             *slot = Some(Arc::new(snapshot));
@@ -199,16 +199,6 @@ struct EventConsumer {
 }
 
 impl EventConsumer {
-    /// Says on stderr what each source does, once and whenever it changes (polling instead of
-    /// the process connector, a source off for want of a permission).
-    fn report_states(&mut self) {
-        let now = self.sources.states.lock().map(|s| s.clone()).unwrap_or_default();
-        for line in now.changes(&mut self.states_seen) {
-            // A closed stderr must not take the daemon down (eprintln! would panic).
-            let _ = writeln!(std::io::stderr(), "vigil-agent: events: {line}");
-        }
-    }
-
     fn handle(&mut self, event: &Event) {
         if self.log {
             // One JSON object per line on stdout: `kubectl logs` and any log shipper read it.

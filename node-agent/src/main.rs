@@ -234,10 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         if let Some(summary) = drops.check(stats, jiff::Timestamp::now()) {
                             print_event(&mut std::io::stdout().lock(), &summary, common.json, color)?;
                         }
-                        let now = sources.states.lock().map(|s| s.clone()).unwrap_or_default();
-                        for line in now.changes(&mut states_seen) {
-                            eprintln!("vigil-agent: events: {line}");
-                        }
+                        sources.report_changes(&mut states_seen);
                     }
                     if events_only {
                         continue;

@@ -40,3 +40,18 @@ pub fn spawn_agent(config: &Path) -> (Child, String) {
     let addr = line.trim().rsplit_once("http://").unwrap().1.trim_end_matches("/metrics").to_owned();
     (agent, addr)
 }
+
+/// User plus system CPU seconds of `/proc/<pid>` (`self` for this process).
+#[allow(dead_code)] // not every bench measures CPU
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / procfs::ticks_per_second() as f64
+}
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`) of `/proc/<pid>/status`, in KiB.
+#[allow(dead_code)] // not every bench measures memory
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+}

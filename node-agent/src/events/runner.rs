@@ -56,6 +56,17 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// Says on stderr what each source does, for the states that changed since `seen` (which
+    /// is brought up to date): polling instead of the process connector, a source off for want
+    /// of a permission. A closed stderr is ignored (eprintln! would panic).
+    pub fn report_changes(&self, seen: &mut SourceStates) {
+        use std::io::Write;
+        let now = self.states.lock().map(|s| s.clone()).unwrap_or_default();
+        for line in now.changes(seen) {
+            let _ = writeln!(std::io::stderr(), "vigil-agent: events: {line}");
+        }
+    }
+
     /// Asks every source to stop and waits up to two seconds for them (each stops within a
     /// poll slice, or after the unit of work it is in: a first walk of a large tree can take
     /// longer, and is then left to end with the process).
@@ -285,7 +296,7 @@ fn process_source(
     stop: &AtomicBool,
     states: &Mutex<SourceStates>,
 ) {
-    let users = Users::parse(&std::fs::read_to_string(root.host_path("/etc/passwd")).unwrap_or_default());
+    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
     if cfg.mode != ProcessMode::Poll {
         match super::cnproc::Listener::open() {
             Ok(listener) => {
@@ -730,7 +741,7 @@ fn polled_sources(
 ) {
     let positions_file = state_dir.map(|d| d.join("log-positions.json"));
     let saved = positions_file.as_deref().map(Positions::load).unwrap_or_default();
-    let users = Users::parse(&std::fs::read_to_string(root.host_path("/etc/passwd")).unwrap_or_default());
+    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
     let mut auth = cfg.auth.enabled.then(|| AuthFollower::new(&cfg.auth, root, &saved, StartAt::End));
     let mut net = cfg.network.enabled.then(|| NetFollower::new(&cfg.network));
     let mut clock = cfg.clock.enabled.then(|| super::clock::ClockWatch::new(cfg.clock.max_offset.as_secs_f64()));
@@ -862,7 +873,7 @@ pub fn one_shot(config: &Config) -> Vec<Event> {
             }
         }
     }
-    let users = Users::parse(&std::fs::read_to_string(root.host_path("/etc/passwd")).unwrap_or_default());
+    let users = Users::read(&root, &mut crate::proc::ReadErrors::default());
     if ev.auth.enabled {
         let mut a = AuthFollower::new(&ev.auth, &root, &Positions::default(), StartAt::Beginning);
         a.poll(&mut |e| out.push(e), &mut || {});

@@ -73,22 +73,25 @@ pub fn resource(id: &Identity, node_name: Option<&str>, version: &'static str) -
     Resource::builder().with_service_name("vigil-agent").with_attributes(attrs).build()
 }
 
+/// The resource of this agent's pipelines: the host's identity (read once, so it is complete
+/// from the first push) and the node name (the config's, else `NODE_NAME`).
+fn config_resource(config: &Config, version: &'static str) -> Resource {
+    let identity = crate::proc::identity::read(
+        &crate::host::HostRoot::new(config.host_root.clone()),
+        &mut crate::proc::ReadErrors::default(),
+    );
+    let node_name = config.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()));
+    resource(&identity, node_name.as_deref(), version)
+}
+
 /// Starts the pipeline. Must be called inside the agent's Tokio runtime (the gRPC client
 /// spawns its connection there).
 pub fn start(config: &Config, latest: Latest, self_usage: SelfUsage, version: &'static str) -> Result<Otlp, OtlpError> {
     let otlp = &config.exporters.otlp;
     let exporter = build_exporter(otlp.protocol, &otlp.endpoint)?;
     let reader = PeriodicReader::builder(exporter).with_interval(otlp.interval).build();
-    // The identity is read once here so the resource is complete from the first push.
-    let identity = crate::proc::identity::read(
-        &crate::host::HostRoot::new(config.host_root.clone()),
-        &mut crate::proc::ReadErrors::default(),
-    );
-    let node_name = config.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()));
-    let provider = SdkMeterProvider::builder()
-        .with_resource(resource(&identity, node_name.as_deref(), version))
-        .with_reader(reader)
-        .build();
+    let provider =
+        SdkMeterProvider::builder().with_resource(config_resource(config, version)).with_reader(reader).build();
     register(&provider.meter("vigil-agent"), latest, self_usage);
     Ok(Otlp { provider })
 }
@@ -150,13 +153,8 @@ impl OtlpLogs {
         use opentelemetry::logs::LoggerProvider as _;
         let otlp = &config.exporters.otlp;
         let exporter = build_log_exporter(otlp.protocol, &otlp.endpoint)?;
-        let identity = crate::proc::identity::read(
-            &crate::host::HostRoot::new(config.host_root.clone()),
-            &mut crate::proc::ReadErrors::default(),
-        );
-        let node_name = config.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()));
         let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
-            .with_resource(resource(&identity, node_name.as_deref(), version))
+            .with_resource(config_resource(config, version))
             .with_batch_exporter(exporter)
             .build();
         let logger = provider.logger("vigil-agent");
