@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.routes.all(r, r.receivers.all(n, self.receivers.exists(x, x.name == n)))").message("every receiver a route names must be defined in spec.receivers").field_path(".routes"))]
+#[x_kube(validation = Rule::new("!has(self.fallbackReceiver) || self.receivers.exists(x, x.name == self.fallbackReceiver)").message("the fallback receiver must be defined in spec.receivers").field_path(".fallbackReceiver"))]
 pub struct AlertPolicySpec {
     /// The nodes whose agents apply this policy. Omitted, every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +67,37 @@ pub struct AlertPolicySpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[x_kube(validation = Rule::new("self.all(r, self.exists_one(q, q.name == r.name))").message("receiver names must be unique"))]
     pub receivers: Vec<Receiver>,
+
+    /// The receiver that gets what another receiver could not deliver (dead-lettered
+    /// notifications) and the agent's own "delivery failing" alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub fallback_receiver: Option<String>,
+
+    /// Silences: alerts matching every matcher of a silence are not sent between `startsAt` and
+    /// `endsAt` (they are still evaluated, and resolve normally).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub silences: Vec<Silence>,
+}
+
+/// A silence: matching alerts are held back until it expires.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.matchers) >= 1").message("a silence needs at least one matcher").field_path(".matchers"))]
+pub struct Silence {
+    /// All must match for the silence to hold an alert back.
+    #[schemars(length(max = 16))]
+    pub matchers: Vec<Matcher>,
+    /// When it starts (RFC 3339); omitted, at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When it expires (RFC 3339).
+    pub ends_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// Why, and who asked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub comment: String,
 }
 
 /// One detection rule: what to watch, how to judge it, and how loud to be.
@@ -211,13 +243,22 @@ pub struct EwmaDetector {
 }
 
 /// Time until full.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.capacity) != has(self.capacityMetric)").message("set exactly one of capacity or capacityMetric"))]
 pub struct TrendDetector {
     /// Span of samples the line is fitted over.
     pub window: Duration,
     /// Fire when the fitted line reaches the capacity within this horizon.
     pub horizon: Duration,
+    /// A fixed capacity the series fills up to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<f64>,
+    /// The metric holding each series' capacity, matched on the same labels
+    /// (`vigil_node_filesystem_size_bytes` for `vigil_node_filesystem_used_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub capacity_metric: Option<String>,
 }
 
 /// Leak: monotonic growth with a good linear fit.
@@ -248,8 +289,9 @@ pub struct RateOfChangeDetector {
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EventRateDetector {
-    /// Events that fire.
-    #[schemars(range(min = 1))]
+    /// Events allowed within the window; one more fires. 0 forwards every matching event as
+    /// an alert that resolves once `window` passes without another.
+    #[schemars(range(min = 0, max = 1000000))]
     pub count: u32,
     /// Sliding window.
     pub window: Duration,
@@ -452,6 +494,10 @@ pub struct EmailReceiver {
     /// Secret key holding the SMTP password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretKeySelector>,
+    /// Secret key holding PEM certificates to trust for the server (a private CA); the public
+    /// web roots otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<SecretKeySelector>,
 }
 
 /// Generic JSON webhook.

@@ -342,6 +342,40 @@ fn cases() -> Vec<Case> {
                 json!({"name": "ops-slack", "alertmanager": {"urls": ["http://127.0.0.1:9093"]}}),
             ),
         ),
+        ok(
+            "silence and fallback receiver",
+            set(
+                set(policy(), "/spec/fallbackReceiver", json!("ops-slack")),
+                "/spec/silences",
+                json!([{"matchers": [{"label": "alertname", "value": "HighCpu"}], "endsAt": "2026-12-01T00:00:00Z", "comment": "kernel upgrade"}]),
+            ),
+        ),
+        ok(
+            "trend with a capacity metric",
+            set(
+                policy(),
+                "/spec/rules/0/detector",
+                json!({"trend": {"window": "1h", "horizon": "4h", "capacityMetric": "vigil_node_filesystem_size_bytes"}}),
+            ),
+        ),
+        bad(
+            "trend without a capacity",
+            set(policy(), "/spec/rules/0/detector", json!({"trend": {"window": "1h", "horizon": "4h"}})),
+            "spec.rules[0].detector.trend",
+            "exactly one of capacity or capacityMetric",
+        ),
+        bad(
+            "fallback receiver not defined",
+            set(policy(), "/spec/fallbackReceiver", json!("pager")),
+            "spec.fallbackReceiver",
+            "fallback receiver must be defined",
+        ),
+        bad(
+            "silence without matchers",
+            set(policy(), "/spec/silences", json!([{"matchers": [], "endsAt": "2026-12-01T00:00:00Z"}])),
+            "spec.silences[0].matchers",
+            "at least one matcher",
+        ),
         bad(
             "route without receivers",
             set(policy(), "/spec/routes/0/receivers", json!([])),
