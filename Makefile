@@ -1,6 +1,6 @@
 # The tasks CI runs are the tasks people run.
 CRD_DIRS := crds charts/vigil/crds manifests/crds
-VENV_READY := .venv/.helm-python-sdk-0.2.2
+VENV_READY := .venv/.helm-python-sdk-0.2.2-aiosmtpd-1.4.6
 
 .PHONY: scan test test-deps generate check-generated fmt lint ci
 
@@ -16,14 +16,15 @@ test: test-deps
 	.venv/bin/python scripts/chart.py check
 	cargo test --workspace
 
-## What the tests use beyond cargo: promtool (Debian's prometheus) and Helm's SDK in .venv.
+## What the tests use beyond cargo: promtool and Alertmanager (Debian), Helm's SDK and the
+## aiosmtpd SMTP server (PyPI, in .venv).
 test-deps: $(VENV_READY)
 	scripts/test-deps.sh
 
 # A stamp written only after pip succeeded, so a failed install is retried.
 $(VENV_READY):
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet helm-python-sdk==0.2.2
+	.venv/bin/pip install --quiet helm-python-sdk==0.2.2 aiosmtpd==1.4.6
 	touch $@
 
 ## Regenerate the CRD YAML and its copies from the Rust types, and the rendered chart.

@@ -77,6 +77,8 @@ pub struct Config {
     pub exporters: Exporters,
     /// Security events (processes, files, authentication, network, kernel log, clock).
     pub events: EventsConfig,
+    /// Alert rules, routing and delivery (AlertPolicy files).
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -90,7 +92,88 @@ impl Default for Config {
             filters: Filters::default(),
             exporters: Exporters::default(),
             events: EventsConfig::default(),
+            alerts: AlertsConfig::default(),
         }
+    }
+}
+
+/// Alerting: the AlertPolicies the agent applies and how it delivers. Off while `policies`
+/// is empty.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// AlertPolicy files, or directories of them (every `.yaml`, `.yml` and `.json` file; the
+    /// operator mounts its ConfigMap here).
+    pub policies: Vec<PathBuf>,
+    /// Where the Secrets that receivers name are mounted: `<secretsDir>/<secret>/<key>`.
+    pub secrets_dir: PathBuf,
+    /// How often the policies (and secrets) are re-read.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// The spool of undelivered notifications; default `<events.stateDir>/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes of pending notifications; a full spool refuses new ones (counted).
+    pub spool_max_bytes: u64,
+    /// Most bytes of dead letters; beyond it the oldest go.
+    pub dead_letter_max_bytes: u64,
+    /// fsync every spool write: survives a host crash (a process crash or `kill -9` loses
+    /// nothing either way).
+    pub fsync: bool,
+    /// Timeout of one delivery attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Waits between attempts; the last repeats.
+    #[serde(with = "durations")]
+    pub backoff: Vec<Duration>,
+    /// Jitter of each wait, as a fraction (0.2: ±20 %).
+    pub jitter: f64,
+    /// Dead-letter a notification this long after its first failed attempt.
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+    /// Raise `VigilAlertDeliveryFailing` to the fallback receiver after failing this long.
+    #[serde(with = "humantime_serde")]
+    pub failing_after: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            policies: Vec::new(),
+            secrets_dir: PathBuf::from("/etc/vigil/secrets"),
+            reload_interval: Duration::from_secs(10),
+            spool_dir: None,
+            spool_max_bytes: 64 << 20,
+            dead_letter_max_bytes: 64 << 20,
+            fsync: true,
+            timeout: Duration::from_secs(10),
+            backoff: vec![Duration::from_secs(5), Duration::from_secs(15), Duration::from_secs(60)],
+            jitter: 0.2,
+            give_up_after: Duration::from_secs(3600),
+            failing_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A list of durations in humantime form (`[5s, 15s, 1m]`).
+mod durations {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        v.iter().map(|d| humantime_serde::Serde::from(*d)).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v = Vec::<humantime_serde::Serde<Duration>>::deserialize(d)?;
+        Ok(v.into_iter().map(humantime_serde::Serde::into_inner).collect())
+    }
+}
+
+impl AlertsConfig {
+    /// The spool directory.
+    pub fn spool_dir(&self, events: &EventsConfig) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| events.state_dir.join("spool"))
     }
 }
 
@@ -557,7 +640,59 @@ impl Config {
             return Err(invalid("exporters.otlp.interval", "must be at least 1s".into()));
         }
         self.compiled_filters().map_err(|(key, e)| invalid(key, e.to_string()))?;
-        self.validate_events(origin)
+        self.validate_events(origin)?;
+        self.validate_alerts(origin)
+    }
+
+    fn validate_alerts(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid { path: origin.to_owned(), key, message };
+        let a = &self.alerts;
+        if a.backoff.is_empty() || a.backoff.iter().any(Duration::is_zero) {
+            return Err(invalid("alerts.backoff", "needs at least one wait, each longer than zero".into()));
+        }
+        if !(0.0..=1.0).contains(&a.jitter) {
+            return Err(invalid("alerts.jitter", format!("{} is not between 0 and 1", a.jitter)));
+        }
+        for (key, d, min) in [
+            ("alerts.reloadInterval", a.reload_interval, Duration::from_secs(1)),
+            ("alerts.timeout", a.timeout, Duration::from_millis(100)),
+            ("alerts.giveUpAfter", a.give_up_after, Duration::from_secs(1)),
+        ] {
+            if d < min {
+                return Err(invalid(key, format!("{d:?} is below the minimum of {min:?}")));
+            }
+        }
+        if a.spool_max_bytes < 64 << 10 {
+            return Err(invalid(
+                "alerts.spoolMaxBytes",
+                format!("{} is below the minimum of 65536", a.spool_max_bytes),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The alert pipeline's settings, when alerting is on (policies configured).
+    pub fn alert_pipeline(&self, node: &str) -> Option<crate::alert::pipeline::PipelineConfig> {
+        let a = &self.alerts;
+        (!a.policies.is_empty()).then(|| crate::alert::pipeline::PipelineConfig {
+            policies: a.policies.clone(),
+            secrets_dir: a.secrets_dir.clone(),
+            reload_interval: a.reload_interval,
+            spool_dir: a.spool_dir(&self.events),
+            limits: crate::alert::spool::Limits {
+                max_bytes: a.spool_max_bytes,
+                max_dead_bytes: a.dead_letter_max_bytes,
+                fsync: a.fsync,
+            },
+            delivery: crate::alert::deliver::DeliveryConfig {
+                timeout: a.timeout,
+                backoff: crate::alert::send::Backoff { ladder: a.backoff.clone(), jitter: a.jitter },
+                give_up_after: a.give_up_after,
+                failing_after: a.failing_after,
+            },
+            node: node.to_owned(),
+            interval: self.interval,
+        })
     }
 
     fn validate_events(&self, origin: &str) -> Result<(), ConfigError> {

@@ -41,6 +41,9 @@ pub enum DaemonError {
     /// The OTLP exporter could not be built.
     #[error("setting up the OTLP exporter")]
     Otlp(#[source] crate::export::otlp::OtlpError),
+    /// The alert spool could not be opened.
+    #[error("opening the alert spool")]
+    Spool(#[source] crate::alert::spool::SpoolError),
 }
 
 struct Shared {
@@ -74,9 +77,15 @@ pub async fn run(
     let latest: Latest = Arc::new(RwLock::new(None));
     let self_usage = SelfUsage::default();
     let (mut registry, metrics) = prometheus::registry(latest.clone(), self_usage, version);
+    let node = crate::proc::identity::node_name(&HostRoot::new(config.host_root.clone()), config.node_name.as_deref());
+    let alerts = match config.alert_pipeline(&node) {
+        Some(c) => Some(crate::alert::pipeline::Pipeline::start(c).map_err(DaemonError::Spool)?),
+        None => None,
+    };
+    if let Some(p) = &alerts {
+        prometheus::register_alerts(&mut registry, p);
+    }
     let mut events = if config.events.enabled {
-        let node =
-            crate::proc::identity::node_name(&HostRoot::new(config.host_root.clone()), config.node_name.as_deref());
         let otlp_logs = if config.exporters.otlp.enabled && config.exporters.otlp.events {
             Some(crate::export::otlp::OtlpLogs::start(&config, version).map_err(DaemonError::Otlp)?)
         } else {
@@ -137,13 +146,17 @@ pub async fn run(
                 if let Some(r) = reporter.as_mut() {
                     let snapshot = latest.read().ok().and_then(|g| g.clone());
                     let stats = events.as_ref().map(|e| e.stats.clone());
-                    r.tick(snapshot.as_deref(), self_usage.read(), version, stats.as_deref()).await;
+                    let counts = alerts.as_ref().map(crate::alert::pipeline::Pipeline::counts).unwrap_or_default();
+                    r.tick(snapshot.as_deref(), self_usage.read(), version, stats.as_deref(), counts).await;
                 }
                 continue;
             }
             Some(event) = next_event(&mut events) => {
                 if let Some(consumer) = events.as_mut() {
                     consumer.handle(&event);
+                }
+                if let Some(p) = &alerts {
+                    p.event(&event);
                 }
                 continue;
             }
@@ -158,8 +171,15 @@ pub async fn run(
             }
             consumer.sources.report_changes(&mut consumer.states_seen);
         }
+        let at = snapshot.time;
         if let Ok(mut slot) = latest.write() {
             *slot = Some(Arc::new(snapshot));
+        }
+        if let Some(p) = &alerts {
+            // The rules see the series exactly as /metrics shows them.
+            if let Ok(text) = prometheus::encode(&shared.registry) {
+                p.samples(at, crate::alert::rules::samples_from_text(&prometheus::to_prometheus_text(&text)));
+            }
         }
         // The metrics server ended by itself: an error that the caller must see.
         if server.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
@@ -174,6 +194,9 @@ pub async fn run(
     }
     if let Some(otlp) = otlp {
         otlp.shutdown();
+    }
+    if let Some(p) = alerts {
+        p.stop();
     }
     if let Some(server) = server {
         if server.is_finished() {

@@ -76,16 +76,77 @@ enum Command {
         #[arg(long)]
         no_report: bool,
     },
-    /// Validate a config file: exit 0 when valid, 2 with the error otherwise.
+    /// Validate a config file, and the alert policies it names: exit 0 when valid, 2 with
+    /// the error otherwise.
     CheckConfig {
         /// The config file.
         file: PathBuf,
+    },
+    /// Validate AlertPolicy files (or directories of them) as the agent loads them: exit 0
+    /// when valid, 2 with the error (file, document, field) otherwise.
+    CheckPolicy {
+        /// Policy files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Where the Secrets receivers name are mounted (`<dir>/<secret>/<key>`).
+        #[arg(long, default_value = "/etc/vigil/secrets")]
+        secrets_dir: PathBuf,
+    },
+    /// The dead-letter spool: notifications the agent gave up delivering.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// Print shell completions.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters: sequence, receiver, when, why, alerts.
+    List {
+        #[command(flatten)]
+        spool: SpoolArgs,
+        /// One JSON object per entry.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back in the delivery spool (a running agent takes them within
+    /// seconds, a stopped one when it starts).
+    Replay {
+        #[command(flatten)]
+        spool: SpoolArgs,
+        /// Sequence numbers to replay (from `dlq list`).
+        #[arg(conflicts_with = "all", required_unless_present = "all")]
+        seqs: Vec<u64>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args)]
+struct SpoolArgs {
+    /// The agent's config: its spool directory is used.
+    #[arg(long, short, conflicts_with = "spool")]
+    config: Option<PathBuf>,
+    /// The spool directory itself (default: /var/lib/vigil-agent/spool).
+    #[arg(long)]
+    spool: Option<PathBuf>,
+}
+
+impl SpoolArgs {
+    fn dir(&self) -> Result<(PathBuf, bool)> {
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let dir = self.spool.clone().unwrap_or_else(|| config.alerts.spool_dir(&config.events));
+        Ok((dir, config.alerts.fsync))
+    }
 }
 
 #[derive(Args)]
@@ -266,18 +327,96 @@ fn run(cli: Cli) -> Result<ExitCode> {
             result.map(|()| ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
+            Ok(c) if c.alerts.policies.is_empty() => {
                 println!("{}: valid", file.display());
                 Ok(ExitCode::SUCCESS)
             }
+            Ok(c) => Ok(check_policy(&c.alerts.policies, &c.alerts.secrets_dir, Some(&file))),
             Err(e) => {
                 eprintln!("vigil-agent: {}", error_chain(&e));
                 Ok(ExitCode::from(2))
             }
         },
+        Command::CheckPolicy { paths, secrets_dir } => Ok(check_policy(&paths, &secrets_dir, None)),
+        Command::Dlq { command: DlqCommand::List { spool, json } } => {
+            let (dir, _) = spool.dir()?;
+            let entries = vigil_agent::alert::spool::dead_entries(&dir)?;
+            let mut out = std::io::stdout().lock();
+            if !json {
+                writeln!(
+                    out,
+                    "{} dead letter{} in {}",
+                    entries.len(),
+                    if entries.len() == 1 { "" } else { "s" },
+                    dir.display()
+                )?;
+            }
+            for e in &entries {
+                if json {
+                    serde_json::to_writer(&mut out, e)?;
+                    writeln!(out)?;
+                    continue;
+                }
+                let n = &e.notification;
+                let names: Vec<&str> = n.alerts.iter().map(vigil_agent::alert::Alert::name).collect();
+                writeln!(
+                    out,
+                    "{:>6}  {}  {}  {} attempt{}  {}\n        {}",
+                    e.seq,
+                    e.dead_at.map_or_else(|| "-".into(), |t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()),
+                    n.receiver,
+                    e.attempts,
+                    if e.attempts == 1 { "" } else { "s" },
+                    names.join(", "),
+                    e.last_error.as_deref().unwrap_or("")
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { command: DlqCommand::Replay { spool, seqs, all } } => {
+            let (dir, fsync) = spool.dir()?;
+            let wanted = (!all).then_some(seqs.as_slice());
+            let done = vigil_agent::alert::spool::replay(&dir, wanted, fsync)?;
+            if let Some(w) = wanted {
+                let missing: Vec<String> = w.iter().filter(|s| !done.contains(s)).map(u64::to_string).collect();
+                anyhow::ensure!(
+                    missing.is_empty(),
+                    "no dead letter with sequence number {} in {}",
+                    missing.join(", "),
+                    dir.display()
+                );
+            }
+            println!("{} dead letter{} put back for delivery", done.len(), if done.len() == 1 { "" } else { "s" });
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vigil-agent", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check_policy(paths: &[PathBuf], secrets_dir: &std::path::Path, config: Option<&std::path::Path>) -> ExitCode {
+    match vigil_agent::alert::policy::load(paths, secrets_dir, None) {
+        Ok(set) => {
+            if let Some(c) = config {
+                println!("{}: valid", c.display());
+            }
+            for p in &set.policies {
+                println!(
+                    "{}: valid: {} rules, {} routes, {} receivers, {} silences",
+                    p.id,
+                    p.rules.len(),
+                    p.routes.len(),
+                    p.receivers.len(),
+                    p.silences.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vigil-agent: {e}");
+            ExitCode::from(2)
         }
     }
 }

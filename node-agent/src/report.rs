@@ -88,6 +88,21 @@ pub struct EventCounts {
     pub dropped_since_last: u64,
 }
 
+/// The alert pipeline's figures for the status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AlertCounts {
+    /// Alerts firing.
+    pub active: u32,
+    /// Notifications waiting in the spool.
+    pub spooled: u64,
+    /// Notifications in the dead-letter spool.
+    pub dead_lettered: u64,
+    /// Receivers whose deliveries have failed longer than `failingAfter`.
+    pub failing_receivers: u32,
+    /// The policies on disk were refused (the last good set is in force).
+    pub policy_refused: bool,
+}
+
 /// The agent's own figures for the status.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct AgentFigures {
@@ -97,6 +112,8 @@ pub struct AgentFigures {
     pub cpu_millicores: u32,
     /// Event counters.
     pub events: EventCounts,
+    /// Alert figures.
+    pub alerts: AlertCounts,
 }
 
 /// The AgentStatus server-side-apply body for the latest snapshot.
@@ -108,11 +125,19 @@ pub fn status_apply(
     now: Timestamp,
     node_uid: Option<&str>,
 ) -> Value {
-    let AgentFigures { own, cpu_millicores, events } = figures;
+    let AgentFigures { own, cpu_millicores, events, alerts } = figures;
     let (mut health, mut health_reason) = health(s);
     if events.dropped_since_last > 0 && health == AgentHealth::Healthy {
         health = AgentHealth::Degraded;
         health_reason = Some(format!("{} security events dropped since the last report", events.dropped_since_last));
+    }
+    if alerts.failing_receivers > 0 && health == AgentHealth::Healthy {
+        health = AgentHealth::Degraded;
+        health_reason = Some(format!("alert delivery failing to {} receiver(s)", alerts.failing_receivers));
+    }
+    if alerts.policy_refused && health == AgentHealth::Healthy {
+        health = AgentHealth::Degraded;
+        health_reason = Some("alert policy refused; the last good set is in force".into());
     }
     let status = AgentStatusStatus {
         agent_version: Some(version.to_owned()),
@@ -126,6 +151,9 @@ pub fn status_apply(
         last_report_time: Some(Time(now)),
         events_total: events.total,
         dropped_total: events.dropped,
+        active_alerts: alerts.active,
+        spooled: alerts.spooled,
+        dead_lettered: alerts.dead_lettered,
         rss_bytes: own.map_or(0, |u| u.rss_bytes),
         cpu_millicores,
         ..Default::default()
@@ -196,6 +224,7 @@ impl Reporter {
         own: Option<Usage>,
         version: &str,
         events: Option<&crate::events::EventStats>,
+        alerts: AlertCounts,
     ) {
         // A failed renewal shows as a heartbeat gap to the operator; that is the point.
         let _ = heartbeat(&self.client, &self.identity, Timestamp::now(), self.lease_duration()).await;
@@ -219,7 +248,7 @@ impl Reporter {
             &self.identity,
             version,
             s,
-            AgentFigures { own, cpu_millicores: cpu, events: counts },
+            AgentFigures { own, cpu_millicores: cpu, events: counts, alerts },
             Timestamp::now(),
             self.node_uid.as_deref(),
         );
@@ -301,6 +330,7 @@ mod tests {
                 own: Some(Usage { rss_bytes: 7 << 20, cpu_seconds: 1.0 }),
                 cpu_millicores: 2,
                 events: EventCounts { total: 12, dropped: 3, dropped_since_last: 0 },
+                alerts: AlertCounts { active: 2, spooled: 5, dead_lettered: 1, ..AlertCounts::default() },
             },
             Timestamp::UNIX_EPOCH,
             Some("uid-n"),
@@ -313,6 +343,10 @@ mod tests {
         assert_eq!(body["status"]["revision"], "r-aaaaaaaaaa");
         assert_eq!(body["status"]["kernel"], "6.18.44-fc-v445");
         assert_eq!(body["status"]["rssBytes"], 7 << 20);
+        assert_eq!(
+            [&body["status"]["activeAlerts"], &body["status"]["spooled"], &body["status"]["deadLettered"]],
+            [2, 5, 1]
+        );
         assert_eq!(body["status"]["health"], "Healthy", "{body}");
         // The same rules the API server applies.
         vigil_crds::validate::validate_manifest(&body).unwrap();
@@ -358,6 +392,18 @@ mod tests {
         let body = status_apply(&id(), "0.1.0", &snapshot(), AgentFigures::default(), Timestamp::UNIX_EPOCH, None);
         report(&client, &body, "node-a").await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn failing_delivery_and_a_refused_policy_degrade_a_healthy_agent() {
+        let with = |alerts| AgentFigures { alerts, ..AgentFigures::default() };
+        let failing = AlertCounts { failing_receivers: 1, ..AlertCounts::default() };
+        let body = status_apply(&id(), "0.1.0", &snapshot(), with(failing), Timestamp::UNIX_EPOCH, None);
+        assert_eq!(body["status"]["healthReason"], "alert delivery failing to 1 receiver(s)");
+        let refused = AlertCounts { policy_refused: true, ..AlertCounts::default() };
+        let body = status_apply(&id(), "0.1.0", &snapshot(), with(refused), Timestamp::UNIX_EPOCH, None);
+        assert_eq!(body["status"]["health"], "Degraded");
+        assert_eq!(body["status"]["healthReason"], "alert policy refused; the last good set is in force");
     }
 
     #[test]

@@ -8,11 +8,13 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_agent::alert::Alert;
+
+mod capture;
+use capture::Capture;
 use vigil_agent::alert::receivers::Receiver;
 use vigil_agent::alert::send::{Backoff, Sender};
 use vigil_agent::events::Severity;
@@ -86,7 +88,7 @@ fn alertmanager_receives_groups_and_resolves() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let receiver = Receiver::Alertmanager { url: format!("http://{addr}") };
+    let receiver = Receiver::Alertmanager { urls: vec![format!("http://{addr}")], bearer_token: None };
     let sender = Sender::new(Duration::from_secs(5)).unwrap();
     let firing = [disk_alert("/var"), disk_alert("/data")];
     for req in receiver.requests(&firing) {
@@ -139,52 +141,9 @@ fn alertmanager_receives_groups_and_resolves() {
     }
 }
 
-/// A capture server: records (path, body) of every POST, answers each with the next status
-/// of `script` (then 200), adding `Retry-After: 2` to a 429.
-/// What the capture server received: (path, JSON body) per request.
-type Captured = Arc<Mutex<Vec<(String, Value)>>>;
-
-fn capture(script: Vec<u16>) -> (String, Captured) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        let mut script = script.into_iter();
-        for stream in listener.incoming().take(100) {
-            let Ok(mut s) = stream else { continue };
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            let (head, body) = loop {
-                let n = s.read(&mut chunk).unwrap_or(0);
-                if n == 0 {
-                    break (String::new(), Vec::new());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if rest.len() >= len {
-                        break (head.to_owned(), rest.as_bytes()[..len].to_vec());
-                    }
-                }
-            };
-            let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-            log.lock().unwrap().push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-            let status = script.next().unwrap_or(200);
-            let extra = if status == 429 { "Retry-After: 2\r\n" } else { "" };
-            let _ = write!(s, "HTTP/1.1 {status} X\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\nok");
-        }
-    });
-    (addr, seen)
+fn capture(script: Vec<u16>) -> (String, Capture) {
+    let c = Capture::with_script(script);
+    (c.addr.clone(), c)
 }
 
 #[test]
@@ -192,10 +151,10 @@ fn saas_payloads_arrive_as_their_services_document_them() {
     let (addr, seen) = capture(vec![]);
     let base = format!("http://{addr}");
     let receivers = [
-        Receiver::Slack { webhook_url: format!("{base}/services/T000/B000/hooksecret") },
+        Receiver::Slack { webhook_url: format!("{base}/services/T000/B000/hooksecret"), channel: None },
         Receiver::Discord { webhook_url: format!("{base}/api/webhooks/1/tok") },
         Receiver::Telegram { api_url: base.clone(), bot_token: "123:ABC".into(), chat_id: "-1001".into() },
-        Receiver::Webhook { url: format!("{base}/hook") },
+        Receiver::Webhook { url: format!("{base}/hook"), bearer_token: None },
     ];
     let sender = Sender::new(Duration::from_secs(5)).unwrap();
     let alerts = [disk_alert("/var")];
@@ -204,7 +163,7 @@ fn saas_payloads_arrive_as_their_services_document_them() {
             assert_eq!(sender.deliver(&req, &no_wait_backoff(), || 0.5, |_| true), Ok(1), "{}", r.kind());
         }
     }
-    let seen = seen.lock().unwrap().clone();
+    let seen: Vec<(String, Value)> = seen.requests().into_iter().map(|c| (c.path, c.body)).collect();
     let paths: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(paths, ["/services/T000/B000/hooksecret", "/api/webhooks/1/tok", "/bot123:ABC/sendMessage", "/hook"]);
     let slack = &seen[0].1;
@@ -222,7 +181,9 @@ fn saas_payloads_arrive_as_their_services_document_them() {
 fn retry_after_is_honoured_and_a_refusal_is_not_retried() {
     let (addr, seen) = capture(vec![429, 503, 200, 400]);
     let sender = Sender::new(Duration::from_secs(5)).unwrap();
-    let req = Receiver::Webhook { url: format!("http://{addr}/hook") }.requests(&[disk_alert("/var")]).remove(0);
+    let req = Receiver::Webhook { url: format!("http://{addr}/hook"), bearer_token: None }
+        .requests(&[disk_alert("/var")])
+        .remove(0);
     let mut waits = Vec::new();
     let backoff = Backoff { ladder: vec![Duration::from_millis(100); 3], jitter: 0.0 };
     assert_eq!(
@@ -240,10 +201,11 @@ fn retry_after_is_honoured_and_a_refusal_is_not_retried() {
     assert_eq!(waits, [Duration::from_secs(2), Duration::from_millis(100)], "429's Retry-After, then the ladder");
     let refused = sender.deliver(&req, &backoff, || 0.5, |_| true);
     assert_eq!(refused, Err("HTTP 400; not retried".into()));
-    assert_eq!(seen.lock().unwrap().len(), 4);
+    assert_eq!(seen.requests().len(), 4);
     // Nobody listening: every rung of the ladder, then the error (without the URL).
-    let dead =
-        Receiver::Webhook { url: format!("http://127.0.0.1:{}/x", free_port()) }.requests(&[disk_alert("/")]).remove(0);
+    let dead = Receiver::Webhook { url: format!("http://127.0.0.1:{}/x", free_port()), bearer_token: None }
+        .requests(&[disk_alert("/")])
+        .remove(0);
     let err = sender.deliver(&dead, &backoff, || 0.5, |_| true).unwrap_err();
     assert!(err.starts_with("could not connect") && err.ends_with("after 4 attempts"), "{err}");
     assert!(!err.contains("127.0.0.1"), "{err}");

@@ -3,10 +3,20 @@
 //! [`Alert`] is what a rule firing or resolving produces (from a detector's finding or a
 //! security event); [`receivers`] turns alerts into each service's documented payload (pure)
 //! and [`send`] delivers one payload with a timeout, retrying with backoff and honouring
-//! `Retry-After`. Routing, grouping, silences and the durable spool build on these.
+//! `Retry-After`; [`policy`] loads AlertPolicies, [`rules`] applies their rules to samples
+//! and events, [`route`] routes, groups, silences and rate-limits, [`spool`] keeps every
+//! notification on disk until delivered and [`deliver`] drains it; [`pipeline`] runs the
+//! whole in the daemon.
 
+pub mod deliver;
+pub mod email;
+pub mod pipeline;
+pub mod policy;
 pub mod receivers;
+pub mod route;
+pub mod rules;
 pub mod send;
+pub mod spool;
 
 use std::collections::BTreeMap;
 

@@ -11,24 +11,28 @@
 //!   `parse_mode: HTML`, the text HTML-escaped.
 //! - Generic webhook: `{version, status, alerts}` with the alerts as Vigil writes them.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Alert;
 
-/// Where alerts go.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type", deny_unknown_fields)]
+/// Where alerts go: a policy's receiver with its secrets read (from the files the
+/// `SecretKeySelector`s point at).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Receiver {
-    /// Prometheus Alertmanager (its base URL, `http://alertmanager:9093`).
+    /// Prometheus Alertmanager replicas (base URLs, `http://alertmanager:9093`); every alert
+    /// goes to each.
     Alertmanager {
-        /// Base URL.
-        url: String,
+        /// Base URLs.
+        urls: Vec<String>,
+        /// Sent as `Authorization: Bearer …`.
+        bearer_token: Option<String>,
     },
     /// A Slack incoming webhook.
     Slack {
         /// The webhook URL.
         webhook_url: String,
+        /// Channel override.
+        channel: Option<String>,
     },
     /// A Discord webhook.
     Discord {
@@ -38,7 +42,6 @@ pub enum Receiver {
     /// A Telegram bot.
     Telegram {
         /// Bot API base (`https://api.telegram.org`).
-        #[serde(default = "telegram_api")]
         api_url: String,
         /// The bot token.
         bot_token: String,
@@ -49,12 +52,22 @@ pub enum Receiver {
     Webhook {
         /// The URL.
         url: String,
+        /// Sent as `Authorization: Bearer …`.
+        bearer_token: Option<String>,
     },
+    /// E-mail over SMTP.
+    Email(super::email::EmailConfig),
 }
 
-fn telegram_api() -> String {
-    "https://api.telegram.org".into()
+impl std::fmt::Debug for Receiver {
+    /// The kind only: URLs and tokens are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Receiver({})", self.kind())
+    }
 }
+
+/// The Telegram Bot API's public base URL.
+pub const TELEGRAM_API: &str = "https://api.telegram.org";
 
 /// One HTTP request to make.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +76,14 @@ pub struct Request {
     pub url: String,
     /// The JSON body.
     pub body: Value,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer: Option<String>,
+}
+
+impl Request {
+    fn new(url: String, body: Value) -> Self {
+        Self { url, body, bearer: None }
+    }
 }
 
 /// Cuts `s` to at most `max` characters, marking the cut.
@@ -75,16 +96,16 @@ pub fn clip(s: &str, max: usize) -> String {
     out
 }
 
-fn status(a: &Alert) -> &'static str {
+pub(crate) fn status(a: &Alert) -> &'static str {
     if a.resolved() { "RESOLVED" } else { "FIRING" }
 }
 
-fn headline(a: &Alert) -> String {
+pub(crate) fn headline(a: &Alert) -> String {
     let node = a.labels.get("node").map_or("?", String::as_str);
     format!("[{}] {} on {node} ({})", status(a), a.name(), a.severity())
 }
 
-fn time(t: jiff::Timestamp) -> String {
+pub(crate) fn time(t: jiff::Timestamp) -> String {
     t.round(jiff::Unit::Millisecond).unwrap_or(t).to_string()
 }
 
@@ -92,45 +113,105 @@ impl Receiver {
     /// The requests that deliver `alerts` (one or more, per the service's limits).
     pub fn requests(&self, alerts: &[Alert]) -> Vec<Request> {
         match self {
-            Self::Alertmanager { url } => vec![Request {
-                url: format!("{}/api/v2/alerts", url.trim_end_matches('/')),
-                body: Value::Array(alerts.iter().map(alertmanager_alert).collect()),
-            }],
-            Self::Slack { webhook_url } => {
-                alerts.iter().map(|a| Request { url: webhook_url.clone(), body: slack(a) }).collect()
+            Self::Alertmanager { urls, bearer_token } => {
+                let body = Value::Array(alerts.iter().map(alertmanager_alert).collect());
+                urls.iter()
+                    .map(|url| Request {
+                        bearer: bearer_token.clone(),
+                        ..Request::new(format!("{}/api/v2/alerts", url.trim_end_matches('/')), body.clone())
+                    })
+                    .collect()
             }
+            Self::Slack { webhook_url, channel } => alerts
+                .iter()
+                .map(|a| {
+                    let mut body = slack(a);
+                    if let Some(c) = channel {
+                        body["channel"] = Value::from(c.as_str());
+                    }
+                    Request::new(webhook_url.clone(), body)
+                })
+                .collect(),
             Self::Discord { webhook_url } => alerts
                 .chunks(10)
-                .map(|chunk| Request {
-                    url: webhook_url.clone(),
-                    body: json!({"embeds": chunk.iter().map(discord_embed).collect::<Vec<_>>()}),
+                .map(|chunk| {
+                    Request::new(
+                        webhook_url.clone(),
+                        json!({"embeds": chunk.iter().map(discord_embed).collect::<Vec<_>>()}),
+                    )
                 })
                 .collect(),
             Self::Telegram { api_url, bot_token, chat_id } => alerts
                 .iter()
-                .map(|a| Request {
-                    url: format!("{}/bot{bot_token}/sendMessage", api_url.trim_end_matches('/')),
-                    body: json!({
-                        "chat_id": chat_id,
-                        "text": clip(&telegram_text(a), 4096),
-                        "parse_mode": "HTML",
-                        "disable_web_page_preview": true,
-                    }),
+                .map(|a| {
+                    Request::new(
+                        format!("{}/bot{bot_token}/sendMessage", api_url.trim_end_matches('/')),
+                        json!({
+                            "chat_id": chat_id,
+                            "text": clip(&telegram_text(a), 4096),
+                            "parse_mode": "HTML",
+                            "disable_web_page_preview": true,
+                        }),
+                    )
                 })
                 .collect(),
-            Self::Webhook { url } => {
+            Self::Webhook { url, bearer_token } => {
                 let status = if alerts.iter().all(Alert::resolved) { "resolved" } else { "firing" };
                 vec![Request {
-                    url: url.clone(),
-                    body: json!({"version": "1", "status": status, "alerts": alerts.iter().map(|a| {
-                        let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-                        v["fingerprint"] = Value::from(a.fingerprint());
-                        v["status"] = Value::from(if a.resolved() { "resolved" } else { "firing" });
-                        v
-                    }).collect::<Vec<_>>()}),
+                    bearer: bearer_token.clone(),
+                    ..Request::new(
+                        url.clone(),
+                        json!({"version": "1", "status": status, "alerts": alerts.iter().map(|a| {
+                            let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+                            v["fingerprint"] = Value::from(a.fingerprint());
+                            v["status"] = Value::from(if a.resolved() { "resolved" } else { "firing" });
+                            v
+                        }).collect::<Vec<_>>()}),
+                    )
                 }]
             }
+            // Not HTTP: `super::email` builds the message.
+            Self::Email(_) => Vec::new(),
         }
+    }
+
+    /// The requests that deliver a notification: its alerts, with its note (the "N
+    /// suppressed" digest, a fallback's reason) where the service shows text: Slack a first
+    /// context block, Discord the message `content`, Telegram the first line, the webhook a
+    /// `note` field and Alertmanager a `vigil_note` annotation.
+    pub fn requests_for(&self, n: &super::route::Notification) -> Vec<Request> {
+        let Some(note) = n.preamble() else { return self.requests(&n.alerts) };
+        if let Self::Alertmanager { .. } = self {
+            let mut alerts = n.alerts.clone();
+            for a in &mut alerts {
+                a.annotations.insert("vigil_note".into(), note.clone());
+            }
+            return self.requests(&alerts);
+        }
+        let mut reqs = self.requests(&n.alerts);
+        for r in &mut reqs {
+            match self {
+                Self::Slack { .. } => {
+                    if let Some(blocks) = r.body["blocks"].as_array_mut() {
+                        blocks.insert(
+                            0,
+                            json!({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&note, 3000)}]}),
+                        );
+                    }
+                }
+                Self::Discord { .. } => r.body["content"] = Value::from(clip(&note, 2000)),
+                Self::Telegram { .. } => {
+                    let text = r.body["text"].as_str().unwrap_or_default();
+                    r.body["text"] = Value::from(clip(&format!("<i>{}</i>\n{text}", html_escape(&note)), 4096));
+                }
+                Self::Webhook { .. } => {
+                    r.body["note"] = Value::from(note.as_str());
+                    r.body["suppressed"] = Value::from(n.suppressed);
+                }
+                Self::Alertmanager { .. } | Self::Email(_) => {}
+            }
+        }
+        reqs
     }
 
     /// The receiver's kind, for metrics and logs (never the URL: it may hold a secret).
@@ -141,6 +222,7 @@ impl Receiver {
             Self::Discord { .. } => "discord",
             Self::Telegram { .. } => "telegram",
             Self::Webhook { .. } => "webhook",
+            Self::Email(_) => "email",
         }
     }
 }
@@ -235,7 +317,8 @@ mod tests {
 
     #[test]
     fn alertmanager_v2_postable_alerts() {
-        let r = Receiver::Alertmanager { url: "http://am:9093/".into() }.requests(&[alert(false), alert(true)]);
+        let r = Receiver::Alertmanager { urls: vec!["http://am:9093/".into()], bearer_token: None }
+            .requests(&[alert(false), alert(true)]);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].url, "http://am:9093/api/v2/alerts");
         let body = r[0].body.as_array().unwrap();
@@ -247,8 +330,11 @@ mod tests {
 
     #[test]
     fn slack_discord_telegram_and_webhook_shapes() {
-        let s = &Receiver::Slack { webhook_url: "http://hooks/x".into() }.requests(&[alert(false)])[0].body;
+        let s = &Receiver::Slack { webhook_url: "http://hooks/x".into(), channel: Some("#ops".into()) }
+            .requests(&[alert(false)])[0]
+            .body;
         assert_eq!(s["text"], "[FIRING] DiskFull on node-a (critical)");
+        assert_eq!(s["channel"], "#ops");
         assert_eq!(s["blocks"][0]["type"], "section");
         assert_eq!(s["blocks"][0]["text"]["type"], "mrkdwn");
         assert!(s["blocks"][0]["text"]["text"].as_str().unwrap().contains("• mountpoint: `/var`"));
@@ -272,7 +358,10 @@ mod tests {
         assert!(text.starts_with("<b>[RESOLVED] DiskFull on node-a (critical)</b>"), "{text}");
         assert!(text.contains("&lt;soon&gt; &amp; more"), "escaped: {text}");
 
-        let w = &Receiver::Webhook { url: "http://hook".into() }.requests(&[alert(true)])[0].body;
+        let w = &Receiver::Webhook { url: "http://hook".into(), bearer_token: Some("tok".into()) }
+            .requests(&[alert(true)])[0];
+        assert_eq!(w.bearer.as_deref(), Some("tok"));
+        let w = &w.body;
         assert_eq!((w["version"].as_str(), w["status"].as_str()), (Some("1"), Some("resolved")));
         assert_eq!(w["alerts"][0]["fingerprint"], alert(true).fingerprint());
     }
@@ -287,7 +376,7 @@ mod tests {
             .requests(&[a.clone()])[0]
             .body;
         assert_eq!(t["text"].as_str().unwrap().chars().count(), 4096);
-        let s = &Receiver::Slack { webhook_url: "u".into() }.requests(&[a])[0].body;
+        let s = &Receiver::Slack { webhook_url: "u".into(), channel: None }.requests(&[a])[0].body;
         assert_eq!(s["blocks"][0]["text"]["text"].as_str().unwrap().chars().count(), 3000);
     }
 }

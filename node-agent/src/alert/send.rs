@@ -95,7 +95,11 @@ impl Sender {
 
     /// One attempt.
     pub fn post(&self, req: &Request) -> Outcome {
-        match self.client.post(&req.url).json(&req.body).send() {
+        let mut post = self.client.post(&req.url).json(&req.body);
+        if let Some(token) = &req.bearer {
+            post = post.bearer_auth(token);
+        }
+        match post.send() {
             Ok(resp) => {
                 let retry_after = resp
                     .headers()

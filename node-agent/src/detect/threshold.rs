@@ -38,6 +38,11 @@ impl Threshold {
         Self { limit, clear, direction, hold, name: name.to_owned(), debounce: Debounce::new(hold), last: f64::NAN }
     }
 
+    /// Whether the condition is firing now.
+    pub fn firing(&self) -> bool {
+        self.debounce.firing()
+    }
+
     /// The seed's defaults for a utilisation ratio (0-1): `limit`, clear 5 points lower,
     /// held 5 minutes.
     pub fn utilisation(name: &str, limit: f64) -> Self {

@@ -240,6 +240,12 @@ impl Positions {
 /// Writes `bytes` to `path` through a temporary file in the same directory, fsynced, then
 /// renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_sync(path, bytes, true)
+}
+
+/// [`write_atomic`], with the fsyncs of the file and its directory only when `sync`: the
+/// rename alone survives a crash of the process, the fsyncs make it survive one of the host.
+pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
@@ -247,10 +253,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    File::open(dir).and_then(|d| d.sync_all())
+    if sync { File::open(dir).and_then(|d| d.sync_all()) } else { Ok(()) }
 }
 
 #[cfg(test)]

@@ -229,6 +229,105 @@ impl Collector for EventsCollector {
     }
 }
 
+/// Registers the alert pipeline's figures: alerts, notifications by receiver and outcome,
+/// the spool, the dead letters, refused policies.
+pub fn register_alerts(registry: &mut Registry, pipeline: &crate::alert::pipeline::Pipeline) {
+    registry.register_collector(Box::new(AlertsCollector {
+        status: pipeline.status.clone(),
+        delivery: pipeline.delivery.shared.clone(),
+    }));
+}
+
+struct AlertsCollector {
+    status: Arc<crate::alert::pipeline::Status>,
+    delivery: Arc<crate::alert::deliver::Shared>,
+}
+
+impl fmt::Debug for AlertsCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AlertsCollector")
+    }
+}
+
+impl Collector for AlertsCollector {
+    fn encode(&self, enc: DescriptorEncoder) -> fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut o = Out { enc };
+        let st = &self.status;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
+        o.gauge("vigil_agent_alerts_active", "Alerts firing now", None, n(&st.active))?;
+        o.gauge("vigil_agent_alert_rules", "Alert rules in force", None, n(&st.rules))?;
+        o.counters(
+            "vigil_agent_alerts",
+            "Alert state changes by state (firing, resolved)",
+            None,
+            [([("state", "firing")], n(&st.fired)), ([("state", "resolved")], n(&st.resolved))],
+        )?;
+        o.counters(
+            "vigil_agent_alert_pipeline_dropped",
+            "What the alert pipeline could not take, by reason (input_behind: samples or events while it was behind; spool_full: notifications)",
+            None,
+            [([("reason", "input_behind")], n(&st.input_dropped)), ([("reason", "spool_full")], n(&st.spool_full))],
+        )?;
+        o.counter(
+            "vigil_agent_alert_policy_reload_errors",
+            "Policy sets refused (the last good set stays)",
+            None,
+            n(&st.reload_errors),
+        )?;
+        o.gauge(
+            "vigil_agent_alert_policy_refused",
+            "1 while the policies on disk are refused and the last good set is in force",
+            None,
+            if st.policy.lock().map(|p| p.1.is_some()).unwrap_or(false) { 1.0 } else { 0.0 },
+        )?;
+        o.counter("vigil_agent_alerts_unrouted", "Alerts no route took", None, n(&st.unrouted))?;
+        o.counter(
+            "vigil_agent_alert_notifications_rate_limited",
+            "Notifications deferred by a rate limit",
+            None,
+            n(&st.rate_limited),
+        )?;
+        o.counter("vigil_agent_alerts_silenced", "Alert states held back by a silence", None, n(&st.silenced))?;
+        let spool = &self.delivery.spool;
+        let (entries, bytes) = spool.pending();
+        let (dead, evicted) = spool.dead();
+        o.gauge("vigil_agent_alert_spool_entries", "Notifications waiting for delivery", None, entries as f64)?;
+        o.gauge(
+            "vigil_agent_alert_spool",
+            "Bytes of notifications waiting for delivery",
+            Some(Unit::Bytes),
+            bytes as f64,
+        )?;
+        o.gauge("vigil_agent_alert_dead_letters", "Notifications in the dead-letter spool", None, dead as f64)?;
+        o.counter(
+            "vigil_agent_alert_dead_letters_evicted",
+            "Dead letters removed for the spool's bound",
+            None,
+            evicted as f64,
+        )?;
+        let stats = self.delivery.stats();
+        o.counters(
+            "vigil_agent_alert_notifications",
+            "Notifications by receiver and outcome (delivered, failed_attempt, dead_lettered)",
+            None,
+            stats.iter().flat_map(|(r, s)| {
+                [
+                    ([("receiver", r.as_str()), ("outcome", "delivered")], s.delivered as f64),
+                    ([("receiver", r.as_str()), ("outcome", "failed_attempt")], s.failed_attempts as f64),
+                    ([("receiver", r.as_str()), ("outcome", "dead_lettered")], s.dead_lettered as f64),
+                ]
+            }),
+        )?;
+        o.gauges(
+            "vigil_agent_alert_delivery_failing",
+            "1 while deliveries to the receiver have failed longer than failingAfter",
+            None,
+            stats.iter().map(|(r, s)| ([("receiver", r.as_str())], if s.alerted { 1.0 } else { 0.0 })),
+        )
+    }
+}
+
 fn encode_host(o: &mut Out<'_>, s: &Snapshot) -> fmt::Result {
     if let Some(up) = s.host.uptime_seconds {
         o.gauge("vigil_node_uptime", "Time since the host booted", Some(Unit::Seconds), up)?;

@@ -1,0 +1,226 @@
+//! The alert pipeline of `vigil-agent run`: one thread owns the rule engine and the router,
+//! fed with each scan's samples and each security event; due notifications go to the spool,
+//! which the delivery workers drain. The policies are re-read every `reloadInterval`; a set
+//! that does not load is refused with its error (logged, counted) and the last good one keeps
+//! running.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver as Rx, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::deliver::{Delivery, DeliveryConfig};
+use super::policy::{PolicySet, load};
+use super::route::Router;
+use super::rules::{Engine, Sample};
+use super::spool::{Limits, Spool, SpoolError};
+use crate::events::Event;
+
+/// What the pipeline needs to start.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Policy files or directories.
+    pub policies: Vec<PathBuf>,
+    /// Where mounted secrets live.
+    pub secrets_dir: PathBuf,
+    /// How often the policies are re-read.
+    pub reload_interval: Duration,
+    /// The spool's directory.
+    pub spool_dir: PathBuf,
+    /// The spool's bounds and durability.
+    pub limits: Limits,
+    /// Delivery settings.
+    pub delivery: DeliveryConfig,
+    /// The node.
+    pub node: String,
+    /// The sampling interval.
+    pub interval: Duration,
+}
+
+/// Counters and gauges of the pipeline, read by `/metrics` and the AgentStatus report.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Alerts firing now.
+    pub active: AtomicU64,
+    /// Alerts that fired.
+    pub fired: AtomicU64,
+    /// Alerts that resolved.
+    pub resolved: AtomicU64,
+    /// Samples or events dropped because the pipeline was behind.
+    pub input_dropped: AtomicU64,
+    /// Notifications refused by a full spool.
+    pub spool_full: AtomicU64,
+    /// Policy loads refused.
+    pub reload_errors: AtomicU64,
+    /// Rules in force.
+    pub rules: AtomicU64,
+    /// Alerts no route took.
+    pub unrouted: AtomicU64,
+    /// Notifications deferred by a rate limit.
+    pub rate_limited: AtomicU64,
+    /// Alert states held back by silences.
+    pub silenced: AtomicU64,
+    /// The policy set in force (SHA-256) and the last refusal.
+    pub policy: Mutex<(String, Option<String>)>,
+}
+
+enum Input {
+    Samples(jiff::Timestamp, Vec<Sample>),
+    Event(Box<Event>),
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    tx: Option<SyncSender<Input>>,
+    thread: Option<JoinHandle<()>>,
+    /// The delivery workers (and the spool).
+    pub delivery: Arc<Delivery>,
+    /// Its figures.
+    pub status: Arc<Status>,
+}
+
+impl Pipeline {
+    /// Opens the spool, loads the policies and starts the threads. A policy set that does not
+    /// load is reported and retried at each reload; only an unusable spool stops the start.
+    pub fn start(config: PipelineConfig) -> Result<Self, SpoolError> {
+        let spool = Arc::new(Spool::open(&config.spool_dir, config.limits.clone())?);
+        let delivery = Arc::new(Delivery::new(spool, config.delivery.clone(), &config.node));
+        let status = Arc::new(Status::default());
+        let (tx, rx) = sync_channel(1024);
+        let (d, s) = (delivery.clone(), status.clone());
+        let thread = std::thread::Builder::new()
+            .name("alerts".into())
+            .spawn(move || run(&config, &rx, &d, &s))
+            .map_err(|source| SpoolError::Io { path: PathBuf::from("alerts thread"), source })?;
+        Ok(Self { tx: Some(tx), thread: Some(thread), delivery, status })
+    }
+
+    fn send(&self, input: Input) {
+        if let Some(tx) = &self.tx
+            && let Err(TrySendError::Full(_)) = tx.try_send(input)
+        {
+            self.status.input_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One scan's samples.
+    pub fn samples(&self, at: jiff::Timestamp, samples: Vec<Sample>) {
+        self.send(Input::Samples(at, samples));
+    }
+
+    /// One security event.
+    pub fn event(&self, e: &Event) {
+        self.send(Input::Event(Box::new(e.clone())));
+    }
+
+    /// The figures for the AgentStatus report.
+    pub fn counts(&self) -> crate::report::AlertCounts {
+        let (spooled, _) = self.delivery.shared.spool.pending();
+        let (dead, _) = self.delivery.shared.spool.dead();
+        let failing = self.delivery.shared.stats().values().filter(|s| s.alerted).count();
+        crate::report::AlertCounts {
+            active: u32::try_from(self.status.active.load(Ordering::Relaxed)).unwrap_or(u32::MAX),
+            spooled: spooled as u64,
+            dead_lettered: dead as u64,
+            failing_receivers: u32::try_from(failing).unwrap_or(u32::MAX),
+            policy_refused: self.status.policy.lock().map(|p| p.1.is_some()).unwrap_or(false),
+        }
+    }
+
+    /// Stops the threads; what is spooled stays for the next start.
+    pub fn stop(mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.delivery.stop();
+    }
+}
+
+fn log(message: &str) {
+    eprintln!("vigil-agent: alerts: {message}");
+}
+
+fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &Status) {
+    let mut engine = Engine::new(&config.node, config.interval);
+    let mut router = Router::new();
+    let mut set = Arc::new(PolicySet::default());
+    let mut last_load: Option<Instant> = None;
+    let mut last_rescan = Instant::now();
+    let mut last_error: Option<String> = None;
+    let spool = delivery.shared.spool.clone();
+    loop {
+        let now = jiff::Timestamp::now();
+        if last_load.is_none_or(|t| t.elapsed() >= config.reload_interval) {
+            last_load = Some(Instant::now());
+            match load(&config.policies, &config.secrets_dir, None) {
+                Ok(new) if new.sha256 != set.sha256 => {
+                    let rules = new.rule_count();
+                    log(&format!(
+                        "policy set {} in force: {} polic{}, {rules} rules",
+                        &new.sha256[..12],
+                        new.policies.len(),
+                        if new.policies.len() == 1 { "y" } else { "ies" }
+                    ));
+                    let new = Arc::new(new);
+                    let gone = engine.set_policies(&new, now);
+                    for r in &gone {
+                        status.resolved.fetch_add(1, Ordering::Relaxed);
+                        router.push(&set, &r.policy, &r.alert, now);
+                    }
+                    set = new;
+                    delivery.set_policies(set.clone());
+                    status.rules.store(rules as u64, Ordering::Relaxed);
+                    last_error = None;
+                    if let Ok(mut p) = status.policy.lock() {
+                        *p = (set.sha256.clone(), None);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(text.as_str()) {
+                        log(&format!("policy refused, keeping the last good set: {text}"));
+                        status.reload_errors.fetch_add(1, Ordering::Relaxed);
+                        last_error = Some(text.clone());
+                    }
+                    if let Ok(mut p) = status.policy.lock() {
+                        p.1 = Some(text);
+                    }
+                }
+            }
+        }
+        if last_rescan.elapsed() >= Duration::from_secs(5) {
+            last_rescan = Instant::now();
+            delivery.rescan();
+        }
+        let wait = router
+            .next_due()
+            .map_or(Duration::from_secs(1), |d| d.duration_since(now).unsigned_abs())
+            .min(Duration::from_secs(1));
+        let routed = match rx.recv_timeout(wait) {
+            Ok(Input::Samples(at, samples)) => engine.observe_metrics(at, &samples),
+            Ok(Input::Event(e)) => engine.observe_event(&e),
+            Err(RecvTimeoutError::Timeout) => Vec::new(),
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let now = jiff::Timestamp::now();
+        for r in routed.iter().chain(&engine.tick(now)) {
+            let counter = if r.alert.resolved() { &status.resolved } else { &status.fired };
+            counter.fetch_add(1, Ordering::Relaxed);
+            router.push(&set, &r.policy, &r.alert, now);
+        }
+        for n in router.tick(&set, now) {
+            if let Err(e) = spool.enqueue(n) {
+                status.spool_full.fetch_add(1, Ordering::Relaxed);
+                log(&format!("notification not spooled: {e}"));
+            }
+        }
+        status.active.store(engine.active() as u64, Ordering::Relaxed);
+        status.unrouted.store(router.stats.unrouted, Ordering::Relaxed);
+        status.rate_limited.store(router.stats.rate_limited, Ordering::Relaxed);
+        status.silenced.store(router.stats.silenced, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,592 @@
+//! The rule engine: the policies' rules applied to metric samples and security events. Pure:
+//! samples and events go in with their time, alerts (firing or resolved) come out.
+//!
+//! A metric rule keeps one detector per series it selects (a series is the metric with one
+//! set of labels: `vigil_node_filesystem_utilization_ratio{mountpoint="/var"}`); an event rule
+//! keeps one event-rate window per value of its `per` field. Both are bounded
+//! ([`MAX_SERIES_PER_RULE`]); series beyond the bound are counted, not tracked. A series that
+//! stops reporting (an unmounted filesystem, an exited process) resolves after
+//! [`STALE_INTERVALS`] intervals and is forgotten.
+//!
+//! When the policies change, a rule whose definition did not change keeps its detectors and
+//! their history; alerts of removed or changed rules resolve.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use vigil_crds::policy::{AlertRule, DetectorSpec, Severity as RuleSeverity};
+
+use super::Alert;
+use super::policy::{PolicySet, std_duration};
+use crate::detect::ewma::Ewma;
+use crate::detect::leak::Leak;
+use crate::detect::mad::RollingMedian;
+use crate::detect::rate::{EventRate, RateOfChange};
+use crate::detect::threshold::{Direction, Threshold};
+use crate::detect::trend::TimeToFull;
+use crate::detect::zscore::{Deviation, RollingMean};
+use crate::detect::{Detector, Finding, State};
+use crate::events::{Event, Severity};
+
+/// Series one rule tracks at most.
+pub const MAX_SERIES_PER_RULE: usize = 1000;
+/// Intervals without a sample after which a series resolves and is forgotten.
+pub const STALE_INTERVALS: u32 = 5;
+
+/// One metric sample: a Prometheus name, its labels and value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Metric name as exported (`vigil_node_cpu_utilization_ratio`).
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// An alert and the policy whose routes take it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routed {
+    /// Policy id.
+    pub policy: String,
+    /// The alert.
+    pub alert: Alert,
+}
+
+enum Det {
+    Threshold(Vec<Threshold>, bool),
+    Mean(Deviation<RollingMean>),
+    Ewma(Deviation<Ewma>),
+    Median(Deviation<RollingMedian>),
+    Trend(TimeToFull),
+    Leak(Leak),
+    Rate(RateOfChange),
+    Events(EventRate),
+}
+
+impl Det {
+    fn new(spec: &DetectorSpec, name: &str, hold: Duration, interval: Duration) -> Option<Self> {
+        let confirm = hold.max(interval);
+        if let Some(t) = &spec.threshold {
+            let mut v = Vec::new();
+            if let Some(a) = t.above {
+                v.push(Threshold::new(name, a, a - t.hysteresis, Direction::Above, hold));
+            }
+            if let Some(b) = t.below {
+                v.push(Threshold::new(name, b, b + t.hysteresis, Direction::Below, hold));
+            }
+            return Some(Self::Threshold(v, false));
+        }
+        let window = |n: u32| (n as usize, interval * n, (n as usize / 3).max(8));
+        if let Some(w) = &spec.z_score {
+            let (n, age, min) = window(w.window);
+            let b = RollingMean::new(n, age, min);
+            return Some(Self::Mean(Deviation::new(name, b, w.threshold, w.threshold / 2.0, confirm)));
+        }
+        if let Some(w) = &spec.mad {
+            let (n, age, min) = window(w.window);
+            let b = RollingMedian::new(n, age, min);
+            return Some(Self::Median(Deviation::new(name, b, w.threshold, w.threshold * 2.0 / 3.0, confirm)));
+        }
+        if let Some(e) = &spec.ewma {
+            let b = Ewma::new(e.alpha, 30, interval);
+            return Some(Self::Ewma(Deviation::new(name, b, e.limit, e.limit / 2.0, confirm)));
+        }
+        if let Some(t) = &spec.trend {
+            let cap = t.capacity.unwrap_or(f64::NAN);
+            return Some(Self::Trend(TimeToFull::new(name, cap, std_duration(t.horizon), std_duration(t.window))));
+        }
+        if let Some(l) = &spec.leak {
+            let window = std_duration(l.window);
+            let mut d = Leak::new(name, l.min_growth_per_minute / 60.0, window, window / 6);
+            d.min_r2 = l.min_r2;
+            return Some(Self::Leak(d));
+        }
+        if let Some(r) = &spec.rate_of_change {
+            return Some(Self::Rate(RateOfChange::new(name, r.per_second, false, hold)));
+        }
+        if let Some(e) = &spec.event_rate {
+            return Some(Self::Events(EventRate::new(name, u64::from(e.count), std_duration(e.window))));
+        }
+        None
+    }
+
+    fn observe(&mut self, at: jiff::Timestamp, value: f64, capacity: Option<f64>) -> Option<Finding> {
+        match self {
+            Self::Threshold(ds, firing) => {
+                let mut out = None;
+                for d in ds.iter_mut() {
+                    if let Some(f) = d.observe(at, value) {
+                        out = Some(f);
+                    }
+                }
+                let now = ds.iter().any(|d| d.firing());
+                if now == *firing {
+                    return None;
+                }
+                *firing = now;
+                out
+            }
+            Self::Mean(d) => d.observe(at, value),
+            Self::Ewma(d) => d.observe(at, value),
+            Self::Median(d) => d.observe(at, value),
+            Self::Trend(d) => {
+                if let Some(c) = capacity {
+                    d.capacity = c;
+                }
+                if d.capacity.is_finite() { d.observe(at, value) } else { None }
+            }
+            Self::Leak(d) => d.observe(at, value),
+            Self::Rate(d) => d.observe(at, value),
+            Self::Events(d) => d.observe(at, value),
+        }
+    }
+}
+
+struct Series {
+    det: Det,
+    labels: BTreeMap<String, String>,
+    firing: Option<Alert>,
+    last_seen: jiff::Timestamp,
+    last_message: Option<String>,
+}
+
+struct RuleState {
+    policy: String,
+    spec: AlertRule,
+    series: HashMap<String, Series>,
+    /// Series refused for the bound.
+    refused: u64,
+}
+
+/// The rules of every policy and the state of their series.
+pub struct Engine {
+    node: String,
+    interval: Duration,
+    rules: Vec<RuleState>,
+}
+
+fn severity(s: RuleSeverity) -> Severity {
+    match s {
+        RuleSeverity::Info => Severity::Info,
+        RuleSeverity::Warning => Severity::Warning,
+        RuleSeverity::Critical => Severity::Critical,
+    }
+}
+
+fn series_key(labels: &BTreeMap<String, String>) -> String {
+    let mut k = String::new();
+    for (n, v) in labels {
+        k.push_str(n);
+        k.push('\u{1}');
+        k.push_str(v);
+        k.push('\u{2}');
+    }
+    k
+}
+
+impl RuleState {
+    /// The alert a finding of series `key` makes: a firing one, or the stored firing alert
+    /// ended.
+    fn alert(&mut self, node: &str, key: &str, f: &Finding) -> Option<Routed> {
+        let series = self.series.get_mut(key)?;
+        let alert = match f.state {
+            State::Firing => {
+                let what = self
+                    .spec
+                    .metric
+                    .as_ref()
+                    .map_or_else(|| self.spec.event.as_ref().map_or("", |e| e.type_.as_str()), |m| m.name.as_str());
+                let mut a = Alert::from_finding(&self.spec.name, node, severity(self.spec.severity), what, f);
+                for (k, v) in series.labels.iter().chain(&self.spec.labels) {
+                    a.labels.insert(k.clone(), v.clone());
+                }
+                a.annotations.insert("description".into(), f.explanation.clone());
+                for (k, v) in &self.spec.annotations {
+                    a.annotations.insert(k.clone(), v.clone());
+                }
+                if let Some(m) = &series.last_message {
+                    a.annotations.insert("lastEvent".into(), m.clone());
+                }
+                series.firing = Some(a.clone());
+                a
+            }
+            State::Resolved => {
+                let mut a = series.firing.take()?;
+                a.ends_at = Some(f.at.max(a.starts_at));
+                a.annotations.insert("description".into(), f.explanation.clone());
+                a.annotations.insert("value".into(), format!("{}", f.value));
+                a
+            }
+        };
+        Some(Routed { policy: self.policy.clone(), alert })
+    }
+
+    fn resolve_all(&mut self, at: jiff::Timestamp, why: &str) -> Vec<Routed> {
+        let mut out = Vec::new();
+        for s in self.series.values_mut() {
+            if let Some(mut a) = s.firing.take() {
+                a.ends_at = Some(at.max(a.starts_at));
+                a.annotations.insert("description".into(), why.to_owned());
+                out.push(Routed { policy: self.policy.clone(), alert: a });
+            }
+        }
+        out
+    }
+
+    fn series_mut(&mut self, key: &str, labels: &BTreeMap<String, String>, hold: Duration, interval: Duration) -> bool {
+        if self.series.contains_key(key) {
+            return true;
+        }
+        if self.series.len() >= MAX_SERIES_PER_RULE {
+            self.refused += 1;
+            return false;
+        }
+        let name = if labels.is_empty() {
+            self.spec.name.clone()
+        } else {
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{} {{{}}}", self.spec.name, l.join(", "))
+        };
+        let Some(det) = Det::new(&self.spec.detector, &name, hold, interval) else { return false };
+        self.series.insert(
+            key.to_owned(),
+            Series {
+                det,
+                labels: labels.clone(),
+                firing: None,
+                last_seen: jiff::Timestamp::UNIX_EPOCH,
+                last_message: None,
+            },
+        );
+        true
+    }
+}
+
+impl Engine {
+    /// An engine for `node`, fed every `interval` (the sampling interval: windows counted in
+    /// samples become durations with it).
+    pub fn new(node: &str, interval: Duration) -> Self {
+        Self { node: node.to_owned(), interval, rules: Vec::new() }
+    }
+
+    /// Takes a new set of policies at `now`. Unchanged rules keep their state; alerts of the
+    /// rules that changed or went are returned resolved.
+    pub fn set_policies(&mut self, set: &PolicySet, now: jiff::Timestamp) -> Vec<Routed> {
+        let mut old: Vec<RuleState> = std::mem::take(&mut self.rules);
+        for p in &set.policies {
+            for r in &p.rules {
+                let kept = old.iter().position(|o| o.policy == p.id && o.spec == *r).map(|i| old.swap_remove(i));
+                self.rules.push(kept.unwrap_or_else(|| RuleState {
+                    policy: p.id.clone(),
+                    spec: r.clone(),
+                    series: HashMap::new(),
+                    refused: 0,
+                }));
+            }
+        }
+        old.iter_mut().flat_map(|r| r.resolve_all(now, "the rule was changed or removed")).collect()
+    }
+
+    /// Feeds the samples of one scan at `now`; returns the alerts that fired or resolved.
+    pub fn observe_metrics(&mut self, now: jiff::Timestamp, samples: &[Sample]) -> Vec<Routed> {
+        let mut by_name: HashMap<&str, Vec<&Sample>> = HashMap::new();
+        for s in samples {
+            by_name.entry(s.name.as_str()).or_default().push(s);
+        }
+        let mut out = Vec::new();
+        let interval = self.interval;
+        let stale = jiff::SignedDuration::try_from(interval * STALE_INTERVALS).unwrap_or(jiff::SignedDuration::MAX);
+        for rule in &mut self.rules {
+            let Some(m) = rule.spec.metric.clone() else { continue };
+            let hold = rule.spec.for_.map(std_duration).unwrap_or_default();
+            let capacity_metric = rule.spec.detector.trend.as_ref().and_then(|t| t.capacity_metric.clone());
+            let capacities: HashMap<String, f64> = capacity_metric
+                .and_then(|c| by_name.get(c.as_str()))
+                .map(|v| v.iter().map(|s| (series_key(&s.labels), s.value)).collect())
+                .unwrap_or_default();
+            for s in by_name.get(m.name.as_str()).into_iter().flatten() {
+                if !m.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)) {
+                    continue;
+                }
+                let key = series_key(&s.labels);
+                if !rule.series_mut(&key, &s.labels, hold, interval) {
+                    continue;
+                }
+                let f = rule.series.get_mut(&key).and_then(|series| {
+                    series.last_seen = now;
+                    series.det.observe(now, s.value, capacities.get(&key).copied())
+                });
+                if let Some(f) = f {
+                    out.extend(rule.alert(&self.node, &key, &f));
+                }
+            }
+            let gone: Vec<String> = rule
+                .series
+                .iter()
+                .filter(|(_, s)| now.duration_since(s.last_seen) > stale)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in gone {
+                if let Some(mut s) = rule.series.remove(&k)
+                    && let Some(mut a) = s.firing.take()
+                {
+                    a.ends_at = Some(now.max(a.starts_at));
+                    a.annotations.insert("description".into(), "the series stopped reporting".into());
+                    out.push(Routed { policy: rule.policy.clone(), alert: a });
+                }
+            }
+        }
+        out
+    }
+
+    /// Feeds one security event; returns the alerts that fired.
+    pub fn observe_event(&mut self, e: &Event) -> Vec<Routed> {
+        let mut out = Vec::new();
+        let interval = self.interval;
+        for rule in &mut self.rules {
+            let Some(sel) = &rule.spec.event else { continue };
+            if sel.type_ != e.kind.as_str() {
+                continue;
+            }
+            let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            if !sel.details.iter().all(|(k, v)| e.details.get(k).is_some_and(|d| text(d) == *v)) {
+                continue;
+            }
+            let per = rule.spec.detector.event_rate.as_ref().and_then(|r| r.per.clone());
+            let labels: BTreeMap<String, String> = per
+                .map(|field| {
+                    let v = e.details.get(&field).map(text).unwrap_or_default();
+                    BTreeMap::from([(field, v)])
+                })
+                .unwrap_or_default();
+            let key = series_key(&labels);
+            if !rule.series_mut(&key, &labels, Duration::ZERO, interval) {
+                continue;
+            }
+            let f = rule.series.get_mut(&key).and_then(|s| {
+                s.last_seen = e.time;
+                s.last_message = Some(e.message.clone());
+                s.det.observe(e.time, 1.0, None)
+            });
+            if let Some(f) = f {
+                out.extend(rule.alert(&self.node, &key, &f));
+            }
+        }
+        out
+    }
+
+    /// Lets time pass for the event rules (their windows empty and they resolve); forgets
+    /// idle event series.
+    pub fn tick(&mut self, now: jiff::Timestamp) -> Vec<Routed> {
+        let mut out = Vec::new();
+        for rule in &mut self.rules {
+            let Some(rate) = &rule.spec.detector.event_rate else { continue };
+            let window = jiff::SignedDuration::try_from(std_duration(rate.window)).unwrap_or(jiff::SignedDuration::MAX);
+            let keys: Vec<String> = rule.series.keys().cloned().collect();
+            for key in keys {
+                let f = rule.series.get_mut(&key).and_then(|s| s.det.observe(now, 0.0, None));
+                if let Some(f) = f {
+                    out.extend(rule.alert(&self.node, &key, &f));
+                }
+            }
+            rule.series.retain(|_, s| s.firing.is_some() || now.duration_since(s.last_seen) <= window);
+        }
+        out
+    }
+
+    /// Alerts firing now.
+    pub fn active(&self) -> usize {
+        self.rules.iter().flat_map(|r| r.series.values()).filter(|s| s.firing.is_some()).count()
+    }
+
+    /// Series tracked, and series refused for the per-rule bound.
+    pub fn series(&self) -> (usize, u64) {
+        (self.rules.iter().map(|r| r.series.len()).sum(), self.rules.iter().map(|r| r.refused).sum())
+    }
+}
+
+/// The samples of Prometheus text exposition (`/metrics` as the agent serves it).
+pub fn samples_from_text(text: &str) -> Vec<Sample> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else { return Vec::new() };
+    scrape
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            Some(Sample { name: s.metric, labels, value })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::policy::parse;
+    use crate::events::EventType;
+
+    fn set(yaml: &str) -> PolicySet {
+        let policies = parse(yaml, "test.yaml").unwrap();
+        let policies = policies
+            .into_iter()
+            .map(|p| super::super::policy::Policy {
+                id: p.metadata.name.clone().unwrap(),
+                rules: p.spec.rules.clone(),
+                routes: Vec::new(),
+                receivers: BTreeMap::new(),
+                fallback: None,
+                silences: Vec::new(),
+            })
+            .collect();
+        PolicySet { policies, sha256: String::new() }
+    }
+
+    fn t(i: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + i * 10).unwrap()
+    }
+
+    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
+        Sample {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn a_threshold_rule_fires_per_series_and_resolves_keeping_its_start() {
+        let mut e = Engine::new("node-a", Duration::from_secs(10));
+        e.set_policies(
+            &set("rules:\n  - name: DiskFull\n    metric: {name: fs_ratio}\n    detector: {threshold: {above: 0.9, hysteresis: 0.05}}\n    for: 20s\n    severity: critical\n    labels: {team: storage}\n    annotations: {runbook_url: http://runbooks/disk}\n"),
+            t(0),
+        );
+        let feed = |e: &mut Engine, i: i64, var: f64, root: f64| {
+            e.observe_metrics(
+                t(i),
+                &[
+                    sample("fs_ratio", &[("mountpoint", "/var")], var),
+                    sample("fs_ratio", &[("mountpoint", "/")], root),
+                    sample("other", &[], 1.0),
+                ],
+            )
+        };
+        assert!(feed(&mut e, 0, 0.95, 0.5).is_empty());
+        assert!(feed(&mut e, 1, 0.95, 0.5).is_empty(), "held for 20 s");
+        let fired = feed(&mut e, 2, 0.95, 0.5);
+        assert_eq!(fired.len(), 1);
+        let a = &fired[0].alert;
+        assert_eq!(fired[0].policy, "test-1");
+        assert_eq!(a.labels["alertname"], "DiskFull");
+        assert_eq!(a.labels["mountpoint"], "/var");
+        assert_eq!(a.labels["team"], "storage");
+        assert_eq!(a.labels["severity"], "critical");
+        assert_eq!(a.annotations["runbook_url"], "http://runbooks/disk");
+        assert!(a.annotations["description"].contains("0.95"), "{:?}", a.annotations);
+        assert_eq!(e.active(), 1);
+        assert!(feed(&mut e, 3, 0.88, 0.5).is_empty(), "inside the hysteresis band");
+        for i in 4..6 {
+            assert!(feed(&mut e, i, 0.5, 0.5).is_empty());
+        }
+        let resolved = feed(&mut e, 6, 0.5, 0.5);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].alert.fingerprint(), a.fingerprint());
+        assert_eq!(resolved[0].alert.starts_at, a.starts_at);
+        assert_eq!(resolved[0].alert.ends_at, Some(t(6)));
+        assert_eq!(e.active(), 0);
+    }
+
+    #[test]
+    fn trend_takes_its_capacity_from_the_matching_series() {
+        let mut e = Engine::new("n", Duration::from_secs(10));
+        e.set_policies(&set("rules:\n  - name: Filling\n    metric: {name: used}\n    detector: {trend: {window: 10m, horizon: 1h, capacityMetric: size}}\n"), t(0));
+        let mut fired = Vec::new();
+        for i in 0..60 {
+            // 1 MB per sample towards 1000 MB, from 800: full in about 200 samples (33 min).
+            let used = 800.0 + i as f64;
+            fired.extend(e.observe_metrics(
+                t(i),
+                &[sample("used", &[("mountpoint", "/data")], used), sample("size", &[("mountpoint", "/data")], 1000.0)],
+            ));
+        }
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].alert.labels["mountpoint"], "/data");
+        assert_eq!(fired[0].alert.labels["detector"], "trend");
+    }
+
+    #[test]
+    fn event_rules_count_per_field_and_resolve_as_the_window_empties() {
+        let mut e = Engine::new("n", Duration::from_secs(10));
+        e.set_policies(&set("rules:\n  - name: SshBruteForce\n    event: {type: auth.ssh.failed}\n    detector: {eventRate: {count: 2, window: 1m, per: source_ip}}\n  - name: Sudo\n    event: {type: auth.sudo, details: {user: alice}}\n    detector: {eventRate: {count: 0, window: 5m}}\n"), t(0));
+        let failed = |ip: &str, i: i64| {
+            let mut ev = Event::new(EventType::SshFailed, t(i), format!("Failed password for root from {ip}"));
+            ev.details.insert("source_ip".into(), ip.into());
+            ev
+        };
+        let mut fired = Vec::new();
+        for i in 0..3 {
+            fired.extend(e.observe_event(&failed("10.0.0.1", i)));
+            fired.extend(e.observe_event(&failed("10.0.0.2", i * 10)));
+        }
+        assert_eq!(fired.len(), 1, "three from .1 within a minute; .2 spread out");
+        assert_eq!(fired[0].alert.labels["source_ip"], "10.0.0.1");
+        assert_eq!(fired[0].alert.annotations["lastEvent"], "Failed password for root from 10.0.0.1");
+        let mut sudo = Event::new(EventType::Sudo, t(3), "alice ran sudo");
+        sudo.details.insert("user".into(), "alice".into());
+        let forwarded = e.observe_event(&sudo);
+        assert_eq!(forwarded.len(), 1, "count 0 forwards every event");
+        sudo.details.insert("user".into(), "bob".into());
+        assert!(e.observe_event(&sudo).is_empty(), "details narrow the rule");
+        let resolved = e.tick(t(40));
+        assert_eq!(resolved.len(), 2, "both windows emptied: {resolved:?}");
+        assert!(resolved.iter().all(|r| r.alert.resolved()));
+        assert_eq!(e.series().0, 0, "idle series forgotten");
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_rules_and_resolves_the_rest() {
+        let mut e = Engine::new("n", Duration::from_secs(10));
+        let a = "rules:\n  - name: A\n    metric: {name: m}\n    detector: {threshold: {above: 1}}\n  - name: B\n    metric: {name: m}\n    detector: {threshold: {above: 1}}\n";
+        e.set_policies(&set(a), t(0));
+        assert_eq!(e.observe_metrics(t(0), &[sample("m", &[], 5.0)]).len(), 2);
+        let b = "rules:\n  - name: A\n    metric: {name: m}\n    detector: {threshold: {above: 1}}\n";
+        let resolved = e.set_policies(&set(b), t(1));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].alert.name(), "B");
+        assert!(resolved[0].alert.resolved());
+        assert_eq!(e.active(), 1, "A kept its firing state");
+        assert!(e.observe_metrics(t(1), &[sample("m", &[], 5.0)]).is_empty(), "no second firing of A");
+    }
+
+    #[test]
+    fn stale_series_resolve_and_series_are_bounded() {
+        let mut e = Engine::new("n", Duration::from_secs(10));
+        e.set_policies(
+            &set("rules:\n  - name: A\n    metric: {name: m}\n    detector: {threshold: {above: 1}}\n"),
+            t(0),
+        );
+        let many: Vec<Sample> =
+            (0..MAX_SERIES_PER_RULE + 5).map(|i| sample("m", &[("i", &i.to_string())], 0.0)).collect();
+        e.observe_metrics(t(0), &many);
+        assert_eq!(e.series(), (MAX_SERIES_PER_RULE, 5));
+        let fired = e.observe_metrics(t(1), &[sample("m", &[("i", "0")], 9.0)]);
+        assert_eq!(fired.len(), 1);
+        let later = e.observe_metrics(t(1 + i64::from(STALE_INTERVALS) + 1), &[]);
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].alert.annotations["description"], "the series stopped reporting");
+        assert_eq!(e.series().0, 0);
+    }
+
+    #[test]
+    fn samples_come_from_the_exposition_text() {
+        let text = "# HELP a_ratio A\n# TYPE a_ratio gauge\na_ratio{mountpoint=\"/var\"} 0.5\n# TYPE b_total counter\nb_total 7\n";
+        let s = samples_from_text(text);
+        assert_eq!(s, [sample("a_ratio", &[("mountpoint", "/var")], 0.5), sample("b_total", &[], 7.0)]);
+    }
+}

@@ -1,0 +1,542 @@
+//! The alert pipeline against real peers and real failures: a local capture server standing in
+//! for the webhook services (down, refusing, slow), a real SMTP server with STARTTLS (aiosmtpd
+//! from PyPI, in .venv), Debian's Alertmanager, the agent binary killed with SIGKILL mid-way.
+//! Every wait is bounded; every server binds 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_agent::alert::Alert;
+use vigil_agent::alert::deliver::{Delivery, DeliveryConfig};
+use vigil_agent::alert::email::EmailConfig;
+use vigil_agent::alert::policy::load;
+use vigil_agent::alert::route::Notification;
+use vigil_agent::alert::send::{Backoff, Outcome};
+use vigil_agent::alert::spool::{Limits, Spool};
+use vigil_agent::events::Severity;
+
+mod capture;
+use capture::{Capture, Captured};
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A policy directory and a secrets directory holding `secrets` (name, key, value).
+fn policy_dirs(root: &Path, policy: &str, secrets: &[(&str, &str, String)]) -> (PathBuf, PathBuf) {
+    let policies = root.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("policy.yaml"), policy).unwrap();
+    let dir = root.join("secrets");
+    for (name, key, value) in secrets {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join(key), value).unwrap();
+    }
+    (policies, dir)
+}
+
+fn notification(receiver: &str, name: &str, group: &str) -> Notification {
+    let a = Alert::new(name, "node-a", Severity::Warning, jiff::Timestamp::now()).label("group", group);
+    Notification {
+        receiver: receiver.into(),
+        route: "all".into(),
+        group: BTreeMap::from([("group".to_owned(), group.to_owned())]),
+        alerts: vec![a],
+        suppressed: 0,
+        created: jiff::Timestamp::now(),
+        note: None,
+    }
+}
+
+fn fast_delivery() -> DeliveryConfig {
+    DeliveryConfig {
+        timeout: Duration::from_secs(2),
+        backoff: Backoff { ladder: vec![Duration::from_millis(100)], jitter: 0.0 },
+        give_up_after: Duration::from_secs(3600),
+        failing_after: Duration::from_millis(300),
+    }
+}
+
+fn alert_names(c: &[Captured], status: u16) -> Vec<String> {
+    c.iter()
+        .filter(|r| r.status == status)
+        .flat_map(|r| r.body["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["labels"]["alertname"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+const TWO_RECEIVERS: &str = "
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: {name: p, namespace: ops}
+spec:
+  receivers:
+    - name: hook
+      webhook: {url: {name: alerting, key: hook-url}, bearerToken: {name: alerting, key: token}}
+    - name: fallback
+      webhook: {url: {name: alerting, key: fallback-url}}
+  fallbackReceiver: fallback
+";
+
+#[test]
+fn a_receiver_down_for_a_while_then_up_gets_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Capture::start();
+    hook.set_status(503);
+    let fallback = Capture::start();
+    let (policies, secrets) = policy_dirs(
+        dir.path(),
+        TWO_RECEIVERS,
+        &[
+            ("alerting", "hook-url", format!("{}/hook", hook.url())),
+            ("alerting", "token", "s3cret\n".into()),
+            ("alerting", "fallback-url", format!("{}/fallback", fallback.url())),
+        ],
+    );
+    let set = Arc::new(load(&[policies], &secrets, None).unwrap());
+    let spool = Arc::new(Spool::open(&dir.path().join("spool"), Limits::default()).unwrap());
+    let config = DeliveryConfig { failing_after: Duration::from_secs(3600), ..fast_delivery() };
+    let delivery = Delivery::new(spool.clone(), config, "node-a");
+    for i in 0..20 {
+        spool.enqueue(notification("ops/p/hook", &format!("Seq{i:02}"), &format!("g{}", i % 2))).unwrap();
+    }
+    delivery.set_policies(set);
+    // Down: the head is retried and nothing behind it overtakes it.
+    hook.wait_until(Duration::from_secs(10), |r| r.len() >= 4);
+    assert!(alert_names(&hook.requests(), 503).iter().all(|n| n == "Seq00"));
+    hook.set_status(200);
+    let got = hook.wait_until(Duration::from_secs(20), |r| r.iter().filter(|c| c.status == 200).count() >= 20);
+    let delivered = alert_names(&got, 200);
+    let expected: Vec<String> = (0..20).map(|i| format!("Seq{i:02}")).collect();
+    assert_eq!(delivered, expected, "everything, in the order it was made");
+    assert!(got.iter().all(|c| c.auth.as_deref() == Some("Bearer s3cret")), "the bearer token from the secret");
+    wait_for("an empty spool", Duration::from_secs(5), || spool.pending().0 == 0);
+    let stats = delivery.shared.stats();
+    assert_eq!(stats["ops/p/hook"].delivered, 20);
+    assert!(stats["ops/p/hook"].failed_attempts >= 4);
+    assert!(fallback.requests().is_empty(), "nothing failed for good");
+    delivery.stop();
+}
+
+#[test]
+fn refused_notifications_go_to_the_dead_letters_and_the_fallback_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Capture::with_script(vec![400]);
+    let fallback = Capture::start();
+    let (policies, secrets) = policy_dirs(
+        dir.path(),
+        TWO_RECEIVERS,
+        &[
+            ("alerting", "hook-url", format!("{}/hook", hook.url())),
+            ("alerting", "token", "t".into()),
+            ("alerting", "fallback-url", format!("{}/fallback", fallback.url())),
+        ],
+    );
+    let set = Arc::new(load(&[policies], &secrets, None).unwrap());
+    let spool_dir = dir.path().join("spool");
+    let spool = Arc::new(Spool::open(&spool_dir, Limits::default()).unwrap());
+    let delivery = Delivery::new(spool.clone(), fast_delivery(), "node-a");
+    delivery.set_policies(set);
+    let refused = spool.enqueue(notification("ops/p/hook", "Refused", "g")).unwrap();
+
+    // 400: dead-lettered at once, and a copy with the reason goes to the fallback receiver.
+    let fb = fallback.wait_until(Duration::from_secs(10), |r| !r.is_empty());
+    assert_eq!(alert_names(&fb, 200), ["Refused"]);
+    assert_eq!(fb[0].body["note"], "Could not be delivered to ops/p/hook: HTTP 400; not retried");
+    wait_for("the dead letter", Duration::from_secs(5), || spool.dead().0 == 1);
+
+    // Down for longer than failingAfter: the agent's own alert goes to the fallback, and is
+    // resolved once deliveries work again.
+    hook.set_status(503);
+    spool.enqueue(notification("ops/p/hook", "Later", "g")).unwrap();
+    let fb = fallback
+        .wait_until(Duration::from_secs(10), |r| alert_names(r, 200).contains(&"VigilAlertDeliveryFailing".to_owned()));
+    let failing =
+        fb.iter().find(|c| c.body["alerts"][0]["labels"]["alertname"] == "VigilAlertDeliveryFailing").unwrap();
+    assert_eq!(failing.body["status"], "firing");
+    assert_eq!(failing.body["alerts"][0]["labels"]["receiver"], "ops/p/hook");
+    assert!(failing.body["alerts"][0]["annotations"]["summary"].as_str().unwrap().contains("HTTP 503"));
+    hook.set_status(200);
+    let fb = fallback.wait_until(Duration::from_secs(10), |r| {
+        r.iter().any(|c| {
+            c.body["alerts"][0]["labels"]["alertname"] == "VigilAlertDeliveryFailing" && c.body["status"] == "resolved"
+        })
+    });
+    assert_eq!(fb.len(), 3);
+    hook.wait_until(Duration::from_secs(10), |r| alert_names(r, 200) == ["Later"]);
+
+    // The dead letter through the CLI: listed, replayed, delivered.
+    let agent = env!("CARGO_BIN_EXE_vigil-agent");
+    let out = Command::new(agent).args(["dlq", "list", "--json", "--spool"]).arg(&spool_dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["seq"], refused);
+    assert_eq!(listed[0]["lastError"], "HTTP 400; not retried");
+    let text = Command::new(agent).args(["dlq", "list", "--spool"]).arg(&spool_dir).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("1 dead letter in "), "{text}");
+    assert!(text.contains("ops/p/hook") && text.contains("Refused"), "{text}");
+    let bad = Command::new(agent).args(["dlq", "replay", "999", "--spool"]).arg(&spool_dir).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no dead letter with sequence number 999"));
+    let replay = Command::new(agent).args(["dlq", "replay", "--all", "--spool"]).arg(&spool_dir).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&replay.stdout), "1 dead letter put back for delivery\n");
+    delivery.rescan();
+    hook.wait_until(Duration::from_secs(10), |r| alert_names(r, 200) == ["Later", "Refused"]);
+    wait_for("no dead letters", Duration::from_secs(5), || {
+        vigil_agent::alert::spool::dead_entries(&spool_dir).unwrap().is_empty()
+    });
+    delivery.stop();
+}
+
+fn venv_python() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(p.exists(), "{} missing: `make test` installs aiosmtpd there", p.display());
+    p
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn email_goes_out_over_starttls_to_a_real_smtp_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A private CA and a certificate for localhost signed by it.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vigil-test-ca",
+        ],
+    );
+    openssl(
+        d,
+        &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"],
+    );
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let port = free_port();
+    let maildir = d.join("mail");
+    let _smtp = Killed(
+        Command::new(venv_python())
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "--tlscert"])
+            .arg(d.join("leaf.pem"))
+            .arg("--tlskey")
+            .arg(d.join("leaf.key"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the SMTP server", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let mut a =
+        Alert::new("DiskFull", "node-a", Severity::Critical, jiff::Timestamp::now()).label("mountpoint", "/var");
+    a.annotations.insert("summary".into(), "/var is 97% full".into());
+    let config = EmailConfig {
+        smarthost: format!("localhost:{port}"),
+        from: "Vigil <vigil@example.test>".into(),
+        to: vec!["oncall@example.test".into(), "ops@example.test".into()],
+        require_tls: true,
+        username: None,
+        password: None,
+        ca_pem: Some(std::fs::read_to_string(d.join("ca.pem")).unwrap()),
+    };
+    let outcome =
+        config.send(std::slice::from_ref(&a), Some("2 earlier notifications suppressed"), Duration::from_secs(10));
+    assert_eq!(outcome, Outcome::Delivered);
+    let new = maildir.join("new");
+    wait_for("the message in the mailbox", Duration::from_secs(10), || {
+        std::fs::read_dir(&new).is_ok_and(|mut r| r.next().is_some())
+    });
+    let file = std::fs::read_dir(&new).unwrap().next().unwrap().unwrap().path();
+    let mut msg = String::new();
+    std::fs::File::open(file).unwrap().read_to_string(&mut msg).unwrap();
+    assert!(msg.contains("Subject: [FIRING] DiskFull on node-a (critical)"), "{msg}");
+    assert!(msg.contains("To: oncall@example.test, ops@example.test"), "{msg}");
+    assert!(msg.contains("From: Vigil <vigil@example.test>"), "{msg}");
+    assert!(msg.contains("2 earlier notifications suppressed"), "{msg}");
+    assert!(msg.contains(&format!("fingerprint {}", a.fingerprint())), "{msg}");
+
+    // Without the CA the server's certificate is not trusted, and STARTTLS is required:
+    // nothing goes out in the clear, and the attempt is retried later (not dropped).
+    let untrusted = EmailConfig { ca_pem: None, ..config };
+    assert!(matches!(untrusted.send(&[a], None, Duration::from_secs(10)), Outcome::Retry { .. }));
+}
+
+fn write_config(dir: &Path, policies: &Path, secrets: &Path) -> PathBuf {
+    let cfg = dir.join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interval: 1s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  enabled: false\n  stateDir: {}\nalerts:\n  policies: [{}]\n  secretsDir: {}\n  reloadInterval: 1s\n  timeout: 2s\n  backoff: [200ms]\n",
+            dir.join("state").display(),
+            policies.display(),
+            secrets.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Starts `vigil-agent run`; returns it and its metrics address.
+fn start_agent(cfg: &Path) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["run", "--no-report", "-c"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    for _ in 0..20 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some((_, a)) = line.trim().rsplit_once("http://") {
+            addr = Some(a.trim_end_matches("/metrics").to_owned());
+            break;
+        }
+    }
+    // Keep draining stderr so the agent never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines().take(100_000) {});
+    (Killed(child), addr.expect("the bound address is announced"))
+}
+
+fn metrics(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn pending_files(spool: &Path) -> usize {
+    std::fs::read_dir(spool.join("pending"))
+        .map_or(0, |r| r.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+}
+
+/// One alert per CPU and mode of this host (every counter is above -1), one group each.
+const PER_CPU_MODE: &str = "
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: {name: p, namespace: ops}
+spec:
+  rules:
+    - name: CpuSeries
+      metric: {name: vigil_node_cpu_seconds_total}
+      detector: {threshold: {above: -1}}
+  routes:
+    - name: all
+      receivers: [hook]
+      groupBy: [alertname, cpu, mode]
+      groupWait: 1s
+  receivers:
+    - name: hook
+      webhook: {url: {name: alerting, key: hook-url}}
+";
+
+/// The same receiver, no rules: what reaches the receiver after a restart comes from the spool.
+const NO_RULES: &str = "
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: {name: p, namespace: ops}
+spec:
+  receivers:
+    - name: hook
+      webhook: {url: {name: alerting, key: hook-url}}
+";
+
+fn fingerprints(c: &[Captured]) -> std::collections::BTreeSet<String> {
+    c.iter()
+        .filter(|r| r.status == 200)
+        .flat_map(|r| r.body["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["fingerprint"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn kill_9_while_spooled_and_while_delivering_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Capture::start();
+    hook.set_status(503);
+    let secrets = [("alerting", "hook-url", format!("{}/hook", hook.url()))];
+    let (policies, secrets_dir) = policy_dirs(dir.path(), PER_CPU_MODE, &secrets);
+    let cfg = write_config(dir.path(), &policies, &secrets_dir);
+    let spool = dir.path().join("state/spool");
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpus =
+        stat.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count();
+    let expected = cpus * 8;
+
+    // 1. The receiver is down: every notification waits in the spool. SIGKILL.
+    let (agent, _) = start_agent(&cfg);
+    wait_for("every notification spooled", Duration::from_secs(30), || pending_files(&spool) >= expected);
+    drop(agent);
+    assert_eq!(pending_files(&spool), expected, "all still there after SIGKILL");
+    let failed_before = hook.requests().len();
+    assert!(failed_before >= 1);
+
+    // 2. The receiver is back but slow; SIGKILL again after a few deliveries.
+    std::fs::write(policies.join("policy.yaml"), NO_RULES).unwrap();
+    hook.set_status(200);
+    hook.set_delay(Duration::from_millis(150));
+    let (agent, _) = start_agent(&cfg);
+    hook.wait_until(Duration::from_secs(30), |r| r.iter().filter(|c| c.status == 200).count() >= 3);
+    drop(agent);
+    let partial = fingerprints(&hook.requests());
+    assert!(partial.len() < expected, "killed mid-way: {} of {expected} delivered", partial.len());
+
+    // 3. Restarted: the rest arrives; every alert spooled in step 1 was delivered.
+    hook.set_delay(Duration::ZERO);
+    let (agent, addr) = start_agent(&cfg);
+    let got = hook.wait_until(Duration::from_secs(30), |r| fingerprints(r).len() >= expected);
+    wait_for("an empty spool", Duration::from_secs(10), || pending_files(&spool) == 0);
+    assert_eq!(fingerprints(&got).len(), expected);
+    let delivered = got.iter().filter(|c| c.status == 200).count();
+    assert!(delivered <= expected + 2, "at most the requests in flight at a kill again: {delivered}");
+    let text = metrics(&addr);
+    assert!(text.contains("vigil_agent_alert_spool_entries 0"), "{text}");
+    drop(agent);
+}
+
+#[test]
+fn policies_reload_keep_the_last_good_set_and_resolve_through_alertmanager() {
+    let bin = ["prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "alertmanager"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("Alertmanager (Debian package prometheus-alertmanager; `make test` installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let am_config = dir.path().join("alertmanager.yml");
+    std::fs::write(&am_config, "route:\n  receiver: 'null'\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: 'null'\n").unwrap();
+    let am_addr = format!("127.0.0.1:{}", free_port());
+    let _am = Killed(
+        Command::new(bin)
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("am").display()))
+            .arg(format!("--web.listen-address={am_addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Two rules on the agent's own gauge of rules in force: with two rules, "more than 1.5
+    // rules" fires.
+    let policy = |rules: &[&str]| {
+        let mut text = String::from(
+            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: am, namespace: ops}\nspec:\n  rules:\n",
+        );
+        for r in rules {
+            text.push_str(&format!("    - name: {r}\n      metric: {{name: vigil_agent_alert_rules}}\n      detector: {{threshold: {{above: 1.5}}}}\n      severity: critical\n"));
+        }
+        text.push_str(&format!("  routes:\n    - name: fleet\n      receivers: [am]\n      groupWait: 1s\n      groupInterval: 1s\n      rateLimit: {{minInterval: 1s}}\n  receivers:\n    - name: am\n      alertmanager: {{urls: ['http://{am_addr}']}}\n"));
+        text
+    };
+    let (policies, secrets) = policy_dirs(dir.path(), &policy(&["TwoRules", "Other"]), &[]);
+    let cfg = write_config(dir.path(), &policies, &secrets);
+    wait_for("Alertmanager", Duration::from_secs(20), || TcpStream::connect(&am_addr).is_ok());
+    let (_agent, addr) = start_agent(&cfg);
+    let am_alerts = || -> Vec<Value> {
+        let mut s = TcpStream::connect(&am_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /api/v2/alerts?active=true HTTP/1.1\r\nHost: {am_addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let (start, end) = (body.find('[').unwrap_or(0), body.rfind(']').map_or(0, |e| e + 1));
+        serde_json::from_str(&body[start..end]).unwrap_or_default()
+    };
+    let active = |name: &str| am_alerts().iter().any(|a| a["labels"]["alertname"] == name);
+    wait_for("TwoRules firing in Alertmanager", Duration::from_secs(30), || active("TwoRules"));
+    let fired = am_alerts();
+    let a = fired.iter().find(|a| a["labels"]["alertname"] == "TwoRules").unwrap();
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert_eq!(a["labels"]["detector"], "threshold");
+    assert!(a["annotations"]["description"].as_str().unwrap().contains("1.5"), "{a}");
+
+    // A broken policy is refused; the last good set keeps running and says so on /metrics.
+    std::fs::write(policies.join("policy.yaml"), "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: am, namespace: ops}\nspec:\n  rules:\n    - name: Broken\n      metric: {name: m}\n      detector: {}\n").unwrap();
+    wait_for("the refusal on /metrics", Duration::from_secs(15), || {
+        metrics(&addr).contains("vigil_agent_alert_policy_refused 1")
+    });
+    assert!(metrics(&addr).contains("vigil_agent_alert_rules 2"));
+    assert!(active("TwoRules"), "still firing under the last good set");
+
+    // A good policy without that rule: its alert resolves (the rule went), and so does the
+    // other (one rule in force is not more than 1.5); Alertmanager takes both off.
+    assert!(active("Other"));
+    std::fs::write(policies.join("policy.yaml"), policy(&["Other"])).unwrap();
+    wait_for("both resolved in Alertmanager", Duration::from_secs(30), || !active("TwoRules") && !active("Other"));
+    let text = metrics(&addr);
+    assert!(text.contains("vigil_agent_alert_policy_refused 0"), "{text}");
+    assert!(text.contains("vigil_agent_alerts_total{state=\"resolved\"} 2"), "{text}");
+}
