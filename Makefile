@@ -2,7 +2,7 @@
 CRD_DIRS := crds charts/vigil/crds manifests/crds
 VENV_READY := .venv/.helm-python-sdk-0.2.2-aiosmtpd-1.4.6
 
-.PHONY: scan test test-deps generate check-generated fmt lint ci
+.PHONY: scan test test-deps bench-deps generate check-generated fmt lint ci
 
 ## One-shot scan of this host by the agent, with the security events one look finds; no
 ## cluster needed.
@@ -26,6 +26,11 @@ $(VENV_READY):
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet helm-python-sdk==0.2.2 aiosmtpd==1.4.6
 	touch $@
+
+## What the benchmarks read beyond the machine: the labelled series shipped in aeon's wheel
+## (data files only: its numeric dependencies are not needed).
+bench-deps: $(VENV_READY)
+	.venv/bin/pip install --quiet --no-deps aeon==1.6.0
 
 ## Regenerate the CRD YAML and its copies from the Rust types, and the rendered chart.
 generate: $(VENV_READY)

@@ -399,6 +399,7 @@ spec:
       receivers: [hook]
       groupBy: [alertname, cpu, mode]
       groupWait: 1s
+      rateLimit: {minInterval: 1s, maxPerHour: 3600}
   receivers:
     - name: hook
       webhook: {url: {name: alerting, key: hook-url}}
@@ -415,9 +416,10 @@ spec:
       webhook: {url: {name: alerting, key: hook-url}}
 ";
 
-fn fingerprints(c: &[Captured]) -> std::collections::BTreeSet<String> {
+/// Fingerprints of the alerts delivered (200) in notifications of `status`.
+fn fingerprints(c: &[Captured], status: &str) -> std::collections::BTreeSet<String> {
     c.iter()
-        .filter(|r| r.status == 200)
+        .filter(|r| r.status == 200 && r.body["status"] == status)
         .flat_map(|r| r.body["alerts"].as_array().cloned().unwrap_or_default())
         .map(|a| a["fingerprint"].as_str().unwrap_or_default().to_owned())
         .collect()
@@ -452,17 +454,21 @@ fn kill_9_while_spooled_and_while_delivering_loses_nothing() {
     let (agent, _) = start_agent(&cfg);
     hook.wait_until(Duration::from_secs(30), |r| r.iter().filter(|c| c.status == 200).count() >= 3);
     drop(agent);
-    let partial = fingerprints(&hook.requests());
+    let partial = fingerprints(&hook.requests(), "firing");
     assert!(partial.len() < expected, "killed mid-way: {} of {expected} delivered", partial.len());
 
-    // 3. Restarted: the rest arrives; every alert spooled in step 1 was delivered.
+    // 3. Restarted: the rest arrives; every alert spooled in step 1 was delivered. The rule is
+    // gone, so the agent, remembering what it told the receiver, resolves each alert too.
     hook.set_delay(Duration::ZERO);
     let (agent, addr) = start_agent(&cfg);
-    let got = hook.wait_until(Duration::from_secs(30), |r| fingerprints(r).len() >= expected);
+    let got = hook.wait_until(Duration::from_secs(30), |r| {
+        fingerprints(r, "firing").len() >= expected && fingerprints(r, "resolved").len() >= expected
+    });
     wait_for("an empty spool", Duration::from_secs(10), || pending_files(&spool) == 0);
-    assert_eq!(fingerprints(&got).len(), expected);
-    let delivered = got.iter().filter(|c| c.status == 200).count();
-    assert!(delivered <= expected + 2, "at most the requests in flight at a kill again: {delivered}");
+    assert_eq!(fingerprints(&got, "firing").len(), expected);
+    assert_eq!(fingerprints(&got, "resolved"), fingerprints(&got, "firing"));
+    let firing = got.iter().filter(|c| c.status == 200 && c.body["status"] == "firing").count();
+    assert!(firing <= expected + 2, "at most the requests in flight at a kill again: {firing}");
     let text = metrics(&addr);
     assert!(text.contains("vigil_agent_alert_spool_entries 0"), "{text}");
     drop(agent);

@@ -277,3 +277,36 @@ proptest! {
         prop_assert_eq!(parse(&encode(&u)), Some(u));
     }
 }
+
+/// Text near an AlertPolicy: its keys, detector names, durations, regexes and YAML syntax.
+fn policyish() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("apiVersion: vigil.dev/v1alpha1\n".to_owned()),
+        Just("kind: AlertPolicy\n".to_owned()),
+        Just("metadata: {name: p, namespace: ns}\n".to_owned()),
+        Just("spec:\n".to_owned()),
+        Just("rules:\n  - name: A\n".to_owned()),
+        Just("    metric: {name: m, labels: {a: b}}\n".to_owned()),
+        Just("    event: {type: auth.ssh.failed}\n".to_owned()),
+        Just("    detector: {threshold: {above: 0.9}}\n".to_owned()),
+        Just("    detector: {eventRate: {count: 0, window: 1m, per: x}}\n".to_owned()),
+        Just("    detector: {trend: {window: -1h, horizon: 0s}}\n".to_owned()),
+        Just("    for: 5m\n".to_owned()),
+        Just("routes:\n  - {name: r, receivers: [x], matchers: [{label: a, op: '=~', value: '(a|'}]}\n".to_owned()),
+        Just("receivers:\n  - {name: x, webhook: {url: {name: s, key: k}}}\n".to_owned()),
+        Just("silences:\n  - {matchers: [{label: a, value: b}], endsAt: 2026-01-01T00:00:00Z}\n".to_owned()),
+        Just("---\n".to_owned()),
+        "[ -~\n]{0,40}",
+    ];
+    proptest::collection::vec(token, 0..12).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn policy_and_exposition_parsers_never_panic(text in policyish()) {
+        let _ = vigil_agent::alert::policy::parse(&text, "fuzz.yaml");
+        let _ = vigil_agent::alert::rules::samples_from_text(&text);
+    }
+}

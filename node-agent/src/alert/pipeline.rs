@@ -151,6 +151,17 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
     let mut last_rescan = Instant::now();
     let mut last_error: Option<String> = None;
     let spool = delivery.shared.spool.clone();
+    let state_file = config.spool_dir.join("router.json");
+    let mut saved: Option<super::route::RouterState> = match std::fs::read(&state_file) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log(&format!("{}: not restored ({e}); alert state starts afresh", state_file.display()));
+                None
+            }
+        },
+        Err(_) => None,
+    };
     loop {
         let now = jiff::Timestamp::now();
         if last_load.is_none_or(|t| t.elapsed() >= config.reload_interval) {
@@ -172,6 +183,11 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
                     }
                     set = new;
                     delivery.set_policies(set.clone());
+                    if let Some(state) = saved.take() {
+                        // What the receivers were told before a restart: confirmed by the
+                        // rules within the grace, or resolved.
+                        router.restore(state, now, super::rules::confirm_within(&set, config.interval));
+                    }
                     status.rules.store(rules as u64, Ordering::Relaxed);
                     last_error = None;
                     if let Ok(mut p) = status.policy.lock() {
@@ -207,15 +223,25 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let now = jiff::Timestamp::now();
+        let mut changed = false;
         for r in routed.iter().chain(&engine.tick(now)) {
             let counter = if r.alert.resolved() { &status.resolved } else { &status.fired };
             counter.fetch_add(1, Ordering::Relaxed);
             router.push(&set, &r.policy, &r.alert, now);
+            changed = true;
         }
         for n in router.tick(&set, now) {
+            changed = true;
             if let Err(e) = spool.enqueue(n) {
                 status.spool_full.fetch_add(1, Ordering::Relaxed);
                 log(&format!("notification not spooled: {e}"));
+            }
+        }
+        if changed && saved.is_none() {
+            // After the spool entries it describes: a crash in between re-sends, never loses.
+            let bytes = serde_json::to_vec(&router.state()).unwrap_or_default();
+            if let Err(e) = crate::events::tail::write_atomic_sync(&state_file, &bytes, config.limits.fsync) {
+                log(&format!("saving {}: {e}", state_file.display()));
             }
         }
         status.active.store(engine.active() as u64, Ordering::Relaxed);

@@ -69,7 +69,7 @@ impl Notification {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 struct GroupId {
     policy: String,
     route: usize,
@@ -77,7 +77,7 @@ struct GroupId {
     labels: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Timing {
     group_wait: Duration,
     group_interval: Duration,
@@ -85,7 +85,7 @@ struct Timing {
     min_interval: Duration,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Group {
     route_name: String,
     timing: Timing,
@@ -95,6 +95,16 @@ struct Group {
     next_flush: Option<jiff::Timestamp>,
     last_sent: Option<jiff::Timestamp>,
     suppressed: u64,
+    /// Firing alerts restored after a restart that the rules have not confirmed yet, with
+    /// the time they resolve unless confirmed.
+    #[serde(default)]
+    unconfirmed: BTreeMap<String, jiff::Timestamp>,
+}
+
+/// What the router remembers across a restart: its groups and what each receiver was told.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RouterState {
+    groups: Vec<(GroupId, Group)>,
 }
 
 /// `maxPerHour` as a token bucket.
@@ -180,6 +190,7 @@ impl Router {
                     next_flush: None,
                     last_sent: None,
                     suppressed: 0,
+                    unconfirmed: BTreeMap::new(),
                 });
                 group.timing = timing.clone();
                 group.add(alert, now);
@@ -190,6 +201,28 @@ impl Router {
         }
         if !taken {
             self.stats.unrouted += 1;
+        }
+    }
+
+    /// Its state, to save.
+    pub fn state(&self) -> RouterState {
+        RouterState { groups: self.groups.iter().map(|(k, v)| (k.clone(), v.clone())).collect() }
+    }
+
+    /// Takes back a saved state at `now` (after a restart). Its firing alerts stay firing
+    /// without a new notification when the rules fire them again within `grace`, and resolve
+    /// (one resolved notification) when they do not: a condition that ended while the agent
+    /// was down is not left open at the receiver.
+    pub fn restore(&mut self, state: RouterState, now: jiff::Timestamp, grace: Duration) {
+        let deadline = after(now, grace);
+        for (id, mut g) in state.groups {
+            for (fp, a) in &g.alerts {
+                if !a.resolved() && g.notified.get(fp) == Some(&false) {
+                    g.unconfirmed.insert(fp.clone(), deadline);
+                }
+            }
+            g.next_flush = Some(g.next_flush.map_or(deadline, |t| t.min(deadline)));
+            self.groups.insert(id, g);
         }
     }
 
@@ -206,6 +239,20 @@ impl Router {
         for (id, g) in &mut self.groups {
             if g.next_flush.is_none_or(|t| t > now) {
                 continue;
+            }
+            // Restored alerts the rules did not fire again in time: they ended while the agent
+            // was down.
+            let expired: Vec<String> =
+                g.unconfirmed.iter().filter(|(_, d)| **d <= now).map(|(fp, _)| fp.clone()).collect();
+            for fp in expired {
+                g.unconfirmed.remove(&fp);
+                if let Some(a) = g.alerts.get_mut(&fp) {
+                    a.ends_at = Some(now.max(a.starts_at));
+                    a.annotations.insert(
+                        "description".into(),
+                        "not seen again after the agent restarted: the condition ended while it was down".into(),
+                    );
+                }
             }
             let silenced = |a: &Alert| {
                 silences.get(id.policy.as_str()).is_some_and(|ss| ss.iter().any(|s| s.silences(&a.labels, now)))
@@ -297,8 +344,14 @@ impl Group {
             }
             return;
         }
+        self.unconfirmed.remove(&fp);
         let changed = known.is_none_or(|k| k.resolved() != alert.resolved());
-        self.alerts.insert(fp, alert.clone());
+        let mut alert = alert.clone();
+        if let Some(k) = known.filter(|k| !k.resolved()) {
+            // The same condition: it started when the receiver was first told.
+            alert.starts_at = k.starts_at;
+        }
+        self.alerts.insert(fp, alert);
         if !changed {
             return;
         }
@@ -411,6 +464,34 @@ mod tests {
         r.push(&s, "ns/p", &resolved(a, 10), t(10));
         assert!(r.tick(&s, t(30)).is_empty());
         assert_eq!(r.groups(), 0);
+    }
+
+    #[test]
+    fn a_restored_state_dedups_what_fires_again_and_resolves_what_does_not() {
+        let s = set(vec![route("all", vec![], &["hook"], false)], vec![]);
+        let mut before = Router::new();
+        let still = alert("Still", Severity::Warning, 0);
+        let gone = alert("Gone", Severity::Warning, 0);
+        before.push(&s, "ns/p", &still, t(0));
+        before.push(&s, "ns/p", &gone, t(0));
+        assert_eq!(before.tick(&s, t(30)).len(), 2);
+        let saved = serde_json::to_string(&before.state()).unwrap();
+
+        let mut after_restart = Router::new();
+        after_restart.restore(serde_json::from_str(&saved).unwrap(), t(1000), Duration::from_secs(120));
+        // The rules fire Still again (a new start time: their state was lost).
+        after_restart.push(&s, "ns/p", &alert("Still", Severity::Warning, 1050), t(1050));
+        assert!(after_restart.tick(&s, t(1100)).is_empty(), "nothing new to say");
+        let n = after_restart.tick(&s, t(1120));
+        assert_eq!(n.len(), 1);
+        assert_eq!(states(&n[0]), [("node-a/Gone".to_owned(), true)]);
+        assert_eq!(n[0].alerts[0].starts_at, t(0), "its original start");
+        assert!(n[0].alerts[0].annotations["description"].contains("ended while it was down"));
+        // Still keeps its original start, and resolves normally later.
+        after_restart.push(&s, "ns/p", &resolved(alert("Still", Severity::Warning, 1050), 1200), t(1200));
+        let n = after_restart.tick(&s, t(1500));
+        assert_eq!(states(&n[0]), [("node-a/Still".to_owned(), true)]);
+        assert_eq!(n[0].alerts[0].starts_at, t(0));
     }
 
     #[test]

@@ -406,6 +406,34 @@ impl Engine {
     }
 }
 
+/// How long after a restart the rules of `set` may take to fire a condition that still holds:
+/// the longest `for` plus the longest detector warm-up, plus three intervals. Restored firing
+/// alerts not confirmed within it resolve.
+pub fn confirm_within(set: &PolicySet, interval: Duration) -> Duration {
+    let samples = |n: u32| interval * n;
+    set.policies
+        .iter()
+        .flat_map(|p| &p.rules)
+        .map(|r| {
+            let d = &r.detector;
+            let warmup = if let Some(w) = d.z_score.as_ref().or(d.mad.as_ref()) {
+                samples((w.window / 3).max(8) + 1)
+            } else if d.ewma.is_some() {
+                samples(31)
+            } else if let Some(t) = &d.trend {
+                std_duration(t.window) / 4
+            } else if let Some(l) = &d.leak {
+                std_duration(l.window) / 6
+            } else {
+                samples(2)
+            };
+            r.for_.map(std_duration).unwrap_or_default() + warmup
+        })
+        .max()
+        .unwrap_or_default()
+        + samples(3)
+}
+
 /// The samples of Prometheus text exposition (`/metrics` as the agent serves it).
 pub fn samples_from_text(text: &str) -> Vec<Sample> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
