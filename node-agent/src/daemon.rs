@@ -172,13 +172,16 @@ pub async fn run(
             consumer.sources.report_changes(&mut consumer.states_seen);
         }
         let at = snapshot.time;
+        let processes = if alerts.is_some() { crate::alert::rules::process_samples(&snapshot) } else { Vec::new() };
         if let Ok(mut slot) = latest.write() {
             *slot = Some(Arc::new(snapshot));
         }
         if let Some(p) = &alerts {
             // The rules see the series exactly as /metrics shows them.
             if let Ok(text) = prometheus::encode(&shared.registry) {
-                p.samples(at, crate::alert::rules::samples_from_text(&prometheus::to_prometheus_text(&text)));
+                let mut samples = crate::alert::rules::samples_from_text(&prometheus::to_prometheus_text(&text));
+                samples.extend(processes);
+                p.samples(at, samples);
             }
         }
         // The metrics server ended by itself: an error that the caller must see.

@@ -109,10 +109,12 @@ pub fn daemonset(
         )
     } else {
         (
-            json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}),
+            json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}),
             json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}),
-            json!([]),
-            json!([]),
+            // A non-root agent cannot write a root-owned host directory: its state (the alert
+            // spool) lives in an emptyDir, which survives container restarts but not the pod.
+            json!([{"name": "state", "mountPath": t.state_dir}]),
+            json!([{"name": "state", "emptyDir": {"sizeLimit": "256Mi"}}]),
         )
     };
     let mut mounts = vec![
@@ -253,7 +255,12 @@ mod tests {
         assert_eq!(quiet.security_context.unwrap().run_as_non_root, Some(true));
         let qc = &quiet.containers[0];
         assert!(qc.security_context.as_ref().unwrap().capabilities.as_ref().unwrap().add.is_none());
-        assert!(qc.volume_mounts.as_ref().unwrap().iter().all(|m| m.read_only == Some(true)), "every mount read-only");
+        assert!(
+            qc.volume_mounts.as_ref().unwrap().iter().filter(|m| m.name != "state").all(|m| m.read_only == Some(true)),
+            "every mount but the state directory read-only"
+        );
+        let state = quiet.volumes.as_ref().unwrap().iter().find(|v| v.name == "state").unwrap();
+        assert!(state.host_path.is_none() && state.empty_dir.is_some(), "a non-root agent's state in an emptyDir");
         let ann = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(ann["vigil.dev/config-sha256"], rec.config_sha256);
         assert_eq!(ann["vigil.dev/rollout-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
