@@ -1,0 +1,131 @@
+//! The alert pipeline's cost per scan and per notification:
+//!
+//! - reading the samples the rules see from this host's `/metrics` text;
+//! - the rule engine on those samples with the example policy's seven rules, and with 100
+//!   threshold rules;
+//! - the router taking and flushing 1,000 alerts;
+//! - one spool entry written and removed, with and without fsync (on this machine's disk).
+//!
+//! `cargo bench -p vigil-agent --bench alerts`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use vigil_agent::alert::Alert;
+use vigil_agent::alert::policy::{PolicySet, load};
+use vigil_agent::alert::route::{Notification, Router};
+use vigil_agent::alert::rules::{Engine, samples_from_text};
+use vigil_agent::alert::spool::{Limits, Spool};
+use vigil_agent::config::{Collectors, CompiledFilters};
+use vigil_agent::events::Severity;
+use vigil_agent::export::prometheus;
+use vigil_agent::host::HostRoot;
+use vigil_agent::selfmon::SelfUsage;
+use vigil_agent::snapshot::Collector;
+
+/// This host's `/metrics` text, as the daemon encodes it.
+fn metrics_text() -> String {
+    let latest: prometheus::Latest = Arc::new(RwLock::new(None));
+    let (registry, _) = prometheus::registry(latest.clone(), SelfUsage::default(), "bench");
+    let mut collector = Collector::new(HostRoot::new("/"), Collectors::default(), CompiledFilters::default(), 5);
+    collector.collect(jiff::Timestamp::now());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    *latest.write().unwrap() = Some(Arc::new(collector.collect(jiff::Timestamp::now())));
+    prometheus::to_prometheus_text(&prometheus::encode(&registry).unwrap())
+}
+
+/// A policy set from YAML (no receivers, so no secrets).
+fn policy(dir: &std::path::Path, yaml: &str) -> PolicySet {
+    let file = dir.join("p.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    load(&[file], &PathBuf::from("/nonexistent"), None).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let text = metrics_text();
+    let samples = samples_from_text(&text);
+    eprintln!("/metrics: {} bytes, {} samples", text.len(), samples.len());
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut g = c.benchmark_group("alerts");
+    g.bench_function("samples_from_metrics_text", |b| b.iter(|| samples_from_text(&text)));
+
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/alertpolicy.yaml"))
+        .unwrap()
+        .replace("ops-slack", "x")
+        .replace("fleet-alertmanager", "x");
+    // The example's receivers need secrets; keep its rules only.
+    let rules_only: String = example.split("  routes:").next().unwrap().to_owned();
+    let seven = policy(dir.path(), &rules_only);
+    let mut engine = Engine::new("node-a", std::time::Duration::from_secs(10));
+    engine.set_policies(&seven, jiff::Timestamp::now());
+    let mut i = 0i64;
+    g.bench_function("engine_example_policy_7_rules", |b| {
+        b.iter(|| {
+            i += 1;
+            engine.observe_metrics(jiff::Timestamp::from_second(1_700_000_000 + i * 10).unwrap(), &samples)
+        });
+    });
+
+    let mut many = String::from("rules:\n");
+    for r in 0..100 {
+        many.push_str(&format!(
+            "  - name: R{r}\n    metric: {{name: vigil_node_filesystem_utilization_ratio}}\n    detector: {{threshold: {{above: 0.{r:02}9}}}}\n"
+        ));
+    }
+    let hundred = policy(dir.path(), &many);
+    let mut engine = Engine::new("node-a", std::time::Duration::from_secs(10));
+    engine.set_policies(&hundred, jiff::Timestamp::now());
+    g.bench_function("engine_100_threshold_rules", |b| {
+        b.iter(|| {
+            i += 1;
+            engine.observe_metrics(jiff::Timestamp::from_second(1_700_000_000 + i * 10).unwrap(), &samples)
+        });
+    });
+
+    let routed = policy(
+        dir.path(),
+        "routes:\n  - {name: all, receivers: [x], groupBy: [alertname, i], rateLimit: {minInterval: 0s, maxPerHour: 3600}}\nreceivers:\n  - {name: x, alertmanager: {urls: ['http://127.0.0.1:9']}}\n",
+    );
+    let id = routed.policies[0].id.clone();
+    let alerts: Vec<Alert> = (0..1000)
+        .map(|k| Alert::new("A", "node-a", Severity::Warning, jiff::Timestamp::UNIX_EPOCH).label("i", &k.to_string()))
+        .collect();
+    g.bench_function("router_1000_alerts_push_and_flush", |b| {
+        b.iter(|| {
+            let mut r = Router::new();
+            let t0 = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+            for a in &alerts {
+                r.push(&routed, &id, a, t0);
+            }
+            r.tick(&routed, t0 + jiff::SignedDuration::from_secs(60)).len()
+        });
+    });
+
+    let note = Notification {
+        receiver: "ops/p/x".into(),
+        route: "all".into(),
+        group: BTreeMap::new(),
+        alerts: alerts[..3].to_vec(),
+        suppressed: 0,
+        created: jiff::Timestamp::UNIX_EPOCH,
+        note: None,
+    };
+    for fsync in [false, true] {
+        let spool = Spool::open(&dir.path().join(format!("spool-{fsync}")), Limits { fsync, ..Limits::default() }).unwrap();
+        g.bench_function(format!("spool_enqueue_and_ack_fsync_{fsync}"), |b| {
+            b.iter(|| {
+                let seq = spool.enqueue(note.clone()).unwrap();
+                spool.ack(seq).unwrap();
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
