@@ -116,7 +116,8 @@ fn bench(c: &mut Criterion) {
         note: None,
     };
     for fsync in [false, true] {
-        let spool = Spool::open(&dir.path().join(format!("spool-{fsync}")), Limits { fsync, ..Limits::default() }).unwrap();
+        let spool =
+            Spool::open(&dir.path().join(format!("spool-{fsync}")), Limits { fsync, ..Limits::default() }).unwrap();
         g.bench_function(format!("spool_enqueue_and_ack_fsync_{fsync}"), |b| {
             b.iter(|| {
                 let seq = spool.enqueue(note.clone()).unwrap();

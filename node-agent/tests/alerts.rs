@@ -203,6 +203,39 @@ fn refused_notifications_go_to_the_dead_letters_and_the_fallback_and_replay() {
     delivery.stop();
 }
 
+#[test]
+fn check_policy_says_what_loads_and_names_what_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policies, secrets) = policy_dirs(
+        dir.path(),
+        TWO_RECEIVERS,
+        &[
+            ("alerting", "hook-url", "http://127.0.0.1:9/h".into()),
+            ("alerting", "token", "t".into()),
+            ("alerting", "fallback-url", "http://127.0.0.1:9/f".into()),
+        ],
+    );
+    let agent = env!("CARGO_BIN_EXE_vigil-agent");
+    let ok =
+        Command::new(agent).arg("check-policy").arg(&policies).arg("--secrets-dir").arg(&secrets).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ops/p: valid: 0 rules, 0 routes, 2 receivers, 0 silences\n");
+    std::fs::remove_file(secrets.join("alerting/token")).unwrap();
+    let bad =
+        Command::new(agent).arg("check-policy").arg(&policies).arg("--secrets-dir").arg(&secrets).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.starts_with("vigil-agent: AlertPolicy ops/p: spec.receivers[0] (hook): secret alerting/token: reading "),
+        "{err}"
+    );
+    // check-config checks the policies the config names.
+    let cfg = write_config(dir.path(), &policies, &secrets);
+    let out = Command::new(agent).arg("check-config").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret alerting/token"));
+}
+
 fn venv_python() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(p.exists(), "{} missing: `make test` installs aiosmtpd there", p.display());

@@ -367,6 +367,42 @@ mod tests {
     }
 
     #[test]
+    fn a_notification_note_shows_where_each_service_shows_text() {
+        let n = crate::alert::route::Notification {
+            receiver: "ns/p/r".into(),
+            route: "all".into(),
+            group: std::collections::BTreeMap::new(),
+            alerts: vec![alert(false)],
+            suppressed: 2,
+            created: jiff::Timestamp::UNIX_EPOCH,
+            note: None,
+        };
+        let digest = "2 earlier notifications of this group suppressed by the rate limit; this one carries the group's current state";
+        let slack = &Receiver::Slack { webhook_url: "u".into(), channel: None }.requests_for(&n)[0].body;
+        assert_eq!(slack["blocks"][0]["type"], "context");
+        assert_eq!(slack["blocks"][0]["elements"][0]["text"], digest);
+        assert_eq!(slack["blocks"][1]["type"], "section");
+        let discord = &Receiver::Discord { webhook_url: "u".into() }.requests_for(&n)[0].body;
+        assert_eq!(discord["content"], digest);
+        let tg = &Receiver::Telegram { api_url: "u".into(), bot_token: "t".into(), chat_id: "c".into() }
+            .requests_for(&n)[0]
+            .body;
+        assert!(tg["text"].as_str().unwrap().starts_with(&format!("<i>{}</i>\n<b>[FIRING]", html_escape(digest))));
+        let hook = &Receiver::Webhook { url: "u".into(), bearer_token: None }.requests_for(&n)[0].body;
+        assert_eq!((hook["note"].as_str(), hook["suppressed"].as_u64()), (Some(digest), Some(2)));
+        let am = &Receiver::Alertmanager { urls: vec!["http://a".into(), "http://b".into()], bearer_token: None }
+            .requests_for(&n);
+        assert_eq!(am.len(), 2, "one request per replica");
+        assert_eq!(am[1].body[0]["annotations"]["vigil_note"], digest);
+        let quiet = crate::alert::route::Notification { suppressed: 0, ..n };
+        assert_eq!(
+            Receiver::Discord { webhook_url: "u".into() }.requests_for(&quiet),
+            Receiver::Discord { webhook_url: "u".into() }.requests(&quiet.alerts),
+            "no note, no change"
+        );
+    }
+
+    #[test]
     fn long_text_is_clipped_to_the_service_limits() {
         let mut a = alert(false);
         a.annotations.insert("summary".into(), "x".repeat(10_000));
