@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,8 @@ use vigil_agent::alert::send::{Backoff, Outcome};
 use vigil_agent::alert::spool::{Limits, Spool};
 use vigil_agent::events::Severity;
 
-mod capture;
-use capture::{Capture, Captured};
+mod peers;
+use peers::{Alertmanager, Capture, Captured, Killed, free_port};
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -90,20 +90,24 @@ spec:
   fallbackReceiver: fallback
 ";
 
+/// [`TWO_RECEIVERS`] with its secrets: the two URLs and the hook's bearer token.
+fn two_receivers(root: &Path, hook_url: String, token: String, fallback_url: String) -> (PathBuf, PathBuf) {
+    let secrets =
+        [("alerting", "hook-url", hook_url), ("alerting", "token", token), ("alerting", "fallback-url", fallback_url)];
+    policy_dirs(root, TWO_RECEIVERS, &secrets)
+}
+
 #[test]
 fn a_receiver_down_for_a_while_then_up_gets_everything_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let hook = Capture::start();
     hook.set_status(503);
     let fallback = Capture::start();
-    let (policies, secrets) = policy_dirs(
+    let (policies, secrets) = two_receivers(
         dir.path(),
-        TWO_RECEIVERS,
-        &[
-            ("alerting", "hook-url", format!("{}/hook", hook.url())),
-            ("alerting", "token", "s3cret\n".into()),
-            ("alerting", "fallback-url", format!("{}/fallback", fallback.url())),
-        ],
+        format!("{}/hook", hook.url()),
+        "s3cret\n".into(),
+        format!("{}/fallback", fallback.url()),
     );
     let set = Arc::new(load(&[policies], &secrets, None).unwrap());
     let spool = Arc::new(Spool::open(&dir.path().join("spool"), Limits::default()).unwrap());
@@ -135,15 +139,8 @@ fn refused_notifications_go_to_the_dead_letters_and_the_fallback_and_replay() {
     let dir = tempfile::tempdir().unwrap();
     let hook = Capture::with_script(vec![400]);
     let fallback = Capture::start();
-    let (policies, secrets) = policy_dirs(
-        dir.path(),
-        TWO_RECEIVERS,
-        &[
-            ("alerting", "hook-url", format!("{}/hook", hook.url())),
-            ("alerting", "token", "t".into()),
-            ("alerting", "fallback-url", format!("{}/fallback", fallback.url())),
-        ],
-    );
+    let (policies, secrets) =
+        two_receivers(dir.path(), format!("{}/hook", hook.url()), "t".into(), format!("{}/fallback", fallback.url()));
     let set = Arc::new(load(&[policies], &secrets, None).unwrap());
     let spool_dir = dir.path().join("spool");
     let spool = Arc::new(Spool::open(&spool_dir, Limits::default()).unwrap());
@@ -206,15 +203,8 @@ fn refused_notifications_go_to_the_dead_letters_and_the_fallback_and_replay() {
 #[test]
 fn check_policy_says_what_loads_and_names_what_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let (policies, secrets) = policy_dirs(
-        dir.path(),
-        TWO_RECEIVERS,
-        &[
-            ("alerting", "hook-url", "http://127.0.0.1:9/h".into()),
-            ("alerting", "token", "t".into()),
-            ("alerting", "fallback-url", "http://127.0.0.1:9/f".into()),
-        ],
-    );
+    let (policies, secrets) =
+        two_receivers(dir.path(), "http://127.0.0.1:9/h".into(), "t".into(), "http://127.0.0.1:9/f".into());
     let agent = env!("CARGO_BIN_EXE_vigil-agent");
     let ok =
         Command::new(agent).arg("check-policy").arg(&policies).arg("--secrets-dir").arg(&secrets).output().unwrap();
@@ -240,19 +230,6 @@ fn venv_python() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(p.exists(), "{} missing: `make test` installs aiosmtpd there", p.display());
     p
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -509,25 +486,9 @@ fn kill_9_while_spooled_and_while_delivering_loses_nothing() {
 
 #[test]
 fn policies_reload_keep_the_last_good_set_and_resolve_through_alertmanager() {
-    let bin = ["prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "alertmanager"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-        .expect("Alertmanager (Debian package prometheus-alertmanager; `make test` installs it)");
     let dir = tempfile::tempdir().unwrap();
-    let am_config = dir.path().join("alertmanager.yml");
-    std::fs::write(&am_config, "route:\n  receiver: 'null'\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: 'null'\n").unwrap();
-    let am_addr = format!("127.0.0.1:{}", free_port());
-    let _am = Killed(
-        Command::new(bin)
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("am").display()))
-            .arg(format!("--web.listen-address={am_addr}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let am = Alertmanager::start(dir.path());
+    let am_addr = am.addr.clone();
     // Two rules on the agent's own gauge of rules in force: with two rules, "more than 1.5
     // rules" fires.
     let policy = |rules: &[&str]| {
@@ -542,18 +503,8 @@ fn policies_reload_keep_the_last_good_set_and_resolve_through_alertmanager() {
     };
     let (policies, secrets) = policy_dirs(dir.path(), &policy(&["TwoRules", "Other"]), &[]);
     let cfg = write_config(dir.path(), &policies, &secrets);
-    wait_for("Alertmanager", Duration::from_secs(20), || TcpStream::connect(&am_addr).is_ok());
     let (_agent, addr) = start_agent(&cfg);
-    let am_alerts = || -> Vec<Value> {
-        let mut s = TcpStream::connect(&am_addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /api/v2/alerts?active=true HTTP/1.1\r\nHost: {am_addr}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        let (start, end) = (body.find('[').unwrap_or(0), body.rfind(']').map_or(0, |e| e + 1));
-        serde_json::from_str(&body[start..end]).unwrap_or_default()
-    };
+    let am_alerts = || am.active_alerts();
     let active = |name: &str| am_alerts().iter().any(|a| a["labels"]["alertname"] == name);
     wait_for("TwoRules firing in Alertmanager", Duration::from_secs(30), || active("TwoRules"));
     let fired = am_alerts();

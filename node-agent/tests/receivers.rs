@@ -5,46 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_agent::alert::Alert;
 
-mod capture;
-use capture::Capture;
+mod peers;
+use peers::{Alertmanager, Capture, free_port, http_get};
 use vigil_agent::alert::receivers::Receiver;
 use vigil_agent::alert::send::{Backoff, Sender};
 use vigil_agent::events::Severity;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // Chunked bodies: take the JSON between the first '[' or '{' and the last ']' or '}'.
-    let start = body.find(['[', '{']).unwrap_or(0);
-    let end = body.rfind([']', '}']).map_or(body.len(), |e| e + 1);
-    (status, body[start..end].to_owned())
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn disk_alert(mountpoint: &str) -> Alert {
     let mut a = Alert::new("VigilTestDiskFull", "node-a", Severity::Critical, jiff::Timestamp::now())
@@ -59,34 +29,9 @@ fn no_wait_backoff() -> Backoff {
 
 #[test]
 fn alertmanager_receives_groups_and_resolves() {
-    let bin = ["prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "alertmanager"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-        .expect("Alertmanager (Debian package prometheus-alertmanager; `make test` installs it)");
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        "route:\n  receiver: 'null'\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: 'null'\n",
-    )
-    .unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let _am = Killed(
-        Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(&addr).is_err() || http_get(&addr, "/-/ready").0 != 200 {
-        assert!(Instant::now() < deadline, "Alertmanager never became ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let am = Alertmanager::start(dir.path());
+    let addr = am.addr.clone();
 
     let receiver = Receiver::Alertmanager { urls: vec![format!("http://{addr}")], bearer_token: None };
     let sender = Sender::new(Duration::from_secs(5)).unwrap();

@@ -1,13 +1,18 @@
 #![allow(dead_code)] // each test crate uses a part of it
-//! A local HTTP capture server standing in for the SaaS endpoints (Slack, Discord, Telegram,
-//! webhooks) that this machine cannot reach: it records every POST (path, JSON body,
-//! `Authorization` header) and answers with a scripted status, then with the current one
-//! (200 unless set), adding `Retry-After: 2` to a 429. Binds 127.0.0.1 only; serves at most
-//! 10,000 requests and ends with the test process.
+//! The peers of the alert tests, on 127.0.0.1 only:
+//!
+//! - [`Capture`], a local HTTP capture server standing in for the SaaS endpoints (Slack,
+//!   Discord, Telegram, webhooks) that this machine cannot reach: it records every POST (path,
+//!   JSON body, `Authorization` header) and answers with a scripted status, then with the
+//!   current one (200 unless set), adding `Retry-After: 2` to a 429. It serves at most 10,000
+//!   requests and ends with the test process.
+//! - [`Alertmanager`], Debian's prometheus-alertmanager started on a free port.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -124,5 +129,81 @@ fn read_request(s: &mut std::net::TcpStream) -> Option<(String, Vec<u8>)> {
         if buf.len() >= end + 4 + len {
             return Some((head, buf[end + 4..end + 4 + len].to_vec()));
         }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` on `addr`: the status and the body (the JSON between the first `[`/`{` and the
+/// last `]`/`}`, so a chunked body reads as its JSON).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let start = body.find(['[', '{']).unwrap_or(0);
+    let end = body.rfind([']', '}']).map_or(body.len(), |e| e + 1);
+    (status, body[start..end].to_owned())
+}
+
+/// Debian's Alertmanager, grouping by `alertname` with 1 s waits, ready to take alerts.
+pub struct Alertmanager {
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    _child: Killed,
+}
+
+impl Alertmanager {
+    /// Starts it with its data under `dir` and waits (at most 30 s) until it is ready.
+    pub fn start(dir: &Path) -> Self {
+        let bin = ["prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "alertmanager"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .expect("Alertmanager (Debian package prometheus-alertmanager; `make test` installs it)");
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: 'null'\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: 'null'\n",
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Killed(
+            Command::new(bin)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.path={}", dir.join("alertmanager-data").display()))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--cluster.listen-address=")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&addr).is_err() || http_get(&addr, "/-/ready").0 != 200 {
+            assert!(Instant::now() < deadline, "Alertmanager never became ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { addr, _child: child }
+    }
+
+    /// The active alerts, through the v2 API.
+    pub fn active_alerts(&self) -> Vec<Value> {
+        serde_json::from_str(&http_get(&self.addr, "/api/v2/alerts?active=true").1).unwrap_or_default()
     }
 }
