@@ -186,7 +186,14 @@ fn seed(key: &str) -> u64 {
 }
 
 fn worker(shared: &Shared, key: &str) {
-    let Ok(sender) = Sender::new(shared.config.timeout) else { return };
+    let sender = match Sender::new(shared.config.timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            // Its entries stay spooled for the next start.
+            eprintln!("vigil-agent: alerts: no HTTP client for {key}: {e}");
+            return;
+        }
+    };
     let mut rng = Rng::new(seed(key));
     while !shared.stop.load(Ordering::SeqCst) {
         let Some(mut entry) = shared.spool.head(key) else {

@@ -268,8 +268,22 @@ fn selector_matches(sel: Option<&LabelSelector>, labels: Option<&BTreeMap<String
     eq && exprs
 }
 
-/// Reads a secret key from `<dir>/<name>/<key>`, without a trailing newline.
+/// Reads a secret key from `<dir>/<name>/<key>`, without a trailing newline. The name must be
+/// a Secret's name (a DNS subdomain) and the key a Secret key (letters, digits, `-`, `_`, `.`),
+/// so a policy cannot make the agent read any other file.
 fn read_secret(dir: &Path, s: &SecretKeySelector) -> Result<String, String> {
+    let name_ok = !s.name.is_empty()
+        && s.name.len() <= 253
+        && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !s.name.starts_with('.');
+    let key_ok = !s.key.is_empty()
+        && s.key.len() <= 253
+        && s.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.key != "."
+        && s.key != "..";
+    if !name_ok || !key_ok {
+        return Err(format!("secret {:?} key {:?}: not a Secret name and key", s.name, s.key));
+    }
     let path = dir.join(&s.name).join(&s.key);
     std::fs::read_to_string(&path)
         .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
@@ -494,6 +508,8 @@ spec:
         let mixed =
             e("rules:\n  - name: X\n    event: {type: kernel.oom_kill}\n    detector: {threshold: {above: 1}}\n");
         assert!(mixed.contains("an event rule takes the eventRate detector only"), "{mixed}");
+        let escape = e("receivers:\n  - {name: x, webhook: {url: {name: '..', key: etc/shadow}}}\n");
+        assert!(escape.contains("secret \"..\" key \"etc/shadow\": not a Secret name and key"), "{escape}");
         let kind = e("kind: ConfigMap\n");
         assert!(kind.contains("\"ConfigMap\" is not an AlertPolicy"), "{kind}");
     }
