@@ -136,6 +136,9 @@ pub async fn run(
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reporter = if report { crate::report::Reporter::from_pod_env().await } else { None };
+    if let (Some(p), Some(labels)) = (&alerts, reporter.as_ref().and_then(|r| r.node_labels.clone())) {
+        p.set_node_labels(labels);
+    }
     let mut beats = tokio::time::interval(reporter.as_ref().map_or(Duration::from_secs(3600), |r| r.heartbeat_every));
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);

@@ -180,6 +180,8 @@ pub struct Reporter {
     pub identity: Identity,
     /// The node's uid, for the AgentStatus owner reference.
     pub node_uid: Option<String>,
+    /// The node's labels (read once at start), for the alert policies' node selectors.
+    pub node_labels: Option<std::collections::BTreeMap<String, String>>,
     /// Time between Lease renewals.
     pub heartbeat_every: Duration,
     /// Time between AgentStatus writes.
@@ -199,7 +201,9 @@ impl Reporter {
         let config = kube::Config::incluster().ok()?;
         let client = Client::try_from(config).ok()?;
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-        let node_uid = nodes.get_opt(&node).await.ok().flatten().and_then(|n| n.metadata.uid);
+        let node_object = nodes.get_opt(&node).await.ok().flatten();
+        let node_labels = node_object.as_ref().and_then(|n| n.metadata.labels.clone());
+        let node_uid = node_object.and_then(|n| n.metadata.uid);
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Some(Self {
             client,
@@ -210,6 +214,7 @@ impl Reporter {
                 config_sha256: env("VIGIL_CONFIG_SHA256"),
             },
             node_uid,
+            node_labels,
             heartbeat_every: Duration::from_secs(10),
             status_every: Duration::from_secs(30),
             last_status: None,

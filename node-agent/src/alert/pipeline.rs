@@ -64,6 +64,8 @@ pub struct Status {
     pub silenced: AtomicU64,
     /// The policy set in force (SHA-256) and the last refusal.
     pub policy: Mutex<(String, Option<String>)>,
+    /// The node's labels, once known: the policies' node selectors apply from then on.
+    pub node_labels: Mutex<Option<std::collections::BTreeMap<String, String>>>,
 }
 
 enum Input {
@@ -113,6 +115,14 @@ impl Pipeline {
     /// One security event.
     pub fn event(&self, e: &Event) {
         self.send(Input::Event(Box::new(e.clone())));
+    }
+
+    /// The node's labels (in a pod, from its Node object): policies and rules with a
+    /// `nodeSelector` apply only where it matches, from the next reload on.
+    pub fn set_node_labels(&self, labels: std::collections::BTreeMap<String, String>) {
+        if let Ok(mut l) = self.status.node_labels.lock() {
+            *l = Some(labels);
+        }
     }
 
     /// The figures for the AgentStatus report.
@@ -166,7 +176,8 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
         let now = jiff::Timestamp::now();
         if last_load.is_none_or(|t| t.elapsed() >= config.reload_interval) {
             last_load = Some(Instant::now());
-            match load(&config.policies, &config.secrets_dir, None) {
+            let labels = status.node_labels.lock().ok().and_then(|l| l.clone());
+            match load(&config.policies, &config.secrets_dir, labels.as_ref()) {
                 Ok(new) if new.sha256 != set.sha256 => {
                     let rules = new.rule_count();
                     log(&format!(

@@ -215,6 +215,15 @@ pub fn load(
             }
         }
     }
+    if let Some(labels) = node_labels {
+        // New labels can change what applies: a change of the set.
+        for (k, v) in labels {
+            hash.update(k.as_bytes());
+            hash.update([0]);
+            hash.update(v.as_bytes());
+            hash.update([0]);
+        }
+    }
     set.sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(set)
 }
