@@ -467,4 +467,64 @@ mod tests {
         assert!(dir.path().join("corrupt").join(file_name(3)).exists());
         assert!(!dir.path().join("pending").join(".00000000000000000004.json.tmp").exists());
     }
+
+    use proptest::strategy::Strategy as _;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Enqueue(usize),
+        Ack(usize),
+        Dead(usize),
+        Reopen,
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..proptest::prelude::ProptestConfig::default() })]
+
+        /// Against a model (one queue per receiver): every receiver's head is its oldest
+        /// entry not yet delivered or dead, across reopens, and the counts agree.
+        #[test]
+        fn the_spool_keeps_each_receivers_order_across_reopens(
+            ops in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => (0usize..3).prop_map(Op::Enqueue),
+                    2 => (0usize..3).prop_map(Op::Ack),
+                    1 => (0usize..3).prop_map(Op::Dead),
+                    1 => proptest::strategy::Just(Op::Reopen),
+                ],
+                1..40,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let limits = Limits { fsync: false, ..Limits::default() };
+            let mut spool = Spool::open(dir.path(), limits.clone()).unwrap();
+            let mut model: Vec<std::collections::VecDeque<u64>> = vec![Default::default(); 3];
+            let mut dead = 0;
+            let name = |r: usize| format!("p/r{r}");
+            for op in ops {
+                match op {
+                    Op::Enqueue(r) => model[r].push_back(spool.enqueue(note(&name(r), "A")).unwrap()),
+                    Op::Ack(r) => {
+                        if let Some(e) = spool.head(&name(r)) {
+                            spool.ack(e.seq).unwrap();
+                            model[r].pop_front();
+                        }
+                    }
+                    Op::Dead(r) => {
+                        if let Some(e) = spool.head(&name(r)) {
+                            spool.dead_letter(e, "why", jiff::Timestamp::UNIX_EPOCH).unwrap();
+                            model[r].pop_front();
+                            dead += 1;
+                        }
+                    }
+                    Op::Reopen => spool = Spool::open(dir.path(), limits.clone()).unwrap(),
+                }
+                for (r, q) in model.iter().enumerate() {
+                    proptest::prop_assert_eq!(spool.head(&name(r)).map(|e| e.seq), q.front().copied());
+                }
+                proptest::prop_assert_eq!(spool.pending().0, model.iter().map(std::collections::VecDeque::len).sum::<usize>());
+                proptest::prop_assert_eq!(spool.dead().0, dead);
+            }
+        }
+    }
 }
