@@ -10,6 +10,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema, core::Duration};
 use serde::{Deserialize, Serialize};
 
+/// The ConfigMap (in the operator's namespace) holding every published AlertPolicy, one key
+/// `<namespace>.<name>.yaml` each; the agents mount it at [`POLICIES_DIR`].
+pub const POLICIES_CONFIGMAP: &str = "vigil-alert-policies";
+/// The Secret (in the operator's namespace) mirroring the Secret keys the published policies
+/// reference, one key [`mirrored_secret_key`] each; the agents mount it at [`SECRETS_DIR`].
+pub const SECRETS_SECRET: &str = "vigil-alert-secrets";
+/// Where the agents find the published policies.
+pub const POLICIES_DIR: &str = "/etc/vigil/policies";
+/// Where the agents find the mirrored Secret keys.
+pub const SECRETS_DIR: &str = "/etc/vigil/secrets";
+
+/// The key under which a policy's Secret key is mirrored: `<namespace>_<secret>_<key>`
+/// (namespaces and Secret names hold no `_`, so it is unambiguous).
+pub fn mirrored_secret_key(namespace: &str, secret: &str, key: &str) -> String {
+    format!("{namespace}_{secret}_{key}")
+}
+
 /// Detection rules and where their alerts go.
 // Each printcolumn repeats `type_ = …`, which clippy takes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]

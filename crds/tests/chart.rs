@@ -84,12 +84,21 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
         ("apps", "daemonsets", "patch"),
         ("apps", "daemonsets", "delete"),
         ("events.k8s.io", "events", "create"),
+        ("vigil.dev", "alertpolicies", "watch"),
+        ("vigil.dev", "alertpolicies/status", "patch"),
+        ("", "secrets", "get"),
     ] {
         assert!(allows(op, g, r, v), "operator cannot {v} {g}/{r}");
     }
+    assert!(!allows(op, "", "secrets", "list"), "the operator reads the Secrets policies name, never lists them");
+    assert!(!allows(op, "", "secrets", "patch"), "the operator writes Secrets only in its own namespace");
     let leader = find(&docs, "Role", "vigil-operator-leader");
     assert!(allows(leader, "coordination.k8s.io", "leases", "update"));
+    for (r, v) in [("configmaps", "patch"), ("secrets", "patch"), ("configmaps", "create"), ("secrets", "create")] {
+        assert!(allows(leader, "", r, v), "operator cannot {v} {r} in its namespace (published alert policies)");
+    }
     let agent = find(&docs, "ClusterRole", "vigil-agent");
     assert!(!allows(agent, "", "nodes", "patch"), "an agent never changes nodes");
     assert!(!allows(agent, "vigil.dev", "agentstatuses", "delete"));
+    assert!(!allows(agent, "", "secrets", "get"), "agents read the mirrored Secret through their volume only");
 }

@@ -122,9 +122,15 @@ pub fn daemonset(
         json!({"name": "config", "mountPath": t.config_dir, "readOnly": true}),
     ];
     mounts.extend(extra_mounts.as_array().cloned().unwrap_or_default());
+    // The published alert policies and their Secret keys (optional: present once the
+    // operator published any); updates reach running agents without a restart.
+    mounts.push(json!({"name": "alert-policies", "mountPath": vigil_crds::policy::POLICIES_DIR, "readOnly": true}));
+    mounts.push(json!({"name": "alert-secrets", "mountPath": vigil_crds::policy::SECRETS_DIR, "readOnly": true}));
     let mut volumes = vec![
         json!({"name": "host-root", "hostPath": {"path": "/"}}),
         json!({"name": "config", "configMap": {"name": config_map, "items": [{"key": config_key, "path": config_key}]}}),
+        json!({"name": "alert-policies", "configMap": {"name": vigil_crds::policy::POLICIES_CONFIGMAP, "optional": true}}),
+        json!({"name": "alert-secrets", "secret": {"secretName": vigil_crds::policy::SECRETS_SECRET, "optional": true, "defaultMode": 0o400}}),
     ];
     volumes.extend(extra_volumes.as_array().cloned().unwrap_or_default());
     let value = json!({
@@ -264,8 +270,14 @@ mod tests {
         let ann = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(ann["vigil.dev/config-sha256"], rec.config_sha256);
         assert_eq!(ann["vigil.dev/rollout-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-        let cm = pod.volumes.unwrap().into_iter().find(|v| v.name == "config").unwrap().config_map.unwrap();
+        let volumes = pod.volumes.unwrap();
+        let cm = volumes.iter().find(|v| v.name == "config").unwrap().config_map.clone().unwrap();
         assert_eq!(cm.name, "cfg", "the revision's own ConfigMap");
+        let policies = volumes.iter().find(|v| v.name == "alert-policies").unwrap().config_map.clone().unwrap();
+        assert_eq!((policies.name.as_str(), policies.optional), ("vigil-alert-policies", Some(true)));
+        let secrets = volumes.iter().find(|v| v.name == "alert-secrets").unwrap().secret.clone().unwrap();
+        assert_eq!((secrets.secret_name.as_deref(), secrets.optional), (Some("vigil-alert-secrets"), Some(true)));
+        assert!(mounts.iter().any(|m| m.mount_path == "/etc/vigil/policies" && m.read_only == Some(true)));
     }
 
     #[test]

@@ -18,5 +18,6 @@ pub mod manifests;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod policies;
 pub mod simulate;
 pub mod telemetry;

@@ -116,16 +116,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     vigil_operator::telemetry::init(env!("CARGO_PKG_VERSION")).context("setting up OTLP traces")?;
                 let tracer =
                     provider.as_ref().map(|p| opentelemetry::trace::TracerProvider::tracer(p, "vigil-operator"));
-                let work = vigil_operator::controller::run(
-                    client.clone(),
-                    instance,
-                    metrics,
-                    tracer,
-                    vigil_operator::act::AgentTemplate {
-                        security_events: !agent_unprivileged,
-                        ..vigil_operator::act::AgentTemplate::default()
-                    },
-                );
+                let template = vigil_operator::act::AgentTemplate {
+                    security_events: !agent_unprivileged,
+                    ..vigil_operator::act::AgentTemplate::default()
+                };
+                let publish_in = template.namespace.clone();
+                let rollouts = vigil_operator::controller::run(client.clone(), instance, metrics, tracer, template);
+                let policies = vigil_operator::policies::run(client.clone(), publish_in);
+                let work = async move {
+                    tokio::join!(rollouts, policies);
+                };
                 let result = vigil_operator::leader::lead(&client, &election, work).await.map_err(anyhow::Error::msg);
                 if let Some(p) = provider {
                     // Flush what is pending; a failed flush loses only spans.

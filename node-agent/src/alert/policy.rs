@@ -277,10 +277,12 @@ fn selector_matches(sel: Option<&LabelSelector>, labels: Option<&BTreeMap<String
     eq && exprs
 }
 
-/// Reads a secret key from `<dir>/<name>/<key>`, without a trailing newline. The name must be
-/// a Secret's name (a DNS subdomain) and the key a Secret key (letters, digits, `-`, `_`, `.`),
-/// so a policy cannot make the agent read any other file.
-fn read_secret(dir: &Path, s: &SecretKeySelector) -> Result<String, String> {
+/// Reads a secret key, without a trailing newline: for a policy in a namespace first
+/// `<dir>/<namespace>_<name>_<key>` (the operator's mirror of the policy's own namespace's
+/// Secret, mounted flat), then `<dir>/<name>/<key>` (a Secret mounted as a volume, or files
+/// written by hand). The name must be a Secret's name (a DNS subdomain) and the key a Secret
+/// key (letters, digits, `-`, `_`, `.`), so a policy cannot make the agent read any other file.
+fn read_secret(dir: &Path, namespace: Option<&str>, s: &SecretKeySelector) -> Result<String, String> {
     let name_ok = !s.name.is_empty()
         && s.name.len() <= 253
         && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
@@ -293,7 +295,10 @@ fn read_secret(dir: &Path, s: &SecretKeySelector) -> Result<String, String> {
     if !name_ok || !key_ok {
         return Err(format!("secret {:?} key {:?}: not a Secret name and key", s.name, s.key));
     }
-    let path = dir.join(&s.name).join(&s.key);
+    let mirrored = namespace
+        .map(|ns| dir.join(vigil_crds::policy::mirrored_secret_key(ns, &s.name, &s.key)))
+        .filter(|p| p.is_file());
+    let path = mirrored.unwrap_or_else(|| dir.join(&s.name).join(&s.key));
     std::fs::read_to_string(&path)
         .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
         .map_err(|e| format!("secret {}/{}: reading {}: {e}", s.name, s.key, path.display()))
@@ -309,6 +314,7 @@ fn compile(
         None => p.metadata.name.clone().unwrap_or_default(),
     };
     let err = |message: String| PolicyError { origin: format!("AlertPolicy {id}"), message };
+    let namespace = p.metadata.namespace.clone();
     if !selector_matches(p.spec.node_selector.as_ref(), node_labels) {
         return Ok((None, Vec::new()));
     }
@@ -386,7 +392,7 @@ fn compile(
     for (i, r) in p.spec.receivers.iter().enumerate() {
         let at = format!("spec.receivers[{i}] ({})", r.name);
         let mut secret = |s: &SecretKeySelector| -> Result<String, PolicyError> {
-            let v = read_secret(secrets_dir, s).map_err(|e| err(format!("{at}: {e}")))?;
+            let v = read_secret(secrets_dir, namespace.as_deref(), s).map_err(|e| err(format!("{at}: {e}")))?;
             secrets.push(v.clone());
             Ok(v)
         };
@@ -489,6 +495,13 @@ spec:
         write(dir.path(), "secrets/alerting/url", "http://127.0.0.1:10/hook\n");
         let rotated = load(&[dir.path().join("policies")], &dir.path().join("secrets"), None).unwrap();
         assert_ne!(set.sha256, rotated.sha256, "a rotated secret is a change");
+        // The operator's mirror of the policy's namespace wins over the by-name layout.
+        write(dir.path(), "secrets/ops_alerting_url", "http://127.0.0.1:11/hook");
+        let mirrored = load(&[dir.path().join("policies")], &dir.path().join("secrets"), None).unwrap();
+        assert_eq!(
+            mirrored.receiver("ops/base/hook"),
+            Some(&Receiver::Webhook { url: "http://127.0.0.1:11/hook".into(), bearer_token: None })
+        );
     }
 
     #[test]

@@ -1,0 +1,374 @@
+//! Publishing AlertPolicies to the agents.
+//!
+//! Every AlertPolicy of the cluster that passes the API server's own checks (schema and CEL,
+//! from `vigil-crds`) and whose referenced Secret keys exist is written, as a clean manifest,
+//! into the ConfigMap [`POLICIES_CONFIGMAP`] of the operator's namespace, one key
+//! `<namespace>.<name>.yaml` each; the Secret keys it references are mirrored into the Secret
+//! [`SECRETS_SECRET`] under `<namespace>_<secret>_<key>`. The agents mount both (optional, so
+//! an agent starts before anything is published) and re-read them on change: a policy reaches
+//! every node without a restart. A policy can only reference Secrets of its own namespace.
+//!
+//! [`publish`] is pure; [`reconcile`] reads the policies and the Secrets they name, then applies
+//! the ConfigMap, the Secret and each policy's status (rules, routes, receivers, the SHA-256
+//! of what was published, and `Ready` with the reason when not).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use vigil_crds::policy::{AlertPolicySpec, POLICIES_CONFIGMAP, SECRETS_SECRET, mirrored_secret_key};
+use vigil_crds::{AlertPolicy, AlertPolicyStatus};
+
+use crate::act::FIELD_MANAGER;
+
+/// What to write.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Published {
+    /// The ConfigMap's data.
+    pub policies: BTreeMap<String, String>,
+    /// The mirror Secret's data.
+    pub secrets: BTreeMap<String, ByteString>,
+    /// Each policy's status: (namespace, name, status).
+    pub statuses: Vec<(String, String, AlertPolicyStatus)>,
+}
+
+/// The Secret keys a policy references: (secret name, key).
+pub fn secret_refs(spec: &AlertPolicySpec) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for r in &spec.receivers {
+        let mut refs = Vec::new();
+        if let Some(s) = &r.slack {
+            refs.push(&s.webhook_url);
+        }
+        if let Some(d) = &r.discord {
+            refs.push(&d.webhook_url);
+        }
+        if let Some(t) = &r.telegram {
+            refs.push(&t.bot_token);
+        }
+        if let Some(w) = &r.webhook {
+            refs.push(&w.url);
+            refs.extend(w.bearer_token.as_ref());
+        }
+        if let Some(a) = &r.alertmanager {
+            refs.extend(a.bearer_token.as_ref());
+        }
+        if let Some(e) = &r.email {
+            refs.extend(e.password.as_ref());
+            refs.extend(e.ca_certificate.as_ref());
+        }
+        out.extend(refs.into_iter().map(|s| (s.name.clone(), s.key.clone())));
+    }
+    out
+}
+
+fn condition(
+    old: Option<&AlertPolicyStatus>,
+    ready: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    // The transition time moves only when the status does.
+    let since = old
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .filter(|c| c.status == status)
+        .map_or(now, |c| c.last_transition_time.clone());
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// What to publish for `policies`, given the data of the Secrets they reference
+/// (`(namespace, name)` → data; a Secret missing from the map does not exist).
+pub fn publish(
+    policies: &[AlertPolicy],
+    secrets: &BTreeMap<(String, String), BTreeMap<String, ByteString>>,
+    now: jiff::Timestamp,
+) -> Published {
+    let mut out = Published::default();
+    let mut sorted: Vec<&AlertPolicy> = policies.iter().collect();
+    sorted.sort_by_key(|p| (p.namespace(), p.name_any()));
+    for p in sorted {
+        let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+        let generation = p.metadata.generation;
+        let manifest = json!({
+            "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+            "kind": "AlertPolicy",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": p.spec,
+        });
+        let counts = AlertPolicyStatus {
+            observed_generation: generation,
+            rules: p.spec.rules.len() as u32,
+            routes: p.spec.routes.len() as u32,
+            receivers: p.spec.receivers.len() as u32,
+            ..AlertPolicyStatus::default()
+        };
+        let refused = |reason: &str, message: String| AlertPolicyStatus {
+            conditions: vec![condition(p.status.as_ref(), false, reason, message, generation, Time(now))],
+            ..counts.clone()
+        };
+        if let Err(e) = vigil_crds::validate::validate_manifest(&manifest) {
+            out.statuses.push((ns, name, refused("Invalid", e.to_string())));
+            continue;
+        }
+        let mut mirrored = BTreeMap::new();
+        let mut missing = Vec::new();
+        for (secret, key) in secret_refs(&p.spec) {
+            match secrets.get(&(ns.clone(), secret.clone())).and_then(|d| d.get(&key)) {
+                Some(v) => {
+                    mirrored.insert(mirrored_secret_key(&ns, &secret, &key), v.clone());
+                }
+                None => missing.push(format!("{secret}/{key}")),
+            }
+        }
+        if !missing.is_empty() {
+            let message = format!("not published: Secret key(s) {} not found in namespace {ns}", missing.join(", "));
+            out.statuses.push((ns, name, refused("SecretMissing", message)));
+            continue;
+        }
+        let yaml = match serde_yaml::to_string(&manifest) {
+            Ok(y) => y,
+            Err(e) => {
+                out.statuses.push((ns, name, refused("Invalid", e.to_string())));
+                continue;
+            }
+        };
+        let sha: String = Sha256::digest(yaml.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let message = format!(
+            "published to the agents: {} rules, {} routes, {} receivers",
+            counts.rules, counts.routes, counts.receivers
+        );
+        let status = AlertPolicyStatus {
+            compiled_sha256: Some(sha),
+            conditions: vec![condition(p.status.as_ref(), true, "Published", message, generation, Time(now))],
+            ..counts
+        };
+        out.policies.insert(format!("{ns}.{name}.yaml"), yaml);
+        out.secrets.extend(mirrored);
+        out.statuses.push((ns, name, status));
+    }
+    out
+}
+
+/// Reads every AlertPolicy and the Secrets they reference, and writes what [`publish`] makes
+/// of them into `namespace` (the operator's), then each changed status.
+pub async fn reconcile(client: &Client, namespace: &str) -> Result<(), kube::Error> {
+    let policies = Api::<AlertPolicy>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let mut secrets = BTreeMap::new();
+    for p in &policies {
+        let ns = p.namespace().unwrap_or_default();
+        for (secret, _) in secret_refs(&p.spec) {
+            let id = (ns.clone(), secret.clone());
+            if secrets.contains_key(&id) {
+                continue;
+            }
+            if let Some(s) = Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&secret).await? {
+                secrets.insert(id, s.data.unwrap_or_default());
+            }
+        }
+    }
+    let out = publish(&policies, &secrets, jiff::Timestamp::now());
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let labels = json!({"app.kubernetes.io/name": "vigil-agent", "app.kubernetes.io/managed-by": FIELD_MANAGER});
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": POLICIES_CONFIGMAP, "namespace": namespace, "labels": labels},
+        "data": out.policies,
+    });
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(POLICIES_CONFIGMAP, &pp, &Patch::Apply(&cm))
+        .await?;
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": SECRETS_SECRET, "namespace": namespace, "labels": labels},
+        "type": "Opaque",
+        "data": out.secrets,
+    });
+    Api::<Secret>::namespaced(client.clone(), namespace).patch(SECRETS_SECRET, &pp, &Patch::Apply(&secret)).await?;
+    for (ns, name, status) in out.statuses {
+        let old = policies.iter().find(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == name);
+        if old.and_then(|p| p.status.as_ref()) == Some(&status) {
+            continue;
+        }
+        let body = json!({
+            "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+            "kind": "AlertPolicy",
+            "status": status,
+        });
+        Api::<AlertPolicy>::namespaced(client.clone(), &ns).patch_status(&name, &pp, &Patch::Apply(&body)).await?;
+    }
+    Ok(())
+}
+
+/// Publishes on every AlertPolicy change, and every minute (a rotated Secret reaches the
+/// agents within it), until the process stops.
+pub async fn run(client: Client, namespace: String) {
+    let ctx = Arc::new((client.clone(), namespace));
+    Controller::new(Api::<AlertPolicy>::all(client), kube::runtime::watcher::Config::default())
+        .shutdown_on_signal()
+        .run(
+            |_p, ctx: Arc<(Client, String)>| async move {
+                reconcile(&ctx.0, &ctx.1).await.map(|()| Action::requeue(Duration::from_secs(60)))
+            },
+            |_p, e, _ctx| {
+                eprintln!("vigil-operator: publishing alert policies failed: {e}");
+                Action::requeue(Duration::from_secs(15))
+            },
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(ns: &str, name: &str, yaml: &str) -> AlertPolicy {
+        let spec: AlertPolicySpec = serde_yaml::from_str(yaml).unwrap();
+        let mut p = AlertPolicy::new(name, spec);
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.generation = Some(4);
+        p
+    }
+
+    const SLACK: &str = "rules:\n  - name: HighCpu\n    metric: {name: vigil_node_cpu_utilization_ratio}\n    detector: {threshold: {above: 0.9}}\nroutes:\n  - {name: all, receivers: [ops]}\nreceivers:\n  - name: ops\n    slack: {webhookUrl: {name: alerting, key: slack-url}}\n";
+
+    fn secrets(entries: &[(&str, &str, &str, &str)]) -> BTreeMap<(String, String), BTreeMap<String, ByteString>> {
+        let mut out: BTreeMap<(String, String), BTreeMap<String, ByteString>> = BTreeMap::new();
+        for (ns, name, key, value) in entries {
+            out.entry(((*ns).into(), (*name).into()))
+                .or_default()
+                .insert((*key).into(), ByteString(value.as_bytes().to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn valid_policies_are_published_with_their_own_namespaces_secrets() {
+        let policies = [policy("team-a", "cpu", SLACK), policy("team-b", "cpu", SLACK)];
+        let s = secrets(&[
+            ("team-a", "alerting", "slack-url", "https://hooks.slack.com/a"),
+            ("team-b", "alerting", "slack-url", "https://hooks.slack.com/b"),
+        ]);
+        let out = publish(&policies, &s, jiff::Timestamp::UNIX_EPOCH);
+        assert_eq!(out.policies.keys().collect::<Vec<_>>(), ["team-a.cpu.yaml", "team-b.cpu.yaml"]);
+        assert_eq!(
+            out.secrets.get("team-a_alerting_slack-url"),
+            Some(&ByteString(b"https://hooks.slack.com/a".to_vec())),
+            "each namespace's own value"
+        );
+        assert_eq!(
+            out.secrets.get("team-b_alerting_slack-url"),
+            Some(&ByteString(b"https://hooks.slack.com/b".to_vec()))
+        );
+        let published: serde_json::Value = serde_yaml::from_str(&out.policies["team-a.cpu.yaml"]).unwrap();
+        assert_eq!(published["metadata"], json!({"name": "cpu", "namespace": "team-a"}));
+        vigil_crds::validate::validate_manifest(&published).unwrap();
+        let (_, _, st) = &out.statuses[0];
+        assert_eq!((st.rules, st.routes, st.receivers, st.observed_generation), (1, 1, 1, Some(4)));
+        assert_eq!(st.compiled_sha256.as_ref().unwrap().len(), 64);
+        assert_eq!((st.conditions[0].status.as_str(), st.conditions[0].reason.as_str()), ("True", "Published"));
+    }
+
+    #[test]
+    fn invalid_policies_and_missing_secrets_are_left_out_with_the_reason() {
+        let bad = policy("team-a", "bad", "rules:\n  - name: X\n    metric: {name: m}\n    detector: {}\n");
+        let orphan = policy("team-b", "cpu", SLACK);
+        // A Secret of the same name in another namespace does not count.
+        let s = secrets(&[("team-a", "alerting", "slack-url", "https://hooks.slack.com/a")]);
+        let out = publish(&[bad, orphan], &s, jiff::Timestamp::UNIX_EPOCH);
+        assert!(out.policies.is_empty() && out.secrets.is_empty());
+        let (_, _, bad) = &out.statuses[0];
+        assert_eq!((bad.conditions[0].status.as_str(), bad.conditions[0].reason.as_str()), ("False", "Invalid"));
+        assert!(bad.conditions[0].message.contains("exactly one detector"), "{}", bad.conditions[0].message);
+        let (_, _, orphan) = &out.statuses[1];
+        assert_eq!(orphan.conditions[0].reason, "SecretMissing");
+        assert_eq!(
+            orphan.conditions[0].message,
+            "not published: Secret key(s) alerting/slack-url not found in namespace team-b"
+        );
+    }
+
+    #[test]
+    fn the_ready_transition_time_moves_only_with_the_status() {
+        let mut p = policy("team-a", "cpu", SLACK);
+        let s = secrets(&[("team-a", "alerting", "slack-url", "u")]);
+        let first = publish(std::slice::from_ref(&p), &s, jiff::Timestamp::UNIX_EPOCH);
+        p.status = Some(first.statuses[0].2.clone());
+        let later = jiff::Timestamp::from_second(3600).unwrap();
+        let again = publish(std::slice::from_ref(&p), &s, later);
+        assert_eq!(again.statuses[0].2, first.statuses[0].2, "nothing changed: same status, no write");
+        let gone = publish(std::slice::from_ref(&p), &BTreeMap::new(), later);
+        assert_eq!(gone.statuses[0].2.conditions[0].last_transition_time, Time(later));
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_reads_policies_and_secrets_then_writes_configmap_secret_and_status() {
+        use http::{Method, Request, Response};
+        use kube::client::Body;
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let reply = |v: serde_json::Value| {
+            Response::builder().status(200).body(Body::from(serde_json::to_vec(&v).unwrap())).unwrap()
+        };
+        let api = tokio::spawn(async move {
+            let mut next = async || {
+                let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+                    .await
+                    .expect("a request expected")
+                    .expect("open");
+                let (method, uri) = (req.method().clone(), req.uri().to_string());
+                let bytes = req.into_body().collect_bytes().await.unwrap();
+                let body: serde_json::Value =
+                    if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+                (method, uri, body, send)
+            };
+            let (m, uri, _, send) = next().await;
+            assert_eq!(m, Method::GET);
+            assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/alertpolicies?"), "{uri}");
+            let p = serde_json::to_value(policy("team-a", "cpu", SLACK)).unwrap();
+            send.send_response(reply(
+                json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AlertPolicyList", "metadata": {}, "items": [p]}),
+            ));
+            let (_, uri, _, send) = next().await;
+            assert_eq!(uri, "/api/v1/namespaces/team-a/secrets/alerting");
+            send.send_response(reply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alerting"}, "data": {"slack-url": "aHR0cHM6Ly9ob29rcw=="}})));
+            let (m, uri, body, send) = next().await;
+            assert_eq!(m, Method::PATCH);
+            assert!(uri.starts_with("/api/v1/namespaces/vigil-system/configmaps/vigil-alert-policies?"), "{uri}");
+            assert!(uri.contains("fieldManager=vigil-operator"), "{uri}");
+            assert!(body["data"]["team-a.cpu.yaml"].as_str().unwrap().contains("HighCpu"));
+            send.send_response(reply(body));
+            let (_, uri, body, send) = next().await;
+            assert!(uri.starts_with("/api/v1/namespaces/vigil-system/secrets/vigil-alert-secrets?"), "{uri}");
+            assert_eq!(body["data"]["team-a_alerting_slack-url"], "aHR0cHM6Ly9ob29rcw==");
+            send.send_response(reply(body));
+            let (_, uri, body, send) = next().await;
+            assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/namespaces/team-a/alertpolicies/cpu/status?"), "{uri}");
+            assert_eq!(body["status"]["conditions"][0]["reason"], "Published");
+            assert_eq!(body["status"]["rules"], 1);
+            send.send_response(reply(serde_json::to_value(policy("team-a", "cpu", SLACK)).unwrap()));
+        });
+        reconcile(&client, "vigil-system").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), api).await.unwrap().unwrap();
+    }
+}
