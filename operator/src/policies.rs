@@ -222,7 +222,9 @@ pub async fn reconcile(client: &Client, namespace: &str) -> Result<(), kube::Err
 /// agents within it), until the process stops.
 pub async fn run(client: Client, namespace: String) {
     let ctx = Arc::new((client.clone(), namespace));
+    // One publication at a time: each writes the whole ConfigMap from a fresh list.
     Controller::new(Api::<AlertPolicy>::all(client), kube::runtime::watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(1))
         .shutdown_on_signal()
         .run(
             |_p, ctx: Arc<(Client, String)>| async move {

@@ -1,0 +1,60 @@
+//! AlertPolicy publication on a real API server: a policy whose Secret exists is published
+//! into the ConfigMap and its Secret key mirrored; one whose Secret is missing is left out
+//! with `Ready=False, SecretMissing`. The publisher runs in-process and publishes into the
+//! test's own namespace.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use vigil_crds::AlertPolicy;
+use vigil_e2e::{TestNamespace, client, install_crds};
+
+fn policy(name: &str, secret: &str) -> AlertPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "AlertPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "rules": [{"name": "HighCpu", "metric": {"name": "vigil_node_cpu_utilization_ratio"}, "detector": {"threshold": {"above": 0.9}}}],
+            "routes": [{"name": "all", "receivers": ["ops"]}],
+            "receivers": [{"name": "ops", "slack": {"webhookUrl": {"name": secret, "key": "slack-url"}}}],
+        },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+#[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
+async fn policies_are_published_with_their_secrets_or_say_why_not() {
+    let client = client().await.unwrap();
+    install_crds(&client, Duration::from_secs(60)).await.unwrap();
+    let ns = TestNamespace::create(&client, "policies").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "alerting"}, "stringData": {"slack-url": "https://hooks.slack.invalid/x"}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let policies: Api<AlertPolicy> = Api::namespaced(client.clone(), &ns.name);
+    policies.create(&PostParams::default(), &policy("good", "alerting")).await.unwrap();
+    policies.create(&PostParams::default(), &policy("orphan", "absent")).await.unwrap();
+
+    vigil_operator::policies::reconcile(&client, &ns.name).await.unwrap();
+
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name).get("vigil-alert-policies").await.unwrap();
+    let data = cm.data.unwrap_or_default();
+    assert!(data.contains_key(&format!("{}.good.yaml", ns.name)), "{:?}", data.keys());
+    assert!(!data.contains_key(&format!("{}.orphan.yaml", ns.name)));
+    let mirror = secrets.get("vigil-alert-secrets").await.unwrap().data.unwrap_or_default();
+    let value = &mirror[&format!("{}_alerting_slack-url", ns.name)];
+    assert_eq!(value.0, b"https://hooks.slack.invalid/x");
+    let good = policies.get_status("good").await.unwrap().status.unwrap();
+    assert_eq!((good.conditions[0].status.as_str(), good.rules), ("True", 1));
+    let orphan = policies.get_status("orphan").await.unwrap().status.unwrap();
+    assert_eq!(orphan.conditions[0].reason, "SecretMissing");
+    ns.delete().await.unwrap();
+}
