@@ -335,8 +335,55 @@ fn email_goes_out_over_starttls_to_a_real_smtp_server() {
 
     // Without the CA the server's certificate is not trusted, and STARTTLS is required:
     // nothing goes out in the clear, and the attempt is retried later (not dropped).
-    let untrusted = EmailConfig { ca_pem: None, ..config };
-    assert!(matches!(untrusted.send(&[a], None, Duration::from_secs(10)), Outcome::Retry { .. }));
+    let untrusted = EmailConfig { ca_pem: None, ..config.clone() };
+    assert!(matches!(untrusted.send(std::slice::from_ref(&a), None, Duration::from_secs(10)), Outcome::Retry { .. }));
+
+    // A server that requires login after STARTTLS: the right password is accepted, a wrong
+    // one is refused for good (535), not retried.
+    let auth_port = free_port();
+    let script = format!(
+        "import sys, ssl\n\
+         from aiosmtpd.controller import Controller\n\
+         from aiosmtpd.handlers import Mailbox\n\
+         from aiosmtpd.smtp import AuthResult, LoginPassword\n\
+         def auth(server, session, envelope, mechanism, data):\n\
+         \x20   ok = isinstance(data, LoginPassword) and data.login == b'vigil' and data.password == b's3cret'\n\
+         \x20   return AuthResult(success=ok, handled=False)\n\
+         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)\n\
+         ctx.load_cert_chain({cert:?}, {key:?})\n\
+         c = Controller(Mailbox({mail:?}), hostname='127.0.0.1', port={auth_port}, tls_context=ctx, require_starttls=True, authenticator=auth, auth_required=True)\n\
+         c.start()\n\
+         sys.stdin.read()\n",
+        cert = d.join("leaf.pem").display().to_string(),
+        key = d.join("leaf.key").display().to_string(),
+        mail = d.join("authmail").display().to_string(),
+    );
+    let _auth_smtp = Killed(
+        Command::new(venv_python())
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the SMTP server with login", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", auth_port)).is_ok()
+    });
+    let login = EmailConfig {
+        smarthost: format!("localhost:{auth_port}"),
+        username: Some("vigil".into()),
+        password: Some("s3cret".into()),
+        ..config.clone()
+    };
+    assert_eq!(login.send(std::slice::from_ref(&a), None, Duration::from_secs(10)), Outcome::Delivered);
+    let auth_new = d.join("authmail").join("new");
+    wait_for("the logged-in message", Duration::from_secs(10), || {
+        std::fs::read_dir(&auth_new).is_ok_and(|mut r| r.next().is_some())
+    });
+    let wrong = EmailConfig { password: Some("nope".into()), ..login };
+    let refused = wrong.send(&[a], None, Duration::from_secs(10));
+    assert!(matches!(&refused, Outcome::Rejected { why } if why.contains("535")), "{refused:?}");
 }
 
 fn write_config(dir: &Path, policies: &Path, secrets: &Path) -> PathBuf {
