@@ -121,8 +121,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ..vigil_operator::act::AgentTemplate::default()
                 };
                 let publish_in = template.namespace.clone();
+                let policies = vigil_operator::policies::run(client.clone(), publish_in, metrics.clone());
                 let rollouts = vigil_operator::controller::run(client.clone(), instance, metrics, tracer, template);
-                let policies = vigil_operator::policies::run(client.clone(), publish_in);
                 let work = async move {
                     tokio::join!(rollouts, policies);
                 };

@@ -43,6 +43,13 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// AlertPolicies by publication state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyStateLabels {
+    /// `published`, `invalid` or `secret_missing`.
+    pub state: &'static str,
+}
+
 /// Every metric of the operator.
 pub struct Metrics {
     registry: Registry,
@@ -58,6 +65,10 @@ pub struct Metrics {
     pub phase: Family<PhaseLabels, Gauge>,
     /// Decisions by kind.
     pub decisions: Family<KindLabels, Counter>,
+    /// AlertPolicies by publication state.
+    pub alert_policies: Family<PolicyStateLabels, Gauge>,
+    /// Publications of AlertPolicies by result.
+    pub publications: Family<ResultLabels, Counter>,
     /// The revisions last reported per rollout, so a revision that no node runs any more
     /// leaves the node gauge instead of staying at its last count.
     reported: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -86,6 +97,8 @@ impl Default for Metrics {
             nodes: Family::default(),
             phase: Family::default(),
             decisions: Family::default(),
+            alert_policies: Family::default(),
+            publications: Family::default(),
             reported: std::sync::Mutex::default(),
         };
         registry.register("vigil_operator_reconciles", "Reconciles of AgentRollouts by result", m.reconciles.clone());
@@ -103,6 +116,16 @@ impl Default for Metrics {
         );
         registry.register("vigil_operator_rollout_phase", "1 for each rollout's current phase", m.phase.clone());
         registry.register("vigil_operator_decisions", "Planner decisions by kind", m.decisions.clone());
+        registry.register(
+            "vigil_operator_alert_policies",
+            "AlertPolicies by publication state (published, invalid, secret_missing)",
+            m.alert_policies.clone(),
+        );
+        registry.register(
+            "vigil_operator_alert_policy_publications",
+            "Publications of the AlertPolicies to the agents by result",
+            m.publications.clone(),
+        );
         Self { registry, ..m }
     }
 }

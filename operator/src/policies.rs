@@ -168,9 +168,24 @@ pub fn publish(
     out
 }
 
+impl Published {
+    /// Policies by state: (`published`, `invalid`, `secret_missing`).
+    pub fn counts(&self) -> [(&'static str, i64); 3] {
+        let reason = |r: &str| {
+            self.statuses.iter().filter(|(_, _, s)| s.conditions.first().is_some_and(|c| c.reason == r)).count() as i64
+        };
+        [
+            ("published", reason("Published")),
+            ("invalid", reason("Invalid")),
+            ("secret_missing", reason("SecretMissing")),
+        ]
+    }
+}
+
 /// Reads every AlertPolicy and the Secrets they reference, and writes what [`publish`] makes
-/// of them into `namespace` (the operator's), then each changed status.
-pub async fn reconcile(client: &Client, namespace: &str) -> Result<(), kube::Error> {
+/// of them into `namespace` (the operator's), then each changed status. Returns what it
+/// published.
+pub async fn reconcile(client: &Client, namespace: &str) -> Result<Published, kube::Error> {
     let policies = Api::<AlertPolicy>::all(client.clone()).list(&ListParams::default()).await?.items;
     let mut secrets = BTreeMap::new();
     for p in &policies {
@@ -186,6 +201,7 @@ pub async fn reconcile(client: &Client, namespace: &str) -> Result<(), kube::Err
         }
     }
     let out = publish(&policies, &secrets, jiff::Timestamp::now());
+    let statuses = out.statuses.clone();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let labels = json!({"app.kubernetes.io/name": "vigil-agent", "app.kubernetes.io/managed-by": FIELD_MANAGER});
     let cm = json!({
@@ -203,7 +219,7 @@ pub async fn reconcile(client: &Client, namespace: &str) -> Result<(), kube::Err
         "data": out.secrets,
     });
     Api::<Secret>::namespaced(client.clone(), namespace).patch(SECRETS_SECRET, &pp, &Patch::Apply(&secret)).await?;
-    for (ns, name, status) in out.statuses {
+    for (ns, name, status) in statuses {
         let old = policies.iter().find(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == name);
         if old.and_then(|p| p.status.as_ref()) == Some(&status) {
             continue;
@@ -215,22 +231,28 @@ pub async fn reconcile(client: &Client, namespace: &str) -> Result<(), kube::Err
         });
         Api::<AlertPolicy>::namespaced(client.clone(), &ns).patch_status(&name, &pp, &Patch::Apply(&body)).await?;
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Publishes on every AlertPolicy change, and every minute (a rotated Secret reaches the
 /// agents within it), until the process stops.
-pub async fn run(client: Client, namespace: String) {
-    let ctx = Arc::new((client.clone(), namespace));
+pub async fn run(client: Client, namespace: String, metrics: Arc<crate::metrics::Metrics>) {
+    let ctx = Arc::new((client.clone(), namespace, metrics));
     // One publication at a time: each writes the whole ConfigMap from a fresh list.
     Controller::new(Api::<AlertPolicy>::all(client), kube::runtime::watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(1))
         .shutdown_on_signal()
         .run(
-            |_p, ctx: Arc<(Client, String)>| async move {
-                reconcile(&ctx.0, &ctx.1).await.map(|()| Action::requeue(Duration::from_secs(60)))
+            |_p, ctx: Arc<(Client, String, Arc<crate::metrics::Metrics>)>| async move {
+                let out = reconcile(&ctx.0, &ctx.1).await?;
+                for (state, n) in out.counts() {
+                    ctx.2.alert_policies.get_or_create(&crate::metrics::PolicyStateLabels { state }).set(n);
+                }
+                ctx.2.publications.get_or_create(&crate::metrics::ResultLabels { result: "ok" }).inc();
+                Ok::<_, kube::Error>(Action::requeue(Duration::from_secs(60)))
             },
-            |_p, e, _ctx| {
+            |_p, e, ctx| {
+                ctx.2.publications.get_or_create(&crate::metrics::ResultLabels { result: "error" }).inc();
                 eprintln!("vigil-operator: publishing alert policies failed: {e}");
                 Action::requeue(Duration::from_secs(15))
             },
@@ -304,6 +326,7 @@ mod tests {
         assert!(bad.conditions[0].message.contains("exactly one detector"), "{}", bad.conditions[0].message);
         let (_, _, orphan) = &out.statuses[1];
         assert_eq!(orphan.conditions[0].reason, "SecretMissing");
+        assert_eq!(out.counts(), [("published", 0), ("invalid", 1), ("secret_missing", 1)]);
         assert_eq!(
             orphan.conditions[0].message,
             "not published: Secret key(s) alerting/slack-url not found in namespace team-b"
