@@ -795,6 +795,18 @@ mod tests {
     }
 
     #[test]
+    fn alerting_is_off_without_policies_and_its_spool_follows_the_state_dir() {
+        let c = Config::parse("events:\n  stateDir: /var/lib/x\n", "a.yaml").unwrap();
+        assert!(c.alert_pipeline("n").is_none());
+        let c = Config::parse("events:\n  stateDir: /var/lib/x\nalerts:\n  policies: [/etc/vigil/policies]\n  backoff: [1s, 2m]\n  fsync: false\n", "a.yaml").unwrap();
+        let p = c.alert_pipeline("node-a").unwrap();
+        assert_eq!(p.spool_dir, PathBuf::from("/var/lib/x/spool"));
+        assert_eq!(p.delivery.backoff.ladder, [Duration::from_secs(1), Duration::from_secs(120)]);
+        assert!(!p.limits.fsync);
+        assert_eq!((p.node.as_str(), p.secrets_dir.as_path()), ("node-a", Path::new("/etc/vigil/secrets")));
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         for (text, key) in [
             ("interval: 100ms", "interval"),
@@ -811,6 +823,13 @@ mod tests {
             ("events:\n  kernel:\n    rateLimit: {perSecond: 1, burst: 0}", "events.kernel.rateLimit"),
             ("events:\n  processes:\n    mode: ebpf", "mode"),
             ("events:\n  network:\n    outbund: true", "outbund"),
+            ("alerts:\n  backoff: []", "alerts.backoff"),
+            ("alerts:\n  backoff: [5s, 0s]", "alerts.backoff"),
+            ("alerts:\n  backoff: [soon]", "backoff"),
+            ("alerts:\n  jitter: 2", "alerts.jitter"),
+            ("alerts:\n  reloadInterval: 10ms", "alerts.reloadInterval"),
+            ("alerts:\n  spoolMaxBytes: 100", "alerts.spoolMaxBytes"),
+            ("alerts:\n  polices: [/etc]", "polices"),
         ] {
             let e = Config::parse(text, "a.yaml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");
