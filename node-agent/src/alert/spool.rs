@@ -202,7 +202,12 @@ impl Spool {
             match read_entry(&path) {
                 Ok(e) => {
                     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                    self.lock().insert(seq, &e.notification.receiver, bytes);
+                    let mut idx = self.lock();
+                    idx.insert(seq, &e.notification.receiver, bytes);
+                    // Replayed from the dead letters by another process: no longer dead.
+                    if let Some(b) = idx.dead.remove(&seq) {
+                        idx.dead_bytes -= b;
+                    }
                     found += 1;
                 }
                 Err(_) => {
@@ -451,6 +456,7 @@ mod tests {
         let last = listed.last().unwrap().seq;
         assert_eq!(replay(dir.path(), Some(&[last]), true).unwrap(), [last]);
         assert_eq!(s.rescan().unwrap(), 1, "a running spool picks up replayed entries");
+        assert_eq!(s.dead().0, dead - 1, "and counts them no longer dead");
         let back = s.head("p/a").unwrap();
         assert_eq!((back.seq, back.attempts, back.last_error), (last, 0, None));
         assert_eq!(dead_entries(dir.path()).unwrap().len(), dead - 1);
