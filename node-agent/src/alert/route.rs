@@ -252,7 +252,7 @@ impl Router {
                 }
             }
         }
-        self.groups.retain(|_, g| !g.alerts.is_empty() || g.suppressed > 0);
+        self.groups.retain(|_, g| !g.alerts.is_empty());
         out
     }
 
@@ -349,7 +349,12 @@ impl Router {
             }
         }
         let firing = g.alerts.values().any(|a| !a.resolved());
-        g.next_flush = firing.then(|| after(now, g.timing.repeat_interval));
+        g.next_flush = if firing {
+            Some(after(now, g.timing.repeat_interval))
+        } else {
+            // Only silenced alerts left: look again, so they leave with the silence.
+            (!g.alerts.is_empty()).then(|| after(now, g.timing.group_interval))
+        };
         Some(n)
     }
 
@@ -674,6 +679,9 @@ mod tests {
                     Some(due) if due <= end => record(r.tick(&s, due), &mut told),
                     _ => break,
                 }
+            }
+            if last.values().all(|resolved| *resolved) {
+                proptest::prop_assert_eq!(r.groups(), 0, "nothing firing: no group left behind");
             }
             for (fp, resolved) in &last {
                 match told.get(fp) {
