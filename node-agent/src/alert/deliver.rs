@@ -273,7 +273,16 @@ fn worker(shared: &Shared, key: &str) {
 /// Dead-letters `entry` and sends a copy to the fallback receiver.
 fn give_up(shared: &Shared, set: &PolicySet, key: &str, entry: Entry, why: &str, now: jiff::Timestamp) {
     let notification = entry.notification.clone();
-    if shared.spool.dead_letter(entry, why, now).is_err() {
+    if let Err(e) = shared.spool.dead_letter(entry, why, now) {
+        // It stays pending (nothing lost); wait before the worker takes it again rather than
+        // hammering a receiver that refuses it.
+        eprintln!("vigil-agent: alerts: could not dead-letter a notification to {key}: {e}");
+        for _ in 0..30 {
+            if shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
         return;
     }
     shared.stats_mut(key, |s| {
