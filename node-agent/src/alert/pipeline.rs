@@ -225,7 +225,7 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
         }
         let wait = router
             .next_due()
-            .map_or(Duration::from_secs(1), |d| d.duration_since(now).unsigned_abs())
+            .map_or(Duration::from_secs(1), |d| Duration::try_from(d.duration_since(now)).unwrap_or(Duration::ZERO))
             .min(Duration::from_secs(1));
         let routed = match rx.recv_timeout(wait) {
             Ok(Input::Samples(at, samples)) => engine.observe_metrics(at, &samples),
