@@ -235,7 +235,7 @@ fn worker(shared: &Shared, key: &str) {
             Outcome::Rejected { why } => give_up(shared, &set, key, entry, &format!("{why}; not retried"), now),
             Outcome::Retry { after, why } => {
                 let since = *entry.failing_since.get_or_insert(now);
-                let failing_for = now.duration_since(since).unsigned_abs();
+                let failing_for = Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO);
                 shared.stats_mut(key, |s| {
                     s.failed_attempts += 1;
                     s.failing_since.get_or_insert(since);
