@@ -296,6 +296,24 @@ pub fn print_event(out: &mut impl std::io::Write, e: &Event, json: bool, color: 
     }
 }
 
+/// Writes one alert transition: its line for a person, or a JSON line
+/// `{"status": "firing"|"resolved", "fingerprint": …, "alert": {…}}`.
+pub fn print_alert(
+    out: &mut impl std::io::Write,
+    a: &crate::alert::Alert,
+    json: bool,
+    color: bool,
+) -> std::io::Result<()> {
+    if json {
+        let status = if a.resolved() { "resolved" } else { "firing" };
+        let v = serde_json::json!({"status": status, "fingerprint": a.fingerprint(), "alert": a});
+        serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")
+    } else {
+        writeln!(out, "{}", a.render_line(color))
+    }
+}
+
 /// Serves OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format
 /// to everything else (curl, promtool, older scrapers).
 async fn metrics_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {

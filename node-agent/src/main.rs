@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use vigil_agent::config::Config;
-use vigil_agent::daemon::print_event;
+use vigil_agent::daemon::{print_alert, print_event};
 use vigil_agent::events::EventQueue;
 use vigil_agent::host::HostRoot;
 use vigil_agent::render::{RenderOptions, render};
@@ -54,6 +54,11 @@ enum Command {
         /// Security events only, no snapshots.
         #[arg(long, conflicts_with = "count")]
         events_only: bool,
+        /// Try AlertPolicy files (or directories of them) on this host: their rules are
+        /// evaluated on every snapshot (and every event with --events) and each alert is
+        /// printed as it fires and resolves. Nothing is sent; receivers are not read.
+        #[arg(long = "policy", value_name = "PATH")]
+        policies: Vec<PathBuf>,
     },
     /// Daemon mode (the DaemonSet entrypoint): snapshots at the config's interval, exported on
     /// /metrics and over OTLP as configured, until SIGTERM or Ctrl-C.
@@ -258,7 +263,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Watch { common, interval, count, events, events_only } => {
+        Command::Watch { common, interval, count, events, events_only, policies } => {
             let (config, mut collector) = common.load()?;
             let interval = interval.unwrap_or(config.interval);
             anyhow::ensure!(!interval.is_zero(), "--interval must be above 0s");
@@ -277,6 +282,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 } else {
                     None
                 };
+                let mut rules = if policies.is_empty() {
+                    None
+                } else {
+                    let set = vigil_agent::alert::policy::load_rules(&policies)?;
+                    let mut engine = vigil_agent::alert::rules::Engine::new(&node, interval);
+                    engine.set_policies(&set, jiff::Timestamp::now());
+                    let latest: vigil_agent::export::prometheus::Latest = std::sync::Arc::default();
+                    let (registry, _) = vigil_agent::export::prometheus::registry(
+                        latest.clone(),
+                        vigil_agent::selfmon::SelfUsage::default(),
+                        env!("CARGO_PKG_VERSION"),
+                    );
+                    Some((engine, latest, registry))
+                };
                 let mut drops = vigil_agent::daemon::DropSummary::new(&node);
                 let mut states_seen = vigil_agent::events::runner::SourceStates::default();
                 let mut ticks = tokio::time::interval(interval);
@@ -286,7 +305,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     tokio::select! {
                         _ = ticks.tick() => {}
                         Some(e) = async { match stream.as_mut() { Some((rx, _, _)) => rx.recv().await, None => std::future::pending().await } } => {
-                            print_event(&mut std::io::stdout().lock(), &e, common.json, color)?;
+                            let mut out = std::io::stdout().lock();
+                            print_event(&mut out, &e, common.json, color)?;
+                            if let Some((engine, _, _)) = rules.as_mut() {
+                                for r in engine.observe_event(&e) {
+                                    print_alert(&mut out, &r.alert, common.json, color)?;
+                                }
+                            }
                             continue;
                         }
                         _ = tokio::signal::ctrl_c() => break,
@@ -297,11 +322,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         }
                         sources.report_changes(&mut states_seen);
                     }
+                    if let Some((engine, _, _)) = rules.as_mut() {
+                        for r in engine.tick(jiff::Timestamp::now()) {
+                            print_alert(&mut std::io::stdout().lock(), &r.alert, common.json, color)?;
+                        }
+                    }
                     if events_only {
                         continue;
                     }
                     let snapshot = collector.collect(jiff::Timestamp::now());
                     common.emit(&mut std::io::stdout().lock(), &snapshot)?;
+                    if let Some((engine, latest, registry)) = rules.as_mut() {
+                        let at = snapshot.time;
+                        let mut samples = vigil_agent::alert::rules::process_samples(&snapshot);
+                        if let Ok(mut slot) = latest.write() {
+                            *slot = Some(std::sync::Arc::new(snapshot));
+                        }
+                        let text = vigil_agent::export::prometheus::encode(registry).context("encoding the metrics")?;
+                        samples.extend(vigil_agent::alert::rules::samples_from_text(
+                            &vigil_agent::export::prometheus::to_prometheus_text(&text),
+                        ));
+                        for r in engine.observe_metrics(at, &samples) {
+                            print_alert(&mut std::io::stdout().lock(), &r.alert, common.json, color)?;
+                        }
+                    }
                     taken += 1;
                     if count.is_some_and(|c| taken >= c) {
                         break;

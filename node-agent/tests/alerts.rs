@@ -226,6 +226,46 @@ fn check_policy_says_what_loads_and_names_what_does_not() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("secret alerting/token"));
 }
 
+#[test]
+fn watch_tries_a_policy_on_this_host_and_prints_its_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("try.yaml");
+    // Receivers whose secrets do not exist here: a dry run does not read them.
+    std::fs::write(
+        &file,
+        "rules:\n  - name: HostUp\n    metric: {name: vigil_node_uptime_seconds}\n    detector: {threshold: {above: 0}}\n    severity: info\nroutes:\n  - {name: all, receivers: [x]}\nreceivers:\n  - {name: x, webhook: {url: {name: absent, key: url}}}\n",
+    )
+    .unwrap();
+    let agent = env!("CARGO_BIN_EXE_vigil-agent");
+    let out = Command::new(agent)
+        .args(["watch", "--json", "--interval", "1s", "--count", "2", "--policy"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alerts: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("alert").is_some())
+        .collect();
+    assert_eq!(alerts.len(), 1, "fired once, at the first snapshot: {alerts:?}");
+    assert_eq!(alerts[0]["status"], "firing");
+    assert_eq!(alerts[0]["alert"]["labels"]["alertname"], "HostUp");
+    assert_eq!(alerts[0]["alert"]["labels"]["severity"], "info");
+    let text = Command::new(agent)
+        .args(["watch", "--compact", "--no-color", "--interval", "1s", "--count", "1", "--policy"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.lines().any(|l| l.contains(" FIRING   HostUp (info) — ")), "{text}");
+    std::fs::write(&file, "rules:\n  - name: Bad\n    metric: {name: m}\n    detector: {}\n").unwrap();
+    let bad = Command::new(agent).args(["watch", "--count", "1", "--policy"]).arg(&file).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("try.yaml, document 1") && err.contains("exactly one detector"), "{err}");
+}
+
 fn venv_python() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(p.exists(), "{} missing: `make test` installs aiosmtpd there", p.display());

@@ -116,6 +116,32 @@ impl Alert {
     pub fn severity(&self) -> &str {
         self.labels.get("severity").map_or("warning", String::as_str)
     }
+
+    /// One line for a person: time, state, name, the identifying labels, the description.
+    pub fn render_line(&self, color: bool) -> String {
+        let (state, time) = match self.ends_at {
+            Some(end) => ("RESOLVED", end),
+            None => ("FIRING", self.starts_at),
+        };
+        let (start, end) = match (color, self.resolved(), self.severity()) {
+            (false, _, _) => ("", ""),
+            (true, true, _) => ("\x1b[32m", "\x1b[0m"),
+            (true, false, "critical") => ("\x1b[1;31m", "\x1b[0m"),
+            (true, false, "warning") => ("\x1b[33m", "\x1b[0m"),
+            (true, false, _) => ("", ""),
+        };
+        let time = time.round(jiff::Unit::Second).unwrap_or(time);
+        let mut line = format!("{time} {start}{state:<8}{end} {} ({})", self.name(), self.severity());
+        for (k, v) in &self.labels {
+            if !matches!(k.as_str(), "alertname" | "severity" | "node" | "series" | "detector") {
+                line.push_str(&format!(" {k}={v}"));
+            }
+        }
+        if let Some(d) = self.annotations.get("description") {
+            line.push_str(&format!(" — {d}"));
+        }
+        line
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +159,19 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint().len(), 16);
         assert_ne!(a.fingerprint(), a.clone().label("mountpoint", "/").fingerprint());
+    }
+
+    #[test]
+    fn an_alert_reads_as_one_line() {
+        let t: jiff::Timestamp = "2026-11-22T10:00:00.4Z".parse().unwrap();
+        let mut a = Alert::new("DiskFull", "node-a", Severity::Critical, t).label("mountpoint", "/var");
+        a.annotations.insert("description".into(), "97% used, limit 90%".into());
+        assert_eq!(
+            a.render_line(false),
+            "2026-11-22T10:00:00Z FIRING   DiskFull (critical) mountpoint=/var — 97% used, limit 90%"
+        );
+        a.ends_at = Some(t + jiff::SignedDuration::from_mins(5));
+        assert!(a.render_line(true).starts_with("2026-11-22T10:05:00Z \x1b[32mRESOLVED\x1b[0m DiskFull"));
     }
 
     #[test]

@@ -192,6 +192,20 @@ pub fn load(
     secrets_dir: &Path,
     node_labels: Option<&BTreeMap<String, String>>,
 ) -> Result<PolicySet, PolicyError> {
+    load_with(paths, Some(secrets_dir), node_labels)
+}
+
+/// The rules of the policies under `paths`, checked as [`load`] checks them but without
+/// their receivers (no secrets read): for trying policies on a host (`watch --policy`).
+pub fn load_rules(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
+    load_with(paths, None, None)
+}
+
+fn load_with(
+    paths: &[PathBuf],
+    secrets_dir: Option<&Path>,
+    node_labels: Option<&BTreeMap<String, String>>,
+) -> Result<PolicySet, PolicyError> {
     let mut hash = Sha256::new();
     let mut set = PolicySet::default();
     for file in policy_files(paths)? {
@@ -306,7 +320,7 @@ fn read_secret(dir: &Path, namespace: Option<&str>, s: &SecretKeySelector) -> Re
 
 fn compile(
     p: AlertPolicy,
-    secrets_dir: &Path,
+    secrets_dir: Option<&Path>,
     node_labels: Option<&BTreeMap<String, String>>,
 ) -> Result<(Option<Policy>, Vec<String>), PolicyError> {
     let id = match &p.metadata.namespace {
@@ -389,10 +403,12 @@ fn compile(
         .collect::<Result<Vec<_>, PolicyError>>()?;
     let mut secrets = Vec::new();
     let mut receivers = BTreeMap::new();
-    for (i, r) in p.spec.receivers.iter().enumerate() {
+    let receiver_specs = if secrets_dir.is_some() { p.spec.receivers.as_slice() } else { &[] };
+    for (i, r) in receiver_specs.iter().enumerate() {
         let at = format!("spec.receivers[{i}] ({})", r.name);
         let mut secret = |s: &SecretKeySelector| -> Result<String, PolicyError> {
-            let v = read_secret(secrets_dir, namespace.as_deref(), s).map_err(|e| err(format!("{at}: {e}")))?;
+            let dir = secrets_dir.unwrap_or(Path::new("/nonexistent"));
+            let v = read_secret(dir, namespace.as_deref(), s).map_err(|e| err(format!("{at}: {e}")))?;
             secrets.push(v.clone());
             Ok(v)
         };
@@ -537,13 +553,24 @@ spec:
     }
 
     #[test]
+    fn rules_load_without_their_receivers_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "p.yaml", POLICY);
+        let set = load_rules(&[dir.path().join("p.yaml")]).unwrap();
+        assert_eq!(set.rule_count(), 1);
+        assert!(set.policies[0].receivers.is_empty());
+        assert!(load(&[dir.path().join("p.yaml")], &dir.path().join("none"), None).is_err(), "load reads them");
+    }
+
+    #[test]
     fn node_selectors_pick_policies_and_rules() {
         let text = "nodeSelector: {matchLabels: {pool: gpu}}\nrules:\n  - name: X\n    metric: {name: m}\n    detector: {threshold: {above: 1}}\n";
         let p = parse(text, "x.yaml").unwrap().remove(0);
         let gpu = BTreeMap::from([("pool".to_owned(), "gpu".to_owned())]);
         let cpu = BTreeMap::from([("pool".to_owned(), "cpu".to_owned())]);
-        assert!(compile(p.clone(), Path::new("/nonexistent"), Some(&gpu)).unwrap().0.is_some());
-        assert!(compile(p.clone(), Path::new("/nonexistent"), Some(&cpu)).unwrap().0.is_none());
-        assert!(compile(p, Path::new("/nonexistent"), None).unwrap().0.is_some(), "labels unknown: applies");
+        let none = Some(Path::new("/nonexistent"));
+        assert!(compile(p.clone(), none, Some(&gpu)).unwrap().0.is_some());
+        assert!(compile(p.clone(), none, Some(&cpu)).unwrap().0.is_none());
+        assert!(compile(p, none, None).unwrap().0.is_some(), "labels unknown: applies");
     }
 }
