@@ -547,7 +547,7 @@ fn kill_9_while_spooled_and_while_delivering_loses_nothing() {
     // 2. The receiver is back but slow; SIGKILL again after a few deliveries.
     std::fs::write(policies.join("policy.yaml"), NO_RULES).unwrap();
     hook.set_status(200);
-    hook.set_delay(Duration::from_millis(150));
+    hook.set_delay(Duration::from_millis(300));
     let (agent, _) = start_agent(&cfg);
     hook.wait_until(Duration::from_secs(30), |r| r.iter().filter(|c| c.status == 200).count() >= 3);
     drop(agent);
