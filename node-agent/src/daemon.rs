@@ -181,11 +181,7 @@ pub async fn run(
         }
         if let Some(p) = &alerts {
             // The rules see the series exactly as /metrics shows them.
-            if let Ok(text) = prometheus::encode(&shared.registry) {
-                let mut samples = crate::alert::rules::samples_from_text(&prometheus::to_prometheus_text(&text));
-                samples.extend(processes);
-                p.samples(at, samples);
-            }
+            p.samples(at, crate::alert::rules::scan_samples(&shared.registry, processes));
         }
         // The metrics server ended by itself: an error that the caller must see.
         if server.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {

@@ -334,14 +334,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     common.emit(&mut std::io::stdout().lock(), &snapshot)?;
                     if let Some((engine, latest, registry)) = rules.as_mut() {
                         let at = snapshot.time;
-                        let mut samples = vigil_agent::alert::rules::process_samples(&snapshot);
+                        let processes = vigil_agent::alert::rules::process_samples(&snapshot);
                         if let Ok(mut slot) = latest.write() {
                             *slot = Some(std::sync::Arc::new(snapshot));
                         }
-                        let text = vigil_agent::export::prometheus::encode(registry).context("encoding the metrics")?;
-                        samples.extend(vigil_agent::alert::rules::samples_from_text(
-                            &vigil_agent::export::prometheus::to_prometheus_text(&text),
-                        ));
+                        let samples = vigil_agent::alert::rules::scan_samples(registry, processes);
                         for r in engine.observe_metrics(at, &samples) {
                             print_alert(&mut std::io::stdout().lock(), &r.alert, common.json, color)?;
                         }

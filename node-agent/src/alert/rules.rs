@@ -464,6 +464,16 @@ pub fn confirm_within(set: &PolicySet, interval: Duration) -> Duration {
         + samples(3)
 }
 
+/// The samples the rules see after a scan: every series of `registry` as `/metrics` shows it
+/// (encode it after the scan's snapshot is in place), plus `processes` (from
+/// [`process_samples`] of the same snapshot).
+pub fn scan_samples(registry: &prometheus_client::registry::Registry, processes: Vec<Sample>) -> Vec<Sample> {
+    use crate::export::prometheus::{encode, to_prometheus_text};
+    let mut samples = encode(registry).map(|t| samples_from_text(&to_prometheus_text(&t))).unwrap_or_default();
+    samples.extend(processes);
+    samples
+}
+
 /// The samples of Prometheus text exposition (`/metrics` as the agent serves it).
 pub fn samples_from_text(text: &str) -> Vec<Sample> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
