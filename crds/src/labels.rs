@@ -24,6 +24,12 @@ pub const CONFIG_SHA256: &str = "vigil.dev/config-sha256";
 /// so an agent restart can be linked to the rollout trace.
 pub const ROLLOUT_TRACE_ID: &str = "vigil.dev/rollout-trace-id";
 
+/// Secret label, value `"true"`: the Secret's owner lets AlertPolicies of its namespace use
+/// its keys (the operator mirrors them to the agents). Without it a policy could send any
+/// Secret of its namespace to a URL of its choosing (a Telegram `apiUrl`, an Alertmanager
+/// bearer token), so the operator refuses.
+pub const ALERTING_SECRET: &str = "vigil.dev/alerting";
+
 /// Standard label naming the managing application.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
@@ -36,7 +42,7 @@ mod tests {
 
     #[test]
     fn every_vigil_key_is_a_valid_qualified_label_name() {
-        for key in [REVISION, ROLLOUT, PINNED, COMPONENT, CONFIG_SHA256, ROLLOUT_TRACE_ID] {
+        for key in [REVISION, ROLLOUT, PINNED, COMPONENT, CONFIG_SHA256, ROLLOUT_TRACE_ID, ALERTING_SECRET] {
             let (prefix, name) = key.split_once('/').expect("prefixed key");
             assert_eq!(prefix, crate::GROUP, "{key}");
             assert!(!name.is_empty() && name.len() <= 63, "{key}");

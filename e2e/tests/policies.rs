@@ -35,7 +35,7 @@ async fn policies_are_published_with_their_secrets_or_say_why_not() {
     let ns = TestNamespace::create(&client, "policies").await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let s: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "alerting"}, "stringData": {"slack-url": "https://hooks.slack.invalid/x"}}),
+        json!({"metadata": {"name": "alerting", "labels": {"vigil.dev/alerting": "true"}}, "stringData": {"slack-url": "https://hooks.slack.invalid/x"}}),
     )
     .unwrap();
     secrets.create(&PostParams::default(), &s).await.unwrap();

@@ -95,11 +95,20 @@ fn condition(
     }
 }
 
-/// What to publish for `policies`, given the data of the Secrets they reference
-/// (`(namespace, name)` → data; a Secret missing from the map does not exist).
+/// A Secret a policy references, as the operator found it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FoundSecret {
+    /// Labelled `vigil.dev/alerting=true`: its data may be used.
+    Allowed(BTreeMap<String, ByteString>),
+    /// It exists but its owner did not opt in: not used.
+    NotLabelled,
+}
+
+/// What to publish for `policies`, given the Secrets they reference (`(namespace, name)`;
+/// a Secret missing from the map does not exist).
 pub fn publish(
     policies: &[AlertPolicy],
-    secrets: &BTreeMap<(String, String), BTreeMap<String, ByteString>>,
+    secrets: &BTreeMap<(String, String), FoundSecret>,
     now: jiff::Timestamp,
 ) -> Published {
     let mut out = Published::default();
@@ -131,13 +140,29 @@ pub fn publish(
         }
         let mut mirrored = BTreeMap::new();
         let mut missing = Vec::new();
+        let mut not_labelled = BTreeSet::new();
         for (secret, key) in secret_refs(&p.spec) {
-            match secrets.get(&(ns.clone(), secret.clone())).and_then(|d| d.get(&key)) {
-                Some(v) => {
-                    mirrored.insert(mirrored_secret_key(&ns, &secret, &key), v.clone());
+            match secrets.get(&(ns.clone(), secret.clone())) {
+                Some(FoundSecret::Allowed(data)) => match data.get(&key) {
+                    Some(v) => {
+                        mirrored.insert(mirrored_secret_key(&ns, &secret, &key), v.clone());
+                    }
+                    None => missing.push(format!("{secret}/{key}")),
+                },
+                Some(FoundSecret::NotLabelled) => {
+                    not_labelled.insert(secret);
                 }
                 None => missing.push(format!("{secret}/{key}")),
             }
+        }
+        if !not_labelled.is_empty() {
+            let message = format!(
+                "not published: Secret(s) {} in namespace {ns} lack the label {}=true, by which their owner lets AlertPolicies use them",
+                not_labelled.into_iter().collect::<Vec<_>>().join(", "),
+                vigil_crds::labels::ALERTING_SECRET
+            );
+            out.statuses.push((ns, name, refused("SecretNotAllowed", message)));
+            continue;
         }
         if !missing.is_empty() {
             let message = format!("not published: Secret key(s) {} not found in namespace {ns}", missing.join(", "));
@@ -169,8 +194,8 @@ pub fn publish(
 }
 
 impl Published {
-    /// Policies by state: (`published`, `invalid`, `secret_missing`).
-    pub fn counts(&self) -> [(&'static str, i64); 3] {
+    /// Policies by state: (`published`, `invalid`, `secret_missing`, `secret_not_allowed`).
+    pub fn counts(&self) -> [(&'static str, i64); 4] {
         let reason = |r: &str| {
             self.statuses.iter().filter(|(_, _, s)| s.conditions.first().is_some_and(|c| c.reason == r)).count() as i64
         };
@@ -178,6 +203,7 @@ impl Published {
             ("published", reason("Published")),
             ("invalid", reason("Invalid")),
             ("secret_missing", reason("SecretMissing")),
+            ("secret_not_allowed", reason("SecretNotAllowed")),
         ]
     }
 }
@@ -196,7 +222,10 @@ pub async fn reconcile(client: &Client, namespace: &str) -> Result<Published, ku
                 continue;
             }
             if let Some(s) = Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&secret).await? {
-                secrets.insert(id, s.data.unwrap_or_default());
+                let allowed = s.labels().get(vigil_crds::labels::ALERTING_SECRET).is_some_and(|v| v == "true");
+                let found =
+                    if allowed { FoundSecret::Allowed(s.data.unwrap_or_default()) } else { FoundSecret::NotLabelled };
+                secrets.insert(id, found);
             }
         }
     }
@@ -276,12 +305,14 @@ mod tests {
 
     const SLACK: &str = "rules:\n  - name: HighCpu\n    metric: {name: vigil_node_cpu_utilization_ratio}\n    detector: {threshold: {above: 0.9}}\nroutes:\n  - {name: all, receivers: [ops]}\nreceivers:\n  - name: ops\n    slack: {webhookUrl: {name: alerting, key: slack-url}}\n";
 
-    fn secrets(entries: &[(&str, &str, &str, &str)]) -> BTreeMap<(String, String), BTreeMap<String, ByteString>> {
-        let mut out: BTreeMap<(String, String), BTreeMap<String, ByteString>> = BTreeMap::new();
+    fn secrets(entries: &[(&str, &str, &str, &str)]) -> BTreeMap<(String, String), FoundSecret> {
+        let mut out: BTreeMap<(String, String), FoundSecret> = BTreeMap::new();
         for (ns, name, key, value) in entries {
-            out.entry(((*ns).into(), (*name).into()))
-                .or_default()
-                .insert((*key).into(), ByteString(value.as_bytes().to_vec()));
+            let entry =
+                out.entry(((*ns).into(), (*name).into())).or_insert_with(|| FoundSecret::Allowed(BTreeMap::new()));
+            if let FoundSecret::Allowed(data) = entry {
+                data.insert((*key).into(), ByteString(value.as_bytes().to_vec()));
+            }
         }
         out
     }
@@ -326,10 +357,26 @@ mod tests {
         assert!(bad.conditions[0].message.contains("exactly one detector"), "{}", bad.conditions[0].message);
         let (_, _, orphan) = &out.statuses[1];
         assert_eq!(orphan.conditions[0].reason, "SecretMissing");
-        assert_eq!(out.counts(), [("published", 0), ("invalid", 1), ("secret_missing", 1)]);
         assert_eq!(
             orphan.conditions[0].message,
             "not published: Secret key(s) alerting/slack-url not found in namespace team-b"
+        );
+        assert_eq!(out.counts(), [("published", 0), ("invalid", 1), ("secret_missing", 1), ("secret_not_allowed", 0)]);
+    }
+
+    #[test]
+    fn a_secret_its_owner_did_not_label_for_alerting_is_not_used() {
+        // A policy author could otherwise send any Secret of the namespace to a URL of their
+        // choosing (a Telegram apiUrl, an Alertmanager bearer token).
+        let p = policy("team-a", "cpu", SLACK);
+        let s = BTreeMap::from([(("team-a".to_owned(), "alerting".to_owned()), FoundSecret::NotLabelled)]);
+        let out = publish(&[p], &s, jiff::Timestamp::UNIX_EPOCH);
+        assert!(out.policies.is_empty() && out.secrets.is_empty());
+        let c = &out.statuses[0].2.conditions[0];
+        assert_eq!(c.reason, "SecretNotAllowed");
+        assert_eq!(
+            c.message,
+            "not published: Secret(s) alerting in namespace team-a lack the label vigil.dev/alerting=true, by which their owner lets AlertPolicies use them"
         );
     }
 
@@ -376,7 +423,7 @@ mod tests {
             ));
             let (_, uri, _, send) = next().await;
             assert_eq!(uri, "/api/v1/namespaces/team-a/secrets/alerting");
-            send.send_response(reply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alerting"}, "data": {"slack-url": "aHR0cHM6Ly9ob29rcw=="}})));
+            send.send_response(reply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alerting", "labels": {"vigil.dev/alerting": "true"}}, "data": {"slack-url": "aHR0cHM6Ly9ob29rcw=="}})));
             let (m, uri, body, send) = next().await;
             assert_eq!(m, Method::PATCH);
             assert!(uri.starts_with("/api/v1/namespaces/vigil-system/configmaps/vigil-alert-policies?"), "{uri}");
