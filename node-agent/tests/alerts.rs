@@ -485,6 +485,11 @@ fn recorded_groups(spool: &Path) -> usize {
         .map_or(0, |g| g.iter().filter(|e| e[1]["notified"].as_object().is_some_and(|m| !m.is_empty())).count())
 }
 
+/// The value of the sample `series` (name and labels as exposed) in `/metrics` text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn pending_files(spool: &Path) -> usize {
     std::fs::read_dir(spool.join("pending"))
         .map_or(0, |r| r.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
@@ -580,7 +585,7 @@ fn kill_9_while_spooled_and_while_delivering_loses_nothing() {
     let firing = got.iter().filter(|c| c.status == 200 && c.body["status"] == "firing").count();
     assert!(firing <= expected + 2, "at most the requests in flight at a kill again: {firing}");
     let text = metrics(&addr);
-    assert!(text.contains("vigil_agent_alert_spool_entries 0"), "{text}");
+    assert_eq!(sample(&text, "vigil_agent_alert_spool_entries"), Some(0.0), "{text}");
     drop(agent);
 }
 
@@ -616,10 +621,17 @@ fn policies_reload_keep_the_last_good_set_and_resolve_through_alertmanager() {
     // A broken policy is refused; the last good set keeps running and says so on /metrics.
     std::fs::write(policies.join("policy.yaml"), "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: am, namespace: ops}\nspec:\n  rules:\n    - name: Broken\n      metric: {name: m}\n      detector: {}\n").unwrap();
     wait_for("the refusal on /metrics", Duration::from_secs(15), || {
-        metrics(&addr).contains("vigil_agent_alert_policy_refused 1")
+        sample(&metrics(&addr), "vigil_agent_alert_policy_refused") == Some(1.0)
     });
-    assert!(metrics(&addr).contains("vigil_agent_alert_rules 2"));
+    let text = metrics(&addr);
+    assert_eq!(sample(&text, "vigil_agent_alert_rules"), Some(2.0), "the last good set: {text}");
+    assert_eq!(sample(&text, "vigil_agent_alert_policy_reload_errors_total"), Some(1.0), "{text}");
     assert!(active("TwoRules"), "still firing under the last good set");
+    // Put back as it was (the set in force): no longer refused.
+    std::fs::write(policies.join("policy.yaml"), policy(&["TwoRules", "Other"])).unwrap();
+    wait_for("the refusal cleared", Duration::from_secs(15), || {
+        sample(&metrics(&addr), "vigil_agent_alert_policy_refused") == Some(0.0)
+    });
 
     // A good policy without that rule: its alert resolves (the rule went), and so does the
     // other (one rule in force is not more than 1.5); Alertmanager takes both off.
@@ -627,6 +639,6 @@ fn policies_reload_keep_the_last_good_set_and_resolve_through_alertmanager() {
     std::fs::write(policies.join("policy.yaml"), policy(&["Other"])).unwrap();
     wait_for("both resolved in Alertmanager", Duration::from_secs(30), || !active("TwoRules") && !active("Other"));
     let text = metrics(&addr);
-    assert!(text.contains("vigil_agent_alert_policy_refused 0"), "{text}");
-    assert!(text.contains("vigil_agent_alerts_total{state=\"resolved\"} 2"), "{text}");
+    assert_eq!(sample(&text, "vigil_agent_alert_policy_refused"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "vigil_agent_alerts_total{state=\"resolved\"}"), Some(2.0), "{text}");
 }

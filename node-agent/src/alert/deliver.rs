@@ -60,8 +60,6 @@ pub struct ReceiverStats {
     pub dead_lettered: u64,
     /// Failing since (the head's first failure), while failing.
     pub failing_since: Option<jiff::Timestamp>,
-    /// The last failure.
-    pub last_error: Option<String>,
     /// Whether the "delivery failing" alert is raised.
     pub alerted: bool,
 }
@@ -239,7 +237,6 @@ fn worker(shared: &Shared, key: &str) {
                 shared.stats_mut(key, |s| {
                     s.failed_attempts += 1;
                     s.failing_since.get_or_insert(since);
-                    s.last_error = Some(why.clone());
                 });
                 if failing_for >= shared.config.give_up_after {
                     let why = format!(
@@ -285,10 +282,7 @@ fn give_up(shared: &Shared, set: &PolicySet, key: &str, entry: Entry, why: &str,
         }
         return;
     }
-    shared.stats_mut(key, |s| {
-        s.dead_lettered += 1;
-        s.last_error = Some(why.to_owned());
-    });
+    shared.stats_mut(key, |s| s.dead_lettered += 1);
     if let Some(fallback) = set.fallback_for(key).filter(|f| f != key) {
         let note = format!("Could not be delivered to {key}: {why}");
         let copy = Notification {

@@ -62,8 +62,8 @@ pub struct Status {
     pub rate_limited: AtomicU64,
     /// Alert states held back by silences.
     pub silenced: AtomicU64,
-    /// The policy set in force (SHA-256) and the last refusal.
-    pub policy: Mutex<(String, Option<String>)>,
+    /// Why the policies on disk are refused, while they are (the last good set is in force).
+    pub refused: Mutex<Option<String>>,
     /// The node's labels, once known: the policies' node selectors apply from then on.
     pub node_labels: Mutex<Option<std::collections::BTreeMap<String, String>>>,
 }
@@ -135,7 +135,7 @@ impl Pipeline {
             spooled: spooled as u64,
             dead_lettered: dead as u64,
             failing_receivers: u32::try_from(failing).unwrap_or(u32::MAX),
-            policy_refused: self.status.policy.lock().map(|p| p.1.is_some()).unwrap_or(false),
+            policy_refused: self.status.refused.lock().map(|r| r.is_some()).unwrap_or(false),
         }
     }
 
@@ -159,7 +159,6 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
     let mut set = Arc::new(PolicySet::default());
     let mut last_load: Option<Instant> = None;
     let mut last_rescan = Instant::now();
-    let mut last_error: Option<String> = None;
     let spool = delivery.shared.spool.clone();
     let state_file = config.spool_dir.join("router.json");
     let mut saved: Option<super::route::RouterState> = match std::fs::read(&state_file) {
@@ -178,43 +177,43 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
             last_load = Some(Instant::now());
             let labels = status.node_labels.lock().ok().and_then(|l| l.clone());
             match load(&config.policies, &config.secrets_dir, labels.as_ref()) {
-                Ok(new) if new.sha256 != set.sha256 => {
-                    let rules = new.rule_count();
-                    log(&format!(
-                        "policy set {} in force: {} polic{}, {rules} rules",
-                        &new.sha256[..12],
-                        new.policies.len(),
-                        if new.policies.len() == 1 { "y" } else { "ies" }
-                    ));
-                    let new = Arc::new(new);
-                    let gone = engine.set_policies(&new, now);
-                    for r in &gone {
-                        status.resolved.fetch_add(1, Ordering::Relaxed);
-                        router.push(&set, &r.policy, &r.alert, now);
+                Ok(new) => {
+                    if new.sha256 != set.sha256 {
+                        let rules = new.rule_count();
+                        log(&format!(
+                            "policy set {} in force: {} polic{}, {rules} rules",
+                            &new.sha256[..12],
+                            new.policies.len(),
+                            if new.policies.len() == 1 { "y" } else { "ies" }
+                        ));
+                        let new = Arc::new(new);
+                        let gone = engine.set_policies(&new, now);
+                        for r in &gone {
+                            status.resolved.fetch_add(1, Ordering::Relaxed);
+                            router.push(&set, &r.policy, &r.alert, now);
+                        }
+                        set = new;
+                        delivery.set_policies(set.clone());
+                        if let Some(state) = saved.take() {
+                            // What the receivers were told before a restart: confirmed by the
+                            // rules within the grace, or resolved.
+                            router.restore(state, now, super::rules::confirm_within(&set, config.interval));
+                        }
+                        status.rules.store(rules as u64, Ordering::Relaxed);
                     }
-                    set = new;
-                    delivery.set_policies(set.clone());
-                    if let Some(state) = saved.take() {
-                        // What the receivers were told before a restart: confirmed by the
-                        // rules within the grace, or resolved.
-                        router.restore(state, now, super::rules::confirm_within(&set, config.interval));
-                    }
-                    status.rules.store(rules as u64, Ordering::Relaxed);
-                    last_error = None;
-                    if let Ok(mut p) = status.policy.lock() {
-                        *p = (set.sha256.clone(), None);
+                    // Loadable again (changed or back to the set in force): no longer refused.
+                    if let Ok(mut r) = status.refused.lock() {
+                        *r = None;
                     }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     let text = e.to_string();
-                    if last_error.as_deref() != Some(text.as_str()) {
-                        log(&format!("policy refused, keeping the last good set: {text}"));
-                        status.reload_errors.fetch_add(1, Ordering::Relaxed);
-                        last_error = Some(text.clone());
-                    }
-                    if let Ok(mut p) = status.policy.lock() {
-                        p.1 = Some(text);
+                    if let Ok(mut r) = status.refused.lock() {
+                        if r.as_deref() != Some(text.as_str()) {
+                            log(&format!("policy refused, keeping the last good set: {text}"));
+                            status.reload_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        *r = Some(text);
                     }
                 }
             }

@@ -279,7 +279,7 @@ impl Collector for AlertsCollector {
             "vigil_agent_alert_policy_refused",
             "1 while the policies on disk are refused and the last good set is in force",
             None,
-            if st.policy.lock().map(|p| p.1.is_some()).unwrap_or(false) { 1.0 } else { 0.0 },
+            if st.refused.lock().map(|r| r.is_some()).unwrap_or(false) { 1.0 } else { 0.0 },
         )?;
         o.counter("vigil_agent_alerts_unrouted", "Alerts no route took", None, n(&st.unrouted))?;
         o.counter(
