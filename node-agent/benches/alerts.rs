@@ -4,7 +4,8 @@
 //! - the rule engine on those samples with the example policy's seven rules, and with 100
 //!   threshold rules;
 //! - the router taking and flushing 1,000 alerts;
-//! - one spool entry written and removed, with and without fsync (on this machine's disk).
+//! - one spool entry written and removed, with and without fsync (on this machine's disk);
+//! - a policy reload: the full load against the check that nothing changed.
 //!
 //! `cargo bench -p vigil-agent --bench alerts`.
 
@@ -61,6 +62,21 @@ fn bench(c: &mut Criterion) {
     // The example's receivers need secrets; keep its rules only.
     let rules_only: String = example.split("  routes:").next().unwrap().to_owned();
     let seven = policy(dir.path(), &rules_only);
+    // A reload every interval: the full load (parse, schema and CEL checks, secrets) against
+    // the check that nothing changed.
+    let example_file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/alertpolicy.yaml"));
+    let secrets_dir = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets_dir.join("vigil-alerting")).unwrap();
+    std::fs::write(secrets_dir.join("vigil-alerting/slack-webhook-url"), "https://hooks.slack.invalid/x\n").unwrap();
+    let paths = [example_file];
+    let loaded = vigil_agent::alert::policy::load(&paths, &secrets_dir, None).unwrap();
+    g.bench_function("policy_reload_full_load", |b| {
+        b.iter(|| vigil_agent::alert::policy::load(&paths, &secrets_dir, None).unwrap())
+    });
+    g.bench_function("policy_reload_unchanged_check", |b| {
+        b.iter(|| assert!(vigil_agent::alert::policy::unchanged(&loaded, &paths, &secrets_dir, None)))
+    });
+
     let mut engine = Engine::new("node-a", std::time::Duration::from_secs(10));
     engine.set_policies(&seven, jiff::Timestamp::now());
     let mut i = 0i64;

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +23,8 @@ use vigil_agent::alert::send::{Backoff, Outcome};
 use vigil_agent::alert::spool::{Limits, Spool};
 use vigil_agent::events::Severity;
 
+#[path = "../benches/common/mod.rs"]
+mod bench_common;
 mod peers;
 use peers::{Alertmanager, Capture, Captured, Killed, free_port};
 
@@ -441,30 +443,10 @@ fn write_config(dir: &Path, policies: &Path, secrets: &Path) -> PathBuf {
     cfg
 }
 
-/// Starts `vigil-agent run`; returns it and its metrics address.
-fn start_agent(cfg: &Path) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
-        .args(["run", "--no-report", "-c"])
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    for _ in 0..20 {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some((_, a)) = line.trim().rsplit_once("http://") {
-            addr = Some(a.trim_end_matches("/metrics").to_owned());
-            break;
-        }
-    }
-    // Keep draining stderr so the agent never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines().take(100_000) {});
-    (Killed(child), addr.expect("the bound address is announced"))
+/// Starts `vigil-agent run`; returns it (killed when dropped) and its metrics address.
+fn start_agent(cfg: &Path) -> (bench_common::Children, String) {
+    let (child, addr) = bench_common::spawn_agent(cfg);
+    (bench_common::Children(vec![child]), addr)
 }
 
 fn metrics(addr: &str) -> String {

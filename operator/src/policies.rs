@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::{Client, ResourceExt};
@@ -71,28 +71,17 @@ pub fn secret_refs(spec: &AlertPolicySpec) -> BTreeSet<(String, String)> {
     out
 }
 
-fn condition(
+/// The policy's `Ready` condition; its transition time moves only when its status does.
+fn ready(
     old: Option<&AlertPolicyStatus>,
-    ready: bool,
+    on: bool,
     reason: &str,
-    message: String,
+    message: &str,
     generation: Option<i64>,
-    now: Time,
+    now: jiff::Timestamp,
 ) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    // The transition time moves only when the status does.
-    let since = old
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .filter(|c| c.status == status)
-        .map_or(now, |c| c.last_transition_time.clone());
-    Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: since,
-    }
+    let prev = old.map_or(&[][..], |s| s.conditions.as_slice());
+    crate::plan::conditions::condition(prev, "Ready", on, reason, message, generation, now)
 }
 
 /// A Secret a policy references, as the operator found it.
@@ -131,7 +120,7 @@ pub fn publish(
             ..AlertPolicyStatus::default()
         };
         let refused = |reason: &str, message: String| AlertPolicyStatus {
-            conditions: vec![condition(p.status.as_ref(), false, reason, message, generation, Time(now))],
+            conditions: vec![ready(p.status.as_ref(), false, reason, &message, generation, now)],
             ..counts.clone()
         };
         if let Err(e) = vigil_crds::validate::validate_manifest(&manifest) {
@@ -183,7 +172,7 @@ pub fn publish(
         );
         let status = AlertPolicyStatus {
             compiled_sha256: Some(sha),
-            conditions: vec![condition(p.status.as_ref(), true, "Published", message, generation, Time(now))],
+            conditions: vec![ready(p.status.as_ref(), true, "Published", &message, generation, now)],
             ..counts
         };
         out.policies.insert(format!("{ns}.{name}.yaml"), yaml);
@@ -294,6 +283,7 @@ pub async fn run(client: Client, namespace: String, metrics: Arc<crate::metrics:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn policy(ns: &str, name: &str, yaml: &str) -> AlertPolicy {
         let spec: AlertPolicySpec = serde_yaml::from_str(yaml).unwrap();

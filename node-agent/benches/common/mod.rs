@@ -18,8 +18,10 @@ impl Drop for Children {
 }
 
 /// Starts `vigil-agent run --no-report -c config` (events on stdout to /dev/null), reads the
-/// metrics address it announces, and keeps echoing what it says on stderr afterwards (its
-/// event sources' states). Returns the child and the `host:port` of its `/metrics`.
+/// metrics address it announces (among its first 50 lines on stderr: the alert pipeline may
+/// speak first), and keeps echoing what it says on stderr (its event sources' states, its
+/// policy loads). Returns the child and the `host:port` of its `/metrics`. Also used by the
+/// integration tests that run the agent.
 #[allow(dead_code)] // the snapshot bench does not start the agent
 pub fn spawn_agent(config: &Path) -> (Child, String) {
     let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
@@ -29,16 +31,26 @@ pub fn spawn_agent(config: &Path) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
     let mut stderr = BufReader::new(agent.stderr.take().unwrap());
-    stderr.read_line(&mut line).unwrap();
+    let mut addr = None;
+    for _ in 0..50 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        eprint!("  agent: {line}");
+        if let Some((_, a)) = line.trim().rsplit_once("http://") {
+            addr = Some(a.trim_end_matches("/metrics").to_owned());
+            break;
+        }
+    }
+    // Keep draining stderr so the agent never blocks on a full pipe.
     std::thread::spawn(move || {
         for l in stderr.lines().map_while(Result::ok) {
             eprintln!("  agent: {l}");
         }
     });
-    let addr = line.trim().rsplit_once("http://").unwrap().1.trim_end_matches("/metrics").to_owned();
-    (agent, addr)
+    (agent, addr.expect("the agent announces its metrics address"))
 }
 
 /// User plus system CPU seconds of `/proc/<pid>` (`self` for this process).

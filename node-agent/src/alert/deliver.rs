@@ -193,8 +193,17 @@ fn worker(shared: &Shared, key: &str) {
         }
     };
     let mut rng = Rng::new(seed(key));
+    // The head entry while it waits for its next attempt, so the wait reads no file; read
+    // again only when the head changed (a replayed older entry, or this one gone).
+    let mut cached: Option<Entry> = None;
     while !shared.stop.load(Ordering::SeqCst) {
-        let Some(mut entry) = shared.spool.head(key) else {
+        let head = shared.spool.head_seq(key);
+        let entry = match (head, cached.take()) {
+            (Some(seq), Some(e)) if e.seq == seq => Some(e),
+            (Some(_), _) => shared.spool.head(key),
+            (None, _) => None,
+        };
+        let Some(mut entry) = entry else {
             shared.spool.wait(Duration::from_secs(1));
             continue;
         };
@@ -203,6 +212,7 @@ fn worker(shared: &Shared, key: &str) {
             && at > now
         {
             let wait = at.duration_since(now).unsigned_abs().min(Duration::from_secs(1));
+            cached = Some(entry);
             shared.spool.wait(wait);
             continue;
         }
@@ -211,6 +221,7 @@ fn worker(shared: &Shared, key: &str) {
             // Not (or no longer) in the policies. Wait for the first policy load before
             // deciding: the spool of a previous run is read before the policies are.
             if set.policies.is_empty() {
+                cached = Some(entry);
                 shared.spool.wait(Duration::from_secs(1));
                 continue;
             }
@@ -262,6 +273,7 @@ fn worker(shared: &Shared, key: &str) {
                 if raise {
                     delivery_failing(shared, &set, key, Some((since, &why)), now);
                 }
+                cached = Some(entry);
             }
         }
     }

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::deliver::{Delivery, DeliveryConfig};
-use super::policy::{PolicySet, load};
+use super::policy::{PolicySet, load, unchanged};
 use super::route::Router;
 use super::rules::{Engine, Sample};
 use super::spool::{Limits, Spool, SpoolError};
@@ -176,8 +176,11 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
         if last_load.is_none_or(|t| t.elapsed() >= config.reload_interval) {
             last_load = Some(Instant::now());
             let labels = status.node_labels.lock().ok().and_then(|l| l.clone());
-            match load(&config.policies, &config.secrets_dir, labels.as_ref()) {
-                Ok(new) => {
+            let refused = status.refused.lock().map(|r| r.is_some()).unwrap_or(true);
+            let same = !refused && unchanged(&set, &config.policies, &config.secrets_dir, labels.as_ref());
+            match if same { Ok(None) } else { load(&config.policies, &config.secrets_dir, labels.as_ref()).map(Some) } {
+                Ok(None) => {}
+                Ok(Some(new)) => {
                     if new.sha256 != set.sha256 {
                         let rules = new.rule_count();
                         log(&format!(

@@ -134,8 +134,69 @@ impl Policy {
 pub struct PolicySet {
     /// The policies, in file order.
     pub policies: Vec<Policy>,
-    /// SHA-256 of every file read and every secret, in order: unchanged input, same hash.
+    /// [`InputsHash`] of what the set was made of: the policy files, the secret files its
+    /// receivers read, the secrets directory's names and the node labels.
     pub sha256: String,
+    /// The secret files the receivers were read from.
+    pub secret_files: Vec<PathBuf>,
+}
+
+/// SHA-256 over what a policy set is made of, in one order both when it is loaded and when a
+/// reload asks whether anything changed ([`unchanged`]): every policy file (path and bytes),
+/// every secret file read (path and bytes), the names in the secrets directory (a mirrored
+/// key appearing changes which file a secret comes from), and the node labels.
+struct InputsHash(Sha256);
+
+impl InputsHash {
+    fn new() -> Self {
+        Self(Sha256::new())
+    }
+
+    fn file(&mut self, path: &Path, bytes: &[u8]) {
+        self.0.update(path.as_os_str().as_encoded_bytes());
+        self.0.update([0]);
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    fn rest(mut self, secrets_dir: Option<&Path>, node_labels: Option<&BTreeMap<String, String>>) -> String {
+        let mut names: Vec<String> = secrets_dir
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in names {
+            self.0.update(n.as_bytes());
+            self.0.update([1]);
+        }
+        for (k, v) in node_labels.into_iter().flatten() {
+            self.0.update(k.as_bytes());
+            self.0.update([2]);
+            self.0.update(v.as_bytes());
+            self.0.update([2]);
+        }
+        self.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Whether the inputs of `set` are byte for byte what they were when it was loaded: a reload
+/// that finds nothing changed need not parse and validate again (which costs milliseconds of
+/// schema and CEL work every reload interval).
+pub fn unchanged(
+    set: &PolicySet,
+    paths: &[PathBuf],
+    secrets_dir: &Path,
+    node_labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let Ok(files) = policy_files(paths) else { return false };
+    let mut h = InputsHash::new();
+    for f in files.iter().chain(&set.secret_files) {
+        h.file(f, &std::fs::read(f).unwrap_or_default());
+    }
+    !set.sha256.is_empty() && h.rest(Some(secrets_dir), node_labels) == set.sha256
 }
 
 impl PolicySet {
@@ -206,21 +267,17 @@ fn load_with(
     secrets_dir: Option<&Path>,
     node_labels: Option<&BTreeMap<String, String>>,
 ) -> Result<PolicySet, PolicyError> {
-    let mut hash = Sha256::new();
+    let mut hash = InputsHash::new();
     let mut set = PolicySet::default();
+    let mut secrets = Vec::new();
     for file in policy_files(paths)? {
         let origin = file.display().to_string();
         let text = std::fs::read_to_string(&file)
             .map_err(|e| PolicyError { origin: origin.clone(), message: e.to_string() })?;
-        hash.update(origin.as_bytes());
-        hash.update([0]);
-        hash.update(text.as_bytes());
+        hash.file(&file, text.as_bytes());
         for policy in parse(&text, &origin)? {
-            let (compiled, secrets) = compile(policy, secrets_dir, node_labels)?;
-            for s in secrets {
-                hash.update(s.as_bytes());
-                hash.update([0]);
-            }
+            let (compiled, read) = compile(policy, secrets_dir, node_labels)?;
+            secrets.extend(read);
             if let Some(c) = compiled {
                 if set.policies.iter().any(|p| p.id == c.id) {
                     return Err(PolicyError { origin, message: format!("policy {} is defined twice", c.id) });
@@ -229,16 +286,12 @@ fn load_with(
             }
         }
     }
-    if let Some(labels) = node_labels {
-        // New labels can change what applies: a change of the set.
-        for (k, v) in labels {
-            hash.update(k.as_bytes());
-            hash.update([0]);
-            hash.update(v.as_bytes());
-            hash.update([0]);
-        }
+    // The secrets after every policy file, as `unchanged` reads them.
+    for (path, bytes) in &secrets {
+        hash.file(path, bytes);
     }
-    set.sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    set.secret_files = secrets.into_iter().map(|(p, _)| p).collect();
+    set.sha256 = hash.rest(secrets_dir, node_labels);
     Ok(set)
 }
 
@@ -291,12 +344,15 @@ fn selector_matches(sel: Option<&LabelSelector>, labels: Option<&BTreeMap<String
     eq && exprs
 }
 
-/// Reads a secret key, without a trailing newline: for a policy in a namespace first
+/// A secret file read: its path and bytes.
+type SecretFile = (PathBuf, Vec<u8>);
+
+/// Reads a secret key (the file and its bytes): for a policy in a namespace first
 /// `<dir>/<namespace>_<name>_<key>` (the operator's mirror of the policy's own namespace's
 /// Secret, mounted flat), then `<dir>/<name>/<key>` (a Secret mounted as a volume, or files
 /// written by hand). The name must be a Secret's name (a DNS subdomain) and the key a Secret
 /// key (letters, digits, `-`, `_`, `.`), so a policy cannot make the agent read any other file.
-fn read_secret(dir: &Path, namespace: Option<&str>, s: &SecretKeySelector) -> Result<String, String> {
+fn read_secret(dir: &Path, namespace: Option<&str>, s: &SecretKeySelector) -> Result<SecretFile, String> {
     let name_ok = !s.name.is_empty()
         && s.name.len() <= 253
         && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
@@ -313,16 +369,16 @@ fn read_secret(dir: &Path, namespace: Option<&str>, s: &SecretKeySelector) -> Re
         .map(|ns| dir.join(vigil_crds::policy::mirrored_secret_key(ns, &s.name, &s.key)))
         .filter(|p| p.is_file());
     let path = mirrored.unwrap_or_else(|| dir.join(&s.name).join(&s.key));
-    std::fs::read_to_string(&path)
-        .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
-        .map_err(|e| format!("secret {}/{}: reading {}: {e}", s.name, s.key, path.display()))
+    let raw =
+        std::fs::read(&path).map_err(|e| format!("secret {}/{}: reading {}: {e}", s.name, s.key, path.display()))?;
+    Ok((path, raw))
 }
 
 fn compile(
     p: AlertPolicy,
     secrets_dir: Option<&Path>,
     node_labels: Option<&BTreeMap<String, String>>,
-) -> Result<(Option<Policy>, Vec<String>), PolicyError> {
+) -> Result<(Option<Policy>, Vec<SecretFile>), PolicyError> {
     let id = match &p.metadata.namespace {
         Some(ns) => format!("{ns}/{}", p.metadata.name.clone().unwrap_or_default()),
         None => p.metadata.name.clone().unwrap_or_default(),
@@ -403,14 +459,16 @@ fn compile(
         .collect::<Result<Vec<_>, PolicyError>>()?;
     let mut secrets = Vec::new();
     let mut receivers = BTreeMap::new();
-    let receiver_specs = if secrets_dir.is_some() { p.spec.receivers.as_slice() } else { &[] };
-    for (i, r) in receiver_specs.iter().enumerate() {
+    for (i, r) in p.spec.receivers.iter().enumerate() {
+        // Without a secrets directory (a dry run of the rules), receivers are not built.
+        let Some(dir) = secrets_dir else { break };
         let at = format!("spec.receivers[{i}] ({})", r.name);
         let mut secret = |s: &SecretKeySelector| -> Result<String, PolicyError> {
-            let dir = secrets_dir.unwrap_or(Path::new("/nonexistent"));
-            let v = read_secret(dir, namespace.as_deref(), s).map_err(|e| err(format!("{at}: {e}")))?;
-            secrets.push(v.clone());
-            Ok(v)
+            let (path, raw) = read_secret(dir, namespace.as_deref(), s).map_err(|e| err(format!("{at}: {e}")))?;
+            let text = String::from_utf8(raw.clone())
+                .map_err(|_| err(format!("{at}: secret {}/{}: not UTF-8 text", s.name, s.key)))?;
+            secrets.push((path, raw));
+            Ok(text.trim_end_matches(['\n', '\r']).to_owned())
         };
         let receiver = if let Some(s) = &r.slack {
             Receiver::Slack { webhook_url: secret(&s.webhook_url)?, channel: s.channel.clone() }
@@ -550,6 +608,31 @@ spec:
         assert!(escape.contains("secret \"..\" key \"etc/shadow\": not a Secret name and key"), "{escape}");
         let kind = e("kind: ConfigMap\n");
         assert!(kind.contains("\"ConfigMap\" is not an AlertPolicy"), "{kind}");
+    }
+
+    #[test]
+    fn a_reload_knows_when_nothing_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "policies/base.yaml", POLICY);
+        write(dir.path(), "secrets/alerting/url", "http://127.0.0.1:9/hook\n");
+        let (paths, secrets) = ([dir.path().join("policies")], dir.path().join("secrets"));
+        let set = load(&paths, &secrets, None).unwrap();
+        assert_eq!(set.secret_files, [secrets.join("alerting/url")]);
+        assert!(unchanged(&set, &paths, &secrets, None));
+        let labels = BTreeMap::from([("pool".to_owned(), "gpu".to_owned())]);
+        assert!(!unchanged(&set, &paths, &secrets, Some(&labels)), "new node labels");
+        write(dir.path(), "secrets/alerting/url", "http://127.0.0.1:10/hook\n");
+        assert!(!unchanged(&set, &paths, &secrets, None), "a rotated secret");
+        let set = load(&paths, &secrets, None).unwrap();
+        write(dir.path(), "secrets/ops_alerting_url", "http://127.0.0.1:11/hook");
+        assert!(!unchanged(&set, &paths, &secrets, None), "a mirrored key appeared");
+        let set = load(&paths, &secrets, None).unwrap();
+        write(dir.path(), "policies/more.yaml", "rules: []\n");
+        assert!(!unchanged(&set, &paths, &secrets, None), "a new policy file");
+        let set = load(&paths, &secrets, None).unwrap();
+        write(dir.path(), "policies/base.yaml", &POLICY.replace("0.9", "0.8"));
+        assert!(!unchanged(&set, &paths, &secrets, None), "an edited policy");
+        assert!(!unchanged(&PolicySet::default(), &paths, &secrets, None), "nothing loaded yet");
     }
 
     #[test]

@@ -123,6 +123,9 @@ impl Bucket {
     }
 }
 
+/// An alert with its fingerprint.
+type Keyed = (String, Alert);
+
 fn after(t: jiff::Timestamp, d: Duration) -> jiff::Timestamp {
     jiff::SignedDuration::try_from(d).ok().and_then(|d| t.checked_add(d).ok()).unwrap_or(jiff::Timestamp::MAX)
 }
@@ -286,8 +289,10 @@ impl Router {
         let silenced = |a: &Alert| {
             silences.get(id.policy.as_str()).is_some_and(|ss| ss.iter().any(|s| s.silences(&a.labels, now)))
         };
-        let (send, held): (Vec<Alert>, Vec<Alert>) = g.alerts.values().cloned().partition(|a| !silenced(a));
-        let changed = send.iter().any(|a| g.notified.get(&a.fingerprint()) != Some(&a.resolved()));
+        // The group's alerts are keyed by fingerprint: use the keys, not a hash of each again.
+        let (send, held): (Vec<Keyed>, Vec<Keyed>) =
+            g.alerts.iter().map(|(fp, a)| (fp.clone(), a.clone())).partition(|(_, a)| !silenced(a));
+        let changed = send.iter().any(|(fp, a)| g.notified.get(fp) != Some(&a.resolved()));
         let repeat_due = g.last_sent.is_some_and(|t| now >= after(t, g.timing.repeat_interval));
         if news_only && !changed {
             return None;
@@ -326,10 +331,11 @@ impl Router {
             }
             b.tokens -= 1.0;
         }
-        let alerts = send;
-        for a in &alerts {
-            g.notified.insert(a.fingerprint(), a.resolved());
+        let held: std::collections::HashSet<String> = held.into_iter().map(|(fp, _)| fp).collect();
+        for (fp, a) in &send {
+            g.notified.insert(fp.clone(), a.resolved());
         }
+        let alerts = send.into_iter().map(|(_, a)| a).collect();
         let n = Notification {
             receiver: id.receiver.clone(),
             route: g.route_name.clone(),
@@ -342,11 +348,9 @@ impl Router {
         g.last_sent = Some(now);
         let sent_resolved: Vec<String> =
             g.alerts.iter().filter(|(_, a)| a.resolved()).map(|(k, _)| k.clone()).collect();
-        for fp in sent_resolved {
-            if !held.iter().any(|a| a.fingerprint() == fp) {
-                g.alerts.remove(&fp);
-                g.notified.remove(&fp);
-            }
+        for fp in sent_resolved.iter().filter(|fp| !held.contains(*fp)) {
+            g.alerts.remove(fp);
+            g.notified.remove(fp);
         }
         let firing = g.alerts.values().any(|a| !a.resolved());
         g.next_flush = if firing {
@@ -435,7 +439,7 @@ mod tests {
                 fallback: None,
                 silences,
             }],
-            sha256: String::new(),
+            ..PolicySet::default()
         }
     }
 

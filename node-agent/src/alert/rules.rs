@@ -53,6 +53,20 @@ pub struct Routed {
     pub alert: Alert,
 }
 
+/// Samples a windowed baseline (z-score, MAD) learns before it judges: a third of its window,
+/// at least 8.
+fn window_warmup(window: u32) -> u32 {
+    (window / 3).max(8)
+}
+
+/// Samples the EWMA baseline learns before it judges.
+const EWMA_WARMUP: u32 = 30;
+
+/// History a leak rule needs before it judges: a sixth of its window.
+fn leak_span(window: Duration) -> Duration {
+    window / 6
+}
+
 enum Det {
     Threshold(Vec<Threshold>, bool),
     Mean(Deviation<RollingMean>),
@@ -77,7 +91,7 @@ impl Det {
             }
             return Some(Self::Threshold(v, false));
         }
-        let window = |n: u32| (n as usize, interval * n, (n as usize / 3).max(8));
+        let window = |n: u32| (n as usize, interval * n, window_warmup(n) as usize);
         if let Some(w) = &spec.z_score {
             let (n, age, min) = window(w.window);
             let b = RollingMean::new(n, age, min);
@@ -89,7 +103,7 @@ impl Det {
             return Some(Self::Median(Deviation::new(name, b, w.threshold, w.threshold * 2.0 / 3.0, confirm)));
         }
         if let Some(e) = &spec.ewma {
-            let b = Ewma::new(e.alpha, 30, interval);
+            let b = Ewma::new(e.alpha, EWMA_WARMUP as usize, interval);
             return Some(Self::Ewma(Deviation::new(name, b, e.limit, e.limit / 2.0, confirm)));
         }
         if let Some(t) = &spec.trend {
@@ -98,7 +112,7 @@ impl Det {
         }
         if let Some(l) = &spec.leak {
             let window = std_duration(l.window);
-            let mut d = Leak::new(name, l.min_growth_per_minute / 60.0, window, window / 6);
+            let mut d = Leak::new(name, l.min_growth_per_minute / 60.0, window, leak_span(window));
             d.min_r2 = l.min_r2;
             return Some(Self::Leak(d));
         }
@@ -447,13 +461,13 @@ pub fn confirm_within(set: &PolicySet, interval: Duration) -> Duration {
         .map(|r| {
             let d = &r.detector;
             let warmup = if let Some(w) = d.z_score.as_ref().or(d.mad.as_ref()) {
-                samples((w.window / 3).max(8) + 1)
+                samples(window_warmup(w.window) + 1)
             } else if d.ewma.is_some() {
-                samples(31)
+                samples(EWMA_WARMUP + 1)
             } else if let Some(t) = &d.trend {
-                std_duration(t.window) / 4
+                TimeToFull::new("", 0.0, std_duration(t.horizon), std_duration(t.window)).min_span
             } else if let Some(l) = &d.leak {
-                std_duration(l.window) / 6
+                leak_span(std_duration(l.window))
             } else {
                 samples(2)
             };
@@ -513,7 +527,7 @@ mod tests {
                 silences: Vec::new(),
             })
             .collect();
-        PolicySet { policies, sha256: String::new() }
+        PolicySet { policies, ..PolicySet::default() }
     }
 
     fn t(i: i64) -> jiff::Timestamp {

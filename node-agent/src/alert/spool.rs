@@ -249,6 +249,11 @@ impl Spool {
         Ok(seq)
     }
 
+    /// The sequence number of the oldest pending entry of `receiver` (no file read).
+    pub fn head_seq(&self, receiver: &str) -> Option<u64> {
+        self.lock().by_receiver.get(receiver)?.first().copied()
+    }
+
     /// The oldest pending entry of `receiver`.
     pub fn head(&self, receiver: &str) -> Option<Entry> {
         loop {

@@ -52,22 +52,34 @@ pub fn update(st: &mut AgentRolloutStatus, kind: &str, reason: &str, generation:
     st.conditions = TYPES
         .iter()
         .zip(values)
-        .map(|(ty, (on, why))| {
-            let status = if on { "True" } else { "False" };
-            let since = prev
-                .iter()
-                .find(|c| c.type_ == *ty && c.status == status)
-                .map_or(Time(now), |c| c.last_transition_time.clone());
-            Condition {
-                type_: (*ty).to_owned(),
-                status: status.to_owned(),
-                reason: why.to_owned(),
-                message: reason.to_owned(),
-                observed_generation: generation,
-                last_transition_time: since,
-            }
-        })
+        .map(|(ty, (on, why))| condition(&prev, ty, on, why, reason, generation, now))
         .collect();
+}
+
+/// A condition of type `type_`, True when `on`; its `lastTransitionTime` is the one in `prev`
+/// when the status there is the same, `now` otherwise.
+pub fn condition(
+    prev: &[Condition],
+    type_: &str,
+    on: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if on { "True" } else { "False" };
+    let since = prev
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
 }
 
 #[cfg(test)]
