@@ -1,6 +1,6 @@
 # The tasks CI runs are the tasks people run.
 CRD_DIRS := crds charts/vigil/crds manifests/crds
-VENV_READY := .venv/.helm-python-sdk-0.2.2-aiosmtpd-1.4.6
+VENV_READY := .venv/.helm-python-sdk-0.2.2-aiosmtpd-1.4.6-pyyaml-6.0.3
 
 .PHONY: scan test test-deps bench-deps generate check-generated fmt lint ci
 
@@ -16,7 +16,8 @@ test: test-deps
 	.venv/bin/python scripts/chart.py check
 	cargo test --workspace
 
-## What the tests use beyond cargo: promtool and Alertmanager (Debian), Helm's SDK and the
+## What the tests use beyond cargo: promtool, Alertmanager, buildah, containerd and runc (Debian),
+## Helm's SDK, PyYAML and the
 ## aiosmtpd SMTP server (PyPI, in .venv).
 test-deps: $(VENV_READY)
 	scripts/test-deps.sh
@@ -24,7 +25,7 @@ test-deps: $(VENV_READY)
 # A stamp written only after pip succeeded, so a failed install is retried.
 $(VENV_READY):
 	python3 -m venv .venv
-	.venv/bin/pip install --quiet helm-python-sdk==0.2.2 aiosmtpd==1.4.6
+	.venv/bin/pip install --quiet helm-python-sdk==0.2.2 aiosmtpd==1.4.6 pyyaml==6.0.3
 	touch $@
 
 ## What the benchmarks read beyond the machine: the labelled series shipped in aeon's wheel

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Version", type_ = "string", json_path = ".status.agentVersion", description = "Agent version"),
     printcolumn(name = "Revision", type_ = "string", json_path = ".status.revision", description = "Revision the agent runs"),
     printcolumn(name = "Health", type_ = "string", json_path = ".status.health", description = "The agent's own health report"),
+    printcolumn(name = "Sources", type_ = "string", json_path = ".status.sourcesSummary", description = "Event sources on, degraded and off"),
     printcolumn(name = "Alerts", type_ = "integer", json_path = ".status.activeAlerts", description = "Alerts firing on the node"),
     printcolumn(name = "Last Report", type_ = "date", json_path = ".status.lastReportTime", description = "When the agent last wrote this status"),
     printcolumn(name = "Kernel", type_ = "string", json_path = ".status.kernel", priority = 1),
@@ -100,10 +101,52 @@ pub struct AgentStatusStatus {
     /// The agent's CPU use over the last report interval, millicores.
     #[serde(default)]
     pub cpu_millicores: u32,
+    /// Each security event source: whether it works in this pod, how, and if not, why. An
+    /// agent with a source off or degraded is Degraded, not Healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub sources: Vec<SourceReport>,
+    /// The sources in one line for `kubectl get`, e.g. `6 on, 1 degraded (process), 1 off
+    /// (kernel)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub sources_summary: Option<String>,
     /// Agent conditions (ConfigVerified, ReadersHealthy, DeliveryHealthy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What one security event source does on this node.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceReport {
+    /// The source: `kernel`, `process`, `file`, `auth`, `network` or `clock`.
+    #[schemars(length(min = 1, max = 32))]
+    pub name: String,
+    /// `On`: it works as designed; `Degraded`: it works with less (polling instead of
+    /// events, a fallback reader); `Off`: it collects nothing.
+    pub state: SourceState,
+    /// How it reads, e.g. `netlink`, `poll`, `kmsg`, `syslog`, `inotify`, `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub mode: Option<String>,
+    /// Why it is degraded or off (the error and what grant it needs), or what it reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub reason: Option<String>,
+}
+
+/// Whether a source works.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SourceState {
+    /// Works as designed.
+    On,
+    /// Works with less than designed (polling, a fallback reader).
+    Degraded,
+    /// Collects nothing.
+    Off,
 }
 
 /// The agent's verdict on itself.

@@ -171,47 +171,138 @@ fn compile_errors(at: &str, c: &CompiledSchema, out: &mut Vec<String>, rules: &m
     }
 }
 
+/// The API server's cost rules (Kubernetes documentation, CustomResourceDefinitions,
+/// "Validation rules" → "Resource use by validation functions"): it estimates the worst-case
+/// cost of each CEL rule from the sizes of what the rule can reach and refuses the CRD when one
+/// rule exceeds the per-rule limit (10,000,000 units) or the sum of all rules, each multiplied
+/// by how many times it may run (the product of `maxItems`/`maxProperties` of every list and
+/// map above it), exceeds the per-CRD limit (100,000,000). A string without `maxLength`, a list
+/// without `maxItems` or a map without `maxProperties` counts as large as a whole request
+/// (3 MiB), which is how one unbounded field gets a CRD refused (kube-cel's client-side
+/// estimate does not model this, so it passed a CRD the real server refused by 40×).
+///
+/// So: every string, list and map below a rule (what the rule can read) and every list and map
+/// above it (what multiplies it) must be bounded. String enums are sized by their values.
 #[test]
-fn every_cel_rule_compiles_and_every_rule_list_is_bounded_for_the_cost_budget() {
+fn every_cel_rule_compiles_and_everything_a_rule_reaches_or_repeats_under_is_bounded() {
     let mut rules = 0;
     for (file, schema) in schemas() {
         let mut errors = Vec::new();
         compile_errors(&file, &compile_schema(&schema), &mut errors, &mut rules);
         assert!(errors.is_empty(), "{errors:#?}");
-
-        // The API server estimates each rule's worst-case cost from maxItems/maxLength; an
-        // unbounded list or string under a rule can get the whole CRD refused.
-        let mut nodes = Vec::new();
-        walk("", &schema, &mut nodes);
-        for (path, node) in nodes {
-            if node.get("x-kubernetes-validations").is_none() {
-                continue;
-            }
-            // Every list a rule at this node can reach through one property needs a bound too.
-            for (name, prop) in node.get("properties").and_then(Value::as_object).into_iter().flatten() {
-                if prop.get("type").and_then(Value::as_str) == Some("array") {
-                    assert!(
-                        prop.get("maxItems").is_some(),
-                        "{file}{path}.{name}: list beside a CEL rule needs maxItems"
-                    );
-                }
-            }
-            match node.get("type").and_then(Value::as_str) {
-                Some("array") => {
-                    assert!(node.get("maxItems").is_some(), "{file}{path}: list under a CEL rule needs maxItems")
-                }
-                Some("string") if node.get("format").is_none() && !is_duration(node) => {
-                    assert!(node.get("maxLength").is_some(), "{file}{path}: string under a CEL rule needs maxLength")
-                }
-                _ => {}
-            }
-        }
+        let mut unbounded = Vec::new();
+        bounds_under_rules(&file, "", &schema, false, false, &mut unbounded);
+        assert!(unbounded.is_empty(), "unbounded under or above a CEL rule:\n{}", unbounded.join("\n"));
     }
     assert!(rules >= 30, "only {rules} CEL rules found");
 }
 
-fn is_duration(node: &Value) -> bool {
-    node["x-kubernetes-validations"]
-        .as_array()
-        .is_some_and(|r| r.iter().all(|r| r["rule"].as_str().unwrap_or("").contains("duration(")))
+fn unbounded_kind(node: &Value) -> Option<&'static str> {
+    match node.get("type").and_then(Value::as_str) {
+        Some("string") if node.get("maxLength").is_none() && node.get("enum").is_none() => Some("maxLength"),
+        Some("array") if node.get("maxItems").is_none() => Some("maxItems"),
+        Some("object") if node.get("additionalProperties").is_some() && node.get("maxProperties").is_none() => {
+            Some("maxProperties")
+        }
+        _ => None,
+    }
+}
+
+/// `under`: a rule above this node can read it; `repeated_unbounded`: an unbounded list or map
+/// above it multiplies the rules at and below it.
+fn bounds_under_rules(
+    file: &str,
+    path: &str,
+    node: &Value,
+    under: bool,
+    repeated_unbounded: bool,
+    out: &mut Vec<String>,
+) {
+    let has_rule = node.get("x-kubernetes-validations").is_some();
+    let under = under || has_rule;
+    let missing = unbounded_kind(node);
+    if let Some(kind) = missing
+        && under
+    {
+        out.push(format!("{file}{path}: needs {kind}"));
+    }
+    if has_rule && repeated_unbounded {
+        out.push(format!("{file}{path}: its rule repeats under an unbounded list or map above it"));
+    }
+    let repeats = repeated_unbounded || matches!(missing, Some("maxItems" | "maxProperties"));
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            bounds_under_rules(file, &format!("{path}.{k}"), v, under, repeated_unbounded, out);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        bounds_under_rules(file, &format!("{path}[]"), items, under, repeats, out);
+    }
+    if let Some(ap) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        bounds_under_rules(file, &format!("{path}{{}}"), ap, under, repeats, out);
+    }
+}
+
+#[test]
+fn the_bounds_check_finds_an_unbounded_string_under_a_rule_and_a_rule_under_an_unbounded_list() {
+    let schema = serde_json::json!({"type": "object", "properties": {
+        "urls": {"type": "array", "maxItems": 4, "x-kubernetes-validations": [{"rule": "self.all(u, u.size() > 0)"}],
+                 "items": {"type": "string"}},
+        "rules": {"type": "array", "items": {"type": "object", "x-kubernetes-validations": [{"rule": "true"}],
+                  "properties": {"name": {"type": "string", "maxLength": 8}}}},
+    }});
+    let mut out = Vec::new();
+    bounds_under_rules("t", "", &schema, false, false, &mut out);
+    assert_eq!(
+        out,
+        ["t.rules[]: its rule repeats under an unbounded list or map above it", "t.urls[]: needs maxLength"]
+    );
+}
+
+/// Only `int32`/`int64` for integers and `float`/`double` for numbers: the API server warns on
+/// any other (`unrecognized format "uint32"`) at every apply.
+#[test]
+fn no_format_the_api_server_does_not_know() {
+    const STRING_FORMATS: [&str; 4] = ["date-time", "date", "duration", "byte"];
+    for (file, schema) in schemas() {
+        let mut nodes = Vec::new();
+        walk("", &schema, &mut nodes);
+        for (path, node) in nodes {
+            let Some(format) = node.get("format").and_then(Value::as_str) else { continue };
+            let ok = match node.get("type").and_then(Value::as_str) {
+                Some("integer") => ["int32", "int64"].contains(&format),
+                Some("number") => ["float", "double"].contains(&format),
+                Some("string") => STRING_FORMATS.contains(&format),
+                _ => false,
+            };
+            assert!(ok, "{file}{path}: format {format:?} is unknown to the API server");
+        }
+    }
+}
+
+/// `kubectl explain` prints descriptions as they are: a line break may only start a paragraph,
+/// a list item or a code line, never fall mid-sentence.
+#[test]
+fn descriptions_break_lines_only_between_paragraphs_and_list_items() {
+    for (file, schema) in schemas() {
+        let mut nodes = Vec::new();
+        walk("", &schema, &mut nodes);
+        for (path, node) in nodes {
+            let Some(d) = node.get("description").and_then(Value::as_str) else { continue };
+            let lines: Vec<&str> = d.split('\n').collect();
+            for pair in lines.windows(2) {
+                let (before, after) = (pair[0], pair[1]);
+                let t = after.trim_start();
+                let block = before.trim().is_empty()
+                    || t.is_empty()
+                    || t.starts_with("- ")
+                    || t.starts_with("* ")
+                    || t.starts_with("```")
+                    || before.trim_start().starts_with("```")
+                    || after.starts_with("  ")
+                    || t.split_once(". ").is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                assert!(block, "{file}{path}: description breaks mid-sentence: {before:?} / {after:?}");
+            }
+        }
+    }
 }

@@ -150,7 +150,11 @@ pub async fn run(
                     let snapshot = latest.read().ok().and_then(|g| g.clone());
                     let stats = events.as_ref().map(|e| e.stats.clone());
                     let counts = alerts.as_ref().map(crate::alert::pipeline::Pipeline::counts).unwrap_or_default();
-                    r.tick(snapshot.as_deref(), self_usage.read(), version, stats.as_deref(), counts).await;
+                    let sources = events
+                        .as_ref()
+                        .and_then(|e| e.sources.states.lock().ok().map(|s| s.reports()))
+                        .unwrap_or_default();
+                    r.tick(snapshot.as_deref(), self_usage.read(), version, stats.as_deref(), counts, &sources).await;
                 }
                 continue;
             }

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Error as KubeError};
 use serde_json::{Value, json};
-use vigil_crds::{AgentHealth, AgentStatusStatus};
+use vigil_crds::{AgentHealth, AgentStatusStatus, SourceReport, SourceState};
 
 use crate::selfmon::Usage;
 use crate::snapshot::Snapshot;
@@ -122,11 +122,24 @@ pub fn status_apply(
     version: &str,
     s: &Snapshot,
     figures: AgentFigures,
+    sources: &[SourceReport],
     now: Timestamp,
     node_uid: Option<&str>,
 ) -> Value {
     let AgentFigures { own, cpu_millicores, events, alerts } = figures;
     let (mut health, mut health_reason) = health(s);
+    let lacking: Vec<&SourceReport> = sources.iter().filter(|r| r.state != SourceState::On).collect();
+    if !lacking.is_empty() && health == AgentHealth::Healthy {
+        health = AgentHealth::Degraded;
+        let each: Vec<String> = lacking
+            .iter()
+            .map(|r| {
+                let state = if r.state == SourceState::Off { "off" } else { "degraded" };
+                format!("{} {state}: {}", r.name, r.reason.as_deref().unwrap_or(""))
+            })
+            .collect();
+        health_reason = Some(format!("event sources: {}", each.join("; ")));
+    }
     if events.dropped_since_last > 0 && health == AgentHealth::Healthy {
         health = AgentHealth::Degraded;
         health_reason = Some(format!("{} security events dropped since the last report", events.dropped_since_last));
@@ -156,6 +169,8 @@ pub fn status_apply(
         dead_lettered: alerts.dead_lettered,
         rss_bytes: own.map_or(0, |u| u.rss_bytes),
         cpu_millicores,
+        sources_summary: (!sources.is_empty()).then(|| sources_summary(sources)),
+        sources: sources.to_vec(),
         ..Default::default()
     };
     let mut metadata = json!({"name": id.node});
@@ -170,6 +185,23 @@ pub fn status_apply(
         "spec": {"nodeName": id.node},
         "status": status,
     })
+}
+
+/// `6 on, 1 degraded (process), 1 off (kernel)`: the sources in one line for `kubectl get`.
+pub fn sources_summary(sources: &[SourceReport]) -> String {
+    let mut parts = Vec::new();
+    for (state, word) in [(SourceState::On, "on"), (SourceState::Degraded, "degraded"), (SourceState::Off, "off")] {
+        let names: Vec<&str> = sources.iter().filter(|r| r.state == state).map(|r| r.name.as_str()).collect();
+        if names.is_empty() {
+            continue;
+        }
+        if state == SourceState::On {
+            parts.push(format!("{} {word}", names.len()));
+        } else {
+            parts.push(format!("{} {word} ({})", names.len(), names.join(", ")));
+        }
+    }
+    parts.join(", ")
 }
 
 /// Where the reports go and how often.
@@ -190,6 +222,9 @@ pub struct Reporter {
     last_status: Option<(std::time::Instant, f64)>,
     /// Drops reported in the last AgentStatus.
     last_dropped: u64,
+    /// What the log last said of the heartbeat and the status writes (said again only when it
+    /// changes, so a failing API server does not flood the log).
+    said: (Option<String>, Option<String>),
 }
 
 impl Reporter {
@@ -219,6 +254,7 @@ impl Reporter {
             status_every: Duration::from_secs(30),
             last_status: None,
             last_dropped: 0,
+            said: (None, None),
         })
     }
 
@@ -230,9 +266,20 @@ impl Reporter {
         version: &str,
         events: Option<&crate::events::EventStats>,
         alerts: AlertCounts,
+        sources: &[SourceReport],
     ) {
         // A failed renewal shows as a heartbeat gap to the operator; that is the point.
-        let _ = heartbeat(&self.client, &self.identity, Timestamp::now(), self.lease_duration()).await;
+        let beat = heartbeat(&self.client, &self.identity, Timestamp::now(), self.lease_duration()).await;
+        let line = match beat {
+            Ok(()) => format!(
+                "renewing Lease {}/{} every {:?}",
+                self.identity.namespace,
+                lease_name(&self.identity.node),
+                self.heartbeat_every
+            ),
+            Err(e) => format!("renewing Lease {}/{}: {e}", self.identity.namespace, lease_name(&self.identity.node)),
+        };
+        say_once(&mut self.said.0, line);
         let due = self.last_status.is_none_or(|(at, _)| at.elapsed() >= self.status_every);
         let Some(s) = snapshot.filter(|_| due) else { return };
         let cpu = match (own, self.last_status) {
@@ -254,18 +301,38 @@ impl Reporter {
             version,
             s,
             AgentFigures { own, cpu_millicores: cpu, events: counts, alerts },
+            sources,
             Timestamp::now(),
             self.node_uid.as_deref(),
         );
-        if report(&self.client, &body, &self.identity.node).await.is_ok() {
-            self.last_status = Some((std::time::Instant::now(), own.map_or(0.0, |u| u.cpu_seconds)));
-            self.last_dropped = counts.dropped;
-        }
+        let line = match report(&self.client, &body, &self.identity.node).await {
+            Ok(()) => {
+                self.last_status = Some((std::time::Instant::now(), own.map_or(0.0, |u| u.cpu_seconds)));
+                self.last_dropped = counts.dropped;
+                format!(
+                    "writing AgentStatus {} every {:?}: {}",
+                    self.identity.node,
+                    self.status_every,
+                    body["status"]["health"].as_str().unwrap_or("Unknown")
+                )
+            }
+            Err(e) => format!("writing AgentStatus {}: {e}", self.identity.node),
+        };
+        say_once(&mut self.said.1, line);
     }
 
     /// The Lease duration the operator's heartbeat gap is measured against: four renewals.
     pub fn lease_duration(&self) -> Duration {
         self.heartbeat_every * 4
+    }
+}
+
+/// Writes `line` to stderr (the pod's log) when it differs from what was said last.
+fn say_once(last: &mut Option<String>, line: String) {
+    use std::io::Write;
+    if last.as_deref() != Some(line.as_str()) {
+        let _ = writeln!(std::io::stderr(), "vigil-agent: reporting: {line}");
+        *last = Some(line);
     }
 }
 
@@ -337,6 +404,7 @@ mod tests {
                 events: EventCounts { total: 12, dropped: 3, dropped_since_last: 0 },
                 alerts: AlertCounts { active: 2, spooled: 5, dead_lettered: 1, ..AlertCounts::default() },
             },
+            &[],
             Timestamp::UNIX_EPOCH,
             Some("uid-n"),
         );
@@ -394,7 +462,7 @@ mod tests {
             }
         });
         heartbeat(&client, &id(), Timestamp::UNIX_EPOCH, Duration::from_secs(40)).await.unwrap();
-        let body = status_apply(&id(), "0.1.0", &snapshot(), AgentFigures::default(), Timestamp::UNIX_EPOCH, None);
+        let body = status_apply(&id(), "0.1.0", &snapshot(), AgentFigures::default(), &[], Timestamp::UNIX_EPOCH, None);
         report(&client, &body, "node-a").await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
     }
@@ -403,12 +471,44 @@ mod tests {
     fn failing_delivery_and_a_refused_policy_degrade_a_healthy_agent() {
         let with = |alerts| AgentFigures { alerts, ..AgentFigures::default() };
         let failing = AlertCounts { failing_receivers: 1, ..AlertCounts::default() };
-        let body = status_apply(&id(), "0.1.0", &snapshot(), with(failing), Timestamp::UNIX_EPOCH, None);
+        let body = status_apply(&id(), "0.1.0", &snapshot(), with(failing), &[], Timestamp::UNIX_EPOCH, None);
         assert_eq!(body["status"]["healthReason"], "alert delivery failing to 1 receiver(s)");
         let refused = AlertCounts { policy_refused: true, ..AlertCounts::default() };
-        let body = status_apply(&id(), "0.1.0", &snapshot(), with(refused), Timestamp::UNIX_EPOCH, None);
+        let body = status_apply(&id(), "0.1.0", &snapshot(), with(refused), &[], Timestamp::UNIX_EPOCH, None);
         assert_eq!(body["status"]["health"], "Degraded");
         assert_eq!(body["status"]["healthReason"], "alert policy refused; the last good set is in force");
+    }
+
+    fn source(name: &str, state: SourceState, mode: &str, reason: &str) -> SourceReport {
+        SourceReport { name: name.into(), state, mode: Some(mode.into()), reason: Some(reason.into()) }
+    }
+
+    #[test]
+    fn each_source_is_reported_and_one_off_or_degraded_makes_the_agent_degraded() {
+        let on = [
+            source("kernel", SourceState::On, "syslog", "ring buffer"),
+            source("clock", SourceState::On, "adjtimex", ""),
+        ];
+        let body = status_apply(&id(), "0.1.0", &snapshot(), AgentFigures::default(), &on, Timestamp::UNIX_EPOCH, None);
+        assert_eq!(body["status"]["health"], "Healthy", "{body}");
+        assert_eq!(body["status"]["sourcesSummary"], "2 on");
+        assert_eq!(body["status"]["sources"][0]["mode"], "syslog");
+        let mixed = [
+            on[0].clone(),
+            source("process", SourceState::Degraded, "poll", "polling /proc every 1s"),
+            source("auth", SourceState::Off, "file", "no auth log"),
+        ];
+        let body =
+            status_apply(&id(), "0.1.0", &snapshot(), AgentFigures::default(), &mixed, Timestamp::UNIX_EPOCH, None);
+        assert_eq!(body["status"]["health"], "Degraded");
+        assert_eq!(body["status"]["sourcesSummary"], "1 on, 1 degraded (process), 1 off (auth)");
+        let why = body["status"]["healthReason"].as_str().unwrap();
+        assert!(
+            why.contains("process degraded: polling /proc every 1s") && why.contains("auth off: no auth log"),
+            "{why}"
+        );
+        let full = serde_json::json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": body["metadata"], "spec": body["spec"], "status": body["status"]});
+        assert!(vigil_crds::validate::validate_manifest(&full).is_ok(), "{full}");
     }
 
     #[test]
@@ -417,10 +517,10 @@ mod tests {
             events: EventCounts { total: 5, dropped: 9, dropped_since_last: since },
             ..AgentFigures::default()
         };
-        let body = status_apply(&id(), "0.1.0", &snapshot(), figures(4), Timestamp::UNIX_EPOCH, None);
+        let body = status_apply(&id(), "0.1.0", &snapshot(), figures(4), &[], Timestamp::UNIX_EPOCH, None);
         assert_eq!(body["status"]["health"], "Degraded");
         assert!(body["status"]["healthReason"].as_str().unwrap().contains("4 security events dropped"), "{body}");
-        let body = status_apply(&id(), "0.1.0", &snapshot(), figures(0), Timestamp::UNIX_EPOCH, None);
+        let body = status_apply(&id(), "0.1.0", &snapshot(), figures(0), &[], Timestamp::UNIX_EPOCH, None);
         assert_eq!(body["status"]["health"], "Healthy", "old drops do not degrade for ever");
     }
 

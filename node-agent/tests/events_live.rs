@@ -61,7 +61,7 @@ fn wait_ready(sources: &Sources, source: Source) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(s) = sources.states.lock().unwrap().0.get(&source) {
-            return s.clone();
+            return s.detail.clone();
         }
         assert!(Instant::now() < deadline, "{source:?} never started");
         std::thread::sleep(Duration::from_millis(10));
@@ -275,6 +275,36 @@ fn records_written_to_the_real_kernel_log_are_classified() {
     let e = seen.iter().find(|e| e.detail_str("interface") == Some(iface.as_str())).unwrap();
     assert_eq!(e.kind, EventType::LinkDown);
     assert_eq!(e.details["userspace"], true, "written from user space, and marked so");
+    sources.stop();
+}
+
+/// In a container that is not privileged `/dev/kmsg` cannot be opened; the agent then reads
+/// the same ring buffer with syslog(2), which needs CAP_SYSLOG and no device. Here the device
+/// path names nothing, so the fallback is what runs, against this host's real kernel log.
+#[test]
+fn without_the_kmsg_device_the_kernel_log_is_read_through_syslog() {
+    let state = tempfile::tempdir().unwrap();
+    let mut c = quiet(state.path());
+    c.events.kernel.enabled = true;
+    c.events.kernel.device = state.path().join("no-kmsg-here");
+    let (sources, mut rx, _q) = start(&c);
+    let s = wait_ready(&sources, Source::Kernel);
+    assert!(s.starts_with("reading the kernel ring buffer with syslog(2)"), "{s}");
+    let status = sources.states.lock().unwrap().0[&Source::Kernel].clone();
+    assert_eq!((status.state, status.mode), (vigil_crds::SourceState::On, "syslog"));
+    let iface = format!("vs{}", std::process::id() % 100_000);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .unwrap()
+        .write_all(format!("<4>vigil-live-test: {iface}: Link down\n").as_bytes())
+        .unwrap();
+    let seen = wait_for(&mut rx, Duration::from_secs(10), "the link-down record through syslog(2)", |ev| {
+        ev.iter().any(|e| e.detail_str("interface") == Some(iface.as_str()))
+    });
+    let e = seen.iter().find(|e| e.detail_str("interface") == Some(iface.as_str())).unwrap();
+    assert_eq!(e.kind, EventType::LinkDown);
+    assert_eq!(e.details["userspace"], true, "the facility survives the syslog(2) format");
     sources.stop();
 }
 

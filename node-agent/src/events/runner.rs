@@ -26,10 +26,33 @@ use super::{Emitter, Event, EventType, Source, utmp};
 use crate::config::{Config, EventsConfig, ProcessMode};
 use crate::host::HostRoot;
 use crate::proc::processes::Users;
+use vigil_crds::{SourceReport, SourceState};
+
+/// What one source is doing: whether it works, how it reads, and in words for a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// On, degraded (works with less than designed) or off.
+    pub state: SourceState,
+    /// How it reads (`kmsg`, `syslog`, `netlink`, `poll`, `inotify`, `rescan`, `file`).
+    pub mode: &'static str,
+    /// What it reads, or why it is degraded or off and what it needs.
+    pub detail: String,
+}
+
+impl std::fmt::Display for SourceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            SourceState::On => "on",
+            SourceState::Degraded => "degraded",
+            SourceState::Off => "off",
+        };
+        write!(f, "{state} ({}): {}", self.mode, self.detail)
+    }
+}
 
 /// What each source is doing, for `/readyz`, the logs and AgentStatus.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SourceStates(pub HashMap<Source, String>);
+pub struct SourceStates(pub HashMap<Source, SourceStatus>);
 
 impl SourceStates {
     /// Lines `source: state` for states that differ from `seen`, which is brought up to date.
@@ -44,6 +67,22 @@ impl SourceStates {
             }
         }
         out
+    }
+
+    /// The per-source report of AgentStatus, in the fixed order of [`Source::ALL`].
+    pub fn reports(&self) -> Vec<SourceReport> {
+        Source::ALL
+            .iter()
+            .filter_map(|s| {
+                let st = self.0.get(s)?;
+                Some(SourceReport {
+                    name: s.as_str().to_owned(),
+                    state: st.state,
+                    mode: Some(st.mode.to_owned()),
+                    reason: Some(st.detail.chars().take(512).collect()),
+                })
+            })
+            .collect()
     }
 }
 
@@ -84,9 +123,15 @@ impl Sources {
     }
 }
 
-fn set_state(states: &Mutex<SourceStates>, source: Source, state: impl Into<String>) {
+fn set_state(
+    states: &Mutex<SourceStates>,
+    source: Source,
+    state: SourceState,
+    mode: &'static str,
+    detail: impl Into<String>,
+) {
     if let Ok(mut s) = states.lock() {
-        s.0.insert(source, state.into());
+        s.0.insert(source, SourceStatus { state, mode, detail: detail.into() });
     }
 }
 
@@ -156,7 +201,7 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
                     Box::new(move || file_source(&cfg, settings, &root, dir.as_deref(), emitter, &stop, &states)),
                 );
             }
-            Err(e) => set_state(&states, Source::File, format!("off: {e}")),
+            Err(e) => set_state(&states, Source::File, SourceState::Off, "inotify", format!("bad file settings: {e}")),
         }
     }
     if ev.auth.enabled || ev.network.enabled || ev.clock.enabled {
@@ -210,7 +255,7 @@ fn kernel_source(
     let mut classifier = Classifier::default();
     let is_file = std::fs::metadata(device).map(|m| m.is_file()).unwrap_or(false);
     if is_file {
-        set_state(states, Source::Kernel, format!("following {}", device.display()));
+        set_state(states, Source::Kernel, SourceState::On, "file", format!("following {}", device.display()));
         let mut tail = Tail::open(device, Unit::Lines { max: 8192 }, None, StartAt::End);
         while !stopped(stop, &emitter) {
             let _ = tail.poll(&mut |line| {
@@ -225,12 +270,9 @@ fn kernel_source(
     }
     let mut file = match open_kmsg(device, true) {
         Ok(f) => f,
-        Err(e) => {
-            set_state(states, Source::Kernel, format!("off: opening {}: {e}", device.display()));
-            return;
-        }
+        Err(e) => return syslog_loop(device, &e, boot, &mut classifier, emitter, stop, states),
     };
-    set_state(states, Source::Kernel, format!("reading {}", device.display()));
+    set_state(states, Source::Kernel, SourceState::On, "kmsg", format!("reading {}", device.display()));
     let mut buf = vec![0u8; 16 * 1024];
     let mut last_seq: Option<u64> = None;
     while !stopped(stop, &emitter) {
@@ -261,6 +303,72 @@ fn kernel_source(
         }
     }
 }
+
+/// Reads the kernel log with syslog(2) where the device cannot be opened (an unprivileged
+/// container's device cgroup refuses `/dev/kmsg`; `CAP_SYSLOG` is enough for this).
+fn syslog_loop(
+    device: &Path,
+    open_error: &std::io::Error,
+    boot: jiff::Timestamp,
+    classifier: &mut Classifier,
+    mut emitter: Emitter,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    let mut follower = match super::klog::read_all() {
+        Ok(buf) => super::klog::Follower::at_end(&buf),
+        Err(e) => {
+            set_state(
+                states,
+                Source::Kernel,
+                SourceState::Off,
+                "kmsg",
+                format!(
+                    "opening {}: {open_error}; syslog(2): {e} (needs CAP_SYSLOG, and a seccomp profile that allows syslog)",
+                    device.display()
+                ),
+            );
+            return;
+        }
+    };
+    set_state(
+        states,
+        Source::Kernel,
+        SourceState::On,
+        "syslog",
+        format!(
+            "reading the kernel ring buffer with syslog(2) every {SYSLOG_POLL:?} (opening {}: {open_error})",
+            device.display()
+        ),
+    );
+    let mut next = Instant::now();
+    while !stopped(stop, &emitter) {
+        if Instant::now() < next {
+            std::thread::sleep(POLL_SLICE.min(next - Instant::now()));
+            continue;
+        }
+        next = Instant::now() + SYSLOG_POLL;
+        let Ok(buf) = super::klog::read_all() else { continue };
+        let poll = follower.poll(&buf);
+        if poll.wrapped {
+            emitter.count_overflow(1);
+        }
+        for r in &poll.records {
+            if let Some(e) = classifier.classify(r, boot) {
+                emitter.emit(e);
+            }
+        }
+        for line in &poll.unparsed {
+            emitter.count_unparsed();
+            emitter.emit(Event::unparsed(jiff::Timestamp::now(), "kmsg", line));
+        }
+    }
+}
+
+/// How often the syslog(2) reader looks at the ring buffer: each look copies the whole buffer
+/// (typically 128 KiB to 1 MiB), so not in a tight loop; records are timestamped by the kernel,
+/// so the delay changes only when an alert goes out, not what it says.
+const SYSLOG_POLL: Duration = Duration::from_secs(1);
 
 fn open_kmsg(device: &Path, from_end: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -300,21 +408,38 @@ fn process_source(
     if cfg.mode != ProcessMode::Poll {
         match super::cnproc::Listener::open() {
             Ok(listener) => {
-                set_state(states, Source::Process, "process connector (netlink)");
+                set_state(states, Source::Process, SourceState::On, "netlink", "process connector (netlink)");
                 return netlink_loop(listener, root, &users, emitter, stop);
             }
             Err(e) if cfg.mode == ProcessMode::Netlink => {
-                set_state(states, Source::Process, format!("off: process connector: {e} (needs CAP_NET_ADMIN)"));
+                set_state(
+                    states,
+                    Source::Process,
+                    SourceState::Off,
+                    "netlink",
+                    format!("process connector: {e} ({CONNECTOR_NEEDS})"),
+                );
                 return;
             }
             Err(e) => set_state(
                 states,
                 Source::Process,
-                format!("polling /proc every {:?} (process connector: {e})", cfg.poll_interval),
+                SourceState::Degraded,
+                "poll",
+                format!(
+                    "polling /proc every {:?}, missing processes shorter than that (process connector: {e}; {CONNECTOR_NEEDS})",
+                    cfg.poll_interval
+                ),
             ),
         }
     } else {
-        set_state(states, Source::Process, format!("polling /proc every {:?}", cfg.poll_interval));
+        set_state(
+            states,
+            Source::Process,
+            SourceState::On,
+            "poll",
+            format!("polling /proc every {:?} (as configured)", cfg.poll_interval),
+        );
     }
     let mut poller = Poller::default();
     let proc_dir = root.proc();
@@ -335,6 +460,10 @@ fn process_source(
         }
     }
 }
+
+/// What the process connector takes: the kernel answers only sockets of the initial network
+/// namespace and subscribers in the initial PID and user namespaces, with CAP_NET_ADMIN.
+const CONNECTOR_NEEDS: &str = "needs CAP_NET_ADMIN and the host's network and PID namespaces";
 
 fn netlink_loop(
     mut listener: super::cnproc::Listener,
@@ -413,7 +542,13 @@ fn file_source(
     let mut inotify = match Inotify::init() {
         Ok(i) => i,
         Err(e) => {
-            set_state(states, Source::File, format!("rescanning every {:?} (inotify: {e})", cfg.files.rescan_interval));
+            set_state(
+                states,
+                Source::File,
+                SourceState::Degraded,
+                "rescan",
+                format!("rescanning every {:?} (inotify: {e})", cfg.files.rescan_interval),
+            );
             return rescan_only(&mut fim, cfg, baseline_file.as_deref(), emitter, stop);
         }
     };
@@ -444,6 +579,8 @@ fn file_source(
     set_state(
         states,
         Source::File,
+        if watch_failures == 0 { SourceState::On } else { SourceState::Degraded },
+        "inotify",
         format!(
             "watching {} directories, {} paths in the baseline{}{}",
             dirs.len(),
@@ -760,12 +897,15 @@ fn polled_sources(
         if !unreadable.is_empty() {
             text.push_str(&format!(" (cannot read {})", unreadable.join("; ")));
         }
-        set_state(states, Source::Auth, text);
+        let state = if unreadable.is_empty() { SourceState::On } else { SourceState::Degraded };
+        set_state(states, Source::Auth, state, "file", text);
     }
     if net.is_some() {
         set_state(
             states,
             Source::Network,
+            SourceState::On,
+            "poll",
             format!(
                 "looking at the socket counters every {:?}, reading the socket tables when they moved",
                 cfg.network.interval
@@ -773,7 +913,7 @@ fn polled_sources(
         );
     }
     if clock.is_some() {
-        set_state(states, Source::Clock, "watching the kernel clock state");
+        set_state(states, Source::Clock, SourceState::On, "adjtimex", "watching the kernel clock state");
     }
     let (mut next_auth, mut next_net, mut next_clock, mut next_save) =
         (Instant::now(), Instant::now(), Instant::now(), Instant::now());
@@ -869,6 +1009,13 @@ pub fn one_shot(config: &Config) -> Vec<Event> {
                     Ok(n) => handle(&buf[..n]),
                     Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
                     Err(_) => break,
+                }
+            }
+        } else if let Ok(buf) = super::klog::read_all() {
+            // No /dev/kmsg here (a container): the same records through syslog(2).
+            for r in super::klog::Follower::default().poll(&buf).records {
+                if let Some(e) = classifier.classify(&r, boot) {
+                    out.push(e);
                 }
             }
         }

@@ -1,0 +1,275 @@
+//! The kernel log through `syslog(2)` (`klogctl`), for where `/dev/kmsg` cannot be opened.
+//!
+//! A container that is not privileged cannot open `/dev/kmsg` whatever its capabilities: the
+//! device cgroup allows only the devices the runtime lists, and `/dev/kmsg` is not one of
+//! them. `syslog(SYSLOG_ACTION_READ_ALL)` needs no device, only `CAP_SYSLOG` (or
+//! `kernel.dmesg_restrict=0`); container runtimes' default seccomp profiles allow it to a
+//! process holding that capability. It copies the whole ring buffer without consuming it
+//! (unlike `SYSLOG_ACTION_READ` and `/proc/kmsg`, whose one shared cursor rsyslog's imklog
+//! may be using), so [`Follower`] polls it and keeps only the records it has not seen.
+//!
+//! Each line is `<PRI>[SECONDS.MICROS] MESSAGE` (the timestamp only with `printk.time=1`, the
+//! default of every distribution kernel). Records carry no sequence number and no dictionary
+//! (`SUBSYSTEM=`, `DEVICE=`): new records are found by their timestamps, and a ring buffer
+//! that wrapped between two polls is counted as an overflow. Parsing is pure; only
+//! [`read_all`] calls the kernel.
+
+use super::kmsg::Record;
+
+/// `SYSLOG_ACTION_READ_ALL`: read the whole ring buffer, consuming nothing.
+const READ_ALL: libc::c_int = 3;
+/// `SYSLOG_ACTION_SIZE_BUFFER`: the ring buffer's size.
+const SIZE_BUFFER: libc::c_int = 10;
+
+/// The whole kernel ring buffer as `syslog(2)` prints it.
+#[allow(unsafe_code)]
+pub fn read_all() -> std::io::Result<Vec<u8>> {
+    // SAFETY: SIZE_BUFFER reads no buffer (a null pointer and length 0 are what it takes).
+    let size = unsafe { libc::klogctl(SIZE_BUFFER, std::ptr::null_mut(), 0) };
+    if size < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // READ_ALL copies the newest records that fit in `len`. Twice the ring buffer's size
+    // holds all of them with the `<PRI>[time] ` prefix syslog(2) adds to each line.
+    let len = usize::try_from(size).unwrap_or(0).max(4096) * 2;
+    let mut buf = vec![0u8; len];
+    let len_c = libc::c_int::try_from(buf.len()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the kernel writes at most `len_c` bytes into `buf`, which we own and which is
+    // at least that long.
+    let n = unsafe { libc::klogctl(READ_ALL, buf.as_mut_ptr().cast::<libc::c_char>(), len_c) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(usize::try_from(n).unwrap_or(0));
+    Ok(buf)
+}
+
+/// One line of `syslog(2)` output as a kernel log record (`seq` 0, no dictionary). `None` for
+/// a line without a `<PRI>` prefix.
+pub fn parse_line(line: &[u8]) -> Option<(Record, bool)> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let rest = line.strip_prefix(b"<")?;
+    let end = rest.iter().position(|&b| b == b'>')?;
+    let prefix: u32 = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    let mut msg = &rest[end + 1..];
+    let mut ts_usec = None;
+    if let Some(after) = msg.strip_prefix(b"[")
+        && let Some(close) = after.iter().position(|&b| b == b']')
+        && let Some(ts) = parse_ts(&after[..close])
+    {
+        ts_usec = Some(ts);
+        msg = &after[close + 1..];
+        msg = msg.strip_prefix(b" ").unwrap_or(msg);
+    }
+    let record = Record {
+        level: u8::try_from(prefix & 7).ok()?,
+        facility: prefix >> 3,
+        seq: 0,
+        ts_usec: ts_usec.unwrap_or(0),
+        message: escape(msg),
+        dict: Vec::new(),
+    };
+    Some((record, ts_usec.is_some()))
+}
+
+/// `SECONDS.MICROS`, the seconds right-aligned with spaces.
+fn parse_ts(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?.trim();
+    let (secs, micros) = text.split_once('.')?;
+    if micros.len() != 6 {
+        return None;
+    }
+    secs.parse::<u64>().ok()?.checked_mul(1_000_000)?.checked_add(micros.parse::<u64>().ok()?)
+}
+
+/// The message with unprintable bytes as `\xNN`, as `/dev/kmsg` writes them (syslog(2) hands
+/// them out raw).
+fn escape(msg: &[u8]) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for chunk in msg.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() && c != '\t' {
+                out.push_str(&format!("\\x{:02x}", u32::from(c) & 0xff));
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Finds the records of each poll that the previous polls did not return.
+#[derive(Debug, Default)]
+pub struct Follower {
+    /// The newest timestamp returned, and how many records carried it.
+    last: Option<(u64, usize)>,
+    /// Without timestamps: the last line returned.
+    last_line: Option<Vec<u8>>,
+    /// Records handed out, the synthetic sequence number of the next.
+    seq: u64,
+}
+
+/// What one poll found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Poll {
+    /// Records not seen before, oldest first.
+    pub records: Vec<Record>,
+    /// Lines that are not records.
+    pub unparsed: Vec<Vec<u8>>,
+    /// The ring buffer wrapped past the last record seen: records may have been lost.
+    pub wrapped: bool,
+}
+
+impl Follower {
+    /// Starts past everything the buffer holds now (as opening `/dev/kmsg` at its end).
+    pub fn at_end(buf: &[u8]) -> Self {
+        let mut f = Self::default();
+        let _ = f.poll(buf);
+        f
+    }
+
+    /// The records of `buf` (a whole `read_all`) that are newer than those returned before.
+    pub fn poll(&mut self, buf: &[u8]) -> Poll {
+        let lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let parsed: Vec<Option<(Record, bool)>> = lines.iter().map(|l| parse_line(l)).collect();
+        let timed = parsed.iter().flatten().any(|(_, t)| *t);
+        let start = if timed { self.start_by_time(&parsed) } else { self.start_by_line(&lines) };
+        let mut out = Poll { wrapped: start.1, ..Poll::default() };
+        for (line, p) in lines[start.0..].iter().zip(&parsed[start.0..]) {
+            match p {
+                Some((r, _)) => {
+                    self.seq += 1;
+                    out.records.push(Record { seq: self.seq, ..r.clone() });
+                }
+                None => out.unparsed.push(line.to_vec()),
+            }
+        }
+        if timed {
+            if let Some(newest) = parsed.iter().flatten().filter(|(_, t)| *t).map(|(r, _)| r.ts_usec).max() {
+                let count = parsed.iter().flatten().filter(|(r, t)| *t && r.ts_usec == newest).count();
+                self.last = Some((newest, count));
+            }
+        } else if let Some(l) = lines.last() {
+            self.last_line = Some(l.to_vec());
+        }
+        out
+    }
+
+    /// The index of the first new line, and whether the buffer wrapped past what we saw.
+    fn start_by_time(&self, parsed: &[Option<(Record, bool)>]) -> (usize, bool) {
+        let Some((last, count)) = self.last else { return (0, false) };
+        // Lines without a timestamp (continuations, garbage) belong with the line before.
+        let mut seen_at_last = 0;
+        let mut start = parsed.len();
+        for (i, p) in parsed.iter().enumerate() {
+            match p {
+                Some((r, true)) if r.ts_usec > last => {
+                    start = i;
+                    break;
+                }
+                Some((r, true)) if r.ts_usec == last => {
+                    seen_at_last += 1;
+                    if seen_at_last > count {
+                        start = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let oldest = parsed.iter().flatten().find(|(_, t)| *t).map(|(r, _)| r.ts_usec);
+        (start, oldest.is_some_and(|o| o > last))
+    }
+
+    fn start_by_line(&self, lines: &[&[u8]]) -> (usize, bool) {
+        let Some(last) = &self.last_line else { return (0, false) };
+        match lines.iter().rposition(|l| *l == last.as_slice()) {
+            Some(i) => (i + 1, false),
+            None => (0, true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_becomes_a_record_with_level_facility_time_and_escaped_bytes() {
+        let (r, timed) = parse_line(b"<3>[ 1234.000567] sd 0:0:0:0: [sda] I/O error\x07 \xff").unwrap();
+        assert!(timed);
+        assert_eq!((r.level, r.facility, r.ts_usec), (3, 0, 1_234_000_567));
+        assert_eq!(r.message, "sd 0:0:0:0: [sda] I/O error\\x07 \\xff");
+        let (u, _) = parse_line(b"<12>[    0.100000] from user space").unwrap();
+        assert_eq!((u.level, u.facility), (4, 1));
+        let (plain, timed) = parse_line(b"<6>no timestamp here").unwrap();
+        assert!(!timed);
+        assert_eq!(plain.message, "no timestamp here");
+        for bad in [&b""[..], b"no prefix", b"<x>[1.000000] bad pri", b"<6", b"<99999999999>[1.0] x"] {
+            assert!(parse_line(bad).is_none(), "{bad:?}");
+        }
+        let (odd, timed) = parse_line(b"<6>[12.5] short micros").unwrap();
+        assert!(!timed, "a malformed time is message text");
+        assert_eq!(odd.message, "[12.5] short micros");
+    }
+
+    fn buf(lines: &[(u64, &str)]) -> Vec<u8> {
+        lines
+            .iter()
+            .map(|(ts, m)| format!("<6>[{:5}.{:06}] {m}\n", ts / 1_000_000, ts % 1_000_000))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    fn messages(p: &Poll) -> Vec<&str> {
+        p.records.iter().map(|r| r.message.as_str()).collect()
+    }
+
+    #[test]
+    fn each_poll_returns_only_records_newer_than_the_last_including_ones_with_the_same_time() {
+        let mut f = Follower::at_end(&buf(&[(1, "old a"), (2, "old b")]));
+        assert!(f.poll(&buf(&[(1, "old a"), (2, "old b")])).records.is_empty(), "nothing new");
+        let p = f.poll(&buf(&[(1, "old a"), (2, "old b"), (2, "same time"), (3, "c")]));
+        assert_eq!(messages(&p), ["same time", "c"]);
+        assert!(!p.wrapped);
+        let seqs: Vec<u64> = p.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs[1], seqs[0] + 1, "sequence numbers are the follower's own, one per record");
+        assert!(f.poll(&buf(&[(2, "old b"), (2, "same time"), (3, "c")])).records.is_empty());
+    }
+
+    #[test]
+    fn a_ring_buffer_that_wrapped_past_the_last_record_is_reported() {
+        let mut f = Follower::at_end(&buf(&[(1, "a")]));
+        let p = f.poll(&buf(&[(5, "e"), (6, "f")]));
+        assert_eq!(messages(&p), ["e", "f"]);
+        assert!(p.wrapped, "records between 1 and 5 may be lost");
+    }
+
+    #[test]
+    fn without_timestamps_the_last_line_seen_marks_the_start() {
+        let mut f = Follower::at_end(b"<6>a\n<6>b\n");
+        let p = f.poll(b"<6>a\n<6>b\n<6>c\n");
+        assert_eq!(messages(&p), ["c"]);
+        let p = f.poll(b"<6>x\n<6>y\n");
+        assert!(p.wrapped);
+        assert_eq!(messages(&p), ["x", "y"]);
+    }
+
+    #[test]
+    fn lines_that_are_not_records_are_returned_apart_and_any_split_never_panics() {
+        let mut f = Follower::default();
+        let p = f.poll(b"<6>[1.000000] ok\ngarbage\n");
+        assert_eq!(messages(&p), ["ok"]);
+        assert_eq!(p.unparsed, [b"garbage".to_vec()]);
+        let text = buf(&[(1, "a"), (2, "b\x1b[2J"), (3, "c")]);
+        for cut in 0..=text.len() {
+            let mut f = Follower::default();
+            let _ = f.poll(&text[..cut]);
+            let _ = f.poll(&text[cut..]);
+            let _ = f.poll(&text);
+        }
+    }
+}
