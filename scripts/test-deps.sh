@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the tests need that cargo does not fetch: Debian's prometheus package
-# (promtool checks the agent's /metrics output) and prometheus-alertmanager (the alert
-# receiver's test posts to a real Alertmanager). Idempotent; a no-op when all is present.
+# (promtool checks the agent's /metrics output), prometheus-alertmanager (the alert
+# receiver's test posts to a real Alertmanager), and buildah, containerd, runc and skopeo (the
+# image tests build both images and run them in real containers). Idempotent; a no-op when
+# all is present.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v buildah >/dev/null 2>&1 || need+=(buildah)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
