@@ -54,17 +54,16 @@ fn the_agent_image_scans_the_host_from_a_real_container_and_holds_no_shell() {
     assert!(snapshot["memory"]["totalBytes"].as_u64().unwrap() > 0, "{scan}");
     assert!(snapshot["processes"]["total"].as_u64().unwrap() > 1, "the host's processes, not the container's");
 
-    let shell = Command::new(script())
-        .arg("run")
-        .arg(&archive)
-        .args(["--", "/bin/sh", "-c", "true"])
-        .output()
-        .unwrap();
+    let shell = Command::new(script()).arg("run").arg(&archive).args(["--", "/bin/sh", "-c", "true"]).output().unwrap();
     assert!(!shell.status.success(), "the image must hold no shell");
     assert!(String::from_utf8_lossy(&shell.stderr).contains("/bin/sh"), "{}", String::from_utf8_lossy(&shell.stderr));
 
     let config = ok(
-        Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci-archive:{}", archive.display())).output().unwrap(),
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap(),
         "skopeo inspect",
     );
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();

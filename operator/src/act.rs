@@ -47,9 +47,9 @@ pub struct AgentTemplate {
     /// Where the pod's config file is mounted.
     pub config_dir: String,
     /// Give the agent what its security event sources need: root with only the capabilities
-    /// they use (DAC_READ_SEARCH to read auth logs and root-only files, NET_ADMIN for the
-    /// process connector, SYSLOG for /dev/kmsg, SYS_PTRACE to name other users' processes),
-    /// /dev/kmsg, and a state directory on the host for the file baseline and log positions.
+    /// they use ([`AGENT_CAPABILITIES`]), the host's PID and network namespaces (the process
+    /// connector), and a state directory on the host for the file baseline, log positions and
+    /// the alert spool.
     /// Off: an unprivileged agent with metrics only (`vigil-operator run --agent-unprivileged`).
     pub security_events: bool,
     /// The agent's state directory on the host.
@@ -68,6 +68,12 @@ impl Default for AgentTemplate {
         }
     }
 }
+
+/// The capabilities of an agent with its security event sources, each for one source:
+/// DAC_READ_SEARCH reads the auth logs and root-only files whatever their mode, NET_ADMIN joins
+/// the process connector, SYSLOG reads the kernel log with syslog(2) (no device needed), and
+/// SYS_PTRACE names other users' processes (their /proc/PID/exe and fd links).
+pub const AGENT_CAPABILITIES: [&str; 4] = ["DAC_READ_SEARCH", "NET_ADMIN", "SYSLOG", "SYS_PTRACE"];
 
 /// The name of a revision's DaemonSet.
 pub fn daemonset_name(revision: &str) -> String {
@@ -97,15 +103,9 @@ pub fn daemonset(
         (
             // Root, because the capabilities below only reach the effective set of uid 0.
             json!({"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false, "seccompProfile": {"type": "RuntimeDefault"}}),
-            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH", "NET_ADMIN", "SYSLOG", "SYS_PTRACE"]}}),
-            json!([
-                {"name": "kmsg", "mountPath": "/dev/kmsg", "readOnly": true},
-                {"name": "state", "mountPath": t.state_dir},
-            ]),
-            json!([
-                {"name": "kmsg", "hostPath": {"path": "/dev/kmsg", "type": "CharDevice"}},
-                {"name": "state", "hostPath": {"path": t.state_dir, "type": "DirectoryOrCreate"}},
-            ]),
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"], "add": AGENT_CAPABILITIES}}),
+            json!([{"name": "state", "mountPath": t.state_dir}]),
+            json!([{"name": "state", "hostPath": {"path": t.state_dir, "type": "DirectoryOrCreate"}}]),
         )
     } else {
         (
@@ -150,8 +150,12 @@ pub fn daemonset(
                 "spec": {
                     "nodeSelector": {labels::REVISION: rec.revision},
                     "serviceAccountName": t.service_account,
-                    "hostPID": false,
-                    "hostNetwork": false,
+                    // The process connector answers only a socket in the host's network
+                    // namespace held by a process in the host's PID namespace
+                    // (docs/adr/0003-event-sources-in-the-pod.md).
+                    "hostPID": t.security_events,
+                    "hostNetwork": t.security_events,
+                    "dnsPolicy": if t.security_events { "ClusterFirstWithHostNet" } else { "ClusterFirst" },
                     "automountServiceAccountToken": true,
                     "tolerations": [{"operator": "Exists"}],
                     "priorityClassName": "system-node-critical",
@@ -255,10 +259,20 @@ mod tests {
             mounts.iter().filter(|m| m.name != "state").all(|m| m.read_only == Some(true)),
             "every mount but the state directory read-only"
         );
-        assert!(mounts.iter().any(|m| m.mount_path == "/dev/kmsg"));
+        assert!(
+            !mounts.iter().any(|m| m.mount_path == "/dev/kmsg"),
+            "no /dev/kmsg: a container that is not privileged cannot open it; syslog(2) reads the kernel log"
+        );
+        assert_eq!((pod.host_pid, pod.host_network), (Some(true), Some(true)), "the process connector needs both");
+        assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
         let unprivileged = AgentTemplate { security_events: false, ..AgentTemplate::default() };
         let quiet = daemonset(&rec, owner.clone(), None, &unprivileged).unwrap().spec.unwrap().template.spec.unwrap();
         assert_eq!(quiet.security_context.unwrap().run_as_non_root, Some(true));
+        assert_eq!(
+            (quiet.host_pid, quiet.host_network),
+            (Some(false), Some(false)),
+            "metrics only: no host namespaces"
+        );
         let qc = &quiet.containers[0];
         assert!(qc.security_context.as_ref().unwrap().capabilities.as_ref().unwrap().add.is_none());
         assert!(

@@ -195,8 +195,11 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     let (Some(ns), Some(name)) = (rollout.namespace(), rollout.metadata.name.clone()) else {
         return Err(Error::Malformed);
     };
-    let observed = observe(&ctx.client, ctx.stores.as_ref(), &rollout, &ns).await?;
     let key = format!("{ns}/{name}");
+    if ns != ctx.template.namespace {
+        return refuse_namespace(&rollout, ctx, &ns, &name).await;
+    }
+    let observed = observe(&ctx.client, ctx.stores.as_ref(), &rollout, &ns).await?;
     let current = rollout.status.clone().unwrap_or_default();
     let mut p = plan::next(
         &rollout.spec,
@@ -223,6 +226,19 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     }
     ctx.metrics.observe_status(&key, &p.status);
     ctx.metrics.decisions.get_or_create(&KindLabels { kind: p.decision.kind }).inc();
+    if current.reason != p.status.reason {
+        tracing::info!(
+            rollout = %key,
+            decision = p.decision.kind,
+            phase = ?p.status.phase,
+            wave = p.status.current_wave,
+            target = p.status.target_revision.as_deref().unwrap_or(""),
+            stable = p.status.stable_revision.as_deref().unwrap_or(""),
+            moves = p.moves.len(),
+            reason = %p.decision.reason,
+            "rollout decision"
+        );
+    }
     if let Some(recorder) = &ctx.recorder
         && current.reason != p.status.reason
     {
@@ -293,6 +309,55 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         }
     }
     Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
+}
+
+/// A rollout outside the agents' namespace: its DaemonSets would run without the service
+/// account, RBAC and admission policies the chart installed there, so nothing is done and the
+/// status says why (once; an unchanged refusal writes nothing).
+async fn refuse_namespace(rollout: &AgentRollout, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
+    let message = format!(
+        "AgentRollouts act only in namespace {}, where the agents' service account, RBAC and admission policies are \
+         installed; this one is in {ns}: move it there",
+        ctx.template.namespace
+    );
+    let current = rollout.status.clone().unwrap_or_default();
+    if current.reason.as_deref() == Some(message.as_str()) {
+        return Ok(Action::await_change());
+    }
+    tracing::warn!(rollout = %format!("{ns}/{name}"), agents_namespace = %ctx.template.namespace, "rollout refused: wrong namespace");
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let status = vigil_crds::rollout::AgentRolloutStatus {
+        observed_generation: rollout.metadata.generation,
+        reason: Some(message.clone()),
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Accepted".into(),
+            status: "False".into(),
+            reason: "WrongNamespace".into(),
+            message: message.clone(),
+            last_transition_time: now,
+            observed_generation: rollout.metadata.generation,
+        }],
+        ..current
+    };
+    let api: Api<AgentRollout> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&act::status_apply(name, ns, &status)),
+    )
+    .await
+    .map_err(Error::Status)?;
+    if let Some(recorder) = &ctx.recorder {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "WrongNamespace".into(),
+            note: Some(message),
+            action: "Refuse".into(),
+            secondary: None,
+        };
+        let _ = recorder.publish(&event, &rollout.object_ref(&())).await;
+    }
+    Ok(Action::await_change())
 }
 
 /// A failed reconcile: try again with a delay that an API hiccup outlasts.
@@ -418,9 +483,10 @@ pub async fn run(
         stores.statuses.wait_until_ready().await.is_ok(),
     ];
     if ready.contains(&false) {
-        eprintln!("vigil-operator: a reflector stopped before its first list");
+        tracing::error!("a reflector stopped before its first list");
         return;
     }
+    tracing::info!(agents_namespace = %template.namespace, "watching AgentRollouts, nodes, agent pods, Leases and AgentStatuses");
     let ctx =
         Arc::new(Context { metrics, tracer, template, stores: Some(stores), ..Context::new(client, Some(recorder)) });
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
@@ -430,7 +496,7 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                eprintln!("vigil-operator: reconcile failed: {e}");
+                tracing::warn!(error = %e, "reconcile failed");
             }
         })
         .await;

@@ -112,12 +112,22 @@ pub async fn round(client: &Client, e: &Election, now: Timestamp) -> Result<bool
 /// renewed before it expired (the caller exits; Kubernetes restarts it as a follower).
 pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Election, work: F) -> Result<(), String> {
     let retry = e.lease_duration / 3;
+    tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), identity = %e.identity, "waiting to lead");
+    let mut said_error = false;
     loop {
         match round(client, e, Timestamp::now()).await {
             Ok(true) => break,
-            Ok(false) | Err(_) => tokio::time::sleep(retry).await,
+            Ok(false) => tokio::time::sleep(retry).await,
+            Err(err) => {
+                if !said_error {
+                    tracing::warn!(error = %err, "reading the leader Lease failed; trying again");
+                    said_error = true;
+                }
+                tokio::time::sleep(retry).await;
+            }
         }
     }
+    tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), identity = %e.identity, "leading");
     tokio::pin!(work);
     let mut last_renewed = std::time::Instant::now();
     loop {

@@ -79,13 +79,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Structured logs on stderr (`RUST_LOG` filters; default `info`, kube's own at `warn`).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { metrics_addr, lease_namespace, agent_unprivileged } => {
             let rt =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+            init_logs();
             rt.block_on(async {
                 let client = kube::Client::try_default().await.context("connecting to the API server")?;
+                let namespace = lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty()))
+                    .unwrap_or_else(|| "vigil-system".into());
                 let metrics = std::sync::Arc::new(vigil_operator::metrics::Metrics::default());
                 let listener = tokio::net::TcpListener::bind(&metrics_addr)
                     .await
@@ -105,9 +120,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let instance =
                     std::env::var("POD_NAME").unwrap_or_else(|_| format!("vigil-operator-{}", std::process::id()));
                 let election = vigil_operator::leader::Election {
-                    namespace: lease_namespace
-                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                        .unwrap_or_else(|| "vigil-system".into()),
+                    namespace: namespace.clone(),
                     name: "vigil-operator-leader".into(),
                     identity: instance.clone(),
                     lease_duration: std::time::Duration::from_secs(15),
@@ -117,9 +130,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let tracer =
                     provider.as_ref().map(|p| opentelemetry::trace::TracerProvider::tracer(p, "vigil-operator"));
                 let template = vigil_operator::act::AgentTemplate {
+                    namespace: namespace.clone(),
                     security_events: !agent_unprivileged,
                     ..vigil_operator::act::AgentTemplate::default()
                 };
+                tracing::info!(
+                    version = env!("CARGO_PKG_VERSION"),
+                    instance = %instance,
+                    namespace = %namespace,
+                    metrics = %metrics_addr,
+                    agents = if agent_unprivileged { "unprivileged (metrics only)" } else { "with security event sources" },
+                    otlp = provider.is_some(),
+                    "vigil-operator starting"
+                );
                 let publish_in = template.namespace.clone();
                 let policies = vigil_operator::policies::run(client.clone(), publish_in, metrics.clone());
                 let rollouts = vigil_operator::controller::run(client.clone(), instance, metrics, tracer, template);
@@ -127,6 +150,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     tokio::join!(rollouts, policies);
                 };
                 let result = vigil_operator::leader::lead(&client, &election, work).await.map_err(anyhow::Error::msg);
+                match &result {
+                    Ok(()) => tracing::info!("stopped"),
+                    Err(e) => tracing::error!(error = %e, "stopping: no longer the leader"),
+                }
                 if let Some(p) = provider {
                     // Flush what is pending; a failed flush loses only spans.
                     let _ = p.shutdown();

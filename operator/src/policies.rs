@@ -271,7 +271,7 @@ pub async fn run(client: Client, namespace: String, metrics: Arc<crate::metrics:
             },
             |_p, e, ctx| {
                 ctx.2.publications.get_or_create(&crate::metrics::ResultLabels { result: "error" }).inc();
-                eprintln!("vigil-operator: publishing alert policies failed: {e}");
+                tracing::warn!(error = %e, "publishing alert policies failed");
                 Action::requeue(Duration::from_secs(15))
             },
             ctx,

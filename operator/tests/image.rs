@@ -57,7 +57,11 @@ fn the_operator_image_prints_its_version_and_the_crds_as_non_root_and_builds_rep
     assert_eq!(crds, expected, "the CRDs the binary carries");
 
     let config = ok(
-        Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci-archive:{}", archive.display())).output().unwrap(),
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .output()
+            .unwrap(),
         "skopeo inspect",
     );
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();

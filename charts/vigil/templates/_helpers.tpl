@@ -11,3 +11,8 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{ .Values.operator.image.repository }}:{{ .Values.operator.image.tag }}
 {{- end -}}
 {{- end }}
+
+{{- /* The agent's config file, exactly as the ConfigMap holds it (its SHA-256 pins the revision). */}}
+{{- define "vigil.agentConfig" -}}
+{{ toYaml .Values.agent.config }}
+{{- end }}
