@@ -1,10 +1,18 @@
 //! e2e tests run only against the cluster named by `VIGIL_E2E_KUBECONFIG`; without it they
-//! are compiled as ignored, so the test runner reports them as skipped, never as passed.
+//! are compiled as ignored, so the test runner reports them as skipped, never as passed. The
+//! real-node tests also need `VIGIL_E2E_AGENT_IMAGE` and `VIGIL_E2E_OPERATOR_IMAGE`.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(vigil_e2e)");
-    println!("cargo::rerun-if-env-changed=VIGIL_E2E_KUBECONFIG");
-    if std::env::var_os("VIGIL_E2E_KUBECONFIG").is_some_and(|v| !v.is_empty()) {
+    println!("cargo::rustc-check-cfg=cfg(vigil_e2e_images)");
+    for var in ["VIGIL_E2E_KUBECONFIG", "VIGIL_E2E_AGENT_IMAGE", "VIGIL_E2E_OPERATOR_IMAGE"] {
+        println!("cargo::rerun-if-env-changed={var}");
+    }
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    if set("VIGIL_E2E_KUBECONFIG") {
         println!("cargo::rustc-cfg=vigil_e2e");
+        if set("VIGIL_E2E_AGENT_IMAGE") && set("VIGIL_E2E_OPERATOR_IMAGE") {
+            println!("cargo::rustc-cfg=vigil_e2e_images");
+        }
     }
 }

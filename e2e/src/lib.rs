@@ -5,24 +5,46 @@
 //! `~/.kube/config` are ignored on purpose. Without the variable every test is compiled as
 //! ignored (see `build.rs`) and reported as skipped.
 //!
-//! Every test works in a namespace of its own, made by [`TestNamespace::create`] and deleted
-//! when the test ends, and waits on conditions with timeouts, never on sleeps.
+//! Two modes, chosen by the variables:
+//! - a bare control plane (API server, controller-manager, scheduler; kubelets optional): the
+//!   tests create their own Node objects and play their kubelets and agents;
+//! - real nodes, with `VIGIL_E2E_AGENT_IMAGE` and `VIGIL_E2E_OPERATOR_IMAGE` (digest
+//!   references the cluster can pull): the chart is installed into a namespace of the test's
+//!   own and the real agents run on every schedulable node.
+//!
+//! Every test works in a namespace of its own ([`TestNamespace`]), deletes what it created
+//! when it ends, on failure too ([`Cleanup`] runs when dropped, also while a failed
+//! assertion unwinds), never touches objects it did not create, and waits on conditions with
+//! timeouts, never on sleeps.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
+pub mod chart;
+
 /// The variable naming the cluster's kubeconfig.
 pub const KUBECONFIG_VAR: &str = "VIGIL_E2E_KUBECONFIG";
+/// The agent image (by digest) for the real-node tests.
+pub const AGENT_IMAGE_VAR: &str = "VIGIL_E2E_AGENT_IMAGE";
+/// The operator image (by digest) for the real-node tests.
+pub const OPERATOR_IMAGE_VAR: &str = "VIGIL_E2E_OPERATOR_IMAGE";
 
 /// Field manager of everything the e2e tests apply.
 pub const FIELD_MANAGER: &str = "vigil-e2e";
+
+/// The images of the real-node mode, when both variables are set.
+pub fn images() -> Option<(String, String)> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Some((get(AGENT_IMAGE_VAR)?, get(OPERATOR_IMAGE_VAR)?))
+}
 
 /// A client for the cluster named by [`KUBECONFIG_VAR`].
 pub async fn client() -> Result<Client> {
@@ -34,13 +56,29 @@ pub async fn client() -> Result<Client> {
     Client::try_from(config).context("creating the client")
 }
 
-/// Applies the generated CRDs (server-side apply) and waits until each is Established.
+/// Makes sure Vigil's CRDs are installed and Established. A CRD that is missing is created
+/// (and left installed: other tests use it, and deleting a CRD deletes every object of it);
+/// one that exists is used as it is when it serves the same schema, and the test fails,
+/// changing nothing, when it does not (another version of Vigil is installed there).
 pub async fn install_crds(client: &Client, timeout: Duration) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
     for (_, crd) in vigil_crds::all_crds() {
         let name = crd.metadata.name.clone().context("CRD without a name")?;
-        api.patch(&name, &pp, &Patch::Apply(&crd)).await.with_context(|| format!("applying CRD {name}"))?;
+        match api.get_opt(&name).await.with_context(|| format!("reading CRD {name}"))? {
+            Some(existing) => {
+                let ours = serde_json::to_value(&crd.spec.versions)?;
+                let theirs = serde_json::to_value(&existing.spec.versions)?;
+                if !same_schemas(&ours, &theirs) {
+                    bail!("CRD {name} exists with another schema (another Vigil version?): not touching it");
+                }
+            }
+            None => match api.create(&PostParams::default(), &crd).await {
+                Ok(_) => {}
+                // Another test created it meanwhile.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e).with_context(|| format!("creating CRD {name}")),
+            },
+        }
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
         match tokio::time::timeout(timeout, established).await {
             Ok(r) => {
@@ -52,11 +90,104 @@ pub async fn install_crds(client: &Client, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// A namespace that lives as long as the test.
+/// The schemas as the server returns them carry its defaults (`served`, `storage`…) and write
+/// `0.0` as `0`; compare what ours set, numbers as numbers.
+fn same_schemas(ours: &serde_json::Value, theirs: &serde_json::Value) -> bool {
+    fn numbers_as_f64(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Number(n) => n.as_f64().map_or(serde_json::Value::Null, serde_json::Value::from),
+            serde_json::Value::Array(a) => a.iter().map(numbers_as_f64).collect(),
+            serde_json::Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), numbers_as_f64(v))).collect(),
+            other => other.clone(),
+        }
+    }
+    let pick = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|ver| numbers_as_f64(&serde_json::json!([ver["name"], ver["schema"], ver["subresources"]])))
+            .collect()
+    };
+    pick(ours) == pick(theirs)
+}
+
+/// Objects to delete when the guard is dropped: at the end of a test, and while a failed
+/// assertion unwinds. Deletes in the reverse order of [`Cleanup::add`]; an object already
+/// gone is fine. Deleting runs on a thread and runtime of its own (a destructor cannot
+/// await, and the test's runtime is blocked in it), with a client of its own: a client's
+/// connection worker lives on the runtime that made it.
+pub struct Cleanup {
+    items: Vec<(ApiResource, Option<String>, String)>,
+}
+
+/// Runs `work` with a fresh client on a thread of its own and waits for it.
+pub fn blocking<F, Fut>(work: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let done = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            match client().await {
+                Ok(c) => work(c).await,
+                Err(e) => eprintln!("cleanup: no client: {e:#}"),
+            }
+        });
+    });
+    let _ = done.join();
+}
+
+impl Cleanup {
+    /// An empty guard (`client` names the cluster; the guard makes its own when it runs).
+    pub fn new(_client: &Client) -> Self {
+        Self { items: Vec::new() }
+    }
+
+    /// Deletes `name` (of `ar`, in `namespace` or cluster-scoped) when the guard goes.
+    pub fn add(&mut self, ar: ApiResource, namespace: Option<&str>, name: &str) {
+        self.items.push((ar, namespace.map(str::to_owned), name.to_owned()));
+    }
+
+    /// Whether the guard will delete `name` of `ar` (in `namespace`): the test created it.
+    pub fn holds(&self, ar: &ApiResource, namespace: Option<&str>, name: &str) -> bool {
+        self.items.iter().any(|(a, ns, n)| a == ar && ns.as_deref() == namespace && n == name)
+    }
+
+    /// Deletes `name` of the typed kind `K` when the guard goes.
+    pub fn add_typed<K: kube::Resource<DynamicType = ()>>(&mut self, namespace: Option<&str>, name: &str) {
+        self.add(ApiResource::erase::<K>(&()), namespace, name);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let items: Vec<_> = std::mem::take(&mut self.items).into_iter().rev().collect();
+        if items.is_empty() {
+            return;
+        }
+        blocking(move |client| async move {
+            for (ar, ns, name) in items {
+                let api: Api<DynamicObject> = match &ns {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                    None => Api::all_with(client.clone(), &ar),
+                };
+                let dp = DeleteParams::background();
+                match tokio::time::timeout(Duration::from_secs(30), api.delete(&name, &dp)).await {
+                    Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => {}
+                    Ok(Err(e)) => eprintln!("cleanup: deleting {} {name}: {e}", ar.kind),
+                    Err(_) => eprintln!("cleanup: deleting {} {name}: timed out", ar.kind),
+                }
+            }
+        });
+    }
+}
+
+/// A namespace that lives as long as the test (deleted when dropped, on failure too).
 pub struct TestNamespace {
-    client: Client,
     /// Its name.
     pub name: String,
+    _guard: Cleanup,
 }
 
 impl TestNamespace {
@@ -70,15 +201,36 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
-        Ok(Self { client: client.clone(), name })
+        let mut guard = Cleanup::new(client);
+        guard.add_typed::<Namespace>(None, &name);
+        Ok(Self { name, _guard: guard })
     }
 
-    /// Deletes the namespace (and everything in it).
+    /// Deletes the namespace (and everything in it) now.
     pub async fn delete(self) -> Result<()> {
-        Api::<Namespace>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::default())
-            .await
-            .with_context(|| format!("deleting namespace {}", self.name))?;
+        drop(self);
         Ok(())
+    }
+}
+
+/// Waits up to `timeout` for `check` to return `Some`, asking every `every`; the error names
+/// `what` and the last answer.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("not asked yet");
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = e,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what}: not within {timeout:?} (last: {last})");
+        }
+        tokio::time::sleep(every).await;
     }
 }

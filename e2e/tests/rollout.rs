@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use serde_json::json;
 use vigil_crds::rollout::RolloutPhase;
 use vigil_crds::{AgentRollout, ConfigHash};
-use vigil_e2e::{TestNamespace, client, install_crds};
+use vigil_e2e::{Cleanup, TestNamespace, client, install_crds};
 
 const NODES: usize = 4;
 const CONFIG: &str = "interval: 10s\n";
@@ -97,15 +97,28 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     install_crds(&client, Duration::from_secs(60)).await.unwrap();
     let ns = TestNamespace::create(&client, "rollout").await.unwrap();
     let run_label = ns.name.clone();
+    // Dropped last-in-first-out on any exit, a failed assertion too: the fake nodes and their
+    // AgentStatuses go, then (with `ns`) the namespace and everything in it.
+    let mut cleanup = Cleanup::new(&client);
 
-    // Fake nodes, selected by this run's label only.
+    // The agents' service account, which the DaemonSets' pods name (the chart installs it
+    // beside the operator; here the test's namespace is the agents' namespace).
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "vigil-agent"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &sa).await.unwrap();
+
+    // Fake nodes, selected by this run's label only, with capacity so pods fit.
     let node_api: Api<Node> = Api::all(client.clone());
     let nodes: Vec<String> = (0..NODES).map(|i| format!("{run_label}-n{i}")).collect();
     for (i, n) in nodes.iter().enumerate() {
-        let node: Node = serde_json::from_value(json!({"metadata": {"name": n, "labels": {"vigil.dev/e2e": run_label, "topology.kubernetes.io/zone": format!("z{}", i % 2)}},
-            "status": {"nodeInfo": {"osImage": "e2e", "kernelVersion": "6.1.0", "architecture": "amd64", "operatingSystem": "linux", "bootID": "", "containerRuntimeVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "", "systemUUID": ""}}}))
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": n, "labels": {"vigil.dev/e2e": run_label, "topology.kubernetes.io/zone": format!("z{}", i % 2), "kubernetes.io/os": "linux"}},
+            "status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                       "nodeInfo": {"osImage": "e2e", "kernelVersion": "6.1.0", "architecture": "amd64", "operatingSystem": "linux", "bootID": "", "containerRuntimeVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "", "systemUUID": ""}}}))
         .unwrap();
         node_api.create(&PostParams::default(), &node).await.unwrap();
+        cleanup.add_typed::<Node>(None, n);
+        cleanup.add_typed::<vigil_crds::AgentStatus>(None, n);
+        // The node Lease the test's kubelet renews.
+        cleanup.add_typed::<Lease>(Some("kube-node-lease"), n);
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     let cm: ConfigMap =
@@ -113,13 +126,12 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     cms.create(&PostParams::default(), &cm).await.unwrap();
 
     // The controller, in-process, and the kubelets it needs.
-    let controller = tokio::spawn(vigil_operator::controller::run(
-        client.clone(),
-        "e2e".into(),
-        Arc::default(),
-        None,
-        vigil_operator::act::AgentTemplate::default(),
-    ));
+    let template = vigil_operator::act::AgentTemplate {
+        namespace: ns.name.clone(),
+        ..vigil_operator::act::AgentTemplate::default()
+    };
+    let controller =
+        tokio::spawn(vigil_operator::controller::run(client.clone(), "e2e".into(), Arc::default(), None, template));
     let good = format!("registry.invalid/vigil-agent@sha256:{}", digest('a'));
     let bad = format!("registry.invalid/vigil-agent@sha256:{}", digest('b'));
     let kubelets = {
@@ -165,9 +177,6 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
 
     kubelets.abort();
     controller.abort();
-    rollouts.delete("agent", &DeleteParams::default()).await.unwrap();
-    for n in &nodes {
-        node_api.delete(n, &DeleteParams::default()).await.unwrap();
-    }
+    drop(cleanup);
     ns.delete().await.unwrap();
 }

@@ -1,0 +1,285 @@
+//! The chart on real nodes: installed as `helm install` would (rendered by Helm's SDK,
+//! applied server-side) into a namespace of the test's own, with the images named by
+//! `VIGIL_E2E_AGENT_IMAGE` and `VIGIL_E2E_OPERATOR_IMAGE` (digest references the cluster can
+//! pull). Checks that every schedulable node gets a Ready agent and an AgentStatus reporting
+//! each event source; rolls a second revision (a config change) through and checks every
+//! node ends on it, measuring the longest time a node had no ready agent (sampled every
+//! 250 ms); checks that a token bound to an agent pod cannot write another node's AgentStatus
+//! or Lease; then uninstalls and checks nothing of the release is left.
+//!
+//! Needs a cluster where Vigil is not installed (the agents write one AgentStatus per node):
+//! the test refuses to start otherwise, changing nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use vigil_crds::{AgentHealth, AgentRollout, AgentStatus};
+use vigil_e2e::{Cleanup, TestNamespace, chart, client, images, install_crds, wait_for};
+
+const AGENTS: &str = "app.kubernetes.io/name=vigil-agent";
+
+fn values(agent: &str, operator: &str, interval: &str) -> serde_json::Value {
+    let (repository, digest) = operator.split_once('@').expect("VIGIL_E2E_OPERATOR_IMAGE must be REPO@sha256:...");
+    json!({
+        "operator": {"image": {"repository": repository, "digest": digest}, "replicas": 1},
+        "agent": {"image": agent, "config": {"interval": interval, "alerts": {"policies": ["/etc/vigil/policies"]}}},
+        "rollout": {
+            "waves": [{"percent": 50, "bakeTime": "5s"}, {"percent": 100, "bakeTime": "0s"}],
+            "healthGate": {"heartbeatGap": "60s", "progressDeadline": "4m", "maxRestarts": 2, "maxFailedNodes": 0},
+        },
+    })
+}
+
+/// Nodes a DaemonSet pod can run on: Ready and not cordoned.
+async fn schedulable_nodes(client: &Client) -> BTreeSet<String> {
+    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await.unwrap();
+    nodes
+        .items
+        .iter()
+        .filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Per node, whether an agent pod of the release is Ready there, and on which revisions.
+async fn agents_by_node(pods: &Api<Pod>) -> BTreeMap<String, Vec<(String, bool)>> {
+    let mut out: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
+    for p in pods.list(&ListParams::default().labels(AGENTS)).await.map(|l| l.items).unwrap_or_default() {
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
+        let rev = p.labels().get(vigil_crds::labels::REVISION).cloned().unwrap_or_default();
+        out.entry(node).or_default().push((rev, pod_ready(&p)));
+    }
+    out
+}
+
+async fn rollout_done(rollouts: &Api<AgentRollout>, not: Option<&str>) -> Result<Option<String>, String> {
+    let r = rollouts.get("vigil-agent").await.map_err(|e| e.to_string())?;
+    let st = r.status.unwrap_or_default();
+    let target = st.target_revision.clone().unwrap_or_default();
+    if st.phase == Some(vigil_crds::rollout::RolloutPhase::Completed) && Some(target.as_str()) != not {
+        return Ok(Some(target));
+    }
+    Err(format!("phase {:?}, target {target}, {}", st.phase, st.reason.unwrap_or_default()))
+}
+
+/// Every node runs a Ready agent on `rev` and reports it in its AgentStatus, with each event
+/// source and a health that is not Unhealthy (Degraded only for a source the node cannot give).
+async fn all_on(client: &Client, pods: &Api<Pod>, nodes: &BTreeSet<String>, rev: &str) -> Result<Option<()>, String> {
+    let agents = agents_by_node(pods).await;
+    let statuses: Api<AgentStatus> = Api::all(client.clone());
+    for n in nodes {
+        if !agents.get(n).is_some_and(|a| a.iter().any(|(r, ready)| r == rev && *ready)) {
+            return Err(format!("{n}: no Ready agent on {rev} ({:?})", agents.get(n)));
+        }
+        let st = statuses.get_opt(n).await.map_err(|e| e.to_string())?.and_then(|s| s.status);
+        let Some(st) = st else { return Err(format!("{n}: no AgentStatus yet")) };
+        if st.revision.as_deref() != Some(rev) {
+            return Err(format!("{n}: AgentStatus on {:?}", st.revision));
+        }
+        if st.sources.is_empty() {
+            return Err(format!("{n}: AgentStatus reports no event source"));
+        }
+        match st.health {
+            AgentHealth::Healthy => {}
+            AgentHealth::Degraded if st.health_reason.as_deref().is_some_and(|r| r.starts_with("event sources:")) => {}
+            h => return Err(format!("{n}: {h:?}: {:?}", st.health_reason)),
+        }
+    }
+    Ok(Some(()))
+}
+
+/// A client that authenticates with `token` (a pod-bound service-account token).
+async fn client_with_token(token: String) -> Client {
+    let path = std::env::var_os(vigil_e2e::KUBECONFIG_VAR).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.unwrap();
+    config.auth_info = kube::config::AuthInfo { token: Some(secrecy::SecretString::from(token)), ..Default::default() };
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(vigil_e2e_images),
+    ignore = "needs a cluster with real nodes: set VIGIL_E2E_KUBECONFIG, VIGIL_E2E_AGENT_IMAGE and VIGIL_E2E_OPERATOR_IMAGE"
+)]
+async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstalls_clean() {
+    let (agent_image, operator_image) = images().expect("VIGIL_E2E_AGENT_IMAGE and VIGIL_E2E_OPERATOR_IMAGE");
+    let client = client().await.unwrap();
+    install_crds(&client, Duration::from_secs(60)).await.unwrap();
+    let statuses: Api<AgentStatus> = Api::all(client.clone());
+    let already = statuses.list(&ListParams::default().limit(1)).await.unwrap();
+    assert!(already.items.is_empty(), "Vigil already runs on this cluster (AgentStatus exists): not touching it");
+
+    let ns = TestNamespace::create(&client, "install").await.unwrap();
+    let release = ns.name.clone();
+    let rollout_label = format!("{}.vigil-agent", ns.name);
+    // Dropped after `cleanup` (the operator is gone by then and cannot label them again).
+    let labels = NodeLabels { rollout_label: rollout_label.clone() };
+    // Last-in-first-out: the release's objects, then (with `ns`) the namespace. The nodes'
+    // AgentStatuses and the labels the operator set are removed by `forget_nodes` below, on
+    // the way out of a failure too.
+    let mut cleanup = Cleanup::new(&client);
+    let nodes = schedulable_nodes(&client).await;
+    assert!(!nodes.is_empty(), "no schedulable node");
+    for n in &nodes {
+        cleanup.add_typed::<AgentStatus>(None, n);
+    }
+
+    let objects = chart::render(&release, &ns.name, &values(&agent_image, &operator_image, "10s")).unwrap();
+    chart::apply(&client, &ns.name, &objects, &mut cleanup).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns.name);
+
+    let first = wait_for("the first revision Completed", Duration::from_secs(420), Duration::from_secs(2), || {
+        rollout_done(&rollouts, None)
+    })
+    .await
+    .unwrap();
+    wait_for("an agent Ready and reporting on every node", Duration::from_secs(240), Duration::from_secs(2), || {
+        all_on(&client, &pods, &nodes, &first)
+    })
+    .await
+    .unwrap();
+    for n in &nodes {
+        let st = statuses.get(n).await.unwrap().status.unwrap();
+        eprintln!("{n}: {:?} {}", st.health, st.sources_summary.unwrap_or_default());
+        for s in st.sources {
+            eprintln!("  {}: {:?} ({}) {}", s.name, s.state, s.mode.unwrap_or_default(), s.reason.unwrap_or_default());
+        }
+    }
+
+    // A second revision: the config changes, as `helm upgrade` with other values would.
+    let upgrade = chart::render(&release, &ns.name, &values(&agent_image, &operator_image, "11s")).unwrap();
+    chart::apply(&client, &ns.name, &upgrade, &mut cleanup).await.unwrap();
+    let started = Instant::now();
+    let mut gap_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut longest = Duration::ZERO;
+    let second = loop {
+        assert!(started.elapsed() < Duration::from_secs(420), "the second revision did not complete in 7 minutes");
+        let agents = agents_by_node(&pods).await;
+        for n in &nodes {
+            let ready = agents.get(n).is_some_and(|a| a.iter().any(|(_, r)| *r));
+            match (ready, gap_since.get(n)) {
+                (false, None) => {
+                    gap_since.insert(n.clone(), Instant::now());
+                }
+                (true, Some(t)) => {
+                    longest = longest.max(t.elapsed());
+                    gap_since.remove(n);
+                }
+                _ => {}
+            }
+        }
+        if let Ok(Some(rev)) = rollout_done(&rollouts, Some(&first)).await
+            && all_on(&client, &pods, &nodes, &rev).await.is_ok()
+        {
+            break rev;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for t in gap_since.values() {
+        longest = longest.max(t.elapsed());
+    }
+    eprintln!(
+        "handover {first} -> {second} on {} node(s): longest time with no ready agent on a node: {} ms",
+        nodes.len(),
+        longest.as_millis()
+    );
+
+    // A token bound to an agent pod may write its own node's AgentStatus and Lease only.
+    let pod =
+        pods.list(&ListParams::default().labels(AGENTS)).await.unwrap().items.into_iter().find(pod_ready).unwrap();
+    let own_node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {
+        "audiences": [], "expirationSeconds": 600,
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod.name_any(), "uid": pod.uid().unwrap()}
+    }}))
+    .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    let token = sas.create_token_request("vigil-agent", &PostParams::default(), &tr).await.unwrap();
+    let agent = client_with_token(token.status.unwrap().token.unwrap()).await;
+    let other = format!("{}-not-{own_node}", ns.name);
+    let forged = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": other}, "spec": {"nodeName": other}});
+    let pp = PatchParams::apply("vigil-e2e-agent");
+    let refused = Api::<AgentStatus>::all(agent.clone()).patch(&other, &pp, &Patch::Apply(&forged)).await;
+    let err = refused.expect_err("an agent wrote another node's AgentStatus").to_string();
+    assert!(err.contains("only its own node"), "{err}");
+    // The agent's RBAC allows creating Leases (as the agent does for its own): the admission
+    // policy is what refuses this one.
+    let lease: Lease = serde_json::from_value(
+        json!({"metadata": {"name": format!("vigil-agent-{other}")}, "spec": {"holderIdentity": other}}),
+    )
+    .unwrap();
+    let refused = Api::<Lease>::namespaced(agent, &ns.name).create(&PostParams::default(), &lease).await;
+    let err = refused.expect_err("an agent wrote another node's Lease").to_string();
+    assert!(err.contains("only its own node"), "{err}");
+
+    // Uninstall: the release's objects go (the rollout first of what the chart made, so its
+    // DaemonSets follow it), then nothing of it may be left.
+    drop(cleanup);
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("no agent DaemonSet or pod left", Duration::from_secs(120), Duration::from_secs(1), || async {
+        let ds = dss.list(&ListParams::default().labels(AGENTS)).await.map_err(|e| e.to_string())?.items.len();
+        let p = pods.list(&ListParams::default().labels(AGENTS)).await.map_err(|e| e.to_string())?.items.len();
+        if ds + p == 0 { Ok(Some(())) } else { Err(format!("{ds} DaemonSet(s), {p} pod(s)")) }
+    })
+    .await
+    .unwrap();
+    for n in &nodes {
+        assert!(statuses.get_opt(n).await.unwrap().is_none(), "AgentStatus {n} left behind");
+    }
+    drop(labels);
+    let labelled = Api::<Node>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{}={rollout_label}", vigil_crds::labels::ROLLOUT)))
+        .await
+        .unwrap();
+    assert!(labelled.items.is_empty(), "nodes still labelled for the release's rollout");
+    ns.delete().await.unwrap();
+}
+
+/// Removes the `vigil.dev/` labels the release's operator set on nodes (only on nodes whose
+/// `vigil.dev/rollout` names the release's rollout), when dropped.
+struct NodeLabels {
+    rollout_label: String,
+}
+
+impl Drop for NodeLabels {
+    fn drop(&mut self) {
+        let value = self.rollout_label.clone();
+        vigil_e2e::blocking(move |client| async move {
+            let nodes: Api<Node> = Api::all(client);
+            let lp = ListParams::default().labels(&format!("{}={value}", vigil_crds::labels::ROLLOUT));
+            let Ok(list) = nodes.list(&lp).await else { return };
+            let clear = json!({"metadata": {"labels": {
+                vigil_crds::labels::REVISION: null, vigil_crds::labels::ROLLOUT: null, vigil_crds::labels::PINNED: null,
+            }}});
+            for n in list.items {
+                let _ = nodes.patch(&n.name_any(), &PatchParams::default(), &Patch::Merge(&clear)).await;
+            }
+        });
+    }
+}
