@@ -135,7 +135,7 @@ pub fn reflow(text: &str) -> String {
         }
         out.push_str(if in_fence { line } else { trimmed });
         // After a blank line or a fence the next line starts a block of its own.
-        prev_kept_break = trimmed.is_empty() || fence || (in_fence && !fence);
+        prev_kept_break = trimmed.is_empty() || fence || in_fence;
         if fence {
             in_fence = !in_fence;
         }
