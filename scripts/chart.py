@@ -33,6 +33,8 @@ def rendered() -> str:
     docs = chart.render(name="vigil", namespace="vigil-system", is_install=True)
     parts = []
     for path in sorted(docs):
+        if not path.endswith(".yaml"):
+            continue  # NOTES.txt: what helm prints, not an object
         body = docs[path].strip()
         if body:
             parts.append(f"# Source: {path}\n{body}\n")

@@ -13,6 +13,10 @@ pub const ROLLOUT: &str = "vigil.dev/rollout";
 /// Node label: present while a pin holds the node; its value is the pin name.
 pub const PINNED: &str = "vigil.dev/pinned";
 
+/// Node annotation: when the node was admitted to its `vigil.dev/revision` (RFC 3339),
+/// written with the label. The health gate judges each node from its own admission.
+pub const ADMITTED_AT: &str = "vigil.dev/admitted-at";
+
 /// Label on every object the operator creates, naming the component.
 pub const COMPONENT: &str = "vigil.dev/component";
 
@@ -42,7 +46,8 @@ mod tests {
 
     #[test]
     fn every_vigil_key_is_a_valid_qualified_label_name() {
-        for key in [REVISION, ROLLOUT, PINNED, COMPONENT, CONFIG_SHA256, ROLLOUT_TRACE_ID, ALERTING_SECRET] {
+        for key in [REVISION, ROLLOUT, PINNED, ADMITTED_AT, COMPONENT, CONFIG_SHA256, ROLLOUT_TRACE_ID, ALERTING_SECRET]
+        {
             let (prefix, name) = key.split_once('/').expect("prefixed key");
             assert_eq!(prefix, crate::GROUP, "{key}");
             assert!(!name.is_empty() && name.len() <= 63, "{key}");

@@ -125,7 +125,9 @@ pub struct AgentRolloutSpec {
     /// last id it handled in status.handledAction): `Promote` ends the current wave's bake
     /// time now (its health gate must still pass), `Abort` rolls the target back to the
     /// stable revision and never admits it again, `Rollback` does the same to the revision
-    /// named in `to` (a Good revision of status.history).
+    /// named in `to` (a Good revision of status.history), `Retry` admits a target marked Bad
+    /// again from wave 1 (once its cause is fixed). To resume after `paused`, set it false;
+    /// after `frozen`, set it false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ManualAction>,
 }
@@ -156,6 +158,8 @@ pub enum ManualActionKind {
     Abort,
     /// Roll back to a named Good revision (or the stable one) and mark the target bad.
     Rollback,
+    /// Admit a target marked Bad again, from wave 1.
+    Retry,
 }
 
 /// The revision to roll out.
@@ -260,9 +264,17 @@ pub struct HealthGate {
     #[schemars(range(min = 0))]
     pub max_failed_nodes: u32,
 
-    /// How long a wave may take to become healthy before it fails.
+    /// How long a node may take to become healthy after it was admitted to the target
+    /// (each node from its own admission, so a throttled, paused or windowed admission
+    /// cannot fail a good revision) before it counts as failed.
     #[serde(default = "default_progress_deadline")]
     pub progress_deadline: Duration,
+
+    /// Admitted nodes that must be healthy for a wave to pass: a wave made only of nodes
+    /// that were unavailable before it started tested nothing and holds until one is.
+    #[serde(default = "default_min_healthy_nodes")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub min_healthy_nodes: u32,
 
     /// Require the agent's own health report in AgentStatus to be Healthy.
     #[serde(default = "default_true")]
@@ -280,6 +292,7 @@ impl Default for HealthGate {
             heartbeat_gap: default_heartbeat_gap(),
             max_failed_nodes: 0,
             progress_deadline: default_progress_deadline(),
+            min_healthy_nodes: default_min_healthy_nodes(),
             require_agent_healthy: true,
             prometheus: None,
         }
@@ -482,6 +495,16 @@ pub struct AgentRolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision_time: Option<Time>,
 
+    /// Nodes failing on a revision already proven Good (a node problem, not a reason to roll
+    /// the fleet back): at most 20 named here, all counted in failingNodeCount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub failing_nodes: Vec<FailingNode>,
+
+    /// How many nodes fail on a revision already proven Good.
+    #[serde(default)]
+    pub failing_node_count: u32,
+
     /// The id of the last spec.action the operator carried out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_action: Option<String>,
@@ -494,6 +517,18 @@ pub struct AgentRolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A node whose agent fails on a revision already proven Good.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingNode {
+    /// The node.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Why its agent fails.
+    #[schemars(length(max = 512))]
+    pub reason: String,
 }
 
 /// Phase of a rollout.
@@ -622,6 +657,9 @@ fn default_max_restarts() -> u32 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_min_healthy_nodes() -> u32 {
+    1
 }
 fn default_config_key() -> String {
     "agent.yaml".into()

@@ -30,6 +30,7 @@ fn fleet(n: usize, target: &str, on_target: usize, crashing: bool, now: Timestam
                 revision: Some(rev.into()),
                 ready: true,
                 unavailable_since: None,
+                admitted_at: None,
                 agent: Some(AgentView {
                     revision: rev.into(),
                     ready: !(crashing && rev == target),

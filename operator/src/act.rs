@@ -15,14 +15,18 @@ use crate::plan::Move;
 pub const FIELD_MANAGER: &str = "vigil-operator";
 
 /// The merge patch that moves one node (its revision label, its pin label, the rollout that
-/// manages it). A `None` revision removes the label, and with it the agent.
-pub fn node_label_patch(m: &Move, rollout_key: &str) -> Value {
+/// manages it, and when it was admitted). A `None` revision removes the labels, and with them
+/// the agent.
+pub fn node_label_patch(m: &Move, rollout_key: &str, now: jiff::Timestamp) -> Value {
     let rollout_label = rollout_key.replace('/', ".");
-    json!({"metadata": {"labels": {
-        labels::REVISION: m.to,
-        labels::PINNED: m.pin,
-        labels::ROLLOUT: m.to.as_ref().map(|_| rollout_label),
-    }}})
+    json!({"metadata": {
+        "labels": {
+            labels::REVISION: m.to,
+            labels::PINNED: m.pin,
+            labels::ROLLOUT: m.to.as_ref().map(|_| rollout_label),
+        },
+        "annotations": {labels::ADMITTED_AT: m.to.as_ref().map(|_| now.to_string())},
+    }})
 }
 
 /// The server-side-apply body of the rollout's status.
@@ -203,12 +207,18 @@ mod tests {
     #[test]
     fn a_move_patches_the_revision_pin_and_rollout_labels() {
         let m = Move { node: "n".into(), from: Some("r-1".into()), to: Some("r-2".into()), pin: None };
+        let now: jiff::Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         assert_eq!(
-            node_label_patch(&m, "vigil-system/agent"),
-            json!({"metadata": {"labels": {"vigil.dev/revision": "r-2", "vigil.dev/pinned": null, "vigil.dev/rollout": "vigil-system.agent"}}})
+            node_label_patch(&m, "vigil-system/agent", now),
+            json!({"metadata": {
+                "labels": {"vigil.dev/revision": "r-2", "vigil.dev/pinned": null, "vigil.dev/rollout": "vigil-system.agent"},
+                "annotations": {"vigil.dev/admitted-at": "2026-12-02T10:00:00Z"},
+            }})
         );
         let off = Move { node: "n".into(), from: Some("r-1".into()), to: None, pin: Some("legacy".into()) };
-        assert_eq!(node_label_patch(&off, "a/b")["metadata"]["labels"]["vigil.dev/revision"], Value::Null);
+        let p = node_label_patch(&off, "a/b", now);
+        assert_eq!(p["metadata"]["labels"]["vigil.dev/revision"], Value::Null);
+        assert_eq!(p["metadata"]["annotations"]["vigil.dev/admitted-at"], Value::Null);
     }
 
     #[test]

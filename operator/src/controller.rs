@@ -25,7 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
 
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use crate::events::{Kind as EventKind, Publisher};
 
 use crate::act::{self, AgentTemplate, FIELD_MANAGER};
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
@@ -44,7 +44,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Publishes an Event for each new decision (`None`: no events, as in unit tests).
-    pub recorder: Option<Recorder>,
+    pub recorder: Option<Publisher>,
     /// Records decisions in the rollout's trace (`None`: no OTLP endpoint configured).
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     /// Reflector stores to read from (`None`: list through the API on every reconcile).
@@ -87,7 +87,7 @@ impl Stores {
 
 impl Context {
     /// A context for `client` with default limits and template.
-    pub fn new(client: Client, recorder: Option<Recorder>) -> Self {
+    pub fn new(client: Client, recorder: Option<Publisher>) -> Self {
         Self {
             client,
             limits: Limits::default(),
@@ -242,24 +242,21 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     if let Some(recorder) = &ctx.recorder
         && current.reason != p.status.reason
     {
-        let warning = matches!(p.decision.kind, "RollBack" | "PinGroup" | "Fail");
-        let note: String = p.decision.reason.chars().take(1000).collect();
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: p.decision.kind.to_owned(),
-            note: Some(note),
-            action: p.decision.kind.to_owned(),
-            secondary: None,
-        };
+        let warning = matches!(p.decision.kind, "RollBack" | "PinGroup" | "Fail" | "NodeProblem");
+        let kind = if warning { EventKind::Warning } else { EventKind::Normal };
         // An event that cannot be written is not worth failing the reconcile over: the
         // status already says the same.
-        let _ = recorder.publish(&event, &rollout.object_ref(&())).await;
+        let _ = recorder
+            .publish(&rollout.object_ref(&()), kind, p.decision.kind, p.decision.kind, &p.decision.reason)
+            .await;
     }
     // 2. The nodes.
     let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let as_operator = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+    let moved_at = jiff::Timestamp::now();
     for m in &p.moves {
         nodes
-            .patch(&m.node, &PatchParams::default(), &Patch::Merge(act::node_label_patch(m, &key)))
+            .patch(&m.node, &as_operator, &Patch::Merge(act::node_label_patch(m, &key, moved_at)))
             .await
             .map_err(|e| Error::Node(m.node.clone(), e))?;
     }
@@ -348,14 +345,8 @@ async fn refuse_namespace(rollout: &AgentRollout, ctx: &Context, ns: &str, name:
     .await
     .map_err(Error::Status)?;
     if let Some(recorder) = &ctx.recorder {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "WrongNamespace".into(),
-            note: Some(message),
-            action: "Refuse".into(),
-            secondary: None,
-        };
-        let _ = recorder.publish(&event, &rollout.object_ref(&())).await;
+        let _ =
+            recorder.publish(&rollout.object_ref(&()), EventKind::Warning, "WrongNamespace", "Refuse", &message).await;
     }
     Ok(Action::await_change())
 }
@@ -461,8 +452,7 @@ pub async fn run(
 ) {
     let rollouts: Api<AgentRollout> = Api::all(client.clone());
     let dss: Api<DaemonSet> = Api::all(client.clone());
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) });
+    let recorder = Publisher::new(client.clone(), instance);
     let agents = watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent");
     let (nudge, nudges) = tokio::sync::mpsc::channel(1);
     let stores = Stores {

@@ -13,6 +13,7 @@
 
 pub mod act;
 pub mod controller;
+pub mod events;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;

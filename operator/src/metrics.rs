@@ -34,6 +34,13 @@ pub struct RevisionLabels {
     pub revision: String,
 }
 
+/// One rollout.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// `namespace/name`.
+    pub rollout: String,
+}
+
 /// One rollout's phase.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
@@ -63,6 +70,8 @@ pub struct Metrics {
     pub nodes: Family<RevisionLabels, Gauge>,
     /// 1 for each rollout's current phase, 0 for the others.
     pub phase: Family<PhaseLabels, Gauge>,
+    /// Nodes failing on a revision their rollout proved Good (node problems), per rollout.
+    pub failing_nodes: Family<RolloutLabels, Gauge>,
     /// Decisions by kind.
     pub decisions: Family<KindLabels, Counter>,
     /// AlertPolicies by publication state.
@@ -96,6 +105,7 @@ impl Default for Metrics {
             duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             nodes: Family::default(),
             phase: Family::default(),
+            failing_nodes: Family::default(),
             decisions: Family::default(),
             alert_policies: Family::default(),
             publications: Family::default(),
@@ -115,6 +125,11 @@ impl Default for Metrics {
             m.nodes.clone(),
         );
         registry.register("vigil_operator_rollout_phase", "1 for each rollout's current phase", m.phase.clone());
+        registry.register(
+            "vigil_operator_rollout_failing_nodes",
+            "Nodes whose agent fails on a revision the rollout proved Good (a node problem)",
+            m.failing_nodes.clone(),
+        );
         registry.register("vigil_operator_decisions", "Planner decisions by kind", m.decisions.clone());
         registry.register(
             "vigil_operator_alert_policies",
@@ -145,6 +160,9 @@ impl Metrics {
                 .get_or_create(&RevisionLabels { rollout: rollout.to_owned(), revision: r.revision.clone() })
                 .set(i64::from(r.nodes));
         }
+        self.failing_nodes
+            .get_or_create(&RolloutLabels { rollout: rollout.to_owned() })
+            .set(i64::from(st.failing_node_count));
         for (p, name) in PHASES {
             let v = i64::from(st.phase == Some(p));
             self.phase.get_or_create(&PhaseLabels { rollout: rollout.to_owned(), phase: name }).set(v);
@@ -179,6 +197,7 @@ mod tests {
         assert!(text.contains("vigil_operator_rollout_phase{rollout=\"ns/r\",phase=\"Baking\"} 1"), "{text}");
         assert!(text.contains("vigil_operator_rollout_phase{rollout=\"ns/r\",phase=\"Completed\"} 0"), "{text}");
         assert!(text.contains("vigil_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
+        assert!(text.contains("vigil_operator_rollout_failing_nodes{rollout=\"ns/r\"} 0"), "{text}");
     }
 
     #[test]

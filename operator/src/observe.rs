@@ -77,11 +77,18 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
                 .map(|t| t.0),
         })
     });
+    let admitted_at = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::ADMITTED_AT))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
     NodeView {
         name: node.metadata.name.clone().unwrap_or_default(),
         attributes: attributes(node),
         labels,
         revision,
+        admitted_at,
         ready,
         unavailable_since,
         agent,

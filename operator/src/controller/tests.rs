@@ -68,12 +68,7 @@ async fn a_new_decision_is_published_as_an_event_right_after_the_status() {
 async fn first_reconcile(with_events: bool) {
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
-    let recorder = with_events.then(|| {
-        kube::runtime::events::Recorder::new(
-            client.clone(),
-            kube::runtime::events::Reporter { controller: "vigil-operator".into(), instance: Some("test".into()) },
-        )
-    });
+    let recorder = with_events.then(|| crate::events::Publisher::new(client.clone(), "test".into()));
     let ctx = Arc::new(Context::new(client, recorder));
     let ctx_metrics = ctx.metrics.clone();
     let target = target_name(&rollout().spec);

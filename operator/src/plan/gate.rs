@@ -32,12 +32,15 @@ pub enum NodeHealth {
     Excused,
 }
 
-/// Judges one node admitted to `target`. `wave_started` is when the wave began.
+/// Judges one node admitted to `target`. `wave_started` is when the wave began; the progress
+/// deadline runs from the node's own admission when it is known and later (a node admitted
+/// late in a throttled, paused or windowed wave gets its full deadline).
 pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Timestamp, now: Timestamp) -> NodeHealth {
     if !node.ready && node.unavailable_since.is_some_and(|t| t <= wave_started) {
         return NodeHealth::Excused;
     }
-    let overdue = elapsed(wave_started, now) > Duration::from(gate.progress_deadline);
+    let since = node.admitted_at.map_or(wave_started, |a| a.max(wave_started));
+    let overdue = elapsed(since, now) > Duration::from(gate.progress_deadline);
     let pending = |why: String| {
         if overdue {
             NodeHealth::Failed(format!("{why} after the progress deadline"))

@@ -145,14 +145,37 @@ fn step(
         }
     }
 
-    let stable = st.stable_revision.clone();
+    st.failing_nodes.clear();
+    st.failing_node_count = 0;
     let (kind, reason, requeue) = if target_bad || st.phase == Some(RolloutPhase::RollingBack) {
-        p.roll_back(&mut st, &eligible, &target, stable.as_deref())
+        p.roll_back(&mut st, &eligible, &target)
     } else {
         p.progress(&mut st, &eligible, auto_pinned, &target, key)
     };
+    // Selected nodes that no wave admitted run the stable revision: a node that joins during a
+    // pause, outside a maintenance window or after a rollback gets an agent all the same.
+    if let Some(stable) = st.stable_revision.clone() {
+        for n in &eligible {
+            if n.revision.is_none() && !p.moves.iter().any(|m| m.node == n.name) {
+                p.push_move(n, Some(stable.clone()), None);
+            }
+        }
+    }
     fill_counts(&mut st, observed, &target, &excluded);
     p.finish(st, kind, reason, requeue)
+}
+
+/// What a rollback of `target` restores: the stable revision, or, when the target is the
+/// stable one itself (aborting a completed rollout), the newest other Good revision.
+fn restore_to(st: &AgentRolloutStatus, target: &str) -> Option<String> {
+    match &st.stable_revision {
+        Some(s) if s != target => Some(s.clone()),
+        _ => st
+            .history
+            .iter()
+            .find(|r| r.revision != target && r.outcome == RevisionOutcome::Good)
+            .map(|r| r.revision.clone()),
+    }
 }
 
 struct Planner<'a> {
@@ -176,13 +199,12 @@ impl Planner<'_> {
         self.moves.len() < self.limits.max_moves
     }
 
-    fn roll_back(
-        &mut self,
-        st: &mut AgentRolloutStatus,
-        eligible: &[&NodeView],
-        target: &str,
-        stable: Option<&str>,
-    ) -> Step {
+    fn roll_back(&mut self, st: &mut AgentRolloutStatus, eligible: &[&NodeView], target: &str) -> Step {
+        if st.stable_revision.as_deref() == Some(target) {
+            st.stable_revision = restore_to(st, target);
+        }
+        let stable_owned = st.stable_revision.clone();
+        let stable = stable_owned.as_deref();
         let on_target: Vec<&&NodeView> = eligible.iter().filter(|n| n.revision.as_deref() == Some(target)).collect();
         if on_target.is_empty() {
             st.phase = Some(RolloutPhase::RolledBack);
@@ -218,6 +240,9 @@ impl Planner<'_> {
         target: &str,
         key: &str,
     ) -> Step {
+        if st.history.iter().any(|r| r.revision == target && r.outcome == RevisionOutcome::Good) {
+            return self.maintain(st, eligible, target);
+        }
         let gate = &self.spec.health_gate;
         let order = order::rollout_order(key, eligible);
         let sizes = wave_sizes_for(self.spec, eligible.len() + auto_pinned, eligible.len());
@@ -273,6 +298,17 @@ impl Planner<'_> {
                 Duration::from_secs(10),
             );
         }
+        let min_healthy = (gate.min_healthy_nodes as usize).min(admitted.len());
+        if healthy.len() < min_healthy {
+            return (
+                "Hold",
+                format!(
+                    "wave {wave}: {} healthy node(s), {min_healthy} needed to pass (the others were unavailable before the wave started)",
+                    healthy.len()
+                ),
+                Duration::from_secs(30),
+            );
+        }
         if gate.prometheus.is_some() && self.observed.prometheus_value.is_none() {
             return (
                 "Hold",
@@ -310,6 +346,53 @@ impl Planner<'_> {
         st.wave_ready_at = None;
         let (_, why, requeue) = self.admit(st, eligible, &order, &admitted, sizes[wave], target, wave + 1);
         ("Advance", format!("wave {wave} passed its gate and bake time; {why}"), requeue)
+    }
+
+    /// The target is proven Good (it passed every wave): nodes that join, come back or lost
+    /// their label get it directly, with no wave, and a node failing on it is a node problem,
+    /// reported, never a reason to roll the fleet back.
+    fn maintain(&mut self, st: &mut AgentRolloutStatus, eligible: &[&NodeView], target: &str) -> Step {
+        st.phase = Some(RolloutPhase::Completed);
+        let mut joining = 0usize;
+        for n in eligible {
+            if n.revision.as_deref() != Some(target) {
+                self.push_move(n, Some(target.to_owned()), None);
+                joining += 1;
+            }
+        }
+        let started = st.wave_started_at.as_ref().map_or(self.now, |t| t.0);
+        let mut failing: Vec<vigil_crds::rollout::FailingNode> = eligible
+            .iter()
+            .filter(|n| n.revision.as_deref() == Some(target))
+            .filter_map(|n| match gate::judge(n, target, &self.spec.health_gate, started, self.now) {
+                NodeHealth::Failed(why) => Some(vigil_crds::rollout::FailingNode { name: n.name.clone(), reason: why }),
+                _ => None,
+            })
+            .collect();
+        failing.sort_by(|a, b| a.name.cmp(&b.name));
+        st.failing_node_count = u32::try_from(failing.len()).unwrap_or(u32::MAX);
+        let first = failing.first().cloned();
+        failing.truncate(20);
+        st.failing_nodes = failing;
+        let running = eligible.len() - joining;
+        if joining > 0 {
+            return (
+                "Join",
+                format!("{target} is proven Good: {joining} node(s) get it directly, no wave ({running} run it)"),
+                Duration::from_secs(10),
+            );
+        }
+        if let Some(f) = first {
+            return (
+                "NodeProblem",
+                format!(
+                    "{target} runs on every eligible node ({running}); {} node(s) fail on it, a node problem (not a rollout failure), e.g. {}: {}",
+                    st.failing_node_count, f.name, f.reason
+                ),
+                Duration::from_secs(30),
+            );
+        }
+        ("Complete", format!("{target} runs on every eligible node ({running})"), Duration::from_secs(300))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -443,8 +526,7 @@ impl Planner<'_> {
             r.outcome = RevisionOutcome::Bad;
             r.reason = Some(why.clone());
         }
-        let stable = st.stable_revision.clone();
-        self.roll_back(st, eligible, target, stable.as_deref())
+        self.roll_back(st, eligible, target)
     }
 
     fn finish(self, mut st: AgentRolloutStatus, kind: &'static str, reason: String, requeue_after: Duration) -> Plan {
@@ -486,7 +568,28 @@ fn handle_action(
                 st.wave_ready_at = Some(Time(ready.0.min(now - bake)));
             }
         }
-        ManualActionKind::Abort => mark_bad(st, format!("aborted by request {}", a.id)),
+        ManualActionKind::Abort => {
+            if st.stable_revision.as_deref() == Some(target) && restore_to(st, target).is_none() {
+                return Err(format!(
+                    "spec.action {}: cannot abort {target}: it is the only Good revision, and aborting it would leave \
+                     every node without an agent; roll out another revision instead",
+                    a.id
+                ));
+            }
+            mark_bad(st, format!("aborted by request {}", a.id));
+        }
+        ManualActionKind::Retry => {
+            if let Some(r) = st.history.iter_mut().find(|r| r.revision == target && r.outcome == RevisionOutcome::Bad) {
+                r.outcome = RevisionOutcome::InProgress;
+                r.reason = Some(format!("retried by request {}", a.id));
+                r.admitted_at = None;
+                st.current_wave = 1;
+                st.wave_started_at = Some(Time(now));
+                st.wave_ready_at = None;
+                st.pinned_groups.clear();
+                st.phase = Some(RolloutPhase::Progressing);
+            }
+        }
         ManualActionKind::Rollback => {
             if let Some(to) = &a.to {
                 let good = st.history.iter().any(|r| &r.revision == to && r.outcome == RevisionOutcome::Good)
@@ -495,6 +598,12 @@ fn handle_action(
                     return Err(format!("spec.action.to: {to} is not a Good revision of this rollout's history"));
                 }
                 st.stable_revision = Some(to.clone());
+            } else if st.stable_revision.as_deref() == Some(target) && restore_to(st, target).is_none() {
+                return Err(format!(
+                    "spec.action {}: cannot roll {target} back: it is the only Good revision, and there is nothing to \
+                     go back to",
+                    a.id
+                ));
             }
             mark_bad(st, format!("rolled back by request {}", a.id));
         }
@@ -590,10 +699,12 @@ enum PinHold {
 fn pin_for(spec: &AgentRolloutSpec, st: &AgentRolloutStatus, node: &NodeView) -> Option<(String, PinHold)> {
     for pin in &spec.pins {
         if selector_matches(&pin.node_selector, &node.labels) {
-            let rev = st
-                .history
-                .iter()
-                .find(|r| r.revision == pin.revision || r.version.as_deref() == Some(pin.revision.as_str()));
+            // Only a revision proven Good (or the stable one): a pin by version never moves
+            // pinned nodes to a newer, untested revision that carries the same version.
+            let rev = st.history.iter().find(|r| {
+                (r.revision == pin.revision || r.version.as_deref() == Some(pin.revision.as_str()))
+                    && (r.outcome == RevisionOutcome::Good || st.stable_revision.as_ref() == Some(&r.revision))
+            });
             let hold = rev.map_or(PinHold::Where, |r| PinHold::On(Some(r.revision.clone())));
             return Some((pin.name.clone(), hold));
         }
@@ -758,5 +869,7 @@ fn fill_counts(
         .collect();
 }
 
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;

@@ -73,6 +73,9 @@ pub struct NodeView {
     pub attributes: NodeAttributes,
     /// The revision the node is admitted to (its `vigil.dev/revision` label).
     pub revision: Option<String>,
+    /// When the node was admitted to that revision (its `vigil.dev/admitted-at` annotation,
+    /// written with the label); the health gate judges the node from then.
+    pub admitted_at: Option<Timestamp>,
     /// The node's Ready condition.
     pub ready: bool,
     /// Since when the node has been NotReady (its Ready condition's last transition).
@@ -110,7 +113,8 @@ pub struct Move {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     /// Small fixed set: `Admit`, `Bake`, `Advance`, `Hold`, `Pause`, `Freeze`, `RollBack`,
-    /// `PinGroup`, `Complete`, `Fail`, `Wait`.
+    /// `PinGroup`, `Complete`, `Join` (nodes get a revision proven Good), `NodeProblem` (nodes
+    /// fail on a revision proven Good), `Fail`, `Wait`.
     pub kind: &'static str,
     /// Why.
     pub reason: String,

@@ -53,6 +53,7 @@ mod tests {
             revision: None,
             ready: true,
             unavailable_since: None,
+            admitted_at: None,
             agent: None,
         }
     }

@@ -15,15 +15,15 @@ use crate::simulate::{STABLE, spec as sim_spec, target_name};
 
 const KEY: &str = "vigil-system/r";
 
-fn t(secs: i64) -> Timestamp {
+pub(super) fn t(secs: i64) -> Timestamp {
     "2026-01-05T00:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_secs(secs)
 }
 
-fn spec() -> AgentRolloutSpec {
+pub(super) fn spec() -> AgentRolloutSpec {
     sim_spec(FailurePolicy::Rollback)
 }
 
-fn healthy_agent(rev: &str, at: Timestamp) -> AgentView {
+pub(super) fn healthy_agent(rev: &str, at: Timestamp) -> AgentView {
     AgentView {
         revision: rev.into(),
         ready: true,
@@ -36,7 +36,7 @@ fn healthy_agent(rev: &str, at: Timestamp) -> AgentView {
     }
 }
 
-fn crashing_agent(rev: &str, at: Timestamp) -> AgentView {
+pub(super) fn crashing_agent(rev: &str, at: Timestamp) -> AgentView {
     AgentView {
         revision: rev.into(),
         ready: false,
@@ -49,7 +49,7 @@ fn crashing_agent(rev: &str, at: Timestamp) -> AgentView {
     }
 }
 
-fn fleet(n: usize) -> Vec<NodeView> {
+pub(super) fn fleet(n: usize) -> Vec<NodeView> {
     (0..n)
         .map(|i| NodeView {
             name: format!("node-{i:04}"),
@@ -65,6 +65,7 @@ fn fleet(n: usize) -> Vec<NodeView> {
             revision: Some(STABLE.into()),
             ready: true,
             unavailable_since: None,
+            admitted_at: None,
             agent: Some(healthy_agent(STABLE, t(0))),
         })
         .collect()
@@ -74,11 +75,11 @@ fn observed(nodes: Vec<NodeView>, spec: &AgentRolloutSpec) -> Observed {
     Observed { nodes, config_sha256: Some(spec.target.config.sha256.clone()), prometheus_value: None }
 }
 
-fn stable_status() -> AgentRolloutStatus {
+pub(super) fn stable_status() -> AgentRolloutStatus {
     AgentRolloutStatus { stable_revision: Some(STABLE.into()), ..Default::default() }
 }
 
-fn apply(nodes: &mut [NodeView], moves: &[Move], healthy_at: Option<Timestamp>) {
+pub(super) fn apply(nodes: &mut [NodeView], moves: &[Move], healthy_at: Option<Timestamp>) {
     for m in moves {
         let n = nodes.iter_mut().find(|n| n.name == m.node).unwrap();
         n.revision = m.to.clone();
@@ -89,7 +90,7 @@ fn apply(nodes: &mut [NodeView], moves: &[Move], healthy_at: Option<Timestamp>) 
     }
 }
 
-fn plan(spec: &AgentRolloutSpec, st: &AgentRolloutStatus, nodes: &[NodeView], now: Timestamp) -> Plan {
+pub(super) fn plan(spec: &AgentRolloutSpec, st: &AgentRolloutStatus, nodes: &[NodeView], now: Timestamp) -> Plan {
     next(spec, st, Some(1), KEY, &observed(nodes.to_vec(), spec), now, Limits::default())
 }
 
@@ -459,6 +460,7 @@ fn world() -> impl Strategy<Value = World> {
                         revision,
                         ready,
                         unavailable_since: (!ready).then(|| t(0)),
+                        admitted_at: None,
                         agent,
                     }
                 })

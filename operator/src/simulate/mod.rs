@@ -147,6 +147,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
                 revision: Some(STABLE.into()),
                 ready: true,
                 unavailable_since: None,
+                admitted_at: None,
                 agent: None,
             }
         })
@@ -223,6 +224,8 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
         for m in pending_moves.drain(..take) {
             if let Some(i) = index_of(&m.node) {
                 nodes[i].revision = m.to.clone();
+                // The annotation rides in the same patch as the label.
+                nodes[i].admitted_at = m.to.is_some().then_some(now);
                 report.writes += 1;
             }
         }

@@ -1,0 +1,246 @@
+//! What fleets do to a rollout: nodes joining and rebooting after it completed, nodes joining
+//! while it is paused, late admission, waves of unavailable nodes, and the manual actions
+//! around a revision proven Good or Bad.
+
+use jiff::SignedDuration;
+use vigil_crds::rollout::{ManualAction, ManualActionKind, Pin, RevisionOutcome, RolloutPhase};
+
+use super::tests::{apply, crashing_agent, fleet, healthy_agent, plan, spec, stable_status, t};
+use super::*;
+use crate::simulate::{STABLE, target_name};
+
+/// Every agent renews its heartbeat at `now` (the kubelets and agents of a healthy fleet).
+fn beat(nodes: &mut [NodeView], now: Timestamp) {
+    for n in nodes.iter_mut() {
+        if let Some(a) = n.agent.as_mut() {
+            a.heartbeat = Some(now);
+        }
+    }
+}
+
+/// Plans, applies the moves (agents healthy at once) and advances a minute, until Completed.
+fn complete(s: &AgentRolloutSpec, nodes: &mut [NodeView]) -> (AgentRolloutStatus, Timestamp) {
+    let mut st = stable_status();
+    let mut now = t(0);
+    for _ in 0..100 {
+        beat(nodes, now);
+        let p = plan(s, &st, nodes, now);
+        apply(nodes, &p.moves, Some(now));
+        for m in &p.moves {
+            nodes.iter_mut().find(|n| n.name == m.node).unwrap().admitted_at = Some(now);
+        }
+        st = p.status;
+        if st.phase == Some(RolloutPhase::Completed) {
+            return (st, now);
+        }
+        now += SignedDuration::from_secs(60);
+    }
+    panic!("no completion: {:?}", st.reason)
+}
+
+fn joining(name: &str) -> NodeView {
+    let mut n = fleet(1).remove(0);
+    n.name = name.into();
+    n.revision = None;
+    n.agent = None;
+    n
+}
+
+#[test]
+fn a_node_joining_a_completed_rollout_gets_the_target_directly_and_the_rollout_stays_completed() {
+    let s = spec();
+    let mut nodes = fleet(20);
+    let (st, done) = complete(&s, &mut nodes);
+    let target = target_name(&s);
+    nodes.push(joining("node-new"));
+    let now = done + SignedDuration::from_secs(3600);
+    beat(&mut nodes, now);
+    let p = plan(&s, &st, &nodes, now);
+    assert_eq!(p.decision.kind, "Join", "{}", p.decision.reason);
+    assert_eq!(p.moves, [Move { node: "node-new".into(), from: None, to: Some(target.clone()), pin: None }]);
+    assert_eq!(p.status.phase, Some(RolloutPhase::Completed));
+    assert_eq!(p.status.current_wave, st.current_wave, "no wave starts again");
+
+    // Its agent never comes up: a node problem, named, and the fleet stays where it is.
+    let new = nodes.last_mut().unwrap();
+    new.revision = Some(target.clone());
+    new.admitted_at = Some(now);
+    new.agent = Some(crashing_agent(&target, now));
+    let later = now + SignedDuration::from_secs(3600);
+    beat(&mut nodes, later);
+    let p = plan(&s, &p.status, &nodes, later);
+    assert_eq!(p.decision.kind, "NodeProblem", "{}", p.decision.reason);
+    assert!(p.moves.is_empty(), "no node moves: {:?}", p.moves);
+    assert_eq!(p.status.phase, Some(RolloutPhase::Completed));
+    assert_eq!(p.status.failing_node_count, 1);
+    assert_eq!(p.status.failing_nodes[0].name, "node-new");
+    let rec = p.status.history.iter().find(|r| r.revision == target).unwrap();
+    assert_eq!(rec.outcome, RevisionOutcome::Good, "a node that fails after completion never makes the target Bad");
+}
+
+#[test]
+fn a_node_that_reboots_after_completion_is_a_node_problem_while_it_is_silent_and_nothing_once_back() {
+    let s = spec();
+    let mut nodes = fleet(20);
+    let (st, done) = complete(&s, &mut nodes);
+    let now = done + SignedDuration::from_secs(600);
+    beat(&mut nodes, now);
+    // node-0003 rebooted: its heartbeat is 5 minutes old and its pod is not ready.
+    let n = nodes.iter_mut().find(|n| n.name == "node-0003").unwrap();
+    let a = n.agent.as_mut().unwrap();
+    a.heartbeat = Some(now - SignedDuration::from_secs(300));
+    a.ready = false;
+    let p = plan(&s, &st, &nodes, now);
+    assert!(p.moves.is_empty());
+    assert_eq!(p.decision.kind, "NodeProblem", "{}", p.decision.reason);
+    assert_eq!(p.status.phase, Some(RolloutPhase::Completed));
+    assert_eq!(p.status.failing_node_count, 1);
+    assert_eq!(p.status.failing_nodes[0].name, "node-0003");
+    // Back: all healthy again, plain Complete.
+    let back = now + SignedDuration::from_secs(60);
+    let n = nodes.iter_mut().find(|n| n.name == "node-0003").unwrap();
+    n.agent = Some(healthy_agent(&target_name(&s), back));
+    beat(&mut nodes, back);
+    let p = plan(&s, &p.status, &nodes, back);
+    assert_eq!(p.decision.kind, "Complete", "{}", p.decision.reason);
+    assert_eq!(p.status.failing_node_count, 0);
+}
+
+#[test]
+fn a_node_joining_while_the_rollout_is_paused_runs_the_stable_revision() {
+    let mut s = spec();
+    s.paused = true;
+    let mut nodes = fleet(20);
+    nodes.push(joining("node-new"));
+    let p = plan(&s, &stable_status(), &nodes, t(0));
+    assert_eq!(p.decision.kind, "Pause");
+    assert_eq!(p.moves, [Move { node: "node-new".into(), from: None, to: Some(STABLE.into()), pin: None }]);
+}
+
+#[test]
+fn a_node_admitted_late_gets_its_full_progress_deadline_from_its_own_admission() {
+    let s = spec(); // progressDeadline 10m
+    let mut nodes = fleet(20);
+    let target = target_name(&s);
+    let p = plan(&s, &stable_status(), &nodes, t(0));
+    assert_eq!(p.moves.len(), 1, "5% of 20");
+    // The move landed only 9 minutes later (throttled writes); 3 minutes after that the pod
+    // is not ready yet: 12 minutes after the wave started, but 3 after the node's admission.
+    let n = nodes.iter_mut().find(|n| n.name == p.moves[0].node).unwrap();
+    n.revision = Some(target.clone());
+    n.admitted_at = Some(t(540));
+    n.agent = Some(AgentView { ready: false, heartbeat: None, health: None, ..healthy_agent(&target, t(700)) });
+    let q = plan(&s, &p.status, &nodes, t(720));
+    assert_eq!(q.decision.kind, "Hold", "{}", q.decision.reason);
+    // Past its own deadline it fails.
+    let r = plan(&s, &q.status, &nodes, t(540 + 601));
+    assert_eq!(r.decision.kind, "RollBack", "{}", r.decision.reason);
+}
+
+#[test]
+fn a_wave_made_only_of_nodes_that_were_unavailable_before_it_started_holds() {
+    let s = spec();
+    let mut nodes = fleet(20);
+    let p = plan(&s, &stable_status(), &nodes, t(0));
+    let target = target_name(&s);
+    let n = nodes.iter_mut().find(|n| n.name == p.moves[0].node).unwrap();
+    n.revision = Some(target);
+    n.ready = false;
+    n.unavailable_since = Some(t(-60));
+    n.agent = None;
+    let q = plan(&s, &p.status, &nodes, t(3600));
+    assert_eq!(q.decision.kind, "Hold", "{}", q.decision.reason);
+    assert!(q.decision.reason.contains("0 healthy node(s), 1 needed"), "{}", q.decision.reason);
+    assert_eq!(q.status.current_wave, 1, "the wave tested nothing and does not pass");
+}
+
+fn action(kind: ManualActionKind, id: &str) -> Option<ManualAction> {
+    Some(ManualAction { id: id.into(), kind, to: None })
+}
+
+#[test]
+fn retry_admits_a_bad_revision_again_from_wave_one() {
+    let s = spec();
+    let mut nodes = fleet(20);
+    let target = target_name(&s);
+    let p = plan(&s, &stable_status(), &nodes, t(0));
+    apply(&mut nodes, &p.moves, None);
+    for m in &p.moves {
+        let n = nodes.iter_mut().find(|n| n.name == m.node).unwrap();
+        n.agent = Some(crashing_agent(&target, t(10)));
+    }
+    let bad = plan(&s, &p.status, &nodes, t(60));
+    assert_eq!(bad.decision.kind, "RollBack");
+    apply(&mut nodes, &bad.moves, Some(t(60)));
+    let back = plan(&s, &bad.status, &nodes, t(120));
+    assert_eq!(back.status.phase, Some(RolloutPhase::RolledBack));
+
+    let mut retry = s.clone();
+    retry.action = action(ManualActionKind::Retry, "fixed-the-config");
+    beat(&mut nodes, t(180));
+    let again = plan(&retry, &back.status, &nodes, t(180));
+    assert_eq!(again.decision.kind, "Admit", "{}", again.decision.reason);
+    assert_eq!(again.moves.len(), 1, "wave 1 again");
+    assert_eq!(again.status.current_wave, 1);
+    assert_eq!(again.status.handled_action.as_deref(), Some("fixed-the-config"));
+    let rec = again.status.history.iter().find(|r| r.revision == target).unwrap();
+    assert_eq!(rec.outcome, RevisionOutcome::InProgress);
+}
+
+#[test]
+fn aborting_the_only_good_revision_is_refused_and_an_earlier_good_one_is_restored() {
+    let s = spec();
+    let mut nodes = fleet(20);
+    // The fleet's revision before this rollout is not in its history: aborting the
+    // completed target has nothing proven Good to go back to.
+    let (st, done) = complete(&s, &mut nodes);
+    let mut abort = s.clone();
+    abort.action = action(ManualActionKind::Abort, "a1");
+    let later = done + SignedDuration::from_secs(60);
+    beat(&mut nodes, later);
+    let mut bare = st.clone();
+    bare.history.retain(|r| r.revision == target_name(&s));
+    let p = plan(&abort, &bare, &nodes, later);
+    assert_eq!(p.decision.kind, "Fail", "{}", p.decision.reason);
+    assert!(p.decision.reason.contains("only Good revision"), "{}", p.decision.reason);
+    assert!(p.moves.is_empty(), "no node loses its agent");
+
+    // With an earlier Good revision on record, the abort goes back to it.
+    let mut with_old = st.clone();
+    with_old.history.push(RevisionRecord {
+        revision: STABLE.into(),
+        image: "registry.example/vigil-agent@sha256:".to_owned() + &"c".repeat(64),
+        config_sha256: "d".repeat(64),
+        config_map: Some("agent-config".into()),
+        config_key: Some("agent.yaml".into()),
+        version: Some("1.0.0".into()),
+        admitted_at: None,
+        outcome: RevisionOutcome::Good,
+        reason: None,
+    });
+    let p = plan(&abort, &with_old, &nodes, later);
+    assert_eq!(p.decision.kind, "RollBack", "{}", p.decision.reason);
+    assert_eq!(p.status.stable_revision.as_deref(), Some(STABLE));
+    assert!(p.moves.iter().all(|m| m.to.as_deref() == Some(STABLE)));
+    assert!(!p.moves.is_empty());
+}
+
+#[test]
+fn a_pin_by_version_holds_only_on_a_revision_proven_good() {
+    let mut s = spec();
+    let target = target_name(&s);
+    // Pin the legacy pool to version 2.0.0, which the target carries but has not proven.
+    s.pins = vec![Pin {
+        name: "legacy".into(),
+        node_selector: vigil_crds::rollout::match_labels([("pool", "legacy")]),
+        revision: "2.0.0".into(),
+        reason: "hold".into(),
+    }];
+    let nodes = fleet(20);
+    let p = plan(&s, &stable_status(), &nodes, t(0));
+    assert!(
+        p.moves.iter().all(|m| !(m.node == "node-0000" || m.node == "node-0010") || m.to.as_deref() != Some(&target)),
+        "pinned nodes are not moved to an untested revision: {:?}",
+        p.moves
+    );
+}
