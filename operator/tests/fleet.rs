@@ -87,3 +87,56 @@ fn a_thousand_operator_restarts_at_random_instants_never_break_an_invariant() {
     assert!(restarts >= 1000, "only {restarts} restarts in {runs} runs");
     eprintln!("{restarts} operator restarts in {runs} runs, every invariant held");
 }
+
+use vigil_operator::simulate::{At, FleetEvent};
+
+#[test]
+fn nodes_joining_after_completion_get_the_revision_directly_and_a_broken_one_is_a_node_problem() {
+    let mut s = scenario(1000, &[]);
+    s.fleet_events = vec![
+        FleetEvent::Join { at: At::AfterCompletion(60), count: 20, broken: false },
+        FleetEvent::Join { at: At::AfterCompletion(120), count: 1, broken: true },
+    ];
+    s.hold_after = Duration::from_secs(1800);
+    let r = run(&s, &spec(FailurePolicy::Rollback));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.phase, Some(RolloutPhase::Completed), "{:#?}", r.timeline.last());
+    assert_eq!(r.nodes_at_end, 1021);
+    assert_eq!(r.on_target_at_end, 1021, "the new nodes, the broken one too, run the proven revision");
+    assert!(r.timeline.iter().any(|e| e.kind == "Join"), "{:#?}", r.timeline);
+    assert!(r.timeline.iter().any(|e| e.kind == "NodeProblem" && e.reason.contains("node-01020")), "{:#?}", r.timeline);
+    assert!(!r.timeline.iter().any(|e| e.kind == "RollBack"), "a node problem never rolls the fleet back");
+    assert!(r.longest_unassigned <= 30, "a new node waited {} s for an agent", r.longest_unassigned);
+}
+
+#[test]
+fn nodes_rebooting_mid_wave_and_after_completion_neither_fail_nor_undo_the_rollout() {
+    let mut s = scenario(1000, &[]);
+    s.fleet_events = vec![
+        FleetEvent::Reboot { at: At::Second(200), count: 10, secs: 90 },
+        FleetEvent::Reboot { at: At::AfterCompletion(30), count: 10, secs: 120 },
+    ];
+    s.hold_after = Duration::from_secs(600);
+    let r = run(&s, &spec(FailurePolicy::Rollback));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.phase, Some(RolloutPhase::Completed), "{:#?}", r.timeline);
+    assert_eq!(r.on_target_at_end, 1000);
+    assert!(!r.timeline.iter().any(|e| e.kind == "RollBack"), "{:#?}", r.timeline);
+}
+
+#[test]
+fn a_hundred_nodes_joining_and_a_hundred_leaving_during_the_rollout_leave_every_node_on_the_target() {
+    let mut s = scenario(2000, &[]);
+    s.fleet_events = vec![
+        FleetEvent::Join { at: At::Second(100), count: 50, broken: false },
+        FleetEvent::Leave { at: At::Second(150), count: 50 },
+        FleetEvent::Join { at: At::Second(400), count: 50, broken: false },
+        FleetEvent::Leave { at: At::Second(450), count: 50 },
+    ];
+    let r = run(&s, &spec(FailurePolicy::Rollback));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.phase, Some(RolloutPhase::Completed), "{:#?}", r.timeline.last());
+    assert_eq!(r.nodes_at_end, 2000);
+    assert_eq!(r.on_target_at_end, 2000);
+    assert!(r.longest_unassigned <= 30, "a joining node waited {} s for an agent", r.longest_unassigned);
+}

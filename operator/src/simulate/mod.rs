@@ -45,6 +45,40 @@ pub struct Scenario {
     pub seed: u64,
     /// Longest simulated time.
     pub max_time: Duration,
+    /// What the fleet does meanwhile: nodes joining, rebooting, leaving.
+    pub fleet_events: Vec<FleetEvent>,
+    /// How long to go on after the rollout finished and the last fleet event fired (to see
+    /// what the rollout does about events after completion).
+    pub hold_after: Duration,
+}
+
+/// When a fleet event fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// Seconds after the start.
+    Second(u64),
+    /// Seconds after the rollout completed.
+    AfterCompletion(u64),
+}
+
+/// Something the fleet does during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetEvent {
+    /// `count` new nodes join; `broken`: their agents crash-loop whatever the revision.
+    Join { at: At, count: usize, broken: bool },
+    /// `count` nodes, spread over the fleet, go down for `secs` (kubelet and agent silent);
+    /// their agents restart when they are back.
+    Reboot { at: At, count: usize, secs: u64 },
+    /// `count` nodes leave the fleet.
+    Leave { at: At, count: usize },
+}
+
+impl FleetEvent {
+    fn at(&self) -> At {
+        match *self {
+            Self::Join { at, .. } | Self::Reboot { at, .. } | Self::Leave { at, .. } => at,
+        }
+    }
 }
 
 impl Default for Scenario {
@@ -58,6 +92,8 @@ impl Default for Scenario {
             writes_per_second: 50,
             seed: 1,
             max_time: Duration::from_secs(6 * 3600),
+            fleet_events: Vec::new(),
+            hold_after: Duration::ZERO,
         }
     }
 }
@@ -98,6 +134,13 @@ pub struct Report {
     pub restarts: usize,
     /// Invariant violations (empty when all held).
     pub violations: Vec<String>,
+    /// Nodes in the fleet at the end (joins and leaves counted).
+    pub nodes_at_end: usize,
+    /// Of those, nodes on the target revision at the end.
+    pub on_target_at_end: usize,
+    /// The longest a present node went without an assigned revision while a stable revision
+    /// existed, seconds.
+    pub longest_unassigned: u64,
 }
 
 struct Pod {
@@ -126,6 +169,35 @@ pub fn spec(policy: vigil_crds::rollout::FailurePolicy) -> AgentRolloutSpec {
     s
 }
 
+fn new_node(i: usize, legacy: bool, zones: usize, revision: Option<String>) -> NodeView {
+    NodeView {
+        name: format!("node-{i:05}"),
+        labels: [("pool".to_owned(), if legacy { "legacy" } else { "general" }.to_owned())].into(),
+        attributes: NodeAttributes {
+            os_image: if legacy { "legacy" } else { "ubuntu-22.04" }.into(),
+            kernel: if legacy { "4.19.0" } else { "6.1.0" }.into(),
+            arch: "amd64".into(),
+            os: "linux".into(),
+            instance_type: if i % 2 == 0 { "m5.large" } else { "c5.large" }.into(),
+            zone: format!("zone-{}", i % zones.max(1)),
+        },
+        revision,
+        ready: true,
+        unavailable_since: None,
+        admitted_at: None,
+        agent: None,
+    }
+}
+
+/// Per node: what the fleet events did to it.
+#[derive(Clone, Copy, Debug, Default)]
+struct NodeFate {
+    gone: bool,
+    broken: bool,
+    down_until: Option<u64>,
+    unassigned_since: Option<u64>,
+}
+
 /// Runs a scenario to its end.
 pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
     let mut rng = SmallRng::seed_from_u64(scenario.seed);
@@ -133,23 +205,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
     let mut nodes: Vec<NodeView> = (0..scenario.nodes)
         .map(|i| {
             let legacy = rng.random_bool(scenario.legacy_share.clamp(0.0, 1.0));
-            NodeView {
-                name: format!("node-{i:05}"),
-                labels: [("pool".to_owned(), if legacy { "legacy" } else { "general" }.to_owned())].into(),
-                attributes: NodeAttributes {
-                    os_image: if legacy { "legacy" } else { "ubuntu-22.04" }.into(),
-                    kernel: if legacy { "4.19.0" } else { "6.1.0" }.into(),
-                    arch: "amd64".into(),
-                    os: "linux".into(),
-                    instance_type: if i % 2 == 0 { "m5.large" } else { "c5.large" }.into(),
-                    zone: format!("zone-{}", i % scenario.zones.max(1)),
-                },
-                revision: Some(STABLE.into()),
-                ready: true,
-                unavailable_since: None,
-                admitted_at: None,
-                agent: None,
-            }
+            new_node(i, legacy, scenario.zones, Some(STABLE.into()))
         })
         .collect();
     let mut pods: Vec<Pod> = nodes
@@ -176,10 +232,72 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
     let mut last_reason = String::new();
     let mut pending_moves: Vec<plan::Move> = Vec::new();
 
+    let mut fate: Vec<NodeFate> = vec![NodeFate::default(); nodes.len()];
+    let mut fired = vec![false; scenario.fleet_events.len()];
+    let mut completed_at: Option<u64> = None;
+    let mut last_fired = 0u64;
+    let mut target_was_good = false;
+
     for sec in 0..=max_secs {
         let now = t0 + SignedDuration::from_secs(i64::try_from(sec).unwrap_or(i64::MAX));
+        // The fleet's own life.
+        for (k, ev) in scenario.fleet_events.iter().enumerate() {
+            let due = match ev.at() {
+                At::Second(s) => sec >= s,
+                At::AfterCompletion(s) => completed_at.is_some_and(|c| sec >= c + s),
+            };
+            if fired[k] || !due {
+                continue;
+            }
+            fired[k] = true;
+            last_fired = sec;
+            let present: Vec<usize> = (0..nodes.len()).filter(|&i| !fate[i].gone).collect();
+            match *ev {
+                FleetEvent::Join { count, broken, .. } => {
+                    for _ in 0..count {
+                        let i = nodes.len();
+                        let legacy = rng.random_bool(scenario.legacy_share.clamp(0.0, 1.0));
+                        nodes.push(new_node(i, legacy, scenario.zones, None));
+                        pods.push(Pod { revision: String::new(), created: sec, restarts: 0, last_heartbeat: None });
+                        fate.push(NodeFate { broken, ..NodeFate::default() });
+                    }
+                }
+                FleetEvent::Reboot { count, secs, .. } => {
+                    let step = (present.len() / count.max(1)).max(1);
+                    for &i in present.iter().step_by(step).take(count) {
+                        fate[i].down_until = Some(sec + secs);
+                        nodes[i].ready = false;
+                        nodes[i].unavailable_since = Some(now);
+                    }
+                }
+                FleetEvent::Leave { count, .. } => {
+                    let step = (present.len() / count.max(1)).max(1);
+                    for &i in present.iter().skip(1).step_by(step).take(count) {
+                        fate[i].gone = true;
+                    }
+                }
+            }
+        }
         // Kubelet and agents.
         for (i, n) in nodes.iter_mut().enumerate() {
+            if fate[i].gone {
+                continue;
+            }
+            match fate[i].down_until {
+                Some(until) if sec < until => {
+                    n.agent = n.agent.take().map(|a| AgentView { ready: false, ..a });
+                    continue;
+                }
+                Some(_) => {
+                    // Back from the reboot: the kubelet starts the agent again.
+                    fate[i].down_until = None;
+                    n.ready = true;
+                    n.unavailable_since = None;
+                    pods[i].created = sec;
+                    pods[i].last_heartbeat = None;
+                }
+                None => {}
+            }
             // Nodes that are down before the rollout starts (their budget is excused).
             if not_ready.contains(&i) && sec == 0 {
                 n.ready = false;
@@ -191,7 +309,8 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
                 *pod = Pod { revision: want.clone(), created: sec, restarts: 0, last_heartbeat: None };
             }
             let age = sec - pod.created;
-            let bad = pod.revision == target && scenario.faults.iter().any(|f| f.crashes(&n.attributes));
+            let bad = (pod.revision == target && scenario.faults.iter().any(|f| f.crashes(&n.attributes)))
+                || (fate[i].broken && !pod.revision.is_empty());
             let start_delay = if pod.revision == target {
                 scenario.faults.iter().filter_map(Fault::slow_start).max().unwrap_or(5)
             } else {
@@ -232,8 +351,9 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
 
         // The operator.
         if sec >= next_plan && pending_moves.is_empty() {
-            let observed =
-                Observed { nodes: nodes.clone(), config_sha256: observed_cfg.clone(), prometheus_value: None };
+            let present: Vec<NodeView> =
+                nodes.iter().zip(&fate).filter(|(_, f)| !f.gone).map(|(n, _)| n.clone()).collect();
+            let observed = Observed { nodes: present, config_sha256: observed_cfg.clone(), prometheus_value: None };
             let p = plan::next(spec, &status, Some(1), "vigil-system/sim", &observed, now, Limits { max_moves: 500 });
             report.plans += 1;
             if p.decision.reason != last_reason {
@@ -280,24 +400,58 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
             next_plan = sec + p.requeue_after.as_secs().clamp(1, 5);
         }
 
-        // Invariants and measurements.
+        // Invariants and measurements, over the nodes present.
         let on_target: Vec<usize> = nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.revision.as_deref() == Some(target.as_str()))
+            .filter(|(i, n)| !fate[*i].gone && n.revision.as_deref() == Some(target.as_str()))
             .map(|(i, _)| i)
             .collect();
         ever.extend(on_target.iter().copied());
         if status.current_wave >= 2 && first_wave.is_none() {
             first_wave = Some(ever.clone());
         }
-        check_invariants(spec, &status, &nodes, &on_target, &mut report);
+        let present: Vec<NodeView> =
+            nodes.iter().zip(&fate).filter(|(_, f)| !f.gone).map(|(n, _)| n.clone()).collect();
+        let present_on_target: Vec<usize> = present
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.revision.as_deref() == Some(target.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        check_invariants(spec, &status, &present, &present_on_target, &mut report);
+        // A revision proven Good is never marked Bad by what nodes do afterwards.
+        let good_now = status
+            .history
+            .iter()
+            .any(|r| r.revision == target && r.outcome == vigil_crds::rollout::RevisionOutcome::Good);
+        if target_was_good && !good_now && report.violations.len() <= 20 {
+            report.violations.push(format!("at {sec}s: {target} was Good and is not any more: {:?}", status.reason));
+        }
+        target_was_good |= good_now;
+        // No present node goes without an assigned revision once one is proven Good.
+        for (i, n) in nodes.iter().enumerate() {
+            let f = &mut fate[i];
+            if f.gone || n.revision.is_some() || status.stable_revision.is_none() {
+                f.unassigned_since = None;
+                continue;
+            }
+            let since = *f.unassigned_since.get_or_insert(sec);
+            report.longest_unassigned = report.longest_unassigned.max(sec - since);
+        }
+        if completed_at.is_none() && status.phase == Some(RolloutPhase::Completed) {
+            completed_at = Some(sec);
+        }
         if let (Some(f), None) = (gate_failed_at, report.rollback_seconds)
             && status.phase == Some(RolloutPhase::RolledBack)
         {
             report.rollback_seconds = Some(sec - f);
         }
-        if matches!(status.phase, Some(RolloutPhase::Completed | RolloutPhase::RolledBack)) && pending_moves.is_empty()
+        let all_fired = fired.iter().all(|f| *f);
+        if matches!(status.phase, Some(RolloutPhase::Completed | RolloutPhase::RolledBack))
+            && pending_moves.is_empty()
+            && all_fired
+            && sec >= last_fired + scenario.hold_after.as_secs()
         {
             report.finished_after = sec;
             break;
@@ -305,6 +459,12 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
         report.finished_after = sec;
     }
     report.phase = status.phase;
+    report.nodes_at_end = fate.iter().filter(|f| !f.gone).count();
+    report.on_target_at_end = nodes
+        .iter()
+        .zip(&fate)
+        .filter(|(n, f)| !f.gone && n.revision.as_deref() == Some(target.as_str()))
+        .count();
     report.ever_on_target = ever.len();
     let first = first_wave.unwrap_or_else(|| ever.clone());
     report.outside_first_wave = ever.difference(&first).count();
