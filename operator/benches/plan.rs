@@ -60,6 +60,7 @@ fn bench(c: &mut Criterion) {
             nodes: fleet(5000, &target, 0, false, now),
             config_sha256: Some(s.target.config.sha256.clone()),
             prometheus_value: None,
+            prometheus_error: None,
         },
         now,
         Limits::default(),
@@ -70,6 +71,7 @@ fn bench(c: &mut Criterion) {
         nodes: fleet(5000, &target, 250, false, now),
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
+        prometheus_error: None,
     };
     g.bench_function("wave_1_healthy_judged", |b| {
         b.iter(|| next(&s, &first.status, Some(1), "ns/r", &healthy, now, Limits::default()))
@@ -78,6 +80,7 @@ fn bench(c: &mut Criterion) {
         nodes: fleet(5000, &target, 250, true, now),
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
+        prometheus_error: None,
     };
     g.bench_function("wave_1_failing_rollback", |b| {
         b.iter(|| next(&s, &first.status, Some(1), "ns/r", &crashing, now, Limits::default()))
@@ -86,6 +89,7 @@ fn bench(c: &mut Criterion) {
         nodes: fleet(5000, &target, 0, false, now),
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
+        prometheus_error: None,
     };
     g.bench_function("first_plan_admit_wave_1", |b| {
         b.iter(|| next(&s, &status, Some(1), "ns/r", &fresh, now, Limits::default()))

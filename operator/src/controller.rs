@@ -49,6 +49,8 @@ pub struct Context {
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     /// Reflector stores to read from (`None`: list through the API on every reconcile).
     pub stores: Option<Stores>,
+    /// HTTP client of the Prometheus gate (`None`: it could not be built; the gate holds).
+    pub http: Option<reqwest::Client>,
 }
 
 /// Reflector stores of what the controller observes.
@@ -96,6 +98,11 @@ impl Context {
             recorder,
             tracer: None,
             stores: None,
+            http: {
+                // reqwest is built without a TLS provider of its own: ring, as kube uses.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder().build().ok()
+            },
         }
     }
 }
@@ -145,6 +152,7 @@ fn label_selector(sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::L
 pub async fn observe(
     client: &Client,
     stores: Option<&Stores>,
+    http: Option<&reqwest::Client>,
     rollout: &AgentRollout,
     ns: &str,
 ) -> Result<Observed, Error> {
@@ -154,8 +162,18 @@ pub async fn observe(
     let config_sha256 = cm
         .and_then(|c| c.data)
         .and_then(|d| d.get(&spec.target.config.key).map(|v| ConfigHash::of(v.as_bytes()).to_string()));
+    let (prometheus_value, prometheus_error) = match gate_value(http, rollout, ns).await {
+        None => (None, None),
+        Some(Ok(v)) => (Some(v), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
     if let Some(stores) = stores {
-        return Ok(Observed { nodes: stores.node_views(rollout, ns), config_sha256, prometheus_value: None });
+        return Ok(Observed {
+            nodes: stores.node_views(rollout, ns),
+            config_sha256,
+            prometheus_value,
+            prometheus_error,
+        });
     }
     let nodes: Api<Node> = Api::all(client.clone());
     let lp = ListParams::default().labels(&label_selector(spec.node_selector.as_ref()));
@@ -177,8 +195,28 @@ pub async fn observe(
     Ok(Observed {
         nodes: observe::node_views(&node_list, &pod_list, &lease_list, &status_list),
         config_sha256,
-        prometheus_value: None,
+        prometheus_value,
+        prometheus_error,
     })
+}
+
+/// The Prometheus gate's value for the rollout's target, when it has the gate: `None` without
+/// one, an error in words when the query has no value.
+async fn gate_value(http: Option<&reqwest::Client>, rollout: &AgentRollout, ns: &str) -> Option<Result<f64, String>> {
+    let gate = rollout.spec.health_gate.prometheus.as_ref()?;
+    let Some(http) = http else { return Some(Err("no HTTP client could be built".into())) };
+    let t = &rollout.spec.target;
+    let image = if t.allow_tag_reference {
+        vigil_crds::ImageRef::parse(&t.image)
+    } else {
+        vigil_crds::ImageRef::pinned(&t.image)
+    };
+    let (Ok(image), Ok(config)) = (image, ConfigHash::parse(&t.config.sha256)) else {
+        return Some(Err("the target is invalid".into()));
+    };
+    let revision = vigil_crds::RevisionName::of(&image, &config).to_string();
+    let key = format!("{ns}/{}", rollout.metadata.name.as_deref().unwrap_or(""));
+    Some(crate::prometheus::query(http, gate, &key, &revision).await.map_err(|e| e.to_string()))
 }
 
 /// One reconcile of one rollout, timed and counted.
@@ -199,7 +237,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     if ns != ctx.template.namespace {
         return refuse_namespace(&rollout, ctx, &ns, &name).await;
     }
-    let observed = observe(&ctx.client, ctx.stores.as_ref(), &rollout, &ns).await?;
+    let observed = observe(&ctx.client, ctx.stores.as_ref(), ctx.http.as_ref(), &rollout, &ns).await?;
     let current = rollout.status.clone().unwrap_or_default();
     let mut p = plan::next(
         &rollout.spec,

@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod policies;
+pub mod prometheus;
 pub mod simulate;
 pub mod telemetry;

@@ -244,3 +244,35 @@ fn a_pin_by_version_holds_only_on_a_revision_proven_good() {
         p.moves
     );
 }
+
+#[test]
+fn a_prometheus_gate_without_an_answer_holds_the_wave_and_says_why() {
+    let mut s = spec();
+    s.health_gate.prometheus = Some(vigil_crds::rollout::PrometheusGate {
+        url: "http://prometheus:9090".into(),
+        query: "up".into(),
+        threshold: 1.0,
+        fail_below: false,
+    });
+    let mut nodes = fleet(20);
+    let p = plan(&s, &stable_status(), &nodes, t(0));
+    apply(&mut nodes, &p.moves, Some(t(10)));
+    for m in &p.moves {
+        nodes.iter_mut().find(|n| n.name == m.node).unwrap().admitted_at = Some(t(0));
+    }
+    beat(&mut nodes, t(60));
+    let mut o = Observed {
+        nodes: nodes.clone(),
+        config_sha256: Some(s.target.config.sha256.clone()),
+        prometheus_value: None,
+        prometheus_error: Some("the query returned no series".into()),
+    };
+    let q = next(&s, &p.status, Some(1), "vigil-system/r", &o, t(60), Limits::default());
+    assert_eq!(q.decision.kind, "Hold");
+    assert!(q.decision.reason.ends_with("(the query returned no series)"), "{}", q.decision.reason);
+    o.prometheus_value = Some(3.0);
+    o.prometheus_error = None;
+    let r = next(&s, &q.status, Some(1), "vigil-system/r", &o, t(70), Limits::default());
+    assert_eq!(r.decision.kind, "RollBack", "{}", r.decision.reason);
+    assert!(r.decision.reason.contains("above 1"), "{}", r.decision.reason);
+}

@@ -310,9 +310,10 @@ impl Planner<'_> {
             );
         }
         if gate.prometheus.is_some() && self.observed.prometheus_value.is_none() {
+            let why = self.observed.prometheus_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
             return (
                 "Hold",
-                format!("wave {wave}: waiting for the Prometheus gate query to answer"),
+                format!("wave {wave}: waiting for the Prometheus gate query to answer{why}"),
                 Duration::from_secs(30),
             );
         }

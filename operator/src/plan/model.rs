@@ -94,6 +94,8 @@ pub struct Observed {
     pub config_sha256: Option<String>,
     /// Value of the spec's Prometheus gate query, when it has one and it answered.
     pub prometheus_value: Option<f64>,
+    /// Why the Prometheus gate query has no value (unreachable, refused, no series).
+    pub prometheus_error: Option<String>,
 }
 
 /// A label change the planner asks for.

@@ -72,7 +72,12 @@ pub(super) fn fleet(n: usize) -> Vec<NodeView> {
 }
 
 fn observed(nodes: Vec<NodeView>, spec: &AgentRolloutSpec) -> Observed {
-    Observed { nodes, config_sha256: Some(spec.target.config.sha256.clone()), prometheus_value: None }
+    Observed {
+        nodes,
+        config_sha256: Some(spec.target.config.sha256.clone()),
+        prometheus_value: None,
+        prometheus_error: None,
+    }
 }
 
 pub(super) fn stable_status() -> AgentRolloutStatus {

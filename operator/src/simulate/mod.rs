@@ -353,7 +353,12 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
         if sec >= next_plan && pending_moves.is_empty() {
             let present: Vec<NodeView> =
                 nodes.iter().zip(&fate).filter(|(_, f)| !f.gone).map(|(n, _)| n.clone()).collect();
-            let observed = Observed { nodes: present, config_sha256: observed_cfg.clone(), prometheus_value: None };
+            let observed = Observed {
+                nodes: present,
+                config_sha256: observed_cfg.clone(),
+                prometheus_value: None,
+                prometheus_error: None,
+            };
             let p = plan::next(spec, &status, Some(1), "vigil-system/sim", &observed, now, Limits { max_moves: 500 });
             report.plans += 1;
             if p.decision.reason != last_reason {
@@ -411,8 +416,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
         if status.current_wave >= 2 && first_wave.is_none() {
             first_wave = Some(ever.clone());
         }
-        let present: Vec<NodeView> =
-            nodes.iter().zip(&fate).filter(|(_, f)| !f.gone).map(|(n, _)| n.clone()).collect();
+        let present: Vec<NodeView> = nodes.iter().zip(&fate).filter(|(_, f)| !f.gone).map(|(n, _)| n.clone()).collect();
         let present_on_target: Vec<usize> = present
             .iter()
             .enumerate()
@@ -460,11 +464,8 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
     }
     report.phase = status.phase;
     report.nodes_at_end = fate.iter().filter(|f| !f.gone).count();
-    report.on_target_at_end = nodes
-        .iter()
-        .zip(&fate)
-        .filter(|(n, f)| !f.gone && n.revision.as_deref() == Some(target.as_str()))
-        .count();
+    report.on_target_at_end =
+        nodes.iter().zip(&fate).filter(|(n, f)| !f.gone && n.revision.as_deref() == Some(target.as_str())).count();
     report.ever_on_target = ever.len();
     let first = first_wave.unwrap_or_else(|| ever.clone());
     report.outside_first_wave = ever.difference(&first).count();
