@@ -140,3 +140,22 @@ fn a_hundred_nodes_joining_and_a_hundred_leaving_during_the_rollout_leave_every_
     assert_eq!(r.on_target_at_end, 2000);
     assert!(r.longest_unassigned <= 30, "a joining node waited {} s for an agent", r.longest_unassigned);
 }
+
+#[test]
+fn sixty_five_thousand_nodes_with_no_fault_complete_with_one_write_per_node() {
+    let r = run(&scenario(65_000, &[]), &spec(FailurePolicy::Rollback));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.phase, Some(RolloutPhase::Completed), "{:#?}", r.timeline.last());
+    assert_eq!(r.on_target_at_end, 65_000);
+    assert_eq!(r.writes, 65_000, "one label write per node, no rollback");
+    assert!(!r.timeline.iter().any(|e| e.kind == "RollBack"), "no false failure at the write budget");
+}
+
+#[test]
+fn a_revision_bad_everywhere_at_sixty_five_thousand_nodes_touches_no_node_outside_wave_one() {
+    let r = run(&scenario(65_000, &["crashloop"]), &spec(FailurePolicy::Rollback));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert_eq!(r.phase, Some(RolloutPhase::RolledBack));
+    assert_eq!(r.outside_first_wave, 0);
+    assert!(r.ever_on_target <= 3250, "within wave 1 (5%): {}", r.ever_on_target);
+}
