@@ -164,6 +164,42 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .unwrap();
     assert_eq!(labelled.items.len(), NODES, "every selected node runs the good revision");
 
+    // A node joins the completed rollout: it gets the proven revision directly, and the
+    // rollout stays Completed (no wave starts again, nothing is rolled back).
+    let late = format!("{run_label}-late");
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": late, "labels": {"vigil.dev/e2e": run_label, "kubernetes.io/os": "linux"}},
+        "status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+    .unwrap();
+    node_api.create(&PostParams::default(), &node).await.unwrap();
+    cleanup.add_typed::<Node>(None, &late);
+    let want = good_rev.clone();
+    let joined = await_condition(node_api.clone(), &late, move |n: Option<&Node>| {
+        n.and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get("vigil.dev/revision")) == Some(&want)
+    });
+    tokio::time::timeout(Duration::from_secs(120), joined)
+        .await
+        .expect("the late node never got the completed revision")
+        .unwrap();
+    let st = rollouts.get_status("agent").await.unwrap().status.unwrap();
+    assert_eq!(st.phase, Some(RolloutPhase::Completed), "a joining node does not undo the rollout: {:?}", st.reason);
+
+    // A second rollout selecting the same nodes is refused, naming the first; it moves nothing.
+    let mut twin = spec(&good);
+    twin["metadata"]["name"] = json!("agent-twin");
+    rollouts.patch("agent-twin", &pp, &Patch::Apply(&twin)).await.unwrap();
+    let refused = await_condition(rollouts.clone(), "agent-twin", |r: Option<&AgentRollout>| {
+        r.and_then(|r| r.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Accepted" && c.reason == "Overlap"))
+    });
+    let twin_now = tokio::time::timeout(Duration::from_secs(60), refused)
+        .await
+        .expect("the overlapping rollout was not refused")
+        .unwrap()
+        .unwrap();
+    let why = twin_now.status.unwrap().reason.unwrap_or_default();
+    assert!(why.contains(&format!("{}/agent", ns.name)), "{why}");
+    rollouts.delete("agent-twin", &Default::default()).await.unwrap();
+
     // A bad revision: wave 1 crash-loops, and everything goes back.
     rollouts.patch("agent", &pp, &Patch::Apply(&spec(&bad))).await.unwrap();
     let back = wait_phase(&rollouts, "agent", RolloutPhase::RolledBack, Duration::from_secs(300)).await;
@@ -173,7 +209,7 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .list(&ListParams::default().labels(&format!("vigil.dev/e2e={run_label},vigil.dev/revision={good_rev}")))
         .await
         .unwrap();
-    assert_eq!(labelled.items.len(), NODES, "every node is back on the good revision");
+    assert_eq!(labelled.items.len(), NODES + 1, "every node, the late one too, is back on the good revision");
 
     kubelets.abort();
     controller.abort();

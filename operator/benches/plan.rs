@@ -1,5 +1,5 @@
-//! One plan of a 5,000-node fleet, in the states that cost the most: admitting a wave (every
-//! node ordered and judged) and rolling back.
+//! One plan of a 5,000- and a 65,000-node fleet, in the states that cost the most: admitting a
+//! wave (every node ordered and judged), judging a full wave, and rolling back.
 //!
 //! `cargo bench -p vigil-operator --bench plan`
 
@@ -47,6 +47,12 @@ fn fleet(n: usize, target: &str, on_target: usize, crashing: bool, now: Timestam
 }
 
 fn bench(c: &mut Criterion) {
+    for size in [5000, 65_000] {
+        bench_size(c, size);
+    }
+}
+
+fn bench_size(c: &mut Criterion, size: usize) {
     let s = spec(FailurePolicy::Rollback);
     let target = target_name(&s);
     let now: Timestamp = "2026-01-05T01:00:00Z".parse().unwrap();
@@ -57,7 +63,7 @@ fn bench(c: &mut Criterion) {
         Some(1),
         "ns/r",
         &Observed {
-            nodes: fleet(5000, &target, 0, false, now),
+            nodes: fleet(size, &target, 0, false, now),
             config_sha256: Some(s.target.config.sha256.clone()),
             prometheus_value: None,
             prometheus_error: None,
@@ -66,9 +72,9 @@ fn bench(c: &mut Criterion) {
         Limits::default(),
     );
 
-    let mut g = c.benchmark_group("plan_5000_nodes");
+    let mut g = c.benchmark_group(format!("plan_{size}_nodes"));
     let healthy = Observed {
-        nodes: fleet(5000, &target, 250, false, now),
+        nodes: fleet(size, &target, size / 20, false, now),
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
@@ -77,7 +83,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| next(&s, &first.status, Some(1), "ns/r", &healthy, now, Limits::default()))
     });
     let crashing = Observed {
-        nodes: fleet(5000, &target, 250, true, now),
+        nodes: fleet(size, &target, size / 20, true, now),
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
@@ -86,7 +92,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| next(&s, &first.status, Some(1), "ns/r", &crashing, now, Limits::default()))
     });
     let fresh = Observed {
-        nodes: fleet(5000, &target, 0, false, now),
+        nodes: fleet(size, &target, 0, false, now),
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,

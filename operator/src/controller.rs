@@ -64,6 +64,8 @@ pub struct Stores {
     pub leases: Store<Lease>,
     /// Every AgentStatus.
     pub statuses: Store<AgentStatus>,
+    /// Every AgentRollout (for the overlap check).
+    pub rollouts: Store<AgentRollout>,
 }
 
 impl Stores {
@@ -84,6 +86,35 @@ impl Stores {
             leases.iter().filter(|l| in_ns(&l.metadata)).map(AsRef::as_ref),
             statuses.iter().map(AsRef::as_ref),
         )
+    }
+}
+
+impl Stores {
+    /// The older rollout of namespace `ns` that selects some of the nodes `rollout` selects:
+    /// its name, how many nodes both select, and one of them.
+    pub fn overlap(&self, rollout: &AgentRollout, ns: &str) -> Option<(String, usize, String)> {
+        let all = self.rollouts.state();
+        let others: Vec<plan::overlap::Claim<'_>> = all
+            .iter()
+            .filter(|r| r.metadata.namespace.as_deref() == Some(ns))
+            .map(|r| plan::overlap::Claim {
+                name: r.metadata.name.as_deref().unwrap_or(""),
+                created: r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                selector: r.spec.node_selector.as_ref(),
+            })
+            .collect();
+        let me = plan::overlap::Claim {
+            name: rollout.metadata.name.as_deref().unwrap_or(""),
+            created: rollout.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            selector: rollout.spec.node_selector.as_ref(),
+        };
+        let nodes = self.nodes.state();
+        let empty = BTreeMap::new();
+        let labelled: Vec<(&str, &BTreeMap<String, String>)> = nodes
+            .iter()
+            .map(|n| (n.metadata.name.as_deref().unwrap_or(""), n.metadata.labels.as_ref().unwrap_or(&empty)))
+            .collect();
+        plan::overlap::yields_to(&me, &others, &labelled)
     }
 }
 
@@ -235,7 +266,21 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     };
     let key = format!("{ns}/{name}");
     if ns != ctx.template.namespace {
-        return refuse_namespace(&rollout, ctx, &ns, &name).await;
+        let message = format!(
+            "AgentRollouts act only in namespace {}, where the agents' service account, RBAC and admission policies \
+             are installed; this one is in {ns}: move it there",
+            ctx.template.namespace
+        );
+        return refuse(&rollout, ctx, &ns, &name, "WrongNamespace", message).await;
+    }
+    if let Some(stores) = &ctx.stores
+        && let Some((other, shared, example)) = stores.overlap(&rollout, &ns)
+    {
+        let message = format!(
+            "selects {shared} node(s) that AgentRollout {ns}/{other} (older) also selects, e.g. {example}: two \
+             rollouts must select disjoint nodes; narrow the nodeSelector of one of them"
+        );
+        return refuse(&rollout, ctx, &ns, &name, "Overlap", message).await;
     }
     let observed = observe(&ctx.client, ctx.stores.as_ref(), ctx.http.as_ref(), &rollout, &ns).await?;
     let current = rollout.status.clone().unwrap_or_default();
@@ -346,20 +391,24 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
 }
 
-/// A rollout outside the agents' namespace: its DaemonSets would run without the service
-/// account, RBAC and admission policies the chart installed there, so nothing is done and the
-/// status says why (once; an unchanged refusal writes nothing).
-async fn refuse_namespace(rollout: &AgentRollout, ctx: &Context, ns: &str, name: &str) -> Result<Action, Error> {
-    let message = format!(
-        "AgentRollouts act only in namespace {}, where the agents' service account, RBAC and admission policies are \
-         installed; this one is in {ns}: move it there",
-        ctx.template.namespace
-    );
+/// A rollout the operator will not act on (outside the agents' namespace, or selecting nodes
+/// an older rollout selects): nothing is done, and the status says why with condition
+/// `Accepted=False` (once; an unchanged refusal writes nothing). It is looked at again when it
+/// changes, and every few minutes (the other rollout may have gone).
+async fn refuse(
+    rollout: &AgentRollout,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    why: &'static str,
+    message: String,
+) -> Result<Action, Error> {
     let current = rollout.status.clone().unwrap_or_default();
+    let again = Action::requeue(Duration::from_secs(300));
     if current.reason.as_deref() == Some(message.as_str()) {
-        return Ok(Action::await_change());
+        return Ok(again);
     }
-    tracing::warn!(rollout = %format!("{ns}/{name}"), agents_namespace = %ctx.template.namespace, "rollout refused: wrong namespace");
+    tracing::warn!(rollout = %format!("{ns}/{name}"), reason = why, %message, "rollout refused");
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
     let status = vigil_crds::rollout::AgentRolloutStatus {
         observed_generation: rollout.metadata.generation,
@@ -367,7 +416,7 @@ async fn refuse_namespace(rollout: &AgentRollout, ctx: &Context, ns: &str, name:
         conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
             type_: "Accepted".into(),
             status: "False".into(),
-            reason: "WrongNamespace".into(),
+            reason: why.into(),
             message: message.clone(),
             last_transition_time: now,
             observed_generation: rollout.metadata.generation,
@@ -502,6 +551,7 @@ pub async fn run(
         pods: spawn_reflector(Api::all(client.clone()), agents.clone(), Some(Nudge { tx: nudge, key: pod_key })),
         leases: spawn_reflector(Api::all(client.clone()), agents, None),
         statuses: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
+        rollouts: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
     };
     // Plan only on a complete picture of the fleet.
     let ready = [
@@ -509,6 +559,7 @@ pub async fn run(
         stores.pods.wait_until_ready().await.is_ok(),
         stores.leases.wait_until_ready().await.is_ok(),
         stores.statuses.wait_until_ready().await.is_ok(),
+        stores.rollouts.wait_until_ready().await.is_ok(),
     ];
     if ready.contains(&false) {
         tracing::error!("a reflector stopped before its first list");

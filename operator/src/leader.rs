@@ -107,6 +107,12 @@ pub async fn round(client: &Client, e: &Election, now: Timestamp) -> Result<bool
     }
 }
 
+/// How long a leader may fail to renew before it stops: two thirds of the Lease, leaving the
+/// last third for its work to stop before a standby can acquire the expired Lease.
+pub fn renew_deadline(lease_duration: Duration) -> Duration {
+    lease_duration * 2 / 3
+}
+
 /// Waits until this replica leads, then runs `work` while renewing the Lease every third of
 /// its duration. Returns when `work` ends, or with an error once the Lease could not be
 /// renewed before it expired (the caller exits; Kubernetes restarts it as a follower).
@@ -137,8 +143,14 @@ pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Elec
                 match round(client, e, Timestamp::now()).await {
                     Ok(true) => last_renewed = std::time::Instant::now(),
                     Ok(false) => return Err(format!("lost the leader Lease {}/{} to another replica", e.namespace, e.name)),
-                    Err(err) if last_renewed.elapsed() >= e.lease_duration => {
-                        return Err(format!("could not renew the leader Lease {}/{} before it expired: {err}", e.namespace, e.name));
+                    // Give up at the renew deadline, a third of the Lease before it expires (as
+                    // client-go's renewDeadline): the work stops before a standby may take the
+                    // expired Lease, so two leaders never act at once.
+                    Err(err) if last_renewed.elapsed() >= renew_deadline(e.lease_duration) => {
+                        return Err(format!(
+                            "could not renew the leader Lease {}/{} within its renew deadline: {err}",
+                            e.namespace, e.name
+                        ));
                     }
                     Err(_) => {}
                 }

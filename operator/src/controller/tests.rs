@@ -231,6 +231,7 @@ fn stores_give_the_selected_nodes_with_the_agents_of_the_rollout_namespace() {
         pods: fill(vec![pod("n1", "vigil-system"), pod("n2", "other")]),
         leases: fill(vec![]),
         statuses: fill(vec![]),
+        rollouts: fill(vec![]),
     };
     let mut r = rollout();
     r.spec.node_selector = Some(vigil_crds::rollout::match_labels([("pool", "web")]));
@@ -289,4 +290,45 @@ fn node_and_pod_keys_change_with_what_the_planner_reads_only() {
         .unwrap()
     };
     assert_ne!(super::pod_key(&pod(0)), super::pod_key(&pod(1)), "a restart wakes the gate");
+}
+
+#[test]
+fn a_newer_rollout_selecting_the_same_nodes_is_told_which_older_one_holds_them() {
+    fn fill<K>(items: Vec<K>) -> kube::runtime::reflector::Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (reader, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        for i in items {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(i));
+        }
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        reader
+    }
+    let node = |name: &str, pool: &str| -> k8s_openapi::api::core::v1::Node {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"pool": pool}}})).unwrap()
+    };
+    let named = |name: &str, created: &str, pool: Option<&str>| {
+        let mut r = rollout();
+        r.metadata.name = Some(name.into());
+        r.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(created.parse().unwrap()));
+        r.spec.node_selector = pool.map(|p| vigil_crds::rollout::match_labels([("pool", p)]));
+        r
+    };
+    let older = named("fleet", "2026-01-01T00:00:00Z", None);
+    let newer = named("web-canary", "2026-02-01T00:00:00Z", Some("web"));
+    let elsewhere = named("db", "2026-03-01T00:00:00Z", Some("db"));
+    let stores = super::Stores {
+        nodes: fill(vec![node("n1", "web"), node("n2", "db")]),
+        pods: fill(vec![]),
+        leases: fill(vec![]),
+        statuses: fill(vec![]),
+        rollouts: fill(vec![older.clone(), newer.clone()]),
+    };
+    assert_eq!(stores.overlap(&newer, "vigil-system"), Some(("fleet".into(), 1, "n1".into())));
+    assert_eq!(stores.overlap(&older, "vigil-system"), None, "the older one goes on");
+    let disjoint = super::Stores { rollouts: fill(vec![newer.clone(), elsewhere.clone()]), ..stores };
+    assert_eq!(disjoint.overlap(&elsewhere, "vigil-system"), None);
 }

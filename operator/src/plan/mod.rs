@@ -23,6 +23,7 @@ pub mod conditions;
 pub mod gate;
 pub mod model;
 pub mod order;
+pub mod overlap;
 pub mod window;
 
 use std::collections::BTreeMap;

@@ -178,7 +178,7 @@ fn new_node(i: usize, legacy: bool, zones: usize, revision: Option<String>) -> N
             kernel: if legacy { "4.19.0" } else { "6.1.0" }.into(),
             arch: "amd64".into(),
             os: "linux".into(),
-            instance_type: if i % 2 == 0 { "m5.large" } else { "c5.large" }.into(),
+            instance_type: if i.is_multiple_of(2) { "m5.large" } else { "c5.large" }.into(),
             zone: format!("zone-{}", i % zones.max(1)),
         },
         revision,
