@@ -56,20 +56,33 @@ pub async fn client() -> Result<Client> {
     Client::try_from(config).context("creating the client")
 }
 
+/// The label the e2e tests put on the CRDs they create, so that a later run may update them.
+pub const CREATED_BY_E2E: (&str, &str) = ("app.kubernetes.io/managed-by", FIELD_MANAGER);
+
 /// Makes sure Vigil's CRDs are installed and Established. A CRD that is missing is created
-/// (and left installed: other tests use it, and deleting a CRD deletes every object of it);
-/// one that exists is used as it is when it serves the same schema, and the test fails,
-/// changing nothing, when it does not (another version of Vigil is installed there).
+/// (labelled [`CREATED_BY_E2E`], and left installed: other tests use it, and deleting a CRD
+/// deletes every object of it); one that exists is used as it is when it serves the same
+/// schema, brought up to date when an earlier e2e run created it, and otherwise the test
+/// fails, changing nothing (another version of Vigil is installed there).
 pub async fn install_crds(client: &Client, timeout: Duration) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in vigil_crds::all_crds() {
+    for (_, mut crd) in vigil_crds::all_crds() {
         let name = crd.metadata.name.clone().context("CRD without a name")?;
+        crd.metadata.labels.get_or_insert_default().insert(CREATED_BY_E2E.0.into(), CREATED_BY_E2E.1.into());
         match api.get_opt(&name).await.with_context(|| format!("reading CRD {name}"))? {
             Some(existing) => {
                 let ours = serde_json::to_value(&crd.spec.versions)?;
                 let theirs = serde_json::to_value(&existing.spec.versions)?;
+                let by_e2e = existing.metadata.labels.as_ref().and_then(|l| l.get(CREATED_BY_E2E.0))
+                    == Some(&CREATED_BY_E2E.1.to_owned());
                 if !same_schemas(&ours, &theirs) {
-                    bail!("CRD {name} exists with another schema (another Vigil version?): not touching it");
+                    if !by_e2e {
+                        bail!("CRD {name} exists with another schema (another Vigil version?): not touching it");
+                    }
+                    let pp = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+                    api.patch(&name, &pp, &kube::api::Patch::Apply(&crd))
+                        .await
+                        .with_context(|| format!("updating CRD {name}, which an earlier e2e run created"))?;
                 }
             }
             None => match api.create(&PostParams::default(), &crd).await {
