@@ -85,6 +85,28 @@ async fn rollout_done(rollouts: &Api<AgentRollout>, not: Option<&str>) -> Result
     Err(format!("phase {:?}, target {target}, {}", st.phase, st.reason.unwrap_or_default()))
 }
 
+/// The release's pods in a line, for a failure message: name, phase, and why not ready.
+async fn pods_summary(pods: &Api<Pod>) -> String {
+    let list = match pods.list(&ListParams::default()).await {
+        Ok(l) => l.items,
+        Err(e) => return format!("cannot list: {e}"),
+    };
+    list.iter()
+        .map(|p| {
+            let st = p.status.as_ref();
+            let why: Vec<String> = st
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|c| c.status != "True")
+                .map(|c| format!("{} {}", c.type_, c.message.clone().unwrap_or_default()))
+                .collect();
+            format!("{} {} [{}]", p.name_any(), st.and_then(|s| s.phase.clone()).unwrap_or_default(), why.join("; "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Every node runs a Ready agent on `rev` and reports it in its AgentStatus, with each event
 /// source and a health that is not Unhealthy (Degraded only for a source the node cannot give).
 async fn all_on(client: &Client, pods: &Api<Pod>, nodes: &BTreeSet<String>, rev: &str) -> Result<Option<()>, String> {
@@ -154,8 +176,11 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns.name);
 
-    let first = wait_for("the first revision Completed", Duration::from_secs(420), Duration::from_secs(2), || {
-        rollout_done(&rollouts, None)
+    let first = wait_for("the first revision Completed", Duration::from_secs(420), Duration::from_secs(2), || async {
+        match rollout_done(&rollouts, None).await {
+            Err(e) => Err(format!("{e}; pods: {}", pods_summary(&pods).await)),
+            done => done,
+        }
     })
     .await
     .unwrap();
@@ -274,9 +299,12 @@ impl Drop for NodeLabels {
             let nodes: Api<Node> = Api::all(client);
             let lp = ListParams::default().labels(&format!("{}={value}", vigil_crds::labels::ROLLOUT));
             let Ok(list) = nodes.list(&lp).await else { return };
-            let clear = json!({"metadata": {"labels": {
-                vigil_crds::labels::REVISION: null, vigil_crds::labels::ROLLOUT: null, vigil_crds::labels::PINNED: null,
-            }}});
+            let clear = json!({"metadata": {
+                "labels": {
+                    vigil_crds::labels::REVISION: null, vigil_crds::labels::ROLLOUT: null, vigil_crds::labels::PINNED: null,
+                },
+                "annotations": {vigil_crds::labels::ADMITTED_AT: null},
+            }});
             for n in list.items {
                 let _ = nodes.patch(&n.name_any(), &PatchParams::default(), &Patch::Merge(&clear)).await;
             }

@@ -261,7 +261,16 @@ fn records_written_to_the_real_kernel_log_are_classified() {
     let (sources, mut rx, _q) = start(&c);
     let s = wait_ready(&sources, Source::Kernel);
     assert!(s.starts_with("reading /dev/kmsg"), "{s}");
-    let iface = format!("vt{}", std::process::id() % 100_000);
+    let e = link_down_through_the_kernel_log(&mut rx, "vt");
+    assert_eq!(e.kind, EventType::LinkDown);
+    assert_eq!(e.details["userspace"], true, "written from user space, and marked so");
+    sources.stop();
+}
+
+/// Writes a link-down record for a made-up interface (`prefix` + pid) to the real kernel log
+/// and waits, bounded, for the source to report it.
+fn link_down_through_the_kernel_log(rx: &mut Receiver<Event>, prefix: &str) -> Event {
+    let iface = format!("{prefix}{}", std::process::id() % 100_000);
     // Root may write to /dev/kmsg; the record is logged with the user facility.
     std::fs::OpenOptions::new()
         .write(true)
@@ -269,13 +278,10 @@ fn records_written_to_the_real_kernel_log_are_classified() {
         .unwrap()
         .write_all(format!("<4>vigil-live-test: {iface}: Link down\n").as_bytes())
         .unwrap();
-    let seen = wait_for(&mut rx, Duration::from_secs(10), "the link-down record", |ev| {
+    let seen = wait_for(rx, Duration::from_secs(10), "the link-down record", |ev| {
         ev.iter().any(|e| e.detail_str("interface") == Some(iface.as_str()))
     });
-    let e = seen.iter().find(|e| e.detail_str("interface") == Some(iface.as_str())).unwrap();
-    assert_eq!(e.kind, EventType::LinkDown);
-    assert_eq!(e.details["userspace"], true, "written from user space, and marked so");
-    sources.stop();
+    seen.into_iter().find(|e| e.detail_str("interface") == Some(iface.as_str())).unwrap()
 }
 
 /// In a container that is not privileged `/dev/kmsg` cannot be opened; the agent then reads
@@ -292,17 +298,7 @@ fn without_the_kmsg_device_the_kernel_log_is_read_through_syslog() {
     assert!(s.starts_with("reading the kernel ring buffer with syslog(2)"), "{s}");
     let status = sources.states.lock().unwrap().0[&Source::Kernel].clone();
     assert_eq!((status.state, status.mode), (vigil_crds::SourceState::On, "syslog"));
-    let iface = format!("vs{}", std::process::id() % 100_000);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/kmsg")
-        .unwrap()
-        .write_all(format!("<4>vigil-live-test: {iface}: Link down\n").as_bytes())
-        .unwrap();
-    let seen = wait_for(&mut rx, Duration::from_secs(10), "the link-down record through syslog(2)", |ev| {
-        ev.iter().any(|e| e.detail_str("interface") == Some(iface.as_str()))
-    });
-    let e = seen.iter().find(|e| e.detail_str("interface") == Some(iface.as_str())).unwrap();
+    let e = link_down_through_the_kernel_log(&mut rx, "vs");
     assert_eq!(e.kind, EventType::LinkDown);
     assert_eq!(e.details["userspace"], true, "the facility survives the syslog(2) format");
     sources.stop();
