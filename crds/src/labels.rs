@@ -17,6 +17,10 @@ pub const PINNED: &str = "vigil.dev/pinned";
 /// written with the label. The health gate judges each node from its own admission.
 pub const ADMITTED_AT: &str = "vigil.dev/admitted-at";
 
+/// Annotation on the DaemonSets the operator writes: the SHA-256 of the spec it wants them
+/// to have; the operator writes a DaemonSet again only when this changes.
+pub const DESIRED_SHA256: &str = "vigil.dev/desired-sha256";
+
 /// Label on every object the operator creates, naming the component.
 pub const COMPONENT: &str = "vigil.dev/component";
 
@@ -46,8 +50,17 @@ mod tests {
 
     #[test]
     fn every_vigil_key_is_a_valid_qualified_label_name() {
-        for key in [REVISION, ROLLOUT, PINNED, ADMITTED_AT, COMPONENT, CONFIG_SHA256, ROLLOUT_TRACE_ID, ALERTING_SECRET]
-        {
+        for key in [
+            REVISION,
+            ROLLOUT,
+            PINNED,
+            ADMITTED_AT,
+            DESIRED_SHA256,
+            COMPONENT,
+            CONFIG_SHA256,
+            ROLLOUT_TRACE_ID,
+            ALERTING_SECRET,
+        ] {
             let (prefix, name) = key.split_once('/').expect("prefixed key");
             assert_eq!(prefix, crate::GROUP, "{key}");
             assert!(!name.is_empty() && name.len() <= 63, "{key}");

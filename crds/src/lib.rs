@@ -13,6 +13,7 @@
 //! YAML lives beside this crate in `crds/*.yaml` and is written by the
 //! `crdgen` binary; a test fails when it is stale.
 
+pub mod agent;
 pub mod agentstatus;
 pub mod labels;
 pub mod policy;

@@ -135,10 +135,18 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     let good = format!("registry.invalid/vigil-agent@sha256:{}", digest('a'));
     let bad = format!("registry.invalid/vigil-agent@sha256:{}", digest('b'));
     let kubelets = {
-        let (client, ns, nodes, bad) = (client.clone(), ns.name.clone(), nodes.clone(), bad.clone());
+        let (client, ns, bad, run) = (client.clone(), ns.name.clone(), bad.clone(), run_label.clone());
         tokio::spawn(async move {
-            // Bounded: at most 15 minutes of one-second rounds; the test ends it sooner.
+            // Bounded: at most 15 minutes of one-second rounds; the test ends it sooner. Every
+            // node of this run is played, those that join later too.
+            let mine = ListParams::default().labels(&format!("vigil.dev/e2e={run}"));
+            let node_api: Api<Node> = Api::all(client.clone());
             for _ in 0..900 {
+                let nodes: Vec<String> = node_api
+                    .list(&mine)
+                    .await
+                    .map(|l| l.items.iter().filter_map(|n| n.metadata.name.clone()).collect())
+                    .unwrap_or_default();
                 play_kubelets(&client, &ns, &nodes, &bad).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -172,6 +180,8 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     .unwrap();
     node_api.create(&PostParams::default(), &node).await.unwrap();
     cleanup.add_typed::<Node>(None, &late);
+    cleanup.add_typed::<vigil_crds::AgentStatus>(None, &late);
+    cleanup.add_typed::<Lease>(Some("kube-node-lease"), &late);
     let want = good_rev.clone();
     let joined = await_condition(node_api.clone(), &late, move |n: Option<&Node>| {
         n.and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get("vigil.dev/revision")) == Some(&want)

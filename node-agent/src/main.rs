@@ -356,8 +356,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, host_root, termination_log, expect_config_sha256, no_report } => {
-            let expected =
-                expect_config_sha256.or_else(|| std::env::var("VIGIL_CONFIG_SHA256").ok().filter(|v| !v.is_empty()));
+            let expected = expect_config_sha256
+                .or_else(|| std::env::var(vigil_crds::agent::env::CONFIG_SHA256).ok().filter(|v| !v.is_empty()));
             let result = run_daemon(&config, host_root, expected.as_deref(), !no_report);
             if let Err(e) = &result
                 && termination_log.is_file()

@@ -35,16 +35,14 @@ pub struct Identity {
 }
 
 /// The heartbeat Lease's name for a node (the operator reads the same name).
-pub fn lease_name(node: &str) -> String {
-    format!("vigil-agent-{node}")
-}
+pub use vigil_crds::agent::lease_name;
 
 /// The heartbeat Lease as the agent writes it.
 pub fn lease(id: &Identity, now: Timestamp, duration: Duration) -> Lease {
     serde_json::from_value(json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": lease_name(&id.node), "namespace": id.namespace, "labels": {"app.kubernetes.io/name": "vigil-agent"}},
+        "metadata": {"name": lease_name(&id.node), "namespace": id.namespace, "labels": {vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1}},
         "spec": {
             "holderIdentity": id.node,
             "leaseDurationSeconds": duration.as_secs(),
@@ -231,8 +229,8 @@ impl Reporter {
     /// A reporter when the agent runs in a pod (`NODE_NAME` and `POD_NAMESPACE` set, the
     /// in-cluster service account available); `None` on a plain host.
     pub async fn from_pod_env() -> Option<Self> {
-        let node = std::env::var("NODE_NAME").ok().filter(|v| !v.is_empty())?;
-        let namespace = std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty())?;
+        let node = std::env::var(vigil_crds::agent::env::NODE_NAME).ok().filter(|v| !v.is_empty())?;
+        let namespace = std::env::var(vigil_crds::agent::env::POD_NAMESPACE).ok().filter(|v| !v.is_empty())?;
         let config = kube::Config::incluster().ok()?;
         let client = Client::try_from(config).ok()?;
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
@@ -245,8 +243,8 @@ impl Reporter {
             identity: Identity {
                 node,
                 namespace,
-                revision: env("VIGIL_REVISION"),
-                config_sha256: env("VIGIL_CONFIG_SHA256"),
+                revision: env(vigil_crds::agent::env::REVISION),
+                config_sha256: env(vigil_crds::agent::env::CONFIG_SHA256),
             },
             node_uid,
             node_labels,

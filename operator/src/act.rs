@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
+use vigil_crds::agent::env;
 use vigil_crds::labels;
 use vigil_crds::rollout::{AgentRolloutStatus, RevisionRecord};
 
@@ -98,7 +99,7 @@ pub fn daemonset(
     let (config_map, config_key) = (rec.config_map.as_deref()?, rec.config_key.as_deref()?);
     let name = daemonset_name(&rec.revision);
     let selector: BTreeMap<&str, &str> =
-        [("app.kubernetes.io/name", "vigil-agent"), (labels::REVISION, rec.revision.as_str())].into();
+        [vigil_crds::agent::NAME_LABEL, (labels::REVISION, rec.revision.as_str())].into();
     let mut annotations = BTreeMap::from([(labels::CONFIG_SHA256.to_owned(), rec.config_sha256.clone())]);
     if let Some(tid) = trace_id {
         annotations.insert(labels::ROLLOUT_TRACE_ID.to_owned(), tid.to_owned());
@@ -143,7 +144,7 @@ pub fn daemonset(
         "metadata": {
             "name": name,
             "namespace": t.namespace,
-            "labels": {"app.kubernetes.io/name": "vigil-agent", labels::REVISION: rec.revision, labels::MANAGED_BY: labels::MANAGER},
+            "labels": {vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1, labels::REVISION: rec.revision, labels::MANAGED_BY: labels::MANAGER},
             "ownerReferences": [owner],
         },
         "spec": {
@@ -165,14 +166,14 @@ pub fn daemonset(
                     "priorityClassName": "system-node-critical",
                     "securityContext": pod_security,
                     "containers": [{
-                        "name": crate::observe::AGENT_CONTAINER,
+                        "name": vigil_crds::agent::CONTAINER,
                         "image": rec.image,
                         "args": ["run", "--config", format!("{}/{config_key}", t.config_dir), "--host-root", t.host_root],
                         "env": [
-                            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-                            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                            {"name": "VIGIL_CONFIG_SHA256", "value": rec.config_sha256},
-                            {"name": "VIGIL_REVISION", "value": rec.revision},
+                            {"name": env::NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                            {"name": env::POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                            {"name": env::CONFIG_SHA256, "value": rec.config_sha256},
+                            {"name": env::REVISION, "value": rec.revision},
                         ],
                         "securityContext": container_security,
                         "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
@@ -184,7 +185,16 @@ pub fn daemonset(
         },
     });
     // The JSON above is built from typed parts and always has DaemonSet's shape.
-    serde_json::from_value(value).ok()
+    let mut ds: DaemonSet = serde_json::from_value(value).ok()?;
+    // What the operator wants of this DaemonSet, hashed: it is written again only when this
+    // changes (the hash covers labels, owner and spec; the annotation itself is not in it).
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let body = serde_json::to_vec(&(&ds.metadata.labels, &ds.metadata.owner_references, &ds.spec)).ok()?;
+        Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    ds.metadata.annotations.get_or_insert_default().insert(labels::DESIRED_SHA256.to_owned(), digest);
+    Some(ds)
 }
 
 /// Revisions that still need a DaemonSet: any a node is labelled for, plus the target and
@@ -302,6 +312,31 @@ mod tests {
         let secrets = volumes.iter().find(|v| v.name == "alert-secrets").unwrap().secret.clone().unwrap();
         assert_eq!((secrets.secret_name.as_deref(), secrets.optional), (Some("vigil-alert-secrets"), Some(true)));
         assert!(mounts.iter().any(|m| m.mount_path == "/etc/vigil/policies" && m.read_only == Some(true)));
+    }
+
+    #[test]
+    fn the_desired_hash_is_stable_and_moves_with_the_spec() {
+        let rec = RevisionRecord {
+            revision: "r-2b878e0c19".into(),
+            image: format!("registry.example/vigil-agent@sha256:{}", "a".repeat(64)),
+            config_sha256: "b".repeat(64),
+            config_map: Some("cfg".into()),
+            config_key: Some("agent.yaml".into()),
+            version: None,
+            admitted_at: None,
+            outcome: RevisionOutcome::InProgress,
+            reason: None,
+        };
+        let owner = OwnerReference { name: "r".into(), uid: "u".into(), ..Default::default() };
+        let hash = |rec: &RevisionRecord| {
+            daemonset(rec, owner.clone(), None, &AgentTemplate::default()).unwrap().metadata.annotations.unwrap()
+                [labels::DESIRED_SHA256]
+                .clone()
+        };
+        assert_eq!(hash(&rec), hash(&rec), "the same revision, the same hash: no write");
+        let other =
+            RevisionRecord { image: format!("registry.example/vigil-agent@sha256:{}", "c".repeat(64)), ..rec.clone() };
+        assert_ne!(hash(&rec), hash(&other));
     }
 
     #[test]

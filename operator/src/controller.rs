@@ -214,7 +214,7 @@ pub async fn observe(
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod_list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent"))
+        .list(&ListParams::default().labels(vigil_crds::agent::SELECTOR))
         .await
         .map_err(|e| Error::Observe("pods", e))?
         .items;
@@ -343,9 +343,15 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             .await
             .map_err(|e| Error::Node(m.node.clone(), e))?;
     }
-    // 3. A DaemonSet for every revision a node may run.
+    // 3. A DaemonSet for every revision a node may run, written only when what the operator
+    // wants of it changed (its `vigil.dev/desired-sha256`): an unchanged reconcile writes
+    // nothing, and an emergency edit by a person stays until the revision's desired spec moves.
     if let Some(owner) = rollout.controller_owner_ref(&()) {
         let dss: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
+        let owned = dss
+            .list(&ListParams::default().labels(vigil_crds::agent::SELECTOR))
+            .await
+            .map_err(|e| Error::Observe("daemonsets", e))?;
         let mut revisions: Vec<&str> = observed.nodes.iter().filter_map(|n| n.revision.as_deref()).collect();
         revisions.extend(p.moves.iter().filter_map(|m| m.to.as_deref()));
         let live = act::live_revisions(&p.status, revisions);
@@ -359,16 +365,22 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             // revision's config under it (and fail the agent's hash check on restart).
             let Some(ds) = act::daemonset(rec, owner.clone(), Some(revision_trace.as_str()), &t) else { continue };
             let ds_name = act::daemonset_name(&rec.revision);
+            let want = ds.metadata.annotations.as_ref().and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
+            let has = owned
+                .items
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(ds_name.as_str()))
+                .and_then(|d| d.metadata.annotations.as_ref())
+                .and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
+            if want.is_some() && has == want {
+                continue;
+            }
             dss.patch(&ds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ds))
                 .await
                 .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
         }
         // 4. DaemonSets of revisions no node runs any more go. A node outside this rollout's
         // selector may still carry the label, so the whole cluster is asked before deleting.
-        let owned = dss
-            .list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent"))
-            .await
-            .map_err(|e| Error::Observe("daemonsets", e))?;
         for ds in owned.items {
             let ours =
                 ds.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == rollout.metadata.uid.as_ref());
@@ -540,7 +552,7 @@ pub async fn run(
     let rollouts: Api<AgentRollout> = Api::all(client.clone());
     let dss: Api<DaemonSet> = Api::all(client.clone());
     let recorder = Publisher::new(client.clone(), instance);
-    let agents = watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent");
+    let agents = watcher::Config::default().labels(vigil_crds::agent::SELECTOR);
     let (nudge, nudges) = tokio::sync::mpsc::channel(1);
     let stores = Stores {
         nodes: spawn_reflector(
@@ -569,7 +581,7 @@ pub async fn run(
     let ctx =
         Arc::new(Context { metrics, tracer, template, stores: Some(stores), ..Context::new(client, Some(recorder)) });
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
-        .owns(dss, kube::runtime::watcher::Config::default().labels("app.kubernetes.io/name=vigil-agent"))
+        .owns(dss, kube::runtime::watcher::Config::default().labels(vigil_crds::agent::SELECTOR))
         .reconcile_all_on(throttled(nudges))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

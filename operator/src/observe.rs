@@ -10,12 +10,9 @@ use vigil_crds::{AgentStatus, labels};
 use crate::plan::{AgentView, NodeAttributes, NodeView};
 
 /// The container of the agent pod the gate looks at.
-pub const AGENT_CONTAINER: &str = "agent";
-
+pub use vigil_crds::agent::CONTAINER as AGENT_CONTAINER;
 /// The Lease an agent renews as its heartbeat, named after its node.
-pub fn lease_name(node: &str) -> String {
-    format!("vigil-agent-{node}")
-}
+pub use vigil_crds::agent::lease_name;
 
 /// The attributes of a node (from `status.nodeInfo` and well-known labels).
 pub fn attributes(node: &Node) -> NodeAttributes {

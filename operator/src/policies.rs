@@ -221,7 +221,7 @@ pub async fn reconcile(client: &Client, namespace: &str) -> Result<Published, ku
     let out = publish(&policies, &secrets, jiff::Timestamp::now());
     let statuses = out.statuses.clone();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let labels = json!({"app.kubernetes.io/name": "vigil-agent", "app.kubernetes.io/managed-by": FIELD_MANAGER});
+    let labels = json!({vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1, "app.kubernetes.io/managed-by": FIELD_MANAGER});
     let cm = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": POLICIES_CONFIGMAP, "namespace": namespace, "labels": labels},

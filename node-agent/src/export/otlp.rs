@@ -80,7 +80,10 @@ fn config_resource(config: &Config, version: &'static str) -> Resource {
         &crate::host::HostRoot::new(config.host_root.clone()),
         &mut crate::proc::ReadErrors::default(),
     );
-    let node_name = config.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()));
+    let node_name = config
+        .node_name
+        .clone()
+        .or_else(|| std::env::var(vigil_crds::agent::env::NODE_NAME).ok().filter(|s| !s.is_empty()));
     resource(&identity, node_name.as_deref(), version)
 }
 

@@ -36,7 +36,7 @@ pub fn read(root: &HostRoot, errors: &mut ReadErrors) -> Identity {
 pub fn node_name(root: &HostRoot, configured: Option<&str>) -> String {
     configured
         .map(str::to_owned)
-        .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var(vigil_crds::agent::env::NODE_NAME).ok().filter(|s| !s.is_empty()))
         .or_else(|| {
             std::fs::read_to_string(root.proc_file("sys/kernel/hostname"))
                 .ok()

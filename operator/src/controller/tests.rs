@@ -138,6 +138,16 @@ async fn first_reconcile(with_events: bool) {
         assert_eq!(body["metadata"]["labels"]["vigil.dev/rollout"], "vigil-system.agent");
         send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-00"}})));
 
+        // Then the DaemonSets as they are: the target's is not there yet (so it is written);
+        // ours for an old revision goes once no node in the whole cluster carries its label;
+        // another rollout's stays.
+        let ((m, uri, _), send) = next().await;
+        assert_eq!(m, Method::GET);
+        assert!(uri.starts_with("/apis/apps/v1/namespaces/vigil-system/daemonsets?"), "{uri}");
+        let ds = |rev: &str, uid: &str| json!({"metadata": {"name": format!("vigil-agent-{rev}"), "labels": {"vigil.dev/revision": rev}, "ownerReferences": [{"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentRollout", "name": "x", "uid": uid}]}, "spec": {"selector": {}, "template": {}}});
+        send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": [
+            ds("r-old0000000", "uid-1"), ds("r-other00000", "uid-2")
+        ]})));
         // Then the DaemonSet of every revision a node may run that the rollout has a record of:
         // here the target (the stable revision predates the rollout; its DaemonSet was
         // installed with it).
@@ -151,6 +161,11 @@ async fn first_reconcile(with_events: bool) {
                 "{uri}"
             );
             assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            assert_eq!(
+                body["metadata"]["annotations"]["vigil.dev/desired-sha256"].as_str().map(str::len),
+                Some(64),
+                "the desired spec's hash rides along, so an unchanged DaemonSet is not written again"
+            );
             let rev = body["spec"]["template"]["spec"]["nodeSelector"]["vigil.dev/revision"].as_str().unwrap();
             let trace = crate::telemetry::ids("uid-1", rev).0.to_string();
             assert_eq!(
@@ -163,15 +178,6 @@ async fn first_reconcile(with_events: bool) {
             );
             send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"}})));
         }
-        // Then the DaemonSets no node runs: ours for an old revision goes once no node in the
-        // whole cluster carries its label; another rollout's and a live one stay.
-        let ((m, uri, _), send) = next().await;
-        assert_eq!(m, Method::GET);
-        assert!(uri.starts_with("/apis/apps/v1/namespaces/vigil-system/daemonsets?"), "{uri}");
-        let ds = |rev: &str, uid: &str| json!({"metadata": {"name": format!("vigil-agent-{rev}"), "labels": {"vigil.dev/revision": rev}, "ownerReferences": [{"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentRollout", "name": "x", "uid": uid}]}, "spec": {"selector": {}, "template": {}}});
-        send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": [
-            ds(&applied[0], "uid-1"), ds("r-old0000000", "uid-1"), ds("r-other00000", "uid-2")
-        ]})));
         let ((m, uri, _), send) = next().await;
         assert_eq!(m, Method::GET);
         assert!(

@@ -1,0 +1,40 @@
+//! Names the operator and the agent must agree on: the agent pod's container, labels and
+//! environment, and the heartbeat Lease. One place, so the two binaries cannot drift.
+
+/// The agent container's name in every revision's DaemonSet.
+pub const CONTAINER: &str = "agent";
+
+/// The label every agent object carries (DaemonSets, pods, heartbeat Leases, the published
+/// policies), and its value.
+pub const NAME_LABEL: (&str, &str) = ("app.kubernetes.io/name", "vigil-agent");
+
+/// [`NAME_LABEL`] as a label selector.
+pub const SELECTOR: &str = "app.kubernetes.io/name=vigil-agent";
+
+/// The agent pod's environment, set by the DaemonSet the operator writes.
+pub mod env {
+    /// The node the pod runs on (downward API `spec.nodeName`).
+    pub const NODE_NAME: &str = "NODE_NAME";
+    /// The pod's namespace (downward API `metadata.namespace`): where its Lease lives.
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    /// The SHA-256 of the config the revision carries; the agent checks the file against it.
+    pub const CONFIG_SHA256: &str = "VIGIL_CONFIG_SHA256";
+    /// The revision the pod was started for.
+    pub const REVISION: &str = "VIGIL_REVISION";
+}
+
+/// The heartbeat Lease of the agent on `node` (in the agents' namespace).
+pub fn lease_name(node: &str) -> String {
+    format!("vigil-agent-{node}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_selector_is_the_label_and_lease_names_are_per_node() {
+        assert_eq!(SELECTOR, format!("{}={}", NAME_LABEL.0, NAME_LABEL.1));
+        assert_eq!(lease_name("node-a"), "vigil-agent-node-a");
+    }
+}
