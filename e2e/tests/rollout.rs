@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -75,6 +76,23 @@ async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], bad_im
     }
 }
 
+/// Stops the kubelet player when dropped, waiting (at most 30 s) for it to finish its round.
+#[derive(Default)]
+struct Player {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 fn jiff_micro(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
@@ -90,7 +108,9 @@ async fn wait_phase(api: &Api<AgentRollout>, name: &str, phase: RolloutPhase, ti
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the kubelet player's guard waits, in its destructor, for the player to end
+// its round, which needs another thread to run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
 async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     let client = client().await.unwrap();
@@ -134,14 +154,21 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         tokio::spawn(vigil_operator::controller::run(client.clone(), "e2e".into(), Arc::default(), None, template));
     let good = format!("registry.invalid/vigil-agent@sha256:{}", digest('a'));
     let bad = format!("registry.invalid/vigil-agent@sha256:{}", digest('b'));
-    let kubelets = {
+    // Dropped before `cleanup` (declared after it): the player stops writing node and agent
+    // objects before they are deleted, so none is written again behind the cleanup.
+    let _kubelets = {
         let (client, ns, bad, run) = (client.clone(), ns.name.clone(), bad.clone(), run_label.clone());
+        let player = Player::default();
+        let (stop, done) = (player.stop.clone(), player.done.clone());
         tokio::spawn(async move {
             // Bounded: at most 15 minutes of one-second rounds; the test ends it sooner. Every
             // node of this run is played, those that join later too.
             let mine = ListParams::default().labels(&format!("vigil.dev/e2e={run}"));
             let node_api: Api<Node> = Api::all(client.clone());
             for _ in 0..900 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 let nodes: Vec<String> = node_api
                     .list(&mine)
                     .await
@@ -150,7 +177,9 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
                 play_kubelets(&client, &ns, &nodes, &bad).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        })
+            done.store(true, Ordering::SeqCst);
+        });
+        player
     };
 
     let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns.name);
@@ -221,8 +250,8 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .unwrap();
     assert_eq!(labelled.items.len(), NODES + 1, "every node, the late one too, is back on the good revision");
 
-    kubelets.abort();
     controller.abort();
+    drop(_kubelets);
     drop(cleanup);
     ns.delete().await.unwrap();
 }
