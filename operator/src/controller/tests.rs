@@ -209,20 +209,24 @@ async fn first_reconcile(with_events: bool) {
     assert!(text.contains("vigil_operator_decisions_total{kind=\"Admit\"} 1"), "{text}");
 }
 
+/// A reflector store holding `items`, as a watch's first list leaves it.
+fn fill<K>(items: Vec<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (reader, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    for i in items {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(i));
+    }
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    reader
+}
+
 #[test]
 fn stores_give_the_selected_nodes_with_the_agents_of_the_rollout_namespace() {
     use k8s_openapi::api::core::v1::{Node, Pod};
-    use kube::runtime::{reflector, watcher};
 
-    fn fill<K: kube::Resource<DynamicType = ()> + Clone>(items: Vec<K>) -> reflector::Store<K> {
-        let (reader, mut writer) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for i in items {
-            writer.apply_watcher_event(&watcher::Event::InitApply(i));
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        reader
-    }
     let node = |name: &str, pool: &str| -> Node {
         serde_json::from_value(
             json!({"metadata": {"name": name, "labels": {"pool": pool, "vigil.dev/revision": STABLE}}}),
@@ -300,18 +304,6 @@ fn node_and_pod_keys_change_with_what_the_planner_reads_only() {
 
 #[test]
 fn a_newer_rollout_selecting_the_same_nodes_is_told_which_older_one_holds_them() {
-    fn fill<K>(items: Vec<K>) -> kube::runtime::reflector::Store<K>
-    where
-        K: kube::Resource<DynamicType = ()> + Clone + 'static,
-    {
-        let (reader, mut writer) = kube::runtime::reflector::store();
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
-        for i in items {
-            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(i));
-        }
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
-        reader
-    }
     let node = |name: &str, pool: &str| -> k8s_openapi::api::core::v1::Node {
         serde_json::from_value(json!({"metadata": {"name": name, "labels": {"pool": pool}}})).unwrap()
     };
