@@ -470,12 +470,14 @@ struct Nudge<K> {
 /// A reflector kept current by a watch on `api`, driven by a task of its own; with a nudge,
 /// a change of an object's key also nudges the controller (a full channel already holds a
 /// nudge, so none is lost or queued up).
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, nudge: Option<Nudge<K>>) -> Store<K>
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K), nudge: Option<Nudge<K>>) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher::watcher(api, config)).default_backoff().applied_objects();
+    // Each object is trimmed to what the planner reads before the store keeps it.
+    let watch = watcher::watcher(api, config).modify(trim);
+    let stream = reflector::reflector(writer, watch).default_backoff().applied_objects();
     let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     tokio::spawn(stream.for_each(move |obj| {
         if let (Ok(o), Some(n)) = (obj, &nudge) {
@@ -558,12 +560,28 @@ pub async fn run(
         nodes: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
+            observe::trim_node,
             Some(Nudge { tx: nudge.clone(), key: node_key }),
         ),
-        pods: spawn_reflector(Api::all(client.clone()), agents.clone(), Some(Nudge { tx: nudge, key: pod_key })),
-        leases: spawn_reflector(Api::all(client.clone()), agents, None),
-        statuses: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
-        rollouts: spawn_reflector(Api::all(client.clone()), watcher::Config::default(), None),
+        pods: spawn_reflector(
+            Api::all(client.clone()),
+            agents.clone(),
+            observe::trim_pod,
+            Some(Nudge { tx: nudge, key: pod_key }),
+        ),
+        leases: spawn_reflector(Api::all(client.clone()), agents, observe::trim_lease, None),
+        statuses: spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            observe::trim_agent_status,
+            None,
+        ),
+        rollouts: spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            |r: &mut AgentRollout| r.metadata.managed_fields = None,
+            None,
+        ),
     };
     // Plan only on a complete picture of the fleet.
     let ready = [

@@ -14,6 +14,57 @@ pub use vigil_crds::agent::CONTAINER as AGENT_CONTAINER;
 /// The Lease an agent renews as its heartbeat, named after its node.
 pub use vigil_crds::agent::lease_name;
 
+/// Keeps of a Node only what the planner and the nudges read (labels, the `vigil.dev/`
+/// annotations, `status.conditions` and `status.nodeInfo`): the reflector then holds a few
+/// hundred bytes a node instead of its image list, managed fields and addresses.
+pub fn trim_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    if let Some(a) = node.metadata.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("vigil.dev/"));
+    }
+    node.spec = None;
+    if let Some(st) = node.status.take() {
+        node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+            conditions: st.conditions.map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
+            node_info: st.node_info,
+            ..Default::default()
+        });
+    }
+}
+
+/// Keeps of an agent pod what the gate reads: labels, the node it runs on, its conditions
+/// and container states.
+pub fn trim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec { node_name, ..Default::default() });
+    if let Some(st) = pod.status.take() {
+        pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: st.phase,
+            conditions: st.conditions,
+            container_statuses: st.container_statuses,
+            ..Default::default()
+        });
+    }
+}
+
+/// Keeps of a heartbeat Lease its spec.
+pub fn trim_lease(lease: &mut Lease) {
+    lease.metadata.managed_fields = None;
+    lease.metadata.annotations = None;
+}
+
+/// Keeps of an AgentStatus the revision and health the gate reads.
+pub fn trim_agent_status(s: &mut AgentStatus) {
+    s.metadata.managed_fields = None;
+    s.metadata.annotations = None;
+    if let Some(st) = s.status.take() {
+        s.status =
+            Some(vigil_crds::AgentStatusStatus { revision: st.revision, health: st.health, ..Default::default() });
+    }
+}
+
 /// The attributes of a node (from `status.nodeInfo` and well-known labels).
 pub fn attributes(node: &Node) -> NodeAttributes {
     let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
@@ -186,5 +237,62 @@ mod tests {
         assert!(v.agent.is_none());
         assert!(!v.ready);
         assert_eq!(v.unavailable_since, None);
+    }
+
+    #[test]
+    fn trimmed_objects_give_the_planner_the_same_view_in_far_fewer_bytes() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "node-a", "labels": {"pool": "web", "vigil.dev/revision": "r-aaaaaaaaaa", "topology.kubernetes.io/zone": "eu-1a"},
+                         "annotations": {"vigil.dev/admitted-at": "2026-01-05T00:00:00Z", "node.alpha.kubernetes.io/ttl": "0", "big": "x".repeat(2000)},
+                         "managedFields": [{"manager": "kubelet", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}]},
+            "spec": {"podCIDR": "10.0.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-05T00:00:10Z"}
+                ],
+                "nodeInfo": {"osImage": "CentOS Linux 7 (Core)", "kernelVersion": "3.10.0", "architecture": "amd64", "operatingSystem": "linux",
+                             "bootID": "", "containerRuntimeVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "", "systemUUID": ""},
+                "images": (0..50).map(|i| serde_json::json!({"names": [format!("registry.example/image-{i}@sha256:{}", "a".repeat(64))], "sizeBytes": 1})).collect::<Vec<_>>(),
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]
+            }
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "agent-x", "labels": {"vigil.dev/revision": "r-aaaaaaaaaa"}, "annotations": {"a": "b"}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "agent", "image": "i", "args": ["run"]}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                       "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 3, "image": "i", "imageID": "",
+                                              "lastState": {"terminated": {"exitCode": 1, "reason": "OOMKilled"}}}],
+                       "podIP": "10.0.0.5"}
+        }))
+        .unwrap();
+        let status: AgentStatus = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "node-a"}, "spec": {"nodeName": "node-a"},
+            "status": {"revision": "r-aaaaaaaaaa", "health": "Degraded", "healthReason": "x".repeat(500), "kernel": "3.10.0"}
+        }))
+        .unwrap();
+        let lease: Lease = serde_json::from_value(serde_json::json!({"metadata": {"name": "vigil-agent-node-a"}, "spec": {"renewTime": "2026-01-05T00:01:00.000000Z"}})).unwrap();
+        let before = node_views([&node], [&pod], [&lease], [&status]);
+        let (mut n, mut p, mut l, mut s) = (node.clone(), pod.clone(), lease.clone(), status.clone());
+        trim_node(&mut n);
+        trim_pod(&mut p);
+        trim_lease(&mut l);
+        trim_agent_status(&mut s);
+        assert_eq!(node_views([&n], [&p], [&l], [&s]), before, "the planner sees the same");
+        let size = |v: &dyn erased::Size| v.bytes();
+        assert!(size(&n) * 5 < size(&node), "{} → {} bytes", size(&node), size(&n));
+        assert!(size(&p) < size(&pod) && size(&s) < size(&status));
+    }
+
+    mod erased {
+        pub trait Size {
+            fn bytes(&self) -> usize;
+        }
+        impl<T: serde::Serialize> Size for T {
+            fn bytes(&self) -> usize {
+                serde_json::to_vec(self).map(|v| v.len()).unwrap_or(0)
+            }
+        }
     }
 }
