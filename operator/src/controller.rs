@@ -444,10 +444,9 @@ async fn refuse(
     .await
     .map_err(Error::Status)?;
     if let Some(recorder) = &ctx.recorder {
-        let _ =
-            recorder.publish(&rollout.object_ref(&()), EventKind::Warning, "WrongNamespace", "Refuse", &message).await;
+        let _ = recorder.publish(&rollout.object_ref(&()), EventKind::Warning, why, "Refuse", &message).await;
     }
-    Ok(Action::await_change())
+    Ok(again)
 }
 
 /// A failed reconcile: try again with a delay that an API hiccup outlasts.
