@@ -149,6 +149,17 @@ pub enum SourceState {
     Off,
 }
 
+impl SourceState {
+    /// The lowercase word for logs and summaries: `on`, `degraded`, `off`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Degraded => "degraded",
+            Self::Off => "off",
+        }
+    }
+}
+
 /// The agent's verdict on itself.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AgentHealth {

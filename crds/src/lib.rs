@@ -49,6 +49,17 @@ pub fn render_all() -> Result<Vec<(&'static str, String)>, serde_yaml::Error> {
 /// Every CRD of the contract with the file name it is written to, in a fixed order, with
 /// its schema finished ([`schema::finish`]: bounds, formats, prose) as the API server gets it.
 pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    finished_crds().clone()
+}
+
+/// The finished CRDs, built once: validating a manifest looks its CRD up here, and the
+/// agent validates its policies on every reload.
+pub(crate) fn finished_crds() -> &'static Vec<(&'static str, CustomResourceDefinition)> {
+    static CRDS: std::sync::OnceLock<Vec<(&'static str, CustomResourceDefinition)>> = std::sync::OnceLock::new();
+    CRDS.get_or_init(build_crds)
+}
+
+fn build_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     let mut crds = vec![
         ("agentrollouts.vigil.dev.yaml", AgentRollout::crd()),
         ("alertpolicies.vigil.dev.yaml", AlertPolicy::crd()),

@@ -13,8 +13,8 @@
 //!   field has a natural size (names, URLs, label values).
 //! - **Formats.** schemars writes `uint32`, `uint64`, `uint8`… for unsigned integers; the API
 //!   server knows only `int32` and `int64` (and `float`/`double` for numbers) and warns on
-//!   every apply. Unknown integer formats become `int64` (or `int32` when the values fit) with
-//!   a `minimum` of 0.
+//!   every apply. Unknown integer formats become `int64`, the unsigned ones with a `minimum`
+//!   of 0 (and a `maximum` for `uint32`).
 //! - **Prose.** Doc comments keep their source line breaks; `kubectl explain` prints them
 //!   mid-sentence. Lines of one paragraph are joined; blank lines, list items and indented
 //!   lines keep their breaks.
@@ -63,9 +63,8 @@ pub fn finish(schema: &mut Value) {
 /// (the product of the `maxItems`/`maxProperties` of every list and map above it), under the
 /// per-CRD limit (`StaticEstimatedCRDCostLimit`, 100,000,000). Sizes come from `maxLength`,
 /// `maxItems` and `maxProperties`; without them, from the largest request the server takes
-/// (3 MiB) divided by the smallest element. Strings with a `format` of `date`, `date-time`
-/// or `duration` and string enums are sized by their format or values, but get a bound too:
-/// it costs nothing and makes the schema state it.
+/// (3 MiB) divided by the smallest element. String enums are sized by their values and get
+/// no `maxLength`; strings with a `format` get the default bound like any other.
 fn bound(node: &mut Map<String, Value>) {
     let ty = node.get("type").and_then(Value::as_str).map(str::to_owned);
     match ty.as_deref() {

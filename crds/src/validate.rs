@@ -42,10 +42,14 @@ pub struct Invalid {
 pub fn crd_for(value: &Value) -> Option<CustomResourceDefinition> {
     let api_version = value.get("apiVersion")?.as_str()?;
     let kind = value.get("kind")?.as_str()?;
-    crate::all_crds().into_iter().map(|(_, crd)| crd).find(|crd| {
-        crd.spec.names.kind == kind
-            && crd.spec.versions.iter().any(|v| format!("{}/{}", crd.spec.group, v.name) == api_version)
-    })
+    crate::finished_crds()
+        .iter()
+        .map(|(_, crd)| crd)
+        .find(|crd| {
+            crd.spec.names.kind == kind
+                && crd.spec.versions.iter().any(|v| format!("{}/{}", crd.spec.group, v.name) == api_version)
+        })
+        .cloned()
 }
 
 /// Validates a manifest (as JSON) against the CRD of its `apiVersion` and `kind`, the way the

@@ -129,6 +129,7 @@ fn same_schemas(ours: &serde_json::Value, theirs: &serde_json::Value) -> bool {
 /// gone is fine. Deleting runs on a thread and runtime of its own (a destructor cannot
 /// await, and the test's runtime is blocked in it), with a client of its own: a client's
 /// connection worker lives on the runtime that made it.
+#[derive(Default)]
 pub struct Cleanup {
     items: Vec<(ApiResource, Option<String>, String)>,
 }
@@ -152,11 +153,6 @@ where
 }
 
 impl Cleanup {
-    /// An empty guard (`client` names the cluster; the guard makes its own when it runs).
-    pub fn new(_client: &Client) -> Self {
-        Self { items: Vec::new() }
-    }
-
     /// Deletes `name` (of `ar`, in `namespace` or cluster-scoped) when the guard goes.
     pub fn add(&mut self, ar: ApiResource, namespace: Option<&str>, name: &str) {
         self.items.push((ar, namespace.map(str::to_owned), name.to_owned()));
@@ -214,7 +210,7 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
-        let mut guard = Cleanup::new(client);
+        let mut guard = Cleanup::default();
         guard.add_typed::<Namespace>(None, &name);
         Ok(Self { name, _guard: guard })
     }

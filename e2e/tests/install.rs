@@ -164,7 +164,7 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
     // Last-in-first-out: the release's objects, then (with `ns`) the namespace. The nodes'
     // AgentStatuses and the labels the operator set are removed by `forget_nodes` below, on
     // the way out of a failure too.
-    let mut cleanup = Cleanup::new(&client);
+    let mut cleanup = Cleanup::default();
     let nodes = schedulable_nodes(&client).await;
     assert!(!nodes.is_empty(), "no schedulable node");
     for n in &nodes {

@@ -119,7 +119,7 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     let run_label = ns.name.clone();
     // Dropped last-in-first-out on any exit, a failed assertion too: the fake nodes and their
     // AgentStatuses go, then (with `ns`) the namespace and everything in it.
-    let mut cleanup = Cleanup::new(&client);
+    let mut cleanup = Cleanup::default();
 
     // The agents' service account, which the DaemonSets' pods name (the chart installs it
     // beside the operator; here the test's namespace is the agents' namespace).

@@ -131,10 +131,7 @@ pub fn status_apply(
         health = AgentHealth::Degraded;
         let each: Vec<String> = lacking
             .iter()
-            .map(|r| {
-                let state = if r.state == SourceState::Off { "off" } else { "degraded" };
-                format!("{} {state}: {}", r.name, r.reason.as_deref().unwrap_or(""))
-            })
+            .map(|r| format!("{} {}: {}", r.name, r.state.as_str(), r.reason.as_deref().unwrap_or("")))
             .collect();
         health_reason = Some(format!("event sources: {}", each.join("; ")));
     }
@@ -188,7 +185,8 @@ pub fn status_apply(
 /// `6 on, 1 degraded (process), 1 off (kernel)`: the sources in one line for `kubectl get`.
 pub fn sources_summary(sources: &[SourceReport]) -> String {
     let mut parts = Vec::new();
-    for (state, word) in [(SourceState::On, "on"), (SourceState::Degraded, "degraded"), (SourceState::Off, "off")] {
+    for state in [SourceState::On, SourceState::Degraded, SourceState::Off] {
+        let word = state.as_str();
         let names: Vec<&str> = sources.iter().filter(|r| r.state == state).map(|r| r.name.as_str()).collect();
         if names.is_empty() {
             continue;

@@ -236,16 +236,10 @@ pub async fn observe(
 async fn gate_value(http: Option<&reqwest::Client>, rollout: &AgentRollout, ns: &str) -> Option<Result<f64, String>> {
     let gate = rollout.spec.health_gate.prometheus.as_ref()?;
     let Some(http) = http else { return Some(Err("no HTTP client could be built".into())) };
-    let t = &rollout.spec.target;
-    let image = if t.allow_tag_reference {
-        vigil_crds::ImageRef::parse(&t.image)
-    } else {
-        vigil_crds::ImageRef::pinned(&t.image)
+    let revision = match plan::revision_of(&rollout.spec) {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e)),
     };
-    let (Ok(image), Ok(config)) = (image, ConfigHash::parse(&t.config.sha256)) else {
-        return Some(Err("the target is invalid".into()));
-    };
-    let revision = vigil_crds::RevisionName::of(&image, &config).to_string();
     let key = format!("{ns}/{}", rollout.metadata.name.as_deref().unwrap_or(""));
     Some(crate::prometheus::query(http, gate, &key, &revision).await.map_err(|e| e.to_string()))
 }

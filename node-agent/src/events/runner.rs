@@ -41,12 +41,7 @@ pub struct SourceStatus {
 
 impl std::fmt::Display for SourceStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match self.state {
-            SourceState::On => "on",
-            SourceState::Degraded => "degraded",
-            SourceState::Off => "off",
-        };
-        write!(f, "{state} ({}): {}", self.mode, self.detail)
+        write!(f, "{} ({}): {}", self.state.as_str(), self.mode, self.detail)
     }
 }
 
@@ -354,13 +349,10 @@ fn syslog_loop(
             emitter.count_overflow(1);
         }
         for r in &poll.records {
-            if let Some(e) = classifier.classify(r, boot) {
-                emitter.emit(e);
-            }
+            emit_record(r, boot, classifier, &mut emitter);
         }
         for line in &poll.unparsed {
-            emitter.count_unparsed();
-            emitter.emit(Event::unparsed(jiff::Timestamp::now(), "kmsg", line));
+            emit_unparsed(line, &mut emitter);
         }
     }
 }
@@ -382,17 +374,23 @@ fn open_kmsg(device: &Path, from_end: bool) -> std::io::Result<std::fs::File> {
 
 fn handle_kmsg_record(bytes: &[u8], boot: jiff::Timestamp, classifier: &mut Classifier, emitter: &mut Emitter) {
     match parse_record(bytes) {
-        Some(r) => {
-            if let Some(e) = classifier.classify(&r, boot) {
-                emitter.emit(e);
-            }
-        }
+        Some(r) => emit_record(&r, boot, classifier, emitter),
         None if bytes.iter().all(u8::is_ascii_whitespace) => {}
-        None => {
-            emitter.count_unparsed();
-            emitter.emit(Event::unparsed(jiff::Timestamp::now(), "kmsg", bytes));
-        }
+        None => emit_unparsed(bytes, emitter),
     }
+}
+
+/// A kernel log record, from `/dev/kmsg` or syslog(2), as the event it is (if any).
+fn emit_record(r: &super::kmsg::Record, boot: jiff::Timestamp, classifier: &mut Classifier, emitter: &mut Emitter) {
+    if let Some(e) = classifier.classify(r, boot) {
+        emitter.emit(e);
+    }
+}
+
+/// A kernel log line that is no record: counted, and passed on raw.
+fn emit_unparsed(bytes: &[u8], emitter: &mut Emitter) {
+    emitter.count_unparsed();
+    emitter.emit(Event::unparsed(jiff::Timestamp::now(), "kmsg", bytes));
 }
 
 // ---- processes --------------------------------------------------------------------------

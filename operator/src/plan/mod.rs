@@ -572,11 +572,7 @@ fn handle_action(
         }
         ManualActionKind::Abort => {
             if st.stable_revision.as_deref() == Some(target) && restore_to(st, target).is_none() {
-                return Err(format!(
-                    "spec.action {}: cannot abort {target}: it is the only Good revision, and aborting it would leave \
-                     every node without an agent; roll out another revision instead",
-                    a.id
-                ));
+                return Err(only_good(&a.id, "abort", target));
             }
             mark_bad(st, format!("aborted by request {}", a.id));
         }
@@ -601,11 +597,7 @@ fn handle_action(
                 }
                 st.stable_revision = Some(to.clone());
             } else if st.stable_revision.as_deref() == Some(target) && restore_to(st, target).is_none() {
-                return Err(format!(
-                    "spec.action {}: cannot roll {target} back: it is the only Good revision, and there is nothing to \
-                     go back to",
-                    a.id
-                ));
+                return Err(only_good(&a.id, "roll back", target));
             }
             mark_bad(st, format!("rolled back by request {}", a.id));
         }
@@ -614,12 +606,29 @@ fn handle_action(
     Ok(())
 }
 
-/// The target revision, with the config hash checked against what the ConfigMap holds.
-fn target_revision(spec: &AgentRolloutSpec, observed: &Observed) -> Result<String, String> {
+/// Why a request to take the only Good revision away is refused.
+fn only_good(id: &str, verb: &str, target: &str) -> String {
+    format!(
+        "spec.action {id}: cannot {verb} {target}: it is the only Good revision, and there is nothing to go back \
+         to without leaving every node without an agent; roll out another revision instead"
+    )
+}
+
+/// The revision name the spec's target makes (image and config hash), or what is wrong with
+/// the target, naming the field.
+pub fn revision_of(spec: &AgentRolloutSpec) -> Result<String, String> {
     let t = &spec.target;
     let image = if t.allow_tag_reference { ImageRef::parse(&t.image) } else { ImageRef::pinned(&t.image) }
         .map_err(|e| format!("spec.target.image: {e}"))?;
     let config = ConfigHash::parse(&t.config.sha256).map_err(|e| format!("spec.target.config.sha256: {e}"))?;
+    Ok(RevisionName::of(&image, &config).to_string())
+}
+
+/// The target revision, with the config hash checked against what the ConfigMap holds.
+fn target_revision(spec: &AgentRolloutSpec, observed: &Observed) -> Result<String, String> {
+    let t = &spec.target;
+    let revision = revision_of(spec)?;
+    let config = t.config.sha256.as_str();
     match &observed.config_sha256 {
         None => {
             return Err(format!(
@@ -627,7 +636,7 @@ fn target_revision(spec: &AgentRolloutSpec, observed: &Observed) -> Result<Strin
                 t.config.config_map, t.config.key
             ));
         }
-        Some(seen) if seen != config.as_str() => {
+        Some(seen) if seen != config => {
             return Err(format!(
                 "config hash mismatch: spec.target.config.sha256 is {config} but ConfigMap {} key {} hashes to {seen}",
                 t.config.config_map, t.config.key
@@ -635,7 +644,7 @@ fn target_revision(spec: &AgentRolloutSpec, observed: &Observed) -> Result<Strin
         }
         Some(_) => {}
     }
-    Ok(RevisionName::of(&image, &config).to_string())
+    Ok(revision)
 }
 
 /// Records a new target in status: history, wave 1, fresh wave times.
