@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod agentstatus;
 pub mod labels;
+pub mod metrics;
 pub mod policy;
 pub mod revision;
 pub mod rollout;

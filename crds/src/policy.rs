@@ -27,6 +27,27 @@ pub fn mirrored_secret_key(namespace: &str, secret: &str, key: &str) -> String {
     format!("{namespace}_{secret}_{key}")
 }
 
+/// The rules of `spec` that select a metric the agent does not export (or a label the metric
+/// does not carry), checked against [`crate::metrics`]: each with where it is
+/// (`spec.rules[2] (HighCpu).metric`) and why. Empty when every rule can see data.
+pub fn unknown_metrics(spec: &AlertPolicySpec) -> Vec<(String, crate::metrics::Unknown)> {
+    let mut out = Vec::new();
+    for (i, r) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}] ({})", r.name);
+        if let Some(m) = &r.metric
+            && let Err(e) = crate::metrics::check_selector(&m.name, m.labels.keys().map(String::as_str))
+        {
+            out.push((format!("{at}.metric"), e));
+        }
+        if let Some(c) = r.detector.trend.as_ref().and_then(|t| t.capacity_metric.as_deref())
+            && let Err(e) = crate::metrics::check_selector(c, [])
+        {
+            out.push((format!("{at}.detector.trend.capacityMetric"), e));
+        }
+    }
+    out
+}
+
 /// Detection rules and where their alerts go.
 // Each printcolumn repeats `type_ = …`, which clippy takes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]

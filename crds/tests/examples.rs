@@ -54,6 +54,8 @@ fn every_example_is_valid_and_round_trips_through_its_type() {
             "AlertPolicy" => {
                 let p: AlertPolicy = round_trip(file, v);
                 assert!(p.validate_cel().is_ok());
+                let unknown = vigil_crds::policy::unknown_metrics(&p.spec);
+                assert!(unknown.is_empty(), "{file}: rules the agent cannot evaluate: {unknown:?}");
             }
             "AgentStatus" => {
                 let s: AgentStatus = round_trip(file, v);

@@ -127,6 +127,15 @@ pub fn publish(
             out.statuses.push((ns, name, refused("Invalid", e.to_string())));
             continue;
         }
+        let unknown = vigil_crds::policy::unknown_metrics(&p.spec);
+        if !unknown.is_empty() {
+            let message = format!(
+                "not published: {}",
+                unknown.iter().map(|(at, e)| format!("{at}: {e}")).collect::<Vec<_>>().join("; ")
+            );
+            out.statuses.push((ns, name, refused("UnknownMetric", message)));
+            continue;
+        }
         let mut mirrored = BTreeMap::new();
         let mut missing = Vec::new();
         let mut not_labelled = BTreeSet::new();
@@ -183,14 +192,16 @@ pub fn publish(
 }
 
 impl Published {
-    /// Policies by state: (`published`, `invalid`, `secret_missing`, `secret_not_allowed`).
-    pub fn counts(&self) -> [(&'static str, i64); 4] {
+    /// Policies by state: (`published`, `invalid`, `unknown_metric`, `secret_missing`,
+    /// `secret_not_allowed`).
+    pub fn counts(&self) -> [(&'static str, i64); 5] {
         let reason = |r: &str| {
             self.statuses.iter().filter(|(_, _, s)| s.conditions.first().is_some_and(|c| c.reason == r)).count() as i64
         };
         [
             ("published", reason("Published")),
             ("invalid", reason("Invalid")),
+            ("unknown_metric", reason("UnknownMetric")),
             ("secret_missing", reason("SecretMissing")),
             ("secret_not_allowed", reason("SecretNotAllowed")),
         ]
@@ -351,7 +362,45 @@ mod tests {
             orphan.conditions[0].message,
             "not published: Secret key(s) alerting/slack-url not found in namespace team-b"
         );
-        assert_eq!(out.counts(), [("published", 0), ("invalid", 1), ("secret_missing", 1), ("secret_not_allowed", 0)]);
+        assert_eq!(
+            out.counts(),
+            [("published", 0), ("invalid", 1), ("unknown_metric", 0), ("secret_missing", 1), ("secret_not_allowed", 0)]
+        );
+    }
+
+    #[test]
+    fn a_rule_on_a_metric_the_agent_does_not_export_is_not_published() {
+        let typo = SLACK.replace("vigil_node_cpu_utilization_ratio", "vigil_node_cpu_utilization_ratios");
+        let label = SLACK.replace(
+            "{name: vigil_node_cpu_utilization_ratio}",
+            "{name: vigil_node_cpu_utilization_ratio, labels: {cpu: \"0\"}}",
+        );
+        let s = secrets(&[("team-a", "alerting", "slack-url", "https://hooks.slack.com/a")]);
+        let out = publish(
+            &[policy("team-a", "typo", &typo), policy("team-a", "label", &label)],
+            &s,
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        assert!(out.policies.is_empty(), "{:?}", out.policies.keys());
+        let msg = |i: usize| {
+            (out.statuses[i].2.conditions[0].reason.clone(), out.statuses[i].2.conditions[0].message.clone())
+        };
+        // Sorted by name: "label" first.
+        assert_eq!(
+            msg(0),
+            (
+                "UnknownMetric".to_owned(),
+                "not published: spec.rules[0] (HighCpu).metric: metric vigil_node_cpu_utilization_ratio has no label \"cpu\" (its labels: none)".to_owned()
+            )
+        );
+        assert_eq!(
+            msg(1),
+            (
+                "UnknownMetric".to_owned(),
+                "not published: spec.rules[0] (HighCpu).metric: metric \"vigil_node_cpu_utilization_ratios\" is not a series the agent exports; did you mean vigil_node_cpu_utilization_ratio?".to_owned()
+            )
+        );
+        assert_eq!(out.counts()[2], ("unknown_metric", 2));
     }
 
     #[test]

@@ -385,6 +385,10 @@ fn compile(
     };
     let err = |message: String| PolicyError { origin: format!("AlertPolicy {id}"), message };
     let namespace = p.metadata.namespace.clone();
+    // Before the node selector: a rule no agent can evaluate is refused on every node alike.
+    if let Some((at, e)) = vigil_crds::policy::unknown_metrics(&p.spec).into_iter().next() {
+        return Err(err(format!("{at}: {e}")));
+    }
     if !selector_matches(p.spec.node_selector.as_ref(), node_labels) {
         return Ok((None, Vec::new()));
     }
@@ -646,8 +650,20 @@ spec:
     }
 
     #[test]
+    fn a_rule_on_a_metric_the_agent_does_not_export_is_refused_on_every_node() {
+        let text = "nodeSelector: {matchLabels: {pool: gpu}}\nrules:\n  - name: Disk\n    metric: {name: vigil_node_filesystem_utilization_ratios, labels: {mountpoint: /}}\n    detector: {threshold: {above: 0.9}}\n";
+        let p = parse(text, "x.yaml").unwrap().remove(0);
+        let cpu = BTreeMap::from([("pool".to_owned(), "cpu".to_owned())]);
+        let e = compile(p, Some(Path::new("/nonexistent")), Some(&cpu)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "AlertPolicy x-1: spec.rules[0] (Disk).metric: metric \"vigil_node_filesystem_utilization_ratios\" is not a series the agent exports; did you mean vigil_node_filesystem_utilization_ratio?"
+        );
+    }
+
+    #[test]
     fn node_selectors_pick_policies_and_rules() {
-        let text = "nodeSelector: {matchLabels: {pool: gpu}}\nrules:\n  - name: X\n    metric: {name: m}\n    detector: {threshold: {above: 1}}\n";
+        let text = "nodeSelector: {matchLabels: {pool: gpu}}\nrules:\n  - name: X\n    metric: {name: vigil_node_load1}\n    detector: {threshold: {above: 1}}\n";
         let p = parse(text, "x.yaml").unwrap().remove(0);
         let gpu = BTreeMap::from([("pool".to_owned(), "gpu".to_owned())]);
         let cpu = BTreeMap::from([("pool".to_owned(), "cpu".to_owned())]);

@@ -428,6 +428,7 @@ impl Engine {
 /// - `vigil_process_cpu_ratio` (share of one CPU since the previous scan)
 /// - `vigil_process_threads`
 pub fn process_samples(s: &crate::snapshot::Snapshot) -> Vec<Sample> {
+    use vigil_crds::metrics as m;
     let Some(p) = &s.processes else { return Vec::new() };
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -441,10 +442,10 @@ pub fn process_samples(s: &crate::snapshot::Snapshot) -> Vec<Sample> {
             ("user".to_owned(), t.user.clone().unwrap_or_else(|| t.uid.map_or_else(String::new, |u| u.to_string()))),
         ]);
         let mut push = |name: &str, value: f64| out.push(Sample { name: name.into(), labels: labels.clone(), value });
-        push("vigil_process_resident_memory_bytes", t.rss_bytes as f64);
-        push("vigil_process_threads", t.threads as f64);
+        push(&m::PROCESS_RESIDENT_MEMORY.name(), t.rss_bytes as f64);
+        push(&m::PROCESS_THREADS.name(), t.threads as f64);
         if let Some(c) = t.cpu {
-            push("vigil_process_cpu_ratio", c);
+            push(&m::PROCESS_CPU.name(), c);
         }
     }
     out

@@ -485,7 +485,7 @@ fn netlink_loop(
                 ProcEvent::Exec { pid, tgid } if pid == tgid => {
                     let mut info = ProcInfo::read(root, pid);
                     if let Some(p) = parents.remove(pid) {
-                        info.ppid = info.ppid.or(p.ppid);
+                        info.ppid = exec_parent(info.ppid, p.ppid);
                     }
                     emitter.emit(start_event(&info, now, users));
                     known.insert(ProcInfo { cmdline: None, cgroup: None, ..info });
@@ -510,6 +510,17 @@ fn netlink_loop(
                 _ => {}
             }
         }
+    }
+}
+
+/// The parent of a process at its exec: what /proc says, unless /proc no longer knows it. A
+/// process that exits right after its exec can be read after it was reaped, when its `stat`
+/// still answers but names parent 0 (the kernel's `pid_alive` no longer holds); the parent its
+/// fork named is right then.
+fn exec_parent(from_proc: Option<i32>, from_fork: Option<i32>) -> Option<i32> {
+    match from_proc {
+        Some(p) if p > 0 => Some(p),
+        _ => from_fork.or(from_proc),
     }
 }
 
@@ -1048,4 +1059,19 @@ pub fn one_shot(config: &Config) -> Vec<Event> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exec_parent;
+
+    #[test]
+    fn a_parent_read_after_the_process_was_reaped_is_taken_from_its_fork() {
+        assert_eq!(exec_parent(Some(0), Some(4242)), Some(4242));
+        assert_eq!(exec_parent(None, Some(4242)), Some(4242));
+        // Reparented between fork and exec: /proc is newer than the fork.
+        assert_eq!(exec_parent(Some(1), Some(4242)), Some(1));
+        assert_eq!(exec_parent(Some(0), None), Some(0));
+        assert_eq!(exec_parent(None, None), None);
+    }
 }

@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use vigil_crds::metrics::{self as m, Metric};
+
 use crate::selfmon::SelfUsage;
 use crate::snapshot::Snapshot;
 
@@ -62,18 +64,9 @@ pub fn registry(latest: Latest, self_usage: SelfUsage, version: &'static str) ->
         scans: Counter::default(),
         read_errors: Family::default(),
     };
-    registry.register_with_unit(
-        "vigil_agent_scan_duration",
-        "Time one snapshot of the host took",
-        Unit::Seconds,
-        metrics.scan_seconds.clone(),
-    );
-    registry.register("vigil_agent_scans", "Snapshots of the host taken", metrics.scans.clone());
-    registry.register(
-        "vigil_agent_read_errors",
-        "Failed reads of host files by reader and kind; a vanished process is normal",
-        metrics.read_errors.clone(),
-    );
+    register(&mut registry, &m::AGENT_SCAN_DURATION, metrics.scan_seconds.clone());
+    register(&mut registry, &m::AGENT_SCANS, metrics.scans.clone());
+    register(&mut registry, &m::AGENT_READ_ERRORS, metrics.read_errors.clone());
     registry.register_collector(Box::new(HostCollector { latest, self_usage, version }));
     (registry, metrics)
 }
@@ -85,32 +78,49 @@ struct HostCollector {
     version: &'static str,
 }
 
-/// Writes metric families with less ceremony.
+/// Registers one of the agent's own metrics under its catalog name.
+fn register(registry: &mut Registry, m: &Metric, metric: impl prometheus_client::registry::Metric) {
+    match unit(m) {
+        Some(u) => registry.register_with_unit(m.family, m.help, u, metric),
+        None => registry.register(m.family, m.help, metric),
+    }
+}
+
+/// The exposition library's unit for a catalog unit.
+fn unit(m: &Metric) -> Option<Unit> {
+    m.unit.map(|u| match u {
+        vigil_crds::metrics::Unit::Seconds => Unit::Seconds,
+        vigil_crds::metrics::Unit::Bytes => Unit::Bytes,
+        // prometheus-client's `Ratios` would name the series `_ratios`; the convention is `_ratio`.
+        vigil_crds::metrics::Unit::Ratio => Unit::Other("ratio".to_owned()),
+    })
+}
+
+/// Writes the catalog's metric families ([`vigil_crds::metrics`]) with less ceremony.
 struct Out<'a> {
     enc: DescriptorEncoder<'a>,
 }
 
 impl Out<'_> {
     /// One unlabelled sample.
-    fn one<M: EncodeMetric>(&mut self, name: &str, help: &str, unit: Option<Unit>, m: M) -> fmt::Result {
-        let e = self.enc.encode_descriptor(name, help, unit.as_ref(), m.metric_type())?;
-        m.encode(e)
+    fn one<M: EncodeMetric>(&mut self, m: &Metric, metric: M) -> fmt::Result {
+        let u = unit(m);
+        let e = self.enc.encode_descriptor(m.family, m.help, u.as_ref(), metric.metric_type())?;
+        metric.encode(e)
     }
 
-    fn gauge(&mut self, name: &str, help: &str, unit: Option<Unit>, v: f64) -> fmt::Result {
-        self.one(name, help, unit, ConstGauge::new(v))
+    fn gauge(&mut self, m: &Metric, v: f64) -> fmt::Result {
+        self.one(m, ConstGauge::new(v))
     }
 
-    fn counter(&mut self, name: &str, help: &str, unit: Option<Unit>, v: f64) -> fmt::Result {
-        self.one(name, help, unit, ConstCounter::new(v))
+    fn counter(&mut self, m: &Metric, v: f64) -> fmt::Result {
+        self.one(m, ConstCounter::new(v))
     }
 
     /// A labelled family; nothing at all when there are no rows.
     fn family<L: EncodeLabelSet, M: EncodeMetric>(
         &mut self,
-        name: &str,
-        help: &str,
-        unit: Option<Unit>,
+        m: &Metric,
         make: fn(f64) -> M,
         rows: impl IntoIterator<Item = (L, f64)>,
     ) -> fmt::Result {
@@ -118,31 +128,20 @@ impl Out<'_> {
         if rows.peek().is_none() {
             return Ok(());
         }
-        let mut e = self.enc.encode_descriptor(name, help, unit.as_ref(), make(0.0).metric_type())?;
+        let u = unit(m);
+        let mut e = self.enc.encode_descriptor(m.family, m.help, u.as_ref(), make(0.0).metric_type())?;
         for (labels, v) in rows {
             make(v).encode(e.encode_family(&labels)?)?;
         }
         Ok(())
     }
 
-    fn gauges<L: EncodeLabelSet>(
-        &mut self,
-        name: &str,
-        help: &str,
-        unit: Option<Unit>,
-        rows: impl IntoIterator<Item = (L, f64)>,
-    ) -> fmt::Result {
-        self.family(name, help, unit, ConstGauge::new, rows)
+    fn gauges<L: EncodeLabelSet>(&mut self, m: &Metric, rows: impl IntoIterator<Item = (L, f64)>) -> fmt::Result {
+        self.family(m, ConstGauge::new, rows)
     }
 
-    fn counters<L: EncodeLabelSet>(
-        &mut self,
-        name: &str,
-        help: &str,
-        unit: Option<Unit>,
-        rows: impl IntoIterator<Item = (L, f64)>,
-    ) -> fmt::Result {
-        self.family(name, help, unit, ConstCounter::new, rows)
+    fn counters<L: EncodeLabelSet>(&mut self, m: &Metric, rows: impl IntoIterator<Item = (L, f64)>) -> fmt::Result {
+        self.family(m, ConstCounter::new, rows)
     }
 }
 
@@ -150,24 +149,14 @@ impl Collector for HostCollector {
     fn encode(&self, enc: DescriptorEncoder) -> fmt::Result {
         let mut o = Out { enc };
         let own = self.self_usage.read();
-        o.gauges("vigil_agent_build_info", "The agent's version", None, [([("version", self.version)], 1.0)])?;
+        o.gauges(&m::AGENT_BUILD_INFO, [([("version", self.version)], 1.0)])?;
         if let Some(u) = own {
-            o.gauge(
-                "vigil_agent_resident_memory",
-                "The agent's resident memory",
-                Some(Unit::Bytes),
-                u.rss_bytes as f64,
-            )?;
-            o.counter("vigil_agent_cpu", "CPU time the agent used", Some(Unit::Seconds), u.cpu_seconds)?;
+            o.gauge(&m::AGENT_RESIDENT_MEMORY, u.rss_bytes as f64)?;
+            o.counter(&m::AGENT_CPU, u.cpu_seconds)?;
         }
         let snapshot = self.latest.read().ok().and_then(|g| g.clone());
         let Some(s) = snapshot else { return Ok(()) };
-        o.gauge(
-            "vigil_agent_last_scan_timestamp",
-            "When the latest snapshot was taken",
-            Some(Unit::Seconds),
-            s.time.as_millisecond() as f64 / 1000.0,
-        )?;
+        o.gauge(&m::AGENT_LAST_SCAN_TIMESTAMP, s.time.as_millisecond() as f64 / 1000.0)?;
         encode_host(&mut o, &s)
     }
 }
@@ -195,17 +184,13 @@ impl Collector for EventsCollector {
         let mut o = Out { enc };
         let stats = self.queue.stats();
         o.counters(
-            "vigil_agent_events",
-            "Security events queued, by type and source",
-            None,
+            &m::AGENT_EVENTS,
             EventType::ALL
                 .iter()
                 .map(|t| ([("type", t.as_str()), ("source", t.source().as_str())], stats.emitted(*t) as f64)),
         )?;
         o.counters(
-            "vigil_agent_events_dropped",
-            "Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer)",
-            None,
+            &m::AGENT_EVENTS_DROPPED,
             Source::ALL.iter().flat_map(|s| {
                 let stats = stats.clone();
                 DropReason::ALL
@@ -214,18 +199,11 @@ impl Collector for EventsCollector {
             }),
         )?;
         o.counters(
-            "vigil_agent_events_unparsed",
-            "Lines or records of host input a source could not parse (each kept raw in an agent.unparsed event)",
-            None,
+            &m::AGENT_EVENTS_UNPARSED,
             Source::ALL.iter().map(|s| ([("source", s.as_str())], stats.unparsed(*s) as f64)),
         )?;
-        o.gauge("vigil_agent_event_queue_depth", "Events waiting for the consumers", None, self.queue.depth() as f64)?;
-        o.gauge(
-            "vigil_agent_event_queue_capacity",
-            "Events the queue holds at most",
-            None,
-            self.queue.capacity() as f64,
-        )
+        o.gauge(&m::AGENT_EVENT_QUEUE_DEPTH, self.queue.depth() as f64)?;
+        o.gauge(&m::AGENT_EVENT_QUEUE_CAPACITY, self.queue.capacity() as f64)
     }
 }
 
@@ -255,62 +233,34 @@ impl Collector for AlertsCollector {
         let mut o = Out { enc };
         let st = &self.status;
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
-        o.gauge("vigil_agent_alerts_active", "Alerts firing now", None, n(&st.active))?;
-        o.gauge("vigil_agent_alert_rules", "Alert rules in force", None, n(&st.rules))?;
+        o.gauge(&m::AGENT_ALERTS_ACTIVE, n(&st.active))?;
+        o.gauge(&m::AGENT_ALERT_RULES, n(&st.rules))?;
         o.counters(
-            "vigil_agent_alerts",
-            "Alert state changes by state (firing, resolved)",
-            None,
+            &m::AGENT_ALERTS,
             [([("state", "firing")], n(&st.fired)), ([("state", "resolved")], n(&st.resolved))],
         )?;
         o.counters(
-            "vigil_agent_alert_pipeline_dropped",
-            "What the alert pipeline could not take, by reason (input_behind: samples or events while it was behind; spool_full: notifications)",
-            None,
+            &m::AGENT_ALERT_PIPELINE_DROPPED,
             [([("reason", "input_behind")], n(&st.input_dropped)), ([("reason", "spool_full")], n(&st.spool_full))],
         )?;
-        o.counter(
-            "vigil_agent_alert_policy_reload_errors",
-            "Policy sets refused (the last good set stays)",
-            None,
-            n(&st.reload_errors),
-        )?;
+        o.counter(&m::AGENT_ALERT_POLICY_RELOAD_ERRORS, n(&st.reload_errors))?;
         o.gauge(
-            "vigil_agent_alert_policy_refused",
-            "1 while the policies on disk are refused and the last good set is in force",
-            None,
+            &m::AGENT_ALERT_POLICY_REFUSED,
             if st.refused.lock().map(|r| r.is_some()).unwrap_or(false) { 1.0 } else { 0.0 },
         )?;
-        o.counter("vigil_agent_alerts_unrouted", "Alerts no route took", None, n(&st.unrouted))?;
-        o.counter(
-            "vigil_agent_alert_notifications_rate_limited",
-            "Notifications deferred by a rate limit",
-            None,
-            n(&st.rate_limited),
-        )?;
-        o.counter("vigil_agent_alerts_silenced", "Alert states held back by a silence", None, n(&st.silenced))?;
+        o.counter(&m::AGENT_ALERTS_UNROUTED, n(&st.unrouted))?;
+        o.counter(&m::AGENT_ALERT_NOTIFICATIONS_RATE_LIMITED, n(&st.rate_limited))?;
+        o.counter(&m::AGENT_ALERTS_SILENCED, n(&st.silenced))?;
         let spool = &self.delivery.spool;
         let (entries, bytes) = spool.pending();
         let (dead, evicted) = spool.dead();
-        o.gauge("vigil_agent_alert_spool_entries", "Notifications waiting for delivery", None, entries as f64)?;
-        o.gauge(
-            "vigil_agent_alert_spool",
-            "Bytes of notifications waiting for delivery",
-            Some(Unit::Bytes),
-            bytes as f64,
-        )?;
-        o.gauge("vigil_agent_alert_dead_letters", "Notifications in the dead-letter spool", None, dead as f64)?;
-        o.counter(
-            "vigil_agent_alert_dead_letters_evicted",
-            "Dead letters removed for the spool's bound",
-            None,
-            evicted as f64,
-        )?;
+        o.gauge(&m::AGENT_ALERT_SPOOL_ENTRIES, entries as f64)?;
+        o.gauge(&m::AGENT_ALERT_SPOOL, bytes as f64)?;
+        o.gauge(&m::AGENT_ALERT_DEAD_LETTERS, dead as f64)?;
+        o.counter(&m::AGENT_ALERT_DEAD_LETTERS_EVICTED, evicted as f64)?;
         let stats = self.delivery.stats();
         o.counters(
-            "vigil_agent_alert_notifications",
-            "Notifications by receiver and outcome (delivered, failed_attempt, dead_lettered)",
-            None,
+            &m::AGENT_ALERT_NOTIFICATIONS,
             stats.iter().flat_map(|(r, s)| {
                 [
                     ([("receiver", r.as_str()), ("outcome", "delivered")], s.delivered as f64),
@@ -320,9 +270,7 @@ impl Collector for AlertsCollector {
             }),
         )?;
         o.gauges(
-            "vigil_agent_alert_delivery_failing",
-            "1 while deliveries to the receiver have failed longer than failingAfter",
-            None,
+            &m::AGENT_ALERT_DELIVERY_FAILING,
             stats.iter().map(|(r, s)| ([("receiver", r.as_str())], if s.alerted { 1.0 } else { 0.0 })),
         )
     }
@@ -330,7 +278,7 @@ impl Collector for AlertsCollector {
 
 fn encode_host(o: &mut Out<'_>, s: &Snapshot) -> fmt::Result {
     if let Some(up) = s.host.uptime_seconds {
-        o.gauge("vigil_node_uptime", "Time since the host booted", Some(Unit::Seconds), up)?;
+        o.gauge(&m::NODE_UPTIME, up)?;
     }
     if let Some(c) = &s.cpu {
         let modes = |c: &crate::proc::cpu::CpuSeconds| {
@@ -347,77 +295,49 @@ fn encode_host(o: &mut Out<'_>, s: &Snapshot) -> fmt::Result {
         };
         let cpus: Vec<String> = (0..c.counters.per_cpu.len()).map(|i| i.to_string()).collect();
         o.counters(
-            "vigil_node_cpu",
-            "CPU time per CPU and mode since boot",
-            Some(Unit::Seconds),
+            &m::NODE_CPU,
             c.counters.per_cpu.iter().zip(&cpus).flat_map(|(pc, cpu)| {
                 modes(pc).into_iter().map(move |(mode, v)| ([("cpu", cpu.as_str()), ("mode", mode)], v))
             }),
         )?;
         if let Some(u) = c.utilization {
-            o.gauge(
-                "vigil_node_cpu_utilization",
-                "Share of CPU time not idle since the previous scan, all CPUs",
-                Some(Unit::Ratios),
-                u.busy,
-            )?;
+            o.gauge(&m::NODE_CPU_UTILIZATION, u.busy)?;
             o.gauges(
-                "vigil_node_cpu_mode_utilization",
-                "Share of CPU time per mode since the previous scan, all CPUs",
-                Some(Unit::Ratios),
+                &m::NODE_CPU_MODE_UTILIZATION,
                 [("user", u.user), ("system", u.system), ("iowait", u.iowait), ("steal", u.steal)]
                     .map(|(m, v)| ([("mode", m)], v)),
             )?;
         }
         if let Some(l) = c.load {
-            o.gauge("vigil_node_load1", "Load average over 1 minute", None, l.one)?;
-            o.gauge("vigil_node_load5", "Load average over 5 minutes", None, l.five)?;
-            o.gauge("vigil_node_load15", "Load average over 15 minutes", None, l.fifteen)?;
+            o.gauge(&m::NODE_LOAD1, l.one)?;
+            o.gauge(&m::NODE_LOAD5, l.five)?;
+            o.gauge(&m::NODE_LOAD15, l.fifteen)?;
         }
-        o.counter(
-            "vigil_node_context_switches",
-            "Context switches since boot",
-            None,
-            c.counters.context_switches as f64,
-        )?;
-        o.counter("vigil_node_forks", "Processes and threads created since boot", None, c.counters.forks as f64)?;
-        o.gauge("vigil_node_procs_running", "Runnable threads", None, c.counters.procs_running.into())?;
-        o.gauge("vigil_node_procs_blocked", "Threads blocked on I/O", None, c.counters.procs_blocked.into())?;
-        o.gauge("vigil_node_boot_time", "When the host booted", Some(Unit::Seconds), c.counters.boot_time as f64)?;
+        o.counter(&m::NODE_CONTEXT_SWITCHES, c.counters.context_switches as f64)?;
+        o.counter(&m::NODE_FORKS, c.counters.forks as f64)?;
+        o.gauge(&m::NODE_PROCS_RUNNING, c.counters.procs_running.into())?;
+        o.gauge(&m::NODE_PROCS_BLOCKED, c.counters.procs_blocked.into())?;
+        o.gauge(&m::NODE_BOOT_TIME, c.counters.boot_time as f64)?;
     }
     if let Some(m) = &s.memory {
-        o.gauge("vigil_node_memory_total", "Usable RAM", Some(Unit::Bytes), m.total_bytes as f64)?;
-        o.gauge(
-            "vigil_node_memory_available",
-            "RAM available without swapping (MemAvailable)",
-            Some(Unit::Bytes),
-            m.available_bytes as f64,
-        )?;
-        o.gauge("vigil_node_memory_used", "RAM in use: total minus available", Some(Unit::Bytes), m.used_bytes as f64)?;
-        o.gauge("vigil_node_memory_free", "Entirely unused RAM", Some(Unit::Bytes), m.free_bytes as f64)?;
-        o.gauge("vigil_node_memory_buffers", "Block device buffers", Some(Unit::Bytes), m.buffers_bytes as f64)?;
-        o.gauge(
-            "vigil_node_memory_cached",
-            "Page cache and reclaimable slab",
-            Some(Unit::Bytes),
-            m.cached_bytes as f64,
-        )?;
-        o.gauge("vigil_node_memory_utilization", "Used over total RAM", Some(Unit::Ratios), m.utilization)?;
-        o.gauge("vigil_node_swap_total", "Swap size", Some(Unit::Bytes), m.swap_total_bytes as f64)?;
-        o.gauge("vigil_node_swap_used", "Swap in use", Some(Unit::Bytes), m.swap_used_bytes as f64)?;
+        o.gauge(&m::NODE_MEMORY_TOTAL, m.total_bytes as f64)?;
+        o.gauge(&m::NODE_MEMORY_AVAILABLE, m.available_bytes as f64)?;
+        o.gauge(&m::NODE_MEMORY_USED, m.used_bytes as f64)?;
+        o.gauge(&m::NODE_MEMORY_FREE, m.free_bytes as f64)?;
+        o.gauge(&m::NODE_MEMORY_BUFFERS, m.buffers_bytes as f64)?;
+        o.gauge(&m::NODE_MEMORY_CACHED, m.cached_bytes as f64)?;
+        o.gauge(&m::NODE_MEMORY_UTILIZATION, m.utilization)?;
+        o.gauge(&m::NODE_SWAP_TOTAL, m.swap_total_bytes as f64)?;
+        o.gauge(&m::NODE_SWAP_USED, m.swap_used_bytes as f64)?;
     }
     if let Some(p) = &s.pressure {
         let res = [("cpu", p.cpu), ("memory", p.memory), ("io", p.io)];
         o.counters(
-            "vigil_node_pressure_waiting",
-            "Time some tasks stalled on the resource (PSI some total)",
-            Some(Unit::Seconds),
+            &m::NODE_PRESSURE_WAITING,
             res.iter().filter_map(|(r, v)| v.map(|v| ([("resource", *r)], v.some.total_micros as f64 / 1e6))),
         )?;
         o.counters(
-            "vigil_node_pressure_stalled",
-            "Time all non-idle tasks stalled on the resource at once (PSI full total)",
-            Some(Unit::Seconds),
+            &m::NODE_PRESSURE_STALLED,
             res.iter()
                 .filter_map(|(r, v)| v.and_then(|v| v.full).map(|f| ([("resource", *r)], f.total_micros as f64 / 1e6))),
         )?;
@@ -426,178 +346,73 @@ fn encode_host(o: &mut Out<'_>, s: &Snapshot) -> fmt::Result {
         let l = |f: &crate::proc::disks::Filesystem| {
             [("device", f.device.clone()), ("mountpoint", f.mount_point.clone()), ("fstype", f.fs_type.clone())]
         };
-        o.gauges(
-            "vigil_node_filesystem_size",
-            "Filesystem size",
-            Some(Unit::Bytes),
-            fs.iter().map(|f| (l(f), f.size_bytes as f64)),
-        )?;
-        o.gauges(
-            "vigil_node_filesystem_used",
-            "Filesystem space in use",
-            Some(Unit::Bytes),
-            fs.iter().map(|f| (l(f), f.used_bytes as f64)),
-        )?;
-        o.gauges(
-            "vigil_node_filesystem_avail",
-            "Filesystem space available to unprivileged users",
-            Some(Unit::Bytes),
-            fs.iter().map(|f| (l(f), f.available_bytes as f64)),
-        )?;
-        o.gauges(
-            "vigil_node_filesystem_utilization",
-            "Used over used plus available, as df shows",
-            Some(Unit::Ratios),
-            fs.iter().map(|f| (l(f), f.utilization)),
-        )?;
-        o.gauges("vigil_node_filesystem_files", "Inodes", None, fs.iter().map(|f| (l(f), f.inodes as f64)))?;
-        o.gauges(
-            "vigil_node_filesystem_files_used",
-            "Inodes in use",
-            None,
-            fs.iter().map(|f| (l(f), f.inodes_used as f64)),
-        )?;
-        o.gauges(
-            "vigil_node_filesystem_readonly",
-            "1 when mounted read-only",
-            None,
-            fs.iter().map(|f| (l(f), if f.read_only { 1.0 } else { 0.0 })),
-        )?;
+        o.gauges(&m::NODE_FILESYSTEM_SIZE, fs.iter().map(|f| (l(f), f.size_bytes as f64)))?;
+        o.gauges(&m::NODE_FILESYSTEM_USED, fs.iter().map(|f| (l(f), f.used_bytes as f64)))?;
+        o.gauges(&m::NODE_FILESYSTEM_AVAIL, fs.iter().map(|f| (l(f), f.available_bytes as f64)))?;
+        o.gauges(&m::NODE_FILESYSTEM_UTILIZATION, fs.iter().map(|f| (l(f), f.utilization)))?;
+        o.gauges(&m::NODE_FILESYSTEM_FILES, fs.iter().map(|f| (l(f), f.inodes as f64)))?;
+        o.gauges(&m::NODE_FILESYSTEM_FILES_USED, fs.iter().map(|f| (l(f), f.inodes_used as f64)))?;
+        o.gauges(&m::NODE_FILESYSTEM_READONLY, fs.iter().map(|f| (l(f), if f.read_only { 1.0 } else { 0.0 })))?;
     }
     if let Some(ds) = &s.disks {
         let l = |d: &crate::proc::disks::DiskIo| [("device", d.device.clone())];
-        o.counters(
-            "vigil_node_disk_reads_completed",
-            "Reads completed",
-            None,
-            ds.iter().map(|d| (l(d), d.reads as f64)),
-        )?;
-        o.counters(
-            "vigil_node_disk_read",
-            "Bytes read",
-            Some(Unit::Bytes),
-            ds.iter().map(|d| (l(d), d.read_bytes as f64)),
-        )?;
-        o.counters(
-            "vigil_node_disk_writes_completed",
-            "Writes completed",
-            None,
-            ds.iter().map(|d| (l(d), d.writes as f64)),
-        )?;
-        o.counters(
-            "vigil_node_disk_written",
-            "Bytes written",
-            Some(Unit::Bytes),
-            ds.iter().map(|d| (l(d), d.written_bytes as f64)),
-        )?;
-        o.counters(
-            "vigil_node_disk_io_time",
-            "Time spent doing I/O",
-            Some(Unit::Seconds),
-            ds.iter().map(|d| (l(d), d.io_seconds)),
-        )?;
-        o.gauges("vigil_node_disk_io_now", "I/Os in flight", None, ds.iter().map(|d| (l(d), d.in_progress as f64)))?;
+        o.counters(&m::NODE_DISK_READS_COMPLETED, ds.iter().map(|d| (l(d), d.reads as f64)))?;
+        o.counters(&m::NODE_DISK_READ, ds.iter().map(|d| (l(d), d.read_bytes as f64)))?;
+        o.counters(&m::NODE_DISK_WRITES_COMPLETED, ds.iter().map(|d| (l(d), d.writes as f64)))?;
+        o.counters(&m::NODE_DISK_WRITTEN, ds.iter().map(|d| (l(d), d.written_bytes as f64)))?;
+        o.counters(&m::NODE_DISK_IO_TIME, ds.iter().map(|d| (l(d), d.io_seconds)))?;
+        o.gauges(&m::NODE_DISK_IO_NOW, ds.iter().map(|d| (l(d), d.in_progress as f64)))?;
     }
     if let Some(n) = &s.network {
         let is = &n.interfaces;
         let l = |i: &crate::proc::net::Interface| [("device", i.name.clone())];
-        o.counters(
-            "vigil_node_network_receive",
-            "Bytes received",
-            Some(Unit::Bytes),
-            is.iter().map(|i| (l(i), i.rx_bytes as f64)),
-        )?;
-        o.counters(
-            "vigil_node_network_receive_packets",
-            "Packets received",
-            None,
-            is.iter().map(|i| (l(i), i.rx_packets as f64)),
-        )?;
-        o.counters(
-            "vigil_node_network_receive_errors",
-            "Receive errors",
-            None,
-            is.iter().map(|i| (l(i), i.rx_errors as f64)),
-        )?;
-        o.counters(
-            "vigil_node_network_receive_drops",
-            "Received packets dropped",
-            None,
-            is.iter().map(|i| (l(i), i.rx_drops as f64)),
-        )?;
-        o.counters(
-            "vigil_node_network_transmit",
-            "Bytes sent",
-            Some(Unit::Bytes),
-            is.iter().map(|i| (l(i), i.tx_bytes as f64)),
-        )?;
-        o.counters(
-            "vigil_node_network_transmit_packets",
-            "Packets sent",
-            None,
-            is.iter().map(|i| (l(i), i.tx_packets as f64)),
-        )?;
-        o.counters(
-            "vigil_node_network_transmit_errors",
-            "Send errors",
-            None,
-            is.iter().map(|i| (l(i), i.tx_errors as f64)),
-        )?;
-        o.counters(
-            "vigil_node_network_transmit_drops",
-            "Packets dropped on send",
-            None,
-            is.iter().map(|i| (l(i), i.tx_drops as f64)),
-        )?;
+        o.counters(&m::NODE_NETWORK_RECEIVE, is.iter().map(|i| (l(i), i.rx_bytes as f64)))?;
+        o.counters(&m::NODE_NETWORK_RECEIVE_PACKETS, is.iter().map(|i| (l(i), i.rx_packets as f64)))?;
+        o.counters(&m::NODE_NETWORK_RECEIVE_ERRORS, is.iter().map(|i| (l(i), i.rx_errors as f64)))?;
+        o.counters(&m::NODE_NETWORK_RECEIVE_DROPS, is.iter().map(|i| (l(i), i.rx_drops as f64)))?;
+        o.counters(&m::NODE_NETWORK_TRANSMIT, is.iter().map(|i| (l(i), i.tx_bytes as f64)))?;
+        o.counters(&m::NODE_NETWORK_TRANSMIT_PACKETS, is.iter().map(|i| (l(i), i.tx_packets as f64)))?;
+        o.counters(&m::NODE_NETWORK_TRANSMIT_ERRORS, is.iter().map(|i| (l(i), i.tx_errors as f64)))?;
+        o.counters(&m::NODE_NETWORK_TRANSMIT_DROPS, is.iter().map(|i| (l(i), i.tx_drops as f64)))?;
+        let snmp = |key: &str| n.tcp.get(key).map(|v| *v as f64);
+        if let Some(v) = snmp("CurrEstab") {
+            o.gauge(&m::NODE_TCP_ESTABLISHED, v)?;
+        }
+        for (metric, key) in [
+            (&m::NODE_TCP_ACTIVE_OPENS, "ActiveOpens"),
+            (&m::NODE_TCP_PASSIVE_OPENS, "PassiveOpens"),
+            (&m::NODE_TCP_ATTEMPT_FAILS, "AttemptFails"),
+            (&m::NODE_TCP_ESTABLISHED_RESETS, "EstabResets"),
+            (&m::NODE_TCP_RETRANSMITTED_SEGMENTS, "RetransSegs"),
+            (&m::NODE_TCP_RECEIVE_ERRORS, "InErrs"),
+            (&m::NODE_TCP_RESETS_SENT, "OutRsts"),
+        ] {
+            if let Some(v) = snmp(key) {
+                o.counter(metric, v)?;
+            }
+        }
+        o.gauges(&m::NODE_TCP_CONNECTIONS, n.tcp_states.iter().map(|(st, v)| ([("state", *st)], *v as f64)))?;
         o.gauges(
-            "vigil_node_tcp_connections",
-            "TCP sockets by state, IPv4 and IPv6",
-            None,
-            n.tcp_states.iter().map(|(st, v)| ([("state", *st)], *v as f64)),
-        )?;
-        o.gauges(
-            "vigil_node_sockstat",
-            "Socket counters from /proc/net/sockstat{,6} by protocol and field",
-            None,
+            &m::NODE_SOCKSTAT,
             n.sockstat.iter().flat_map(|(p, f)| {
                 f.iter().map(move |(k, v)| ([("protocol", p.clone()), ("field", k.clone())], *v as f64))
             }),
         )?;
     }
     if let Some(f) = &s.file_descriptors {
-        o.gauge("vigil_node_filefd_allocated", "Allocated file handles", None, f.allocated as f64)?;
-        o.gauge("vigil_node_filefd_maximum", "Maximum file handles (fs.file-max)", None, f.max as f64)?;
-        o.gauge(
-            "vigil_node_filefd_utilization",
-            "Allocated over maximum file handles",
-            Some(Unit::Ratios),
-            f.utilization,
-        )?;
+        o.gauge(&m::NODE_FILEFD_ALLOCATED, f.allocated as f64)?;
+        o.gauge(&m::NODE_FILEFD_MAXIMUM, f.max as f64)?;
+        o.gauge(&m::NODE_FILEFD_UTILIZATION, f.utilization)?;
     }
     if let Some(p) = &s.processes {
-        o.gauges(
-            "vigil_node_processes",
-            "Processes by state",
-            None,
-            p.by_state.iter().map(|(st, v)| ([("state", *st)], *v as f64)),
-        )?;
-        o.gauge("vigil_node_threads", "Threads of all processes", None, p.threads as f64)?;
+        o.gauges(&m::NODE_PROCESSES, p.by_state.iter().map(|(st, v)| ([("state", *st)], *v as f64)))?;
+        o.gauge(&m::NODE_THREADS, p.threads as f64)?;
     }
     if let Some(c) = &s.clock {
-        o.gauge(
-            "vigil_node_clock_synchronized",
-            "1 when a time daemon keeps the kernel clock synchronised",
-            None,
-            if c.synchronized { 1.0 } else { 0.0 },
-        )?;
-        o.gauge("vigil_node_clock_offset", "Offset being corrected", Some(Unit::Seconds), c.offset_seconds)?;
-        o.gauge(
-            "vigil_node_clock_estimated_error",
-            "Estimated clock error",
-            Some(Unit::Seconds),
-            c.estimated_error_seconds,
-        )?;
-        o.gauge("vigil_node_clock_max_error", "Maximum clock error", Some(Unit::Seconds), c.max_error_seconds)?;
+        o.gauge(&m::NODE_CLOCK_SYNCHRONIZED, if c.synchronized { 1.0 } else { 0.0 })?;
+        o.gauge(&m::NODE_CLOCK_OFFSET, c.offset_seconds)?;
+        o.gauge(&m::NODE_CLOCK_ESTIMATED_ERROR, c.estimated_error_seconds)?;
+        o.gauge(&m::NODE_CLOCK_MAX_ERROR, c.max_error_seconds)?;
     }
     Ok(())
 }
