@@ -98,13 +98,17 @@ impl Default for Config {
 }
 
 /// Alerting: the AlertPolicies the agent applies and how it delivers. Off while `policies`
-/// is empty.
+/// is empty; when it is not set at all, an agent in a Kubernetes pod reads the operator's
+/// published policies (`/etc/vigil/policies`, where the agent's DaemonSet mounts them) and
+/// an agent on a plain host applies none.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct AlertsConfig {
-    /// AlertPolicy files, or directories of them (every `.yaml`, `.yml` and `.json` file; the
-    /// operator mounts its ConfigMap here).
-    pub policies: Vec<PathBuf>,
+    /// AlertPolicy files, or directories of them (every `.yaml`, `.yml` and `.json` file).
+    /// Unset: in a pod, the directory the operator's published policies are mounted at, when
+    /// it is mounted; on a host, none. `[]` turns alerting off everywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<PathBuf>>,
     /// Where the Secrets that receivers name are mounted: `<secretsDir>/<secret>/<key>`.
     pub secrets_dir: PathBuf,
     /// How often the policies (and secrets) are re-read.
@@ -138,7 +142,7 @@ pub struct AlertsConfig {
 impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
-            policies: Vec::new(),
+            policies: None,
             secrets_dir: PathBuf::from("/etc/vigil/secrets"),
             reload_interval: Duration::from_secs(10),
             spool_dir: None,
@@ -671,11 +675,27 @@ impl Config {
         Ok(())
     }
 
-    /// The alert pipeline's settings, when alerting is on (policies configured).
-    pub fn alert_pipeline(&self, node: &str) -> Option<crate::alert::pipeline::PipelineConfig> {
+    /// The policy files and directories in force: the configured ones, else `pod_default`
+    /// (the published policies' mount, given by the caller when the agent runs in a pod and
+    /// the directory is there).
+    pub fn policy_paths(&self, pod_default: Option<&Path>) -> Vec<PathBuf> {
+        match &self.alerts.policies {
+            Some(p) => p.clone(),
+            None => pod_default.map(|d| vec![d.to_path_buf()]).unwrap_or_default(),
+        }
+    }
+
+    /// The alert pipeline's settings, when alerting is on (policies in force, see
+    /// [`Self::policy_paths`]).
+    pub fn alert_pipeline(
+        &self,
+        node: &str,
+        pod_default: Option<&Path>,
+    ) -> Option<crate::alert::pipeline::PipelineConfig> {
         let a = &self.alerts;
-        (!a.policies.is_empty()).then(|| crate::alert::pipeline::PipelineConfig {
-            policies: a.policies.clone(),
+        let policies = self.policy_paths(pod_default);
+        (!policies.is_empty()).then(|| crate::alert::pipeline::PipelineConfig {
+            policies,
             secrets_dir: a.secrets_dir.clone(),
             reload_interval: a.reload_interval,
             spool_dir: a.spool_dir(&self.events),
@@ -797,13 +817,26 @@ mod tests {
     #[test]
     fn alerting_is_off_without_policies_and_its_spool_follows_the_state_dir() {
         let c = Config::parse("events:\n  stateDir: /var/lib/x\n", "a.yaml").unwrap();
-        assert!(c.alert_pipeline("n").is_none());
+        assert!(c.alert_pipeline("n", None).is_none());
         let c = Config::parse("events:\n  stateDir: /var/lib/x\nalerts:\n  policies: [/etc/vigil/policies]\n  backoff: [1s, 2m]\n  fsync: false\n", "a.yaml").unwrap();
-        let p = c.alert_pipeline("node-a").unwrap();
+        let p = c.alert_pipeline("node-a", None).unwrap();
         assert_eq!(p.spool_dir, PathBuf::from("/var/lib/x/spool"));
         assert_eq!(p.delivery.backoff.ladder, [Duration::from_secs(1), Duration::from_secs(120)]);
         assert!(!p.limits.fsync);
         assert_eq!((p.node.as_str(), p.secrets_dir.as_path()), ("node-a", Path::new("/etc/vigil/secrets")));
+    }
+
+    #[test]
+    fn in_a_pod_unset_policies_are_the_published_ones_and_an_empty_list_is_off() {
+        let mount = Path::new("/etc/vigil/policies");
+        let unset = Config::parse("interval: 10s\n", "a.yaml").unwrap();
+        assert_eq!(unset.policy_paths(Some(mount)), [mount]);
+        assert_eq!(unset.alert_pipeline("n", Some(mount)).unwrap().policies, [mount]);
+        assert!(unset.alert_pipeline("n", None).is_none(), "on a host: off");
+        let off = Config::parse("alerts:\n  policies: []\n", "a.yaml").unwrap();
+        assert!(off.alert_pipeline("n", Some(mount)).is_none(), "[] is off in a pod too");
+        let own = Config::parse("alerts:\n  policies: [/srv/p.yaml]\n", "a.yaml").unwrap();
+        assert_eq!(own.policy_paths(Some(mount)), [Path::new("/srv/p.yaml")]);
     }
 
     #[test]

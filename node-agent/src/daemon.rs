@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,24 @@ pub async fn run(
     let self_usage = SelfUsage::default();
     let (mut registry, metrics) = prometheus::registry(latest.clone(), self_usage, version);
     let node = crate::proc::identity::node_name(&HostRoot::new(config.host_root.clone()), config.node_name.as_deref());
-    let alerts = match config.alert_pipeline(&node) {
+    // In a pod (the kubelet sets KUBERNETES_SERVICE_HOST in every one) with the published
+    // policies mounted, unset `alerts.policies` means those.
+    let published = Path::new(vigil_crds::policy::POLICIES_DIR);
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let pod_default = (in_pod && published.is_dir()).then_some(published);
+    if config.alerts.policies.is_none() && in_pod {
+        match pod_default {
+            Some(d) => eprintln!(
+                "vigil-agent: alerts: applying the AlertPolicies the operator publishes, mounted at {} (set alerts.policies to choose others, [] for none)",
+                d.display()
+            ),
+            None => eprintln!(
+                "vigil-agent: alerts: off: alerts.policies is not set and no published policies are mounted at {}",
+                published.display()
+            ),
+        }
+    }
+    let alerts = match config.alert_pipeline(&node, pod_default) {
         Some(c) => Some(crate::alert::pipeline::Pipeline::start(c).map_err(DaemonError::Spool)?),
         None => None,
     };

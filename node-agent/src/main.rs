@@ -368,11 +368,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             result.map(|()| ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(c) if c.alerts.policies.is_empty() => {
+            // Unset policies are checked where they are in force: in the agent's pod.
+            Ok(c) if c.policy_paths(None).is_empty() => {
                 println!("{}: valid", file.display());
                 Ok(ExitCode::SUCCESS)
             }
-            Ok(c) => Ok(check_policy(&c.alerts.policies, &c.alerts.secrets_dir, Some(&file))),
+            Ok(c) => Ok(check_policy(&c.policy_paths(None), &c.alerts.secrets_dir, Some(&file))),
             Err(e) => {
                 eprintln!("vigil-agent: {}", error_chain(&e));
                 Ok(ExitCode::from(2))

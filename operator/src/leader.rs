@@ -75,6 +75,22 @@ pub struct Election {
     pub identity: String,
     /// How long a Lease lives without renewal.
     pub lease_duration: Duration,
+    /// How often a standby looks at the Lease: how soon it takes over a released one.
+    pub retry_period: Duration,
+}
+
+impl Election {
+    /// The operator's election: a 15 s Lease, renewed every 5 s, looked at by standbys every 2 s
+    /// (client-go's defaults for the Lease and the retry period).
+    pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            lease_duration: Duration::from_secs(15),
+            retry_period: Duration::from_secs(2),
+        }
+    }
 }
 
 /// One round: read, decide, write. `Ok(true)` when this replica leads after it.
@@ -107,17 +123,39 @@ pub async fn round(client: &Client, e: &Election, now: Timestamp) -> Result<bool
     }
 }
 
+/// Gives the Lease up when the leader stops of its own accord (SIGTERM), as client-go's
+/// `ReleaseOnCancel` does: the holder is cleared and the Lease marked to expire in a second,
+/// so a standby takes over at its next look instead of waiting the Lease out. `Ok(false)`
+/// when this replica no longer held it (nothing written).
+pub async fn release(client: &Client, e: &Election, now: Timestamp) -> Result<bool, KubeError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &e.namespace);
+    let Some(mut lease) = api.get_opt(&e.name).await? else { return Ok(false) };
+    let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(e.identity.as_str())) else {
+        return Ok(false);
+    };
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(MicroTime(now));
+    match api.replace(&e.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(KubeError::Api(s)) if s.code == 409 => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 /// How long a leader may fail to renew before it stops: two thirds of the Lease, leaving the
 /// last third for its work to stop before a standby can acquire the expired Lease.
 pub fn renew_deadline(lease_duration: Duration) -> Duration {
     lease_duration * 2 / 3
 }
 
-/// Waits until this replica leads, then runs `work` while renewing the Lease every third of
-/// its duration. Returns when `work` ends, or with an error once the Lease could not be
-/// renewed before it expired (the caller exits; Kubernetes restarts it as a follower).
+/// Waits until this replica leads (looking every retry period), then runs `work` while
+/// renewing the Lease every third of its duration. Returns when `work` ends (SIGTERM), after
+/// releasing the Lease; or with an error once the Lease could not be renewed before it
+/// expired (the caller exits; Kubernetes restarts it as a follower).
 pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Election, work: F) -> Result<(), String> {
-    let retry = e.lease_duration / 3;
+    let renew = e.lease_duration / 3;
+    let retry = e.retry_period;
     tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), identity = %e.identity, "waiting to lead");
     let mut said_error = false;
     loop {
@@ -138,8 +176,16 @@ pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Elec
     let mut last_renewed = std::time::Instant::now();
     loop {
         tokio::select! {
-            () = &mut work => return Ok(()),
-            () = tokio::time::sleep(retry) => {
+            () = &mut work => {
+                match release(client, e, Timestamp::now()).await {
+                    Ok(true) => tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), "released the leader Lease"),
+                    Ok(false) => {}
+                    // The Lease then expires by itself; a standby waits it out.
+                    Err(err) => tracing::warn!(error = %err, "releasing the leader Lease failed"),
+                }
+                return Ok(());
+            }
+            () = tokio::time::sleep(renew) => {
                 match round(client, e, Timestamp::now()).await {
                     Ok(true) => last_renewed = std::time::Instant::now(),
                     Ok(false) => return Err(format!("lost the leader Lease {}/{} to another replica", e.namespace, e.name)),
@@ -216,12 +262,7 @@ mod tests {
     use kube::client::Body;
 
     fn election() -> Election {
-        Election {
-            namespace: "vigil-system".into(),
-            name: "leader".into(),
-            identity: "a".into(),
-            lease_duration: Duration::from_secs(15),
-        }
+        Election::new("vigil-system", "leader", "a")
     }
 
     fn reply(status: u16, v: serde_json::Value) -> Response<Body> {
@@ -281,6 +322,58 @@ mod tests {
         assert!(!round(&client, &election(), now).await.unwrap(), "following a live lease");
         let later: Timestamp = "2026-01-05T00:00:20Z".parse().unwrap();
         assert!(!round(&client, &election(), later).await.unwrap(), "lost the race");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_leader_told_to_stop_releases_its_lease_and_a_standby_takes_it_at_once() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let released = tokio::spawn(async move {
+            // Acquire: no Lease yet, created.
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(not_found());
+            let (req, send) = handle.next_request().await.unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            send.send_response(reply(201, body));
+            // The work ends (SIGTERM): the Lease is read and written back without a holder.
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::GET);
+            send.send_response(reply(200, lease_json("a", "2026-01-05T00:00:09.000000Z")));
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::PUT);
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            send.send_response(reply(200, body.clone()));
+            body
+        });
+        let work_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = work_ran.clone();
+        lead(&client, &election(), async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) }).await.unwrap();
+        assert!(work_ran.load(std::sync::atomic::Ordering::SeqCst));
+        let body = released.await.unwrap();
+        assert_eq!(body["metadata"]["resourceVersion"], "7", "written over what was read");
+        assert!(body["spec"].get("holderIdentity").is_none_or(serde_json::Value::is_null), "{body}");
+        assert_eq!(body["spec"]["leaseDurationSeconds"], 1);
+        // A standby looking a moment later acquires it, though it was renewed just now.
+        let spec: LeaseSpec = serde_json::from_value(body["spec"].clone()).unwrap();
+        let now: Timestamp = "2026-01-05T00:00:10Z".parse().unwrap();
+        assert_eq!(decide(Some(&spec), "b", now, Duration::from_secs(15)), Verdict::Acquire);
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_no_longer_holds_the_lease_does_not_release_it() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(reply(200, lease_json("b", "2026-01-05T00:00:09.000000Z")));
+            // No write follows: with the mock's other end gone, a second request would fail
+            // and `release` return an error.
+        });
+        let now: Timestamp = "2026-01-05T00:00:10Z".parse().unwrap();
+        assert!(!release(&client, &election(), now).await.unwrap());
         server.await.unwrap();
     }
 }

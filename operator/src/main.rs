@@ -119,12 +119,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 tokio::spawn(async move { axum::serve(listener, app).await });
                 let instance =
                     std::env::var("POD_NAME").unwrap_or_else(|_| format!("vigil-operator-{}", std::process::id()));
-                let election = vigil_operator::leader::Election {
-                    namespace: namespace.clone(),
-                    name: "vigil-operator-leader".into(),
-                    identity: instance.clone(),
-                    lease_duration: std::time::Duration::from_secs(15),
-                };
+                let election = vigil_operator::leader::Election::new(&namespace, "vigil-operator-leader", &instance);
                 let provider =
                     vigil_operator::telemetry::init(env!("CARGO_PKG_VERSION")).context("setting up OTLP traces")?;
                 let tracer =
