@@ -96,7 +96,7 @@ pub async fn run(
             ),
         }
     }
-    let alerts = match config.alert_pipeline(&node, pod_default) {
+    let alerts = match crate::config::alert_pipeline(&config, &node, pod_default) {
         Some(c) => Some(crate::alert::pipeline::Pipeline::start(c).map_err(DaemonError::Spool)?),
         None => None,
     };

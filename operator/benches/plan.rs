@@ -67,6 +67,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
             config_sha256: Some(s.target.config.sha256.clone()),
             prometheus_value: None,
             prometheus_error: None,
+            config_error: None,
         },
         now,
         Limits::default(),
@@ -78,6 +79,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
+        config_error: None,
     };
     g.bench_function("wave_1_healthy_judged", |b| {
         b.iter(|| next(&s, &first.status, Some(1), "ns/r", &healthy, now, Limits::default()))
@@ -87,6 +89,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
+        config_error: None,
     };
     g.bench_function("wave_1_failing_rollback", |b| {
         b.iter(|| next(&s, &first.status, Some(1), "ns/r", &crashing, now, Limits::default()))
@@ -96,6 +99,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
+        config_error: None,
     };
     g.bench_function("first_plan_admit_wave_1", |b| {
         b.iter(|| next(&s, &status, Some(1), "ns/r", &fresh, now, Limits::default()))

@@ -190,9 +190,12 @@ pub async fn observe(
     let spec = &rollout.spec;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let cm = cms.get_opt(&spec.target.config.config_map).await.map_err(|e| Error::Observe("configmaps", e))?;
-    let config_sha256 = cm
-        .and_then(|c| c.data)
-        .and_then(|d| d.get(&spec.target.config.key).map(|v| ConfigHash::of(v.as_bytes()).to_string()));
+    let config_text = cm.and_then(|c| c.data).and_then(|mut d| d.remove(&spec.target.config.key));
+    let config_sha256 = config_text.as_ref().map(|v| ConfigHash::of(v.as_bytes()).to_string());
+    let config_error = config_text.as_deref().and_then(|text| {
+        let origin = format!("ConfigMap {ns}/{} key {}", spec.target.config.config_map, spec.target.config.key);
+        vigil_agent_config::Config::parse(text, &origin).err().map(|e| e.to_string())
+    });
     let (prometheus_value, prometheus_error) = match gate_value(http, rollout, ns).await {
         None => (None, None),
         Some(Ok(v)) => (Some(v), None),
@@ -202,6 +205,7 @@ pub async fn observe(
         return Ok(Observed {
             nodes: stores.node_views(rollout, ns),
             config_sha256,
+            config_error,
             prometheus_value,
             prometheus_error,
         });
@@ -226,6 +230,7 @@ pub async fn observe(
     Ok(Observed {
         nodes: observe::node_views(&node_list, &pod_list, &lease_list, &status_list),
         config_sha256,
+        config_error,
         prometheus_value,
         prometheus_error,
     })
@@ -319,7 +324,8 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     if let Some(recorder) = &ctx.recorder
         && current.reason != p.status.reason
     {
-        let warning = matches!(p.decision.kind, "RollBack" | "PinGroup" | "Fail" | "NodeProblem");
+        let warning =
+            matches!(p.decision.kind, "RollBack" | "PinGroup" | "Fail" | "NodeProblem" | plan::CONFIG_INVALID);
         let kind = if warning { EventKind::Warning } else { EventKind::Normal };
         // An event that cannot be written is not worth failing the reconcile over: the
         // status already says the same.

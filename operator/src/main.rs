@@ -61,11 +61,16 @@ enum Command {
         seed: u64,
     },
     /// Validate AgentRollout / AlertPolicy / AgentStatus manifests offline, with the same
-    /// OpenAPI and CEL rules the API server applies. Exit 0 when all are valid, 2 otherwise.
+    /// OpenAPI and CEL rules the API server applies, and agent config files with the agent's
+    /// own checks (those a rollout's config must pass). Exit 0 when all are valid, 2 otherwise.
     Validate {
         /// Manifest files (multi-document YAML); `-` reads standard input.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "agent_configs")]
         files: Vec<PathBuf>,
+        /// An agent config file, checked as `vigil-agent check-config` checks it, less what
+        /// needs the node (its alert policy files); repeatable.
+        #[arg(long = "agent-config", value_name = "FILE")]
+        agent_configs: Vec<PathBuf>,
     },
 }
 
@@ -214,8 +219,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(3))
             }
         }
-        Command::Validate { files } => {
+        Command::Validate { files, agent_configs } => {
             let mut invalid = 0;
+            for file in &agent_configs {
+                match vigil_agent_config::Config::load(file) {
+                    Ok(_) => println!("{}: valid agent config", file.display()),
+                    Err(e) => {
+                        invalid += 1;
+                        eprintln!(
+                            "{}",
+                            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(": ")
+                        );
+                    }
+                }
+            }
             for file in &files {
                 let text = if file.as_os_str() == "-" {
                     let mut s = String::new();

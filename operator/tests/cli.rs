@@ -62,3 +62,20 @@ fn crds_prints_all_three_definitions() {
     }
     assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 3);
 }
+
+#[test]
+fn validate_checks_agent_configs_as_the_agent_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&good, "interval: 30s\nexporters:\n  prometheus: {enabled: true, listen: 0.0.0.0:9817}\n").unwrap();
+    std::fs::write(&bad, "interval: 30s\nnot_a_key: 1\n").unwrap();
+    let out = operator().arg("validate").arg("--agent-config").arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("good.yaml: valid agent config"));
+    let out =
+        operator().args(["validate", "--agent-config"]).arg(&good).arg("--agent-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml: unknown field `not_a_key`") && err.contains("line 2"), "{err}");
+}

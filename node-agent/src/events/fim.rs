@@ -20,20 +20,7 @@ use sha2::{Digest, Sha256};
 use super::{Event, EventType, Severity};
 use crate::host::HostRoot;
 
-/// One watched tree.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WatchPath {
-    /// Host path (`/etc`).
-    pub path: String,
-    /// Hash file content (off for logs, which change by design).
-    #[serde(default = "yes")]
-    pub content: bool,
-}
-
-fn yes() -> bool {
-    true
-}
+pub use vigil_agent_config::WatchPath;
 
 /// What the baseline knows of one path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

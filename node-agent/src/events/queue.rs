@@ -9,27 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{Event, EventType, Severity, Source};
 
-/// A rate limit: a sustained rate and a burst.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RateLimit {
-    /// Events per second, sustained.
-    pub per_second: f64,
-    /// Events allowed at once after a quiet period.
-    pub burst: u32,
-}
-
-impl RateLimit {
-    /// A limit of `per_second` with a burst of `burst`.
-    pub const fn new(per_second: f64, burst: u32) -> Self {
-        Self { per_second, burst }
-    }
-}
+pub use vigil_agent_config::RateLimit;
 
 /// A token bucket. Pure: the caller passes the time.
 #[derive(Clone, Debug)]

@@ -209,6 +209,74 @@ async fn first_reconcile(with_events: bool) {
     assert!(text.contains("vigil_operator_decisions_total{kind=\"Admit\"} 1"), "{text}");
 }
 
+#[tokio::test]
+async fn a_config_the_agent_would_refuse_stops_the_rollout_before_any_node_with_the_key_and_line() {
+    const BAD: &str = "interval: 10s\nnot_a_key: 1\n";
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let recorder = Some(crate::events::Publisher::new(client.clone(), "test".into()));
+    let ctx = Arc::new(Context::new(client, recorder));
+    let mut r = rollout();
+    r.spec.target.config.sha256 = vigil_crds::ConfigHash::of(BAD.as_bytes()).to_string();
+    let api = tokio::spawn(async move {
+        let mut next = async || {
+            let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+                .await
+                .expect("a request expected but never made")
+                .expect("open");
+            (body_json(req).await, send)
+        };
+        let ((_, uri, _), send) = next().await;
+        assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
+        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "agent-config"}, "data": {"agent.yaml": BAD}})));
+        for (list_kind, api_version) in [
+            ("NodeList", "v1"),
+            ("PodList", "v1"),
+            ("LeaseList", "coordination.k8s.io/v1"),
+            ("AgentStatusList", "vigil.dev/v1alpha1"),
+        ] {
+            let (_, send) = next().await;
+            if list_kind == "NodeList" {
+                send.send_response(ok(&nodes(20)));
+            } else {
+                send.send_response(ok(&list(list_kind, api_version)));
+            }
+        }
+        let ((m, uri, body), send) = next().await;
+        assert_eq!(m, Method::PATCH);
+        assert!(uri.contains("/agentrollouts/agent/status?"), "{uri}");
+        assert_eq!(body["status"]["phase"], "Failed");
+        let cond =
+            body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ConfigValid").unwrap();
+        assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("ConfigInvalid")));
+        let why = body["status"]["reason"].as_str().unwrap().to_owned();
+        send.send_response(ok(&serde_json::to_value(rollout()).unwrap()));
+        let ((m, _, body), send) = next().await;
+        assert_eq!(m, Method::POST);
+        assert_eq!((body["reason"].as_str(), body["type"].as_str()), (Some("ConfigInvalid"), Some("Warning")));
+        send.send_response(ok(&body));
+        // Whatever else the reconcile does, it labels no node.
+        while let Ok(Some((req, send))) = tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await {
+            let (m, uri, body) = body_json(req).await;
+            assert!(!(m == Method::PATCH && uri.starts_with("/api/v1/nodes/")), "a node was labelled: {uri}");
+            if m == Method::GET {
+                send.send_response(ok(&list("DaemonSetList", "apps/v1")));
+            } else {
+                send.send_response(ok(&body));
+            }
+        }
+        why
+    });
+    tokio::time::timeout(Duration::from_secs(15), reconcile(Arc::new(r), ctx)).await.unwrap().unwrap();
+    let why = api.await.unwrap();
+    // The agent's own words: vigil-agent check-config prints the same error for the same text.
+    let agent_says = vigil_agent_config::Config::parse(BAD, "ConfigMap vigil-system/agent-config key agent.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(agent_says.contains("unknown field `not_a_key`") && agent_says.contains("line 2"), "{agent_says}");
+    assert_eq!(why, format!("the target config would not start an agent: {agent_says}"));
+}
+
 /// A reflector store holding `items`, as a watch's first list leaves it.
 fn fill<K>(items: Vec<K>) -> kube::runtime::reflector::Store<K>
 where

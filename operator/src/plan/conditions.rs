@@ -7,6 +7,7 @@
 //! | Degraded | a health gate failed: rolling or rolled back, or a node group was pinned |
 //! | Paused | paused by spec, a closed maintenance window, the Pause policy, or frozen |
 //! | RolledBack | every node that got the target is back on the stable revision |
+//! | ConfigValid | the target config passes the agent's own checks (False, `ConfigInvalid`: no node is admitted to it) |
 //!
 //! A condition's `lastTransitionTime` moves only when its status does, so planning again
 //! from the same state writes the same conditions.
@@ -16,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use vigil_crds::rollout::{AgentRolloutStatus, RolloutPhase};
 
 /// The condition types, in the order they are written.
-pub const TYPES: [&str; 5] = ["Progressing", "Available", "Degraded", "Paused", "RolledBack"];
+pub const TYPES: [&str; 6] = ["Progressing", "Available", "Degraded", "Paused", "RolledBack", "ConfigValid"];
 
 /// Recomputes `st.conditions` for the decision `kind` with `reason`.
 pub fn update(st: &mut AgentRolloutStatus, kind: &str, reason: &str, generation: Option<i64>, now: Timestamp) {
@@ -24,7 +25,8 @@ pub fn update(st: &mut AgentRolloutStatus, kind: &str, reason: &str, generation:
     let phase = st.phase;
     let is = |ps: &[RolloutPhase]| phase.is_some_and(|p| ps.contains(&p));
     let degraded = is(&[RollingBack, RolledBack]) || !st.pinned_groups.is_empty();
-    let values: [(bool, &str); 5] = [
+    let config_invalid = kind == super::CONFIG_INVALID;
+    let values: [(bool, &str); 6] = [
         (is(&[Pending, Progressing, Baking, RollingBack]), kind),
         (is(&[Completed]), if is(&[Completed]) { "Completed" } else { "NotAllNodesUpdated" }),
         (
@@ -47,6 +49,7 @@ pub fn update(st: &mut AgentRolloutStatus, kind: &str, reason: &str, generation:
             },
         ),
         (is(&[RolledBack]), if is(&[RolledBack]) { "RolledBack" } else { "NotRolledBack" }),
+        (!config_invalid, if config_invalid { super::CONFIG_INVALID } else { "Valid" }),
     ];
     let prev = std::mem::take(&mut st.conditions);
     st.conditions = TYPES

@@ -266,6 +266,7 @@ fn a_prometheus_gate_without_an_answer_holds_the_wave_and_says_why() {
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: Some("the query returned no series".into()),
+        config_error: None,
     };
     let q = next(&s, &p.status, Some(1), "vigil-system/r", &o, t(60), Limits::default());
     assert_eq!(q.decision.kind, "Hold");

@@ -116,6 +116,14 @@ fn step(
             return p.finish(st, "Fail", reason, Duration::from_secs(60));
         }
     };
+    // A config the agent would refuse never reaches a node: no node is admitted to it, and
+    // nodes stay where they are. Checked on every plan, so fixing the ConfigMap (and the
+    // hash) moves on at once.
+    if let Some(e) = &observed.config_error {
+        st.phase = Some(RolloutPhase::Failed);
+        let reason = format!("the target config would not start an agent: {e}");
+        return p.finish(st, CONFIG_INVALID, reason, Duration::from_secs(60));
+    }
     adopt_target(spec, &mut st, &target, now);
     if let Err(reason) = handle_action(spec, &mut st, &target, now) {
         st.phase = Some(RolloutPhase::Failed);
@@ -541,6 +549,9 @@ impl Planner<'_> {
         Plan { moves: self.moves, status: st, decision: Decision { kind, reason }, requeue_after }
     }
 }
+
+/// The decision (and Event reason) for a target config the agent would refuse.
+pub const CONFIG_INVALID: &str = "ConfigInvalid";
 
 /// Carries out `spec.action` once per id.
 fn handle_action(

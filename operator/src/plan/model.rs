@@ -92,6 +92,10 @@ pub struct Observed {
     /// SHA-256 of the target config as read from its ConfigMap; `None` when it could not be
     /// read (missing ConfigMap or key).
     pub config_sha256: Option<String>,
+    /// Why the agent would refuse the target config, in `vigil-agent check-config`'s words
+    /// (file, key and line): the same checks, from `vigil-agent-config`. `None` when it
+    /// passes or could not be read.
+    pub config_error: Option<String>,
     /// Value of the spec's Prometheus gate query, when it has one and it answered.
     pub prometheus_value: Option<f64>,
     /// Why the Prometheus gate query has no value (unreachable, refused, no series).

@@ -77,6 +77,7 @@ fn observed(nodes: Vec<NodeView>, spec: &AgentRolloutSpec) -> Observed {
         config_sha256: Some(spec.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
+        config_error: None,
     }
 }
 
@@ -584,4 +585,34 @@ proptest! {
             prop_assert_eq!(p.status.history[0].outcome, RevisionOutcome::Bad);
         }
     }
+}
+
+#[test]
+fn a_config_the_agent_would_refuse_admits_no_node_and_a_fixed_one_starts_wave_one() {
+    let s = spec();
+    let nodes = fleet(100);
+    let mut o = observed(nodes.clone(), &s);
+    o.config_error = Some("ConfigMap ns/cfg key agent.yaml: unknown field `not_a_key` at line 2 column 1".into());
+    let p = next(&s, &stable_status(), Some(1), KEY, &o, t(0), Limits::default());
+    assert_eq!(p.decision.kind, super::CONFIG_INVALID);
+    assert!(p.moves.is_empty(), "{:?}", p.moves);
+    assert_eq!(p.status.phase, Some(RolloutPhase::Failed));
+    assert!(p.decision.reason.ends_with("unknown field `not_a_key` at line 2 column 1"), "{}", p.decision.reason);
+    let valid = p.status.conditions.iter().find(|c| c.type_ == "ConfigValid").unwrap();
+    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "ConfigInvalid"));
+    assert!(p.status.history.is_empty(), "the refused target is not a revision of the rollout");
+    // Mid-rollout too: nodes already on the old target stay where they are.
+    let mut moved = nodes.clone();
+    let first = plan(&s, &stable_status(), &moved, t(0));
+    apply(&mut moved, &first.moves, Some(t(1)));
+    let mut o = observed(moved, &s);
+    o.config_error = Some("bad".into());
+    let held = next(&s, &first.status, Some(1), KEY, &o, t(10), Limits::default());
+    assert!(held.moves.is_empty());
+    // The config fixed: the next plan admits wave 1, and the condition turns True.
+    let fixed = plan(&s, &p.status, &nodes, t(60));
+    assert_eq!(fixed.decision.kind, "Admit");
+    assert_eq!(fixed.moves.len(), 5);
+    let valid = fixed.status.conditions.iter().find(|c| c.type_ == "ConfigValid").unwrap();
+    assert_eq!(valid.status, "True");
 }
