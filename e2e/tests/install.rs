@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -234,6 +234,26 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
         nodes.len(),
         longest.as_millis()
     );
+
+    // A config the agent would refuse never reaches a node: the rollout stops with
+    // ConfigValid=False (ConfigInvalid) and every node keeps its Ready agent on `second`.
+    let bad_config = "interval: 10s\nnot_a_key: 1\n";
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "vigil-e2e-bad-config"}, "data": {"agent.yaml": bad_config}}),
+    )
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &cm).await.unwrap();
+    let to_bad = json!({"spec": {"target": {"config": {"configMap": "vigil-e2e-bad-config", "key": "agent.yaml", "sha256": vigil_crds::ConfigHash::of(bad_config.as_bytes()).to_string()}}}});
+    rollouts.patch("vigil-agent", &PatchParams::default(), &Patch::Merge(&to_bad)).await.unwrap();
+    let why = wait_for("the bad config refused", Duration::from_secs(60), Duration::from_secs(1), || async {
+        let st = rollouts.get_status("vigil-agent").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+        let refused = st.conditions.iter().any(|c| c.type_ == "ConfigValid" && c.reason == "ConfigInvalid");
+        if refused { Ok(Some(st.reason.unwrap_or_default())) } else { Err(format!("{:?}: {:?}", st.phase, st.reason)) }
+    })
+    .await
+    .unwrap();
+    assert!(why.contains("unknown field `not_a_key`") && why.contains("line 2"), "{why}");
+    all_on(&client, &pods, &nodes, &second).await.expect("every node still runs the previous revision");
 
     // A token bound to an agent pod may write its own node's AgentStatus and Lease only.
     let pod =

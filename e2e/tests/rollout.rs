@@ -250,6 +250,38 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .unwrap();
     assert_eq!(labelled.items.len(), NODES + 1, "every node, the late one too, is back on the good revision");
 
+    // A config the agent would refuse is never admitted to a node: the rollout stops with
+    // ConfigValid=False (ConfigInvalid), naming the key and line, and every node stays put.
+    let bad_config = "interval: 10s\nnot_a_key: 1\n";
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "agent-config-bad"}, "data": {"agent.yaml": bad_config}}))
+            .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let mut refused = spec(&good);
+    refused["spec"]["target"]["config"] =
+        json!({"configMap": "agent-config-bad", "sha256": ConfigHash::of(bad_config.as_bytes()).to_string()});
+    rollouts.patch("agent", &pp, &Patch::Apply(&refused)).await.unwrap();
+    let invalid = await_condition(rollouts.clone(), "agent", |r: Option<&AgentRollout>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "ConfigValid" && c.status == "False" && c.reason == "ConfigInvalid")
+        })
+    });
+    let st = tokio::time::timeout(Duration::from_secs(60), invalid)
+        .await
+        .expect("the bad config was not refused")
+        .unwrap()
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.phase, Some(RolloutPhase::Failed));
+    let why = st.reason.unwrap_or_default();
+    assert!(why.contains("unknown field `not_a_key`") && why.contains("line 2"), "{why}");
+    let labelled = node_api
+        .list(&ListParams::default().labels(&format!("vigil.dev/e2e={run_label},vigil.dev/revision={good_rev}")))
+        .await
+        .unwrap();
+    assert_eq!(labelled.items.len(), NODES + 1, "no node left the good revision for the refused config");
+
     controller.abort();
     drop(_kubelets);
     drop(cleanup);
