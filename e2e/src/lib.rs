@@ -28,6 +28,7 @@ use kube::discovery::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
+pub mod alertmanager;
 pub mod chart;
 
 /// The variable naming the cluster's kubeconfig.

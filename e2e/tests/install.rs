@@ -143,39 +143,43 @@ async fn client_with_token(token: String) -> Client {
     Client::try_from(config).unwrap()
 }
 
-#[tokio::test]
-#[cfg_attr(
-    not(vigil_e2e_images),
-    ignore = "needs a cluster with real nodes: set VIGIL_E2E_KUBECONFIG, VIGIL_E2E_AGENT_IMAGE and VIGIL_E2E_OPERATOR_IMAGE"
-)]
-async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstalls_clean() {
-    let (agent_image, operator_image) = images().expect("VIGIL_E2E_AGENT_IMAGE and VIGIL_E2E_OPERATOR_IMAGE");
-    let client = client().await.unwrap();
-    install_crds(&client, Duration::from_secs(60)).await.unwrap();
+/// One test at a time installs the chart: the agents write one AgentStatus per node.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The chart installed into a namespace of the test's own, its first revision Completed and an
+/// agent Ready and reporting on every schedulable node. Dropped (fields in this order): the
+/// release's objects and the nodes' AgentStatuses go, then the labels the operator set on
+/// nodes, then the namespace.
+struct Release {
+    cleanup: Cleanup,
+    labels: NodeLabels,
+    ns: TestNamespace,
+    name: String,
+    nodes: BTreeSet<String>,
+    pods: Api<Pod>,
+    rollouts: Api<AgentRollout>,
+    first: String,
+}
+
+async fn install(client: &Client, hint: &str, agent_image: &str, operator_image: &str) -> Release {
+    install_crds(client, Duration::from_secs(60)).await.unwrap();
     let statuses: Api<AgentStatus> = Api::all(client.clone());
     let already = statuses.list(&ListParams::default().limit(1)).await.unwrap();
     assert!(already.items.is_empty(), "Vigil already runs on this cluster (AgentStatus exists): not touching it");
 
-    let ns = TestNamespace::create(&client, "install").await.unwrap();
-    let release = ns.name.clone();
-    let rollout_label = format!("{}.vigil-agent", ns.name);
-    // Dropped after `cleanup` (the operator is gone by then and cannot label them again).
-    let labels = NodeLabels { rollout_label: rollout_label.clone() };
-    // Last-in-first-out: the release's objects, then (with `ns`) the namespace. The nodes'
-    // AgentStatuses and the labels the operator set are removed by `forget_nodes` below, on
-    // the way out of a failure too.
+    let ns = TestNamespace::create(client, hint).await.unwrap();
+    let name = ns.name.clone();
+    let labels = NodeLabels { rollout_label: format!("{}.vigil-agent", ns.name) };
     let mut cleanup = Cleanup::default();
-    let nodes = schedulable_nodes(&client).await;
+    let nodes = schedulable_nodes(client).await;
     assert!(!nodes.is_empty(), "no schedulable node");
     for n in &nodes {
         cleanup.add_typed::<AgentStatus>(None, n);
     }
-
-    let objects = chart::render(&release, &ns.name, &values(&agent_image, &operator_image, "10s")).unwrap();
-    chart::apply(&client, &ns.name, &objects, &mut cleanup).await.unwrap();
+    let objects = chart::render(&name, &ns.name, &values(agent_image, operator_image, "10s")).unwrap();
+    chart::apply(client, &ns.name, &objects, &mut cleanup).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns.name);
-
     let first = wait_for("the first revision Completed", Duration::from_secs(420), Duration::from_secs(2), || async {
         match rollout_done(&rollouts, None).await {
             Err(e) => Err(format!("{e}; pods: {}", pods_summary(&pods).await)),
@@ -185,10 +189,26 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
     .await
     .unwrap();
     wait_for("an agent Ready and reporting on every node", Duration::from_secs(240), Duration::from_secs(2), || {
-        all_on(&client, &pods, &nodes, &first)
+        all_on(client, &pods, &nodes, &first)
     })
     .await
     .unwrap();
+    Release { cleanup, labels, ns, name, nodes, pods, rollouts, first }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(vigil_e2e_images),
+    ignore = "needs a cluster with real nodes: set VIGIL_E2E_KUBECONFIG, VIGIL_E2E_AGENT_IMAGE and VIGIL_E2E_OPERATOR_IMAGE"
+)]
+async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstalls_clean() {
+    let (agent_image, operator_image) = images().expect("VIGIL_E2E_AGENT_IMAGE and VIGIL_E2E_OPERATOR_IMAGE");
+    let _serial = SERIAL.lock().await;
+    let client = client().await.unwrap();
+    let Release { mut cleanup, labels, ns, name: release, nodes, pods, rollouts, first } =
+        install(&client, "install", &agent_image, &operator_image).await;
+    let rollout_label = labels.rollout_label.clone();
+    let statuses: Api<AgentStatus> = Api::all(client.clone());
     for n in &nodes {
         let st = statuses.get(n).await.unwrap().status.unwrap();
         eprintln!("{n}: {:?} {}", st.health, st.sources_summary.unwrap_or_default());
@@ -304,6 +324,85 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
         .unwrap();
     assert!(labelled.items.is_empty(), "nodes still labelled for the release's rollout");
     ns.delete().await.unwrap();
+}
+
+/// The example AlertPolicy, for the test's namespace, with its memory rule set to a threshold
+/// every node crosses at once and its critical alerts sent to `alertmanager`; the Slack route
+/// and receiver go (they need a Secret and a workspace).
+fn example_policy(namespace: &str, alertmanager: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/alertpolicy.yaml");
+    let mut p: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    p["metadata"]["namespace"] = json!(namespace);
+    for r in p["spec"]["rules"].as_array_mut().unwrap() {
+        if r["name"] == "HighMemory" {
+            r["detector"] = json!({"threshold": {"above": 0.001}});
+            r["for"] = json!("0s");
+            r["severity"] = json!("critical");
+        }
+    }
+    p["spec"]["routes"].as_array_mut().unwrap().retain(|r| r["name"] == "page-critical");
+    p["spec"]["receivers"] =
+        json!([{"name": "fleet-alertmanager", "alertmanager": {"urls": [format!("http://{alertmanager}")]}}]);
+    p
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(vigil_e2e_alerts),
+    ignore = "needs a cluster with real nodes and an address its pods reach this machine on: set VIGIL_E2E_KUBECONFIG, VIGIL_E2E_AGENT_IMAGE, VIGIL_E2E_OPERATOR_IMAGE and VIGIL_E2E_ALERTMANAGER_ADDRESS"
+)]
+async fn an_applied_alert_policy_fires_at_a_real_alertmanager_and_resolves_when_removed() {
+    let (agent_image, operator_image) = images().expect("VIGIL_E2E_AGENT_IMAGE and VIGIL_E2E_OPERATOR_IMAGE");
+    let addr = std::env::var(vigil_e2e::alertmanager::ADDRESS_VAR).expect("VIGIL_E2E_ALERTMANAGER_ADDRESS");
+    let _serial = SERIAL.lock().await;
+    let dir = std::env::temp_dir().join(format!("vigil-e2e-alertmanager-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let am = vigil_e2e::alertmanager::Alertmanager::start(&addr, &dir).unwrap();
+    let client = client().await.unwrap();
+    let release = install(&client, "alerts", &agent_image, &operator_image).await;
+    let policies: Api<vigil_crds::AlertPolicy> = Api::namespaced(client.clone(), &release.ns.name);
+    let policy: vigil_crds::AlertPolicy = serde_json::from_value(example_policy(&release.ns.name, &addr)).unwrap();
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+
+    // Published by the operator, mounted by the kubelet, loaded by every agent (unset
+    // alerts.policies in a pod means the published ones), and sent: one alert per node.
+    let firing = |alerts: &[serde_json::Value]| -> BTreeSet<String> {
+        alerts
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "HighMemory")
+            .filter_map(|a| a["labels"]["node"].as_str().map(str::to_owned))
+            .collect()
+    };
+    wait_for(
+        "HighMemory firing at the Alertmanager for every node",
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || async {
+            let alerts = am.active_alerts().map_err(|e| e.to_string())?;
+            let nodes = firing(&alerts);
+            if nodes == release.nodes {
+                Ok(Some(()))
+            } else {
+                let st = policies.get_status("node-basics").await.ok().and_then(|p| p.status);
+                Err(format!("firing for {nodes:?}; policy status {st:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    // Removed: the agents resolve what they told the Alertmanager.
+    policies.delete("node-basics", &Default::default()).await.unwrap();
+    wait_for("HighMemory resolved for every node", Duration::from_secs(300), Duration::from_secs(2), || async {
+        let alerts = am.active_alerts().map_err(|e| e.to_string())?;
+        let nodes = firing(&alerts);
+        if nodes.is_empty() { Ok(Some(())) } else { Err(format!("still firing for {nodes:?}")) }
+    })
+    .await
+    .unwrap();
+    drop(release);
+    drop(am);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Removes the `vigil.dev/` labels the release's operator set on nodes (only on nodes whose

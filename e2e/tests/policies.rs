@@ -1,6 +1,7 @@
 //! AlertPolicy publication on a real API server: a policy whose Secret exists is published
 //! into the ConfigMap and its Secret key mirrored; one whose Secret is missing is left out
-//! with `Ready=False, SecretMissing`. The publisher runs in-process and publishes into the
+//! with `Ready=False, SecretMissing`; one with a rule on a metric the agent does not export,
+//! with `Ready=False, UnknownMetric`. The publisher runs in-process and publishes into the
 //! test's own namespace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
@@ -42,6 +43,9 @@ async fn policies_are_published_with_their_secrets_or_say_why_not() {
     let policies: Api<AlertPolicy> = Api::namespaced(client.clone(), &ns.name);
     policies.create(&PostParams::default(), &policy("good", "alerting")).await.unwrap();
     policies.create(&PostParams::default(), &policy("orphan", "absent")).await.unwrap();
+    let mut typo = policy("typo", "alerting");
+    typo.spec.rules[0].metric.as_mut().unwrap().name = "vigil_node_cpu_utilization_ratios".into();
+    policies.create(&PostParams::default(), &typo).await.unwrap();
 
     vigil_operator::policies::reconcile(&client, &ns.name).await.unwrap();
 
@@ -56,5 +60,13 @@ async fn policies_are_published_with_their_secrets_or_say_why_not() {
     assert_eq!((good.conditions[0].status.as_str(), good.rules), ("True", 1));
     let orphan = policies.get_status("orphan").await.unwrap().status.unwrap();
     assert_eq!(orphan.conditions[0].reason, "SecretMissing");
+    assert!(!data.contains_key(&format!("{}.typo.yaml", ns.name)));
+    let typo = policies.get_status("typo").await.unwrap().status.unwrap();
+    assert_eq!(typo.conditions[0].reason, "UnknownMetric");
+    assert!(
+        typo.conditions[0].message.contains("did you mean vigil_node_cpu_utilization_ratio?"),
+        "{}",
+        typo.conditions[0].message
+    );
     ns.delete().await.unwrap();
 }

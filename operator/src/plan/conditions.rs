@@ -117,6 +117,7 @@ mod tests {
         let mut st = AgentRolloutStatus { phase: Some(RolloutPhase::Paused), ..Default::default() };
         update(&mut st, "Wait", "outside every maintenance window", None, Timestamp::UNIX_EPOCH);
         assert_eq!(get(&st, "Paused").reason, "OutsideMaintenanceWindow");
-        assert_eq!(st.conditions.len(), 5);
+        assert_eq!(st.conditions.len(), TYPES.len());
+        assert_eq!(get(&st, "ConfigValid").status, "True");
     }
 }
