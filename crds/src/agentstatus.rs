@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Health", type_ = "string", json_path = ".status.health", description = "The agent's own health report"),
     printcolumn(name = "Sources", type_ = "string", json_path = ".status.sourcesSummary", description = "Event sources on, degraded and off"),
     printcolumn(name = "Alerts", type_ = "integer", json_path = ".status.activeAlerts", description = "Alerts firing on the node"),
+    printcolumn(name = "Reporting", type_ = "string", json_path = ".status.conditions[?(@.type==\"AgentReporting\")].status", description = "True while the agent renews its heartbeat; Unknown once it went silent (written by the operator)"),
     printcolumn(name = "Last Report", type_ = "date", json_path = ".status.lastReportTime", description = "When the agent last wrote this status"),
     printcolumn(name = "Kernel", type_ = "string", json_path = ".status.kernel", priority = 1),
     printcolumn(name = "OS Image", type_ = "string", json_path = ".status.osImage", priority = 1),
@@ -112,7 +113,9 @@ pub struct AgentStatusStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub sources_summary: Option<String>,
-    /// Agent conditions (ConfigVerified, ReadersHealthy, DeliveryHealthy).
+    /// Conditions. `AgentReporting` is the operator's: True while the agent renews its
+    /// heartbeat Lease, Unknown once it is older than the heartbeat gap (the rest of this
+    /// status is then what the agent last said).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

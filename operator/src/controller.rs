@@ -595,6 +595,12 @@ pub async fn run(
         return;
     }
     tracing::info!(agents_namespace = %template.namespace, "watching AgentRollouts, nodes, agent pods, Leases and AgentStatuses");
+    let reporting = tokio::spawn(crate::reporting::run(
+        client.clone(),
+        stores.leases.clone(),
+        stores.statuses.clone(),
+        crate::reporting::DEFAULT_GAP,
+    ));
     let ctx =
         Arc::new(Context { metrics, tracer, template, stores: Some(stores), ..Context::new(client, Some(recorder)) });
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
@@ -608,6 +614,8 @@ pub async fn run(
             }
         })
         .await;
+    // Stopped (SIGTERM): no more writes once the leader lets go of its Lease.
+    reporting.abort();
 }
 
 #[cfg(test)]

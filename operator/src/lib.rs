@@ -21,5 +21,6 @@ pub mod observe;
 pub mod plan;
 pub mod policies;
 pub mod prometheus;
+pub mod reporting;
 pub mod simulate;
 pub mod telemetry;

@@ -55,13 +55,19 @@ pub fn trim_lease(lease: &mut Lease) {
     lease.metadata.annotations = None;
 }
 
-/// Keeps of an AgentStatus the revision and health the gate reads.
+/// Keeps of an AgentStatus the revision and health the gate reads, and the AgentReporting
+/// condition the operator itself writes.
 pub fn trim_agent_status(s: &mut AgentStatus) {
     s.metadata.managed_fields = None;
     s.metadata.annotations = None;
     if let Some(st) = s.status.take() {
-        s.status =
-            Some(vigil_crds::AgentStatusStatus { revision: st.revision, health: st.health, ..Default::default() });
+        let conditions = st.conditions.into_iter().filter(|c| c.type_ == crate::reporting::CONDITION).collect();
+        s.status = Some(vigil_crds::AgentStatusStatus {
+            revision: st.revision,
+            health: st.health,
+            conditions,
+            ..Default::default()
+        });
     }
 }
 

@@ -1,0 +1,286 @@
+//! The `AgentReporting` condition of every AgentStatus, as a node's `Ready` goes `Unknown` when
+//! its kubelet falls silent: `True` while the agent renews its heartbeat Lease, `Unknown` once
+//! the Lease is older than the heartbeat gap (or missing). The agent cannot say it stopped;
+//! the operator says so for it.
+//!
+//! The operator owns only this entry of `status.conditions` (a map keyed by `type`, written by
+//! server-side apply under its own field manager), so one writer per field still holds. It
+//! reads the Leases and AgentStatuses from its watches and writes only on a transition: an
+//! idle fleet costs no API write. [`changes`] is pure; [`run`] looks again at the next instant
+//! a Lease can go stale, and at least every [`LOOK_EVERY`] for renewals.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use vigil_crds::AgentStatus;
+
+/// The condition type.
+pub const CONDITION: &str = "AgentReporting";
+
+/// How long a heartbeat Lease may go unrenewed before the agent counts as silent (the
+/// agent renews every 10 s; the rollout gate's default heartbeat gap).
+pub const DEFAULT_GAP: Duration = Duration::from_secs(60);
+
+/// The longest wait between two looks (a renewed Lease turns `Unknown` back to `True`).
+pub const LOOK_EVERY: Duration = Duration::from_secs(5);
+
+/// The condition for a node whose agent last renewed its Lease at `renewed`.
+pub fn judge(node: &str, renewed: Option<Timestamp>, now: Timestamp, gap: Duration) -> (bool, &'static str, String) {
+    let gap_s = SignedDuration::try_from(gap).unwrap_or(SignedDuration::MAX);
+    match renewed {
+        None => (
+            false,
+            "NoHeartbeat",
+            format!(
+                "no heartbeat Lease {} found: the agent is not running or cannot reach the API server",
+                vigil_crds::agent::lease_name(node)
+            ),
+        ),
+        Some(t) if now.duration_since(t) > gap_s => (
+            false,
+            "HeartbeatMissing",
+            format!(
+                "the agent's heartbeat Lease was last renewed at {t}, more than {}s before this look: the agent stopped or cannot reach the API server; this status is what it last said",
+                gap.as_secs()
+            ),
+        ),
+        Some(_) => (true, "HeartbeatRenewed", "the agent renews its heartbeat Lease".to_owned()),
+    }
+}
+
+/// The latest renewal of each node's heartbeat Lease (`vigil-agent-<node>`, any namespace).
+pub fn renewals(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, Timestamp> {
+    let mut out = BTreeMap::new();
+    for l in leases {
+        let Some(node) = l.name_any().strip_prefix("vigil-agent-").map(str::to_owned) else { continue };
+        let Some(t) = l.spec.as_ref().and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref())).map(|t| t.0)
+        else {
+            continue;
+        };
+        let e = out.entry(node).or_insert(t);
+        *e = (*e).max(t);
+    }
+    out
+}
+
+/// The AgentReporting conditions to write (node, condition): only where status or reason
+/// changed. Also the next instant a written `True` can turn `Unknown`.
+pub fn changes(
+    statuses: &[std::sync::Arc<AgentStatus>],
+    renewed: &BTreeMap<String, Timestamp>,
+    now: Timestamp,
+    gap: Duration,
+) -> (Vec<(String, Condition)>, Option<Timestamp>) {
+    let gap_s = SignedDuration::try_from(gap).unwrap_or(SignedDuration::MAX);
+    let mut out = Vec::new();
+    let mut next: Option<Timestamp> = None;
+    for s in statuses {
+        let node = s.name_any();
+        // Only statuses the agent wrote: before its first report there is nothing to vouch for.
+        let Some(st) = s.status.as_ref() else { continue };
+        let last = renewed.get(&node).copied();
+        let (on, reason, message) = judge(&node, last, now, gap);
+        if on && let Some(t) = last {
+            let stale_at = t + gap_s;
+            next = Some(next.map_or(stale_at, |n| n.min(stale_at)));
+        }
+        let status = if on { "True" } else { "Unknown" };
+        let current = st.conditions.iter().find(|c| c.type_ == CONDITION);
+        if current.is_some_and(|c| c.status == status && c.reason == reason) {
+            continue;
+        }
+        out.push((
+            node,
+            Condition {
+                type_: CONDITION.to_owned(),
+                status: status.to_owned(),
+                reason: reason.to_owned(),
+                message,
+                observed_generation: s.metadata.generation,
+                last_transition_time: Time(now),
+            },
+        ));
+    }
+    (out, next)
+}
+
+/// Writes one node's condition: server-side apply of that one entry, with the operator's
+/// field manager.
+pub async fn write(client: &Client, node: &str, condition: &Condition) -> Result<(), kube::Error> {
+    let body = serde_json::json!({
+        "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+        "kind": "AgentStatus",
+        "metadata": {"name": node},
+        "status": {"conditions": [condition]},
+    });
+    let pp = PatchParams::apply(crate::act::FIELD_MANAGER).force();
+    Api::<AgentStatus>::all(client.clone()).patch_status(node, &pp, &Patch::Apply(&body)).await.map(|_| ())
+}
+
+/// Keeps every AgentStatus's AgentReporting condition true to its agent's Lease, until the
+/// process stops.
+pub async fn run(client: Client, leases: Store<Lease>, statuses: Store<AgentStatus>, gap: Duration) {
+    loop {
+        let now = Timestamp::now();
+        let (todo, next) = changes(&statuses.state(), &renewals(&leases.state()), now, gap);
+        for (node, c) in todo {
+            match write(&client, &node, &c).await {
+                Ok(()) => tracing::info!(node = %node, status = %c.status, reason = %c.reason, "agent reporting"),
+                // A status deleted meanwhile, or a transient error: the next look tries again.
+                Err(e) => tracing::warn!(node = %node, error = %e, "writing the AgentReporting condition failed"),
+            }
+        }
+        let until_next = next
+            .map(|t| Duration::try_from(now.duration_until(t)).unwrap_or(Duration::ZERO))
+            .unwrap_or(LOOK_EVERY)
+            .min(LOOK_EVERY);
+        // Just past the instant, so a Lease exactly at its gap is judged stale.
+        tokio::time::sleep(until_next + Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use std::sync::Arc;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn status(node: &str, reporting: Option<(&str, &str)>) -> Arc<AgentStatus> {
+        let mut s = AgentStatus::new(node, vigil_crds::AgentStatusSpec { node_name: node.into() });
+        let mut st = vigil_crds::AgentStatusStatus::default();
+        if let Some((status, reason)) = reporting {
+            st.conditions.push(Condition {
+                type_: CONDITION.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(t(0)),
+            });
+        }
+        s.status = Some(st);
+        Arc::new(s)
+    }
+
+    fn lease(node: &str, ns: &str, renewed: i64) -> Arc<Lease> {
+        let mut l = Lease::default();
+        l.metadata.name = Some(vigil_crds::agent::lease_name(node));
+        l.metadata.namespace = Some(ns.into());
+        l.spec = Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+            renew_time: Some(MicroTime(t(renewed))),
+            ..Default::default()
+        });
+        Arc::new(l)
+    }
+
+    #[test]
+    fn a_renewed_lease_is_true_a_stale_or_missing_one_unknown() {
+        let gap = Duration::from_secs(60);
+        assert!(judge("n", Some(t(0)), t(60), gap).0, "exactly at the gap: still reporting");
+        let (on, reason, message) = judge("n", Some(t(0)), t(61), gap);
+        assert_eq!((on, reason), (false, "HeartbeatMissing"));
+        assert!(message.contains("more than 60s"), "{message}");
+        let (on, reason, message) = judge("n", None, t(0), gap);
+        assert_eq!((on, reason), (false, "NoHeartbeat"));
+        assert!(message.contains("vigil-agent-n"), "{message}");
+    }
+
+    #[test]
+    fn only_transitions_are_written_and_the_next_look_is_the_first_lease_to_go_stale() {
+        let gap = Duration::from_secs(60);
+        let statuses = vec![
+            status("fresh", Some(("True", "HeartbeatRenewed"))),
+            status("silent", Some(("True", "HeartbeatRenewed"))),
+            status("new", None),
+            status("back", Some(("Unknown", "HeartbeatMissing"))),
+            status("gone", Some(("Unknown", "NoHeartbeat"))),
+        ];
+        // Two namespaces hold a Lease for `fresh`: the later renewal counts.
+        let leases = vec![
+            lease("fresh", "a", 50),
+            lease("fresh", "b", 90),
+            lease("silent", "a", 10),
+            lease("new", "a", 80),
+            lease("back", "a", 95),
+        ];
+        let (todo, next) = changes(&statuses, &renewals(&leases), t(100), gap);
+        let got: Vec<(&str, &str, &str)> =
+            todo.iter().map(|(n, c)| (n.as_str(), c.status.as_str(), c.reason.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("silent", "Unknown", "HeartbeatMissing"),
+                ("new", "True", "HeartbeatRenewed"),
+                ("back", "True", "HeartbeatRenewed")
+            ]
+        );
+        assert!(todo.iter().all(|(_, c)| c.type_ == CONDITION && c.last_transition_time == Time(t(100))));
+        assert_eq!(next, Some(t(140)), "`new`, renewed at 80, is the first that can go stale");
+        // Nothing changed: nothing to write.
+        let written: Vec<Arc<AgentStatus>> = statuses
+            .iter()
+            .map(|s| {
+                let mut s = (**s).clone();
+                if let Some((_, c)) = todo.iter().find(|(n, _)| *n == s.name_any()) {
+                    let st = s.status.as_mut().unwrap();
+                    st.conditions.retain(|x| x.type_ != CONDITION);
+                    st.conditions.push(c.clone());
+                }
+                Arc::new(s)
+            })
+            .collect();
+        assert!(changes(&written, &renewals(&leases), t(101), gap).0.is_empty());
+    }
+
+    #[test]
+    fn a_status_the_agent_never_wrote_is_left_alone() {
+        let bare = Arc::new(AgentStatus::new("n", vigil_crds::AgentStatusSpec { node_name: "n".into() }));
+        assert!(changes(&[bare], &BTreeMap::new(), t(0), DEFAULT_GAP).0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_condition_is_applied_alone_with_the_operators_field_manager() {
+        use http::{Method, Request, Response};
+        use kube::client::Body;
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::PATCH);
+            let uri = req.uri().to_string();
+            assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/agentstatuses/node-a/status?"), "{uri}");
+            assert!(uri.contains("fieldManager=vigil-operator") && uri.contains("force=true"), "{uri}");
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(body["status"].as_object().unwrap().len(), 1, "only the conditions: {body}");
+            assert_eq!(body["status"]["conditions"].as_array().unwrap().len(), 1);
+            assert_eq!(body["status"]["conditions"][0]["type"], CONDITION);
+            let mut stored = body.clone();
+            stored["spec"] = serde_json::json!({"nodeName": "node-a"});
+            send.send_response(
+                Response::builder().status(200).body(Body::from(serde_json::to_vec(&stored).unwrap())).unwrap(),
+            );
+        });
+        let (_, reason, message) = judge("node-a", None, t(0), DEFAULT_GAP);
+        let c = Condition {
+            type_: CONDITION.into(),
+            status: "Unknown".into(),
+            reason: reason.into(),
+            message,
+            observed_generation: None,
+            last_transition_time: Time(t(0)),
+        };
+        write(&client, "node-a", &c).await.unwrap();
+        server.await.unwrap();
+    }
+}
