@@ -31,7 +31,7 @@ fn values(agent: &str, operator: &str, interval: &str) -> serde_json::Value {
     let (repository, digest) = operator.split_once('@').expect("VIGIL_E2E_OPERATOR_IMAGE must be REPO@sha256:...");
     json!({
         "operator": {"image": {"repository": repository, "digest": digest}, "replicas": 1},
-        "agent": {"image": agent, "config": {"interval": interval, "alerts": {"policies": ["/etc/vigil/policies"]}}},
+        "agent": {"image": agent, "config": {"interval": interval}},
         "rollout": {
             "waves": [{"percent": 50, "bakeTime": "5s"}, {"percent": 100, "bakeTime": "0s"}],
             "healthGate": {"heartbeatGap": "60s", "progressDeadline": "4m", "maxRestarts": 2, "maxFailedNodes": 0},
