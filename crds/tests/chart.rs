@@ -81,6 +81,7 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
         ("coordination.k8s.io", "leases", "watch"),
         ("vigil.dev", "agentrollouts/status", "patch"),
         ("vigil.dev", "agentstatuses", "watch"),
+        ("vigil.dev", "agentstatuses/status", "patch"),
         ("apps", "daemonsets", "patch"),
         ("apps", "daemonsets", "delete"),
         ("events.k8s.io", "events", "create"),
@@ -91,6 +92,10 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
         assert!(allows(op, g, r, v), "operator cannot {v} {g}/{r}");
     }
     assert!(!allows(op, "", "secrets", "list"), "the operator reads the Secrets policies name, never lists them");
+    assert!(
+        !allows(op, "vigil.dev", "agentstatuses", "patch"),
+        "the agents own their AgentStatus; the operator only a condition"
+    );
     assert!(!allows(op, "", "secrets", "patch"), "the operator writes Secrets only in its own namespace");
     let leader = find(&docs, "Role", "vigil-operator-leader");
     assert!(allows(leader, "coordination.k8s.io", "leases", "update"));

@@ -126,14 +126,23 @@ pub async fn write(client: &Client, node: &str, condition: &Condition) -> Result
 /// Keeps every AgentStatus's AgentReporting condition true to its agent's Lease, until the
 /// process stops.
 pub async fn run(client: Client, leases: Store<Lease>, statuses: Store<AgentStatus>, gap: Duration) {
+    // Nodes whose last write failed: said once, not at every look.
+    let mut failing = std::collections::BTreeSet::new();
     loop {
         let now = Timestamp::now();
         let (todo, next) = changes(&statuses.state(), &renewals(&leases.state()), now, gap);
         for (node, c) in todo {
             match write(&client, &node, &c).await {
-                Ok(()) => tracing::info!(node = %node, status = %c.status, reason = %c.reason, "agent reporting"),
+                Ok(()) => {
+                    failing.remove(&node);
+                    tracing::info!(node = %node, status = %c.status, reason = %c.reason, "agent reporting");
+                }
                 // A status deleted meanwhile, or a transient error: the next look tries again.
-                Err(e) => tracing::warn!(node = %node, error = %e, "writing the AgentReporting condition failed"),
+                Err(e) => {
+                    if failing.insert(node.clone()) {
+                        tracing::warn!(node = %node, error = %e, "writing the AgentReporting condition failed; retrying at every look");
+                    }
+                }
             }
         }
         let until_next = next
