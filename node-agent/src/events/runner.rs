@@ -253,7 +253,8 @@ fn kernel_source(
         set_state(states, Source::Kernel, SourceState::On, "file", format!("following {}", device.display()));
         let mut tail = Tail::open(device, Unit::Lines { max: 8192 }, None, StartAt::End);
         while !stopped(stop, &emitter) {
-            let _ = tail.poll(&mut |line| {
+            // An overlong record's head still carries its header; its tail is skipped.
+            let _ = tail.poll(&mut |line, _cut| {
                 if line.starts_with(b" ") {
                     return;
                 }
@@ -753,8 +754,15 @@ impl AuthFollower {
         let now = jiff::Timestamp::now();
         for (name, tail) in &mut self.logs {
             let mut lines = Vec::new();
-            let _ = tail.poll(&mut |l| lines.push(l.to_vec()));
-            for l in lines {
+            let _ = tail.poll(&mut |l, cut| lines.push((l.to_vec(), cut)));
+            for (l, cut) in lines {
+                // A line longer than any a logger writes is not parsed: its fields could be
+                // anything (a 16 KiB "user name"); its head is kept as an unparsed event.
+                if cut {
+                    unparsed();
+                    out(Event::unparsed(now, name, &l).with("cut", true));
+                    continue;
+                }
                 let text = String::from_utf8_lossy(&l);
                 match self.parser.parse(&text, now) {
                     Parsed::Event(e) => {
@@ -775,7 +783,7 @@ impl AuthFollower {
         }
         for (name, tail, log) in &mut self.utmp {
             let mut records = Vec::new();
-            let _ = tail.poll(&mut |r| records.push(r.to_vec()));
+            let _ = tail.poll(&mut |r, _| records.push(r.to_vec()));
             for r in records {
                 match utmp::parse(&r) {
                     Some(u) => {

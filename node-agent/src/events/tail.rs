@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 /// What a unit of the file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
-    /// Lines ending in `\n`; longer than `max` bytes are cut into pieces of `max`.
+    /// Lines ending in `\n`. A line longer than `max` bytes is handed out once, its first
+    /// `max` bytes marked cut, and the rest of it up to its newline is skipped: never read as
+    /// lines of their own (a writer could otherwise forge a line after 16 KiB of padding).
     Lines {
         /// The longest line kept whole.
         max: usize,
@@ -37,6 +39,10 @@ pub struct Position {
     pub inode: u64,
     /// Bytes of complete units consumed.
     pub offset: u64,
+    /// `offset` is inside a line longer than the longest kept, whose head was handed out: the
+    /// rest of it, up to its newline, is skipped after a restart too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_long_line: bool,
 }
 
 /// Where to start when there is no saved position.
@@ -99,8 +105,9 @@ impl Tail {
         &self.path
     }
 
-    /// Reads what was appended since the last poll and hands each complete unit to `out`.
-    pub fn poll(&mut self, out: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+    /// Reads what was appended since the last poll and hands each complete unit to `out`,
+    /// with `true` when it is the cut head of an overlong line.
+    pub fn poll(&mut self, out: &mut dyn FnMut(&[u8], bool)) -> io::Result<()> {
         let mut budget = self.max_bytes_per_poll;
         self.drain(&mut budget, out)?;
         // Has the path moved on to another file, or been truncated?
@@ -110,6 +117,7 @@ impl Tail {
                 if meta.len() < pos.offset {
                     // Truncated in place: what is there now was written after the truncation.
                     self.pending.clear();
+                    // (open_at starts outside any line.)
                     self.file = open_at(&self.path, 0);
                     self.drain(&mut budget, out)?;
                 }
@@ -119,8 +127,9 @@ impl Tail {
                     return Ok(()); // the old file is not finished; switch next time
                 }
                 // Rotated (or first seen): a partial line left in the old file is complete now.
-                if !self.pending.is_empty() && matches!(self.unit, Unit::Lines { .. }) {
-                    out(&std::mem::take(&mut self.pending));
+                let skipping = self.file.as_ref().is_some_and(|(_, p)| p.in_long_line);
+                if !self.pending.is_empty() && !skipping && matches!(self.unit, Unit::Lines { .. }) {
+                    out(&std::mem::take(&mut self.pending), false);
                 }
                 self.pending.clear();
                 self.file = open_at(&self.path, 0);
@@ -131,7 +140,7 @@ impl Tail {
     }
 
     /// Reads the open file to its end (or the budget); returns bytes read.
-    fn drain(&mut self, budget: &mut u64, out: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
+    fn drain(&mut self, budget: &mut u64, out: &mut dyn FnMut(&[u8], bool)) -> io::Result<u64> {
         let Some((file, pos)) = self.file.as_mut() else { return Ok(0) };
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;
@@ -144,7 +153,7 @@ impl Tail {
             total += n as u64;
             *budget -= n as u64;
             self.pending.extend_from_slice(&buf[..n]);
-            let consumed = split_units(&self.pending, self.unit, out);
+            let consumed = split_units(&self.pending, self.unit, &mut pos.in_long_line, out);
             pos.offset += consumed as u64;
             self.pending.drain(..consumed);
         }
@@ -152,26 +161,43 @@ impl Tail {
     }
 }
 
-/// Hands complete units of `data` to `out`; returns bytes consumed.
-fn split_units(data: &[u8], unit: Unit, out: &mut dyn FnMut(&[u8])) -> usize {
+/// Hands complete units of `data` to `out`; returns bytes consumed. `skipping` says the data
+/// starts inside an overlong line already handed out (and says so after, for the next read).
+fn split_units(data: &[u8], unit: Unit, skipping: &mut bool, out: &mut dyn FnMut(&[u8], bool)) -> usize {
     let mut start = 0;
     match unit {
         Unit::Lines { max } => {
             let max = max.max(1);
             loop {
                 let rest = &data[start..];
-                match rest.iter().position(|&b| b == b'\n') {
+                let newline = rest.iter().position(|&b| b == b'\n');
+                if *skipping {
+                    match newline {
+                        Some(end) => {
+                            start += end + 1;
+                            *skipping = false;
+                            continue;
+                        }
+                        None => {
+                            start = data.len();
+                            break;
+                        }
+                    }
+                }
+                match newline {
                     Some(end) if end <= max => {
-                        out(&rest[..end]);
+                        out(&rest[..end], false);
                         start += end + 1;
                     }
-                    Some(_) => {
-                        out(&rest[..max]);
-                        start += max;
+                    Some(end) => {
+                        out(&rest[..max], true);
+                        start += end + 1;
                     }
                     None if rest.len() > max => {
-                        out(&rest[..max]);
-                        start += max;
+                        out(&rest[..max], true);
+                        start = data.len();
+                        *skipping = true;
+                        break;
                     }
                     None => break,
                 }
@@ -180,7 +206,7 @@ fn split_units(data: &[u8], unit: Unit, out: &mut dyn FnMut(&[u8])) -> usize {
         Unit::Records(size) => {
             let size = size.max(1);
             while data.len() - start >= size {
-                out(&data[start..start + size]);
+                out(&data[start..start + size], false);
                 start += size;
             }
         }
@@ -193,15 +219,16 @@ fn open_at(path: &Path, offset: u64) -> Option<(File, Position)> {
     let meta = file.metadata().ok()?;
     let offset = offset.min(meta.len());
     file.seek(SeekFrom::Start(offset)).ok()?;
-    Some((file, Position { dev: meta.dev(), inode: meta.ino(), offset }))
+    Some((file, Position { dev: meta.dev(), inode: meta.ino(), offset, in_long_line: false }))
 }
 
 /// Opens `path` at `saved.offset` if it is still the same file and not shorter.
 fn open_if(path: &Path, saved: Position) -> Option<(File, Position)> {
     let meta = std::fs::metadata(path).ok()?;
-    (meta.dev() == saved.dev && meta.ino() == saved.inode && meta.len() >= saved.offset)
+    let (file, pos) = (meta.dev() == saved.dev && meta.ino() == saved.inode && meta.len() >= saved.offset)
         .then(|| open_at(path, saved.offset))
-        .flatten()
+        .flatten()?;
+    Some((file, Position { in_long_line: saved.in_long_line, ..pos }))
 }
 
 /// The rotated copy of `path` that is the saved inode (`auth.log.1`, `secure-20261122`);
@@ -269,7 +296,8 @@ mod tests {
 
     fn lines(tail: &mut Tail) -> Vec<String> {
         let mut out = Vec::new();
-        tail.poll(&mut |l| out.push(String::from_utf8_lossy(l).into_owned())).unwrap();
+        tail.poll(&mut |l, cut| out.push(String::from_utf8_lossy(l).into_owned() + if cut { " [cut]" } else { "" }))
+            .unwrap();
         out
     }
 
@@ -349,7 +377,7 @@ mod tests {
         std::fs::write(&p, [7u8; 10]).unwrap();
         let mut t = Tail::open(&p, Unit::Records(4), None, StartAt::Beginning);
         let mut n = 0;
-        t.poll(&mut |r| {
+        t.poll(&mut |r, _| {
             assert_eq!(r.len(), 4);
             n += 1;
         })
@@ -359,7 +387,36 @@ mod tests {
         let q = dir.path().join("log");
         std::fs::write(&q, "x".repeat(10) + "\n").unwrap();
         let mut t = Tail::open(&q, Unit::Lines { max: 4 }, None, StartAt::Beginning);
-        assert_eq!(lines(&mut t), ["xxxx", "xxxx", "xx"]);
+        assert_eq!(lines(&mut t), ["xxxx [cut]"], "one cut head, the rest skipped");
+    }
+
+    #[test]
+    fn text_after_an_overlong_line_is_never_read_as_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("positions.json");
+        let q = dir.path().join("auth.log");
+        let forged = "sshd[1]: Accepted publickey for root from 6.6.6.6";
+        // The padding arrives in pieces, the forged text after a restart.
+        std::fs::write(&q, "a".repeat(10)).unwrap();
+        let mut t = Tail::open(&q, Unit::Lines { max: 8 }, None, StartAt::Beginning);
+        assert_eq!(lines(&mut t), ["aaaaaaaa [cut]"]);
+        append(&q, &"b".repeat(5));
+        assert!(lines(&mut t).is_empty());
+        let mut all = Positions::default();
+        all.0.insert("auth".into(), t.position().unwrap());
+        all.save(&state).unwrap();
+        append(&q, forged);
+        let saved = Positions::load(&state).0["auth"];
+        assert!(saved.in_long_line);
+        let mut t = Tail::open(&q, Unit::Lines { max: 8 }, Some(saved), StartAt::Beginning);
+        assert!(lines(&mut t).is_empty(), "still inside the long line");
+        append(&q, "\nnext\n");
+        assert_eq!(lines(&mut t), ["next"]);
+        // A long line ending within one read: head cut, rest skipped, the next line whole.
+        let r = dir.path().join("other.log");
+        std::fs::write(&r, format!("{}{forged}\nok\n", "c".repeat(20))).unwrap();
+        let mut t = Tail::open(&r, Unit::Lines { max: 8 }, None, StartAt::Beginning);
+        assert_eq!(lines(&mut t), ["cccccccc [cut]", "ok"]);
     }
 
     #[test]
@@ -370,5 +427,45 @@ mod tests {
         assert!(lines(&mut t).is_empty());
         append(&p, "first\n");
         assert_eq!(lines(&mut t), ["first"]);
+    }
+
+    /// What `split_units` hands out when `data` arrives in pieces cut at `cuts`.
+    fn split_in_pieces(data: &[u8], cuts: &[usize], max: usize) -> Vec<(Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        let (mut pending, mut skipping, mut at) = (Vec::new(), false, 0);
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        bounds.push(data.len());
+        bounds.sort_unstable();
+        for b in bounds {
+            pending.extend_from_slice(&data[at..b]);
+            at = b;
+            let n =
+                split_units(&pending, Unit::Lines { max }, &mut skipping, &mut |u, cut| out.push((u.to_vec(), cut)));
+            pending.drain(..n);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lines_are_the_same_however_the_reads_split_them(
+            lines in proptest::collection::vec((0usize..40, proptest::prelude::any::<u8>()), 0..12),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            let max = 16;
+            let mut data = Vec::new();
+            let mut expected = Vec::new();
+            for (len, b) in &lines {
+                let b = if *b == b'\n' { b'x' } else { *b };
+                let line = vec![b; *len];
+                expected.push(if line.len() > max { (line[..max].to_vec(), true) } else { (line.clone(), false) });
+                data.extend_from_slice(&line);
+                data.push(b'\n');
+            }
+            proptest::prop_assert_eq!(split_in_pieces(&data, &cuts, max), expected.clone());
+            // Every single-byte split too.
+            let every: Vec<usize> = (0..data.len()).collect();
+            proptest::prop_assert_eq!(split_in_pieces(&data, &every, max), expected);
+        }
     }
 }
