@@ -131,14 +131,15 @@ impl Alert {
             (true, false, _) => ("", ""),
         };
         let time = time.round(jiff::Unit::Second).unwrap_or(time);
-        let mut line = format!("{time} {start}{state:<8}{end} {} ({})", self.name(), self.severity());
+        let p = crate::events::printable;
+        let mut line = format!("{time} {start}{state:<8}{end} {} ({})", p(self.name()), p(self.severity()));
         for (k, v) in &self.labels {
             if !matches!(k.as_str(), "alertname" | "severity" | "node" | "series" | "detector") {
-                line.push_str(&format!(" {k}={v}"));
+                line.push_str(&format!(" {}={}", p(k), p(v)));
             }
         }
         if let Some(d) = self.annotations.get("description") {
-            line.push_str(&format!(" — {d}"));
+            line.push_str(&format!(" — {}", p(d)));
         }
         line
     }

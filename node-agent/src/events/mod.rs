@@ -336,6 +336,31 @@ impl From<Value> for Detail {
 }
 
 /// Renders one event as a line for a person: `time severity type message key=value…`.
+/// `s` safe to write to a terminal: control characters (ESC, BEL, NUL, CR, LF, the C1 range)
+/// and the Unicode bidirectional overrides, which could retitle or clear the reader's
+/// terminal or reorder what it shows, are written as `\x1b`, `\u{202e}` and so on. Log text
+/// is the host's users' text.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            if (c as u32) < 0x100 {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            } else {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// One event as a line for a person; every text from the host goes through [`printable`].
 pub fn render_line(e: &Event, color: bool) -> String {
     use std::fmt::Write;
     let (start, end) = if color {
@@ -348,14 +373,16 @@ pub fn render_line(e: &Event, color: bool) -> String {
         ("", "")
     };
     let time = e.time.round(jiff::Unit::Second).unwrap_or(e.time);
-    let mut line = format!("{time} {start}{:<8}{end} {:<24} {}", e.severity.as_str(), e.kind.as_str(), e.message);
+    let mut line =
+        format!("{time} {start}{:<8}{end} {:<24} {}", e.severity.as_str(), e.kind.as_str(), printable(&e.message));
     for (k, v) in &e.details {
         match v {
             Value::String(s) if !s.contains(char::is_whitespace) && !s.is_empty() => {
-                let _ = write!(line, " {k}={s}");
+                let _ = write!(line, " {}={}", printable(k), printable(s));
             }
+            // JSON text: control characters are escaped already; the bidi overrides are not.
             other => {
-                let _ = write!(line, " {k}={other}");
+                let _ = write!(line, " {}={}", printable(k), printable(&other.to_string()));
             }
         }
     }
@@ -365,6 +392,18 @@ pub fn render_line(e: &Event, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_control_sequences_from_the_host_are_shown_not_obeyed() {
+        let user = "x\x1b]0;pwned\x07\x1b[2Jy\0z\u{202e}gnp.exe\u{9b}";
+        let e = Event::new(EventType::SshFailed, jiff::Timestamp::UNIX_EPOCH, format!("ssh for {user} failed"))
+            .with("user", user)
+            .with("note", format!("{user} with spaces"));
+        let line = render_line(&e, false);
+        assert!(!line.chars().any(|c| c.is_control() || c == '\u{202e}'), "{line:?}");
+        assert!(line.contains(r"x\x1b]0;pwned\x07\x1b[2Jy\x00z\u{202e}gnp.exe\x9b"), "{line}");
+        assert_eq!(printable("plain text: ok"), "plain text: ok");
+    }
 
     #[test]
     fn names_are_unique_and_each_type_belongs_to_its_prefix() {
