@@ -393,20 +393,29 @@ fn su(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     )
 }
 
+/// An account given UID 0 that is not root: a second superuser, the classic backdoor.
+fn second_superuser(e: Event, name: &str) -> Event {
+    if name == "root" {
+        return e;
+    }
+    let message = format!("{}: UID 0, a second superuser besides root (the classic backdoor)", e.message);
+    Event { message, ..e }.with("superuser", true).severity(Severity::Critical)
+}
+
 /// shadow-utils: useradd, usermod, userdel, groupadd, groupdel, gpasswd.
 fn account(program: &str, msg: &str, time: jiff::Timestamp) -> Option<Event> {
     let ev = |kind, text: String| Event::new(kind, time, text).with("tool", program);
     if let Some(rest) = msg.strip_prefix("new user: ") {
         let name = field(rest, "name")?;
-        return Some(
-            ev(EventType::AccountAdded, format!("user {name} added"))
-                .with("account", "user")
-                .with("name", name)
-                .with("uid", field(rest, "UID").and_then(|u| u.parse::<u32>().ok()))
-                .with("gid", field(rest, "GID").and_then(|u| u.parse::<u32>().ok()))
-                .with("home", field(rest, "home"))
-                .with("shell", field(rest, "shell")),
-        );
+        let uid = field(rest, "UID").and_then(|u| u.parse::<u32>().ok());
+        let e = ev(EventType::AccountAdded, format!("user {name} added"))
+            .with("account", "user")
+            .with("name", name)
+            .with("uid", uid)
+            .with("gid", field(rest, "GID").and_then(|u| u.parse::<u32>().ok()))
+            .with("home", field(rest, "home"))
+            .with("shell", field(rest, "shell"));
+        return Some(if uid == Some(0) { second_superuser(e, name) } else { e });
     }
     if program == "groupadd" && msg.starts_with("new group: ") {
         return None; // groupadd says it twice; its `group added to /etc/group` line counts
@@ -448,12 +457,13 @@ fn account(program: &str, msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     if msg.starts_with("change user") || msg.starts_with("lock user") || msg.starts_with("unlock user") {
         let name = msg.split('\'').nth(1)?;
-        return Some(
-            ev(EventType::AccountChanged, format!("user {name} changed: {msg}"))
-                .with("account", "user")
-                .with("name", name)
-                .with("change", msg),
-        );
+        let e = ev(EventType::AccountChanged, format!("user {name} changed: {msg}"))
+            .with("account", "user")
+            .with("name", name)
+            .with("change", msg);
+        // usermod -u 0 (-o): `change user 'eve' UID from '1005' to '0'`.
+        let to_uid_0 = msg.contains(" UID from ") && msg.ends_with(" to '0'");
+        return Some(if to_uid_0 { second_superuser(e, name) } else { e });
     }
     if let Some(rest) = msg.strip_prefix("delete user ") {
         let name = unquote(rest.trim());
@@ -741,6 +751,16 @@ mod tests {
         ));
         let e = ev("Nov 22 11:03:03 web-1 usermod[5002]: change user 'eve' shell from '/bin/sh' to '/bin/bash'");
         assert_eq!((e.kind, e.detail_str("name")), (EventType::AccountChanged, Some("eve")));
+        assert_eq!(e.severity, Severity::Warning);
+        let e = ev(
+            "Nov 22 11:03:03 web-1 useradd[5010]: new user: name=toor, UID=0, GID=0, home=/root, shell=/bin/bash, from=/dev/pts/0",
+        );
+        assert_eq!((e.kind, e.severity, e.detail_i64("uid")), (EventType::AccountAdded, Severity::Critical, Some(0)));
+        assert!(e.message.contains("second superuser"), "{}", e.message);
+        let e = ev("Nov 22 11:03:03 web-1 usermod[5011]: change user 'eve' UID from '1005' to '0'");
+        assert_eq!((e.kind, e.severity), (EventType::AccountChanged, Severity::Critical));
+        let e = ev("Nov 22 11:03:03 web-1 usermod[5012]: change user 'eve' UID from '1005' to '1006'");
+        assert_eq!(e.severity, Severity::Warning);
         let e = ev("Nov 22 11:03:04 web-1 userdel[5003]: delete user 'eve'");
         assert_eq!((e.kind, e.detail_str("name")), (EventType::AccountDeleted, Some("eve")));
         let e = ev("Nov 22 11:03:05 web-1 groupadd[5004]: group added to /etc/group: name=ops, GID=1010");
