@@ -83,10 +83,20 @@ pub fn parse_syslog(line: &str) -> Option<SyslogLine<'_>> {
         if head.as_bytes()[3] != b' ' || head.as_bytes()[15] != b' ' {
             return None;
         }
-        let day: i8 = head[4..6].trim().parse().ok()?;
-        let mut hms = head[7..15].split(':').map(|p| p.parse::<i8>().ok());
-        let (hour, minute, second) = (hms.next()??, hms.next()??, hms.next()??);
-        let t = LineTime::Local { month: i8::try_from(month + 1).ok()?, day, hour, minute, second };
+        let day: i8 = head[4..6].trim_start().parse().ok()?;
+        // Exactly `HH:MM:SS`, each in range: a line whose time is impossible is not a logger's.
+        let hms = head[7..15].as_bytes();
+        if hms[2] != b':' || hms[5] != b':' || ![0, 1, 3, 4, 6, 7].iter().all(|&i| hms[i].is_ascii_digit()) {
+            return None;
+        }
+        let two = |i: usize| ((hms[i] - b'0') * 10 + (hms[i + 1] - b'0')) as i8;
+        let (hour, minute, second) = (two(0), two(3), two(6));
+        // 29 February is kept: the year is not known yet.
+        const DAYS: [i8; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        if !(1..=DAYS[month]).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        let t = LineTime::Local { month: i8::try_from(month + 1).ok()?, day, hour, minute, second: second.min(59) };
         (t, &line[16..])
     };
     let (host, rest) = rest.split_once(' ')?;
@@ -634,6 +644,24 @@ mod tests {
         assert!(parse_syslog("garbage").is_none());
         assert!(parse_syslog("Foo 22 10:00:00 h p: m").is_none());
         assert!(parse_syslog("").is_none());
+    }
+
+    #[test]
+    fn impossible_times_are_not_syslog_lines() {
+        for bad in [
+            "Nov 31 10:00:00 web-1 sshd[1]: Accepted password for a from 1.2.3.4 port 1 ssh2",
+            "Nov 30 25:00:00 web-1 sshd[1]: Accepted password for a from 1.2.3.4 port 1 ssh2",
+            "Nov 30 10:61:00 web-1 sshd[1]: Accepted password for a from 1.2.3.4 port 1 ssh2",
+            "Nov 30 10:00:61 web-1 sshd[1]: Accepted password for a from 1.2.3.4 port 1 ssh2",
+            "Nov  0 10:00:00 web-1 sshd[1]: Accepted password for a from 1.2.3.4 port 1 ssh2",
+            "Nov 30 1:00:000 web-1 sshd[1]: Accepted password for a from 1.2.3.4 port 1 ssh2",
+            "Nov 30 -1:00:00 web-1 sshd[1]: Accepted password for a from 1.2.3.4 port 1 ssh2",
+        ] {
+            assert!(parse_syslog(bad).is_none(), "{bad}");
+            assert!(matches!(AuthParser::default().parse(bad, now()), Parsed::Unparsed), "{bad}");
+        }
+        assert!(parse_syslog("Feb 29 23:59:60 web-1 sshd[1]: x").is_some(), "leap day and leap second");
+        assert!(parse_syslog("Dec 31 00:00:00 web-1 sshd[1]: x").is_some());
     }
 
     #[test]
