@@ -152,6 +152,9 @@ impl AuthParser {
             Some(e) => {
                 Parsed::Event(e.with("program", l.program).with("programPid", l.pid).with("line", line.trim_end()))
             }
+            // A line that starts as an authentication record but cannot be read (cut short, or
+            // forged) is counted and kept, not passed over as of no interest.
+            None if malformed(l.program, l.message.trim()) => Parsed::Unparsed,
             None => Parsed::Ignored,
         }
     }
@@ -295,7 +298,7 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let (addr, port) = endpoint(msg);
         return Some(failed_ssh(time, user, addr, port, method, invalid));
     }
-    if let Some(rest) = msg.strip_prefix("Invalid user ") {
+    if let Some(rest) = msg.strip_prefix("Invalid user ").or_else(|| msg.strip_prefix("Illegal user ")) {
         let user = rest.rsplit_once(" from ").map_or(rest, |(u, _)| u).trim();
         let (addr, port) = endpoint(msg);
         return Some(failed_ssh(time, user, addr, port, "none", true));
@@ -317,9 +320,25 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     None
 }
 
-/// `invalid user bob …` → (true, `bob …`).
+/// Whether a message of `program` that gave no event looks like an authentication record the
+/// parser should have read: one of the forms it knows, cut short or malformed.
+fn malformed(program: &str, msg: &str) -> bool {
+    match program {
+        "sshd" | "sshd-session" => {
+            ["Accepted ", "Failed ", "Invalid user ", "Illegal user ", "error: maximum authentication attempts"]
+                .iter()
+                .any(|p| msg.starts_with(p))
+        }
+        "sudo" | "su" => msg.is_empty(),
+        _ => false,
+    }
+}
+
+/// `invalid user bob …` (RHEL's older OpenSSH: `illegal user bob …`) → (true, `bob …`).
 fn invalid_user(rest: &str) -> (bool, &str) {
-    rest.strip_prefix("invalid user ").map_or((false, rest), |r| (true, r))
+    rest.strip_prefix("invalid user ")
+        .or_else(|| rest.strip_prefix("illegal user "))
+        .map_or((false, rest), |r| (true, r))
 }
 
 fn failed_ssh(
@@ -644,6 +663,37 @@ mod tests {
         assert!(parse_syslog("garbage").is_none());
         assert!(parse_syslog("Foo 22 10:00:00 h p: m").is_none());
         assert!(parse_syslog("").is_none());
+    }
+
+    #[test]
+    fn rhel_illegal_user_forms_are_failures_and_cut_records_are_unparsed() {
+        let e =
+            ev("Nov 22 10:00:00 rhel-1 sshd[9]: Failed password for illegal user mallory from 10.9.9.9 port 2222 ssh2");
+        assert_eq!(
+            (
+                e.kind,
+                e.detail_str("user"),
+                e.detail_str("sourceAddress"),
+                e.details.get("invalidUser").and_then(serde_json::Value::as_bool)
+            ),
+            (EventType::SshFailed, Some("mallory"), Some("10.9.9.9"), Some(true))
+        );
+        let e = ev("Nov 22 10:00:01 rhel-1 sshd[9]: Illegal user mallory from 10.9.9.9");
+        assert_eq!((e.kind, e.detail_str("user")), (EventType::SshFailed, Some("mallory")));
+        for cut in [
+            "Nov 22 10:00:02 web-1 sshd[9]: Failed password for",
+            "Nov 22 10:00:03 web-1 sshd[9]: Accepted publickey",
+            "Nov 22 10:00:04 web-1 sudo:",
+            "Nov 22 10:00:05 web-1 sudo: ",
+        ] {
+            assert!(matches!(AuthParser::default().parse(cut, now()), Parsed::Unparsed), "{cut}");
+        }
+        // Other sshd chatter stays of no interest.
+        assert!(matches!(
+            AuthParser::default()
+                .parse("Nov 22 10:00:06 web-1 sshd[9]: Connection closed by 10.0.0.1 port 5000", now()),
+            Parsed::Ignored
+        ));
     }
 
     #[test]
