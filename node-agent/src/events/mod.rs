@@ -295,7 +295,7 @@ impl Event {
 
     /// Host input that did not parse, kept raw (at most 4 KiB of it) with where it came from.
     pub fn unparsed(time: jiff::Timestamp, origin: &str, raw: &[u8]) -> Self {
-        let raw = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned();
+        let raw = utf8_escaped(&raw[..raw.len().min(4096)]).into_owned();
         Self::new(EventType::Unparsed, time, format!("unparsed line from {origin}"))
             .with("origin", origin)
             .with("raw", raw)
@@ -336,6 +336,23 @@ impl From<Value> for Detail {
 }
 
 /// Renders one event as a line for a person: `time severity type message key=value…`.
+/// Host text as a string, reversibly: valid UTF-8 as it is; otherwise each byte that is not
+/// part of valid UTF-8 becomes `\xNN` and each backslash `\\`, so the original bytes can be
+/// recovered (a user name in Latin-1 is not replaced by U+FFFD and lost).
+pub fn utf8_escaped(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(bytes.len() + 16);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `s` safe to write to a terminal: control characters (ESC, BEL, NUL, CR, LF, the C1 range)
 /// and the Unicode bidirectional overrides, which could retitle or clear the reader's
 /// terminal or reorder what it shows, are written as `\x1b`, `\u{202e}` and so on. Log text
@@ -392,6 +409,32 @@ pub fn render_line(e: &Event, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_reversibly() {
+        assert_eq!(utf8_escaped("jos\u{e9}".as_bytes()), "jos\u{e9}");
+        let latin1 = b"jos\xe9 a\\b";
+        let text = utf8_escaped(latin1);
+        assert_eq!(text, r"jos\xe9 a\\b");
+        // Undo it: the original bytes come back.
+        let mut back = Vec::new();
+        let mut it = text.bytes().peekable();
+        while let Some(c) = it.next() {
+            if c == b'\\' {
+                match it.next() {
+                    Some(b'\\') => back.push(b'\\'),
+                    Some(b'x') => {
+                        let hex = [it.next().unwrap(), it.next().unwrap()];
+                        back.push(u8::from_str_radix(std::str::from_utf8(&hex).unwrap(), 16).unwrap());
+                    }
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                back.push(c);
+            }
+        }
+        assert_eq!(back, latin1);
+    }
 
     #[test]
     fn terminal_control_sequences_from_the_host_are_shown_not_obeyed() {

@@ -763,7 +763,7 @@ impl AuthFollower {
                     out(Event::unparsed(now, name, &l).with("cut", true));
                     continue;
                 }
-                let text = String::from_utf8_lossy(&l);
+                let text = super::utf8_escaped(&l);
                 match self.parser.parse(&text, now) {
                     Parsed::Event(e) => {
                         let found = self.brute.observe(&e);
