@@ -38,7 +38,7 @@ pub struct Utmp {
 
 fn text(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    super::utf8_escaped(&b[..end]).into_owned()
 }
 
 fn i32_at(b: &[u8], at: usize) -> i32 {
