@@ -391,15 +391,37 @@ async fn an_applied_alert_policy_fires_at_a_real_alertmanager_and_resolves_when_
     .await
     .unwrap();
 
-    // Removed: the agents resolve what they told the Alertmanager.
+    // Removed: the agents resolve what they told the Alertmanager, before the Alertmanager
+    // would let the alerts lapse on its own (their endsAt), and count none active.
+    let lapse = am
+        .active_alerts()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["endsAt"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()))
+        .min()
+        .expect("firing alerts carry endsAt");
     policies.delete("node-basics", &Default::default()).await.unwrap();
+    let statuses: Api<AgentStatus> = Api::all(client.clone());
     wait_for("HighMemory resolved for every node", Duration::from_secs(300), Duration::from_secs(2), || async {
         let alerts = am.active_alerts().map_err(|e| e.to_string())?;
         let nodes = firing(&alerts);
-        if nodes.is_empty() { Ok(Some(())) } else { Err(format!("still firing for {nodes:?}")) }
+        if !nodes.is_empty() {
+            return Err(format!("still firing for {nodes:?}"));
+        }
+        for n in &release.nodes {
+            let active = statuses.get(n).await.map_err(|e| e.to_string())?.status.map(|s| s.active_alerts);
+            if active != Some(0) {
+                return Err(format!("{n}: {active:?} alerts active in its AgentStatus"));
+            }
+        }
+        Ok(Some(()))
     })
     .await
     .unwrap();
+    assert!(
+        jiff::Timestamp::now() < lapse,
+        "resolved only when the Alertmanager let the alerts lapse ({lapse}), not by the agents"
+    );
     drop(release);
     drop(am);
     let _ = std::fs::remove_dir_all(&dir);

@@ -70,3 +70,43 @@ async fn policies_are_published_with_their_secrets_or_say_why_not() {
     );
     ns.delete().await.unwrap();
 }
+
+#[tokio::test]
+#[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
+async fn a_deleted_policy_leaves_the_published_set_even_when_it_was_the_last() {
+    let client = client().await.unwrap();
+    install_crds(&client, Duration::from_secs(60)).await.unwrap();
+    let ns = TestNamespace::create(&client, "unpublish").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "alerting", "labels": {"vigil.dev/alerting": "true"}}, "stringData": {"slack-url": "https://hooks.slack.invalid/x"}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let policies: Api<AlertPolicy> = Api::namespaced(client.clone(), &ns.name);
+    policies.create(&PostParams::default(), &policy("only", "alerting")).await.unwrap();
+    // The publisher as the operator runs it, publishing into this test's namespace.
+    let publisher = tokio::spawn(vigil_operator::policies::run(client.clone(), ns.name.clone(), Default::default()));
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns.name);
+    let key = format!("{}.only.yaml", ns.name);
+    let published = |want: bool| {
+        let (cms, key) = (cms.clone(), key.clone());
+        async move {
+            let cm = cms.get_opt("vigil-alert-policies").await.map_err(|e| e.to_string())?;
+            let has = cm.and_then(|c| c.data).is_some_and(|d| d.contains_key(&key));
+            if has == want { Ok(Some(())) } else { Err(format!("published: {has}")) }
+        }
+    };
+    vigil_e2e::wait_for("the policy published", Duration::from_secs(30), Duration::from_millis(500), || published(true))
+        .await
+        .unwrap();
+    policies.delete("only", &Default::default()).await.unwrap();
+    // Within seconds (the watch), not the minute's republication.
+    vigil_e2e::wait_for("the policy unpublished", Duration::from_secs(20), Duration::from_millis(500), || {
+        published(false)
+    })
+    .await
+    .unwrap();
+    publisher.abort();
+    ns.delete().await.unwrap();
+}

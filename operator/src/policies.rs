@@ -21,7 +21,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -263,32 +262,62 @@ pub async fn reconcile(client: &Client, namespace: &str) -> Result<Published, ku
     Ok(out)
 }
 
-/// Publishes on every AlertPolicy change, and every minute (a rotated Secret reaches the
-/// agents within it), until the process stops.
+/// Publishes on every AlertPolicy change (a deletion too), and every minute (a rotated Secret
+/// reaches the agents within it), until the process stops.
 pub async fn run(client: Client, namespace: String, metrics: Arc<crate::metrics::Metrics>) {
-    let ctx = Arc::new((client.clone(), namespace, metrics));
-    // One publication at a time: each writes the whole ConfigMap from a fresh list.
-    Controller::new(Api::<AlertPolicy>::all(client), kube::runtime::watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().concurrency(1))
-        .shutdown_on_signal()
-        .run(
-            |_p, ctx: Arc<(Client, String, Arc<crate::metrics::Metrics>)>| async move {
-                let out = reconcile(&ctx.0, &ctx.1).await?;
+    use kube::runtime::{WatchStreamExt, watcher};
+    // Every event of the policies' watch, a deletion too, nudges a publication (a full
+    // channel already holds one). A controller would not: it reconciles only objects that
+    // exist, so deleting the last policy would never be published.
+    let (tx, mut nudged) = tokio::sync::mpsc::channel::<()>(1);
+    let watch = watcher::watcher(Api::<AlertPolicy>::all(client.clone()), watcher::Config::default());
+    let watching = tokio::spawn(watch.default_backoff().for_each(move |ev| {
+        if ev.is_ok() {
+            let _ = tx.try_send(());
+        }
+        std::future::ready(())
+    }));
+    let mut stop = std::pin::pin!(shutdown());
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = nudged.recv() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+        // One publication at a time, each writing the whole ConfigMap from a fresh list.
+        wait = match reconcile(&client, &namespace).await {
+            Ok(out) => {
                 for (state, n) in out.counts() {
-                    ctx.2.alert_policies.get_or_create(&crate::metrics::PolicyStateLabels { state }).set(n);
+                    metrics.alert_policies.get_or_create(&crate::metrics::PolicyStateLabels { state }).set(n);
                 }
-                ctx.2.publications.get_or_create(&crate::metrics::ResultLabels { result: "ok" }).inc();
-                Ok::<_, kube::Error>(Action::requeue(Duration::from_secs(60)))
-            },
-            |_p, e, ctx| {
-                ctx.2.publications.get_or_create(&crate::metrics::ResultLabels { result: "error" }).inc();
+                metrics.publications.get_or_create(&crate::metrics::ResultLabels { result: "ok" }).inc();
+                Duration::from_secs(60)
+            }
+            Err(e) => {
+                metrics.publications.get_or_create(&crate::metrics::ResultLabels { result: "error" }).inc();
                 tracing::warn!(error = %e, "publishing alert policies failed");
-                Action::requeue(Duration::from_secs(15))
-            },
-            ctx,
-        )
-        .for_each(|_| async {})
-        .await;
+                Duration::from_secs(15)
+            }
+        };
+    }
+    watching.abort();
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }
 
 #[cfg(test)]
