@@ -1,8 +1,9 @@
 //! AlertPolicy publication on a real API server: a policy whose Secret exists is published
 //! into the ConfigMap and its Secret key mirrored; one whose Secret is missing is left out
 //! with `Ready=False, SecretMissing`; one with a rule on a metric the agent does not export,
-//! with `Ready=False, UnknownMetric`. The publisher runs in-process and publishes into the
-//! test's own namespace.
+//! with `Ready=False, UnknownMetric`. The publisher runs in-process, reading the policies of
+//! the test's namespace only and publishing into it; a deleted policy, the last one too,
+//! leaves the published set within seconds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
 
@@ -47,7 +48,9 @@ async fn policies_are_published_with_their_secrets_or_say_why_not() {
     typo.spec.rules[0].metric.as_mut().unwrap().name = "vigil_node_cpu_utilization_ratios".into();
     policies.create(&PostParams::default(), &typo).await.unwrap();
 
-    vigil_operator::policies::reconcile(&client, &ns.name).await.unwrap();
+    // Only this test's namespace: policies elsewhere are not this test's to touch.
+    let source = vigil_operator::policies::Source::Namespace(ns.name.clone());
+    vigil_operator::policies::reconcile(&client, &ns.name, &source).await.unwrap();
 
     let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name).get("vigil-alert-policies").await.unwrap();
     let data = cm.data.unwrap_or_default();
@@ -86,7 +89,12 @@ async fn a_deleted_policy_leaves_the_published_set_even_when_it_was_the_last() {
     let policies: Api<AlertPolicy> = Api::namespaced(client.clone(), &ns.name);
     policies.create(&PostParams::default(), &policy("only", "alerting")).await.unwrap();
     // The publisher as the operator runs it, publishing into this test's namespace.
-    let publisher = tokio::spawn(vigil_operator::policies::run(client.clone(), ns.name.clone(), Default::default()));
+    let publisher = tokio::spawn(vigil_operator::policies::run(
+        client.clone(),
+        ns.name.clone(),
+        vigil_operator::policies::Source::Namespace(ns.name.clone()),
+        Default::default(),
+    ));
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns.name);
     let key = format!("{}.only.yaml", ns.name);
     let published = |want: bool| {
@@ -97,9 +105,11 @@ async fn a_deleted_policy_leaves_the_published_set_even_when_it_was_the_last() {
             if has == want { Ok(Some(())) } else { Err(format!("published: {has}")) }
         }
     };
-    vigil_e2e::wait_for("the policy published", Duration::from_secs(30), Duration::from_millis(500), || published(true))
-        .await
-        .unwrap();
+    vigil_e2e::wait_for("the policy published", Duration::from_secs(30), Duration::from_millis(500), || {
+        published(true)
+    })
+    .await
+    .unwrap();
     policies.delete("only", &Default::default()).await.unwrap();
     // Within seconds (the watch), not the minute's republication.
     vigil_e2e::wait_for("the policy unpublished", Duration::from_secs(20), Duration::from_millis(500), || {

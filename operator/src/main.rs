@@ -144,7 +144,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "vigil-operator starting"
                 );
                 let publish_in = template.namespace.clone();
-                let policies = vigil_operator::policies::run(client.clone(), publish_in, metrics.clone());
+                let policies = vigil_operator::policies::run(
+                    client.clone(),
+                    publish_in,
+                    vigil_operator::policies::Source::All,
+                    metrics.clone(),
+                );
                 let rollouts = vigil_operator::controller::run(client.clone(), instance, metrics, tracer, template);
                 let work = async move {
                     tokio::join!(rollouts, policies);

@@ -207,11 +207,31 @@ impl Published {
     }
 }
 
-/// Reads every AlertPolicy and the Secrets they reference, and writes what [`publish`] makes
-/// of them into `namespace` (the operator's), then each changed status. Returns what it
-/// published.
-pub async fn reconcile(client: &Client, namespace: &str) -> Result<Published, kube::Error> {
-    let policies = Api::<AlertPolicy>::all(client.clone()).list(&ListParams::default()).await?.items;
+/// Which AlertPolicies are published: every namespace's (the operator), or one namespace's
+/// (tests, which touch no policy they did not create).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// Every namespace.
+    #[default]
+    All,
+    /// One namespace.
+    Namespace(String),
+}
+
+impl Source {
+    fn api(&self, client: &Client) -> Api<AlertPolicy> {
+        match self {
+            Self::All => Api::all(client.clone()),
+            Self::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// Reads the AlertPolicies of `source` and the Secrets they reference, and writes what
+/// [`publish`] makes of them into `namespace` (the operator's), then each changed status.
+/// Returns what it published.
+pub async fn reconcile(client: &Client, namespace: &str, source: &Source) -> Result<Published, kube::Error> {
+    let policies = source.api(client).list(&ListParams::default()).await?.items;
     let mut secrets = BTreeMap::new();
     for p in &policies {
         let ns = p.namespace().unwrap_or_default();
@@ -264,13 +284,13 @@ pub async fn reconcile(client: &Client, namespace: &str) -> Result<Published, ku
 
 /// Publishes on every AlertPolicy change (a deletion too), and every minute (a rotated Secret
 /// reaches the agents within it), until the process stops.
-pub async fn run(client: Client, namespace: String, metrics: Arc<crate::metrics::Metrics>) {
+pub async fn run(client: Client, namespace: String, source: Source, metrics: Arc<crate::metrics::Metrics>) {
     use kube::runtime::{WatchStreamExt, watcher};
     // Every event of the policies' watch, a deletion too, nudges a publication (a full
     // channel already holds one). A controller would not: it reconciles only objects that
     // exist, so deleting the last policy would never be published.
     let (tx, mut nudged) = tokio::sync::mpsc::channel::<()>(1);
-    let watch = watcher::watcher(Api::<AlertPolicy>::all(client.clone()), watcher::Config::default());
+    let watch = watcher::watcher(source.api(&client), watcher::Config::default());
     let watching = tokio::spawn(watch.default_backoff().for_each(move |ev| {
         if ev.is_ok() {
             let _ = tx.try_send(());
@@ -286,7 +306,7 @@ pub async fn run(client: Client, namespace: String, metrics: Arc<crate::metrics:
             () = tokio::time::sleep(wait) => {}
         }
         // One publication at a time, each writing the whole ConfigMap from a fresh list.
-        wait = match reconcile(&client, &namespace).await {
+        wait = match reconcile(&client, &namespace, &source).await {
             Ok(out) => {
                 for (state, n) in out.counts() {
                     metrics.alert_policies.get_or_create(&crate::metrics::PolicyStateLabels { state }).set(n);
@@ -508,7 +528,7 @@ mod tests {
             assert_eq!(body["status"]["rules"], 1);
             send.send_response(reply(serde_json::to_value(policy("team-a", "cpu", SLACK)).unwrap()));
         });
-        reconcile(&client, "vigil-system").await.unwrap();
+        reconcile(&client, "vigil-system", &Source::All).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), api).await.unwrap().unwrap();
     }
 }
