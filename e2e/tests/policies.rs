@@ -29,12 +29,12 @@ fn policy(name: &str, secret: &str) -> AlertPolicy {
     .unwrap()
 }
 
-#[tokio::test]
-#[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
-async fn policies_are_published_with_their_secrets_or_say_why_not() {
+/// A namespace of the test's own holding the Secret `alerting` (labelled for alerting), and
+/// the APIs of its Secrets and AlertPolicies.
+async fn setup(prefix: &str) -> (kube::Client, TestNamespace, Api<Secret>, Api<AlertPolicy>) {
     let client = client().await.unwrap();
     install_crds(&client, Duration::from_secs(60)).await.unwrap();
-    let ns = TestNamespace::create(&client, "policies").await.unwrap();
+    let ns = TestNamespace::create(&client, prefix).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": "alerting", "labels": {"vigil.dev/alerting": "true"}}, "stringData": {"slack-url": "https://hooks.slack.invalid/x"}}),
@@ -42,6 +42,13 @@ async fn policies_are_published_with_their_secrets_or_say_why_not() {
     .unwrap();
     secrets.create(&PostParams::default(), &s).await.unwrap();
     let policies: Api<AlertPolicy> = Api::namespaced(client.clone(), &ns.name);
+    (client, ns, secrets, policies)
+}
+
+#[tokio::test]
+#[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
+async fn policies_are_published_with_their_secrets_or_say_why_not() {
+    let (client, ns, secrets, policies) = setup("policies").await;
     policies.create(&PostParams::default(), &policy("good", "alerting")).await.unwrap();
     policies.create(&PostParams::default(), &policy("orphan", "absent")).await.unwrap();
     let mut typo = policy("typo", "alerting");
@@ -77,16 +84,7 @@ async fn policies_are_published_with_their_secrets_or_say_why_not() {
 #[tokio::test]
 #[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
 async fn a_deleted_policy_leaves_the_published_set_even_when_it_was_the_last() {
-    let client = client().await.unwrap();
-    install_crds(&client, Duration::from_secs(60)).await.unwrap();
-    let ns = TestNamespace::create(&client, "unpublish").await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let s: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "alerting", "labels": {"vigil.dev/alerting": "true"}}, "stringData": {"slack-url": "https://hooks.slack.invalid/x"}}),
-    )
-    .unwrap();
-    secrets.create(&PostParams::default(), &s).await.unwrap();
-    let policies: Api<AlertPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let (client, ns, _, policies) = setup("unpublish").await;
     policies.create(&PostParams::default(), &policy("only", "alerting")).await.unwrap();
     // The publisher as the operator runs it, publishing into this test's namespace.
     let publisher = tokio::spawn(vigil_operator::policies::run(

@@ -51,6 +51,18 @@ async fn body_json(req: Request<Body>) -> (Method, String, Value) {
     (method, uri, v)
 }
 
+/// The next request the code under test makes (within 10 s), its body read, and the handle
+/// to answer it.
+async fn next_request(
+    handle: &mut mock::Handle<Request<Body>, Response<Body>>,
+) -> ((Method, String, Value), mock::SendResponse<Response<Body>>) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .expect("a request expected but never made")
+        .expect("open");
+    (body_json(req).await, send)
+}
+
 fn ok(v: &Value) -> Response<Body> {
     Response::builder().status(200).body(Body::from(serde_json::to_vec(v).unwrap())).unwrap()
 }
@@ -75,13 +87,7 @@ async fn first_reconcile(with_events: bool) {
     let want_target = target.clone();
 
     let api = tokio::spawn(async move {
-        let mut next = async || {
-            let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
-                .await
-                .expect("a request expected but never made")
-                .expect("open");
-            (body_json(req).await, send)
-        };
+        let mut next = async || next_request(&mut handle).await;
         // Observe, in order: the target's ConfigMap, then (without stores) the lists.
         let ((_, uri, _), send) = next().await;
         assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
@@ -219,13 +225,7 @@ async fn a_config_the_agent_would_refuse_stops_the_rollout_before_any_node_with_
     let mut r = rollout();
     r.spec.target.config.sha256 = vigil_crds::ConfigHash::of(BAD.as_bytes()).to_string();
     let api = tokio::spawn(async move {
-        let mut next = async || {
-            let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
-                .await
-                .expect("a request expected but never made")
-                .expect("open");
-            (body_json(req).await, send)
-        };
+        let mut next = async || next_request(&mut handle).await;
         let ((_, uri, _), send) = next().await;
         assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
         send.send_response(ok(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "agent-config"}, "data": {"agent.yaml": BAD}})));
