@@ -341,6 +341,9 @@ fn example_policy(namespace: &str, alertmanager: &str) -> serde_json::Value {
         }
     }
     p["spec"]["routes"].as_array_mut().unwrap().retain(|r| r["name"] == "page-critical");
+    // News of a group goes out within seconds, not the default 5 minutes.
+    p["spec"]["routes"][0]["groupInterval"] = json!("10s");
+    p["spec"]["routes"][0]["rateLimit"] = json!({"minInterval": "10s", "maxPerHour": 360});
     p["spec"]["receivers"] =
         json!([{"name": "fleet-alertmanager", "alertmanager": {"urls": [format!("http://{alertmanager}")]}}]);
     p

@@ -130,6 +130,7 @@ fn bench(c: &mut Criterion) {
         suppressed: 0,
         created: jiff::Timestamp::UNIX_EPOCH,
         note: None,
+        active_until: None,
     };
     for fsync in [false, true] {
         let spool =

@@ -59,6 +59,7 @@ fn notification(receiver: &str, name: &str, group: &str) -> Notification {
         suppressed: 0,
         created: jiff::Timestamp::now(),
         note: None,
+        active_until: None,
     }
 }
 
@@ -710,4 +711,20 @@ fn every_exported_name_is_in_the_metric_catalog_and_every_catalog_name_is_export
             );
         }
     }
+}
+
+#[test]
+fn removing_a_policy_resolves_its_alerts_at_its_own_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Capture::start();
+    let policy = "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: p, namespace: ops}\nspec:\n  rules:\n    - name: Load\n      metric: {name: vigil_node_load1}\n      detector: {threshold: {above: -1}}\n  routes:\n    - {name: all, receivers: [hook], groupWait: 1s, groupInterval: 1s, rateLimit: {minInterval: 1s, maxPerHour: 3600}}\n  receivers:\n    - name: hook\n      webhook: {url: {name: alerting, key: hook-url}}\n";
+    let (policies, secrets_dir) =
+        policy_dirs(dir.path(), policy, &[("alerting", "hook-url", format!("{}/hook", hook.url()))]);
+    let cfg = write_config(dir.path(), &policies, &secrets_dir);
+    let (_agent, _) = start_agent(&cfg);
+    hook.wait_until(Duration::from_secs(30), |r| !fingerprints(r, "firing").is_empty());
+    // The last policy goes: the set in force is empty, and the receiver with it.
+    std::fs::remove_file(policies.join("policy.yaml")).unwrap();
+    let firing = fingerprints(&hook.requests(), "firing");
+    hook.wait_until(Duration::from_secs(30), |r| fingerprints(r, "resolved") == firing);
 }

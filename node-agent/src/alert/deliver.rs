@@ -76,6 +76,11 @@ pub struct Shared {
     pub config: DeliveryConfig,
     /// The node, for the agent's own alerts.
     pub node: String,
+    /// Receivers of policies since removed, with when: what they were sent before, and the
+    /// resolutions their removal caused, still reach them (`giveUpAfter` at most).
+    retired: Mutex<BTreeMap<String, (Receiver, jiff::Timestamp)>>,
+    /// Whether a policy set was put in force yet (before it, spooled entries wait).
+    loaded: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -92,6 +97,10 @@ impl Shared {
 
     fn policies(&self) -> Arc<PolicySet> {
         self.policies.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    fn retired(&self, key: &str) -> Option<Receiver> {
+        self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).map(|(r, _)| r.clone())
     }
 }
 
@@ -111,6 +120,8 @@ impl Delivery {
             stats: Mutex::new(BTreeMap::new()),
             config,
             node: node.to_owned(),
+            retired: Mutex::new(BTreeMap::new()),
+            loaded: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         Self { shared, workers: Mutex::new(BTreeMap::new()) }
@@ -119,9 +130,28 @@ impl Delivery {
     /// Puts `set` in force and starts a worker for every receiver it defines and every
     /// receiver with spooled entries.
     pub fn set_policies(&self, set: Arc<PolicySet>) {
+        let old = self.shared.policies();
+        {
+            let now = jiff::Timestamp::now();
+            let keep = jiff::SignedDuration::try_from(self.shared.config.give_up_after).unwrap_or_default();
+            let spooled: std::collections::BTreeSet<String> = self.shared.spool.receivers().into_iter().collect();
+            let mut retired = self.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for p in &old.policies {
+                for (name, r) in &p.receivers {
+                    let key = p.receiver_key(name);
+                    if set.receiver(&key).is_none() {
+                        retired.insert(key, (r.clone(), now));
+                    }
+                }
+            }
+            retired.retain(|k, (_, since)| {
+                set.receiver(k).is_none() && (*since + keep > now || spooled.contains(k.as_str()))
+            });
+        }
         if let Ok(mut p) = self.shared.policies.write() {
             *p = set.clone();
         }
+        self.shared.loaded.store(true, Ordering::SeqCst);
         let mut keys: Vec<String> =
             set.policies.iter().flat_map(|p| p.receivers.keys().map(|r| p.receiver_key(r))).collect();
         keys.extend(self.shared.spool.receivers());
@@ -217,10 +247,11 @@ fn worker(shared: &Shared, key: &str) {
             continue;
         }
         let set = shared.policies();
-        let Some(receiver) = set.receiver(key) else {
+        let retired = shared.retired(key);
+        let Some(receiver) = set.receiver(key).or(retired.as_ref()) else {
             // Not (or no longer) in the policies. Wait for the first policy load before
             // deciding: the spool of a previous run is read before the policies are.
-            if set.policies.is_empty() {
+            if !shared.loaded.load(Ordering::SeqCst) {
                 cached = Some(entry);
                 shared.spool.wait(Duration::from_secs(1));
                 continue;
@@ -336,5 +367,6 @@ fn delivery_failing(
         suppressed: 0,
         created: now,
         note: None,
+        active_until: None,
     });
 }

@@ -180,6 +180,22 @@ impl Receiver {
     /// context block, Discord the message `content`, Telegram the first line, the webhook a
     /// `note` field and Alertmanager a `vigil_note` annotation.
     pub fn requests_for(&self, n: &super::route::Notification) -> Vec<Request> {
+        let mut reqs = self.requests_with_note(n);
+        // An Alertmanager lets a firing alert without `endsAt` lapse after its resolve
+        // timeout; the notification says how long its alerts stand without a re-send.
+        if let (Self::Alertmanager { .. }, Some(until)) = (self, n.active_until) {
+            for r in &mut reqs {
+                for a in r.body.as_array_mut().into_iter().flatten() {
+                    if a.get("endsAt").is_none() {
+                        a["endsAt"] = Value::from(time(until));
+                    }
+                }
+            }
+        }
+        reqs
+    }
+
+    fn requests_with_note(&self, n: &super::route::Notification) -> Vec<Request> {
         let Some(note) = n.preamble() else { return self.requests(&n.alerts) };
         if let Self::Alertmanager { .. } = self {
             let mut alerts = n.alerts.clone();
@@ -367,6 +383,27 @@ mod tests {
     }
 
     #[test]
+    fn firing_alerts_stand_at_an_alertmanager_until_the_next_repeat_is_due() {
+        let until: jiff::Timestamp = "2026-01-01T04:10:00Z".parse().unwrap();
+        let n = crate::alert::route::Notification {
+            receiver: "ns/p/am".into(),
+            route: "all".into(),
+            group: std::collections::BTreeMap::new(),
+            alerts: vec![alert(false), alert(true)],
+            suppressed: 0,
+            created: jiff::Timestamp::UNIX_EPOCH,
+            note: None,
+            active_until: Some(until),
+        };
+        let am = Receiver::Alertmanager { urls: vec!["http://am:9093".into()], bearer_token: None };
+        let body = &am.requests_for(&n)[0].body;
+        assert_eq!(body[0]["endsAt"], time(until), "firing: stands until then unless sent again");
+        assert_eq!(body[1]["endsAt"], time(alert(true).ends_at.unwrap()), "resolved: its own end");
+        let slack = Receiver::Slack { webhook_url: "u".into(), channel: None }.requests_for(&n);
+        assert!(!slack[0].body.to_string().contains("endsAt"));
+    }
+
+    #[test]
     fn a_notification_note_shows_where_each_service_shows_text() {
         let n = crate::alert::route::Notification {
             receiver: "ns/p/r".into(),
@@ -376,6 +413,7 @@ mod tests {
             suppressed: 2,
             created: jiff::Timestamp::UNIX_EPOCH,
             note: None,
+            active_until: None,
         };
         let digest = "2 earlier notifications of this group suppressed by the rate limit; this one carries the group's current state";
         let slack = &Receiver::Slack { webhook_url: "u".into(), channel: None }.requests_for(&n)[0].body;

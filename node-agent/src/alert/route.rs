@@ -45,6 +45,11 @@ pub struct Notification {
     /// fallback receiver got it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Until when its firing alerts stand unless sent again (the group's next repeat, plus
+    /// a group interval and the rate limit's spacing): an Alertmanager, which lets an alert
+    /// without `endsAt` lapse after its `resolve_timeout` (5 minutes), is given it as `endsAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_until: Option<jiff::Timestamp>,
 }
 
 impl Notification {
@@ -344,6 +349,7 @@ impl Router {
             suppressed: std::mem::take(&mut g.suppressed),
             created: now,
             note: None,
+            active_until: Some(after(now, g.timing.repeat_interval + g.timing.group_interval + g.timing.min_interval)),
         };
         g.last_sent = Some(now);
         let sent_resolved: Vec<String> =

@@ -401,6 +401,7 @@ mod tests {
             suppressed: 0,
             created: jiff::Timestamp::UNIX_EPOCH,
             note: None,
+            active_until: None,
         }
     }
 
