@@ -85,7 +85,7 @@ pub fn parse_syslog(line: &str) -> Option<SyslogLine<'_>> {
         }
         let day: i8 = head[4..6].trim_start().parse().ok()?;
         // Exactly `HH:MM:SS`, each in range: a line whose time is impossible is not a logger's.
-        let hms = head[7..15].as_bytes();
+        let hms = &head.as_bytes()[7..15];
         if hms[2] != b':' || hms[5] != b':' || ![0, 1, 3, 4, 6, 7].iter().all(|&i| hms[i].is_ascii_digit()) {
             return None;
         }
