@@ -231,13 +231,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(_) => println!("{}: valid agent config", file.display()),
                     Err(e) => {
                         invalid += 1;
-                        eprintln!(
-                            "{}",
-                            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(": ")
-                        );
+                        // `{:#}`: the error and its causes, joined as check-config prints them.
+                        eprintln!("{:#}", anyhow::Error::new(e));
                     }
                 }
             }

@@ -343,11 +343,12 @@ pub fn utf8_escaped(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     if let Ok(s) = std::str::from_utf8(bytes) {
         return std::borrow::Cow::Borrowed(s);
     }
+    use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() + 16);
     for chunk in bytes.utf8_chunks() {
         out.push_str(&chunk.valid().replace('\\', "\\\\"));
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     std::borrow::Cow::Owned(out)
@@ -362,17 +363,14 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
+    use std::fmt::Write;
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if unsafe_char(c) {
-            if (c as u32) < 0x100 {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            } else {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32));
-            }
-        } else {
-            out.push(c);
-        }
+        let _ = match (unsafe_char(c), c as u32) {
+            (false, _) => write!(out, "{c}"),
+            (true, n) if n < 0x100 => write!(out, "\\x{n:02x}"),
+            (true, n) => write!(out, "\\u{{{n:x}}}"),
+        };
     }
     std::borrow::Cow::Owned(out)
 }

@@ -756,15 +756,11 @@ impl AuthFollower {
             let mut lines = Vec::new();
             let _ = tail.poll(&mut |l, cut| lines.push((l.to_vec(), cut)));
             for (l, cut) in lines {
+                let text = super::utf8_escaped(&l);
                 // A line longer than any a logger writes is not parsed: its fields could be
                 // anything (a 16 KiB "user name"); its head is kept as an unparsed event.
-                if cut {
-                    unparsed();
-                    out(Event::unparsed(now, name, &l).with("cut", true));
-                    continue;
-                }
-                let text = super::utf8_escaped(&l);
-                match self.parser.parse(&text, now) {
+                let parsed = if cut { Parsed::Unparsed } else { self.parser.parse(&text, now) };
+                match parsed {
                     Parsed::Event(e) => {
                         let found = self.brute.observe(&e);
                         out(e);
@@ -773,10 +769,10 @@ impl AuthFollower {
                         }
                     }
                     Parsed::Ignored => {}
-                    Parsed::Unparsed if text.trim().is_empty() => {}
+                    Parsed::Unparsed if !cut && text.trim().is_empty() => {}
                     Parsed::Unparsed => {
                         unparsed();
-                        out(Event::unparsed(now, name, &l));
+                        out(Event::unparsed(now, name, &l).with("cut", cut.then_some(true)));
                     }
                 }
             }

@@ -117,7 +117,6 @@ impl Tail {
                 if meta.len() < pos.offset {
                     // Truncated in place: what is there now was written after the truncation.
                     self.pending.clear();
-                    // (open_at starts outside any line.)
                     self.file = open_at(&self.path, 0);
                     self.drain(&mut budget, out)?;
                 }
