@@ -277,3 +277,67 @@ fn a_prometheus_gate_without_an_answer_holds_the_wave_and_says_why() {
     assert_eq!(r.decision.kind, "RollBack", "{}", r.decision.reason);
     assert!(r.decision.reason.contains("above 1"), "{}", r.decision.reason);
 }
+
+#[test]
+fn a_node_joining_a_stopped_rollout_gets_the_stable_revision_or_its_pin_and_nothing_else_moves() {
+    let mut s = spec();
+    s.pins.push(Pin {
+        name: "legacy".into(),
+        node_selector: vigil_crds::rollout::match_labels([("pool", "legacy")]),
+        revision: STABLE.into(),
+        reason: "held".into(),
+    });
+    s.compatibility = Some(CompatibilityGuard { min_kernel: Some("9.0".into()), ..Default::default() });
+    let mut nodes = fleet(10);
+    // Without the guard, so that the fleet itself is compatible.
+    let mut open = s.clone();
+    open.compatibility = None;
+    let mut proven = stable_status();
+    proven.history.push(RevisionRecord {
+        revision: STABLE.into(),
+        image: "registry.example/vigil-agent@sha256:1".into(),
+        config_sha256: "1".repeat(64),
+        config_map: None,
+        config_key: None,
+        version: None,
+        admitted_at: None,
+        outcome: RevisionOutcome::Good,
+        reason: None,
+    });
+    let first = plan(&open, &proven, &nodes, t(0));
+    apply(&mut nodes, &first.moves, Some(t(1)));
+    let general = |name: &str, kernel: &str| {
+        let mut n = joining(name);
+        n.labels.insert("pool".into(), "general".into());
+        n.attributes.kernel = kernel.into();
+        n
+    };
+    let newcomer = general("node-new", "9.1.0");
+    let old_kernel = general("node-old-kernel", "4.19.0");
+    let pinned = joining("node-legacy"); // pool=legacy
+    nodes.extend([newcomer, pinned, old_kernel]);
+    let stopped = |o: &mut Observed, why: &str| match why {
+        "config" => o.config_error = Some("unknown field `x`".into()),
+        _ => o.config_sha256 = Some("0".repeat(64)),
+    };
+    for why in ["config", "hash"] {
+        let mut o = Observed {
+            nodes: nodes.clone(),
+            config_sha256: Some(s.target.config.sha256.clone()),
+            prometheus_value: None,
+            prometheus_error: None,
+            config_error: None,
+        };
+        stopped(&mut o, why);
+        let p = next(&s, &first.status, Some(1), "vigil-system/r", &o, t(60), Limits::default());
+        assert_eq!(p.status.phase, Some(RolloutPhase::Failed), "{why}: {}", p.decision.reason);
+        assert_eq!(
+            p.moves,
+            [
+                Move { node: "node-legacy".into(), from: None, to: Some(STABLE.into()), pin: Some("legacy".into()) },
+                Move { node: "node-new".into(), from: None, to: Some(STABLE.into()), pin: None },
+            ],
+            "{why}: newcomers get an agent; the guard's node and every admitted one stay as they are"
+        );
+    }
+}

@@ -113,6 +113,7 @@ fn step(
         Ok(t) => t,
         Err(reason) => {
             st.phase = Some(RolloutPhase::Failed);
+            p.place_newcomers(&st);
             return p.finish(st, "Fail", reason, Duration::from_secs(60));
         }
     };
@@ -122,11 +123,13 @@ fn step(
     if let Some(e) = &observed.config_error {
         st.phase = Some(RolloutPhase::Failed);
         let reason = format!("the target config would not start an agent: {e}");
+        p.place_newcomers(&st);
         return p.finish(st, CONFIG_INVALID, reason, Duration::from_secs(60));
     }
     adopt_target(spec, &mut st, &target, now);
     if let Err(reason) = handle_action(spec, &mut st, &target, now) {
         st.phase = Some(RolloutPhase::Failed);
+        p.place_newcomers(&st);
         return p.finish(st, "Fail", reason, Duration::from_secs(60));
     }
     let target_bad = st.history.iter().any(|r| r.revision == target && r.outcome == RevisionOutcome::Bad);
@@ -201,6 +204,23 @@ impl Planner<'_> {
     fn push_move(&mut self, node: &NodeView, to: Option<String>, pin: Option<String>) {
         if node.revision != to && self.moves.len() < self.limits.max_moves {
             self.moves.push(Move { node: node.name.clone(), from: node.revision.clone(), to, pin });
+        }
+    }
+
+    /// A stopped rollout (its target cannot be read or checked, or an action was refused)
+    /// admits nothing, but selected nodes with no agent yet (joined or relabelled since) still
+    /// get one: their pin's revision, or the stable one. A node the guard excludes, or one
+    /// pinned to a revision this rollout never recorded, stays as it is.
+    fn place_newcomers(&mut self, st: &AgentRolloutStatus) {
+        let spec = self.spec;
+        let observed = self.observed;
+        for node in observed.nodes.iter().filter(|n| n.revision.is_none()) {
+            match pin_for(spec, st, node) {
+                Some((pin, PinHold::On(rev))) => self.push_move(node, rev, Some(pin)),
+                Some((_, PinHold::Where)) => {}
+                None if spec.compatibility.as_ref().and_then(|g| incompatible(g, node)).is_some() => {}
+                None => self.push_move(node, st.stable_revision.clone(), None),
+            }
         }
     }
 
