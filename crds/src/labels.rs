@@ -10,6 +10,27 @@ pub const REVISION: &str = "vigil.dev/revision";
 /// Node label: the rollout (`<namespace>.<name>`) that manages the node.
 pub const ROLLOUT: &str = "vigil.dev/rollout";
 
+/// The value of the [`ROLLOUT`] node label for the rollout `namespace/name`:
+/// `<namespace>.<name>`, or, when that is longer than a label value may be (63), its first
+/// 52 characters, `-` and 10 hex characters of its SHA-256, so every rollout has its own.
+pub fn rollout_label_value(namespace: &str, name: &str) -> String {
+    let full = format!("{namespace}.{name}");
+    if full.len() <= 63 {
+        return full;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(full.as_bytes());
+    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    // Namespaces and names are ASCII (DNS labels and subdomains), so any byte is a boundary.
+    let head = full[..52].trim_end_matches(['.', '-']);
+    format!("{head}-{hex}")
+}
+
+/// Annotation on the DaemonSets and config snapshots the operator writes: the
+/// `<namespace>/<name>` of the AgentRollout that writes them, whatever its deletion policy
+/// (an orphaned DaemonSet has no owner reference, and a rollout of that name adopts it).
+pub const OWNER_ROLLOUT: &str = "vigil.dev/owner-rollout";
+
 /// Node label: present while a pin holds the node; its value is the pin name.
 pub const PINNED: &str = "vigil.dev/pinned";
 
@@ -60,11 +81,30 @@ mod tests {
             CONFIG_SHA256,
             ROLLOUT_TRACE_ID,
             ALERTING_SECRET,
+            OWNER_ROLLOUT,
         ] {
             let (prefix, name) = key.split_once('/').expect("prefixed key");
             assert_eq!(prefix, crate::GROUP, "{key}");
             assert!(!name.is_empty() && name.len() <= 63, "{key}");
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{key}");
         }
+    }
+
+    #[test]
+    fn rollout_label_values_are_valid_and_distinct_however_long_the_names() {
+        let short = rollout_label_value("vigil-system", "fleet");
+        assert_eq!(short, "vigil-system.fleet");
+        let long_ns = "n".repeat(63);
+        let a = rollout_label_value(&long_ns, &"a".repeat(200));
+        let b = rollout_label_value(&long_ns, &format!("{}b", "a".repeat(199)));
+        assert_ne!(a, b, "names that differ only past the cut still differ");
+        for v in [&short, &a, &b, &rollout_label_value("ns", &"x".repeat(61))] {
+            assert!(v.len() <= 63, "{v}");
+            let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+            assert!(v.chars().all(ok), "{v}");
+            assert!(v.starts_with(|c: char| c.is_ascii_alphanumeric()), "{v}");
+            assert!(v.ends_with(|c: char| c.is_ascii_alphanumeric()), "{v}");
+        }
+        assert_eq!(rollout_label_value("ns", &"x".repeat(60)).len(), 63, "63 fits as it is");
     }
 }

@@ -121,6 +121,16 @@ pub struct AgentRolloutSpec {
     #[serde(default)]
     pub frozen: bool,
 
+    /// What deleting this AgentRollout does to the agents it runs. `Orphan` (the default):
+    /// the agents keep running on their revisions, so a `kubectl delete` by mistake or a
+    /// GitOps prune never removes monitoring from the fleet; an AgentRollout of the same name
+    /// created later takes them back. `Delete`: the agents' DaemonSets go with the rollout
+    /// (Kubernetes garbage collection), and the operator then clears the `vigil.dev/` node
+    /// labels no agent needs any more. Deleting the namespace removes the DaemonSets in any
+    /// case.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
     /// A one-off request to the operator, carried out once per `id` (the operator records the
     /// last id it handled in status.handledAction): `Promote` ends the current wave's bake
     /// time now (its health gate must still pass), `Abort` rolls the target back to the
@@ -330,6 +340,16 @@ pub enum FailurePolicy {
     Pause,
     /// Pin the node group the failing nodes share to the last good revision; go on elsewhere.
     PinFailingGroup,
+}
+
+/// What deleting an AgentRollout does to its agents.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// The agents keep running; their DaemonSets carry no owner and stay.
+    #[default]
+    Orphan,
+    /// The agents' DaemonSets are owned by the rollout and deleted with it.
+    Delete,
 }
 
 /// A node group held on one revision.

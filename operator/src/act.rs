@@ -19,7 +19,8 @@ pub const FIELD_MANAGER: &str = "vigil-operator";
 /// manages it, and when it was admitted). A `None` revision removes the labels, and with them
 /// the agent.
 pub fn node_label_patch(m: &Move, rollout_key: &str, now: jiff::Timestamp) -> Value {
-    let rollout_label = rollout_key.replace('/', ".");
+    let (ns, name) = rollout_key.split_once('/').unwrap_or(("", rollout_key));
+    let rollout_label = labels::rollout_label_value(ns, name);
     json!({"metadata": {
         "labels": {
             labels::REVISION: m.to,
@@ -90,9 +91,14 @@ pub fn daemonset_name(revision: &str) -> String {
 /// read-only; the config comes from the revision's ConfigMap key, and its SHA-256 rides along
 /// so the agent checks it again when it loads the file. `None` when the record does not
 /// say which ConfigMap holds the revision's config.
+///
+/// `rollout_key` (`namespace/name`) is written in the [`labels::OWNER_ROLLOUT`] annotation
+/// whatever the deletion policy; `owner` is the rollout's owner reference under the `Delete`
+/// policy only, so that under `Orphan` deleting the rollout leaves the agents running.
 pub fn daemonset(
     rec: &RevisionRecord,
-    owner: OwnerReference,
+    owner: Option<OwnerReference>,
+    rollout_key: &str,
     trace_id: Option<&str>,
     t: &AgentTemplate,
 ) -> Option<DaemonSet> {
@@ -145,7 +151,7 @@ pub fn daemonset(
             "name": name,
             "namespace": t.namespace,
             "labels": {vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1, labels::REVISION: rec.revision, labels::MANAGED_BY: labels::MANAGER},
-            "ownerReferences": [owner],
+            "annotations": {labels::OWNER_ROLLOUT: rollout_key},
         },
         "spec": {
             "selector": {"matchLabels": selector},
@@ -186,11 +192,19 @@ pub fn daemonset(
     });
     // The JSON above is built from typed parts and always has DaemonSet's shape.
     let mut ds: DaemonSet = serde_json::from_value(value).ok()?;
+    ds.metadata.owner_references = owner.map(|o| vec![o]);
     // What the operator wants of this DaemonSet, hashed: it is written again only when this
-    // changes (the hash covers labels, owner and spec; the annotation itself is not in it).
+    // changes (the hash covers labels, the owning rollout, owner references and spec; the
+    // hash's own annotation is not in it).
     let digest = {
         use sha2::{Digest, Sha256};
-        let body = serde_json::to_vec(&(&ds.metadata.labels, &ds.metadata.owner_references, &ds.spec)).ok()?;
+        let body = serde_json::to_vec(&(
+            &ds.metadata.labels,
+            &ds.metadata.annotations,
+            &ds.metadata.owner_references,
+            &ds.spec,
+        ))
+        .ok()?;
         Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect::<String>()
     };
     ds.metadata.annotations.get_or_insert_default().insert(labels::DESIRED_SHA256.to_owned(), digest);
@@ -252,11 +266,22 @@ mod tests {
             controller: Some(true),
             ..Default::default()
         };
-        let ds = daemonset(&rec, owner.clone(), Some("4bf92f3577b34da6a3ce929d0e0e4736"), &AgentTemplate::default())
-            .unwrap();
+        let ds = daemonset(
+            &rec,
+            Some(owner.clone()),
+            "vigil-system/fleet",
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            &AgentTemplate::default(),
+        )
+        .unwrap();
+        assert_eq!(ds.metadata.annotations.as_ref().unwrap()[labels::OWNER_ROLLOUT], "vigil-system/fleet");
+        assert_eq!(ds.metadata.owner_references.as_deref(), Some(&[owner.clone()][..]), "Delete: owned by the rollout");
+        let orphan = daemonset(&rec, None, "vigil-system/fleet", None, &AgentTemplate::default()).unwrap();
+        assert_eq!(orphan.metadata.owner_references, None, "Orphan: no owner, so deleting the rollout leaves it");
+        assert_eq!(orphan.metadata.annotations.as_ref().unwrap()[labels::OWNER_ROLLOUT], "vigil-system/fleet");
         let unknown = RevisionRecord { config_map: None, ..rec.clone() };
         assert!(
-            daemonset(&unknown, owner.clone(), None, &AgentTemplate::default()).is_none(),
+            daemonset(&unknown, None, "a/b", None, &AgentTemplate::default()).is_none(),
             "no ConfigMap on record: no DaemonSet"
         );
         assert_eq!(ds.metadata.name.as_deref(), Some("vigil-agent-r-2b878e0c19"));
@@ -286,7 +311,7 @@ mod tests {
         assert_eq!((pod.host_pid, pod.host_network), (Some(true), Some(true)), "the process connector needs both");
         assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
         let unprivileged = AgentTemplate { security_events: false, ..AgentTemplate::default() };
-        let quiet = daemonset(&rec, owner.clone(), None, &unprivileged).unwrap().spec.unwrap().template.spec.unwrap();
+        let quiet = daemonset(&rec, None, "a/b", None, &unprivileged).unwrap().spec.unwrap().template.spec.unwrap();
         assert_eq!(quiet.security_context.unwrap().run_as_non_root, Some(true));
         assert_eq!(
             (quiet.host_pid, quiet.host_network),
@@ -328,15 +353,17 @@ mod tests {
             reason: None,
         };
         let owner = OwnerReference { name: "r".into(), uid: "u".into(), ..Default::default() };
-        let hash = |rec: &RevisionRecord| {
-            daemonset(rec, owner.clone(), None, &AgentTemplate::default()).unwrap().metadata.annotations.unwrap()
+        let hash_with = |rec: &RevisionRecord, owner: Option<OwnerReference>| {
+            daemonset(rec, owner, "a/b", None, &AgentTemplate::default()).unwrap().metadata.annotations.unwrap()
                 [labels::DESIRED_SHA256]
                 .clone()
         };
+        let hash = |rec: &RevisionRecord| hash_with(rec, Some(owner.clone()));
         assert_eq!(hash(&rec), hash(&rec), "the same revision, the same hash: no write");
         let other =
             RevisionRecord { image: format!("registry.example/vigil-agent@sha256:{}", "c".repeat(64)), ..rec.clone() };
         assert_ne!(hash(&rec), hash(&other));
+        assert_ne!(hash(&rec), hash_with(&rec, None), "a changed deletion policy is written");
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! order that keeps a crash harmless: the status (the intent) first, then the node labels,
 //! then the per-revision DaemonSets. It then requeues at the time the planner asked for.
 //!
-//! `run` reads through reflector stores (nodes, agent pods, agent Leases, AgentStatuses),
-//! kept current by watches, so a reconcile costs one ConfigMap read however large the fleet;
-//! without stores (the unit tests), `observe` lists through the API instead.
+//! Everything but the target's ConfigMap is read from reflector stores (nodes, agent pods,
+//! agent Leases, AgentStatuses, AgentRollouts, agent DaemonSets) kept current by watches, so
+//! a reconcile costs one ConfigMap read however large the fleet. The unit tests fill the same
+//! stores and answer the same requests: there is one observe path.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,12 +18,13 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
+use vigil_crds::rollout::DeletionPolicy;
 use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
 
 use crate::events::{Kind as EventKind, Publisher};
@@ -47,8 +49,8 @@ pub struct Context {
     pub recorder: Option<Publisher>,
     /// Records decisions in the rollout's trace (`None`: no OTLP endpoint configured).
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
-    /// Reflector stores to read from (`None`: list through the API on every reconcile).
-    pub stores: Option<Stores>,
+    /// Reflector stores to read from.
+    pub stores: Stores,
     /// HTTP client of the Prometheus gate (`None`: it could not be built; the gate holds).
     pub http: Option<reqwest::Client>,
 }
@@ -64,8 +66,10 @@ pub struct Stores {
     pub leases: Store<Lease>,
     /// Every AgentStatus.
     pub statuses: Store<AgentStatus>,
-    /// Every AgentRollout (for the overlap check).
+    /// Every AgentRollout (for the overlap check and the janitor).
     pub rollouts: Store<AgentRollout>,
+    /// Agent DaemonSets (label `app.kubernetes.io/name=vigil-agent`), every namespace.
+    pub daemonsets: Store<DaemonSet>,
 }
 
 impl Stores {
@@ -119,8 +123,8 @@ impl Stores {
 }
 
 impl Context {
-    /// A context for `client` with default limits and template.
-    pub fn new(client: Client, recorder: Option<Publisher>) -> Self {
+    /// A context for `client` reading `stores`, with default limits and template.
+    pub fn new(client: Client, recorder: Option<Publisher>, stores: Stores) -> Self {
         Self {
             client,
             limits: Limits::default(),
@@ -128,7 +132,7 @@ impl Context {
             metrics: Arc::default(),
             recorder,
             tracer: None,
-            stores: None,
+            stores,
             http: {
                 // reqwest is built without a TLS provider of its own: ring, as kube uses.
                 let _ = rustls::crypto::ring::default_provider().install_default();
@@ -171,18 +175,11 @@ impl Error {
     }
 }
 
-fn label_selector(sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> String {
-    sel.and_then(|s| s.match_labels.as_ref())
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
-        .unwrap_or_default()
-}
-
-/// Reads what the planner needs: from the stores when there are some, else by listing.
-/// `matchLabels` of the node selector narrow the list on the server; `matchExpressions` are
-/// applied here.
+/// Reads what the planner needs: the target's ConfigMap from the API, the Prometheus gate
+/// when there is one, and the fleet from the stores.
 pub async fn observe(
     client: &Client,
-    stores: Option<&Stores>,
+    stores: &Stores,
     http: Option<&reqwest::Client>,
     rollout: &AgentRollout,
     ns: &str,
@@ -201,34 +198,8 @@ pub async fn observe(
         Some(Ok(v)) => (Some(v), None),
         Some(Err(e)) => (None, Some(e)),
     };
-    if let Some(stores) = stores {
-        return Ok(Observed {
-            nodes: stores.node_views(rollout, ns),
-            config_sha256,
-            config_error,
-            prometheus_value,
-            prometheus_error,
-        });
-    }
-    let nodes: Api<Node> = Api::all(client.clone());
-    let lp = ListParams::default().labels(&label_selector(spec.node_selector.as_ref()));
-    let mut node_list = nodes.list(&lp).await.map_err(|e| Error::Observe("nodes", e))?.items;
-    if let Some(sel) = &spec.node_selector {
-        node_list.retain(|n| plan::selector_matches(sel, n.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())));
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod_list = pods
-        .list(&ListParams::default().labels(vigil_crds::agent::SELECTOR))
-        .await
-        .map_err(|e| Error::Observe("pods", e))?
-        .items;
-    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
-    let lease_list = leases.list(&ListParams::default()).await.map_err(|e| Error::Observe("leases", e))?.items;
-    let statuses: Api<AgentStatus> = Api::all(client.clone());
-    let status_list =
-        statuses.list(&ListParams::default()).await.map_err(|e| Error::Observe("agentstatuses", e))?.items;
     Ok(Observed {
-        nodes: observe::node_views(&node_list, &pod_list, &lease_list, &status_list),
+        nodes: stores.node_views(rollout, ns),
         config_sha256,
         config_error,
         prometheus_value,
@@ -272,16 +243,14 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         );
         return refuse(&rollout, ctx, &ns, &name, "WrongNamespace", message).await;
     }
-    if let Some(stores) = &ctx.stores
-        && let Some((other, shared, example)) = stores.overlap(&rollout, &ns)
-    {
+    if let Some((other, shared, example)) = ctx.stores.overlap(&rollout, &ns) {
         let message = format!(
             "selects {shared} node(s) that AgentRollout {ns}/{other} (older) also selects, e.g. {example}: two \
              rollouts must select disjoint nodes; narrow the nodeSelector of one of them"
         );
         return refuse(&rollout, ctx, &ns, &name, "Overlap", message).await;
     }
-    let observed = observe(&ctx.client, ctx.stores.as_ref(), ctx.http.as_ref(), &rollout, &ns).await?;
+    let observed = observe(&ctx.client, &ctx.stores, ctx.http.as_ref(), &rollout, &ns).await?;
     let current = rollout.status.clone().unwrap_or_default();
     let mut p = plan::next(
         &rollout.spec,
@@ -346,58 +315,62 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     // 3. A DaemonSet for every revision a node may run, written only when what the operator
     // wants of it changed (its `vigil.dev/desired-sha256`): an unchanged reconcile writes
     // nothing, and an emergency edit by a person stays until the revision's desired spec moves.
-    if let Some(owner) = rollout.controller_owner_ref(&()) {
-        let dss: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-        let owned = dss
-            .list(&ListParams::default().labels(vigil_crds::agent::SELECTOR))
-            .await
-            .map_err(|e| Error::Observe("daemonsets", e))?;
-        let mut revisions: Vec<&str> = observed.nodes.iter().filter_map(|n| n.revision.as_deref()).collect();
-        revisions.extend(p.moves.iter().filter_map(|m| m.to.as_deref()));
-        let live = act::live_revisions(&p.status, revisions);
-        for rec in p.status.history.iter().filter(|r| live.contains(r.revision.as_str())) {
-            let t = AgentTemplate { namespace: ns.clone(), ..ctx.template.clone() };
-            // Each revision's pods carry the trace of the rollout that introduced that revision:
-            // stamping the current target's trace on every DaemonSet would change the pod
-            // template of the stable revision, restarting every agent at once.
-            let revision_trace = crate::telemetry::ids(&uid, &rec.revision).0.to_string();
-            // Each revision mounts its own ConfigMap: the target's would change the stable
-            // revision's config under it (and fail the agent's hash check on restart).
-            let Some(ds) = act::daemonset(rec, owner.clone(), Some(revision_trace.as_str()), &t) else { continue };
-            let ds_name = act::daemonset_name(&rec.revision);
-            let want = ds.metadata.annotations.as_ref().and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
-            let has = owned
-                .items
-                .iter()
-                .find(|d| d.metadata.name.as_deref() == Some(ds_name.as_str()))
-                .and_then(|d| d.metadata.annotations.as_ref())
-                .and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
-            if want.is_some() && has == want {
-                continue;
-            }
-            dss.patch(&ds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ds))
-                .await
-                .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
+    // Under the `Delete` deletion policy the rollout owns them; under `Orphan` nothing does.
+    let owner = match rollout.spec.deletion_policy {
+        DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
+        DeletionPolicy::Orphan => None,
+    };
+    let dss: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut existing: Vec<Arc<DaemonSet>> = ctx
+        .stores
+        .daemonsets
+        .state()
+        .into_iter()
+        .filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .collect();
+    existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut revisions: Vec<&str> = observed.nodes.iter().filter_map(|n| n.revision.as_deref()).collect();
+    revisions.extend(p.moves.iter().filter_map(|m| m.to.as_deref()));
+    let live = act::live_revisions(&p.status, revisions);
+    for rec in p.status.history.iter().filter(|r| live.contains(r.revision.as_str())) {
+        let t = AgentTemplate { namespace: ns.clone(), ..ctx.template.clone() };
+        // Each revision's pods carry the trace of the rollout that introduced that revision:
+        // stamping the current target's trace on every DaemonSet would change the pod
+        // template of the stable revision, restarting every agent at once.
+        let revision_trace = crate::telemetry::ids(&uid, &rec.revision).0.to_string();
+        // Each revision mounts its own ConfigMap: the target's would change the stable
+        // revision's config under it (and fail the agent's hash check on restart).
+        let Some(ds) = act::daemonset(rec, owner.clone(), &key, Some(revision_trace.as_str()), &t) else { continue };
+        let ds_name = act::daemonset_name(&rec.revision);
+        let want = ds.metadata.annotations.as_ref().and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
+        let has = existing
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(ds_name.as_str()))
+            .and_then(|d| d.metadata.annotations.as_ref())
+            .and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
+        if want.is_some() && has == want {
+            continue;
         }
-        // 4. DaemonSets of revisions no node runs any more go. A node outside this rollout's
-        // selector may still carry the label, so the whole cluster is asked before deleting.
-        for ds in owned.items {
-            let ours =
-                ds.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == rollout.metadata.uid.as_ref());
-            let (Some(ds_name), Some(rev)) =
-                (ds.metadata.name.clone(), ds.labels().get(vigil_crds::labels::REVISION).cloned())
-            else {
-                continue;
-            };
-            if !ours || live.contains(rev.as_str()) {
-                continue;
-            }
-            let lp = ListParams::default().labels(&format!("{}={rev}", vigil_crds::labels::REVISION)).limit(1);
-            if nodes.list(&lp).await.map_err(|e| Error::Observe("nodes", e))?.items.is_empty() {
-                dss.delete(&ds_name, &kube::api::DeleteParams::default())
-                    .await
-                    .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
-            }
+        dss.patch(&ds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ds))
+            .await
+            .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
+    }
+    // 4. This rollout's DaemonSets of revisions no node runs any more go. A node outside its
+    // selector may still carry the label, so every node is looked at before deleting.
+    for ds in &existing {
+        let (Some(ds_name), Some(rev)) = (ds.metadata.name.as_deref(), ds.labels().get(vigil_crds::labels::REVISION))
+        else {
+            continue;
+        };
+        if !written_for(ds, &rollout, &key) || live.contains(rev.as_str()) {
+            continue;
+        }
+        let labelled =
+            ctx.stores.nodes.state().iter().any(|n| n.labels().get(vigil_crds::labels::REVISION) == Some(rev));
+        if !labelled {
+            dss.delete(ds_name, &kube::api::DeleteParams::default())
+                .await
+                .map_err(|e| Error::DaemonSet(ds_name.to_owned(), e))?;
         }
     }
     Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
@@ -447,6 +420,24 @@ async fn refuse(
         let _ = recorder.publish(&rollout.object_ref(&()), EventKind::Warning, why, "Refuse", &message).await;
     }
     Ok(again)
+}
+
+/// Whether the operator wrote `ds` for `rollout` (`key` = `namespace/name`): by the owning
+/// rollout's annotation, or, for DaemonSets written before it existed, by owner reference.
+fn written_for(ds: &DaemonSet, rollout: &AgentRollout, key: &str) -> bool {
+    let by_annotation = ds.annotations().get(vigil_crds::labels::OWNER_ROLLOUT).map(String::as_str) == Some(key);
+    let by_owner = ds.metadata.owner_references.iter().flatten().any(|o| Some(&o.uid) == rollout.metadata.uid.as_ref());
+    by_annotation || by_owner
+}
+
+/// The rollout a DaemonSet was written for: its annotation, else its controlling owner.
+fn rollout_of(ds: &DaemonSet) -> Option<kube::runtime::reflector::ObjectRef<AgentRollout>> {
+    let ns = ds.metadata.namespace.as_deref()?;
+    if let Some((rns, name)) = ds.annotations().get(vigil_crds::labels::OWNER_ROLLOUT).and_then(|k| k.split_once('/')) {
+        return Some(kube::runtime::reflector::ObjectRef::new(name).within(rns));
+    }
+    let owner = ds.metadata.owner_references.iter().flatten().find(|o| o.kind == "AgentRollout")?;
+    Some(kube::runtime::reflector::ObjectRef::new(&owner.name).within(ns))
 }
 
 /// A failed reconcile: try again with a delay that an API hiccup outlasts.
@@ -581,6 +572,12 @@ pub async fn run(
             |r: &mut AgentRollout| r.metadata.managed_fields = None,
             None,
         ),
+        daemonsets: spawn_reflector(
+            Api::all(client.clone()),
+            watcher::Config::default().labels(vigil_crds::agent::SELECTOR),
+            observe::trim_daemonset,
+            None,
+        ),
     };
     // Plan only on a complete picture of the fleet.
     let ready = [
@@ -589,6 +586,7 @@ pub async fn run(
         stores.leases.wait_until_ready().await.is_ok(),
         stores.statuses.wait_until_ready().await.is_ok(),
         stores.rollouts.wait_until_ready().await.is_ok(),
+        stores.daemonsets.wait_until_ready().await.is_ok(),
     ];
     if ready.contains(&false) {
         tracing::error!("a reflector stopped before its first list");
@@ -601,10 +599,14 @@ pub async fn run(
         stores.statuses.clone(),
         crate::reporting::DEFAULT_GAP,
     ));
-    let ctx =
-        Arc::new(Context { metrics, tracer, template, stores: Some(stores), ..Context::new(client, Some(recorder)) });
+    let janitor = tokio::spawn(crate::janitor::run(client.clone(), stores.clone()));
+    let ctx = Arc::new(Context { metrics, tracer, template, ..Context::new(client, Some(recorder), stores) });
+    // A DaemonSet changed or deleted (by a person, or its pods' state) wakes the rollout it was
+    // written for, owned or orphaned.
     Controller::new(rollouts, kube::runtime::watcher::Config::default())
-        .owns(dss, kube::runtime::watcher::Config::default().labels(vigil_crds::agent::SELECTOR))
+        .watches(dss, kube::runtime::watcher::Config::default().labels(vigil_crds::agent::SELECTOR), |ds| {
+            rollout_of(&ds)
+        })
         .reconcile_all_on(throttled(nudges))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -616,6 +618,7 @@ pub async fn run(
         .await;
     // Stopped (SIGTERM): no more writes once the leader lets go of its Lease.
     reporting.abort();
+    janitor.abort();
 }
 
 #[cfg(test)]

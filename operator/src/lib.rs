@@ -14,6 +14,7 @@
 pub mod act;
 pub mod controller;
 pub mod events;
+pub mod janitor;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;

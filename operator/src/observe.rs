@@ -50,6 +50,17 @@ pub fn trim_pod(pod: &mut Pod) {
 }
 
 /// Keeps of a heartbeat Lease its spec.
+/// Keeps of an agent DaemonSet what the controller and the janitor read: name, namespace,
+/// labels, the operator's annotations, owners, creation and deletion times.
+pub fn trim_daemonset(ds: &mut k8s_openapi::api::apps::v1::DaemonSet) {
+    ds.metadata.managed_fields = None;
+    if let Some(a) = ds.metadata.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("vigil.dev/"));
+    }
+    ds.spec = None;
+    ds.status = None;
+}
+
 pub fn trim_lease(lease: &mut Lease) {
     lease.metadata.managed_fields = None;
     lease.metadata.annotations = None;

@@ -27,20 +27,41 @@ fn rollout() -> AgentRollout {
     r
 }
 
-fn nodes(n: usize) -> Value {
-    let items: Vec<Value> = (0..n)
+fn nodes(n: usize) -> Vec<k8s_openapi::api::core::v1::Node> {
+    (0..n)
         .map(|i| {
-            json!({
+            serde_json::from_value(json!({
                 "metadata": {"name": format!("node-{i:02}"), "labels": {"vigil.dev/revision": STABLE, "topology.kubernetes.io/zone": format!("z{}", i % 2)}},
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]}
-            })
+            }))
+            .unwrap()
         })
-        .collect();
-    json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items})
+        .collect()
 }
 
-fn list(kind: &str, api_version: &str) -> Value {
-    json!({"apiVersion": api_version, "kind": kind, "metadata": {}, "items": []})
+/// An agent DaemonSet as the store keeps it, written for `owner_rollout` (or owned by `uid`).
+fn daemonset(rev: &str, owner_rollout: Option<&str>, uid: Option<&str>) -> k8s_openapi::api::apps::v1::DaemonSet {
+    let mut v = json!({"metadata": {"name": format!("vigil-agent-{rev}"), "namespace": "vigil-system", "labels": {"vigil.dev/revision": rev, "app.kubernetes.io/managed-by": "vigil-operator"}}});
+    if let Some(k) = owner_rollout {
+        v["metadata"]["annotations"] = json!({"vigil.dev/owner-rollout": k});
+    }
+    if let Some(uid) = uid {
+        v["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentRollout", "name": "x", "uid": uid}]);
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+/// The stores of a fleet of `n` nodes on the stable revision, with `daemonsets`.
+fn stores(n: usize, daemonsets: Vec<k8s_openapi::api::apps::v1::DaemonSet>) -> super::Stores {
+    super::Stores {
+        nodes: fill(nodes(n)),
+        pods: fill(vec![]),
+        leases: fill(vec![]),
+        statuses: fill(vec![]),
+        rollouts: fill(vec![rollout()]),
+        daemonsets: fill(daemonsets),
+    }
 }
 
 async fn body_json(req: Request<Body>) -> (Method, String, Value) {
@@ -81,33 +102,24 @@ async fn first_reconcile(with_events: bool) {
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let recorder = with_events.then(|| crate::events::Publisher::new(client.clone(), "test".into()));
-    let ctx = Arc::new(Context::new(client, recorder));
+    // Ours for an old revision (by owner, as an earlier operator wrote it) and by annotation,
+    // and another rollout's.
+    let existing = vec![
+        daemonset("r-old0000000", None, Some("uid-1")),
+        daemonset("r-old1111111", Some("vigil-system/agent"), None),
+        daemonset("r-other00000", Some("vigil-system/other"), Some("uid-2")),
+    ];
+    let ctx = Arc::new(Context::new(client, recorder, stores(20, existing)));
     let ctx_metrics = ctx.metrics.clone();
     let target = target_name(&rollout().spec);
     let want_target = target.clone();
 
     let api = tokio::spawn(async move {
         let mut next = async || next_request(&mut handle).await;
-        // Observe, in order: the target's ConfigMap, then (without stores) the lists.
+        // Observe: the target's ConfigMap is the one read; the fleet comes from the stores.
         let ((_, uri, _), send) = next().await;
         assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
         send.send_response(ok(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "agent-config"}, "data": {"agent.yaml": CONFIG}})));
-        let ((m, uri, _), send) = next().await;
-        assert_eq!((m, uri.starts_with("/api/v1/nodes?")), (Method::GET, true), "{uri}");
-        send.send_response(ok(&nodes(20)));
-        let ((_, uri, _), send) = next().await;
-        assert!(
-            uri.starts_with("/api/v1/namespaces/vigil-system/pods?")
-                && uri.contains("labelSelector=app.kubernetes.io%2Fname%3Dvigil-agent"),
-            "{uri}"
-        );
-        send.send_response(ok(&list("PodList", "v1")));
-        let ((_, uri, _), send) = next().await;
-        assert!(uri.starts_with("/apis/coordination.k8s.io/v1/namespaces/vigil-system/leases?"), "{uri}");
-        send.send_response(ok(&list("LeaseList", "coordination.k8s.io/v1")));
-        let ((_, uri, _), send) = next().await;
-        assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/agentstatuses?"), "{uri}");
-        send.send_response(ok(&list("AgentStatusList", "vigil.dev/v1alpha1")));
 
         // Act: the status first, by server-side apply with our field manager.
         let ((m, uri, body), send) = next().await;
@@ -144,16 +156,6 @@ async fn first_reconcile(with_events: bool) {
         assert_eq!(body["metadata"]["labels"]["vigil.dev/rollout"], "vigil-system.agent");
         send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-00"}})));
 
-        // Then the DaemonSets as they are: the target's is not there yet (so it is written);
-        // ours for an old revision goes once no node in the whole cluster carries its label;
-        // another rollout's stays.
-        let ((m, uri, _), send) = next().await;
-        assert_eq!(m, Method::GET);
-        assert!(uri.starts_with("/apis/apps/v1/namespaces/vigil-system/daemonsets?"), "{uri}");
-        let ds = |rev: &str, uid: &str| json!({"metadata": {"name": format!("vigil-agent-{rev}"), "labels": {"vigil.dev/revision": rev}, "ownerReferences": [{"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentRollout", "name": "x", "uid": uid}]}, "spec": {"selector": {}, "template": {}}});
-        send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {}, "items": [
-            ds("r-old0000000", "uid-1"), ds("r-other00000", "uid-2")
-        ]})));
         // Then the DaemonSet of every revision a node may run that the rollout has a record of:
         // here the target (the stable revision predates the rollout; its DaemonSet was
         // installed with it).
@@ -166,7 +168,12 @@ async fn first_reconcile(with_events: bool) {
                     && uri.contains("fieldManager=vigil-operator"),
                 "{uri}"
             );
-            assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            assert_eq!(
+                body["metadata"]["ownerReferences"],
+                Value::Null,
+                "the default deletion policy (Orphan): deleting the rollout leaves the agents"
+            );
+            assert_eq!(body["metadata"]["annotations"]["vigil.dev/owner-rollout"], "vigil-system/agent");
             assert_eq!(
                 body["metadata"]["annotations"]["vigil.dev/desired-sha256"].as_str().map(str::len),
                 Some(64),
@@ -184,21 +191,18 @@ async fn first_reconcile(with_events: bool) {
             );
             send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"}})));
         }
-        let ((m, uri, _), send) = next().await;
-        assert_eq!(m, Method::GET);
-        assert!(
-            uri.starts_with("/api/v1/nodes?")
-                && uri.contains("vigil.dev%2Frevision%3Dr-old0000000")
-                && uri.contains("limit=1"),
-            "{uri}"
-        );
-        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": []})));
-        let ((m, uri, _), send) = next().await;
-        assert_eq!(
-            (m, uri.as_str()),
-            (Method::DELETE, "/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-r-old0000000?")
-        );
-        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}})));
+        // Ours for old revisions go, as no node carries their label; another rollout's stays.
+        for old in ["r-old0000000", "r-old1111111"] {
+            let ((m, uri, _), send) = next().await;
+            assert_eq!(
+                (m, uri.as_str()),
+                (
+                    Method::DELETE,
+                    format!("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-{old}?").as_str()
+                )
+            );
+            send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}})));
+        }
         applied.sort();
         applied
     });
@@ -221,7 +225,7 @@ async fn a_config_the_agent_would_refuse_stops_the_rollout_before_any_node_with_
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let recorder = Some(crate::events::Publisher::new(client.clone(), "test".into()));
-    let ctx = Arc::new(Context::new(client, recorder));
+    let ctx = Arc::new(Context::new(client, recorder, stores(20, vec![])));
     let mut r = rollout();
     r.spec.target.config.sha256 = vigil_crds::ConfigHash::of(BAD.as_bytes()).to_string();
     let api = tokio::spawn(async move {
@@ -229,19 +233,6 @@ async fn a_config_the_agent_would_refuse_stops_the_rollout_before_any_node_with_
         let ((_, uri, _), send) = next().await;
         assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
         send.send_response(ok(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "agent-config"}, "data": {"agent.yaml": BAD}})));
-        for (list_kind, api_version) in [
-            ("NodeList", "v1"),
-            ("PodList", "v1"),
-            ("LeaseList", "coordination.k8s.io/v1"),
-            ("AgentStatusList", "vigil.dev/v1alpha1"),
-        ] {
-            let (_, send) = next().await;
-            if list_kind == "NodeList" {
-                send.send_response(ok(&nodes(20)));
-            } else {
-                send.send_response(ok(&list(list_kind, api_version)));
-            }
-        }
         let ((m, uri, body), send) = next().await;
         assert_eq!(m, Method::PATCH);
         assert!(uri.contains("/agentrollouts/agent/status?"), "{uri}");
@@ -259,11 +250,7 @@ async fn a_config_the_agent_would_refuse_stops_the_rollout_before_any_node_with_
         while let Ok(Some((req, send))) = tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await {
             let (m, uri, body) = body_json(req).await;
             assert!(!(m == Method::PATCH && uri.starts_with("/api/v1/nodes/")), "a node was labelled: {uri}");
-            if m == Method::GET {
-                send.send_response(ok(&list("DaemonSetList", "apps/v1")));
-            } else {
-                send.send_response(ok(&body));
-            }
+            send.send_response(ok(&body));
         }
         why
     });
@@ -310,6 +297,7 @@ fn stores_give_the_selected_nodes_with_the_agents_of_the_rollout_namespace() {
         leases: fill(vec![]),
         statuses: fill(vec![]),
         rollouts: fill(vec![]),
+        daemonsets: fill(vec![]),
     };
     let mut r = rollout();
     r.spec.node_selector = Some(vigil_crds::rollout::match_labels([("pool", "web")]));
@@ -392,6 +380,7 @@ fn a_newer_rollout_selecting_the_same_nodes_is_told_which_older_one_holds_them()
         leases: fill(vec![]),
         statuses: fill(vec![]),
         rollouts: fill(vec![older.clone(), newer.clone()]),
+        daemonsets: fill(vec![]),
     };
     assert_eq!(stores.overlap(&newer, "vigil-system"), Some(("fleet".into(), 1, "n1".into())));
     assert_eq!(stores.overlap(&older, "vigil-system"), None, "the older one goes on");
