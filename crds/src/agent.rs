@@ -23,6 +23,22 @@ pub mod env {
     pub const REVISION: &str = "VIGIL_REVISION";
 }
 
+/// The operator's immutable copy of a revision's agent config (in the agents' namespace):
+/// the ConfigMap that revision's DaemonSet mounts, so editing or deleting the ConfigMap a
+/// rollout named never changes a running or rollback revision.
+pub fn config_snapshot_name(revision: &str) -> String {
+    format!("vigil-agent-config-{revision}")
+}
+
+/// The key of the config in a [`config_snapshot_name`] ConfigMap.
+pub const SNAPSHOT_KEY: &str = "agent.yaml";
+
+/// The [`crate::labels::COMPONENT`] value of config snapshots.
+pub const SNAPSHOT_COMPONENT: &str = "agent-config";
+
+/// The label selector of config snapshots.
+pub const SNAPSHOT_SELECTOR: &str = "app.kubernetes.io/managed-by=vigil-operator,vigil.dev/component=agent-config";
+
 /// The heartbeat Lease of the agent on `node` (in the agents' namespace).
 pub fn lease_name(node: &str) -> String {
     format!("vigil-agent-{node}")
@@ -36,5 +52,15 @@ mod tests {
     fn the_selector_is_the_label_and_lease_names_are_per_node() {
         assert_eq!(SELECTOR, format!("{}={}", NAME_LABEL.0, NAME_LABEL.1));
         assert_eq!(lease_name("node-a"), "vigil-agent-node-a");
+        assert_eq!(
+            SNAPSHOT_SELECTOR,
+            format!(
+                "{}={},{}={SNAPSHOT_COMPONENT}",
+                crate::labels::MANAGED_BY,
+                crate::labels::MANAGER,
+                crate::labels::COMPONENT
+            )
+        );
+        assert!(config_snapshot_name("r-0123456789").len() <= 63);
     }
 }

@@ -634,6 +634,12 @@ pub struct RevisionRecord {
     /// The key of that ConfigMap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_key: Option<String>,
+    /// The operator's immutable copy of the config (ConfigMap `vigil-agent-config-<revision>`,
+    /// key `agent.yaml`), taken when the revision was first seen with a config that matched
+    /// its SHA-256. The revision's DaemonSet mounts it, so later edits of `configMap` change
+    /// nothing this revision runs. Absent on revisions recorded before snapshots existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_snapshot: Option<String>,
     /// Agent version, when the spec named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,

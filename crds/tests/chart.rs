@@ -102,6 +102,10 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
     for (r, v) in [("configmaps", "patch"), ("secrets", "patch"), ("configmaps", "create"), ("secrets", "create")] {
         assert!(allows(leader, "", r, v), "operator cannot {v} {r} in its namespace (published alert policies)");
     }
+    for v in ["create", "list", "watch", "delete"] {
+        assert!(allows(leader, "", "configmaps", v), "operator cannot {v} the revisions' config copies");
+    }
+    assert!(!allows(op, "", "configmaps", "delete"), "config copies are deleted in the operator's namespace only");
     let agent = find(&docs, "ClusterRole", "vigil-agent");
     assert!(!allows(agent, "", "nodes", "patch"), "an agent never changes nodes");
     assert!(!allows(agent, "vigil.dev", "agentstatuses", "delete"));

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -201,8 +202,23 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .unwrap();
     assert_eq!(labelled.items.len(), NODES, "every selected node runs the good revision");
 
+    // The revision runs the operator's immutable copy of its config, so editing the rollout's
+    // ConfigMap in place (as `helm upgrade` does) changes nothing it runs.
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &ns.name);
+    let good_ds = format!("vigil-agent-{good_rev}");
+    let snapshot = format!("vigil-agent-config-{good_rev}");
+    let pod_spec = dss.get(&good_ds).await.unwrap().spec.unwrap().template.spec.unwrap();
+    let mounted = pod_spec.volumes.unwrap().into_iter().find(|v| v.name == "config").unwrap().config_map.unwrap();
+    assert_eq!(mounted.name, snapshot, "the revision mounts its copy");
+    let copy = cms.get(&snapshot).await.unwrap();
+    assert_eq!(copy.immutable, Some(true));
+    assert_eq!(copy.data.unwrap()["agent.yaml"], CONFIG);
+    let edited = json!({"data": {"agent.yaml": "interval: 30s\n"}});
+    cms.patch("agent-config", &PatchParams::default(), &Patch::Merge(&edited)).await.unwrap();
+
     // A node joins the completed rollout: it gets the proven revision directly, and the
-    // rollout stays Completed (no wave starts again, nothing is rolled back).
+    // rollout stays Completed (no wave starts again, nothing is rolled back, and the edited
+    // ConfigMap is no hash mismatch).
     let late = format!("{run_label}-late");
     let node: Node = serde_json::from_value(json!({"metadata": {"name": late, "labels": {"vigil.dev/e2e": run_label, "kubernetes.io/os": "linux"}},
         "status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
@@ -221,6 +237,9 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .unwrap();
     let st = rollouts.get_status("agent").await.unwrap().status.unwrap();
     assert_eq!(st.phase, Some(RolloutPhase::Completed), "a joining node does not undo the rollout: {:?}", st.reason);
+    // The ConfigMap back as it was: the bad revision below carries the same config hash.
+    let restored = json!({"data": {"agent.yaml": CONFIG}});
+    cms.patch("agent-config", &PatchParams::default(), &Patch::Merge(&restored)).await.unwrap();
 
     // A second rollout selecting the same nodes is refused, naming the first; it moves nothing.
     let mut twin = spec(&good);
@@ -281,6 +300,76 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .await
         .unwrap();
     assert_eq!(labelled.items.len(), NODES + 1, "no node left the good revision for the refused config");
+
+    // A node joining the stopped rollout still gets the proven revision.
+    let stopped_join = format!("{run_label}-stopped");
+    let mut joiner = node.clone();
+    joiner.metadata.name = Some(stopped_join.clone());
+    node_api.create(&PostParams::default(), &joiner).await.unwrap();
+    cleanup.add_typed::<Node>(None, &stopped_join);
+    cleanup.add_typed::<vigil_crds::AgentStatus>(None, &stopped_join);
+    cleanup.add_typed::<Lease>(Some("kube-node-lease"), &stopped_join);
+    let want = good_rev.clone();
+    let joined = await_condition(node_api.clone(), &stopped_join, move |n: Option<&Node>| {
+        n.and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get("vigil.dev/revision")) == Some(&want)
+    });
+    tokio::time::timeout(Duration::from_secs(120), joined)
+        .await
+        .expect("a node joining the stopped rollout never got the proven revision")
+        .unwrap();
+
+    // Deleting the rollout under the default policy (Orphan) leaves the agents: the good
+    // revision's DaemonSet has no owner the garbage collector could follow, and it and the
+    // nodes' labels are still there once the rollout is gone.
+    rollouts.delete("agent", &Default::default()).await.unwrap();
+    let gone = await_condition(rollouts.clone(), "agent", |r: Option<&AgentRollout>| r.is_none());
+    tokio::time::timeout(Duration::from_secs(60), gone).await.expect("the rollout was not deleted").unwrap();
+    let ds = dss.get(&good_ds).await.expect("the orphaned DaemonSet stays");
+    assert!(ds.metadata.owner_references.as_ref().is_none_or(Vec::is_empty), "{:?}", ds.metadata.owner_references);
+    assert_eq!(
+        ds.metadata.annotations.as_ref().and_then(|a| a.get("vigil.dev/owner-rollout")),
+        Some(&format!("{}/agent", ns.name))
+    );
+    let labelled = node_api
+        .list(&ListParams::default().labels(&format!("vigil.dev/e2e={run_label},vigil.dev/revision={good_rev}")))
+        .await
+        .unwrap();
+    assert_eq!(labelled.items.len(), NODES + 2, "every node keeps its revision label while its agent runs");
+
+    // The same rollout created again adopts the agents; under Delete its DaemonSets are owned
+    // by it, so deleting it takes them, and the leader then clears the nodes' labels.
+    let mut again = spec(&good);
+    again["spec"]["deletionPolicy"] = json!("Delete");
+    rollouts.patch("agent", &pp, &Patch::Apply(&again)).await.unwrap();
+    let owned = await_condition(dss.clone(), &good_ds, |d: Option<&DaemonSet>| {
+        d.and_then(|d| d.metadata.owner_references.as_ref()).is_some_and(|o| o.iter().any(|o| o.kind == "AgentRollout"))
+    });
+    tokio::time::timeout(Duration::from_secs(60), owned)
+        .await
+        .expect("the re-created rollout never took its DaemonSet back")
+        .unwrap();
+    rollouts.delete("agent", &Default::default()).await.unwrap();
+    let collected = await_condition(dss.clone(), &good_ds, |d: Option<&DaemonSet>| d.is_none());
+    tokio::time::timeout(Duration::from_secs(120), collected)
+        .await
+        .expect("the owned DaemonSet was not garbage-collected with its rollout")
+        .unwrap();
+    vigil_e2e::wait_for(
+        "the nodes' vigil.dev labels cleared",
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || {
+            let node_api = node_api.clone();
+            let sel = format!("vigil.dev/e2e={run_label},vigil.dev/revision");
+            async move {
+                let left =
+                    node_api.list(&ListParams::default().labels(&sel)).await.map_err(|e| e.to_string())?.items.len();
+                if left == 0 { Ok(Some(())) } else { Err(format!("{left} node(s) still labelled")) }
+            }
+        },
+    )
+    .await
+    .unwrap();
 
     controller.abort();
     drop(_kubelets);

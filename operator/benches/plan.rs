@@ -67,6 +67,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
             config_sha256: Some(s.target.config.sha256.clone()),
             prometheus_value: None,
             prometheus_error: None,
+            config_snapshot: None,
             config_error: None,
         },
         now,
@@ -79,6 +80,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
+        config_snapshot: None,
         config_error: None,
     };
     g.bench_function("wave_1_healthy_judged", |b| {
@@ -89,6 +91,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
+        config_snapshot: None,
         config_error: None,
     };
     g.bench_function("wave_1_failing_rollback", |b| {
@@ -99,6 +102,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
+        config_snapshot: None,
         config_error: None,
     };
     g.bench_function("first_plan_admit_wave_1", |b| {

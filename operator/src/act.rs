@@ -102,7 +102,12 @@ pub fn daemonset(
     trace_id: Option<&str>,
     t: &AgentTemplate,
 ) -> Option<DaemonSet> {
-    let (config_map, config_key) = (rec.config_map.as_deref()?, rec.config_key.as_deref()?);
+    // The operator's immutable copy when the revision has one; else (a revision recorded
+    // before snapshots existed) the ConfigMap the rollout named.
+    let (config_map, config_key) = match &rec.config_snapshot {
+        Some(snapshot) => (snapshot.as_str(), vigil_crds::agent::SNAPSHOT_KEY),
+        None => (rec.config_map.as_deref()?, rec.config_key.as_deref()?),
+    };
     let name = daemonset_name(&rec.revision);
     let selector: BTreeMap<&str, &str> =
         [vigil_crds::agent::NAME_LABEL, (labels::REVISION, rec.revision.as_str())].into();
@@ -211,6 +216,42 @@ pub fn daemonset(
     Some(ds)
 }
 
+/// The operator's immutable copy of a revision's config (`text`, whose SHA-256 is `sha256`),
+/// in the agents' namespace: created once, before any node is admitted to the revision, and
+/// mounted by the revision's DaemonSet. Owned by the rollout under its `Delete` policy only,
+/// like the DaemonSets.
+pub fn config_snapshot(
+    revision: &str,
+    sha256: &str,
+    text: &str,
+    rollout_key: &str,
+    owner: Option<OwnerReference>,
+    namespace: &str,
+) -> k8s_openapi::api::core::v1::ConfigMap {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(vigil_crds::agent::config_snapshot_name(revision)),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(BTreeMap::from([
+                (labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned()),
+                (labels::COMPONENT.to_owned(), vigil_crds::agent::SNAPSHOT_COMPONENT.to_owned()),
+                (labels::REVISION.to_owned(), revision.to_owned()),
+            ])),
+            annotations: Some(BTreeMap::from([
+                (labels::OWNER_ROLLOUT.to_owned(), rollout_key.to_owned()),
+                (labels::CONFIG_SHA256.to_owned(), sha256.to_owned()),
+            ])),
+            owner_references: owner.map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        immutable: Some(true),
+        data: Some(BTreeMap::from([(vigil_crds::agent::SNAPSHOT_KEY.to_owned(), text.to_owned())])),
+        ..ConfigMap::default()
+    }
+}
+
 /// Revisions that still need a DaemonSet: any a node is labelled for, plus the target and
 /// the stable revision.
 pub fn live_revisions<'a>(
@@ -253,6 +294,7 @@ mod tests {
             config_sha256: "b".repeat(64),
             config_map: Some("cfg".into()),
             config_key: Some("agent.yaml".into()),
+            config_snapshot: None,
             version: Some("1.10.0".into()),
             admitted_at: None,
             outcome: RevisionOutcome::InProgress,
@@ -331,7 +373,21 @@ mod tests {
         assert_eq!(ann["vigil.dev/rollout-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         let volumes = pod.volumes.unwrap();
         let cm = volumes.iter().find(|v| v.name == "config").unwrap().config_map.clone().unwrap();
-        assert_eq!(cm.name, "cfg", "the revision's own ConfigMap");
+        assert_eq!(cm.name, "cfg", "a revision recorded before snapshots: the ConfigMap the rollout named");
+        let snapped = RevisionRecord { config_snapshot: Some("vigil-agent-config-r-2b878e0c19".into()), ..rec.clone() };
+        let pod = daemonset(&snapped, None, "a/b", None, &AgentTemplate::default())
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let cm = pod.volumes.unwrap().into_iter().find(|v| v.name == "config").unwrap().config_map.unwrap();
+        assert_eq!(cm.name, "vigil-agent-config-r-2b878e0c19", "the revision's immutable snapshot");
+        let item = &cm.items.unwrap()[0];
+        assert_eq!((item.key.as_str(), item.path.as_str()), ("agent.yaml", "agent.yaml"));
+        let args = pod.containers[0].args.clone().unwrap();
+        assert!(args.contains(&"/etc/vigil/agent.yaml".to_owned()), "{args:?}");
         let policies = volumes.iter().find(|v| v.name == "alert-policies").unwrap().config_map.clone().unwrap();
         assert_eq!((policies.name.as_str(), policies.optional), ("vigil-alert-policies", Some(true)));
         let secrets = volumes.iter().find(|v| v.name == "alert-secrets").unwrap().secret.clone().unwrap();
@@ -347,6 +403,7 @@ mod tests {
             config_sha256: "b".repeat(64),
             config_map: Some("cfg".into()),
             config_key: Some("agent.yaml".into()),
+            config_snapshot: None,
             version: None,
             admitted_at: None,
             outcome: RevisionOutcome::InProgress,
@@ -364,6 +421,23 @@ mod tests {
             RevisionRecord { image: format!("registry.example/vigil-agent@sha256:{}", "c".repeat(64)), ..rec.clone() };
         assert_ne!(hash(&rec), hash(&other));
         assert_ne!(hash(&rec), hash_with(&rec, None), "a changed deletion policy is written");
+    }
+
+    #[test]
+    fn a_config_snapshot_is_immutable_labelled_for_its_revision_and_selected_by_the_shared_selector() {
+        let cm = config_snapshot("r-2b878e0c19", &"b".repeat(64), "interval: 10s\n", "ns/fleet", None, "ns");
+        assert_eq!(cm.metadata.name.as_deref(), Some("vigil-agent-config-r-2b878e0c19"));
+        assert_eq!(cm.immutable, Some(true));
+        assert_eq!(cm.data.as_ref().unwrap()["agent.yaml"], "interval: 10s\n");
+        let l = cm.metadata.labels.as_ref().unwrap();
+        for term in vigil_crds::agent::SNAPSHOT_SELECTOR.split(',') {
+            let (k, v) = term.split_once('=').unwrap();
+            assert_eq!(l.get(k).map(String::as_str), Some(v), "{term}");
+        }
+        assert_eq!(l[labels::REVISION], "r-2b878e0c19");
+        let a = cm.metadata.annotations.as_ref().unwrap();
+        assert_eq!((a[labels::OWNER_ROLLOUT].as_str(), a[labels::CONFIG_SHA256].len()), ("ns/fleet", 64));
+        assert_eq!(cm.metadata.owner_references, None);
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Stores {
     pub rollouts: Store<AgentRollout>,
     /// Agent DaemonSets (label `app.kubernetes.io/name=vigil-agent`), every namespace.
     pub daemonsets: Store<DaemonSet>,
+    /// The operator's config snapshots in the agents' namespace, metadata only.
+    pub snapshots: Store<ConfigMap>,
 }
 
 impl Stores {
@@ -90,6 +92,14 @@ impl Stores {
             leases.iter().filter(|l| in_ns(&l.metadata)).map(AsRef::as_ref),
             statuses.iter().map(AsRef::as_ref),
         )
+    }
+}
+
+impl Stores {
+    /// The config snapshot of `revision` in namespace `ns`, when the operator holds one.
+    pub fn snapshot(&self, ns: &str, revision: &str) -> Option<Arc<ConfigMap>> {
+        let name = vigil_crds::agent::config_snapshot_name(revision);
+        self.snapshots.get(&kube::runtime::reflector::ObjectRef::new(&name).within(ns))
     }
 }
 
@@ -175,36 +185,82 @@ impl Error {
     }
 }
 
-/// Reads what the planner needs: the target's ConfigMap from the API, the Prometheus gate
-/// when there is one, and the fleet from the stores.
+/// Reads what the planner needs: the target's config (from the operator's snapshot when it
+/// holds one, else from the rollout's ConfigMap, the one read through the API), the
+/// Prometheus gate when there is one, and the fleet from the stores. Also returns the config
+/// text when it matches the target's hash, passes the agent's checks and has no snapshot
+/// yet, for [`take_snapshot`].
 pub async fn observe(
     client: &Client,
     stores: &Stores,
     http: Option<&reqwest::Client>,
     rollout: &AgentRollout,
     ns: &str,
-) -> Result<Observed, Error> {
+) -> Result<(Observed, Option<String>), Error> {
     let spec = &rollout.spec;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let cm = cms.get_opt(&spec.target.config.config_map).await.map_err(|e| Error::Observe("configmaps", e))?;
-    let config_text = cm.and_then(|c| c.data).and_then(|mut d| d.remove(&spec.target.config.key));
-    let config_sha256 = config_text.as_ref().map(|v| ConfigHash::of(v.as_bytes()).to_string());
-    let config_error = config_text.as_deref().and_then(|text| {
-        let origin = format!("ConfigMap {ns}/{} key {}", spec.target.config.config_map, spec.target.config.key);
-        vigil_agent_config::Config::parse(text, &origin).err().map(|e| e.to_string())
-    });
+    let revision = plan::revision_of(spec).ok();
+    let snapshot = revision.as_deref().and_then(|r| stores.snapshot(ns, r));
+    let (config_sha256, config_error, config_snapshot, to_snapshot) = match snapshot {
+        // Checked when it was taken, and immutable since.
+        Some(s) => {
+            (s.annotations().get(vigil_crds::labels::CONFIG_SHA256).cloned(), None, s.metadata.name.clone(), None)
+        }
+        None => {
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            let cm = cms.get_opt(&spec.target.config.config_map).await.map_err(|e| Error::Observe("configmaps", e))?;
+            let text = cm.and_then(|c| c.data).and_then(|mut d| d.remove(&spec.target.config.key));
+            let sha = text.as_ref().map(|v| ConfigHash::of(v.as_bytes()).to_string());
+            let error = text.as_deref().and_then(|text| {
+                let origin = format!("ConfigMap {ns}/{} key {}", spec.target.config.config_map, spec.target.config.key);
+                vigil_agent_config::Config::parse(text, &origin).err().map(|e| e.to_string())
+            });
+            let matches = sha.as_deref() == Some(spec.target.config.sha256.as_str()) && error.is_none();
+            (sha, error, None, text.filter(|_| matches && revision.is_some()))
+        }
+    };
     let (prometheus_value, prometheus_error) = match gate_value(http, rollout, ns).await {
         None => (None, None),
         Some(Ok(v)) => (Some(v), None),
         Some(Err(e)) => (None, Some(e)),
     };
-    Ok(Observed {
+    let observed = Observed {
         nodes: stores.node_views(rollout, ns),
         config_sha256,
         config_error,
         prometheus_value,
         prometheus_error,
-    })
+        config_snapshot,
+    };
+    Ok((observed, to_snapshot))
+}
+
+/// Takes the operator's immutable copy of the target's config (`text`, already checked
+/// against the target's hash), before any node can be admitted to the revision. Returns its
+/// name, or `None` when it could not be written (then the revision mounts the rollout's own
+/// ConfigMap, as before snapshots, and the next reconcile tries again).
+async fn take_snapshot(ctx: &Context, rollout: &AgentRollout, ns: &str, key: &str, text: &str) -> Option<String> {
+    let revision = plan::revision_of(&rollout.spec).ok()?;
+    let owner = match rollout.spec.deletion_policy {
+        DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
+        DeletionPolicy::Orphan => None,
+    };
+    let cm = act::config_snapshot(&revision, &rollout.spec.target.config.sha256, text, key, owner, ns);
+    let name = cm.metadata.name.clone()?;
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api.create(&params, &cm).await {
+        Ok(_) => {
+            tracing::info!(rollout = %key, %revision, snapshot = %name, "took an immutable copy of the revision's config");
+            Some(name)
+        }
+        // Taken already (the store had not seen it yet): it holds this revision's config.
+        Err(kube::Error::Api(e)) if e.code == 409 => Some(name),
+        Err(e) => {
+            tracing::warn!(rollout = %key, %revision, error = %e, "could not take a copy of the revision's config; it mounts the rollout's ConfigMap");
+            ctx.metrics.errors.get_or_create(&KindLabels { kind: "SnapshotFailed" }).inc();
+            None
+        }
+    }
 }
 
 /// The Prometheus gate's value for the rollout's target, when it has the gate: `None` without
@@ -250,7 +306,10 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         );
         return refuse(&rollout, ctx, &ns, &name, "Overlap", message).await;
     }
-    let observed = observe(&ctx.client, &ctx.stores, ctx.http.as_ref(), &rollout, &ns).await?;
+    let (mut observed, to_snapshot) = observe(&ctx.client, &ctx.stores, ctx.http.as_ref(), &rollout, &ns).await?;
+    if let Some(text) = to_snapshot {
+        observed.config_snapshot = take_snapshot(ctx, &rollout, &ns, &key, &text).await;
+    }
     let current = rollout.status.clone().unwrap_or_default();
     let mut p = plan::next(
         &rollout.spec,
@@ -371,6 +430,23 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             dss.delete(ds_name, &kube::api::DeleteParams::default())
                 .await
                 .map_err(|e| Error::DaemonSet(ds_name.to_owned(), e))?;
+        }
+    }
+    // 5. This rollout's config snapshots of revisions no longer in its history go (every
+    // revision of the history keeps its copy: any of them may be rolled back to).
+    let snapshots = ctx.stores.snapshots.state();
+    for snap in snapshots.iter().filter(|c| c.metadata.namespace.as_deref() == Some(ns.as_str())) {
+        let mine = snap.annotations().get(vigil_crds::labels::OWNER_ROLLOUT).map(String::as_str) == Some(key.as_str());
+        let Some(rev) = snap.labels().get(vigil_crds::labels::REVISION) else { continue };
+        if !mine || p.status.history.iter().any(|r| &r.revision == rev) || live.contains(rev.as_str()) {
+            continue;
+        }
+        let Some(name) = snap.metadata.name.as_deref() else { continue };
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+        match cms.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(Error::Observe("configmaps", e)),
         }
     }
     Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
@@ -578,6 +654,12 @@ pub async fn run(
             observe::trim_daemonset,
             None,
         ),
+        snapshots: spawn_reflector(
+            Api::namespaced(client.clone(), &template.namespace),
+            watcher::Config::default().labels(vigil_crds::agent::SNAPSHOT_SELECTOR),
+            observe::trim_snapshot,
+            None,
+        ),
     };
     // Plan only on a complete picture of the fleet.
     let ready = [
@@ -587,6 +669,7 @@ pub async fn run(
         stores.statuses.wait_until_ready().await.is_ok(),
         stores.rollouts.wait_until_ready().await.is_ok(),
         stores.daemonsets.wait_until_ready().await.is_ok(),
+        stores.snapshots.wait_until_ready().await.is_ok(),
     ];
     if ready.contains(&false) {
         tracing::error!("a reflector stopped before its first list");

@@ -10,7 +10,9 @@
 //! - a node labelled by a rollout that no longer exists keeps its labels while a DaemonSet of
 //!   its revision exists (its agent depends on them) and loses them once none does;
 //! - a DaemonSet the operator wrote, owned by no one and written for a rollout that no longer
-//!   exists, is deleted once no node is labelled for its revision (it runs nothing).
+//!   exists, is deleted once no node is labelled for its revision (it runs nothing);
+//! - a config snapshot taken for a rollout that no longer exists is deleted once no DaemonSet
+//!   of its revision is left to mount it.
 //!
 //! Anything younger than [`GRACE`] (by the node's admission, the DaemonSet's creation) is left
 //! for the next pass, so a rollout created a moment ago, not yet in the store, loses nothing.
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use vigil_crds::AgentRollout;
 use vigil_crds::labels;
 
@@ -37,6 +39,8 @@ pub struct Cleanup {
     pub daemonsets: Vec<(String, String)>,
     /// Nodes whose `vigil.dev/` labels and admission annotation go.
     pub nodes: Vec<String>,
+    /// Config snapshots to delete, as (namespace, name).
+    pub snapshots: Vec<(String, String)>,
 }
 
 fn older_than(t: Option<Timestamp>, now: Timestamp, grace: Duration) -> bool {
@@ -44,7 +48,13 @@ fn older_than(t: Option<Timestamp>, now: Timestamp, grace: Duration) -> bool {
 }
 
 /// One pass over what the stores hold. Pure.
-pub fn plan(rollouts: &[&AgentRollout], daemonsets: &[&DaemonSet], nodes: &[&Node], now: Timestamp) -> Cleanup {
+pub fn plan(
+    rollouts: &[&AgentRollout],
+    daemonsets: &[&DaemonSet],
+    snapshots: &[&ConfigMap],
+    nodes: &[&Node],
+    now: Timestamp,
+) -> Cleanup {
     let keys: BTreeSet<String> = rollouts
         .iter()
         .map(|r| {
@@ -94,8 +104,18 @@ pub fn plan(rollouts: &[&AgentRollout], daemonsets: &[&DaemonSet], nodes: &[&Nod
             out.nodes.push(m.name.clone().unwrap_or_default());
         }
     }
+    for c in snapshots {
+        let m = &c.metadata;
+        let owner = m.annotations.as_ref().and_then(|a| a.get(labels::OWNER_ROLLOUT));
+        let orphaned = owner.is_none_or(|k| !keys.contains(k));
+        let mounted = revision_of(m).is_some_and(|r| served.contains(&r));
+        if orphaned && !mounted && older_than(m.creation_timestamp.as_ref().map(|t| t.0), now, GRACE) {
+            out.snapshots.push((m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default()));
+        }
+    }
     out.daemonsets.sort();
     out.nodes.sort();
+    out.snapshots.sort();
     out
 }
 
@@ -116,12 +136,25 @@ pub async fn run(client: kube::Client, stores: crate::controller::Stores) {
     loop {
         tick.tick().await;
         let (rollouts, daemonsets, nodes) = (stores.rollouts.state(), stores.daemonsets.state(), stores.nodes.state());
+        let snapshots = stores.snapshots.state();
         let cleanup = plan(
             &rollouts.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
             &daemonsets.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+            &snapshots.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
             &nodes.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
             Timestamp::now(),
         );
+        for (ns, name) in cleanup.snapshots {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(snapshot = %format!("{ns}/{name}"), "deleted the config copy of a deleted rollout's revision no agent runs")
+                }
+                Err(e) => {
+                    tracing::warn!(snapshot = %format!("{ns}/{name}"), error = %e, "deleting an orphaned config copy")
+                }
+            }
+        }
         for (ns, name) in cleanup.daemonsets {
             let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
             match api.delete(&name, &DeleteParams::default()).await {
@@ -188,12 +221,46 @@ mod tests {
     }
 
     fn run(rollouts: &[AgentRollout], dss: &[DaemonSet], nodes: &[Node], now: i64) -> Cleanup {
+        run_with(rollouts, dss, &[], nodes, now)
+    }
+
+    fn run_with(
+        rollouts: &[AgentRollout],
+        dss: &[DaemonSet],
+        snaps: &[ConfigMap],
+        nodes: &[Node],
+        now: i64,
+    ) -> Cleanup {
         plan(
             &rollouts.iter().collect::<Vec<_>>(),
             &dss.iter().collect::<Vec<_>>(),
+            &snaps.iter().collect::<Vec<_>>(),
             &nodes.iter().collect::<Vec<_>>(),
             t(now),
         )
+    }
+
+    #[test]
+    fn a_deleted_rollouts_config_copies_go_once_no_daemonset_mounts_them() {
+        let snap = |rev: &str, owner: &str, created: i64| {
+            let mut c = crate::act::config_snapshot(rev, &"a".repeat(64), "x: 1\n", owner, None, "vigil-system");
+            c.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(created)));
+            c
+        };
+        let snaps = [
+            snap("r-a", "vigil-system/fleet", 0),
+            snap("r-b", "vigil-system/fleet", 0),
+            snap("r-c", "vigil-system/fleet", 3590),
+            snap("r-d", "vigil-system/live", 0),
+        ];
+        let dss = [ds("vigil-agent-r-a", "r-a", Some("vigil-system/fleet"), false, 0)];
+        let nodes = [node("n1", Some("r-a"), Some("vigil-system.fleet"), Some(0))];
+        let c = run_with(&[rollout("vigil-system", "live")], &dss, &snaps, &nodes, 3600);
+        assert_eq!(
+            c.snapshots,
+            [("vigil-system".to_owned(), "vigil-agent-config-r-b".to_owned())],
+            "r-a is mounted by an orphaned DaemonSet, r-c is new, r-d's rollout exists (it keeps its history's copies)"
+        );
     }
 
     #[test]

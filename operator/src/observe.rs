@@ -49,7 +49,6 @@ pub fn trim_pod(pod: &mut Pod) {
     }
 }
 
-/// Keeps of a heartbeat Lease its spec.
 /// Keeps of an agent DaemonSet what the controller and the janitor read: name, namespace,
 /// labels, the operator's annotations, owners, creation and deletion times.
 pub fn trim_daemonset(ds: &mut k8s_openapi::api::apps::v1::DaemonSet) {
@@ -61,6 +60,18 @@ pub fn trim_daemonset(ds: &mut k8s_openapi::api::apps::v1::DaemonSet) {
     ds.status = None;
 }
 
+/// Keeps of a config snapshot its metadata (the controller reads names, labels and the
+/// `vigil.dev/` annotations); the config text stays in the API.
+pub fn trim_snapshot(cm: &mut k8s_openapi::api::core::v1::ConfigMap) {
+    cm.metadata.managed_fields = None;
+    if let Some(a) = cm.metadata.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("vigil.dev/"));
+    }
+    cm.data = None;
+    cm.binary_data = None;
+}
+
+/// Keeps of a heartbeat Lease its spec.
 pub fn trim_lease(lease: &mut Lease) {
     lease.metadata.managed_fields = None;
     lease.metadata.annotations = None;

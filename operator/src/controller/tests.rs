@@ -61,6 +61,7 @@ fn stores(n: usize, daemonsets: Vec<k8s_openapi::api::apps::v1::DaemonSet>) -> s
         statuses: fill(vec![]),
         rollouts: fill(vec![rollout()]),
         daemonsets: fill(daemonsets),
+        snapshots: fill(vec![]),
     }
 }
 
@@ -120,6 +121,17 @@ async fn first_reconcile(with_events: bool) {
         let ((_, uri, _), send) = next().await;
         assert_eq!(uri, "/api/v1/namespaces/vigil-system/configmaps/agent-config");
         send.send_response(ok(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "agent-config"}, "data": {"agent.yaml": CONFIG}})));
+        // It matches the target's hash and has no copy yet: the operator takes its immutable
+        // copy before anything else, so no node can be admitted to a revision without one.
+        let snapshot = format!("vigil-agent-config-{target}");
+        let ((m, uri, body), send) = next().await;
+        assert_eq!(m, Method::POST);
+        assert!(uri.starts_with("/api/v1/namespaces/vigil-system/configmaps?"), "{uri}");
+        assert_eq!(body["metadata"]["name"], snapshot.as_str());
+        assert_eq!(body["immutable"], true);
+        assert_eq!(body["data"]["agent.yaml"], CONFIG);
+        assert_eq!(body["metadata"]["annotations"]["vigil.dev/owner-rollout"], "vigil-system/agent");
+        send.send_response(ok(&body));
 
         // Act: the status first, by server-side apply with our field manager.
         let ((m, uri, body), send) = next().await;
@@ -133,6 +145,7 @@ async fn first_reconcile(with_events: bool) {
         assert_eq!(body["status"]["phase"], "Progressing");
         assert_eq!(body["status"]["observedGeneration"], 3);
         assert_eq!(body["status"]["targetRevision"], target.as_str());
+        assert_eq!(body["status"]["history"][0]["configSnapshot"], snapshot.as_str());
         let trace = crate::telemetry::ids("uid-1", &target).0.to_string();
         assert_eq!(body["status"]["traceId"], trace.as_str(), "the rollout's trace id is in its status");
         send.send_response(ok(&serde_json::to_value(rollout()).unwrap()));
@@ -180,6 +193,13 @@ async fn first_reconcile(with_events: bool) {
                 "the desired spec's hash rides along, so an unchanged DaemonSet is not written again"
             );
             let rev = body["spec"]["template"]["spec"]["nodeSelector"]["vigil.dev/revision"].as_str().unwrap();
+            let config = body["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "config")
+                .unwrap();
+            assert_eq!(config["configMap"]["name"], snapshot.as_str(), "the revision mounts its immutable copy");
             let trace = crate::telemetry::ids("uid-1", rev).0.to_string();
             assert_eq!(
                 body["spec"]["template"]["metadata"]["annotations"]["vigil.dev/rollout-trace-id"],
@@ -217,6 +237,45 @@ async fn first_reconcile(with_events: bool) {
     let text = ctx_metrics.encode().unwrap();
     assert!(text.contains("vigil_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
     assert!(text.contains("vigil_operator_decisions_total{kind=\"Admit\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn with_a_snapshot_of_the_target_the_rollouts_configmap_is_not_read_so_editing_it_changes_nothing() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let target = target_name(&rollout().spec);
+    let snap = crate::act::config_snapshot(
+        &target,
+        &rollout().spec.target.config.sha256,
+        CONFIG,
+        "vigil-system/agent",
+        None,
+        "vigil-system",
+    );
+    let mut st = stores(20, vec![]);
+    st.snapshots = fill(vec![snap]);
+    let ctx = Arc::new(Context::new(client, None, st));
+    let api = tokio::spawn(async move {
+        // The first request is the status: no ConfigMap read, no second copy.
+        let ((m, uri, body), send) = next_request(&mut handle).await;
+        assert_eq!(m, Method::PATCH, "{uri}");
+        assert!(uri.contains("/agentrollouts/agent/status?"), "{uri}");
+        assert_eq!(body["status"]["phase"], "Progressing");
+        assert_eq!(body["status"]["history"][0]["configSnapshot"], format!("vigil-agent-config-{target}"));
+        send.send_response(ok(&serde_json::to_value(rollout()).unwrap()));
+        while let Ok(Some((req, send))) = tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await {
+            let (m, uri, body) = body_json(req).await;
+            assert!(!uri.contains("/configmaps"), "{m} {uri}");
+            let answer = if uri.starts_with("/api/v1/nodes/") {
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}})
+            } else {
+                body
+            };
+            send.send_response(ok(&answer));
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(15), reconcile(Arc::new(rollout()), ctx)).await.unwrap().unwrap();
+    api.await.unwrap();
 }
 
 #[tokio::test]
@@ -298,6 +357,7 @@ fn stores_give_the_selected_nodes_with_the_agents_of_the_rollout_namespace() {
         statuses: fill(vec![]),
         rollouts: fill(vec![]),
         daemonsets: fill(vec![]),
+        snapshots: fill(vec![]),
     };
     let mut r = rollout();
     r.spec.node_selector = Some(vigil_crds::rollout::match_labels([("pool", "web")]));
@@ -381,6 +441,7 @@ fn a_newer_rollout_selecting_the_same_nodes_is_told_which_older_one_holds_them()
         statuses: fill(vec![]),
         rollouts: fill(vec![older.clone(), newer.clone()]),
         daemonsets: fill(vec![]),
+        snapshots: fill(vec![]),
     };
     assert_eq!(stores.overlap(&newer, "vigil-system"), Some(("fleet".into(), 1, "n1".into())));
     assert_eq!(stores.overlap(&older, "vigil-system"), None, "the older one goes on");

@@ -213,6 +213,7 @@ fn aborting_the_only_good_revision_is_refused_and_an_earlier_good_one_is_restore
         config_sha256: "d".repeat(64),
         config_map: Some("agent-config".into()),
         config_key: Some("agent.yaml".into()),
+        config_snapshot: None,
         version: Some("1.0.0".into()),
         admitted_at: None,
         outcome: RevisionOutcome::Good,
@@ -266,6 +267,7 @@ fn a_prometheus_gate_without_an_answer_holds_the_wave_and_says_why() {
         config_sha256: Some(s.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: Some("the query returned no series".into()),
+        config_snapshot: None,
         config_error: None,
     };
     let q = next(&s, &p.status, Some(1), "vigil-system/r", &o, t(60), Limits::default());
@@ -299,6 +301,7 @@ fn a_node_joining_a_stopped_rollout_gets_the_stable_revision_or_its_pin_and_noth
         config_sha256: "1".repeat(64),
         config_map: None,
         config_key: None,
+        config_snapshot: None,
         version: None,
         admitted_at: None,
         outcome: RevisionOutcome::Good,
@@ -326,6 +329,7 @@ fn a_node_joining_a_stopped_rollout_gets_the_stable_revision_or_its_pin_and_noth
             config_sha256: Some(s.target.config.sha256.clone()),
             prometheus_value: None,
             prometheus_error: None,
+            config_snapshot: None,
             config_error: None,
         };
         stopped(&mut o, why);

@@ -127,6 +127,14 @@ fn step(
         return p.finish(st, CONFIG_INVALID, reason, Duration::from_secs(60));
     }
     adopt_target(spec, &mut st, &target, now);
+    // The target's record names its snapshot once there is one (a record written before
+    // snapshots existed gains it the first time its config is seen again).
+    if let Some(snap) = &observed.config_snapshot
+        && let Some(r) = st.history.iter_mut().find(|r| r.revision == target)
+        && r.config_snapshot.is_none()
+    {
+        r.config_snapshot = Some(snap.clone());
+    }
     if let Err(reason) = handle_action(spec, &mut st, &target, now) {
         st.phase = Some(RolloutPhase::Failed);
         p.place_newcomers(&st);
@@ -705,6 +713,7 @@ fn adopt_target(spec: &AgentRolloutSpec, st: &mut AgentRolloutStatus, target: &s
                 config_sha256: spec.target.config.sha256.clone(),
                 config_map: Some(spec.target.config.config_map.clone()),
                 config_key: Some(spec.target.config.key.clone()),
+                config_snapshot: None,
                 version: spec.target.version.clone(),
                 admitted_at: None,
                 outcome: RevisionOutcome::InProgress,

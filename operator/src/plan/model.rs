@@ -100,6 +100,9 @@ pub struct Observed {
     pub prometheus_value: Option<f64>,
     /// Why the Prometheus gate query has no value (unreachable, refused, no series).
     pub prometheus_error: Option<String>,
+    /// The operator's immutable copy of the target's config, when it holds one (then
+    /// `config_sha256` is that copy's hash, and the rollout's ConfigMap is not read).
+    pub config_snapshot: Option<String>,
 }
 
 /// A label change the planner asks for.

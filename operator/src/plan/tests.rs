@@ -77,6 +77,7 @@ fn observed(nodes: Vec<NodeView>, spec: &AgentRolloutSpec) -> Observed {
         config_sha256: Some(spec.target.config.sha256.clone()),
         prometheus_value: None,
         prometheus_error: None,
+        config_snapshot: None,
         config_error: None,
     }
 }
@@ -225,6 +226,7 @@ fn pinned_nodes_go_to_their_pin_and_incompatible_nodes_stay() {
         config_sha256: "y".into(),
         config_map: None,
         config_key: None,
+        config_snapshot: None,
         version: Some("1.9.3".into()),
         admitted_at: None,
         outcome: RevisionOutcome::Good,
@@ -483,6 +485,7 @@ fn world() -> impl Strategy<Value = World> {
                         config_sha256: s.target.config.sha256.clone(),
                         config_map: None,
                         config_key: None,
+                        config_snapshot: None,
                         version: None,
                         admitted_at: None,
                         outcome: RevisionOutcome::InProgress,
@@ -494,6 +497,7 @@ fn world() -> impl Strategy<Value = World> {
                         config_sha256: "y".into(),
                         config_map: None,
                         config_key: None,
+                        config_snapshot: None,
                         version: Some("1.9.3".into()),
                         admitted_at: None,
                         outcome: RevisionOutcome::Good,

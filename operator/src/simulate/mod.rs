@@ -358,6 +358,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
                 config_sha256: observed_cfg.clone(),
                 prometheus_value: None,
                 prometheus_error: None,
+                config_snapshot: None,
                 config_error: None,
             };
             let p = plan::next(spec, &status, Some(1), "vigil-system/sim", &observed, now, Limits { max_moves: 500 });
