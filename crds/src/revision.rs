@@ -104,19 +104,27 @@ impl fmt::Display for ConfigHash {
 }
 
 /// The name of a revision: `r-` and the first 10 hex characters of
-/// SHA-256(image reference, newline, config hash). Short enough for a label
+/// SHA-256(image reference, newline, config hash, and, when the operator names one, newline
+/// and the id of the pod template it writes). A change of the pod template (an operator
+/// upgrade that changes what the agent pods are given) is therefore a revision of its own,
+/// rolled out in waves like any other. Short enough for a label
 /// value and a DaemonSet name suffix; 40 bits make an accidental collision
 /// between the handful of revisions a rollout keeps negligible.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RevisionName(String);
 
 impl RevisionName {
-    /// Derives the name of the revision (image, config).
-    pub fn of(image: &ImageRef, config: &ConfigHash) -> Self {
+    /// Derives the name of the revision (image, config, pod template id; an empty id leaves
+    /// it out).
+    pub fn of(image: &ImageRef, config: &ConfigHash, pod_template: &str) -> Self {
         let mut h = Sha256::new();
         h.update(image.as_str().as_bytes());
         h.update(b"\n");
         h.update(config.as_str().as_bytes());
+        if !pod_template.is_empty() {
+            h.update(b"\n");
+            h.update(pod_template.as_bytes());
+        }
         let full = hex(&h.finalize());
         Self(format!("r-{}", &full[..10]))
     }
@@ -186,13 +194,22 @@ mod tests {
     #[test]
     fn revision_name_changes_with_either_half_and_is_a_label_value() {
         let img = ImageRef::pinned(&format!("r/a@sha256:{D}")).unwrap();
-        let a = RevisionName::of(&img, &ConfigHash::of(b"v1"));
-        let b = RevisionName::of(&img, &ConfigHash::of(b"v2"));
+        let a = RevisionName::of(&img, &ConfigHash::of(b"v1"), "t1");
+        let b = RevisionName::of(&img, &ConfigHash::of(b"v2"), "t1");
         let img2 = ImageRef::pinned(&format!("r/b@sha256:{D}")).unwrap();
-        let c = RevisionName::of(&img2, &ConfigHash::of(b"v1"));
+        let c = RevisionName::of(&img2, &ConfigHash::of(b"v1"), "t1");
+        let d = RevisionName::of(&img, &ConfigHash::of(b"v1"), "t2");
         assert_ne!(a, b);
         assert_ne!(a, c);
-        assert_eq!(a, RevisionName::of(&img, &ConfigHash::of(b"v1")));
+        assert_ne!(a, d, "a new pod template is a new revision");
+        assert_eq!(a, RevisionName::of(&img, &ConfigHash::of(b"v1"), "t1"));
+        // Without a template id, the name an earlier operator gave the same image and config.
+        let mut h = Sha256::new();
+        h.update(format!("{}\n{}", img.as_str(), ConfigHash::of(b"v1").as_str()).as_bytes());
+        assert_eq!(
+            RevisionName::of(&img, &ConfigHash::of(b"v1"), "").as_str(),
+            format!("r-{}", &hex(&h.finalize())[..10])
+        );
         assert_eq!(a.as_str().len(), 12);
         assert!(a.as_str().starts_with("r-"));
     }

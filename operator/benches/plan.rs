@@ -68,6 +68,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
             prometheus_value: None,
             prometheus_error: None,
             config_snapshot: None,
+            pod_template: String::new(),
             config_error: None,
         },
         now,
@@ -81,6 +82,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         prometheus_value: None,
         prometheus_error: None,
         config_snapshot: None,
+        pod_template: String::new(),
         config_error: None,
     };
     g.bench_function("wave_1_healthy_judged", |b| {
@@ -92,6 +94,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         prometheus_value: None,
         prometheus_error: None,
         config_snapshot: None,
+        pod_template: String::new(),
         config_error: None,
     };
     g.bench_function("wave_1_failing_rollback", |b| {
@@ -103,6 +106,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         prometheus_value: None,
         prometheus_error: None,
         config_snapshot: None,
+        pod_template: String::new(),
         config_error: None,
     };
     g.bench_function("first_plan_admit_wave_1", |b| {

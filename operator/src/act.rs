@@ -62,6 +62,23 @@ pub struct AgentTemplate {
     pub state_dir: String,
 }
 
+/// The version of the agent pod template [`daemonset`] builds. Bump it with every change of
+/// what the pods are given (the test `the_pod_template_is_versioned` fails until it is):
+/// the version is part of every revision's name, so a changed template reaches the fleet as a
+/// new revision, in waves behind the health gate, never by rewriting running DaemonSets.
+pub const POD_TEMPLATE_VERSION: u32 = 2;
+
+impl AgentTemplate {
+    /// The id of the pod template this operator writes: its version and every setting that
+    /// shapes the pods (the namespace aside: a rollout acts in one). Part of revision names.
+    pub fn id(&self) -> String {
+        format!(
+            "pod-template/{POD_TEMPLATE_VERSION}/{}/{}/{}/{}/{}",
+            self.service_account, self.host_root, self.config_dir, self.security_events, self.state_dir
+        )
+    }
+}
+
 impl Default for AgentTemplate {
     fn default() -> Self {
         Self {
@@ -438,6 +455,38 @@ mod tests {
         let a = cm.metadata.annotations.as_ref().unwrap();
         assert_eq!((a[labels::OWNER_ROLLOUT].as_str(), a[labels::CONFIG_SHA256].len()), ("ns/fleet", 64));
         assert_eq!(cm.metadata.owner_references, None);
+    }
+
+    /// A change-detector for the pod template: when this fails, the pods the operator writes
+    /// changed. Bump [`POD_TEMPLATE_VERSION`] (a new revision for every rollout, rolled out in
+    /// waves) and record the new fingerprint here.
+    #[test]
+    fn the_pod_template_is_versioned() {
+        let rec = RevisionRecord {
+            revision: "r-0000000000".into(),
+            image: format!("registry.example/vigil-agent@sha256:{}", "a".repeat(64)),
+            config_sha256: "b".repeat(64),
+            config_map: None,
+            config_key: None,
+            config_snapshot: Some("vigil-agent-config-r-0000000000".into()),
+            version: None,
+            admitted_at: None,
+            outcome: RevisionOutcome::InProgress,
+            reason: None,
+        };
+        let fingerprint = |t: &AgentTemplate| {
+            use sha2::{Digest, Sha256};
+            let ds = daemonset(&rec, None, "a/b", Some("0"), t).unwrap();
+            let body = serde_json::to_vec(&ds.spec).unwrap();
+            Sha256::digest(&body).iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let unprivileged = AgentTemplate { security_events: false, ..AgentTemplate::default() };
+        assert_eq!(
+            (POD_TEMPLATE_VERSION, fingerprint(&AgentTemplate::default()), fingerprint(&unprivileged)),
+            (2, "8842624a2639589f".to_owned(), "c3032d12ee9b9063".to_owned()),
+            "the agent pod template changed: bump POD_TEMPLATE_VERSION and record the new fingerprints"
+        );
+        assert_ne!(AgentTemplate::default().id(), unprivileged.id(), "every template setting is in the id");
     }
 
     #[test]

@@ -196,9 +196,10 @@ pub async fn observe(
     http: Option<&reqwest::Client>,
     rollout: &AgentRollout,
     ns: &str,
+    pod_template: &str,
 ) -> Result<(Observed, Option<String>), Error> {
     let spec = &rollout.spec;
-    let revision = plan::revision_of(spec).ok();
+    let revision = plan::revision_of(spec, pod_template).ok();
     let snapshot = revision.as_deref().and_then(|r| stores.snapshot(ns, r));
     let (config_sha256, config_error, config_snapshot, to_snapshot) = match snapshot {
         // Checked when it was taken, and immutable since.
@@ -218,7 +219,7 @@ pub async fn observe(
             (sha, error, None, text.filter(|_| matches && revision.is_some()))
         }
     };
-    let (prometheus_value, prometheus_error) = match gate_value(http, rollout, ns).await {
+    let (prometheus_value, prometheus_error) = match gate_value(http, rollout, ns, revision.as_deref()).await {
         None => (None, None),
         Some(Ok(v)) => (Some(v), None),
         Some(Err(e)) => (None, Some(e)),
@@ -230,6 +231,7 @@ pub async fn observe(
         prometheus_value,
         prometheus_error,
         config_snapshot,
+        pod_template: pod_template.to_owned(),
     };
     Ok((observed, to_snapshot))
 }
@@ -239,7 +241,7 @@ pub async fn observe(
 /// name, or `None` when it could not be written (then the revision mounts the rollout's own
 /// ConfigMap, as before snapshots, and the next reconcile tries again).
 async fn take_snapshot(ctx: &Context, rollout: &AgentRollout, ns: &str, key: &str, text: &str) -> Option<String> {
-    let revision = plan::revision_of(&rollout.spec).ok()?;
+    let revision = plan::revision_of(&rollout.spec, &ctx.template.id()).ok()?;
     let owner = match rollout.spec.deletion_policy {
         DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
         DeletionPolicy::Orphan => None,
@@ -265,15 +267,18 @@ async fn take_snapshot(ctx: &Context, rollout: &AgentRollout, ns: &str, key: &st
 
 /// The Prometheus gate's value for the rollout's target, when it has the gate: `None` without
 /// one, an error in words when the query has no value.
-async fn gate_value(http: Option<&reqwest::Client>, rollout: &AgentRollout, ns: &str) -> Option<Result<f64, String>> {
+async fn gate_value(
+    http: Option<&reqwest::Client>,
+    rollout: &AgentRollout,
+    ns: &str,
+    revision: Option<&str>,
+) -> Option<Result<f64, String>> {
     let gate = rollout.spec.health_gate.prometheus.as_ref()?;
     let Some(http) = http else { return Some(Err("no HTTP client could be built".into())) };
-    let revision = match plan::revision_of(&rollout.spec) {
-        Ok(r) => r,
-        Err(e) => return Some(Err(e)),
-    };
+    // No revision: the target itself is wrong, and the planner says so.
+    let revision = revision?;
     let key = format!("{ns}/{}", rollout.metadata.name.as_deref().unwrap_or(""));
-    Some(crate::prometheus::query(http, gate, &key, &revision).await.map_err(|e| e.to_string()))
+    Some(crate::prometheus::query(http, gate, &key, revision).await.map_err(|e| e.to_string()))
 }
 
 /// One reconcile of one rollout, timed and counted.
@@ -306,7 +311,8 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         );
         return refuse(&rollout, ctx, &ns, &name, "Overlap", message).await;
     }
-    let (mut observed, to_snapshot) = observe(&ctx.client, &ctx.stores, ctx.http.as_ref(), &rollout, &ns).await?;
+    let (mut observed, to_snapshot) =
+        observe(&ctx.client, &ctx.stores, ctx.http.as_ref(), &rollout, &ns, &ctx.template.id()).await?;
     if let Some(text) = to_snapshot {
         observed.config_snapshot = take_snapshot(ctx, &rollout, &ns, &key, &text).await;
     }
@@ -371,9 +377,10 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             .await
             .map_err(|e| Error::Node(m.node.clone(), e))?;
     }
-    // 3. A DaemonSet for every revision a node may run, written only when what the operator
-    // wants of it changed (its `vigil.dev/desired-sha256`): an unchanged reconcile writes
-    // nothing, and an emergency edit by a person stays until the revision's desired spec moves.
+    // 3. A DaemonSet for every revision a node may run: created whole once, then written only
+    // when what the operator wants of it changed (its `vigil.dev/desired-sha256`), and then
+    // only its metadata: an unchanged reconcile writes nothing, and an emergency edit of a
+    // pod template by a person stays.
     // Under the `Delete` deletion policy the rollout owns them; under `Orphan` nothing does.
     let owner = match rollout.spec.deletion_policy {
         DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
@@ -402,12 +409,26 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         let Some(ds) = act::daemonset(rec, owner.clone(), &key, Some(revision_trace.as_str()), &t) else { continue };
         let ds_name = act::daemonset_name(&rec.revision);
         let want = ds.metadata.annotations.as_ref().and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
-        let has = existing
-            .iter()
-            .find(|d| d.metadata.name.as_deref() == Some(ds_name.as_str()))
-            .and_then(|d| d.metadata.annotations.as_ref())
-            .and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
+        let found = existing.iter().find(|d| d.metadata.name.as_deref() == Some(ds_name.as_str()));
+        let has =
+            found.and_then(|d| d.metadata.annotations.as_ref()).and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
         if want.is_some() && has == want {
+            continue;
+        }
+        if found.is_some() {
+            // Its pod template was written when it was created and is never rewritten (a
+            // changed template is a new revision, rolled out in waves): only what the operator
+            // says about the DaemonSet (owner, annotations, labels) is brought up to date.
+            let owners = ds.metadata.owner_references.clone();
+            let body = serde_json::json!({"metadata": {
+                "labels": ds.metadata.labels,
+                "annotations": ds.metadata.annotations,
+                "ownerReferences": owners,
+            }});
+            let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+            dss.patch(&ds_name, &params, &Patch::Merge(&body))
+                .await
+                .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
             continue;
         }
         dss.patch(&ds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ds))

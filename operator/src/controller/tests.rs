@@ -12,7 +12,12 @@ use vigil_crds::AgentRollout;
 use vigil_crds::rollout::FailurePolicy;
 
 use super::{Context, reconcile};
-use crate::simulate::{STABLE, spec, target_name};
+use crate::simulate::{STABLE, spec};
+
+/// The revision the test rollout targets, as the controller names it (with its pod template).
+fn target_name(spec: &vigil_crds::AgentRolloutSpec) -> String {
+    crate::plan::revision_of(spec, &crate::act::AgentTemplate::default().id()).unwrap()
+}
 
 const CONFIG: &str = "interval: 10s\n";
 
@@ -276,6 +281,54 @@ async fn with_a_snapshot_of_the_target_the_rollouts_configmap_is_not_read_so_edi
     });
     tokio::time::timeout(Duration::from_secs(15), reconcile(Arc::new(rollout()), ctx)).await.unwrap().unwrap();
     api.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_existing_daemonset_gets_only_its_metadata_written_never_its_pod_template() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let target = target_name(&rollout().spec);
+    let snap = crate::act::config_snapshot(
+        &target,
+        &rollout().spec.target.config.sha256,
+        CONFIG,
+        "vigil-system/agent",
+        None,
+        "vigil-system",
+    );
+    // The target's DaemonSet exists, written by an earlier operator (owned by the rollout, no
+    // desired hash of today's).
+    let mut st = stores(20, vec![daemonset(&target, None, Some("uid-1"))]);
+    st.snapshots = fill(vec![snap]);
+    let ctx = Arc::new(Context::new(client, None, st));
+    let want = format!("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-{target}?");
+    let api = tokio::spawn(async move {
+        let mut seen = None;
+        while let Ok(Some((req, send))) = tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await {
+            let content_type =
+                req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            let (m, uri, body) = body_json(req).await;
+            let answer = if uri.starts_with("/api/v1/nodes/") {
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}})
+            } else if uri.contains("/agentrollouts/") {
+                serde_json::to_value(rollout()).unwrap()
+            } else {
+                body.clone()
+            };
+            if uri.starts_with(&want) {
+                assert_eq!((m.clone(), content_type.as_str()), (Method::PATCH, "application/merge-patch+json"));
+                seen = Some(body);
+            }
+            send.send_response(ok(&answer));
+        }
+        seen
+    });
+    tokio::time::timeout(Duration::from_secs(15), reconcile(Arc::new(rollout()), ctx)).await.unwrap().unwrap();
+    let body = api.await.unwrap().expect("the DaemonSet's metadata is brought up to date");
+    assert!(body.get("spec").is_none(), "the pod template is never rewritten: {body}");
+    assert_eq!(body["metadata"]["ownerReferences"], Value::Null, "Orphan: the owner reference goes");
+    assert_eq!(body["metadata"]["annotations"]["vigil.dev/owner-rollout"], "vigil-system/agent");
+    assert_eq!(body["metadata"]["annotations"]["vigil.dev/desired-sha256"].as_str().map(str::len), Some(64));
 }
 
 #[tokio::test]

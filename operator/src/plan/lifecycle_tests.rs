@@ -268,6 +268,7 @@ fn a_prometheus_gate_without_an_answer_holds_the_wave_and_says_why() {
         prometheus_value: None,
         prometheus_error: Some("the query returned no series".into()),
         config_snapshot: None,
+        pod_template: String::new(),
         config_error: None,
     };
     let q = next(&s, &p.status, Some(1), "vigil-system/r", &o, t(60), Limits::default());
@@ -330,6 +331,7 @@ fn a_node_joining_a_stopped_rollout_gets_the_stable_revision_or_its_pin_and_noth
             prometheus_value: None,
             prometheus_error: None,
             config_snapshot: None,
+            pod_template: String::new(),
             config_error: None,
         };
         stopped(&mut o, why);

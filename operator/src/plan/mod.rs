@@ -653,20 +653,20 @@ fn only_good(id: &str, verb: &str, target: &str) -> String {
     )
 }
 
-/// The revision name the spec's target makes (image and config hash), or what is wrong with
-/// the target, naming the field.
-pub fn revision_of(spec: &AgentRolloutSpec) -> Result<String, String> {
+/// The revision name the spec's target makes (image, config hash, and the id of the pod
+/// template the operator writes), or what is wrong with the target, naming the field.
+pub fn revision_of(spec: &AgentRolloutSpec, pod_template: &str) -> Result<String, String> {
     let t = &spec.target;
     let image = if t.allow_tag_reference { ImageRef::parse(&t.image) } else { ImageRef::pinned(&t.image) }
         .map_err(|e| format!("spec.target.image: {e}"))?;
     let config = ConfigHash::parse(&t.config.sha256).map_err(|e| format!("spec.target.config.sha256: {e}"))?;
-    Ok(RevisionName::of(&image, &config).to_string())
+    Ok(RevisionName::of(&image, &config, pod_template).to_string())
 }
 
 /// The target revision, with the config hash checked against what the ConfigMap holds.
 fn target_revision(spec: &AgentRolloutSpec, observed: &Observed) -> Result<String, String> {
     let t = &spec.target;
-    let revision = revision_of(spec)?;
+    let revision = revision_of(spec, &observed.pod_template)?;
     let config = t.config.sha256.as_str();
     match &observed.config_sha256 {
         None => {

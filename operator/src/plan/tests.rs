@@ -78,6 +78,7 @@ fn observed(nodes: Vec<NodeView>, spec: &AgentRolloutSpec) -> Observed {
         prometheus_value: None,
         prometheus_error: None,
         config_snapshot: None,
+        pod_template: String::new(),
         config_error: None,
     }
 }

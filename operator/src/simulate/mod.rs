@@ -359,6 +359,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
                 prometheus_value: None,
                 prometheus_error: None,
                 config_snapshot: None,
+                pod_template: String::new(),
                 config_error: None,
             };
             let p = plan::next(spec, &status, Some(1), "vigil-system/sim", &observed, now, Limits { max_moves: 500 });
@@ -488,7 +489,8 @@ fn index_of(name: &str) -> Option<usize> {
 pub fn target_name(spec: &AgentRolloutSpec) -> String {
     let image = vigil_crds::ImageRef::parse(&spec.target.image).expect("scenario image");
     let cfg = vigil_crds::ConfigHash::parse(&spec.target.config.sha256).expect("scenario config");
-    vigil_crds::RevisionName::of(&image, &cfg).to_string()
+    // The simulator writes no pods: no template id (as its Observed says).
+    vigil_crds::RevisionName::of(&image, &cfg, "").to_string()
 }
 
 fn check_invariants(
