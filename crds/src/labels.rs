@@ -7,6 +7,25 @@
 /// DaemonSets select nodes on it, so moving a node is one label patch.
 pub const REVISION: &str = "vigil.dev/revision";
 
+/// Node labels `vigil.dev/run.<revision>=true`: which revisions' agents run on the node. The
+/// per-revision DaemonSets select nodes on them. A node moving from revision A to B carries
+/// both until B's agent has taken the node over (its heartbeat Lease names B), so the node is
+/// never without a working agent; then A's goes (docs/adr/0005-zero-gap-handover.md).
+pub const RUN_PREFIX: &str = "vigil.dev/run.";
+
+/// The value of a [`RUN_PREFIX`] label.
+pub const RUN_VALUE: &str = "true";
+
+/// The run label of `revision`.
+pub fn run_label(revision: &str) -> String {
+    format!("{RUN_PREFIX}{revision}")
+}
+
+/// The revision a label key names when it is a run label.
+pub fn run_revision(key: &str) -> Option<&str> {
+    key.strip_prefix(RUN_PREFIX).filter(|r| !r.is_empty())
+}
+
 /// Node label: the rollout (`<namespace>.<name>`) that manages the node.
 pub const ROLLOUT: &str = "vigil.dev/rollout";
 
@@ -88,6 +107,17 @@ mod tests {
             assert!(!name.is_empty() && name.len() <= 63, "{key}");
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{key}");
         }
+    }
+
+    #[test]
+    fn run_labels_name_their_revision_and_are_valid_keys() {
+        let k = run_label("r-0123456789");
+        assert_eq!(run_revision(&k), Some("r-0123456789"));
+        assert_eq!(run_revision(REVISION), None);
+        assert_eq!(run_revision(RUN_PREFIX), None);
+        let (prefix, name) = k.split_once('/').unwrap();
+        assert_eq!(prefix, crate::GROUP);
+        assert!(name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
     }
 
     #[test]

@@ -43,6 +43,17 @@ async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], bad_im
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let agent_leases: Api<Lease> = Api::namespaced(client.clone(), ns);
     let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
+    // Each node's agents; of two (a handover), the one that works is that of the node's
+    // revision unless it crashes, as the agents' lock on the node decides.
+    let mut working: std::collections::BTreeMap<String, (bool, String)> = std::collections::BTreeMap::new();
+    let mut assigned: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for n in nodes {
+        if let Some(rev) =
+            node_api.get_opt(n).await.ok().flatten().and_then(|n| n.metadata.labels?.remove("vigil.dev/revision"))
+        {
+            assigned.insert(n.clone(), rev);
+        }
+    }
     for p in pods.list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent")).await.unwrap().items {
         let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
         if !nodes.contains(&node) {
@@ -61,19 +72,27 @@ async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], bad_im
             .patch_status(p.metadata.name.as_deref().unwrap(), &PatchParams::default(), &Patch::Merge(&status))
             .await;
         if !bad {
-            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": format!("vigil-agent-{node}"), "labels": {"app.kubernetes.io/name": "vigil-agent"}}, "spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": jiff_micro(now)}});
-            let _ = agent_leases
-                .patch(
-                    &format!("vigil-agent-{node}"),
-                    &PatchParams::apply("vigil-e2e-agent").force(),
-                    &Patch::Apply(&lease),
-                )
-                .await;
-            let st = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": node}, "spec": {"nodeName": node}, "status": {"revision": rev, "health": "Healthy"}});
-            let pp = PatchParams::apply("vigil-e2e-agent").force();
-            let _ = statuses.patch(&node, &pp, &Patch::Apply(&st)).await;
-            let _ = statuses.patch_status(&node, &pp, &Patch::Apply(&st)).await;
+            let is_assigned = assigned.get(&node) == Some(&rev);
+            let slot = working.entry(node).or_insert((is_assigned, rev.clone()));
+            if is_assigned && !slot.0 {
+                *slot = (true, rev);
+            }
         }
+    }
+    for (node, (_, rev)) in working {
+        // The working agent's heartbeat names its revision, as the agent's does.
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": format!("vigil-agent-{node}"), "labels": {"app.kubernetes.io/name": "vigil-agent"}}, "spec": {"holderIdentity": rev, "leaseDurationSeconds": 40, "renewTime": jiff_micro(now)}});
+        let _ = agent_leases
+            .patch(
+                &format!("vigil-agent-{node}"),
+                &PatchParams::apply("vigil-e2e-agent").force(),
+                &Patch::Apply(&lease),
+            )
+            .await;
+        let st = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": node}, "spec": {"nodeName": node}, "status": {"revision": rev, "health": "Healthy"}});
+        let pp = PatchParams::apply("vigil-e2e-agent").force();
+        let _ = statuses.patch(&node, &pp, &Patch::Apply(&st)).await;
+        let _ = statuses.patch_status(&node, &pp, &Patch::Apply(&st)).await;
     }
 }
 
@@ -201,6 +220,36 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .await
         .unwrap();
     assert_eq!(labelled.items.len(), NODES, "every selected node runs the good revision");
+    // Each node's handover ended: only the good revision's agent runs on it.
+    vigil_e2e::wait_for("every handover done", Duration::from_secs(60), Duration::from_secs(1), || {
+        let (node_api, run_label, good_rev) = (node_api.clone(), run_label.clone(), good_rev.clone());
+        async move {
+            let nodes = node_api
+                .list(&ListParams::default().labels(&format!("vigil.dev/e2e={run_label}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            let runs: Vec<Vec<String>> = nodes
+                .items
+                .iter()
+                .map(|n| {
+                    n.metadata
+                        .labels
+                        .iter()
+                        .flatten()
+                        .filter_map(|(k, _)| k.strip_prefix("vigil.dev/run."))
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .collect();
+            if runs.iter().all(|r| r == std::slice::from_ref(&good_rev)) {
+                Ok(Some(()))
+            } else {
+                Err(format!("run labels {runs:?}"))
+            }
+        }
+    })
+    .await
+    .unwrap();
 
     // The revision runs the operator's immutable copy of its config, so editing the rollout's
     // ConfigMap in place (as `helm upgrade` does) changes nothing it runs.

@@ -230,6 +230,8 @@ pub async fn run(
             };
         }
         server.abort();
+        // Until the task is gone the port stays bound; the agent taking over binds it next.
+        let _ = server.await;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod detect;
 pub mod events;
 pub mod export;
+pub mod handover;
 pub use vigil_agent_config::filter;
 pub mod host;
 pub mod proc;

@@ -474,10 +474,37 @@ fn run_daemon(
         config.host_root = root;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    rt.block_on(vigil_agent::daemon::run(config, env!("CARGO_PKG_VERSION"), report, shutdown_signal(), |addr| {
-        let _ = writeln!(std::io::stderr(), "vigil-agent: serving metrics on http://{addr}/metrics");
-    }))?;
-    Ok(())
+    rt.block_on(async move {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let node = env(vigil_crds::agent::env::NODE_NAME);
+        let in_pod = report && node.is_some() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+        let client = if in_pod { kube::Client::try_default().await.ok() } else { None };
+        let assigned = match (client, node) {
+            (Some(client), Some(node)) => vigil_agent::handover::Assigned::Node { client, node },
+            _ => vigil_agent::handover::Assigned::Fixed(std::sync::Arc::default()),
+        };
+        let dir = config.events.state_dir.clone();
+        let mine = env(vigil_crds::agent::env::REVISION);
+        if !in_pod && matches!(vigil_agent::handover::NodeLock::try_take(&dir), Ok(None)) {
+            anyhow::bail!(
+                "another vigil-agent works with the state directory {} (it holds {}); stop it, or give this one another events.stateDir",
+                dir.display(),
+                dir.join(vigil_agent::handover::LOCK_FILE).display()
+            );
+        }
+        vigil_agent::handover::exclusive(&dir, mine, assigned, stop, |shutdown| {
+            vigil_agent::daemon::run(config.clone(), env!("CARGO_PKG_VERSION"), report, shutdown, |addr| {
+                let _ = writeln!(std::io::stderr(), "vigil-agent: serving metrics on http://{addr}/metrics");
+            })
+        })
+        .await?;
+        Ok(())
+    })
 }
 
 /// Resolves on SIGTERM (the kubelet stopping the pod) or SIGINT.

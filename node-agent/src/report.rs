@@ -44,7 +44,9 @@ pub fn lease(id: &Identity, now: Timestamp, duration: Duration) -> Lease {
         "kind": "Lease",
         "metadata": {"name": lease_name(&id.node), "namespace": id.namespace, "labels": {vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1}},
         "spec": {
-            "holderIdentity": id.node,
+            // The revision whose agent renews it: during a handover the operator reads from it
+            // which of the node's two agents works (the node name when the pod has no revision).
+            "holderIdentity": id.revision.as_deref().unwrap_or(&id.node),
             "leaseDurationSeconds": duration.as_secs(),
             "renewTime": MicroTime(now),
         }
@@ -382,7 +384,10 @@ mod tests {
         assert_eq!(l.metadata.name.as_deref(), Some("vigil-agent-node-a"));
         assert_eq!(l.metadata.labels.unwrap()["app.kubernetes.io/name"], "vigil-agent");
         let spec = l.spec.unwrap();
-        assert_eq!(spec.holder_identity.as_deref(), Some("node-a"));
+        assert_eq!(spec.holder_identity.as_deref(), Some("r-aaaaaaaaaa"), "the holder is the agent's revision");
+        let bare = Identity { revision: None, ..id() };
+        let l = lease(&bare, Timestamp::UNIX_EPOCH, Duration::from_secs(40));
+        assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("node-a"), "no revision: the node");
         assert_eq!(spec.lease_duration_seconds, Some(40));
         assert_eq!(spec.renew_time, Some(MicroTime(Timestamp::UNIX_EPOCH)));
     }
@@ -443,7 +448,7 @@ mod tests {
             let (req, send) = handle.next_request().await.unwrap();
             assert_eq!(req.method(), Method::POST);
             let body: Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-            assert_eq!(body["spec"]["holderIdentity"], "node-a");
+            assert_eq!(body["spec"]["holderIdentity"], "r-aaaaaaaaaa");
             send.send_response(reply(201, body));
             for path in [
                 "/apis/vigil.dev/v1alpha1/agentstatuses/node-a",

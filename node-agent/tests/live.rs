@@ -256,6 +256,17 @@ fn run_serves_metrics_that_promtool_accepts_and_stops_on_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A second agent on the same state directory is refused, naming it, and changes nothing.
+    let second = agent().arg("run").arg("-c").arg(&cfg).output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another vigil-agent works with the state directory")
+            && err.contains(&dir.path().join("state").display().to_string()),
+        "{err}"
+    );
+    assert_eq!(http_get(&addr, "/healthz").0, 200, "the first agent runs on");
+
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {

@@ -16,19 +16,55 @@ use crate::plan::Move;
 pub const FIELD_MANAGER: &str = "vigil-operator";
 
 /// The merge patch that moves one node (its revision label, its pin label, the rollout that
-/// manages it, and when it was admitted). A `None` revision removes the labels, and with them
+/// manages it, and when it was admitted) and starts the new revision's agent beside the one
+/// running (its run label; the old one's stays until [`handover_done`]). A `None` revision
+/// removes the labels, every run label of the node (`current` are its labels), and with them
 /// the agent.
-pub fn node_label_patch(m: &Move, rollout_key: &str, now: jiff::Timestamp) -> Value {
+pub fn node_label_patch(
+    m: &Move,
+    rollout_key: &str,
+    now: jiff::Timestamp,
+    current: &BTreeMap<String, String>,
+) -> Value {
     let (ns, name) = rollout_key.split_once('/').unwrap_or(("", rollout_key));
     let rollout_label = labels::rollout_label_value(ns, name);
+    let mut node_labels = serde_json::Map::new();
+    node_labels.insert(labels::REVISION.into(), json!(m.to));
+    node_labels.insert(labels::PINNED.into(), json!(m.pin));
+    node_labels.insert(labels::ROLLOUT.into(), json!(m.to.as_ref().map(|_| rollout_label)));
+    match &m.to {
+        Some(to) => {
+            node_labels.insert(labels::run_label(to), json!(labels::RUN_VALUE));
+        }
+        None => {
+            for key in current.keys().filter(|k| labels::run_revision(k).is_some()) {
+                node_labels.insert(key.clone(), Value::Null);
+            }
+        }
+    }
     json!({"metadata": {
-        "labels": {
-            labels::REVISION: m.to,
-            labels::PINNED: m.pin,
-            labels::ROLLOUT: m.to.as_ref().map(|_| rollout_label),
-        },
+        "labels": node_labels,
         "annotations": {labels::ADMITTED_AT: m.to.as_ref().map(|_| now.to_string())},
     }})
+}
+
+/// The run labels to take off a node whose handover is done: once the agent of the node's
+/// revision holds its heartbeat Lease (`lease_holder`), the agents of every other revision
+/// on it go. Empty while the handover runs, and when there is nothing to take off.
+pub fn handover_done(node_labels: &BTreeMap<String, String>, lease_holder: Option<&str>) -> Vec<String> {
+    let Some(revision) = node_labels.get(labels::REVISION) else { return Vec::new() };
+    if lease_holder != Some(revision.as_str()) {
+        return Vec::new();
+    }
+    node_labels.keys().filter(|k| labels::run_revision(k).is_some_and(|r| r != revision)).cloned().collect()
+}
+
+/// The revisions whose agents a node runs: its run labels, and its revision label (which an
+/// agent of a DaemonSet written before run labels selects on).
+pub fn running_revisions(node_labels: &BTreeMap<String, String>) -> impl Iterator<Item = &str> {
+    node_labels
+        .iter()
+        .filter_map(|(k, v)| if k == labels::REVISION { Some(v.as_str()) } else { labels::run_revision(k) })
 }
 
 /// The server-side-apply body of the rollout's status.
@@ -66,7 +102,7 @@ pub struct AgentTemplate {
 /// what the pods are given (the test `the_pod_template_is_versioned` fails until it is):
 /// the version is part of every revision's name, so a changed template reaches the fleet as a
 /// new revision, in waves behind the health gate, never by rewriting running DaemonSets.
-pub const POD_TEMPLATE_VERSION: u32 = 2;
+pub const POD_TEMPLATE_VERSION: u32 = 3;
 
 impl AgentTemplate {
     /// The id of the pod template this operator writes: its version and every setting that
@@ -128,6 +164,7 @@ pub fn daemonset(
     let name = daemonset_name(&rec.revision);
     let selector: BTreeMap<&str, &str> =
         [vigil_crds::agent::NAME_LABEL, (labels::REVISION, rec.revision.as_str())].into();
+    let run_label = labels::run_label(&rec.revision);
     let mut annotations = BTreeMap::from([(labels::CONFIG_SHA256.to_owned(), rec.config_sha256.clone())]);
     if let Some(tid) = trace_id {
         annotations.insert(labels::ROLLOUT_TRACE_ID.to_owned(), tid.to_owned());
@@ -181,7 +218,9 @@ pub fn daemonset(
             "template": {
                 "metadata": {"labels": selector, "annotations": annotations},
                 "spec": {
-                    "nodeSelector": {labels::REVISION: rec.revision},
+                    // Its nodes: those that run the revision's agent (beside another one's during
+                    // a handover, docs/adr/0005-zero-gap-handover.md).
+                    "nodeSelector": {run_label: labels::RUN_VALUE},
                     "serviceAccountName": t.service_account,
                     // The process connector answers only a socket in the host's network
                     // namespace held by a process in the host's PID namespace
@@ -291,16 +330,46 @@ mod tests {
         let m = Move { node: "n".into(), from: Some("r-1".into()), to: Some("r-2".into()), pin: None };
         let now: jiff::Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         assert_eq!(
-            node_label_patch(&m, "vigil-system/agent", now),
+            node_label_patch(&m, "vigil-system/agent", now, &BTreeMap::new()),
             json!({"metadata": {
-                "labels": {"vigil.dev/revision": "r-2", "vigil.dev/pinned": null, "vigil.dev/rollout": "vigil-system.agent"},
+                "labels": {"vigil.dev/revision": "r-2", "vigil.dev/pinned": null, "vigil.dev/rollout": "vigil-system.agent", "vigil.dev/run.r-2": "true"},
                 "annotations": {"vigil.dev/admitted-at": "2026-12-02T10:00:00Z"},
             }})
         );
         let off = Move { node: "n".into(), from: Some("r-1".into()), to: None, pin: Some("legacy".into()) };
-        let p = node_label_patch(&off, "a/b", now);
+        let on: BTreeMap<String, String> =
+            [("vigil.dev/run.r-1", "true"), ("vigil.dev/run.r-0", "true"), ("pool", "a")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        let p = node_label_patch(&off, "a/b", now, &on);
         assert_eq!(p["metadata"]["labels"]["vigil.dev/revision"], Value::Null);
+        assert_eq!(p["metadata"]["labels"]["vigil.dev/run.r-1"], Value::Null, "no agent at all: every run label goes");
+        assert_eq!(p["metadata"]["labels"]["vigil.dev/run.r-0"], Value::Null);
+        assert!(p["metadata"]["labels"].get("pool").is_none(), "labels not ours are not touched");
         assert_eq!(p["metadata"]["annotations"]["vigil.dev/admitted-at"], Value::Null);
+    }
+
+    #[test]
+    fn a_handover_ends_when_the_new_revisions_agent_holds_the_lease() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let mid = labels(&[
+            ("vigil.dev/revision", "r-b"),
+            ("vigil.dev/run.r-a", "true"),
+            ("vigil.dev/run.r-b", "true"),
+            ("pool", "x"),
+        ]);
+        assert!(handover_done(&mid, Some("r-a")).is_empty(), "r-a's agent still works the node");
+        assert!(handover_done(&mid, None).is_empty());
+        assert!(handover_done(&mid, Some("node-1")).is_empty(), "an agent that names no revision");
+        assert_eq!(handover_done(&mid, Some("r-b")), ["vigil.dev/run.r-a"]);
+        let settled = labels(&[("vigil.dev/revision", "r-b"), ("vigil.dev/run.r-b", "true")]);
+        assert!(handover_done(&settled, Some("r-b")).is_empty(), "nothing to do: no write");
+        let mut running: Vec<&str> = running_revisions(&mid).collect();
+        running.sort_unstable();
+        assert_eq!(running, ["r-a", "r-b", "r-b"]);
     }
 
     #[test]
@@ -346,7 +415,11 @@ mod tests {
         assert_eq!(ds.metadata.name.as_deref(), Some("vigil-agent-r-2b878e0c19"));
         let spec = ds.spec.unwrap();
         let pod = spec.template.spec.unwrap();
-        assert_eq!(pod.node_selector.unwrap()["vigil.dev/revision"], "r-2b878e0c19");
+        assert_eq!(
+            pod.node_selector.unwrap(),
+            BTreeMap::from([("vigil.dev/run.r-2b878e0c19".to_owned(), "true".to_owned())]),
+            "the nodes that run the revision's agent"
+        );
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some(rec.image.as_str()));
         let sc = c.security_context.as_ref().unwrap();
@@ -483,7 +556,7 @@ mod tests {
         let unprivileged = AgentTemplate { security_events: false, ..AgentTemplate::default() };
         assert_eq!(
             (POD_TEMPLATE_VERSION, fingerprint(&AgentTemplate::default()), fingerprint(&unprivileged)),
-            (2, "8842624a2639589f".to_owned(), "c3032d12ee9b9063".to_owned()),
+            (3, "59aeb25331435266".to_owned(), "6fe38efdb6dd2a2c".to_owned()),
             "the agent pod template changed: bump POD_TEMPLATE_VERSION and record the new fingerprints"
         );
         assert_ne!(AgentTemplate::default().id(), unprivileged.id(), "every template setting is in the id");

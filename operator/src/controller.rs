@@ -371,11 +371,32 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let as_operator = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
     let moved_at = jiff::Timestamp::now();
+    let empty = BTreeMap::new();
     for m in &p.moves {
+        let current = observed.nodes.iter().find(|n| n.name == m.node).map_or(&empty, |n| &n.labels);
         nodes
-            .patch(&m.node, &as_operator, &Patch::Merge(act::node_label_patch(m, &key, moved_at)))
+            .patch(&m.node, &as_operator, &Patch::Merge(act::node_label_patch(m, &key, moved_at, current)))
             .await
             .map_err(|e| Error::Node(m.node.clone(), e))?;
+    }
+    // 2b. Handovers done: once the agent of a node's revision holds the node's heartbeat Lease,
+    // the other revisions' agents on the node go (their run labels). Not while frozen.
+    if p.decision.kind != "Freeze" {
+        for n in observed.nodes.iter().filter(|n| !p.moves.iter().any(|m| m.node == n.name)) {
+            let lease = kube::runtime::reflector::ObjectRef::new(&vigil_crds::agent::lease_name(&n.name)).within(&ns);
+            let holder =
+                ctx.stores.leases.get(&lease).and_then(|l| l.spec.as_ref().and_then(|s| s.holder_identity.clone()));
+            let done = act::handover_done(&n.labels, holder.as_deref());
+            if done.is_empty() {
+                continue;
+            }
+            let labels: serde_json::Map<String, serde_json::Value> =
+                done.into_iter().map(|k| (k, serde_json::Value::Null)).collect();
+            nodes
+                .patch(&n.name, &as_operator, &Patch::Merge(serde_json::json!({"metadata": {"labels": labels}})))
+                .await
+                .map_err(|e| Error::Node(n.name.clone(), e))?;
+        }
     }
     // 3. A DaemonSet for every revision a node may run: created whole once, then written only
     // when what the operator wants of it changed (its `vigil.dev/desired-sha256`), and then
@@ -395,7 +416,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         .filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str()))
         .collect();
     existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let mut revisions: Vec<&str> = observed.nodes.iter().filter_map(|n| n.revision.as_deref()).collect();
+    let mut revisions: Vec<&str> = observed.nodes.iter().flat_map(|n| act::running_revisions(&n.labels)).collect();
     revisions.extend(p.moves.iter().filter_map(|m| m.to.as_deref()));
     let live = act::live_revisions(&p.status, revisions);
     for rec in p.status.history.iter().filter(|r| live.contains(r.revision.as_str())) {
@@ -445,8 +466,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         if !written_for(ds, &rollout, &key) || live.contains(rev.as_str()) {
             continue;
         }
-        let labelled =
-            ctx.stores.nodes.state().iter().any(|n| n.labels().get(vigil_crds::labels::REVISION) == Some(rev));
+        let labelled = ctx.stores.nodes.state().iter().any(|n| act::running_revisions(n.labels()).any(|r| r == rev));
         if !labelled {
             dss.delete(ds_name, &kube::api::DeleteParams::default())
                 .await
@@ -598,6 +618,11 @@ fn node_key(n: &Node) -> u64 {
     digest((&n.metadata.labels, ready))
 }
 
+/// What a handover reads of a heartbeat Lease: its holder.
+fn lease_key(l: &Lease) -> u64 {
+    digest(l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()))
+}
+
 /// What the gate reads of an agent pod: readiness, restarts and waiting reasons.
 fn pod_key(p: &Pod) -> u64 {
     let st = p.status.as_ref();
@@ -654,9 +679,16 @@ pub async fn run(
             Api::all(client.clone()),
             agents.clone(),
             observe::trim_pod,
-            Some(Nudge { tx: nudge, key: pod_key }),
+            Some(Nudge { tx: nudge.clone(), key: pod_key }),
         ),
-        leases: spawn_reflector(Api::all(client.clone()), agents, observe::trim_lease, None),
+        // A Lease changing holder (an agent taking its node over) wakes the rollouts, which
+        // then finish the handover; renewals do not change the key.
+        leases: spawn_reflector(
+            Api::all(client.clone()),
+            agents,
+            observe::trim_lease,
+            Some(Nudge { tx: nudge.clone(), key: lease_key }),
+        ),
         statuses: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),

@@ -79,7 +79,12 @@ pub fn plan(
     };
     // Revisions some DaemonSet of ours still runs.
     let served: BTreeSet<String> = daemonsets.iter().filter(ours).filter_map(|d| revision_of(&d.metadata)).collect();
-    let labelled: BTreeSet<String> = nodes.iter().filter_map(|n| revision_of(&n.metadata)).collect();
+    let empty = std::collections::BTreeMap::new();
+    let labelled: BTreeSet<String> = nodes
+        .iter()
+        .flat_map(|n| crate::act::running_revisions(n.metadata.labels.as_ref().unwrap_or(&empty)))
+        .map(str::to_owned)
+        .collect();
 
     let mut out = Cleanup::default();
     for d in daemonsets.iter().filter(ours) {
@@ -97,7 +102,7 @@ pub fn plan(
         if values.contains(value) {
             continue;
         }
-        let needed = revision_of(m).is_some_and(|r| served.contains(&r));
+        let needed = crate::act::running_revisions(m.labels.as_ref().unwrap_or(&empty)).any(|r| served.contains(r));
         let admitted =
             m.annotations.as_ref().and_then(|a| a.get(labels::ADMITTED_AT)).and_then(|t| t.parse::<Timestamp>().ok());
         if !needed && older_than(admitted, now, GRACE) {
@@ -119,12 +124,17 @@ pub fn plan(
     out
 }
 
-/// The merge patch that clears a node of what the operator wrote on it.
-pub fn unlabel_patch() -> serde_json::Value {
-    serde_json::json!({"metadata": {
-        "labels": {labels::REVISION: null, labels::ROLLOUT: null, labels::PINNED: null},
-        "annotations": {labels::ADMITTED_AT: null},
-    }})
+/// The merge patch that clears a node (with `current` labels) of what the operator wrote on
+/// it: its revision, rollout, pin and run labels and its admission annotation.
+pub fn unlabel_patch(current: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
+    let mut l = serde_json::Map::new();
+    for key in [labels::REVISION, labels::ROLLOUT, labels::PINNED] {
+        l.insert(key.to_owned(), serde_json::Value::Null);
+    }
+    for key in current.keys().filter(|k| labels::run_revision(k).is_some()) {
+        l.insert(key.clone(), serde_json::Value::Null);
+    }
+    serde_json::json!({"metadata": {"labels": l, "annotations": {labels::ADMITTED_AT: null}}})
 }
 
 /// Runs a pass every [`EVERY`] until the task is dropped. Reads only the stores; writes only
@@ -169,7 +179,12 @@ pub async fn run(client: kube::Client, stores: crate::controller::Stores) {
         let api: Api<Node> = Api::all(client.clone());
         let params = PatchParams { field_manager: Some(crate::act::FIELD_MANAGER.into()), ..PatchParams::default() };
         for node in cleanup.nodes {
-            match api.patch(&node, &params, &Patch::Merge(unlabel_patch())).await {
+            let current = stores
+                .nodes
+                .get(&kube::runtime::reflector::ObjectRef::new(&node))
+                .and_then(|n| n.metadata.labels.clone())
+                .unwrap_or_default();
+            match api.patch(&node, &params, &Patch::Merge(unlabel_patch(&current))).await {
                 Ok(_) => tracing::info!(%node, "cleared the labels of a deleted rollout; no agent needs them"),
                 Err(e) => tracing::warn!(%node, error = %e, "clearing the labels of a deleted rollout"),
             }
@@ -314,6 +329,18 @@ mod tests {
         let mut foreign = ds("someone-else", "r-z", None, false, 0);
         foreign.metadata.labels.as_mut().unwrap().remove(labels::MANAGED_BY);
         assert_eq!(run(&[], &[foreign], &[], 3600), Cleanup::default());
+    }
+
+    #[test]
+    fn a_node_running_an_agent_by_its_run_label_keeps_its_labels_and_the_daemonset_stays() {
+        // Mid-handover when the rollout was deleted: r-a runs by its run label only.
+        let mut n = node("n1", Some("r-b"), Some("vigil-system.fleet"), Some(0));
+        n.metadata.labels.as_mut().unwrap().insert("vigil.dev/run.r-a".into(), "true".into());
+        let dss = [ds("vigil-agent-r-a", "r-a", Some("vigil-system/fleet"), false, 0)];
+        assert_eq!(run(&[], &dss, std::slice::from_ref(&n), 3600), Cleanup::default());
+        let patch = unlabel_patch(n.metadata.labels.as_ref().unwrap());
+        assert_eq!(patch["metadata"]["labels"]["vigil.dev/run.r-a"], serde_json::Value::Null);
+        assert_eq!(patch["metadata"]["labels"]["vigil.dev/revision"], serde_json::Value::Null);
     }
 
     #[test]

@@ -132,6 +132,17 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
             .filter(|s| s.status.as_ref().and_then(|x| x.revision.as_deref()) == Some(revision.as_str()))
             .and_then(|s| s.status.as_ref())
             .map(|s| s.health);
+        let heartbeat = lease
+            .and_then(|l| l.spec.as_ref())
+            .filter(|s| {
+                // The heartbeat of this pod's agent: the Lease names the revision whose agent
+                // renews it (during a handover, the outgoing agent's renewals are not the new
+                // one's), or the node for an agent written before revisions were named there.
+                let holder = s.holder_identity.as_deref();
+                holder.is_none() || holder == Some(revision.as_str()) || holder == node.metadata.name.as_deref()
+            })
+            .and_then(|s| s.renew_time.as_ref())
+            .map(|t| t.0);
         Some(AgentView {
             revision,
             ready: pod_ready,
@@ -144,7 +155,7 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
                 .and_then(|c| c.last_state.as_ref())
                 .and_then(|s| s.terminated.as_ref())
                 .and_then(|t| t.reason.clone()),
-            heartbeat: lease.and_then(|l| l.spec.as_ref()).and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
+            heartbeat,
             health,
             started_at: cs
                 .and_then(|c| c.state.as_ref())

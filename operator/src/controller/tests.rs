@@ -171,6 +171,15 @@ async fn first_reconcile(with_events: bool) {
         assert_eq!(m, Method::PATCH);
         assert!(uri.starts_with("/api/v1/nodes/node-"), "{uri}");
         assert_eq!(body["metadata"]["labels"]["vigil.dev/revision"], target.as_str());
+        assert_eq!(
+            body["metadata"]["labels"][format!("vigil.dev/run.{target}")],
+            "true",
+            "the new revision's agent starts beside the old one"
+        );
+        assert!(
+            body["metadata"]["labels"].get(format!("vigil.dev/run.{STABLE}")).is_none(),
+            "the old one's stays until the new one took the node over"
+        );
         assert_eq!(body["metadata"]["labels"]["vigil.dev/rollout"], "vigil-system.agent");
         send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-00"}})));
 
@@ -197,7 +206,9 @@ async fn first_reconcile(with_events: bool) {
                 Some(64),
                 "the desired spec's hash rides along, so an unchanged DaemonSet is not written again"
             );
-            let rev = body["spec"]["template"]["spec"]["nodeSelector"]["vigil.dev/revision"].as_str().unwrap();
+            let rev = body["spec"]["template"]["metadata"]["labels"]["vigil.dev/revision"].as_str().unwrap().to_owned();
+            assert_eq!(body["spec"]["template"]["spec"]["nodeSelector"][format!("vigil.dev/run.{rev}")], "true");
+            let rev = rev.as_str();
             let config = body["spec"]["template"]["spec"]["volumes"]
                 .as_array()
                 .unwrap()
@@ -211,9 +222,7 @@ async fn first_reconcile(with_events: bool) {
                 trace.as_str(),
                 "a revision's pods carry the trace of the rollout that introduced it"
             );
-            applied.push(
-                body["spec"]["template"]["spec"]["nodeSelector"]["vigil.dev/revision"].as_str().unwrap().to_owned(),
-            );
+            applied.push(rev.to_owned());
             send.send_response(ok(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"}})));
         }
         // Ours for old revisions go, as no node carries their label; another rollout's stays.
