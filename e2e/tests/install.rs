@@ -223,10 +223,15 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
     let started = Instant::now();
     let mut gap_since: BTreeMap<String, Instant> = BTreeMap::new();
     let mut longest = Duration::ZERO;
+    // How long each node ran two agents side by side (the handover, ADR 0005).
+    let mut side_by_side: BTreeMap<String, (Instant, Instant)> = BTreeMap::new();
     let second = loop {
         assert!(started.elapsed() < Duration::from_secs(420), "the second revision did not complete in 7 minutes");
         let agents = agents_by_node(&pods).await;
         for n in &nodes {
+            if agents.get(n).is_some_and(|a| a.len() > 1) {
+                side_by_side.entry(n.clone()).or_insert((Instant::now(), Instant::now())).1 = Instant::now();
+            }
             let ready = agents.get(n).is_some_and(|a| a.iter().any(|(_, r)| *r));
             match (ready, gap_since.get(n)) {
                 (false, None) => {
@@ -254,6 +259,20 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
         nodes.len(),
         longest.as_millis()
     );
+    let overlap = side_by_side.values().map(|(a, b)| b.duration_since(*a)).max().unwrap_or_default();
+    eprintln!(
+        "two agents ran side by side on {} node(s), for up to {} ms (as sampled every 250 ms)",
+        side_by_side.len(),
+        overlap.as_millis()
+    );
+    // Each handover ended: one agent per node, of the new revision.
+    wait_for("the old agents gone", Duration::from_secs(120), Duration::from_secs(1), || async {
+        let agents = agents_by_node(&pods).await;
+        let extra: Vec<&String> = nodes.iter().filter(|n| agents.get(*n).is_some_and(|a| a.len() > 1)).collect();
+        if extra.is_empty() { Ok(Some(())) } else { Err(format!("two agents still on {extra:?}")) }
+    })
+    .await
+    .unwrap();
 
     // A config the agent would refuse never reaches a node: the rollout stops with
     // ConfigValid=False (ConfigInvalid) and every node keeps its Ready agent on `second`.

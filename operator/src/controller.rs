@@ -570,9 +570,12 @@ pub fn error_policy(_rollout: Arc<AgentRollout>, err: &Error, ctx: Arc<Context>)
 /// Wakes the controller when what matters of an object changes.
 struct Nudge<K> {
     tx: tokio::sync::mpsc::Sender<()>,
-    /// A digest of what the planner reads from the object.
-    key: fn(&K) -> u64,
+    key: NudgeKey<K>,
 }
+
+/// A digest of what the planner reads from an object; `None` for an object no rollout reads
+/// (it wakes nothing).
+type NudgeKey<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
 
 /// A reflector kept current by a watch on `api`, driven by a task of its own; with a nudge,
 /// a change of an object's key also nudges the controller (a full channel already holds a
@@ -590,9 +593,15 @@ where
         if let (Ok(o), Some(n)) = (obj, &nudge) {
             let id =
                 format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.meta().name.as_deref().unwrap_or(""));
-            let key = (n.key)(&o);
-            if seen.insert(id, key) != Some(key) {
-                let _ = n.tx.try_send(());
+            match (n.key)(&o) {
+                Some(key) => {
+                    if seen.insert(id, key) != Some(key) {
+                        let _ = n.tx.try_send(());
+                    }
+                }
+                None => {
+                    seen.remove(&id);
+                }
             }
         }
         std::future::ready(())
@@ -605,6 +614,16 @@ fn digest(parts: impl std::hash::Hash) -> u64 {
     let mut h = DefaultHasher::new();
     parts.hash(&mut h);
     h.finish()
+}
+
+/// Whether any rollout reads `node`: one of them selects it, or it carries labels the
+/// operator wrote (a node leaving a rollout's selector still does, once). The other nodes of
+/// a large cluster wake no reconcile, however their conditions churn.
+fn node_concerns_a_rollout(node: &Node, rollouts: &[Arc<AgentRollout>]) -> bool {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    labels.keys().any(|k| k.starts_with("vigil.dev/"))
+        || rollouts.iter().any(|r| r.spec.node_selector.as_ref().is_none_or(|s| plan::selector_matches(s, labels)))
 }
 
 /// What the planner reads of a node: its labels and whether it is Ready.
@@ -668,18 +687,27 @@ pub async fn run(
     let recorder = Publisher::new(client.clone(), instance);
     let agents = watcher::Config::default().labels(vigil_crds::agent::SELECTOR);
     let (nudge, nudges) = tokio::sync::mpsc::channel(1);
+    // The rollouts first: the node nudges ask them which nodes matter.
+    let rollouts_store = spawn_reflector(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        |r: &mut AgentRollout| r.metadata.managed_fields = None,
+        None,
+    );
+    let selecting = rollouts_store.clone();
+    let node_nudge = move |n: &Node| node_concerns_a_rollout(n, &selecting.state()).then(|| node_key(n));
     let stores = Stores {
         nodes: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default(),
             observe::trim_node,
-            Some(Nudge { tx: nudge.clone(), key: node_key }),
+            Some(Nudge { tx: nudge.clone(), key: Box::new(node_nudge) }),
         ),
         pods: spawn_reflector(
             Api::all(client.clone()),
             agents.clone(),
             observe::trim_pod,
-            Some(Nudge { tx: nudge.clone(), key: pod_key }),
+            Some(Nudge { tx: nudge.clone(), key: Box::new(|p| Some(pod_key(p))) }),
         ),
         // A Lease changing holder (an agent taking its node over) wakes the rollouts, which
         // then finish the handover; renewals do not change the key.
@@ -687,7 +715,7 @@ pub async fn run(
             Api::all(client.clone()),
             agents,
             observe::trim_lease,
-            Some(Nudge { tx: nudge.clone(), key: lease_key }),
+            Some(Nudge { tx: nudge.clone(), key: Box::new(|l| Some(lease_key(l))) }),
         ),
         statuses: spawn_reflector(
             Api::all(client.clone()),
@@ -695,12 +723,7 @@ pub async fn run(
             observe::trim_agent_status,
             None,
         ),
-        rollouts: spawn_reflector(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            |r: &mut AgentRollout| r.metadata.managed_fields = None,
-            None,
-        ),
+        rollouts: rollouts_store,
         daemonsets: spawn_reflector(
             Api::all(client.clone()),
             watcher::Config::default().labels(vigil_crds::agent::SELECTOR),
@@ -714,6 +737,7 @@ pub async fn run(
             None,
         ),
     };
+
     // Plan only on a complete picture of the fleet.
     let ready = [
         stores.nodes.wait_until_ready().await.is_ok(),

@@ -95,6 +95,19 @@ fn init_logs() {
         .try_init();
 }
 
+/// A client for the in-cluster service account (or the current kubeconfig context) that counts
+/// every request it sends in `vigil_operator_api_requests_total`.
+async fn counted_client(metrics: std::sync::Arc<vigil_operator::metrics::Metrics>) -> Result<kube::Client> {
+    let config = kube::Config::infer().await.context("connecting to the API server")?;
+    let builder = kube::client::ClientBuilder::try_from(config).context("building the API client")?;
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        let verb = vigil_operator::metrics::verb(req.method(), req.uri().query());
+        metrics.api_requests.get_or_create(&vigil_operator::metrics::VerbLabels { verb }).inc();
+        req
+    });
+    Ok(builder.with_layer(&count).build())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { metrics_addr, lease_namespace, agent_unprivileged } => {
@@ -102,11 +115,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
             init_logs();
             rt.block_on(async {
-                let client = kube::Client::try_default().await.context("connecting to the API server")?;
+                let metrics = std::sync::Arc::new(vigil_operator::metrics::Metrics::default());
+                let client = counted_client(metrics.clone()).await?;
                 let namespace = lease_namespace
                     .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty()))
                     .unwrap_or_else(|| "vigil-system".into());
-                let metrics = std::sync::Arc::new(vigil_operator::metrics::Metrics::default());
                 let listener = tokio::net::TcpListener::bind(&metrics_addr)
                     .await
                     .with_context(|| format!("binding the metrics endpoint to {metrics_addr}"))?;

@@ -18,6 +18,28 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// `verb` of a request to the API server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// [`verb`] of the request.
+    pub verb: &'static str,
+}
+
+/// The verb of a request to the API server, from its method and query: `watch` (a GET with
+/// `watch=true` or `watch=1`), `get` (reads and lists), `create`, `patch`, `update`, `delete`.
+pub fn verb(method: &http::Method, query: Option<&str>) -> &'static str {
+    let watching = query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    match *method {
+        http::Method::GET if watching => "watch",
+        http::Method::GET => "get",
+        http::Method::POST => "create",
+        http::Method::PATCH => "patch",
+        http::Method::PUT => "update",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
 /// `kind` of a reconcile error.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -78,6 +100,8 @@ pub struct Metrics {
     pub alert_policies: Family<PolicyStateLabels, Gauge>,
     /// Publications of AlertPolicies by result.
     pub publications: Family<ResultLabels, Counter>,
+    /// Requests to the API server by verb (every one the operator sends, watches included).
+    pub api_requests: Family<VerbLabels, Counter>,
     /// The revisions last reported per rollout, so a revision that no node runs any more
     /// leaves the node gauge instead of staying at its last count.
     reported: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -109,6 +133,7 @@ impl Default for Metrics {
             decisions: Family::default(),
             alert_policies: Family::default(),
             publications: Family::default(),
+            api_requests: Family::default(),
             reported: std::sync::Mutex::default(),
         };
         registry.register("vigil_operator_reconciles", "Reconciles of AgentRollouts by result", m.reconciles.clone());
@@ -140,6 +165,11 @@ impl Default for Metrics {
             "vigil_operator_alert_policy_publications",
             "Publications of the AlertPolicies to the agents by result",
             m.publications.clone(),
+        );
+        registry.register(
+            "vigil_operator_api_requests",
+            "Requests the operator sent to the API server by verb (watch, get, create, patch, update, delete)",
+            m.api_requests.clone(),
         );
         Self { registry, ..m }
     }
@@ -181,6 +211,20 @@ impl Metrics {
 mod tests {
     use super::*;
     use vigil_crds::rollout::RevisionNodes;
+
+    #[test]
+    fn requests_are_counted_by_verb() {
+        use http::Method;
+        assert_eq!(verb(&Method::GET, Some("labelSelector=a&watch=true&resourceVersion=1")), "watch");
+        assert_eq!(verb(&Method::GET, Some("watch=1")), "watch");
+        assert_eq!(verb(&Method::GET, Some("watch=false")), "get");
+        assert_eq!(verb(&Method::GET, None), "get");
+        assert_eq!(verb(&Method::POST, None), "create");
+        assert_eq!(verb(&Method::PATCH, Some("fieldManager=vigil-operator")), "patch");
+        assert_eq!(verb(&Method::PUT, None), "update");
+        assert_eq!(verb(&Method::DELETE, None), "delete");
+        assert_eq!(verb(&Method::HEAD, None), "other");
+    }
 
     #[test]
     fn status_becomes_node_and_phase_gauges() {

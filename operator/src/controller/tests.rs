@@ -481,6 +481,28 @@ fn node_and_pod_keys_change_with_what_the_planner_reads_only() {
 }
 
 #[test]
+fn only_nodes_a_rollout_reads_wake_reconciles() {
+    use k8s_openapi::api::core::v1::Node;
+    let node = |labels: serde_json::Value| -> Node {
+        serde_json::from_value(json!({"metadata": {"name": "n", "labels": labels}})).unwrap()
+    };
+    let mut web = rollout();
+    web.spec.node_selector = Some(vigil_crds::rollout::match_labels([("pool", "web")]));
+    let rollouts = vec![Arc::new(web)];
+    assert!(super::node_concerns_a_rollout(&node(json!({"pool": "web"})), &rollouts));
+    assert!(
+        !super::node_concerns_a_rollout(&node(json!({"pool": "db"})), &rollouts),
+        "another pool's churn wakes nothing"
+    );
+    assert!(
+        super::node_concerns_a_rollout(&node(json!({"pool": "db", "vigil.dev/revision": "r-a"})), &rollouts),
+        "a node the operator labelled (it just left the selector) still does"
+    );
+    assert!(!super::node_concerns_a_rollout(&node(json!({})), &[]), "no rollout: nothing to wake");
+    assert!(super::node_concerns_a_rollout(&node(json!({})), &[Arc::new(rollout())]), "a rollout of every node");
+}
+
+#[test]
 fn a_newer_rollout_selecting_the_same_nodes_is_told_which_older_one_holds_them() {
     let node = |name: &str, pool: &str| -> k8s_openapi::api::core::v1::Node {
         serde_json::from_value(json!({"metadata": {"name": name, "labels": {"pool": pool}}})).unwrap()
