@@ -177,6 +177,8 @@ async fn the_operator_at_fleet_scale() {
     let run = ns.name.clone();
     let node_api: Api<Node> = Api::all(client.clone());
     let _nodes = Nodes { api: node_api.clone(), selector: format!("vigil.dev/e2e-scale={run}") };
+    let mut cleanup = vigil_e2e::Cleanup::default();
+    cleanup.add_typed::<vigil_crds::AgentStatus>(None, &format!("{run}-00000"));
 
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "vigil-agent"}})).unwrap();
     Api::<ServiceAccount>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &sa).await.unwrap();
@@ -224,6 +226,7 @@ async fn the_operator_at_fleet_scale() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
     let selected = names[0].clone();
+    let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
     wait_for("the rollout completed", Duration::from_secs(300), Duration::from_secs(1), || async {
         // Play the selected node's agent: its pod Ready, its Lease renewed in its revision's name.
         for p in pods.list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent")).await.map_err(|e| e.to_string())?.items {
@@ -234,6 +237,10 @@ async fn the_operator_at_fleet_scale() {
             let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": format!("vigil-agent-{selected}"), "labels": {"app.kubernetes.io/name": "vigil-agent"}},
                 "spec": {"holderIdentity": rev, "leaseDurationSeconds": 40, "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
             let _ = leases.patch(&format!("vigil-agent-{selected}"), &PatchParams::apply("vigil-e2e-agent").force(), &Patch::Apply(&lease)).await;
+            let st = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": selected}, "spec": {"nodeName": selected}, "status": {"revision": rev, "health": "Healthy"}});
+            let pp = PatchParams::apply("vigil-e2e-agent").force();
+            let _ = statuses.patch(&selected, &pp, &Patch::Apply(&st)).await;
+            let _ = statuses.patch_status(&selected, &pp, &Patch::Apply(&st)).await;
         }
         let st = rollouts.get_status("agent").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
         if st.phase == Some(RolloutPhase::Completed) { Ok(Some(())) } else { Err(format!("{:?}: {:?}", st.phase, st.reason)) }
@@ -275,5 +282,6 @@ async fn the_operator_at_fleet_scale() {
     rollouts.delete("agent", &DeleteParams::default()).await.unwrap();
     drop(_operator);
     drop(_nodes);
+    drop(cleanup);
     ns.delete().await.unwrap();
 }

@@ -18,13 +18,15 @@ pub const FIELD_MANAGER: &str = "vigil-operator";
 /// The merge patch that moves one node (its revision label, its pin label, the rollout that
 /// manages it, and when it was admitted) and starts the new revision's agent beside the one
 /// running (its run label; the old one's stays until [`handover_done`]). A `None` revision
-/// removes the labels, every run label of the node (`current` are its labels), and with them
-/// the agent.
+/// removes the labels and the run labels of the rollout's own revisions (`ours`; `current`
+/// are the node's labels), and with them its agents; an agent of an earlier install (a
+/// revision the rollout never recorded) keeps running.
 pub fn node_label_patch(
     m: &Move,
     rollout_key: &str,
     now: jiff::Timestamp,
     current: &BTreeMap<String, String>,
+    ours: &std::collections::BTreeSet<&str>,
 ) -> Value {
     let (ns, name) = rollout_key.split_once('/').unwrap_or(("", rollout_key));
     let rollout_label = labels::rollout_label_value(ns, name);
@@ -37,7 +39,7 @@ pub fn node_label_patch(
             node_labels.insert(labels::run_label(to), json!(labels::RUN_VALUE));
         }
         None => {
-            for key in current.keys().filter(|k| labels::run_revision(k).is_some()) {
+            for key in current.keys().filter(|k| labels::run_revision(k).is_some_and(|r| ours.contains(r))) {
                 node_labels.insert(key.clone(), Value::Null);
             }
         }
@@ -330,22 +332,30 @@ mod tests {
         let m = Move { node: "n".into(), from: Some("r-1".into()), to: Some("r-2".into()), pin: None };
         let now: jiff::Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         assert_eq!(
-            node_label_patch(&m, "vigil-system/agent", now, &BTreeMap::new()),
+            node_label_patch(&m, "vigil-system/agent", now, &BTreeMap::new(), &["r-1", "r-2"].into()),
             json!({"metadata": {
                 "labels": {"vigil.dev/revision": "r-2", "vigil.dev/pinned": null, "vigil.dev/rollout": "vigil-system.agent", "vigil.dev/run.r-2": "true"},
                 "annotations": {"vigil.dev/admitted-at": "2026-12-02T10:00:00Z"},
             }})
         );
         let off = Move { node: "n".into(), from: Some("r-1".into()), to: None, pin: Some("legacy".into()) };
-        let on: BTreeMap<String, String> =
-            [("vigil.dev/run.r-1", "true"), ("vigil.dev/run.r-0", "true"), ("pool", "a")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-        let p = node_label_patch(&off, "a/b", now, &on);
+        let on: BTreeMap<String, String> = [
+            ("vigil.dev/run.r-1", "true"),
+            ("vigil.dev/run.r-0", "true"),
+            ("vigil.dev/run.r-earlier", "true"),
+            ("pool", "a"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let p = node_label_patch(&off, "a/b", now, &on, &["r-0", "r-1"].into());
         assert_eq!(p["metadata"]["labels"]["vigil.dev/revision"], Value::Null);
-        assert_eq!(p["metadata"]["labels"]["vigil.dev/run.r-1"], Value::Null, "no agent at all: every run label goes");
+        assert_eq!(p["metadata"]["labels"]["vigil.dev/run.r-1"], Value::Null, "none of the rollout's agents is left");
         assert_eq!(p["metadata"]["labels"]["vigil.dev/run.r-0"], Value::Null);
+        assert!(
+            p["metadata"]["labels"].get("vigil.dev/run.r-earlier").is_none(),
+            "an earlier install's agent keeps running"
+        );
         assert!(p["metadata"]["labels"].get("pool").is_none(), "labels not ours are not touched");
         assert_eq!(p["metadata"]["annotations"]["vigil.dev/admitted-at"], Value::Null);
     }

@@ -236,12 +236,19 @@ pub async fn observe(
     Ok((observed, to_snapshot))
 }
 
+/// What besides image and config names a revision of the rollout `key`: the operator's pod
+/// template, and the rollout itself, so that two rollouts of the same image and config (one
+/// per node pool, say) have revisions, DaemonSets, run labels and config copies of their own.
+pub fn revision_scope(ctx: &Context, key: &str) -> String {
+    format!("{}\nrollout/{key}", ctx.template.id())
+}
+
 /// Takes the operator's immutable copy of the target's config (`text`, already checked
 /// against the target's hash), before any node can be admitted to the revision. Returns its
 /// name, or `None` when it could not be written (then the revision mounts the rollout's own
 /// ConfigMap, as before snapshots, and the next reconcile tries again).
 async fn take_snapshot(ctx: &Context, rollout: &AgentRollout, ns: &str, key: &str, text: &str) -> Option<String> {
-    let revision = plan::revision_of(&rollout.spec, &ctx.template.id()).ok()?;
+    let revision = plan::revision_of(&rollout.spec, &revision_scope(ctx, key)).ok()?;
     let owner = match rollout.spec.deletion_policy {
         DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
         DeletionPolicy::Orphan => None,
@@ -312,7 +319,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         return refuse(&rollout, ctx, &ns, &name, "Overlap", message).await;
     }
     let (mut observed, to_snapshot) =
-        observe(&ctx.client, &ctx.stores, ctx.http.as_ref(), &rollout, &ns, &ctx.template.id()).await?;
+        observe(&ctx.client, &ctx.stores, ctx.http.as_ref(), &rollout, &ns, &revision_scope(ctx, &key)).await?;
     if let Some(text) = to_snapshot {
         observed.config_snapshot = take_snapshot(ctx, &rollout, &ns, &key, &text).await;
     }
@@ -372,10 +379,11 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     let as_operator = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
     let moved_at = jiff::Timestamp::now();
     let empty = BTreeMap::new();
+    let ours: std::collections::BTreeSet<&str> = p.status.history.iter().map(|r| r.revision.as_str()).collect();
     for m in &p.moves {
         let current = observed.nodes.iter().find(|n| n.name == m.node).map_or(&empty, |n| &n.labels);
         nodes
-            .patch(&m.node, &as_operator, &Patch::Merge(act::node_label_patch(m, &key, moved_at, current)))
+            .patch(&m.node, &as_operator, &Patch::Merge(act::node_label_patch(m, &key, moved_at, current, &ours)))
             .await
             .map_err(|e| Error::Node(m.node.clone(), e))?;
     }

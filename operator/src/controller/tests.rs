@@ -14,9 +14,11 @@ use vigil_crds::rollout::FailurePolicy;
 use super::{Context, reconcile};
 use crate::simulate::{STABLE, spec};
 
-/// The revision the test rollout targets, as the controller names it (with its pod template).
+/// The revision the test rollout targets, as the controller names it (with its pod template
+/// and the rollout).
 fn target_name(spec: &vigil_crds::AgentRolloutSpec) -> String {
-    crate::plan::revision_of(spec, &crate::act::AgentTemplate::default().id()).unwrap()
+    let scope = format!("{}\nrollout/vigil-system/agent", crate::act::AgentTemplate::default().id());
+    crate::plan::revision_of(spec, &scope).unwrap()
 }
 
 const CONFIG: &str = "interval: 10s\n";

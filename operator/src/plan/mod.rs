@@ -253,7 +253,10 @@ impl Planner<'_> {
         for n in &on_target {
             self.push_move(n, stable.map(str::to_owned), None);
         }
-        let back = stable.unwrap_or("no agent");
+        // A first rollout has nothing of its own to go back to; agents of an earlier install
+        // (revisions it never recorded) keep running on their nodes.
+        let back =
+            stable.unwrap_or("no agent of this rollout (a first rollout: agents of an earlier install keep running)");
         // The same words on every step of the rollback (the count aside), so that planning
         // again from the written status writes the same status.
         let why = st

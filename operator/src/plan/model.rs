@@ -103,8 +103,9 @@ pub struct Observed {
     /// The operator's immutable copy of the target's config, when it holds one (then
     /// `config_sha256` is that copy's hash, and the rollout's ConfigMap is not read).
     pub config_snapshot: Option<String>,
-    /// The id of the pod template the operator writes (`AgentTemplate::id`), part of every
-    /// revision's name; empty in the simulator.
+    /// What names a revision besides image and config: the id of the pod template the
+    /// operator writes (`AgentTemplate::id`) and the rollout (`controller::revision_scope`);
+    /// empty in the simulator.
     pub pod_template: String,
 }
 
