@@ -21,6 +21,7 @@ pub mod policy;
 pub mod revision;
 pub mod rollout;
 pub mod schema;
+pub mod selector;
 pub mod validate;
 
 pub use agentstatus::{AgentHealth, AgentStatus, AgentStatusSpec, AgentStatusStatus, SourceReport, SourceState};

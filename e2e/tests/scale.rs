@@ -227,23 +227,45 @@ async fn the_operator_at_fleet_scale() {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
     let selected = names[0].clone();
     let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
-    wait_for("the rollout completed", Duration::from_secs(300), Duration::from_secs(1), || async {
-        // Play the selected node's agent: its pod Ready, its Lease renewed in its revision's name.
-        for p in pods.list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent")).await.map_err(|e| e.to_string())?.items {
+    // Play the selected node's agent: its pod Ready, its Lease renewed in its revision's name,
+    // its AgentStatus Healthy (as a healthy agent keeps them).
+    let play = || async {
+        for p in pods
+            .list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent"))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+        {
             let rev = p.metadata.labels.as_ref().and_then(|l| l.get("vigil.dev/revision")).cloned().unwrap_or_default();
             let now = jiff::Timestamp::now();
-            let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {"startedAt": now.to_string()}}}]}});
-            let _ = pods.patch_status(p.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&status)).await;
+            let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}});
+            let _ = pods
+                .patch_status(p.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&status))
+                .await;
             let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": format!("vigil-agent-{selected}"), "labels": {"app.kubernetes.io/name": "vigil-agent"}},
                 "spec": {"holderIdentity": rev, "leaseDurationSeconds": 40, "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
-            let _ = leases.patch(&format!("vigil-agent-{selected}"), &PatchParams::apply("vigil-e2e-agent").force(), &Patch::Apply(&lease)).await;
+            let _ = leases
+                .patch(
+                    &format!("vigil-agent-{selected}"),
+                    &PatchParams::apply("vigil-e2e-agent").force(),
+                    &Patch::Apply(&lease),
+                )
+                .await;
             let st = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": selected}, "spec": {"nodeName": selected}, "status": {"revision": rev, "health": "Healthy"}});
             let pp = PatchParams::apply("vigil-e2e-agent").force();
             let _ = statuses.patch(&selected, &pp, &Patch::Apply(&st)).await;
             let _ = statuses.patch_status(&selected, &pp, &Patch::Apply(&st)).await;
         }
+        Ok::<(), String>(())
+    };
+    wait_for("the rollout completed", Duration::from_secs(300), Duration::from_secs(1), || async {
+        play().await?;
         let st = rollouts.get_status("agent").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
-        if st.phase == Some(RolloutPhase::Completed) { Ok(Some(())) } else { Err(format!("{:?}: {:?}", st.phase, st.reason)) }
+        if st.phase == Some(RolloutPhase::Completed) {
+            Ok(Some(()))
+        } else {
+            Err(format!("{:?}: {:?}", st.phase, st.reason))
+        }
     })
     .await
     .unwrap();
@@ -251,10 +273,17 @@ async fn the_operator_at_fleet_scale() {
 
     // Settle (the node controller marks the kubelet-less nodes NotReady within its grace
     // period, 40 s by default), then one idle minute, measured.
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    // The agent keeps renewing its heartbeat every 10 s, as a real one does.
+    let idle = async |secs: u64| {
+        for _ in 0..secs / 10 {
+            let _ = play().await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    };
+    idle(60).await;
     let (r0, s0, q0) = counters(&addr).await;
     let c0 = cpu_seconds(pid);
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    idle(60).await;
     let (r1, s1, q1) = counters(&addr).await;
     let c1 = cpu_seconds(pid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

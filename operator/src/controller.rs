@@ -628,11 +628,20 @@ fn digest(parts: impl std::hash::Hash) -> u64 {
 /// operator wrote (a node leaving a rollout's selector still does, once). The other nodes of
 /// a large cluster wake no reconcile, however their conditions churn.
 fn node_concerns_a_rollout(node: &Node, rollouts: &[Arc<AgentRollout>]) -> bool {
+    use vigil_crds::labels;
     let empty = BTreeMap::new();
-    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    labels.keys().any(|k| k.starts_with("vigil.dev/"))
-        || rollouts.iter().any(|r| r.spec.node_selector.as_ref().is_none_or(|s| plan::selector_matches(s, labels)))
+    let node_labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let ours = |k: &String| {
+        [labels::REVISION, labels::ROLLOUT, labels::PINNED].contains(&k.as_str()) || labels::run_revision(k).is_some()
+    };
+    node_labels.keys().any(ours)
+        || rollouts.iter().any(|r| r.spec.node_selector.as_ref().is_none_or(|s| plan::selector_matches(s, node_labels)))
 }
+
+/// Objects per page of a watch's first list (and relist): a page of realistic Nodes is
+/// parsed whole before the trim keeps its few fields, so smaller pages bound the operator's
+/// peak memory on a large cluster (the API server's default is the whole list).
+const LIST_PAGE: u32 = 100;
 
 /// What the planner reads of a node: its labels and whether it is Ready.
 fn node_key(n: &Node) -> u64 {
@@ -693,7 +702,7 @@ pub async fn run(
     let rollouts: Api<AgentRollout> = Api::all(client.clone());
     let dss: Api<DaemonSet> = Api::all(client.clone());
     let recorder = Publisher::new(client.clone(), instance);
-    let agents = watcher::Config::default().labels(vigil_crds::agent::SELECTOR);
+    let agents = watcher::Config::default().labels(vigil_crds::agent::SELECTOR).page_size(LIST_PAGE);
     let (nudge, nudges) = tokio::sync::mpsc::channel(1);
     // The rollouts first: the node nudges ask them which nodes matter.
     let rollouts_store = spawn_reflector(
@@ -707,7 +716,7 @@ pub async fn run(
     let stores = Stores {
         nodes: spawn_reflector(
             Api::all(client.clone()),
-            watcher::Config::default(),
+            watcher::Config::default().page_size(LIST_PAGE),
             observe::trim_node,
             Some(Nudge { tx: nudge.clone(), key: Box::new(node_nudge) }),
         ),
@@ -727,7 +736,7 @@ pub async fn run(
         ),
         statuses: spawn_reflector(
             Api::all(client.clone()),
-            watcher::Config::default(),
+            watcher::Config::default().page_size(LIST_PAGE),
             observe::trim_agent_status,
             None,
         ),

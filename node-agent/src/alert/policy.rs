@@ -329,19 +329,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<AlertPolicy>, PolicyError> 
 
 fn selector_matches(sel: Option<&LabelSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
     let (Some(sel), Some(labels)) = (sel, labels) else { return true };
-    let eq = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let exprs = sel.match_expressions.iter().flatten().all(|e| {
-        let have = labels.get(&e.key);
-        let values = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => have.is_some_and(|h| values.contains(h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    });
-    eq && exprs
+    vigil_crds::selector::matches(sel, labels)
 }
 
 /// A secret file read: its path and bytes.

@@ -500,6 +500,11 @@ fn only_nodes_a_rollout_reads_wake_reconciles() {
         super::node_concerns_a_rollout(&node(json!({"pool": "db", "vigil.dev/revision": "r-a"})), &rollouts),
         "a node the operator labelled (it just left the selector) still does"
     );
+    assert!(super::node_concerns_a_rollout(&node(json!({"pool": "db", "vigil.dev/run.r-a": "true"})), &rollouts));
+    assert!(
+        !super::node_concerns_a_rollout(&node(json!({"pool": "db", "vigil.dev/something-else": "x"})), &rollouts),
+        "another vigil.dev/ label is not the operator's"
+    );
     assert!(!super::node_concerns_a_rollout(&node(json!({})), &[]), "no rollout: nothing to wake");
     assert!(super::node_concerns_a_rollout(&node(json!({})), &[Arc::new(rollout())]), "a rollout of every node");
 }

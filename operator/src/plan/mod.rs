@@ -332,6 +332,9 @@ impl Planner<'_> {
             return self.admit(st, eligible, &order, &admitted, sizes[wave - 1], target, wave);
         }
         if let Some((n, why)) = pending.first() {
+            // The bake is continuous: a wave that stops being healthy starts its bake again
+            // when it is healthy once more (a flap during the bake is not a pass).
+            st.wave_ready_at = None;
             return (
                 "Hold",
                 format!("wave {wave}: waiting for {} node(s) to become healthy, e.g. {}: {why}", pending.len(), n.name),
@@ -340,6 +343,7 @@ impl Planner<'_> {
         }
         let min_healthy = (gate.min_healthy_nodes as usize).min(admitted.len());
         if healthy.len() < min_healthy {
+            st.wave_ready_at = None;
             return (
                 "Hold",
                 format!(
@@ -769,25 +773,9 @@ fn pin_for(spec: &AgentRolloutSpec, st: &AgentRolloutStatus, node: &NodeView) ->
         .map(|g| (g.name.clone(), PinHold::On(g.revision.clone())))
 }
 
-/// `matchLabels` and `matchExpressions` of a label selector against node labels.
-pub fn selector_matches(
-    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let ml = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let me = sel.match_expressions.iter().flatten().all(|e| {
-        let val = labels.get(&e.key);
-        let vals = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => val.is_some_and(|v| vals.contains(v)),
-            "NotIn" => val.is_none_or(|v| !vals.contains(v)),
-            "Exists" => val.is_some(),
-            "DoesNotExist" => val.is_none(),
-            _ => false,
-        }
-    });
-    ml && me
-}
+/// `matchLabels` and `matchExpressions` of a label selector against node labels: the one
+/// matcher both binaries use.
+pub use vigil_crds::selector::matches as selector_matches;
 
 /// Why a node fails the compatibility guard, or `None`.
 fn incompatible(g: &CompatibilityGuard, n: &NodeView) -> Option<String> {

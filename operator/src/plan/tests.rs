@@ -143,6 +143,42 @@ fn admits_next_wave_only_after_previous_passed_its_gate_and_bake_time() {
 }
 
 #[test]
+fn the_bake_is_continuous_a_flap_during_it_starts_it_again() {
+    let s = spec();
+    let mut nodes = fleet(100);
+    let at = |nodes: &mut Vec<NodeView>, now: Timestamp| {
+        for a in nodes.iter_mut().filter_map(|n| n.agent.as_mut()) {
+            a.heartbeat = Some(now);
+        }
+    };
+    let p1 = plan(&s, &stable_status(), &nodes, t(0));
+    apply(&mut nodes, &p1.moves, Some(t(10)));
+    let baking = plan(&s, &p1.status, &nodes, t(10));
+    assert_eq!(baking.decision.kind, "Bake");
+    // At 50 s one node's agent is not ready (a restart within the budget): the wave holds.
+    let flapping = p1.moves[0].node.clone();
+    let ready = |nodes: &mut Vec<NodeView>, r: bool| {
+        nodes.iter_mut().find(|n| n.name == flapping).unwrap().agent.as_mut().unwrap().ready = r;
+    };
+    ready(&mut nodes, false);
+    at(&mut nodes, t(50));
+    let held = plan(&s, &baking.status, &nodes, t(50));
+    assert_eq!(held.decision.kind, "Hold", "{}", held.decision.reason);
+    // Recovered at 55 s: the bake starts again, so at 70 s (60 s after the first start) it is
+    // not over, and at 115 s (60 s after the recovery) it is.
+    ready(&mut nodes, true);
+    at(&mut nodes, t(55));
+    let again = plan(&s, &held.status, &nodes, t(55));
+    assert_eq!(again.decision.kind, "Bake");
+    at(&mut nodes, t(70));
+    let early = plan(&s, &again.status, &nodes, t(70));
+    assert_eq!(early.decision.kind, "Bake", "a flap during the bake is not a pass: {}", early.decision.reason);
+    at(&mut nodes, t(115));
+    let done = plan(&s, &early.status, &nodes, t(115));
+    assert_eq!(done.decision.kind, "Advance", "{}", done.decision.reason);
+}
+
+#[test]
 fn a_crash_looping_wave_rolls_every_target_node_back_to_stable() {
     let s = spec();
     let target = target_name(&s);
