@@ -141,11 +141,12 @@ pub fn daemonset_name(revision: &str) -> String {
     format!("vigil-agent-{revision}")
 }
 
-/// The DaemonSet of one revision: its pods run only on nodes labelled for the revision, as
-/// an unprivileged user with a read-only root filesystem and the host's `/` mounted
-/// read-only; the config comes from the revision's ConfigMap key, and its SHA-256 rides along
-/// so the agent checks it again when it loads the file. `None` when the record does not
-/// say which ConfigMap holds the revision's config.
+/// The DaemonSet of one revision, built from the API's own types: its pods run only on the
+/// nodes that run the revision (its run label), with a read-only root filesystem, the host's
+/// `/` mounted read-only, and either root with [`AGENT_CAPABILITIES`] and the host's PID and
+/// network namespaces or (`security_events` off) an unprivileged user; the config comes from
+/// the revision's copy (or ConfigMap key), and its SHA-256 rides along so the agent checks it
+/// again when it loads the file. `None` when the record does not say where the config is.
 ///
 /// `rollout_key` (`namespace/name`) is written in the [`labels::OWNER_ROLLOUT`] annotation
 /// whatever the deletion policy; `owner` is the rollout's owner reference under the `Delete`
@@ -157,105 +158,217 @@ pub fn daemonset(
     trace_id: Option<&str>,
     t: &AgentTemplate,
 ) -> Option<DaemonSet> {
+    use k8s_openapi::api::apps::v1::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+    use k8s_openapi::api::core::v1::{
+        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+        HostPathVolumeSource, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+        ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
     // The operator's immutable copy when the revision has one; else (a revision recorded
     // before snapshots existed) the ConfigMap the rollout named.
     let (config_map, config_key) = match &rec.config_snapshot {
         Some(snapshot) => (snapshot.as_str(), vigil_crds::agent::SNAPSHOT_KEY),
         None => (rec.config_map.as_deref()?, rec.config_key.as_deref()?),
     };
-    let name = daemonset_name(&rec.revision);
-    let selector: BTreeMap<&str, &str> =
-        [vigil_crds::agent::NAME_LABEL, (labels::REVISION, rec.revision.as_str())].into();
-    let run_label = labels::run_label(&rec.revision);
-    let mut annotations = BTreeMap::from([(labels::CONFIG_SHA256.to_owned(), rec.config_sha256.clone())]);
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let selector = map(&[vigil_crds::agent::NAME_LABEL, (labels::REVISION, rec.revision.as_str())]);
+    let mut pod_annotations = map(&[(labels::CONFIG_SHA256, rec.config_sha256.as_str())]);
     if let Some(tid) = trace_id {
-        annotations.insert(labels::ROLLOUT_TRACE_ID.to_owned(), tid.to_owned());
+        pod_annotations.insert(labels::ROLLOUT_TRACE_ID.to_owned(), tid.to_owned());
     }
-    let (pod_security, container_security, extra_mounts, extra_volumes) = if t.security_events {
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    };
+    let seccomp = Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() });
+    let (pod_security, add, state_volume) = if t.security_events {
         (
             // Root, because the capabilities below only reach the effective set of uid 0.
-            json!({"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false, "seccompProfile": {"type": "RuntimeDefault"}}),
-            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"], "add": AGENT_CAPABILITIES}}),
-            json!([{"name": "state", "mountPath": t.state_dir}]),
-            json!([{"name": "state", "hostPath": {"path": t.state_dir, "type": "DirectoryOrCreate"}}]),
+            PodSecurityContext {
+                run_as_user: Some(0),
+                run_as_group: Some(0),
+                run_as_non_root: Some(false),
+                seccomp_profile: seccomp,
+                ..PodSecurityContext::default()
+            },
+            Some(AGENT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+            Volume {
+                name: "state".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: t.state_dir.clone(),
+                    type_: Some("DirectoryOrCreate".into()),
+                }),
+                ..Volume::default()
+            },
         )
     } else {
         (
-            json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}),
-            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}),
+            PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65532),
+                run_as_group: Some(65532),
+                fs_group: Some(65532),
+                seccomp_profile: seccomp,
+                ..PodSecurityContext::default()
+            },
+            None,
             // A non-root agent cannot write a root-owned host directory: its state (the alert
             // spool) lives in an emptyDir, which survives container restarts but not the pod.
-            json!([{"name": "state", "mountPath": t.state_dir}]),
-            json!([{"name": "state", "emptyDir": {"sizeLimit": "256Mi"}}]),
+            Volume {
+                name: "state".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("256Mi".into())),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
         )
     };
-    let mut mounts = vec![
-        json!({"name": "host-root", "mountPath": t.host_root, "readOnly": true, "mountPropagation": "HostToContainer"}),
-        json!({"name": "config", "mountPath": t.config_dir, "readOnly": true}),
+    let mounts = vec![
+        VolumeMount { mount_propagation: Some("HostToContainer".into()), ..mount("host-root", &t.host_root, true) },
+        mount("config", &t.config_dir, true),
+        mount("state", &t.state_dir, false),
+        // The published alert policies and their Secret keys (optional: present once the
+        // operator published any); updates reach running agents without a restart.
+        mount("alert-policies", vigil_crds::policy::POLICIES_DIR, true),
+        mount("alert-secrets", vigil_crds::policy::SECRETS_DIR, true),
     ];
-    mounts.extend(extra_mounts.as_array().cloned().unwrap_or_default());
-    // The published alert policies and their Secret keys (optional: present once the
-    // operator published any); updates reach running agents without a restart.
-    mounts.push(json!({"name": "alert-policies", "mountPath": vigil_crds::policy::POLICIES_DIR, "readOnly": true}));
-    mounts.push(json!({"name": "alert-secrets", "mountPath": vigil_crds::policy::SECRETS_DIR, "readOnly": true}));
-    let mut volumes = vec![
-        json!({"name": "host-root", "hostPath": {"path": "/"}}),
-        json!({"name": "config", "configMap": {"name": config_map, "items": [{"key": config_key, "path": config_key}]}}),
-        json!({"name": "alert-policies", "configMap": {"name": vigil_crds::policy::POLICIES_CONFIGMAP, "optional": true}}),
-        json!({"name": "alert-secrets", "secret": {"secretName": vigil_crds::policy::SECRETS_SECRET, "optional": true, "defaultMode": 0o400}}),
-    ];
-    volumes.extend(extra_volumes.as_array().cloned().unwrap_or_default());
-    let value = json!({
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {
-            "name": name,
-            "namespace": t.namespace,
-            "labels": {vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1, labels::REVISION: rec.revision, labels::MANAGED_BY: labels::MANAGER},
-            "annotations": {labels::OWNER_ROLLOUT: rollout_key},
+    let volumes = vec![
+        Volume {
+            name: "host-root".into(),
+            host_path: Some(HostPathVolumeSource { path: "/".into(), type_: None }),
+            ..Volume::default()
         },
-        "spec": {
-            "selector": {"matchLabels": selector},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "template": {
-                "metadata": {"labels": selector, "annotations": annotations},
-                "spec": {
-                    // Its nodes: those that run the revision's agent (beside another one's during
-                    // a handover, docs/adr/0005-zero-gap-handover.md).
-                    "nodeSelector": {run_label: labels::RUN_VALUE},
-                    "serviceAccountName": t.service_account,
-                    // The process connector answers only a socket in the host's network
-                    // namespace held by a process in the host's PID namespace
-                    // (docs/adr/0003-event-sources-in-the-pod.md).
-                    "hostPID": t.security_events,
-                    "hostNetwork": t.security_events,
-                    "dnsPolicy": if t.security_events { "ClusterFirstWithHostNet" } else { "ClusterFirst" },
-                    "automountServiceAccountToken": true,
-                    "tolerations": [{"operator": "Exists"}],
-                    "priorityClassName": "system-node-critical",
-                    "securityContext": pod_security,
-                    "containers": [{
-                        "name": vigil_crds::agent::CONTAINER,
-                        "image": rec.image,
-                        "args": ["run", "--config", format!("{}/{config_key}", t.config_dir), "--host-root", t.host_root],
-                        "env": [
-                            {"name": env::NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-                            {"name": env::POD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                            {"name": env::CONFIG_SHA256, "value": rec.config_sha256},
-                            {"name": env::REVISION, "value": rec.revision},
-                        ],
-                        "securityContext": container_security,
-                        "resources": {"requests": {"cpu": "10m", "memory": "24Mi"}, "limits": {"memory": "64Mi"}},
-                        "volumeMounts": mounts,
-                    }],
-                    "volumes": volumes,
-                },
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.into(),
+                items: Some(vec![KeyToPath { key: config_key.into(), path: config_key.into(), mode: None }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "alert-policies".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: vigil_crds::policy::POLICIES_CONFIGMAP.into(),
+                optional: Some(true),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "alert-secrets".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(vigil_crds::policy::SECRETS_SECRET.into()),
+                optional: Some(true),
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        state_volume,
+    ];
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
+        ..EnvVarSource::default()
+    };
+    let env_var = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), value_from: None };
+    let container = Container {
+        name: vigil_crds::agent::CONTAINER.into(),
+        image: Some(rec.image.clone()),
+        args: Some(vec![
+            "run".into(),
+            "--config".into(),
+            format!("{}/{config_key}", t.config_dir),
+            "--host-root".into(),
+            t.host_root.clone(),
+        ]),
+        env: Some(vec![
+            EnvVar { name: env::NODE_NAME.into(), value: None, value_from: Some(field("spec.nodeName")) },
+            EnvVar { name: env::POD_NAMESPACE.into(), value: None, value_from: Some(field("metadata.namespace")) },
+            env_var(env::CONFIG_SHA256, &rec.config_sha256),
+            env_var(env::REVISION, &rec.revision),
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add }),
+            ..SecurityContext::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [("cpu", "10m"), ("memory", "24Mi")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), Quantity(v.into())))
+                    .collect(),
+            ),
+            limits: Some([("memory".to_owned(), Quantity("64Mi".into()))].into()),
+            ..ResourceRequirements::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        // Its nodes: those that run the revision's agent (beside another one's during a
+        // handover, docs/adr/0005-zero-gap-handover.md).
+        node_selector: Some(map(&[(labels::run_label(&rec.revision).as_str(), labels::RUN_VALUE)])),
+        service_account_name: Some(t.service_account.clone()),
+        // The process connector answers only a socket in the host's network namespace held by
+        // a process in the host's PID namespace (docs/adr/0003-event-sources-in-the-pod.md).
+        host_pid: Some(t.security_events),
+        host_network: Some(t.security_events),
+        dns_policy: Some(if t.security_events { "ClusterFirstWithHostNet" } else { "ClusterFirst" }.into()),
+        automount_service_account_token: Some(true),
+        tolerations: Some(vec![Toleration { operator: Some("Exists".into()), ..Toleration::default() }]),
+        priority_class_name: Some("system-node-critical".into()),
+        security_context: Some(pod_security),
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+    let mut ds = DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(daemonset_name(&rec.revision)),
+            namespace: Some(t.namespace.clone()),
+            labels: Some(map(&[
+                vigil_crds::agent::NAME_LABEL,
+                (labels::REVISION, rec.revision.as_str()),
+                (labels::MANAGED_BY, labels::MANAGER),
+            ])),
+            annotations: Some(map(&[(labels::OWNER_ROLLOUT, rollout_key)])),
+            owner_references: owner.map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector { match_labels: Some(selector.clone()), match_expressions: None },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    max_surge: None,
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
             },
-        },
-    });
-    // The JSON above is built from typed parts and always has DaemonSet's shape.
-    let mut ds: DaemonSet = serde_json::from_value(value).ok()?;
-    ds.metadata.owner_references = owner.map(|o| vec![o]);
+            ..DaemonSetSpec::default()
+        }),
+        status: None,
+    };
     // What the operator wants of this DaemonSet, hashed: it is written again only when this
     // changes (the hash covers labels, the owning rollout, owner references and spec; the
     // hash's own annotation is not in it).

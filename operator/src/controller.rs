@@ -53,6 +53,8 @@ pub struct Context {
     pub stores: Stores,
     /// HTTP client of the Prometheus gate (`None`: it could not be built; the gate holds).
     pub http: Option<reqwest::Client>,
+    /// The clock every decision and write is stamped with (the system clock; tests pin it).
+    pub clock: fn() -> jiff::Timestamp,
 }
 
 /// Reflector stores of what the controller observes.
@@ -143,6 +145,7 @@ impl Context {
             recorder,
             tracer: None,
             stores,
+            clock: jiff::Timestamp::now,
             http: {
                 // reqwest is built without a TLS provider of its own: ring, as kube uses.
                 let _ = rustls::crypto::ring::default_provider().install_default();
@@ -324,18 +327,11 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         observed.config_snapshot = take_snapshot(ctx, &rollout, &ns, &key, &text).await;
     }
     let current = rollout.status.clone().unwrap_or_default();
-    let mut p = plan::next(
-        &rollout.spec,
-        &current,
-        rollout.metadata.generation,
-        &key,
-        &observed,
-        jiff::Timestamp::now(),
-        ctx.limits,
-    );
+    let now = (ctx.clock)();
+    let mut p = plan::next(&rollout.spec, &current, rollout.metadata.generation, &key, &observed, now, ctx.limits);
     let uid = rollout.metadata.uid.clone().unwrap_or_default();
     p.status.trace_id = match &ctx.tracer {
-        Some(t) => crate::telemetry::record(t, &uid, &key, &current, &p, std::time::SystemTime::now()),
+        Some(t) => crate::telemetry::record(t, &uid, &key, &current, &p, std::time::SystemTime::from(now)),
         None => p.status.target_revision.as_deref().map(|target| crate::telemetry::ids(&uid, target).0.to_string()),
     };
 
@@ -377,7 +373,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     // 2. The nodes.
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let as_operator = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-    let moved_at = jiff::Timestamp::now();
+    let moved_at = now;
     let empty = BTreeMap::new();
     let ours: std::collections::BTreeSet<&str> = p.status.history.iter().map(|r| r.revision.as_str()).collect();
     for m in &p.moves {
@@ -519,7 +515,7 @@ async fn refuse(
         return Ok(again);
     }
     tracing::warn!(rollout = %format!("{ns}/{name}"), reason = why, %message, "rollout refused");
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time((ctx.clock)());
     let status = vigil_crds::rollout::AgentRolloutStatus {
         observed_generation: rollout.metadata.generation,
         reason: Some(message.clone()),

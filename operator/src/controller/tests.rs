@@ -117,7 +117,11 @@ async fn first_reconcile(with_events: bool) {
         daemonset("r-old1111111", Some("vigil-system/agent"), None),
         daemonset("r-other00000", Some("vigil-system/other"), Some("uid-2")),
     ];
-    let ctx = Arc::new(Context::new(client, recorder, stores(20, existing)));
+    // The clock is the context's: every stamp of the reconcile is this instant.
+    let ctx = Arc::new(Context {
+        clock: || jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        ..Context::new(client, recorder, stores(20, existing))
+    });
     let ctx_metrics = ctx.metrics.clone();
     let target = target_name(&rollout().spec);
     let want_target = target.clone();
@@ -173,6 +177,10 @@ async fn first_reconcile(with_events: bool) {
         assert_eq!(m, Method::PATCH);
         assert!(uri.starts_with("/api/v1/nodes/node-"), "{uri}");
         assert_eq!(body["metadata"]["labels"]["vigil.dev/revision"], target.as_str());
+        assert_eq!(
+            body["metadata"]["annotations"]["vigil.dev/admitted-at"], "2027-01-15T08:00:00Z",
+            "the context's clock"
+        );
         assert_eq!(
             body["metadata"]["labels"][format!("vigil.dev/run.{target}")],
             "true",
