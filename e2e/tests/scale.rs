@@ -16,6 +16,9 @@
 //! (now and at its peak), reconciles, CPU time per reconcile and API requests by verb, from
 //! its own `/metrics` and `/proc`. Everything it made is deleted at the end, on failure too.
 //!
+//! `VIGIL_SCALE_RUST_LOG` sets the operator's `RUST_LOG` (default `warn`), e.g.
+//! `warn,kube_runtime::controller=debug` to see what triggers each reconcile.
+//!
 //! Not a test: it asserts nothing about the figures (they go in docs/benchmarks.md), and it
 //! is ignored unless asked for, as it creates thousands of Nodes.
 
@@ -207,7 +210,7 @@ async fn the_operator_at_fleet_scale() {
     let child = Command::new(&binary)
         .args(["run", "--metrics-addr", &addr, "--lease-namespace", &ns.name])
         .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("VIGIL_SCALE_RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

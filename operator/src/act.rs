@@ -1,5 +1,6 @@
-//! Plans → the writes that carry them out. Pure builders of request bodies; the controller
-//! sends them (status first, then node labels, then DaemonSets), and is the only writer.
+//! Plans → the writes that carry them out: pure builders of the bodies, and [`Writer`], the
+//! one place a reconcile's writes are sent from, each with the operator's field manager. The
+//! controller decides their order (status first, then node labels, then DaemonSets).
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,93 @@ use crate::plan::Move;
 
 /// The field manager of every write of the operator.
 pub const FIELD_MANAGER: &str = "vigil-operator";
+
+/// Sends a reconcile's writes. Every one carries [`FIELD_MANAGER`]; whole objects go by
+/// server-side apply, changes of a few fields by merge patch.
+#[derive(Clone)]
+pub struct Writer {
+    client: kube::Client,
+}
+
+impl Writer {
+    /// A writer through `client`.
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+
+    fn merge() -> kube::api::PatchParams {
+        kube::api::PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..kube::api::PatchParams::default() }
+    }
+
+    /// The rollout's status (server-side apply of the status subresource).
+    pub async fn status(&self, namespace: &str, name: &str, status: &AgentRolloutStatus) -> Result<(), kube::Error> {
+        let api: kube::Api<vigil_crds::AgentRollout> = kube::Api::namespaced(self.client.clone(), namespace);
+        let body = status_apply(name, namespace, status);
+        api.patch_status(name, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// A merge patch of a node's labels and annotations ([`node_label_patch`], or the end of
+    /// a handover).
+    pub async fn node(&self, node: &str, patch: &Value) -> Result<(), kube::Error> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.client.clone());
+        api.patch(node, &Self::merge(), &kube::api::Patch::Merge(patch)).await.map(|_| ())
+    }
+
+    /// Creates a config copy ([`config_snapshot`]); `Ok(false)` when it exists already.
+    pub async fn create_snapshot(&self, cm: &k8s_openapi::api::core::v1::ConfigMap) -> Result<bool, kube::Error> {
+        let ns = cm.metadata.namespace.as_deref().unwrap_or_default();
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(self.client.clone(), ns);
+        let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        match api.create(&params, cm).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a config copy (gone already is fine).
+    pub async fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a revision's DaemonSet whole (server-side apply of [`daemonset`]'s object).
+    pub async fn create_daemonset(&self, ds: &DaemonSet) -> Result<(), kube::Error> {
+        let (ns, name) =
+            (ds.metadata.namespace.as_deref().unwrap_or_default(), ds.metadata.name.as_deref().unwrap_or_default());
+        let api: kube::Api<DaemonSet> = kube::Api::namespaced(self.client.clone(), ns);
+        api.patch(name, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(ds))
+            .await
+            .map(|_| ())
+    }
+
+    /// Brings an existing DaemonSet's metadata (labels, annotations, owner) to `ds`'s, by
+    /// merge patch: its pod template is never rewritten.
+    pub async fn daemonset_metadata(&self, ds: &DaemonSet) -> Result<(), kube::Error> {
+        let (ns, name) =
+            (ds.metadata.namespace.as_deref().unwrap_or_default(), ds.metadata.name.as_deref().unwrap_or_default());
+        let api: kube::Api<DaemonSet> = kube::Api::namespaced(self.client.clone(), ns);
+        let body = json!({"metadata": {
+            "labels": ds.metadata.labels,
+            "annotations": ds.metadata.annotations,
+            "ownerReferences": ds.metadata.owner_references,
+        }});
+        api.patch(name, &Self::merge(), &kube::api::Patch::Merge(&body)).await.map(|_| ())
+    }
+
+    /// Deletes a DaemonSet.
+    pub async fn delete_daemonset(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
+        let api: kube::Api<DaemonSet> = kube::Api::namespaced(self.client.clone(), namespace);
+        api.delete(name, &kube::api::DeleteParams::default()).await.map(|_| ())
+    }
+}
 
 /// The merge patch that moves one node (its revision label, its pin label, the rollout that
 /// manages it, and when it was admitted) and starts the new revision's agent beside the one

@@ -1,14 +1,16 @@
 //! The AgentRollout controller: observe → plan → act, one rollout at a time.
 //!
 //! `reconcile` reads the cluster (nodes, agent pods, heartbeat Leases, AgentStatuses, the
-//! target's ConfigMap), asks the pure planner for the next step, and carries it out in the
-//! order that keeps a crash harmless: the status (the intent) first, then the node labels,
-//! then the per-revision DaemonSets. It then requeues at the time the planner asked for.
+//! target's config), asks the pure planner for the next step, and has [`act::Writer`] carry
+//! it out in the order that keeps a crash harmless: the config copy, the status (the intent),
+//! then the node labels, then the per-revision DaemonSets. It then requeues at the time the
+//! planner asked for.
 //!
-//! Everything but the target's ConfigMap is read from reflector stores (nodes, agent pods,
-//! agent Leases, AgentStatuses, AgentRollouts, agent DaemonSets) kept current by watches, so
-//! a reconcile costs one ConfigMap read however large the fleet. The unit tests fill the same
-//! stores and answer the same requests: there is one observe path.
+//! Everything but a new target's ConfigMap is read from reflector stores (nodes, agent pods,
+//! agent Leases, AgentStatuses, AgentRollouts, agent DaemonSets, config copies) kept current
+//! by watches, so an unchanged reconcile reads nothing from the API however large the fleet.
+//! The unit tests fill the same stores and answer the same requests: there is one observe
+//! path.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -29,7 +31,7 @@ use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
 
 use crate::events::{Kind as EventKind, Publisher};
 
-use crate::act::{self, AgentTemplate, FIELD_MANAGER};
+use crate::act::{self, AgentTemplate};
 use crate::metrics::{KindLabels, Metrics, ResultLabels};
 use crate::observe;
 use crate::plan::{self, Limits, Observed};
@@ -258,15 +260,13 @@ async fn take_snapshot(ctx: &Context, rollout: &AgentRollout, ns: &str, key: &st
     };
     let cm = act::config_snapshot(&revision, &rollout.spec.target.config.sha256, text, key, owner, ns);
     let name = cm.metadata.name.clone()?;
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let params = kube::api::PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    match api.create(&params, &cm).await {
-        Ok(_) => {
+    match act::Writer::new(ctx.client.clone()).create_snapshot(&cm).await {
+        Ok(true) => {
             tracing::info!(rollout = %key, %revision, snapshot = %name, "took an immutable copy of the revision's config");
             Some(name)
         }
         // Taken already (the store had not seen it yet): it holds this revision's config.
-        Err(kube::Error::Api(e)) if e.code == 409 => Some(name),
+        Ok(false) => Some(name),
         Err(e) => {
             tracing::warn!(rollout = %key, %revision, error = %e, "could not take a copy of the revision's config; it mounts the rollout's ConfigMap");
             ctx.metrics.errors.get_or_create(&KindLabels { kind: "SnapshotFailed" }).inc();
@@ -336,12 +336,9 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     };
 
     // 1. The intent.
+    let writer = act::Writer::new(ctx.client.clone());
     if p.status != current {
-        let api: Api<AgentRollout> = Api::namespaced(ctx.client.clone(), &ns);
-        let body = act::status_apply(&name, &ns, &p.status);
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await
-            .map_err(Error::Status)?;
+        writer.status(&ns, &name, &p.status).await.map_err(Error::Status)?;
     }
     ctx.metrics.observe_status(&key, &p.status);
     ctx.metrics.decisions.get_or_create(&KindLabels { kind: p.decision.kind }).inc();
@@ -371,15 +368,13 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             .await;
     }
     // 2. The nodes.
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let as_operator = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
     let moved_at = now;
     let empty = BTreeMap::new();
     let ours: std::collections::BTreeSet<&str> = p.status.history.iter().map(|r| r.revision.as_str()).collect();
     for m in &p.moves {
         let current = observed.nodes.iter().find(|n| n.name == m.node).map_or(&empty, |n| &n.labels);
-        nodes
-            .patch(&m.node, &as_operator, &Patch::Merge(act::node_label_patch(m, &key, moved_at, current, &ours)))
+        writer
+            .node(&m.node, &act::node_label_patch(m, &key, moved_at, current, &ours))
             .await
             .map_err(|e| Error::Node(m.node.clone(), e))?;
     }
@@ -396,8 +391,8 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             }
             let labels: serde_json::Map<String, serde_json::Value> =
                 done.into_iter().map(|k| (k, serde_json::Value::Null)).collect();
-            nodes
-                .patch(&n.name, &as_operator, &Patch::Merge(serde_json::json!({"metadata": {"labels": labels}})))
+            writer
+                .node(&n.name, &serde_json::json!({"metadata": {"labels": labels}}))
                 .await
                 .map_err(|e| Error::Node(n.name.clone(), e))?;
         }
@@ -411,7 +406,6 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
         DeletionPolicy::Orphan => None,
     };
-    let dss: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
     let mut existing: Vec<Arc<DaemonSet>> = ctx
         .stores
         .daemonsets
@@ -444,21 +438,10 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             // Its pod template was written when it was created and is never rewritten (a
             // changed template is a new revision, rolled out in waves): only what the operator
             // says about the DaemonSet (owner, annotations, labels) is brought up to date.
-            let owners = ds.metadata.owner_references.clone();
-            let body = serde_json::json!({"metadata": {
-                "labels": ds.metadata.labels,
-                "annotations": ds.metadata.annotations,
-                "ownerReferences": owners,
-            }});
-            let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-            dss.patch(&ds_name, &params, &Patch::Merge(&body))
-                .await
-                .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
+            writer.daemonset_metadata(&ds).await.map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
             continue;
         }
-        dss.patch(&ds_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&ds))
-            .await
-            .map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
+        writer.create_daemonset(&ds).await.map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
     }
     // 4. This rollout's DaemonSets of revisions no node runs any more go. A node outside its
     // selector may still carry the label, so every node is looked at before deleting.
@@ -472,9 +455,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         }
         let labelled = ctx.stores.nodes.state().iter().any(|n| act::running_revisions(n.labels()).any(|r| r == rev));
         if !labelled {
-            dss.delete(ds_name, &kube::api::DeleteParams::default())
-                .await
-                .map_err(|e| Error::DaemonSet(ds_name.to_owned(), e))?;
+            writer.delete_daemonset(&ns, ds_name).await.map_err(|e| Error::DaemonSet(ds_name.to_owned(), e))?;
         }
     }
     // 5. This rollout's config snapshots of revisions no longer in its history go (every
@@ -487,12 +468,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             continue;
         }
         let Some(name) = snap.metadata.name.as_deref() else { continue };
-        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-        match cms.delete(name, &kube::api::DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(Error::Observe("configmaps", e)),
-        }
+        writer.delete_snapshot(&ns, name).await.map_err(|e| Error::Observe("configmaps", e))?;
     }
     Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
 }
@@ -529,14 +505,7 @@ async fn refuse(
         }],
         ..current
     };
-    let api: Api<AgentRollout> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&act::status_apply(name, ns, &status)),
-    )
-    .await
-    .map_err(Error::Status)?;
+    act::Writer::new(ctx.client.clone()).status(ns, name, &status).await.map_err(Error::Status)?;
     if let Some(recorder) = &ctx.recorder {
         let _ = recorder.publish(&rollout.object_ref(&()), EventKind::Warning, why, "Refuse", &message).await;
     }
