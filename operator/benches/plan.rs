@@ -65,11 +65,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
         &Observed {
             nodes: fleet(size, &target, 0, false, now),
             config_sha256: Some(s.target.config.sha256.clone()),
-            prometheus_value: None,
-            prometheus_error: None,
-            config_snapshot: None,
-            pod_template: String::new(),
-            config_error: None,
+            ..Observed::default()
         },
         now,
         Limits::default(),
@@ -79,11 +75,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
     let healthy = Observed {
         nodes: fleet(size, &target, size / 20, false, now),
         config_sha256: Some(s.target.config.sha256.clone()),
-        prometheus_value: None,
-        prometheus_error: None,
-        config_snapshot: None,
-        pod_template: String::new(),
-        config_error: None,
+        ..Observed::default()
     };
     g.bench_function("wave_1_healthy_judged", |b| {
         b.iter(|| next(&s, &first.status, Some(1), "ns/r", &healthy, now, Limits::default()))
@@ -91,11 +83,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
     let crashing = Observed {
         nodes: fleet(size, &target, size / 20, true, now),
         config_sha256: Some(s.target.config.sha256.clone()),
-        prometheus_value: None,
-        prometheus_error: None,
-        config_snapshot: None,
-        pod_template: String::new(),
-        config_error: None,
+        ..Observed::default()
     };
     g.bench_function("wave_1_failing_rollback", |b| {
         b.iter(|| next(&s, &first.status, Some(1), "ns/r", &crashing, now, Limits::default()))
@@ -103,11 +91,7 @@ fn bench_size(c: &mut Criterion, size: usize) {
     let fresh = Observed {
         nodes: fleet(size, &target, 0, false, now),
         config_sha256: Some(s.target.config.sha256.clone()),
-        prometheus_value: None,
-        prometheus_error: None,
-        config_snapshot: None,
-        pod_template: String::new(),
-        config_error: None,
+        ..Observed::default()
     };
     g.bench_function("first_plan_admit_wave_1", |b| {
         b.iter(|| next(&s, &status, Some(1), "ns/r", &fresh, now, Limits::default()))

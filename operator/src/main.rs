@@ -103,6 +103,7 @@ async fn counted_client(metrics: std::sync::Arc<vigil_operator::metrics::Metrics
     let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
         let verb = vigil_operator::metrics::verb(req.method(), req.uri().query());
         metrics.api_requests.get_or_create(&vigil_operator::metrics::VerbLabels { verb }).inc();
+        tracing::debug!(verb, path = req.uri().path(), "API request");
         req
     });
     Ok(builder.with_layer(&count).build())

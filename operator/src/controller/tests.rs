@@ -46,6 +46,18 @@ fn nodes(n: usize) -> Vec<k8s_openapi::api::core::v1::Node> {
         .collect()
 }
 
+/// The operator's copy of the test rollout's config for `target`.
+fn target_snapshot(target: &str) -> k8s_openapi::api::core::v1::ConfigMap {
+    crate::act::config_snapshot(
+        target,
+        &rollout().spec.target.config.sha256,
+        CONFIG,
+        "vigil-system/agent",
+        None,
+        "vigil-system",
+    )
+}
+
 /// An agent DaemonSet as the store keeps it, written for `owner_rollout` (or owned by `uid`).
 fn daemonset(rev: &str, owner_rollout: Option<&str>, uid: Option<&str>) -> k8s_openapi::api::apps::v1::DaemonSet {
     let mut v = json!({"metadata": {"name": format!("vigil-agent-{rev}"), "namespace": "vigil-system", "labels": {"vigil.dev/revision": rev, "app.kubernetes.io/managed-by": "vigil-operator"}}});
@@ -268,14 +280,7 @@ async fn with_a_snapshot_of_the_target_the_rollouts_configmap_is_not_read_so_edi
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let target = target_name(&rollout().spec);
-    let snap = crate::act::config_snapshot(
-        &target,
-        &rollout().spec.target.config.sha256,
-        CONFIG,
-        "vigil-system/agent",
-        None,
-        "vigil-system",
-    );
+    let snap = target_snapshot(&target);
     let mut st = stores(20, vec![]);
     st.snapshots = fill(vec![snap]);
     let ctx = Arc::new(Context::new(client, None, st));
@@ -307,14 +312,7 @@ async fn an_existing_daemonset_gets_only_its_metadata_written_never_its_pod_temp
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let target = target_name(&rollout().spec);
-    let snap = crate::act::config_snapshot(
-        &target,
-        &rollout().spec.target.config.sha256,
-        CONFIG,
-        "vigil-system/agent",
-        None,
-        "vigil-system",
-    );
+    let snap = target_snapshot(&target);
     // The target's DaemonSet exists, written by an earlier operator (owned by the rollout, no
     // desired hash of today's).
     let mut st = stores(20, vec![daemonset(&target, None, Some("uid-1"))]);

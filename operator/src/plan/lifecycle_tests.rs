@@ -265,11 +265,8 @@ fn a_prometheus_gate_without_an_answer_holds_the_wave_and_says_why() {
     let mut o = Observed {
         nodes: nodes.clone(),
         config_sha256: Some(s.target.config.sha256.clone()),
-        prometheus_value: None,
         prometheus_error: Some("the query returned no series".into()),
-        config_snapshot: None,
-        pod_template: String::new(),
-        config_error: None,
+        ..Observed::default()
     };
     let q = next(&s, &p.status, Some(1), "vigil-system/r", &o, t(60), Limits::default());
     assert_eq!(q.decision.kind, "Hold");
@@ -328,11 +325,7 @@ fn a_node_joining_a_stopped_rollout_gets_the_stable_revision_or_its_pin_and_noth
         let mut o = Observed {
             nodes: nodes.clone(),
             config_sha256: Some(s.target.config.sha256.clone()),
-            prometheus_value: None,
-            prometheus_error: None,
-            config_snapshot: None,
-            pod_template: String::new(),
-            config_error: None,
+            ..Observed::default()
         };
         stopped(&mut o, why);
         let p = next(&s, &first.status, Some(1), "vigil-system/r", &o, t(60), Limits::default());

@@ -72,15 +72,7 @@ pub(super) fn fleet(n: usize) -> Vec<NodeView> {
 }
 
 fn observed(nodes: Vec<NodeView>, spec: &AgentRolloutSpec) -> Observed {
-    Observed {
-        nodes,
-        config_sha256: Some(spec.target.config.sha256.clone()),
-        prometheus_value: None,
-        prometheus_error: None,
-        config_snapshot: None,
-        pod_template: String::new(),
-        config_error: None,
-    }
+    Observed { nodes, config_sha256: Some(spec.target.config.sha256.clone()), ..Observed::default() }
 }
 
 pub(super) fn stable_status() -> AgentRolloutStatus {
