@@ -257,16 +257,24 @@ pub async fn reconcile(client: &Client, namespace: &str, source: &Source) -> Res
         "metadata": {"name": POLICIES_CONFIGMAP, "namespace": namespace, "labels": labels},
         "data": out.policies,
     });
-    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
-        .patch(POLICIES_CONFIGMAP, &pp, &Patch::Apply(&cm))
-        .await?;
+    // Written only when what the agents would read differs (a minute's re-check of an
+    // unchanged set reads the two objects and writes nothing).
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let live = cms.get_opt(POLICIES_CONFIGMAP).await?;
+    if live.as_ref().map(|c| c.data.clone().unwrap_or_default()) != Some(out.policies.clone()) {
+        cms.patch(POLICIES_CONFIGMAP, &pp, &Patch::Apply(&cm)).await?;
+    }
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": SECRETS_SECRET, "namespace": namespace, "labels": labels},
         "type": "Opaque",
         "data": out.secrets,
     });
-    Api::<Secret>::namespaced(client.clone(), namespace).patch(SECRETS_SECRET, &pp, &Patch::Apply(&secret)).await?;
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let live = secrets_api.get_opt(SECRETS_SECRET).await?;
+    if live.as_ref().map(|s| s.data.clone().unwrap_or_default()) != Some(out.secrets.clone()) {
+        secrets_api.patch(SECRETS_SECRET, &pp, &Patch::Apply(&secret)).await?;
+    }
     for (ns, name, status) in statuses {
         let old = policies.iter().find(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == name);
         if old.and_then(|p| p.status.as_ref()) == Some(&status) {
@@ -512,16 +520,28 @@ mod tests {
             let (_, uri, _, send) = next().await;
             assert_eq!(uri, "/api/v1/namespaces/team-a/secrets/alerting");
             send.send_response(reply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alerting", "labels": {"vigil.dev/alerting": "true"}}, "data": {"slack-url": "aHR0cHM6Ly9ob29rcw=="}})));
+            // The published ConfigMap does not exist yet: it is written.
+            let (m, uri, _, send) = next().await;
+            assert_eq!(
+                (m, uri.as_str()),
+                (Method::GET, "/api/v1/namespaces/vigil-system/configmaps/vigil-alert-policies")
+            );
+            send.send_response(
+                Response::builder()
+                    .status(404)
+                    .body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404})).unwrap()))
+                    .unwrap(),
+            );
             let (m, uri, body, send) = next().await;
             assert_eq!(m, Method::PATCH);
             assert!(uri.starts_with("/api/v1/namespaces/vigil-system/configmaps/vigil-alert-policies?"), "{uri}");
             assert!(uri.contains("fieldManager=vigil-operator"), "{uri}");
             assert!(body["data"]["team-a.cpu.yaml"].as_str().unwrap().contains("HighCpu"));
             send.send_response(reply(body));
-            let (_, uri, body, send) = next().await;
-            assert!(uri.starts_with("/api/v1/namespaces/vigil-system/secrets/vigil-alert-secrets?"), "{uri}");
-            assert_eq!(body["data"]["team-a_alerting_slack-url"], "aHR0cHM6Ly9ob29rcw==");
-            send.send_response(reply(body));
+            // The mirror Secret holds the same keys already: read, not written.
+            let (m, uri, _, send) = next().await;
+            assert_eq!((m, uri.as_str()), (Method::GET, "/api/v1/namespaces/vigil-system/secrets/vigil-alert-secrets"));
+            send.send_response(reply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vigil-alert-secrets"}, "data": {"team-a_alerting_slack-url": "aHR0cHM6Ly9ob29rcw=="}})));
             let (_, uri, body, send) = next().await;
             assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/namespaces/team-a/alertpolicies/cpu/status?"), "{uri}");
             assert_eq!(body["status"]["conditions"][0]["reason"], "Published");
