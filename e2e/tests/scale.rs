@@ -241,7 +241,9 @@ async fn the_operator_at_fleet_scale() {
         {
             let rev = p.metadata.labels.as_ref().and_then(|l| l.get("vigil.dev/revision")).cloned().unwrap_or_default();
             let now = jiff::Timestamp::now();
-            let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}});
+            // Started when the pod was made: a stable time, so replaying the status changes nothing.
+            let started = p.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+            let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 0, "image": "x", "imageID": "", "state": {"running": {"startedAt": started.to_string()}}}]}});
             let _ = pods
                 .patch_status(p.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&status))
                 .await;
