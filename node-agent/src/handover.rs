@@ -136,6 +136,9 @@ pub enum Assigned {
     },
     /// A fixed answer, shared so a test can change it (and `None` on a plain host).
     Fixed(std::sync::Arc<std::sync::Mutex<Option<String>>>),
+    /// A fixed answer that counts how often it was asked.
+    #[cfg(test)]
+    Counted(Option<String>, std::sync::Arc<std::sync::atomic::AtomicUsize>),
 }
 
 impl Assigned {
@@ -148,6 +151,11 @@ impl Assigned {
                 n.metadata.labels.and_then(|mut l| l.remove(vigil_crds::labels::REVISION))
             }
             Assigned::Fixed(v) => v.lock().ok().and_then(|g| g.clone()),
+            #[cfg(test)]
+            Assigned::Counted(v, reads) => {
+                reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                v.clone()
+            }
         }
     }
 }
@@ -198,14 +206,19 @@ where
                     break None;
                 }
             }
-            if !asked && label_read.is_none_or(|t| t.elapsed() >= LABEL_EVERY) {
+            // The label is read every LABEL_EVERY at most; an agent of the assigned revision asks
+            // again each time, so its request stays fresh (the working agent heeds only fresh
+            // ones) for as long as it waits.
+            if label_read.is_none_or(|t| t.elapsed() >= LABEL_EVERY) {
                 label_read = Some(std::time::Instant::now());
                 let now_assigned = assigned.get().await;
                 match (waiting(mine.as_deref(), now_assigned.as_deref()), mine.as_deref()) {
                     (Waiting::Ask, Some(m)) => match write_request(dir, m) {
                         Ok(()) => {
+                            if !asked {
+                                say(format!("another agent works on this node; asked it to hand over to {m}"));
+                            }
                             asked = true;
-                            say(format!("another agent works on this node; asked it to hand over to {m}"));
                         }
                         Err(e) => say(format!("cannot ask for the node: {e}")),
                     },
@@ -239,19 +252,31 @@ where
             let dir = dir.to_owned();
             let watching = lock.is_some();
             Box::pin(async move {
+                // The node's label, read only while a fresh request waits, and then at most
+                // every LABEL_EVERY: a request the label does not back costs a read every 2 s
+                // for its 5 s, then nothing.
+                let mut label: Option<(std::time::Instant, Option<String>)> = None;
                 loop {
                     if *stop.borrow() {
                         return;
                     }
-                    if watching
-                        && let Some(r) = read_request(&dir).filter(|r| Some(r.as_str()) != mine.as_deref())
-                        && hands_over(mine.as_deref(), &r, assigned.get().await.as_deref())
-                    {
-                        if let Ok(mut e) = ended.lock() {
-                            *e = Ended::HandedOver;
+                    let request = if watching && fresh_request_of_another(&dir, mine.as_deref()) {
+                        read_request(&dir)
+                    } else {
+                        None
+                    };
+                    if let Some(r) = request {
+                        if label.as_ref().is_none_or(|(at, _)| at.elapsed() >= LABEL_EVERY) {
+                            label = Some((std::time::Instant::now(), assigned.get().await));
                         }
-                        let _ = writeln!(std::io::stderr(), "vigil-agent: handover: handing the node over to {r}");
-                        return;
+                        let now_assigned = label.as_ref().and_then(|(_, l)| l.as_deref());
+                        if hands_over(mine.as_deref(), &r, now_assigned) {
+                            if let Ok(mut e) = ended.lock() {
+                                *e = Ended::HandedOver;
+                            }
+                            let _ = writeln!(std::io::stderr(), "vigil-agent: handover: handing the node over to {r}");
+                            return;
+                        }
                     }
                     tokio::select! {
                         () = tokio::time::sleep(POLL) => {}
@@ -333,7 +358,7 @@ mod tests {
         // The node is reassigned; r-b's agent starts beside r-a's.
         *match &assigned {
             Assigned::Fixed(v) => v,
-            Assigned::Node { .. } => unreachable!(),
+            Assigned::Node { .. } | Assigned::Counted(..) => unreachable!(),
         }
         .lock()
         .unwrap() = Some("r-b".to_owned());
@@ -349,6 +374,47 @@ mod tests {
         // r-a runs on (it will be asked again when r-b's agent is back); nothing else happens.
         assert!(tokio::time::timeout(Duration::from_millis(800), log.recv()).await.is_err());
         a.abort();
+    }
+
+    /// A request the node's label does not back (a stale or a wrong one) is never served and
+    /// costs a bounded number of label reads: at most one per LABEL_EVERY while it is fresh,
+    /// none after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_the_label_does_not_back_is_ignored_at_a_bounded_cost() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let assigned = Assigned::Counted(Some("r-a".into()), reads.clone());
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (works_tx, mut works) = tokio::sync::mpsc::unbounded_channel::<&str>();
+        let path = dir.path().to_owned();
+        let agent = tokio::spawn(async move {
+            exclusive::<(), _, _>(&path, Some("r-a".into()), assigned, stop, |shutdown| {
+                let works_tx = works_tx.clone();
+                async move {
+                    let _ = works_tx.send("works");
+                    shutdown.await;
+                    let _ = works_tx.send("stops");
+                    Ok(())
+                }
+            })
+            .await
+        });
+        let first = tokio::time::timeout(Duration::from_secs(10), works.recv()).await.unwrap();
+        assert_eq!(first, Some("works"));
+        let before = reads.load(Ordering::SeqCst);
+        write_request(dir.path(), "r-x").unwrap();
+        // Bounded by time, not by sleeping for a result: the request is stale after 5 s.
+        let still = tokio::time::timeout(REQUEST_HOLDS + Duration::from_secs(2), works.recv()).await;
+        assert!(still.is_err(), "the working agent never stopped for a request its node does not back");
+        let used = reads.load(Ordering::SeqCst) - before;
+        assert!((1..=4).contains(&used), "{used} label reads for one unbacked request");
+        let settled = reads.load(Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(3), works.recv()).await.unwrap_err();
+        assert_eq!(reads.load(Ordering::SeqCst), settled, "a stale request costs no more reads");
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), agent).await.unwrap().unwrap().unwrap();
     }
 
     #[test]
