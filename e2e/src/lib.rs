@@ -244,3 +244,23 @@ where
         tokio::time::sleep(every).await;
     }
 }
+
+/// Plays the working agent of `node` (revision `revision`) as the agent reports itself: its
+/// heartbeat Lease in `namespace` renewed now in the revision's name, and its AgentStatus
+/// Healthy on that revision. Errors are left to the next round of the caller.
+pub async fn report_as_agent(client: &Client, namespace: &str, node: &str, revision: &str) {
+    use kube::api::{Patch, PatchParams};
+    let pp = PatchParams::apply("vigil-e2e-agent").force();
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let name = vigil_crds::agent::lease_name(node);
+    let lease = serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "labels": {vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1}},
+        "spec": {"holderIdentity": revision, "leaseDurationSeconds": 40, "renewTime": now}});
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), namespace);
+    let _ = leases.patch(&name, &pp, &Patch::Apply(&lease)).await;
+    let st = serde_json::json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": node},
+        "spec": {"nodeName": node}, "status": {"revision": revision, "health": "Healthy"}});
+    let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
+    let _ = statuses.patch(node, &pp, &Patch::Apply(&st)).await;
+    let _ = statuses.patch_status(node, &pp, &Patch::Apply(&st)).await;
+}

@@ -41,8 +41,6 @@ async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], bad_im
         let _ = node_leases.patch(n, &PatchParams::apply("vigil-e2e-kubelet").force(), &Patch::Apply(&lease)).await;
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let agent_leases: Api<Lease> = Api::namespaced(client.clone(), ns);
-    let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
     // Each node's agents; of two (a handover), the one that works is that of the node's
     // revision unless it crashes, as the agents' lock on the node decides.
     let mut working: std::collections::BTreeMap<String, (bool, String)> = std::collections::BTreeMap::new();
@@ -81,18 +79,7 @@ async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], bad_im
     }
     for (node, (_, rev)) in working {
         // The working agent's heartbeat names its revision, as the agent's does.
-        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": format!("vigil-agent-{node}"), "labels": {"app.kubernetes.io/name": "vigil-agent"}}, "spec": {"holderIdentity": rev, "leaseDurationSeconds": 40, "renewTime": jiff_micro(now)}});
-        let _ = agent_leases
-            .patch(
-                &format!("vigil-agent-{node}"),
-                &PatchParams::apply("vigil-e2e-agent").force(),
-                &Patch::Apply(&lease),
-            )
-            .await;
-        let st = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": node}, "spec": {"nodeName": node}, "status": {"revision": rev, "health": "Healthy"}});
-        let pp = PatchParams::apply("vigil-e2e-agent").force();
-        let _ = statuses.patch(&node, &pp, &Patch::Apply(&st)).await;
-        let _ = statuses.patch_status(&node, &pp, &Patch::Apply(&st)).await;
+        vigil_e2e::report_as_agent(client, ns, &node, &rev).await;
     }
 }
 

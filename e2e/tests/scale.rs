@@ -29,7 +29,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -227,9 +226,7 @@ async fn the_operator_at_fleet_scale() {
     }});
     rollouts.patch("agent", &PatchParams::apply("vigil-e2e").force(), &Patch::Apply(&spec)).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
     let selected = names[0].clone();
-    let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
     // Play the selected node's agent: its pod Ready, its Lease renewed in its revision's name,
     // its AgentStatus Healthy (as a healthy agent keeps them).
     let play = || async {
@@ -247,19 +244,7 @@ async fn the_operator_at_fleet_scale() {
             let _ = pods
                 .patch_status(p.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&status))
                 .await;
-            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": format!("vigil-agent-{selected}"), "labels": {"app.kubernetes.io/name": "vigil-agent"}},
-                "spec": {"holderIdentity": rev, "leaseDurationSeconds": 40, "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}});
-            let _ = leases
-                .patch(
-                    &format!("vigil-agent-{selected}"),
-                    &PatchParams::apply("vigil-e2e-agent").force(),
-                    &Patch::Apply(&lease),
-                )
-                .await;
-            let st = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": selected}, "spec": {"nodeName": selected}, "status": {"revision": rev, "health": "Healthy"}});
-            let pp = PatchParams::apply("vigil-e2e-agent").force();
-            let _ = statuses.patch(&selected, &pp, &Patch::Apply(&st)).await;
-            let _ = statuses.patch_status(&selected, &pp, &Patch::Apply(&st)).await;
+            vigil_e2e::report_as_agent(&client, &ns.name, &selected, &rev).await;
         }
         Ok::<(), String>(())
     };

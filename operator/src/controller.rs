@@ -192,9 +192,9 @@ impl Error {
 
 /// Reads what the planner needs: the target's config (from the operator's snapshot when it
 /// holds one, else from the rollout's ConfigMap, the one read through the API), the
-/// Prometheus gate when there is one, and the fleet from the stores. Also returns the config
-/// text when it matches the target's hash, passes the agent's checks and has no snapshot
-/// yet, for [`take_snapshot`].
+/// Prometheus gate when there is one, and the fleet from the stores. Also returns the target
+/// revision and its config text when the text matches the target's hash, passes the agent's
+/// checks and has no snapshot yet, for [`take_snapshot`].
 pub async fn observe(
     client: &Client,
     stores: &Stores,
@@ -202,7 +202,7 @@ pub async fn observe(
     rollout: &AgentRollout,
     ns: &str,
     pod_template: &str,
-) -> Result<(Observed, Option<String>), Error> {
+) -> Result<(Observed, Option<(String, String)>), Error> {
     let spec = &rollout.spec;
     let revision = plan::revision_of(spec, pod_template).ok();
     let snapshot = revision.as_deref().and_then(|r| stores.snapshot(ns, r));
@@ -221,7 +221,7 @@ pub async fn observe(
                 vigil_agent_config::Config::parse(text, &origin).err().map(|e| e.to_string())
             });
             let matches = sha.as_deref() == Some(spec.target.config.sha256.as_str()) && error.is_none();
-            (sha, error, None, text.filter(|_| matches && revision.is_some()))
+            (sha, error, None, revision.clone().zip(text).filter(|_| matches))
         }
     };
     let (prometheus_value, prometheus_error) = match gate_value(http, rollout, ns, revision.as_deref()).await {
@@ -248,17 +248,27 @@ pub fn revision_scope(ctx: &Context, key: &str) -> String {
     format!("{}\nrollout/{key}", ctx.template.id())
 }
 
-/// Takes the operator's immutable copy of the target's config (`text`, already checked
+/// The owner reference of what the operator writes for `rollout`: the rollout under its
+/// `Delete` deletion policy, none under `Orphan` (ADR 0004).
+fn owner_of(rollout: &AgentRollout) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    match rollout.spec.deletion_policy {
+        DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
+        DeletionPolicy::Orphan => None,
+    }
+}
+
+/// Takes the operator's immutable copy of the config of `revision` (`text`, already checked
 /// against the target's hash), before any node can be admitted to the revision. Returns its
 /// name, or `None` when it could not be written (then the revision mounts the rollout's own
 /// ConfigMap, as before snapshots, and the next reconcile tries again).
-async fn take_snapshot(ctx: &Context, rollout: &AgentRollout, ns: &str, key: &str, text: &str) -> Option<String> {
-    let revision = plan::revision_of(&rollout.spec, &revision_scope(ctx, key)).ok()?;
-    let owner = match rollout.spec.deletion_policy {
-        DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
-        DeletionPolicy::Orphan => None,
-    };
-    let cm = act::config_snapshot(&revision, &rollout.spec.target.config.sha256, text, key, owner, ns);
+async fn take_snapshot(
+    ctx: &Context,
+    rollout: &AgentRollout,
+    ns: &str,
+    key: &str,
+    (revision, text): (String, String),
+) -> Option<String> {
+    let cm = act::config_snapshot(&revision, &rollout.spec.target.config.sha256, &text, key, owner_of(rollout), ns);
     let name = cm.metadata.name.clone()?;
     match act::Writer::new(ctx.client.clone()).create_snapshot(&cm).await {
         Ok(true) => {
@@ -323,8 +333,8 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     }
     let (mut observed, to_snapshot) =
         observe(&ctx.client, &ctx.stores, ctx.http.as_ref(), &rollout, &ns, &revision_scope(ctx, &key)).await?;
-    if let Some(text) = to_snapshot {
-        observed.config_snapshot = take_snapshot(ctx, &rollout, &ns, &key, &text).await;
+    if let Some(to_snapshot) = to_snapshot {
+        observed.config_snapshot = take_snapshot(ctx, &rollout, &ns, &key, to_snapshot).await;
     }
     let current = rollout.status.clone().unwrap_or_default();
     let now = (ctx.clock)();
@@ -402,10 +412,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     // only its metadata: an unchanged reconcile writes nothing, and an emergency edit of a
     // pod template by a person stays.
     // Under the `Delete` deletion policy the rollout owns them; under `Orphan` nothing does.
-    let owner = match rollout.spec.deletion_policy {
-        DeletionPolicy::Delete => rollout.controller_owner_ref(&()),
-        DeletionPolicy::Orphan => None,
-    };
+    let owner = owner_of(&rollout);
     let mut existing: Vec<Arc<DaemonSet>> = ctx
         .stores
         .daemonsets

@@ -18,10 +18,7 @@ pub use vigil_crds::agent::lease_name;
 /// annotations, `status.conditions` and `status.nodeInfo`): the reflector then holds a few
 /// hundred bytes a node instead of its image list, managed fields and addresses.
 pub fn trim_node(node: &mut Node) {
-    node.metadata.managed_fields = None;
-    if let Some(a) = node.metadata.annotations.as_mut() {
-        a.retain(|k, _| k.starts_with("vigil.dev/"));
-    }
+    trim_meta(&mut node.metadata);
     node.spec = None;
     if let Some(st) = node.status.take() {
         node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
@@ -52,10 +49,7 @@ pub fn trim_pod(pod: &mut Pod) {
 /// Keeps of an agent DaemonSet what the controller and the janitor read: name, namespace,
 /// labels, the operator's annotations, owners, creation and deletion times.
 pub fn trim_daemonset(ds: &mut k8s_openapi::api::apps::v1::DaemonSet) {
-    ds.metadata.managed_fields = None;
-    if let Some(a) = ds.metadata.annotations.as_mut() {
-        a.retain(|k, _| k.starts_with("vigil.dev/"));
-    }
+    trim_meta(&mut ds.metadata);
     ds.spec = None;
     ds.status = None;
 }
@@ -63,12 +57,17 @@ pub fn trim_daemonset(ds: &mut k8s_openapi::api::apps::v1::DaemonSet) {
 /// Keeps of a config snapshot its metadata (the controller reads names, labels and the
 /// `vigil.dev/` annotations); the config text stays in the API.
 pub fn trim_snapshot(cm: &mut k8s_openapi::api::core::v1::ConfigMap) {
-    cm.metadata.managed_fields = None;
-    if let Some(a) = cm.metadata.annotations.as_mut() {
-        a.retain(|k, _| k.starts_with("vigil.dev/"));
-    }
+    trim_meta(&mut cm.metadata);
     cm.data = None;
     cm.binary_data = None;
+}
+
+/// Drops an object's managed fields and every annotation but the operator's (`vigil.dev/`).
+fn trim_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    m.managed_fields = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("vigil.dev/"));
+    }
 }
 
 /// Keeps of a heartbeat Lease its spec.
