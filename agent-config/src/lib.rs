@@ -518,6 +518,14 @@ pub struct AuthEvents {
     /// Syslog files followed (host paths): Debian/Ubuntu `auth.log`, RHEL `secure`. Missing
     /// ones are picked up when they appear.
     pub logs: Vec<String>,
+    /// Whether the systemd journal is read for these events: `auto` reads it when none of
+    /// `logs` exists at start (a host without a syslog daemon: Debian 12, Fedora, most cloud
+    /// images), `on` always (where rsyslog also copies the journal into `logs`, each event then
+    /// comes twice), `off` never.
+    pub journal: JournalMode,
+    /// The journal's directories (host paths), each holding files or machine-id directories
+    /// of files: the persistent journal and the volatile one.
+    pub journal_dirs: Vec<String>,
     /// wtmp (logins, logouts, boots); empty to skip.
     pub wtmp: String,
     /// btmp (failed logins); empty to skip.
@@ -541,6 +549,8 @@ impl Default for AuthEvents {
         Self {
             enabled: true,
             logs: vec!["/var/log/auth.log".into(), "/var/log/secure".into()],
+            journal: JournalMode::Auto,
+            journal_dirs: vec!["/var/log/journal".into(), "/run/log/journal".into()],
             wtmp: "/var/log/wtmp".into(),
             btmp: "/var/log/btmp".into(),
             poll_interval: Duration::from_secs(1),
@@ -550,6 +560,19 @@ impl Default for AuthEvents {
             rate_limit: RateLimit::new(100.0, 1000),
         }
     }
+}
+
+/// When the auth source reads the systemd journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalMode {
+    /// When none of the auth log files exists at start.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 /// Network events.

@@ -148,7 +148,30 @@ impl AuthParser {
     pub fn parse(&self, line: &str, now: jiff::Timestamp) -> Parsed {
         let Some(l) = parse_syslog(line) else { return Parsed::Unparsed };
         let time = l.time.resolve(&self.tz, now);
-        match self.message(&l, time) {
+        self.judge(&l, time, line)
+    }
+
+    /// Parses one systemd journal entry: its `SYSLOG_IDENTIFIER` (or `_COMM`), pid, host and
+    /// `MESSAGE` fields at its own time. The event's `line` is the entry as journalctl's short
+    /// format shows it.
+    pub fn parse_entry(
+        &self,
+        program: &str,
+        pid: Option<i64>,
+        host: &str,
+        message: &str,
+        time: jiff::Timestamp,
+    ) -> Parsed {
+        let l = SyslogLine { time: LineTime::Exact(time), host, program, pid, message };
+        let line = match pid {
+            Some(p) => format!("{time} {host} {program}[{p}]: {message}"),
+            None => format!("{time} {host} {program}: {message}"),
+        };
+        self.judge(&l, time, &line)
+    }
+
+    fn judge(&self, l: &SyslogLine<'_>, time: jiff::Timestamp, line: &str) -> Parsed {
+        match self.message(l, time) {
             Some(e) => {
                 Parsed::Event(e.with("program", l.program).with("programPid", l.pid).with("line", line.trim_end()))
             }

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod clock;
 pub mod cnproc;
 pub mod fim;
+pub mod journal;
 pub mod klog;
 pub mod kmsg;
 pub mod netconn;

@@ -725,11 +725,28 @@ pub struct AuthFollower {
     /// Whether btmp feeds brute-force detection (only when no auth log exists: sshd writes
     /// the same failures to both).
     btmp_counts: bool,
+    /// The systemd journal, when read.
+    journal: Option<super::journal::Follower>,
+    /// What the last poll of the journal could not read (file: why).
+    pub journal_problems: Vec<String>,
+    /// The last poll of the journal stopped before the end of some file.
+    pub journal_more: bool,
+}
+
+/// The journal fields the auth source reads.
+fn auth_journal_field(name: &str) -> bool {
+    matches!(name, "MESSAGE" | "SYSLOG_IDENTIFIER" | "_COMM" | "SYSLOG_PID" | "_PID" | "_HOSTNAME" | "_TRANSPORT")
 }
 
 impl AuthFollower {
     /// Opens the tails, resuming at `saved` positions (else at `start`).
-    pub fn new(cfg: &crate::config::AuthEvents, root: &HostRoot, saved: &Positions, start: StartAt) -> Self {
+    pub fn new(
+        cfg: &crate::config::AuthEvents,
+        root: &HostRoot,
+        saved: &Positions,
+        journal_cursor: Option<super::journal::Cursor>,
+        start: StartAt,
+    ) -> Self {
         let parser = AuthParser { ignore_session_services: cfg.ignore_session_services.clone(), tz: host_tz(root) };
         let open = |p: &str, unit| Tail::open(&root.host_path(p), unit, saved.0.get(p).copied(), start);
         let logs: Vec<(String, Tail)> =
@@ -746,7 +763,26 @@ impl AuthFollower {
             window: cfg.brute_force_window,
             ..BruteForceRule::default()
         });
-        Self { parser, logs, utmp, brute, btmp_counts }
+        let journal = match cfg.journal {
+            crate::config::JournalMode::Off => false,
+            crate::config::JournalMode::On => true,
+            crate::config::JournalMode::Auto => btmp_counts,
+        }
+        .then(|| {
+            let dirs = cfg.journal_dirs.iter().map(|d| root.host_path(d)).collect();
+            super::journal::Follower::new(dirs, journal_cursor, start == StartAt::End)
+        });
+        Self { parser, logs, utmp, brute, btmp_counts, journal, journal_problems: Vec::new(), journal_more: false }
+    }
+
+    /// Whether the journal is read, and its directories.
+    pub fn journal_dirs(&self) -> Option<Vec<PathBuf>> {
+        self.journal.as_ref().map(super::journal::Follower::dirs)
+    }
+
+    /// Where the journal reader is, to save.
+    pub fn journal_cursor(&self) -> Option<&super::journal::Cursor> {
+        self.journal.as_ref().map(super::journal::Follower::cursor)
     }
 
     /// Reads what the files gained; events go to `out`.
@@ -773,6 +809,47 @@ impl AuthFollower {
                     Parsed::Unparsed => {
                         unparsed();
                         out(Event::unparsed(now, name, &l).with("cut", cut.then_some(true)));
+                    }
+                }
+            }
+        }
+        if let Some(j) = self.journal.as_mut() {
+            let poll = j.poll(&auth_journal_field);
+            self.journal_problems = poll.errors.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
+            self.journal_more = poll.more;
+            for entry in poll.entries {
+                // The kernel's records are the kernel source's.
+                if entry.fields.get("_TRANSPORT").is_some_and(|t| t == b"kernel") {
+                    continue;
+                }
+                let Some(message) = entry.text("MESSAGE") else { continue };
+                let time = i64::try_from(entry.realtime)
+                    .ok()
+                    .and_then(|us| jiff::Timestamp::from_microsecond(us).ok())
+                    .unwrap_or(now);
+                let program = entry.text("SYSLOG_IDENTIFIER").or_else(|| entry.text("_COMM")).unwrap_or_default();
+                let pid = entry.text("SYSLOG_PID").or_else(|| entry.text("_PID")).and_then(|p| p.parse().ok());
+                let host = entry.text("_HOSTNAME").unwrap_or_default();
+                let parsed = if entry.cut {
+                    Parsed::Unparsed
+                } else {
+                    self.parser.parse_entry(&program, pid, &host, &message, time)
+                };
+                match parsed {
+                    Parsed::Event(e) => {
+                        let found = self.brute.observe(&e);
+                        out(e.with("journalSeqnum", entry.seqnum));
+                        if let Some(f) = found {
+                            out(f);
+                        }
+                    }
+                    Parsed::Ignored => {}
+                    Parsed::Unparsed => {
+                        unparsed();
+                        let raw = entry.fields.get("MESSAGE").map_or(&[][..], Vec::as_slice);
+                        out(Event::unparsed(now, "journal", raw)
+                            .with("program", program)
+                            .with("cut", entry.cut.then_some(true)));
                     }
                 }
             }
@@ -892,9 +969,15 @@ fn polled_sources(
     let positions_file = state_dir.map(|d| d.join("log-positions.json"));
     let saved = positions_file.as_deref().map(Positions::load).unwrap_or_default();
     let users = Users::read(root, &mut crate::proc::ReadErrors::default());
-    let mut auth = cfg.auth.enabled.then(|| AuthFollower::new(&cfg.auth, root, &saved, StartAt::End));
+    let cursor_file = state_dir.map(|d| d.join("journal-cursor.json"));
+    let saved_cursor: Option<super::journal::Cursor> =
+        cursor_file.as_deref().and_then(|f| std::fs::read(f).ok()).and_then(|b| serde_json::from_slice(&b).ok());
+    let mut auth = cfg.auth.enabled.then(|| AuthFollower::new(&cfg.auth, root, &saved, saved_cursor, StartAt::End));
+    let mut last_cursor = None;
+    let mut journal_problems: Option<Vec<String>> = None;
     let mut net = cfg.network.enabled.then(|| NetFollower::new(&cfg.network));
     let mut clock = cfg.clock.enabled.then(|| super::clock::ClockWatch::new(cfg.clock.max_offset.as_secs_f64()));
+    let mut unreadable_files = Vec::new();
     if auth.is_some() {
         // Say which files exist but cannot be read: a silent source is worse than none.
         let mut files: Vec<&String> = cfg.auth.logs.iter().collect();
@@ -906,12 +989,10 @@ fn polled_sources(
                 _ => None,
             })
             .collect();
-        let mut text = format!("following {}", files.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
-        if !unreadable.is_empty() {
-            text.push_str(&format!(" (cannot read {})", unreadable.join("; ")));
-        }
+        let text = auth_state_text(&files, auth.as_ref().and_then(AuthFollower::journal_dirs).as_deref(), &unreadable);
         let state = if unreadable.is_empty() { SourceState::On } else { SourceState::Degraded };
-        set_state(states, Source::Auth, state, "file", text);
+        set_state(states, Source::Auth, state, auth_mode(auth.as_ref()), text);
+        unreadable_files = unreadable;
     }
     if net.is_some() {
         set_state(
@@ -946,6 +1027,26 @@ fn polled_sources(
             }
             for e in out {
                 em.auth.emit(e);
+            }
+            if a.journal_more {
+                next_auth = now; // a backlog: go on without waiting
+            }
+            if journal_problems.as_ref() != Some(&a.journal_problems) {
+                // The journal's readability is part of the source's state.
+                let mut files: Vec<&String> = cfg.auth.logs.iter().collect();
+                files.extend([&cfg.auth.wtmp, &cfg.auth.btmp].into_iter().filter(|p| !p.is_empty()));
+                let problems = [unreadable_files.clone(), a.journal_problems.clone()].concat();
+                let text = auth_state_text(&files, a.journal_dirs().as_deref(), &problems);
+                let state = if problems.is_empty() { SourceState::On } else { SourceState::Degraded };
+                set_state(states, Source::Auth, state, auth_mode(Some(a)), text);
+                journal_problems = Some(a.journal_problems.clone());
+            }
+            if now >= next_save
+                && let (Some(f), Some(c)) = (&cursor_file, a.journal_cursor())
+                && last_cursor.as_ref() != Some(c)
+                && serde_json::to_vec(c).is_ok_and(|b| super::tail::write_atomic(f, &b).is_ok())
+            {
+                last_cursor = Some(c.clone());
             }
             if now >= next_save
                 && let Some(f) = &positions_file
@@ -991,6 +1092,29 @@ fn polled_sources(
     if let (Some(a), Some(f)) = (auth.as_ref(), &positions_file) {
         let _ = a.positions().save(f);
     }
+    if let (Some(c), Some(f)) = (auth.as_ref().and_then(AuthFollower::journal_cursor), &cursor_file)
+        && let Ok(b) = serde_json::to_vec(c)
+    {
+        let _ = super::tail::write_atomic(f, &b);
+    }
+}
+
+/// How the auth source reads: files, the journal, or both.
+fn auth_mode(a: Option<&AuthFollower>) -> &'static str {
+    if a.is_some_and(|a| a.journal.is_some()) { "file+journal" } else { "file" }
+}
+
+/// The auth source's state in words: what it follows and what it cannot read.
+fn auth_state_text(files: &[&String], journal: Option<&[PathBuf]>, problems: &[String]) -> String {
+    let mut text = format!("following {}", files.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+    if let Some(dirs) = journal {
+        let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        text.push_str(&format!("; the systemd journal in {}", dirs.join(", ")));
+    }
+    if !problems.is_empty() {
+        text.push_str(&format!(" (cannot read {})", problems.join("; ")));
+    }
+    text
 }
 
 /// The events one scan can find without waiting: the kernel log since boot, the current auth
@@ -1035,8 +1159,20 @@ pub fn one_shot(config: &Config) -> Vec<Event> {
     }
     let users = Users::read(&root, &mut crate::proc::ReadErrors::default());
     if ev.auth.enabled {
-        let mut a = AuthFollower::new(&ev.auth, &root, &Positions::default(), StartAt::Beginning);
-        a.poll(&mut |e| out.push(e), &mut || {});
+        // The journal of the last week (auth.log rotates weekly): a scan of a host that logs
+        // only there sees what one of auth.log would.
+        let week_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 7);
+        let since = super::journal::Cursor {
+            realtime: u64::try_from(week_ago.as_microsecond()).unwrap_or(0),
+            ..Default::default()
+        };
+        let mut a = AuthFollower::new(&ev.auth, &root, &Positions::default(), Some(since), StartAt::Beginning);
+        loop {
+            a.poll(&mut |e| out.push(e), &mut || {});
+            if !a.journal_more {
+                break;
+            }
+        }
     }
     if ev.network.enabled {
         NetFollower::new(&ev.network).poll(&root, &users, true, &mut |e| out.push(e));

@@ -1,0 +1,258 @@
+//! The systemd journal as an auth source: files journald wrote (compact and regular layouts,
+//! Zstandard-compressed fields), and a journald started here, logged to with `logger`, read by
+//! `vigil-agent watch --events-only` on a host with no auth.log. Every wait is bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use vigil_agent::events::auth::{AuthParser, Parsed};
+use vigil_agent::events::journal::{Cursor, Follower};
+use vigil_agent::events::{Event, Severity};
+
+/// A fixture journal (stored Zstandard-compressed: journal files are mostly zeros), written
+/// out into `dir`.
+fn unpack(name: &str, dir: &Path) -> PathBuf {
+    let packed = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal").join(format!("{name}.journal.zst")),
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    ruzstd::decoding::StreamingDecoder::new(&packed[..]).unwrap().read_to_end(&mut bytes).unwrap();
+    let path = dir.join(format!("{name}.journal"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn auth_events(dir: &Path) -> Vec<Event> {
+    let mut follower = Follower::new(vec![dir.to_owned()], None, false);
+    let poll = follower.poll(&|_| true);
+    assert!(poll.errors.is_empty(), "{:?}", poll.errors);
+    let parser = AuthParser::default();
+    poll.entries
+        .iter()
+        .filter_map(|e| {
+            let time = jiff::Timestamp::from_microsecond(e.realtime as i64).unwrap();
+            let pid = e.text("SYSLOG_PID").and_then(|p| p.parse().ok());
+            match parser.parse_entry(
+                &e.text("SYSLOG_IDENTIFIER")?,
+                pid,
+                &e.text("_HOSTNAME").unwrap_or_default(),
+                &e.text("MESSAGE")?,
+                time,
+            ) {
+                Parsed::Event(ev) => Some(ev),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn journal_files_of_both_layouts_give_the_auth_events_with_compressed_fields() {
+    for name in ["debian12-compact", "debian12-regular"] {
+        let dir = tempfile::tempdir().unwrap();
+        unpack(name, dir.path());
+        let events = auth_events(dir.path());
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["auth.ssh.accepted", "auth.ssh.failed", "auth.sudo", "auth.su", "auth.account.added", "auth.ssh.failed"],
+            "{name}"
+        );
+        assert_eq!(events[0].detail_str("user"), Some("alice"));
+        assert_eq!(events[0].detail_str("sourceAddress"), Some("192.0.2.10"));
+        assert_eq!(events[1].detail_str("sourceAddress"), Some("198.51.100.7"));
+        assert_eq!(events[4].severity, Severity::Critical, "a second UID 0 account");
+        // journald compresses fields over 512 bytes: this one was read through Zstandard.
+        assert_eq!(events[5].detail_str("user").map(str::len), Some(600), "{name}");
+        assert!(events[0].time > jiff::Timestamp::from_second(1_700_000_000).unwrap());
+    }
+}
+
+#[test]
+fn a_saved_cursor_resumes_after_the_last_entry_and_a_new_file_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    unpack("debian12-compact", dir.path());
+    let mut first = Follower::new(vec![dir.path().to_owned()], None, false);
+    let all = first.poll(&|_| true).entries;
+    assert!(all.len() >= 8);
+    // Resume from a cursor half way: only what follows it.
+    let mut half = Cursor::default();
+    let mid = &all[all.len() / 2];
+    let id = first.cursor().seqnums.keys().next().unwrap().clone();
+    half.seqnums.insert(id, mid.seqnum);
+    let mut again = Follower::new(vec![dir.path().to_owned()], Some(half), true);
+    let rest = again.poll(&|_| true).entries;
+    assert_eq!(rest.first().map(|e| e.seqnum), Some(mid.seqnum + 1));
+    assert_eq!(rest.len(), all.len() - all.len() / 2 - 1);
+    assert!(again.poll(&|_| true).entries.is_empty(), "nothing twice");
+    // A fresh start at the end reads nothing old, then a file that appears (rotation) whole.
+    let other = tempfile::tempdir().unwrap();
+    let mut at_end = Follower::new(vec![other.path().to_owned()], None, true);
+    assert!(at_end.poll(&|_| true).entries.is_empty());
+    unpack("debian12-regular", other.path());
+    assert!(!at_end.poll(&|_| true).entries.is_empty(), "a file that appeared later is new");
+}
+
+/// A journald in a namespace of its own (its sockets under /run/systemd/journal.NS, its
+/// files under /run/log/journal/MACHINE-ID.NS), removed with everything it made on drop.
+struct Journald {
+    child: Child,
+    ns: String,
+    files: PathBuf,
+}
+
+impl Journald {
+    fn start() -> Self {
+        let ns = format!("vigiltest{}", std::process::id());
+        let machine = std::fs::read_to_string("/etc/machine-id").unwrap().trim().to_owned();
+        std::fs::write(format!("/etc/systemd/journald@{ns}.conf"), "[Journal]\nStorage=volatile\n").unwrap();
+        let child = Command::new("/lib/systemd/systemd-journald")
+            .arg(&ns)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("systemd-journald (make test-deps installs it)");
+        let j = Self { child, files: PathBuf::from(format!("/run/log/journal/{machine}.{ns}")), ns };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(j.socket().exists() && j.files.join("system.journal").exists()) {
+            assert!(Instant::now() < deadline, "journald did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        j
+    }
+
+    fn socket(&self) -> PathBuf {
+        PathBuf::from(format!("/run/systemd/journal.{}/dev-log", self.ns))
+    }
+
+    fn log(&self, tag: &str, message: &str) {
+        let ok = Command::new("logger")
+            .args(["--socket", &self.socket().display().to_string(), "-t", tag, "-i", message])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "logger failed");
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(format!("/etc/systemd/journald@{}.conf", self.ns));
+        let _ = std::fs::remove_dir_all(format!("/run/systemd/journal.{}", self.ns));
+        let _ = std::fs::remove_dir_all(&self.files);
+    }
+}
+
+/// `vigil-agent watch --events-only --json` with only the auth source on, its JSON events
+/// arriving on a channel.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watch {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+            .args(["watch", "--events-only", "--json", "--interval", "1s", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Events until `done` holds or 20 s pass (then fails naming what arrived).
+    fn until(&self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => seen.push(v),
+                Err(_) => panic!("waited 20 s for {what}; got {seen:#?}"),
+            }
+        }
+        seen
+    }
+
+    /// Stops it as Ctrl-C does (it saves where it is) and waits for it to exit.
+    fn stop(mut self) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "watch did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn kinds(events: &[serde_json::Value]) -> Vec<String> {
+    events.iter().filter_map(|e| e["type"].as_str()).filter(|t| t.starts_with("auth.")).map(str::to_owned).collect()
+}
+
+#[test]
+fn watch_shows_sshd_sudo_and_su_from_a_live_journal_once_across_a_restart() {
+    let journald = Journald::start();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // Start after a cursor at this moment: what is logged from now on is news, whenever the
+    // agent's first read comes.
+    let now = jiff::Timestamp::now().as_microsecond();
+    std::fs::write(state.join("journal-cursor.json"), format!("{{\"seqnums\":{{}},\"realtime\":{now}}}")).unwrap();
+    let config = work.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  kernel: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth:\n    logs: [{}]\n    wtmp: ''\n    btmp: ''\n    pollInterval: 100ms\n    journalDirs: [{}]\n",
+            state.display(),
+            work.path().join("no-such-auth.log").display(),
+            journald.files.display(),
+        ),
+    )
+    .unwrap();
+
+    let watch = Watch::start(&config);
+    journald.log("sshd", "Accepted publickey for alice from 192.0.2.10 port 50022 ssh2: ED25519 SHA256:abc");
+    journald.log("sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id");
+    journald.log("su", "(to root) alice on pts/1");
+    let seen = watch.until("sshd, sudo and su", |ev| kinds(ev).len() >= 3);
+    assert_eq!(kinds(&seen), ["auth.ssh.accepted", "auth.sudo", "auth.su"]);
+    assert_eq!(seen.iter().find(|e| e["type"] == "auth.sudo").unwrap()["details"]["user"], "alice");
+    watch.stop();
+
+    // Down: one more entry. The restart reads it once, and nothing from before.
+    journald.log("sshd", "Failed password for invalid user admin from 198.51.100.7 port 41000 ssh2");
+    let watch = Watch::start(&config);
+    journald.log("su", "FAILED SU (to root) alice on pts/1");
+    let seen = watch.until("the entry from while it was down", |ev| kinds(ev).len() >= 2);
+    assert_eq!(kinds(&seen), ["auth.ssh.failed", "auth.su.failed"]);
+    let failed = &seen.iter().find(|e| e["type"] == "auth.ssh.failed").unwrap()["details"];
+    assert_eq!(failed["sourceAddress"], "198.51.100.7");
+    watch.stop();
+}
