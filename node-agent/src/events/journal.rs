@@ -162,7 +162,7 @@ impl Header {
             tail_entry_seqnum: le64(&b, 160),
             tail_entry_realtime: le64(&b, 192),
         };
-        if header.header_size < 208 || header.header_size % 8 != 0 {
+        if header.header_size < 208 || !header.header_size.is_multiple_of(8) {
             return Err(JournalError::Corrupt { offset: 88, what: "header size" });
         }
         Ok(header)
@@ -299,7 +299,8 @@ fn entry(
     for i in 0..items as usize {
         let at = 64 + i * item_size as usize;
         let data_offset = if header.compact() { u64::from(le32(&b, at)) } else { le64(&b, at) };
-        if data_offset < header.header_size || data_offset > header.tail_object_offset || data_offset % 8 != 0 {
+        if data_offset < header.header_size || data_offset > header.tail_object_offset || !data_offset.is_multiple_of(8)
+        {
             return Err(JournalError::Corrupt { offset, what: "entry item pointing outside the objects" });
         }
         let (payload, cut) = data(r, header, data_offset)?;
@@ -609,7 +610,7 @@ pub(crate) mod tests {
             self.bytes.extend_from_slice(&[kind, flags, 0, 0, 0, 0, 0, 0]);
             self.bytes.extend_from_slice(&size.to_le_bytes());
             self.bytes.extend_from_slice(body);
-            while self.bytes.len() % 8 != 0 {
+            while !self.bytes.len().is_multiple_of(8) {
                 self.bytes.push(0);
             }
             self.tail = offset;
