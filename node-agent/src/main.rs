@@ -253,13 +253,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if events {
                 let found = vigil_agent::events::runner::one_shot(&config);
                 if !common.json {
-                    writeln!(out, "\nEvents ({})", found.len())?;
+                    writeln!(out, "\nEvents ({})", found.events.len())?;
                 }
                 let color = common.render_options().color;
-                for e in &found {
+                for e in &found.events {
                     print_event(&mut out, e, common.json, color)?;
                 }
                 out.flush()?;
+                // On stderr, so the JSON on stdout stays clean: what could not be read or
+                // parsed (each unparsed line is an agent.unparsed event above).
+                let mut err = std::io::stderr().lock();
+                for w in &found.warnings {
+                    let _ = writeln!(err, "vigil-agent: events: {}", vigil_agent::events::printable(w));
+                }
+                if !found.unparsed.is_empty() {
+                    let per: Vec<String> = found.unparsed.iter().map(|(s, n)| format!("{} {n}", s.as_str())).collect();
+                    let _ = writeln!(
+                        err,
+                        "vigil-agent: events: input not understood, kept as agent.unparsed events: {}",
+                        per.join(", ")
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -327,3 +327,83 @@ fn a_kmsg_file_is_followed_like_the_device() {
     assert_eq!(q.stats().unparsed(Source::Kernel), 1);
     sources.stop();
 }
+
+/// A kernel log with what a reader must not get wrong: a record with its dictionary, an oops
+/// printed in two fragments, the `Oops:` line of the same crash, a line that is no record and
+/// an OOM kill.
+const KERNEL_LOG: &str = "3,10,1000000,-;Buffer I/O error on dev sdb1, logical block 0, async page read\n SUBSYSTEM=block\n DEVICE=b8:17\n1,11,2000000,c;BUG: unable to handle kernel NULL pointer dereference\n1,12,2000001,-; at 0000000000000008\n4,13,2000100,-;Oops: 0002 [#1] SMP PTI\nnot a record\n3,14,3000000,-;Out of memory: Killed process 77 (leaky) total-vm:10kB, anon-rss:8kB, file-rss:0kB, shmem-rss:0kB\n";
+
+fn sorted_kinds(events: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut k: Vec<String> = events.into_iter().collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kmsg = dir.path().join("kmsg");
+    std::fs::write(&kmsg, "").unwrap();
+
+    // watch: the sources follow the file; the log is written after they started.
+    let mut c = quiet(state.path());
+    c.events.kernel.enabled = true;
+    c.events.kernel.device = kmsg.clone();
+    let (sources, mut rx, q) = start(&c);
+    assert!(wait_ready(&sources, Source::Kernel).starts_with("following"));
+    append(&kmsg, KERNEL_LOG);
+    let watched = wait_for(&mut rx, Duration::from_secs(10), "four events", |ev| ev.len() >= 4);
+    sources.stop();
+    assert_eq!(q.stats().unparsed(Source::Kernel), 1);
+    let io = watched.iter().find(|e| e.kind == EventType::IoError).unwrap();
+    assert_eq!(io.details["kernelDictionary"]["DEVICE"], "b8:17");
+    let oops = watched.iter().find(|e| e.kind == EventType::Oops).unwrap();
+    assert!(oops.message.contains("dereference at 0000000000000008"), "{}", oops.message);
+    assert!(watched.iter().find(|e| e.kind == EventType::OomKill).unwrap().detail_str("line").is_some());
+
+    // scan: the same file read once, by the binary; auth logs that do not exist.
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  kernel: {{device: {}}}\n  auth:\n    logs: [{}]\n    journal: 'off'\n    wtmp: ''\n    btmp: ''\n",
+            state.path().display(),
+            kmsg.display(),
+            dir.path().join("auth.lgo").display(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["scan", "--events", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scanned: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("schemaVersion").is_some() && v.get("type").is_some())
+        .collect();
+    assert_eq!(
+        sorted_kinds(scanned.iter().map(|e| e["type"].as_str().unwrap().to_owned())),
+        sorted_kinds(watched.iter().map(|e| e.kind.as_str().to_owned())),
+        "scan and watch find the same events in the same log"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("input not understood, kept as agent.unparsed events: kernel 1"), "{stderr}");
+    assert!(stderr.contains("auth.lgo exists and the journal is not read"), "a typo in a path is said: {stderr}");
+
+    // A kernel device that cannot be opened (a typo): said, whether syslog(2) stood in or not.
+    let missing = dir.path().join("no-such-kmsg");
+    let text =
+        std::fs::read_to_string(&config).unwrap().replace(&kmsg.display().to_string(), &missing.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["scan", "--events", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("kernel: opening {}: No such file", missing.display())), "{stderr}");
+}

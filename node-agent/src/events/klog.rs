@@ -68,6 +68,8 @@ pub fn parse_line(line: &[u8]) -> Option<(Record, bool)> {
         ts_usec: ts_usec.unwrap_or(0),
         message: escape(msg),
         dict: Vec::new(),
+        continued: false,
+        continuation: false,
     };
     Some((record, ts_usec.is_some()))
 }

@@ -27,6 +27,10 @@ pub struct Record {
     pub message: String,
     /// Dictionary (`SUBSYSTEM=…`, `DEVICE=…`).
     pub dict: Vec<(String, String)>,
+    /// Flag `c`: the line goes on in the next record (a fragment).
+    pub continued: bool,
+    /// Flag `+`: this record goes on the line of the one before (kernels before 4.9).
+    pub continuation: bool,
 }
 
 /// Parses one record (one `read(2)` of `/dev/kmsg`, or one record of a saved file). `None` when
@@ -40,7 +44,8 @@ pub fn parse_record(bytes: &[u8]) -> Option<Record> {
     let prefix: u32 = fields.next()?.trim().parse().ok()?;
     let seq: u64 = fields.next()?.trim().parse().ok()?;
     let ts_usec: u64 = fields.next()?.trim().parse().ok()?;
-    // Flags and optional fields (`caller=T123`) are not needed.
+    // Optional fields after the flags (`caller=T123`) are not needed.
+    let flags = fields.next().unwrap_or("-");
     let dict = lines
         .filter_map(|l| l.strip_prefix(' '))
         .filter_map(|l| l.split_once('='))
@@ -53,7 +58,106 @@ pub fn parse_record(bytes: &[u8]) -> Option<Record> {
         ts_usec,
         message: message.trim_end_matches(['\r', '\n']).to_owned(),
         dict,
+        continued: flags.contains('c'),
+        continuation: flags.contains('+'),
     })
+}
+
+/// The longest line made by joining fragments; the rest of a longer one is dropped.
+const MAX_JOINED: usize = 16 * 1024;
+
+/// What the kernel log reader hands on: whole records, or input that is no record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// A record with its dictionary, its fragments joined.
+    Record(Record),
+    /// Bytes that are no record (kept raw, counted).
+    Unparsed(Vec<u8>),
+}
+
+/// Makes whole records of what the kernel log gives, the same for every way of reading it
+/// (the device, syslog(2), a saved file; a follow or a one-shot scan): dictionary lines
+/// (` SUBSYSTEM=block`) attached to the record before them, and the fragments of one line
+/// (flag `c`, and `+` on kernels before 4.9) joined, so an oops printed in pieces is one record.
+/// A record is held only until the next one or the next [`Assembler::flush`].
+#[derive(Debug, Default)]
+pub struct Assembler {
+    /// A file's record line waiting for its dictionary lines.
+    lines: Option<Vec<u8>>,
+    /// A record waiting for its continuation.
+    open: Option<Record>,
+}
+
+impl Assembler {
+    /// One whole record (one read of `/dev/kmsg`, or a record of a file with its dictionary).
+    pub fn record(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
+        match parse_record(bytes) {
+            Some(r) => self.join(r, out),
+            None if bytes.iter().all(u8::is_ascii_whitespace) => {}
+            None => out.push(Piece::Unparsed(bytes.to_vec())),
+        }
+    }
+
+    /// A record already parsed (syslog(2) lines).
+    pub fn parsed(&mut self, r: Record, out: &mut Vec<Piece>) {
+        self.join(r, out);
+    }
+
+    /// One line of a file in the `/dev/kmsg` format: a line starting with a space is a
+    /// dictionary line of the record before it.
+    pub fn line(&mut self, line: &[u8], out: &mut Vec<Piece>) {
+        if line.starts_with(b" ") {
+            match self.lines.as_mut() {
+                Some(l) if l.len() + line.len() < 2 * MAX_JOINED => {
+                    l.push(b'\n');
+                    l.extend_from_slice(line);
+                }
+                Some(_) => {}
+                None => out.push(Piece::Unparsed(line.to_vec())),
+            }
+            return;
+        }
+        if let Some(held) = self.lines.replace(line.to_vec()) {
+            self.record(&held, out);
+        }
+    }
+
+    /// Everything held goes out (the end of what the source has for now).
+    pub fn flush(&mut self, out: &mut Vec<Piece>) {
+        if let Some(held) = self.lines.take() {
+            self.record(&held, out);
+        }
+        if let Some(r) = self.open.take() {
+            out.push(Piece::Record(r));
+        }
+    }
+
+    fn join(&mut self, r: Record, out: &mut Vec<Piece>) {
+        if let Some(mut open) = self.open.take() {
+            if open.continued || r.continuation {
+                let room = MAX_JOINED.saturating_sub(open.message.len());
+                let mut end = r.message.len().min(room);
+                while !r.message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                open.message.push_str(&r.message[..end]);
+                open.dict.extend(r.dict);
+                open.continued = r.continued;
+                if r.continued || r.continuation {
+                    self.open = Some(open);
+                } else {
+                    out.push(Piece::Record(open));
+                }
+                return;
+            }
+            out.push(Piece::Record(open));
+        }
+        if r.continued || r.continuation {
+            self.open = Some(r);
+        } else {
+            out.push(Piece::Record(r));
+        }
+    }
 }
 
 /// Splits a saved kmsg stream (records one per line, dictionary lines indented by a space)
@@ -84,7 +188,13 @@ pub fn split_records(text: &[u8]) -> Vec<&[u8]> {
 #[derive(Debug, Default)]
 pub struct Classifier {
     pending_oom: Option<(i64, Map<String, Value>)>,
+    /// When (µs since boot) the last `BUG:` was reported: the `Oops:` line the kernel prints
+    /// right after it is the same crash.
+    last_bug: Option<u64>,
 }
+
+/// How long after a `BUG:` an `Oops:` is taken for the same crash.
+const SAME_CRASH_USEC: u64 = 10_000_000;
 
 impl Classifier {
     /// The event for `record`, if it is one an operator must see. `boot_time` turns the
@@ -102,7 +212,24 @@ impl Classifier {
         } else {
             classify_message(msg, time)
         }?;
-        let event = event.with("kernelSeq", record.seq).with("kernelLevel", u32::from(record.level));
+        if event.kind == EventType::Oops {
+            let m = msg.trim_start();
+            let same_crash = m.starts_with("Oops: ")
+                && self.last_bug.is_some_and(|b| record.ts_usec.saturating_sub(b) <= SAME_CRASH_USEC);
+            if m.starts_with("BUG: ") || m.starts_with("kernel BUG at ") {
+                self.last_bug = Some(record.ts_usec);
+            }
+            if same_crash {
+                self.last_bug = None;
+                return None;
+            }
+        }
+        let mut event = event.with("kernelSeq", record.seq).with("kernelLevel", u32::from(record.level));
+        if !record.dict.is_empty() {
+            let dict: Map<String, Value> =
+                record.dict.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
+            event = event.with("kernelDictionary", Value::Object(dict));
+        }
         // Root may write to /dev/kmsg too (systemd does at boot); such records say so.
         Some(if record.facility != 0 { event.with("userspace", true) } else { event })
     }
@@ -116,7 +243,8 @@ impl Classifier {
         )
         .with("pid", pid)
         .with("comm", comm)
-        .with("memcg", msg.starts_with("Memory cgroup out of memory"));
+        .with("memcg", msg.starts_with("Memory cgroup out of memory"))
+        .with("line", msg.trim());
         for (key, name) in [
             ("total-vm", "totalVmKiB"),
             ("anon-rss", "anonRssKiB"),
@@ -600,6 +728,89 @@ mod tests {
         ] {
             assert!(classify_message(m, t0()).is_none(), "{m}");
         }
+    }
+
+    fn assemble_lines(text: &[u8]) -> Vec<Piece> {
+        let mut a = Assembler::default();
+        let mut out = Vec::new();
+        for line in text.split(|&b| b == b'\n') {
+            a.line(line, &mut out);
+        }
+        a.flush(&mut out);
+        out
+    }
+
+    fn records(pieces: &[Piece]) -> Vec<&Record> {
+        pieces.iter().filter_map(|p| if let Piece::Record(r) = p { Some(r) } else { None }).collect()
+    }
+
+    #[test]
+    fn dictionary_lines_of_a_file_go_with_their_record_and_into_its_event() {
+        let text = b"3,7,100,-;Buffer I/O error on dev sdb1, logical block 0, async page read\n SUBSYSTEM=block\n DEVICE=b8:17\n6,8,200,-;next\n";
+        let pieces = assemble_lines(text);
+        let recs = records(&pieces);
+        assert_eq!(recs.len(), 2, "{pieces:?}");
+        assert_eq!(recs[0].dict, [("SUBSYSTEM".into(), "block".into()), ("DEVICE".into(), "b8:17".into())]);
+        let e = Classifier::default().classify(recs[0], t0()).unwrap();
+        assert_eq!(e.details["kernelDictionary"]["SUBSYSTEM"], "block");
+        assert_eq!(e.details["kernelDictionary"]["DEVICE"], "b8:17");
+        // A dictionary line with no record before it is unparsed, not dropped.
+        let orphan = assemble_lines(b" SUBSYSTEM=net\n");
+        assert_eq!(orphan, [Piece::Unparsed(b" SUBSYSTEM=net".to_vec())]);
+    }
+
+    #[test]
+    fn fragments_of_one_line_are_one_record_and_one_event() {
+        // 4.9 and later: `c` says the line goes on in the next record.
+        let mut a = Assembler::default();
+        let mut out = Vec::new();
+        a.record(b"1,20,500,c;BUG: unable to handle kernel NULL pointer dereference", &mut out);
+        assert!(out.is_empty(), "held for its continuation");
+        a.record(b"1,21,501,-; at 0000000000000008", &mut out);
+        let recs = records(&out);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].message, "BUG: unable to handle kernel NULL pointer dereference at 0000000000000008");
+        // Before 4.9: `c` then `+` fragments, ended by the next ordinary record.
+        let mut out = Vec::new();
+        for r in [&b"4,1,1,c;Oops: 0002 "[..], b"4,2,1,+;[#1] ", b"4,3,1,+;SMP PTI", b"6,4,2,-;other"] {
+            a.record(r, &mut out);
+        }
+        let recs = records(&out);
+        assert_eq!(recs.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), ["Oops: 0002 [#1] SMP PTI", "other"]);
+        // A fragment whose continuation never comes goes out at the flush.
+        let mut out = Vec::new();
+        a.record(b"4,5,3,c;INFO: task x:1 blocked for more than 120 seconds.", &mut out);
+        a.flush(&mut out);
+        assert_eq!(records(&out).len(), 1);
+        // Joining is bounded.
+        let mut out = Vec::new();
+        let long = format!("4,6,4,c;{}", "y".repeat(1000));
+        for _ in 0..40 {
+            a.record(long.as_bytes(), &mut out);
+        }
+        a.flush(&mut out);
+        assert!(records(&out).iter().all(|r| r.message.len() <= MAX_JOINED));
+    }
+
+    #[test]
+    fn the_oops_line_after_a_bug_is_the_same_crash() {
+        let mut c = Classifier::default();
+        let bug =
+            parse_record(b"1,30,1000000,-;BUG: kernel NULL pointer dereference, address: 0000000000000000").unwrap();
+        let oops = parse_record(b"4,31,1000100,-;Oops: 0000 [#1] PREEMPT SMP NOPTI").unwrap();
+        assert!(c.classify(&bug, t0()).is_some());
+        assert!(c.classify(&oops, t0()).is_none(), "one crash, one event");
+        // An Oops on its own, or long after, is an event of its own.
+        let later = parse_record(b"4,40,90000000,-;Oops: 0002 [#2] SMP").unwrap();
+        assert!(c.classify(&later, t0()).is_some());
+    }
+
+    #[test]
+    fn oom_kills_carry_their_kernel_line() {
+        let mut c = Classifier::default();
+        let kill = parse_record(b"3,11,2000000,-;Out of memory: Killed process 4242 (stress) total-vm:1052000kB, anon-rss:1048576kB, file-rss:4kB, shmem-rss:0kB, UID:0 pgtables:2100kB oom_score_adj:0").unwrap();
+        let e = c.classify(&kill, t0()).unwrap();
+        assert_eq!(e.detail_str("line").map(|l| l.starts_with("Out of memory: Killed process 4242")), Some(true));
     }
 
     #[test]

@@ -1,0 +1,268 @@
+//! The kernel log source: `/dev/kmsg`, else syslog(2), or a file in the kmsg format; the
+//! same assembly of records ([`Assembler`]) and the same classification whether it follows
+//! the log (`watch`, `run`) or reads it once (`scan --events`).
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use super::{SourceStates, boot_time, set_state, stopped};
+use crate::events::kmsg::{Assembler, Classifier, Piece};
+use crate::events::process::wait_readable;
+use crate::events::queue::POLL_SLICE;
+use crate::events::tail::{StartAt, Tail, Unit};
+use crate::events::{Emitter, Event, Source};
+use crate::host::HostRoot;
+use vigil_crds::SourceState;
+
+/// The longest line of a kernel log file kept whole (the kernel's own records are at most
+/// 1 KiB of text plus the dictionary).
+const MAX_FILE_LINE: usize = 8192;
+
+/// Records and unparsed input turned into events; the classifier keeps what the kernel
+/// spreads over records (an OOM kill's context, a crash's `BUG:` then `Oops:`).
+pub(super) struct Kernel {
+    boot: jiff::Timestamp,
+    classifier: Classifier,
+    assembler: Assembler,
+    pieces: Vec<Piece>,
+}
+
+impl Kernel {
+    pub(super) fn new(boot: jiff::Timestamp) -> Self {
+        Self { boot, classifier: Classifier::default(), assembler: Assembler::default(), pieces: Vec::new() }
+    }
+
+    /// Hands what was assembled so far (everything when `flush`) to `out`, and each unparsed
+    /// piece to `unparsed` too (the counter).
+    fn drain(&mut self, flush: bool, out: &mut dyn FnMut(Event), unparsed: &mut dyn FnMut()) {
+        if flush {
+            self.assembler.flush(&mut self.pieces);
+        }
+        for piece in self.pieces.drain(..) {
+            match piece {
+                Piece::Record(r) => {
+                    if let Some(e) = self.classifier.classify(&r, self.boot) {
+                        out(e);
+                    }
+                }
+                Piece::Unparsed(bytes) => {
+                    unparsed();
+                    out(Event::unparsed(jiff::Timestamp::now(), "kmsg", &bytes));
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, flush: bool, emitter: &mut Emitter) {
+        let mut events = Vec::new();
+        let mut unparsed = 0u64;
+        self.drain(flush, &mut |e| events.push(e), &mut || unparsed += 1);
+        for _ in 0..unparsed {
+            emitter.count_unparsed();
+        }
+        for e in events {
+            emitter.emit(e);
+        }
+    }
+}
+
+pub(super) fn kernel_source(
+    device: &Path,
+    root: &HostRoot,
+    mut emitter: Emitter,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    let mut kernel = Kernel::new(boot_time(root));
+    let is_file = std::fs::metadata(device).map(|m| m.is_file()).unwrap_or(false);
+    if is_file {
+        set_state(states, Source::Kernel, SourceState::On, "file", format!("following {}", device.display()));
+        let mut tail = Tail::open(device, Unit::Lines { max: MAX_FILE_LINE }, None, StartAt::End);
+        while !stopped(stop, &emitter) {
+            let Kernel { assembler, pieces, .. } = &mut kernel;
+            let _ = tail.poll(&mut |line, cut| file_line(assembler, line, cut, pieces));
+            kernel.send(true, &mut emitter);
+            std::thread::sleep(POLL_SLICE);
+        }
+        return;
+    }
+    let mut file = match open_kmsg(device, true) {
+        Ok(f) => f,
+        Err(e) => return syslog_loop(device, &e, &mut kernel, emitter, stop, states),
+    };
+    set_state(states, Source::Kernel, SourceState::On, "kmsg", format!("reading {}", device.display()));
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last_seq: Option<u64> = None;
+    while !stopped(stop, &emitter) {
+        match wait_readable(file.as_fd(), POLL_SLICE) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => break,
+        }
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Some(r) = crate::events::kmsg::parse_record(&buf[..n]) {
+                        if let Some(prev) = last_seq
+                            && r.seq > prev + 1
+                        {
+                            emitter.count_overflow(r.seq - prev - 1);
+                        }
+                        last_seq = Some(r.seq);
+                    }
+                    kernel.assembler.record(&buf[..n], &mut kernel.pieces);
+                    kernel.send(false, &mut emitter);
+                }
+                // The ring buffer overwrote records we had not read; the next read goes on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => emitter.count_overflow(1),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+        }
+        // Nothing more to read for now: a fragment waiting for its continuation goes out.
+        kernel.send(true, &mut emitter);
+    }
+}
+
+/// A line of a kernel log file: a cut one (longer than any record) is unparsed as a whole,
+/// never parsed from its head.
+fn file_line(assembler: &mut Assembler, line: &[u8], cut: bool, pieces: &mut Vec<Piece>) {
+    if cut {
+        assembler.flush(pieces);
+        pieces.push(Piece::Unparsed(line.to_vec()));
+    } else {
+        assembler.line(line, pieces);
+    }
+}
+
+/// Reads the kernel log with syslog(2) where the device cannot be opened (an unprivileged
+/// container's device cgroup refuses `/dev/kmsg`; `CAP_SYSLOG` is enough for this).
+fn syslog_loop(
+    device: &Path,
+    open_error: &std::io::Error,
+    kernel: &mut Kernel,
+    mut emitter: Emitter,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    let mut follower = match crate::events::klog::read_all() {
+        Ok(buf) => crate::events::klog::Follower::at_end(&buf),
+        Err(e) => {
+            set_state(states, Source::Kernel, SourceState::Off, "kmsg", unreadable(device, open_error, &e));
+            return;
+        }
+    };
+    set_state(
+        states,
+        Source::Kernel,
+        SourceState::On,
+        "syslog",
+        format!(
+            "reading the kernel ring buffer with syslog(2) every {SYSLOG_POLL:?} (opening {}: {open_error})",
+            device.display()
+        ),
+    );
+    let mut next = Instant::now();
+    while !stopped(stop, &emitter) {
+        if Instant::now() < next {
+            std::thread::sleep(POLL_SLICE.min(next - Instant::now()));
+            continue;
+        }
+        next = Instant::now() + SYSLOG_POLL;
+        let Ok(buf) = crate::events::klog::read_all() else { continue };
+        let poll = follower.poll(&buf);
+        if poll.wrapped {
+            emitter.count_overflow(1);
+        }
+        syslog_pieces(kernel, poll);
+        kernel.send(true, &mut emitter);
+    }
+}
+
+fn syslog_pieces(kernel: &mut Kernel, poll: crate::events::klog::Poll) {
+    for r in poll.records {
+        kernel.assembler.parsed(r, &mut kernel.pieces);
+    }
+    kernel.pieces.extend(poll.unparsed.into_iter().map(Piece::Unparsed));
+}
+
+/// Why neither the device nor syslog(2) can be read, and what would make it work.
+fn unreadable(device: &Path, open_error: &std::io::Error, syslog_error: &std::io::Error) -> String {
+    format!(
+        "opening {}: {open_error}; syslog(2): {syslog_error} (needs CAP_SYSLOG, and a seccomp profile that allows syslog)",
+        device.display()
+    )
+}
+
+/// How often the syslog(2) reader looks at the ring buffer: each look copies the whole buffer
+/// (typically 128 KiB to 1 MiB), so not in a tight loop; records are timestamped by the kernel,
+/// so the delay changes only when an alert goes out, not what it says.
+const SYSLOG_POLL: Duration = Duration::from_secs(1);
+
+pub(super) fn open_kmsg(device: &Path, from_end: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(device)?;
+    if from_end {
+        // On /dev/kmsg, SEEK_END moves past the last record: only new ones are read.
+        rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0))?;
+    }
+    Ok(file)
+}
+
+/// The kernel log since boot, read once by the way `watch` would follow it (the device, else
+/// syslog(2); a file in the kmsg format as a whole): its events, unparsed input among them as
+/// `agent.unparsed` (each counted in `unparsed`). `Err` says why nothing could be read; `Ok`
+/// with a note says the device could not be opened and syslog(2) was read instead.
+pub(super) fn once(
+    device: &Path,
+    root: &HostRoot,
+    out: &mut dyn FnMut(Event),
+    unparsed: &mut dyn FnMut(),
+) -> Result<Option<String>, String> {
+    let mut kernel = Kernel::new(boot_time(root));
+    if std::fs::metadata(device).map(|m| m.is_file()).unwrap_or(false) {
+        let text = std::fs::read(device).map_err(|e| format!("reading {}: {e}", device.display()))?;
+        let mut tail = Vec::new();
+        // The same line rules as a follow: a line longer than any record is cut, never parsed.
+        for line in text.split(|&b| b == b'\n') {
+            let cut = line.len() > MAX_FILE_LINE;
+            file_line(&mut kernel.assembler, &line[..line.len().min(MAX_FILE_LINE)], cut, &mut tail);
+        }
+        kernel.pieces = tail;
+        kernel.drain(true, out, unparsed);
+        return Ok(None);
+    }
+    let note = match open_kmsg(device, false) {
+        Ok(mut f) => {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        kernel.assembler.record(&buf[..n], &mut kernel.pieces);
+                        kernel.drain(false, out, unparsed);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                    Err(_) => break,
+                }
+            }
+            None
+        }
+        Err(open_error) => {
+            // No /dev/kmsg here (a container): the same records through syslog(2).
+            let buf = crate::events::klog::read_all().map_err(|e| unreadable(device, &open_error, &e))?;
+            syslog_pieces(&mut kernel, crate::events::klog::Follower::default().poll(&buf));
+            Some(format!(
+                "opening {}: {open_error}; read the kernel ring buffer with syslog(2) instead",
+                device.display()
+            ))
+        }
+    };
+    kernel.drain(true, out, unparsed);
+    Ok(note)
+}

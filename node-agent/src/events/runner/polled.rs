@@ -1,0 +1,456 @@
+//! The polled sources on one thread: auth logs and the journal, wtmp/btmp, sockets, clock.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{SourceStates, host_tz, set_state};
+use crate::config::EventsConfig;
+use crate::events::auth::{AuthParser, BruteForce, BruteForceRule, Parsed};
+use crate::events::netconn::{Tracker, owners, read_sockets, socket_event};
+use crate::events::process::ProcInfo;
+use crate::events::queue::POLL_SLICE;
+use crate::events::tail::{Positions, StartAt, Tail, Unit};
+use crate::events::{Emitter, Event, EventType, Source, utmp};
+use crate::host::HostRoot;
+use crate::proc::processes::Users;
+use vigil_crds::SourceState;
+
+pub(super) struct Polled {
+    pub(super) auth: Emitter,
+    pub(super) network: Emitter,
+    pub(super) clock: Emitter,
+}
+
+/// Auth log tails, the wtmp/btmp tails, and brute-force detection over them.
+pub struct AuthFollower {
+    parser: AuthParser,
+    logs: Vec<(String, Tail)>,
+    utmp: Vec<(String, Tail, utmp::Log)>,
+    brute: BruteForce,
+    /// Whether btmp feeds brute-force detection (only when no auth log exists: sshd writes
+    /// the same failures to both).
+    btmp_counts: bool,
+    /// The systemd journal, when read.
+    journal: Option<crate::events::journal::Follower>,
+    /// What the last poll of the journal could not read (file: why).
+    pub journal_problems: Vec<String>,
+    /// The last poll of the journal stopped before the end of some file.
+    pub journal_more: bool,
+}
+
+/// The journal fields the auth source reads.
+fn auth_journal_field(name: &str) -> bool {
+    matches!(name, "MESSAGE" | "SYSLOG_IDENTIFIER" | "_COMM" | "SYSLOG_PID" | "_PID" | "_HOSTNAME" | "_TRANSPORT")
+}
+
+impl AuthFollower {
+    /// Opens the tails, resuming at `saved` positions (else at `start`).
+    pub fn new(
+        cfg: &crate::config::AuthEvents,
+        root: &HostRoot,
+        saved: &Positions,
+        journal_cursor: Option<crate::events::journal::Cursor>,
+        start: StartAt,
+    ) -> Self {
+        let parser = AuthParser { ignore_session_services: cfg.ignore_session_services.clone(), tz: host_tz(root) };
+        let open = |p: &str, unit| Tail::open(&root.host_path(p), unit, saved.0.get(p).copied(), start);
+        let logs: Vec<(String, Tail)> =
+            cfg.logs.iter().map(|p| (p.clone(), open(p, Unit::Lines { max: 16 * 1024 }))).collect();
+        let btmp_counts = !cfg.logs.iter().any(|p| root.host_path(p).exists());
+        let mut utmp = Vec::new();
+        for (p, log) in [(&cfg.wtmp, utmp::Log::Wtmp), (&cfg.btmp, utmp::Log::Btmp)] {
+            if !p.is_empty() {
+                utmp.push((p.clone(), open(p, Unit::Records(utmp::RECORD_SIZE)), log));
+            }
+        }
+        let brute = BruteForce::new(BruteForceRule {
+            threshold: cfg.brute_force_threshold,
+            window: cfg.brute_force_window,
+            ..BruteForceRule::default()
+        });
+        let journal = match cfg.journal {
+            crate::config::JournalMode::Off => false,
+            crate::config::JournalMode::On => true,
+            crate::config::JournalMode::Auto => btmp_counts,
+        }
+        .then(|| {
+            let dirs = cfg.journal_dirs.iter().map(|d| root.host_path(d)).collect();
+            crate::events::journal::Follower::new(dirs, journal_cursor, start == StartAt::End)
+        });
+        Self { parser, logs, utmp, brute, btmp_counts, journal, journal_problems: Vec::new(), journal_more: false }
+    }
+
+    /// What this follower cannot read, in words: configured files that exist but cannot be
+    /// opened, none of the auth logs there and no journal read instead, journal files that
+    /// cannot be read.
+    pub fn problems(&self, cfg: &crate::config::AuthEvents, root: &HostRoot) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for p in cfg.logs.iter().chain([&cfg.wtmp, &cfg.btmp]).filter(|p| !p.is_empty()) {
+            match std::fs::File::open(root.host_path(p)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(p.as_str()),
+                Err(e) => out.push(format!("{p}: {e}")),
+            }
+        }
+        let no_log = cfg.logs.iter().all(|p| missing.contains(&p.as_str()));
+        match &self.journal {
+            None if no_log && !cfg.logs.is_empty() => out.push(format!(
+                "none of {} exists and the journal is not read (auth.journal: off): no logins, sudo or account changes are seen",
+                cfg.logs.join(", ")
+            )),
+            Some(j) if no_log && j.list().is_empty() => out.push(format!(
+                "none of {} exists and there are no journal files in {}: no logins, sudo or account changes are seen",
+                cfg.logs.join(", "),
+                j.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            )),
+            _ => {}
+        }
+        out.extend(self.journal_problems.iter().cloned());
+        out
+    }
+
+    /// Whether the journal is read, and its directories.
+    pub fn journal_dirs(&self) -> Option<Vec<PathBuf>> {
+        self.journal.as_ref().map(crate::events::journal::Follower::dirs)
+    }
+
+    /// Where the journal reader is, to save.
+    pub fn journal_cursor(&self) -> Option<&crate::events::journal::Cursor> {
+        self.journal.as_ref().map(crate::events::journal::Follower::cursor)
+    }
+
+    /// Reads what the files gained; events go to `out`.
+    pub fn poll(&mut self, out: &mut dyn FnMut(Event), unparsed: &mut dyn FnMut()) {
+        let now = jiff::Timestamp::now();
+        for (name, tail) in &mut self.logs {
+            let mut lines = Vec::new();
+            let _ = tail.poll(&mut |l, cut| lines.push((l.to_vec(), cut)));
+            for (l, cut) in lines {
+                let text = crate::events::utf8_escaped(&l);
+                // A line longer than any a logger writes is not parsed: its fields could be
+                // anything (a 16 KiB "user name"); its head is kept as an unparsed event.
+                let parsed = if cut { Parsed::Unparsed } else { self.parser.parse(&text, now) };
+                match parsed {
+                    Parsed::Event(e) => {
+                        let found = self.brute.observe(&e);
+                        out(e);
+                        if let Some(f) = found {
+                            out(f);
+                        }
+                    }
+                    Parsed::Ignored => {}
+                    Parsed::Unparsed if !cut && text.trim().is_empty() => {}
+                    Parsed::Unparsed => {
+                        unparsed();
+                        out(Event::unparsed(now, name, &l).with("cut", cut.then_some(true)));
+                    }
+                }
+            }
+        }
+        if let Some(j) = self.journal.as_mut() {
+            let poll = j.poll(&auth_journal_field);
+            self.journal_problems = poll.errors.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
+            self.journal_more = poll.more;
+            for entry in poll.entries {
+                // The kernel's records are the kernel source's.
+                if entry.fields.get("_TRANSPORT").is_some_and(|t| t == b"kernel") {
+                    continue;
+                }
+                let Some(message) = entry.text("MESSAGE") else { continue };
+                let time = i64::try_from(entry.realtime)
+                    .ok()
+                    .and_then(|us| jiff::Timestamp::from_microsecond(us).ok())
+                    .unwrap_or(now);
+                let program = entry.text("SYSLOG_IDENTIFIER").or_else(|| entry.text("_COMM")).unwrap_or_default();
+                let pid = entry.text("SYSLOG_PID").or_else(|| entry.text("_PID")).and_then(|p| p.parse().ok());
+                let host = entry.text("_HOSTNAME").unwrap_or_default();
+                let parsed = if entry.cut {
+                    Parsed::Unparsed
+                } else {
+                    self.parser.parse_entry(&program, pid, &host, &message, time)
+                };
+                match parsed {
+                    Parsed::Event(e) => {
+                        let found = self.brute.observe(&e);
+                        out(e.with("journalSeqnum", entry.seqnum));
+                        if let Some(f) = found {
+                            out(f);
+                        }
+                    }
+                    Parsed::Ignored => {}
+                    Parsed::Unparsed => {
+                        unparsed();
+                        let raw = entry.fields.get("MESSAGE").map_or(&[][..], Vec::as_slice);
+                        out(Event::unparsed(now, "journal", raw)
+                            .with("program", program)
+                            .with("cut", entry.cut.then_some(true)));
+                    }
+                }
+            }
+        }
+        for (name, tail, log) in &mut self.utmp {
+            let mut records = Vec::new();
+            let _ = tail.poll(&mut |r, _| records.push(r.to_vec()));
+            for r in records {
+                match utmp::parse(&r) {
+                    Some(u) => {
+                        if let Some(e) = utmp::to_event(&u, *log) {
+                            let found = if self.btmp_counts { self.brute.observe(&e) } else { None };
+                            out(e);
+                            if let Some(f) = found {
+                                out(f);
+                            }
+                        }
+                    }
+                    None => {
+                        unparsed();
+                        out(Event::unparsed(now, name, &r));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The positions to save.
+    pub fn positions(&self) -> Positions {
+        let mut p = Positions::default();
+        for (name, tail) in &self.logs {
+            if let Some(pos) = tail.position() {
+                p.0.insert(name.clone(), pos);
+            }
+        }
+        for (name, tail, _) in &self.utmp {
+            if let Some(pos) = tail.position() {
+                p.0.insert(name.clone(), pos);
+            }
+        }
+        p
+    }
+}
+
+/// Socket table reads turned into events.
+pub struct NetFollower {
+    tracker: Tracker,
+    outbound: bool,
+    last: Option<(Vec<u64>, Instant)>,
+}
+
+impl NetFollower {
+    /// A follower; `outbound` reports outbound connections too.
+    pub fn new(cfg: &crate::config::NetworkEvents) -> Self {
+        Self { tracker: Tracker::new(cfg.outbound_dedup), outbound: cfg.outbound, last: None }
+    }
+
+    /// One read of the tables; `report_existing` lists current listeners (a scan). The tables
+    /// are read only when the [`fingerprint`](crate::events::netconn::fingerprint) moved, or a minute
+    /// passed since the last read (two changes that cancel out in the counts).
+    pub fn poll(&mut self, root: &HostRoot, users: &Users, report_existing: bool, out: &mut dyn FnMut(Event)) -> usize {
+        let print = crate::events::netconn::fingerprint(root);
+        if !report_existing
+            && let (Some(p), Some((last, at))) = (&print, &self.last)
+            && p == last
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return 0;
+        }
+        self.last = print.map(|p| (p, Instant::now()));
+        let (sockets, bad) = read_sockets(root);
+        let now = jiff::Timestamp::now();
+        let changes = self.tracker.update(&sockets, now, report_existing);
+        let outbound: &[_] = if self.outbound { &changes.outbound } else { &[] };
+        let inodes = changes.listening.iter().chain(outbound).map(|s| s.inode).filter(|i| *i != 0).collect();
+        let owner = owners(root, &inodes);
+        let describe = |kind, s: &crate::events::netconn::Socket| {
+            let e = socket_event(kind, s, now);
+            match owner.get(&s.inode) {
+                Some(pid) => {
+                    let info = ProcInfo::read(root, *pid);
+                    let mut e = info.describe(e, users);
+                    e.details.remove("uid");
+                    e.with("uid", s.uid)
+                }
+                None => e,
+            }
+        };
+        for s in &changes.listening {
+            out(describe(EventType::NetListen, s));
+        }
+        for s in outbound {
+            out(describe(EventType::NetOutbound, s));
+        }
+        for (proto, addr) in &changes.closed {
+            out(Event::new(
+                EventType::NetListenClosed,
+                now,
+                format!("{} {} no longer listening", proto.as_str(), addr),
+            )
+            .with("protocol", proto.as_str())
+            .with("localAddress", addr.ip().to_string())
+            .with("localPort", u32::from(addr.port())));
+        }
+        bad
+    }
+}
+
+pub(super) fn polled_sources(
+    cfg: &EventsConfig,
+    root: &HostRoot,
+    state_dir: Option<&Path>,
+    mut em: Polled,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    let positions_file = state_dir.map(|d| d.join("log-positions.json"));
+    let saved = positions_file.as_deref().map(Positions::load).unwrap_or_default();
+    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
+    let cursor_file = state_dir.map(|d| d.join("journal-cursor.json"));
+    let saved_cursor: Option<crate::events::journal::Cursor> =
+        cursor_file.as_deref().and_then(|f| std::fs::read(f).ok()).and_then(|b| serde_json::from_slice(&b).ok());
+    let mut auth = cfg.auth.enabled.then(|| AuthFollower::new(&cfg.auth, root, &saved, saved_cursor, StartAt::End));
+    let mut last_cursor = None;
+    let mut journal_problems: Option<Vec<String>> = None;
+    let mut net = cfg.network.enabled.then(|| NetFollower::new(&cfg.network));
+    let mut clock =
+        cfg.clock.enabled.then(|| crate::events::clock::ClockWatch::new(cfg.clock.max_offset.as_secs_f64()));
+    let mut unreadable_files = Vec::new();
+    if auth.is_some() {
+        // Say which files exist but cannot be read: a silent source is worse than none.
+        let mut files: Vec<&String> = cfg.auth.logs.iter().collect();
+        files.extend([&cfg.auth.wtmp, &cfg.auth.btmp].into_iter().filter(|p| !p.is_empty()));
+        let unreadable: Vec<String> = files
+            .iter()
+            .filter_map(|p| match std::fs::File::open(root.host_path(p)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(format!("{p}: {e}")),
+                _ => None,
+            })
+            .collect();
+        let text = auth_state_text(&files, auth.as_ref().and_then(AuthFollower::journal_dirs).as_deref(), &unreadable);
+        let state = if unreadable.is_empty() { SourceState::On } else { SourceState::Degraded };
+        set_state(states, Source::Auth, state, auth_mode(auth.as_ref()), text);
+        unreadable_files = unreadable;
+    }
+    if net.is_some() {
+        set_state(
+            states,
+            Source::Network,
+            SourceState::On,
+            "poll",
+            format!(
+                "looking at the socket counters every {:?}, reading the socket tables when they moved",
+                cfg.network.interval
+            ),
+        );
+    }
+    if clock.is_some() {
+        set_state(states, Source::Clock, SourceState::On, "adjtimex", "watching the kernel clock state");
+    }
+    let (mut next_auth, mut next_net, mut next_clock, mut next_save) =
+        (Instant::now(), Instant::now(), Instant::now(), Instant::now());
+    let mut last_saved = Positions::default();
+    while !stop.load(Ordering::Relaxed) && !em.auth.is_closed() {
+        let now = Instant::now();
+        if let Some(a) = auth.as_mut()
+            && now >= next_auth
+        {
+            next_auth = now + cfg.auth.poll_interval;
+            let stats = &em.auth;
+            let mut unparsed = 0;
+            let mut out = Vec::new();
+            a.poll(&mut |e| out.push(e), &mut || unparsed += 1);
+            for _ in 0..unparsed {
+                stats.count_unparsed();
+            }
+            for e in out {
+                em.auth.emit(e);
+            }
+            if a.journal_more {
+                next_auth = now; // a backlog: go on without waiting
+            }
+            if journal_problems.as_ref() != Some(&a.journal_problems) {
+                // The journal's readability is part of the source's state.
+                let mut files: Vec<&String> = cfg.auth.logs.iter().collect();
+                files.extend([&cfg.auth.wtmp, &cfg.auth.btmp].into_iter().filter(|p| !p.is_empty()));
+                let problems = [unreadable_files.clone(), a.journal_problems.clone()].concat();
+                let text = auth_state_text(&files, a.journal_dirs().as_deref(), &problems);
+                let state = if problems.is_empty() { SourceState::On } else { SourceState::Degraded };
+                set_state(states, Source::Auth, state, auth_mode(Some(a)), text);
+                journal_problems = Some(a.journal_problems.clone());
+            }
+            if now >= next_save
+                && let (Some(f), Some(c)) = (&cursor_file, a.journal_cursor())
+                && last_cursor.as_ref() != Some(c)
+                && serde_json::to_vec(c).is_ok_and(|b| crate::events::tail::write_atomic(f, &b).is_ok())
+            {
+                last_cursor = Some(c.clone());
+            }
+            if now >= next_save
+                && let Some(f) = &positions_file
+            {
+                let p = a.positions();
+                if p.0 != last_saved.0 && p.save(f).is_ok() {
+                    last_saved = p;
+                }
+                next_save = now + Duration::from_secs(5);
+            }
+        }
+        if let Some(n) = net.as_mut()
+            && now >= next_net
+        {
+            next_net = now + cfg.network.interval;
+            let mut out = Vec::new();
+            let bad = n.poll(root, &users, false, &mut |e| out.push(e));
+            for _ in 0..bad {
+                em.network.count_unparsed();
+            }
+            for e in out {
+                em.network.emit(e);
+            }
+        }
+        if let Some(c) = clock.as_mut()
+            && now >= next_clock
+        {
+            next_clock = now + Duration::from_secs(10);
+            if let Some(state) = crate::clock::read() {
+                for e in c.observe(&state, jiff::Timestamp::now()) {
+                    em.clock.emit(e);
+                }
+            }
+        }
+        let next =
+            [auth.as_ref().map(|_| next_auth), net.as_ref().map(|_| next_net), clock.as_ref().map(|_| next_clock)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + POLL_SLICE);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(POLL_SLICE));
+    }
+    if let (Some(a), Some(f)) = (auth.as_ref(), &positions_file) {
+        let _ = a.positions().save(f);
+    }
+    if let (Some(c), Some(f)) = (auth.as_ref().and_then(AuthFollower::journal_cursor), &cursor_file)
+        && let Ok(b) = serde_json::to_vec(c)
+    {
+        let _ = crate::events::tail::write_atomic(f, &b);
+    }
+}
+
+/// How the auth source reads: files, the journal, or both.
+fn auth_mode(a: Option<&AuthFollower>) -> &'static str {
+    if a.is_some_and(|a| a.journal.is_some()) { "file+journal" } else { "file" }
+}
+
+/// The auth source's state in words: what it follows and what it cannot read.
+fn auth_state_text(files: &[&String], journal: Option<&[PathBuf]>, problems: &[String]) -> String {
+    let mut text = format!("following {}", files.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+    if let Some(dirs) = journal {
+        let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        text.push_str(&format!("; the systemd journal in {}", dirs.join(", ")));
+    }
+    if !problems.is_empty() {
+        text.push_str(&format!(" (cannot read {})", problems.join("; ")));
+    }
+    text
+}
