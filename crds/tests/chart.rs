@@ -110,4 +110,8 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
     assert!(!allows(agent, "", "nodes", "patch"), "an agent never changes nodes");
     assert!(!allows(agent, "vigil.dev", "agentstatuses", "delete"));
     assert!(!allows(agent, "", "secrets", "get"), "agents read the mirrored Secret through their volume only");
+    for v in ["list", "watch"] {
+        assert!(allows(agent, "", "pods", v), "agents {v} their node's pods to name the pod of an event");
+    }
+    assert!(!allows(agent, "", "pods", "patch") && !allows(agent, "", "pods", "delete"), "agents never change pods");
 }

@@ -157,6 +157,16 @@ pub async fn run(
     if let (Some(p), Some(labels)) = (&alerts, reporter.as_ref().and_then(|r| r.node_labels.clone())) {
         p.set_node_labels(labels);
     }
+    // In a pod: the node's own pods, so events name theirs (namespace, name, container).
+    let pods = crate::events::pods::PodIndex::default();
+    let pod_watch = match (&reporter, &events) {
+        (Some(r), Some(_)) => Some(tokio::spawn(crate::events::pods::watch_node_pods(
+            r.client.clone(),
+            r.identity.node.clone(),
+            pods.clone(),
+        ))),
+        _ => None,
+    };
     let mut beats = tokio::time::interval(reporter.as_ref().map_or(Duration::from_secs(3600), |r| r.heartbeat_every));
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -176,7 +186,8 @@ pub async fn run(
                 }
                 continue;
             }
-            Some(event) = next_event(&mut events) => {
+            Some(mut event) = next_event(&mut events) => {
+                pods.attribute(&mut event);
                 if let Some(consumer) = events.as_mut() {
                     consumer.handle(&event);
                 }
@@ -209,6 +220,9 @@ pub async fn run(
         if server.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
             break;
         }
+    }
+    if let Some(w) = pod_watch {
+        w.abort();
     }
     if let Some(consumer) = events.take() {
         consumer.sources.stop();

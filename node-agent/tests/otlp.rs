@@ -195,7 +195,9 @@ mod logs {
                 // The source starts at the end of the file: write until one record is seen.
                 seq += 1;
                 let mut f = std::fs::OpenOptions::new().append(true).open(&kmsg).unwrap();
-                writeln!(f, "3,{seq},5000000,-;Out of memory: Killed process 4242 (leaky) total-vm:2048kB, anon-rss:1024kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0").unwrap();
+                // In a container of a pod (the memcg path names both).
+                writeln!(f, "6,{},4999999,-;oom-kill:constraint=CONSTRAINT_MEMCG,task_memcg=/kubepods/burstable/pod5f3c1e2a-9b7d-4c11-8e0f-2a6b9c3d4e5f/{},task=leaky,pid=4242,uid=0", seq * 2, "ab".repeat(32)).unwrap();
+                writeln!(f, "3,{},5000000,-;Out of memory: Killed process 4242 (leaky) total-vm:2048kB, anon-rss:1024kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0", seq * 2 + 1).unwrap();
                 match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
                     Ok(Some(req)) => {
                         let rec = req.resource_logs.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records).next().cloned();
@@ -230,6 +232,12 @@ mod logs {
         assert!(matches!(attr(rec, "vigil.event.pid"), Some(Value::IntValue(4242))));
         assert!(matches!(attr(rec, "vigil.event.comm"), Some(Value::StringValue(s)) if s == "leaky"));
         assert!(matches!(attr(rec, "vigil.event.source"), Some(Value::StringValue(s)) if s == "kernel"));
+        // The pod it belongs to, under OpenTelemetry's names (the names need the node's pod
+        // watch, in a cluster; the UID and container id come from the cgroup alone).
+        assert!(
+            matches!(attr(rec, "k8s.pod.uid"), Some(Value::StringValue(s)) if s == "5f3c1e2a-9b7d-4c11-8e0f-2a6b9c3d4e5f")
+        );
+        assert!(matches!(attr(rec, "container.id"), Some(Value::StringValue(s)) if *s == "ab".repeat(32)));
         assert!(rec.time_unix_nano > 0 && rec.observed_time_unix_nano > 0);
         let res = req.resource_logs[0].resource.as_ref().unwrap();
         let node = res.attributes.iter().find(|a| a.key == "k8s.node.name").unwrap();

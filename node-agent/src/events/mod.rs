@@ -23,6 +23,7 @@ pub mod journal;
 pub mod klog;
 pub mod kmsg;
 pub mod netconn;
+pub mod pods;
 pub mod process;
 pub mod queue;
 pub mod runner;

@@ -70,6 +70,9 @@ impl ProcInfo {
             .with("cmdline", self.cmdline.clone())
             .with("cgroup", self.cgroup.clone())
             .with("containerId", self.container_id.clone())
+            // A pid is reused; pid and start time are one process (as /proc/PID/stat's field
+            // 22, clock ticks since boot).
+            .with("startTicks", self.starttime)
     }
 
     fn name(&self) -> &str {

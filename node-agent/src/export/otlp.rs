@@ -192,6 +192,18 @@ impl OtlpLogs {
                 },
                 other => AnyValue::String(other.to_string().into()),
             };
+            // The pod an event belongs to, also under OpenTelemetry's own names.
+            let semantic = match k.as_str() {
+                "podName" => Some("k8s.pod.name"),
+                "podNamespace" => Some("k8s.namespace.name"),
+                "podUid" => Some("k8s.pod.uid"),
+                "containerName" => Some("k8s.container.name"),
+                "containerId" => Some("container.id"),
+                _ => None,
+            };
+            if let Some(name) = semantic {
+                rec.add_attribute(name, value.clone());
+            }
             rec.add_attribute(format!("vigil.event.{k}"), value);
         }
         self.logger.emit(rec);
