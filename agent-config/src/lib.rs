@@ -398,6 +398,8 @@ pub struct EventsConfig {
     pub kernel: KernelEvents,
     /// Clock synchronisation.
     pub clock: ClockEvents,
+    /// Node conditions the agent sets on its own Node from kernel and clock events.
+    pub conditions: NodeConditions,
 }
 
 impl Default for EventsConfig {
@@ -413,6 +415,7 @@ impl Default for EventsConfig {
             network: NetworkEvents::default(),
             kernel: KernelEvents::default(),
             clock: ClockEvents::default(),
+            conditions: NodeConditions::default(),
         }
     }
 }
@@ -626,6 +629,36 @@ impl Default for KernelEvents {
     }
 }
 
+/// Node conditions from events: `KernelDeadlock` (hung tasks, lockups), `ReadonlyFilesystem`
+/// (a filesystem remounted read-only), `FrequentOOMKills`, `DiskIOErrors` (block I/O and
+/// filesystem errors) and `ClockUnsynchronized`, each cleared when its cause has not recurred
+/// for `clearAfter` (the clock's when it is synchronised again).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NodeConditions {
+    /// On or off (in a pod; a plain host has no Node).
+    pub enabled: bool,
+    /// A condition is cleared when its cause has not recurred for this long.
+    #[serde(with = "humantime_serde")]
+    pub clear_after: Duration,
+    /// OOM kills within `oomWindow` that make `FrequentOOMKills`.
+    pub oom_kills: u32,
+    /// The window of those OOM kills.
+    #[serde(with = "humantime_serde")]
+    pub oom_window: Duration,
+}
+
+impl Default for NodeConditions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            clear_after: Duration::from_secs(30 * 60),
+            oom_kills: 3,
+            oom_window: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
 /// Clock events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -780,6 +813,16 @@ impl Config {
         self.events_exclude().map_err(|e| invalid("events.files.exclude", e.to_string()))?;
         if ev.auth.brute_force_threshold == 0 {
             return Err(invalid("events.auth.bruteForceThreshold", "must be at least 1".into()));
+        }
+        let c = &ev.conditions;
+        if c.oom_kills == 0 {
+            return Err(invalid("events.conditions.oomKills", "must be at least 1".into()));
+        }
+        for (key, d) in [("events.conditions.clearAfter", c.clear_after), ("events.conditions.oomWindow", c.oom_window)]
+        {
+            if d < Duration::from_secs(1) {
+                return Err(invalid(key, "must be at least 1s".into()));
+            }
         }
         Ok(())
     }

@@ -57,6 +57,25 @@ pub async fn client() -> Result<Client> {
     Client::try_from(config).context("creating the client")
 }
 
+/// A client for the same cluster acting as `user` in `groups` with the `extra` user info
+/// (impersonation: the kubeconfig's user must be allowed to impersonate, as a cluster admin
+/// is), to see what the API server lets that user do.
+pub async fn client_as(
+    user: &str,
+    groups: &[&str],
+    extra: std::collections::HashMap<String, Vec<String>>,
+) -> Result<Client> {
+    let path = std::env::var_os(KUBECONFIG_VAR).with_context(|| format!("{KUBECONFIG_VAR} is not set"))?;
+    let kubeconfig = Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.to_string_lossy()))?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("building a client config from the kubeconfig")?;
+    config.auth_info.impersonate = Some(user.to_owned());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+    config.auth_info.impersonate_user_extra = Some(extra);
+    Client::try_from(config).context("creating the client")
+}
+
 /// The label the e2e tests put on the CRDs they create, so that a later run may update them.
 pub const CREATED_BY_E2E: (&str, &str) = ("app.kubernetes.io/managed-by", FIELD_MANAGER);
 

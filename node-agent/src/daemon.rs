@@ -167,6 +167,10 @@ pub async fn run(
         ))),
         _ => None,
     };
+    // In a pod: conditions on the node's own Node from kernel and clock events.
+    let mut conditions = (reporter.is_some() && events.is_some() && config.events.conditions.enabled)
+        .then(|| crate::events::conditions::Conditions::new(config.events.conditions.clone(), jiff::Timestamp::now()));
+    let mut conditions_written: Option<(Vec<crate::events::conditions::Condition>, Instant)> = None;
     let mut beats = tokio::time::interval(reporter.as_ref().map_or(Duration::from_secs(3600), |r| r.heartbeat_every));
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -188,6 +192,9 @@ pub async fn run(
             }
             Some(mut event) = next_event(&mut events) => {
                 pods.attribute(&mut event);
+                if let Some(c) = conditions.as_mut() {
+                    c.observe(&event, jiff::Timestamp::now());
+                }
                 if let Some(consumer) = events.as_mut() {
                     consumer.handle(&event);
                 }
@@ -206,6 +213,20 @@ pub async fn run(
                 consumer.handle(&summary);
             }
             consumer.sources.report_changes(&mut consumer.states_seen);
+        }
+        if let (Some(c), Some(r)) = (conditions.as_mut(), reporter.as_ref()) {
+            let now = c.current(snapshot.time);
+            // Written when one changes, and every 5 minutes (the heartbeat time people read).
+            let due = conditions_written
+                .as_ref()
+                .is_none_or(|(last, at)| *last != now || at.elapsed() >= Duration::from_secs(300));
+            if due {
+                let patch = crate::events::conditions::status_patch(&now, snapshot.time);
+                match crate::report::node_conditions(&r.client, &r.identity.node, &patch).await {
+                    Ok(()) => conditions_written = Some((now, Instant::now())),
+                    Err(e) => eprintln!("vigil-agent: node conditions: {e}"),
+                }
+            }
         }
         let at = snapshot.time;
         let processes = if alerts.is_some() { crate::alert::rules::process_samples(&snapshot) } else { Vec::new() };

@@ -348,6 +348,24 @@ pub async fn heartbeat(client: &Client, id: &Identity, now: Timestamp, duration:
     }
 }
 
+/// Sets the agent's conditions on its Node (a strategic-merge patch of its status, merged by
+/// condition type: the kubelet's conditions are not touched), within 10 s.
+pub async fn node_conditions(client: &Client, node: &str, patch: &Value) -> Result<(), String> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let manager = vigil_crds::agent::NODE_CONDITIONS_MANAGER;
+    let params = kube::api::PatchParams { field_manager: Some(manager.into()), ..Default::default() };
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        nodes.patch_status(node, &params, &kube::api::Patch::Strategic(patch)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("patching node {node}'s status: {e}")),
+        Err(_) => Err(format!("patching node {node}'s status: no answer within 10s")),
+    }
+}
+
 /// Writes the node's AgentStatus (object and status subresource).
 pub async fn report(client: &Client, body: &Value, node: &str) -> Result<(), KubeError> {
     let api: Api<vigil_crds::AgentStatus> = Api::all(client.clone());

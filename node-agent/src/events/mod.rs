@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod clock;
 pub mod cnproc;
+pub mod conditions;
 pub mod fim;
 pub mod journal;
 pub mod klog;

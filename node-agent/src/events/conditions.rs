@@ -1,0 +1,321 @@
+//! Node conditions from events: the kernel problems a person or a remediation controller acts
+//! on, as conditions on the agent's own Node that also clear. node-problem-detector's
+//! conditions are set and never cleared for some problems; here every condition clears when
+//! its cause has not recurred for `clearAfter`, and the clock's as soon as it is synchronised.
+//!
+//! | condition | set by | cleared |
+//! | --- | --- | --- |
+//! | `KernelDeadlock` | `kernel.hung_task`, `kernel.lockup` | no recurrence for `clearAfter` |
+//! | `ReadonlyFilesystem` | `kernel.fs_readonly` | no recurrence for `clearAfter` |
+//! | `FrequentOOMKills` | `oomKills` OOM kills within `oomWindow` | no OOM kill for `clearAfter` |
+//! | `DiskIOErrors` | `kernel.io_error`, `kernel.fs_error` | no recurrence for `clearAfter` |
+//! | `ClockUnsynchronized` | `clock.unsynchronized` | `clock.synchronized` |
+//!
+//! Pure: events and the time in, conditions out; the daemon writes them.
+
+use std::collections::VecDeque;
+
+use vigil_crds::agent::NODE_CONDITIONS;
+
+use super::{Event, EventType};
+use crate::config::NodeConditions;
+
+/// One condition as it goes on the Node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    /// The type (one of [`NODE_CONDITIONS`]).
+    pub kind: &'static str,
+    /// Whether the problem is there.
+    pub active: bool,
+    /// One word (CamelCase): why.
+    pub reason: String,
+    /// What happened and what to do, for a person.
+    pub message: String,
+    /// When `active` last changed.
+    pub since: jiff::Timestamp,
+}
+
+#[derive(Clone, Debug)]
+struct State {
+    active: bool,
+    reason: String,
+    message: String,
+    since: jiff::Timestamp,
+    last_cause: Option<jiff::Timestamp>,
+}
+
+/// The conditions of one node.
+#[derive(Debug)]
+pub struct Conditions {
+    config: NodeConditions,
+    states: [State; 5],
+    ooms: VecDeque<jiff::Timestamp>,
+}
+
+fn clear_reason(kind: &str) -> &'static str {
+    match kind {
+        "KernelDeadlock" => "KernelHasNoDeadlock",
+        "ReadonlyFilesystem" => "FilesystemIsNotReadOnly",
+        "FrequentOOMKills" => "NoFrequentOOMKills",
+        "DiskIOErrors" => "NoDiskIOErrors",
+        _ => "ClockSynchronized",
+    }
+}
+
+fn clear_message(kind: &str) -> &'static str {
+    match kind {
+        "KernelDeadlock" => "no hung task or CPU lockup recently",
+        "ReadonlyFilesystem" => "no filesystem remounted read-only recently",
+        "FrequentOOMKills" => "no frequent OOM kills recently",
+        "DiskIOErrors" => "no disk I/O or filesystem errors recently",
+        _ => "the clock is synchronised",
+    }
+}
+
+impl Conditions {
+    /// Every condition clear, as of `now`.
+    pub fn new(config: NodeConditions, now: jiff::Timestamp) -> Self {
+        let states = NODE_CONDITIONS.map(|k| State {
+            active: false,
+            reason: clear_reason(k).into(),
+            message: clear_message(k).into(),
+            since: now,
+            last_cause: None,
+        });
+        Self { config, states, ooms: VecDeque::new() }
+    }
+
+    fn set(&mut self, i: usize, at: jiff::Timestamp, reason: &str, message: String) {
+        let s = &mut self.states[i];
+        if !s.active {
+            s.since = at;
+        }
+        s.active = true;
+        s.reason = reason.into();
+        s.message = message;
+        s.last_cause = Some(s.last_cause.map_or(at, |l| l.max(at)));
+    }
+
+    fn clear(&mut self, i: usize, at: jiff::Timestamp) {
+        let kind = NODE_CONDITIONS[i];
+        let s = &mut self.states[i];
+        if s.active {
+            s.active = false;
+            s.since = at;
+            s.reason = clear_reason(kind).into();
+            s.message = clear_message(kind).into();
+        }
+    }
+
+    /// Takes one event into account, at its own time (never later than `now`: a record with
+    /// a time in the future cannot hold a condition longer).
+    pub fn observe(&mut self, e: &Event, now: jiff::Timestamp) {
+        let at = e.time.min(now);
+        let what = |e: &Event| e.detail_str("line").map_or_else(|| e.message.clone(), str::to_owned);
+        match e.kind {
+            EventType::HungTask | EventType::Lockup => {
+                let reason = if e.kind == EventType::HungTask { "HungTask" } else { "CPULockup" };
+                let msg = format!(
+                    "{} at {}: {}; tasks stuck in the kernel usually mean a storage or driver problem: drain the node and look at dmesg",
+                    e.kind.as_str(),
+                    at.round(jiff::Unit::Second).unwrap_or(at),
+                    what(e)
+                );
+                self.set(0, at, reason, msg);
+            }
+            EventType::FsReadOnly => {
+                let dev = e.detail_str("device").unwrap_or("?");
+                let msg = format!(
+                    "filesystem on {dev} remounted read-only at {}: {}; writes there fail until it is repaired (fsck) and remounted",
+                    at.round(jiff::Unit::Second).unwrap_or(at),
+                    what(e)
+                );
+                self.set(1, at, "FilesystemIsReadOnly", msg);
+            }
+            EventType::OomKill => {
+                self.ooms.push_back(at);
+                let window =
+                    jiff::SignedDuration::try_from(self.config.oom_window).unwrap_or(jiff::SignedDuration::MAX);
+                while self.ooms.front().is_some_and(|t| at.duration_since(*t) > window) {
+                    self.ooms.pop_front();
+                }
+                while self.ooms.len() > 1024 {
+                    self.ooms.pop_front();
+                }
+                if self.ooms.len() >= self.config.oom_kills as usize {
+                    let pod = match (e.detail_str("podNamespace"), e.detail_str("podName")) {
+                        (Some(ns), Some(name)) => format!(", the last in pod {ns}/{name}"),
+                        _ => String::new(),
+                    };
+                    let msg = format!(
+                        "{} OOM kills within {}{pod} (the last killed {} pid {}); raise the memory limits of what is killed, or move work off this node",
+                        self.ooms.len(),
+                        humantime::format_duration(self.config.oom_window),
+                        e.detail_str("comm").unwrap_or("?"),
+                        e.detail_i64("pid").map_or("?".into(), |p| p.to_string()),
+                    );
+                    self.set(2, at, "FrequentOOMKills", msg);
+                } else if self.states[2].active {
+                    // Still active: a further kill keeps it.
+                    self.states[2].last_cause = Some(at);
+                }
+            }
+            EventType::IoError | EventType::FsError => {
+                let dev = e.detail_str("device").unwrap_or("?");
+                let reason = if e.kind == EventType::IoError { "DiskIOError" } else { "FilesystemError" };
+                let msg = format!(
+                    "{} on {dev} at {}: {}; check the disk's health (smartctl, the cloud volume's status) before it fails",
+                    e.kind.as_str(),
+                    at.round(jiff::Unit::Second).unwrap_or(at),
+                    what(e)
+                );
+                self.set(3, at, reason, msg);
+            }
+            EventType::ClockUnsynchronized => {
+                let msg = format!(
+                    "the clock lost synchronisation at {}; certificates, leases and logs depend on it: check chrony or systemd-timesyncd",
+                    at.round(jiff::Unit::Second).unwrap_or(at)
+                );
+                self.set(4, at, "ClockUnsynchronized", msg);
+            }
+            EventType::ClockSynchronized => self.clear(4, at),
+            _ => {}
+        }
+    }
+
+    /// The conditions as of `now`: those whose cause has not recurred for `clearAfter`
+    /// cleared (the clock's only by synchronisation).
+    pub fn current(&mut self, now: jiff::Timestamp) -> Vec<Condition> {
+        let clear_after = jiff::SignedDuration::try_from(self.config.clear_after).unwrap_or(jiff::SignedDuration::MAX);
+        for i in 0..4 {
+            if let Some(last) = self.states[i].last_cause
+                && self.states[i].active
+                && now.duration_since(last) >= clear_after
+            {
+                self.clear(i, last.checked_add(clear_after).unwrap_or(now));
+                if i == 2 {
+                    self.ooms.clear();
+                }
+            }
+        }
+        NODE_CONDITIONS
+            .iter()
+            .zip(&self.states)
+            .map(|(kind, s)| Condition {
+                kind,
+                active: s.active,
+                reason: s.reason.clone(),
+                message: s.message.chars().take(1024).collect(),
+                since: s.since,
+            })
+            .collect()
+    }
+}
+
+/// The strategic-merge patch of a Node's status that sets `conditions` (merged by type: the
+/// kubelet's and other writers' conditions are untouched).
+pub fn status_patch(conditions: &[Condition], now: jiff::Timestamp) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = conditions
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "type": c.kind,
+                "status": if c.active { "True" } else { "False" },
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": c.since.round(jiff::Unit::Second).unwrap_or(c.since).to_string(),
+                "lastHeartbeatTime": now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({"status": {"conditions": list}})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn t(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn ev(kind: EventType, at: i64) -> Event {
+        Event::new(kind, t(at), "m").with("device", "sdb").with("comm", "java").with("pid", 7)
+    }
+
+    fn by_kind<'a>(c: &'a [Condition], kind: &str) -> &'a Condition {
+        c.iter().find(|c| c.kind == kind).unwrap()
+    }
+
+    #[test]
+    fn every_condition_starts_clear_and_is_set_by_its_events() {
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        let now = c.current(t(0));
+        assert_eq!(now.len(), NODE_CONDITIONS.len());
+        assert!(now.iter().all(|c| !c.active && c.since == t(0)));
+        for (kind, event) in [
+            ("KernelDeadlock", EventType::HungTask),
+            ("ReadonlyFilesystem", EventType::FsReadOnly),
+            ("DiskIOErrors", EventType::IoError),
+            ("ClockUnsynchronized", EventType::ClockUnsynchronized),
+        ] {
+            c.observe(&ev(event, 10), t(10));
+            let cond = c.current(t(11));
+            let cond = by_kind(&cond, kind);
+            assert!(cond.active, "{kind}");
+            assert_eq!(cond.since, t(10));
+            assert!(!cond.message.is_empty());
+        }
+        assert!(by_kind(&c.current(t(11)), "DiskIOErrors").message.contains("sdb"));
+    }
+
+    #[test]
+    fn a_condition_clears_when_its_cause_has_not_recurred_and_a_recurrence_holds_it() {
+        let cfg = NodeConditions { clear_after: Duration::from_secs(600), ..NodeConditions::default() };
+        let mut c = Conditions::new(cfg, t(0));
+        c.observe(&ev(EventType::FsReadOnly, 100), t(100));
+        c.observe(&ev(EventType::FsReadOnly, 500), t(500));
+        assert!(by_kind(&c.current(t(1000)), "ReadonlyFilesystem").active, "500 + 600 > 1000");
+        let cleared = c.current(t(1100));
+        let ro = by_kind(&cleared, "ReadonlyFilesystem");
+        assert!(!ro.active);
+        assert_eq!(ro.reason, "FilesystemIsNotReadOnly");
+        assert_eq!(ro.since, t(1100), "cleared as of when the quiet time ran out");
+        // The clock clears by synchronisation, not by time.
+        c.observe(&ev(EventType::ClockUnsynchronized, 2000), t(2000));
+        assert!(by_kind(&c.current(t(99_999)), "ClockUnsynchronized").active);
+        c.observe(&ev(EventType::ClockSynchronized, 100_000), t(100_000));
+        assert!(!by_kind(&c.current(t(100_001)), "ClockUnsynchronized").active);
+    }
+
+    #[test]
+    fn oom_kills_make_a_condition_only_when_frequent() {
+        let cfg = NodeConditions { oom_kills: 3, oom_window: Duration::from_secs(600), ..NodeConditions::default() };
+        let mut c = Conditions::new(cfg, t(0));
+        c.observe(&ev(EventType::OomKill, 0), t(0));
+        c.observe(&ev(EventType::OomKill, 700), t(700));
+        c.observe(&ev(EventType::OomKill, 800), t(800));
+        assert!(!by_kind(&c.current(t(801)), "FrequentOOMKills").active, "the first fell out of the window");
+        let oom = ev(EventType::OomKill, 900).with("podNamespace", "shop").with("podName", "api-1");
+        c.observe(&oom, t(900));
+        let now = c.current(t(901));
+        let f = by_kind(&now, "FrequentOOMKills");
+        assert!(f.active);
+        assert!(f.message.starts_with("3 OOM kills within 10m, the last in pod shop/api-1"), "{}", f.message);
+        assert!(!by_kind(&c.current(t(900 + 1800)), "FrequentOOMKills").active);
+    }
+
+    #[test]
+    fn the_patch_sets_only_our_types_with_status_words() {
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        c.observe(&ev(EventType::Lockup, 5), t(5));
+        let p = status_patch(&c.current(t(6)), t(6));
+        let list = p["status"]["conditions"].as_array().unwrap();
+        assert_eq!(list.len(), NODE_CONDITIONS.len());
+        let kd = list.iter().find(|c| c["type"] == "KernelDeadlock").unwrap();
+        assert_eq!((kd["status"].as_str(), kd["reason"].as_str()), (Some("True"), Some("CPULockup")));
+        assert!(list.iter().all(|c| NODE_CONDITIONS.contains(&c["type"].as_str().unwrap())));
+    }
+}
