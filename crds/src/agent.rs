@@ -44,6 +44,15 @@ pub fn lease_name(node: &str) -> String {
     format!("vigil-agent-{node}")
 }
 
+/// The Node conditions an agent sets on its own node (and no others: the chart's admission
+/// policy lets an agent change only these, only on its node). The names are those
+/// node-problem-detector uses where it has one, so remediation tooling that keys on them works.
+pub const NODE_CONDITIONS: [&str; 5] =
+    ["KernelDeadlock", "ReadonlyFilesystem", "FrequentOOMKills", "DiskIOErrors", "ClockUnsynchronized"];
+
+/// The field manager of the agent's writes to its Node's conditions.
+pub const NODE_CONDITIONS_MANAGER: &str = "vigil-agent";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,11 +74,3 @@ mod tests {
     }
 }
 
-/// The Node conditions an agent sets on its own node (and no others: the chart's admission
-/// policy lets an agent change only these, only on its node). The names are those
-/// node-problem-detector uses where it has one, so remediation tooling that keys on them works.
-pub const NODE_CONDITIONS: [&str; 5] =
-    ["KernelDeadlock", "ReadonlyFilesystem", "FrequentOOMKills", "DiskIOErrors", "ClockUnsynchronized"];
-
-/// The field manager of the agent's writes to its Node's conditions.
-pub const NODE_CONDITIONS_MANAGER: &str = "vigil-agent";
