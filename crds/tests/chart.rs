@@ -23,7 +23,7 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn every_admission_policy_expression_compiles() {
     let docs = docs();
     let policies: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ValidatingAdmissionPolicy").collect();
-    assert_eq!(policies.len(), 2);
+    assert_eq!(policies.len(), 3);
     let mut compiled = 0;
     for p in policies {
         let spec = &p["spec"];
@@ -114,4 +114,26 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
         assert!(allows(agent, "", "pods", v), "agents {v} their node's pods to name the pod of an event");
     }
     assert!(!allows(agent, "", "pods", "patch") && !allows(agent, "", "pods", "delete"), "agents never change pods");
+}
+
+#[test]
+fn the_node_conditions_policy_lists_exactly_the_agents_condition_types() {
+    let docs = docs();
+    let p = find(&docs, "ValidatingAdmissionPolicy", "vigil-agent-node-conditions");
+    let mine = p["spec"]["variables"].as_array().unwrap().iter().find(|v| v["name"] == "mine").unwrap();
+    let listed: Vec<String> = mine["expression"]
+        .as_str()
+        .unwrap()
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|s| s.trim().trim_matches('\'').to_owned())
+        .collect();
+    assert_eq!(listed, vigil_crds::agent::NODE_CONDITIONS);
+    let agent = find(&docs, "ClusterRole", "vigil-agent");
+    let rules = agent["rules"].as_array().unwrap();
+    assert!(
+        rules.iter().any(|r| r["resources"].as_array().unwrap().contains(&"nodes/status".into())
+            && r["verbs"].as_array().unwrap() == &vec![Value::from("patch")]),
+        "agents patch their node's status (conditions) and nothing more there"
+    );
 }
