@@ -384,6 +384,10 @@ pub struct EventsConfig {
     /// Events held between the sources and the consumers; beyond it they are dropped and
     /// counted (`vigil_agent_events_dropped_total{reason="queue_full"}`).
     pub queue_capacity: usize,
+    /// A token bucket per source and container (events whose details name one), in front of
+    /// the source's: one noisy container cannot use up the source's rate and starve the
+    /// others' events. Critical events are not held by it.
+    pub container_rate_limit: RateLimit,
     /// Print each event as a JSON line on stdout in `run` (`kubectl logs`).
     pub log: bool,
     /// Process start and exit.
@@ -408,6 +412,7 @@ impl Default for EventsConfig {
             enabled: true,
             state_dir: PathBuf::from("/var/lib/vigil-agent"),
             queue_capacity: 4096,
+            container_rate_limit: RateLimit::new(20.0, 200),
             log: true,
             processes: ProcessEvents::default(),
             files: FileEvents::default(),
@@ -790,6 +795,7 @@ impl Config {
             ("events.auth.rateLimit", ev.auth.rate_limit),
             ("events.network.rateLimit", ev.network.rate_limit),
             ("events.kernel.rateLimit", ev.kernel.rate_limit),
+            ("events.containerRateLimit", ev.container_rate_limit),
         ] {
             if !(limit.per_second.is_finite() && limit.per_second >= 0.0) || limit.burst == 0 {
                 return Err(invalid(key, "perSecond must be a number ≥ 0 and burst at least 1".into()));

@@ -73,4 +73,3 @@ mod tests {
         assert!(config_snapshot_name("r-0123456789").len() <= 63);
     }
 }
-

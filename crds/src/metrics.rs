@@ -151,12 +151,12 @@ pub const AGENT_EVENTS: Metric = Metric {
     help: "Security events queued, by type and source",
     labels: &["type", "source"],
 };
-/// Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer).
+/// Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer, container_limited: one container's share used up).
 pub const AGENT_EVENTS_DROPPED: Metric = Metric {
     family: "vigil_agent_events_dropped",
     kind: Kind::Counter,
     unit: None,
-    help: "Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer)",
+    help: "Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer, container_limited: one container's share used up)",
     labels: &["source", "reason"],
 };
 /// Lines or records of host input a source could not parse (each kept raw in an agent.unparsed event).

@@ -331,11 +331,25 @@ impl DropSummary {
         self.last = Some(now);
         let by: Vec<String> =
             stats.drops().iter().map(|(s, r, n)| format!("{} {} {n}", s.as_str(), r.as_str())).collect();
-        let mut e =
-            Event::new(EventType::Dropped, now, format!("{new} events dropped (since start: {})", by.join(", ")))
-                .with("dropped", new)
-                .with("droppedTotal", total)
-                .severity(Severity::Warning);
+        // Which containers were held to their share since the last summary, the noisiest first.
+        let containers = stats.take_container_drops();
+        let noisiest = containers
+            .first()
+            .map(|(id, n)| format!("; container {} held to its share: {n} dropped", &id[..id.len().min(12)]))
+            .unwrap_or_default();
+        let mut e = Event::new(
+            EventType::Dropped,
+            now,
+            format!("{new} events dropped (since start: {}){noisiest}", by.join(", ")),
+        )
+        .with("dropped", new)
+        .with("droppedTotal", total)
+        .severity(Severity::Warning);
+        if !containers.is_empty() {
+            let top: serde_json::Map<String, serde_json::Value> =
+                containers.into_iter().take(10).map(|(id, n)| (id, n.into())).collect();
+            e = e.with("containerDrops", serde_json::Value::Object(top));
+        }
         e.node.clone_from(&self.node);
         Some(e)
     }

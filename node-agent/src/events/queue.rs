@@ -55,11 +55,13 @@ pub enum DropReason {
     /// Lost before the agent saw it: the kernel's netlink buffer or inotify queue
     /// overflowed, or a file pending a check was evicted from a full set.
     Overflow,
+    /// One container's share of the source's rate was used up.
+    ContainerLimited,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 3] = [Self::RateLimited, Self::QueueFull, Self::Overflow];
+    pub const ALL: [DropReason; 4] = [Self::RateLimited, Self::QueueFull, Self::Overflow, Self::ContainerLimited];
 
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
@@ -67,9 +69,15 @@ impl DropReason {
             Self::RateLimited => "rate_limited",
             Self::QueueFull => "queue_full",
             Self::Overflow => "overflow",
+            Self::ContainerLimited => "container_limited",
         }
     }
 }
+
+/// The most containers one emitter keeps a bucket for; beyond it the idlest is forgotten.
+const MAX_CONTAINER_BUCKETS: usize = 4096;
+/// The most containers whose drops are remembered between two drop summaries.
+const MAX_DROPPING_CONTAINERS: usize = 256;
 
 /// Counters of the event path, shared by the emitters and read by the exporters.
 #[derive(Debug)]
@@ -77,6 +85,8 @@ pub struct EventStats {
     emitted: Vec<AtomicU64>,
     dropped: Vec<AtomicU64>,
     unparsed: Vec<AtomicU64>,
+    /// Container → events of it dropped by its own limit since the last [`EventStats::take_container_drops`].
+    by_container: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Default for EventStats {
@@ -86,6 +96,7 @@ impl Default for EventStats {
             emitted: zeroes(EventType::ALL.len()),
             dropped: zeroes(Source::ALL.len() * DropReason::ALL.len()),
             unparsed: zeroes(Source::ALL.len()),
+            by_container: std::sync::Mutex::default(),
         }
     }
 }
@@ -98,6 +109,24 @@ impl EventStats {
     /// Counts `n` drops.
     pub fn count_drop(&self, source: Source, reason: DropReason, n: u64) {
         self.dropped[Self::drop_slot(source, reason)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a drop of `container`'s event by its own limit.
+    fn count_container_drop(&self, source: Source, container: &str) {
+        self.count_drop(source, DropReason::ContainerLimited, 1);
+        if let Ok(mut m) = self.by_container.lock()
+            && (m.len() < MAX_DROPPING_CONTAINERS || m.contains_key(container))
+        {
+            *m.entry(container.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// The containers whose events their own limit dropped since the last call, most first.
+    pub fn take_container_drops(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> =
+            self.by_container.lock().map(|mut m| std::mem::take(&mut *m).into_iter().collect()).unwrap_or_default();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
     }
 
     /// Counts one line or record of host input a source could not parse (it still goes out
@@ -183,9 +212,17 @@ impl EventQueue {
             source,
             normal: TokenBucket::new(limit),
             critical: TokenBucket::new(limit),
+            per_container: None,
+            containers: std::collections::HashMap::new(),
             stats: self.stats.clone(),
             node: self.node.clone(),
         }
+    }
+
+    /// An emitter for `source` under `limit`, and each container's events (those whose
+    /// details name a `containerId`) also under `per_container` of their own.
+    pub fn emitter_per_container(&self, source: Source, limit: RateLimit, per_container: RateLimit) -> Emitter {
+        Emitter { per_container: Some(per_container), ..self.emitter(source, limit) }
     }
 }
 
@@ -197,6 +234,9 @@ pub struct Emitter {
     // cannot starve an OOM kill or a brute-force finding.
     normal: TokenBucket,
     critical: TokenBucket,
+    // One container's share: a noisy container uses up its own bucket, not the source's.
+    per_container: Option<RateLimit>,
+    containers: std::collections::HashMap<String, (TokenBucket, Instant)>,
     stats: Arc<EventStats>,
     node: Arc<str>,
 }
@@ -209,6 +249,23 @@ impl Emitter {
     }
 
     fn emit_at(&mut self, now: Instant, mut event: Event) -> bool {
+        if let Some(limit) = self.per_container
+            && event.severity != Severity::Critical
+            && let Some(id) = event.detail_str("containerId")
+        {
+            if !self.containers.contains_key(id) && self.containers.len() >= MAX_CONTAINER_BUCKETS {
+                // Forget the container heard from least recently.
+                if let Some(idlest) = self.containers.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+                    self.containers.remove(&idlest);
+                }
+            }
+            let (bucket, seen) = self.containers.entry(id.to_owned()).or_insert_with(|| (TokenBucket::new(limit), now));
+            *seen = now;
+            if !bucket.take(now) {
+                self.stats.count_container_drop(self.source, id);
+                return false;
+            }
+        }
         let bucket = if event.severity == Severity::Critical { &mut self.critical } else { &mut self.normal };
         if !bucket.take(now) {
             self.stats.count_drop(self.source, DropReason::RateLimited, 1);
@@ -284,6 +341,32 @@ mod tests {
         assert_eq!(stats.emitted(EventType::ProcessStart), 3);
         assert_eq!(stats.total_dropped(), 7);
         assert_eq!(rx.try_recv().unwrap().node, "node-a");
+    }
+
+    #[test]
+    fn a_noisy_container_uses_up_its_own_share_not_the_others() {
+        let (q, mut rx) = EventQueue::new(1000, "node-a");
+        let mut e = q.emitter_per_container(Source::Process, RateLimit::new(0.0, 100), RateLimit::new(0.0, 10));
+        let ev = |c: Option<&str>| {
+            Event::new(EventType::ProcessStart, jiff::Timestamp::UNIX_EPOCH, "x").with("containerId", c)
+        };
+        let t = Instant::now();
+        let noisy = (0..500).filter(|_| e.emit_at(t, ev(Some("noisy")))).count();
+        assert_eq!(noisy, 10, "the noisy container gets its share");
+        assert_eq!((0..5).filter(|_| e.emit_at(t, ev(Some("quiet")))).count(), 5, "the others are not starved");
+        assert_eq!((0..5).filter(|_| e.emit_at(t, ev(None))).count(), 5, "nor the host's events");
+        let crit = Event::new(EventType::OomKill, jiff::Timestamp::UNIX_EPOCH, "x").with("containerId", "noisy");
+        assert!(e.emit_at(t, crit), "a critical event of the noisy container still goes");
+        let stats = q.stats();
+        assert_eq!(stats.dropped(Source::Process, DropReason::ContainerLimited), 490);
+        assert_eq!(stats.take_container_drops(), [("noisy".to_owned(), 490)]);
+        assert!(stats.take_container_drops().is_empty(), "taken once");
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 21);
+        // Buckets are bounded: a stream of new containers never grows the map past its cap.
+        for i in 0..(MAX_CONTAINER_BUCKETS + 100) {
+            e.emit_at(t, ev(Some(&format!("c{i}"))));
+        }
+        assert!(e.containers.len() <= MAX_CONTAINER_BUCKETS);
     }
 
     #[test]

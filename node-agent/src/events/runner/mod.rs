@@ -163,7 +163,7 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
     };
     if ev.kernel.enabled {
         let (emitter, stop, states, device, root) = (
-            queue.emitter(Source::Kernel, ev.kernel.rate_limit),
+            queue.emitter_per_container(Source::Kernel, ev.kernel.rate_limit, ev.container_rate_limit),
             stop.clone(),
             states.clone(),
             ev.kernel.device.clone(),
@@ -173,7 +173,7 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
     }
     if ev.processes.enabled {
         let (emitter, stop, states, root, cfg) = (
-            queue.emitter(Source::Process, ev.processes.rate_limit),
+            queue.emitter_per_container(Source::Process, ev.processes.rate_limit, ev.container_rate_limit),
             stop.clone(),
             states.clone(),
             root.clone(),
@@ -205,7 +205,7 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
     if ev.auth.enabled || ev.network.enabled || ev.clock.enabled {
         let emitters = polled::Polled {
             auth: queue.emitter(Source::Auth, ev.auth.rate_limit),
-            network: queue.emitter(Source::Network, ev.network.rate_limit),
+            network: queue.emitter_per_container(Source::Network, ev.network.rate_limit, ev.container_rate_limit),
             clock: queue.emitter(Source::Clock, crate::events::queue::RateLimit::new(1.0, 10)),
         };
         let (stop, states, root, cfg, dir) = (stop.clone(), states.clone(), root.clone(), ev.clone(), state_dir);
