@@ -159,13 +159,13 @@ pub const AGENT_EVENTS_DROPPED: Metric = Metric {
     help: "Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer, container_limited: one container's share used up)",
     labels: &["source", "reason"],
 };
-/// Lines or records of host input a source could not parse (each kept raw in an agent.unparsed event).
+/// Lines or records of host input a source could not parse, by reason (cut, malformed, time, incomplete; each kept raw in an agent.unparsed event).
 pub const AGENT_EVENTS_UNPARSED: Metric = Metric {
     family: "vigil_agent_events_unparsed",
     kind: Kind::Counter,
     unit: None,
-    help: "Lines or records of host input a source could not parse (each kept raw in an agent.unparsed event)",
-    labels: &["source"],
+    help: "Lines or records of host input a source could not parse, by reason (cut, malformed, time, incomplete; each kept raw in an agent.unparsed event)",
+    labels: &["source", "reason"],
 };
 /// Events waiting for the consumers.
 pub const AGENT_EVENT_QUEUE_DEPTH: Metric = Metric {

@@ -267,7 +267,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let _ = writeln!(err, "vigil-agent: events: {}", vigil_agent::events::printable(w));
                 }
                 if !found.unparsed.is_empty() {
-                    let per: Vec<String> = found.unparsed.iter().map(|(s, n)| format!("{} {n}", s.as_str())).collect();
+                    let per: Vec<String> =
+                        found.unparsed.iter().map(|((s, r), n)| format!("{} {} {n}", s.as_str(), r.as_str())).collect();
                     let _ = writeln!(
                         err,
                         "vigil-agent: events: input not understood, kept as agent.unparsed events: {}",

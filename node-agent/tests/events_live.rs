@@ -355,7 +355,7 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     append(&kmsg, KERNEL_LOG);
     let watched = wait_for(&mut rx, Duration::from_secs(10), "four events", |ev| ev.len() >= 4);
     sources.stop();
-    assert_eq!(q.stats().unparsed(Source::Kernel), 1);
+    assert_eq!(q.stats().unparsed_for(Source::Kernel, vigil_agent::events::UnparsedReason::Malformed), 1);
     let io = watched.iter().find(|e| e.kind == EventType::IoError).unwrap();
     assert_eq!(io.details["kernelDictionary"]["DEVICE"], "b8:17");
     let oops = watched.iter().find(|e| e.kind == EventType::Oops).unwrap();
@@ -391,7 +391,7 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
         "scan and watch find the same events in the same log"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("input not understood, kept as agent.unparsed events: kernel 1"), "{stderr}");
+    assert!(stderr.contains("input not understood, kept as agent.unparsed events: kernel malformed 1"), "{stderr}");
     assert!(stderr.contains("auth.lgo exists and the journal is not read"), "a typo in a path is said: {stderr}");
 
     // A kernel device that cannot be opened (a typo): said, whether syslog(2) stood in or not.

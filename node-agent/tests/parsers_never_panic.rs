@@ -233,12 +233,37 @@ proptest! {
             }
         }
         let _ = netconn::parse_table(&text, netconn::Proto::Tcp);
+        // The kernel log's assembly, as lines of a file and as device reads, with the
+        // journal's view of the same bytes and cgroup paths made of them.
+        let mut pieces = Vec::new();
+        let mut lines = kmsg::Assembler::default();
+        let mut reads = kmsg::Assembler::default();
+        for line in text.as_bytes().split(|&b| b == b'\n') {
+            lines.line(line, &mut pieces);
+            reads.record(line, &mut pieces);
+        }
+        lines.flush(&mut pieces);
+        reads.flush(&mut pieces);
+        for p in &pieces {
+            if let kmsg::Piece::Record(r) = p {
+                prop_assert!(r.message.len() <= 16 * 1024 + 8192, "joined fragments stay bounded");
+                let _ = classifier.classify(r, now);
+            }
+        }
+        for line in text.lines() {
+            let _ = vigil_agent::events::pods::parse_cgroup(line);
+        }
     }
 
     #[test]
     fn binary_event_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1200)) {
         use vigil_agent::events::{cnproc, utmp};
         let _ = cnproc::decode(&bytes);
+        // Any bytes as a journal file: refused or walked, never a panic.
+        if let Ok(h) = vigil_agent::events::journal::Header::read(&bytes[..]) {
+            let mut w = vigil_agent::events::journal::Walk::default();
+            let _ = vigil_agent::events::journal::walk(&bytes[..], &h, &mut w, 10_000, &|_| true);
+        }
         for chunk in bytes.chunks(utmp::RECORD_SIZE) {
             if let Some(u) = utmp::parse(chunk) {
                 let _ = utmp::to_event(&u, utmp::Log::Wtmp);

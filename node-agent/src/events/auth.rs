@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use super::{Event, EventType, Severity};
+use super::{Event, EventType, Severity, UnparsedReason};
 
 /// A syslog line split into its parts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,27 +77,7 @@ pub fn parse_syslog(line: &str) -> Option<SyslogLine<'_>> {
         let (stamp, rest) = line.split_once(' ')?;
         (LineTime::Exact(stamp.parse().ok()?), rest)
     } else {
-        // `Nov 22 10:00:00 ` or `Nov  2 10:00:00 `: 15 characters and a space.
-        let head = line.get(..16)?;
-        let month = MONTHS.iter().position(|m| head.starts_with(m))?;
-        if head.as_bytes()[3] != b' ' || head.as_bytes()[15] != b' ' {
-            return None;
-        }
-        let day: i8 = head[4..6].trim_start().parse().ok()?;
-        // Exactly `HH:MM:SS`, each in range: a line whose time is impossible is not a logger's.
-        let hms = &head.as_bytes()[7..15];
-        if hms[2] != b':' || hms[5] != b':' || ![0, 1, 3, 4, 6, 7].iter().all(|&i| hms[i].is_ascii_digit()) {
-            return None;
-        }
-        let two = |i: usize| ((hms[i] - b'0') * 10 + (hms[i + 1] - b'0')) as i8;
-        let (hour, minute, second) = (two(0), two(3), two(6));
-        // 29 February is kept: the year is not known yet.
-        const DAYS: [i8; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-        if !(1..=DAYS[month]).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-            return None;
-        }
-        let t = LineTime::Local { month: i8::try_from(month + 1).ok()?, day, hour, minute, second: second.min(59) };
-        (t, &line[16..])
+        (local_time(line.get(..16)?)?, &line[16..])
     };
     let (host, rest) = rest.split_once(' ')?;
     let (tag, message) = rest.split_once(": ").or_else(|| rest.strip_suffix(':').map(|t| (t, "")))?;
@@ -114,6 +94,50 @@ pub fn parse_syslog(line: &str) -> Option<SyslogLine<'_>> {
     Some(SyslogLine { time, host, program, pid, message })
 }
 
+/// `Nov 22 10:00:00 ` or `Nov  2 10:00:00 ` (15 characters and a space), each field in range:
+/// a line whose time is impossible is not a logger's.
+fn local_time(head: &str) -> Option<LineTime> {
+    let month = MONTHS.iter().position(|m| head.starts_with(m))?;
+    if head.len() != 16 || head.as_bytes()[3] != b' ' || head.as_bytes()[15] != b' ' {
+        return None;
+    }
+    let day: i8 = head.get(4..6)?.trim_start().parse().ok()?;
+    let hms = &head.as_bytes()[7..15];
+    if hms[2] != b':' || hms[5] != b':' || ![0, 1, 3, 4, 6, 7].iter().all(|&i| hms[i].is_ascii_digit()) {
+        return None;
+    }
+    let two = |i: usize| ((hms[i] - b'0') * 10 + (hms[i + 1] - b'0')) as i8;
+    let (hour, minute, second) = (two(0), two(3), two(6));
+    // 29 February is kept: the year is not known yet.
+    const DAYS: [i8; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=DAYS[month]).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    Some(LineTime::Local { month: i8::try_from(month + 1).ok()?, day, hour, minute, second: second.min(59) })
+}
+
+/// Why a line is not a syslog line: a time that cannot exist where a time starts it, else
+/// not the form at all.
+fn syslog_reason(line: &str) -> UnparsedReason {
+    let starts_with_month = MONTHS.iter().any(|m| line.starts_with(m)) && line.as_bytes().get(3) == Some(&b' ');
+    if starts_with_month {
+        return match line.get(..16).map(local_time) {
+            Some(Some(_)) => UnparsedReason::Malformed,
+            _ => UnparsedReason::Time,
+        };
+    }
+    match line.split_once(' ') {
+        Some((stamp, _)) if stamp.as_bytes().first().is_some_and(u8::is_ascii_digit) && stamp.contains(['T', ':']) => {
+            if stamp.parse::<jiff::Timestamp>().is_ok() {
+                UnparsedReason::Malformed
+            } else {
+                UnparsedReason::Time
+            }
+        }
+        _ => UnparsedReason::Malformed,
+    }
+}
+
 /// What one line amounts to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Parsed {
@@ -121,8 +145,9 @@ pub enum Parsed {
     Event(Event),
     /// A well-formed line of no interest (a cron session, a key exchange).
     Ignored,
-    /// Not a syslog line at all.
-    Unparsed,
+    /// Not understood: not a syslog line, or an authentication record that cannot be read;
+    /// and why.
+    Unparsed(UnparsedReason),
 }
 
 /// Parses auth log lines into events.
@@ -146,7 +171,7 @@ impl Default for AuthParser {
 impl AuthParser {
     /// Parses one line read at `now`.
     pub fn parse(&self, line: &str, now: jiff::Timestamp) -> Parsed {
-        let Some(l) = parse_syslog(line) else { return Parsed::Unparsed };
+        let Some(l) = parse_syslog(line) else { return Parsed::Unparsed(syslog_reason(line)) };
         let time = l.time.resolve(&self.tz, now);
         self.judge(&l, time, line)
     }
@@ -177,7 +202,7 @@ impl AuthParser {
             }
             // A line that starts as an authentication record but cannot be read (cut short, or
             // forged) is counted and kept, not passed over as of no interest.
-            None if malformed(l.program, l.message.trim()) => Parsed::Unparsed,
+            None if malformed(l.program, l.message.trim()) => Parsed::Unparsed(UnparsedReason::Incomplete),
             None => Parsed::Ignored,
         }
     }
@@ -709,7 +734,7 @@ mod tests {
             "Nov 22 10:00:04 web-1 sudo:",
             "Nov 22 10:00:05 web-1 sudo: ",
         ] {
-            assert!(matches!(AuthParser::default().parse(cut, now()), Parsed::Unparsed), "{cut}");
+            assert_eq!(AuthParser::default().parse(cut, now()), Parsed::Unparsed(UnparsedReason::Incomplete), "{cut}");
         }
         // Other sshd chatter stays of no interest.
         assert!(matches!(
@@ -731,7 +756,7 @@ mod tests {
             "Nov 30 -1:00:00 web-1 sshd[1]: Accepted password for a from 1.2.3.4 port 1 ssh2",
         ] {
             assert!(parse_syslog(bad).is_none(), "{bad}");
-            assert!(matches!(AuthParser::default().parse(bad, now()), Parsed::Unparsed), "{bad}");
+            assert_eq!(AuthParser::default().parse(bad, now()), Parsed::Unparsed(UnparsedReason::Time), "{bad}");
         }
         assert!(parse_syslog("Feb 29 23:59:60 web-1 sshd[1]: x").is_some(), "leap day and leap second");
         assert!(parse_syslog("Dec 31 00:00:00 web-1 sshd[1]: x").is_some());

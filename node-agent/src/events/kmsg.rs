@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Event, EventType, Severity};
+use super::{Event, EventType, Severity, UnparsedReason};
 
 /// One parsed `/dev/kmsg` record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,8 +71,8 @@ const MAX_JOINED: usize = 16 * 1024;
 pub enum Piece {
     /// A record with its dictionary, its fragments joined.
     Record(Record),
-    /// Bytes that are no record (kept raw, counted).
-    Unparsed(Vec<u8>),
+    /// Bytes that are no record (kept raw, counted), and why.
+    Unparsed(Vec<u8>, UnparsedReason),
 }
 
 /// Makes whole records of what the kernel log gives, the same for every way of reading it
@@ -94,7 +94,7 @@ impl Assembler {
         match parse_record(bytes) {
             Some(r) => self.join(r, out),
             None if bytes.iter().all(u8::is_ascii_whitespace) => {}
-            None => out.push(Piece::Unparsed(bytes.to_vec())),
+            None => out.push(Piece::Unparsed(bytes.to_vec(), UnparsedReason::Malformed)),
         }
     }
 
@@ -113,7 +113,7 @@ impl Assembler {
                     l.extend_from_slice(line);
                 }
                 Some(_) => {}
-                None => out.push(Piece::Unparsed(line.to_vec())),
+                None => out.push(Piece::Unparsed(line.to_vec(), UnparsedReason::Malformed)),
             }
             return;
         }
@@ -756,7 +756,7 @@ mod tests {
         assert_eq!(e.details["kernelDictionary"]["DEVICE"], "b8:17");
         // A dictionary line with no record before it is unparsed, not dropped.
         let orphan = assemble_lines(b" SUBSYSTEM=net\n");
-        assert_eq!(orphan, [Piece::Unparsed(b" SUBSYSTEM=net".to_vec())]);
+        assert_eq!(orphan, [Piece::Unparsed(b" SUBSYSTEM=net".to_vec(), UnparsedReason::Malformed)]);
     }
 
     #[test]

@@ -296,12 +296,43 @@ impl Event {
         self.details.get(key).and_then(Value::as_i64)
     }
 
-    /// Host input that did not parse, kept raw (at most 4 KiB of it) with where it came from.
-    pub fn unparsed(time: jiff::Timestamp, origin: &str, raw: &[u8]) -> Self {
+    /// Host input that did not parse, kept raw (at most 4 KiB of it) with where it came from
+    /// and why.
+    pub fn unparsed(time: jiff::Timestamp, origin: &str, reason: UnparsedReason, raw: &[u8]) -> Self {
         let raw = utf8_escaped(&raw[..raw.len().min(4096)]).into_owned();
-        Self::new(EventType::Unparsed, time, format!("unparsed line from {origin}"))
+        Self::new(EventType::Unparsed, time, format!("unparsed line from {origin} ({})", reason.as_str()))
             .with("origin", origin)
+            .with("reason", reason.as_str())
             .with("raw", raw)
+    }
+}
+
+/// Why host input was not understood (the `reason` of `agent.unparsed` and of the unparsed
+/// counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnparsedReason {
+    /// Longer than any record of its kind: kept cut, never parsed.
+    Cut,
+    /// Not in the form of its source at all (no syslog header, no kmsg header, a bad record).
+    Malformed,
+    /// A time that cannot exist (`Nov 31 25:61:61`).
+    Time,
+    /// A record the parser knows, cut short or with a field it cannot read.
+    Incomplete,
+}
+
+impl UnparsedReason {
+    /// Every reason.
+    pub const ALL: [UnparsedReason; 4] = [Self::Cut, Self::Malformed, Self::Time, Self::Incomplete];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cut => "cut",
+            Self::Malformed => "malformed",
+            Self::Time => "time",
+            Self::Incomplete => "incomplete",
+        }
     }
 }
 

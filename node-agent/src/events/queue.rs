@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Event, EventType, Severity, Source};
+use super::{Event, EventType, Severity, Source, UnparsedReason};
 
 pub use vigil_agent_config::RateLimit;
 
@@ -95,7 +95,7 @@ impl Default for EventStats {
         Self {
             emitted: zeroes(EventType::ALL.len()),
             dropped: zeroes(Source::ALL.len() * DropReason::ALL.len()),
-            unparsed: zeroes(Source::ALL.len()),
+            unparsed: zeroes(Source::ALL.len() * UnparsedReason::ALL.len()),
             by_container: std::sync::Mutex::default(),
         }
     }
@@ -131,8 +131,8 @@ impl EventStats {
 
     /// Counts one line or record of host input a source could not parse (it still goes out
     /// as an `agent.unparsed` event when the rate limit allows).
-    pub fn count_unparsed(&self, source: Source) {
-        self.unparsed[source.index()].fetch_add(1, Ordering::Relaxed);
+    pub fn count_unparsed(&self, source: Source, reason: UnparsedReason) {
+        self.unparsed[source.index() * UnparsedReason::ALL.len() + reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Events of `kind` queued so far.
@@ -147,7 +147,12 @@ impl EventStats {
 
     /// Unparseable inputs of `source` so far.
     pub fn unparsed(&self, source: Source) -> u64 {
-        self.unparsed[source.index()].load(Ordering::Relaxed)
+        UnparsedReason::ALL.iter().map(|r| self.unparsed_for(source, *r)).sum()
+    }
+
+    /// Unparseable inputs of `source` for `reason` so far.
+    pub fn unparsed_for(&self, source: Source, reason: UnparsedReason) -> u64 {
+        self.unparsed[source.index() * UnparsedReason::ALL.len() + reason as usize].load(Ordering::Relaxed)
     }
 
     /// All events queued so far.
@@ -289,8 +294,8 @@ impl Emitter {
     }
 
     /// Counts host input this source could not parse.
-    pub fn count_unparsed(&self) {
-        self.stats.count_unparsed(self.source);
+    pub fn count_unparsed(&self, reason: UnparsedReason) {
+        self.stats.count_unparsed(self.source, reason);
     }
 
     /// Counts events lost before the agent saw them (kernel buffer overflow).

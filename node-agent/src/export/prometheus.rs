@@ -200,7 +200,11 @@ impl Collector for EventsCollector {
         )?;
         o.counters(
             &m::AGENT_EVENTS_UNPARSED,
-            Source::ALL.iter().map(|s| ([("source", s.as_str())], stats.unparsed(*s) as f64)),
+            Source::ALL.iter().flat_map(|s| {
+                crate::events::UnparsedReason::ALL
+                    .iter()
+                    .map(|r| ([("source", s.as_str()), ("reason", r.as_str())], stats.unparsed_for(*s, *r) as f64))
+            }),
         )?;
         o.gauge(&m::AGENT_EVENT_QUEUE_DEPTH, self.queue.depth() as f64)?;
         o.gauge(&m::AGENT_EVENT_QUEUE_CAPACITY, self.queue.capacity() as f64)

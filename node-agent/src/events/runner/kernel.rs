@@ -14,7 +14,7 @@ use crate::events::kmsg::{Assembler, Classifier, Piece};
 use crate::events::process::wait_readable;
 use crate::events::queue::POLL_SLICE;
 use crate::events::tail::{StartAt, Tail, Unit};
-use crate::events::{Emitter, Event, Source};
+use crate::events::{Emitter, Event, Source, UnparsedReason};
 use crate::host::HostRoot;
 use vigil_crds::SourceState;
 
@@ -38,7 +38,7 @@ impl Kernel {
 
     /// Hands what was assembled so far (everything when `flush`) to `out`, and each unparsed
     /// piece to `unparsed` too (the counter).
-    fn drain(&mut self, flush: bool, out: &mut dyn FnMut(Event), unparsed: &mut dyn FnMut()) {
+    fn drain(&mut self, flush: bool, out: &mut dyn FnMut(Event), unparsed: &mut dyn FnMut(UnparsedReason)) {
         if flush {
             self.assembler.flush(&mut self.pieces);
         }
@@ -49,9 +49,9 @@ impl Kernel {
                         out(e);
                     }
                 }
-                Piece::Unparsed(bytes) => {
-                    unparsed();
-                    out(Event::unparsed(jiff::Timestamp::now(), "kmsg", &bytes));
+                Piece::Unparsed(bytes, reason) => {
+                    unparsed(reason);
+                    out(Event::unparsed(jiff::Timestamp::now(), "kmsg", reason, &bytes));
                 }
             }
         }
@@ -59,10 +59,10 @@ impl Kernel {
 
     fn send(&mut self, flush: bool, emitter: &mut Emitter) {
         let mut events = Vec::new();
-        let mut unparsed = 0u64;
-        self.drain(flush, &mut |e| events.push(e), &mut || unparsed += 1);
-        for _ in 0..unparsed {
-            emitter.count_unparsed();
+        let mut unparsed = Vec::new();
+        self.drain(flush, &mut |e| events.push(e), &mut |r| unparsed.push(r));
+        for r in unparsed {
+            emitter.count_unparsed(r);
         }
         for e in events {
             emitter.emit(e);
@@ -134,7 +134,7 @@ pub(super) fn kernel_source(
 fn file_line(assembler: &mut Assembler, line: &[u8], cut: bool, pieces: &mut Vec<Piece>) {
     if cut {
         assembler.flush(pieces);
-        pieces.push(Piece::Unparsed(line.to_vec()));
+        pieces.push(Piece::Unparsed(line.to_vec(), UnparsedReason::Cut));
     } else {
         assembler.line(line, pieces);
     }
@@ -188,7 +188,7 @@ fn syslog_pieces(kernel: &mut Kernel, poll: crate::events::klog::Poll) {
     for r in poll.records {
         kernel.assembler.parsed(r, &mut kernel.pieces);
     }
-    kernel.pieces.extend(poll.unparsed.into_iter().map(Piece::Unparsed));
+    kernel.pieces.extend(poll.unparsed.into_iter().map(|l| Piece::Unparsed(l, UnparsedReason::Malformed)));
 }
 
 /// Why neither the device nor syslog(2) can be read, and what would make it work.
@@ -222,7 +222,7 @@ pub(super) fn once(
     device: &Path,
     root: &HostRoot,
     out: &mut dyn FnMut(Event),
-    unparsed: &mut dyn FnMut(),
+    unparsed: &mut dyn FnMut(UnparsedReason),
 ) -> Result<Option<String>, String> {
     let mut kernel = Kernel::new(boot_time(root));
     if std::fs::metadata(device).map(|m| m.is_file()).unwrap_or(false) {

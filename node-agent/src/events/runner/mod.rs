@@ -246,8 +246,8 @@ pub(crate) fn stopped(stop: &AtomicBool, emitter: &Emitter) -> bool {
 pub struct OneShot {
     /// The events, oldest first.
     pub events: Vec<Event>,
-    /// Per source, lines or records not understood.
-    pub unparsed: std::collections::BTreeMap<Source, u64>,
+    /// Per source and reason, lines or records not understood.
+    pub unparsed: std::collections::BTreeMap<(Source, crate::events::UnparsedReason), u64>,
     /// Sources that read nothing, and why (a missing file, a refused device): a typo in a
     /// path must not look like a quiet host.
     pub warnings: Vec<String>,
@@ -263,13 +263,13 @@ pub fn one_shot(config: &Config) -> OneShot {
     let mut found = OneShot::default();
     let mut out = Vec::new();
     if ev.kernel.enabled {
-        let mut n = 0;
-        match kernel::once(&ev.kernel.device, &root, &mut |e| out.push(e), &mut || n += 1) {
+        let unparsed = &mut found.unparsed;
+        let count = &mut |r| *unparsed.entry((Source::Kernel, r)).or_insert(0) += 1;
+        match kernel::once(&ev.kernel.device, &root, &mut |e| out.push(e), count) {
             Ok(None) => {}
             Ok(Some(note)) => found.warnings.push(format!("kernel: {note}")),
             Err(why) => found.warnings.push(format!("kernel: nothing read: {why}")),
         }
-        found.unparsed.insert(Source::Kernel, n);
     }
     let users = Users::read(&root, &mut crate::proc::ReadErrors::default());
     if ev.auth.enabled {
@@ -281,19 +281,18 @@ pub fn one_shot(config: &Config) -> OneShot {
             ..Default::default()
         };
         let mut a = AuthFollower::new(&ev.auth, &root, &Positions::default(), Some(since), StartAt::Beginning);
-        let mut n = 0;
         loop {
-            a.poll(&mut |e| out.push(e), &mut || n += 1);
+            let unparsed = &mut found.unparsed;
+            a.poll(&mut |e| out.push(e), &mut |r| *unparsed.entry((Source::Auth, r)).or_insert(0) += 1);
             if !a.journal_more {
                 break;
             }
         }
-        found.unparsed.insert(Source::Auth, n);
         found.warnings.extend(a.problems(&ev.auth, &root).into_iter().map(|p| format!("auth: {p}")));
     }
     if ev.network.enabled {
         let bad = NetFollower::new(&ev.network).poll(&root, &users, true, &mut |e| out.push(e));
-        found.unparsed.insert(Source::Network, bad as u64);
+        found.unparsed.insert((Source::Network, crate::events::UnparsedReason::Malformed), bad as u64);
     }
     if ev.clock.enabled
         && let Some(state) = crate::clock::read()

@@ -12,7 +12,7 @@ use crate::events::netconn::{Tracker, owners, read_sockets, socket_event};
 use crate::events::process::ProcInfo;
 use crate::events::queue::POLL_SLICE;
 use crate::events::tail::{Positions, StartAt, Tail, Unit};
-use crate::events::{Emitter, Event, EventType, Source, utmp};
+use crate::events::{Emitter, Event, EventType, Source, UnparsedReason, utmp};
 use crate::host::HostRoot;
 use crate::proc::processes::Users;
 use vigil_crds::SourceState;
@@ -123,7 +123,7 @@ impl AuthFollower {
     }
 
     /// Reads what the files gained; events go to `out`.
-    pub fn poll(&mut self, out: &mut dyn FnMut(Event), unparsed: &mut dyn FnMut()) {
+    pub fn poll(&mut self, out: &mut dyn FnMut(Event), unparsed: &mut dyn FnMut(UnparsedReason)) {
         let now = jiff::Timestamp::now();
         for (name, tail) in &mut self.logs {
             let mut lines = Vec::new();
@@ -132,7 +132,7 @@ impl AuthFollower {
                 let text = crate::events::utf8_escaped(&l);
                 // A line longer than any a logger writes is not parsed: its fields could be
                 // anything (a 16 KiB "user name"); its head is kept as an unparsed event.
-                let parsed = if cut { Parsed::Unparsed } else { self.parser.parse(&text, now) };
+                let parsed = if cut { Parsed::Unparsed(UnparsedReason::Cut) } else { self.parser.parse(&text, now) };
                 match parsed {
                     Parsed::Event(e) => {
                         let found = self.brute.observe(&e);
@@ -142,10 +142,10 @@ impl AuthFollower {
                         }
                     }
                     Parsed::Ignored => {}
-                    Parsed::Unparsed if !cut && text.trim().is_empty() => {}
-                    Parsed::Unparsed => {
-                        unparsed();
-                        out(Event::unparsed(now, name, &l).with("cut", cut.then_some(true)));
+                    Parsed::Unparsed(_) if !cut && text.trim().is_empty() => {}
+                    Parsed::Unparsed(reason) => {
+                        unparsed(reason);
+                        out(Event::unparsed(now, name, reason, &l).with("cut", cut.then_some(true)));
                     }
                 }
             }
@@ -168,7 +168,7 @@ impl AuthFollower {
                 let pid = entry.text("SYSLOG_PID").or_else(|| entry.text("_PID")).and_then(|p| p.parse().ok());
                 let host = entry.text("_HOSTNAME").unwrap_or_default();
                 let parsed = if entry.cut {
-                    Parsed::Unparsed
+                    Parsed::Unparsed(UnparsedReason::Cut)
                 } else {
                     self.parser.parse_entry(&program, pid, &host, &message, time)
                 };
@@ -181,10 +181,10 @@ impl AuthFollower {
                         }
                     }
                     Parsed::Ignored => {}
-                    Parsed::Unparsed => {
-                        unparsed();
+                    Parsed::Unparsed(reason) => {
+                        unparsed(reason);
                         let raw = entry.fields.get("MESSAGE").map_or(&[][..], Vec::as_slice);
-                        out(Event::unparsed(now, "journal", raw)
+                        out(Event::unparsed(now, "journal", reason, raw)
                             .with("program", program)
                             .with("cut", entry.cut.then_some(true)));
                     }
@@ -206,8 +206,8 @@ impl AuthFollower {
                         }
                     }
                     None => {
-                        unparsed();
-                        out(Event::unparsed(now, name, &r));
+                        unparsed(UnparsedReason::Malformed);
+                        out(Event::unparsed(now, name, UnparsedReason::Malformed, &r));
                     }
                 }
             }
@@ -357,11 +357,11 @@ pub(super) fn polled_sources(
         {
             next_auth = now + cfg.auth.poll_interval;
             let stats = &em.auth;
-            let mut unparsed = 0;
+            let mut unparsed = Vec::new();
             let mut out = Vec::new();
-            a.poll(&mut |e| out.push(e), &mut || unparsed += 1);
-            for _ in 0..unparsed {
-                stats.count_unparsed();
+            a.poll(&mut |e| out.push(e), &mut |r| unparsed.push(r));
+            for r in unparsed {
+                stats.count_unparsed(r);
             }
             for e in out {
                 em.auth.emit(e);
@@ -403,7 +403,7 @@ pub(super) fn polled_sources(
             let mut out = Vec::new();
             let bad = n.poll(root, &users, false, &mut |e| out.push(e));
             for _ in 0..bad {
-                em.network.count_unparsed();
+                em.network.count_unparsed(UnparsedReason::Malformed);
             }
             for e in out {
                 em.network.emit(e);
