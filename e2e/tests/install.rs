@@ -4,8 +4,9 @@
 //! pull). Checks that every schedulable node gets a Ready agent and an AgentStatus reporting
 //! each event source; rolls a second revision (a config change) through and checks every
 //! node ends on it, measuring the longest time a node had no ready agent (sampled every
-//! 250 ms); checks that a token bound to an agent pod cannot write another node's AgentStatus
-//! or Lease; then uninstalls and checks nothing of the release is left.
+//! 250 ms); checks that a token bound to an agent pod cannot write another node's AgentStatus,
+//! Lease or conditions, and that every agent set its conditions on its node; then uninstalls
+//! and checks nothing of the release is left (the agents' node conditions removed).
 //!
 //! Needs a cluster where Vigil is not installed (the agents write one AgentStatus per node):
 //! the test refuses to start otherwise, changing nothing.
@@ -318,9 +319,49 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
         json!({"metadata": {"name": format!("vigil-agent-{other}")}, "spec": {"holderIdentity": other}}),
     )
     .unwrap();
-    let refused = Api::<Lease>::namespaced(agent, &ns.name).create(&PostParams::default(), &lease).await;
+    let refused = Api::<Lease>::namespaced(agent.clone(), &ns.name).create(&PostParams::default(), &lease).await;
     let err = refused.expect_err("an agent wrote another node's Lease").to_string();
     assert!(err.contains("only its own node"), "{err}");
+
+    // Each agent sets its five conditions on its own node (all clear, or saying what is wrong);
+    // with that bound token, the conditions of a node of the test's own are refused.
+    let node_api: Api<Node> = Api::all(client.clone());
+    wait_for("the agents' conditions on every node", Duration::from_secs(90), Duration::from_secs(1), || async {
+        for n in &nodes {
+            let node = node_api.get(n).await.map_err(|e| e.to_string())?;
+            let conds = node.status.and_then(|s| s.conditions).unwrap_or_default();
+            let ours: Vec<_> =
+                conds.iter().filter(|c| vigil_crds::agent::NODE_CONDITIONS.contains(&c.type_.as_str())).collect();
+            if ours.len() < vigil_crds::agent::NODE_CONDITIONS.len() || ours.iter().any(|c| c.reason.is_none()) {
+                return Err(format!("{n}: {} of the agent's conditions", ours.len()));
+            }
+        }
+        Ok(Some(()))
+    })
+    .await
+    .unwrap();
+    let fake = format!("{}-fake", ns.name);
+    let mut fake_guard = Cleanup::default();
+    node_api
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": fake}})).unwrap())
+        .await
+        .unwrap();
+    fake_guard.add_typed::<Node>(None, &fake);
+    let clock = json!({"status": {"conditions": [{"type": "ClockUnsynchronized", "status": "False", "reason": "ClockSynchronized", "message": "e2e"}]}});
+    let cpp =
+        PatchParams { field_manager: Some(vigil_crds::agent::NODE_CONDITIONS_MANAGER.into()), ..Default::default() };
+    let as_agent: Api<Node> = Api::all(agent);
+    as_agent
+        .patch_status(&own_node, &cpp, &Patch::Strategic(&clock))
+        .await
+        .expect("an agent sets its own node's conditions");
+    let err = as_agent
+        .patch_status(&fake, &cpp, &Patch::Strategic(&clock))
+        .await
+        .expect_err("another node's conditions")
+        .to_string();
+    assert!(err.contains("only on its own node"), "{err}");
+    drop(fake_guard);
 
     // Uninstall: the release's objects go (the rollout first of what the chart made, so its
     // DaemonSets follow it), then nothing of it may be left.
@@ -335,6 +376,22 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
     .unwrap();
     for n in &nodes {
         assert!(statuses.get_opt(n).await.unwrap().is_none(), "AgentStatus {n} left behind");
+    }
+    // The conditions the release's agents set go with them (an uninstall leaves them at their
+    // last value: docs/install.md says how to remove them, as here).
+    let remove: Vec<serde_json::Value> =
+        vigil_crds::agent::NODE_CONDITIONS.iter().map(|t| json!({"type": t, "$patch": "delete"})).collect();
+    for n in &nodes {
+        node_api
+            .patch_status(n, &PatchParams::default(), &Patch::Strategic(&json!({"status": {"conditions": remove}})))
+            .await
+            .unwrap();
+        let left = node_api.get(n).await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default();
+        assert!(
+            !left.iter().any(|c| vigil_crds::agent::NODE_CONDITIONS.contains(&c.type_.as_str())),
+            "the agent's conditions left on {n}"
+        );
+        assert!(left.iter().any(|c| c.type_ == "Ready"), "the kubelet's conditions stay on {n}");
     }
     drop(labels);
     let labelled = Api::<Node>::all(client.clone())

@@ -187,6 +187,8 @@ pub struct Entry {
     pub realtime: u64,
     /// Monotonic time of its boot, µs.
     pub monotonic: u64,
+    /// The boot it was written in (`_BOOT_ID`).
+    pub boot_id: [u8; 16],
     /// The fields kept, by name (a field repeated keeps its first value).
     pub fields: BTreeMap<String, Vec<u8>>,
     /// Some field was longer than [`MAX_FIELD`] and was cut, or could not be decompressed.
@@ -296,6 +298,7 @@ fn entry(
     let len = usize::try_from(HEAD + items * item_size).unwrap_or(usize::MAX);
     let b = read_exact(r, offset, len, "entry beyond the end of the file")?;
     let mut e = Entry { seqnum: le64(&b, 16), realtime: le64(&b, 24), monotonic: le64(&b, 32), ..Entry::default() };
+    e.boot_id.copy_from_slice(&b[40..56]);
     for i in 0..items as usize {
         let at = 64 + i * item_size as usize;
         let data_offset = if header.compact() { u64::from(le32(&b, at)) } else { le64(&b, at) };
@@ -398,6 +401,56 @@ fn decompress_lz4(raw: &[u8], limit: u64) -> (Vec<u8>, bool) {
         Ok(v) if v.len() as u64 == size => (v, false),
         _ => (Vec::new(), true),
     }
+}
+
+/// The kernel's own records in the journal (`_TRANSPORT=kernel`: journald copies the ring
+/// buffer into it), as kernel log records; `None` for any other entry, or one of another boot
+/// than `boot_id` (its time since boot would be read against the wrong boot).
+pub fn kernel_record(e: &Entry, boot_id: Option<[u8; 16]>) -> Option<super::kmsg::Record> {
+    if e.fields.get("_TRANSPORT").is_none_or(|t| t != b"kernel") || boot_id.is_some_and(|b| b != e.boot_id) {
+        return None;
+    }
+    let level = e.text("PRIORITY").and_then(|p| p.parse::<u8>().ok()).unwrap_or(6).min(7);
+    let ts_usec = e.text("_SOURCE_MONOTONIC_TIMESTAMP").and_then(|t| t.parse().ok()).unwrap_or(e.monotonic);
+    let mut dict = Vec::new();
+    for (field, key) in [("_KERNEL_SUBSYSTEM", "SUBSYSTEM"), ("_KERNEL_DEVICE", "DEVICE")] {
+        if let Some(v) = e.text(field) {
+            dict.push((key.to_owned(), v));
+        }
+    }
+    Some(super::kmsg::Record {
+        level,
+        facility: 0,
+        seq: e.seqnum,
+        ts_usec,
+        message: e.text("MESSAGE")?,
+        dict,
+        continued: false,
+        continuation: false,
+    })
+}
+
+/// The journal fields [`kernel_record`] reads.
+pub fn kernel_field(name: &str) -> bool {
+    matches!(
+        name,
+        "MESSAGE" | "PRIORITY" | "_TRANSPORT" | "_SOURCE_MONOTONIC_TIMESTAMP" | "_KERNEL_SUBSYSTEM" | "_KERNEL_DEVICE"
+    )
+}
+
+/// This boot's id, from `/proc/sys/kernel/random/boot_id` (one per kernel, the same in every
+/// namespace) under `proc`.
+pub fn current_boot_id(proc: &Path) -> Option<[u8; 16]> {
+    let text = std::fs::read_to_string(proc.join("sys/kernel/random/boot_id")).ok()?;
+    let hex: String = text.trim().chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
 }
 
 /// Where a reader of a journal directory is, saved between runs: per sequence-number space
@@ -737,6 +790,37 @@ pub(crate) mod tests {
         assert_eq!(found.entries[0].fields["MESSAGE"], b"two");
         assert!(found.corrupt.is_none());
         assert!(walk(&torn[..], &h, &mut w, 100, &|_| true).entries.is_empty(), "nothing twice");
+    }
+
+    #[test]
+    fn the_kernels_entries_become_kernel_records_of_this_boot_only() {
+        let mut b = Builder::new(true);
+        b.entry(
+            1,
+            &[
+                ("_TRANSPORT", b"kernel"),
+                ("PRIORITY", b"3"),
+                ("MESSAGE", b"Buffer I/O error on dev sdb1, logical block 0, async page read"),
+                ("_SOURCE_MONOTONIC_TIMESTAMP", b"5000000"),
+                ("_KERNEL_SUBSYSTEM", b"block"),
+                ("_KERNEL_DEVICE", b"b8:17"),
+            ],
+            Store::Plain,
+        );
+        b.entry(2, &[("_TRANSPORT", b"syslog"), ("MESSAGE", b"sshd noise")], Store::Plain);
+        let found = all(&b.bytes);
+        let r = kernel_record(&found.entries[0], Some([0; 16])).unwrap();
+        assert_eq!((r.level, r.ts_usec), (3, 5_000_000));
+        assert_eq!(r.dict, [("SUBSYSTEM".into(), "block".into()), ("DEVICE".into(), "b8:17".into())]);
+        let e = crate::events::kmsg::Classifier::default().classify(&r, jiff::Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(e.kind, crate::events::EventType::IoError);
+        assert!(kernel_record(&found.entries[1], None).is_none(), "not the kernel's");
+        assert!(kernel_record(&found.entries[0], Some([1; 16])).is_none(), "another boot");
+        let proc = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(proc.path().join("sys/kernel/random")).unwrap();
+        std::fs::write(proc.path().join("sys/kernel/random/boot_id"), "ad205da4-7ee3-4308-895d-cf69d56ccc82\n")
+            .unwrap();
+        assert_eq!(current_boot_id(proc.path()).unwrap()[..2], [0xad, 0x20]);
     }
 
     #[test]

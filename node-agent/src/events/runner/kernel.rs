@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -73,6 +73,7 @@ impl Kernel {
 pub(super) fn kernel_source(
     device: &Path,
     root: &HostRoot,
+    journal: Vec<PathBuf>,
     mut emitter: Emitter,
     stop: &AtomicBool,
     states: &Mutex<SourceStates>,
@@ -92,7 +93,7 @@ pub(super) fn kernel_source(
     }
     let mut file = match open_kmsg(device, true) {
         Ok(f) => f,
-        Err(e) => return syslog_loop(device, &e, &mut kernel, emitter, stop, states),
+        Err(e) => return syslog_loop(device, &e, root, journal, &mut kernel, emitter, stop, states),
     };
     set_state(states, Source::Kernel, SourceState::On, "kmsg", format!("reading {}", device.display()));
     let mut buf = vec![0u8; 16 * 1024];
@@ -142,9 +143,12 @@ fn file_line(assembler: &mut Assembler, line: &[u8], cut: bool, pieces: &mut Vec
 
 /// Reads the kernel log with syslog(2) where the device cannot be opened (an unprivileged
 /// container's device cgroup refuses `/dev/kmsg`; `CAP_SYSLOG` is enough for this).
+#[allow(clippy::too_many_arguments)] // the source's parts, passed on once
 fn syslog_loop(
     device: &Path,
     open_error: &std::io::Error,
+    root: &HostRoot,
+    journal: Vec<PathBuf>,
     kernel: &mut Kernel,
     mut emitter: Emitter,
     stop: &AtomicBool,
@@ -153,8 +157,8 @@ fn syslog_loop(
     let mut follower = match crate::events::klog::read_all() {
         Ok(buf) => crate::events::klog::Follower::at_end(&buf),
         Err(e) => {
-            set_state(states, Source::Kernel, SourceState::Off, "kmsg", unreadable(device, open_error, &e));
-            return;
+            let why = unreadable(device, open_error, &e);
+            return journal_loop(&why, root, journal, kernel, emitter, stop, states);
         }
     };
     set_state(
@@ -181,6 +185,51 @@ fn syslog_loop(
         }
         syslog_pieces(kernel, poll);
         kernel.send(true, &mut emitter);
+    }
+}
+
+/// Reads the kernel's records from the systemd journal (journald copies the ring buffer into
+/// it) where neither the device nor syslog(2) can be read: later than from the kernel (as
+/// journald writes them), but nothing is missed.
+fn journal_loop(
+    why: &str,
+    root: &HostRoot,
+    dirs: Vec<PathBuf>,
+    kernel: &mut Kernel,
+    mut emitter: Emitter,
+    stop: &AtomicBool,
+    states: &Mutex<SourceStates>,
+) {
+    use crate::events::journal;
+    let shown = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
+    let mut follower = journal::Follower::new(dirs, None, true);
+    if follower.list().is_empty() {
+        set_state(
+            states,
+            Source::Kernel,
+            SourceState::Off,
+            "kmsg",
+            format!("{why}; no journal files in {shown} either"),
+        );
+        return;
+    }
+    let boot = journal::current_boot_id(&root.proc());
+    set_state(
+        states,
+        Source::Kernel,
+        SourceState::Degraded,
+        "journal",
+        format!("reading the kernel's records from the systemd journal in {shown}, as journald copies them ({why})"),
+    );
+    while !stopped(stop, &emitter) {
+        let poll = follower.poll(&journal::kernel_field);
+        for r in poll.entries.iter().filter_map(|e| journal::kernel_record(e, boot)) {
+            kernel.assembler.parsed(r, &mut kernel.pieces);
+        }
+        kernel.send(true, &mut emitter);
+        if !poll.more {
+            std::thread::sleep(POLL_SLICE.max(Duration::from_millis(500)));
+        }
     }
 }
 
@@ -221,6 +270,7 @@ pub(super) fn open_kmsg(device: &Path, from_end: bool) -> std::io::Result<std::f
 pub(super) fn once(
     device: &Path,
     root: &HostRoot,
+    journal: Vec<PathBuf>,
     out: &mut dyn FnMut(Event),
     unparsed: &mut dyn FnMut(UnparsedReason),
 ) -> Result<Option<String>, String> {
@@ -253,16 +303,112 @@ pub(super) fn once(
             }
             None
         }
-        Err(open_error) => {
+        Err(open_error) => match crate::events::klog::read_all() {
             // No /dev/kmsg here (a container): the same records through syslog(2).
-            let buf = crate::events::klog::read_all().map_err(|e| unreadable(device, &open_error, &e))?;
-            syslog_pieces(&mut kernel, crate::events::klog::Follower::default().poll(&buf));
-            Some(format!(
-                "opening {}: {open_error}; read the kernel ring buffer with syslog(2) instead",
-                device.display()
-            ))
-        }
+            Ok(buf) => {
+                syslog_pieces(&mut kernel, crate::events::klog::Follower::default().poll(&buf));
+                Some(format!(
+                    "opening {}: {open_error}; read the kernel ring buffer with syslog(2) instead",
+                    device.display()
+                ))
+            }
+            Err(e) => {
+                // Nor syslog(2): this boot's kernel records in the journal, if there is one.
+                use crate::events::journal;
+                let why = unreadable(device, &open_error, &e);
+                let since = journal::Cursor {
+                    realtime: u64::try_from(kernel.boot.as_microsecond()).unwrap_or(0),
+                    ..Default::default()
+                };
+                let mut follower = journal::Follower::new(journal, Some(since), false);
+                if follower.list().is_empty() {
+                    return Err(format!("{why}; no journal files either"));
+                }
+                let boot = journal::current_boot_id(&root.proc());
+                loop {
+                    let poll = follower.poll(&journal::kernel_field);
+                    for r in poll.entries.iter().filter_map(|e| journal::kernel_record(e, boot)) {
+                        kernel.assembler.parsed(r, &mut kernel.pieces);
+                    }
+                    kernel.drain(false, out, unparsed);
+                    if !poll.more {
+                        break;
+                    }
+                }
+                Some(format!("{why}; read this boot's kernel records from the systemd journal instead"))
+            }
+        },
     };
     kernel.drain(true, out, unparsed);
     Ok(note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventType;
+    use crate::events::journal::tests::{Builder, Store};
+
+    #[test]
+    fn without_the_device_and_syslog_the_kernels_records_come_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("system.journal");
+        let mut b = Builder::new(true);
+        b.entry(
+            1,
+            &[("_TRANSPORT", b"kernel"), ("MESSAGE", b"old: EXT4-fs (sda1): Remounting filesystem read-only")],
+            Store::Plain,
+        );
+        std::fs::write(&file, &b.bytes).unwrap();
+
+        let (queue, mut rx) = crate::events::EventQueue::new(64, "node-a");
+        let emitter = queue.emitter(Source::Kernel, crate::events::queue::RateLimit::new(100.0, 100));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let states = std::sync::Arc::new(Mutex::new(SourceStates::default()));
+        let root = HostRoot::new(dir.path().join("no-host"));
+        let (s2, st2, dirs) = (stop.clone(), states.clone(), vec![dir.path().to_owned()]);
+        let t = std::thread::spawn(move || {
+            let mut kernel = Kernel::new(jiff::Timestamp::UNIX_EPOCH);
+            journal_loop(
+                "opening /dev/kmsg: refused; syslog(2): refused",
+                &root,
+                dirs,
+                &mut kernel,
+                emitter,
+                &s2,
+                &st2,
+            );
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while states.lock().unwrap().0.get(&Source::Kernel).is_none() {
+            assert!(std::time::Instant::now() < deadline, "the source never said what it reads");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let st = states.lock().unwrap().0[&Source::Kernel].clone();
+        assert_eq!((st.state, st.mode), (SourceState::Degraded, "journal"));
+        // What journald copies from now on arrives; the record from before the start does not.
+        b.entry(
+            2,
+            &[
+                ("_TRANSPORT", b"kernel"),
+                ("PRIORITY", b"3"),
+                ("MESSAGE", b"EXT4-fs (sdb1): Remounting filesystem read-only"),
+                ("_KERNEL_SUBSYSTEM", b"block"),
+            ],
+            Store::Zstd,
+        );
+        std::fs::write(&file, &b.bytes).unwrap();
+        let e = loop {
+            match rx.try_recv() {
+                Ok(e) => break e,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => panic!("no event from the journal within 10 s"),
+            }
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        t.join().unwrap();
+        assert_eq!((e.kind, e.detail_str("device")), (EventType::FsReadOnly, Some("sdb1")));
+        assert_eq!(e.details["kernelDictionary"]["SUBSYSTEM"], "block");
+        assert!(rx.try_recv().is_err(), "only the new record");
+    }
 }

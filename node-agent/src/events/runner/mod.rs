@@ -169,7 +169,8 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
             ev.kernel.device.clone(),
             root.clone(),
         );
-        spawn("kmsg", Box::new(move || kernel::kernel_source(&device, &root, emitter, &stop, &states)));
+        let journal = journal_dirs(config, &root);
+        spawn("kmsg", Box::new(move || kernel::kernel_source(&device, &root, journal, emitter, &stop, &states)));
     }
     if ev.processes.enabled {
         let (emitter, stop, states, root, cfg) = (
@@ -212,6 +213,11 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
         spawn("poll", Box::new(move || polled::polled_sources(&cfg, &root, dir.as_deref(), emitters, &stop, &states)));
     }
     Sources { stop, threads, states }
+}
+
+/// The systemd journal's directories on the host (the auth source's setting: one journal).
+fn journal_dirs(config: &Config, root: &HostRoot) -> Vec<PathBuf> {
+    config.events.auth.journal_dirs.iter().map(|d| root.host_path(d)).collect()
 }
 
 /// The state directory if it exists or can be made and written; else `None` (the sources then
@@ -265,7 +271,7 @@ pub fn one_shot(config: &Config) -> OneShot {
     if ev.kernel.enabled {
         let unparsed = &mut found.unparsed;
         let count = &mut |r| *unparsed.entry((Source::Kernel, r)).or_insert(0) += 1;
-        match kernel::once(&ev.kernel.device, &root, &mut |e| out.push(e), count) {
+        match kernel::once(&ev.kernel.device, &root, journal_dirs(config, &root), &mut |e| out.push(e), count) {
             Ok(None) => {}
             Ok(Some(note)) => found.warnings.push(format!("kernel: {note}")),
             Err(why) => found.warnings.push(format!("kernel: nothing read: {why}")),
