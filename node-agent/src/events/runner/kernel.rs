@@ -380,7 +380,7 @@ mod tests {
             );
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while states.lock().unwrap().0.get(&Source::Kernel).is_none() {
+        while !states.lock().unwrap().0.contains_key(&Source::Kernel) {
             assert!(std::time::Instant::now() < deadline, "the source never said what it reads");
             std::thread::sleep(Duration::from_millis(10));
         }
