@@ -40,6 +40,15 @@ pub struct AuthFollower {
     pub journal_more: bool,
 }
 
+/// An auth event, and the brute-force finding it completes, if any.
+fn deliver(brute: &mut BruteForce, e: Event, out: &mut dyn FnMut(Event)) {
+    let found = brute.observe(&e);
+    out(e);
+    if let Some(f) = found {
+        out(f);
+    }
+}
+
 /// The journal fields the auth source reads.
 fn auth_journal_field(name: &str) -> bool {
     matches!(name, "MESSAGE" | "SYSLOG_IDENTIFIER" | "_COMM" | "SYSLOG_PID" | "_PID" | "_HOSTNAME" | "_TRANSPORT")
@@ -134,13 +143,7 @@ impl AuthFollower {
                 // anything (a 16 KiB "user name"); its head is kept as an unparsed event.
                 let parsed = if cut { Parsed::Unparsed(UnparsedReason::Cut) } else { self.parser.parse(&text, now) };
                 match parsed {
-                    Parsed::Event(e) => {
-                        let found = self.brute.observe(&e);
-                        out(e);
-                        if let Some(f) = found {
-                            out(f);
-                        }
-                    }
+                    Parsed::Event(e) => deliver(&mut self.brute, e, out),
                     Parsed::Ignored => {}
                     Parsed::Unparsed(_) if !cut && text.trim().is_empty() => {}
                     Parsed::Unparsed(reason) => {
@@ -173,13 +176,7 @@ impl AuthFollower {
                     self.parser.parse_entry(&program, pid, &host, &message, time)
                 };
                 match parsed {
-                    Parsed::Event(e) => {
-                        let found = self.brute.observe(&e);
-                        out(e.with("journalSeqnum", entry.seqnum));
-                        if let Some(f) = found {
-                            out(f);
-                        }
-                    }
+                    Parsed::Event(e) => deliver(&mut self.brute, e.with("journalSeqnum", entry.seqnum), out),
                     Parsed::Ignored => {}
                     Parsed::Unparsed(reason) => {
                         unparsed(reason);
@@ -196,15 +193,11 @@ impl AuthFollower {
             let _ = tail.poll(&mut |r, _| records.push(r.to_vec()));
             for r in records {
                 match utmp::parse(&r) {
-                    Some(u) => {
-                        if let Some(e) = utmp::to_event(&u, *log) {
-                            let found = if self.btmp_counts { self.brute.observe(&e) } else { None };
-                            out(e);
-                            if let Some(f) = found {
-                                out(f);
-                            }
-                        }
-                    }
+                    Some(u) => match utmp::to_event(&u, *log) {
+                        Some(e) if self.btmp_counts => deliver(&mut self.brute, e, out),
+                        Some(e) => out(e),
+                        None => {}
+                    },
                     None => {
                         unparsed(UnparsedReason::Malformed);
                         out(Event::unparsed(now, name, UnparsedReason::Malformed, &r));
