@@ -99,6 +99,31 @@ fn a_saved_cursor_resumes_after_the_last_entry_and_a_new_file_is_read_whole() {
     assert!(!at_end.poll(&|_| true).entries.is_empty(), "a file that appeared later is new");
 }
 
+#[test]
+fn a_backlog_comes_over_several_polls_each_holding_at_most_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    unpack("debian12-compact", dir.path());
+    unpack("debian12-regular", dir.path());
+    let mut whole = Follower::new(vec![dir.path().to_owned()], None, false);
+    let all: Vec<u64> = whole.poll(&|_| true).entries.iter().map(|e| e.realtime).collect();
+    assert!(all.len() > 12);
+    let mut f = Follower::new(vec![dir.path().to_owned()], None, false);
+    f.max_entries = 5;
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let poll = f.poll(&|_| true);
+        assert!(poll.entries.len() <= 5, "{} entries in one poll", poll.entries.len());
+        got.extend(poll.entries.iter().map(|e| e.realtime));
+        if !poll.more {
+            break;
+        }
+    }
+    got.sort_unstable();
+    let mut expected = all.clone();
+    expected.sort_unstable();
+    assert_eq!(got, expected, "every entry once");
+}
+
 /// A journald in a namespace of its own (its sockets under /run/systemd/journal.NS, its
 /// files under /run/log/journal/MACHINE-ID.NS), removed with everything it made on drop.
 struct Journald {

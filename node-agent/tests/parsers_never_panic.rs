@@ -262,7 +262,7 @@ proptest! {
         // Any bytes as a journal file: refused or walked, never a panic.
         if let Ok(h) = vigil_agent::events::journal::Header::read(&bytes[..]) {
             let mut w = vigil_agent::events::journal::Walk::default();
-            let _ = vigil_agent::events::journal::walk(&bytes[..], &h, &mut w, 10_000, &|_| true);
+            let _ = vigil_agent::events::journal::walk(&bytes[..], &h, &mut w, 10_000, 10_000, &|_| true);
         }
         for chunk in bytes.chunks(utmp::RECORD_SIZE) {
             if let Some(u) = utmp::parse(chunk) {

@@ -220,15 +220,19 @@ pub struct Found {
     pub corrupt: Option<JournalError>,
     /// Objects walked.
     pub walked: usize,
+    /// The walk stopped at `max_entries`.
+    pub full: bool,
 }
 
 /// Walks at most `budget` objects from `walk`, up to the header's last complete object, and
-/// returns the entries found, with only the fields `keep` accepts (by name).
+/// returns the entries found (at most `max_entries`), with only the fields `keep` accepts (by
+/// name).
 pub fn walk(
     r: &(impl ReadAt + ?Sized),
     header: &Header,
     walk: &mut Walk,
     budget: usize,
+    max_entries: usize,
     keep: &dyn Fn(&str) -> bool,
 ) -> Found {
     let mut found = Found::default();
@@ -236,6 +240,10 @@ pub fn walk(
         walk.next = header.header_size;
     }
     for _ in 0..budget {
+        if found.entries.len() >= max_entries {
+            found.full = true;
+            break;
+        }
         let offset = walk.next;
         if offset > header.tail_object_offset || header.tail_object_offset == 0 {
             break;
@@ -498,6 +506,9 @@ pub struct Follower {
     start_at_end: bool,
     /// Most objects walked per file per poll, so one poll of a huge backlog stays short.
     pub budget: usize,
+    /// Most entries one poll returns, so one poll of a huge backlog (a restart after a busy
+    /// hour) holds little memory: the rest comes in the next polls.
+    pub max_entries: usize,
 }
 
 /// What one poll of the journal found.
@@ -525,6 +536,7 @@ impl Follower {
             first_poll: true,
             start_at_end,
             budget: 200_000,
+            max_entries: 1000,
         }
     }
 
@@ -591,8 +603,13 @@ impl Follower {
                 state.1 = skip_to_end(&header);
                 continue;
             }
-            let found = walk(&file, &header, &mut state.1, self.budget, keep);
-            out.more |= found.walked == self.budget;
+            let room = self.max_entries.saturating_sub(out.entries.len());
+            if room == 0 {
+                out.more = true;
+                continue;
+            }
+            let found = walk(&file, &header, &mut state.1, self.budget, room, keep);
+            out.more |= found.walked == self.budget || found.full;
             if let Some(e) = found.corrupt {
                 out.errors.push((path.clone(), e.to_string()));
             }
@@ -737,7 +754,7 @@ pub(crate) mod tests {
 
     fn all(bytes: &[u8]) -> Found {
         let h = Header::read(bytes).unwrap();
-        walk(bytes, &h, &mut Walk::default(), usize::MAX, &|_| true)
+        walk(bytes, &h, &mut Walk::default(), usize::MAX, usize::MAX, &|_| true)
     }
 
     #[test]
@@ -779,17 +796,17 @@ pub(crate) mod tests {
         b.entry(1, &[("MESSAGE", b"one")], Store::Plain);
         let h = Header::read(&b.bytes[..]).unwrap();
         let mut w = Walk::default();
-        assert_eq!(walk(&b.bytes[..], &h, &mut w, 100, &|_| true).entries.len(), 1);
+        assert_eq!(walk(&b.bytes[..], &h, &mut w, 100, 100, &|_| true).entries.len(), 1);
         b.entry(2, &[("MESSAGE", b"two")], Store::Plain);
         // A writer mid-object: bytes past the tail the header names are not read.
         let mut torn = b.bytes.clone();
         torn.extend_from_slice(&[OBJECT_ENTRY, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0]);
         let h = Header::read(&torn[..]).unwrap();
-        let found = walk(&torn[..], &h, &mut w, 100, &|_| true);
+        let found = walk(&torn[..], &h, &mut w, 100, 100, &|_| true);
         assert_eq!(found.entries.len(), 1);
         assert_eq!(found.entries[0].fields["MESSAGE"], b"two");
         assert!(found.corrupt.is_none());
-        assert!(walk(&torn[..], &h, &mut w, 100, &|_| true).entries.is_empty(), "nothing twice");
+        assert!(walk(&torn[..], &h, &mut w, 100, 100, &|_| true).entries.is_empty(), "nothing twice");
     }
 
     #[test]
@@ -856,7 +873,7 @@ pub(crate) mod tests {
             bytes.truncate(bytes.len().saturating_sub(cut % (bytes.len() + 1)));
             if let Ok(h) = Header::read(&bytes[..]) {
                 let mut w = Walk::default();
-                let found = walk(&bytes[..], &h, &mut w, 10_000, &|_| true);
+                let found = walk(&bytes[..], &h, &mut w, 10_000, 10_000, &|_| true);
                 for e in &found.entries {
                     proptest::prop_assert!(e.fields.len() <= MAX_ITEMS);
                     proptest::prop_assert!(e.fields.values().all(|v| v.len() <= MAX_FIELD + 256));
