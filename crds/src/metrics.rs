@@ -167,6 +167,14 @@ pub const AGENT_EVENTS_UNPARSED: Metric = Metric {
     help: "Lines or records of host input a source could not parse, by reason (cut, malformed, time, incomplete; each kept raw in an agent.unparsed event)",
     labels: &["source", "reason"],
 };
+/// 1 for the state each event source is in (on, degraded, off); all 0 for a source not started.
+pub const AGENT_EVENT_SOURCE_STATE: Metric = Metric {
+    family: "vigil_agent_event_source_state",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "1 for the state each event source is in (on, degraded, off); all 0 for a source not started",
+    labels: &["source", "state"],
+};
 /// Events waiting for the consumers.
 pub const AGENT_EVENT_QUEUE_DEPTH: Metric = Metric {
     family: "vigil_agent_event_queue_depth",
@@ -830,6 +838,7 @@ pub const EXPORTED: &[&Metric] = &[
     &AGENT_EVENTS,
     &AGENT_EVENTS_DROPPED,
     &AGENT_EVENTS_UNPARSED,
+    &AGENT_EVENT_SOURCE_STATE,
     &AGENT_EVENT_QUEUE_DEPTH,
     &AGENT_EVENT_QUEUE_CAPACITY,
     &AGENT_ALERTS_ACTIVE,

@@ -110,8 +110,8 @@ pub async fn run(
             None
         };
         let (queue, rx) = EventQueue::new(config.events.queue_capacity, &node);
-        prometheus::register_events(&mut registry, queue.clone());
         let sources = crate::events::runner::start(&config, &queue);
+        prometheus::register_events(&mut registry, queue.clone(), sources.states.clone());
         Some(EventConsumer {
             rx,
             stats: queue.stats(),

@@ -163,13 +163,18 @@ impl Collector for HostCollector {
 
 /// Registers the event path's counters: events by type, drops and unparseable input by source,
 /// and the queue's depth.
-pub fn register_events(registry: &mut Registry, queue: crate::events::EventQueue) {
-    registry.register_collector(Box::new(EventsCollector { queue }));
+pub fn register_events(
+    registry: &mut Registry,
+    queue: crate::events::EventQueue,
+    states: std::sync::Arc<std::sync::Mutex<crate::events::runner::SourceStates>>,
+) {
+    registry.register_collector(Box::new(EventsCollector { queue, states }));
 }
 
 #[derive(Clone)]
 struct EventsCollector {
     queue: crate::events::EventQueue,
+    states: std::sync::Arc<std::sync::Mutex<crate::events::runner::SourceStates>>,
 }
 
 impl fmt::Debug for EventsCollector {
@@ -204,6 +209,16 @@ impl Collector for EventsCollector {
                 crate::events::UnparsedReason::ALL
                     .iter()
                     .map(|r| ([("source", s.as_str()), ("reason", r.as_str())], stats.unparsed_for(*s, *r) as f64))
+            }),
+        )?;
+        // Each source's state as 1 for the state it is in (all 0: not started, or disabled).
+        let states = self.states.lock().map(|s| s.clone()).unwrap_or_default();
+        o.gauges(
+            &m::AGENT_EVENT_SOURCE_STATE,
+            Source::ALL.iter().filter(|s| **s != Source::Agent).flat_map(|s| {
+                let now = states.0.get(s).map(|st| st.state);
+                [vigil_crds::SourceState::On, vigil_crds::SourceState::Degraded, vigil_crds::SourceState::Off]
+                    .map(|st| ([("source", s.as_str()), ("state", st.as_str())], f64::from(u8::from(now == Some(st)))))
             }),
         )?;
         o.gauge(&m::AGENT_EVENT_QUEUE_DEPTH, self.queue.depth() as f64)?;
