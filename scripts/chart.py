@@ -41,6 +41,27 @@ def rendered() -> str:
     return HEADER + "---\n".join(parts)
 
 
+def prometheus_rule_problem() -> str | None:
+    """With prometheus.rules.enabled, the chart's PrometheusRule holds exactly the plain rules
+    file (the one promtool tests), under the labels asked for."""
+    import yaml
+
+    values = {"prometheus": {"rules": {"enabled": True, "labels": {"release": "kube-prometheus"}}}}
+    docs = [d for d in yaml.safe_load_all(template("vigil", "vigil-system", values)) if d]
+    rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
+    if len(rules) != 1:
+        return f"prometheus.rules.enabled renders {len(rules)} PrometheusRule objects, not 1"
+    expected = yaml.safe_load((CHART / "files" / "prometheus" / "vigil-agent.rules.yaml").read_text())
+    if rules[0]["spec"] != expected:
+        return "the PrometheusRule's spec differs from files/prometheus/vigil-agent.rules.yaml"
+    if rules[0]["metadata"]["labels"].get("release") != "kube-prometheus":
+        return "the PrometheusRule lacks the labels of prometheus.rules.labels"
+    default = [d for d in yaml.safe_load_all(template("vigil", "vigil-system", {})) if d]
+    if any(d.get("kind") == "PrometheusRule" for d in default):
+        return "a PrometheusRule is rendered with default values (it needs the Prometheus Operator's CRDs)"
+    return None
+
+
 def lint_errors() -> list[str]:
     report = helm.lint(str(CHART), strict=True)
     errors = [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 3]
@@ -68,7 +89,11 @@ def main() -> int:
     if not OUT.exists() or OUT.read_text() != text:
         print(f"stale: {OUT.relative_to(ROOT)} (run `make generate`)", file=sys.stderr)
         return 1
-    print("chart: lint clean, manifests/vigil.yaml up to date")
+    problem = prometheus_rule_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    print("chart: lint clean, manifests/vigil.yaml up to date, the PrometheusRule is the rules file")
     return 0
 
 
