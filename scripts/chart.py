@@ -51,9 +51,9 @@ def prometheus_rule_problem() -> str | None:
     rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
     if len(rules) != 1:
         return f"prometheus.rules.enabled renders {len(rules)} PrometheusRule objects, not 1"
-    expected = yaml.safe_load((CHART / "files" / "prometheus" / "vigil-agent.rules.yaml").read_text())
+    expected = yaml.safe_load((CHART / "files" / "prometheus" / "vigil.rules.yaml").read_text())
     if rules[0]["spec"] != expected:
-        return "the PrometheusRule's spec differs from files/prometheus/vigil-agent.rules.yaml"
+        return "the PrometheusRule's spec differs from files/prometheus/vigil.rules.yaml"
     if rules[0]["metadata"]["labels"].get("release") != "kube-prometheus":
         return "the PrometheusRule lacks the labels of prometheus.rules.labels"
     default = [d for d in yaml.safe_load_all(template("vigil", "vigil-system", {})) if d]

@@ -25,13 +25,13 @@ fn promtool(args: &[&str]) -> String {
 
 #[test]
 fn the_rules_are_valid_and_their_unit_tests_pass() {
-    assert!(promtool(&["check", "rules", "vigil-agent.rules.yaml"]).contains("SUCCESS: 8 rules found"));
-    assert!(promtool(&["test", "rules", "vigil-agent.rules.test.yaml"]).contains("SUCCESS"));
+    assert!(promtool(&["check", "rules", "vigil.rules.yaml"]).contains("SUCCESS: 12 rules found"));
+    assert!(promtool(&["test", "rules", "vigil.rules.test.yaml"]).contains("SUCCESS"));
 }
 
 #[test]
 fn every_agent_series_a_rule_selects_is_exported_and_every_alert_has_a_runbook() {
-    let text = std::fs::read_to_string(dir().join("vigil-agent.rules.yaml")).unwrap();
+    let text = std::fs::read_to_string(dir().join("vigil.rules.yaml")).unwrap();
     let rules: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let runbooks =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md")).unwrap();
@@ -56,5 +56,5 @@ fn every_agent_series_a_rule_selects_is_exported_and_every_alert_has_a_runbook()
             assert!(["info", "warning", "critical"].contains(&rule["labels"]["severity"].as_str().unwrap()), "{name}");
         }
     }
-    assert_eq!(alerts, 8);
+    assert_eq!(alerts, 12);
 }
