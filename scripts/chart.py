@@ -57,8 +57,43 @@ def prometheus_rule_problem() -> str | None:
     if rules[0]["metadata"]["labels"].get("release") != "kube-prometheus":
         return "the PrometheusRule lacks the labels of prometheus.rules.labels"
     default = [d for d in yaml.safe_load_all(template("vigil", "vigil-system", {})) if d]
-    if any(d.get("kind") == "PrometheusRule" for d in default):
-        return "a PrometheusRule is rendered with default values (it needs the Prometheus Operator's CRDs)"
+    if any(d.get("kind") in ("PrometheusRule", "PodMonitor") for d in default):
+        return "a Prometheus Operator object is rendered with default values (it needs that operator's CRDs)"
+    return pod_monitor_problem()
+
+
+def pod_monitor_problem() -> str | None:
+    """With prometheus.podMonitors.enabled: a PodMonitor for the operator and one for the
+    agents, whose config then serves /metrics on the port the agents' PodMonitor scrapes,
+    unless agent.config sets its own; the rollout pins the config that is rendered."""
+    import hashlib
+    import yaml
+
+    def agent_config(values: dict) -> dict:
+        docs = [d for d in yaml.safe_load_all(template("vigil", "vigil-system", values)) if d]
+        monitors = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "PodMonitor"}
+        if sorted(monitors) != ["vigil-agent", "vigil-operator"]:
+            raise ValueError(f"PodMonitors rendered: {sorted(monitors)}")
+        port = monitors["vigil-agent"]["spec"]["podMetricsEndpoints"][0]["portNumber"]
+        cm = next(d for d in docs if d.get("kind") == "ConfigMap" and d["metadata"]["name"] == "vigil-agent-config")
+        text = cm["data"]["agent.yaml"]
+        rollout = next(d for d in docs if d.get("kind") == "AgentRollout")
+        if rollout["spec"]["target"]["config"]["sha256"] != hashlib.sha256(text.encode()).hexdigest():
+            raise ValueError("the rollout does not pin the rendered agent config")
+        return {"port": port, "config": yaml.safe_load(text)}
+
+    on = {"podMonitors": {"enabled": True, "agentPort": 9900}}
+    image = {"agent": {"image": "registry.invalid/vigil-agent@sha256:" + "0" * 64}}
+    try:
+        got = agent_config({"prometheus": on, **image})
+        if got["config"].get("exporters", {}).get("prometheus") != {"enabled": True, "listen": "0.0.0.0:9900"}:
+            return f"with the PodMonitors on, the agents do not serve /metrics on 9900: {got['config']}"
+        own = {"agent": {**image["agent"], "config": {"exporters": {"prometheus": {"enabled": True, "listen": "0.0.0.0:9901"}}}}}
+        got = agent_config({"prometheus": on, **own})
+        if got["config"]["exporters"]["prometheus"]["listen"] != "0.0.0.0:9901":
+            return "with the PodMonitors on, the agents' own exporters.prometheus was overridden"
+    except (ValueError, StopIteration, KeyError) as e:
+        return f"prometheus.podMonitors: {e!r}"
     return None
 
 

@@ -14,5 +14,10 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 
 {{- /* The agent's config file, exactly as the ConfigMap holds it (its SHA-256 pins the revision). */}}
 {{- define "vigil.agentConfig" -}}
-{{ toYaml .Values.agent.config }}
+{{- $cfg := deepCopy .Values.agent.config -}}
+{{- if .Values.prometheus.podMonitors.enabled -}}
+{{- /* Scraped by the PodMonitor: /metrics on the node's address, unless set otherwise. */ -}}
+{{- $_ := merge $cfg (dict "exporters" (dict "prometheus" (dict "enabled" true "listen" (printf "0.0.0.0:%v" .Values.prometheus.podMonitors.agentPort)))) -}}
+{{- end -}}
+{{ toYaml $cfg }}
 {{- end }}
