@@ -777,7 +777,7 @@ fn prometheus_runs_the_shipped_rules(addr: &str, dir: &Path) {
             }
         }
     }
-    assert_eq!(exprs, 12);
+    assert_eq!(exprs, 13);
     // The rule engine itself ran every rule on the scraped data: each one's health is ok.
     wait_for("every rule evaluated with health ok", Duration::from_secs(30), || {
         let (_, body) = http_get(&web, "/api/v1/rules");
@@ -789,7 +789,7 @@ fn prometheus_runs_the_shipped_rules(addr: &str, dir: &Path) {
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .map(|r| r["health"].as_str().unwrap_or("").to_owned())
             .collect();
-        health.len() == 12 && health.iter().all(|h| h == "ok")
+        health.len() == 13 && health.iter().all(|h| h == "ok")
     });
 }
 

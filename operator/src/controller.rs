@@ -747,6 +747,7 @@ pub async fn run(
         stores.leases.clone(),
         stores.statuses.clone(),
         crate::reporting::DEFAULT_GAP,
+        metrics.clone(),
     ));
     let janitor = tokio::spawn(crate::janitor::run(client.clone(), stores.clone()));
     let ctx = Arc::new(Context { metrics, tracer, template, ..Context::new(client, Some(recorder), stores) });

@@ -72,6 +72,15 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// A node whose agent is silent, and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SilentLabels {
+    /// The node.
+    pub node: String,
+    /// `NoHeartbeat` or `HeartbeatMissing`.
+    pub reason: &'static str,
+}
+
 /// AlertPolicies by publication state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyStateLabels {
@@ -102,6 +111,10 @@ pub struct Metrics {
     pub publications: Family<ResultLabels, Counter>,
     /// Requests to the API server by verb (every one the operator sends, watches included).
     pub api_requests: Family<VerbLabels, Counter>,
+    /// 1 per node whose agent is silent (AgentReporting Unknown); no series for the others.
+    silent: Family<SilentLabels, Gauge>,
+    /// The silent nodes last exported, so a node that reports again leaves the family.
+    silent_reported: std::sync::Mutex<Vec<SilentLabels>>,
     /// The revisions last reported per rollout, so a revision that no node runs any more
     /// leaves the node gauge instead of staying at its last count.
     reported: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -134,6 +147,8 @@ impl Default for Metrics {
             alert_policies: Family::default(),
             publications: Family::default(),
             api_requests: Family::default(),
+            silent: Family::default(),
+            silent_reported: std::sync::Mutex::default(),
             reported: std::sync::Mutex::default(),
         };
         registry.register("vigil_operator_reconciles", "Reconciles of AgentRollouts by result", m.reconciles.clone());
@@ -171,6 +186,11 @@ impl Default for Metrics {
             "Requests the operator sent to the API server by verb (watch, get, create, patch, update, delete)",
             m.api_requests.clone(),
         );
+        registry.register(
+            "vigil_operator_agents_silent",
+            "1 per node whose agent's heartbeat Lease is missing or stale (AgentReporting Unknown), by reason",
+            m.silent.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -196,6 +216,21 @@ impl Metrics {
         for (p, name) in PHASES {
             let v = i64::from(st.phase == Some(p));
             self.phase.get_or_create(&PhaseLabels { rollout: rollout.to_owned(), phase: name }).set(v);
+        }
+    }
+
+    /// Exports exactly `silent` (node → reason) as the silent agents.
+    pub fn set_silent(&self, silent: &std::collections::BTreeMap<String, &'static str>) {
+        let now: Vec<SilentLabels> =
+            silent.iter().map(|(node, reason)| SilentLabels { node: node.clone(), reason }).collect();
+        if let Ok(mut last) = self.silent_reported.lock() {
+            for gone in last.iter().filter(|l| !now.contains(l)) {
+                self.silent.remove(gone);
+            }
+            for l in &now {
+                self.silent.get_or_create(l).set(1);
+            }
+            *last = now;
         }
     }
 
@@ -242,6 +277,22 @@ mod tests {
         assert!(text.contains("vigil_operator_rollout_phase{rollout=\"ns/r\",phase=\"Completed\"} 0"), "{text}");
         assert!(text.contains("vigil_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
         assert!(text.contains("vigil_operator_rollout_failing_nodes{rollout=\"ns/r\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn silent_agents_are_one_series_each_and_leave_when_they_report_again() {
+        let m = Metrics::default();
+        let mut silent = std::collections::BTreeMap::new();
+        silent.insert("node-a".to_owned(), "HeartbeatMissing");
+        silent.insert("node-b".to_owned(), "NoHeartbeat");
+        m.set_silent(&silent);
+        let text = m.encode().unwrap();
+        assert!(text.contains("vigil_operator_agents_silent{node=\"node-a\",reason=\"HeartbeatMissing\"} 1"), "{text}");
+        silent.remove("node-a");
+        m.set_silent(&silent);
+        let text = m.encode().unwrap();
+        assert!(!text.contains("node=\"node-a\""), "{text}");
+        assert!(text.contains("vigil_operator_agents_silent{node=\"node-b\",reason=\"NoHeartbeat\"} 1"), "{text}");
     }
 
     #[test]

@@ -110,6 +110,26 @@ pub fn changes(
     (out, next)
 }
 
+/// Every node whose agent is silent now (its AgentStatus exists and was written by the
+/// agent, and its heartbeat Lease is missing or older than `gap`), with the reason
+/// (`NoHeartbeat`, `HeartbeatMissing`): what `vigil_operator_agents_silent` exports.
+pub fn silent(
+    statuses: &[std::sync::Arc<AgentStatus>],
+    renewed: &BTreeMap<String, Timestamp>,
+    now: Timestamp,
+    gap: Duration,
+) -> BTreeMap<String, &'static str> {
+    statuses
+        .iter()
+        .filter(|s| s.status.is_some())
+        .filter_map(|s| {
+            let node = s.name_any();
+            let (on, reason, _) = judge(&node, renewed.get(&node).copied(), now, gap);
+            (!on).then_some((node, reason))
+        })
+        .collect()
+}
+
 /// Writes one node's condition: server-side apply of that one entry, with the operator's
 /// field manager.
 pub async fn write(client: &Client, node: &str, condition: &Condition) -> Result<(), kube::Error> {
@@ -125,12 +145,20 @@ pub async fn write(client: &Client, node: &str, condition: &Condition) -> Result
 
 /// Keeps every AgentStatus's AgentReporting condition true to its agent's Lease, until the
 /// process stops.
-pub async fn run(client: Client, leases: Store<Lease>, statuses: Store<AgentStatus>, gap: Duration) {
+pub async fn run(
+    client: Client,
+    leases: Store<Lease>,
+    statuses: Store<AgentStatus>,
+    gap: Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) {
     // Nodes whose last write failed: said once, not at every look.
     let mut failing = std::collections::BTreeSet::new();
     loop {
         let now = Timestamp::now();
-        let (todo, next) = changes(&statuses.state(), &renewals(&leases.state()), now, gap);
+        let (all, renewed) = (statuses.state(), renewals(&leases.state()));
+        metrics.set_silent(&silent(&all, &renewed, now, gap));
+        let (todo, next) = changes(&all, &renewed, now, gap);
         for (node, c) in todo {
             match write(&client, &node, &c).await {
                 Ok(()) => {
@@ -249,6 +277,22 @@ mod tests {
             })
             .collect();
         assert!(changes(&written, &renewals(&leases), t(101), gap).0.is_empty());
+    }
+
+    #[test]
+    fn the_silent_agents_are_every_stale_or_missing_lease_of_a_status_the_agent_wrote() {
+        let statuses = vec![
+            status("fresh", Some(("True", "HeartbeatRenewed"))),
+            status("stale", Some(("True", "HeartbeatRenewed"))),
+            status("gone", None),
+            Arc::new(AgentStatus::new("never", vigil_crds::AgentStatusSpec { node_name: "never".into() })),
+        ];
+        let renewed = renewals(&[lease("fresh", "vigil", 100), lease("stale", "vigil", 0)]);
+        let s = silent(&statuses, &renewed, t(120), DEFAULT_GAP);
+        assert_eq!(
+            s.into_iter().collect::<Vec<_>>(),
+            [("gone".to_owned(), "NoHeartbeat"), ("stale".to_owned(), "HeartbeatMissing")]
+        );
     }
 
     #[test]
