@@ -335,7 +335,9 @@ impl DropSummary {
         let containers = stats.take_container_drops();
         let noisiest = containers
             .first()
-            .map(|(id, n)| format!("; container {} held to its share: {n} dropped", &id[..id.len().min(12)]))
+            .map(|(id, n)| {
+                format!("; container {} held to its share: {n} dropped", id.chars().take(12).collect::<String>())
+            })
             .unwrap_or_default();
         let mut e = Event::new(
             EventType::Dropped,

@@ -541,8 +541,8 @@ impl Follower {
     }
 
     /// The directories followed.
-    pub fn dirs(&self) -> Vec<PathBuf> {
-        self.dirs.clone()
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// The cursor to save.

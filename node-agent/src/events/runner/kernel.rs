@@ -222,15 +222,27 @@ fn journal_loop(
         format!("reading the kernel's records from the systemd journal in {shown}, as journald copies them ({why})"),
     );
     while !stopped(stop, &emitter) {
-        let poll = follower.poll(&journal::kernel_field);
-        for r in poll.entries.iter().filter_map(|e| journal::kernel_record(e, boot)) {
-            kernel.assembler.parsed(r, &mut kernel.pieces);
-        }
+        let more = journal_pieces(kernel, &mut follower, boot);
         kernel.send(true, &mut emitter);
-        if !poll.more {
+        if !more {
             std::thread::sleep(POLL_SLICE.max(Duration::from_millis(500)));
         }
     }
+}
+
+/// One read of the journal's kernel records (of boot `boot`) into the assembly; whether more
+/// is waiting.
+fn journal_pieces(
+    kernel: &mut Kernel,
+    follower: &mut crate::events::journal::Follower,
+    boot: Option<[u8; 16]>,
+) -> bool {
+    use crate::events::journal;
+    let poll = follower.poll(&journal::kernel_field);
+    for r in poll.entries.iter().filter_map(|e| journal::kernel_record(e, boot)) {
+        kernel.assembler.parsed(r, &mut kernel.pieces);
+    }
+    poll.more
 }
 
 fn syslog_pieces(kernel: &mut Kernel, poll: crate::events::klog::Poll) {
@@ -326,12 +338,9 @@ pub(super) fn once(
                 }
                 let boot = journal::current_boot_id(&root.proc());
                 loop {
-                    let poll = follower.poll(&journal::kernel_field);
-                    for r in poll.entries.iter().filter_map(|e| journal::kernel_record(e, boot)) {
-                        kernel.assembler.parsed(r, &mut kernel.pieces);
-                    }
+                    let more = journal_pieces(&mut kernel, &mut follower, boot);
                     kernel.drain(false, out, unparsed);
-                    if !poll.more {
+                    if !more {
                         break;
                     }
                 }

@@ -95,16 +95,8 @@ impl AuthFollower {
     /// opened, none of the auth logs there and no journal read instead, journal files that
     /// cannot be read.
     pub fn problems(&self, cfg: &crate::config::AuthEvents, root: &HostRoot) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut missing = Vec::new();
-        for p in cfg.logs.iter().chain([&cfg.wtmp, &cfg.btmp]).filter(|p| !p.is_empty()) {
-            match std::fs::File::open(root.host_path(p)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(p.as_str()),
-                Err(e) => out.push(format!("{p}: {e}")),
-            }
-        }
-        let no_log = cfg.logs.iter().all(|p| missing.contains(&p.as_str()));
+        let mut out = unreadable(&auth_files(cfg), root);
+        let no_log = cfg.logs.iter().all(|p| !root.host_path(p).exists());
         match &self.journal {
             None if no_log && !cfg.logs.is_empty() => out.push(format!(
                 "none of {} exists and the journal is not read (auth.journal: off): no logins, sudo or account changes are seen",
@@ -122,7 +114,7 @@ impl AuthFollower {
     }
 
     /// Whether the journal is read, and its directories.
-    pub fn journal_dirs(&self) -> Option<Vec<PathBuf>> {
+    pub fn journal_dirs(&self) -> Option<&[PathBuf]> {
         self.journal.as_ref().map(crate::events::journal::Follower::dirs)
     }
 
@@ -308,23 +300,10 @@ pub(super) fn polled_sources(
     let mut net = cfg.network.enabled.then(|| NetFollower::new(&cfg.network));
     let mut clock =
         cfg.clock.enabled.then(|| crate::events::clock::ClockWatch::new(cfg.clock.max_offset.as_secs_f64()));
-    let mut unreadable_files = Vec::new();
-    if auth.is_some() {
-        // Say which files exist but cannot be read: a silent source is worse than none.
-        let mut files: Vec<&String> = cfg.auth.logs.iter().collect();
-        files.extend([&cfg.auth.wtmp, &cfg.auth.btmp].into_iter().filter(|p| !p.is_empty()));
-        let unreadable: Vec<String> = files
-            .iter()
-            .filter_map(|p| match std::fs::File::open(root.host_path(p)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(format!("{p}: {e}")),
-                _ => None,
-            })
-            .collect();
-        let text = auth_state_text(&files, auth.as_ref().and_then(AuthFollower::journal_dirs).as_deref(), &unreadable);
-        let state = if unreadable.is_empty() { SourceState::On } else { SourceState::Degraded };
-        set_state(states, Source::Auth, state, auth_mode(auth.as_ref()), text);
-        unreadable_files = unreadable;
-    }
+    // Files that exist but cannot be read are said in the source's state, set at its first
+    // poll: a silent source is worse than none.
+    let files = auth_files(&cfg.auth);
+    let unreadable_files = if auth.is_some() { unreadable(&files, root) } else { Vec::new() };
     if net.is_some() {
         set_state(
             states,
@@ -364,10 +343,8 @@ pub(super) fn polled_sources(
             }
             if journal_problems.as_ref() != Some(&a.journal_problems) {
                 // The journal's readability is part of the source's state.
-                let mut files: Vec<&String> = cfg.auth.logs.iter().collect();
-                files.extend([&cfg.auth.wtmp, &cfg.auth.btmp].into_iter().filter(|p| !p.is_empty()));
                 let problems = [unreadable_files.clone(), a.journal_problems.clone()].concat();
-                let text = auth_state_text(&files, a.journal_dirs().as_deref(), &problems);
+                let text = auth_state_text(&files, a.journal_dirs(), &problems);
                 let state = if problems.is_empty() { SourceState::On } else { SourceState::Degraded };
                 set_state(states, Source::Auth, state, auth_mode(Some(a)), text);
                 journal_problems = Some(a.journal_problems.clone());
@@ -428,6 +405,22 @@ pub(super) fn polled_sources(
     {
         let _ = crate::events::tail::write_atomic(f, &b);
     }
+}
+
+/// The auth source's files: its logs, then wtmp and btmp when set.
+fn auth_files(cfg: &crate::config::AuthEvents) -> Vec<&String> {
+    cfg.logs.iter().chain([&cfg.wtmp, &cfg.btmp].into_iter().filter(|p| !p.is_empty())).collect()
+}
+
+/// The files of `files` that exist but cannot be opened, as `path: why`.
+fn unreadable(files: &[&String], root: &HostRoot) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|p| match std::fs::File::open(root.host_path(p)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(format!("{p}: {e}")),
+            _ => None,
+        })
+        .collect()
 }
 
 /// How the auth source reads: files, the journal, or both.
