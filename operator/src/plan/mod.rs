@@ -24,6 +24,7 @@ pub mod gate;
 pub mod model;
 pub mod order;
 pub mod overlap;
+pub mod placement;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -150,18 +151,18 @@ fn step(
     // failing group never shrinks a wave below the nodes it already admitted.
     let mut auto_pinned = 0usize;
     for node in &observed.nodes {
-        if let Some((pin, hold)) = pin_for(spec, &st, node) {
-            if st.pinned_groups.iter().any(|g| g.name == pin) {
-                auto_pinned += 1;
+        match classify(spec, &st, node) {
+            Class::Pinned(pin, hold) => {
+                if st.pinned_groups.iter().any(|g| g.name == pin) {
+                    auto_pinned += 1;
+                }
+                if let PinHold::On(rev) = hold {
+                    p.push_move(node, rev, Some(pin.clone()));
+                }
+                excluded.entry(format!("pinned by {pin}")).or_default().push(node.name.clone());
             }
-            if let PinHold::On(rev) = hold {
-                p.push_move(node, rev, Some(pin.clone()));
-            }
-            excluded.entry(format!("pinned by {pin}")).or_default().push(node.name.clone());
-        } else if let Some(why) = spec.compatibility.as_ref().and_then(|g| incompatible(g, node)) {
-            excluded.entry(why).or_default().push(node.name.clone());
-        } else {
-            eligible.push(node);
+            Class::Excluded(why) => excluded.entry(why).or_default().push(node.name.clone()),
+            Class::Eligible => eligible.push(node),
         }
     }
 
@@ -223,11 +224,10 @@ impl Planner<'_> {
         let spec = self.spec;
         let observed = self.observed;
         for node in observed.nodes.iter().filter(|n| n.revision.is_none()) {
-            match pin_for(spec, st, node) {
-                Some((pin, PinHold::On(rev))) => self.push_move(node, rev, Some(pin)),
-                Some((_, PinHold::Where)) => {}
-                None if spec.compatibility.as_ref().and_then(|g| incompatible(g, node)).is_some() => {}
-                None => self.push_move(node, st.stable_revision.clone(), None),
+            match classify(spec, st, node) {
+                Class::Pinned(pin, PinHold::On(rev)) => self.push_move(node, rev, Some(pin)),
+                Class::Pinned(_, PinHold::Where) | Class::Excluded(_) => {}
+                Class::Eligible => self.push_move(node, st.stable_revision.clone(), None),
             }
         }
     }
@@ -745,8 +745,30 @@ fn adopt_target(spec: &AgentRolloutSpec, st: &mut AgentRolloutStatus, target: &s
     st.phase = Some(RolloutPhase::Progressing);
 }
 
+/// What the planner does with one selected node before any wave: hold it by a pin, leave it
+/// out by the compatibility guard, or count it in the waves.
+pub(crate) enum Class {
+    /// Held by the pin of this name.
+    Pinned(String, PinHold),
+    /// Fails the guard, for this reason.
+    Excluded(String),
+    /// In the waves.
+    Eligible,
+}
+
+/// Pins first (a pin holds a node whatever the guard says), then the guard.
+pub(crate) fn classify(spec: &AgentRolloutSpec, st: &AgentRolloutStatus, node: &NodeView) -> Class {
+    if let Some((pin, hold)) = pin_for(spec, st, node) {
+        return Class::Pinned(pin, hold);
+    }
+    match spec.compatibility.as_ref().and_then(|g| incompatible(g, node)) {
+        Some(why) => Class::Excluded(why),
+        None => Class::Eligible,
+    }
+}
+
 /// What a pin does to a node.
-enum PinHold {
+pub(crate) enum PinHold {
     /// Keep the node on exactly this revision (`None`: no agent).
     On(Option<String>),
     /// The pin names a revision this rollout never recorded: the node stays where it is.
