@@ -1,0 +1,637 @@
+//! The kube boundary: read what a command needs, write what it changes, print. Everything it
+//! decides is in the pure modules.
+
+use std::io::Write;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+use vigil_crds::rollout::{ManualActionKind, Pin};
+use vigil_crds::{AgentRollout, AgentStatus, agent};
+use vigil_operator::observe;
+use vigil_operator::plan::{NodeView, selector_matches};
+
+use crate::actions::{self, Change};
+use crate::cli::{ActArgs, ChangeArgs, Cli, Command, Output};
+use crate::render::{self, Paint};
+use crate::view::{self, Decision};
+
+/// Exit status: the command did what was asked.
+pub const OK: i32 = 0;
+/// Exit status: an error (the API, a name not found, a change refused).
+pub const FAILED: i32 = 1;
+/// Exit status of `status --watch`: the rollout ended rolled back or failed.
+pub const ENDED_BADLY: i32 = 3;
+/// Exit status: a wait timed out.
+pub const TIMED_OUT: i32 = 4;
+
+/// Where a command runs: the client, the namespace of the context, the clock and the output.
+pub struct Env<'a> {
+    /// The API client.
+    pub client: Client,
+    /// The kubeconfig context's namespace (`default` when it names none).
+    pub default_namespace: String,
+    /// Standard output.
+    pub out: &'a mut (dyn Write + Send),
+    /// Standard error.
+    pub err: &'a mut (dyn Write + Send),
+    /// Colour.
+    pub paint: Paint,
+    /// The time now.
+    pub clock: fn() -> Timestamp,
+}
+
+/// A failure with its exit status.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit status.
+    pub code: i32,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self { code: FAILED, message: e.to_string() }
+    }
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure { code: FAILED, message: message.into() }
+}
+
+/// Runs one command; returns its exit status (errors are printed to `env.err`).
+pub async fn run(cli: Cli, env: &mut Env<'_>) -> i32 {
+    match dispatch(&cli, env).await {
+        Ok(code) => code,
+        Err(f) => {
+            let _ = writeln!(env.err, "error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+async fn dispatch(cli: &Cli, env: &mut Env<'_>) -> Result<i32, Failure> {
+    let ns = cli.namespace.as_deref();
+    match &cli.command {
+        Command::Status(a) => status(env, ns, a.rollout.as_deref(), a, cli.output).await,
+        Command::Pause(a) => change(env, ns, a, Change::Pause, cli.output).await,
+        Command::Resume(a) => change(env, ns, a, Change::Resume, cli.output).await,
+        Command::Freeze(a) => change(env, ns, a, Change::Freeze, cli.output).await,
+        Command::Unfreeze(a) => change(env, ns, a, Change::Unfreeze, cli.output).await,
+        Command::Promote(a) => change(env, ns, a, Change::Action(ManualActionKind::Promote, None), cli.output).await,
+        Command::Abort(a) => change(env, ns, a, Change::Action(ManualActionKind::Abort, None), cli.output).await,
+        Command::Retry(a) => change(env, ns, a, Change::Action(ManualActionKind::Retry, None), cli.output).await,
+        Command::Rollback(a) => {
+            let to = match &a.to {
+                Some(to) => {
+                    let r = find_rollout(env, ns, a.act.rollout.as_deref()).await?;
+                    Some(actions::rollback_target(&r, to).map_err(fail)?)
+                }
+                None => None,
+            };
+            change(env, ns, &a.act, Change::Action(ManualActionKind::Rollback, to), cli.output).await
+        }
+        Command::Pin(a) => {
+            let selector = crate::selector::parse(&a.selector).map_err(|e| fail(format!("--selector: {e}")))?;
+            if !dns_label(&a.group) {
+                return Err(fail(format!(
+                    "pin name {:?}: it must be a DNS label (lowercase letters, digits, '-'; at most 63)",
+                    a.group
+                )));
+            }
+            let pin = Pin {
+                name: a.group.clone(),
+                node_selector: selector,
+                revision: a.revision.clone(),
+                reason: a.reason.clone(),
+            };
+            let act = ActArgs { rollout: a.rollout.clone(), change: a.change.clone() };
+            let r = find_rollout(env, ns, act.rollout.as_deref()).await?;
+            // Which nodes the pin holds now: the selector is the API's own syntax.
+            let nodes: Api<Node> = Api::all(env.client.clone());
+            let held: Vec<String> = nodes
+                .list_metadata(&ListParams::default().labels(&a.selector))
+                .await?
+                .items
+                .into_iter()
+                .filter(|n| {
+                    r.spec
+                        .node_selector
+                        .as_ref()
+                        .is_none_or(|s| selector_matches(s, n.metadata.labels.as_ref().unwrap_or(&Default::default())))
+                })
+                .filter_map(|n| n.metadata.name)
+                .collect();
+            let _ = writeln!(env.out, "{}", held_line(&held));
+            change_on(env, r, &act, Change::Pin(pin), cli.output).await
+        }
+        Command::Unpin(a) => {
+            let act = ActArgs { rollout: a.rollout.clone(), change: a.change.clone() };
+            change(env, ns, &act, Change::Unpin(a.group.clone()), cli.output).await
+        }
+        Command::Agents(a) => agents(env, a, cli.output).await,
+        Command::Why(a) => why(env, &a.node, cli.output).await,
+        Command::Completion(a) => {
+            completion(a.shell, env.out)?;
+            Ok(OK)
+        }
+    }
+}
+
+/// Writes the completion script of `shell` for `kubectl-vigil`.
+pub fn completion(shell: clap_complete::Shell, out: &mut dyn Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut buf: Vec<u8> = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "kubectl-vigil", &mut buf);
+    out.write_all(&buf)
+}
+
+fn held_line(held: &[String]) -> String {
+    let first: Vec<&str> = held.iter().take(10).map(String::as_str).collect();
+    match held.len() {
+        0 => "the selector matches none of the rollout's nodes now (the pin holds nodes that get its labels later)"
+            .into(),
+        n if n > first.len() => format!("the selector matches {n} of the rollout's nodes now: {}, …", first.join(", ")),
+        n => format!("the selector matches {n} of the rollout's nodes now: {}", first.join(", ")),
+    }
+}
+
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The rollout a command names: `name` in the namespace given (or the context's); a name
+/// given without `-n` that is not there is looked for in every namespace; no name takes the
+/// only rollout there is.
+pub async fn find_rollout(env: &Env<'_>, ns: Option<&str>, name: Option<&str>) -> Result<AgentRollout, Failure> {
+    let here = ns.unwrap_or(&env.default_namespace);
+    let key = |r: &AgentRollout| format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
+    match name {
+        Some(name) => {
+            let api: Api<AgentRollout> = Api::namespaced(env.client.clone(), here);
+            if let Some(r) = api.get_opt(name).await? {
+                return Ok(r);
+            }
+            if ns.is_some() {
+                return Err(fail(format!("no AgentRollout {name} in namespace {here}")));
+            }
+            let all = Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items;
+            let named: Vec<AgentRollout> = all.into_iter().filter(|r| r.name_any() == name).collect();
+            match named.len() {
+                1 => Ok(named.into_iter().next().unwrap_or_else(|| unreachable!())),
+                0 => Err(fail(format!("no AgentRollout {name} in namespace {here} or any other"))),
+                _ => Err(fail(format!(
+                    "AgentRollouts named {name} exist in several namespaces ({}): say which with -n",
+                    named.iter().map(key).collect::<Vec<_>>().join(", ")
+                ))),
+            }
+        }
+        None => {
+            let api: Api<AgentRollout> = match ns {
+                Some(ns) => Api::namespaced(env.client.clone(), ns),
+                None => Api::all(env.client.clone()),
+            };
+            let all = api.list(&ListParams::default()).await?.items;
+            match all.len() {
+                1 => Ok(all.into_iter().next().unwrap_or_else(|| unreachable!())),
+                0 => Err(fail(format!(
+                    "no AgentRollout {}",
+                    ns.map_or("in the cluster".to_owned(), |n| format!("in namespace {n}"))
+                ))),
+                _ => Err(fail(format!(
+                    "several AgentRollouts ({}): name one",
+                    all.iter().map(key).collect::<Vec<_>>().join(", ")
+                ))),
+            }
+        }
+    }
+}
+
+/// Everything the planner views of a fleet are made of.
+struct Cluster {
+    nodes: Vec<Node>,
+    pods: Vec<Pod>,
+    leases: Vec<Lease>,
+    statuses: Vec<AgentStatus>,
+}
+
+impl Cluster {
+    /// Reads nodes and AgentStatuses, and the agent pods and Leases of `ns` (every namespace
+    /// when `None`).
+    async fn read(client: &Client, ns: Option<&str>) -> Result<Self, Failure> {
+        let sel = ListParams::default().labels(agent::SELECTOR);
+        let (pods, leases): (Api<Pod>, Api<Lease>) = match ns {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        Ok(Self {
+            nodes: Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items,
+            pods: pods.list(&sel).await?.items,
+            leases: leases.list(&sel).await?.items,
+            statuses: Api::<AgentStatus>::all(client.clone()).list(&ListParams::default()).await?.items,
+        })
+    }
+
+    /// The planner's view of the nodes `r` selects, as the operator builds it.
+    fn fleet(&self, r: &AgentRollout) -> Vec<NodeView> {
+        let ns = r.namespace().unwrap_or_default();
+        let empty = Default::default();
+        let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            m.namespace.as_deref() == Some(ns.as_str())
+        };
+        observe::node_views(
+            self.nodes.iter().filter(|n| {
+                r.spec
+                    .node_selector
+                    .as_ref()
+                    .is_none_or(|s| selector_matches(s, n.metadata.labels.as_ref().unwrap_or(&empty)))
+            }),
+            self.pods.iter().filter(|p| in_ns(&p.metadata)),
+            self.leases.iter().filter(|l| in_ns(&l.metadata)),
+            self.statuses.iter(),
+        )
+    }
+}
+
+/// The operator's decisions about `r`: its Events, newest first. Unreadable Events (RBAC)
+/// give none and a warning.
+async fn decisions(env: &mut Env<'_>, r: &AgentRollout) -> Vec<Decision> {
+    let ns = r.namespace().unwrap_or_default();
+    let api: Api<Event> = Api::namespaced(env.client.clone(), &ns);
+    let lp =
+        ListParams::default().fields(&format!("involvedObject.kind=AgentRollout,involvedObject.name={}", r.name_any()));
+    match api.list(&lp).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.uid.is_none() || e.involved_object.uid == r.metadata.uid)
+            .map(|e| Decision {
+                time: e
+                    .event_time
+                    .map(|t| t.0)
+                    .or(e.last_timestamp.map(|t| t.0))
+                    .or(e.metadata.creation_timestamp.map(|t| t.0)),
+                type_: e.type_.unwrap_or_else(|| "Normal".into()),
+                reason: e.reason.unwrap_or_default(),
+                note: e.message.unwrap_or_default(),
+            })
+            .collect(),
+        Err(e) => {
+            let _ = writeln!(env.err, "warning: the rollout's Events could not be read ({e}); decisions not shown");
+            Vec::new()
+        }
+    }
+}
+
+fn emit<T: Serialize>(out: &mut (dyn Write + Send), format: Output, v: &T) -> Result<(), Failure> {
+    match format {
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(v)?)?,
+        Output::Yaml => write!(out, "{}", serde_yaml::to_string(v)?)?,
+        Output::Text => {}
+    }
+    Ok(())
+}
+
+async fn status(
+    env: &mut Env<'_>,
+    ns: Option<&str>,
+    name: Option<&str>,
+    a: &crate::cli::StatusArgs,
+    format: Output,
+) -> Result<i32, Failure> {
+    let first = find_rollout(env, ns, name).await?;
+    let (rns, rname) = (first.namespace().unwrap_or_default(), first.name_any());
+    let api: Api<AgentRollout> = Api::namespaced(env.client.clone(), &rns);
+    let started = tokio::time::Instant::now();
+    let mut last_frame: Option<String> = None;
+    let mut rollout = first;
+    loop {
+        let cluster = Cluster::read(&env.client, Some(&rns)).await?;
+        let events = decisions(env, &rollout).await;
+        let now = (env.clock)();
+        let v = view::status_view(&rollout, &cluster.fleet(&rollout), events, now);
+        // In a watch, a frame is printed when something changed (on a terminal: every time,
+        // as the times in it move).
+        let frame = serde_json::to_string(&v)?;
+        if !a.watch || env.paint.on || last_frame.as_ref() != Some(&frame) {
+            match format {
+                Output::Text => {
+                    if a.watch && env.paint.on {
+                        write!(env.out, "\x1b[H\x1b[2J")?;
+                    } else if last_frame.is_some() {
+                        writeln!(env.out)?;
+                    }
+                    write!(env.out, "{}", render::status(&v, now, a.nodes, env.paint))?;
+                }
+                Output::Json if a.watch => writeln!(env.out, "{frame}")?,
+                Output::Yaml if a.watch => write!(env.out, "---\n{}", serde_yaml::to_string(&v)?)?,
+                _ => emit(env.out, format, &v)?,
+            }
+            env.out.flush()?;
+        }
+        last_frame = Some(frame);
+        if !a.watch {
+            return Ok(OK);
+        }
+        if view::is_final(v.phase) && v.up_to_date {
+            return Ok(if v.phase == Some(vigil_crds::rollout::RolloutPhase::Completed) { OK } else { ENDED_BADLY });
+        }
+        if a.timeout.is_some_and(|t| started.elapsed() + a.interval > t) {
+            return Err(Failure {
+                code: TIMED_OUT,
+                message: format!(
+                    "{rns}/{rname} did not complete, roll back or fail within {:?}",
+                    a.timeout.unwrap_or_default()
+                ),
+            });
+        }
+        tokio::time::sleep(a.interval).await;
+        rollout = api.get(&rname).await?;
+    }
+}
+
+async fn change(env: &mut Env<'_>, ns: Option<&str>, a: &ActArgs, c: Change, format: Output) -> Result<i32, Failure> {
+    let r = find_rollout(env, ns, a.rollout.as_deref()).await?;
+    change_on(env, r, a, c, format).await
+}
+
+/// What a change printed, for `-o json|yaml`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangeReport {
+    rollout: String,
+    field_manager: &'static str,
+    says: String,
+    written: bool,
+    action_id: Option<String>,
+    apply: Option<serde_json::Value>,
+    phase: Option<String>,
+    reason: Option<String>,
+}
+
+async fn change_on(env: &mut Env<'_>, r: AgentRollout, a: &ActArgs, c: Change, format: Output) -> Result<i32, Failure> {
+    let ChangeArgs { dry_run, force, wait } = a.change.clone();
+    let (rns, rname) = (r.namespace().unwrap_or_default(), r.name_any());
+    let api: Api<AgentRollout> = Api::namespaced(env.client.clone(), &rns);
+    let mut report = ChangeReport {
+        rollout: format!("{rns}/{rname}"),
+        field_manager: c.manager(),
+        says: String::new(),
+        written: false,
+        action_id: None,
+        apply: None,
+        phase: None,
+        reason: None,
+    };
+    // A pin another manager wrote can be taken away only by force: a JSON patch, guarded by a
+    // test that the list item is still that pin.
+    let planned = match (&c, force) {
+        (Change::Unpin(group), true)
+            if !r.status.as_ref().is_some_and(|s| s.pinned_groups.iter().any(|g| &g.name == group)) =>
+        {
+            let Some(i) = r.spec.pins.iter().position(|p| &p.name == group) else {
+                return Err(fail(format!("{rns}/{rname} has no pin {group}")));
+            };
+            let ops = serde_json::json!([
+                {"op": "test", "path": format!("/spec/pins/{i}/name"), "value": group},
+                {"op": "remove", "path": format!("/spec/pins/{i}")}
+            ]);
+            let says = format!(
+                "{rns}/{rname} unpins {group} (taken away from its field manager): its nodes rejoin the rollout"
+            );
+            report.says.clone_from(&says);
+            if format == Output::Text {
+                writeln!(env.out, "{says}")?;
+            }
+            if dry_run {
+                report.apply = Some(ops);
+                emit(env.out, format, &report)?;
+                return Ok(OK);
+            }
+            let p: Patch<()> = Patch::Json(serde_json::from_value(ops)?);
+            let done = api.patch(&rname, &PatchParams::default(), &p).await?;
+            report.written = true;
+            return finish(env, &api, done, None, wait, report, format).await;
+        }
+        _ => actions::plan(&c, &r, (env.clock)()).map_err(fail)?,
+    };
+    report.says.clone_from(&planned.says);
+    report.action_id.clone_from(&planned.action_id);
+    report.apply.clone_from(&planned.apply);
+    if format == Output::Text {
+        writeln!(env.out, "{}", planned.says)?;
+    }
+    let Some(body) = planned.apply else {
+        emit(env.out, format, &report)?;
+        return Ok(OK);
+    };
+    if dry_run {
+        if format == Output::Text {
+            write!(
+                env.out,
+                "dry run: nothing written; the server-side apply (field manager {}) would be:\n{}",
+                c.manager(),
+                serde_yaml::to_string(&body)?
+            )?;
+        }
+        emit(env.out, format, &report)?;
+        return Ok(OK);
+    }
+    let mut pp = PatchParams::apply(c.manager());
+    if force {
+        pp = pp.force();
+    }
+    let done = match api.patch(&rname, &pp, &Patch::Apply(&body)).await {
+        Ok(done) => done,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            return Err(fail(format!(
+                "{}\n  Another field manager (a GitOps tool, kubectl apply) owns this field: change it where it is written, or run again with --force to take it over.",
+                e.message
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    report.written = true;
+    finish(env, &api, done, planned.action_id, wait, report, format).await
+}
+
+/// Waits (up to `wait`) for the operator to take the change up, then says where the rollout
+/// stands.
+async fn finish(
+    env: &mut Env<'_>,
+    api: &Api<AgentRollout>,
+    written: AgentRollout,
+    action_id: Option<String>,
+    wait: Duration,
+    mut report: ChangeReport,
+    format: Output,
+) -> Result<i32, Failure> {
+    let name = written.name_any();
+    let generation = written.metadata.generation;
+    let taken_up = |r: &AgentRollout| {
+        let st = r.status.as_ref();
+        match &action_id {
+            Some(id) => {
+                st.and_then(|s| s.handled_action.as_ref()) == Some(id)
+                    || st.and_then(|s| s.reason.as_ref()).is_some_and(|why| why.contains(id.as_str()))
+            }
+            None => {
+                st.and_then(|s| s.observed_generation).is_some() && st.and_then(|s| s.observed_generation) >= generation
+            }
+        }
+    };
+    let mut now = written;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut code = OK;
+    if !wait.is_zero() {
+        while !taken_up(&now) {
+            if tokio::time::Instant::now() >= deadline {
+                code = TIMED_OUT;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500).min(wait)).await;
+            now = api.get(&name).await?;
+        }
+    }
+    let st = now.status.clone().unwrap_or_default();
+    report.phase = st.phase.map(|p| format!("{p:?}"));
+    report.reason.clone_from(&st.reason);
+    let refused = action_id.as_ref().is_some_and(|id| {
+        st.handled_action.as_ref() != Some(id) && st.reason.as_ref().is_some_and(|why| why.contains(id.as_str()))
+    });
+    if format == Output::Text {
+        if wait.is_zero() {
+            writeln!(env.out, "written; the operator carries it out at its next step")?;
+        } else if code == TIMED_OUT {
+            writeln!(
+                env.out,
+                "written, but the operator did not take it up within {}: is it running? (kubectl get pods -A -l app.kubernetes.io/name=vigil-operator)",
+                render::human(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX))
+            )?;
+        } else {
+            writeln!(
+                env.out,
+                "operator: {} — {}",
+                report.phase.as_deref().unwrap_or("Pending"),
+                report.reason.as_deref().unwrap_or("")
+            )?;
+        }
+    }
+    emit(env.out, format, &report)?;
+    if refused {
+        return Err(fail(format!("the operator refused the request: {}", st.reason.unwrap_or_default())));
+    }
+    Ok(code)
+}
+
+async fn agents(env: &mut Env<'_>, a: &crate::cli::AgentsArgs, format: Output) -> Result<i32, Failure> {
+    let filter = crate::agents::Filter {
+        revision: a.revision.clone(),
+        health: a.health.as_deref().map(crate::agents::parse_health).transpose().map_err(fail)?,
+        stale: a.stale,
+    };
+    let all = Api::<AgentStatus>::all(env.client.clone()).list(&ListParams::default()).await?.items;
+    let now = (env.clock)();
+    let rows = crate::agents::rows(&all, &filter, now);
+    if format != Output::Text {
+        emit(env.out, format, &rows)?;
+        return Ok(OK);
+    }
+    if rows.is_empty() {
+        writeln!(env.out, "no agents match ({} AgentStatus object(s) in the cluster)", all.len())?;
+        return Ok(OK);
+    }
+    let p = env.paint;
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.node.clone(),
+                r.version.clone().unwrap_or_default(),
+                r.revision.clone().unwrap_or_default(),
+                format!("{:?}", r.health),
+                r.reporting.clone().unwrap_or_else(|| "-".into()),
+                r.last_report.map_or_else(|| "never".into(), |t| render::relative(t, now)),
+                r.active_alerts.to_string(),
+                r.sources.clone().unwrap_or_default(),
+                r.health_reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let text = render::table(
+        &["NODE", "VERSION", "REVISION", "HEALTH", "REPORTING", "LAST REPORT", "ALERTS", "SOURCES", "WHY"],
+        &table,
+    );
+    // Colour after alignment, so escapes do not count as width.
+    let text = if p.on {
+        text.lines()
+            .map(|l| {
+                let mut l = l.to_owned();
+                for w in ["Healthy", "Degraded", "Unhealthy", "Unknown"] {
+                    l = l.replacen(&format!(" {w} "), &format!(" {} ", p.state(w)), 1);
+                }
+                l + "\n"
+            })
+            .collect()
+    } else {
+        text
+    };
+    write!(env.out, "{text}")?;
+    writeln!(env.out, "{}", crate::agents::summary(&rows))?;
+    Ok(OK)
+}
+
+async fn why(env: &mut Env<'_>, node: &str, format: Output) -> Result<i32, Failure> {
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let Some(n) = nodes.get_opt(node).await? else {
+        return Err(fail(format!("no node {node}")));
+    };
+    let rollouts = Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items;
+    let cluster = Cluster::read(&env.client, None).await?;
+    let status = cluster.statuses.iter().find(|s| s.name_any() == node);
+    let pods: Vec<&Pod> =
+        cluster.pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)).collect();
+    let lease = cluster.leases.iter().find(|l| l.name_any() == agent::lease_name(node));
+    let me = observe::node_view(&n, &pods, lease, status);
+    let now = (env.clock)();
+    let v = crate::why::why(&me, &rollouts, |r| cluster.fleet(r), now);
+    if format != Output::Text {
+        emit(env.out, format, &v)?;
+        return Ok(OK);
+    }
+    let p = env.paint;
+    writeln!(env.out, "{}", p.bold(&v.node))?;
+    writeln!(env.out, "  rollout   {}", v.rollout.as_deref().unwrap_or("none"))?;
+    writeln!(env.out, "  revision  {}", v.revision.as_deref().unwrap_or("none (no vigil.dev/revision label)"))?;
+    if v.running.len() > 1 || v.running.first() != v.revision.as_ref() {
+        writeln!(
+            env.out,
+            "  running   {}",
+            if v.running.is_empty() { "no agent".to_owned() } else { v.running.join(", ") }
+        )?;
+    }
+    if let Some(s) = status.and_then(|s| s.status.as_ref()) {
+        let last = s.last_report_time.as_ref().map_or_else(|| "never".into(), |t| render::relative(t.0, now));
+        writeln!(
+            env.out,
+            "  agent     {} on {}, {}, last report {last}",
+            s.agent_version.as_deref().unwrap_or("?"),
+            s.revision.as_deref().unwrap_or("?"),
+            p.state(&format!("{:?}", s.health))
+        )?;
+    }
+    for (i, b) in v.because.iter().enumerate() {
+        writeln!(env.out, "  {}  {b}", if i == 0 { "because" } else { "       " })?;
+    }
+    Ok(OK)
+}
