@@ -151,7 +151,7 @@ pub fn plan(change: &Change, rollout: &AgentRollout, now: Timestamp) -> Result<P
                     }
                     let back = match to {
                         Some(to) => to.clone(),
-                        None if stable.as_deref() == st.target_revision.as_deref() => good_other(&st, &target)
+                        None if stable.as_deref() == st.target_revision.as_deref() => vigil_operator::plan::restore_to(&st, &target)
                             .ok_or_else(|| {
                                 format!(
                                     "{target} is the only Good revision of {key}: rolling it back would leave every node without an agent; roll out another revision instead"
@@ -191,7 +191,7 @@ pub fn plan(change: &Change, rollout: &AgentRollout, now: Timestamp) -> Result<P
                     other.name, other.name
                 ));
             }
-            let held = match crate::view::resolve_pin(&st, &pin.revision) {
+            let held = match vigil_operator::plan::pin_revision(&st, &pin.revision) {
                 Some(rev) => format!("on {rev}"),
                 None => format!(
                     "where they are: {} is no Good revision of this rollout (see its status.history), so the operator holds them on whatever they run",
@@ -248,16 +248,11 @@ pub fn plan(change: &Change, rollout: &AgentRollout, now: Timestamp) -> Result<P
     }
 }
 
-/// The newest Good revision other than `target` (what aborting a completed rollout restores).
-fn good_other(st: &vigil_crds::AgentRolloutStatus, target: &str) -> Option<String> {
-    st.history.iter().find(|r| r.revision != target && r.outcome == RevisionOutcome::Good).map(|r| r.revision.clone())
-}
-
 /// The revision `to` names for a rollback: a revision name or agent version of the history
 /// that is Good (or the stable one); otherwise the Good revisions there are.
 pub fn rollback_target(rollout: &AgentRollout, to: &str) -> Result<String, String> {
     let st = rollout.status.clone().unwrap_or_default();
-    crate::view::resolve_pin(&st, to).ok_or_else(|| {
+    vigil_operator::plan::pin_revision(&st, to).ok_or_else(|| {
         let good: Vec<String> = st
             .history
             .iter()

@@ -592,17 +592,16 @@ async fn agents(env: &mut Env<'_>, a: &crate::cli::AgentsArgs, format: Output) -
 }
 
 async fn why(env: &mut Env<'_>, node: &str, format: Output) -> Result<i32, Failure> {
-    let nodes: Api<Node> = Api::all(env.client.clone());
-    let Some(n) = nodes.get_opt(node).await? else {
+    let cluster = Cluster::read(&env.client, None).await?;
+    let Some(n) = cluster.nodes.iter().find(|n| n.name_any() == node) else {
         return Err(fail(format!("no node {node}")));
     };
     let rollouts = Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items;
-    let cluster = Cluster::read(&env.client, None).await?;
     let status = cluster.statuses.iter().find(|s| s.name_any() == node);
     let pods: Vec<&Pod> =
         cluster.pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)).collect();
     let lease = cluster.leases.iter().find(|l| l.name_any() == agent::lease_name(node));
-    let me = observe::node_view(&n, &pods, lease, status);
+    let me = observe::node_view(n, &pods, lease, status);
     let now = (env.clock)();
     let v = crate::why::why(&me, &rollouts, |r| cluster.fleet(r), now);
     if format != Output::Text {

@@ -6,10 +6,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 use vigil_crds::AgentRollout;
-use vigil_crds::rollout::{ExcludedNodes, FailingNode, RevisionOutcome, RolloutPhase};
+use vigil_crds::rollout::{
+    AgentRolloutSpec, AgentRolloutStatus, ExcludedNodes, FailingNode, RevisionOutcome, RolloutPhase,
+};
 use vigil_operator::plan::gate::{self, NodeHealth};
 use vigil_operator::plan::placement::{Place, Placement, placement};
-use vigil_operator::plan::{NodeView, window};
+use vigil_operator::plan::{NodeView, pin_revision, window};
 
 /// One Event about the rollout, as `status` lists the operator's decisions.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -221,7 +223,7 @@ pub fn status_view(rollout: &AgentRollout, nodes: &[NodeView], events: Vec<Decis
     let place = placement(spec, &st, &key, target, nodes);
     let target_good = target.and_then(|t| st.history.iter().find(|h| h.revision == t)).map(|h| h.outcome)
         == Some(RevisionOutcome::Good);
-    let waves = waves(rollout, nodes, &place, target_good, now);
+    let waves = waves(spec, &st, nodes, &place, target_good, now);
 
     let mut revisions: Vec<RevisionCount> = st
         .revisions
@@ -262,7 +264,7 @@ pub fn status_view(rollout: &AgentRollout, nodes: &[NodeView], events: Vec<Decis
             source: "spec",
             selects: crate::selector::render(&p.node_selector),
             revision: Some(p.revision.clone()),
-            holds_on: holds_on(&p.name).flatten().or_else(|| resolve_pin(&st, &p.revision)),
+            holds_on: holds_on(&p.name).flatten().or_else(|| pin_revision(&st, &p.revision)),
             reason: p.reason.clone(),
             nodes: held(&p.name),
         })
@@ -313,27 +315,14 @@ pub fn status_view(rollout: &AgentRollout, nodes: &[NodeView], events: Vec<Decis
     }
 }
 
-/// The revision a pin's `revision` (a name or a version) holds its nodes on: a Good (or the
-/// stable) revision of the history, as the planner resolves it.
-pub fn resolve_pin(st: &vigil_crds::AgentRolloutStatus, revision: &str) -> Option<String> {
-    st.history
-        .iter()
-        .find(|r| {
-            (r.revision == revision || r.version.as_deref() == Some(revision))
-                && (r.outcome == RevisionOutcome::Good || st.stable_revision.as_ref() == Some(&r.revision))
-        })
-        .map(|r| r.revision.clone())
-}
-
 fn waves(
-    rollout: &AgentRollout,
+    spec: &AgentRolloutSpec,
+    st: &AgentRolloutStatus,
     nodes: &[NodeView],
     place: &Placement,
     target_good: bool,
     now: Timestamp,
 ) -> Vec<Wave> {
-    let spec = &rollout.spec;
-    let st = rollout.status.clone().unwrap_or_default();
     let target = st.target_revision.as_deref();
     let current = st.current_wave as usize;
     let started = st.wave_started_at.as_ref().map_or(now, |t| t.0);

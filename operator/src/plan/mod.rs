@@ -188,7 +188,7 @@ fn step(
 
 /// What a rollback of `target` restores: the stable revision, or, when the target is the
 /// stable one itself (aborting a completed rollout), the newest other Good revision.
-fn restore_to(st: &AgentRolloutStatus, target: &str) -> Option<String> {
+pub fn restore_to(st: &AgentRolloutStatus, target: &str) -> Option<String> {
     match &st.stable_revision {
         Some(s) if s != target => Some(s.clone()),
         _ => st
@@ -775,17 +775,25 @@ pub(crate) enum PinHold {
     Where,
 }
 
+/// The revision a pin's `revision` (a revision name or an agent version) holds its nodes on:
+/// only one proven Good (or the stable one), so that a pin by version never moves pinned nodes
+/// to a newer, untested revision that carries the same version. `None`: the nodes stay where
+/// they are.
+pub fn pin_revision(st: &AgentRolloutStatus, revision: &str) -> Option<String> {
+    st.history
+        .iter()
+        .find(|r| {
+            (r.revision == revision || r.version.as_deref() == Some(revision))
+                && (r.outcome == RevisionOutcome::Good || st.stable_revision.as_ref() == Some(&r.revision))
+        })
+        .map(|r| r.revision.clone())
+}
+
 /// The pin holding a node, if any: spec pins first, then the groups the operator pinned.
 fn pin_for(spec: &AgentRolloutSpec, st: &AgentRolloutStatus, node: &NodeView) -> Option<(String, PinHold)> {
     for pin in &spec.pins {
         if selector_matches(&pin.node_selector, &node.labels) {
-            // Only a revision proven Good (or the stable one): a pin by version never moves
-            // pinned nodes to a newer, untested revision that carries the same version.
-            let rev = st.history.iter().find(|r| {
-                (r.revision == pin.revision || r.version.as_deref() == Some(pin.revision.as_str()))
-                    && (r.outcome == RevisionOutcome::Good || st.stable_revision.as_ref() == Some(&r.revision))
-            });
-            let hold = rev.map_or(PinHold::Where, |r| PinHold::On(Some(r.revision.clone())));
+            let hold = pin_revision(st, &pin.revision).map_or(PinHold::Where, |r| PinHold::On(Some(r)));
             return Some((pin.name.clone(), hold));
         }
     }
