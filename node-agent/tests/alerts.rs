@@ -760,7 +760,13 @@ fn prometheus_runs_the_shipped_rules(addr: &str, dir: &Path) {
         assert_eq!(v["status"], "success", "{q}: {body}");
         v["data"]["result"].clone()
     };
-    let up = |q: &str| std::net::TcpStream::connect(&web).is_ok() && !query(q).as_array().unwrap().is_empty();
+    // Prometheus listens before it is ready (it answers 503 while its TSDB opens): ask
+    // /-/ready first.
+    let up = |q: &str| {
+        std::net::TcpStream::connect(&web).is_ok()
+            && http_get(&web, "/-/ready").0 == 200
+            && !query(q).as_array().unwrap().is_empty()
+    };
     wait_for("Prometheus scraping the agent", Duration::from_secs(60), || up("vigil_agent_build_info"));
     let text = std::fs::read_to_string(&rules).unwrap();
     let file: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
