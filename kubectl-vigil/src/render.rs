@@ -213,7 +213,10 @@ pub fn status(v: &StatusView, now: Timestamp, max_nodes: usize, p: Paint) -> Str
     if !v.conditions.is_empty() {
         let _ = writeln!(o, "\n{}", p.bold("Conditions"));
         for c in &v.conditions {
-            let _ = writeln!(o, "  {}={} ({}) {}", c.type_, p.state(&c.status), c.reason, p.dim(&c.message));
+            // The operator's reason is shown once, above; a condition says only what differs.
+            let message = if v.reason.as_deref() == Some(c.message.as_str()) { "" } else { c.message.as_str() };
+            let line = format!("  {}={} ({}) {}", c.type_, p.state(&c.status), c.reason, p.dim(message));
+            let _ = writeln!(o, "{}", line.trim_end());
         }
     }
     if !v.decisions.is_empty() {

@@ -39,7 +39,11 @@ pub fn why(
     fleet: impl Fn(&AgentRollout) -> Vec<NodeView>,
     now: Timestamp,
 ) -> WhyView {
-    let running: Vec<String> = node.labels.keys().filter_map(|k| labels::run_revision(k)).map(str::to_owned).collect();
+    // As the operator reads it: the run labels, and the revision label an agent of a DaemonSet
+    // written before run labels selects on.
+    let mut running: Vec<String> = vigil_operator::act::running_revisions(&node.labels).map(str::to_owned).collect();
+    running.sort();
+    running.dedup();
     let key_of = |r: &AgentRollout| {
         format!("{}/{}", r.metadata.namespace.as_deref().unwrap_or("default"), r.metadata.name.as_deref().unwrap_or(""))
     };
