@@ -30,6 +30,7 @@ use kube::{Client, Config};
 
 pub mod alertmanager;
 pub mod chart;
+pub mod kubelets;
 
 /// The variable naming the cluster's kubeconfig.
 pub const KUBECONFIG_VAR: &str = "VIGIL_E2E_KUBECONFIG";

@@ -8,112 +8,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use serde_json::json;
 use vigil_crds::rollout::RolloutPhase;
 use vigil_crds::{AgentRollout, ConfigHash};
-use vigil_e2e::{Cleanup, TestNamespace, client, install_crds};
+use vigil_e2e::kubelets::{Bare, CONFIG};
+use vigil_e2e::{client, install_crds};
 
 const NODES: usize = 4;
-const CONFIG: &str = "interval: 10s\n";
-
-fn digest(c: char) -> String {
-    std::iter::repeat_n(c, 64).collect()
-}
-
-/// Plays the kubelets of the fake nodes and the agents on them, once.
-async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], bad_image: &str) {
-    let now = jiff::Timestamp::now();
-    let node_api: Api<Node> = Api::all(client.clone());
-    let node_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    for n in nodes {
-        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now.to_string(), "lastTransitionTime": now.to_string()}]}});
-        let _ = node_api.patch_status(n, &PatchParams::default(), &Patch::Merge(&status)).await;
-        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n}, "spec": {"holderIdentity": n, "leaseDurationSeconds": 40, "renewTime": jiff_micro(now)}});
-        let _ = node_leases.patch(n, &PatchParams::apply("vigil-e2e-kubelet").force(), &Patch::Apply(&lease)).await;
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    // Each node's agents; of two (a handover), the one that works is that of the node's
-    // revision unless it crashes, as the agents' lock on the node decides.
-    let mut working: std::collections::BTreeMap<String, (bool, String)> = std::collections::BTreeMap::new();
-    let mut assigned: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    for n in nodes {
-        if let Some(rev) =
-            node_api.get_opt(n).await.ok().flatten().and_then(|n| n.metadata.labels?.remove("vigil.dev/revision"))
-        {
-            assigned.insert(n.clone(), rev);
-        }
-    }
-    for p in pods.list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent")).await.unwrap().items {
-        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
-        if !nodes.contains(&node) {
-            continue;
-        }
-        let image = p.spec.as_ref().map(|s| s.containers[0].image.clone().unwrap_or_default()).unwrap_or_default();
-        let rev = p.metadata.labels.as_ref().and_then(|l| l.get("vigil.dev/revision")).cloned().unwrap_or_default();
-        let bad = image == bad_image;
-        let container = if bad {
-            json!({"name": "agent", "ready": false, "restartCount": 5, "image": image, "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}})
-        } else {
-            json!({"name": "agent", "ready": true, "restartCount": 0, "image": image, "imageID": "", "state": {"running": {"startedAt": now.to_string()}}})
-        };
-        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if bad { "False" } else { "True" }}], "containerStatuses": [container]}});
-        let _ = pods
-            .patch_status(p.metadata.name.as_deref().unwrap(), &PatchParams::default(), &Patch::Merge(&status))
-            .await;
-        if !bad {
-            let is_assigned = assigned.get(&node) == Some(&rev);
-            let slot = working.entry(node).or_insert((is_assigned, rev.clone()));
-            if is_assigned && !slot.0 {
-                *slot = (true, rev);
-            }
-        }
-    }
-    for (node, (_, rev)) in working {
-        // The working agent's heartbeat names its revision, as the agent's does.
-        vigil_e2e::report_as_agent(client, ns, &node, &rev).await;
-    }
-}
-
-/// Stops the kubelet player when dropped, waiting (at most 30 s) for it to finish its round.
-#[derive(Default)]
-struct Player {
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
-}
-
-impl Drop for Player {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !self.done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn jiff_micro(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-async fn wait_phase(api: &Api<AgentRollout>, name: &str, phase: RolloutPhase, timeout: Duration) -> AgentRollout {
-    let cond = move |r: Option<&AgentRollout>| r.and_then(|r| r.status.as_ref()).and_then(|s| s.phase) == Some(phase);
-    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
-        Ok(Ok(Some(r))) => r,
-        other => {
-            let now = api.get(name).await.ok().and_then(|r| r.status);
-            panic!("rollout {name} did not reach {phase:?} within {timeout:?}: {other:?}; status now {now:?}")
-        }
-    }
-}
 
 // Multi-threaded: the kubelet player's guard waits, in its destructor, for the player to end
 // its round, which needs another thread to run it.
@@ -122,85 +30,28 @@ async fn wait_phase(api: &Api<AgentRollout>, name: &str, phase: RolloutPhase, ti
 async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     let client = client().await.unwrap();
     install_crds(&client, Duration::from_secs(60)).await.unwrap();
-    let ns = TestNamespace::create(&client, "rollout").await.unwrap();
-    let run_label = ns.name.clone();
-    // Dropped last-in-first-out on any exit, a failed assertion too: the fake nodes and their
-    // AgentStatuses go, then (with `ns`) the namespace and everything in it.
-    let mut cleanup = Cleanup::default();
-
-    // The agents' service account, which the DaemonSets' pods name (the chart installs it
-    // beside the operator; here the test's namespace is the agents' namespace).
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "vigil-agent"}})).unwrap();
-    Api::<ServiceAccount>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &sa).await.unwrap();
-
-    // Fake nodes, selected by this run's label only, with capacity so pods fit.
+    let good = vigil_e2e::kubelets::image('a');
+    let bad = vigil_e2e::kubelets::image('b');
+    // The namespace, the fake nodes, the controller and the kubelets; all of it goes when
+    // `bare` is dropped, on failure too.
+    let mut bare = Bare::start(&client, "rollout", NODES, &bad).await.unwrap();
+    let (ns, run_label) = (bare.ns.name.clone(), bare.run.clone());
     let node_api: Api<Node> = Api::all(client.clone());
-    let nodes: Vec<String> = (0..NODES).map(|i| format!("{run_label}-n{i}")).collect();
-    for (i, n) in nodes.iter().enumerate() {
-        let node: Node = serde_json::from_value(json!({"metadata": {"name": n, "labels": {"vigil.dev/e2e": run_label, "topology.kubernetes.io/zone": format!("z{}", i % 2), "kubernetes.io/os": "linux"}},
-            "status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
-                       "nodeInfo": {"osImage": "e2e", "kernelVersion": "6.1.0", "architecture": "amd64", "operatingSystem": "linux", "bootID": "", "containerRuntimeVersion": "", "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "", "systemUUID": ""}}}))
-        .unwrap();
-        node_api.create(&PostParams::default(), &node).await.unwrap();
-        cleanup.add_typed::<Node>(None, n);
-        cleanup.add_typed::<vigil_crds::AgentStatus>(None, n);
-        // The node Lease the test's kubelet renews.
-        cleanup.add_typed::<Lease>(Some("kube-node-lease"), n);
-    }
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    let cm: ConfigMap =
-        serde_json::from_value(json!({"metadata": {"name": "agent-config"}, "data": {"agent.yaml": CONFIG}})).unwrap();
-    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
 
-    // The controller, in-process, and the kubelets it needs.
-    let template = vigil_operator::act::AgentTemplate {
-        namespace: ns.name.clone(),
-        ..vigil_operator::act::AgentTemplate::default()
-    };
-    let controller =
-        tokio::spawn(vigil_operator::controller::run(client.clone(), "e2e".into(), Arc::default(), None, template));
-    let good = format!("registry.invalid/vigil-agent@sha256:{}", digest('a'));
-    let bad = format!("registry.invalid/vigil-agent@sha256:{}", digest('b'));
-    // Dropped before `cleanup` (declared after it): the player stops writing node and agent
-    // objects before they are deleted, so none is written again behind the cleanup.
-    let _kubelets = {
-        let (client, ns, bad, run) = (client.clone(), ns.name.clone(), bad.clone(), run_label.clone());
-        let player = Player::default();
-        let (stop, done) = (player.stop.clone(), player.done.clone());
-        tokio::spawn(async move {
-            // Bounded: at most 15 minutes of one-second rounds; the test ends it sooner. Every
-            // node of this run is played, those that join later too.
-            let mine = ListParams::default().labels(&format!("vigil.dev/e2e={run}"));
-            let node_api: Api<Node> = Api::all(client.clone());
-            for _ in 0..900 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let nodes: Vec<String> = node_api
-                    .list(&mine)
-                    .await
-                    .map(|l| l.items.iter().filter_map(|n| n.metadata.name.clone()).collect())
-                    .unwrap_or_default();
-                play_kubelets(&client, &ns, &nodes, &bad).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            done.store(true, Ordering::SeqCst);
-        });
-        player
-    };
-
-    let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns.name);
+    let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns);
     let spec = |image: &str| {
-        json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentRollout", "metadata": {"name": "agent"}, "spec": {
-            "target": {"image": image, "config": {"configMap": "agent-config", "sha256": ConfigHash::of(CONFIG.as_bytes()).to_string()}},
-            "nodeSelector": {"matchLabels": {"vigil.dev/e2e": run_label}},
-            "waves": [{"count": 1, "bakeTime": "5s"}, {"percent": 100, "bakeTime": "5s"}],
-            "healthGate": {"heartbeatGap": "60s", "progressDeadline": "3m", "maxRestarts": 2}
-        }})
+        vigil_e2e::kubelets::rollout(
+            &run_label,
+            "agent",
+            image,
+            json!([{"count": 1, "bakeTime": "5s"}, {"percent": 100, "bakeTime": "5s"}]),
+        )
     };
     let pp = PatchParams::apply("vigil-e2e").force();
     rollouts.patch("agent", &pp, &Patch::Apply(&spec(&good))).await.unwrap();
-    let done = wait_phase(&rollouts, "agent", RolloutPhase::Completed, Duration::from_secs(300)).await;
+    let done =
+        vigil_e2e::kubelets::wait_phase(&rollouts, "agent", RolloutPhase::Completed, Duration::from_secs(300)).await;
     let good_rev = done.status.as_ref().unwrap().target_revision.clone().unwrap();
     let labelled = node_api
         .list(&ListParams::default().labels(&format!("vigil.dev/e2e={run_label},vigil.dev/revision={good_rev}")))
@@ -240,7 +91,7 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
 
     // The revision runs the operator's immutable copy of its config, so editing the rollout's
     // ConfigMap in place (as `helm upgrade` does) changes nothing it runs.
-    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &ns.name);
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
     let good_ds = format!("vigil-agent-{good_rev}");
     let snapshot = format!("vigil-agent-config-{good_rev}");
     let pod_spec = dss.get(&good_ds).await.unwrap().spec.unwrap().template.spec.unwrap();
@@ -260,9 +111,9 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         "status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}, "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
     .unwrap();
     node_api.create(&PostParams::default(), &node).await.unwrap();
-    cleanup.add_typed::<Node>(None, &late);
-    cleanup.add_typed::<vigil_crds::AgentStatus>(None, &late);
-    cleanup.add_typed::<Lease>(Some("kube-node-lease"), &late);
+    bare.cleanup.add_typed::<Node>(None, &late);
+    bare.cleanup.add_typed::<vigil_crds::AgentStatus>(None, &late);
+    bare.cleanup.add_typed::<Lease>(Some("kube-node-lease"), &late);
     let want = good_rev.clone();
     let joined = await_condition(node_api.clone(), &late, move |n: Option<&Node>| {
         n.and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get("vigil.dev/revision")) == Some(&want)
@@ -291,12 +142,13 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
         .unwrap()
         .unwrap();
     let why = twin_now.status.unwrap().reason.unwrap_or_default();
-    assert!(why.contains(&format!("{}/agent", ns.name)), "{why}");
+    assert!(why.contains(&format!("{ns}/agent")), "{why}");
     rollouts.delete("agent-twin", &Default::default()).await.unwrap();
 
     // A bad revision: wave 1 crash-loops, and everything goes back.
     rollouts.patch("agent", &pp, &Patch::Apply(&spec(&bad))).await.unwrap();
-    let back = wait_phase(&rollouts, "agent", RolloutPhase::RolledBack, Duration::from_secs(300)).await;
+    let back =
+        vigil_e2e::kubelets::wait_phase(&rollouts, "agent", RolloutPhase::RolledBack, Duration::from_secs(300)).await;
     let st = back.status.unwrap();
     assert_eq!(st.stable_revision.as_deref(), Some(good_rev.as_str()));
     let labelled = node_api
@@ -342,9 +194,9 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     let mut joiner = node.clone();
     joiner.metadata.name = Some(stopped_join.clone());
     node_api.create(&PostParams::default(), &joiner).await.unwrap();
-    cleanup.add_typed::<Node>(None, &stopped_join);
-    cleanup.add_typed::<vigil_crds::AgentStatus>(None, &stopped_join);
-    cleanup.add_typed::<Lease>(Some("kube-node-lease"), &stopped_join);
+    bare.cleanup.add_typed::<Node>(None, &stopped_join);
+    bare.cleanup.add_typed::<vigil_crds::AgentStatus>(None, &stopped_join);
+    bare.cleanup.add_typed::<Lease>(Some("kube-node-lease"), &stopped_join);
     let want = good_rev.clone();
     let joined = await_condition(node_api.clone(), &stopped_join, move |n: Option<&Node>| {
         n.and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get("vigil.dev/revision")) == Some(&want)
@@ -364,7 +216,7 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     assert!(ds.metadata.owner_references.as_ref().is_none_or(Vec::is_empty), "{:?}", ds.metadata.owner_references);
     assert_eq!(
         ds.metadata.annotations.as_ref().and_then(|a| a.get("vigil.dev/owner-rollout")),
-        Some(&format!("{}/agent", ns.name))
+        Some(&format!("{ns}/agent"))
     );
     let labelled = node_api
         .list(&ListParams::default().labels(&format!("vigil.dev/e2e={run_label},vigil.dev/revision={good_rev}")))
@@ -407,8 +259,5 @@ async fn a_good_revision_completes_and_a_bad_one_is_rolled_back() {
     .await
     .unwrap();
 
-    controller.abort();
-    drop(_kubelets);
-    drop(cleanup);
-    ns.delete().await.unwrap();
+    drop(bare);
 }
