@@ -70,7 +70,9 @@ pub async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], ba
             assigned.insert(n.clone(), rev);
         }
     }
-    for p in pods.list(&ListParams::default().labels("app.kubernetes.io/name=vigil-agent")).await.unwrap().items {
+    // A failed read skips this round; the next one, a second later, plays it.
+    let Ok(agent_pods) = pods.list(&ListParams::default().labels(vigil_crds::agent::SELECTOR)).await else { return };
+    for p in agent_pods.items {
         let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
         if !nodes.contains(&node) {
             continue;
@@ -84,9 +86,8 @@ pub async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], ba
             json!({"name": "agent", "ready": true, "restartCount": 0, "image": image, "imageID": "", "state": {"running": {"startedAt": now.to_string()}}})
         };
         let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if bad { "False" } else { "True" }}], "containerStatuses": [container]}});
-        let _ = pods
-            .patch_status(p.metadata.name.as_deref().unwrap(), &PatchParams::default(), &Patch::Merge(&status))
-            .await;
+        let Some(name) = p.metadata.name.as_deref() else { continue };
+        let _ = pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await;
         if !bad {
             let is_assigned = assigned.get(&node) == Some(&rev);
             let slot = working.entry(node).or_insert((is_assigned, rev.clone()));
