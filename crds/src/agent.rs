@@ -21,6 +21,10 @@ pub mod env {
     pub const CONFIG_SHA256: &str = "VIGIL_CONFIG_SHA256";
     /// The revision the pod was started for.
     pub const REVISION: &str = "VIGIL_REVISION";
+    /// The rollout trace (32 hex digits) the agent's start-up span joins; when unset, the agent
+    /// reads its pod's `vigil.dev/rollout-trace-id` annotation. For agents deployed without
+    /// the operator, by whatever set them up.
+    pub const ROLLOUT_TRACE_ID: &str = "VIGIL_ROLLOUT_TRACE_ID";
 }
 
 /// The operator's immutable copy of a revision's agent config (in the agents' namespace):

@@ -68,8 +68,9 @@ pub const COMPONENT: &str = "vigil.dev/component";
 /// the revision carries, checked again by the agent when it loads the config.
 pub const CONFIG_SHA256: &str = "vigil.dev/config-sha256";
 
-/// Annotation on agent pods: the trace id of the rollout that started them,
-/// so an agent restart can be linked to the rollout trace.
+/// Annotation on agent pods: the trace id of the rollout that started their revision
+/// (`vigil_crds::trace`); the agent reads it from its pod and sends its start-up as a span of
+/// that trace.
 pub const ROLLOUT_TRACE_ID: &str = "vigil.dev/rollout-trace-id";
 
 /// Secret label, value `"true"`: the Secret's owner lets AlertPolicies of its namespace use

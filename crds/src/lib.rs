@@ -22,6 +22,7 @@ pub mod revision;
 pub mod rollout;
 pub mod schema;
 pub mod selector;
+pub mod trace;
 pub mod validate;
 
 pub use agentstatus::{AgentHealth, AgentStatus, AgentStatusSpec, AgentStatusStatus, SourceReport, SourceState};

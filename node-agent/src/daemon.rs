@@ -60,6 +60,46 @@ struct Shared {
 ///
 /// With `report`, an agent running in a pod (`NODE_NAME` and `POD_NAMESPACE` set, an in-cluster
 /// service account) renews its heartbeat Lease and writes its node's AgentStatus; on a plain
+/// Opens the start-up span in the trace of this agent's pod (none when the pod names no
+/// trace, or the pipeline cannot be built: said once in the log), with its first steps: the
+/// config verified (the agent runs only once it is) and the event sources started.
+async fn start_up_span(
+    r: &crate::report::Reporter,
+    config: &Config,
+    version: &'static str,
+    started: std::time::SystemTime,
+    events: Option<&EventConsumer>,
+) -> Option<crate::export::otlp::StartupSpan> {
+    use opentelemetry::KeyValue;
+    let trace = r.rollout_trace().await?;
+    let id = &r.identity;
+    let mut attrs = vec![
+        KeyValue::new("k8s.node.name", id.node.clone()),
+        KeyValue::new("k8s.namespace.name", id.namespace.clone()),
+        KeyValue::new("vigil.agent.version", version),
+    ];
+    if let Some(rev) = &id.revision {
+        attrs.push(KeyValue::new("vigil.revision", rev.clone()));
+    }
+    let mut span = match crate::export::otlp::StartupSpan::start(config, version, trace, started, attrs) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vigil-agent: start-up trace: {e}");
+            return None;
+        }
+    };
+    span.step(
+        "config verified",
+        id.config_sha256.iter().map(|h| KeyValue::new("vigil.config.sha256", h.clone())).collect(),
+    );
+    if let Some(e) = events {
+        let states = e.sources.states.lock().ok().map(|s| s.reports()).unwrap_or_default();
+        let line: Vec<String> = states.iter().map(|s| format!("{}={:?}", s.name, s.state)).collect();
+        span.step("sources started", vec![KeyValue::new("vigil.sources", line.join(","))]);
+    }
+    Some(span)
+}
+
 /// host there is nothing to report to and it does neither.
 pub async fn run(
     config: Config,
@@ -68,6 +108,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), DaemonError> {
+    let started = std::time::SystemTime::now();
     let filters = config.compiled_filters().map_err(|(k, e)| DaemonError::Filter(k, e))?;
     let mut collector = Collector::new(
         HostRoot::new(config.host_root.clone()),
@@ -154,6 +195,11 @@ pub async fn run(
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reporter = if report { crate::report::Reporter::from_pod_env().await } else { None };
+    // In a pod of a rollout, with OTLP on: the start-up as a span of the rollout's trace.
+    let mut startup = match (&reporter, config.exporters.otlp.enabled) {
+        (Some(r), true) => start_up_span(r, &config, version, started, events.as_ref()).await,
+        _ => None,
+    };
     if let (Some(p), Some(labels)) = (&alerts, reporter.as_ref().and_then(|r| r.node_labels.clone())) {
         p.set_node_labels(labels);
     }
@@ -186,7 +232,13 @@ pub async fn run(
                         .as_ref()
                         .and_then(|e| e.sources.states.lock().ok().map(|s| s.reports()))
                         .unwrap_or_default();
-                    r.tick(snapshot.as_deref(), self_usage.read(), version, stats.as_deref(), counts, &sources).await;
+                    let wrote =
+                        r.tick(snapshot.as_deref(), self_usage.read(), version, stats.as_deref(), counts, &sources).await;
+                    if wrote && let Some(mut s) = startup.take() {
+                        s.step("first report", Vec::new());
+                        // Sent off the runtime's thread: a gRPC export needs the runtime running.
+                        drop(tokio::task::spawn_blocking(move || s.finish(None)));
+                    }
                 }
                 continue;
             }
@@ -208,6 +260,9 @@ pub async fn run(
         // Reading the host takes milliseconds; doing it inline keeps the agent on one thread.
         let snapshot = collector.collect(jiff::Timestamp::now());
         metrics.observe(&snapshot);
+        if let Some(s) = startup.as_mut().filter(|s| !s.has_step("first scan")) {
+            s.step("first scan", Vec::new());
+        }
         if let Some(consumer) = events.as_mut() {
             if let Some(summary) = consumer.drops.check(&consumer.stats, snapshot.time) {
                 consumer.handle(&summary);
@@ -241,6 +296,9 @@ pub async fn run(
         if server.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {
             break;
         }
+    }
+    if let Some(s) = startup.take() {
+        let _ = tokio::task::spawn_blocking(move || s.finish(Some("stopped before its first report".into()))).await;
     }
     if let Some(w) = pod_watch {
         w.abort();

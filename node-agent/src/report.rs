@@ -256,7 +256,8 @@ impl Reporter {
         })
     }
 
-    /// One heartbeat: renews the Lease, and writes the AgentStatus when it is due.
+    /// One heartbeat: renews the Lease, and writes the AgentStatus when it is due. True when
+    /// it wrote the AgentStatus.
     pub async fn tick(
         &mut self,
         snapshot: Option<&Snapshot>,
@@ -265,7 +266,7 @@ impl Reporter {
         events: Option<&crate::events::EventStats>,
         alerts: AlertCounts,
         sources: &[SourceReport],
-    ) {
+    ) -> bool {
         // A failed renewal shows as a heartbeat gap to the operator; that is the point.
         let beat = heartbeat(&self.client, &self.identity, Timestamp::now(), self.lease_duration()).await;
         let line = match beat {
@@ -279,7 +280,7 @@ impl Reporter {
         };
         say_once(&mut self.said.0, line);
         let due = self.last_status.is_none_or(|(at, _)| at.elapsed() >= self.status_every);
-        let Some(s) = snapshot.filter(|_| due) else { return };
+        let Some(s) = snapshot.filter(|_| due) else { return false };
         let cpu = match (own, self.last_status) {
             (Some(u), Some((at, cpu0))) => {
                 ((u.cpu_seconds - cpu0) / at.elapsed().as_secs_f64() * 1000.0).max(0.0) as u32
@@ -303,7 +304,9 @@ impl Reporter {
             Timestamp::now(),
             self.node_uid.as_deref(),
         );
-        let line = match report(&self.client, &body, &self.identity.node).await {
+        let written = report(&self.client, &body, &self.identity.node).await;
+        let ok = written.is_ok();
+        let line = match written {
             Ok(()) => {
                 self.last_status = Some((std::time::Instant::now(), own.map_or(0.0, |u| u.cpu_seconds)));
                 self.last_dropped = counts.dropped;
@@ -317,6 +320,30 @@ impl Reporter {
             Err(e) => format!("writing AgentStatus {}: {e}", self.identity.node),
         };
         say_once(&mut self.said.1, line);
+        ok
+    }
+
+    /// The rollout trace this agent's start-up belongs to: `VIGIL_ROLLOUT_TRACE_ID` when set,
+    /// else the [`ROLLOUT_TRACE_ID`](vigil_crds::labels::ROLLOUT_TRACE_ID) annotation of this
+    /// node's agent pod of this revision (read once, at start).
+    pub async fn rollout_trace(&self) -> Option<[u8; 16]> {
+        if let Some(t) = std::env::var(vigil_crds::agent::env::ROLLOUT_TRACE_ID)
+            .ok()
+            .and_then(|v| vigil_crds::trace::parse_trace_id(&v))
+        {
+            return Some(t);
+        }
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), &self.identity.namespace);
+        let lp = kube::api::ListParams::default()
+            .labels(vigil_crds::agent::SELECTOR)
+            .fields(&format!("spec.nodeName={}", self.identity.node));
+        match pods.list(&lp).await {
+            Ok(list) => pod_trace(&list.items, &self.identity),
+            Err(e) => {
+                eprintln!("vigil-agent: start-up trace: reading this node's agent pods: {e}");
+                None
+            }
+        }
     }
 
     /// The Lease duration the operator's heartbeat gap is measured against: four renewals.
@@ -375,12 +402,58 @@ pub async fn report(client: &Client, body: &Value, node: &str) -> Result<(), Kub
     Ok(())
 }
 
+/// The rollout trace of the agent pod of `identity`'s revision among its node's agent `pods`:
+/// its [`ROLLOUT_TRACE_ID`](vigil_crds::labels::ROLLOUT_TRACE_ID) annotation. During a handover
+/// two agent pods run on the node; the one of this agent's revision is the one. An agent
+/// without a revision (a DaemonSet written by hand) takes the only agent pod there is.
+pub fn pod_trace(pods: &[k8s_openapi::api::core::v1::Pod], identity: &Identity) -> Option<[u8; 16]> {
+    let revision_of = |p: &k8s_openapi::api::core::v1::Pod| {
+        p.metadata.labels.as_ref().and_then(|l| l.get(vigil_crds::labels::REVISION)).cloned()
+    };
+    let mine: Vec<&k8s_openapi::api::core::v1::Pod> = match &identity.revision {
+        Some(rev) => pods.iter().filter(|p| revision_of(p).as_ref() == Some(rev)).collect(),
+        None => pods.iter().collect(),
+    };
+    let [pod] = mine.as_slice() else { return None };
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(vigil_crds::labels::ROLLOUT_TRACE_ID))
+        .and_then(|v| vigil_crds::trace::parse_trace_id(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Collectors, CompiledFilters};
     use crate::host::HostRoot;
     use crate::snapshot::Collector;
+
+    #[test]
+    fn the_start_up_trace_is_that_of_the_pod_of_this_agents_revision() {
+        let pod = |rev: &str, trace: Option<&str>| -> k8s_openapi::api::core::v1::Pod {
+            let mut v =
+                json!({"metadata": {"name": format!("vigil-agent-{rev}-x"), "labels": {"vigil.dev/revision": rev}}});
+            if let Some(t) = trace {
+                v["metadata"]["annotations"] = json!({"vigil.dev/rollout-trace-id": t});
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let me = id();
+        let rev = me.revision.clone().unwrap();
+        let (t1, t2) = (vigil_crds::trace::trace_id("uid", &rev), vigil_crds::trace::trace_id("uid", "r-other00000"));
+        let (h1, h2) = (vigil_crds::trace::format_trace_id(t1), vigil_crds::trace::format_trace_id(t2));
+        // A handover: the outgoing revision's pod runs beside this one.
+        let both = [pod("r-other00000", Some(&h2)), pod(&rev, Some(&h1))];
+        assert_eq!(pod_trace(&both, &me), Some(t1));
+        assert_eq!(pod_trace(&both[..1], &me), None, "no pod of this revision");
+        assert_eq!(pod_trace(&[pod(&rev, None)], &me), None, "no annotation: no trace");
+        assert_eq!(pod_trace(&[pod(&rev, Some("not-a-trace"))], &me), None);
+        // Without a revision: the only agent pod, and none when two run.
+        let bare = Identity { revision: None, ..id() };
+        assert_eq!(pod_trace(&both[1..], &bare), Some(t1));
+        assert_eq!(pod_trace(&both, &bare), None);
+    }
 
     fn id() -> Identity {
         Identity {

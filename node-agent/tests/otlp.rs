@@ -315,3 +315,140 @@ mod logs {
         server.abort();
     }
 }
+
+mod startup {
+    //! The agent's start-up as a span of its rollout's trace, over HTTP and gRPC: the trace id
+    //! is the pod's, the parent is the root span the operator's spans hang under, and the
+    //! steps are its events.
+
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use vigil_agent::export::otlp::StartupSpan;
+
+    /// Sends a start-up span the way the daemon does (a current-thread runtime; the export off
+    /// its thread) and returns the first span received (within 30 s).
+    async fn send(
+        protocol: OtlpProtocol,
+        endpoint: String,
+        trace: [u8; 16],
+        started: std::time::SystemTime,
+        error: Option<&'static str>,
+        mut rx: mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+    ) -> (ExportTraceServiceRequest, Span) {
+        let config = config(protocol, endpoint);
+        let agent = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let attrs = vec![opentelemetry::KeyValue::new("k8s.node.name", "node-a")];
+                let mut span = StartupSpan::start(&config, "9.9.9", trace, started, attrs).unwrap();
+                span.step(
+                    "config verified",
+                    vec![opentelemetry::KeyValue::new("vigil.config.sha256", "ab".repeat(32))],
+                );
+                span.step("first report", Vec::new());
+                assert!(span.has_step("config verified") && !span.has_step("first scan"));
+                tokio::task::spawn_blocking(move || span.finish(error.map(str::to_owned))).await.unwrap();
+            });
+        });
+        let req = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("no OTLP trace request within 30 s")
+            .expect("receiver open");
+        tokio::task::spawn_blocking(move || agent.join()).await.unwrap().unwrap();
+        let span = req.resource_spans[0].scope_spans[0].spans[0].clone();
+        (req, span)
+    }
+
+    fn assert_span(req: &ExportTraceServiceRequest, span: &Span, trace: [u8; 16], started: std::time::SystemTime) {
+        assert_eq!(span.name, "agent start-up");
+        assert_eq!(span.trace_id, trace.to_vec(), "the rollout's trace");
+        assert_eq!(
+            span.parent_span_id,
+            vigil_crds::trace::root_span_id(trace).to_vec(),
+            "under the rollout's root span"
+        );
+        let start_ns = u64::try_from(started.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()).unwrap();
+        assert_eq!(span.start_time_unix_nano, start_ns, "from the process start");
+        assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+        let events: Vec<&str> = span.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(events, ["config verified", "first report"]);
+        assert_eq!(span.events[0].attributes[0].key, "vigil.config.sha256");
+        assert!(span.attributes.iter().any(|a| a.key == "k8s.node.name"));
+        let res = req.resource_spans[0].resource.as_ref().unwrap();
+        let service = res.attributes.iter().find(|a| a.key == "service.name").and_then(|a| a.value.clone());
+        assert_eq!(service.and_then(|v| v.value), Some(Value::StringValue("vigil-agent".into())));
+    }
+
+    fn trace() -> [u8; 16] {
+        vigil_crds::trace::trace_id("5f3c1e2a-9b7d-4c11-8e0f-2a6b9c3d4e5f", "r-2b878e0c19")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_start_up_joins_the_rollout_trace_over_http() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body"));
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let started = std::time::SystemTime::now() - Duration::from_secs(3);
+        let (req, span) = send(OtlpProtocol::Http, format!("http://{addr}"), trace(), started, None, rx).await;
+        assert_span(&req, &span, trace(), started);
+        assert_eq!(span.status.map(|s| s.code).unwrap_or(0), 0, "unset: the start-up went through");
+        server.abort();
+    }
+
+    struct Capture(mpsc::UnboundedSender<ExportTraceServiceRequest>);
+
+    #[tonic::async_trait]
+    impl TraceService for Capture {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let _ = self.0.send(request.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_up_that_failed_says_why_over_grpc() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Capture(tx)))
+                .serve_with_incoming(incoming),
+        );
+        let started = std::time::SystemTime::now() - Duration::from_secs(1);
+        let (req, span) = send(
+            OtlpProtocol::Grpc,
+            format!("http://{addr}"),
+            trace(),
+            started,
+            Some("stopped before its first report"),
+            rx,
+        )
+        .await;
+        assert_span(&req, &span, trace(), started);
+        let status = span.status.unwrap();
+        assert_eq!(status.code, 2, "ERROR");
+        assert_eq!(status.message, "stopped before its first report");
+        server.abort();
+    }
+}

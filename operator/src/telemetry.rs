@@ -13,19 +13,15 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use sha2::{Digest, Sha256};
 use vigil_crds::rollout::AgentRolloutStatus;
 
 use crate::plan::Plan;
 
 /// The trace and root span ids of a rollout target.
+/// (`vigil_crds::trace`, which the agents use too, to join the trace under the same root.)
 pub fn ids(uid: &str, target: &str) -> (TraceId, SpanId) {
-    let d = Sha256::new().chain_update(uid.as_bytes()).chain_update(b"/").chain_update(target.as_bytes()).finalize();
-    let mut t = [0u8; 16];
-    t.copy_from_slice(&d[..16]);
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&d[16..24]);
-    (TraceId::from_bytes(t), SpanId::from_bytes(s))
+    let t = vigil_crds::trace::trace_id(uid, target);
+    (TraceId::from_bytes(t), SpanId::from_bytes(vigil_crds::trace::root_span_id(t)))
 }
 
 /// The OTLP tracer provider, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Must be called inside

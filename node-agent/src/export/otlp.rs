@@ -503,3 +503,84 @@ fn fs_attrs(f: &crate::proc::disks::Filesystem) -> Vec<KeyValue> {
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
+
+/// The agent's start-up on its node as one span of the rollout's trace: from the process start
+/// to the first AgentStatus it wrote, with an event per step (config verified, sources started,
+/// first scan, first report). The operator's decisions and waves are spans of the same trace
+/// under the same root ([`vigil_crds::trace`]), so a backend shows one trace from "wave 1
+/// admitted" through every node's agent start to "completed" or "rolled back".
+pub struct StartupSpan {
+    provider: opentelemetry_sdk::trace::SdkTracerProvider,
+    span: opentelemetry_sdk::trace::Span,
+    steps: Vec<&'static str>,
+}
+
+impl StartupSpan {
+    /// Opens the span in trace `trace` (the pod's annotation), started at `started`, and its
+    /// pipeline to the config's OTLP endpoint. Inside the agent's runtime, as the metrics
+    /// pipeline.
+    pub fn start(
+        config: &Config,
+        version: &'static str,
+        trace: [u8; 16],
+        started: std::time::SystemTime,
+        attributes: Vec<KeyValue>,
+    ) -> Result<Self, OtlpError> {
+        use opentelemetry::trace::{
+            SpanBuilder, SpanContext, SpanKind, TraceContextExt as _, TraceFlags, TraceState, TracerProvider as _,
+        };
+        let otlp = &config.exporters.otlp;
+        let exporter = build_otlp(
+            otlp.protocol,
+            &otlp.endpoint,
+            "traces",
+            |ep, timeout| {
+                opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(ep).with_timeout(timeout).build()
+            },
+            |url, timeout| {
+                opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(url).with_timeout(timeout).build()
+            },
+        )?;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_resource(config_resource(config, version))
+            .with_batch_exporter(exporter)
+            .build();
+        let parent = opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            opentelemetry::trace::TraceId::from_bytes(trace),
+            opentelemetry::trace::SpanId::from_bytes(vigil_crds::trace::root_span_id(trace)),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ));
+        let span = SpanBuilder::from_name("agent start-up")
+            .with_kind(SpanKind::Internal)
+            .with_start_time(started)
+            .with_attributes(attributes)
+            .start_with_context(&provider.tracer("vigil-agent"), &parent);
+        Ok(Self { provider, span, steps: Vec::new() })
+    }
+
+    /// Whether step `name` was recorded.
+    pub fn has_step(&self, name: &str) -> bool {
+        self.steps.contains(&name)
+    }
+
+    /// Records a step of the start-up, now.
+    pub fn step(&mut self, name: &'static str, attributes: Vec<KeyValue>) {
+        use opentelemetry::trace::Span as _;
+        self.steps.push(name);
+        self.span.add_event_with_timestamp(name, std::time::SystemTime::now(), attributes);
+    }
+
+    /// Ends the span now (with an error status when `error` says why the start-up failed) and
+    /// sends it: waits (at most the exporter's timeout) for the export.
+    pub fn finish(mut self, error: Option<String>) {
+        use opentelemetry::trace::{Span as _, Status};
+        if let Some(e) = error {
+            self.span.set_status(Status::error(e));
+        }
+        self.span.end();
+        // A failed export is not worth failing the agent over: the trace misses one node.
+        let _ = self.provider.shutdown();
+    }
+}
