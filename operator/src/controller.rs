@@ -744,6 +744,7 @@ pub async fn run(
     tracing::info!(agents_namespace = %template.namespace, "watching AgentRollouts, nodes, agent pods, Leases and AgentStatuses");
     let reporting = tokio::spawn(crate::reporting::run(
         client.clone(),
+        stores.nodes.clone(),
         stores.leases.clone(),
         stores.statuses.clone(),
         crate::reporting::DEFAULT_GAP,

@@ -81,6 +81,17 @@ pub struct SilentLabels {
     pub reason: &'static str,
 }
 
+/// A node changing revision: admitted to `to` while the agent of `from` still runs there.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangingLabels {
+    /// The node.
+    pub node: String,
+    /// The revision whose agent still runs (or holds the heartbeat Lease).
+    pub from: String,
+    /// The revision the node is admitted to.
+    pub to: String,
+}
+
 /// AlertPolicies by publication state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyStateLabels {
@@ -115,6 +126,10 @@ pub struct Metrics {
     silent: Family<SilentLabels, Gauge>,
     /// The silent nodes last exported, so a node that reports again leaves the family.
     silent_reported: std::sync::Mutex<Vec<SilentLabels>>,
+    /// 1 per node changing revision (a handover between two agents); no series for the others.
+    changing: Family<ChangingLabels, Gauge>,
+    /// The changing nodes last exported.
+    changing_reported: std::sync::Mutex<Vec<ChangingLabels>>,
     /// The revisions last reported per rollout, so a revision that no node runs any more
     /// leaves the node gauge instead of staying at its last count.
     reported: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
@@ -149,6 +164,8 @@ impl Default for Metrics {
             api_requests: Family::default(),
             silent: Family::default(),
             silent_reported: std::sync::Mutex::default(),
+            changing: Family::default(),
+            changing_reported: std::sync::Mutex::default(),
             reported: std::sync::Mutex::default(),
         };
         registry.register("vigil_operator_reconciles", "Reconciles of AgentRollouts by result", m.reconciles.clone());
@@ -191,6 +208,11 @@ impl Default for Metrics {
             "1 per node whose agent's heartbeat Lease is missing or stale (AgentReporting Unknown), by reason",
             m.silent.clone(),
         );
+        registry.register(
+            "vigil_operator_node_changing",
+            "1 per node changing revision: admitted to `to` while the agent of `from` still runs or holds the heartbeat Lease (the alert rules keep quiet about its heartbeat meanwhile)",
+            m.changing.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -229,6 +251,23 @@ impl Metrics {
             }
             for l in &now {
                 self.silent.get_or_create(l).set(1);
+            }
+            *last = now;
+        }
+    }
+
+    /// Exports exactly `changing` (node → (from, to)) as the nodes changing revision.
+    pub fn set_changing(&self, changing: &std::collections::BTreeMap<String, (String, String)>) {
+        let now: Vec<ChangingLabels> = changing
+            .iter()
+            .map(|(node, (from, to))| ChangingLabels { node: node.clone(), from: from.clone(), to: to.clone() })
+            .collect();
+        if let Ok(mut last) = self.changing_reported.lock() {
+            for gone in last.iter().filter(|l| !now.contains(l)) {
+                self.changing.remove(gone);
+            }
+            for l in &now {
+                self.changing.get_or_create(l).set(1);
             }
             *last = now;
         }
@@ -293,6 +332,19 @@ mod tests {
         let text = m.encode().unwrap();
         assert!(!text.contains("node=\"node-a\""), "{text}");
         assert!(text.contains("vigil_operator_agents_silent{node=\"node-b\",reason=\"NoHeartbeat\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn changing_nodes_are_one_series_each_and_leave_when_the_handover_ends() {
+        let m = Metrics::default();
+        let mut changing = std::collections::BTreeMap::new();
+        changing.insert("node-a".to_owned(), ("r-old".to_owned(), "r-new".to_owned()));
+        m.set_changing(&changing);
+        let text = m.encode().unwrap();
+        assert!(text.contains("vigil_operator_node_changing{node=\"node-a\",from=\"r-old\",to=\"r-new\"} 1"), "{text}");
+        changing.clear();
+        m.set_changing(&changing);
+        assert!(!m.encode().unwrap().contains("node=\"node-a\""));
     }
 
     #[test]

@@ -130,6 +130,42 @@ pub fn silent(
         .collect()
 }
 
+/// Every node changing revision now, with the revision it leaves and the one it is admitted
+/// to: its `vigil.dev/revision` label names a revision while the agent of another still runs
+/// there (a run label of that revision) or holds its heartbeat Lease (`holders`: node → the
+/// revision the Lease names). What `vigil_operator_node_changing` exports; the handover ends
+/// when the new agent holds the Lease and the operator takes the old run label off.
+pub fn changing(
+    nodes: &[std::sync::Arc<k8s_openapi::api::core::v1::Node>],
+    holders: &BTreeMap<String, String>,
+) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    for n in nodes {
+        let name = n.name_any();
+        let labels = n.metadata.labels.clone().unwrap_or_default();
+        let Some(to) = labels.get(vigil_crds::labels::REVISION) else { continue };
+        let other_run = labels.keys().filter_map(|k| vigil_crds::labels::run_revision(k)).find(|r| r != to);
+        // A Lease naming the node itself was renewed by an agent written before revisions
+        // were named there: it says nothing of a handover.
+        let other_holder = holders.get(&name).filter(|h| *h != to && **h != name);
+        if let Some(from) = other_run.map(str::to_owned).or_else(|| other_holder.cloned()) {
+            out.insert(name, (from, to.clone()));
+        }
+    }
+    out
+}
+
+/// The revision each agent heartbeat Lease names (node → holder identity).
+pub fn holders(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, String> {
+    leases
+        .iter()
+        .filter_map(|l| {
+            let node = l.name_any().strip_prefix("vigil-agent-")?.to_owned();
+            Some((node, l.spec.as_ref()?.holder_identity.clone()?))
+        })
+        .collect()
+}
+
 /// Writes one node's condition: server-side apply of that one entry, with the operator's
 /// field manager.
 pub async fn write(client: &Client, node: &str, condition: &Condition) -> Result<(), kube::Error> {
@@ -147,6 +183,7 @@ pub async fn write(client: &Client, node: &str, condition: &Condition) -> Result
 /// process stops.
 pub async fn run(
     client: Client,
+    nodes: Store<k8s_openapi::api::core::v1::Node>,
     leases: Store<Lease>,
     statuses: Store<AgentStatus>,
     gap: Duration,
@@ -156,8 +193,10 @@ pub async fn run(
     let mut failing = std::collections::BTreeSet::new();
     loop {
         let now = Timestamp::now();
-        let (all, renewed) = (statuses.state(), renewals(&leases.state()));
+        let (all, lease_state) = (statuses.state(), leases.state());
+        let renewed = renewals(&lease_state);
         metrics.set_silent(&silent(&all, &renewed, now, gap));
+        metrics.set_changing(&changing(&nodes.state(), &holders(&lease_state)));
         let (todo, next) = changes(&all, &renewed, now, gap);
         for (node, c) in todo {
             match write(&client, &node, &c).await {
@@ -187,6 +226,56 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     use std::sync::Arc;
+
+    #[test]
+    fn a_node_changes_revision_while_another_revisions_agent_runs_or_holds_its_lease() {
+        let node = |name: &str, labels: &[(&str, &str)]| {
+            let l: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            Arc::new(k8s_openapi::api::core::v1::Node {
+                metadata: kube::api::ObjectMeta { name: Some(name.into()), labels: Some(l), ..Default::default() },
+                ..Default::default()
+            })
+        };
+        let nodes = [
+            // Admitted to r-new; the old agent still runs beside the new one.
+            node(
+                "a",
+                &[("vigil.dev/revision", "r-new"), ("vigil.dev/run.r-old", "true"), ("vigil.dev/run.r-new", "true")],
+            ),
+            // The handover done: only r-new runs, and it holds the Lease.
+            node("b", &[("vigil.dev/revision", "r-new"), ("vigil.dev/run.r-new", "true")]),
+            // Admitted, run labels clean, but the Lease still names the old revision.
+            node("c", &[("vigil.dev/revision", "r-new"), ("vigil.dev/run.r-new", "true")]),
+            // An agent of an earlier version, whose Lease names the node: no handover.
+            node("d", &[("vigil.dev/revision", "r-new")]),
+            // Not Vigil's.
+            node("e", &[]),
+        ];
+        let holders: BTreeMap<String, String> = [("a", "r-old"), ("b", "r-new"), ("c", "r-old"), ("d", "d")]
+            .iter()
+            .map(|(n, h)| ((*n).to_owned(), (*h).to_owned()))
+            .collect();
+        let got = changing(&nodes, &holders);
+        let pair = |f: &str, t: &str| (f.to_owned(), t.to_owned());
+        assert_eq!(
+            got,
+            BTreeMap::from([("a".to_owned(), pair("r-old", "r-new")), ("c".to_owned(), pair("r-old", "r-new"))])
+        );
+        let lease = |node: &str, holder: Option<&str>| {
+            Arc::new(Lease {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(vigil_crds::agent::lease_name(node)),
+                    ..Default::default()
+                },
+                spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+                    holder_identity: holder.map(str::to_owned),
+                    ..Default::default()
+                }),
+            })
+        };
+        let h = super::holders(&[lease("a", Some("r-old")), lease("b", None)]);
+        assert_eq!(h, BTreeMap::from([("a".to_owned(), "r-old".to_owned())]));
+    }
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()

@@ -16,6 +16,7 @@ fn every_operator_series_the_rules_select_is_exported() {
     };
     m.observe_status("ns/r", &st);
     m.set_silent(&std::collections::BTreeMap::from([("node-a".to_owned(), "HeartbeatMissing")]));
+    m.set_changing(&std::collections::BTreeMap::from([("node-b".to_owned(), ("r-a".to_owned(), "r-b".to_owned()))]));
     let text = m.encode().unwrap();
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/vigil/files/prometheus/vigil.rules.yaml");
