@@ -128,7 +128,7 @@ def main() -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    print("chart: lint clean, manifests/vigil.yaml up to date, the PrometheusRule is the rules file")
+    print("chart: lint clean, manifests/vigil.yaml up to date, the PrometheusRule is the rules file, the dashboards render")
     return 0
 
 

@@ -1008,8 +1008,46 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Every PromQL query of a Grafana dashboard (its JSON): (panel title, expression), in panel
+/// order, rows' nested panels included. For the tests that ask a real Prometheus each one.
+pub fn dashboard_queries(dashboard: &str) -> Result<Vec<(String, String)>, String> {
+    fn walk(panels: &[serde_json::Value], out: &mut Vec<(String, String)>) {
+        for p in panels {
+            let title = p["title"].as_str().unwrap_or("").to_owned();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(e) = t["expr"].as_str() {
+                    out.push((title.clone(), e.to_owned()));
+                }
+            }
+            walk(p["panels"].as_array().map(Vec::as_slice).unwrap_or_default(), out);
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(dashboard).map_err(|e| format!("dashboard JSON: {e}"))?;
+    let mut out = Vec::new();
+    walk(v["panels"].as_array().map(Vec::as_slice).unwrap_or_default(), &mut out);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dashboard_queries_are_every_targets_expr_nested_rows_included() {
+        let d = r#"{"panels": [
+            {"title": "A", "targets": [{"expr": "up"}, {"expr": "rate(x[1m])"}, {"refId": "no expr"}]},
+            {"title": "Row", "type": "row", "panels": [{"title": "B", "targets": [{"expr": "y"}]}]}
+        ]}"#;
+        let q = dashboard_queries(d).unwrap();
+        let want: Vec<(String, String)> =
+            [("A", "up"), ("A", "rate(x[1m])"), ("B", "y")].iter().map(|(a, b)| ((*a).into(), (*b).into())).collect();
+        assert_eq!(q, want);
+        assert!(dashboard_queries("{").unwrap_err().starts_with("dashboard JSON: "));
+        // The shipped dashboards parse and query something.
+        for f in ["vigil-fleet.json", "vigil-node.json"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/vigil/files/grafana").join(f);
+            assert!(dashboard_queries(&std::fs::read_to_string(path).unwrap()).unwrap().len() >= 9, "{f}");
+        }
+    }
+
     use super::*;
     use std::collections::BTreeSet;
 

@@ -729,16 +729,20 @@ fn encode(q: &str) -> String {
         .collect()
 }
 
+/// The node the test's scrape labels the agent's series with, as the chart's PodMonitor does.
+const DASHBOARD_NODE: &str = "test-node";
+
 /// Debian's Prometheus on 127.0.0.1 scrapes the agent at `addr` every second with the
-/// shipped rules file loaded: every rule evaluates without error on the real series, and
-/// every agent series a rule selects has data.
+/// shipped rules file loaded: every rule evaluates without error on the real series, every
+/// agent series a rule selects has data, and every query of the node dashboard the chart
+/// ships (`files/grafana/vigil-node.json`, for the node the scrape names) returns data.
 fn prometheus_runs_the_shipped_rules(addr: &str, dir: &Path) {
     let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/vigil/files/prometheus/vigil.rules.yaml");
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\nscrape_configs:\n  - job_name: vigil-agent\n    static_configs: [{{targets: ['{addr}']}}]\n",
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\nscrape_configs:\n  - job_name: vigil-agent\n    static_configs: [{{targets: ['{addr}'], labels: {{node: {DASHBOARD_NODE}}}}}]\n",
             rules.display()
         ),
     )
@@ -797,6 +801,17 @@ fn prometheus_runs_the_shipped_rules(addr: &str, dir: &Path) {
             .collect();
         health.len() == 13 && health.iter().all(|h| h == "ok")
     });
+    let dashboard = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/vigil/files/grafana/vigil-node.json");
+    let queries = vigil_crds::metrics::dashboard_queries(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    assert!(queries.len() >= 15, "{queries:?}");
+    for (panel, q) in queries {
+        // Grafana's variables as Grafana fills them in for this node.
+        let q = q.replace("$__rate_interval", "1m").replace("$node", DASHBOARD_NODE);
+        // Rates and increases need two samples in their window: asked until they have them.
+        wait_for(&format!("the node dashboard's {panel:?}: {q}"), Duration::from_secs(30), || {
+            !query(&q).as_array().unwrap().is_empty()
+        });
+    }
 }
 
 #[test]

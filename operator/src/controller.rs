@@ -32,7 +32,7 @@ use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
 use crate::events::{Kind as EventKind, Publisher};
 
 use crate::act::{self, AgentTemplate};
-use crate::metrics::{KindLabels, Metrics, ResultLabels};
+use crate::metrics::{KindLabels, Metrics};
 use crate::observe;
 use crate::plan::{self, Limits, Observed};
 
@@ -305,9 +305,7 @@ async fn gate_value(
 pub async fn reconcile(rollout: Arc<AgentRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile_inner(rollout, &ctx).await;
-    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
-    let label = ResultLabels { result: if result.is_ok() { "ok" } else { "error" } };
-    ctx.metrics.reconciles.get_or_create(&label).inc();
+    ctx.metrics.observe_reconcile(result.is_ok(), started.elapsed());
     result
 }
 
@@ -350,8 +348,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     if p.status != current {
         writer.status(&ns, &name, &p.status).await.map_err(Error::Status)?;
     }
-    ctx.metrics.observe_status(&key, &p.status);
-    ctx.metrics.decisions.get_or_create(&KindLabels { kind: p.decision.kind }).inc();
+    ctx.metrics.observe_plan(&key, &p);
     if current.reason != p.status.reason {
         tracing::info!(
             rollout = %key,

@@ -124,17 +124,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let listener = tokio::net::TcpListener::bind(&metrics_addr)
                     .await
                     .with_context(|| format!("binding the metrics endpoint to {metrics_addr}"))?;
-                let m = metrics.clone();
-                let app = axum::Router::new()
-                    .route(
-                        "/metrics",
-                        axum::routing::get(move || {
-                            let m = m.clone();
-                            async move { m.encode().unwrap_or_default() }
-                        }),
-                    )
-                    .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-                    .route("/readyz", axum::routing::get(|| async { "ok\n" }));
+                let app = vigil_operator::metrics::router(metrics.clone());
                 tokio::spawn(async move { axum::serve(listener, app).await });
                 let instance =
                     std::env::var("POD_NAME").unwrap_or_else(|_| format!("vigil-operator-{}", std::process::id()));

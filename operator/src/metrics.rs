@@ -217,7 +217,34 @@ impl Default for Metrics {
     }
 }
 
+/// The operator's HTTP endpoint: `/metrics` (the text exposition of `metrics`), `/healthz`
+/// and `/readyz`.
+pub fn router(metrics: std::sync::Arc<Metrics>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { m.encode().unwrap_or_default() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ok\n" }))
+}
+
 impl Metrics {
+    /// Records one reconcile: how long it took and whether it failed.
+    pub fn observe_reconcile(&self, ok: bool, took: std::time::Duration) {
+        self.duration.observe(took.as_secs_f64());
+        self.reconciles.get_or_create(&ResultLabels { result: if ok { "ok" } else { "error" } }).inc();
+    }
+
+    /// Records a rollout's plan: the status it leads to and its decision.
+    pub fn observe_plan(&self, rollout: &str, plan: &crate::plan::Plan) {
+        self.observe_status(rollout, &plan.status);
+        self.decisions.get_or_create(&KindLabels { kind: plan.decision.kind }).inc();
+    }
+
     /// Records a rollout's status after a reconcile.
     pub fn observe_status(&self, rollout: &str, st: &AgentRolloutStatus) {
         let now: Vec<String> = st.revisions.iter().map(|r| r.revision.clone()).collect();
