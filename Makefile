@@ -54,14 +54,15 @@ push:
 	  > $(IMAGES)/values.yaml
 	cat $(IMAGES)/values.yaml
 
-## Regenerate the CRD YAML and its copies from the Rust types, and the rendered chart.
+## Regenerate the CRD YAML and its copies from the Rust types, the CRD reference
+## (docs/crd-reference.md), and the rendered chart.
 generate: $(VENV_READY)
-	cargo run -q -p vigil-crds --bin crdgen -- $(CRD_DIRS)
+	cargo run -q -p vigil-crds --bin crdgen -- --reference docs/crd-reference.md $(CRD_DIRS)
 	.venv/bin/python scripts/chart.py render
 
 ## Fail when a generated file is stale.
 check-generated: $(VENV_READY)
-	cargo run -q -p vigil-crds --bin crdgen -- --check $(CRD_DIRS)
+	cargo run -q -p vigil-crds --bin crdgen -- --check --reference docs/crd-reference.md $(CRD_DIRS)
 	.venv/bin/python scripts/chart.py check
 
 fmt:

@@ -18,6 +18,7 @@ pub mod agentstatus;
 pub mod labels;
 pub mod metrics;
 pub mod policy;
+pub mod reference;
 pub mod revision;
 pub mod rollout;
 pub mod schema;

@@ -31,6 +31,12 @@ fn committed_crd_yaml_is_what_the_types_generate_in_every_copy() {
     assert!(stale.is_empty(), "stale generated files (run `make generate`): {stale:?}");
 }
 
+#[test]
+fn the_committed_crd_reference_is_what_the_schemas_generate() {
+    let on_disk = std::fs::read_to_string(repo_root().join("docs/crd-reference.md")).unwrap_or_default();
+    assert!(on_disk == vigil_crds::reference::markdown(), "docs/crd-reference.md is stale (run `make generate`)");
+}
+
 fn schemas() -> Vec<(String, Value)> {
     vigil_crds::all_crds()
         .into_iter()
