@@ -17,6 +17,58 @@ use prost::Message;
 use tokio::sync::mpsc;
 use vigil_agent::config::{Config, OtlpProtocol};
 
+/// A route of an OTLP/HTTP receiver: each protobuf body POSTed to `path` is decoded as `Req`
+/// and sent to `tx`; the answer is an empty `Resp`.
+fn otlp_route<Req, Resp>(app: axum::Router, path: &'static str, tx: mpsc::UnboundedSender<Req>) -> axum::Router
+where
+    Req: Message + Default + Send + 'static,
+    Resp: Message + Default,
+{
+    app.route(
+        path,
+        axum::routing::post(move |body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(Req::decode(body).expect("an OTLP protobuf body"));
+                ([(axum::http::header::CONTENT_TYPE, "application/x-protobuf")], Resp::default().encode_to_vec())
+            }
+        }),
+    )
+}
+
+/// Serves `app` on 127.0.0.1: its endpoint (`http://…`) and the server task.
+async fn serve_http(app: axum::Router) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (format!("http://{addr}"), tokio::spawn(async move { axum::serve(listener, app).await }))
+}
+
+/// Serves the gRPC `routes` on 127.0.0.1: the endpoint and the server task.
+async fn serve_grpc(
+    routes: tonic::service::Routes,
+) -> (String, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming));
+    (format!("http://{addr}"), server)
+}
+
+/// A gRPC OTLP service that sends every request it receives to a channel.
+macro_rules! capture {
+    ($name:ident, $service:path, $req:ty, $resp:ty) => {
+        struct $name(mpsc::UnboundedSender<$req>);
+
+        #[tonic::async_trait]
+        impl $service for $name {
+            async fn export(&self, request: tonic::Request<$req>) -> Result<tonic::Response<$resp>, tonic::Status> {
+                let _ = self.0.send(request.into_inner());
+                Ok(tonic::Response::new(<$resp>::default()))
+            }
+        }
+    };
+}
+
 fn config(protocol: OtlpProtocol, endpoint: String) -> Config {
     let mut c = Config { interval: Duration::from_secs(1), node_name: Some("node-a".into()), ..Config::default() };
     c.events.enabled = false;
@@ -95,53 +147,20 @@ fn assert_payload(req: &ExportMetricsServiceRequest) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_semantic_convention_metrics_over_http_protobuf() {
     let (tx, rx) = mpsc::unbounded_channel();
-    let app = axum::Router::new().route(
-        "/v1/metrics",
-        axum::routing::post(move |body: Bytes| {
-            let tx = tx.clone();
-            async move {
-                let req = ExportMetricsServiceRequest::decode(body).expect("an OTLP protobuf body");
-                let _ = tx.send(req);
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-                    ExportMetricsServiceResponse::default().encode_to_vec(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let req = run_until_received(config(OtlpProtocol::Http, format!("http://{addr}")), rx).await;
+    let app = otlp_route::<_, ExportMetricsServiceResponse>(axum::Router::new(), "/v1/metrics", tx);
+    let (endpoint, server) = serve_http(app).await;
+    let req = run_until_received(config(OtlpProtocol::Http, endpoint), rx).await;
     assert_payload(&req);
     server.abort();
 }
 
-struct Capture(mpsc::UnboundedSender<ExportMetricsServiceRequest>);
-
-#[tonic::async_trait]
-impl MetricsService for Capture {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let _ = self.0.send(request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
+capture!(Capture, MetricsService, ExportMetricsServiceRequest, ExportMetricsServiceResponse);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_semantic_convention_metrics_over_grpc() {
     let (tx, rx) = mpsc::unbounded_channel();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(MetricsServiceServer::new(Capture(tx)))
-            .serve_with_incoming(incoming),
-    );
-    let req = run_until_received(config(OtlpProtocol::Grpc, format!("http://{addr}")), rx).await;
+    let (endpoint, server) = serve_grpc(tonic::service::Routes::new(MetricsServiceServer::new(Capture(tx)))).await;
+    let req = run_until_received(config(OtlpProtocol::Grpc, endpoint), rx).await;
     assert_payload(&req);
     server.abort();
 }
@@ -250,66 +269,30 @@ mod logs {
     async fn events_arrive_as_log_records_over_http() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let app = axum::Router::new()
-            .route(
-                "/v1/logs",
-                axum::routing::post(move |body: Bytes| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(ExportLogsServiceRequest::decode(body).expect("an OTLP protobuf body"));
-                        (
-                            [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-                            ExportLogsServiceResponse::default().encode_to_vec(),
-                        )
-                    }
-                }),
-            )
-            .route(
-                "/v1/metrics",
-                axum::routing::post(|| async {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-                        ExportMetricsServiceResponse::default().encode_to_vec(),
-                    )
-                }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let (c, kmsg) = events_config(OtlpProtocol::Http, format!("http://{addr}"), dir.path());
+        // Metrics go to the same endpoint: answered, not looked at.
+        let app = otlp_route::<_, ExportLogsServiceResponse>(axum::Router::new(), "/v1/logs", tx);
+        let app = otlp_route::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
+            app,
+            "/v1/metrics",
+            mpsc::unbounded_channel().0,
+        );
+        let (endpoint, server) = serve_http(app).await;
+        let (c, kmsg) = events_config(OtlpProtocol::Http, endpoint, dir.path());
         let (req, rec) = oom_record(c, kmsg, rx).await;
         assert_oom(&req, &rec);
         server.abort();
     }
 
-    struct LogCapture(mpsc::UnboundedSender<ExportLogsServiceRequest>);
-
-    #[tonic::async_trait]
-    impl LogsService for LogCapture {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportLogsServiceRequest>,
-        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-            let _ = self.0.send(request.into_inner());
-            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-        }
-    }
+    capture!(LogCapture, LogsService, ExportLogsServiceRequest, ExportLogsServiceResponse);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn events_arrive_as_log_records_over_grpc() {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let (mtx, _mrx) = mpsc::unbounded_channel();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(LogsServiceServer::new(LogCapture(tx)))
-                .add_service(MetricsServiceServer::new(Capture(mtx)))
-                .serve_with_incoming(incoming),
-        );
-        let (c, kmsg) = events_config(OtlpProtocol::Grpc, format!("http://{addr}"), dir.path());
+        let routes = tonic::service::Routes::new(LogsServiceServer::new(LogCapture(tx)))
+            .add_service(MetricsServiceServer::new(Capture(mpsc::unbounded_channel().0)));
+        let (endpoint, server) = serve_grpc(routes).await;
+        let (c, kmsg) = events_config(OtlpProtocol::Grpc, endpoint, dir.path());
         let (req, rec) = oom_record(c, kmsg, rx).await;
         assert_oom(&req, &rec);
         server.abort();
@@ -388,63 +371,25 @@ mod startup {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_start_up_joins_the_rollout_trace_over_http() {
         let (tx, rx) = mpsc::unbounded_channel();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: Bytes| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body"));
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-                        ExportTraceServiceResponse::default().encode_to_vec(),
-                    )
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let app = otlp_route::<_, ExportTraceServiceResponse>(axum::Router::new(), "/v1/traces", tx);
+        let (endpoint, server) = serve_http(app).await;
         let started = std::time::SystemTime::now() - Duration::from_secs(3);
-        let (req, span) = send(OtlpProtocol::Http, format!("http://{addr}"), trace(), started, None, rx).await;
+        let (req, span) = send(OtlpProtocol::Http, endpoint, trace(), started, None, rx).await;
         assert_span(&req, &span, trace(), started);
         assert_eq!(span.status.map(|s| s.code).unwrap_or(0), 0, "unset: the start-up went through");
         server.abort();
     }
 
-    struct Capture(mpsc::UnboundedSender<ExportTraceServiceRequest>);
-
-    #[tonic::async_trait]
-    impl TraceService for Capture {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let _ = self.0.send(request.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-        }
-    }
+    capture!(TraceCapture, TraceService, ExportTraceServiceRequest, ExportTraceServiceResponse);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_start_up_that_failed_says_why_over_grpc() {
         let (tx, rx) = mpsc::unbounded_channel();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(Capture(tx)))
-                .serve_with_incoming(incoming),
-        );
+        let (endpoint, server) =
+            serve_grpc(tonic::service::Routes::new(TraceServiceServer::new(TraceCapture(tx)))).await;
         let started = std::time::SystemTime::now() - Duration::from_secs(1);
-        let (req, span) = send(
-            OtlpProtocol::Grpc,
-            format!("http://{addr}"),
-            trace(),
-            started,
-            Some("stopped before its first report"),
-            rx,
-        )
-        .await;
+        let (req, span) =
+            send(OtlpProtocol::Grpc, endpoint, trace(), started, Some("stopped before its first report"), rx).await;
         assert_span(&req, &span, trace(), started);
         let status = span.status.unwrap();
         assert_eq!(status.code, 2, "ERROR");
