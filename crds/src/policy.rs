@@ -257,15 +257,22 @@ pub struct ThresholdDetector {
 }
 
 /// A rolling-window detector (z-score or median/MAD).
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxAge) || duration(self.maxAge) > duration('0s')").message("maxAge must be positive"))]
 pub struct WindowDetector {
-    /// Samples in the window.
+    /// Samples in the window: the baseline is the last `window` samples, whatever the
+    /// sampling interval, so the detector works the same at 10 s, 1 min or 5 min cadence.
     #[schemars(range(min = 8, max = 10000))]
     pub window: u32,
     /// Deviations from the centre that fire.
     #[schemars(range(min = 0.5, max = 100.0))]
     pub threshold: f64,
+    /// Oldest sample the window keeps, behind the newest (e.g. `1h`), for a baseline that must
+    /// be recent; omitted, only `window` bounds it. Samples it drops count again towards the
+    /// warm-up (a third of `window`, at least 8), during which the rule does not judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
 }
 
 /// EWMA with control limits.

@@ -428,6 +428,16 @@ fn cases() -> Vec<Case> {
             "spec.rules[0].detector",
             "exactly one detector",
         ),
+        ok(
+            "z-score window bounded in time",
+            set(policy(), "/spec/rules/0/detector", json!({"zScore": {"window": 60, "threshold": 4, "maxAge": "1h"}})),
+        ),
+        bad(
+            "z-score window with a negative maxAge",
+            set(policy(), "/spec/rules/0/detector", json!({"mad": {"window": 60, "threshold": 4, "maxAge": "-5m"}})),
+            "spec.rules[0].detector.mad",
+            "maxAge must be positive",
+        ),
         bad(
             "threshold with no bound",
             set(policy(), "/spec/rules/0/detector/threshold", json!({"hysteresis": 0.1})),

@@ -91,14 +91,17 @@ impl Det {
             }
             return Some(Self::Threshold(v, false));
         }
-        let window = |n: u32| (n as usize, interval * n, window_warmup(n) as usize);
+        // Counted in samples; bounded in time only when the rule says so.
+        let window = |w: &vigil_crds::policy::WindowDetector| {
+            (w.window as usize, w.max_age.map_or(Duration::MAX, std_duration), window_warmup(w.window) as usize)
+        };
         if let Some(w) = &spec.z_score {
-            let (n, age, min) = window(w.window);
+            let (n, age, min) = window(w);
             let b = RollingMean::new(n, age, min);
             return Some(Self::Mean(Deviation::new(name, b, w.threshold, w.threshold / 2.0, confirm)));
         }
         if let Some(w) = &spec.mad {
-            let (n, age, min) = window(w.window);
+            let (n, age, min) = window(w);
             let b = RollingMedian::new(n, age, min);
             return Some(Self::Median(Deviation::new(name, b, w.threshold, w.threshold * 2.0 / 3.0, confirm)));
         }
@@ -583,6 +586,81 @@ mod tests {
         assert_eq!(resolved[0].alert.starts_at, a.starts_at);
         assert_eq!(resolved[0].alert.ends_at, Some(t(6)));
         assert_eq!(e.active(), 0);
+    }
+
+    /// The sample indices at which a rule of `detector` fires and resolves over `values` fed
+    /// every `cadence` to an engine whose agent samples every `interval`.
+    fn transitions(detector: &str, values: &[f64], cadence: u64, interval: u64) -> Vec<(usize, bool)> {
+        let mut e = Engine::new("n", Duration::from_secs(interval));
+        let at = |i: usize| jiff::Timestamp::from_second(1_700_000_000 + i as i64 * cadence as i64).unwrap();
+        e.set_policies(
+            &set(&format!("rules:\n  - name: Shift\n    metric: {{name: m}}\n    detector: {detector}\n")),
+            at(0),
+        );
+        let mut out = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            for n in e.observe_metrics(at(i), &[sample("m", &[], *v)]) {
+                out.push((i, n.alert.ends_at.is_none()));
+            }
+        }
+        out
+    }
+
+    /// Gaussian noise (mean 100, σ 1) from a fixed seed, with a step of `step` σ from sample 150
+    /// to 170.
+    fn noise_with_step(step: f64) -> Vec<f64> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut uniform = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..220)
+            .map(|i| {
+                let z = (-2.0 * uniform().ln()).sqrt() * (2.0 * std::f64::consts::PI * uniform()).cos();
+                100.0 + z + if (150..170).contains(&i) { step } else { 0.0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn window_detectors_judge_the_same_samples_at_any_cadence() {
+        let values = noise_with_step(8.0);
+        for detector in [
+            "{zScore: {window: 60, threshold: 4}}",
+            "{mad: {window: 60, threshold: 5}}",
+            "{ewma: {alpha: 0.05, limit: 5}}",
+        ] {
+            // The agent at 10 s, the series at 10 s; and series at 1 min and 5 min, with the
+            // agent's interval at 10 s (a slow source) or at the series' own cadence.
+            let reference = transitions(detector, &values, 10, 10);
+            let fired: Vec<usize> = reference.iter().filter(|(_, f)| *f).map(|(i, _)| *i).collect();
+            assert!(
+                !fired.is_empty() && (150..=153).contains(&fired[0]),
+                "{detector}: the step found within 3 samples: {reference:?}"
+            );
+            for (cadence, interval) in [(60, 10), (60, 60), (300, 10), (300, 300)] {
+                assert_eq!(
+                    transitions(detector, &values, cadence, interval),
+                    reference,
+                    "{detector} at {cadence} s samples, agent interval {interval} s"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn max_age_bounds_a_window_in_time_and_its_warm_up_starts_again() {
+        let values = noise_with_step(8.0);
+        // A window kept for an hour at 5-minute samples holds 12 samples, under the warm-up of
+        // 20: the rule never judges.
+        assert!(transitions("{zScore: {window: 60, threshold: 4, maxAge: 1h}}", &values, 300, 300).is_empty());
+        // At 10 s the hour holds the whole window: the same as without maxAge.
+        assert_eq!(
+            transitions("{zScore: {window: 60, threshold: 4, maxAge: 1h}}", &values, 10, 10),
+            transitions("{zScore: {window: 60, threshold: 4}}", &values, 10, 10)
+        );
     }
 
     #[test]

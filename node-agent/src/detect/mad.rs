@@ -45,7 +45,7 @@ impl Baseline for RollingMedian {
 /// The usual robust detector: 60 samples, 4.5 robust sigma (confirmed at 3.5), clear under 3,
 /// held one interval.
 pub fn mad(name: &str, interval: Duration) -> Deviation<RollingMedian> {
-    Deviation::new(name, RollingMedian::new(60, interval * 60, 20), 4.5, 3.0, interval)
+    Deviation::new(name, RollingMedian::new(60, Duration::MAX, 20), 4.5, 3.0, interval)
 }
 
 #[cfg(test)]

@@ -88,10 +88,10 @@ impl<B: Baseline> Deviation<B> {
     }
 }
 
-/// The usual z-score detector: 60 samples (10 minutes at 10 s), 4 sigma, clear under 2, held
+/// The usual z-score detector: 60 samples (10 minutes at 10 s, 5 hours at 5 min), 4 sigma, clear under 2, held
 /// for one interval (two consecutive samples).
 pub fn zscore(name: &str, interval: Duration) -> Deviation<RollingMean> {
-    Deviation::new(name, RollingMean::new(60, interval * 60, 20), 4.0, 2.0, interval)
+    Deviation::new(name, RollingMean::new(60, Duration::MAX, 20), 4.0, 2.0, interval)
 }
 
 impl<B: Baseline> Detector for Deviation<B> {
