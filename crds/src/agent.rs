@@ -45,8 +45,15 @@ pub const SNAPSHOT_SELECTOR: &str = "app.kubernetes.io/managed-by=vigil-operator
 
 /// The heartbeat Lease of the agent on `node` (in the agents' namespace).
 pub fn lease_name(node: &str) -> String {
-    format!("vigil-agent-{node}")
+    format!("{LEASE_PREFIX}{node}")
 }
+
+/// The node whose agent renews the heartbeat Lease `lease` (the inverse of [`lease_name`]).
+pub fn lease_node(lease: &str) -> Option<&str> {
+    lease.strip_prefix(LEASE_PREFIX)
+}
+
+const LEASE_PREFIX: &str = "vigil-agent-";
 
 /// The Node conditions an agent sets on its own node (and no others: the chart's admission
 /// policy lets an agent change only these, only on its node). The names are those
@@ -65,6 +72,8 @@ mod tests {
     fn the_selector_is_the_label_and_lease_names_are_per_node() {
         assert_eq!(SELECTOR, format!("{}={}", NAME_LABEL.0, NAME_LABEL.1));
         assert_eq!(lease_name("node-a"), "vigil-agent-node-a");
+        assert_eq!(lease_node(&lease_name("node-a")), Some("node-a"));
+        assert_eq!(lease_node("kube-node-a"), None);
         assert_eq!(
             SNAPSHOT_SELECTOR,
             format!(

@@ -88,7 +88,6 @@ fn type_of(p: &Value) -> String {
         (_, Some(true)) => "int or string".to_owned(),
         (Some("array"), _) => format!("array of {}", p["items"]["type"].as_str().unwrap_or("any")),
         (Some(t), _) => t.to_owned(),
-        (None, _) if p["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true) => "any".to_owned(),
         (None, _) => "any".to_owned(),
     };
     if let Some(f) = p["format"].as_str() {

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{GITOPS, NAME, NS, Operator, STABLE, Seen, Shared, fleet, rollouts, target, vigil};
+use support::{GITOPS, NAME, NS, Operator, STABLE, Seen, Shared, edit_rollout, fleet, rollouts, target, vigil};
 
 /// The one write of a command: a server-side apply of the test rollout by `manager`.
 fn the_apply(f: &Shared, manager: &str) -> Seen {
@@ -151,12 +151,9 @@ async fn status_watch_ends_with_the_rollout_and_says_how_by_its_exit_status() {
     assert_eq!(o.out.lines().count(), 1, "{}", o.out);
     for (phase, code) in [("Completed", 0), ("RolledBack", 3), ("Failed", 3)] {
         let f = fleet();
-        {
-            let mut g = f.lock().unwrap();
-            let mut r = g.rollout();
+        edit_rollout(&f, |r| {
             r["status"]["phase"] = json!(phase);
-            g.put(&rollouts(NS), r);
-        }
+        });
         let o = vigil(&f, &["status", "--watch", "--interval", "20ms", "--timeout", "10s"]).await;
         assert_eq!(o.code, code, "{phase}: {}", o.err);
         assert!(o.out.contains(phase), "{phase}: {}", o.out);
@@ -164,13 +161,10 @@ async fn status_watch_ends_with_the_rollout_and_says_how_by_its_exit_status() {
     // A phase written for an older generation is not the end: the operator has not planned
     // the latest spec yet.
     let f = fleet();
-    {
-        let mut g = f.lock().unwrap();
-        let mut r = g.rollout();
+    edit_rollout(&f, |r| {
         r["status"]["phase"] = json!("Completed");
         r["metadata"]["generation"] = json!(2);
-        g.put(&rollouts(NS), r);
-    }
+    });
     let o = vigil(&f, &["status", "--watch", "--interval", "20ms", "--timeout", "100ms"]).await;
     assert_eq!(o.code, 4, "{}", o.out);
 }
@@ -239,14 +233,11 @@ async fn freeze_and_unfreeze_apply_spec_frozen() {
 #[tokio::test]
 async fn a_field_another_manager_owns_is_refused_with_a_hint_then_taken_over_by_force() {
     let f = fleet();
-    {
-        // The GitOps tool applied spec.paused: false.
-        let mut g = f.lock().unwrap();
-        let mut r = g.rollout();
+    // The GitOps tool applied spec.paused: false.
+    edit_rollout(&f, |r| {
         r["spec"]["paused"] = json!(false);
         r["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:paused"] = json!({});
-        g.put(&rollouts(NS), r);
-    }
+    });
     let o = vigil(&f, &["pause", NAME]).await;
     assert_eq!(o.code, 1);
     assert!(o.err.contains(&format!("conflict with \"{GITOPS}\"")), "{}", o.err);
@@ -298,12 +289,9 @@ async fn promote_and_retry_say_why_there_is_nothing_to_do_and_write_nothing() {
     let o = vigil(&f, &["retry", NAME]).await;
     assert_eq!(o.code, 1);
     assert!(o.err.contains("nothing to retry") && o.err.contains("not Bad"), "{}", o.err);
-    {
-        let mut g = f.lock().unwrap();
-        let mut r = g.rollout();
+    edit_rollout(&f, |r| {
         r["status"]["phase"] = json!("Progressing");
-        g.put(&rollouts(NS), r);
-    }
+    });
     let o = vigil(&f, &["promote", NAME]).await;
     assert_eq!(o.code, 1);
     assert!(o.err.contains("nothing to promote: ops/agent is Progressing at wave 1, not baking"), "{}", o.err);
@@ -314,17 +302,14 @@ async fn promote_and_retry_say_why_there_is_nothing_to_do_and_write_nothing() {
 async fn retry_admits_a_bad_target_again() {
     let f = fleet();
     let target = target(&f);
-    {
-        let mut g = f.lock().unwrap();
-        let mut r = g.rollout();
+    edit_rollout(&f, |r| {
         for h in r["status"]["history"].as_array_mut().unwrap() {
             if h["revision"] == target.as_str() {
                 h["outcome"] = json!("Bad");
             }
         }
         r["status"]["phase"] = json!("RolledBack");
-        g.put(&rollouts(NS), r);
-    }
+    });
     let o = vigil(&f, &["retry", NAME]).await;
     assert_eq!(o.code, 0, "{}", o.err);
     assert_eq!(the_apply(&f, "kubectl-vigil-action").body["spec"]["action"]["kind"], "Retry");

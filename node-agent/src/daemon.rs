@@ -55,11 +55,6 @@ struct Shared {
     started: Instant,
 }
 
-/// Runs until `shutdown` resolves. `on_bound` receives the metrics address once listening
-/// (tests bind port 0 and read the real port from it).
-///
-/// With `report`, an agent running in a pod (`NODE_NAME` and `POD_NAMESPACE` set, an in-cluster
-/// service account) renews its heartbeat Lease and writes its node's AgentStatus; on a plain
 /// Opens the start-up span in the trace of this agent's pod (none when the pod names no
 /// trace, or the pipeline cannot be built: said once in the log), with its first steps: the
 /// config verified (the agent runs only once it is) and the event sources started.
@@ -100,6 +95,11 @@ async fn start_up_span(
     Some(span)
 }
 
+/// Runs until `shutdown` resolves. `on_bound` receives the metrics address once listening
+/// (tests bind port 0 and read the real port from it).
+///
+/// With `report`, an agent running in a pod (`NODE_NAME` and `POD_NAMESPACE` set, an in-cluster
+/// service account) renews its heartbeat Lease and writes its node's AgentStatus; on a plain
 /// host there is nothing to report to and it does neither.
 pub async fn run(
     config: Config,

@@ -217,6 +217,23 @@ impl Default for Metrics {
     }
 }
 
+/// Sets `family` to 1 for exactly the label sets `now`: those exported last time (`reported`)
+/// and not now leave the family.
+fn export_exactly<L>(family: &Family<L, Gauge>, reported: &std::sync::Mutex<Vec<L>>, now: Vec<L>)
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    if let Ok(mut last) = reported.lock() {
+        for gone in last.iter().filter(|l| !now.contains(l)) {
+            family.remove(gone);
+        }
+        for l in &now {
+            family.get_or_create(l).set(1);
+        }
+        *last = now;
+    }
+}
+
 /// The operator's HTTP endpoint: `/metrics` (the text exposition of `metrics`), `/healthz`
 /// and `/readyz`.
 pub fn router(metrics: std::sync::Arc<Metrics>) -> axum::Router {
@@ -270,34 +287,17 @@ impl Metrics {
 
     /// Exports exactly `silent` (node → reason) as the silent agents.
     pub fn set_silent(&self, silent: &std::collections::BTreeMap<String, &'static str>) {
-        let now: Vec<SilentLabels> =
-            silent.iter().map(|(node, reason)| SilentLabels { node: node.clone(), reason }).collect();
-        if let Ok(mut last) = self.silent_reported.lock() {
-            for gone in last.iter().filter(|l| !now.contains(l)) {
-                self.silent.remove(gone);
-            }
-            for l in &now {
-                self.silent.get_or_create(l).set(1);
-            }
-            *last = now;
-        }
+        let now = silent.iter().map(|(node, reason)| SilentLabels { node: node.clone(), reason }).collect();
+        export_exactly(&self.silent, &self.silent_reported, now);
     }
 
     /// Exports exactly `changing` (node → (from, to)) as the nodes changing revision.
     pub fn set_changing(&self, changing: &std::collections::BTreeMap<String, (String, String)>) {
-        let now: Vec<ChangingLabels> = changing
+        let now = changing
             .iter()
             .map(|(node, (from, to))| ChangingLabels { node: node.clone(), from: from.clone(), to: to.clone() })
             .collect();
-        if let Ok(mut last) = self.changing_reported.lock() {
-            for gone in last.iter().filter(|l| !now.contains(l)) {
-                self.changing.remove(gone);
-            }
-            for l in &now {
-                self.changing.get_or_create(l).set(1);
-            }
-            *last = now;
-        }
+        export_exactly(&self.changing, &self.changing_reported, now);
     }
 
     /// The text exposition of every metric.

@@ -19,6 +19,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use vigil_crds::AgentStatus;
+use vigil_crds::agent::lease_node;
 
 /// The condition type.
 pub const CONDITION: &str = "AgentReporting";
@@ -58,7 +59,7 @@ pub fn judge(node: &str, renewed: Option<Timestamp>, now: Timestamp, gap: Durati
 pub fn renewals(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, Timestamp> {
     let mut out = BTreeMap::new();
     for l in leases {
-        let Some(node) = l.name_any().strip_prefix("vigil-agent-").map(str::to_owned) else { continue };
+        let Some(node) = l.metadata.name.as_deref().and_then(lease_node).map(str::to_owned) else { continue };
         let Some(t) = l.spec.as_ref().and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref())).map(|t| t.0)
         else {
             continue;
@@ -141,15 +142,15 @@ pub fn changing(
 ) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
     for n in nodes {
-        let name = n.name_any();
-        let labels = n.metadata.labels.clone().unwrap_or_default();
+        let (Some(name), Some(labels)) = (n.metadata.name.as_deref(), n.metadata.labels.as_ref()) else { continue };
         let Some(to) = labels.get(vigil_crds::labels::REVISION) else { continue };
-        let other_run = labels.keys().filter_map(|k| vigil_crds::labels::run_revision(k)).find(|r| r != to);
+        // The agents the node runs, as the operator reads them (its revision label among them).
+        let other_run = crate::act::running_revisions(labels).find(|r| r != to);
         // A Lease naming the node itself was renewed by an agent written before revisions
         // were named there: it says nothing of a handover.
-        let other_holder = holders.get(&name).filter(|h| *h != to && **h != name);
+        let other_holder = holders.get(name).filter(|h| *h != to && h.as_str() != name);
         if let Some(from) = other_run.map(str::to_owned).or_else(|| other_holder.cloned()) {
-            out.insert(name, (from, to.clone()));
+            out.insert(name.to_owned(), (from, to.clone()));
         }
     }
     out
@@ -160,7 +161,7 @@ pub fn holders(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, String> {
     leases
         .iter()
         .filter_map(|l| {
-            let node = l.name_any().strip_prefix("vigil-agent-")?.to_owned();
+            let node = lease_node(l.metadata.name.as_deref()?)?.to_owned();
             Some((node, l.spec.as_ref()?.holder_identity.clone()?))
         })
         .collect()

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,8 @@ use vigil_crds::rollout::{AgentRolloutStatus, FailurePolicy};
 use vigil_operator::metrics::Metrics;
 use vigil_operator::plan::{self, AgentView, Limits, NodeAttributes, NodeView, Observed};
 use vigil_operator::simulate::{STABLE, spec};
+
+mod common;
 
 /// The fleet: `n` ready nodes whose agents of `STABLE` are healthy and beating.
 fn fleet(n: usize, now: Timestamp) -> Vec<NodeView> {
@@ -92,10 +93,6 @@ fn operate(m: &Metrics) {
     m.set_silent(&BTreeMap::from([("node-07".to_owned(), "HeartbeatMissing")]));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// GET `path` of `addr`: (status, body).
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -128,16 +125,6 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Kills Prometheus when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
 }
@@ -158,28 +145,11 @@ fn the_fleet_dashboard_and_the_operator_rules_query_data_from_the_operators_metr
         })
     });
 
-    let dir = tempfile::tempdir().unwrap();
     let rules = repo("charts/vigil/files/prometheus/vigil.rules.yaml");
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\nscrape_configs:\n  - job_name: vigil-operator\n    static_configs: [{{targets: ['{operator}']}}]\n",
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let web = format!("127.0.0.1:{}", free_port());
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address={web}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian's prometheus package: `make test-deps` installs it)"),
-    );
+    let prometheus = common::start(Some(&rules), |_| {
+        format!("  - job_name: vigil-operator\n    static_configs: [{{targets: ['{operator}']}}]\n")
+    });
+    let web = prometheus.web.clone();
     let query = |q: &str| -> Value {
         let (status, body) = http_get(&web, &format!("/api/v1/query?query={}", encode(q)));
         assert_eq!(status, 200, "{q}: {body}");

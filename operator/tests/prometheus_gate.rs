@@ -4,51 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on the first surprise
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vigil_crds::rollout::PrometheusGate;
 use vigil_operator::prometheus::{Error, query};
 
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start() -> Prometheus {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n  - job_name: self\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Debian's prometheus (make test installs it)");
-    Prometheus { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+/// A Prometheus that scrapes itself.
+fn start() -> common::Prometheus {
+    common::start(None, |web| format!("  - job_name: self\n    static_configs: [{{targets: ['{web}']}}]\n"))
 }
 
 fn gate(url: &str, q: &str, fail_below: bool) -> PrometheusGate {
@@ -62,7 +27,7 @@ async fn the_gate_reads_a_real_series_and_says_why_when_there_is_none() {
     let http = reqwest::Client::new();
     // Wait, bounded, until Prometheus has scraped itself once.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let up = gate(&prom.url, "up{job=\"self\"}", true);
+    let up = gate(&prom.url(), "up{job=\"self\"}", true);
     let value = loop {
         match query(&http, &up, "vigil-system/agent", "r-1").await {
             Ok(v) => break v,
@@ -73,13 +38,13 @@ async fn the_gate_reads_a_real_series_and_says_why_when_there_is_none() {
     assert_eq!(value, 1.0, "up{{job=\"self\"}} of a Prometheus that scrapes itself");
 
     // $revision is filled in: a label matcher on it selects nothing here, so no series.
-    let none = gate(&prom.url, "up{job=\"self\",revision=\"$revision\"}", false);
+    let none = gate(&prom.url(), "up{job=\"self\",revision=\"$revision\"}", false);
     assert!(matches!(query(&http, &none, "vigil-system/agent", "r-1").await, Err(Error::Empty)));
     // `or vector(0)` makes "no series" a zero.
-    let zero = gate(&prom.url, "sum(up{job=\"absent\"}) or vector(0)", false);
+    let zero = gate(&prom.url(), "sum(up{job=\"absent\"}) or vector(0)", false);
     assert_eq!(query(&http, &zero, "vigil-system/agent", "r-1").await.unwrap(), 0.0);
     // A query Prometheus refuses names the problem.
-    let bad = gate(&prom.url, "sum(", false);
+    let bad = gate(&prom.url(), "sum(", false);
     let e = query(&http, &bad, "vigil-system/agent", "r-1").await.unwrap_err().to_string();
     assert!(e.contains("bad_data"), "{e}");
     drop(prom);

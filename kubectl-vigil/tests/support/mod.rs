@@ -570,6 +570,14 @@ pub fn fleet() -> Shared {
     Arc::new(Mutex::new(f))
 }
 
+/// Changes the stored test rollout with `edit`, as another writer would.
+pub fn edit_rollout(f: &Shared, edit: impl FnOnce(&mut Value)) {
+    let mut g = f.lock().unwrap();
+    let mut r = g.rollout();
+    edit(&mut r);
+    g.put(&rollouts(NS), r);
+}
+
 /// The target revision of the test rollout.
 pub fn target(f: &Shared) -> String {
     f.lock().unwrap().rollout()["status"]["targetRevision"].as_str().unwrap().to_owned()
