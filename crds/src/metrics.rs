@@ -207,6 +207,15 @@ pub const AGENT_ALERT_RULES: Metric = Metric {
     help: "Alert rules in force",
     labels: &[],
 };
+/// Series of a rule whose detector is still learning its baseline: they are watched but not
+/// yet judged.
+pub const AGENT_ALERT_SERIES_LEARNING: Metric = Metric {
+    family: "vigil_agent_alert_series_learning",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "Series of a rule whose detector is still learning its baseline and does not judge yet",
+    labels: &["policy", "rule"],
+};
 /// Alert state changes by state (firing, resolved).
 pub const AGENT_ALERTS: Metric = Metric {
     family: "vigil_agent_alerts",
@@ -843,6 +852,7 @@ pub const EXPORTED: &[&Metric] = &[
     &AGENT_EVENT_QUEUE_CAPACITY,
     &AGENT_ALERTS_ACTIVE,
     &AGENT_ALERT_RULES,
+    &AGENT_ALERT_SERIES_LEARNING,
     &AGENT_ALERTS,
     &AGENT_ALERT_PIPELINE_DROPPED,
     &AGENT_ALERT_POLICY_RELOAD_ERRORS,

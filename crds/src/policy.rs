@@ -210,8 +210,14 @@ pub struct EventSelector {
 /// The detector of a rule: set exactly one.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.threshold), has(self.zScore), has(self.ewma), has(self.mad), has(self.trend), has(self.leak), has(self.rateOfChange), has(self.eventRate)].exists_one(x, x)").message("set exactly one detector: threshold, zScore, ewma, mad, trend, leak, rateOfChange or eventRate"))]
+#[x_kube(validation = Rule::new("[has(self.anomaly), has(self.threshold), has(self.zScore), has(self.ewma), has(self.mad), has(self.trend), has(self.leak), has(self.rateOfChange), has(self.eventRate)].exists_one(x, x)").message("set exactly one detector: anomaly, threshold, zScore, ewma, mad, trend, leak, rateOfChange or eventRate"))]
 pub struct DetectorSpec {
+    /// The default for "tell me when this series does something unusual": a robust
+    /// baseline that knows the hour of the day and week, re-learns level shifts, and
+    /// calibrates its limits on the series' own history, with one knob (`sensitivity`).
+    /// `anomaly: {}` takes the default sensitivity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyDetector>,
     /// Static threshold with hysteresis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdDetector>,
@@ -236,6 +242,40 @@ pub struct DetectorSpec {
     /// More than `count` matching events within `window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_rate: Option<EventRateDetector>,
+}
+
+/// The calibrated anomaly detector.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnomalyDetector {
+    /// How readily it fires: `low` (an excursion this series makes less than once in a
+    /// million samples), `medium` (once in 100,000; the default) or `high` (once in 10,000).
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+}
+
+/// The sensitivity of the anomaly detector.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Sensitivity {
+    /// Only what this series does less than once in a million samples.
+    Low,
+    /// Less than once in 100,000 samples.
+    #[default]
+    Medium,
+    /// Less than once in 10,000 samples.
+    High,
+}
+
+impl Sensitivity {
+    /// The probability per sample, under the series' own history, of a score past the limit.
+    pub fn risk(self) -> f64 {
+        match self {
+            Self::Low => 1e-6,
+            Self::Medium => 1e-5,
+            Self::High => 1e-4,
+        }
+    }
 }
 
 /// Fires when the value crosses `above` (or `below`); clears only once it is back past the

@@ -428,6 +428,23 @@ fn cases() -> Vec<Case> {
             "spec.rules[0].detector",
             "exactly one detector",
         ),
+        ok("anomaly with the default sensitivity", set(policy(), "/spec/rules/0/detector", json!({"anomaly": {}}))),
+        ok(
+            "anomaly with a sensitivity",
+            set(policy(), "/spec/rules/0/detector", json!({"anomaly": {"sensitivity": "low"}})),
+        ),
+        bad(
+            "anomaly with an unknown sensitivity",
+            set(policy(), "/spec/rules/0/detector", json!({"anomaly": {"sensitivity": "extreme"}})),
+            "spec.rules[0].detector.anomaly.sensitivity",
+            "\"medium\"",
+        ),
+        bad(
+            "anomaly next to another detector",
+            set(policy(), "/spec/rules/0/detector/anomaly", json!({})),
+            "spec.rules[0].detector",
+            "exactly one detector",
+        ),
         ok(
             "z-score window bounded in time",
             set(policy(), "/spec/rules/0/detector", json!({"zScore": {"window": 60, "threshold": 4, "maxAge": "1h"}})),

@@ -443,6 +443,37 @@ pub fn print_alert(
     }
 }
 
+/// Prints, for `watch --policy`, the series that started learning and those that judge now.
+pub fn print_learning(
+    out: &mut impl std::io::Write,
+    before: &[crate::alert::rules::Learning],
+    now: &[crate::alert::rules::Learning],
+    json: bool,
+) -> std::io::Result<()> {
+    let (started, done) = crate::alert::rules::learning_changes(before, now);
+    for (l, learning) in started.into_iter().map(|l| (l, true)).chain(done.into_iter().map(|l| (l, false))) {
+        if json {
+            let series = serde_json::json!({"policy": l.policy, "rule": l.rule, "labels": l.labels});
+            let v = if learning {
+                let unit = match l.progress.unit {
+                    crate::detect::Unit::Samples => "samples",
+                    crate::detect::Unit::Seconds => "seconds",
+                };
+                serde_json::json!({"status": "learning", "series": series, "have": l.progress.have, "need": l.progress.need, "unit": unit})
+            } else {
+                serde_json::json!({"status": "judging", "series": series})
+            };
+            serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+        } else if learning {
+            writeln!(out, "{l} before it judges")?;
+        } else {
+            writeln!(out, "{}/{}{}: judging", l.policy, l.rule, crate::alert::rules::labels_text(&l.labels))?;
+        }
+    }
+    Ok(())
+}
+
 /// Serves OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format
 /// to everything else (curl, promtool, older scrapers).
 async fn metrics_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {

@@ -309,7 +309,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         vigil_agent::selfmon::SelfUsage::default(),
                         env!("CARGO_PKG_VERSION"),
                     );
-                    Some((engine, latest, registry))
+                    Some((engine, latest, registry, Vec::new()))
                 };
                 let mut drops = vigil_agent::daemon::DropSummary::new(&node);
                 let mut states_seen = vigil_agent::events::runner::SourceStates::default();
@@ -322,7 +322,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         Some(e) = async { match stream.as_mut() { Some((rx, _, _)) => rx.recv().await, None => std::future::pending().await } } => {
                             let mut out = std::io::stdout().lock();
                             print_event(&mut out, &e, common.json, color)?;
-                            if let Some((engine, _, _)) = rules.as_mut() {
+                            if let Some((engine, ..)) = rules.as_mut() {
                                 for r in engine.observe_event(&e) {
                                     print_alert(&mut out, &r.alert, common.json, color)?;
                                 }
@@ -337,7 +337,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         }
                         sources.report_changes(&mut states_seen);
                     }
-                    if let Some((engine, _, _)) = rules.as_mut() {
+                    if let Some((engine, ..)) = rules.as_mut() {
                         for r in engine.tick(jiff::Timestamp::now()) {
                             print_alert(&mut std::io::stdout().lock(), &r.alert, common.json, color)?;
                         }
@@ -347,7 +347,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     let snapshot = collector.collect(jiff::Timestamp::now());
                     common.emit(&mut std::io::stdout().lock(), &snapshot)?;
-                    if let Some((engine, latest, registry)) = rules.as_mut() {
+                    if let Some((engine, latest, registry, learning)) = rules.as_mut() {
                         let at = snapshot.time;
                         let processes = vigil_agent::alert::rules::process_samples(&snapshot);
                         if let Ok(mut slot) = latest.write() {
@@ -357,6 +357,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         for r in engine.observe_metrics(at, &samples) {
                             print_alert(&mut std::io::stdout().lock(), &r.alert, common.json, color)?;
                         }
+                        let now = engine.learning();
+                        vigil_agent::daemon::print_learning(&mut std::io::stdout().lock(), learning, &now, common.json)?;
+                        *learning = now;
                     }
                     taken += 1;
                     if count.is_some_and(|c| taken >= c) {

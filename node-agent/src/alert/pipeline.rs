@@ -64,6 +64,8 @@ pub struct Status {
     pub silenced: AtomicU64,
     /// Why the policies on disk are refused, while they are (the last good set is in force).
     pub refused: Mutex<Option<String>>,
+    /// Per rule (policy, rule name): series whose detector is still learning.
+    pub learning: Mutex<Vec<(String, String, u64)>>,
     /// The node's labels, once known: the policies' node selectors apply from then on.
     pub node_labels: Mutex<Option<std::collections::BTreeMap<String, String>>>,
 }
@@ -258,6 +260,9 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
             }
         }
         status.active.store(engine.active() as u64, Ordering::Relaxed);
+        if let Ok(mut l) = status.learning.lock() {
+            *l = engine.learning_counts();
+        }
         status.unrouted.store(router.stats.unrouted, Ordering::Relaxed);
         status.rate_limited.store(router.stats.rate_limited, Ordering::Relaxed);
         status.silenced.store(router.stats.silenced, Ordering::Relaxed);

@@ -18,6 +18,7 @@ use vigil_crds::policy::{AlertRule, DetectorSpec, Severity as RuleSeverity};
 
 use super::Alert;
 use super::policy::{PolicySet, std_duration};
+use crate::detect::anomaly::{self, Anomaly};
 use crate::detect::ewma::Ewma;
 use crate::detect::leak::Leak;
 use crate::detect::mad::RollingMedian;
@@ -25,7 +26,7 @@ use crate::detect::rate::{EventRate, RateOfChange};
 use crate::detect::threshold::{Direction, Threshold};
 use crate::detect::trend::TimeToFull;
 use crate::detect::zscore::{Deviation, RollingMean};
-use crate::detect::{Detector, Finding, State};
+use crate::detect::{Detector, Finding, Progress, State};
 use crate::events::{Event, Severity};
 
 /// Series one rule tracks at most.
@@ -68,6 +69,7 @@ fn leak_span(window: Duration) -> Duration {
 }
 
 enum Det {
+    Anomaly(Anomaly),
     Threshold(Vec<Threshold>, bool),
     Mean(Deviation<RollingMean>),
     Ewma(Deviation<Ewma>),
@@ -81,6 +83,9 @@ enum Det {
 impl Det {
     fn new(spec: &DetectorSpec, name: &str, hold: Duration, interval: Duration) -> Option<Self> {
         let confirm = hold.max(interval);
+        if let Some(a) = &spec.anomaly {
+            return Some(Self::Anomaly(Anomaly::new(name, anomaly::WINDOW, a.sensitivity.risk(), hold)));
+        }
         if let Some(t) = &spec.threshold {
             let mut v = Vec::new();
             if let Some(a) = t.above {
@@ -144,6 +149,7 @@ impl Det {
                 *firing = now;
                 out
             }
+            Self::Anomaly(d) => d.observe(at, value),
             Self::Mean(d) => d.observe(at, value),
             Self::Ewma(d) => d.observe(at, value),
             Self::Median(d) => d.observe(at, value),
@@ -158,6 +164,65 @@ impl Det {
             Self::Events(d) => d.observe(at, value),
         }
     }
+}
+
+impl Det {
+    fn learning(&self) -> Option<Progress> {
+        match self {
+            Self::Anomaly(d) => d.learning(),
+            Self::Mean(d) => d.learning(),
+            Self::Ewma(d) => d.learning(),
+            Self::Median(d) => d.learning(),
+            Self::Trend(d) => d.learning(),
+            Self::Leak(d) => d.learning(),
+            Self::Threshold(..) | Self::Rate(_) | Self::Events(_) => None,
+        }
+    }
+}
+
+/// A series a rule watches whose detector cannot judge yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Learning {
+    /// Policy id.
+    pub policy: String,
+    /// Rule name.
+    pub rule: String,
+    /// The series' labels (empty for a series without labels).
+    pub labels: BTreeMap<String, String>,
+    /// How much history it has, of what it needs.
+    pub progress: Progress,
+}
+
+impl std::fmt::Display for Learning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}{}: learning, {}", self.policy, self.rule, labels_text(&self.labels), self.progress)
+    }
+}
+
+/// ` {k=v, ...}` for a series' labels, nothing without labels.
+pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(" {{{}}}", l.join(", "))
+}
+
+impl Learning {
+    fn key(&self) -> (&str, &str, &BTreeMap<String, String>) {
+        (&self.policy, &self.rule, &self.labels)
+    }
+}
+
+/// Between two [`Engine::learning`] lists: the series that started learning (new, or
+/// re-learning after a level shift) and the series that judge now (or went).
+pub fn learning_changes<'a>(before: &'a [Learning], now: &'a [Learning]) -> (Vec<&'a Learning>, Vec<&'a Learning>) {
+    let was: std::collections::HashSet<_> = before.iter().map(Learning::key).collect();
+    let is: std::collections::HashSet<_> = now.iter().map(Learning::key).collect();
+    (
+        now.iter().filter(|l| !was.contains(&l.key())).collect(),
+        before.iter().filter(|l| !is.contains(&l.key())).collect(),
+    )
 }
 
 struct Series {
@@ -417,6 +482,37 @@ impl Engine {
         self.rules.iter().flat_map(|r| r.series.values()).filter(|s| s.firing.is_some()).count()
     }
 
+    /// The series whose detectors are still learning, by rule and series.
+    pub fn learning(&self) -> Vec<Learning> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            for s in r.series.values() {
+                if let Some(progress) = s.det.learning() {
+                    out.push(Learning {
+                        policy: r.policy.clone(),
+                        rule: r.spec.name.clone(),
+                        labels: s.labels.clone(),
+                        progress,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.policy, &a.rule, &a.labels).cmp(&(&b.policy, &b.rule, &b.labels)));
+        out
+    }
+
+    /// Per rule (policy, rule name): how many of its series are learning. Every rule is
+    /// listed, with 0 when none is, so the gauge goes back to 0.
+    pub fn learning_counts(&self) -> Vec<(String, String, u64)> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let n = r.series.values().filter(|s| s.det.learning().is_some()).count();
+                (r.policy.clone(), r.spec.name.clone(), n as u64)
+            })
+            .collect()
+    }
+
     /// Series tracked, and series refused for the per-rule bound.
     pub fn series(&self) -> (usize, u64) {
         (self.rules.iter().map(|r| r.series.len()).sum(), self.rules.iter().map(|r| r.refused).sum())
@@ -464,7 +560,9 @@ pub fn confirm_within(set: &PolicySet, interval: Duration) -> Duration {
         .flat_map(|p| &p.rules)
         .map(|r| {
             let d = &r.detector;
-            let warmup = if let Some(w) = d.z_score.as_ref().or(d.mad.as_ref()) {
+            let warmup = if d.anomaly.is_some() {
+                samples(anomaly::WARMUP as u32 + 1)
+            } else if let Some(w) = d.z_score.as_ref().or(d.mad.as_ref()) {
                 samples(window_warmup(w.window) + 1)
             } else if d.ewma.is_some() {
                 samples(EWMA_WARMUP + 1)
@@ -631,6 +729,8 @@ mod tests {
             "{zScore: {window: 60, threshold: 4}}",
             "{mad: {window: 60, threshold: 5}}",
             "{ewma: {alpha: 0.05, limit: 5}}",
+            "{anomaly: {}}",
+            "{anomaly: {sensitivity: low}}",
         ] {
             // The agent at 10 s, the series at 10 s; and series at 1 min and 5 min, with the
             // agent's interval at 10 s (a slow source) or at the series' own cadence.
@@ -648,6 +748,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn series_that_cannot_judge_yet_say_so_until_they_do() {
+        let mut e = Engine::new("n", Duration::from_secs(10));
+        e.set_policies(
+            &set("rules:\n  - name: Odd\n    metric: {name: m}\n    detector: {anomaly: {}}\n  - name: High\n    metric: {name: m}\n    detector: {threshold: {above: 1000}}\n"),
+            t(0),
+        );
+        assert_eq!(e.learning_counts(), [("test-1".into(), "Odd".into(), 0), ("test-1".into(), "High".into(), 0)]);
+        let values = noise_with_step(0.0);
+        let feed = |e: &mut Engine, i: usize| {
+            e.observe_metrics(t(i as i64), &[sample("m", &[("disk", "a")], values[i]), sample("m", &[("disk", "b")], values[i + 1])])
+        };
+        feed(&mut e, 0);
+        let first = e.learning();
+        assert_eq!(first.len(), 2, "both series of the anomaly rule, none of the threshold rule: {first:?}");
+        assert_eq!(first[0].to_string(), "test-1/Odd {disk=a}: learning, 1 of 32 samples");
+        assert_eq!(e.learning_counts()[0].2, 2);
+        let (started, done) = learning_changes(&[], &first);
+        assert_eq!((started.len(), done.len()), (2, 0));
+        for i in 1..31 {
+            feed(&mut e, i);
+        }
+        assert_eq!(e.learning()[1].progress, Progress::samples(31, 32));
+        feed(&mut e, 31);
+        let now = e.learning();
+        assert!(now.is_empty(), "{now:?}");
+        assert_eq!(e.learning_counts()[0].2, 0);
+        let (started, done) = learning_changes(&first, &now);
+        assert_eq!((started.len(), done.len()), (0, 2));
     }
 
     #[test]

@@ -53,6 +53,9 @@ impl Baseline for Ewma {
     fn name(&self) -> &'static str {
         "ewma"
     }
+    fn filled(&self) -> (usize, usize) {
+        (self.seen, self.warmup)
+    }
 }
 
 /// The usual EWMA detector: alpha 0.05, 30 samples of warm-up, limits at 4 sigma (confirmed

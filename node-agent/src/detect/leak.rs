@@ -43,6 +43,11 @@ impl Leak {
 }
 
 impl Detector for Leak {
+    fn learning(&self) -> Option<super::Progress> {
+        let span = self.window.span();
+        (span < self.min_span).then(|| super::Progress::span(span, self.min_span))
+    }
+
     fn observe(&mut self, at: jiff::Timestamp, value: f64) -> Option<Finding> {
         if !value.is_finite() {
             return None;

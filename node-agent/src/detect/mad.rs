@@ -40,6 +40,9 @@ impl Baseline for RollingMedian {
     fn name(&self) -> &'static str {
         "mad"
     }
+    fn filled(&self) -> (usize, usize) {
+        (self.window.len(), self.min_samples)
+    }
 }
 
 /// The usual robust detector: 60 samples, 4.5 robust sigma (confirmed at 3.5), clear under 3,

@@ -8,6 +8,7 @@
 //! between, and holds each for its `for` duration and hysteresis so a value hovering at a
 //! limit does not flap.
 
+pub mod anomaly;
 pub mod ewma;
 pub mod leak;
 pub mod mad;
@@ -53,6 +54,58 @@ pub struct Finding {
 pub trait Detector {
     /// Feeds one sample; returns a finding when a condition starts or ends.
     fn observe(&mut self, at: jiff::Timestamp, value: f64) -> Option<Finding>;
+
+    /// While the detector cannot judge yet (its baseline is still filling): how far it is.
+    /// None once it judges every sample.
+    fn learning(&self) -> Option<Progress> {
+        None
+    }
+}
+
+/// How much history a learning detector has, of what it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// History held.
+    pub have: u64,
+    /// History needed before judging.
+    pub need: u64,
+    /// What `have` and `need` count.
+    pub unit: Unit,
+}
+
+/// The unit of a [`Progress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Samples.
+    Samples,
+    /// Seconds of history.
+    Seconds,
+}
+
+impl Progress {
+    /// `have` of `need` samples.
+    pub fn samples(have: u64, need: u64) -> Self {
+        Self { have, need, unit: Unit::Samples }
+    }
+
+    /// `have` of `need` of history.
+    pub fn span(have: Duration, need: Duration) -> Self {
+        Self { have: have.as_secs(), need: need.as_secs(), unit: Unit::Seconds }
+    }
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.unit {
+            Unit::Samples => write!(f, "{} of {} samples", self.have, self.need),
+            Unit::Seconds => write!(
+                f,
+                "{} of {} of history",
+                human(Duration::from_secs(self.have)),
+                human(Duration::from_secs(self.need))
+            ),
+        }
+    }
 }
 
 /// Holds a raw "is anomalous" signal for a `for` duration before firing, and a clear signal

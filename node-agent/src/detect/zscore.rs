@@ -19,6 +19,8 @@ pub trait Baseline {
     fn span(&self) -> Duration;
     /// The detector's name in findings.
     fn name(&self) -> &'static str;
+    /// Samples learned, and samples needed before `center_scale` answers.
+    fn filled(&self) -> (usize, usize);
 }
 
 /// Rolling mean and standard deviation over a window.
@@ -47,6 +49,9 @@ impl Baseline for RollingMean {
     }
     fn name(&self) -> &'static str {
         "zscore"
+    }
+    fn filled(&self) -> (usize, usize) {
+        (self.window.len(), self.min_samples)
     }
 }
 
@@ -95,6 +100,11 @@ pub fn zscore(name: &str, interval: Duration) -> Deviation<RollingMean> {
 }
 
 impl<B: Baseline> Detector for Deviation<B> {
+    fn learning(&self) -> Option<super::Progress> {
+        let (have, need) = self.baseline.filled();
+        (have < need).then(|| super::Progress::samples(have as u64, need as u64))
+    }
+
     fn observe(&mut self, at: jiff::Timestamp, value: f64) -> Option<Finding> {
         if !value.is_finite() {
             return None;

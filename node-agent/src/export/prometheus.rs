@@ -254,6 +254,11 @@ impl Collector for AlertsCollector {
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
         o.gauge(&m::AGENT_ALERTS_ACTIVE, n(&st.active))?;
         o.gauge(&m::AGENT_ALERT_RULES, n(&st.rules))?;
+        let learning = st.learning.lock().map(|l| l.clone()).unwrap_or_default();
+        o.gauges(
+            &m::AGENT_ALERT_SERIES_LEARNING,
+            learning.iter().map(|(p, r, n)| ([("policy", p.as_str()), ("rule", r.as_str())], *n as f64)),
+        )?;
         o.counters(
             &m::AGENT_ALERTS,
             [([("state", "firing")], n(&st.fired)), ([("state", "resolved")], n(&st.resolved))],

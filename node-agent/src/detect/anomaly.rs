@@ -1,0 +1,705 @@
+//! The `anomaly` detector: one calibrated judgement per sample, built to stay quiet on the
+//! series nodes really produce (quantised, heavy-tailed, daily on/off, level-shifting) and to
+//! wake someone only for what that series has not done before.
+//!
+//! Per sample, in order:
+//!
+//! 1. **Robust baseline.** The median of the last `window` samples, with a scale that does
+//!    not collapse: 1.4826 × MAD; when MAD is 0 (more than half the window on one value),
+//!    IQR / 1.349; when that is 0 too, 1.2533 × the mean absolute deviation. Never below the
+//!    series' resolution step (the smallest change between consecutive samples seen), so a
+//!    CPU percentage that moves in steps of 0.1 is never judged in units of 1e-9.
+//! 2. **Seasonality.** Two profiles learned online in bounded memory: one per hour of the day
+//!    (24 buckets) and one per hour of the week (168). Once a bucket has seen an earlier day
+//!    (week), a sample is only as unusual as the *least* unusual of "against the last
+//!    `window` samples" and "against this hour on earlier days (weeks)": a step that comes
+//!    every morning is normal the day after it was first seen.
+//! 3. **Level shifts.** A two-sided CUSUM on the deviation from the baseline. When it
+//!    crosses, the series has moved: the baseline keeps only the samples since the change
+//!    began and re-learns (state *learning* for a few samples) instead of alarming for the
+//!    half-window a rolling median would take to follow.
+//! 4. **Calibration.** How unusual is unusual is learned from the series itself: the
+//!    detector keeps the distribution of its own scores (a decayed histogram; about the last
+//!    2,000 samples) and fits an exponential tail over its top 10% (peaks over threshold).
+//!    A sample fires when its score is beyond the level this series' scores exceed with
+//!    probability `risk`; a run fires when the mean of the last three signed scores is
+//!    beyond the same level of *their* distribution (which absorbs autocorrelation). A
+//!    heavy-tailed series raises its own limits; a quiet one keeps them near 5.5σ
+//!    (single sample) and 3.2σ (mean of three) at the default risk of 1e-5.
+//!
+//! Memory per series: the window (16 bytes a sample), two 64-bin histograms and 192 seasonal
+//! buckets (3 KiB).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::{Detector, Finding, Progress, State, human};
+
+/// Samples the baseline learns before it judges.
+pub const WARMUP: usize = 32;
+/// Samples the baseline re-learns after a level shift before it judges again.
+pub const RELEARN: usize = 12;
+/// Consecutive calm samples before a condition resolves.
+pub const CLEAR: usize = 3;
+/// The default window, in samples.
+pub const WINDOW: usize = 144;
+
+/// CUSUM reference (in scales): shifts of twice this are what it looks for.
+const CUSUM_K: f64 = 1.0;
+/// CUSUM decision level (in scales).
+const CUSUM_H: f64 = 12.0;
+/// Largest single-sample contribution to the CUSUM, so one spike is never a shift.
+const CUSUM_CAP: f64 = 6.0;
+/// Samples of memory of the score distribution.
+const TAIL_MEMORY: f64 = 2000.0;
+/// Samples between recomputations of the tail's limits.
+const TAIL_REFRESH: u32 = 16;
+/// Weight of the prior (half-normal) score distribution a new series starts from.
+const TAIL_PRIOR: f64 = 200.0;
+/// Weight of the peaks (samples above the 90th percentile) at which the fitted tail shape
+/// counts half.
+const TAIL_SHAPE_PRIOR: f64 = 50.0;
+/// Lowest limits, whatever the tail says (a series whose scores are all 0).
+const MIN_SINGLE: f64 = 4.0;
+const MIN_RUN: f64 = 2.5;
+/// Samples in the run score.
+const RUN: usize = 3;
+
+/// The last `capacity` values in arrival order and sorted.
+#[derive(Clone, Debug)]
+struct Recent {
+    order: VecDeque<(jiff::Timestamp, f64)>,
+    sorted: Vec<f64>,
+    capacity: usize,
+}
+
+impl Recent {
+    fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(8);
+        Self { order: VecDeque::with_capacity(capacity), sorted: Vec::with_capacity(capacity), capacity }
+    }
+
+    fn push(&mut self, at: jiff::Timestamp, v: f64) {
+        if self.order.len() == self.capacity {
+            self.pop();
+        }
+        self.order.push_back((at, v));
+        let i = self.sorted.partition_point(|x| *x < v);
+        self.sorted.insert(i, v);
+    }
+
+    fn pop(&mut self) {
+        if let Some((_, old)) = self.order.pop_front() {
+            let i = self.sorted.partition_point(|x| *x < old);
+            if i < self.sorted.len() {
+                self.sorted.remove(i);
+            }
+        }
+    }
+
+    fn keep_last(&mut self, n: usize) {
+        while self.order.len() > n {
+            self.pop();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn span(&self) -> Duration {
+        match (self.order.front(), self.order.back()) {
+            (Some((a, _)), Some((b, _))) => b.duration_since(*a).unsigned_abs(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Median and a scale that is 0 only when every value is the same.
+    fn center_scale(&self) -> (f64, f64) {
+        robust_center_scale(&self.sorted)
+    }
+}
+
+/// Median and robust scale of sorted finite values: 1.4826 × MAD, else IQR / 1.349, else
+/// 1.2533 × the mean absolute deviation from the median (each estimates σ on normal data).
+pub fn robust_center_scale(sorted: &[f64]) -> (f64, f64) {
+    let n = sorted.len();
+    if n == 0 {
+        return (f64::NAN, 0.0);
+    }
+    let m = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+    let mad = median_deviation(sorted, m);
+    if mad > 0.0 {
+        return (m, 1.4826 * mad);
+    }
+    let iqr = sorted[(3 * n) / 4] - sorted[n / 4];
+    if iqr > 0.0 {
+        return (m, iqr / 1.349);
+    }
+    let mean_abs = sorted.iter().map(|v| (v - m).abs()).sum::<f64>() / n as f64;
+    (m, 1.2533 * mean_abs)
+}
+
+/// The median of |x − m| over sorted values, walking out from `m` (O(n/2), no copy).
+fn median_deviation(sorted: &[f64], m: f64) -> f64 {
+    let n = sorted.len();
+    let split = sorted.partition_point(|x| *x < m);
+    let (mut left, mut right) = (split, split);
+    let mut d = 0.0;
+    for _ in 0..=n / 2 {
+        let dl = if left > 0 { m - sorted[left - 1] } else { f64::INFINITY };
+        let dr = if right < n { sorted[right] - m } else { f64::INFINITY };
+        if dl <= dr {
+            d = dl;
+            left -= 1;
+        } else {
+            d = dr;
+            right += 1;
+        }
+    }
+    d
+}
+
+/// One hour-of-day or hour-of-week bucket.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    mean: f32,
+    dev: f32,
+    n: u32,
+    first_hour: u32,
+}
+
+/// Per-hour-of-day and per-hour-of-week level and spread, learned online.
+#[derive(Clone, Debug, Default)]
+struct Seasonal {
+    buckets: Vec<Bucket>,
+}
+
+impl Seasonal {
+    const DAY: usize = 24;
+    const WEEK: usize = 168;
+
+    fn slots(at: jiff::Timestamp) -> (u32, [usize; 2]) {
+        let hour = u32::try_from(at.as_second().max(0) / 3600).unwrap_or(u32::MAX);
+        (hour, [hour as usize % Self::DAY, Self::DAY + hour as usize % Self::WEEK])
+    }
+
+    fn learn(&mut self, at: jiff::Timestamp, v: f64, alpha_min: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![Bucket::default(); Self::DAY + Self::WEEK];
+        }
+        let (hour, slots) = Self::slots(at);
+        for s in slots {
+            let b = &mut self.buckets[s];
+            if b.n == 0 {
+                *b = Bucket { mean: v as f32, dev: 0.0, n: 1, first_hour: hour };
+                continue;
+            }
+            let a = (1.0 / f64::from(b.n + 1)).max(alpha_min);
+            let d = v - f64::from(b.mean);
+            b.mean = (f64::from(b.mean) + a * d) as f32;
+            b.dev = (f64::from(b.dev) + a * (d.abs() - f64::from(b.dev))) as f32;
+            b.n = b.n.saturating_add(1);
+        }
+    }
+
+    /// The smallest deviation, in units of at least `floor`, from a bucket of this hour that
+    /// has seen an earlier day (week); None while none has.
+    fn score(&self, at: jiff::Timestamp, v: f64, floor: f64) -> Option<f64> {
+        let (hour, slots) = Self::slots(at);
+        slots
+            .iter()
+            .filter_map(|s| self.buckets.get(*s))
+            .filter(|b| b.n >= 4 && b.first_hour + 12 < hour)
+            .map(|b| (v - f64::from(b.mean)).abs() / (1.2533 * f64::from(b.dev)).max(floor))
+            .min_by(f64::total_cmp)
+    }
+}
+
+/// A two-sided CUSUM on the deviation from the baseline that reports a shift: how many
+/// samples ago it began and the mean score since.
+#[derive(Clone, Debug, Default)]
+struct Cusum {
+    up: f64,
+    down: f64,
+    run_up: usize,
+    run_down: usize,
+    score_up: f64,
+    score_down: f64,
+}
+
+impl Cusum {
+    /// Feeds the deviation `z` and the signed score of the same sample.
+    fn update(&mut self, z: f64, score: f64) -> Option<(usize, f64)> {
+        let z = z.clamp(-CUSUM_CAP, CUSUM_CAP);
+        self.up = (self.up + z - CUSUM_K).max(0.0);
+        self.down = (self.down - z - CUSUM_K).max(0.0);
+        (self.run_up, self.score_up) = if self.up > 0.0 { (self.run_up + 1, self.score_up + score) } else { (0, 0.0) };
+        (self.run_down, self.score_down) =
+            if self.down > 0.0 { (self.run_down + 1, self.score_down + score) } else { (0, 0.0) };
+        let (run, sum) = if self.up > CUSUM_H {
+            (self.run_up, self.score_up)
+        } else if self.down > CUSUM_H {
+            (self.run_down, self.score_down)
+        } else {
+            return None;
+        };
+        *self = Self::default();
+        Some((run, sum.abs() / run.max(1) as f64))
+    }
+}
+
+/// The distribution of a score (≥ 0), decayed, with a peaks-over-threshold tail.
+#[derive(Clone, Debug)]
+struct Tail {
+    bins: [f64; Self::BINS],
+    total: f64,
+    /// Weight of the next sample (grows instead of every bin decaying).
+    weight: f64,
+    since_refresh: u32,
+    limit: f64,
+}
+
+impl Tail {
+    const BINS: usize = 64;
+    /// Bin edges are (i / 8)²: fine near 0, 1 wide near 8, 2 wide near 60.
+    fn edge(i: usize) -> f64 {
+        let x = i as f64 / 8.0;
+        x * x
+    }
+
+    fn bin(s: f64) -> usize {
+        ((s.max(0.0).sqrt() * 8.0) as usize).min(Self::BINS - 1)
+    }
+
+    /// A tail that starts from a half-normal of scale `sigma`.
+    fn new(sigma: f64) -> Self {
+        let mut bins = [0.0; Self::BINS];
+        for (i, b) in bins.iter_mut().enumerate() {
+            let upper = if i + 1 == Self::BINS { f64::INFINITY } else { Self::edge(i + 1) };
+            let p = half_normal_cdf(upper / sigma) - half_normal_cdf(Self::edge(i) / sigma);
+            *b = TAIL_PRIOR * p;
+        }
+        Self { bins, total: TAIL_PRIOR, weight: 1.0, since_refresh: TAIL_REFRESH, limit: f64::NAN }
+    }
+
+    fn learn(&mut self, s: f64) {
+        self.weight /= 1.0 - 1.0 / TAIL_MEMORY;
+        if self.weight > 1e100 {
+            for b in &mut self.bins {
+                *b /= self.weight;
+            }
+            self.total /= self.weight;
+            self.weight = 1.0;
+        }
+        self.bins[Self::bin(s)] += self.weight;
+        self.total += self.weight;
+        self.since_refresh += 1;
+    }
+
+    /// The score exceeded with probability `risk`: the top 10% of the distribution fitted
+    /// with a generalised Pareto tail by the method of moments (shape ξ in [0, 0.5]: an
+    /// exponential tail at 0, so light tails are never extrapolated lighter than that; heavy
+    /// tails raise the limit), limit = u + σ/ξ·((p_u / risk)^ξ − 1). Recomputed every few
+    /// samples.
+    fn limit(&mut self, risk: f64) -> f64 {
+        if self.since_refresh < TAIL_REFRESH && self.limit.is_finite() {
+            return self.limit;
+        }
+        self.since_refresh = 0;
+        let target = 0.1 * self.total;
+        let mut above = 0.0;
+        let mut top = 0;
+        for i in (0..Self::BINS).rev() {
+            above += self.bins[i];
+            top = i;
+            if above >= target {
+                break;
+            }
+        }
+        let u = Self::edge(top);
+        let (mut m1, mut m2) = (0.0, 0.0);
+        for i in top..Self::BINS {
+            let mid = if i + 1 == Self::BINS { Self::edge(i) + 2.0 } else { (Self::edge(i) + Self::edge(i + 1)) / 2.0 };
+            let x = mid - u;
+            m1 += self.bins[i] * x;
+            m2 += self.bins[i] * x * x;
+        }
+        if above <= 0.0 {
+            self.limit = u;
+            return u;
+        }
+        m1 /= above;
+        m2 /= above;
+        let var = (m2 - m1 * m1).max(0.0);
+        let ratio = (above / self.total / risk).max(1.0);
+        self.limit = if var > 0.0 && m1 > 0.0 {
+            // Few peaks say little about the shape: shrink towards the exponential.
+            let xi = (0.5 * (1.0 - m1 * m1 / var)).clamp(0.0, 0.5) * above / (above + TAIL_SHAPE_PRIOR);
+            let sigma = 0.5 * m1 * (m1 * m1 / var + 1.0);
+            if xi < 1e-6 { u + m1 * ratio.ln() } else { u + sigma / xi * (ratio.powf(xi) - 1.0) }
+        } else {
+            u + m1 * ratio.ln()
+        };
+        self.limit
+    }
+}
+
+/// P(|Z| ≤ x) for a standard normal Z (Abramowitz and Stegun 7.1.26, error < 1.5e-7).
+fn half_normal_cdf(x: f64) -> f64 {
+    if x.is_infinite() {
+        return 1.0;
+    }
+    let z = x / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    (1.0 - poly * (-z * z).exp()).clamp(0.0, 1.0)
+}
+
+/// The `anomaly` detector over one series.
+#[derive(Clone, Debug)]
+pub struct Anomaly {
+    /// Series name for explanations.
+    pub name: String,
+    /// Probability per sample, on the series' own score distribution, of a score past the
+    /// limit (1e-5 by default).
+    pub risk: f64,
+    recent: Recent,
+    warmup: usize,
+    quantum: f64,
+    last: Option<(jiff::Timestamp, f64)>,
+    spacing: f64,
+    season: Seasonal,
+    cusum: Cusum,
+    single: Tail,
+    run: Tail,
+    scores: VecDeque<f64>,
+    hold: Duration,
+    firing: bool,
+    pending: Option<jiff::Timestamp>,
+    calm: usize,
+    calm_since: Option<jiff::Timestamp>,
+}
+
+impl Anomaly {
+    /// A detector judging against the last `window` samples at `risk`, holding a condition
+    /// for `hold` before it fires (zero: the first anomalous sample fires).
+    pub fn new(name: &str, window: usize, risk: f64, hold: Duration) -> Self {
+        let window = window.max(16);
+        Self {
+            name: name.to_owned(),
+            risk: risk.clamp(1e-12, 0.01),
+            recent: Recent::new(window),
+            warmup: WARMUP.min(window),
+            quantum: f64::INFINITY,
+            last: None,
+            spacing: 0.0,
+            season: Seasonal::default(),
+            cusum: Cusum::default(),
+            single: Tail::new(1.0),
+            run: Tail::new(1.0 / (RUN as f64).sqrt()),
+            scores: VecDeque::with_capacity(RUN),
+            hold,
+            firing: false,
+            pending: None,
+            calm: 0,
+            calm_since: None,
+        }
+    }
+
+    /// The smallest step between consecutive values seen (∞ before one is seen).
+    pub fn resolution(&self) -> f64 {
+        self.quantum
+    }
+
+    fn learn_spacing(&mut self, at: jiff::Timestamp, v: f64) {
+        if let Some((t, prev)) = self.last {
+            let d = (v - prev).abs();
+            if d > 1e-9 * v.abs().max(prev.abs()) && d < self.quantum {
+                self.quantum = d;
+            }
+            let dt = at.duration_since(t).as_secs_f64();
+            if dt > 0.0 {
+                self.spacing = if self.spacing == 0.0 { dt } else { self.spacing + 0.05 * (dt - self.spacing) };
+            }
+        }
+        self.last = Some((at, v));
+    }
+
+    /// Whether the anomalous signal starts, holds or ends the condition.
+    fn transition(&mut self, at: jiff::Timestamp, anomalous: bool) -> Option<State> {
+        let held = |since: jiff::Timestamp| at.duration_since(since).unsigned_abs() >= self.hold;
+        if !self.firing {
+            if !anomalous {
+                self.pending = None;
+                return None;
+            }
+            let since = *self.pending.get_or_insert(at);
+            if held(since) {
+                self.firing = true;
+                self.pending = None;
+                self.calm = 0;
+                self.calm_since = None;
+                return Some(State::Firing);
+            }
+            return None;
+        }
+        if anomalous {
+            self.calm = 0;
+            self.calm_since = None;
+            return None;
+        }
+        self.calm += 1;
+        let since = *self.calm_since.get_or_insert(at);
+        if self.calm >= CLEAR && held(since) {
+            self.firing = false;
+            self.calm_since = None;
+            return Some(State::Resolved);
+        }
+        None
+    }
+}
+
+impl Detector for Anomaly {
+    fn observe(&mut self, at: jiff::Timestamp, value: f64) -> Option<Finding> {
+        if !value.is_finite() {
+            return None;
+        }
+        self.learn_spacing(at, value);
+        let alpha_min = if self.spacing > 0.0 { (self.spacing / (3.0 * 3600.0)).clamp(1e-4, 0.5) } else { 0.5 };
+        if self.recent.len() < self.warmup {
+            self.recent.push(at, value);
+            self.season.learn(at, value, alpha_min);
+            return None;
+        }
+        let (center, raw_scale) = self.recent.center_scale();
+        let floor = if self.quantum.is_finite() { self.quantum } else { 0.0 };
+        let scale = raw_scale.max(floor).max(center.abs() * 1e-9).max(1e-12);
+        let z = (value - center) / scale;
+        let seasonal = self.season.score(at, value, floor.max(0.5 * scale));
+        let score = seasonal.map_or(z.abs(), |s| s.min(z.abs()));
+        let signed = score.copysign(z);
+        if self.scores.len() == RUN {
+            self.scores.pop_front();
+        }
+        self.scores.push_back(signed);
+        let run_score = (self.scores.len() == RUN).then(|| (self.scores.iter().sum::<f64>() / RUN as f64).abs());
+
+        let single_limit = self.single.limit(self.risk).max(MIN_SINGLE);
+        let run_limit = self.run.limit(self.risk).max(MIN_RUN);
+        let mut anomalous = score > single_limit || run_score.is_some_and(|r| r > run_limit);
+        // The tails learn what this series does, an excursion counted no further than twice
+        // the limit it crossed (so one incident does not blunt the detector for days, and a
+        // heavy tail still shows).
+        self.single.learn(score.min(2.0 * single_limit));
+        if let Some(r) = run_score {
+            self.run.learn(r.min(2.0 * run_limit));
+        }
+
+        self.recent.push(at, value);
+        self.season.learn(at, value, alpha_min);
+        if let Some((since, mean_score)) = self.cusum.update(z, signed) {
+            // The level moved: keep what came after the change and learn it. A shift whose
+            // samples, or this sample, are as far out as a run that fires is a condition even
+            // if no run of three showed it yet.
+            anomalous |= mean_score > run_limit || score > run_limit;
+            self.recent.keep_last(since);
+            self.warmup = RELEARN.min(self.recent.capacity);
+            self.scores.clear();
+        } else if self.recent.len() >= self.warmup {
+            self.warmup = WARMUP.min(self.recent.capacity);
+        }
+
+        let state = self.transition(at, anomalous)?;
+        let window = self.recent.span();
+        let limit = single_limit * scale;
+        let explanation = match state {
+            State::Firing => {
+                let how = if run_score.is_some_and(|r| r > run_limit) && score <= single_limit {
+                    format!("the last {RUN} samples average {:.1} sigma away (limit {run_limit:.1})", run_score.unwrap_or(0.0))
+                } else {
+                    format!("limit {single_limit:.1} sigma")
+                };
+                let season = if seasonal.is_some() { " and from this hour on earlier days" } else { "" };
+                format!(
+                    "{} is {value:.4}, {z:+.1} sigma from its median {center:.4} (sigma {scale:.4}) over the last {}{season}; {how}, a level this series' own history puts at under 1 in {:.0} samples",
+                    self.name,
+                    human(window),
+                    1.0 / self.risk
+                )
+            }
+            State::Resolved => format!("{} is {value:.4}, back within its usual range around {center:.4}", self.name),
+        };
+        Some(Finding {
+            state,
+            detector: "anomaly",
+            at,
+            value,
+            baseline: center,
+            threshold: center + limit.copysign(z),
+            window,
+            explanation,
+        })
+    }
+
+    fn learning(&self) -> Option<Progress> {
+        (self.recent.len() < self.warmup)
+            .then(|| Progress::samples(self.recent.len() as u64, self.warmup as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::synth::{Rng, t};
+    use crate::detect::zscore::tests::{firings, noise, step_detection};
+
+    const TEN_S: Duration = Duration::ZERO;
+
+    fn detector() -> Anomaly {
+        Anomaly::new("x", WINDOW, 1e-5, TEN_S)
+    }
+
+    fn per_thousand(total: usize, samples: usize) -> f64 {
+        total as f64 * 1000.0 / samples as f64
+    }
+
+    #[test]
+    fn robust_scale_falls_back_instead_of_collapsing() {
+        let mut v = vec![5.0; 60];
+        v.extend([5.1, 4.9, 5.2, 5.0, 4.8]);
+        v.sort_by(f64::total_cmp);
+        let (m, s) = robust_center_scale(&v);
+        assert_eq!(m, 5.0);
+        assert!(s > 0.0, "MAD and IQR are 0, the mean absolute deviation is not: {s}");
+        let (_, s) = robust_center_scale(&[1.0, 1.0, 2.0, 2.0, 4.0, 6.0, 9.0]);
+        assert!((s - 1.4826).abs() < 1e-12);
+        assert_eq!(robust_center_scale(&[3.0; 10]), (3.0, 0.0));
+    }
+
+    #[test]
+    fn median_deviation_matches_a_sort() {
+        let mut r = Rng::new(3);
+        for n in 1..80 {
+            let mut v: Vec<f64> = (0..n).map(|_| (r.normal() * 4.0).round()).collect();
+            v.sort_by(f64::total_cmp);
+            let m = v[n / 2];
+            let mut d: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
+            d.sort_by(f64::total_cmp);
+            assert_eq!(median_deviation(&v, m), d[n / 2], "n {n}");
+        }
+    }
+
+    #[test]
+    fn the_tail_limit_follows_the_series() {
+        let mut quiet = Tail::new(1.0);
+        let l = quiet.limit(1e-5);
+        assert!((5.0..6.5).contains(&l), "half-normal prior: {l}");
+        let mut r = Rng::new(1);
+        let mut heavy = Tail::new(1.0);
+        for _ in 0..5000 {
+            heavy.learn((r.normal() * 1.5).exp());
+        }
+        assert!(heavy.limit(1e-5) > 2.0 * l, "log-normal scores raise the limit: {}", heavy.limit(1e-5));
+    }
+
+    #[test]
+    fn six_sigma_steps_within_three_samples() {
+        let (share, worst) =
+            step_detection(200, 6.0, || Box::new(detector()), |seed| noise(seed, 200, 10.0, 1.0));
+        assert!(share >= 0.99, "{share}");
+        assert!(worst <= 4, "{worst}");
+    }
+
+    #[test]
+    fn quiet_on_normal_quantised_and_heavy_tailed_noise() {
+        let mut r = Rng::new(11);
+        let n = 20_000;
+        let normal = noise(5, n, 0.0, 1.0);
+        let quantised: Vec<f64> = (0..n).map(|_| (2.0 + 0.4 * r.normal()).max(0.0).round() / 10.0).collect();
+        let heavy: Vec<f64> = (0..n).map(|_| (3.0 + 0.6 * r.normal()).exp()).collect();
+        let pareto: Vec<f64> = (0..n).map(|_| 10.0 / r.uniform().max(1e-9).powf(1.0 / 1.5)).collect();
+        for (what, s) in [("normal", normal), ("quantised", quantised), ("log-normal", heavy), ("pareto", pareto)] {
+            let f = firings(&mut detector(), &s);
+            assert!(per_thousand(f, n) <= 0.5, "{what}: {f} false alarms in {n}");
+        }
+    }
+
+    #[test]
+    fn a_daily_square_wave_is_normal_after_the_first_day() {
+        // 5-minute samples: 9 flat hours low, then 15 hours high, every day, plus noise.
+        let mut r = Rng::new(8);
+        let day = 288;
+        let series: Vec<(jiff::Timestamp, f64)> = (0..day * 10)
+            .map(|i| {
+                let high = (i % day) >= 108;
+                (t(i, 300), if high { 60.0 } else { 5.0 } + r.normal())
+            })
+            .collect();
+        let mut d = detector();
+        let fired: Vec<usize> = series
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (at, v))| d.observe(*at, *v).filter(|f| f.state == State::Firing).map(|_| i))
+            .collect();
+        assert!(fired.iter().all(|i| *i < day + 108 + 1), "fired after the first day's step: {fired:?}");
+    }
+
+    #[test]
+    fn a_level_shift_fires_once_and_is_relearned_within_a_window() {
+        let mut s = noise(9, 1000, 100.0, 2.0);
+        for v in &mut s[400..] {
+            *v += 40.0;
+        }
+        let mut d = detector();
+        let events: Vec<(usize, State)> = s
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| d.observe(t(i, 10), *v).map(|f| (i, f.state)))
+            .collect();
+        assert_eq!(events.first().map(|e| e.1), Some(State::Firing), "{events:?}");
+        assert!(events[0].0 - 400 <= 2, "{events:?}");
+        let resolved = events.iter().find(|e| e.1 == State::Resolved).map(|e| e.0);
+        assert!(resolved.is_some_and(|r| r - 400 <= WINDOW), "re-learned within one window: {events:?}");
+        assert_eq!(events.len(), 2, "one condition: {events:?}");
+    }
+
+    #[test]
+    fn a_large_spike_fires_alone() {
+        let mut s = noise(2, 400, 50.0, 1.0);
+        s[300] = 90.0;
+        let mut d = detector();
+        let fired: Vec<usize> = s
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| d.observe(t(i, 10), *v).filter(|f| f.state == State::Firing).map(|_| i))
+            .collect();
+        assert_eq!(fired, [300]);
+    }
+
+    #[test]
+    fn says_it_is_learning_until_it_judges() {
+        let mut d = detector();
+        assert_eq!(d.learning(), Some(Progress::samples(0, WARMUP as u64)));
+        for i in 0..WARMUP {
+            d.observe(t(i, 10), 1.0 + (i % 3) as f64);
+        }
+        assert_eq!(d.learning(), None);
+    }
+
+    #[test]
+    fn the_same_samples_give_the_same_findings_at_any_cadence() {
+        let mut s = noise(4, 190, 20.0, 1.0);
+        for v in &mut s[120..150] {
+            *v += 8.0;
+        }
+        let run = |step: i64| -> Vec<(usize, State)> {
+            let mut d = detector();
+            s.iter().enumerate().filter_map(|(i, v)| d.observe(t(i, step), *v).map(|f| (i, f.state))).collect()
+        };
+        let ten = run(10);
+        assert!(!ten.is_empty());
+        assert_eq!(run(60), ten);
+        assert_eq!(run(300), ten);
+    }
+}
