@@ -476,7 +476,7 @@ impl Detector for Anomaly {
         let floor = if self.quantum.is_finite() { self.quantum } else { 0.0 };
         let scale = raw_scale.max(floor).max(center.abs() * 1e-9).max(1e-12);
         let z = (value - center) / scale;
-        let seasonal = self.season.score(at, value, floor.max(0.5 * scale));
+        let seasonal = self.season.score(at, value, floor.max(0.1 * scale));
         let score = seasonal.map_or(z.abs(), |s| s.min(z.abs()));
         let signed = score.copysign(z);
         if self.scores.len() == RUN {
@@ -488,12 +488,14 @@ impl Detector for Anomaly {
         let single_limit = self.single.limit(self.risk).max(MIN_SINGLE);
         let run_limit = self.run.limit(self.risk).max(MIN_RUN);
         let mut anomalous = score > single_limit || run_score.is_some_and(|r| r > run_limit);
-        // The tails learn what this series does, an excursion counted no further than twice
-        // the limit it crossed (so one incident does not blunt the detector for days, and a
-        // heavy tail still shows).
-        self.single.learn(score.min(2.0 * single_limit));
-        if let Some(r) = run_score {
-            self.run.learn(r.min(2.0 * run_limit));
+        // The tails learn what this series does when it is not anomalous: an incident does
+        // not blunt the detector for the next one, and a heavy tail shows below the limits
+        // already.
+        if !anomalous {
+            self.single.learn(score);
+            if let Some(r) = run_score {
+                self.run.learn(r);
+            }
         }
 
         self.recent.push(at, value);

@@ -9,6 +9,7 @@
 //! limit does not flap.
 
 pub mod anomaly;
+pub mod eval;
 pub mod ewma;
 pub mod leak;
 pub mod mad;
