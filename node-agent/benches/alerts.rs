@@ -2,7 +2,7 @@
 //!
 //! - reading the samples the rules see from this host's `/metrics` text;
 //! - the rule engine on those samples with the example policy's seven rules, and with 100
-//!   threshold rules;
+//!   threshold rules; one anomaly rule over 100 series;
 //! - the router taking and flushing 1,000 alerts;
 //! - one spool entry written and removed, with and without fsync (on this machine's disk);
 //! - a policy reload: the full load against the check that nothing changed.
@@ -19,7 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use vigil_agent::alert::Alert;
 use vigil_agent::alert::policy::{PolicySet, load};
 use vigil_agent::alert::route::{Notification, Router};
-use vigil_agent::alert::rules::{Engine, samples_from_text};
+use vigil_agent::alert::rules::{Engine, Sample, samples_from_text};
 use vigil_agent::alert::spool::{Limits, Spool};
 use vigil_agent::config::{Collectors, CompiledFilters};
 use vigil_agent::events::Severity;
@@ -100,6 +100,38 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             engine.observe_metrics(jiff::Timestamp::from_second(1_700_000_000 + i * 10).unwrap(), &samples)
+        });
+    });
+
+    // One anomaly rule over 100 series (one per label value), the detector the rules default
+    // to: the engine's whole cost per scan, series lookup included.
+    let anomaly = policy(
+        dir.path(),
+        "rules:\n  - name: Odd\n    metric: {name: vigil_node_load1}\n    detector: {anomaly: {}}\n",
+    );
+    let mut engine = Engine::new("node-a", std::time::Duration::from_secs(10));
+    engine.set_policies(&anomaly, jiff::Timestamp::now());
+    let mut rng = vigil_agent::detect::synth::Rng::new(1);
+    let scans: Vec<Vec<Sample>> = (0..512)
+        .map(|_| {
+            (0..100)
+                .map(|k| Sample {
+                    name: "vigil_node_load1".into(),
+                    labels: BTreeMap::from([("series".to_owned(), k.to_string())]),
+                    value: 10.0 + rng.normal(),
+                })
+                .collect()
+        })
+        .collect();
+    for (k, scan) in scans.iter().enumerate() {
+        engine.observe_metrics(jiff::Timestamp::from_second(1_700_000_000 + k as i64 * 10).unwrap(), scan);
+    }
+    let mut k = scans.len() as i64;
+    g.bench_function("engine_anomaly_rule_100_series", |b| {
+        b.iter(|| {
+            k += 1;
+            let scan = &scans[k as usize % scans.len()];
+            engine.observe_metrics(jiff::Timestamp::from_second(1_700_000_000 + k * 10).unwrap(), scan)
         });
     });
 

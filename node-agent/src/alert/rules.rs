@@ -29,6 +29,9 @@ use crate::detect::zscore::{Deviation, RollingMean};
 use crate::detect::{Detector, Finding, Progress, State};
 use crate::events::{Event, Severity};
 
+/// The engine's maps' hasher: fast on short keys, seeded per process.
+type Hasher = foldhash::fast::RandomState;
+
 /// Series one rule tracks at most.
 pub const MAX_SERIES_PER_RULE: usize = 1000;
 /// Intervals without a sample after which a series resolves and is forgotten.
@@ -236,7 +239,7 @@ struct Series {
 struct RuleState {
     policy: String,
     spec: AlertRule,
-    series: HashMap<String, Series>,
+    series: HashMap<String, Series, Hasher>,
     /// Series refused for the bound.
     refused: u64,
 }
@@ -257,7 +260,7 @@ fn severity(s: RuleSeverity) -> Severity {
 }
 
 fn series_key(labels: &BTreeMap<String, String>) -> String {
-    let mut k = String::new();
+    let mut k = String::with_capacity(labels.iter().map(|(n, v)| n.len() + v.len() + 2).sum());
     for (n, v) in labels {
         k.push_str(n);
         k.push('\u{1}');
@@ -362,7 +365,7 @@ impl Engine {
                 self.rules.push(kept.unwrap_or_else(|| RuleState {
                     policy: p.id.clone(),
                     spec: r.clone(),
-                    series: HashMap::new(),
+                    series: HashMap::default(),
                     refused: 0,
                 }));
             }
@@ -372,7 +375,8 @@ impl Engine {
 
     /// Feeds the samples of one scan at `now`; returns the alerts that fired or resolved.
     pub fn observe_metrics(&mut self, now: jiff::Timestamp, samples: &[Sample]) -> Vec<Routed> {
-        let mut by_name: HashMap<&str, Vec<&Sample>> = HashMap::new();
+        let mut by_name: HashMap<&str, Vec<&Sample>, Hasher> =
+            HashMap::with_capacity_and_hasher(samples.len().min(1024), Hasher::default());
         for s in samples {
             by_name.entry(s.name.as_str()).or_default().push(s);
         }
@@ -392,13 +396,19 @@ impl Engine {
                     continue;
                 }
                 let key = series_key(&s.labels);
-                if !rule.series_mut(&key, &s.labels, hold, interval) {
-                    continue;
-                }
-                let f = rule.series.get_mut(&key).and_then(|series| {
+                let capacity = if capacities.is_empty() { None } else { capacities.get(&key).copied() };
+                let observe = |series: &mut Series| {
                     series.last_seen = now;
-                    series.det.observe(now, s.value, capacities.get(&key).copied())
-                });
+                    series.det.observe(now, s.value, capacity)
+                };
+                // One lookup for a known series; a new one is admitted within the bound.
+                let f = if let Some(series) = rule.series.get_mut(&key) {
+                    observe(series)
+                } else if rule.series_mut(&key, &s.labels, hold, interval) {
+                    rule.series.get_mut(&key).and_then(observe)
+                } else {
+                    continue;
+                };
                 if let Some(f) = f {
                     out.extend(rule.alert(&self.node, &key, &f));
                 }

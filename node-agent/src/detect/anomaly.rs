@@ -53,7 +53,7 @@ const CUSUM_CAP: f64 = 6.0;
 /// Samples of memory of the score distribution.
 const TAIL_MEMORY: f64 = 2000.0;
 /// Samples between recomputations of the tail's limits.
-const TAIL_REFRESH: u32 = 16;
+const TAIL_REFRESH: u32 = 32;
 /// Weight of the prior (half-normal) score distribution a new series starts from.
 const TAIL_PRIOR: f64 = 200.0;
 /// Weight of the peaks (samples above the 90th percentile) at which the fitted tail shape
@@ -140,24 +140,34 @@ pub fn robust_center_scale(sorted: &[f64]) -> (f64, f64) {
     (m, 1.2533 * mean_abs)
 }
 
-/// The median of |x − m| over sorted values, walking out from `m` (O(n/2), no copy).
+/// The median of |x − m| over sorted values (the upper one for an even count): the k-th
+/// smallest of two sorted runs, the deviations below `m` (walking down) and above it
+/// (walking up), found by bisection in O(log n) without a copy.
 fn median_deviation(sorted: &[f64], m: f64) -> f64 {
     let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
     let split = sorted.partition_point(|x| *x < m);
-    let (mut left, mut right) = (split, split);
-    let mut d = 0.0;
-    for _ in 0..=n / 2 {
-        let dl = if left > 0 { m - sorted[left - 1] } else { f64::INFINITY };
-        let dr = if right < n { sorted[right] - m } else { f64::INFINITY };
-        if dl <= dr {
-            d = dl;
-            left -= 1;
+    let (nl, nr) = (split, n - split);
+    let left = |i: usize| m - sorted[split - 1 - i];
+    let right = |j: usize| sorted[split + j] - m;
+    // Take `want` deviations in all: `i` from the left run, the rest from the right.
+    let want = n / 2 + 1;
+    let (mut lo, mut hi) = (want.saturating_sub(nr), want.min(nl));
+    loop {
+        let i = (lo + hi) / 2;
+        let j = want - i;
+        if i > 0 && j < nr && left(i - 1) > right(j) {
+            hi = i - 1;
+        } else if j > 0 && i < nl && right(j - 1) > left(i) {
+            lo = i + 1;
         } else {
-            d = dr;
-            right += 1;
+            let a = if i > 0 { left(i - 1) } else { f64::NEG_INFINITY };
+            let b = if j > 0 { right(j - 1) } else { f64::NEG_INFINITY };
+            return a.max(b);
         }
     }
-    d
 }
 
 /// One hour-of-day or hour-of-week bucket.
@@ -585,10 +595,11 @@ mod tests {
         for n in 1..80 {
             let mut v: Vec<f64> = (0..n).map(|_| (r.normal() * 4.0).round()).collect();
             v.sort_by(f64::total_cmp);
-            let m = v[n / 2];
-            let mut d: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
-            d.sort_by(f64::total_cmp);
-            assert_eq!(median_deviation(&v, m), d[n / 2], "n {n}");
+            for m in [v[n / 2], (v[(n - 1) / 2] + v[n / 2]) / 2.0, v[0] - 1.0, v[n - 1] + 0.5] {
+                let mut d: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
+                d.sort_by(f64::total_cmp);
+                assert_eq!(median_deviation(&v, m), d[n / 2], "n {n}, m {m}");
+            }
         }
     }
 
