@@ -237,7 +237,7 @@ fn watch_tries_a_policy_on_this_host_and_prints_its_alerts() {
     // Receivers whose secrets do not exist here: a dry run does not read them.
     std::fs::write(
         &file,
-        "rules:\n  - name: HostUp\n    metric: {name: vigil_node_uptime_seconds}\n    detector: {threshold: {above: 0}}\n    severity: info\nroutes:\n  - {name: all, receivers: [x]}\nreceivers:\n  - {name: x, webhook: {url: {name: absent, key: url}}}\n",
+        "rules:\n  - name: HostUp\n    metric: {name: vigil_node_uptime_seconds}\n    detector: {threshold: {above: 0}}\n    severity: info\n  - name: OddLoad\n    metric: {name: vigil_node_load1}\n    detector: {anomaly: {}}\nroutes:\n  - {name: all, receivers: [x]}\nreceivers:\n  - {name: x, webhook: {url: {name: absent, key: url}}}\n",
     )
     .unwrap();
     let agent = env!("CARGO_BIN_EXE_vigil-agent");
@@ -256,6 +256,17 @@ fn watch_tries_a_policy_on_this_host_and_prints_its_alerts() {
     assert_eq!(alerts[0]["status"], "firing");
     assert_eq!(alerts[0]["alert"]["labels"]["alertname"], "HostUp");
     assert_eq!(alerts[0]["alert"]["labels"]["severity"], "info");
+    // A rule that cannot judge yet says so once, with how far it is, not at every scan.
+    let learning: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("status").is_some_and(|s| s == "learning" || s == "judging"))
+        .collect();
+    assert_eq!(learning.len(), 1, "{learning:?}");
+    assert_eq!(learning[0]["status"], "learning");
+    assert_eq!(learning[0]["series"]["rule"], "OddLoad");
+    assert_eq!((learning[0]["have"].as_u64(), learning[0]["need"].as_u64()), (Some(1), Some(32)));
+    assert_eq!(learning[0]["unit"], "samples");
     let text = Command::new(agent)
         .args(["watch", "--compact", "--no-color", "--interval", "1s", "--count", "1", "--policy"])
         .arg(&file)
@@ -263,6 +274,10 @@ fn watch_tries_a_policy_on_this_host_and_prints_its_alerts() {
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.lines().any(|l| l.contains(" FIRING   HostUp (info) — ")), "{text}");
+    assert!(
+        text.lines().any(|l| l.ends_with("/OddLoad: learning, 1 of 32 samples before it judges")),
+        "{text}"
+    );
     std::fs::write(&file, "rules:\n  - name: Bad\n    metric: {name: m}\n    detector: {}\n").unwrap();
     let bad = Command::new(agent).args(["watch", "--count", "1", "--policy"]).arg(&file).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));
