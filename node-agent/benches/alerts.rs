@@ -1,6 +1,6 @@
 //! The alert pipeline's cost per scan and per notification:
 //!
-//! - reading the samples the rules see from this host's `/metrics` text;
+//! - the samples the rules see, read from the export tables behind this host's `/metrics`;
 //! - the rule engine on those samples with the example policy's seven rules, and with 100
 //!   threshold rules; one anomaly rule over 100 series;
 //! - the router taking and flushing 1,000 alerts;
@@ -19,7 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use vigil_agent::alert::Alert;
 use vigil_agent::alert::policy::{PolicySet, load};
 use vigil_agent::alert::route::{Notification, Router};
-use vigil_agent::alert::rules::{Engine, Sample, samples_from_text};
+use vigil_agent::alert::rules::{Engine, Sample};
 use vigil_agent::alert::spool::{Limits, Spool};
 use vigil_agent::config::{Collectors, CompiledFilters};
 use vigil_agent::events::Severity;
@@ -28,15 +28,15 @@ use vigil_agent::host::HostRoot;
 use vigil_agent::selfmon::SelfUsage;
 use vigil_agent::snapshot::Collector;
 
-/// This host's `/metrics` text, as the daemon encodes it.
-fn metrics_text() -> String {
+/// This host's `/metrics` text, as the daemon encodes it, and the tables behind it.
+fn metrics_text() -> (String, vigil_agent::export::catalog::Tables) {
     let latest: prometheus::Latest = Arc::new(RwLock::new(None));
-    let (registry, _) = prometheus::registry(latest.clone(), SelfUsage::default(), "bench");
+    let (registry, exports) = prometheus::registry(latest.clone(), SelfUsage::default(), "bench");
     let mut collector = Collector::new(HostRoot::new("/"), Collectors::default(), CompiledFilters::default(), 5);
     collector.collect(jiff::Timestamp::now());
     std::thread::sleep(std::time::Duration::from_millis(200));
     *latest.write().unwrap() = Some(Arc::new(collector.collect(jiff::Timestamp::now())));
-    prometheus::to_prometheus_text(&prometheus::encode(&registry).unwrap())
+    (prometheus::to_prometheus_text(&prometheus::encode(&registry).unwrap()), exports.tables)
 }
 
 /// A policy set from YAML (no receivers, so no secrets).
@@ -47,13 +47,13 @@ fn policy(dir: &std::path::Path, yaml: &str) -> PolicySet {
 }
 
 fn bench(c: &mut Criterion) {
-    let text = metrics_text();
-    let samples = samples_from_text(&text);
+    let (text, tables) = metrics_text();
+    let samples = tables.samples();
     eprintln!("/metrics: {} bytes, {} samples", text.len(), samples.len());
     let dir = tempfile::tempdir().unwrap();
 
     let mut g = c.benchmark_group("alerts");
-    g.bench_function("samples_from_metrics_text", |b| b.iter(|| samples_from_text(&text)));
+    g.bench_function("samples_from_the_export_tables", |b| b.iter(|| tables.samples()));
 
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/alertpolicy.yaml"))
         .unwrap()

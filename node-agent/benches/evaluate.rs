@@ -50,7 +50,14 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { data: Vec::new(), detectors: Vec::new(), generated: true, aeon: true, step: Duration::from_secs(10), write: None };
+    let mut a = Args {
+        data: Vec::new(),
+        detectors: Vec::new(),
+        generated: true,
+        aeon: true,
+        step: Duration::from_secs(10),
+        write: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -58,7 +65,8 @@ fn args() -> Result<Args, String> {
             "--data" => a.data.push(PathBuf::from(value("--data")?)),
             "--detector" => {
                 let v = value("--detector")?;
-                let (label, yaml) = v.split_once('=').ok_or_else(|| format!("--detector {v:?}: expected LABEL=YAML"))?;
+                let (label, yaml) =
+                    v.split_once('=').ok_or_else(|| format!("--detector {v:?}: expected LABEL=YAML"))?;
                 a.detectors.push((label.to_owned(), yaml.to_owned()));
             }
             "--no-generated" => a.generated = false,
@@ -86,7 +94,8 @@ fn policy(dir: &Path, i: usize, detector: &str) -> Result<Option<PolicySet>, Str
         return Ok(None);
     }
     let file = dir.join(format!("detector-{i}.yaml"));
-    let text = format!("rules:\n  - name: Evaluated\n    metric: {{name: vigil_node_load1}}\n    detector: {detector}\n");
+    let text =
+        format!("rules:\n  - name: Evaluated\n    metric: {{name: vigil_node_load1}}\n    detector: {detector}\n");
     std::fs::write(&file, text).map_err(|e| e.to_string())?;
     load_rules(&[file]).map(Some).map_err(|e| format!("detector {detector:?}: {e}"))
 }
@@ -129,7 +138,11 @@ fn read_dir(dir: &Path, step: Duration) -> Result<Vec<Labelled>, String> {
         let test = read(f, step)?;
         let train = name.replace("_TEST", "_TRAIN");
         let paired = f.with_file_name(&train);
-        out.push(if train != name && paired.is_file() { eval::with_training(read(&paired, step)?, test) } else { test });
+        out.push(if train != name && paired.is_file() {
+            eval::with_training(read(&paired, step)?, test)
+        } else {
+            test
+        });
     }
     if out.is_empty() {
         return Err(format!("{}: no .csv series", dir.display()));
@@ -157,9 +170,15 @@ fn aeon(step: Duration) -> Vec<(String, Vec<Labelled>)> {
     let sets = [
         (
             "aeon: UCR 135 InternalBleeding16",
-            pair("KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_TRAIN.csv", "KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_TEST.csv"),
+            pair(
+                "KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_TRAIN.csv",
+                "KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_TEST.csv",
+            ),
         ),
-        ("aeon: ECG, 3 anomalies", pair("UnitTest/ecg-diff-count-3_TRAIN_NA.csv", "UnitTest/ecg-diff-count-3_TEST.csv")),
+        (
+            "aeon: ECG, 3 anomalies",
+            pair("UnitTest/ecg-diff-count-3_TRAIN_NA.csv", "UnitTest/ecg-diff-count-3_TEST.csv"),
+        ),
         ("aeon: Daphnet S06R02E0 (first channel)", read(&d.join("Daphnet_S06R02E0/S06R02E0.csv"), step)),
     ];
     sets.into_iter()

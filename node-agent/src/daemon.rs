@@ -118,7 +118,7 @@ pub async fn run(
     );
     let latest: Latest = Arc::new(RwLock::new(None));
     let self_usage = SelfUsage::default();
-    let (mut registry, metrics) = prometheus::registry(latest.clone(), self_usage, version);
+    let (registry, metrics) = prometheus::registry(latest.clone(), self_usage, version);
     let node = crate::proc::identity::node_name(&HostRoot::new(config.host_root.clone()), config.node_name.as_deref());
     // In a pod (the kubelet sets KUBERNETES_SERVICE_HOST in every one) with the published
     // policies mounted, unset `alerts.policies` means those.
@@ -142,7 +142,7 @@ pub async fn run(
         None => None,
     };
     if let Some(p) = &alerts {
-        prometheus::register_alerts(&mut registry, p);
+        crate::alert::pipeline::register_table(&metrics.tables, p);
     }
     let mut events = if config.events.enabled {
         let otlp_logs = if config.exporters.otlp.enabled && config.exporters.otlp.events {
@@ -152,7 +152,7 @@ pub async fn run(
         };
         let (queue, rx) = EventQueue::new(config.events.queue_capacity, &node);
         let sources = crate::events::runner::start(&config, &queue);
-        prometheus::register_events(&mut registry, queue.clone(), sources.states.clone());
+        prometheus::register_events(&metrics.tables, queue.clone(), sources.states.clone());
         Some(EventConsumer {
             rx,
             stats: queue.stats(),
@@ -290,7 +290,7 @@ pub async fn run(
         }
         if let Some(p) = &alerts {
             // The rules see the series exactly as /metrics shows them.
-            p.samples(at, crate::alert::rules::scan_samples(&shared.registry, processes));
+            p.samples(at, crate::alert::rules::scan_samples(&metrics.tables, processes));
         }
         // The metrics server ended by itself: an error that the caller must see.
         if server.as_ref().is_some_and(tokio::task::JoinHandle::is_finished) {

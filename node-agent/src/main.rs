@@ -304,12 +304,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let mut engine = vigil_agent::alert::rules::Engine::new(&node, interval);
                     engine.set_policies(&set, jiff::Timestamp::now());
                     let latest: vigil_agent::export::prometheus::Latest = std::sync::Arc::default();
-                    let (registry, _) = vigil_agent::export::prometheus::registry(
+                    let (_registry, exports) = vigil_agent::export::prometheus::registry(
                         latest.clone(),
                         vigil_agent::selfmon::SelfUsage::default(),
                         env!("CARGO_PKG_VERSION"),
                     );
-                    Some((engine, latest, registry, Vec::new()))
+                    Some((engine, latest, exports.tables, Vec::new()))
                 };
                 let mut drops = vigil_agent::daemon::DropSummary::new(&node);
                 let mut states_seen = vigil_agent::events::runner::SourceStates::default();
@@ -347,13 +347,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     let snapshot = collector.collect(jiff::Timestamp::now());
                     common.emit(&mut std::io::stdout().lock(), &snapshot)?;
-                    if let Some((engine, latest, registry, learning)) = rules.as_mut() {
+                    if let Some((engine, latest, tables, learning)) = rules.as_mut() {
                         let at = snapshot.time;
                         let processes = vigil_agent::alert::rules::process_samples(&snapshot);
                         if let Ok(mut slot) = latest.write() {
                             *slot = Some(std::sync::Arc::new(snapshot));
                         }
-                        let samples = vigil_agent::alert::rules::scan_samples(registry, processes);
+                        let samples = vigil_agent::alert::rules::scan_samples(tables, processes);
                         for r in engine.observe_metrics(at, &samples) {
                             print_alert(&mut std::io::stdout().lock(), &r.alert, common.json, color)?;
                         }

@@ -274,10 +274,7 @@ fn watch_tries_a_policy_on_this_host_and_prints_its_alerts() {
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.lines().any(|l| l.contains(" FIRING   HostUp (info) — ")), "{text}");
-    assert!(
-        text.lines().any(|l| l.ends_with("/OddLoad: learning, 1 of 32 samples before it judges")),
-        "{text}"
-    );
+    assert!(text.lines().any(|l| l.ends_with("/OddLoad: learning, 1 of 32 samples before it judges")), "{text}");
     std::fs::write(&file, "rules:\n  - name: Bad\n    metric: {name: m}\n    detector: {}\n").unwrap();
     let bad = Command::new(agent).args(["watch", "--count", "1", "--policy"]).arg(&file).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));

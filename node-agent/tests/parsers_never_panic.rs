@@ -330,8 +330,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn policy_and_exposition_parsers_never_panic(text in policyish()) {
+    fn the_policy_parser_never_panics(text in policyish()) {
         let _ = vigil_agent::alert::policy::parse(&text, "fuzz.yaml");
-        let _ = vigil_agent::alert::rules::samples_from_text(&text);
     }
 }

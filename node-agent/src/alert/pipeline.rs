@@ -17,6 +17,8 @@ use super::route::Router;
 use super::rules::{Engine, Sample};
 use super::spool::{Limits, Spool, SpoolError};
 use crate::events::Event;
+use crate::export::catalog::{Rows, Table, Tables};
+use vigil_crds::metrics as m;
 
 /// What the pipeline needs to start.
 #[derive(Clone, Debug)]
@@ -266,5 +268,66 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
         status.unrouted.store(router.stats.unrouted, Ordering::Relaxed);
         status.rate_limited.store(router.stats.rate_limited, Ordering::Relaxed);
         status.silenced.store(router.stats.silenced, Ordering::Relaxed);
+    }
+}
+
+/// Registers the alert pipeline's table with the agent's exports: alerts, learning series,
+/// notifications by receiver and outcome, the spool, the dead letters, refused policies.
+pub fn register_table(tables: &Tables, pipeline: &Pipeline) {
+    tables.add(Arc::new(AlertsTable { status: pipeline.status.clone(), delivery: pipeline.delivery.shared.clone() }));
+}
+
+struct AlertsTable {
+    status: Arc<Status>,
+    delivery: Arc<super::deliver::Shared>,
+}
+
+impl Table for AlertsTable {
+    fn rows(&self, o: &mut Rows) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = &self.status;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
+        o.one(&m::AGENT_ALERTS_ACTIVE, n(&st.active));
+        o.one(&m::AGENT_ALERT_RULES, n(&st.rules));
+        let learning = st.learning.lock().map(|l| l.clone()).unwrap_or_default();
+        o.family(
+            &m::AGENT_ALERT_SERIES_LEARNING,
+            learning.iter().map(|(p, r, n)| ([("policy", p.as_str()), ("rule", r.as_str())], *n as f64)),
+        );
+        o.family(&m::AGENT_ALERTS, [([("state", "firing")], n(&st.fired)), ([("state", "resolved")], n(&st.resolved))]);
+        o.family(
+            &m::AGENT_ALERT_PIPELINE_DROPPED,
+            [([("reason", "input_behind")], n(&st.input_dropped)), ([("reason", "spool_full")], n(&st.spool_full))],
+        );
+        o.one(&m::AGENT_ALERT_POLICY_RELOAD_ERRORS, n(&st.reload_errors));
+        o.one(
+            &m::AGENT_ALERT_POLICY_REFUSED,
+            if st.refused.lock().map(|r| r.is_some()).unwrap_or(false) { 1.0 } else { 0.0 },
+        );
+        o.one(&m::AGENT_ALERTS_UNROUTED, n(&st.unrouted));
+        o.one(&m::AGENT_ALERT_NOTIFICATIONS_RATE_LIMITED, n(&st.rate_limited));
+        o.one(&m::AGENT_ALERTS_SILENCED, n(&st.silenced));
+        let spool = &self.delivery.spool;
+        let (entries, bytes) = spool.pending();
+        let (dead, evicted) = spool.dead();
+        o.one(&m::AGENT_ALERT_SPOOL_ENTRIES, entries as f64);
+        o.one(&m::AGENT_ALERT_SPOOL, bytes as f64);
+        o.one(&m::AGENT_ALERT_DEAD_LETTERS, dead as f64);
+        o.one(&m::AGENT_ALERT_DEAD_LETTERS_EVICTED, evicted as f64);
+        let stats = self.delivery.stats();
+        o.family(
+            &m::AGENT_ALERT_NOTIFICATIONS,
+            stats.iter().flat_map(|(r, s)| {
+                [
+                    ([("receiver", r.as_str()), ("outcome", "delivered")], s.delivered as f64),
+                    ([("receiver", r.as_str()), ("outcome", "failed_attempt")], s.failed_attempts as f64),
+                    ([("receiver", r.as_str()), ("outcome", "dead_lettered")], s.dead_lettered as f64),
+                ]
+            }),
+        );
+        o.family(
+            &m::AGENT_ALERT_DELIVERY_FAILING,
+            stats.iter().map(|(r, s)| ([("receiver", r.as_str())], if s.alerted { 1.0 } else { 0.0 })),
+        )
     }
 }

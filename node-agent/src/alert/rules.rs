@@ -37,16 +37,7 @@ pub const MAX_SERIES_PER_RULE: usize = 1000;
 /// Intervals without a sample after which a series resolves and is forgotten.
 pub const STALE_INTERVALS: u32 = 5;
 
-/// One metric sample: a Prometheus name, its labels and value.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    /// Metric name as exported (`vigil_node_cpu_utilization_ratio`).
-    pub name: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Value.
-    pub value: f64,
-}
+pub use crate::export::catalog::Sample;
 
 /// An alert and the policy whose routes take it.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,7 +63,7 @@ fn leak_span(window: Duration) -> Duration {
 }
 
 enum Det {
-    Anomaly(Anomaly),
+    Anomaly(Box<Anomaly>),
     Threshold(Vec<Threshold>, bool),
     Mean(Deviation<RollingMean>),
     Ewma(Deviation<Ewma>),
@@ -87,7 +78,7 @@ impl Det {
     fn new(spec: &DetectorSpec, name: &str, hold: Duration, interval: Duration) -> Option<Self> {
         let confirm = hold.max(interval);
         if let Some(a) = &spec.anomaly {
-            return Some(Self::Anomaly(Anomaly::new(name, anomaly::WINDOW, a.sensitivity.risk(), hold)));
+            return Some(Self::Anomaly(Box::new(Anomaly::new(name, anomaly::WINDOW, a.sensitivity.risk(), hold))));
         }
         if let Some(t) = &spec.threshold {
             let mut v = Vec::new();
@@ -590,34 +581,13 @@ pub fn confirm_within(set: &PolicySet, interval: Duration) -> Duration {
         + samples(3)
 }
 
-/// The samples the rules see after a scan: every series of `registry` as `/metrics` shows it
-/// (encode it after the scan's snapshot is in place), plus `processes` (from
+/// The samples the rules see after a scan: every row of the agent's exports, named as
+/// `/metrics` shows it (read after the scan's snapshot is in place), plus `processes` (from
 /// [`process_samples`] of the same snapshot).
-pub fn scan_samples(registry: &prometheus_client::registry::Registry, processes: Vec<Sample>) -> Vec<Sample> {
-    use crate::export::prometheus::{encode, to_prometheus_text};
-    let mut samples = encode(registry).map(|t| samples_from_text(&to_prometheus_text(&t))).unwrap_or_default();
+pub fn scan_samples(tables: &crate::export::catalog::Tables, processes: Vec<Sample>) -> Vec<Sample> {
+    let mut samples = tables.samples();
     samples.extend(processes);
     samples
-}
-
-/// The samples of Prometheus text exposition (`/metrics` as the agent serves it).
-pub fn samples_from_text(text: &str) -> Vec<Sample> {
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else { return Vec::new() };
-    scrape
-        .samples
-        .into_iter()
-        .filter_map(|s| {
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => return None,
-            };
-            let labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            Some(Sample { name: s.metric, labels, value })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -770,7 +740,10 @@ mod tests {
         assert_eq!(e.learning_counts(), [("test-1".into(), "Odd".into(), 0), ("test-1".into(), "High".into(), 0)]);
         let values = noise_with_step(0.0);
         let feed = |e: &mut Engine, i: usize| {
-            e.observe_metrics(t(i as i64), &[sample("m", &[("disk", "a")], values[i]), sample("m", &[("disk", "b")], values[i + 1])])
+            e.observe_metrics(
+                t(i as i64),
+                &[sample("m", &[("disk", "a")], values[i]), sample("m", &[("disk", "b")], values[i + 1])],
+            )
         };
         feed(&mut e, 0);
         let first = e.learning();
@@ -901,12 +874,5 @@ mod tests {
         let (at, r) = &fired[0];
         assert_eq!((r.alert.labels["command"].as_str(), r.alert.labels["pid"].as_str()), ("java", "4242"));
         assert!(*at <= 180, "a 1 MiB/min leak found within 30 minutes at 10 s sampling, found after {at} samples");
-    }
-
-    #[test]
-    fn samples_come_from_the_exposition_text() {
-        let text = "# HELP a_ratio A\n# TYPE a_ratio gauge\na_ratio{mountpoint=\"/var\"} 0.5\n# TYPE b_total counter\nb_total 7\n";
-        let s = samples_from_text(text);
-        assert_eq!(s, [sample("a_ratio", &[("mountpoint", "/var")], 0.5), sample("b_total", &[], 7.0)]);
     }
 }

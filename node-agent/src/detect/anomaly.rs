@@ -362,7 +362,8 @@ fn half_normal_cdf(x: f64) -> f64 {
     }
     let z = x / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     (1.0 - poly * (-z * z).exp()).clamp(0.0, 1.0)
 }
 
@@ -528,7 +529,10 @@ impl Detector for Anomaly {
         let explanation = match state {
             State::Firing => {
                 let how = if run_score.is_some_and(|r| r > run_limit) && score <= single_limit {
-                    format!("the last {RUN} samples average {:.1} sigma away (limit {run_limit:.1})", run_score.unwrap_or(0.0))
+                    format!(
+                        "the last {RUN} samples average {:.1} sigma away (limit {run_limit:.1})",
+                        run_score.unwrap_or(0.0)
+                    )
                 } else {
                     format!("limit {single_limit:.1} sigma")
                 };
@@ -555,8 +559,7 @@ impl Detector for Anomaly {
     }
 
     fn learning(&self) -> Option<Progress> {
-        (self.recent.len() < self.warmup)
-            .then(|| Progress::samples(self.recent.len() as u64, self.warmup as u64))
+        (self.recent.len() < self.warmup).then(|| Progress::samples(self.recent.len() as u64, self.warmup as u64))
     }
 }
 
@@ -618,8 +621,7 @@ mod tests {
 
     #[test]
     fn six_sigma_steps_within_three_samples() {
-        let (share, worst) =
-            step_detection(200, 6.0, || Box::new(detector()), |seed| noise(seed, 200, 10.0, 1.0));
+        let (share, worst) = step_detection(200, 6.0, || Box::new(detector()), |seed| noise(seed, 200, 10.0, 1.0));
         assert!(share >= 0.99, "{share}");
         assert!(worst <= 4, "{worst}");
     }
@@ -665,11 +667,8 @@ mod tests {
             *v += 40.0;
         }
         let mut d = detector();
-        let events: Vec<(usize, State)> = s
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| d.observe(t(i, 10), *v).map(|f| (i, f.state)))
-            .collect();
+        let events: Vec<(usize, State)> =
+            s.iter().enumerate().filter_map(|(i, v)| d.observe(t(i, 10), *v).map(|f| (i, f.state))).collect();
         assert_eq!(events.first().map(|e| e.1), Some(State::Firing), "{events:?}");
         assert!(events[0].0 - 400 <= 2, "{events:?}");
         let resolved = events.iter().find(|e| e.1 == State::Resolved).map(|e| e.0);

@@ -82,7 +82,9 @@ fn timestamp(text: &str, step: Duration) -> Result<jiff::Timestamp, String> {
     text.parse::<jiff::civil::DateTime>()
         .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
         .map(|z| z.timestamp())
-        .map_err(|_| format!("timestamp {text:?} is neither RFC 3339, `YYYY-MM-DD HH:MM:SS`, Unix time nor a sample number"))
+        .map_err(|_| {
+            format!("timestamp {text:?} is neither RFC 3339, `YYYY-MM-DD HH:MM:SS`, Unix time nor a sample number")
+        })
 }
 
 fn label(text: &str) -> Result<bool, String> {
@@ -103,7 +105,10 @@ pub fn parse_csv(text: &str, origin: &str, step: Duration) -> Result<Labelled, E
     };
     let names: Vec<String> = header.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
     if names.len() < 2 {
-        return Err(err(hline, format!("header {header:?} has {} column; expected timestamp,value[,label]", names.len())));
+        return Err(err(
+            hline,
+            format!("header {header:?} has {} column; expected timestamp,value[,label]", names.len()),
+        ));
     }
     let find = |wanted: &[&str]| names.iter().position(|n| wanted.contains(&n.as_str()));
     let t_col = find(&["timestamp", "time", "ts"]).unwrap_or(0);
@@ -120,7 +125,8 @@ pub fn parse_csv(text: &str, origin: &str, step: Duration) -> Result<Labelled, E
         if out.times.last().is_some_and(|last| at <= *last) {
             return Err(err(line, format!("timestamp {} is not after the previous row's", cols[t_col])));
         }
-        let value = cols[v_col].parse::<f64>().map_err(|_| err(line, format!("value {:?} is not a number", cols[v_col])))?;
+        let value =
+            cols[v_col].parse::<f64>().map_err(|_| err(line, format!("value {:?} is not a number", cols[v_col])))?;
         let l = l_col.map(|c| label(cols[c])).transpose().map_err(|m| err(line, m))?.unwrap_or(false);
         out.times.push(at);
         out.values.push(value);
@@ -369,7 +375,11 @@ pub mod generate {
         let mut r = Rng::new(seed);
         let values = (0..n)
             .map(|_| {
-                if seed % 2 == 0 { (3.0 + 0.6 * r.normal()).exp() } else { 10.0 / r.uniform().max(1e-12).powf(1.0 / 1.5) }
+                if seed.is_multiple_of(2) {
+                    (3.0 + 0.6 * r.normal()).exp()
+                } else {
+                    10.0 / r.uniform().max(1e-12).powf(1.0 / 1.5)
+                }
             })
             .collect();
         series(format!("heavy-{seed}"), step, values, &[])
@@ -421,7 +431,8 @@ pub mod generate {
     pub fn spikes(seed: u64, step: i64, n: usize) -> Labelled {
         let mut r = Rng::new(seed);
         let mut values: Vec<f64> = (0..n).map(|_| 20.0 + r.normal()).collect();
-        let mut at: Vec<usize> = (0..3).map(|k| n / 5 + (k * n / 4) + (r.uniform() * (n / 5) as f64) as usize).collect();
+        let mut at: Vec<usize> =
+            (0..3).map(|k| n / 5 + (k * n / 4) + (r.uniform() * (n / 5) as f64) as usize).collect();
         at.sort_unstable();
         for a in &at {
             values[*a] += 8.0 + 7.0 * r.uniform();
@@ -448,7 +459,10 @@ pub mod generate {
             ("heavy tails (log-normal, Pareto), 1 min", seeds(10).map(|s| heavy(s, 60, 5000)).collect()),
             ("autocorrelated AR(1) 0.95, 1 min", seeds(10).map(|s| wandering(s, 60, 5000)).collect()),
             ("daily square wave, 5 min, 14 days", seeds(6).map(|s| daily_square(s, 14, false)).collect()),
-            ("daily square wave with a level shift, 5 min", seeds(10).map(|s| daily_square(100 + s, 14, true)).collect()),
+            (
+                "daily square wave with a level shift, 5 min",
+                seeds(10).map(|s| daily_square(100 + s, 14, true)).collect(),
+            ),
             ("level shift 4–10σ, 10 s", seeds(20).map(|s| level_shift(s, 10, 2000)).collect()),
             ("level shift 4–10σ, 1 min", seeds(20).map(|s| level_shift(s, 60, 2000)).collect()),
             ("level shift 4–10σ, 5 min", seeds(20).map(|s| level_shift(s, 300, 2000)).collect()),
@@ -476,13 +490,16 @@ mod tests {
 
     #[test]
     fn reads_every_timestamp_form_and_finds_columns_by_name() {
-        let rfc = parse_csv("timestamp,value,label\n2014-04-01T00:00:00Z,1.5,0\n2014-04-01T00:05:00Z,2,1\n", "a.csv", STEP)
-            .unwrap();
-        let nab = parse_csv("timestamp,value\n2014-04-01 00:00:00,1.5\n2014-04-01 00:05:00,2\n", "b.csv", STEP).unwrap();
+        let rfc =
+            parse_csv("timestamp,value,label\n2014-04-01T00:00:00Z,1.5,0\n2014-04-01T00:05:00Z,2,1\n", "a.csv", STEP)
+                .unwrap();
+        let nab =
+            parse_csv("timestamp,value\n2014-04-01 00:00:00,1.5\n2014-04-01 00:05:00,2\n", "b.csv", STEP).unwrap();
         assert_eq!(rfc.times, nab.times);
         assert_eq!(rfc.labels, [false, true]);
         assert_eq!(nab.labels, [false, false]);
-        let unix = parse_csv("value,is_anomaly,timestamp\n1.5,0,1396310400\n2,1,1396310700000\n", "c.csv", STEP).unwrap();
+        let unix =
+            parse_csv("value,is_anomaly,timestamp\n1.5,0,1396310400\n2,1,1396310700000\n", "c.csv", STEP).unwrap();
         assert_eq!(unix.times, rfc.times);
         assert_eq!(unix.labels, rfc.labels);
         let index = parse_csv("timestamp,value,is_anomaly\n0,1,0\n1,2,0\n2,3,1\n", "d.csv", STEP).unwrap();
