@@ -946,7 +946,8 @@ pub fn find(name: &str) -> Option<&'static Metric> {
     rule_series().find(|m| m.name() == name)
 }
 
-/// Why a rule's metric selector selects nothing the agent exports.
+/// Why a rule's metric selector selects nothing the agent exports, or nothing its detector can
+/// judge.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Unknown {
     /// No family of that name.
@@ -966,6 +967,17 @@ pub enum Unknown {
         label: String,
         /// The keys it has.
         labels: Vec<&'static str>,
+    },
+    /// A detector that judges a series' level, on a counter: its level is the count since the
+    /// agent or host started, which grows by design.
+    #[error(
+        "metric {name} is a counter (it only grows): the {detector} detector would judge its total, which is never anomalous; use rateOfChange (its change per second) or a gauge"
+    )]
+    Counter {
+        /// The metric.
+        name: String,
+        /// The rule's detector kind.
+        detector: &'static str,
     },
 }
 

@@ -28,16 +28,33 @@ pub fn mirrored_secret_key(namespace: &str, secret: &str, key: &str) -> String {
 }
 
 /// The rules of `spec` that select a metric the agent does not export (or a label the metric
-/// does not carry), checked against [`crate::metrics`]: each with where it is
-/// (`spec.rules[2] (HighCpu).metric`) and why. Empty when every rule can see data.
+/// does not carry), or a counter with a detector that judges levels, checked against
+/// [`crate::metrics`]: each with where it is (`spec.rules[2] (HighCpu).metric`) and why.
+/// Empty when every rule can see data it can judge.
 pub fn unknown_metrics(spec: &AlertPolicySpec) -> Vec<(String, crate::metrics::Unknown)> {
     let mut out = Vec::new();
     for (i, r) in spec.rules.iter().enumerate() {
         let at = format!("spec.rules[{i}] ({})", r.name);
-        if let Some(m) = &r.metric
-            && let Err(e) = crate::metrics::check_selector(&m.name, m.labels.keys().map(String::as_str))
-        {
-            out.push((format!("{at}.metric"), e));
+        if let Some(m) = &r.metric {
+            match crate::metrics::check_selector(&m.name, m.labels.keys().map(String::as_str)) {
+                Err(e) => out.push((format!("{at}.metric"), e)),
+                Ok(family) if family.kind == crate::metrics::Kind::Counter => {
+                    let d = &r.detector;
+                    let level = [
+                        (d.anomaly.is_some(), "anomaly"),
+                        (d.z_score.is_some(), "zScore"),
+                        (d.mad.is_some(), "mad"),
+                        (d.ewma.is_some(), "ewma"),
+                    ];
+                    if let Some((_, detector)) = level.iter().find(|(set, _)| *set) {
+                        out.push((
+                            format!("{at}.detector"),
+                            crate::metrics::Unknown::Counter { name: m.name.clone(), detector },
+                        ));
+                    }
+                }
+                Ok(_) => {}
+            }
         }
         if let Some(c) = r.detector.trend.as_ref().and_then(|t| t.capacity_metric.as_deref())
             && let Err(e) = crate::metrics::check_selector(c, [])

@@ -650,6 +650,19 @@ spec:
     }
 
     #[test]
+    fn a_level_detector_on_a_counter_is_refused_with_what_to_use() {
+        let text = "rules:\n  - name: Forks\n    metric: {name: vigil_node_forks_total}\n    detector: {anomaly: {}}\n  - name: ForkRate\n    metric: {name: vigil_node_forks_total}\n    detector: {rateOfChange: {perSecond: 50}}\n";
+        let p = parse(text, "x.yaml").unwrap().remove(0);
+        let e = compile(p, Some(Path::new("/nonexistent")), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "AlertPolicy x-1: spec.rules[0] (Forks).detector: metric vigil_node_forks_total is a counter (it only grows): the anomaly detector would judge its total, which is never anomalous; use rateOfChange (its change per second) or a gauge"
+        );
+        let gauge = "rules:\n  - name: Load\n    metric: {name: vigil_node_load1}\n    detector: {anomaly: {}}\n";
+        assert!(compile(parse(gauge, "y.yaml").unwrap().remove(0), Some(Path::new("/nonexistent")), None).is_ok());
+    }
+
+    #[test]
     fn node_selectors_pick_policies_and_rules() {
         let text = "nodeSelector: {matchLabels: {pool: gpu}}\nrules:\n  - name: X\n    metric: {name: vigil_node_load1}\n    detector: {threshold: {above: 1}}\n";
         let p = parse(text, "x.yaml").unwrap().remove(0);
