@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use vigil_agent::detect::eval::windows as regions;
 use vigil_agent::detect::ewma::ewma;
 use vigil_agent::detect::mad::mad;
 use vigil_agent::detect::synth::t;
@@ -51,25 +52,6 @@ fn read(path: &Path) -> (Vec<f64>, Vec<bool>) {
         labels.push(cols.last().unwrap().trim().parse::<f64>().unwrap() > 0.0);
     }
     (values, labels)
-}
-
-fn regions(labels: &[bool]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (i, l) in labels.iter().enumerate() {
-        match (l, start) {
-            (true, None) => start = Some(i),
-            (false, Some(s)) => {
-                out.push((s, i));
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        out.push((s, labels.len()));
-    }
-    out
 }
 
 struct Row {
