@@ -661,6 +661,22 @@ mod tests {
     }
 
     #[test]
+    fn a_weekly_job_is_normal_the_week_after_it_was_first_seen() {
+        // 5-minute samples for four weeks: flat, except two hours of a weekly job on one day.
+        let mut r = Rng::new(12);
+        let day = 288;
+        let job = |i: usize| (i / day) % 7 == 3 && (24..48).contains(&(i % day));
+        let mut d = detector();
+        let fired: Vec<usize> = (0..day * 28)
+            .filter(|i| {
+                let v = if job(*i) { 80.0 } else { 10.0 } + 0.5 * r.normal();
+                d.observe(t(*i, 300), v).is_some_and(|f| f.state == State::Firing)
+            })
+            .collect();
+        assert!(!fired.is_empty() && fired.iter().all(|i| *i < 7 * day), "the first week's job only: {fired:?}");
+    }
+
+    #[test]
     fn a_level_shift_fires_once_and_is_relearned_within_a_window() {
         let mut s = noise(9, 1000, 100.0, 2.0);
         for v in &mut s[400..] {
