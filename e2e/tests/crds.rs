@@ -48,5 +48,21 @@ async fn crds_install_and_the_api_server_validates_like_the_client() {
     assert!(text.contains("spec.target.config.sha256"), "{text}");
     assert!(text.contains("64 lowercase hex"), "{text}");
 
+    // The anomaly detector: `anomaly: {}` takes the default sensitivity from the server's
+    // defaulting; an unknown sensitivity and a second detector are refused where they are.
+    let mut anomaly = example("alertpolicy.yaml");
+    anomaly.metadata.namespace = Some(ns.name.clone());
+    anomaly.data["spec"]["rules"][0]["detector"] = serde_json::json!({"anomaly": {}});
+    let policies = api_for(&client, &ns.name, "AlertPolicy");
+    let created = policies.create(&dry, &anomaly).await.unwrap();
+    assert_eq!(created.data["spec"]["rules"][0]["detector"]["anomaly"]["sensitivity"], "medium");
+    anomaly.data["spec"]["rules"][0]["detector"] = serde_json::json!({"anomaly": {"sensitivity": "extreme"}});
+    let text = policies.create(&dry, &anomaly).await.unwrap_err().to_string();
+    assert!(text.contains("spec.rules[0].detector.anomaly.sensitivity") && text.contains("\"medium\""), "{text}");
+    anomaly.data["spec"]["rules"][0]["detector"] =
+        serde_json::json!({"anomaly": {}, "zScore": {"window": 60, "threshold": 4}});
+    let text = policies.create(&dry, &anomaly).await.unwrap_err().to_string();
+    assert!(text.contains("spec.rules[0].detector") && text.contains("set exactly one detector"), "{text}");
+
     ns.delete().await.unwrap();
 }
