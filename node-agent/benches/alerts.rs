@@ -1,6 +1,7 @@
 //! The alert pipeline's cost per scan and per notification:
 //!
 //! - the samples the rules see, read from the export tables behind this host's `/metrics`;
+//!   the points of every OTLP instrument from one read of them;
 //! - the rule engine on those samples with the example policy's seven rules, and with 100
 //!   threshold rules; one anomaly rule over 100 series;
 //! - the router taking and flushing 1,000 alerts;
@@ -54,6 +55,21 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("alerts");
     g.bench_function("samples_from_the_export_tables", |b| b.iter(|| tables.samples()));
+    // What one OTLP push computes: one read of the tables, then every instrument's points.
+    g.bench_function("otlp_points_of_every_instrument", |b| {
+        use vigil_agent::export::semconv;
+        b.iter(|| {
+            let rows = tables.rows();
+            let mut n = 0;
+            for s in semconv::SEMANTIC {
+                n += semconv::points(s, &rows.0).len();
+            }
+            for m in semconv::under_catalog_names() {
+                n += semconv::catalog_points(m, &rows.0).len();
+            }
+            n
+        })
+    });
 
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/alertpolicy.yaml"))
         .unwrap()

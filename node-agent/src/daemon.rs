@@ -187,7 +187,7 @@ pub async fn run(
         None
     };
     let otlp = if config.exporters.otlp.enabled {
-        Some(crate::export::otlp::start(&config, latest.clone(), self_usage, version).map_err(DaemonError::Otlp)?)
+        Some(crate::export::otlp::start(&config, metrics.tables.clone(), version).map_err(DaemonError::Otlp)?)
     } else {
         None
     };
@@ -260,6 +260,9 @@ pub async fn run(
         // Reading the host takes milliseconds; doing it inline keeps the agent on one thread.
         let snapshot = collector.collect(jiff::Timestamp::now());
         metrics.observe(&snapshot);
+        if let Some(o) = &otlp {
+            o.observe_scan(&snapshot);
+        }
         if let Some(s) = startup.as_mut().filter(|s| !s.has_step("first scan")) {
             s.step("first scan", Vec::new());
         }

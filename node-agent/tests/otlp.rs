@@ -117,6 +117,32 @@ fn names(req: &ExportMetricsServiceRequest) -> Vec<String> {
         .collect()
 }
 
+/// The attribute sets of a sum's or gauge's points.
+fn points(req: &ExportMetricsServiceRequest, name: &str) -> Vec<Vec<opentelemetry_proto::tonic::common::v1::KeyValue>> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let metrics = req.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics);
+    metrics
+        .filter(|m| m.name == name)
+        .flat_map(|m| match &m.data {
+            Some(Data::Sum(s)) => s.data_points.clone(),
+            Some(Data::Gauge(g)) => g.data_points.clone(),
+            _ => Vec::new(),
+        })
+        .map(|p| p.attributes)
+        .collect()
+}
+
+fn attr(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<Value> {
+    attrs.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.clone())
+}
+
+fn string(v: &Value) -> Option<String> {
+    match v {
+        Value::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 fn resource_attr(req: &ExportMetricsServiceRequest, key: &str) -> Option<String> {
     let res = req.resource_metrics.first()?.resource.as_ref()?;
     res.attributes.iter().find(|a| a.key == key).and_then(|a| match a.value.as_ref()?.value.as_ref()? {
@@ -134,10 +160,31 @@ fn assert_payload(req: &ExportMetricsServiceRequest) {
         "system.filesystem.usage",
         "system.network.io",
         "system.process.count",
-        "vigil.agent.memory.usage",
+        "vigil.agent.resident_memory",
+        "vigil.agent.scans",
+        "vigil.agent.scan_duration",
+        "vigil.node.context_switches",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
+    // CPU time: the logical CPU number typed as an integer, irq and softirq as `interrupt`.
+    let cpu = points(req, "system.cpu.time");
+    assert!(!cpu.is_empty());
+    for attrs in &cpu {
+        assert!(matches!(attr(attrs, "cpu.logical_number"), Some(Value::IntValue(_))), "{attrs:?}");
+    }
+    let modes: std::collections::BTreeSet<_> =
+        cpu.iter().filter_map(|a| attr(a, "cpu.mode")).filter_map(|v| string(&v)).collect();
+    assert!(modes.contains("interrupt") && !modes.contains("irq"), "{modes:?}");
+    // Filesystems: each mount's space in three states, with its mode.
+    let fs = points(req, "system.filesystem.usage");
+    for state in ["used", "free", "reserved"] {
+        assert!(
+            fs.iter().any(|a| attr(a, "system.filesystem.state").and_then(|v| string(&v)).as_deref() == Some(state)),
+            "no {state} point in {fs:?}"
+        );
+    }
+    assert!(fs.iter().all(|a| attr(a, "system.filesystem.mode").is_some()));
     assert_eq!(resource_attr(req, "service.name").as_deref(), Some("vigil-agent"));
     assert_eq!(resource_attr(req, "k8s.node.name").as_deref(), Some("node-a"));
     assert_eq!(resource_attr(req, "os.type").as_deref(), Some("linux"));

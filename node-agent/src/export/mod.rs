@@ -3,3 +3,4 @@
 pub mod catalog;
 pub mod otlp;
 pub mod prometheus;
+pub mod semconv;

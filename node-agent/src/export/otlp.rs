@@ -2,24 +2,26 @@
 //! and security events as OTLP log records ([`OtlpLogs`]).
 //!
 //! Instruments are observable: the SDK's periodic reader calls them at its own interval and
-//! they read the latest snapshot, so the push costs no extra read of the host. Names and
-//! attributes follow the `system.*` semantic conventions where one exists; what has none
-//! (clock state, system-wide file handles, the agent itself) is under `vigil.*`.
+//! they read the agent's one metric table ([`super::catalog`]), as `/metrics` and the alert
+//! rules do, so the push costs no extra read of the host. Names and attributes follow the
+//! `system.*` semantic conventions where one exists ([`super::semconv`]); every other metric
+//! is pushed under its catalog name in OpenTelemetry form (`vigil.node.pressure_waiting`).
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{AsyncInstrument, Meter, MeterProvider as _};
+use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, MeterProvider as _};
 use opentelemetry_otlp::{MetricExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
-use super::prometheus::Latest;
+use super::catalog::{Rows, Tables};
+use super::semconv::{self, Attr, Instrument, Point, SEMANTIC, otel_kind, otel_name, otel_unit};
 use crate::config::{Config, OtlpProtocol};
-use crate::proc::disks::DiskIo;
 use crate::proc::identity::Identity;
-use crate::proc::net::Interface;
-use crate::selfmon::SelfUsage;
 use crate::snapshot::Snapshot;
 
 /// Why the OTLP exporter could not be set up.
@@ -44,9 +46,15 @@ pub enum OtlpError {
 /// A running OTLP pipeline; [`Otlp::shutdown`] flushes what is pending.
 pub struct Otlp {
     provider: SdkMeterProvider,
+    scan_seconds: Histogram<f64>,
 }
 
 impl Otlp {
+    /// Records one scan's duration.
+    pub fn observe_scan(&self, s: &Snapshot) {
+        self.scan_seconds.record(s.scan_seconds, &[]);
+    }
+
     /// Flushes and stops the pipeline.
     pub fn shutdown(self) {
         // A failed final flush is not worth failing the shutdown over; the next agent
@@ -89,14 +97,14 @@ fn config_resource(config: &Config, version: &'static str) -> Resource {
 
 /// Starts the pipeline. Must be called inside the agent's Tokio runtime (the gRPC client
 /// spawns its connection there).
-pub fn start(config: &Config, latest: Latest, self_usage: SelfUsage, version: &'static str) -> Result<Otlp, OtlpError> {
+pub fn start(config: &Config, tables: Tables, version: &'static str) -> Result<Otlp, OtlpError> {
     let otlp = &config.exporters.otlp;
     let exporter = build_exporter(otlp.protocol, &otlp.endpoint)?;
     let reader = PeriodicReader::builder(exporter).with_interval(otlp.interval).build();
     let provider =
         SdkMeterProvider::builder().with_resource(config_resource(config, version)).with_reader(reader).build();
-    register(&provider.meter("vigil-agent"), latest, self_usage);
-    Ok(Otlp { provider })
+    let scan_seconds = register(&provider.meter("vigil-agent"), tables);
+    Ok(Otlp { provider, scan_seconds })
 }
 
 fn build_exporter(protocol: OtlpProtocol, endpoint: &str) -> Result<MetricExporter, OtlpError> {
@@ -226,282 +234,91 @@ fn build_log_exporter(protocol: OtlpProtocol, endpoint: &str) -> Result<opentele
     )
 }
 
-fn kv(k: &'static str, v: impl Into<opentelemetry::Value>) -> KeyValue {
-    KeyValue::new(k, v)
+/// The table's rows, read once per push: every instrument's callback in one collection
+/// shares one read (a read older than a second is refreshed).
+struct RowsCache {
+    tables: Tables,
+    last: Mutex<Option<(Instant, Arc<Rows>)>>,
 }
 
-/// Registers observable instruments that read the latest snapshot; a callback with no
-/// snapshot yet observes nothing.
-struct Instruments<'a> {
-    meter: &'a Meter,
-    latest: &'a Latest,
-}
-
-impl Instruments<'_> {
-    fn reader<T: 'static>(
-        &self,
-        f: impl Fn(&Snapshot, &dyn AsyncInstrument<T>) + Send + Sync + 'static,
-    ) -> impl Fn(&dyn AsyncInstrument<T>) + Send + Sync + 'static {
-        let latest = self.latest.clone();
-        move |o| {
-            if let Some(s) = latest.read().ok().and_then(|g| g.clone()) {
-                f(&s, o);
+impl RowsCache {
+    fn rows(&self) -> Arc<Rows> {
+        let Ok(mut last) = self.last.lock() else { return Arc::new(self.tables.rows()) };
+        match &*last {
+            Some((at, rows)) if at.elapsed() < Duration::from_secs(1) => rows.clone(),
+            _ => {
+                let rows = Arc::new(self.tables.rows());
+                *last = Some((Instant::now(), rows.clone()));
+                rows
             }
         }
     }
+}
 
-    fn gauge(
-        &self,
-        name: &'static str,
-        unit: &'static str,
-        help: &'static str,
-        f: impl Fn(&Snapshot, &dyn AsyncInstrument<f64>) + Send + Sync + 'static,
-    ) {
-        self.meter
-            .f64_observable_gauge(name)
-            .with_unit(unit)
-            .with_description(help)
-            .with_callback(self.reader(f))
-            .build();
+fn observe(o: &dyn AsyncInstrument<f64>, points: Vec<Point>) {
+    for (attrs, v) in points {
+        let attrs: Vec<KeyValue> = attrs
+            .into_iter()
+            .map(|(k, a)| match a {
+                Attr::Str(s) => KeyValue::new(k, s),
+                Attr::Int(i) => KeyValue::new(k, i),
+            })
+            .collect();
+        o.observe(v, &attrs);
     }
+}
 
-    fn updown(
-        &self,
-        name: &'static str,
-        unit: &'static str,
-        help: &'static str,
-        f: impl Fn(&Snapshot, &dyn AsyncInstrument<i64>) + Send + Sync + 'static,
-    ) {
-        self.meter
-            .i64_observable_up_down_counter(name)
-            .with_unit(unit)
-            .with_description(help)
-            .with_callback(self.reader(f))
-            .build();
+/// Registers one observable instrument.
+fn instrument(
+    meter: &Meter,
+    name: String,
+    unit: &'static str,
+    help: &'static str,
+    kind: Instrument,
+    points: impl Fn() -> Vec<Point> + Send + Sync + 'static,
+) {
+    let callback = move |o: &dyn AsyncInstrument<f64>| observe(o, points());
+    match kind {
+        Instrument::Counter => {
+            meter.f64_observable_counter(name).with_unit(unit).with_description(help).with_callback(callback).build();
+        }
+        Instrument::UpDownCounter => {
+            meter
+                .f64_observable_up_down_counter(name)
+                .with_unit(unit)
+                .with_description(help)
+                .with_callback(callback)
+                .build();
+        }
+        Instrument::Gauge => {
+            meter.f64_observable_gauge(name).with_unit(unit).with_description(help).with_callback(callback).build();
+        }
     }
+}
 
-    fn counter(
-        &self,
-        name: &'static str,
-        unit: &'static str,
-        help: &'static str,
-        f: impl Fn(&Snapshot, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
-    ) {
-        self.meter
-            .u64_observable_counter(name)
-            .with_unit(unit)
-            .with_description(help)
-            .with_callback(self.reader(f))
-            .build();
+/// Registers every instrument on `meter`: the semantic-convention ones ([`SEMANTIC`]) and every
+/// other exported metric under its catalog name, all read from `tables`. Returns the
+/// scan-duration histogram, recorded at each scan.
+pub fn register(meter: &Meter, tables: Tables) -> Histogram<f64> {
+    let cache = Arc::new(RowsCache { tables, last: Mutex::new(None) });
+    for s in SEMANTIC {
+        let cache = cache.clone();
+        instrument(meter, s.name.to_owned(), s.unit, s.help, s.kind, move || semconv::points(s, &cache.rows().0));
     }
-
-    /// A counter per interface and direction from a (receive, transmit) pair.
-    fn per_interface(
-        &self,
-        name: &'static str,
-        unit: &'static str,
-        help: &'static str,
-        pick: fn(&Interface) -> (u64, u64),
-    ) {
-        self.counter(name, unit, help, move |s, o| {
-            for i in s.network.iter().flat_map(|n| &n.interfaces) {
-                let (rx, tx) = pick(i);
-                o.observe(rx, &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "receive")]);
-                o.observe(tx, &[kv("network.interface.name", i.name.clone()), kv("network.io.direction", "transmit")]);
-            }
+    for metric in semconv::under_catalog_names() {
+        let cache = cache.clone();
+        instrument(meter, otel_name(metric), otel_unit(metric), metric.help, otel_kind(metric), move || {
+            semconv::catalog_points(metric, &cache.rows().0)
         });
     }
-
-    /// A counter per disk and direction from a (read, write) pair.
-    fn per_disk(&self, name: &'static str, unit: &'static str, help: &'static str, pick: fn(&DiskIo) -> (u64, u64)) {
-        self.counter(name, unit, help, move |s, o| {
-            for d in s.disks.iter().flatten() {
-                let (read, write) = pick(d);
-                o.observe(read, &[kv("system.device", d.device.clone()), kv("disk.io.direction", "read")]);
-                o.observe(write, &[kv("system.device", d.device.clone()), kv("disk.io.direction", "write")]);
-            }
-        });
-    }
-}
-
-/// Registers every instrument on `meter`.
-pub fn register(meter: &Meter, latest: Latest, self_usage: SelfUsage) {
-    let m = Instruments { meter, latest: &latest };
+    let scan = &vigil_crds::metrics::AGENT_SCAN_DURATION;
     meter
-        .f64_observable_counter("system.cpu.time")
-        .with_unit("s")
-        .with_description("CPU time per logical CPU and mode")
-        .with_callback(m.reader(|s, o| {
-            let Some(c) = &s.cpu else { return };
-            for (i, pc) in c.counters.per_cpu.iter().enumerate() {
-                let cpu = i64::try_from(i).unwrap_or(i64::MAX);
-                for (mode, v) in [
-                    ("user", pc.user),
-                    ("nice", pc.nice),
-                    ("system", pc.system),
-                    ("idle", pc.idle),
-                    ("iowait", pc.iowait),
-                    ("interrupt", pc.irq + pc.softirq),
-                    ("steal", pc.steal),
-                ] {
-                    o.observe(v, &[kv("cpu.mode", mode), kv("cpu.logical_number", cpu)]);
-                }
-            }
-        }))
-        .build();
-    m.gauge("system.cpu.utilization", "1", "Share of CPU time per mode since the previous scan, all CPUs", |s, o| {
-        if let Some(u) = s.cpu.as_ref().and_then(|c| c.utilization) {
-            for (mode, v) in [("user", u.user), ("system", u.system), ("iowait", u.iowait), ("steal", u.steal)] {
-                o.observe(v, &[kv("cpu.mode", mode)]);
-            }
-        }
-    });
-    m.gauge("system.cpu.load_average.1m", "{thread}", "Load average over 1 minute", |s, o| {
-        if let Some(load) = s.cpu.as_ref().and_then(|c| c.load) {
-            o.observe(load.one, &[]);
-        }
-    });
-    m.updown("system.memory.usage", "By", "Memory in use by state", |s, o| {
-        if let Some(m) = &s.memory {
-            for (state, v) in [
-                ("used", m.used_bytes),
-                ("free", m.free_bytes),
-                ("buffers", m.buffers_bytes),
-                ("cached", m.cached_bytes),
-            ] {
-                o.observe(clamp(v), &[kv("system.memory.state", state)]);
-            }
-        }
-    });
-    m.updown("system.memory.limit", "By", "Usable RAM", |s, o| {
-        if let Some(m) = &s.memory {
-            o.observe(clamp(m.total_bytes), &[]);
-        }
-    });
-    m.updown("system.linux.memory.available", "By", "RAM available without swapping (MemAvailable)", |s, o| {
-        if let Some(m) = &s.memory {
-            o.observe(clamp(m.available_bytes), &[]);
-        }
-    });
-    m.gauge("system.memory.utilization", "1", "Used over total RAM", |s, o| {
-        if let Some(m) = &s.memory {
-            o.observe(m.utilization, &[kv("system.memory.state", "used")]);
-        }
-    });
-    m.updown("system.paging.usage", "By", "Swap by state", |s, o| {
-        if let Some(m) = &s.memory {
-            o.observe(clamp(m.swap_used_bytes), &[kv("system.paging.state", "used")]);
-            o.observe(
-                clamp(m.swap_total_bytes.saturating_sub(m.swap_used_bytes)),
-                &[kv("system.paging.state", "free")],
-            );
-        }
-    });
-    m.updown("system.filesystem.usage", "By", "Filesystem space by state", |s, o| {
-        for f in s.filesystems.iter().flatten() {
-            let base = fs_attrs(f);
-            let reserved = f.size_bytes.saturating_sub(f.used_bytes + f.available_bytes);
-            for (state, v) in [("used", f.used_bytes), ("free", f.available_bytes), ("reserved", reserved)] {
-                let mut a = base.clone();
-                a.push(kv("system.filesystem.state", state));
-                o.observe(clamp(v), &a);
-            }
-        }
-    });
-    m.gauge("system.filesystem.utilization", "1", "Used over used plus available, as df shows", |s, o| {
-        for f in s.filesystems.iter().flatten() {
-            o.observe(f.utilization, &fs_attrs(f));
-        }
-    });
-    m.per_disk("system.disk.io", "By", "Bytes read and written per device", |d| (d.read_bytes, d.written_bytes));
-    m.per_disk("system.disk.operations", "{operation}", "Reads and writes completed per device", |d| {
-        (d.reads, d.writes)
-    });
-    m.per_interface("system.network.io", "By", "Bytes received and sent per interface", |i| (i.rx_bytes, i.tx_bytes));
-    m.per_interface("system.network.packets", "{packet}", "Packets received and sent per interface", |i| {
-        (i.rx_packets, i.tx_packets)
-    });
-    m.per_interface("system.network.errors", "{error}", "Errors per interface and direction", |i| {
-        (i.rx_errors, i.tx_errors)
-    });
-    m.per_interface("system.network.dropped", "{packet}", "Packets dropped per interface and direction", |i| {
-        (i.rx_drops, i.tx_drops)
-    });
-    m.updown("system.network.connection.count", "{connection}", "TCP connections by state", |s, o| {
-        for (state, v) in s.network.iter().flat_map(|n| &n.tcp_states) {
-            o.observe(clamp(*v), &[kv("network.transport", "tcp"), kv("network.connection.state", *state)]);
-        }
-    });
-    m.counter(
-        "system.network.tcp.retransmitted_segments",
-        "{segment}",
-        "TCP segments retransmitted (/proc/net/snmp RetransSegs)",
-        |s, o| {
-            if let Some(v) = s.network.as_ref().and_then(|n| n.tcp.get("RetransSegs")) {
-                o.observe(u64::try_from(*v).unwrap_or(0), &[]);
-            }
-        },
-    );
-    m.updown("system.process.count", "{process}", "Processes by status", |s, o| {
-        for (state, v) in s.processes.iter().flat_map(|p| &p.by_state) {
-            o.observe(clamp(*v), &[kv("process.status", *state)]);
-        }
-    });
-    m.updown(
-        "system.linux.file_descriptor.count",
-        "{file_descriptor}",
-        "Allocated file handles, system-wide",
-        |s, o| {
-            if let Some(f) = &s.file_descriptors {
-                o.observe(clamp(f.allocated), &[]);
-            }
-        },
-    );
-    m.gauge("vigil.clock.offset", "s", "Offset the time daemon is correcting", |s, o| {
-        if let Some(c) = &s.clock {
-            o.observe(c.offset_seconds, &[kv("vigil.clock.synchronized", c.synchronized)]);
-        }
-    });
-    m.gauge("system.uptime", "s", "Time since the host booted", |s, o| {
-        if let Some(u) = s.host.uptime_seconds {
-            o.observe(u, &[]);
-        }
-    });
-    m.gauge("vigil.agent.scan.duration", "s", "Time the latest snapshot took", |s, o| o.observe(s.scan_seconds, &[]));
-    // The agent's own usage is read at export time, not from the snapshot.
-    meter
-        .i64_observable_up_down_counter("vigil.agent.memory.usage")
-        .with_unit("By")
-        .with_description("The agent's resident memory")
-        .with_callback(move |o| {
-            if let Some(u) = self_usage.read() {
-                o.observe(clamp(u.rss_bytes), &[]);
-            }
-        })
-        .build();
-    meter
-        .f64_observable_counter("vigil.agent.cpu.time")
-        .with_unit("s")
-        .with_description("CPU time the agent used")
-        .with_callback(move |o| {
-            if let Some(u) = self_usage.read() {
-                o.observe(u.cpu_seconds, &[]);
-            }
-        })
-        .build();
-}
-
-fn fs_attrs(f: &crate::proc::disks::Filesystem) -> Vec<KeyValue> {
-    vec![
-        kv("system.device", f.device.clone()),
-        kv("system.filesystem.mountpoint", f.mount_point.clone()),
-        kv("system.filesystem.type", f.fs_type.clone()),
-        kv("system.filesystem.mode", if f.read_only { "ro" } else { "rw" }),
-    ]
-}
-
-fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+        .f64_histogram(otel_name(scan))
+        .with_unit(otel_unit(scan))
+        .with_description(scan.help)
+        // 1 ms … ~4 s, as on `/metrics`.
+        .with_boundaries((0..13).map(|i| 0.001 * f64::powi(2.0, i)).collect())
+        .build()
 }
 
 /// The agent's start-up on its node as one span of the rollout's trace: from the process start
