@@ -233,10 +233,10 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
             .next_due()
             .map_or(Duration::from_secs(1), |d| Duration::try_from(d.duration_since(now)).unwrap_or(Duration::ZERO))
             .min(Duration::from_secs(1));
-        let routed = match rx.recv_timeout(wait) {
-            Ok(Input::Samples(at, samples)) => engine.observe_metrics(at, &samples),
-            Ok(Input::Event(e)) => engine.observe_event(&e),
-            Err(RecvTimeoutError::Timeout) => Vec::new(),
+        let (routed, scanned) = match rx.recv_timeout(wait) {
+            Ok(Input::Samples(at, samples)) => (engine.observe_metrics(at, &samples), true),
+            Ok(Input::Event(e)) => (engine.observe_event(&e), false),
+            Err(RecvTimeoutError::Timeout) => (Vec::new(), false),
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let now = jiff::Timestamp::now();
@@ -262,7 +262,8 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
             }
         }
         status.active.store(engine.active() as u64, Ordering::Relaxed);
-        if let Ok(mut l) = status.learning.lock() {
+        // Series start, learn and judge with a scan's samples: counted then, not per event.
+        if scanned && let Ok(mut l) = status.learning.lock() {
             *l = engine.learning_counts();
         }
         status.unrouted.store(router.stats.unrouted, Ordering::Relaxed);

@@ -318,12 +318,7 @@ impl RuleState {
             self.refused += 1;
             return false;
         }
-        let name = if labels.is_empty() {
-            self.spec.name.clone()
-        } else {
-            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("{} {{{}}}", self.spec.name, l.join(", "))
-        };
+        let name = format!("{}{}", self.spec.name, labels_text(labels));
         let Some(det) = Det::new(&self.spec.detector, &name, hold, interval) else { return false };
         self.series.insert(
             key.to_owned(),

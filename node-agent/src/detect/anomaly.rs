@@ -33,7 +33,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{Detector, Finding, Progress, State, human};
+use super::{Debounce, Detector, Finding, Progress, State, human};
 
 /// Samples the baseline learns before it judges.
 pub const WARMUP: usize = 32;
@@ -385,11 +385,8 @@ pub struct Anomaly {
     single: Tail,
     run: Tail,
     scores: VecDeque<f64>,
-    hold: Duration,
-    firing: bool,
-    pending: Option<jiff::Timestamp>,
-    calm: usize,
-    calm_since: Option<jiff::Timestamp>,
+    /// Fires after `for`; resolves after `for` and [`CLEAR`] calm samples in a row.
+    debounce: Debounce,
 }
 
 impl Anomaly {
@@ -410,11 +407,7 @@ impl Anomaly {
             single: Tail::new(1.0),
             run: Tail::new(1.0 / (RUN as f64).sqrt()),
             scores: VecDeque::with_capacity(RUN),
-            hold,
-            firing: false,
-            pending: None,
-            calm: 0,
-            calm_since: None,
+            debounce: Debounce::new(hold).clear_after(CLEAR),
         }
     }
 
@@ -435,39 +428,6 @@ impl Anomaly {
             }
         }
         self.last = Some((at, v));
-    }
-
-    /// Whether the anomalous signal starts, holds or ends the condition.
-    fn transition(&mut self, at: jiff::Timestamp, anomalous: bool) -> Option<State> {
-        let held = |since: jiff::Timestamp| at.duration_since(since).unsigned_abs() >= self.hold;
-        if !self.firing {
-            if !anomalous {
-                self.pending = None;
-                return None;
-            }
-            let since = *self.pending.get_or_insert(at);
-            if held(since) {
-                self.firing = true;
-                self.pending = None;
-                self.calm = 0;
-                self.calm_since = None;
-                return Some(State::Firing);
-            }
-            return None;
-        }
-        if anomalous {
-            self.calm = 0;
-            self.calm_since = None;
-            return None;
-        }
-        self.calm += 1;
-        let since = *self.calm_since.get_or_insert(at);
-        if self.calm >= CLEAR && held(since) {
-            self.firing = false;
-            self.calm_since = None;
-            return Some(State::Resolved);
-        }
-        None
     }
 }
 
@@ -523,7 +483,7 @@ impl Detector for Anomaly {
             self.warmup = WARMUP.min(self.recent.capacity);
         }
 
-        let state = self.transition(at, anomalous)?;
+        let state = self.debounce.update(at, anomalous)?;
         let window = self.recent.span();
         let limit = single_limit * scale;
         let explanation = match state {

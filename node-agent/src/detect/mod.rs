@@ -110,18 +110,27 @@ impl std::fmt::Display for Progress {
 }
 
 /// Holds a raw "is anomalous" signal for a `for` duration before firing, and a clear signal
-/// for `for` before resolving: the common debounce of every detector.
+/// for `for` (and, where asked, for a number of samples in a row) before resolving: the common
+/// debounce of every detector.
 #[derive(Clone, Debug)]
 pub struct Debounce {
     hold: Duration,
+    clear_samples: usize,
     firing: bool,
     since: Option<jiff::Timestamp>,
+    run: usize,
 }
 
 impl Debounce {
     /// A debounce holding each state change for `hold` (zero: immediate).
     pub fn new(hold: Duration) -> Self {
-        Self { hold, firing: false, since: None }
+        Self { hold, clear_samples: 1, firing: false, since: None, run: 0 }
+    }
+
+    /// Resolving also needs `n` clear samples in a row.
+    pub fn clear_after(mut self, n: usize) -> Self {
+        self.clear_samples = n.max(1);
+        self
     }
 
     /// Whether the condition is firing now.
@@ -138,13 +147,17 @@ impl Debounce {
     pub fn update(&mut self, at: jiff::Timestamp, anomalous: bool) -> Option<State> {
         if anomalous == self.firing {
             self.since = None;
+            self.run = 0;
             return None;
         }
         let since = *self.since.get_or_insert(at);
+        self.run += 1;
         let held = at.duration_since(since).unsigned_abs();
-        if held >= self.hold {
+        let samples = if self.firing { self.clear_samples } else { 1 };
+        if held >= self.hold && self.run >= samples {
             self.firing = anomalous;
             self.since = None;
+            self.run = 0;
             return Some(if anomalous { State::Firing } else { State::Resolved });
         }
         None
@@ -217,5 +230,25 @@ mod tests {
         assert_eq!(d.update(t(10, 10), false), Some(State::Resolved));
         let mut now = Debounce::new(Duration::ZERO);
         assert_eq!(now.update(t(0, 1), true), Some(State::Firing));
+    }
+
+    #[test]
+    fn a_debounce_can_also_need_clear_samples_in_a_row() {
+        // Immediate both ways, but three calm samples in a row before it resolves.
+        let mut d = Debounce::new(Duration::ZERO).clear_after(3);
+        assert_eq!(d.update(t(0, 10), true), Some(State::Firing), "firing needs one sample");
+        assert_eq!(d.update(t(1, 10), false), None);
+        assert_eq!(d.update(t(2, 10), false), None);
+        assert_eq!(d.update(t(3, 10), true), None, "an anomalous sample restarts the count");
+        assert_eq!(d.update(t(4, 10), false), None);
+        assert_eq!(d.update(t(5, 10), false), None);
+        assert_eq!(d.update(t(6, 10), false), Some(State::Resolved));
+        // With a hold too: the hold runs from the first calm sample, and both must be met.
+        let mut h = Debounce::new(Duration::from_secs(15)).clear_after(3);
+        assert_eq!(h.update(t(0, 10), true), None);
+        assert_eq!(h.update(t(2, 10), true), Some(State::Firing));
+        assert_eq!(h.update(t(3, 10), false), None);
+        assert_eq!(h.update(t(5, 10), false), None, "20 s held, but two samples");
+        assert_eq!(h.update(t(6, 10), false), Some(State::Resolved));
     }
 }
