@@ -10,10 +10,14 @@
 //!    series' resolution step (the smallest change between consecutive samples seen), so a
 //!    CPU percentage that moves in steps of 0.1 is never judged in units of 1e-9.
 //! 2. **Seasonality.** Two profiles learned online in bounded memory: one per hour of the day
-//!    (24 buckets) and one per hour of the week (168). Once a bucket has seen an earlier day
-//!    (week), a sample is only as unusual as the *least* unusual of "against the last
-//!    `window` samples" and "against this hour on earlier days (weeks)": a step that comes
-//!    every morning is normal the day after it was first seen.
+//!    (24 buckets) and one per hour of the week (168), each judging against earlier days
+//!    (weeks) only: the hour now running is committed when it is over. Where a profile knows
+//!    more than the window (a level two scales away, a spread twice as wide, or a window
+//!    still re-learning), a sample is only as unusual as the *less* unusual of "against the
+//!    last `window` samples" and "against this hour on earlier days (weeks)": a step that
+//!    comes every morning is normal the day after it was first seen. Where it says what the
+//!    window says, it is left out, so a series without a daily shape is judged the same at
+//!    any cadence.
 //! 3. **Level shifts.** A two-sided CUSUM on the deviation from the baseline. When it
 //!    crosses, the series has moved: the baseline keeps only the samples since the change
 //!    began and re-learns (state *learning* for a few samples) instead of alarming for the
@@ -27,8 +31,9 @@
 //!    heavy-tailed series raises its own limits; a quiet one keeps them near 5.5σ
 //!    (single sample) and 3.2σ (mean of three) at the default risk of 1e-5.
 //!
-//! Memory per series, about 9 KiB: the window (32 bytes a sample, in arrival order and
-//! sorted: 4.5 KiB at 144), two 64-bin histograms (1 KiB) and 192 seasonal buckets (3 KiB).
+//! Memory per series, about 11 KiB: the window (32 bytes a sample, in arrival order and
+//! sorted: 4.5 KiB at 144), two 64-bin histograms (1 KiB) and 192 seasonal buckets of 28
+//! bytes (5.3 KiB).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -170,13 +175,48 @@ fn median_deviation(sorted: &[f64], m: f64) -> f64 {
     }
 }
 
-/// One hour-of-day or hour-of-week bucket.
+/// One hour-of-day or hour-of-week bucket: the level and spread of this hour on earlier days
+/// (weeks), and what the hour now running has added, kept apart until the hour is over so a
+/// change today is judged against earlier days, not absorbed by its own first samples.
 #[derive(Clone, Copy, Debug, Default)]
 struct Bucket {
+    /// Level of this hour on earlier days (the running mean of the first hour until that
+    /// is committed).
     mean: f32,
+    /// Mean absolute deviation from `mean` on earlier days.
     dev: f32,
+    /// Samples committed from earlier days (0: none yet).
     n: u32,
-    first_hour: u32,
+    /// Hour (since the epoch) the samples now collected belong to.
+    hour: u32,
+    /// Sums of (value − `mean`) and |value − `mean`| over the samples collected.
+    sum: f32,
+    sum_abs: f32,
+    count: u32,
+}
+
+impl Bucket {
+    /// Commits the collected hour: each of its samples moves the level and spread by at
+    /// least `alpha_min` of the way (1/(n+1) while the bucket is young).
+    fn commit(&mut self, alpha_min: f64) {
+        if self.count == 0 {
+            return;
+        }
+        let c = f64::from(self.count);
+        if self.n == 0 {
+            // The first hour kept its running mean and the deviations from it.
+            self.dev = (f64::from(self.sum_abs) / (c - 1.0).max(1.0)) as f32;
+        } else {
+            // `count` steps of an exponentially weighted mean with weight a, at once.
+            let a = (1.0 / f64::from(self.n + 1)).max(alpha_min);
+            let w = 1.0 - (1.0 - a).powf(c);
+            let (level, spread) = (f64::from(self.sum) / c, f64::from(self.sum_abs) / c);
+            let (mean, dev) = (f64::from(self.mean), f64::from(self.dev));
+            (self.mean, self.dev) = ((mean + w * level) as f32, (dev + w * (spread - dev)) as f32);
+        }
+        self.n = self.n.saturating_add(self.count);
+        (self.sum, self.sum_abs, self.count) = (0.0, 0.0, 0);
+    }
 }
 
 /// Per-hour-of-day and per-hour-of-week level and spread, learned online.
@@ -194,34 +234,60 @@ impl Seasonal {
         (hour, [hour as usize % Self::DAY, Self::DAY + hour as usize % Self::WEEK])
     }
 
+    /// Commits what an earlier hour collected in the buckets of `at`'s hour.
+    fn roll(&mut self, at: jiff::Timestamp, alpha_min: f64) {
+        let (hour, slots) = Self::slots(at);
+        for s in slots {
+            if let Some(b) = self.buckets.get_mut(s)
+                && b.hour != hour
+            {
+                b.commit(alpha_min);
+                b.hour = hour;
+            }
+        }
+    }
+
     fn learn(&mut self, at: jiff::Timestamp, v: f64, alpha_min: f64) {
         if self.buckets.is_empty() {
             self.buckets = vec![Bucket::default(); Self::DAY + Self::WEEK];
         }
+        self.roll(at, alpha_min);
         let (hour, slots) = Self::slots(at);
         for s in slots {
             let b = &mut self.buckets[s];
-            if b.n == 0 {
-                *b = Bucket { mean: v as f32, dev: 0.0, n: 1, first_hour: hour };
-                continue;
+            if b.n == 0 && b.count == 0 {
+                *b = Bucket { mean: v as f32, hour, ..Bucket::default() };
             }
-            let a = (1.0 / f64::from(b.n + 1)).max(alpha_min);
             let d = v - f64::from(b.mean);
-            b.mean = (f64::from(b.mean) + a * d) as f32;
-            b.dev = (f64::from(b.dev) + a * (d.abs() - f64::from(b.dev))) as f32;
-            b.n = b.n.saturating_add(1);
+            b.sum_abs += d.abs() as f32;
+            b.count = b.count.saturating_add(1);
+            if b.n == 0 {
+                // Nothing committed to judge against yet: a running mean of this first hour.
+                b.mean = (f64::from(b.mean) + d / f64::from(b.count)) as f32;
+            } else {
+                b.sum += d as f32;
+            }
         }
     }
 
     /// The smallest deviation, in units of at least `floor`, from a bucket of this hour that
-    /// has seen an earlier day (week); None while none has.
-    fn score(&self, at: jiff::Timestamp, v: f64, floor: f64) -> Option<f64> {
-        let (hour, slots) = Self::slots(at);
+    /// has seen an earlier day (week) and knows more than the recent window (median `center`,
+    /// scale `scale`, `full` or still re-learning): a level at least two scales away, a spread
+    /// at least twice as wide, or any bucket while the window is short. None while no bucket
+    /// does. On a series without a daily or weekly shape the profile says what a full window
+    /// says and is left out: the smaller of two scores of one sample would only be biased
+    /// low. Call [`Self::roll`] first.
+    fn score(&self, at: jiff::Timestamp, v: f64, floor: f64, (center, scale, full): (f64, f64, bool)) -> Option<f64> {
+        let (_, slots) = Self::slots(at);
         slots
             .iter()
             .filter_map(|s| self.buckets.get(*s))
-            .filter(|b| b.n >= 4 && b.first_hour + 12 < hour)
-            .map(|b| (v - f64::from(b.mean)).abs() / (1.2533 * f64::from(b.dev)).max(floor))
+            .filter(|b| b.n >= 4)
+            .filter_map(|b| {
+                let (mean, spread) = (f64::from(b.mean), (1.2533 * f64::from(b.dev)).max(floor));
+                let differs = (mean - center).abs() > 2.0 * spread.max(scale) || spread > 2.0 * scale;
+                (differs || !full).then(|| (v - mean).abs() / spread)
+            })
             .min_by(f64::total_cmp)
     }
 }
@@ -447,7 +513,9 @@ impl Detector for Anomaly {
         let floor = if self.quantum.is_finite() { self.quantum } else { 0.0 };
         let scale = raw_scale.max(floor).max(center.abs() * 1e-9).max(1e-12);
         let z = (value - center) / scale;
-        let seasonal = self.season.score(at, value, floor.max(0.1 * scale));
+        self.season.roll(at, alpha_min);
+        let window = (center, scale, self.recent.len() >= self.recent.capacity);
+        let seasonal = self.season.score(at, value, floor.max(0.1 * scale), window);
         let score = seasonal.map_or(z.abs(), |s| s.min(z.abs()));
         let signed = score.copysign(z);
         if self.scores.len() == RUN {
@@ -689,5 +757,58 @@ mod tests {
         assert!(!ten.is_empty());
         assert_eq!(run(60), ten);
         assert_eq!(run(300), ten);
+    }
+
+    #[test]
+    fn a_bucket_judges_against_earlier_days_not_the_hour_now_running() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 28, "the memory docs/agent-detect.md states");
+        // Hour 0 of five days at 5-minute samples, around 10; then the same hour at 20.
+        let mut s = Seasonal::default();
+        let a = 300.0 / (3.0 * 3600.0);
+        for day in 0..5 {
+            for k in 0..12 {
+                s.learn(t(day * 288 + k, 300), 10.0 + if k % 2 == 0 { 1.0 } else { -1.0 }, a);
+            }
+        }
+        let window = (50.0, 1.0, true);
+        let mut today = Vec::new();
+        for k in 0..12 {
+            let at = t(5 * 288 + k, 300);
+            s.roll(at, a);
+            today.push(s.score(at, 20.0, 0.01, window).unwrap_or(0.0));
+            s.learn(at, 20.0, a);
+        }
+        assert!(today.iter().all(|z| *z > 7.0), "the hour's own samples are not the baseline: {today:?}");
+        let at = t(6 * 288, 300);
+        s.roll(at, a);
+        let tomorrow = s.score(at, 20.0, 0.01, window).unwrap_or(f64::INFINITY);
+        assert!(tomorrow < today[0], "committed once the hour is over: {tomorrow} vs {}", today[0]);
+    }
+
+    #[test]
+    fn the_same_values_give_the_same_findings_at_10_s_1_min_and_5_min() {
+        // 2,000 samples span 5.5 hours at 10 s and a week at 5 min: the daily and weekly
+        // profiles take part at 5 min only, and must not change what a shift gives.
+        let mut differ = Vec::new();
+        for seed in 0..20 {
+            let runs: Vec<Vec<(usize, State)>> = [10, 60, 300]
+                .iter()
+                .map(|step| {
+                    let s = crate::detect::eval::generate::level_shift(seed, *step, 2000);
+                    let mut d = detector();
+                    s.times
+                        .iter()
+                        .zip(&s.values)
+                        .enumerate()
+                        .filter_map(|(i, (at, v))| d.observe(*at, *v).map(|f| (i, f.state)))
+                        .collect()
+                })
+                .collect();
+            assert!(runs[0].first().is_some_and(|e| e.1 == State::Firing), "seed {seed}: {:?}", runs[0]);
+            if runs[1] != runs[0] || runs[2] != runs[0] {
+                differ.push((seed, runs));
+            }
+        }
+        assert!(differ.is_empty(), "findings differ by cadence: {differ:?}");
     }
 }
