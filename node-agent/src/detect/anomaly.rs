@@ -24,7 +24,8 @@
 //!    half-window a rolling median would take to follow.
 //! 4. **Calibration.** How unusual is unusual is learned from the series itself: the
 //!    detector keeps the distribution of its own scores (a decayed histogram; about the last
-//!    2,000 samples) and fits an exponential tail over its top 10% (peaks over threshold).
+//!    2,000 samples) and fits a generalised Pareto tail over its top 10% (peaks over
+//!    threshold, probability-weighted moments, shape up to 0.9).
 //!    A sample fires when its score is beyond the level this series' scores exceed with
 //!    probability `risk`; a run fires when the mean of the last three signed scores is
 //!    beyond the same level of *their* distribution (which absorbs autocorrelation). A
@@ -57,6 +58,8 @@ const CUSUM_H: f64 = 12.0;
 const CUSUM_CAP: f64 = 6.0;
 /// Samples of memory of the score distribution.
 const TAIL_MEMORY: f64 = 2000.0;
+/// Scores a tail learns before scores past its limit stop counting (censored at the limit).
+const TAIL_YOUTH: u32 = 500;
 /// Samples between recomputations of the tail's limits.
 const TAIL_REFRESH: u32 = 32;
 /// Weight of the prior (half-normal) score distribution a new series starts from.
@@ -334,18 +337,46 @@ struct Tail {
     weight: f64,
     since_refresh: u32,
     limit: f64,
+    /// Scores learned.
+    learned: u32,
 }
 
 impl Tail {
     const BINS: usize = 64;
-    /// Bin edges are (i / 8)²: fine near 0, 1 wide near 8, 2 wide near 60.
+    /// Bins up to here are quadratic, geometric after.
+    const KNEE: usize = 48;
+    /// Growth of the geometric bins.
+    const GROWTH: f64 = 1.25;
+
+    /// Bin edges are (i / 8)² up to 36 (fine near 0, 1.5 wide at 36), then grow by a quarter
+    /// each (to about 1,000): a heavy tail's far scores are told apart, not piled in one bin.
     fn edge(i: usize) -> f64 {
-        let x = i as f64 / 8.0;
-        x * x
+        if i <= Self::KNEE {
+            let x = i as f64 / 8.0;
+            x * x
+        } else {
+            Self::edge(Self::KNEE) * Self::GROWTH.powi((i - Self::KNEE) as i32)
+        }
     }
 
     fn bin(s: f64) -> usize {
-        ((s.max(0.0).sqrt() * 8.0) as usize).min(Self::BINS - 1)
+        let s = s.max(0.0);
+        let knee = Self::edge(Self::KNEE);
+        let i = if s < knee {
+            (s.sqrt() * 8.0) as usize
+        } else {
+            Self::KNEE + ((s / knee).ln() / Self::GROWTH.ln()) as usize
+        };
+        i.min(Self::BINS - 1)
+    }
+
+    /// The middle of bin `i` (the last one, open above: a bin's width past its edge).
+    fn mid(i: usize) -> f64 {
+        if i + 1 == Self::BINS {
+            Self::edge(i) * (1.0 + (Self::GROWTH - 1.0) / 2.0)
+        } else {
+            (Self::edge(i) + Self::edge(i + 1)) / 2.0
+        }
     }
 
     /// A tail that starts from a half-normal of scale `sigma`.
@@ -356,10 +387,16 @@ impl Tail {
             let p = half_normal_cdf(upper / sigma) - half_normal_cdf(Self::edge(i) / sigma);
             *b = TAIL_PRIOR * p;
         }
-        Self { bins, total: TAIL_PRIOR, weight: 1.0, since_refresh: TAIL_REFRESH, limit: f64::NAN }
+        Self { bins, total: TAIL_PRIOR, weight: 1.0, since_refresh: TAIL_REFRESH, limit: f64::NAN, learned: 0 }
+    }
+
+    /// Fewer than [`TAIL_YOUTH`] scores learned.
+    fn young(&self) -> bool {
+        self.learned < TAIL_YOUTH
     }
 
     fn learn(&mut self, s: f64) {
+        self.learned = self.learned.saturating_add(1);
         self.weight /= 1.0 - 1.0 / TAIL_MEMORY;
         if self.weight > 1e100 {
             for b in &mut self.bins {
@@ -374,9 +411,10 @@ impl Tail {
     }
 
     /// The score exceeded with probability `risk`: the top 10% of the distribution fitted
-    /// with a generalised Pareto tail by the method of moments (shape ξ in [0, 0.5]: an
-    /// exponential tail at 0, so light tails are never extrapolated lighter than that; heavy
-    /// tails raise the limit), limit = u + σ/ξ·((p_u / risk)^ξ − 1). Recomputed every few
+    /// with a generalised Pareto tail by probability-weighted moments (Hosking and Wallis,
+    /// valid for shape ξ < 1; ξ kept in [0, 0.9]: an exponential tail at 0, so light tails
+    /// are never extrapolated lighter than that, while a Pareto-like tail raises the limit as
+    /// far as it really reaches), limit = u + σ/ξ·((p_u / risk)^ξ − 1). Recomputed every few
     /// samples.
     fn limit(&mut self, risk: f64) -> f64 {
         if self.since_refresh < TAIL_REFRESH && self.limit.is_finite() {
@@ -394,28 +432,32 @@ impl Tail {
             }
         }
         let u = Self::edge(top);
-        let (mut m1, mut m2) = (0.0, 0.0);
-        for i in top..Self::BINS {
-            let mid = if i + 1 == Self::BINS { Self::edge(i) + 2.0 } else { (Self::edge(i) + Self::edge(i + 1)) / 2.0 };
-            let x = mid - u;
-            m1 += self.bins[i] * x;
-            m2 += self.bins[i] * x * x;
-        }
         if above <= 0.0 {
             self.limit = u;
             return u;
         }
-        m1 /= above;
-        m2 /= above;
-        let var = (m2 - m1 * m1).max(0.0);
+        // a0 = E[x], a1 = E[x (1 − F(x))] over the excesses x, the survival taken at each
+        // bin's middle.
+        let (mut a0, mut a1, mut below) = (0.0, 0.0, 0.0);
+        for i in top..Self::BINS {
+            let (w, x) = (self.bins[i], Self::mid(i) - u);
+            let survival = 1.0 - (below + w / 2.0) / above;
+            a0 += w * x;
+            a1 += w * x * survival;
+            below += w;
+        }
+        a0 /= above;
+        a1 /= above;
         let ratio = (above / self.total / risk).max(1.0);
-        self.limit = if var > 0.0 && m1 > 0.0 {
+        let d = a0 - 2.0 * a1;
+        self.limit = if a0 > 0.0 && d > 0.0 {
             // Few peaks say little about the shape: shrink towards the exponential.
-            let xi = (0.5 * (1.0 - m1 * m1 / var)).clamp(0.0, 0.5) * above / (above + TAIL_SHAPE_PRIOR);
-            let sigma = 0.5 * m1 * (m1 * m1 / var + 1.0);
-            if xi < 1e-6 { u + m1 * ratio.ln() } else { u + sigma / xi * (ratio.powf(xi) - 1.0) }
+            let xi = (2.0 - a0 / d).clamp(0.0, 0.9) * above / (above + TAIL_SHAPE_PRIOR);
+            // The scale that keeps the excesses' mean σ / (1 − ξ) at what was seen.
+            let sigma = a0 * (1.0 - xi);
+            if xi < 1e-6 { u + a0 * ratio.ln() } else { u + sigma / xi * (ratio.powf(xi) - 1.0) }
         } else {
-            u + m1 * ratio.ln()
+            u + a0 * ratio.ln()
         };
         self.limit
     }
@@ -527,14 +569,18 @@ impl Detector for Anomaly {
         let single_limit = self.single.limit(self.risk).max(MIN_SINGLE);
         let run_limit = self.run.limit(self.risk).max(MIN_RUN);
         let mut anomalous = score > single_limit || run_score.is_some_and(|r| r > run_limit);
-        // The tails learn what this series does when it is not anomalous: an incident does
-        // not blunt the detector for the next one, and a heavy tail shows below the limits
-        // already.
-        if !anomalous {
-            self.single.learn(score);
-            if let Some(r) = run_score {
-                self.run.learn(r);
-            }
+        // The tails learn what this series does when it is not anomalous, so an incident
+        // does not blunt the detector for the next one. While a tail is young (the prior still
+        // weighs), scores past the limit are learned too, censored at it ("at least the
+        // limit"): a heavy-tailed series that keeps reaching the starting limit teaches the
+        // fit so in its first hours instead of crying wolf through them.
+        if !anomalous || self.single.young() {
+            self.single.learn(score.min(single_limit));
+        }
+        if let Some(r) = run_score
+            && (!anomalous || self.run.young())
+        {
+            self.run.learn(r.min(run_limit));
         }
 
         self.recent.push(at, value);
@@ -810,5 +856,45 @@ mod tests {
             }
         }
         assert!(differ.is_empty(), "findings differ by cadence: {differ:?}");
+    }
+
+    #[test]
+    fn a_pareto_tail_puts_its_limit_near_where_the_tail_really_reaches() {
+        // Scores with P(S > x) = x^-1.5 (tail shape 2/3): the 1-in-100,000 level is
+        // 100,000^(2/3) ≈ 2,154. A fit capped at shape 0.5, or bins that end at 62, puts it
+        // an order of magnitude lower: every far score would be a false alarm.
+        let mut r = Rng::new(21);
+        let mut tail = Tail::new(1.0);
+        for _ in 0..4000 {
+            tail.learn(1.0 / r.uniform().max(1e-12).powf(1.0 / 1.5));
+        }
+        let truth = 1e5_f64.powf(1.0 / 1.5);
+        let limit = tail.limit(1e-5);
+        assert!(limit > 0.3 * truth && limit < 3.0 * truth, "limit {limit} against {truth}");
+        // Light tails keep light limits: half-normal scores, 1e-5 at 4.4.
+        let mut light = Tail::new(1.0);
+        for _ in 0..4000 {
+            light.learn(r.normal().abs());
+        }
+        let limit = light.limit(1e-5);
+        assert!((4.4..7.0).contains(&limit), "half-normal limit {limit}");
+    }
+
+    #[test]
+    fn a_burst_of_spikes_does_not_blunt_the_detector_for_the_next_one() {
+        // Thirty 20σ spikes, one every ten samples, then a single 9σ spike long after.
+        let mut s = noise(4, 3000, 0.0, 1.0);
+        for k in 0..30 {
+            s[1000 + 10 * k] += 20.0;
+        }
+        s[2500] += 9.0;
+        let mut d = detector();
+        let fired: Vec<usize> = s
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| d.observe(t(i, 10), *v).filter(|f| f.state == State::Firing).map(|_| i))
+            .collect();
+        assert!(fired.contains(&1000), "the burst fires: {fired:?}");
+        assert!(fired.contains(&2500), "the next spike fires too: {fired:?}");
     }
 }
