@@ -237,7 +237,8 @@ impl Seasonal {
         (hour, [hour as usize % Self::DAY, Self::DAY + hour as usize % Self::WEEK])
     }
 
-    /// Commits what an earlier hour collected in the buckets of `at`'s hour.
+    /// Commits what an earlier hour collected in the buckets of `at`'s hour: once per
+    /// sample, before [`Self::score`] and [`Self::learn`].
     fn roll(&mut self, at: jiff::Timestamp, alpha_min: f64) {
         let (hour, slots) = Self::slots(at);
         for s in slots {
@@ -250,11 +251,10 @@ impl Seasonal {
         }
     }
 
-    fn learn(&mut self, at: jiff::Timestamp, v: f64, alpha_min: f64) {
+    fn learn(&mut self, at: jiff::Timestamp, v: f64) {
         if self.buckets.is_empty() {
             self.buckets = vec![Bucket::default(); Self::DAY + Self::WEEK];
         }
-        self.roll(at, alpha_min);
         let (hour, slots) = Self::slots(at);
         for s in slots {
             let b = &mut self.buckets[s];
@@ -390,9 +390,12 @@ impl Tail {
         Self { bins, total: TAIL_PRIOR, weight: 1.0, since_refresh: TAIL_REFRESH, limit: f64::NAN, learned: 0 }
     }
 
-    /// Fewer than [`TAIL_YOUTH`] scores learned.
-    fn young(&self) -> bool {
-        self.learned < TAIL_YOUTH
+    /// Learns a score judged against `limit`: a calm one as it is; one past the limit only
+    /// in the first [`TAIL_YOUTH`] scores, and then as the limit.
+    fn observe(&mut self, s: f64, limit: f64, anomalous: bool) {
+        if !anomalous || self.learned < TAIL_YOUTH {
+            self.learn(s.min(limit));
+        }
     }
 
     fn learn(&mut self, s: f64) {
@@ -546,18 +549,18 @@ impl Detector for Anomaly {
         }
         self.learn_spacing(at, value);
         let alpha_min = if self.spacing > 0.0 { (self.spacing / (3.0 * 3600.0)).clamp(1e-4, 0.5) } else { 0.5 };
+        self.season.roll(at, alpha_min);
         if self.recent.len() < self.warmup {
             self.recent.push(at, value);
-            self.season.learn(at, value, alpha_min);
+            self.season.learn(at, value);
             return None;
         }
         let (center, raw_scale) = self.recent.center_scale();
         let floor = if self.quantum.is_finite() { self.quantum } else { 0.0 };
         let scale = raw_scale.max(floor).max(center.abs() * 1e-9).max(1e-12);
         let z = (value - center) / scale;
-        self.season.roll(at, alpha_min);
-        let window = (center, scale, self.recent.len() >= self.recent.capacity);
-        let seasonal = self.season.score(at, value, floor.max(0.1 * scale), window);
+        let baseline = (center, scale, self.recent.len() >= self.recent.capacity);
+        let seasonal = self.season.score(at, value, floor.max(0.1 * scale), baseline);
         let score = seasonal.map_or(z.abs(), |s| s.min(z.abs()));
         let signed = score.copysign(z);
         if self.scores.len() == RUN {
@@ -574,17 +577,13 @@ impl Detector for Anomaly {
         // weighs), scores past the limit are learned too, censored at it ("at least the
         // limit"): a heavy-tailed series that keeps reaching the starting limit teaches the
         // fit so in its first hours instead of crying wolf through them.
-        if !anomalous || self.single.young() {
-            self.single.learn(score.min(single_limit));
-        }
-        if let Some(r) = run_score
-            && (!anomalous || self.run.young())
-        {
-            self.run.learn(r.min(run_limit));
+        self.single.observe(score, single_limit, anomalous);
+        if let Some(r) = run_score {
+            self.run.observe(r, run_limit, anomalous);
         }
 
         self.recent.push(at, value);
-        self.season.learn(at, value, alpha_min);
+        self.season.learn(at, value);
         if let Some((since, mean_score)) = self.cusum.update(z, signed) {
             // The level moved: keep what came after the change and learn it. A shift whose
             // samples, or this sample, are as far out as a run that fires is a condition even
@@ -641,7 +640,7 @@ impl Detector for Anomaly {
 mod tests {
     use super::*;
     use crate::detect::synth::{Rng, t};
-    use crate::detect::zscore::tests::{firings, noise, step_detection};
+    use crate::detect::zscore::tests::{fired_at, firings, noise, step_detection};
 
     const TEN_S: Duration = Duration::ZERO;
 
@@ -770,12 +769,7 @@ mod tests {
     fn a_large_spike_fires_alone() {
         let mut s = noise(2, 400, 50.0, 1.0);
         s[300] = 90.0;
-        let mut d = detector();
-        let fired: Vec<usize> = s
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| d.observe(t(i, 10), *v).filter(|f| f.state == State::Firing).map(|_| i))
-            .collect();
+        let fired = fired_at(&mut detector(), &s);
         assert_eq!(fired, [300]);
     }
 
@@ -813,7 +807,9 @@ mod tests {
         let a = 300.0 / (3.0 * 3600.0);
         for day in 0..5 {
             for k in 0..12 {
-                s.learn(t(day * 288 + k, 300), 10.0 + if k % 2 == 0 { 1.0 } else { -1.0 }, a);
+                let at = t(day * 288 + k, 300);
+                s.roll(at, a);
+                s.learn(at, 10.0 + if k % 2 == 0 { 1.0 } else { -1.0 });
             }
         }
         let window = (50.0, 1.0, true);
@@ -822,7 +818,7 @@ mod tests {
             let at = t(5 * 288 + k, 300);
             s.roll(at, a);
             today.push(s.score(at, 20.0, 0.01, window).unwrap_or(0.0));
-            s.learn(at, 20.0, a);
+            s.learn(at, 20.0);
         }
         assert!(today.iter().all(|z| *z > 7.0), "the hour's own samples are not the baseline: {today:?}");
         let at = t(6 * 288, 300);
@@ -888,12 +884,7 @@ mod tests {
             s[1000 + 10 * k] += 20.0;
         }
         s[2500] += 9.0;
-        let mut d = detector();
-        let fired: Vec<usize> = s
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| d.observe(t(i, 10), *v).filter(|f| f.state == State::Firing).map(|_| i))
-            .collect();
+        let fired = fired_at(&mut detector(), &s);
         assert!(fired.contains(&1000), "the burst fires: {fired:?}");
         assert!(fired.contains(&2500), "the next spike fires too: {fired:?}");
     }

@@ -165,12 +165,17 @@ pub(crate) mod tests {
     }
 
     /// Firings in a series.
-    pub fn firings(d: &mut impl Detector, series: &[f64]) -> usize {
+    /// The samples (10 s apart) at which `d` starts firing.
+    pub fn fired_at(d: &mut impl Detector, series: &[f64]) -> Vec<usize> {
         series
             .iter()
             .enumerate()
-            .filter(|(i, v)| d.observe(t(*i, 10), **v).is_some_and(|f| f.state == State::Firing))
-            .count()
+            .filter_map(|(i, v)| d.observe(t(i, 10), *v).filter(|f| f.state == State::Firing).map(|_| i))
+            .collect()
+    }
+
+    pub fn firings(d: &mut impl Detector, series: &[f64]) -> usize {
+        fired_at(d, series).len()
     }
 
     pub fn noise(seed: u64, n: usize, mean: f64, sd: f64) -> Vec<f64> {
