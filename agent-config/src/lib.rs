@@ -548,8 +548,31 @@ pub struct AuthEvents {
     pub brute_force_window: Duration,
     /// PAM services whose session lines are not events (cron opens one a minute).
     pub ignore_session_services: Vec<String>,
+    /// Where the programs whose journal entries count may run from (host paths; a directory
+    /// covers those below it). A journal entry tagged `sshd` counts as sshd's only when
+    /// journald recorded that an executable named sshd under one of these wrote it; any other
+    /// writer makes it an `auth.forged` event. Only root should be able to write here.
+    pub program_dirs: Vec<String>,
     /// Rate limit of this source.
     pub rate_limit: RateLimit,
+}
+
+/// Root's program directories on the common distributions, NixOS's store included.
+pub fn default_program_dirs() -> Vec<String> {
+    [
+        "/usr/bin",
+        "/usr/sbin",
+        "/bin",
+        "/sbin",
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/libexec",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/nix/store",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 impl Default for AuthEvents {
@@ -565,6 +588,7 @@ impl Default for AuthEvents {
             brute_force_threshold: 5,
             brute_force_window: Duration::from_secs(60),
             ignore_session_services: vec!["cron".into(), "CRON".into(), "crond".into(), "systemd-user".into()],
+            program_dirs: default_program_dirs(),
             rate_limit: RateLimit::new(100.0, 1000),
         }
     }

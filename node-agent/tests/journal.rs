@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vigil_agent::events::auth::{AuthParser, Parsed};
+use vigil_agent::events::auth::{AuthParser, Parsed, Writer};
 use vigil_agent::events::journal::{Cursor, Follower};
 use vigil_agent::events::{Event, Severity};
 
@@ -28,7 +28,10 @@ fn unpack(name: &str, dir: &Path) -> PathBuf {
     path
 }
 
-fn auth_events(dir: &Path) -> Vec<Event> {
+/// The auth events of the journal files in `dir`. `as_written`: each entry judged with the
+/// writer journald recorded; else as if the program it names had written it (to read what
+/// the entry claims).
+fn auth_events(dir: &Path, as_written: bool) -> Vec<Event> {
     let mut follower = Follower::new(vec![dir.to_owned()], None, false);
     let poll = follower.poll(&|_| true);
     assert!(poll.errors.is_empty(), "{:?}", poll.errors);
@@ -38,12 +41,26 @@ fn auth_events(dir: &Path) -> Vec<Event> {
         .filter_map(|e| {
             let time = jiff::Timestamp::from_microsecond(e.realtime as i64).unwrap();
             let pid = e.text("SYSLOG_PID").and_then(|p| p.parse().ok());
+            let program = e.text("SYSLOG_IDENTIFIER")?;
+            let (exe, comm) = (e.text("_EXE"), e.text("_COMM"));
+            let claimed = format!("/usr/sbin/{program}");
+            let writer = if as_written {
+                Writer {
+                    exe: exe.as_deref(),
+                    comm: comm.as_deref(),
+                    uid: e.text("_UID").and_then(|u| u.parse().ok()),
+                    ..Writer::default()
+                }
+            } else {
+                Writer { exe: Some(&claimed), uid: Some(0), ..Writer::default() }
+            };
             match parser.parse_entry(
-                &e.text("SYSLOG_IDENTIFIER")?,
+                &program,
                 pid,
                 &e.text("_HOSTNAME").unwrap_or_default(),
                 &e.text("MESSAGE")?,
                 time,
+                &writer,
             ) {
                 Parsed::Event(ev) => Some(ev),
                 _ => None,
@@ -57,7 +74,7 @@ fn journal_files_of_both_layouts_give_the_auth_events_with_compressed_fields() {
     for name in ["debian12-compact", "debian12-regular"] {
         let dir = tempfile::tempdir().unwrap();
         unpack(name, dir.path());
-        let events = auth_events(dir.path());
+        let events = auth_events(dir.path(), false);
         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(
             kinds,
@@ -71,6 +88,25 @@ fn journal_files_of_both_layouts_give_the_auth_events_with_compressed_fields() {
         // journald compresses fields over 512 bytes: this one was read through Zstandard.
         assert_eq!(events[5].detail_str("user").map(str::len), Some(600), "{name}");
         assert!(events[0].time > jiff::Timestamp::from_second(1_700_000_000).unwrap());
+        // These entries were written as root with `logger -t sshd` (and -t sudo, su, useradd).
+        // Judged as written: where journald recorded the writer's name (logger), the entry is
+        // a forgery naming it; where it recorded only root's uid (the writer was gone before
+        // journald looked), root's word is taken.
+        let judged = auth_events(dir.path(), true);
+        assert_eq!(judged.len(), events.len(), "{name}");
+        let mut forged = 0;
+        for (j, claimed) in judged.iter().zip(&events) {
+            assert_eq!(j.detail_i64("writerUid"), Some(0), "{name}: {j:?}");
+            if j.detail_str("writerComm") == Some("logger") {
+                forged += 1;
+                assert_eq!(j.kind.as_str(), "auth.forged", "{name}: {j:?}");
+                assert_eq!(j.detail_str("claimedType"), Some(claimed.kind.as_str()));
+                assert_eq!(j.severity, Severity::Warning);
+            } else {
+                assert_eq!((j.kind, j.detail_str("writerComm")), (claimed.kind, None), "{name}: {j:?}");
+            }
+        }
+        assert!(forged >= 1, "{name}: {judged:#?}");
     }
 }
 
@@ -134,7 +170,10 @@ struct Journald {
 
 impl Journald {
     fn start() -> Self {
-        let ns = format!("vigiltest{}", std::process::id());
+        // One namespace per journald: tests of one process run side by side.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ns = format!("vigiltest{}x{n}", std::process::id());
         let machine = std::fs::read_to_string("/etc/machine-id").unwrap().trim().to_owned();
         std::fs::write(format!("/etc/systemd/journald@{ns}.conf"), "[Journal]\nStorage=volatile\n").unwrap();
         let child = Command::new("/lib/systemd/systemd-journald")
@@ -156,13 +195,55 @@ impl Journald {
         PathBuf::from(format!("/run/systemd/journal.{}/dev-log", self.ns))
     }
 
-    fn log(&self, tag: &str, message: &str) {
-        let ok = Command::new("logger")
-            .args(["--socket", &self.socket().display().to_string(), "-t", tag, "-i", message])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "logger failed");
+    /// Logs `message` tagged `tag` through `program` (a logger), as `uid` when given.
+    fn log_with(&self, program: &Path, uid: Option<u32>, tag: &str, message: &str) {
+        let socket = self.socket().display().to_string();
+        let mut cmd = match uid {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        let ok = cmd.args(["--socket", &socket, "-t", tag, "-i", message]).status().unwrap().success();
+        assert!(ok, "{} failed", program.display());
+    }
+}
+
+/// Copies of `logger` named after the programs a test logs as (`sshd`, `sudo`, `su`), in a
+/// directory the agent's config lists in `programDirs`: the journal then records an
+/// executable of that name there, as it does for the real programs under /usr/sbin.
+struct Programs(tempfile::TempDir);
+
+impl Programs {
+    fn new(names: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let logger = which("logger");
+        for name in names {
+            std::fs::copy(&logger, dir.path().join(name)).unwrap();
+        }
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+}
+
+fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on PATH (make test-deps installs it)"))
+}
+
+impl Journald {
+    /// Logs as the program `tag` names would: through its stand-in in `programs`, as root.
+    fn log(&self, programs: &Programs, tag: &str, message: &str) {
+        self.log_with(&programs.path(tag), None, tag, message);
     }
 }
 
@@ -240,44 +321,90 @@ fn kinds(events: &[serde_json::Value]) -> Vec<String> {
     events.iter().filter_map(|e| e["type"].as_str()).filter(|t| t.starts_with("auth.")).map(str::to_owned).collect()
 }
 
-#[test]
-fn watch_shows_sshd_sudo_and_su_from_a_live_journal_once_across_a_restart() {
-    let journald = Journald::start();
-    let work = tempfile::tempdir().unwrap();
-    let state = work.path().join("state");
+/// A config for `watch` with only the auth source on, reading `journald`'s files from this
+/// moment on, trusting the programs in `programs`.
+fn auth_only_config(work: &Path, journald: &Journald, programs: &Programs) -> PathBuf {
+    let state = work.join("state");
     std::fs::create_dir_all(&state).unwrap();
     // Start after a cursor at this moment: what is logged from now on is news, whenever the
     // agent's first read comes.
     let now = jiff::Timestamp::now().as_microsecond();
     std::fs::write(state.join("journal-cursor.json"), format!("{{\"seqnums\":{{}},\"realtime\":{now}}}")).unwrap();
-    let config = work.path().join("agent.yaml");
+    let config = work.join("agent.yaml");
     std::fs::write(
         &config,
         format!(
-            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  kernel: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth:\n    logs: [{}]\n    wtmp: ''\n    btmp: ''\n    pollInterval: 100ms\n    journalDirs: [{}]\n",
+            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  kernel: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth:\n    logs: [{}]\n    wtmp: ''\n    btmp: ''\n    pollInterval: 100ms\n    journalDirs: [{}]\n    programDirs: [{}]\n",
             state.display(),
-            work.path().join("no-such-auth.log").display(),
+            work.join("no-such-auth.log").display(),
             journald.files.display(),
+            programs.0.path().display(),
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn watch_shows_sshd_sudo_and_su_from_a_live_journal_once_across_a_restart() {
+    let journald = Journald::start();
+    let programs = Programs::new(&["sshd", "sudo", "su"]);
+    let work = tempfile::tempdir().unwrap();
+    let config = auth_only_config(work.path(), &journald, &programs);
 
     let watch = Watch::start(&config);
-    journald.log("sshd", "Accepted publickey for alice from 192.0.2.10 port 50022 ssh2: ED25519 SHA256:abc");
-    journald.log("sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id");
-    journald.log("su", "(to root) alice on pts/1");
+    journald.log(&programs, "sshd", "Accepted publickey for alice from 192.0.2.10 port 50022 ssh2: ED25519 SHA256:abc");
+    journald.log(&programs, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id");
+    journald.log(&programs, "su", "(to root) alice on pts/1");
     let seen = watch.until("sshd, sudo and su", |ev| kinds(ev).len() >= 3);
     assert_eq!(kinds(&seen), ["auth.ssh.accepted", "auth.sudo", "auth.su"]);
     assert_eq!(seen.iter().find(|e| e["type"] == "auth.sudo").unwrap()["details"]["user"], "alice");
     watch.stop();
 
     // Down: one more entry. The restart reads it once, and nothing from before.
-    journald.log("sshd", "Failed password for invalid user admin from 198.51.100.7 port 41000 ssh2");
+    journald.log(&programs, "sshd", "Failed password for invalid user admin from 198.51.100.7 port 41000 ssh2");
     let watch = Watch::start(&config);
-    journald.log("su", "FAILED SU (to root) alice on pts/1");
+    journald.log(&programs, "su", "FAILED SU (to root) alice on pts/1");
     let seen = watch.until("the entry from while it was down", |ev| kinds(ev).len() >= 2);
     assert_eq!(kinds(&seen), ["auth.ssh.failed", "auth.su.failed"]);
     let failed = &seen.iter().find(|e| e["type"] == "auth.ssh.failed").unwrap()["details"];
     assert_eq!(failed["sourceAddress"], "198.51.100.7");
+    watch.stop();
+}
+
+#[test]
+fn an_unprivileged_user_forging_sshd_and_sudo_entries_gets_auth_forged_naming_them() {
+    let journald = Journald::start();
+    let programs = Programs::new(&["sshd"]);
+    let work = tempfile::tempdir().unwrap();
+    let config = auth_only_config(work.path(), &journald, &programs);
+    let watch = Watch::start(&config);
+    let logger = which("logger");
+    // As nobody (65534), through the system's logger: the tag claims sshd and sudo.
+    journald.log_with(
+        &logger,
+        Some(65534),
+        "sshd",
+        "Accepted publickey for root from 6.6.6.6 port 22 ssh2: RSA SHA256:forged",
+    );
+    journald.log_with(&logger, Some(65534), "sshd", "Failed password for root from 6.6.6.6 port 22 ssh2");
+    journald.log_with(&logger, Some(65534), "sudo", "   root : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/sh");
+    // A real one last, so the forged ones are known to have been read before it.
+    journald.log(&programs, "sshd", "Accepted publickey for alice from 192.0.2.10 port 50022 ssh2: ED25519 SHA256:abc");
+    let seen = watch.until("three forgeries and a real login", |ev| kinds(ev).len() >= 4);
+    assert_eq!(kinds(&seen), ["auth.forged", "auth.forged", "auth.forged", "auth.ssh.accepted"], "{seen:#?}");
+    for (f, claimed) in
+        seen.iter().filter(|e| e["type"] == "auth.forged").zip(["auth.ssh.accepted", "auth.ssh.failed", "auth.sudo"])
+    {
+        assert_eq!(f["severity"], "warning");
+        assert_eq!(f["details"]["claimedType"], claimed, "{f:#}");
+        assert_eq!(f["details"]["writerUid"], 65534, "{f:#}");
+        assert!(f["details"].get("sourceAddress").is_none(), "a forgery names no source: {f:#}");
+        let why = f["details"]["why"].as_str().unwrap();
+        assert!(why.contains("uid 65534"), "{why}");
+    }
+    let real = seen.iter().find(|e| e["type"] == "auth.ssh.accepted").unwrap();
+    assert_eq!(real["details"]["user"], "alice");
+    assert_eq!(real["details"]["writerVerified"], true);
     watch.stop();
 }

@@ -187,6 +187,9 @@ event_types! {
     SystemBoot = "auth.boot", Auth, Info;
     /// Many failed authentications from one source in a short time.
     BruteForce = "auth.brute_force", Auth, Critical;
+    /// A journal entry whose tag claims a program (sshd, sudo, su, useradd...) that journald
+    /// says did not write it: a forged login, sudo or account change, with the real writer.
+    AuthForged = "auth.forged", Auth, Warning;
     /// A socket started listening.
     NetListen = "network.listen", Network, Info;
     /// A listening socket closed.

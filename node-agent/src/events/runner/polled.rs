@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{SourceStates, host_tz, set_state};
 use crate::config::EventsConfig;
-use crate::events::auth::{AuthParser, BruteForce, BruteForceRule, Parsed};
+use crate::events::auth::{AuthParser, BruteForce, BruteForceRule, Parsed, Writer};
 use crate::events::netconn::{Tracker, owners, read_sockets, socket_event};
 use crate::events::process::ProcInfo;
 use crate::events::queue::POLL_SLICE;
@@ -51,7 +51,20 @@ fn deliver(brute: &mut BruteForce, e: Event, out: &mut dyn FnMut(Event)) {
 
 /// The journal fields the auth source reads.
 fn auth_journal_field(name: &str) -> bool {
-    matches!(name, "MESSAGE" | "SYSLOG_IDENTIFIER" | "_COMM" | "SYSLOG_PID" | "_PID" | "_HOSTNAME" | "_TRANSPORT")
+    matches!(
+        name,
+        "MESSAGE"
+            | "SYSLOG_IDENTIFIER"
+            | "SYSLOG_PID"
+            | "_PID"
+            | "_HOSTNAME"
+            | "_TRANSPORT"
+            | "_COMM"
+            | "_EXE"
+            | "_UID"
+            | "_SYSTEMD_UNIT"
+            | "_SYSTEMD_CGROUP"
+    )
 }
 
 impl AuthFollower {
@@ -63,7 +76,11 @@ impl AuthFollower {
         journal_cursor: Option<crate::events::journal::Cursor>,
         start: StartAt,
     ) -> Self {
-        let parser = AuthParser { ignore_session_services: cfg.ignore_session_services.clone(), tz: host_tz(root) };
+        let parser = AuthParser {
+            ignore_session_services: cfg.ignore_session_services.clone(),
+            tz: host_tz(root),
+            program_dirs: cfg.program_dirs.clone(),
+        };
         let open = |p: &str, unit| Tail::open(&root.host_path(p), unit, saved.0.get(p).copied(), start);
         let logs: Vec<(String, Tail)> =
             cfg.logs.iter().map(|p| (p.clone(), open(p, Unit::Lines { max: 16 * 1024 }))).collect();
@@ -165,7 +182,20 @@ impl AuthFollower {
                 let parsed = if entry.cut {
                     Parsed::Unparsed(UnparsedReason::Cut)
                 } else {
-                    self.parser.parse_entry(&program, pid, &host, &message, time)
+                    let (exe, comm, unit, cgroup) = (
+                        entry.text("_EXE"),
+                        entry.text("_COMM"),
+                        entry.text("_SYSTEMD_UNIT"),
+                        entry.text("_SYSTEMD_CGROUP"),
+                    );
+                    let writer = Writer {
+                        exe: exe.as_deref(),
+                        comm: comm.as_deref(),
+                        uid: entry.text("_UID").and_then(|u| u.parse().ok()),
+                        unit: unit.as_deref(),
+                        cgroup: cgroup.as_deref(),
+                    };
+                    self.parser.parse_entry(&program, pid, &host, &message, time, &writer)
                 };
                 match parsed {
                     Parsed::Event(e) => deliver(&mut self.brute, e.with("journalSeqnum", entry.seqnum), out),
