@@ -23,6 +23,7 @@ pub mod revision;
 pub mod rollout;
 pub mod schema;
 pub mod selector;
+pub mod text;
 pub mod trace;
 pub mod validate;
 

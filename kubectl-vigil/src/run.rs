@@ -60,6 +60,20 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// An object as the API returned it, every string (agent-written reasons, Event notes,
+/// annotations, names) made printable ([`vigil_crds::text::printable`]) before anything of
+/// it is shown: every object the plugin reads comes through here, so no command can print an
+/// agent's or a tenant's terminal escapes, whatever it later shows of the object.
+fn clean<T: Serialize + serde::de::DeserializeOwned>(obj: T) -> Result<T, Failure> {
+    let mut v = serde_json::to_value(&obj)?;
+    vigil_crds::text::printable_json(&mut v);
+    Ok(serde_json::from_value(v)?)
+}
+
+fn clean_all<T: Serialize + serde::de::DeserializeOwned>(items: Vec<T>) -> Result<Vec<T>, Failure> {
+    items.into_iter().map(clean).collect()
+}
+
 fn fail(message: impl Into<String>) -> Failure {
     Failure { code: FAILED, message: message.into() }
 }
@@ -69,7 +83,7 @@ pub async fn run(cli: Cli, env: &mut Env<'_>) -> i32 {
     match dispatch(&cli, env).await {
         Ok(code) => code,
         Err(f) => {
-            let _ = writeln!(env.err, "error: {}", f.message);
+            let _ = writeln!(env.err, "error: {}", vigil_crds::text::printable(&f.message));
             f.code
         }
     }
@@ -180,12 +194,13 @@ pub async fn find_rollout(env: &Env<'_>, ns: Option<&str>, name: Option<&str>) -
         Some(name) => {
             let api: Api<AgentRollout> = Api::namespaced(env.client.clone(), here);
             if let Some(r) = api.get_opt(name).await? {
-                return Ok(r);
+                return clean(r);
             }
             if ns.is_some() {
                 return Err(fail(format!("no AgentRollout {name} in namespace {here}")));
             }
-            let all = Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items;
+            let all =
+                clean_all(Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items)?;
             let named: Vec<AgentRollout> = all.into_iter().filter(|r| r.name_any() == name).collect();
             match named.len() {
                 1 => Ok(named.into_iter().next().unwrap_or_else(|| unreachable!())),
@@ -201,7 +216,7 @@ pub async fn find_rollout(env: &Env<'_>, ns: Option<&str>, name: Option<&str>) -
                 Some(ns) => Api::namespaced(env.client.clone(), ns),
                 None => Api::all(env.client.clone()),
             };
-            let all = api.list(&ListParams::default()).await?.items;
+            let all = clean_all(api.list(&ListParams::default()).await?.items)?;
             match all.len() {
                 1 => Ok(all.into_iter().next().unwrap_or_else(|| unreachable!())),
                 0 => Err(fail(format!(
@@ -235,10 +250,10 @@ impl Cluster {
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
         Ok(Self {
-            nodes: Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items,
-            pods: pods.list(&sel).await?.items,
-            leases: leases.list(&sel).await?.items,
-            statuses: Api::<AgentStatus>::all(client.clone()).list(&ListParams::default()).await?.items,
+            nodes: clean_all(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items)?,
+            pods: clean_all(pods.list(&sel).await?.items)?,
+            leases: clean_all(leases.list(&sel).await?.items)?,
+            statuses: clean_all(Api::<AgentStatus>::all(client.clone()).list(&ListParams::default()).await?.items)?,
         })
     }
 
@@ -270,9 +285,8 @@ async fn decisions(env: &mut Env<'_>, r: &AgentRollout) -> Vec<Decision> {
     let api: Api<Event> = Api::namespaced(env.client.clone(), &ns);
     let lp =
         ListParams::default().fields(&format!("involvedObject.kind=AgentRollout,involvedObject.name={}", r.name_any()));
-    match api.list(&lp).await {
-        Ok(list) => list
-            .items
+    match api.list(&lp).await.map_err(Failure::from).and_then(|l| clean_all(l.items)) {
+        Ok(items) => items
             .into_iter()
             .filter(|e| e.involved_object.uid.is_none() || e.involved_object.uid == r.metadata.uid)
             .map(|e| Decision {
@@ -287,7 +301,11 @@ async fn decisions(env: &mut Env<'_>, r: &AgentRollout) -> Vec<Decision> {
             })
             .collect(),
         Err(e) => {
-            let _ = writeln!(env.err, "warning: the rollout's Events could not be read ({e}); decisions not shown");
+            let _ = writeln!(
+                env.err,
+                "warning: the rollout's Events could not be read ({}); decisions not shown",
+                vigil_crds::text::printable(&e.message)
+            );
             Vec::new()
         }
     }
@@ -356,7 +374,7 @@ async fn status(
             });
         }
         tokio::time::sleep(a.interval).await;
-        rollout = api.get(&rname).await?;
+        rollout = clean(api.get(&rname).await?)?;
     }
 }
 
@@ -419,7 +437,7 @@ async fn change_on(env: &mut Env<'_>, r: AgentRollout, a: &ActArgs, c: Change, f
                 return Ok(OK);
             }
             let p: Patch<()> = Patch::Json(serde_json::from_value(ops)?);
-            let done = api.patch(&rname, &PatchParams::default(), &p).await?;
+            let done = clean(api.patch(&rname, &PatchParams::default(), &p).await?)?;
             report.written = true;
             return finish(env, &api, done, None, wait, report, format).await;
         }
@@ -452,7 +470,7 @@ async fn change_on(env: &mut Env<'_>, r: AgentRollout, a: &ActArgs, c: Change, f
         pp = pp.force();
     }
     let done = match api.patch(&rname, &pp, &Patch::Apply(&body)).await {
-        Ok(done) => done,
+        Ok(done) => clean(done)?,
         Err(kube::Error::Api(e)) if e.code == 409 => {
             return Err(fail(format!(
                 "{}\n  Another field manager (a GitOps tool, kubectl apply) owns this field: change it where it is written, or run again with --force to take it over.",
@@ -500,7 +518,7 @@ async fn finish(
                 break;
             }
             tokio::time::sleep(Duration::from_millis(500).min(wait)).await;
-            now = api.get(&name).await?;
+            now = clean(api.get(&name).await?)?;
         }
     }
     let st = now.status.clone().unwrap_or_default();
@@ -540,7 +558,7 @@ async fn agents(env: &mut Env<'_>, a: &crate::cli::AgentsArgs, format: Output) -
         health: a.health.as_deref().map(crate::agents::parse_health).transpose().map_err(fail)?,
         stale: a.stale,
     };
-    let all = Api::<AgentStatus>::all(env.client.clone()).list(&ListParams::default()).await?.items;
+    let all = clean_all(Api::<AgentStatus>::all(env.client.clone()).list(&ListParams::default()).await?.items)?;
     let now = (env.clock)();
     let rows = crate::agents::rows(&all, &filter, now);
     if format != Output::Text {
@@ -596,7 +614,7 @@ async fn why(env: &mut Env<'_>, node: &str, format: Output) -> Result<i32, Failu
     let Some(n) = cluster.nodes.iter().find(|n| n.name_any() == node) else {
         return Err(fail(format!("no node {node}")));
     };
-    let rollouts = Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items;
+    let rollouts = clean_all(Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items)?;
     let status = cluster.statuses.iter().find(|s| s.name_any() == node);
     let pods: Vec<&Pod> =
         cluster.pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)).collect();

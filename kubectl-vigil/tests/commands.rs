@@ -502,3 +502,62 @@ async fn completion_prints_a_script_for_each_shell_without_reading_the_cluster()
     }
     assert!(f.lock().unwrap().seen.is_empty());
 }
+
+/// Terminal escapes and a bidirectional override, as a taken-over agent would write them.
+const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2J\u{202e}\u{9b}31m";
+
+#[tokio::test]
+async fn no_command_prints_what_an_agent_or_an_event_writer_slipped_in_unescaped() {
+    let f = fleet();
+    {
+        let mut fake = f.lock().unwrap();
+        for ((path, _), obj) in fake.objects.iter_mut() {
+            if path.ends_with("/agentstatuses") {
+                let st = &mut obj["status"];
+                for key in
+                    ["agentVersion", "channel", "kernel", "osImage", "architecture", "imageDigest", "sourcesSummary"]
+                {
+                    st[key] = json!(format!("v{HOSTILE}"));
+                }
+                st["health"] = json!("Degraded");
+                st["healthReason"] = json!(format!("disk full{HOSTILE}"));
+                st["sources"] =
+                    json!([{"name": format!("kernel{HOSTILE}"), "state": "Off", "mode": HOSTILE, "reason": HOSTILE}]);
+                st["conditions"] = json!([{"type": "Forged", "status": "True", "reason": "X", "message": HOSTILE, "lastTransitionTime": "2027-01-15T08:00:00Z"}]);
+            }
+            if path.ends_with("/events") {
+                obj["message"] = json!(format!("note{HOSTILE}"));
+                obj["reason"] = json!(format!("Admit{HOSTILE}"));
+            }
+        }
+    }
+    let node = "node-00";
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["status", "-o", "json"],
+        &["status", "-o", "yaml"],
+        &["agents"],
+        &["agents", "-o", "json"],
+        &["agents", "-o", "yaml"],
+        &["agents", "--health", "degraded"],
+        &["why", node],
+        &["why", node, "-o", "yaml"],
+        &["pause", "--dry-run"],
+        &["rollback", "--dry-run"],
+        &["pin", "edge", "--selector", "pool=legacy", "--revision", STABLE, "--reason", "r", "--dry-run"],
+        &["why", "node-99"],
+    ];
+    let unsafe_char = |c: char| c != '\n' && vigil_crds::text::is_unsafe(c);
+    let mut shown = 0;
+    for args in commands {
+        let o = vigil(&f, args).await;
+        for (stream, text) in [("stdout", &o.out), ("stderr", &o.err)] {
+            assert!(
+                !text.chars().any(unsafe_char),
+                "kubectl vigil {args:?} wrote an unescaped control or bidi character to {stream}:\n{text:?}"
+            );
+        }
+        shown += o.out.matches("\\x1b").count();
+    }
+    assert!(shown > 0, "the hostile text was shown (escaped) somewhere: the test reached it");
+}

@@ -391,26 +391,7 @@ pub fn utf8_escaped(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// `s` safe to write to a terminal: control characters (ESC, BEL, NUL, CR, LF, the C1 range)
-/// and the Unicode bidirectional overrides, which could retitle or clear the reader's
-/// terminal or reorder what it shows, are written as `\x1b`, `\u{202e}` and so on. Log text
-/// is the host's users' text.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if !s.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    use std::fmt::Write;
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        let _ = match (unsafe_char(c), c as u32) {
-            (false, _) => write!(out, "{c}"),
-            (true, n) if n < 0x100 => write!(out, "\\x{n:02x}"),
-            (true, n) => write!(out, "\\u{{{n:x}}}"),
-        };
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub use vigil_crds::text::printable;
 
 /// One event as a line for a person; every text from the host goes through [`printable`].
 pub fn render_line(e: &Event, color: bool) -> String {
