@@ -555,7 +555,7 @@ struct Nudge<K> {
 type NudgeKey<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
 
 /// A reflector kept current by a watch on `api`, driven by a task of its own; with a nudge,
-/// a change of an object's key also nudges the controller (a full channel already holds a
+/// a change of an object's key, or its deletion, also nudges the controller (a full channel already holds a
 /// nudge, so none is lost or queued up).
 fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K), nudge: Option<Nudge<K>>) -> Store<K>
 where
@@ -564,22 +564,13 @@ where
     let (reader, writer) = reflector::store();
     // Each object is trimmed to what the planner reads before the store keeps it.
     let watch = watcher::watcher(api, config).modify(trim);
-    let stream = reflector::reflector(writer, watch).default_backoff().applied_objects();
-    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    tokio::spawn(stream.for_each(move |obj| {
-        if let (Ok(o), Some(n)) = (obj, &nudge) {
-            let id =
-                format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.meta().name.as_deref().unwrap_or(""));
-            match (n.key)(&o) {
-                Some(key) => {
-                    if seen.insert(id, key) != Some(key) {
-                        let _ = n.tx.try_send(());
-                    }
-                }
-                None => {
-                    seen.remove(&id);
-                }
-            }
+    let stream = reflector::reflector(writer, watch).default_backoff();
+    let mut wakes = wakes::Wakes::default();
+    tokio::spawn(stream.for_each(move |event| {
+        if let (Ok(event), Some(n)) = (event, &nudge)
+            && wakes.on(&event, &n.key)
+        {
+            let _ = n.tx.try_send(());
         }
         std::future::ready(())
     }));
@@ -739,15 +730,17 @@ pub async fn run(
         return;
     }
     tracing::info!(agents_namespace = %template.namespace, "watching AgentRollouts, nodes, agent pods, Leases and AgentStatuses");
-    let reporting = tokio::spawn(crate::reporting::run(
+    // Leader-only tasks end with this future: when leadership is lost, `leader::lead` drops
+    // it, and with it these (a spawned task would outlive it and write on as a second leader).
+    let _reporting = AbortOnDrop(tokio::spawn(crate::reporting::run(
         client.clone(),
         stores.nodes.clone(),
         stores.leases.clone(),
         stores.statuses.clone(),
         crate::reporting::DEFAULT_GAP,
         metrics.clone(),
-    ));
-    let janitor = tokio::spawn(crate::janitor::run(client.clone(), stores.clone()));
+    )));
+    let _janitor = AbortOnDrop(tokio::spawn(crate::janitor::run(client.clone(), stores.clone())));
     let ctx = Arc::new(Context { metrics, tracer, template, ..Context::new(client, Some(recorder), stores) });
     // A DaemonSet changed or deleted (by a person, or its pods' state) wakes the rollout it was
     // written for, owned or orphaned.
@@ -764,10 +757,20 @@ pub async fn run(
             }
         })
         .await;
-    // Stopped (SIGTERM): no more writes once the leader lets go of its Lease.
-    reporting.abort();
-    janitor.abort();
+    // Stopped (SIGTERM): the reporting and the janitor end here, before the leader lets go
+    // of its Lease.
 }
+
+/// A spawned task that ends when its handle is dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+mod wakes;
 
 #[cfg(test)]
 mod tests;

@@ -150,56 +150,81 @@ pub fn renew_deadline(lease_duration: Duration) -> Duration {
 }
 
 /// Waits until this replica leads (looking every retry period), then runs `work` while
-/// renewing the Lease every third of its duration. Returns when `work` ends (SIGTERM), after
-/// releasing the Lease; or with an error once the Lease could not be renewed before it
-/// expired (the caller exits; Kubernetes restarts it as a follower).
+/// renewing the Lease every third of its duration, concurrently with it. Returns when `work`
+/// ends (SIGTERM), after releasing the Lease; or with an error, having dropped `work` (and
+/// with it every leader-only task it holds), once the Lease could not be renewed within its
+/// renew deadline: each renewal round is itself bounded by what is left of that deadline, so
+/// an API server that stops answering cannot keep a leader acting past it. Two thirds of the
+/// Lease, the deadline leaves the last third for the work to stop before a standby may take
+/// the expired Lease, so two leaders never act at once.
 pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Election, work: F) -> Result<(), String> {
-    let renew = e.lease_duration / 3;
     let retry = e.retry_period;
     tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), identity = %e.identity, "waiting to lead");
     let mut said_error = false;
     loop {
-        match round(client, e, Timestamp::now()).await {
-            Ok(true) => break,
-            Ok(false) => tokio::time::sleep(retry).await,
-            Err(err) => {
+        // A look that hangs is given up after a retry period and tried again.
+        match tokio::time::timeout(retry.max(Duration::from_secs(1)), round(client, e, Timestamp::now())).await {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => tokio::time::sleep(retry).await,
+            Ok(Err(err)) => {
                 if !said_error {
                     tracing::warn!(error = %err, "reading the leader Lease failed; trying again");
                     said_error = true;
                 }
                 tokio::time::sleep(retry).await;
             }
+            Err(_) => {}
         }
     }
     tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), identity = %e.identity, "leading");
-    tokio::pin!(work);
-    let mut last_renewed = std::time::Instant::now();
-    loop {
+    let stop = {
+        tokio::pin!(work);
         tokio::select! {
-            () = &mut work => {
-                match release(client, e, Timestamp::now()).await {
-                    Ok(true) => tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), "released the leader Lease"),
-                    Ok(false) => {}
-                    // The Lease then expires by itself; a standby waits it out.
-                    Err(err) => tracing::warn!(error = %err, "releasing the leader Lease failed"),
+            () = &mut work => None,
+            lost = keep_renewing(client, e) => Some(lost),
+        }
+        // `work` is dropped here, before anything else is written or returned.
+    };
+    match stop {
+        Some(lost) => Err(lost),
+        None => {
+            match tokio::time::timeout(e.lease_duration / 3, release(client, e, Timestamp::now())).await {
+                Ok(Ok(true)) => {
+                    tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), "released the leader Lease")
                 }
-                return Ok(());
+                Ok(Ok(false)) => {}
+                // The Lease then expires by itself; a standby waits it out.
+                Ok(Err(err)) => tracing::warn!(error = %err, "releasing the leader Lease failed"),
+                Err(_) => tracing::warn!("releasing the leader Lease timed out"),
             }
-            () = tokio::time::sleep(renew) => {
-                match round(client, e, Timestamp::now()).await {
-                    Ok(true) => last_renewed = std::time::Instant::now(),
-                    Ok(false) => return Err(format!("lost the leader Lease {}/{} to another replica", e.namespace, e.name)),
-                    // Give up at the renew deadline, a third of the Lease before it expires (as
-                    // client-go's renewDeadline): the work stops before a standby may take the
-                    // expired Lease, so two leaders never act at once.
-                    Err(err) if last_renewed.elapsed() >= renew_deadline(e.lease_duration) => {
-                        return Err(format!(
-                            "could not renew the leader Lease {}/{} within its renew deadline: {err}",
-                            e.namespace, e.name
-                        ));
-                    }
-                    Err(_) => {}
-                }
+            Ok(())
+        }
+    }
+}
+
+/// Renews the Lease every third of its duration until it cannot: returns why, at the latest
+/// at the renew deadline after the last successful renewal.
+async fn keep_renewing(client: &Client, e: &Election) -> String {
+    let deadline = renew_deadline(e.lease_duration);
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(e.lease_duration / 3).await;
+        let left = deadline.saturating_sub(last_renewed.elapsed());
+        match tokio::time::timeout(left, round(client, e, Timestamp::now())).await {
+            Ok(Ok(true)) => last_renewed = tokio::time::Instant::now(),
+            Ok(Ok(false)) => return format!("lost the leader Lease {}/{} to another replica", e.namespace, e.name),
+            Ok(Err(err)) if last_renewed.elapsed() >= deadline => {
+                return format!(
+                    "could not renew the leader Lease {}/{} within its renew deadline: {err}",
+                    e.namespace, e.name
+                );
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                return format!(
+                    "renewing the leader Lease {}/{} got no answer within its renew deadline ({deadline:?})",
+                    e.namespace, e.name
+                );
             }
         }
     }
@@ -360,6 +385,63 @@ mod tests {
         let spec: LeaseSpec = serde_json::from_value(body["spec"].clone()).unwrap();
         let now: Timestamp = "2026-01-05T00:00:10Z".parse().unwrap();
         assert_eq!(decide(Some(&spec), "b", now, Duration::from_secs(15)), Verdict::Acquire);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_hangs_ends_leadership_and_every_leader_only_task_within_the_lease() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let (hung_tx, hung) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            // Acquired: no Lease yet, created.
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(not_found());
+            let (req, send) = handle.next_request().await.unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            send.send_response(reply(201, body));
+            // The first renewal's read is never answered: the API server has stopped
+            // answering this replica (the response is held, not dropped).
+            let (req, send) = handle.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::GET);
+            let _ = hung_tx.send(tokio::time::Instant::now());
+            std::future::pending::<()>().await;
+            drop(send);
+        });
+        // The leader-only work: a task of its own (as the janitor and the reporting are) and
+        // the work future itself, neither of which ends by itself.
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+        struct Ended(Option<tokio::sync::oneshot::Sender<()>>);
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                if let Some(tx) = self.0.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let work = async move {
+            let _task = crate::controller::AbortOnDrop(tokio::spawn(async move {
+                let _ended = Ended(Some(ended_tx));
+                std::future::pending::<()>().await;
+            }));
+            std::future::pending::<()>().await;
+        };
+        let e = election();
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout(e.lease_duration * 4, lead(&client, &e, work))
+            .await
+            .expect("a leader whose renewal hangs still leads");
+        let stopped = tokio::time::Instant::now();
+        let err = result.unwrap_err();
+        assert!(err.contains("no answer within its renew deadline"), "{err}");
+        let hung_at = hung.await.unwrap();
+        // The last renewal was at the start; the Lease would expire a lease duration later.
+        assert!(stopped.duration_since(started) < e.lease_duration, "stopped after {:?}", stopped - started);
+        assert!(stopped >= hung_at);
+        // The leader-only task has ended too, before a standby could take the Lease.
+        tokio::time::timeout(Duration::from_secs(1), ended).await.expect("the leader-only task still runs").unwrap();
+        assert!(tokio::time::Instant::now().duration_since(started) < e.lease_duration);
+        server.abort();
     }
 
     #[tokio::test]

@@ -299,12 +299,12 @@ pub async fn run(client: Client, namespace: String, source: Source, metrics: Arc
     // exist, so deleting the last policy would never be published.
     let (tx, mut nudged) = tokio::sync::mpsc::channel::<()>(1);
     let watch = watcher::watcher(source.api(&client), watcher::Config::default());
-    let watching = tokio::spawn(watch.default_backoff().for_each(move |ev| {
+    let _watching = crate::controller::AbortOnDrop(tokio::spawn(watch.default_backoff().for_each(move |ev| {
         if ev.is_ok() {
             let _ = tx.try_send(());
         }
         std::future::ready(())
-    }));
+    })));
     let mut stop = std::pin::pin!(shutdown());
     let mut wait = Duration::ZERO;
     loop {
@@ -329,7 +329,6 @@ pub async fn run(client: Client, namespace: String, source: Source, metrics: Arc
             }
         };
     }
-    watching.abort();
 }
 
 /// SIGTERM or Ctrl-C.
