@@ -97,6 +97,24 @@ def pod_monitor_problem() -> str | None:
     return None
 
 
+def admission_problem() -> str | None:
+    """Without the admission policies the chart refuses to render, naming the risk, unless
+    acceptAgentTokensWritingAnyNode says otherwise."""
+    try:
+        template("vigil", "vigil-system", {"admissionPolicies": False})
+        return "admissionPolicies: false rendered without acceptAgentTokensWritingAnyNode"
+    except Exception as e:  # the SDK raises Helm's own error
+        if "acceptAgentTokensWritingAnyNode" not in str(e):
+            return f"admissionPolicies: false failed without naming the value that accepts the risk: {e}"
+    import yaml
+
+    values = {"admissionPolicies": False, "acceptAgentTokensWritingAnyNode": True}
+    docs = [d for d in yaml.safe_load_all(template("vigil", "vigil-system", values)) if d]
+    if any(d.get("kind", "").startswith("ValidatingAdmissionPolicy") for d in docs):
+        return "admissionPolicies: false still rendered admission policies"
+    return None
+
+
 def lint_errors() -> list[str]:
     report = helm.lint(str(CHART), strict=True)
     errors = [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 3]
@@ -124,11 +142,14 @@ def main() -> int:
     if not OUT.exists() or OUT.read_text() != text:
         print(f"stale: {OUT.relative_to(ROOT)} (run `make generate`)", file=sys.stderr)
         return 1
-    problem = prometheus_rule_problem()
+    problem = prometheus_rule_problem() or admission_problem()
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    print("chart: lint clean, manifests/vigil.yaml up to date, the PrometheusRule is the rules file, the dashboards render")
+    print(
+        "chart: lint clean, manifests/vigil.yaml up to date, the PrometheusRule is the rules file, "
+        "the dashboards render, no install without the admission policies unless the risk is accepted"
+    )
     return 0
 
 

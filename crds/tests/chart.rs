@@ -98,7 +98,11 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
     );
     assert!(!allows(op, "", "secrets", "patch"), "the operator writes Secrets only in its own namespace");
     let leader = find(&docs, "Role", "vigil-operator-leader");
-    assert!(allows(leader, "coordination.k8s.io", "leases", "update"));
+    assert!(allows(leader, "", "configmaps", "update"), "the leader record");
+    assert!(
+        !allows(leader, "coordination.k8s.io", "leases", "update"),
+        "the leader record is no Lease: agents renew Leases in this namespace"
+    );
     for (r, v) in [("configmaps", "patch"), ("secrets", "patch"), ("configmaps", "create"), ("secrets", "create")] {
         assert!(allows(leader, "", r, v), "operator cannot {v} {r} in its namespace (published alert policies)");
     }
@@ -114,6 +118,14 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
         assert!(allows(agent, "", "pods", v), "agents {v} their node's pods to name the pod of an event");
     }
     assert!(!allows(agent, "", "pods", "patch") && !allows(agent, "", "pods", "delete"), "agents never change pods");
+    // Whatever an agent token may write in the release namespace, the operator's leader
+    // record is not among it.
+    let heartbeat = find(&docs, "Role", "vigil-agent-heartbeat");
+    for role in [agent, heartbeat] {
+        for v in ["create", "update", "patch", "delete"] {
+            assert!(!allows(role, "", "configmaps", v), "an agent may {v} ConfigMaps (the leader record)");
+        }
+    }
 }
 
 #[test]

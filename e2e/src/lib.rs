@@ -58,6 +58,18 @@ pub async fn client() -> Result<Client> {
     Client::try_from(config).context("creating the client")
 }
 
+/// A client for the same cluster that authenticates with `token` alone (a service-account
+/// token from the TokenRequest API, bound to a pod as the kubelet's projected token is).
+pub async fn client_with_token(token: String) -> Result<Client> {
+    let path = std::env::var_os(KUBECONFIG_VAR).with_context(|| format!("{KUBECONFIG_VAR} is not set"))?;
+    let kubeconfig = Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.to_string_lossy()))?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("building a client config from the kubeconfig")?;
+    config.auth_info = kube::config::AuthInfo { token: Some(secrecy::SecretString::from(token)), ..Default::default() };
+    Client::try_from(config).context("creating the client")
+}
+
 /// A client for the same cluster acting as `user` in `groups` with the `extra` user info
 /// (impersonation: the kubeconfig's user must be allowed to impersonate, as a cluster admin
 /// is), to see what the API server lets that user do.

@@ -134,16 +134,6 @@ async fn all_on(client: &Client, pods: &Api<Pod>, nodes: &BTreeSet<String>, rev:
     Ok(Some(()))
 }
 
-/// A client that authenticates with `token` (a pod-bound service-account token).
-async fn client_with_token(token: String) -> Client {
-    let path = std::env::var_os(vigil_e2e::KUBECONFIG_VAR).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.unwrap();
-    config.auth_info = kube::config::AuthInfo { token: Some(secrecy::SecretString::from(token)), ..Default::default() };
-    Client::try_from(config).unwrap()
-}
-
 /// One test at a time installs the chart: the agents write one AgentStatus per node.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -306,7 +296,7 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
     .unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
     let token = sas.create_token_request("vigil-agent", &PostParams::default(), &tr).await.unwrap();
-    let agent = client_with_token(token.status.unwrap().token.unwrap()).await;
+    let agent = vigil_e2e::client_with_token(token.status.unwrap().token.unwrap()).await.unwrap();
     let other = format!("{}-not-{own_node}", ns.name);
     let forged = json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": other}, "spec": {"nodeName": other}});
     let pp = PatchParams::apply("vigil-e2e-agent");

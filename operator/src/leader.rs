@@ -1,13 +1,21 @@
-//! Leader election on a `coordination.k8s.io` Lease, so two operator replicas never act at
-//! once. The decision is pure (`decide`); the loop writes the Lease with optimistic
-//! concurrency (its resourceVersion), so of two replicas racing for an expired Lease one
-//! write wins and the other gets a conflict. A leader that cannot renew before its Lease
-//! expires stops (the process exits and restarts as a follower) rather than risk two leaders.
+//! Leader election, so two operator replicas never act at once. The decision is pure
+//! (`decide`, over a Lease's fields); the loop writes the record with optimistic concurrency
+//! (its resourceVersion), so of two replicas racing for an expired record one write wins and
+//! the other gets a conflict. A leader that cannot renew before its record expires stops
+//! (the process exits and restarts as a follower) rather than risk two leaders.
+//!
+//! The record is a ConfigMap's `control-plane.alpha.kubernetes.io/leader` annotation, in
+//! client-go's `LeaderElectionRecord` form, not a `coordination.k8s.io` Lease: the agents
+//! renew their heartbeat Leases in the same namespace, and RBAC cannot grant `update` on
+//! Leases by a name chosen at run time, so a Lease there would be one every agent token may
+//! overwrite (and with it stop every rollout and rollback). No agent may write a ConfigMap;
+//! the operator may update this one by name (docs/adr/0006-least-authority.md).
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::LeaseSpec;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, PostParams};
 use kube::{Client, Error as KubeError};
@@ -93,27 +101,78 @@ impl Election {
     }
 }
 
+/// The ConfigMap holding the record, in the operator's namespace (the chart grants `get` and
+/// `update` on it by this name).
+pub const NAME: &str = "vigil-operator-leader";
+
+/// The annotation holding the record (client-go's, so its tools read it).
+pub const RECORD: &str = "control-plane.alpha.kubernetes.io/leader";
+
+/// client-go's `LeaderElectionRecord`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    #[serde(default)]
+    holder_identity: String,
+    #[serde(default)]
+    lease_duration_seconds: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acquire_time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    renew_time: Option<Timestamp>,
+    #[serde(default)]
+    leader_transitions: i32,
+}
+
+/// The record a ConfigMap holds, as a Lease's fields; an unreadable record is none (taken
+/// over, as an expired one).
+pub fn record_of(cm: &ConfigMap) -> Option<LeaseSpec> {
+    let text = cm.metadata.annotations.as_ref()?.get(RECORD)?;
+    let r: Record = serde_json::from_str(text).ok()?;
+    Some(LeaseSpec {
+        holder_identity: Some(r.holder_identity).filter(|h| !h.is_empty()),
+        lease_duration_seconds: Some(r.lease_duration_seconds),
+        acquire_time: r.acquire_time.map(MicroTime),
+        renew_time: r.renew_time.map(MicroTime),
+        lease_transitions: Some(r.leader_transitions),
+        ..LeaseSpec::default()
+    })
+}
+
+fn set_record(cm: &mut ConfigMap, spec: &LeaseSpec) {
+    let r = Record {
+        holder_identity: spec.holder_identity.clone().unwrap_or_default(),
+        lease_duration_seconds: spec.lease_duration_seconds.unwrap_or(0),
+        acquire_time: spec.acquire_time.as_ref().map(|t| t.0),
+        renew_time: spec.renew_time.as_ref().map(|t| t.0),
+        leader_transitions: spec.lease_transitions.unwrap_or(0),
+    };
+    let text = serde_json::to_string(&r).unwrap_or_default();
+    cm.metadata.annotations.get_or_insert_with(Default::default).insert(RECORD.to_owned(), text);
+}
+
 /// One round: read, decide, write. `Ok(true)` when this replica leads after it.
 pub async fn round(client: &Client, e: &Election, now: Timestamp) -> Result<bool, KubeError> {
-    let api: Api<Lease> = Api::namespaced(client.clone(), &e.namespace);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &e.namespace);
     let current = api.get_opt(&e.name).await?;
-    let verdict = decide(current.as_ref().and_then(|l| l.spec.as_ref()), &e.identity, now, e.lease_duration);
+    let prev = current.as_ref().and_then(record_of);
+    let verdict = decide(prev.as_ref(), &e.identity, now, e.lease_duration);
     if let Verdict::Follow(_) = verdict {
         return Ok(false);
     }
-    let spec = next_spec(current.as_ref().and_then(|l| l.spec.as_ref()), &e.identity, now, e.lease_duration, &verdict);
+    let spec = next_spec(prev.as_ref(), &e.identity, now, e.lease_duration, &verdict);
     let result = match current {
         // replace carries the resourceVersion we read: a concurrent writer makes it conflict.
-        Some(mut lease) => {
-            lease.spec = Some(spec);
-            api.replace(&e.name, &PostParams::default(), &lease).await.map(|_| ())
+        Some(mut cm) => {
+            set_record(&mut cm, &spec);
+            api.replace(&e.name, &PostParams::default(), &cm).await.map(|_| ())
         }
         None => {
-            let mut lease = Lease::default();
-            lease.metadata.name = Some(e.name.clone());
-            lease.metadata.namespace = Some(e.namespace.clone());
-            lease.spec = Some(spec);
-            api.create(&PostParams::default(), &lease).await.map(|_| ())
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(e.name.clone());
+            cm.metadata.namespace = Some(e.namespace.clone());
+            set_record(&mut cm, &spec);
+            api.create(&PostParams::default(), &cm).await.map(|_| ())
         }
     };
     match result {
@@ -123,20 +182,21 @@ pub async fn round(client: &Client, e: &Election, now: Timestamp) -> Result<bool
     }
 }
 
-/// Gives the Lease up when the leader stops of its own accord (SIGTERM), as client-go's
-/// `ReleaseOnCancel` does: the holder is cleared and the Lease marked to expire in a second,
-/// so a standby takes over at its next look instead of waiting the Lease out. `Ok(false)`
-/// when this replica no longer held it (nothing written).
+/// Gives the record up when the leader stops of its own accord (SIGTERM), as client-go's
+/// `ReleaseOnCancel` does: the holder is cleared and the record marked to expire in a second,
+/// so a standby takes over at its next look instead of waiting it out. `Ok(false)` when this
+/// replica no longer held it (nothing written).
 pub async fn release(client: &Client, e: &Election, now: Timestamp) -> Result<bool, KubeError> {
-    let api: Api<Lease> = Api::namespaced(client.clone(), &e.namespace);
-    let Some(mut lease) = api.get_opt(&e.name).await? else { return Ok(false) };
-    let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(e.identity.as_str())) else {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &e.namespace);
+    let Some(mut cm) = api.get_opt(&e.name).await? else { return Ok(false) };
+    let Some(mut spec) = record_of(&cm).filter(|s| s.holder_identity.as_deref() == Some(e.identity.as_str())) else {
         return Ok(false);
     };
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
     spec.renew_time = Some(MicroTime(now));
-    match api.replace(&e.name, &PostParams::default(), &lease).await {
+    set_record(&mut cm, &spec);
+    match api.replace(&e.name, &PostParams::default(), &cm).await {
         Ok(_) => Ok(true),
         Err(KubeError::Api(s)) if s.code == 409 => Ok(false),
         Err(err) => Err(err),
@@ -295,11 +355,17 @@ mod tests {
     }
 
     fn lease_json(holder: &str, renewed: &str) -> serde_json::Value {
+        let record = serde_json::json!({"holderIdentity": holder, "renewTime": renewed, "leaseDurationSeconds": 15, "leaderTransitions": 0});
         serde_json::json!({
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": "leader", "namespace": "vigil-system", "resourceVersion": "7"},
-            "spec": {"holderIdentity": holder, "renewTime": renewed, "leaseDurationSeconds": 15}
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "leader", "namespace": "vigil-system", "resourceVersion": "7",
+                         "annotations": {RECORD: record.to_string()}},
         })
+    }
+
+    /// The record a written ConfigMap carries.
+    fn record(body: &serde_json::Value) -> serde_json::Value {
+        serde_json::from_str(body["metadata"]["annotations"][RECORD].as_str().unwrap()).unwrap()
     }
 
     fn not_found() -> Response<Body> {
@@ -318,14 +384,14 @@ mod tests {
             let (req, send) = handle.next_request().await.unwrap();
             assert_eq!(
                 (req.method(), req.uri().path()),
-                (&Method::GET, "/apis/coordination.k8s.io/v1/namespaces/vigil-system/leases/leader")
+                (&Method::GET, "/api/v1/namespaces/vigil-system/configmaps/leader")
             );
             send.send_response(not_found());
             let (req, send) = handle.next_request().await.unwrap();
             assert_eq!(req.method(), Method::POST);
             let body: serde_json::Value =
                 serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-            assert_eq!(body["spec"]["holderIdentity"], "a");
+            assert_eq!(record(&body)["holderIdentity"], "a");
             send.send_response(reply(201, body));
             // 2. Held by b, renewed a second ago: no write at all.
             let (_, send) = handle.next_request().await.unwrap();
@@ -339,7 +405,7 @@ mod tests {
             let body: serde_json::Value =
                 serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
             assert_eq!(body["metadata"]["resourceVersion"], "7");
-            assert_eq!(body["spec"]["leaseTransitions"], 1);
+            assert_eq!(record(&body)["leaderTransitions"], 1);
             send.send_response(reply(409, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"})));
         });
         let now: Timestamp = "2026-01-05T00:00:10Z".parse().unwrap();
@@ -379,10 +445,10 @@ mod tests {
         assert!(work_ran.load(std::sync::atomic::Ordering::SeqCst));
         let body = released.await.unwrap();
         assert_eq!(body["metadata"]["resourceVersion"], "7", "written over what was read");
-        assert!(body["spec"].get("holderIdentity").is_none_or(serde_json::Value::is_null), "{body}");
-        assert_eq!(body["spec"]["leaseDurationSeconds"], 1);
+        assert_eq!(record(&body)["holderIdentity"], "", "{body}");
+        assert_eq!(record(&body)["leaseDurationSeconds"], 1);
         // A standby looking a moment later acquires it, though it was renewed just now.
-        let spec: LeaseSpec = serde_json::from_value(body["spec"].clone()).unwrap();
+        let spec = record_of(&serde_json::from_value(body.clone()).unwrap()).unwrap();
         let now: Timestamp = "2026-01-05T00:00:10Z".parse().unwrap();
         assert_eq!(decide(Some(&spec), "b", now, Duration::from_secs(15)), Verdict::Acquire);
     }

@@ -128,7 +128,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 tokio::spawn(async move { axum::serve(listener, app).await });
                 let instance =
                     std::env::var("POD_NAME").unwrap_or_else(|_| format!("vigil-operator-{}", std::process::id()));
-                let election = vigil_operator::leader::Election::new(&namespace, "vigil-operator-leader", &instance);
+                let election = vigil_operator::leader::Election::new(&namespace, vigil_operator::leader::NAME, &instance);
                 let provider =
                     vigil_operator::telemetry::init(env!("CARGO_PKG_VERSION")).context("setting up OTLP traces")?;
                 let tracer =
