@@ -3,9 +3,10 @@
 
     scripts/leader-handover.py KUBECONFIG NAMESPACE [ROUNDS]
 
-Each round waits until both operator replicas are Running and Ready (and 5 s more) and one holds the Lease
-vigil-operator-leader, deletes the holder's pod (the kubelet sends it SIGTERM), and reads the
-Lease every 50 ms until the other replica holds it; it prints the time from the deletion to the
+Each round waits until both operator replicas are Running and Ready (and 5 s more) and one holds the
+leader record (ConfigMap vigil-operator-leader, annotation control-plane.alpha.kubernetes.io/leader),
+deletes the holder's pod (the kubelet sends it SIGTERM), and reads the record every 50 ms until the
+other replica holds it; it prints the time from the deletion to the
 new holder. Every wait is bounded (3 minutes for the replicas, 60 s for the handover).
 """
 import json
@@ -26,10 +27,13 @@ def main() -> int:
 
     def holder() -> str:
         out = subprocess.run(
-            kubectl + ["get", "lease", "vigil-operator-leader", "-o", "jsonpath={.spec.holderIdentity}"],
-            capture_output=True, text=True,
+            kubectl + ["get", "configmap", "vigil-operator-leader", "-o", "json"], capture_output=True, text=True
         )
-        return out.stdout.strip()
+        if out.returncode != 0:
+            return ""
+        annotations = json.loads(out.stdout)["metadata"].get("annotations") or {}
+        record = annotations.get("control-plane.alpha.kubernetes.io/leader")
+        return json.loads(record).get("holderIdentity", "") if record else ""
 
     def ready_replicas() -> list:
         pods = json.loads(run("get", "pods", "-l", "app.kubernetes.io/name=vigil-operator", "-o", "json"))["items"]

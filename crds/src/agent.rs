@@ -21,9 +21,10 @@ pub mod env {
     pub const CONFIG_SHA256: &str = "VIGIL_CONFIG_SHA256";
     /// The revision the pod was started for.
     pub const REVISION: &str = "VIGIL_REVISION";
-    /// The rollout trace (32 hex digits) the agent's start-up span joins; when unset, the agent
-    /// reads its pod's `vigil.dev/rollout-trace-id` annotation. For agents deployed without
-    /// the operator, by whatever set them up.
+    /// The rollout trace (32 hex digits) the agent's start-up span joins: the operator sets it
+    /// in each revision's DaemonSet (beside the pod's `vigil.dev/rollout-trace-id` annotation);
+    /// for agents deployed without the operator, whatever set them up may. Unset: the
+    /// start-up joins no rollout trace.
     pub const ROLLOUT_TRACE_ID: &str = "VIGIL_ROLLOUT_TRACE_ID";
 }
 

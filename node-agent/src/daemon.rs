@@ -66,7 +66,7 @@ async fn start_up_span(
     events: Option<&EventConsumer>,
 ) -> Option<crate::export::otlp::StartupSpan> {
     use opentelemetry::KeyValue;
-    let trace = r.rollout_trace().await?;
+    let trace = r.rollout_trace()?;
     let id = &r.identity;
     let mut attrs = vec![
         KeyValue::new("k8s.node.name", id.node.clone()),
@@ -203,16 +203,9 @@ pub async fn run(
     if let (Some(p), Some(labels)) = (&alerts, reporter.as_ref().and_then(|r| r.node_labels.clone())) {
         p.set_node_labels(labels);
     }
-    // In a pod: the node's own pods, so events name theirs (namespace, name, container).
-    let pods = crate::events::pods::PodIndex::default();
-    let pod_watch = match (&reporter, &events) {
-        (Some(r), Some(_)) => Some(tokio::spawn(crate::events::pods::watch_node_pods(
-            r.client.clone(),
-            r.identity.node.clone(),
-            pods.clone(),
-        ))),
-        _ => None,
-    };
+    // The node's own pods from the kubelet's log directories, so events name theirs
+    // (namespace, name, container); empty off Kubernetes.
+    let pods = crate::events::pods::PodIndex::from_host(&HostRoot::new(config.host_root.clone()));
     // In a pod: conditions on the node's own Node from kernel and clock events.
     let mut conditions = (reporter.is_some() && events.is_some() && config.events.conditions.enabled)
         .then(|| crate::events::conditions::Conditions::new(config.events.conditions.clone(), jiff::Timestamp::now()));
@@ -302,9 +295,6 @@ pub async fn run(
     }
     if let Some(s) = startup.take() {
         let _ = tokio::task::spawn_blocking(move || s.finish(Some("stopped before its first report".into()))).await;
-    }
-    if let Some(w) = pod_watch {
-        w.abort();
     }
     if let Some(consumer) = events.take() {
         consumer.sources.stop();

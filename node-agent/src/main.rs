@@ -251,12 +251,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             common.emit(&mut out, &snapshot)?;
             if events {
-                let found = vigil_agent::events::runner::one_shot(&config);
+                let mut found = vigil_agent::events::runner::one_shot(&config);
                 if !common.json {
                     writeln!(out, "\nEvents ({})", found.events.len())?;
                 }
                 let color = common.render_options().color;
-                for e in &found.events {
+                // On a node, the pods events belong to, from the kubelet's directories as the
+                // daemon reads them.
+                let pods = vigil_agent::events::pods::PodIndex::from_host(&HostRoot::new(config.host_root.clone()));
+                for e in &mut found.events {
+                    pods.attribute(e);
                     print_event(&mut out, e, common.json, color)?;
                 }
                 out.flush()?;
@@ -290,6 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     &HostRoot::new(config.host_root.clone()),
                     config.node_name.as_deref(),
                 );
+                let pods = vigil_agent::events::pods::PodIndex::from_host(&HostRoot::new(config.host_root.clone()));
                 let mut stream = if events || events_only {
                     let (queue, rx) = EventQueue::new(config.events.queue_capacity, &node);
                     let sources = vigil_agent::events::runner::start(&config, &queue);
@@ -319,7 +324,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 loop {
                     tokio::select! {
                         _ = ticks.tick() => {}
-                        Some(e) = async { match stream.as_mut() { Some((rx, _, _)) => rx.recv().await, None => std::future::pending().await } } => {
+                        Some(mut e) = async { match stream.as_mut() { Some((rx, _, _)) => rx.recv().await, None => std::future::pending().await } } => {
+                            pods.attribute(&mut e);
                             let mut out = std::io::stdout().lock();
                             print_event(&mut out, &e, common.json, color)?;
                             if let Some((engine, ..)) = rules.as_mut() {

@@ -323,27 +323,10 @@ impl Reporter {
         ok
     }
 
-    /// The rollout trace this agent's start-up belongs to: `VIGIL_ROLLOUT_TRACE_ID` when set,
-    /// else the [`ROLLOUT_TRACE_ID`](vigil_crds::labels::ROLLOUT_TRACE_ID) annotation of this
-    /// node's agent pod of this revision (read once, at start).
-    pub async fn rollout_trace(&self) -> Option<[u8; 16]> {
-        if let Some(t) = std::env::var(vigil_crds::agent::env::ROLLOUT_TRACE_ID)
-            .ok()
-            .and_then(|v| vigil_crds::trace::parse_trace_id(&v))
-        {
-            return Some(t);
-        }
-        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), &self.identity.namespace);
-        let lp = kube::api::ListParams::default()
-            .labels(vigil_crds::agent::SELECTOR)
-            .fields(&format!("spec.nodeName={}", self.identity.node));
-        match pods.list(&lp).await {
-            Ok(list) => pod_trace(&list.items, &self.identity),
-            Err(e) => {
-                eprintln!("vigil-agent: start-up trace: reading this node's agent pods: {e}");
-                None
-            }
-        }
+    /// The rollout trace this agent's start-up belongs to: `VIGIL_ROLLOUT_TRACE_ID`, which the
+    /// operator sets in each revision's DaemonSet (the agent reads no pod from the API).
+    pub fn rollout_trace(&self) -> Option<[u8; 16]> {
+        std::env::var(vigil_crds::agent::env::ROLLOUT_TRACE_ID).ok().and_then(|v| vigil_crds::trace::parse_trace_id(&v))
     }
 
     /// The Lease duration the operator's heartbeat gap is measured against: four renewals.
@@ -402,58 +385,12 @@ pub async fn report(client: &Client, body: &Value, node: &str) -> Result<(), Kub
     Ok(())
 }
 
-/// The rollout trace of the agent pod of `identity`'s revision among its node's agent `pods`:
-/// its [`ROLLOUT_TRACE_ID`](vigil_crds::labels::ROLLOUT_TRACE_ID) annotation. During a handover
-/// two agent pods run on the node; the one of this agent's revision is the one. An agent
-/// without a revision (a DaemonSet written by hand) takes the only agent pod there is.
-pub fn pod_trace(pods: &[k8s_openapi::api::core::v1::Pod], identity: &Identity) -> Option<[u8; 16]> {
-    let revision_of = |p: &k8s_openapi::api::core::v1::Pod| {
-        p.metadata.labels.as_ref().and_then(|l| l.get(vigil_crds::labels::REVISION)).cloned()
-    };
-    let mine: Vec<&k8s_openapi::api::core::v1::Pod> = match &identity.revision {
-        Some(rev) => pods.iter().filter(|p| revision_of(p).as_ref() == Some(rev)).collect(),
-        None => pods.iter().collect(),
-    };
-    let [pod] = mine.as_slice() else { return None };
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(vigil_crds::labels::ROLLOUT_TRACE_ID))
-        .and_then(|v| vigil_crds::trace::parse_trace_id(v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Collectors, CompiledFilters};
     use crate::host::HostRoot;
     use crate::snapshot::Collector;
-
-    #[test]
-    fn the_start_up_trace_is_that_of_the_pod_of_this_agents_revision() {
-        let pod = |rev: &str, trace: Option<&str>| -> k8s_openapi::api::core::v1::Pod {
-            let mut v =
-                json!({"metadata": {"name": format!("vigil-agent-{rev}-x"), "labels": {"vigil.dev/revision": rev}}});
-            if let Some(t) = trace {
-                v["metadata"]["annotations"] = json!({"vigil.dev/rollout-trace-id": t});
-            }
-            serde_json::from_value(v).unwrap()
-        };
-        let me = id();
-        let rev = me.revision.clone().unwrap();
-        let (t1, t2) = (vigil_crds::trace::trace_id("uid", &rev), vigil_crds::trace::trace_id("uid", "r-other00000"));
-        let (h1, h2) = (vigil_crds::trace::format_trace_id(t1), vigil_crds::trace::format_trace_id(t2));
-        // A handover: the outgoing revision's pod runs beside this one.
-        let both = [pod("r-other00000", Some(&h2)), pod(&rev, Some(&h1))];
-        assert_eq!(pod_trace(&both, &me), Some(t1));
-        assert_eq!(pod_trace(&both[..1], &me), None, "no pod of this revision");
-        assert_eq!(pod_trace(&[pod(&rev, None)], &me), None, "no annotation: no trace");
-        assert_eq!(pod_trace(&[pod(&rev, Some("not-a-trace"))], &me), None);
-        // Without a revision: the only agent pod, and none when two run.
-        let bare = Identity { revision: None, ..id() };
-        assert_eq!(pod_trace(&both[1..], &bare), Some(t1));
-        assert_eq!(pod_trace(&both, &bare), None);
-    }
 
     fn id() -> Identity {
         Identity {

@@ -192,7 +192,7 @@ pub struct AgentTemplate {
 /// what the pods are given (the test `the_pod_template_is_versioned` fails until it is):
 /// the version is part of every revision's name, so a changed template reaches the fleet as a
 /// new revision, in waves behind the health gate, never by rewriting running DaemonSets.
-pub const POD_TEMPLATE_VERSION: u32 = 3;
+pub const POD_TEMPLATE_VERSION: u32 = 4;
 
 impl AgentTemplate {
     /// The id of the pod template this operator writes: its version and every setting that
@@ -380,12 +380,18 @@ pub fn daemonset(
             "--host-root".into(),
             t.host_root.clone(),
         ]),
-        env: Some(vec![
-            EnvVar { name: env::NODE_NAME.into(), value: None, value_from: Some(field("spec.nodeName")) },
-            EnvVar { name: env::POD_NAMESPACE.into(), value: None, value_from: Some(field("metadata.namespace")) },
-            env_var(env::CONFIG_SHA256, &rec.config_sha256),
-            env_var(env::REVISION, &rec.revision),
-        ]),
+        env: Some(
+            [
+                EnvVar { name: env::NODE_NAME.into(), value: None, value_from: Some(field("spec.nodeName")) },
+                EnvVar { name: env::POD_NAMESPACE.into(), value: None, value_from: Some(field("metadata.namespace")) },
+                env_var(env::CONFIG_SHA256, &rec.config_sha256),
+                env_var(env::REVISION, &rec.revision),
+            ]
+            .into_iter()
+            // The agent reads no pod from the API: its rollout trace comes in its environment.
+            .chain(trace_id.map(|tid| env_var(env::ROLLOUT_TRACE_ID, tid)))
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -767,7 +773,7 @@ mod tests {
         let unprivileged = AgentTemplate { security_events: false, ..AgentTemplate::default() };
         assert_eq!(
             (POD_TEMPLATE_VERSION, fingerprint(&AgentTemplate::default()), fingerprint(&unprivileged)),
-            (3, "59aeb25331435266".to_owned(), "6fe38efdb6dd2a2c".to_owned()),
+            (4, "956519e6153eace5".to_owned(), "ba2a4c35275ebf29".to_owned()),
             "the agent pod template changed: bump POD_TEMPLATE_VERSION and record the new fingerprints"
         );
         assert_ne!(AgentTemplate::default().id(), unprivileged.id(), "every template setting is in the id");
