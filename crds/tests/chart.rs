@@ -87,11 +87,25 @@ fn the_operator_may_do_what_the_controller_does_and_the_agent_no_more_than_its_o
         ("events.k8s.io", "events", "create"),
         ("vigil.dev", "alertpolicies", "watch"),
         ("vigil.dev", "alertpolicies/status", "patch"),
-        ("", "secrets", "get"),
     ] {
         assert!(allows(op, g, r, v), "operator cannot {v} {g}/{r}");
     }
-    assert!(!allows(op, "", "secrets", "list"), "the operator reads the Secrets policies name, never lists them");
+    assert!(!allows(op, "", "secrets", "get"), "the operator reads Secrets only where a RoleBinding lets it");
+    let secrets = find(&docs, "ClusterRole", "vigil-operator-alert-secrets");
+    assert!(allows(secrets, "", "secrets", "get"));
+    assert!(!allows(secrets, "", "secrets", "list"), "the operator reads the Secrets policies name, never lists them");
+    let bindings: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["name"] == "vigil-operator-alert-secrets")
+        .collect();
+    assert_eq!(bindings.len(), 1, "bound in the release namespace only by default");
+    assert_eq!(bindings[0]["metadata"]["namespace"], "vigil-system");
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRoleBinding" && d["roleRef"]["name"] == "vigil-operator-alert-secrets"),
+        "never cluster-wide"
+    );
     assert!(
         !allows(op, "vigil.dev", "agentstatuses", "patch"),
         "the agents own their AgentStatus; the operator only a condition"

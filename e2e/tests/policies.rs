@@ -118,3 +118,71 @@ async fn a_deleted_policy_leaves_the_published_set_even_when_it_was_the_last() {
     publisher.abort();
     ns.delete().await.unwrap();
 }
+
+#[tokio::test]
+#[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
+async fn the_operator_reads_secrets_only_in_the_namespaces_the_chart_lists() {
+    // A tenant namespace with a policy and its labelled Secret, and a release of the test's own
+    // whose operator acts with exactly the chart's grants (impersonated).
+    let (admin, tenant, _secrets, policies) = setup("tenant").await;
+    policies.create(&PostParams::default(), &policy("cpu", "alerting")).await.unwrap();
+    let release = vigil_e2e::TestNamespace::create(&admin, "secrets").await.unwrap();
+    let mut cleanup = vigil_e2e::Cleanup::default();
+    let operator_rbac = |values: serde_json::Value| {
+        vigil_e2e::chart::render(&release.name, &release.name, &values)
+            .unwrap()
+            .into_iter()
+            .filter(|o| {
+                let kind = o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
+                kind.contains("Role") && o.metadata.name.as_deref().unwrap_or("").contains("operator")
+            })
+            .collect::<Vec<_>>()
+    };
+    let objects = operator_rbac(json!({}));
+    vigil_e2e::chart::apply(&admin, &release.name, &objects, &mut cleanup).await.unwrap();
+    let operator = vigil_e2e::client_as(
+        &format!("system:serviceaccount:{}:vigil-operator", release.name),
+        &["system:serviceaccounts", "system:authenticated"],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let source = vigil_operator::policies::Source::Namespace(tenant.name.clone());
+    let reason = |client: kube::Client| {
+        let (source, release, policies) = (source.clone(), release.name.clone(), policies.clone());
+        async move {
+            vigil_operator::policies::reconcile(&client, &release, &source).await.map_err(|e| e.to_string())?;
+            let st = policies.get_status("cpu").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+            Ok::<_, String>(st.conditions.first().map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default())
+        }
+    };
+    // Not listed: RBAC refuses the read, and the policy says what to do.
+    let (why, message) = reason(operator.clone()).await.unwrap();
+    assert_eq!(why, "SecretNotReadable", "{message}");
+    assert!(message.contains("alertSecretNamespaces"), "{message}");
+    let direct = Api::<Secret>::namespaced(operator.clone(), &tenant.name).get("alerting").await;
+    assert!(direct.unwrap_err().to_string().contains("forbidden"));
+
+    // Listed: a RoleBinding there, and the policy publishes (RBAC takes effect at once, but
+    // wait on the outcome all the same).
+    let listed = json!({"alertSecretNamespaces": [tenant.name]});
+    let (here, there): (Vec<_>, Vec<_>) = operator_rbac(listed)
+        .into_iter()
+        .partition(|o| o.metadata.namespace.as_deref().is_none_or(|n| n == release.name));
+    assert_eq!(there.len(), 1, "one RoleBinding in the listed namespace");
+    vigil_e2e::chart::apply(&admin, &release.name, &here, &mut cleanup).await.unwrap();
+    vigil_e2e::chart::apply(&admin, &tenant.name, &there, &mut cleanup).await.unwrap();
+    vigil_e2e::wait_for("the policy published", Duration::from_secs(30), Duration::from_millis(500), || {
+        let op = operator.clone();
+        let reason = &reason;
+        async move {
+            let (why, message) = reason(op).await?;
+            if why == "Published" { Ok(Some(())) } else { Err(format!("{why}: {message}")) }
+        }
+    })
+    .await
+    .unwrap();
+    drop(cleanup);
+    release.delete().await.unwrap();
+    tenant.delete().await.unwrap();
+}

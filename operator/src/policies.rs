@@ -90,6 +90,9 @@ pub enum FoundSecret {
     Allowed(BTreeMap<String, ByteString>),
     /// It exists but its owner did not opt in: not used.
     NotLabelled,
+    /// The operator may not read Secrets in its namespace: the namespace is not one the
+    /// chart's `alertSecretNamespaces` lists (RBAC answered 403).
+    NotReadable,
 }
 
 /// What to publish for `policies`, given the Secrets they reference (`(namespace, name)`;
@@ -138,6 +141,7 @@ pub fn publish(
         let mut mirrored = BTreeMap::new();
         let mut missing = Vec::new();
         let mut not_labelled = BTreeSet::new();
+        let mut not_readable = BTreeSet::new();
         for (secret, key) in secret_refs(&p.spec) {
             match secrets.get(&(ns.clone(), secret.clone())) {
                 Some(FoundSecret::Allowed(data)) => match data.get(&key) {
@@ -149,8 +153,20 @@ pub fn publish(
                 Some(FoundSecret::NotLabelled) => {
                     not_labelled.insert(secret);
                 }
+                Some(FoundSecret::NotReadable) => {
+                    not_readable.insert(secret);
+                }
                 None => missing.push(format!("{secret}/{key}")),
             }
+        }
+        if !not_readable.is_empty() {
+            let message = format!(
+                "not published: the operator may not read Secrets in namespace {ns} (wanted: {}); list {ns} in the chart's alertSecretNamespaces to let it read the Secrets labelled {}=true there",
+                not_readable.into_iter().collect::<Vec<_>>().join(", "),
+                vigil_crds::labels::ALERTING_SECRET
+            );
+            out.statuses.push((ns, name, refused("SecretNotReadable", message)));
+            continue;
         }
         if !not_labelled.is_empty() {
             let message = format!(
@@ -192,8 +208,8 @@ pub fn publish(
 
 impl Published {
     /// Policies by state: (`published`, `invalid`, `unknown_metric`, `secret_missing`,
-    /// `secret_not_allowed`).
-    pub fn counts(&self) -> [(&'static str, i64); 5] {
+    /// `secret_not_allowed`, `secret_not_readable`).
+    pub fn counts(&self) -> [(&'static str, i64); 6] {
         let reason = |r: &str| {
             self.statuses.iter().filter(|(_, _, s)| s.conditions.first().is_some_and(|c| c.reason == r)).count() as i64
         };
@@ -203,6 +219,7 @@ impl Published {
             ("unknown_metric", reason("UnknownMetric")),
             ("secret_missing", reason("SecretMissing")),
             ("secret_not_allowed", reason("SecretNotAllowed")),
+            ("secret_not_readable", reason("SecretNotReadable")),
         ]
     }
 }
@@ -240,11 +257,23 @@ pub async fn reconcile(client: &Client, namespace: &str, source: &Source) -> Res
             if secrets.contains_key(&id) {
                 continue;
             }
-            if let Some(s) = Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&secret).await? {
-                let allowed = s.labels().get(vigil_crds::labels::ALERTING_SECRET).is_some_and(|v| v == "true");
-                let found =
-                    if allowed { FoundSecret::Allowed(s.data.unwrap_or_default()) } else { FoundSecret::NotLabelled };
-                secrets.insert(id, found);
+            // The operator may read Secrets only in the namespaces the chart lists: elsewhere
+            // RBAC refuses, and that policy (not the whole publication) says so.
+            match Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&secret).await {
+                Ok(Some(s)) => {
+                    let allowed = s.labels().get(vigil_crds::labels::ALERTING_SECRET).is_some_and(|v| v == "true");
+                    let found = if allowed {
+                        FoundSecret::Allowed(s.data.unwrap_or_default())
+                    } else {
+                        FoundSecret::NotLabelled
+                    };
+                    secrets.insert(id, found);
+                }
+                Ok(None) => {}
+                Err(kube::Error::Api(e)) if e.code == 403 => {
+                    secrets.insert(id, FoundSecret::NotReadable);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -420,7 +449,14 @@ mod tests {
         );
         assert_eq!(
             out.counts(),
-            [("published", 0), ("invalid", 1), ("unknown_metric", 0), ("secret_missing", 1), ("secret_not_allowed", 0)]
+            [
+                ("published", 0),
+                ("invalid", 1),
+                ("unknown_metric", 0),
+                ("secret_missing", 1),
+                ("secret_not_allowed", 0),
+                ("secret_not_readable", 0)
+            ]
         );
     }
 
@@ -457,6 +493,28 @@ mod tests {
             )
         );
         assert_eq!(out.counts()[2], ("unknown_metric", 2));
+    }
+
+    #[test]
+    fn a_policy_whose_secrets_the_operator_may_not_read_says_so_and_the_others_publish() {
+        let s = BTreeMap::from([
+            (("team-b".to_owned(), "alerting".to_owned()), FoundSecret::NotReadable),
+            (
+                ("team-a".to_owned(), "alerting".to_owned()),
+                FoundSecret::Allowed(BTreeMap::from([(
+                    "slack-url".to_owned(),
+                    ByteString(b"https://hooks.slack.com/a".to_vec()),
+                )])),
+            ),
+        ]);
+        let out =
+            publish(&[policy("team-a", "cpu", SLACK), policy("team-b", "cpu", SLACK)], &s, jiff::Timestamp::UNIX_EPOCH);
+        assert_eq!(out.policies.len(), 1, "team-a's still publishes: {:?}", out.policies.keys());
+        let (ns, _, st) = out.statuses.iter().find(|(ns, _, _)| ns == "team-b").unwrap();
+        let c = &st.conditions[0];
+        assert_eq!((ns.as_str(), c.reason.as_str()), ("team-b", "SecretNotReadable"));
+        assert!(c.message.contains("alertSecretNamespaces") && c.message.contains("alerting"), "{}", c.message);
+        assert_eq!(out.counts()[5], ("secret_not_readable", 1));
     }
 
     #[test]

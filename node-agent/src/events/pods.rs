@@ -422,7 +422,7 @@ mod tests {
             (format!("api-7d9f_other_api-server-{CID}.log"), target.clone()),
             (format!("api-7d9f_shop_sidecar-{CID}.log"), target.clone()),
             (format!("api-7d9f_shop_api-server-{CID}.txt"), target.clone()),
-            (format!("api-7d9f_shop_api-server-xyz.log"), target.clone()),
+            ("api-7d9f_shop_api-server-xyz.log".to_owned(), target.clone()),
             (format!("api-7d9f_shop_api-server-{CID}.log"), "/etc/passwd".to_owned()),
         ] {
             assert_eq!(parse_container_link(&file, &target), None, "{file} -> {target}");
