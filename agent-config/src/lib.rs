@@ -548,28 +548,31 @@ pub struct AuthEvents {
     pub brute_force_window: Duration,
     /// PAM services whose session lines are not events (cron opens one a minute).
     pub ignore_session_services: Vec<String>,
-    /// Where the programs whose journal entries count may run from (host paths; a directory
-    /// covers those below it). A journal entry tagged `sshd` counts as sshd's only when
-    /// journald recorded that an executable named sshd under one of these wrote it; any other
-    /// writer makes it an `auth.forged` event. Only root should be able to write here.
+    /// Where the programs whose journal entries count may run from (host directories; an
+    /// executable must lie directly in one). A journal entry tagged `sshd` counts as sshd's
+    /// only when journald recorded that root ran an executable named sshd in one of these
+    /// (a set-user-ID program such as su may be run by a user); any other writer makes it an
+    /// `auth.forged` event. Only root may write here.
     pub program_dirs: Vec<String>,
     /// Rate limit of this source.
     pub rate_limit: RateLimit,
 }
 
-/// Root's program directories on the common distributions, NixOS's store included.
+/// Root's program directories on the common distributions: an executable must lie directly
+/// in one of them (not below). Not `/usr/local/*` (group-writable on hosts that follow
+/// Debian's `staff` convention) nor `/nix/store` (any allowed user adds paths there): add them
+/// where they hold root's programs only.
 pub fn default_program_dirs() -> Vec<String> {
     [
         "/usr/bin",
         "/usr/sbin",
         "/bin",
         "/sbin",
-        "/usr/lib",
-        "/usr/lib64",
+        "/usr/lib/openssh",
+        "/usr/libexec/openssh",
+        "/usr/lib/ssh",
         "/usr/libexec",
-        "/usr/local/bin",
-        "/usr/local/sbin",
-        "/nix/store",
+        "/usr/lib/systemd",
     ]
     .map(String::from)
     .to_vec()

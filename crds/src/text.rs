@@ -11,9 +11,37 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Whether `c` must not reach a terminal as it is: control characters (C0 with ESC, BEL, NUL,
-/// CR, LF and TAB; DEL; C1) and the bidirectional embeddings, overrides and isolates.
+/// CR, LF and TAB; DEL; C1), the line and paragraph separators, and every format character
+/// (Unicode category Cf: the bidirectional marks, embeddings, overrides and isolates,
+/// zero-width spaces and joiners, the soft hyphen, invisible operators, interlinear
+/// annotation marks, the byte-order mark, tag characters) — what can reorder, hide or break
+/// what a person reads.
 pub fn is_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061c}'
+                | '\u{06dd}'
+                | '\u{070f}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08e2}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0001}'
+                | '\u{e0020}'..='\u{e007f}'
+        )
 }
 
 /// `s` safe to write to a terminal: every [`is_unsafe`] character written as `\x1b`,
@@ -72,6 +100,24 @@ mod tests {
         assert_eq!(printable("\u{9b}31m"), "\\x9b31m", "the C1 CSI");
         assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
         assert_eq!(printable("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+        for hidden in [
+            '\u{2028}',
+            '\u{2029}',
+            '\u{200b}',
+            '\u{061c}',
+            '\u{feff}',
+            '\u{e0041}',
+            '\u{00ad}',
+            '\u{2060}',
+            '\u{206a}',
+            '\u{fff9}',
+        ] {
+            assert!(is_unsafe(hidden), "{:x}", hidden as u32);
+            assert!(!printable(&format!("a{hidden}b")).contains(hidden));
+        }
+        for fine in ['é', '✓', '中', ' ', '\u{3000}'] {
+            assert!(!is_unsafe(fine), "{fine}");
+        }
     }
 
     #[test]

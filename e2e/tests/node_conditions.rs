@@ -233,6 +233,16 @@ async fn a_pod_bound_agent_token_changes_only_its_own_conditions_on_its_node() {
             .expect_err(&format!("an agent token changed its node's {what} by a merge patch"));
         assert!(err.contains(says), "{what}: {err}");
     }
+    // Status fields other than conditions: refused.
+    for field in [
+        json!({"status": {"images": [{"names": ["evil.example/pull-me:latest"], "sizeBytes": 1}]}}),
+        json!({"status": {"phase": "Terminated"}}),
+        json!({"status": {"runtimeHandlers": [{"name": "evil", "features": {"recursiveReadOnlyMounts": true, "userNamespaces": true}}]}}),
+    ] {
+        let err = outcome(as_agent.patch_status(&mine, &pp, &Patch::Strategic(&field)).await)
+            .expect_err(&format!("an agent token changed its node's status: {field}"));
+        assert!(err.contains("only conditions"), "{field}: {err}");
+    }
     // The spec through the status subresource: refused, or dropped by the API server's own
     // status strategy; never changed.
     let spec = json!({"spec": {"unschedulable": true, "taints": [{"key": "evil.example/t", "effect": "NoSchedule"}]}});
@@ -291,6 +301,84 @@ async fn a_pod_bound_agent_token_changes_only_its_own_conditions_on_its_node() {
     // and the pod garbage collector would take it later anyway).
     let dp = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
     Api::<Pod>::namespaced(admin.clone(), &ns.name).delete("vigil-agent-test", &dp).await.unwrap();
+    drop(cleanup);
+    ns.delete().await.unwrap();
+}
+
+#[tokio::test]
+#[cfg_attr(not(vigil_e2e), ignore = "needs a cluster: set VIGIL_E2E_KUBECONFIG to its kubeconfig file")]
+async fn the_operator_changes_only_vigil_labels_and_annotations_on_a_node() {
+    let admin = client().await.unwrap();
+    let ns = TestNamespace::create(&admin, "opnode").await.unwrap();
+    let mut cleanup = Cleanup::default();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let name = format!("{}-n", ns.name);
+    node(&nodes, &name, &mut cleanup).await;
+    let release = ns.name.clone();
+    let wanted = [
+        ("ClusterRole", format!("{release}-operator")),
+        ("ClusterRoleBinding", format!("{release}-operator")),
+        ("ValidatingAdmissionPolicy", format!("{release}-operator-node-labels")),
+        ("ValidatingAdmissionPolicyBinding", format!("{release}-operator-node-labels")),
+    ];
+    let objects: Vec<_> = chart::render(&release, &ns.name, &json!({}))
+        .unwrap()
+        .into_iter()
+        .filter(|o| {
+            let kind = o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
+            wanted.iter().any(|(k, n)| *k == kind && o.metadata.name.as_deref() == Some(n.as_str()))
+        })
+        .collect();
+    assert_eq!(objects.len(), wanted.len());
+    chart::apply(&admin, &ns.name, &objects, &mut cleanup).await.unwrap();
+    let operator = client_as(
+        &format!("system:serviceaccount:{}:vigil-operator", ns.name),
+        &["system:serviceaccounts", "system:authenticated"],
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    let as_operator: Api<Node> = Api::all(operator);
+    let pp = PatchParams::default();
+    // The policy takes effect a moment after it is created.
+    let foreign = json!({"metadata": {"labels": {"evil.example/steer": "yes"}}});
+    wait_for("the policy refusing a foreign label", Duration::from_secs(60), Duration::from_millis(500), || {
+        let (api, name, p) = (as_operator.clone(), name.clone(), foreign.clone());
+        async move {
+            // A dry run: what the API server would do, changing nothing while the policy is
+            // not in force yet.
+            let probe = PatchParams { dry_run: true, ..PatchParams::default() };
+            match api.patch(&name, &probe, &Patch::Merge(&p)).await {
+                Err(kube::Error::Api(e)) if e.message.contains("only vigil.dev/ labels") => Ok(Some(())),
+                other => Err(format!("{:?}", other.map(|_| ()))),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // Its own labels and annotations go in.
+    let own = json!({"metadata": {"labels": {"vigil.dev/revision": "r-0000000001"}, "annotations": {"vigil.dev/admitted-at": "2026-12-06T00:00:00Z"}}});
+    as_operator.patch(&name, &pp, &Patch::Merge(&own)).await.unwrap();
+    for (what, patch, says) in [
+        (
+            "an annotation",
+            json!({"metadata": {"annotations": {"cluster-autoscaler.kubernetes.io/scale-down-disabled": "true"}}}),
+            "only vigil.dev/ annotations",
+        ),
+        (
+            "an owner",
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": "ghost", "uid": "00000000-0000-0000-0000-000000000001"}]}}),
+            "owners or finalizers",
+        ),
+        ("a finalizer", json!({"metadata": {"finalizers": ["evil.example/keep"]}}), "owners or finalizers"),
+        ("the spec", json!({"spec": {"unschedulable": true}}), "spec"),
+    ] {
+        let err = outcome(as_operator.patch(&name, &pp, &Patch::Merge(&patch)).await)
+            .expect_err(&format!("the operator changed {what} of a node"));
+        assert!(err.contains(says), "{what}: {err}");
+    }
+    let n = nodes.get(&name).await.unwrap();
+    assert!(n.metadata.owner_references.is_none() && n.metadata.finalizers.is_none());
     drop(cleanup);
     ns.delete().await.unwrap();
 }

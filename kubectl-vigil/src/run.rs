@@ -83,7 +83,11 @@ pub async fn run(cli: Cli, env: &mut Env<'_>) -> i32 {
     match dispatch(&cli, env).await {
         Ok(code) => code,
         Err(f) => {
-            let _ = writeln!(env.err, "error: {}", vigil_crds::text::printable(&f.message));
+            let mut lines = f.message.trim_end_matches('\n').split('\n');
+            let _ = writeln!(env.err, "error: {}", vigil_crds::text::printable(lines.next().unwrap_or("")));
+            for line in lines {
+                let _ = writeln!(env.err, "{}", vigil_crds::text::printable(line));
+            }
             f.code
         }
     }
@@ -125,7 +129,7 @@ async fn dispatch(cli: &Cli, env: &mut Env<'_>) -> Result<i32, Failure> {
                 reason: a.reason.clone(),
             };
             let act = ActArgs { rollout: a.rollout.clone(), change: a.change.clone() };
-            let r = find_rollout(env, ns, act.rollout.as_deref()).await?;
+            let r = find_rollout_as_stored(env, ns, act.rollout.as_deref()).await?;
             // Which nodes the pin holds now: the selector is the API's own syntax.
             let nodes: Api<Node> = Api::all(env.client.clone());
             let held: Vec<String> = nodes
@@ -188,13 +192,20 @@ fn dns_label(s: &str) -> bool {
 /// given without `-n` that is not there is looked for in every namespace; no name takes the
 /// only rollout there is.
 pub async fn find_rollout(env: &Env<'_>, ns: Option<&str>, name: Option<&str>) -> Result<AgentRollout, Failure> {
+    clean(find_rollout_as_stored(env, ns, name).await?)
+}
+
+/// The rollout as the API server stores it (its strings not escaped): what a change is
+/// computed from, so that writing it back keeps every string as it was. Shown only through
+/// [`say`] or [`emit`].
+async fn find_rollout_as_stored(env: &Env<'_>, ns: Option<&str>, name: Option<&str>) -> Result<AgentRollout, Failure> {
     let here = ns.unwrap_or(&env.default_namespace);
     let key = |r: &AgentRollout| format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
     match name {
         Some(name) => {
             let api: Api<AgentRollout> = Api::namespaced(env.client.clone(), here);
             if let Some(r) = api.get_opt(name).await? {
-                return clean(r);
+                return Ok(r);
             }
             if ns.is_some() {
                 return Err(fail(format!("no AgentRollout {name} in namespace {here}")));
@@ -216,7 +227,7 @@ pub async fn find_rollout(env: &Env<'_>, ns: Option<&str>, name: Option<&str>) -
                 Some(ns) => Api::namespaced(env.client.clone(), ns),
                 None => Api::all(env.client.clone()),
             };
-            let all = clean_all(api.list(&ListParams::default()).await?.items)?;
+            let all = api.list(&ListParams::default()).await?.items;
             match all.len() {
                 1 => Ok(all.into_iter().next().unwrap_or_else(|| unreachable!())),
                 0 => Err(fail(format!(
@@ -311,10 +322,23 @@ async fn decisions(env: &mut Env<'_>, r: &AgentRollout) -> Vec<Decision> {
     }
 }
 
+/// Text for a person that may quote what others wrote (a pin's reason, the stored spec),
+/// escaped line by line: the lines stay lines, nothing else controls the terminal.
+fn say(out: &mut (dyn Write + Send), text: &str) -> Result<(), Failure> {
+    for line in text.trim_end_matches('\n').split('\n') {
+        writeln!(out, "{}", vigil_crds::text::printable(line))?;
+    }
+    Ok(())
+}
+
 fn emit<T: Serialize>(out: &mut (dyn Write + Send), format: Output, v: &T) -> Result<(), Failure> {
+    // Whatever the value holds (a change's apply body is the stored object's own text), its
+    // strings are shown escaped.
+    let mut v = serde_json::to_value(v)?;
+    vigil_crds::text::printable_json(&mut v);
     match format {
-        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(v)?)?,
-        Output::Yaml => write!(out, "{}", serde_yaml::to_string(v)?)?,
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+        Output::Yaml => write!(out, "{}", serde_yaml::to_string(&v)?)?,
         Output::Text => {}
     }
     Ok(())
@@ -379,7 +403,7 @@ async fn status(
 }
 
 async fn change(env: &mut Env<'_>, ns: Option<&str>, a: &ActArgs, c: Change, format: Output) -> Result<i32, Failure> {
-    let r = find_rollout(env, ns, a.rollout.as_deref()).await?;
+    let r = find_rollout_as_stored(env, ns, a.rollout.as_deref()).await?;
     change_on(env, r, a, c, format).await
 }
 
@@ -429,7 +453,7 @@ async fn change_on(env: &mut Env<'_>, r: AgentRollout, a: &ActArgs, c: Change, f
             );
             report.says.clone_from(&says);
             if format == Output::Text {
-                writeln!(env.out, "{says}")?;
+                say(env.out, &says)?;
             }
             if dry_run {
                 report.apply = Some(ops);
@@ -447,7 +471,7 @@ async fn change_on(env: &mut Env<'_>, r: AgentRollout, a: &ActArgs, c: Change, f
     report.action_id.clone_from(&planned.action_id);
     report.apply.clone_from(&planned.apply);
     if format == Output::Text {
-        writeln!(env.out, "{}", planned.says)?;
+        say(env.out, &planned.says)?;
     }
     let Some(body) = planned.apply else {
         emit(env.out, format, &report)?;
@@ -455,11 +479,13 @@ async fn change_on(env: &mut Env<'_>, r: AgentRollout, a: &ActArgs, c: Change, f
     };
     if dry_run {
         if format == Output::Text {
-            write!(
+            say(
                 env.out,
-                "dry run: nothing written; the server-side apply (field manager {}) would be:\n{}",
-                c.manager(),
-                serde_yaml::to_string(&body)?
+                &format!(
+                    "dry run: nothing written; the server-side apply (field manager {}) would be:\n{}",
+                    c.manager(),
+                    serde_yaml::to_string(&body)?
+                ),
             )?;
         }
         emit(env.out, format, &report)?;

@@ -561,3 +561,26 @@ async fn no_command_prints_what_an_agent_or_an_event_writer_slipped_in_unescaped
     }
     assert!(shown > 0, "the hostile text was shown (escaped) somewhere: the test reached it");
 }
+
+#[tokio::test]
+async fn a_change_writes_back_what_was_stored_never_its_escaped_display() {
+    let f = fleet();
+    let reason = "first line\twith a tab\nsecond line \u{202e}";
+    let o = vigil(
+        &f,
+        &["pin", "grp-a", "--selector", "topology.kubernetes.io/zone=z1", "--revision", STABLE, "--reason", reason],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.err);
+    assert!(!o.out.chars().any(|c| c != '\n' && vigil_crds::text::is_unsafe(c)), "{:?}", o.out);
+    // A second pin re-applies the first (the plugin's own): its reason as it was written.
+    let o = vigil(
+        &f,
+        &["pin", "grp-b", "--selector", "topology.kubernetes.io/zone=z2", "--revision", STABLE, "--reason", "r"],
+    )
+    .await;
+    assert_eq!(o.code, 0, "{}", o.err);
+    let pins = spec_of(&f)["pins"].clone();
+    let a = pins.as_array().unwrap().iter().find(|p| p["name"] == "grp-a").unwrap();
+    assert_eq!(a["reason"], reason, "{pins}");
+}

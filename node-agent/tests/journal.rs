@@ -195,19 +195,49 @@ impl Journald {
         PathBuf::from(format!("/run/systemd/journal.{}/dev-log", self.ns))
     }
 
-    /// Logs `message` tagged `tag` through `program` (a logger), as `uid` when given.
-    fn log_with(&self, program: &Path, uid: Option<u32>, tag: &str, message: &str) {
+    /// Logs `message` tagged `tag` through `program` (a logger reading its standard input),
+    /// as `uid` when given, `wrapped` in a command line of its own when given (`{}` stands for
+    /// the logger's arguments). The writer stays alive, its input open, until the returned
+    /// [`Held`] is dropped: journald then records its executable, as it does for a daemon
+    /// such as sshd (a writer gone before journald looks leaves only its uid).
+    fn log_with(&self, program: &Path, uid: Option<u32>, tag: &str, message: &str) -> Held {
+        self.spawn_writer(program, uid, tag, message, None)
+    }
+
+    fn spawn_writer(&self, program: &Path, uid: Option<u32>, tag: &str, message: &str, wrapped: Option<&str>) -> Held {
+        use std::io::Write;
         let socket = self.socket().display().to_string();
+        let logger_args = format!("{} --socket {socket} -t {tag} -i", program.display());
         let mut cmd = match uid {
             Some(uid) => {
                 let mut c = Command::new("setpriv");
-                c.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()]).arg(program);
+                c.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()]);
                 c
             }
-            None => Command::new(program),
+            None => Command::new("env"),
         };
-        let ok = cmd.args(["--socket", &socket, "-t", tag, "-i", message]).status().unwrap().success();
-        assert!(ok, "{} failed", program.display());
+        match wrapped {
+            Some(script) => cmd.args(["sh", "-c", &script.replace("{}", &logger_args)]),
+            None => cmd.args(logger_args.split(' ')),
+        };
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+        Held { child, stdin: Some(stdin) }
+    }
+}
+
+/// A log writer kept running with its input open; dropped, it ends.
+struct Held {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
     }
 }
 
@@ -242,8 +272,8 @@ fn which(program: &str) -> PathBuf {
 
 impl Journald {
     /// Logs as the program `tag` names would: through its stand-in in `programs`, as root.
-    fn log(&self, programs: &Programs, tag: &str, message: &str) {
-        self.log_with(&programs.path(tag), None, tag, message);
+    fn log(&self, programs: &Programs, tag: &str, message: &str) -> Held {
+        self.log_with(&programs.path(tag), None, tag, message)
     }
 }
 
@@ -353,20 +383,38 @@ fn watch_shows_sshd_sudo_and_su_from_a_live_journal_once_across_a_restart() {
     let config = auth_only_config(work.path(), &journald, &programs);
 
     let watch = Watch::start(&config);
-    journald.log(&programs, "sshd", "Accepted publickey for alice from 192.0.2.10 port 50022 ssh2: ED25519 SHA256:abc");
-    journald.log(&programs, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id");
-    journald.log(&programs, "su", "(to root) alice on pts/1");
+    let _a = journald.log(
+        &programs,
+        "sshd",
+        "Accepted publickey for alice from 192.0.2.10 port 50022 ssh2: ED25519 SHA256:abc",
+    );
+    let _b =
+        journald.log(&programs, "sudo", "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id");
+    let _c = journald.log(&programs, "su", "(to root) alice on pts/1");
     let seen = watch.until("sshd, sudo and su", |ev| kinds(ev).len() >= 3);
-    assert_eq!(kinds(&seen), ["auth.ssh.accepted", "auth.sudo", "auth.su"]);
+    assert!(
+        seen.iter()
+            .filter(|e| kinds(std::slice::from_ref(e)).len() == 1)
+            .all(|e| e["details"]["writerVerified"] == true),
+        "{seen:#?}"
+    );
+    // Each writer is a process of its own: their entries come in any order.
+    let sorted = |seen: &[serde_json::Value]| {
+        let mut k = kinds(seen);
+        k.sort();
+        k
+    };
+    assert_eq!(sorted(&seen), ["auth.ssh.accepted", "auth.su", "auth.sudo"]);
     assert_eq!(seen.iter().find(|e| e["type"] == "auth.sudo").unwrap()["details"]["user"], "alice");
     watch.stop();
 
     // Down: one more entry. The restart reads it once, and nothing from before.
-    journald.log(&programs, "sshd", "Failed password for invalid user admin from 198.51.100.7 port 41000 ssh2");
+    let _d =
+        journald.log(&programs, "sshd", "Failed password for invalid user admin from 198.51.100.7 port 41000 ssh2");
     let watch = Watch::start(&config);
-    journald.log(&programs, "su", "FAILED SU (to root) alice on pts/1");
+    let _e = journald.log(&programs, "su", "FAILED SU (to root) alice on pts/1");
     let seen = watch.until("the entry from while it was down", |ev| kinds(ev).len() >= 2);
-    assert_eq!(kinds(&seen), ["auth.ssh.failed", "auth.su.failed"]);
+    assert_eq!(sorted(&seen), ["auth.ssh.failed", "auth.su.failed"]);
     let failed = &seen.iter().find(|e| e["type"] == "auth.ssh.failed").unwrap()["details"];
     assert_eq!(failed["sourceAddress"], "198.51.100.7");
     watch.stop();
@@ -381,28 +429,75 @@ fn an_unprivileged_user_forging_sshd_and_sudo_entries_gets_auth_forged_naming_th
     let watch = Watch::start(&config);
     let logger = which("logger");
     // As nobody (65534), through the system's logger: the tag claims sshd and sudo.
-    journald.log_with(
+    let _a = journald.log_with(
         &logger,
         Some(65534),
         "sshd",
         "Accepted publickey for root from 6.6.6.6 port 22 ssh2: RSA SHA256:forged",
     );
-    journald.log_with(&logger, Some(65534), "sshd", "Failed password for root from 6.6.6.6 port 22 ssh2");
-    journald.log_with(&logger, Some(65534), "sudo", "   root : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/sh");
-    // A real one last, so the forged ones are known to have been read before it.
-    journald.log(&programs, "sshd", "Accepted publickey for alice from 192.0.2.10 port 50022 ssh2: ED25519 SHA256:abc");
-    let seen = watch.until("three forgeries and a real login", |ev| kinds(ev).len() >= 4);
-    assert_eq!(kinds(&seen), ["auth.forged", "auth.forged", "auth.forged", "auth.ssh.accepted"], "{seen:#?}");
-    for (f, claimed) in
-        seen.iter().filter(|e| e["type"] == "auth.forged").zip(["auth.ssh.accepted", "auth.ssh.failed", "auth.sudo"])
-    {
+    let _b = journald.log_with(&logger, Some(65534), "sshd", "Failed password for root from 6.6.6.6 port 22 ssh2");
+    let _c =
+        journald.log_with(&logger, Some(65534), "sudo", "   root : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/sh");
+    // As nobody in a user namespace of its own, with a mount namespace in which its own copy
+    // of logger is `sshd` in the very directory the config trusts: journald records that path.
+    let unshare_ok = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "-Urm", "true"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(unshare_ok, "unprivileged user namespaces are off here: this test needs them to try the attack");
+    let dir = programs.0.path().display().to_string();
+    let script = format!("mount -t tmpfs none {dir} && cp {} {dir}/sshd && exec {{}}", logger.display());
+    let _d = journald.spawn_writer(
+        &programs.path("sshd"),
+        Some(65534),
+        "sshd",
+        "Accepted publickey for root from 7.7.7.7 port 22 ssh2: RSA SHA256:userns",
+        Some(&format!("exec unshare -Urm sh -c '{script}'")),
+    );
+    // A PAM record tagged by the program that truly wrote it, logger, claiming sshd's service.
+    let _e = journald.log_with(
+        &logger,
+        Some(65534),
+        "logger",
+        "pam_unix(sshd:session): session opened for user root(uid=0) by (uid=0)",
+    );
+    // A real one too: root's sshd in the trusted directory.
+    let _f = journald.log(
+        &programs,
+        "sshd",
+        "Accepted publickey for alice from 192.0.2.10 port 50022 ssh2: ED25519 SHA256:abc",
+    );
+    let seen = watch.until("five forgeries and a real login", |ev| kinds(ev).len() >= 6);
+    // The writers are separate processes: their entries come in any order.
+    let mut got = kinds(&seen);
+    got.sort();
+    assert_eq!(
+        got,
+        ["auth.forged", "auth.forged", "auth.forged", "auth.forged", "auth.forged", "auth.ssh.accepted"],
+        "{seen:#?}"
+    );
+    let mut claims: Vec<&str> = seen
+        .iter()
+        .filter(|e| e["type"] == "auth.forged")
+        .map(|f| f["details"]["claimedType"].as_str().unwrap())
+        .collect();
+    claims.sort_unstable();
+    assert_eq!(
+        claims,
+        ["auth.session.opened", "auth.ssh.accepted", "auth.ssh.accepted", "auth.ssh.failed", "auth.sudo"]
+    );
+    for f in seen.iter().filter(|e| e["type"] == "auth.forged") {
         assert_eq!(f["severity"], "warning");
-        assert_eq!(f["details"]["claimedType"], claimed, "{f:#}");
         assert_eq!(f["details"]["writerUid"], 65534, "{f:#}");
         assert!(f["details"].get("sourceAddress").is_none(), "a forgery names no source: {f:#}");
         let why = f["details"]["why"].as_str().unwrap();
-        assert!(why.contains("uid 65534"), "{why}");
+        assert!(why.contains("uid 65534") || why.contains("PAM service sshd"), "{why}");
     }
+    // The user namespace's `sshd` in the trusted directory: refused for its uid.
+    let userns = seen.iter().find(|e| e["details"]["claim"].as_str().is_some_and(|c| c.contains("7.7.7.7"))).unwrap();
+    let why = userns["details"]["why"].as_str().unwrap();
+    assert!(why.contains("sshd runs as root") || why.contains("did not record"), "{why}");
     let real = seen.iter().find(|e| e["type"] == "auth.ssh.accepted").unwrap();
     assert_eq!(real["details"]["user"], "alice");
     assert_eq!(real["details"]["writerVerified"], true);

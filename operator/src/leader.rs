@@ -31,25 +31,40 @@ pub enum Verdict {
     Follow(Duration),
 }
 
-/// Decides from the Lease as read (`None`: it does not exist yet).
-pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp, lease_duration: Duration) -> Verdict {
+/// The longest lease a record may claim: a record claiming more (written by a replica, or by
+/// anyone allowed to update it) is held to this, so no record can freeze the election.
+pub const MAX_LEASE: Duration = Duration::from_secs(300);
+
+/// Decides from the record as read (`None`: it does not exist yet), which this replica first
+/// saw in this version at `seen` (its own clock). A record expires a lease duration after it
+/// was last seen to change, as client-go judges it: the holder's own `renewTime` is another
+/// machine's clock, so a skewed or forged time can neither keep a dead leader nor cut a live
+/// one short.
+pub fn decide(
+    spec: Option<&LeaseSpec>,
+    me: &str,
+    now: Timestamp,
+    seen: Timestamp,
+    lease_duration: Duration,
+) -> Verdict {
     let Some(spec) = spec else { return Verdict::Acquire };
     let holder = spec.holder_identity.as_deref().unwrap_or("");
     if holder == me {
         return Verdict::Renew;
     }
-    let duration =
-        spec.lease_duration_seconds.map_or(lease_duration, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
-    let expires = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0 + SignedDuration::try_from(duration).unwrap_or(SignedDuration::ZERO));
-    match expires {
-        Some(e) if !holder.is_empty() && e > now => {
-            Verdict::Follow(now.duration_until(e).try_into().unwrap_or(Duration::from_secs(1)))
-        }
-        _ => Verdict::Acquire,
+    if holder.is_empty() {
+        return Verdict::Acquire;
+    }
+    let duration = spec
+        .lease_duration_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(lease_duration, Duration::from_secs)
+        .min(MAX_LEASE);
+    let expires = seen.checked_add(SignedDuration::try_from(duration).unwrap_or(SignedDuration::ZERO)).unwrap_or(seen);
+    if expires > now {
+        Verdict::Follow(now.duration_until(expires).try_into().unwrap_or(Duration::from_secs(1)))
+    } else {
+        Verdict::Acquire
     }
 }
 
@@ -85,6 +100,9 @@ pub struct Election {
     pub lease_duration: Duration,
     /// How often a standby looks at the Lease: how soon it takes over a released one.
     pub retry_period: Duration,
+    /// The version of the record last read (its resourceVersion) and when this replica first
+    /// read it: a record's age is measured on this replica's clock.
+    pub seen: std::sync::Arc<std::sync::Mutex<Option<(String, Timestamp)>>>,
 }
 
 impl Election {
@@ -97,6 +115,7 @@ impl Election {
             identity: identity.to_owned(),
             lease_duration: Duration::from_secs(15),
             retry_period: Duration::from_secs(2),
+            seen: std::sync::Arc::default(),
         }
     }
 }
@@ -155,8 +174,26 @@ fn set_record(cm: &mut ConfigMap, spec: &LeaseSpec) {
 pub async fn round(client: &Client, e: &Election, now: Timestamp) -> Result<bool, KubeError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &e.namespace);
     let current = api.get_opt(&e.name).await?;
-    let prev = current.as_ref().and_then(record_of);
-    let verdict = decide(prev.as_ref(), &e.identity, now, e.lease_duration);
+    // A record that cannot be read is someone's: taken over only once it has not changed for
+    // a lease duration, never at once over a live leader.
+    let unreadable = LeaseSpec { holder_identity: Some("(an unreadable record)".into()), ..LeaseSpec::default() };
+    let prev = current.as_ref().map(|cm| {
+        let annotated = cm.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(RECORD));
+        record_of(cm).or_else(|| annotated.then(|| unreadable.clone()))
+    });
+    let prev = prev.flatten();
+    let version = current.as_ref().map(|cm| cm.metadata.resource_version.clone().unwrap_or_default());
+    let seen = match (e.seen.lock(), version) {
+        (Ok(mut last), Some(v)) => match &*last {
+            Some((seen_v, at)) if *seen_v == v => *at,
+            _ => {
+                *last = Some((v, now));
+                now
+            }
+        },
+        _ => now,
+    };
+    let verdict = decide(prev.as_ref(), &e.identity, now, seen, e.lease_duration);
     if let Verdict::Follow(_) = verdict {
         return Ok(false);
     }
@@ -310,22 +347,22 @@ mod tests {
     #[test]
     fn a_missing_free_or_expired_lease_is_acquired() {
         let d = Duration::from_secs(15);
-        assert_eq!(decide(None, "a", t(100), d), Verdict::Acquire);
-        assert_eq!(decide(Some(&LeaseSpec::default()), "a", t(100), d), Verdict::Acquire);
+        assert_eq!(decide(None, "a", t(100), t(100), d), Verdict::Acquire);
+        assert_eq!(decide(Some(&LeaseSpec::default()), "a", t(100), t(100), d), Verdict::Acquire);
         assert_eq!(
-            decide(Some(&held("b", 80)), "a", t(100), d),
+            decide(Some(&held("b", 80)), "a", t(100), t(80), d),
             Verdict::Acquire,
-            "renewed 20 s ago with a 15 s lease"
+            "unchanged for 20 s with a 15 s lease"
         );
     }
 
     #[test]
     fn a_live_lease_of_another_replica_is_followed_until_it_expires() {
         assert_eq!(
-            decide(Some(&held("b", 95)), "a", t(100), Duration::from_secs(15)),
+            decide(Some(&held("b", 95)), "a", t(100), t(95), Duration::from_secs(15)),
             Verdict::Follow(Duration::from_secs(10))
         );
-        assert_eq!(decide(Some(&held("a", 95)), "a", t(100), Duration::from_secs(15)), Verdict::Renew);
+        assert_eq!(decide(Some(&held("a", 95)), "a", t(100), t(95), Duration::from_secs(15)), Verdict::Renew);
     }
 
     #[test]
@@ -341,6 +378,31 @@ mod tests {
         assert_eq!(renewed.acquire_time, Some(MicroTime(t(100))));
         assert_eq!(renewed.renew_time, Some(MicroTime(t(105))));
         assert_eq!(next_spec(None, "a", t(1), d, &Verdict::Acquire).lease_transitions, Some(0));
+    }
+
+    #[test]
+    fn no_record_can_freeze_the_election_or_panic_it() {
+        let d = Duration::from_secs(15);
+        // A renewTime at the end of time, a lease of 68 years: held to MAX_LEASE from when
+        // this replica saw it, and no arithmetic overflows.
+        let frozen = LeaseSpec {
+            holder_identity: Some("b".into()),
+            renew_time: Some(MicroTime("9999-12-30T21:59:59Z".parse().unwrap())),
+            lease_duration_seconds: Some(i32::MAX),
+            ..Default::default()
+        };
+        assert_eq!(decide(Some(&frozen), "a", t(100), t(100), d), Verdict::Follow(MAX_LEASE));
+        let later = t(100) + SignedDuration::try_from(MAX_LEASE).unwrap();
+        assert_eq!(decide(Some(&frozen), "a", later, t(100), d), Verdict::Acquire);
+        let end = Timestamp::MAX;
+        assert!(matches!(decide(Some(&frozen), "a", end, end, d), Verdict::Follow(_) | Verdict::Acquire));
+        // Negative durations: expired at once.
+        let negative = LeaseSpec { lease_duration_seconds: Some(-5), ..frozen.clone() };
+        assert_eq!(decide(Some(&negative), "a", t(100), t(100), d), Verdict::Follow(d));
+        // A renewTime from a clock running ahead cannot cut a live leader short, nor one
+        // behind keep a dead one: only the time this replica saw the record counts.
+        let behind = LeaseSpec { renew_time: Some(MicroTime(t(0))), lease_duration_seconds: Some(15), ..frozen };
+        assert_eq!(decide(Some(&behind), "a", t(100), t(95), d), Verdict::Follow(Duration::from_secs(10)));
     }
 
     use http::{Method, Request, Response};
@@ -393,11 +455,11 @@ mod tests {
                 serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
             assert_eq!(record(&body)["holderIdentity"], "a");
             send.send_response(reply(201, body));
-            // 2. Held by b, renewed a second ago: no write at all.
+            // 2. Held by b, first seen now: no write at all.
             let (_, send) = handle.next_request().await.unwrap();
             send.send_response(reply(200, lease_json("b", "2026-01-05T00:00:09.000000Z")));
-            // 3. Held by b but expired: we replace it with its resourceVersion, and b got there
-            // first (409).
+            // 3. Held by b, unchanged since: expired, we replace it with its resourceVersion, and
+            // b got there first (409). Its renewTime (another clock) plays no part.
             let (_, send) = handle.next_request().await.unwrap();
             send.send_response(reply(200, lease_json("b", "2026-01-05T00:00:00.000000Z")));
             let (req, send) = handle.next_request().await.unwrap();
@@ -408,11 +470,13 @@ mod tests {
             assert_eq!(record(&body)["leaderTransitions"], 1);
             send.send_response(reply(409, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"})));
         });
+        let e = election();
         let now: Timestamp = "2026-01-05T00:00:10Z".parse().unwrap();
-        assert!(round(&client, &election(), now).await.unwrap(), "created: leading");
-        assert!(!round(&client, &election(), now).await.unwrap(), "following a live lease");
-        let later: Timestamp = "2026-01-05T00:00:20Z".parse().unwrap();
-        assert!(!round(&client, &election(), later).await.unwrap(), "lost the race");
+        assert!(round(&client, &e, now).await.unwrap(), "created: leading");
+        assert!(!round(&client, &e, now).await.unwrap(), "following a live lease");
+        // Unchanged (the same resourceVersion) for 16 s on this replica's clock: expired.
+        let later: Timestamp = "2026-01-05T00:00:26Z".parse().unwrap();
+        assert!(!round(&client, &e, later).await.unwrap(), "lost the race");
         server.await.unwrap();
     }
 
@@ -450,7 +514,7 @@ mod tests {
         // A standby looking a moment later acquires it, though it was renewed just now.
         let spec = record_of(&serde_json::from_value(body.clone()).unwrap()).unwrap();
         let now: Timestamp = "2026-01-05T00:00:10Z".parse().unwrap();
-        assert_eq!(decide(Some(&spec), "b", now, Duration::from_secs(15)), Verdict::Acquire);
+        assert_eq!(decide(Some(&spec), "b", now, now, Duration::from_secs(15)), Verdict::Acquire);
     }
 
     #[tokio::test(start_paused = true)]

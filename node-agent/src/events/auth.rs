@@ -191,7 +191,7 @@ impl AuthParser {
     ///
     /// The identifier is the writer's claim (`logger -t sshd` sets it); an entry that parses as
     /// an authentication record counts only when journald's record of the writer backs the
-    /// claim ([`Writer::vouches_for`]). Otherwise it is [`EventType::AuthForged`], naming the
+    /// claim ([`Writer::vouch_entry`]). Otherwise it is [`EventType::AuthForged`], naming the
     /// real writer, never the login or sudo it pretends to be.
     pub fn parse_entry(
         &self,
@@ -207,9 +207,12 @@ impl AuthParser {
             Some(p) => format!("{time} {host} {program}[{p}]: {message}"),
             None => format!("{time} {host} {program}: {message}"),
         };
-        match (self.judge(&l, time, &line), writer.vouches_for(program, &self.program_dirs)) {
-            (Parsed::Event(e), Ok(())) => Parsed::Event(writer.describe(e.with("writerVerified", true))),
-            (Parsed::Event(e), Err(why)) => Parsed::Event(
+        match (self.judge(&l, time, &line), writer.vouch_entry(program, message, &self.program_dirs)) {
+            (Parsed::Event(e), Vouch::Verified) => Parsed::Event(writer.describe(e.with("writerVerified", true))),
+            (Parsed::Event(e), Vouch::Unverified(why)) => {
+                Parsed::Event(writer.describe(e.with("writerVerified", false).with("writerNote", why)))
+            }
+            (Parsed::Event(e), Vouch::Forged(why)) => Parsed::Event(
                 writer.describe(
                     Event::new(
                         EventType::AuthForged,
@@ -269,74 +272,136 @@ impl AuthParser {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Writer<'a> {
     /// `_EXE`: the executable (`/proc/PID/exe` when journald read it). A process changes it only
-    /// by executing another program.
+    /// by executing another program, but the path is the one in the writer's own mount
+    /// namespace: an unprivileged user namespace can mount its own file at any path.
     pub exe: Option<&'a str>,
     /// `_COMM`: the process name. The process may set it (`prctl`), so it can refute a claim
     /// but never prove one alone.
     pub comm: Option<&'a str>,
-    /// `_UID`: from the socket's credentials, always there for a local writer.
+    /// `_UID`: from the socket's credentials (the kernel's, in the host's user namespace),
+    /// always there for a local writer.
     pub uid: Option<u32>,
     /// `_SYSTEMD_UNIT`.
     pub unit: Option<&'a str>,
     /// `_SYSTEMD_CGROUP`.
     pub cgroup: Option<&'a str>,
+    /// Whether the host's file at `exe` (read by the caller under the host root) is a regular
+    /// file owned by root, set-user-ID, and writable by root alone; `None` when not looked at.
+    pub exe_setuid_root: Option<bool>,
+}
+
+/// What journald's record of the writer says about an entry's claim to be a program's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Vouch {
+    /// The program wrote it.
+    Verified,
+    /// Nothing refutes it, but nothing proves it either (root's uid alone): kept, marked
+    /// `writerVerified: false` as a log file's lines are.
+    Unverified(String),
+    /// Another writer: never the event it pretends to be.
+    Forged(String),
 }
 
 /// The names one program logs under (OpenSSH 9.8 and later split sshd into sshd, sshd-session
-/// and sshd-auth; the identifier may be any of them).
+/// and sshd-auth; Debian's cron logs as `CRON`).
 fn program_names(program: &str) -> &[&str] {
     match program {
         "sshd" | "sshd-session" | "sshd-auth" => &["sshd", "sshd-session", "sshd-auth"],
+        "cron" | "CRON" | "crond" => &["cron", "CRON", "crond"],
         _ => &[],
     }
 }
 
+/// Programs that run set-user-ID root, so a user's uid may write their records. Every other
+/// program whose records the parser reads (sshd, the shadow tools, cron, login) runs as root.
+const SETUID: &[&str] = &["su", "sudo", "sudoedit", "passwd", "chsh", "chfn", "newgrp", "gpasswd", "pkexec"];
+
+/// The service a PAM record (`pam_unix(SERVICE:kind): …`, also inside rsyslog's `message
+/// repeated` fold) names.
+fn pam_service(message: &str) -> Option<&str> {
+    let msg = message.trim();
+    let msg = match msg.strip_prefix("message repeated ") {
+        Some(rest) => rest.split_once(" times: [")?.1.trim_start(),
+        None => msg,
+    };
+    let rest = msg.strip_prefix("pam_unix(").or_else(|| msg.strip_prefix("pam_sss("))?;
+    rest.split_once(':').map(|(service, _)| service)
+}
+
+/// Whether a record tagged `tag` may name PAM service `service` (`su-l` is su's, `sudo-i`
+/// sudo's, `systemd-user` systemd's).
+fn tag_runs_service(tag: &str, service: &str) -> bool {
+    let same = |a: &str, b: &str| a == b || program_names(a).contains(&b);
+    same(tag, service)
+        || service.strip_prefix(tag).is_some_and(|rest| rest.starts_with('-'))
+        || (tag == "systemd" && service == "systemd-user")
+}
+
 impl Writer<'_> {
     /// Whether journald's record of the writer backs its claim to be `program`:
-    /// - not from a container (its cgroup under `kubepods`, a container runtime's scope): a
-    ///   container brings its own binaries, so its `sshd` proves nothing about the host's;
-    /// - with `_EXE`: the executable is named `program` and lies under one of `dirs` (root's
-    ///   directories: a user's own copy of `logger` named `sshd` runs from elsewhere);
-    /// - without `_EXE` (the writer exited before journald looked, as a forger can arrange):
-    ///   only root's word counts, and then only when `_COMM`, if recorded, does not refute it.
-    ///
-    /// `Err` says why not, naming the real writer.
-    pub fn vouches_for(&self, program: &str, dirs: &[String]) -> Result<(), String> {
+    /// - never from a container (its cgroup under `kubepods`, a container runtime's scope): a
+    ///   container brings its own binaries;
+    /// - with `_EXE`: an executable named `program` directly in one of `dirs` (root's
+    ///   directories), run by root; or, for a set-user-ID program ([`SETUID`]) run by a user,
+    ///   one the host itself holds at that path as a set-user-ID root file (a user namespace
+    ///   can mount its own file at any path, but the host's file there is the host's);
+    /// - without `_EXE` (the writer was gone before journald looked, as a forger can arrange):
+    ///   root's uid with a `_COMM` that does not refute it is [`Vouch::Unverified`]; anything
+    ///   else is forged.
+    pub fn vouch(&self, program: &str, dirs: &[String]) -> Vouch {
         let named = |name: &str| name == program || program_names(program).contains(&name);
         let container = self.cgroup.is_some_and(|c| c.contains("kubepods") || c.contains("/docker/"))
             || self
                 .unit
                 .is_some_and(|u| ["cri-containerd-", "docker-", "crio-", "libpod-"].iter().any(|p| u.starts_with(p)));
         if container {
-            return Err(format!("written from a container ({})", self.unit.or(self.cgroup).unwrap_or("its cgroup")));
+            return Vouch::Forged(format!(
+                "written from a container ({})",
+                self.unit.or(self.cgroup).unwrap_or("its cgroup")
+            ));
         }
         let uid = self.uid.map_or_else(|| "an unknown uid".to_owned(), |u| format!("uid {u}"));
         match self.exe {
             Some(exe) => {
                 let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
                 let (dir, name) = exe.rsplit_once('/').unwrap_or(("", exe));
-                let trusted_dir = dirs.iter().any(|d| {
-                    let d = d.trim_end_matches('/');
-                    dir == d || dir.strip_prefix(d).is_some_and(|rest| rest.starts_with('/'))
-                });
-                if named(name) && trusted_dir && !exe.contains("/../") {
-                    Ok(())
-                } else {
-                    Err(format!("written by {exe} as {uid}"))
+                let trusted_dir = dirs.iter().any(|d| dir == d.trim_end_matches('/'));
+                if !(named(name) && trusted_dir) || exe.split('/').any(|seg| seg == "." || seg == "..") {
+                    return Vouch::Forged(format!("written by {exe} as {uid}"));
+                }
+                match self.uid {
+                    Some(0) => Vouch::Verified,
+                    _ if SETUID.contains(&program) && self.exe_setuid_root == Some(true) => Vouch::Verified,
+                    _ if SETUID.contains(&program) => Vouch::Forged(format!(
+                        "written by {exe} as {uid}, and the host's {exe} is no set-user-ID root program"
+                    )),
+                    _ => Vouch::Forged(format!("written by {exe} as {uid}: {program} runs as root")),
                 }
             }
             None => {
                 // The kernel keeps 15 bytes of a process name.
                 let refuted = self.comm.is_some_and(|c| !(named(c) || c.len() == 15 && program.starts_with(c)));
+                let who = self.comm.map_or_else(|| "a process".to_owned(), |c| format!("{c:?}"));
                 match (self.uid, refuted) {
-                    (Some(0), false) => Ok(()),
-                    _ => Err(format!(
-                        "written by {} as {uid}, an executable journald did not record",
-                        self.comm.map_or_else(|| "a process".to_owned(), |c| format!("{c:?}"))
+                    (Some(0), false) => Vouch::Unverified(format!(
+                        "written by {who} as uid 0; journald recorded no executable (the writer was gone before it looked)"
                     )),
+                    _ => Vouch::Forged(format!("written by {who} as {uid}, an executable journald did not record")),
                 }
             }
         }
+    }
+
+    /// [`Writer::vouch`] for an entry tagged `tag` with `message`: a PAM record must also be
+    /// of a service `tag`'s program runs (a `pam_unix(sshd:session)` record tagged `logger`
+    /// is forged, however truly logger wrote it).
+    pub fn vouch_entry(&self, tag: &str, message: &str, dirs: &[String]) -> Vouch {
+        if let Some(service) = pam_service(message)
+            && !tag_runs_service(tag, service)
+        {
+            return Vouch::Forged(format!("tagged {tag}, but PAM service {service} is another program's"));
+        }
+        self.vouch(tag, dirs)
     }
 
     /// Adds what journald recorded of the writer to an event.
@@ -432,11 +497,13 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let (method, rest) = rest.split_once(" for ")?;
         let p = peer(rest)?;
         let user = p.before;
+        let from = p.address.as_deref().unwrap_or("an ambiguous peer");
         return Some(
-            Event::new(EventType::SshAccepted, time, format!("ssh login of {user} from {} ({method})", p.address))
+            Event::new(EventType::SshAccepted, time, format!("ssh login of {user} from {from} ({method})"))
                 .with("user", user)
-                .with("sourceAddress", p.address.as_str())
+                .with("sourceAddress", p.address.as_deref())
                 .with("sourcePort", p.port)
+                .with("peerAmbiguous", p.ambiguous.then_some(true))
                 .with("method", method)
                 .with("keyFingerprint", p.after.split_whitespace().find(|w| w.starts_with("SHA256:"))),
         );
@@ -445,61 +512,113 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let (method, rest) = rest.split_once(" for ")?;
         let (invalid, rest) = invalid_user(rest);
         let p = peer(rest)?;
-        return Some(failed_ssh(time, p.before, Some(p.address), p.port, method, invalid));
+        return Some(failed_ssh(time, p.before, &p, method, invalid));
     }
     if let Some(rest) = msg.strip_prefix("Invalid user ").or_else(|| msg.strip_prefix("Illegal user ")) {
         let p = peer(rest)?;
-        return Some(failed_ssh(time, p.before, Some(p.address), p.port, "none", true));
+        return Some(failed_ssh(time, p.before, &p, "none", true));
     }
     if let Some(rest) = msg.strip_prefix("error: maximum authentication attempts exceeded for ") {
         let (invalid, rest) = invalid_user(rest);
         let p = peer(rest)?;
-        return Some(failed_ssh(time, p.before, Some(p.address), p.port, "too many attempts", invalid));
+        return Some(failed_ssh(time, p.before, &p, "too many attempts", invalid));
     }
     if let Some(rest) = msg.strip_prefix("PAM ")
         && let Some((n, rest)) = rest.split_once(" more authentication failure")
     {
         let n: u64 = n.parse().ok()?;
         let user = field(rest, "user").unwrap_or("?");
-        let addr = field(rest, "rhost").and_then(normalise_address);
-        return Some(failed_ssh(time, user, addr, None, "password", false).with("count", n));
+        let address = field(rest, "rhost").and_then(normalise_address);
+        let p = Peer { before: "", address, port: None, after: "", ambiguous: false };
+        return Some(failed_ssh(time, user, &p, "password", false).with("count", n));
     }
     None
 }
 
-/// The peer an sshd message names, read from the end: the last ` from ADDR[ port N]` of the
-/// message whose address is an address or a host name and which ends the message or is
-/// followed by a space or a colon (` ssh2`, `: RSA SHA256:…`, ` [preauth]`). sshd writes the
-/// user name before the peer, and whoever connects chooses the user name: it may hold
-/// ` from `, ` port `, ` for `, quotes and any other bytes, so the first ` from ` is no
-/// boundary. What follows the peer is sshd's own text (the protocol, the key's type and
-/// fingerprint; a certificate's ID, signed by a CA the server trusts).
+/// The peer an sshd message names. sshd writes `… for USER from ADDR port N ssh2[: KEY]`:
+/// whoever connects chooses the user name (up to 100 bytes: ` from `, ` port `, ` for `,
+/// quotes, anything), and a certificate's key ID (after the peer, in `KEY`) is chosen by
+/// whoever made the certificate, which for a failed attempt may be the attacker. So every
+/// ` from ADDR[ port N]` is a candidate, and the peer is the one followed by exactly what sshd
+/// writes after it (nothing, ` ssh2`, ` [preauth]`, or `: TYPE FINGERPRINT` with a
+/// certificate's `ID … (serial N) CA TYPE FINGERPRINT`). Where two candidates with different
+/// peers both fit (a user name and a key ID both forged to fit), the peer cannot be told:
+/// `ambiguous`, with no address, never a chosen one. Where none fits (a form not known here),
+/// the last candidate is taken.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Peer<'a> {
     /// Everything before the peer (the user name, after the caller's prefix).
     before: &'a str,
-    /// The address, `::ffff:a.b.c.d` as `a.b.c.d` (see [`normalise_address`]).
-    address: String,
+    /// The address, `::ffff:a.b.c.d` as `a.b.c.d` (see [`normalise_address`]); `None` when
+    /// ambiguous.
+    address: Option<String>,
     port: Option<u32>,
     /// What sshd wrote after the peer.
     after: &'a str,
+    /// Two candidates fit with different peers.
+    ambiguous: bool,
+}
+
+/// Whether `after` is what sshd writes after a peer.
+fn sshd_trailer(after: &str) -> bool {
+    let a = after.strip_suffix(" [preauth]").unwrap_or(after);
+    if a.is_empty() || a == " ssh2" {
+        return true;
+    }
+    let Some(info) = a.strip_prefix(" ssh2: ") else { return false };
+    let key_type = |t: &str| {
+        !t.is_empty() && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-@._".contains(&b))
+    };
+    let fingerprint = |f: &str| {
+        f.strip_prefix("SHA256:").or_else(|| f.strip_prefix("MD5:")).is_some_and(|v| !v.is_empty() && !v.contains(' '))
+    };
+    let words: Vec<&str> = info.split(' ').collect();
+    match words.as_slice() {
+        [t, f] => key_type(t) && !t.ends_with("-CERT") && fingerprint(f),
+        [t, f, "ID", .., "(serial", serial, "CA", ct, cf] => {
+            key_type(t)
+                && t.ends_with("-CERT")
+                && fingerprint(f)
+                && serial.strip_suffix(')').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                && key_type(ct)
+                && fingerprint(cf)
+        }
+        _ => false,
+    }
 }
 
 fn peer(msg: &str) -> Option<Peer<'_>> {
     const FROM: &str = " from ";
-    msg.rmatch_indices(FROM).find_map(|(at, _)| {
-        let rest = &msg[at + FROM.len()..];
-        let end = rest.find(' ').unwrap_or(rest.len());
-        let address = normalise_address(&rest[..end])?;
-        let mut after = &rest[end..];
-        let mut port = None;
-        if let Some(p) = after.strip_prefix(" port ") {
-            let digits = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
-            port = Some(p[..digits].parse::<u32>().ok().filter(|n| *n <= 65_535)?);
-            after = &p[digits..];
+    let candidates: Vec<Peer<'_>> = msg
+        .rmatch_indices(FROM)
+        .filter_map(|(at, _)| {
+            let rest = &msg[at + FROM.len()..];
+            let end = rest.find(' ').unwrap_or(rest.len());
+            let address = normalise_address(&rest[..end])?;
+            let mut after = &rest[end..];
+            let mut port = None;
+            if let Some(p) = after.strip_prefix(" port ") {
+                let digits = p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len());
+                port = Some(p[..digits].parse::<u32>().ok().filter(|n| *n <= 65_535)?);
+                after = &p[digits..];
+            }
+            (after.is_empty() || after.starts_with([' ', ':'])).then_some(Peer {
+                before: &msg[..at],
+                address: Some(address),
+                port,
+                after,
+                ambiguous: false,
+            })
+        })
+        .collect();
+    let fitting: Vec<&Peer<'_>> = candidates.iter().filter(|p| sshd_trailer(p.after)).collect();
+    match fitting.as_slice() {
+        [] => candidates.into_iter().next(),
+        [last, others @ ..] if others.iter().all(|p| (&p.address, p.port) == (&last.address, last.port)) => {
+            Some((*last).clone())
         }
-        (after.is_empty() || after.starts_with([' ', ':'])).then_some(Peer { before: &msg[..at], address, port, after })
-    })
+        [last, ..] => Some(Peer { address: None, port: None, ambiguous: true, ..(*last).clone() }),
+    }
 }
 
 /// An address as sshd or PAM writes it, in one form per client: an IPv4 address mapped into
@@ -507,6 +626,14 @@ fn peer(msg: &str) -> Option<Peer<'_>> {
 /// address in its canonical text, and a host name (sshd's `UseDNS yes`) as written, lower case.
 /// `None` for text that is neither.
 pub fn normalise_address(s: &str) -> Option<String> {
+    // A link-local IPv6 peer comes with its zone (`fe80::1%eth0`), kept.
+    if let Some((ip, zone)) = s.split_once('%') {
+        let v6 = ip.parse::<std::net::Ipv6Addr>().ok()?;
+        let zone_ok = !zone.is_empty()
+            && zone.len() <= 32
+            && zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        return zone_ok.then(|| format!("{v6}%{zone}"));
+    }
     if let Ok(ip) = s.parse::<std::net::IpAddr>() {
         return Some(match ip {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string()),
@@ -547,25 +674,16 @@ fn invalid_user(rest: &str) -> (bool, &str) {
         .map_or((false, rest), |r| (true, r))
 }
 
-fn failed_ssh(
-    time: jiff::Timestamp,
-    user: &str,
-    addr: Option<String>,
-    port: Option<u32>,
-    method: &str,
-    invalid: bool,
-) -> Event {
+fn failed_ssh(time: jiff::Timestamp, user: &str, peer: &Peer<'_>, method: &str, invalid: bool) -> Event {
     let who = if invalid { format!("unknown user {user}") } else { user.to_owned() };
-    Event::new(
-        EventType::SshFailed,
-        time,
-        format!("ssh authentication of {who} from {} failed ({method})", addr.as_deref().unwrap_or("?")),
-    )
-    .with("user", user)
-    .with("sourceAddress", addr)
-    .with("sourcePort", port)
-    .with("method", method)
-    .with("invalidUser", invalid)
+    let from = peer.address.as_deref().unwrap_or(if peer.ambiguous { "an ambiguous peer" } else { "?" });
+    Event::new(EventType::SshFailed, time, format!("ssh authentication of {who} from {from} failed ({method})"))
+        .with("user", user)
+        .with("sourceAddress", peer.address.as_deref())
+        .with("sourcePort", peer.port)
+        .with("peerAmbiguous", peer.ambiguous.then_some(true))
+        .with("method", method)
+        .with("invalidUser", invalid)
 }
 
 /// `alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/id`, and the failure
@@ -774,7 +892,11 @@ impl BruteForce {
     pub fn observe(&mut self, e: &Event) -> Option<Event> {
         let (key, what) = match e.kind {
             EventType::SshFailed | EventType::LoginFailed => {
-                (e.detail_str("sourceAddress").or_else(|| e.detail_str("host"))?.to_owned(), "address")
+                // Failures whose peer cannot be told (a forged user name and key ID) count
+                // together, so making every attempt ambiguous does not hide a brute force.
+                let ambiguous = e.details.get("peerAmbiguous").and_then(serde_json::Value::as_bool) == Some(true);
+                let key = e.detail_str("sourceAddress").or_else(|| e.detail_str("host"));
+                (key.or(ambiguous.then_some("an ambiguous peer"))?.to_owned(), "address")
             }
             EventType::SudoFailed | EventType::SuFailed => (format!("user {}", e.detail_str("user")?), "user"),
             _ => return None,
@@ -991,6 +1113,113 @@ mod tests {
         );
         assert_eq!(e.detail_str("keyFingerprint"), Some("SHA256:real"));
         assert_eq!(e.detail_str("sourceAddress"), Some("10.0.0.5"));
+    }
+
+    #[test]
+    fn a_certificate_key_id_cannot_choose_the_peer_and_two_forged_fits_are_ambiguous() {
+        // The key ID comes after the peer and a self-made certificate chooses it.
+        let e = ev(
+            "Nov 22 11:00:04 web-1 sshd[9]: Failed publickey for alice from 10.0.0.5 port 51234 ssh2: RSA-CERT SHA256:certfp ID x from 7.7.7.7 port 2 (serial 1) CA RSA SHA256:cafp",
+        );
+        assert_eq!((e.detail_str("sourceAddress"), e.detail_i64("sourcePort")), (Some("10.0.0.5"), Some(51234)));
+        assert_eq!(e.detail_str("user"), Some("alice"));
+        let e = ev(
+            "Nov 22 11:00:04 web-1 sshd[9]: Accepted publickey for alice from 10.0.0.5 port 51234 ssh2: RSA-CERT SHA256:certfp ID x from 7.7.7.7 port 2 (serial 1) CA RSA SHA256:cafp",
+        );
+        assert_eq!(e.detail_str("sourceAddress"), Some("10.0.0.5"));
+        assert_eq!(e.detail_str("keyFingerprint"), Some("SHA256:certfp"));
+        // A user name and a key ID both forged to fit: no address is believed, and such
+        // failures still add up to a brute force.
+        let line = "Nov 22 11:00:04 web-1 sshd[9]: Failed publickey for invalid user a from 6.6.6.6 port 22 ssh2: RSA-CERT SHA256:f ID from 10.0.0.5 port 51234 ssh2: RSA-CERT SHA256:certfp ID x from 7.7.7.7 port 2 (serial 1) CA RSA SHA256:cafp";
+        let e = ev(line);
+        assert_eq!(e.detail_str("sourceAddress"), None, "{e:?}");
+        assert_eq!(e.details["peerAmbiguous"], true);
+        let mut brute = BruteForce::new(BruteForceRule { threshold: 3, ..BruteForceRule::default() });
+        let found: Vec<Event> = (0..3).filter_map(|_| brute.observe(&ev(line))).collect();
+        assert_eq!(found.len(), 1, "ambiguous failures count together");
+        assert_eq!(found[0].detail_str("sourceAddress"), Some("an ambiguous peer"));
+    }
+
+    #[test]
+    fn a_link_local_peer_keeps_its_zone_and_its_failure() {
+        let e = ev("Nov 22 11:00:00 web-1 sshd[9]: Failed password for root from fe80::1%eth0 port 5555 ssh2");
+        assert_eq!((e.detail_str("sourceAddress"), e.detail_i64("sourcePort")), (Some("fe80::1%eth0"), Some(5555)));
+        let e = ev(
+            "Nov 22 11:00:00 web-1 sshd[9]: Failed password for invalid user x from 6.6.6.6 port 22 ssh2 from fe80::1%eth0 port 5555 ssh2",
+        );
+        assert_eq!(e.detail_str("sourceAddress"), Some("fe80::1%eth0"));
+        assert_eq!(normalise_address("fe80::1%eth0;x"), None);
+    }
+
+    fn root_dirs() -> Vec<String> {
+        vigil_agent_config::default_program_dirs()
+    }
+
+    #[test]
+    fn the_writer_vouches_only_when_root_ran_the_program_from_roots_directories() {
+        let w = |exe: Option<&'static str>, comm: Option<&'static str>, uid: u32| Writer {
+            exe,
+            comm,
+            uid: Some(uid),
+            ..Writer::default()
+        };
+        let dirs = root_dirs();
+        assert_eq!(w(Some("/usr/sbin/sshd"), Some("sshd"), 0).vouch("sshd", &dirs), Vouch::Verified);
+        assert_eq!(w(Some("/usr/lib/openssh/sshd-session"), None, 0).vouch("sshd-session", &dirs), Vouch::Verified);
+        // A user's own sshd, at the trusted path inside a user namespace of its own: the uid
+        // gives it away (sshd runs as root).
+        assert!(
+            matches!(w(Some("/usr/sbin/sshd"), Some("sshd"), 65534).vouch("sshd", &dirs), Vouch::Forged(why) if why.contains("runs as root"))
+        );
+        // Below a trusted directory, or in one a user may write: not trusted.
+        assert!(matches!(w(Some("/usr/lib/x/sshd"), None, 0).vouch("sshd", &dirs), Vouch::Forged(_)));
+        assert!(matches!(w(Some("/usr/local/sbin/sshd"), None, 0).vouch("sshd", &dirs), Vouch::Forged(_)));
+        assert!(matches!(w(Some("/usr/bin/logger"), Some("logger"), 0).vouch("sshd", &dirs), Vouch::Forged(_)));
+        // su run by a user: the host's own su must be a set-user-ID root program.
+        let su = Writer { exe_setuid_root: Some(true), ..w(Some("/usr/bin/su"), Some("su"), 1000) };
+        assert_eq!(su.vouch("su", &dirs), Vouch::Verified);
+        let fake_su = Writer { exe_setuid_root: Some(false), ..su };
+        assert!(matches!(fake_su.vouch("su", &dirs), Vouch::Forged(why) if why.contains("set-user-ID")));
+        // No executable recorded: root's word is kept unverified; anyone else's is forged.
+        assert!(matches!(w(None, None, 0).vouch("useradd", &dirs), Vouch::Unverified(_)));
+        assert!(matches!(w(None, Some("logger"), 0).vouch("useradd", &dirs), Vouch::Forged(_)));
+        assert!(matches!(w(None, None, 65534).vouch("sshd", &dirs), Vouch::Forged(_)));
+        // From a container: never the host's program.
+        let pod = Writer {
+            cgroup: Some("/kubepods.slice/kubepods-pod1.slice/cri-containerd-1.scope"),
+            ..w(Some("/usr/sbin/sshd"), None, 0)
+        };
+        assert!(matches!(pod.vouch("sshd", &dirs), Vouch::Forged(why) if why.contains("container")));
+    }
+
+    #[test]
+    fn a_pam_record_must_be_of_a_service_its_writer_runs() {
+        let logger =
+            Writer { exe: Some("/usr/bin/logger"), comm: Some("logger"), uid: Some(65534), ..Writer::default() };
+        let parser = AuthParser::default();
+        let forged = parser.parse_entry(
+            "logger",
+            Some(1),
+            "h",
+            "pam_unix(sshd:session): session opened for user root(uid=0) by (uid=0)",
+            now(),
+            &logger,
+        );
+        let Parsed::Event(e) = forged else { panic!("{forged:?}") };
+        assert_eq!(e.kind, EventType::AuthForged);
+        assert_eq!(e.detail_str("claimedType"), Some("auth.session.opened"));
+        for (tag, service) in [
+            ("su", "su-l"),
+            ("sudo", "sudo-i"),
+            ("CRON", "cron"),
+            ("sshd-session", "sshd"),
+            ("systemd", "systemd-user"),
+        ] {
+            assert!(tag_runs_service(tag, service), "{tag} runs {service}");
+        }
+        assert!(!tag_runs_service("logger", "sshd") && !tag_runs_service("cron", "su"));
+        // rsyslog's fold does not hide the service.
+        assert_eq!(pam_service("message repeated 2 times: [ pam_unix(sshd:auth): x]"), Some("sshd"));
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub struct CgroupRef {
 pub fn parse_cgroup(path: &str) -> Option<CgroupRef> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let root = parts.iter().position(|p| p.split(['.', '-']).any(|w| w == "kubepods"))?;
+    // The kubelet's hierarchy starts at the top (or under its own slice, kind's `/kubelet`):
+    // a `kubepods…` slice a user makes in their own delegated subtree
+    // (`/user.slice/…/kubepods.slice/kubepods-pod<UID>.slice/…`) names no pod.
+    if !matches!(parts[..root], [] | ["kubelet"] | ["kubelet.slice"]) {
+        return None;
+    }
     let mut qos = "guaranteed";
     for (i, part) in parts.iter().enumerate().skip(root) {
         let name = part.strip_suffix(".slice").unwrap_or(part);
@@ -315,6 +321,9 @@ mod tests {
             "/kubepods",
             "/kubepods/burstable",
             "/podman/pod1234",
+            // A user's own slices named like the kubelet's: not a pod.
+            "/user.slice/user-1000.slice/user@1000.service/kubepods.slice/kubepods-pod1234.slice/cri-containerd-0123456789abcdef.scope",
+            "/system.slice/evil.service/kubepods/burstable/pod1234/0123456789abcdef",
         ] {
             assert_eq!(parse_cgroup(other), None, "{other}");
         }

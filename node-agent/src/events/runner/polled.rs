@@ -38,6 +38,16 @@ pub struct AuthFollower {
     pub journal_problems: Vec<String>,
     /// The last poll of the journal stopped before the end of some file.
     pub journal_more: bool,
+    /// The host root (where a journal writer's executable is looked at).
+    host: HostRoot,
+}
+
+/// Whether the host's file at `exe` (a path on the host) is a regular file owned by root,
+/// set-user-ID, and writable by root alone.
+fn setuid_root(host: &HostRoot, exe: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(host.host_path(exe))
+        .is_ok_and(|m| m.file_type().is_file() && m.uid() == 0 && m.mode() & 0o4000 != 0 && m.mode() & 0o022 == 0)
 }
 
 /// An auth event, and the brute-force finding it completes, if any.
@@ -105,7 +115,20 @@ impl AuthFollower {
             let dirs = cfg.journal_dirs.iter().map(|d| root.host_path(d)).collect();
             crate::events::journal::Follower::new(dirs, journal_cursor, start == StartAt::End)
         });
-        Self { parser, logs, utmp, brute, btmp_counts, journal, journal_problems: Vec::new(), journal_more: false }
+        // sshd writes each failure to btmp and to its log: btmp counts only when neither an
+        // auth log nor the journal is read (else every failure would count twice).
+        let btmp_counts = btmp_counts && journal.is_none();
+        Self {
+            parser,
+            logs,
+            utmp,
+            brute,
+            btmp_counts,
+            journal,
+            journal_problems: Vec::new(),
+            journal_more: false,
+            host: root.clone(),
+        }
     }
 
     /// What this follower cannot read, in words: configured files that exist but cannot be
@@ -188,10 +211,15 @@ impl AuthFollower {
                         entry.text("_SYSTEMD_UNIT"),
                         entry.text("_SYSTEMD_CGROUP"),
                     );
+                    let uid = entry.text("_UID").and_then(|u| u.parse().ok());
+                    // Looked at only where it decides: a user's writer claiming a set-user-ID
+                    // program.
+                    let exe_setuid_root = exe.as_deref().filter(|_| uid != Some(0)).map(|e| setuid_root(&self.host, e));
                     let writer = Writer {
+                        exe_setuid_root,
                         exe: exe.as_deref(),
                         comm: comm.as_deref(),
-                        uid: entry.text("_UID").and_then(|u| u.parse().ok()),
+                        uid,
                         unit: unit.as_deref(),
                         cgroup: cgroup.as_deref(),
                     };
