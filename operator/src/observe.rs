@@ -76,8 +76,8 @@ pub fn trim_lease(lease: &mut Lease) {
     lease.metadata.annotations = None;
 }
 
-/// Keeps of an AgentStatus the revision and health the gate reads, and the AgentReporting
-/// condition the operator itself writes.
+/// Keeps of an AgentStatus the revision, health and report time the gate reads, and the
+/// AgentReporting condition the operator itself writes.
 pub fn trim_agent_status(s: &mut AgentStatus) {
     s.metadata.managed_fields = None;
     s.metadata.annotations = None;
@@ -86,6 +86,7 @@ pub fn trim_agent_status(s: &mut AgentStatus) {
         s.status = Some(vigil_crds::AgentStatusStatus {
             revision: st.revision,
             health: st.health,
+            last_report_time: st.last_report_time,
             conditions,
             ..Default::default()
         });
@@ -127,12 +128,24 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
             .and_then(|s| s.conditions.as_ref())
             .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
             .is_some_and(|c| c.status == "True");
+        let started_at = cs
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.as_ref())
+            .map(|t| t.0);
+        // Evidence counts only when this container wrote it: renewed or reported after the
+        // kubelet started it, both on the node's own clock. A Lease or AgentStatus left by an
+        // earlier install's agent of the same revision (the same image and config give the
+        // same name), or by this pod before a restart, proves nothing of the agent running now.
+        let since_start = |t: Option<jiff::Timestamp>| matches!((t, started_at), (Some(t), Some(s)) if t >= s);
         let health = status
             .filter(|s| s.status.as_ref().and_then(|x| x.revision.as_deref()) == Some(revision.as_str()))
             .and_then(|s| s.status.as_ref())
+            .filter(|s| since_start(s.last_report_time.as_ref().map(|t| t.0)))
             .map(|s| s.health);
         let heartbeat = lease
             .and_then(|l| l.spec.as_ref())
+            .filter(|s| since_start(s.renew_time.as_ref().map(|t| t.0)))
             .filter(|s| {
                 // The heartbeat of this pod's agent: the Lease names the revision whose agent
                 // renews it (during a handover, the outgoing agent's renewals are not the new
@@ -156,11 +169,7 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
                 .and_then(|t| t.reason.clone()),
             heartbeat,
             health,
-            started_at: cs
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.running.as_ref())
-                .and_then(|r| r.started_at.as_ref())
-                .map(|t| t.0),
+            started_at,
         })
     });
     let admitted_at = node
@@ -263,8 +272,54 @@ mod tests {
         assert_eq!(a.restarts, 4);
         assert_eq!(a.waiting_reason.as_deref(), Some("CrashLoopBackOff"));
         assert_eq!(a.last_termination_reason.as_deref(), Some("OOMKilled"));
-        assert_eq!(a.heartbeat, Some("2026-01-05T00:01:00Z".parse().unwrap()));
-        assert_eq!(a.health, Some(vigil_crds::AgentHealth::Degraded));
+        // Its container is not running: nothing it wrote before counts.
+        assert_eq!((a.heartbeat, a.health), (None, None));
+    }
+
+    /// The agent of `rev` on node-a, running since `started`.
+    fn running(rev: &str, started: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("vigil-agent-{rev}-x"), "labels": {"vigil.dev/revision": rev}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "agent"}]},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "agent", "ready": true, "restartCount": 0, "image": "", "imageID": "",
+                                       "state": {"running": {"startedAt": started}}}]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn evidence_written_before_the_agent_started_is_no_evidence() {
+        let n = node();
+        let evidence = |at: &str| -> (Lease, AgentStatus) {
+            (
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "vigil-agent-node-a"}, "spec": {"holderIdentity": "r-aaaaaaaaaa", "renewTime": at}})).unwrap(),
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "node-a"}, "spec": {"nodeName": "node-a"}, "status": {"revision": "r-aaaaaaaaaa", "health": "Healthy", "lastReportTime": at}})).unwrap(),
+            )
+        };
+        // A reinstall: the previous install's agent of the same revision left its Lease and
+        // AgentStatus at 00:01; the new agent started at 00:05.
+        let pod = running("r-aaaaaaaaaa", "2026-01-05T00:05:00Z");
+        let (lease, status) = evidence("2026-01-05T00:01:00.000000Z");
+        let a = node_view(&n, &[&pod], Some(&lease), Some(&status)).agent.unwrap();
+        assert_eq!((a.heartbeat, a.health), (None, None), "no heartbeat yet, not one 4 minutes old");
+        // The gate, 10 s after the start: waiting for the first heartbeat, not failed for one
+        // 4 minutes old (which rolled back a reinstall and marked a good revision Bad).
+        let mut view = node_view(&n, &[&pod], Some(&lease), Some(&status));
+        view.ready = true;
+        let gate = vigil_crds::rollout::HealthGate::default();
+        let (admitted, now) = ("2026-01-05T00:04:59Z".parse().unwrap(), "2026-01-05T00:05:10Z".parse().unwrap());
+        assert_eq!(
+            crate::plan::gate::judge(&view, "r-aaaaaaaaaa", &gate, admitted, now),
+            crate::plan::gate::NodeHealth::Pending("no heartbeat yet".into())
+        );
+        // Once the new agent renews and reports, it counts.
+        let (lease, status) = evidence("2026-01-05T00:05:02.000000Z");
+        let a = node_view(&n, &[&pod], Some(&lease), Some(&status)).agent.unwrap();
+        assert_eq!(a.heartbeat, Some("2026-01-05T00:05:02Z".parse().unwrap()));
+        assert_eq!(a.health, Some(vigil_crds::AgentHealth::Healthy));
     }
 
     #[test]

@@ -516,6 +516,23 @@ impl Planner<'_> {
         why: String,
     ) -> Step {
         let stable = st.stable_revision.clone();
+        // A first rollout has no revision of its own to go back to: rolling back would remove
+        // the only agent its nodes have. It pauses instead, naming the failing nodes, and
+        // leaves every agent where it runs (docs/adr/0007-a-first-rollout-pauses.md).
+        if stable.is_none() && self.spec.failure_policy != FailurePolicy::Pause {
+            st.phase = Some(RolloutPhase::Paused);
+            let failing: Vec<String> = failed.iter().take(5).map(|(n, why)| format!("{}: {why}", n.name)).collect();
+            let more = failed.len().saturating_sub(failing.len());
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            return (
+                "Pause",
+                format!(
+                    "health gate failed on a first rollout, with no earlier revision to roll back to: paused, every agent left where it runs (failing: {}{more}); fix the target and apply it again, or delete the rollout",
+                    failing.join("; ")
+                ),
+                Duration::from_secs(60),
+            );
+        }
         match self.spec.failure_policy {
             FailurePolicy::Pause => {
                 st.phase = Some(RolloutPhase::Paused);

@@ -193,6 +193,36 @@ fn a_crash_looping_wave_rolls_every_target_node_back_to_stable() {
 }
 
 #[test]
+fn a_first_rollout_whose_gate_fails_pauses_and_strips_no_node() {
+    for policy in [FailurePolicy::Rollback, FailurePolicy::PinFailingGroup] {
+        let s = sim_spec(policy);
+        let target = target_name(&s);
+        // A first install: no node runs an agent of this rollout, none is stable.
+        let mut nodes = fleet(100);
+        for n in &mut nodes {
+            n.revision = None;
+            n.agent = None;
+        }
+        let p1 = plan(&s, &AgentRolloutStatus::default(), &nodes, t(0));
+        assert_eq!(p1.moves.len(), 5, "{}", p1.decision.reason);
+        apply(&mut nodes, &p1.moves, None);
+        for m in &p1.moves {
+            nodes.iter_mut().find(|n| n.name == m.node).unwrap().agent = Some(crashing_agent(&target, t(1)));
+        }
+        let p2 = plan(&s, &p1.status, &nodes, t(30));
+        assert_eq!(p2.decision.kind, "Pause", "{policy:?}: {}", p2.decision.reason);
+        assert!(p2.moves.is_empty(), "no node loses its agent: {:?}", p2.moves);
+        assert_eq!(p2.status.phase, Some(RolloutPhase::Paused));
+        assert!(p2.decision.reason.contains(&p1.moves[0].node), "{}", p2.decision.reason);
+        assert!(p2.decision.reason.contains("CrashLoopBackOff"), "{}", p2.decision.reason);
+        assert!(!p2.decision.reason.contains("roll back to no agent"), "{}", p2.decision.reason);
+        // Planning again from the written status: still paused, still nothing moved.
+        let p3 = plan(&s, &p2.status, &nodes, t(60));
+        assert!(p3.moves.is_empty(), "{:?}", p3.moves);
+    }
+}
+
+#[test]
 fn rollback_goes_on_while_paused_and_outside_windows_but_not_when_frozen() {
     let mut s = spec();
     let target = target_name(&s);
