@@ -291,7 +291,7 @@ pub async fn report_as_agent(client: &Client, namespace: &str, node: &str, revis
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), namespace);
     let _ = leases.patch(&name, &pp, &Patch::Apply(&lease)).await;
     let st = serde_json::json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": node},
-        "spec": {"nodeName": node}, "status": {"revision": revision, "health": "Healthy"}});
+        "spec": {"nodeName": node}, "status": {"revision": revision, "health": "Healthy", "lastReportTime": now}});
     let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
     let _ = statuses.patch(node, &pp, &Patch::Apply(&st)).await;
     let _ = statuses.patch_status(node, &pp, &Patch::Apply(&st)).await;

@@ -210,8 +210,7 @@ async fn find_rollout_as_stored(env: &Env<'_>, ns: Option<&str>, name: Option<&s
             if ns.is_some() {
                 return Err(fail(format!("no AgentRollout {name} in namespace {here}")));
             }
-            let all =
-                clean_all(Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items)?;
+            let all = Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items;
             let named: Vec<AgentRollout> = all.into_iter().filter(|r| r.name_any() == name).collect();
             match named.len() {
                 1 => Ok(named.into_iter().next().unwrap_or_else(|| unreachable!())),

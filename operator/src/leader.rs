@@ -59,7 +59,7 @@ pub fn decide(
         .lease_duration_seconds
         .and_then(|s| u64::try_from(s).ok())
         .map_or(lease_duration, Duration::from_secs)
-        .min(MAX_LEASE);
+        .clamp(lease_duration.min(MAX_LEASE), MAX_LEASE);
     let expires = seen.checked_add(SignedDuration::try_from(duration).unwrap_or(SignedDuration::ZERO)).unwrap_or(seen);
     if expires > now {
         Verdict::Follow(now.duration_until(expires).try_into().unwrap_or(Duration::from_secs(1)))
@@ -256,11 +256,12 @@ pub fn renew_deadline(lease_duration: Duration) -> Duration {
 /// the expired Lease, so two leaders never act at once.
 pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Election, work: F) -> Result<(), String> {
     let retry = e.retry_period;
+    let clock = Clock::new();
     tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), identity = %e.identity, "waiting to lead");
     let mut said_error = false;
     loop {
         // A look that hangs is given up after a retry period and tried again.
-        match tokio::time::timeout(retry.max(Duration::from_secs(1)), round(client, e, Timestamp::now())).await {
+        match tokio::time::timeout(retry.max(Duration::from_secs(1)), round(client, e, clock.now())).await {
             Ok(Ok(true)) => break,
             Ok(Ok(false)) => tokio::time::sleep(retry).await,
             Ok(Err(err)) => {
@@ -278,14 +279,14 @@ pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Elec
         tokio::pin!(work);
         tokio::select! {
             () = &mut work => None,
-            lost = keep_renewing(client, e) => Some(lost),
+            lost = keep_renewing(client, e, clock) => Some(lost),
         }
         // `work` is dropped here, before anything else is written or returned.
     };
     match stop {
         Some(lost) => Err(lost),
         None => {
-            match tokio::time::timeout(e.lease_duration / 3, release(client, e, Timestamp::now())).await {
+            match tokio::time::timeout(e.lease_duration / 3, release(client, e, clock.now())).await {
                 Ok(Ok(true)) => {
                     tracing::info!(lease = %format!("{}/{}", e.namespace, e.name), "released the leader Lease")
                 }
@@ -299,24 +300,53 @@ pub async fn lead<F: std::future::Future<Output = ()>>(client: &Client, e: &Elec
     }
 }
 
-/// Renews the Lease every third of its duration until it cannot: returns why, at the latest
-/// at the renew deadline after the last successful renewal.
-async fn keep_renewing(client: &Client, e: &Election) -> String {
+/// The wall time at start, advanced by the monotonic clock: a step of the system clock (NTP,
+/// a resumed virtual machine) moves neither a record's age nor a deadline, as client-go's
+/// elector measures them.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    wall: Timestamp,
+    mono: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self { wall: Timestamp::now(), mono: tokio::time::Instant::now() }
+    }
+
+    fn now(&self) -> Timestamp {
+        let since = SignedDuration::try_from(self.mono.elapsed()).unwrap_or(SignedDuration::ZERO);
+        self.wall.checked_add(since).unwrap_or(self.wall)
+    }
+}
+
+/// Renews the Lease every third of its duration (a retry period after a failed try) until it
+/// cannot: returns why, at the latest at the renew deadline after the last successful renewal,
+/// every wait and every round bounded by what is left of it.
+async fn keep_renewing(client: &Client, e: &Election, clock: Clock) -> String {
     let deadline = renew_deadline(e.lease_duration);
     let mut last_renewed = tokio::time::Instant::now();
+    let mut wait = e.lease_duration / 3;
+    let mut last_error = String::new();
     loop {
-        tokio::time::sleep(e.lease_duration / 3).await;
+        tokio::time::sleep(wait.min(deadline.saturating_sub(last_renewed.elapsed()))).await;
         let left = deadline.saturating_sub(last_renewed.elapsed());
-        match tokio::time::timeout(left, round(client, e, Timestamp::now())).await {
-            Ok(Ok(true)) => last_renewed = tokio::time::Instant::now(),
-            Ok(Ok(false)) => return format!("lost the leader Lease {}/{} to another replica", e.namespace, e.name),
-            Ok(Err(err)) if last_renewed.elapsed() >= deadline => {
-                return format!(
-                    "could not renew the leader Lease {}/{} within its renew deadline: {err}",
-                    e.namespace, e.name
-                );
+        if left.is_zero() {
+            return format!(
+                "could not renew the leader Lease {}/{} within its renew deadline ({deadline:?}): {last_error}",
+                e.namespace, e.name
+            );
+        }
+        match tokio::time::timeout(left, round(client, e, clock.now())).await {
+            Ok(Ok(true)) => {
+                last_renewed = tokio::time::Instant::now();
+                wait = e.lease_duration / 3;
             }
-            Ok(Err(_)) => {}
+            Ok(Ok(false)) => return format!("lost the leader Lease {}/{} to another replica", e.namespace, e.name),
+            Ok(Err(err)) => {
+                last_error = err.to_string();
+                wait = e.retry_period;
+            }
             Err(_) => {
                 return format!(
                     "renewing the leader Lease {}/{} got no answer within its renew deadline ({deadline:?})",
@@ -571,6 +601,34 @@ mod tests {
         // The leader-only task has ended too, before a standby could take the Lease.
         tokio::time::timeout(Duration::from_secs(1), ended).await.expect("the leader-only task still runs").unwrap();
         assert!(tokio::time::Instant::now().duration_since(started) < e.lease_duration);
+        server.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_renewals_fail_stops_at_its_renew_deadline() {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(svc, "default");
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(not_found());
+            let (req, send) = handle.next_request().await.unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            send.send_response(reply(201, body));
+            // Every renewal after that fails at once.
+            while let Some((_, send)) = handle.next_request().await {
+                send.send_response(reply(500, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd down"})));
+            }
+        });
+        let e = election();
+        let started = tokio::time::Instant::now();
+        let err = tokio::time::timeout(e.lease_duration * 4, lead(&client, &e, std::future::pending::<()>()))
+            .await
+            .expect("a leader whose renewals fail still leads")
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(err.contains("renew deadline") && err.contains("etcd down"), "{err}");
+        assert!(took <= renew_deadline(e.lease_duration) + Duration::from_millis(50), "stopped after {took:?}");
         server.abort();
     }
 

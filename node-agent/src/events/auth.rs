@@ -207,7 +207,19 @@ impl AuthParser {
             Some(p) => format!("{time} {host} {program}[{p}]: {message}"),
             None => format!("{time} {host} {program}: {message}"),
         };
-        match (self.judge(&l, time, &line), writer.vouch_entry(program, message, &self.program_dirs)) {
+        let parsed = self.judge(&l, time, &line);
+        let mut vouch = writer.vouch_entry(program, message, &self.program_dirs);
+        if let (Parsed::Event(e), Vouch::Verified) = (&parsed, &vouch)
+            && writer.uid != Some(0)
+            && !Writer::setuid_may_write(program, e.kind)
+        {
+            vouch = Vouch::Forged(format!(
+                "{program} run by uid {} writes no {} record",
+                writer.uid.map_or_else(|| "?".to_owned(), |u| u.to_string()),
+                e.kind.as_str()
+            ));
+        }
+        match (parsed, vouch) {
             (Parsed::Event(e), Vouch::Verified) => Parsed::Event(writer.describe(e.with("writerVerified", true))),
             (Parsed::Event(e), Vouch::Unverified(why)) => {
                 Parsed::Event(writer.describe(e.with("writerVerified", false).with("writerNote", why)))
@@ -319,11 +331,11 @@ const SETUID: &[&str] = &["su", "sudo", "sudoedit", "passwd", "chsh", "chfn", "n
 /// The service a PAM record (`pam_unix(SERVICE:kind): …`, also inside rsyslog's `message
 /// repeated` fold) names.
 fn pam_service(message: &str) -> Option<&str> {
-    let msg = message.trim();
-    let msg = match msg.strip_prefix("message repeated ") {
-        Some(rest) => rest.split_once(" times: [")?.1.trim_start(),
-        None => msg,
-    };
+    let mut msg = message.trim();
+    // As many folds as the parser unfolds.
+    while let Some(rest) = msg.strip_prefix("message repeated ") {
+        msg = rest.split_once(" times: [")?.1.trim_start();
+    }
     let rest = msg.strip_prefix("pam_unix(").or_else(|| msg.strip_prefix("pam_sss("))?;
     rest.split_once(':').map(|(service, _)| service)
 }
@@ -335,6 +347,8 @@ fn tag_runs_service(tag: &str, service: &str) -> bool {
     same(tag, service)
         || service.strip_prefix(tag).is_some_and(|rest| rest.starts_with('-'))
         || (tag == "systemd" && service == "systemd-user")
+        || (tag == "pkexec" && service == "polkit-1")
+        || (tag == "polkit-agent-helper-1" && service == "polkit-1")
 }
 
 impl Writer<'_> {
@@ -389,6 +403,22 @@ impl Writer<'_> {
                     _ => Vouch::Forged(format!("written by {who} as {uid}, an executable journald did not record")),
                 }
             }
+        }
+    }
+
+    /// Whether a record of `kind` may come from `program` run by a user (a set-user-ID
+    /// program, [`SETUID`]): only the records that program writes itself. A user who mounts
+    /// their own file over `gpasswd` in a user namespace writes as gpasswd, not as useradd.
+    fn setuid_may_write(program: &str, kind: EventType) -> bool {
+        use EventType as T;
+        let session = matches!(kind, T::SessionOpened | T::SessionClosed);
+        match program {
+            "su" => session || matches!(kind, T::Su | T::SuFailed),
+            "sudo" | "sudoedit" => session || matches!(kind, T::Sudo | T::SudoFailed),
+            "passwd" => matches!(kind, T::PasswordChanged),
+            "chsh" | "chfn" | "gpasswd" => matches!(kind, T::AccountChanged),
+            "pkexec" => session,
+            _ => false,
         }
     }
 
@@ -505,7 +535,10 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
                 .with("sourcePort", p.port)
                 .with("peerAmbiguous", p.ambiguous.then_some(true))
                 .with("method", method)
-                .with("keyFingerprint", p.after.split_whitespace().find(|w| w.starts_with("SHA256:"))),
+                .with(
+                    "keyFingerprint",
+                    p.after.split_whitespace().find(|w| w.starts_with("SHA256:")).map(|w| w.trim_end_matches(',')),
+                ),
         );
     }
     if let Some(rest) = msg.strip_prefix("Failed ") {
@@ -572,6 +605,9 @@ fn sshd_trailer(after: &str) -> bool {
     let fingerprint = |f: &str| {
         f.strip_prefix("SHA256:").or_else(|| f.strip_prefix("MD5:")).is_some_and(|v| !v.is_empty() && !v.contains(' '))
     };
+    // sshd may add `, <method info>` after the key (hostbased: `, client user "…", client
+    // host "…"`; a FIDO key: `, signature count = N`): text the client chooses, never the peer.
+    let info = info.split_once(", ").map_or(info, |(key, _)| key);
     let words: Vec<&str> = info.split(' ').collect();
     match words.as_slice() {
         [t, f] => key_type(t) && !t.ends_with("-CERT") && fingerprint(f),
@@ -613,7 +649,9 @@ fn peer(msg: &str) -> Option<Peer<'_>> {
         .collect();
     let fitting: Vec<&Peer<'_>> = candidates.iter().filter(|p| sshd_trailer(p.after)).collect();
     match fitting.as_slice() {
-        [] => candidates.into_iter().next(),
+        // A form not known here: one candidate is the peer; of several, none is believed.
+        [] if candidates.len() <= 1 => candidates.into_iter().next(),
+        [] => candidates.into_iter().next().map(|last| Peer { address: None, port: None, ambiguous: true, ..last }),
         [last, others @ ..] if others.iter().all(|p| (&p.address, p.port) == (&last.address, last.port)) => {
             Some((*last).clone())
         }
@@ -1141,6 +1179,25 @@ mod tests {
     }
 
     #[test]
+    fn method_info_after_the_key_cannot_choose_the_peer() {
+        // Hostbased: the client names its user and host after the key.
+        let e = ev(
+            "Nov 22 11:00:04 web-1 sshd[9]: Failed hostbased for root from 203.0.113.9 port 40000 ssh2: ED25519 SHA256:hostfp, client user \"x\", client host \"h from 198.51.100.0 port 22 ssh2 x\"",
+        );
+        assert_eq!(e.detail_str("sourceAddress"), Some("203.0.113.9"), "{e:?}");
+        assert_eq!(e.detail_str("user"), Some("root"));
+        // A FIDO key's signature count.
+        let e = ev(
+            "Nov 22 11:00:04 web-1 sshd[9]: Accepted publickey for alice from 10.0.0.5 port 1 ssh2: ED25519-SK SHA256:abcdef, signature count = 5",
+        );
+        assert_eq!(e.detail_str("sourceAddress"), Some("10.0.0.5"));
+        assert_eq!(e.detail_str("keyFingerprint"), Some("SHA256:abcdef"));
+        // A trailer not known here with several candidates: none is believed.
+        let e = ev("Nov 22 11:00:04 web-1 sshd[9]: Failed password for a from 6.6.6.6 port 1 x from 7.7.7.7 port 2 y");
+        assert_eq!((e.detail_str("sourceAddress"), e.details.get("peerAmbiguous").cloned()), (None, Some(true.into())));
+    }
+
+    #[test]
     fn a_link_local_peer_keeps_its_zone_and_its_failure() {
         let e = ev("Nov 22 11:00:00 web-1 sshd[9]: Failed password for root from fe80::1%eth0 port 5555 ssh2");
         assert_eq!((e.detail_str("sourceAddress"), e.detail_i64("sourcePort")), (Some("fe80::1%eth0"), Some(5555)));
@@ -1218,8 +1275,47 @@ mod tests {
             assert!(tag_runs_service(tag, service), "{tag} runs {service}");
         }
         assert!(!tag_runs_service("logger", "sshd") && !tag_runs_service("cron", "su"));
-        // rsyslog's fold does not hide the service.
+        // rsyslog's fold does not hide the service, however deep.
         assert_eq!(pam_service("message repeated 2 times: [ pam_unix(sshd:auth): x]"), Some("sshd"));
+        assert_eq!(
+            pam_service("message repeated 2 times: [ message repeated 2 times: [ pam_unix(sshd:session): x]]"),
+            Some("sshd")
+        );
+        assert!(tag_runs_service("pkexec", "polkit-1"));
+        // A user's `su` (their own file mounted over the host's in a user namespace passes
+        // the set-user-ID check) writing an sshd session, doubly folded: forged.
+        let user_su = Writer {
+            exe: Some("/usr/bin/su"),
+            comm: Some("su"),
+            uid: Some(65534),
+            exe_setuid_root: Some(true),
+            ..Writer::default()
+        };
+        let folded = parser.parse_entry(
+            "su",
+            Some(1),
+            "h",
+            "message repeated 2 times: [ message repeated 2 times: [ pam_unix(sshd:session): session opened for user root(uid=0) by (uid=0)]]",
+            now(),
+            &user_su,
+        );
+        assert!(matches!(&folded, Parsed::Event(e) if e.kind == EventType::AuthForged), "{folded:?}");
+        // ... and a user's gpasswd writing useradd's record: forged; its own record passes.
+        let user_gpasswd = Writer { exe: Some("/usr/bin/gpasswd"), comm: Some("gpasswd"), ..user_su };
+        let added = parser.parse_entry(
+            "gpasswd",
+            Some(1),
+            "h",
+            "new user: name=toor, UID=0, GID=0, home=/root, shell=/bin/bash",
+            now(),
+            &user_gpasswd,
+        );
+        assert!(matches!(&added, Parsed::Event(e) if e.kind == EventType::AuthForged), "{added:?}");
+        let su_ok = parser.parse_entry("su", Some(1), "h", "(to root) alice on pts/1", now(), &user_su);
+        assert!(
+            matches!(&su_ok, Parsed::Event(e) if e.kind == EventType::Su && e.details["writerVerified"] == true),
+            "{su_ok:?}"
+        );
     }
 
     #[test]

@@ -38,10 +38,14 @@ pub struct CgroupRef {
 pub fn parse_cgroup(path: &str) -> Option<CgroupRef> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let root = parts.iter().position(|p| p.split(['.', '-']).any(|w| w == "kubepods"))?;
-    // The kubelet's hierarchy starts at the top (or under its own slice, kind's `/kubelet`):
-    // a `kubepods…` slice a user makes in their own delegated subtree
-    // (`/user.slice/…/kubepods.slice/kubepods-pod<UID>.slice/…`) names no pod.
-    if !matches!(parts[..root], [] | ["kubelet"] | ["kubelet.slice"]) {
+    // The kubelet's hierarchy is at the top, under its own slice (`kubelet.slice`, kind's
+    // `/kubelet`), under a `--cgroup-root` or a node container's cgroup (`/docker/<id>/…`), or,
+    // read from inside a cgroup namespace, below `..`. A `kubepods…` slice a user makes in
+    // their own delegated subtree (`/user.slice/user-1000.slice/user@1000.service/…`), or a
+    // service makes below its unit, names no pod.
+    let foreign =
+        |p: &&str| p.starts_with("user") || p.ends_with(".service") || p.ends_with(".scope") || *p == "system.slice";
+    if parts[..root].iter().any(foreign) {
         return None;
     }
     let mut qos = "guaranteed";
@@ -301,6 +305,16 @@ mod tests {
                 true,
             ),
             (format!("/kubelet/kubepods/burstable/pod{UID}/{CID}"), "burstable", true),
+            // Read from inside a cgroup namespace (an unprivileged container on cgroup v2), and
+            // kind on a cgroup v1 host.
+            (
+                format!(
+                    "/../../../kubepods-besteffort.slice/kubepods-besteffort-pod{systemd_uid}.slice/cri-containerd-{CID}.scope"
+                ),
+                "besteffort",
+                true,
+            ),
+            (format!("/docker/{CID}/kubelet/kubepods/burstable/pod{UID}/{CID}"), "burstable", true),
             // The pod's own cgroup, and CRI-O's monitor: the pod, no container.
             (format!("/kubepods/burstable/pod{UID}"), "burstable", false),
             (format!("/kubepods.slice/kubepods-pod{systemd_uid}.slice/crio-conmon-{CID}.scope"), "guaranteed", false),

@@ -46,6 +46,7 @@ pub struct AuthFollower {
 /// set-user-ID, and writable by root alone.
 fn setuid_root(host: &HostRoot, exe: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
     std::fs::symlink_metadata(host.host_path(exe))
         .is_ok_and(|m| m.file_type().is_file() && m.uid() == 0 && m.mode() & 0o4000 != 0 && m.mode() & 0o022 == 0)
 }
