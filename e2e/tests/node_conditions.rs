@@ -35,6 +35,18 @@ async fn node(nodes: &Api<Node>, name: &str, cleanup: &mut Cleanup) {
     nodes.patch_status(name, &PatchParams::default(), &Patch::Strategic(&status)).await.unwrap();
 }
 
+/// The chart's objects named in `wanted` (kind, name), rendered for `release` in `namespace`.
+fn chart_objects(release: &str, namespace: &str, wanted: &[(&str, String)]) -> Vec<kube::api::DynamicObject> {
+    chart::render(release, namespace, &json!({}))
+        .unwrap()
+        .into_iter()
+        .filter(|o| {
+            let kind = o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
+            wanted.iter().any(|(k, n)| *k == kind && o.metadata.name.as_deref() == Some(n.as_str()))
+        })
+        .collect()
+}
+
 fn lockup_patch() -> serde_json::Value {
     let now = jiff::Timestamp::now();
     let mut c = Conditions::new(vigil_agent::config::NodeConditions::default(), now);
@@ -65,14 +77,7 @@ async fn an_agent_sets_its_conditions_on_its_own_node_and_nothing_else() {
         ("ValidatingAdmissionPolicy", format!("{release}-agent-node-conditions")),
         ("ValidatingAdmissionPolicyBinding", format!("{release}-agent-node-conditions")),
     ];
-    let objects: Vec<_> = chart::render(&release, &ns.name, &json!({}))
-        .unwrap()
-        .into_iter()
-        .filter(|o| {
-            let kind = o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
-            wanted.iter().any(|(k, n)| *k == kind && o.metadata.name.as_deref() == Some(n.as_str()))
-        })
-        .collect();
+    let objects = chart_objects(&release, &ns.name, &wanted);
     assert_eq!(objects.len(), wanted.len(), "the chart renders the agent's grants and policy");
     chart::apply(&admin, &ns.name, &objects, &mut cleanup).await.unwrap();
 
@@ -321,14 +326,7 @@ async fn the_operator_changes_only_vigil_labels_and_annotations_on_a_node() {
         ("ValidatingAdmissionPolicy", format!("{release}-operator-node-labels")),
         ("ValidatingAdmissionPolicyBinding", format!("{release}-operator-node-labels")),
     ];
-    let objects: Vec<_> = chart::render(&release, &ns.name, &json!({}))
-        .unwrap()
-        .into_iter()
-        .filter(|o| {
-            let kind = o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
-            wanted.iter().any(|(k, n)| *k == kind && o.metadata.name.as_deref() == Some(n.as_str()))
-        })
-        .collect();
+    let objects = chart_objects(&release, &ns.name, &wanted);
     assert_eq!(objects.len(), wanted.len());
     chart::apply(&admin, &ns.name, &objects, &mut cleanup).await.unwrap();
     let operator = client_as(

@@ -467,6 +467,15 @@ mod tests {
         )
     }
 
+    /// Plays the API server for an acquisition: no record yet, then the one created.
+    async fn acquired(handle: &mut tower_test::mock::Handle<Request<Body>, Response<Body>>) {
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_response(not_found());
+        let (req, send) = handle.next_request().await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+        send.send_response(reply(201, body));
+    }
+
     #[tokio::test]
     async fn rounds_create_a_missing_lease_follow_a_live_one_and_lose_a_race_gracefully() {
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -516,12 +525,7 @@ mod tests {
         let client = Client::new(svc, "default");
         let released = tokio::spawn(async move {
             // Acquire: no Lease yet, created.
-            let (_, send) = handle.next_request().await.unwrap();
-            send.send_response(not_found());
-            let (req, send) = handle.next_request().await.unwrap();
-            let body: serde_json::Value =
-                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-            send.send_response(reply(201, body));
+            acquired(&mut handle).await;
             // The work ends (SIGTERM): the Lease is read and written back without a holder.
             let (req, send) = handle.next_request().await.unwrap();
             assert_eq!(req.method(), Method::GET);
@@ -554,12 +558,7 @@ mod tests {
         let (hung_tx, hung) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
             // Acquired: no Lease yet, created.
-            let (_, send) = handle.next_request().await.unwrap();
-            send.send_response(not_found());
-            let (req, send) = handle.next_request().await.unwrap();
-            let body: serde_json::Value =
-                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-            send.send_response(reply(201, body));
+            acquired(&mut handle).await;
             // The first renewal's read is never answered: the API server has stopped
             // answering this replica (the response is held, not dropped).
             let (req, send) = handle.next_request().await.unwrap();
@@ -609,12 +608,7 @@ mod tests {
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(svc, "default");
         let server = tokio::spawn(async move {
-            let (_, send) = handle.next_request().await.unwrap();
-            send.send_response(not_found());
-            let (req, send) = handle.next_request().await.unwrap();
-            let body: serde_json::Value =
-                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-            send.send_response(reply(201, body));
+            acquired(&mut handle).await;
             // Every renewal after that fails at once.
             while let Some((_, send)) = handle.next_request().await {
                 send.send_response(reply(500, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd down"})));
