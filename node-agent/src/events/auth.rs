@@ -328,6 +328,12 @@ fn program_names(program: &str) -> &[&str] {
 /// program whose records the parser reads (sshd, the shadow tools, cron, login) runs as root.
 const SETUID: &[&str] = &["su", "sudo", "sudoedit", "passwd", "chsh", "chfn", "newgrp", "gpasswd", "pkexec"];
 
+/// Whether `program` is one of the set-user-ID programs whose records a user's uid may write:
+/// the only claims for which [`Writer::exe_setuid_root`] is read.
+pub fn is_setuid_program(program: &str) -> bool {
+    SETUID.contains(&program)
+}
+
 /// The service a PAM record (`pam_unix(SERVICE:kind): …`, also inside rsyslog's `message
 /// repeated` fold) names.
 fn pam_service(message: &str) -> Option<&str> {
@@ -385,8 +391,8 @@ impl Writer<'_> {
                 }
                 match self.uid {
                     Some(0) => Vouch::Verified,
-                    _ if SETUID.contains(&program) && self.exe_setuid_root == Some(true) => Vouch::Verified,
-                    _ if SETUID.contains(&program) => Vouch::Forged(format!(
+                    _ if is_setuid_program(program) && self.exe_setuid_root == Some(true) => Vouch::Verified,
+                    _ if is_setuid_program(program) => Vouch::Forged(format!(
                         "written by {exe} as {uid}, and the host's {exe} is no set-user-ID root program"
                     )),
                     _ => Vouch::Forged(format!("written by {exe} as {uid}: {program} runs as root")),

@@ -215,7 +215,10 @@ impl AuthFollower {
                     let uid = entry.text("_UID").and_then(|u| u.parse().ok());
                     // Looked at only where it decides: a user's writer claiming a set-user-ID
                     // program.
-                    let exe_setuid_root = exe.as_deref().filter(|_| uid != Some(0)).map(|e| setuid_root(&self.host, e));
+                    let exe_setuid_root = exe
+                        .as_deref()
+                        .filter(|_| uid != Some(0) && crate::events::auth::is_setuid_program(&program))
+                        .map(|e| setuid_root(&self.host, e));
                     let writer = Writer {
                         exe_setuid_root,
                         exe: exe.as_deref(),
