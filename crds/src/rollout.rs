@@ -264,7 +264,8 @@ pub struct HealthGate {
     #[schemars(range(min = 0, max = 100))]
     pub max_restarts: u32,
 
-    /// The longest a node's heartbeat Lease may go unrenewed before the node fails.
+    /// The longest a node's heartbeat Lease may go unrenewed before the node fails. Time the
+    /// node spent NotReady does not count: a node that was down gets a whole gap once it is back.
     #[serde(default = "default_heartbeat_gap")]
     pub heartbeat_gap: Duration,
 
@@ -276,7 +277,9 @@ pub struct HealthGate {
 
     /// How long a node may take to become healthy after it was admitted to the target
     /// (each node from its own admission, so a throttled, paused or windowed admission
-    /// cannot fail a good revision) before it counts as failed.
+    /// cannot fail a good revision) before it counts as failed. The deadline stands still
+    /// while the node is NotReady and starts again, whole, when it is back: a node that was
+    /// down (a reboot, a drain, a partition) never fails a revision for the time it was down.
     #[serde(default = "default_progress_deadline")]
     pub progress_deadline: Duration,
 

@@ -47,34 +47,48 @@ pub async fn fake_nodes(client: &kube::Client, run: &str, n: usize, cleanup: &mu
     Ok(nodes)
 }
 
-/// Plays the kubelets of the fake nodes and the agents on them, once.
-pub async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], bad_image: &str) {
+/// Plays the kubelets of the fake nodes and the agents on them, once. The nodes in `down` are
+/// played as a node whose kubelet and agent are cut off: NotReady, no node Lease renewal, no
+/// pod status, no heartbeat (what the API server last heard of them stays).
+pub async fn play_kubelets(
+    client: &kube::Client,
+    ns: &str,
+    nodes: &[String],
+    down: &std::collections::BTreeSet<String>,
+    bad_image: &str,
+) {
     let now = jiff::Timestamp::now();
     let node_api: Api<Node> = Api::all(client.clone());
     let node_leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    for n in nodes {
-        let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now.to_string(), "lastTransitionTime": now.to_string()}]}});
-        let _ = node_api.patch_status(n, &PatchParams::default(), &Patch::Merge(&status)).await;
-        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n}, "spec": {"holderIdentity": n, "leaseDurationSeconds": 40, "renewTime": jiff_micro(now)}});
-        let _ = node_leases.patch(n, &PatchParams::apply("vigil-e2e-kubelet").force(), &Patch::Apply(&lease)).await;
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // Each node's agents; of two (a handover), the one that works is that of the node's
     // revision unless it crashes, as the agents' lock on the node decides.
     let mut working: std::collections::BTreeMap<String, (bool, String)> = std::collections::BTreeMap::new();
     let mut assigned: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     for n in nodes {
-        if let Some(rev) =
-            node_api.get_opt(n).await.ok().flatten().and_then(|n| n.metadata.labels?.remove("vigil.dev/revision"))
-        {
-            assigned.insert(n.clone(), rev);
+        let node = node_api.get_opt(n).await.ok().flatten();
+        if let Some(rev) = node.as_ref().and_then(|n| n.metadata.labels.as_ref()?.get("vigil.dev/revision")) {
+            assigned.insert(n.clone(), rev.clone());
         }
+        // A kubelet keeps the Ready condition's transition time until the status changes.
+        let want = if down.contains(n) { "False" } else { "True" };
+        let ready =
+            node.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready" && c.status == want));
+        let since = ready.and_then(|c| c.last_transition_time).map_or(now, |t| t.0);
+        let reason = if want == "True" { "KubeletReady" } else { "KubeletStopped" };
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": want, "reason": reason, "lastHeartbeatTime": now.to_string(), "lastTransitionTime": since.to_string()}]}});
+        let _ = node_api.patch_status(n, &PatchParams::default(), &Patch::Merge(&status)).await;
+        if down.contains(n) {
+            continue;
+        }
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n}, "spec": {"holderIdentity": n, "leaseDurationSeconds": 40, "renewTime": jiff_micro(now)}});
+        let _ = node_leases.patch(n, &PatchParams::apply("vigil-e2e-kubelet").force(), &Patch::Apply(&lease)).await;
     }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     // A failed read skips this round; the next one, a second later, plays it.
     let Ok(agent_pods) = pods.list(&ListParams::default().labels(vigil_crds::agent::SELECTOR)).await else { return };
     for p in agent_pods.items {
         let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
-        if !nodes.contains(&node) {
+        if !nodes.contains(&node) || down.contains(&node) {
             continue;
         }
         let image = p.spec.as_ref().map(|s| s.containers[0].image.clone().unwrap_or_default()).unwrap_or_default();
@@ -83,7 +97,15 @@ pub async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], ba
         let container = if bad {
             json!({"name": "agent", "ready": false, "restartCount": 5, "image": image, "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}})
         } else {
-            json!({"name": "agent", "ready": true, "restartCount": 0, "image": image, "imageID": "", "state": {"running": {"startedAt": now.to_string()}}})
+            // The container keeps the start the kubelet first gave it.
+            let started = p
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.container_statuses.as_ref()?.first()?.state.as_ref()?.running.as_ref()?.started_at.clone()
+                })
+                .map_or(now, |t| t.0);
+            json!({"name": "agent", "ready": true, "restartCount": 0, "image": image, "imageID": "", "state": {"running": {"startedAt": started.to_string()}}})
         };
         let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if bad { "False" } else { "True" }}], "containerStatuses": [container]}});
         let Some(name) = p.metadata.name.as_deref() else { continue };
@@ -110,6 +132,7 @@ pub async fn play_kubelets(client: &kube::Client, ns: &str, nodes: &[String], ba
 pub struct Player {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
+    down: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Player {
@@ -117,7 +140,7 @@ impl Player {
     /// pods running `bad_image` crash-loop.
     pub fn start(client: &kube::Client, ns: &str, run: &str, bad_image: &str) -> Self {
         let player = Self::default();
-        let (stop, done) = (player.stop.clone(), player.done.clone());
+        let (stop, done, down) = (player.stop.clone(), player.done.clone(), player.down.clone());
         let (client, ns, bad, run) = (client.clone(), ns.to_owned(), bad_image.to_owned(), run.to_owned());
         tokio::spawn(async move {
             // Bounded: at most 15 minutes of one-second rounds; the test ends it sooner.
@@ -132,12 +155,27 @@ impl Player {
                     .await
                     .map(|l| l.items.iter().filter_map(|n| n.metadata.name.clone()).collect())
                     .unwrap_or_default();
-                play_kubelets(&client, &ns, &nodes, &bad).await;
+                let down = down.lock().map(|d| d.clone()).unwrap_or_default();
+                play_kubelets(&client, &ns, &nodes, &down, &bad).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             done.store(true, Ordering::SeqCst);
         });
         player
+    }
+}
+
+impl Player {
+    /// Takes `node` down (its kubelet and agent cut off: NotReady from the next round) or
+    /// brings it back (Ready, with a new transition time, and played again).
+    pub fn set_down(&self, node: &str, down: bool) {
+        if let Ok(mut d) = self.down.lock() {
+            if down {
+                d.insert(node.to_owned());
+            } else {
+                d.remove(node);
+            }
+        }
     }
 }
 

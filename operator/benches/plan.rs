@@ -29,7 +29,7 @@ fn fleet(n: usize, target: &str, on_target: usize, crashing: bool, now: Timestam
                 },
                 revision: Some(rev.into()),
                 ready: true,
-                unavailable_since: None,
+                ready_changed_at: None,
                 admitted_at: None,
                 agent: Some(AgentView {
                     revision: rev.into(),

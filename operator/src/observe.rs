@@ -115,8 +115,7 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
     let ready_cond =
         node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
     let ready = ready_cond.is_some_and(|c| c.status == "True");
-    let unavailable_since =
-        if ready { None } else { ready_cond.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0) };
+    let ready_changed_at = ready_cond.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
     let pod_rev = |p: &Pod| p.metadata.labels.as_ref().and_then(|l| l.get(labels::REVISION)).cloned();
     let pod = pods.iter().find(|p| pod_rev(p) == revision).or_else(|| pods.first());
     let agent = pod.and_then(|p| {
@@ -185,7 +184,7 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
         revision,
         admitted_at,
         ready,
-        unavailable_since,
+        ready_changed_at,
         agent,
     }
 }
@@ -263,7 +262,7 @@ mod tests {
         assert_eq!(v.name, "node-a");
         assert_eq!(v.revision.as_deref(), Some("r-aaaaaaaaaa"));
         assert!(!v.ready);
-        assert_eq!(v.unavailable_since, Some("2026-01-05T00:00:10Z".parse().unwrap()));
+        assert_eq!(v.ready_changed_at, Some("2026-01-05T00:00:10Z".parse().unwrap()));
         assert_eq!(v.attributes.os_image, "CentOS Linux 7 (Core)");
         assert_eq!(v.attributes.zone, "eu-1a");
         assert_eq!(v.attributes.instance_type, "m5.large");
@@ -329,7 +328,7 @@ mod tests {
         assert_eq!(v.revision, None);
         assert!(v.agent.is_none());
         assert!(!v.ready);
-        assert_eq!(v.unavailable_since, None);
+        assert_eq!(v.ready_changed_at, None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn fleet(n: usize, now: Timestamp) -> Vec<NodeView> {
             revision: Some(STABLE.into()),
             admitted_at: None,
             ready: true,
-            unavailable_since: None,
+            ready_changed_at: None,
             agent: Some(agent(STABLE, now)),
         })
         .collect()

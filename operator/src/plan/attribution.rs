@@ -41,7 +41,7 @@ mod tests {
             },
             revision: None,
             ready: true,
-            unavailable_since: None,
+            ready_changed_at: None,
             admitted_at: None,
             agent: None,
         }

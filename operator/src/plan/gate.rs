@@ -32,18 +32,30 @@ pub enum NodeHealth {
     Excused,
 }
 
-/// Judges one node admitted to `target`. `wave_started` is when the wave began; the progress
-/// deadline runs from the node's own admission when it is known and later (a node admitted
-/// late in a throttled, paused or windowed wave gets its full deadline).
+/// Judges one node admitted to `target`. `wave_started` is when the wave began.
+///
+/// The node's own clock (ADR 0008): the progress deadline runs from the latest of the wave's
+/// start, the node's admission and the moment the node was last back Ready, so a node admitted
+/// late gets its full deadline, and so does a node that was down (a long reboot, a drain, a
+/// partition) once it is back. While a node is NotReady its clock stands still: it is excused
+/// when it was down before the wave began, and otherwise only what the node itself showed (a
+/// crash loop, an image that cannot be pulled, restarts, an OOM kill, a self-reported
+/// Unhealthy) can fail it; a missing pod or an old heartbeat cannot. A heartbeat is judged
+/// stale only a whole heartbeat gap after the node was back.
 pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Timestamp, now: Timestamp) -> NodeHealth {
-    if !node.ready && node.unavailable_since.is_some_and(|t| t <= wave_started) {
+    if !node.ready && node.ready_changed_at.is_none_or(|t| t <= wave_started) {
         return NodeHealth::Excused;
     }
-    let since = node.admitted_at.map_or(wave_started, |a| a.max(wave_started));
-    let overdue = elapsed(since, now) > Duration::from(gate.progress_deadline);
+    let back = node.ready.then_some(node.ready_changed_at).flatten();
+    let since = [node.admitted_at, back].into_iter().flatten().fold(wave_started, Timestamp::max);
+    let overdue = node.ready && elapsed(since, now) > Duration::from(gate.progress_deadline);
     let pending = |why: String| {
         if overdue {
             NodeHealth::Failed(format!("{why} after the progress deadline"))
+        } else if let (false, Some(down)) = (node.ready, node.ready_changed_at) {
+            NodeHealth::Pending(format!(
+                "{why}; the node has been NotReady since {down}, its deadline waits until it is back"
+            ))
         } else {
             NodeHealth::Pending(why)
         }
@@ -69,15 +81,20 @@ pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Tim
         return pending("agent pod not ready".into());
     }
     let gap = Duration::from(gate.heartbeat_gap);
+    if !node.ready {
+        return pending("no word from the agent".into());
+    }
+    // Heartbeats missed while the node was down are not the revision's fault.
+    let heard = |t: Timestamp| back.map_or(t, |b| t.max(b));
     match agent.heartbeat {
-        Some(hb) if elapsed(hb, now) > gap => {
+        Some(hb) if elapsed(heard(hb), now) > gap => {
             return NodeHealth::Failed(format!(
                 "heartbeat {}s old (max {}s)",
                 elapsed(hb, now).as_secs(),
                 gap.as_secs()
             ));
         }
-        None if agent.started_at.is_some_and(|t| elapsed(t, now) > gap) => {
+        None if agent.started_at.is_some_and(|t| elapsed(heard(t), now) > gap) => {
             return NodeHealth::Failed(format!(
                 "no heartbeat in the {}s since the agent started",
                 elapsed(agent.started_at.unwrap_or(now), now).as_secs()

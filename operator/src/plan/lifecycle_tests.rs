@@ -146,7 +146,7 @@ fn a_wave_made_only_of_nodes_that_were_unavailable_before_it_started_holds() {
     let n = nodes.iter_mut().find(|n| n.name == p.moves[0].node).unwrap();
     n.revision = Some(target);
     n.ready = false;
-    n.unavailable_since = Some(t(-60));
+    n.ready_changed_at = Some(t(-60));
     n.agent = None;
     let q = plan(&s, &p.status, &nodes, t(3600));
     assert_eq!(q.decision.kind, "Hold", "{}", q.decision.reason);
@@ -339,4 +339,105 @@ fn a_node_joining_a_stopped_rollout_gets_the_stable_revision_or_its_pin_and_noth
             "{why}: newcomers get an agent; the guard's node and every admitted one stay as they are"
         );
     }
+}
+
+/// Wave 1 of a 20-node fleet admitted at `t(0)`; its one node's name and the plan's status.
+fn first_wave(s: &AgentRolloutSpec, nodes: &mut [NodeView]) -> (String, AgentRolloutStatus) {
+    let p = plan(s, &stable_status(), nodes, t(0));
+    assert_eq!(p.moves.len(), 1);
+    let name = p.moves[0].node.clone();
+    let n = nodes.iter_mut().find(|n| n.name == name).unwrap();
+    n.revision = p.moves[0].to.clone();
+    n.admitted_at = Some(t(0));
+    (name, p.status)
+}
+
+fn node<'a>(nodes: &'a mut [NodeView], name: &str) -> &'a mut NodeView {
+    nodes.iter_mut().find(|n| n.name == name).unwrap()
+}
+
+#[test]
+fn a_node_down_longer_than_the_deadline_mid_wave_is_judged_on_its_merit_once_back() {
+    let s = spec();
+    let target = target_name(&s);
+    let deadline = SignedDuration::try_from(std::time::Duration::from(s.health_gate.progress_deadline)).unwrap();
+    for fate in ["healthy", "crashing", "never starts"] {
+        let mut nodes = fleet(20);
+        let (name, st) = first_wave(&s, &mut nodes);
+        // The node goes NotReady 5 s into the wave, with the old agent's pod still reported
+        // ready and its heartbeat frozen, and stays down three deadlines.
+        let n = node(&mut nodes, &name);
+        n.ready = false;
+        n.ready_changed_at = Some(t(5));
+        let down_for = deadline * 3;
+        for at in [t(60), t(0) + deadline + SignedDuration::from_secs(1), t(0) + down_for] {
+            let p = plan(&s, &st, &nodes, at);
+            assert_eq!(p.decision.kind, "Hold", "{fate} at {at}: {}", p.decision.reason);
+            assert!(p.decision.reason.contains("NotReady since"), "{}", p.decision.reason);
+        }
+        // Back: the kubelet reports Ready; the old heartbeat and the elapsed deadline fail nothing.
+        let back = t(0) + down_for + SignedDuration::from_secs(1);
+        let n = node(&mut nodes, &name);
+        n.ready = true;
+        n.ready_changed_at = Some(back);
+        let p = plan(&s, &st, &nodes, back + SignedDuration::from_secs(1));
+        assert_eq!(p.decision.kind, "Hold", "{fate}: just back: {}", p.decision.reason);
+        let later = back + SignedDuration::from_secs(20);
+        node(&mut nodes, &name).agent = match fate {
+            "healthy" => Some(healthy_agent(&target, later)),
+            "crashing" => Some(crashing_agent(&target, later)),
+            _ => None,
+        };
+        let p = plan(&s, &st, &nodes, later);
+        match fate {
+            "healthy" => assert_eq!(p.decision.kind, "Bake", "{}", p.decision.reason),
+            "crashing" => {
+                assert_eq!(p.decision.kind, "RollBack", "{}", p.decision.reason);
+                assert!(p.decision.reason.contains("CrashLoopBackOff"), "{}", p.decision.reason);
+            }
+            _ => {
+                assert_eq!(p.decision.kind, "Hold", "{}", p.decision.reason);
+                // It fails a whole deadline after it was back, not before.
+                let p = plan(&s, &st, &nodes, back + deadline - SignedDuration::from_secs(1));
+                assert_eq!(p.decision.kind, "Hold", "{}", p.decision.reason);
+                let p = plan(&s, &st, &nodes, back + deadline + SignedDuration::from_secs(1));
+                assert_eq!(p.decision.kind, "RollBack", "{}", p.decision.reason);
+                assert!(p.decision.reason.contains("after the progress deadline"), "{}", p.decision.reason);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_node_admitted_while_down_gets_its_whole_deadline_and_heartbeat_gap_once_back() {
+    let s = spec();
+    let target = target_name(&s);
+    let deadline = SignedDuration::try_from(std::time::Duration::from(s.health_gate.progress_deadline)).unwrap();
+    let gap = SignedDuration::try_from(std::time::Duration::from(s.health_gate.heartbeat_gap)).unwrap();
+    let mut nodes = fleet(20);
+    // Down before the rollout began, and admitted while down (the kubelet stopped).
+    let first = plan(&s, &stable_status(), &nodes, t(0)).moves[0].node.clone();
+    let n = node(&mut nodes, &first);
+    n.ready = false;
+    n.ready_changed_at = Some(t(-30));
+    let (name, st) = first_wave(&s, &mut nodes);
+    assert_eq!(name, first);
+    let p = plan(&s, &st, &nodes, t(0) + deadline * 2);
+    assert_eq!(p.decision.kind, "Hold", "{}", p.decision.reason);
+    // Back two deadlines later; the target's agent starts, but its heartbeat is the previous
+    // install's (older than the gap) and its pod is not ready yet.
+    let back = t(0) + deadline * 2;
+    let n = node(&mut nodes, &name);
+    n.ready = true;
+    n.ready_changed_at = Some(back);
+    n.agent = Some(AgentView { ready: false, heartbeat: None, health: None, ..healthy_agent(&target, back) });
+    let p = plan(&s, &st, &nodes, back + SignedDuration::from_secs(5));
+    assert_eq!(p.decision.kind, "Hold", "not failed the moment it is back: {}", p.decision.reason);
+    // Ready, and an old heartbeat from before the node was down: judged a gap after the return.
+    let n = node(&mut nodes, &name);
+    n.agent = Some(AgentView { heartbeat: Some(t(-40)), ..healthy_agent(&target, back) });
+    let p = plan(&s, &st, &nodes, back + gap - SignedDuration::from_secs(1));
+    assert_ne!(p.decision.kind, "RollBack", "{}", p.decision.reason);
+    let p = plan(&s, &st, &nodes, back + gap + SignedDuration::from_secs(1));
+    assert_eq!(p.decision.kind, "RollBack", "a heartbeat that never came once back fails: {}", p.decision.reason);
 }

@@ -78,8 +78,9 @@ pub struct NodeView {
     pub admitted_at: Option<Timestamp>,
     /// The node's Ready condition.
     pub ready: bool,
-    /// Since when the node has been NotReady (its Ready condition's last transition).
-    pub unavailable_since: Option<Timestamp>,
+    /// When the node entered its current Ready state (its Ready condition's last
+    /// transition): since when it has been NotReady, or since when it has been back.
+    pub ready_changed_at: Option<Timestamp>,
     /// The agent pod on the node, if any.
     pub agent: Option<AgentView>,
 }

@@ -52,7 +52,7 @@ mod tests {
             attributes: NodeAttributes { zone: zone.into(), ..Default::default() },
             revision: None,
             ready: true,
-            unavailable_since: None,
+            ready_changed_at: None,
             admitted_at: None,
             agent: None,
         }

@@ -126,7 +126,7 @@ mod tests {
             revision: rev.map(str::to_owned),
             admitted_at: None,
             ready: true,
-            unavailable_since: None,
+            ready_changed_at: None,
             agent: None,
         }
     }

@@ -64,7 +64,7 @@ pub(super) fn fleet(n: usize) -> Vec<NodeView> {
             },
             revision: Some(STABLE.into()),
             ready: true,
-            unavailable_since: None,
+            ready_changed_at: None,
             admitted_at: None,
             agent: Some(healthy_agent(STABLE, t(0))),
         })
@@ -434,7 +434,7 @@ fn nodes_down_before_the_wave_do_not_count_against_its_budget() {
     // The one node of wave 1 went NotReady before the wave started.
     let n = nodes.iter_mut().find(|n| n.name == p1.moves[0].node).unwrap();
     n.ready = false;
-    n.unavailable_since = Some(t(0));
+    n.ready_changed_at = Some(t(0));
     n.agent.as_mut().unwrap().ready = false;
     let p2 = plan(&s, &p1.status, &nodes, t(700));
     assert_ne!(p2.decision.kind, "RollBack", "{}", p2.decision.reason);
@@ -526,7 +526,7 @@ fn world() -> impl Strategy<Value = World> {
                         },
                         revision,
                         ready,
-                        unavailable_since: (!ready).then(|| t(0)),
+                        ready_changed_at: (!ready).then(|| t(0)),
                         admitted_at: None,
                         agent,
                     }

@@ -186,7 +186,7 @@ fn new_node(i: usize, legacy: bool, zones: usize, revision: Option<String>) -> N
         },
         revision,
         ready: true,
-        unavailable_since: None,
+        ready_changed_at: None,
         admitted_at: None,
         agent: None,
     }
@@ -270,7 +270,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
                     for &i in present.iter().step_by(step).take(count) {
                         fate[i].down_until = Some(sec + secs);
                         nodes[i].ready = false;
-                        nodes[i].unavailable_since = Some(now);
+                        nodes[i].ready_changed_at = Some(now);
                     }
                 }
                 FleetEvent::Leave { count, .. } => {
@@ -295,7 +295,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
                     // Back from the reboot: the kubelet starts the agent again.
                     fate[i].down_until = None;
                     n.ready = true;
-                    n.unavailable_since = None;
+                    n.ready_changed_at = Some(now);
                     pods[i].created = sec;
                     pods[i].last_heartbeat = None;
                 }
@@ -304,7 +304,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
             // Nodes that are down before the rollout starts (their budget is excused).
             if not_ready.contains(&i) && sec == 0 {
                 n.ready = false;
-                n.unavailable_since = Some(now);
+                n.ready_changed_at = Some(now);
             }
             let pod = &mut pods[i];
             let want = n.revision.clone().unwrap_or_default();
