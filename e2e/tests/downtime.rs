@@ -63,7 +63,7 @@ async fn stay_down(rollouts: &Api<AgentRollout>) {
 }
 
 fn outcome(r: &AgentRollout, rev: &str) -> Option<RevisionOutcome> {
-    r.status.as_ref()?.history.iter().find(|h| h.revision == rev).map(|h| h.outcome.clone())
+    r.status.as_ref()?.history.iter().find(|h| h.revision == rev).map(|h| h.outcome)
 }
 
 // Multi-threaded: the kubelet player's guard waits, in its destructor, for its round to end.
