@@ -85,6 +85,10 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY`] on everything the operator writes.
 pub const MANAGER: &str = "vigil-operator";
 
+/// The ConfigMap (in the operator's namespace) holding the operator's leader record; the
+/// chart grants `get` and `update` on it by this name.
+pub const LEADER_RECORD: &str = "vigil-operator-leader";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,14 +69,15 @@ pub async fn play_kubelets(
         if let Some(rev) = node.as_ref().and_then(|n| n.metadata.labels.as_ref()?.get("vigil.dev/revision")) {
             assigned.insert(n.clone(), rev.clone());
         }
-        // A kubelet keeps the Ready condition's transition time until the status changes.
+        // A kubelet keeps the Ready condition's transition time until the status changes, and
+        // the other conditions (a strategic merge, by condition type).
         let want = if down.contains(n) { "False" } else { "True" };
         let ready =
             node.and_then(|n| n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready" && c.status == want));
         let since = ready.and_then(|c| c.last_transition_time).map_or(now, |t| t.0);
         let reason = if want == "True" { "KubeletReady" } else { "KubeletStopped" };
         let status = json!({"status": {"conditions": [{"type": "Ready", "status": want, "reason": reason, "lastHeartbeatTime": now.to_string(), "lastTransitionTime": since.to_string()}]}});
-        let _ = node_api.patch_status(n, &PatchParams::default(), &Patch::Merge(&status)).await;
+        let _ = node_api.patch_status(n, &PatchParams::default(), &Patch::Strategic(&status)).await;
         if down.contains(n) {
             continue;
         }
@@ -89,6 +90,14 @@ pub async fn play_kubelets(
     for p in agent_pods.items {
         let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
         if !nodes.contains(&node) || down.contains(&node) {
+            continue;
+        }
+        if p.metadata.deletion_timestamp.is_some() {
+            // The kubelet stops the containers and ends the pod's graceful deletion.
+            if let Some(name) = p.metadata.name.as_deref() {
+                let now = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+                let _ = pods.delete(name, &now).await;
+            }
             continue;
         }
         let image = p.spec.as_ref().map(|s| s.containers[0].image.clone().unwrap_or_default()).unwrap_or_default();
@@ -244,6 +253,22 @@ pub struct Bare {
     pub nodes: Vec<String>,
 }
 
+/// The operator's controller in-process, its agents in `namespace` (an install's operator;
+/// dropping it is the operator gone).
+pub fn operator(client: &kube::Client, namespace: &str) -> Aborting {
+    let template = vigil_operator::act::AgentTemplate {
+        namespace: namespace.to_owned(),
+        ..vigil_operator::act::AgentTemplate::default()
+    };
+    Aborting(tokio::spawn(vigil_operator::controller::run(
+        client.clone(),
+        "e2e".into(),
+        Arc::default(),
+        None,
+        template,
+    )))
+}
+
 /// A task aborted when dropped.
 pub struct Aborting(pub tokio::task::JoinHandle<()>);
 
@@ -268,17 +293,7 @@ impl Bare {
             serde_json::from_value(json!({"metadata": {"name": "agent-config"}, "data": {"agent.yaml": CONFIG}}))?;
         Api::<ConfigMap>::namespaced(client.clone(), &ns.name).create(&PostParams::default(), &cm).await?;
         let nodes = fake_nodes(client, &run, n, &mut cleanup).await?;
-        let template = vigil_operator::act::AgentTemplate {
-            namespace: ns.name.clone(),
-            ..vigil_operator::act::AgentTemplate::default()
-        };
-        let controller = Aborting(tokio::spawn(vigil_operator::controller::run(
-            client.clone(),
-            "e2e".into(),
-            Arc::default(),
-            None,
-            template,
-        )));
+        let controller = operator(client, &ns.name);
         let player = Player::start(client, &ns.name, &run, bad_image);
         Ok(Self { player, controller, cleanup, ns, run, nodes })
     }

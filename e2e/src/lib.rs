@@ -31,6 +31,7 @@ use kube::{Client, Config};
 pub mod alertmanager;
 pub mod chart;
 pub mod kubelets;
+pub mod plugin;
 
 /// The variable naming the cluster's kubeconfig.
 pub const KUBECONFIG_VAR: &str = "VIGIL_E2E_KUBECONFIG";

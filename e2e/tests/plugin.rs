@@ -10,39 +10,14 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use vigil_crds::AgentRollout;
 use vigil_crds::rollout::RolloutPhase;
 use vigil_e2e::kubelets::{Bare, image, rollout, wait_phase, wait_rollout};
+use vigil_e2e::plugin::{Outcome, vigil};
 use vigil_e2e::{FIELD_MANAGER, client, install_crds, wait_for};
-
-struct Outcome {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-/// Runs `kubectl vigil -n NS ARGS` with `client`.
-async fn vigil(client: &kube::Client, ns: &str, args: &[&str]) -> Outcome {
-    let argv = ["kubectl-vigil", "-n", ns].into_iter().chain(args.iter().copied());
-    let cli = kubectl_vigil::cli::Cli::try_parse_from(argv).unwrap();
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = {
-        let mut env = kubectl_vigil::run::Env {
-            client: client.clone(),
-            default_namespace: "default".into(),
-            out: &mut out,
-            err: &mut err,
-            paint: kubectl_vigil::render::Paint { on: false },
-            clock: jiff::Timestamp::now,
-        };
-        kubectl_vigil::run::run(cli, &mut env).await
-    };
-    Outcome { code, out: String::from_utf8(out).unwrap(), err: String::from_utf8(err).unwrap() }
-}
 
 fn json_of(o: &Outcome) -> Value {
     assert_eq!(o.code, 0, "{}{}", o.out, o.err);

@@ -86,8 +86,25 @@ pub enum Command {
     Agents(AgentsArgs),
     /// Which rollout selects a node, the revision it runs and why (wave, pin, guard, window).
     Why(WhyArgs),
+    /// Remove what an uninstalled Vigil left in the namespace (-n) and on the nodes: agent
+    /// heartbeat Leases, the leader record, published policies and mirrored secrets, config
+    /// copies, and on nodes no other install uses their vigil.dev/ labels and annotation, the
+    /// agents' conditions and AgentStatus. Refuses while the install still has a rollout or
+    /// agents.
+    Cleanup(CleanupArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(CompletionArgs),
+}
+
+/// Arguments of `cleanup`.
+#[derive(Args, Debug, Clone)]
+pub struct CleanupArgs {
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only nodes matching this label selector (default: every node).
+    #[arg(long, default_value = "", value_name = "SELECTOR")]
+    pub nodes: String,
 }
 
 /// Arguments of `status`.

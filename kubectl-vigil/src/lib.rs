@@ -1,7 +1,7 @@
 //! `kubectl vigil`: follow and steer Vigil's agent rollouts.
 //!
 //! ```text
-//! cli (clap) ──▶ run (reads the API, writes one apply) ──▶ view / why / agents / actions (pure)
+//! cli (clap) ──▶ run (reads the API, writes one apply) ──▶ view / why / agents / actions / cleanup (pure)
 //!                                                        ──▶ render (text) or JSON / YAML
 //! ```
 //!
@@ -12,6 +12,7 @@
 
 pub mod actions;
 pub mod agents;
+pub mod cleanup;
 pub mod cli;
 pub mod render;
 pub mod run;

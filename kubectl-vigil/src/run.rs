@@ -154,6 +154,10 @@ async fn dispatch(cli: &Cli, env: &mut Env<'_>) -> Result<i32, Failure> {
         }
         Command::Agents(a) => agents(env, a, cli.output).await,
         Command::Why(a) => why(env, &a.node, cli.output).await,
+        Command::Cleanup(a) => {
+            let ns = ns.unwrap_or(&env.default_namespace).to_owned();
+            cleanup(env, &ns, a, cli.output).await
+        }
         Command::Completion(a) => {
             completion(a.shell, env.out)?;
             Ok(OK)
@@ -676,4 +680,166 @@ async fn why(env: &mut Env<'_>, node: &str, format: Output) -> Result<i32, Failu
         writeln!(env.out, "  {}  {b}", if i == 0 { "because" } else { "       " })?;
     }
     Ok(OK)
+}
+
+/// Reads what an uninstall left, plans with [`crate::cleanup::plan`] and removes it (unless
+/// `--dry-run`). A removal that finds its object gone counts as done.
+async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, format: Output) -> Result<i32, Failure> {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    use crate::cleanup::{Facts, NodeFacts, Removal};
+    let c = &env.client;
+    let agents = ListParams::default().labels(agent::SELECTOR);
+    let rollouts_here: Vec<String> = Api::<AgentRollout>::namespaced(c.clone(), ns)
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    let live_rollouts = Api::<AgentRollout>::all(c.clone())
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| Some(vigil_crds::labels::rollout_label_value(&o.metadata.namespace?, &o.metadata.name?)))
+        .collect();
+    let daemonsets_here: Vec<String> = Api::<DaemonSet>::namespaced(c.clone(), ns)
+        .list_metadata(&agents)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    let nodes: Vec<NodeFacts> = Api::<Node>::all(c.clone())
+        .list(&ListParams::default().labels(&a.nodes))
+        .await
+        .map_err(|e| fail(format!("--nodes {:?}: {e}", a.nodes)))?
+        .items
+        .into_iter()
+        .map(|n| NodeFacts {
+            name: n.metadata.name.unwrap_or_default(),
+            labels: n.metadata.labels.unwrap_or_default(),
+            annotations: n.metadata.annotations.unwrap_or_default().into_keys().collect(),
+            conditions: n.status.and_then(|s| s.conditions).into_iter().flatten().map(|c| c.type_).collect(),
+        })
+        .collect();
+    let nodes_with_agents =
+        Api::<Pod>::all(c.clone()).list(&agents).await?.items.into_iter().filter_map(|p| p.spec?.node_name).collect();
+    let leases = Api::<Lease>::namespaced(c.clone(), ns)
+        .list_metadata(&agents)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .filter(|n| agent::lease_node(n).is_some())
+        .collect();
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
+    let mut config_maps = Vec::new();
+    for name in [vigil_crds::labels::LEADER_RECORD, vigil_crds::policy::POLICIES_CONFIGMAP] {
+        if cms.get_metadata_opt(name).await?.is_some() {
+            config_maps.push(name.to_owned());
+        }
+    }
+    config_maps.extend(
+        cms.list_metadata(&ListParams::default().labels(agent::SNAPSHOT_SELECTOR))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name),
+    );
+    let secrets_api: Api<Secret> = Api::namespaced(c.clone(), ns);
+    let secrets = match secrets_api.get_metadata_opt(vigil_crds::policy::SECRETS_SECRET).await? {
+        Some(_) => vec![vigil_crds::policy::SECRETS_SECRET.to_owned()],
+        None => Vec::new(),
+    };
+    let statuses = Api::<AgentStatus>::all(c.clone())
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    let facts = Facts {
+        namespace: ns.to_owned(),
+        rollouts_here,
+        daemonsets_here,
+        live_rollouts,
+        nodes,
+        nodes_with_agents,
+        leases,
+        config_maps,
+        secrets,
+        statuses,
+    };
+    let plan = crate::cleanup::plan(&facts).map_err(fail)?;
+    if format != Output::Text {
+        emit(env.out, format, &serde_json::json!({"dryRun": a.dry_run, "plan": plan}))?;
+    }
+    let node_api: Api<Node> = Api::all(c.clone());
+    let mut failed = 0;
+    for r in &plan.remove {
+        let done = if a.dry_run {
+            Ok(())
+        } else {
+            match r {
+                Removal::Lease { name } => {
+                    gone(Api::<Lease>::namespaced(c.clone(), ns).delete(name, &Default::default()).await)
+                }
+                Removal::ConfigMap { name } => gone(cms.delete(name, &Default::default()).await),
+                Removal::Secret { name } => gone(secrets_api.delete(name, &Default::default()).await),
+                Removal::AgentStatus { name } => {
+                    gone(Api::<AgentStatus>::all(c.clone()).delete(name, &Default::default()).await)
+                }
+                Removal::NodeMetadata { node, labels, annotations } => {
+                    let nulls = |keys: &[String]| -> serde_json::Map<String, serde_json::Value> {
+                        keys.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect()
+                    };
+                    let patch =
+                        serde_json::json!({"metadata": {"labels": nulls(labels), "annotations": nulls(annotations)}});
+                    gone(node_api.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await)
+                }
+                Removal::NodeConditions { node, types } => {
+                    let deletes: Vec<serde_json::Value> =
+                        types.iter().map(|t| serde_json::json!({"type": t, "$patch": "delete"})).collect();
+                    let patch = serde_json::json!({"status": {"conditions": deletes}});
+                    gone(node_api.patch_status(node, &PatchParams::default(), &Patch::Strategic(&patch)).await)
+                }
+            }
+        };
+        if format == Output::Text {
+            let shown = r.to_string();
+            let what = vigil_crds::text::printable(&shown);
+            match &done {
+                Ok(()) if a.dry_run => writeln!(env.out, "would remove {what}")?,
+                Ok(()) => writeln!(env.out, "removed {what}")?,
+                Err(e) => writeln!(env.err, "error: removing {what}: {e}")?,
+            }
+        }
+        failed += usize::from(done.is_err());
+    }
+    if format == Output::Text {
+        for k in &plan.kept {
+            writeln!(
+                env.out,
+                "kept node/{}: {}",
+                vigil_crds::text::printable(&k.node),
+                vigil_crds::text::printable(&k.why)
+            )?;
+        }
+        if plan.remove.is_empty() {
+            writeln!(env.out, "nothing of an install in namespace {ns} is left")?;
+        }
+    }
+    Ok(if failed == 0 { OK } else { FAILED })
+}
+
+/// A write's result, where "not found" (removed meanwhile) is success.
+fn gone<T>(r: kube::Result<T>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
 }

@@ -122,7 +122,7 @@ impl Election {
 
 /// The ConfigMap holding the record, in the operator's namespace (the chart grants `get` and
 /// `update` on it by this name).
-pub const NAME: &str = "vigil-operator-leader";
+pub const NAME: &str = vigil_crds::labels::LEADER_RECORD;
 
 /// The annotation holding the record (client-go's, so its tools read it).
 pub const RECORD: &str = "control-plane.alpha.kubernetes.io/leader";

@@ -112,6 +112,22 @@ pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Tim
     NodeHealth::Healthy
 }
 
+/// Whether `node` went NotReady after the target's agent started on it: down under the
+/// revision, which alone proves nothing (a reboot, a drain), but many at once may be the
+/// revision taking its nodes down.
+pub fn went_down_under(node: &NodeView, target: &str) -> bool {
+    let started = node.agent.as_ref().filter(|a| a.revision == target).and_then(|a| a.started_at);
+    !node.ready && matches!((started, node.ready_changed_at), (Some(s), Some(d)) if s < d)
+}
+
+/// Whether the nodes of a wave that went down under the revision (`down` of `admitted`) say
+/// the revision takes nodes down: more of them than the wave may lose (and at least two, so one
+/// reboot never does), at more than twice the rate of the selected nodes not on the target
+/// (`others_down` of `others`), so a zone outage or a fleet-wide maintenance does not.
+pub fn takes_nodes_down(down: usize, admitted: usize, others_down: usize, others: usize, max_failed: u32) -> bool {
+    down > (max_failed as usize).max(1) && (others == 0 || down * others > 2 * others_down * admitted)
+}
+
 /// Time from `a` to `b`, zero when `b` is earlier.
 pub fn elapsed(a: Timestamp, b: Timestamp) -> Duration {
     b.duration_since(a).try_into().unwrap_or(Duration::ZERO)

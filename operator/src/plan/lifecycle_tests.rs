@@ -441,3 +441,56 @@ fn a_node_admitted_while_down_gets_its_whole_deadline_and_heartbeat_gap_once_bac
     let p = plan(&s, &st, &nodes, back + gap + SignedDuration::from_secs(1));
     assert_eq!(p.decision.kind, "RollBack", "a heartbeat that never came once back fails: {}", p.decision.reason);
 }
+
+#[test]
+fn a_revision_that_takes_its_nodes_down_fails_but_one_reboot_or_a_zone_outage_does_not() {
+    let s = spec();
+    let target = target_name(&s);
+    // Wave 1 of 100 nodes: 5, admitted at t(0); their agents of the target start at t(10).
+    let setup = || {
+        let mut nodes = fleet(100);
+        let p = plan(&s, &stable_status(), &nodes, t(0));
+        assert_eq!(p.moves.len(), 5);
+        for m in &p.moves {
+            let n = node(&mut nodes, &m.node);
+            n.revision = m.to.clone();
+            n.admitted_at = Some(t(0));
+            n.agent = Some(healthy_agent(&target, t(10)));
+        }
+        let wave: Vec<String> = p.moves.iter().map(|m| m.node.clone()).collect();
+        (nodes, wave, p.status)
+    };
+    let down = |n: &mut NodeView| {
+        n.ready = false;
+        n.ready_changed_at = Some(t(40));
+    };
+    // Three of five go NotReady after the target started on them, the rest of the fleet is up.
+    let (mut nodes, wave, st) = setup();
+    for w in &wave[..3] {
+        down(node(&mut nodes, w));
+    }
+    let p = plan(&s, &st, &nodes, t(60));
+    assert_eq!(p.decision.kind, "RollBack", "{}", p.decision.reason);
+    assert!(p.decision.reason.contains("went NotReady after the target's agent started"), "{}", p.decision.reason);
+    // One reboot: the wave holds for it.
+    let (mut nodes, wave, st) = setup();
+    down(node(&mut nodes, &wave[0]));
+    let p = plan(&s, &st, &nodes, t(60));
+    assert_eq!(p.decision.kind, "Hold", "{}", p.decision.reason);
+    // A zone outage: a third of every node is down, on the target or not.
+    let (mut nodes, _, st) = setup();
+    for n in nodes.iter_mut().filter(|n| n.attributes.zone == "zone-0") {
+        down(n);
+    }
+    let p = plan(&s, &st, &nodes, t(60));
+    assert_eq!(p.decision.kind, "Hold", "{}", p.decision.reason);
+    // Nodes that were down before the target's agent started on them prove nothing.
+    let (mut nodes, wave, st) = setup();
+    for w in &wave[..3] {
+        let n = node(&mut nodes, w);
+        n.ready = false;
+        n.ready_changed_at = Some(t(5));
+    }
+    let p = plan(&s, &st, &nodes, t(60));
+    assert_ne!(p.decision.kind, "RollBack", "{}", p.decision.reason);
+}

@@ -307,6 +307,21 @@ impl Planner<'_> {
                 NodeHealth::Excused => {}
             }
         }
+        // Nodes down under the revision are excused one by one, but not as a crowd.
+        let down: Vec<&NodeView> = admitted.iter().copied().filter(|n| gate::went_down_under(n, target)).collect();
+        let others: Vec<&&NodeView> = eligible.iter().filter(|n| n.revision.as_deref() != Some(target)).collect();
+        let others_down = others.iter().filter(|n| !n.ready).count();
+        if gate::takes_nodes_down(down.len(), admitted.len(), others_down, others.len(), gate.max_failed_nodes) {
+            let why = format!(
+                "went NotReady after the target's agent started on it, as did {} of the wave's {} node(s) \
+                 ({others_down} of {} other selected node(s) are NotReady)",
+                down.len(),
+                admitted.len(),
+                others.len()
+            );
+            failed.retain(|(n, _)| !down.iter().any(|d| d.name == n.name));
+            failed.extend(down.iter().map(|n| (*n, why.clone())));
+        }
         let wave_full = admitted.len() >= sizes[wave - 1];
         let prom = if wave_full && pending.is_empty() {
             gate::prometheus_fails(gate, self.observed.prometheus_value)
