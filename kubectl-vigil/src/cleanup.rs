@@ -22,6 +22,9 @@ pub struct Facts {
     pub rollouts_here: Vec<String>,
     /// Agent DaemonSets (the agent selector) in the namespace.
     pub daemonsets_here: Vec<String>,
+    /// Agent pods in the namespace (orphaned by a DaemonSet deleted without cascade, or still
+    /// terminating).
+    pub pods_here: Vec<String>,
     /// The `vigil.dev/rollout` label value of every AgentRollout in the cluster (other installs
     /// included): nodes labelled with one of these belong to a live rollout.
     pub live_rollouts: BTreeSet<String>,
@@ -49,7 +52,8 @@ pub struct NodeFacts {
     pub labels: BTreeMap<String, String>,
     /// Its annotation keys.
     pub annotations: BTreeSet<String>,
-    /// Its condition types.
+    /// Its condition types that the agents' field manager owns (a condition of the same name
+    /// another writer owns, node-problem-detector's `KernelDeadlock`, is not listed).
     pub conditions: Vec<String>,
 }
 
@@ -146,9 +150,15 @@ pub fn plan(f: &Facts) -> Result<Plan, String> {
     }
     if !f.daemonsets_here.is_empty() {
         return Err(format!(
-            "agents still run in namespace {ns} from DaemonSet(s) {} (a rollout deleted with deletionPolicy \
-             Orphan): delete them first (kubectl -n {ns} delete ds -l {})",
+            "agents still run in namespace {ns} from DaemonSet(s) {}: delete them first (kubectl -n {ns} delete ds -l {})",
             f.daemonsets_here.join(", "),
+            vigil_crds::agent::SELECTOR
+        ));
+    }
+    if !f.pods_here.is_empty() {
+        return Err(format!(
+            "agent pod(s) {} still exist in namespace {ns} (orphaned or terminating): wait for them to go, or delete them (kubectl -n {ns} delete pod -l {})",
+            f.pods_here.join(", "),
             vigil_crds::agent::SELECTOR
         ));
     }
@@ -158,11 +168,11 @@ pub fn plan(f: &Facts) -> Result<Plan, String> {
     p.remove.extend(f.secrets.iter().map(|name| Removal::Secret { name: name.clone() }));
     for n in &f.nodes {
         if f.nodes_with_agents.contains(&n.name) {
-            p.kept.push(Kept { node: n.name.clone(), why: "an agent pod runs on it (another install's)".into() });
+            p.kept.push(Kept { node: n.name.clone(), why: "an agent pod of another namespace runs on it".into() });
             continue;
         }
         if let Some(r) = n.labels.get(labels::ROLLOUT).filter(|r| f.live_rollouts.contains(*r)) {
-            p.kept.push(Kept { node: n.name.clone(), why: format!("AgentRollout {r} (another install) selects it") });
+            p.kept.push(Kept { node: n.name.clone(), why: format!("its rollout {r} (namespace.name) still exists") });
             continue;
         }
         let labels: Vec<String> = n.labels.keys().filter(|k| ours(k)).cloned().collect();
@@ -244,8 +254,8 @@ mod tests {
         assert_eq!(
             kept,
             [
-                ("b", "AgentRollout team-b.fleet (another install) selects it"),
-                ("c", "an agent pod runs on it (another install's)")
+                ("b", "its rollout team-b.fleet (namespace.name) still exists"),
+                ("c", "an agent pod of another namespace runs on it")
             ]
         );
     }
@@ -260,6 +270,10 @@ mod tests {
         f.daemonsets_here = vec!["vigil-agent-r-1".into()];
         let e = plan(&f).unwrap_err();
         assert!(e.contains("vigil-agent-r-1") && e.contains("delete ds -l app.kubernetes.io/name=vigil-agent"), "{e}");
+        f.daemonsets_here.clear();
+        f.pods_here = vec!["vigil-agent-r-1-x7k".into()];
+        let e = plan(&f).unwrap_err();
+        assert!(e.contains("vigil-agent-r-1-x7k") && e.contains("orphaned or terminating"), "{e}");
     }
 
     #[test]

@@ -691,27 +691,17 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
     use crate::cleanup::{Facts, NodeFacts, Removal};
     let c = &env.client;
     let agents = ListParams::default().labels(agent::SELECTOR);
-    let rollouts_here: Vec<String> = Api::<AgentRollout>::namespaced(c.clone(), ns)
-        .list_metadata(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect();
-    let live_rollouts = Api::<AgentRollout>::all(c.clone())
-        .list_metadata(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| Some(vigil_crds::labels::rollout_label_value(&o.metadata.namespace?, &o.metadata.name?)))
-        .collect();
-    let daemonsets_here: Vec<String> = Api::<DaemonSet>::namespaced(c.clone(), ns)
-        .list_metadata(&agents)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect();
+    // With the CRDs deleted too there are no such objects, and the nodes still get cleaned.
+    let rollouts: Vec<(String, String)> = absent_is_empty(
+        Api::<AgentRollout>::all(c.clone()).list_metadata(&ListParams::default()).await.map(|l| l.items),
+    )?
+    .into_iter()
+    .filter_map(|o| Some((o.metadata.namespace?, o.metadata.name?)))
+    .collect();
+    let rollouts_here: Vec<String> = rollouts.iter().filter(|(n, _)| n == ns).map(|(_, r)| r.clone()).collect();
+    let live_rollouts = rollouts.iter().map(|(n, r)| vigil_crds::labels::rollout_label_value(n, r)).collect();
+    let pods_here = names(Api::<Pod>::namespaced(c.clone(), ns).list_metadata(&agents).await?.items);
+    let daemonsets_here = names(Api::<DaemonSet>::namespaced(c.clone(), ns).list_metadata(&agents).await?.items);
     let nodes: Vec<NodeFacts> = Api::<Node>::all(c.clone())
         .list(&ListParams::default().labels(&a.nodes))
         .await
@@ -719,22 +709,16 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
         .items
         .into_iter()
         .map(|n| NodeFacts {
+            conditions: agent_conditions(&n),
             name: n.metadata.name.unwrap_or_default(),
             labels: n.metadata.labels.unwrap_or_default(),
             annotations: n.metadata.annotations.unwrap_or_default().into_keys().collect(),
-            conditions: n.status.and_then(|s| s.conditions).into_iter().flatten().map(|c| c.type_).collect(),
         })
         .collect();
     let nodes_with_agents =
         Api::<Pod>::all(c.clone()).list(&agents).await?.items.into_iter().filter_map(|p| p.spec?.node_name).collect();
-    let leases = Api::<Lease>::namespaced(c.clone(), ns)
-        .list_metadata(&agents)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .filter(|n| agent::lease_node(n).is_some())
-        .collect();
+    let mut leases = names(Api::<Lease>::namespaced(c.clone(), ns).list_metadata(&agents).await?.items);
+    leases.retain(|n| agent::lease_node(n).is_some());
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
     let mut config_maps = Vec::new();
     for name in [vigil_crds::labels::LEADER_RECORD, vigil_crds::policy::POLICIES_CONFIGMAP] {
@@ -742,29 +726,22 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
             config_maps.push(name.to_owned());
         }
     }
-    config_maps.extend(
-        cms.list_metadata(&ListParams::default().labels(agent::SNAPSHOT_SELECTOR))
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|o| o.metadata.name),
-    );
+    config_maps.extend(names(cms.list_metadata(&ListParams::default().labels(agent::SNAPSHOT_SELECTOR)).await?.items));
     let secrets_api: Api<Secret> = Api::namespaced(c.clone(), ns);
     let secrets = match secrets_api.get_metadata_opt(vigil_crds::policy::SECRETS_SECRET).await? {
         Some(_) => vec![vigil_crds::policy::SECRETS_SECRET.to_owned()],
         None => Vec::new(),
     };
-    let statuses = Api::<AgentStatus>::all(c.clone())
-        .list_metadata(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect();
+    let statuses = names(absent_is_empty(
+        Api::<AgentStatus>::all(c.clone()).list_metadata(&ListParams::default()).await.map(|l| l.items),
+    )?)
+    .into_iter()
+    .collect();
     let facts = Facts {
         namespace: ns.to_owned(),
         rollouts_here,
         daemonsets_here,
+        pods_here,
         live_rollouts,
         nodes,
         nodes_with_agents,
@@ -808,14 +785,13 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
                 }
             }
         };
-        if format == Output::Text {
-            let shown = r.to_string();
-            let what = vigil_crds::text::printable(&shown);
-            match &done {
-                Ok(()) if a.dry_run => writeln!(env.out, "would remove {what}")?,
-                Ok(()) => writeln!(env.out, "removed {what}")?,
-                Err(e) => writeln!(env.err, "error: removing {what}: {e}")?,
-            }
+        let shown = r.to_string();
+        let what = vigil_crds::text::printable(&shown);
+        match &done {
+            Ok(()) if format != Output::Text => {}
+            Ok(()) if a.dry_run => writeln!(env.out, "would remove {what}")?,
+            Ok(()) => writeln!(env.out, "removed {what}")?,
+            Err(e) => writeln!(env.err, "error: removing {what}: {e}")?,
         }
         failed += usize::from(done.is_err());
     }
@@ -833,6 +809,43 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
         }
     }
     Ok(if failed == 0 { OK } else { FAILED })
+}
+
+/// The names of listed objects.
+fn names<K>(items: Vec<kube::core::PartialObjectMeta<K>>) -> Vec<String> {
+    items.into_iter().filter_map(|o| o.metadata.name).collect()
+}
+
+/// A list of a resource whose CRD is gone: none.
+fn absent_is_empty<T>(r: kube::Result<Vec<T>>) -> Result<Vec<T>, kube::Error> {
+    match r {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// The condition types on `node` the agents own: those of [`agent::NODE_CONDITIONS`] whose
+/// field the agent's field manager set (node-problem-detector uses some of the same names; its
+/// conditions are not ours to remove).
+fn agent_conditions(node: &Node) -> Vec<String> {
+    let owned: std::collections::BTreeSet<String> = node
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(agent::NODE_CONDITIONS_MANAGER))
+        .filter_map(|m| m.fields_v1.as_ref()?.0.get("f:status")?.get("f:conditions")?.as_object().cloned())
+        .flat_map(|c| c.into_iter().map(|(k, _)| k))
+        .filter_map(|k| {
+            serde_json::from_str::<serde_json::Value>(k.strip_prefix("k:")?)
+                .ok()?
+                .get("type")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    let present = node.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten();
+    present.map(|c| c.type_.clone()).filter(|t| owned.contains(t)).collect()
 }
 
 /// A write's result, where "not found" (removed meanwhile) is success.

@@ -40,14 +40,17 @@ pub enum NodeHealth {
 /// partition) once it is back. While a node is NotReady its clock stands still: it is excused
 /// when it was down before the wave began, and otherwise only what the node itself showed (a
 /// crash loop, an image that cannot be pulled, restarts, an OOM kill, a self-reported
-/// Unhealthy) can fail it; a missing pod or an old heartbeat cannot. A heartbeat is judged
+/// Unhealthy) can fail it; a missing pod or an old heartbeat cannot. A node down since before
+/// its turn (the wave's start or its own later admission) is excused. A heartbeat is judged
 /// stale only a whole heartbeat gap after the node was back.
 pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Timestamp, now: Timestamp) -> NodeHealth {
-    if !node.ready && node.ready_changed_at.is_none_or(|t| t <= wave_started) {
+    // Down since before the node's turn came (the wave's start, or its own later admission).
+    let turn = node.admitted_at.map_or(wave_started, |a| a.max(wave_started));
+    if !node.ready && node.ready_changed_at.is_none_or(|t| t <= turn) {
         return NodeHealth::Excused;
     }
     let back = node.ready.then_some(node.ready_changed_at).flatten();
-    let since = [node.admitted_at, back].into_iter().flatten().fold(wave_started, Timestamp::max);
+    let since = back.map_or(turn, |b| b.max(turn));
     let overdue = node.ready && elapsed(since, now) > Duration::from(gate.progress_deadline);
     let pending = |why: String| {
         if overdue {
@@ -115,17 +118,21 @@ pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Tim
 /// Whether `node` went NotReady after the target's agent started on it: down under the
 /// revision, which alone proves nothing (a reboot, a drain), but many at once may be the
 /// revision taking its nodes down.
-pub fn went_down_under(node: &NodeView, target: &str) -> bool {
+/// Only a node that went down within `within` (the progress deadline) of that start counts: a
+/// reboot hours later says nothing about the revision.
+pub fn went_down_under(node: &NodeView, target: &str, within: Duration) -> bool {
     let started = node.agent.as_ref().filter(|a| a.revision == target).and_then(|a| a.started_at);
-    !node.ready && matches!((started, node.ready_changed_at), (Some(s), Some(d)) if s < d)
+    !node.ready && matches!((started, node.ready_changed_at), (Some(s), Some(d)) if s < d && elapsed(s, d) <= within)
 }
 
 /// Whether the nodes of a wave that went down under the revision (`down` of `admitted`) say
 /// the revision takes nodes down: more of them than the wave may lose (and at least two, so one
 /// reboot never does), at more than twice the rate of the selected nodes not on the target
-/// (`others_down` of `others`), so a zone outage or a fleet-wide maintenance does not.
+/// (`others_down` of `others`), so a zone outage or a fleet-wide maintenance does not. With
+/// no other node to compare (the last wave), only when most of the wave went down.
 pub fn takes_nodes_down(down: usize, admitted: usize, others_down: usize, others: usize, max_failed: u32) -> bool {
-    down > (max_failed as usize).max(1) && (others == 0 || down * others > 2 * others_down * admitted)
+    down > (max_failed as usize).max(1)
+        && if others == 0 { 2 * down > admitted } else { down * others > 2 * others_down * admitted }
 }
 
 /// Time from `a` to `b`, zero when `b` is earlier.

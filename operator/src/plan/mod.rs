@@ -236,6 +236,21 @@ impl Planner<'_> {
         self.moves.len() < self.limits.max_moves
     }
 
+    /// A first rollout whose target is Bad: there is nothing of its own to go back to, and
+    /// rolling back would strip its nodes of their only agent, so it stays paused with every
+    /// agent where it runs (docs/adr/0007-a-first-rollout-pauses.md).
+    fn first_rollout_paused(&mut self, st: &mut AgentRolloutStatus, target: &str) -> Step {
+        st.phase = Some(RolloutPhase::Paused);
+        let why = st.history.iter().find(|r| r.revision == target).and_then(|r| r.reason.clone()).unwrap_or_default();
+        (
+            "Pause",
+            format!(
+                "health gate failed on a first rollout, with no earlier revision to roll back to: paused, every agent left where it runs (failing: {why}); fix the target and apply it again, retry it, or delete the rollout"
+            ),
+            Duration::from_secs(300),
+        )
+    }
+
     fn roll_back(&mut self, st: &mut AgentRolloutStatus, eligible: &[&NodeView], target: &str) -> Step {
         if st.stable_revision.as_deref() == Some(target) {
             st.stable_revision = restore_to(st, target);
@@ -243,6 +258,9 @@ impl Planner<'_> {
         let stable_owned = st.stable_revision.clone();
         let stable = stable_owned.as_deref();
         let on_target: Vec<&&NodeView> = eligible.iter().filter(|n| n.revision.as_deref() == Some(target)).collect();
+        if stable.is_none() && !on_target.is_empty() && self.spec.failure_policy != FailurePolicy::Pause {
+            return self.first_rollout_paused(st, target);
+        }
         if on_target.is_empty() {
             st.phase = Some(RolloutPhase::RolledBack);
             let why =
@@ -308,13 +326,15 @@ impl Planner<'_> {
             }
         }
         // Nodes down under the revision are excused one by one, but not as a crowd.
-        let down: Vec<&NodeView> = admitted.iter().copied().filter(|n| gate::went_down_under(n, target)).collect();
+        let within = Duration::from(gate.progress_deadline);
+        let down: Vec<&NodeView> =
+            admitted.iter().copied().filter(|n| gate::went_down_under(n, target, within)).collect();
         let others: Vec<&&NodeView> = eligible.iter().filter(|n| n.revision.as_deref() != Some(target)).collect();
         let others_down = others.iter().filter(|n| !n.ready).count();
         if gate::takes_nodes_down(down.len(), admitted.len(), others_down, others.len(), gate.max_failed_nodes) {
             let why = format!(
-                "went NotReady after the target's agent started on it, as did {} of the wave's {} node(s) \
-                 ({others_down} of {} other selected node(s) are NotReady)",
+                "went NotReady soon after the target's agent started on it, as did {} of the {} node(s) on the \
+                 target ({others_down} of {} other selected node(s) are NotReady)",
                 down.len(),
                 admitted.len(),
                 others.len()
@@ -535,18 +555,17 @@ impl Planner<'_> {
         // the only agent its nodes have. It pauses instead, naming the failing nodes, and
         // leaves every agent where it runs (docs/adr/0007-a-first-rollout-pauses.md).
         if stable.is_none() && self.spec.failure_policy != FailurePolicy::Pause {
-            st.phase = Some(RolloutPhase::Paused);
             let failing: Vec<String> = failed.iter().take(5).map(|(n, why)| format!("{}: {why}", n.name)).collect();
             let more = failed.len().saturating_sub(failing.len());
             let more = if more > 0 { format!(" and {more} more") } else { String::new() };
-            return (
-                "Pause",
-                format!(
-                    "health gate failed on a first rollout, with no earlier revision to roll back to: paused, every agent left where it runs (failing: {}{more}); fix the target and apply it again, or delete the rollout",
-                    failing.join("; ")
-                ),
-                Duration::from_secs(60),
-            );
+            // The verdict is recorded, so the pause holds: the target is Bad until a person
+            // retries it or applies another (a node that recovers later does not resume it).
+            if let Some(r) = st.history.iter_mut().find(|r| r.revision == target) {
+                r.outcome = RevisionOutcome::Bad;
+                r.reason = Some(format!("{}{more}", failing.join("; ")));
+            }
+            st.wave_ready_at = None;
+            return self.first_rollout_paused(st, target);
         }
         match self.spec.failure_policy {
             FailurePolicy::Pause => {

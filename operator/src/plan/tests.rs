@@ -216,9 +216,22 @@ fn a_first_rollout_whose_gate_fails_pauses_and_strips_no_node() {
         assert!(p2.decision.reason.contains(&p1.moves[0].node), "{}", p2.decision.reason);
         assert!(p2.decision.reason.contains("CrashLoopBackOff"), "{}", p2.decision.reason);
         assert!(!p2.decision.reason.contains("roll back to no agent"), "{}", p2.decision.reason);
-        // Planning again from the written status: still paused, still nothing moved.
+        // Planning again from the written status: still paused, still nothing moved, and the
+        // pause holds when the nodes look healthy again (the verdict is recorded).
         let p3 = plan(&s, &p2.status, &nodes, t(60));
         assert!(p3.moves.is_empty(), "{:?}", p3.moves);
+        for m in &p1.moves {
+            nodes.iter_mut().find(|n| n.name == m.node).unwrap().agent = Some(healthy_agent(&target, t(90)));
+        }
+        let p4 = plan(&s, &p3.status, &nodes, t(100));
+        assert_eq!(
+            (p4.decision.kind, p4.status.phase),
+            ("Pause", Some(RolloutPhase::Paused)),
+            "{}",
+            p4.decision.reason
+        );
+        assert!(p4.moves.is_empty(), "{:?}", p4.moves);
+        assert_eq!(p4.status.history[0].outcome, RevisionOutcome::Bad);
     }
 }
 
