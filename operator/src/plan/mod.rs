@@ -258,7 +258,13 @@ impl Planner<'_> {
         let stable_owned = st.stable_revision.clone();
         let stable = stable_owned.as_deref();
         let on_target: Vec<&&NodeView> = eligible.iter().filter(|n| n.revision.as_deref() == Some(target)).collect();
-        if stable.is_none() && !on_target.is_empty() && self.spec.failure_policy != FailurePolicy::Pause {
+        // The gate's verdict on a first rollout holds it paused; a person's abort or rollback
+        // (phase RollingBack) is carried out as asked.
+        if stable.is_none()
+            && !on_target.is_empty()
+            && st.phase != Some(RolloutPhase::RollingBack)
+            && self.spec.failure_policy != FailurePolicy::Pause
+        {
             return self.first_rollout_paused(st, target);
         }
         if on_target.is_empty() {

@@ -232,6 +232,16 @@ fn a_first_rollout_whose_gate_fails_pauses_and_strips_no_node() {
         );
         assert!(p4.moves.is_empty(), "{:?}", p4.moves);
         assert_eq!(p4.status.history[0].outcome, RevisionOutcome::Bad);
+        // A person's abort is carried out: the rollout's own agents come off as asked.
+        let mut s2 = s.clone();
+        s2.action = Some(vigil_crds::rollout::ManualAction {
+            id: "a1".into(),
+            kind: vigil_crds::rollout::ManualActionKind::Abort,
+            to: None,
+        });
+        let p5 = plan(&s2, &p4.status, &nodes, t(110));
+        assert_eq!(p5.decision.kind, "RollBack", "{}", p5.decision.reason);
+        assert_eq!(p5.moves.len(), 5, "{:?}", p5.moves);
     }
 }
 
