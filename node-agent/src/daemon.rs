@@ -297,8 +297,13 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || s.finish(Some("stopped before its first report".into()))).await;
     }
     if let Some(consumer) = events.take() {
-        consumer.sources.stop();
-        if let Some(logs) = consumer.otlp_logs {
+        let EventConsumer { sources, stats, mut drops, log, otlp_logs, .. } = consumer;
+        sources.stop();
+        // What was dropped since the last summary is said before the agent goes.
+        if let Some(summary) = drops.flush(&stats, jiff::Timestamp::now()) {
+            deliver(log, otlp_logs.as_ref(), &summary);
+        }
+        if let Some(logs) = otlp_logs {
             logs.shutdown();
         }
     }
@@ -335,16 +340,21 @@ struct EventConsumer {
 
 impl EventConsumer {
     fn handle(&mut self, event: &Event) {
-        if self.log {
-            // One JSON object per line on stdout: `kubectl logs` and any log shipper read it.
-            if let Ok(line) = serde_json::to_string(event) {
-                // Nor a closed stdout: the event still reaches the other consumers.
-                let _ = writeln!(std::io::stdout().lock(), "{line}");
-            }
+        deliver(self.log, self.otlp_logs.as_ref(), event);
+    }
+}
+
+/// An event to the log on stdout (when `log`) and the OTLP logs exporter.
+fn deliver(log: bool, otlp_logs: Option<&crate::export::otlp::OtlpLogs>, event: &Event) {
+    if log {
+        // One JSON object per line on stdout: `kubectl logs` and any log shipper read it.
+        if let Ok(line) = serde_json::to_string(event) {
+            // Nor a closed stdout: the event still reaches the other consumers.
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
         }
-        if let Some(logs) = &self.otlp_logs {
-            logs.emit(event);
-        }
+    }
+    if let Some(logs) = otlp_logs {
+        logs.emit(event);
     }
 }
 
@@ -371,10 +381,16 @@ impl DropSummary {
 
     /// The summary event if drops grew and the last one is a minute old.
     pub fn check(&mut self, stats: &EventStats, now: jiff::Timestamp) -> Option<Event> {
+        if self.last.is_some_and(|t| now.duration_since(t) < jiff::SignedDuration::from_secs(60)) {
+            return None;
+        }
+        self.flush(stats, now)
+    }
+
+    /// The summary event if drops grew since the last one, however recent (on the way out).
+    pub fn flush(&mut self, stats: &EventStats, now: jiff::Timestamp) -> Option<Event> {
         let total = stats.total_dropped();
-        if total <= self.reported
-            || self.last.is_some_and(|t| now.duration_since(t) < jiff::SignedDuration::from_secs(60))
-        {
+        if total <= self.reported {
             return None;
         }
         let new = total - self.reported;
@@ -502,5 +518,29 @@ async fn ready_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 (StatusCode::OK, "ready\n".to_owned())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Source;
+    use crate::events::queue::DropReason;
+
+    #[test]
+    fn drops_are_summarised_once_a_minute_and_whatever_is_left_on_the_way_out() {
+        let stats = EventStats::default();
+        let mut s = DropSummary::new("node-a");
+        let t0: jiff::Timestamp = "2026-01-05T00:00:00Z".parse().unwrap();
+        assert!(s.check(&stats, t0).is_none(), "nothing dropped, nothing said");
+        stats.count_drop(Source::Process, DropReason::RateLimited, 5);
+        let first = s.check(&stats, t0).unwrap();
+        assert_eq!(first.detail_i64("dropped"), Some(5));
+        stats.count_drop(Source::Process, DropReason::Overflow, 3);
+        assert!(s.check(&stats, t0 + jiff::SignedDuration::from_secs(30)).is_none(), "at most once a minute");
+        let last = s.flush(&stats, t0 + jiff::SignedDuration::from_secs(31)).unwrap();
+        assert_eq!((last.detail_i64("dropped"), last.detail_i64("droppedTotal")), (Some(3), Some(8)));
+        assert!(last.message.contains("process overflow 3"), "{}", last.message);
+        assert!(s.flush(&stats, t0 + jiff::SignedDuration::from_secs(32)).is_none(), "each drop said once");
     }
 }

@@ -372,8 +372,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         break;
                     }
                 }
-                if let Some((_, sources, _)) = stream {
+                if let Some((_, sources, stats)) = stream {
                     sources.stop();
+                    // What was dropped since the last summary is said before watch ends.
+                    if let Some(summary) = drops.flush(&stats, jiff::Timestamp::now()) {
+                        print_event(&mut std::io::stdout().lock(), &summary, common.json, color)?;
+                    }
                 }
                 anyhow::Ok(())
             })?;

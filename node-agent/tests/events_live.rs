@@ -407,3 +407,150 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("kernel: opening {}: No such file", missing.display())), "{stderr}");
 }
+
+/// Starts `n` short-lived processes (`/bin/true`), waiting `gap` after each, while two threads
+/// spin on the CPUs; returns their pids.
+fn storm(n: usize, gap: Duration) -> std::collections::BTreeSet<i64> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            // Bounded: it ends when the storm does.
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        pids.insert(i64::from(child.id()));
+        child.wait().unwrap();
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    pids
+}
+
+#[test]
+fn every_execution_is_reported_or_counted_as_lost_under_a_competing_load() {
+    use vigil_agent::events::queue::{DropReason, RateLimit};
+    const N: usize = 1500;
+    let default_limit = vigil_agent::config::Config::default().events.processes.rate_limit;
+    for (gap, limit) in [
+        (Duration::ZERO, default_limit),
+        // A limit the storm overruns: what it holds back is counted.
+        (Duration::ZERO, RateLimit::new(100.0, 200)),
+        (Duration::ZERO, RateLimit::new(100_000.0, 1_000_000)),
+        (Duration::from_millis(2), RateLimit::new(100_000.0, 1_000_000)),
+    ] {
+        let state = tempfile::tempdir().unwrap();
+        let mut c = quiet(state.path());
+        c.events.processes.enabled = true;
+        c.events.processes.mode = ProcessMode::Netlink;
+        c.events.processes.rate_limit = limit;
+        c.events.queue_capacity = 1 << 16;
+        let (sources, mut rx, q) = start(&c);
+        assert!(wait_ready(&sources, Source::Process).contains("netlink"), "run the live tests as root");
+        let started = Instant::now();
+        let pids = storm(N, gap);
+        let took = started.elapsed();
+        // Drain: every start of ours arrived, or nothing more came for 2 s (at most 30 s).
+        let mut seen = std::collections::BTreeMap::new();
+        let (deadline, mut quiet_since) = (Instant::now() + Duration::from_secs(30), Instant::now());
+        while seen.len() < N && Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(2) {
+            match rx.try_recv() {
+                Ok(e) => {
+                    quiet_since = Instant::now();
+                    if e.kind == EventType::ProcessStart
+                        && let Some(pid) = pid_of(&e).filter(|p| pids.contains(p))
+                    {
+                        let vanished = e.details.get("vanished").and_then(serde_json::Value::as_bool) == Some(true);
+                        seen.insert(pid, (e.detail_str("comm").map(str::to_owned), vanished, e.detail_i64("ppid")));
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        sources.stop();
+        let stats = q.stats();
+        let dropped = stats.dropped_of(EventType::ProcessStart);
+        let lost = stats.dropped(Source::Process, DropReason::Overflow);
+        eprintln!(
+            "{N} executions in {took:?} ({:.0}/s), gap {gap:?}, limit {}/s: reported {}, starts dropped and counted {dropped}, kernel messages lost and counted {lost}",
+            N as f64 / took.as_secs_f64(),
+            limit.per_second,
+            seen.len()
+        );
+        // Every execution is reported or counted (the counters also hold other processes of
+        // this machine, so they may count more).
+        assert!(
+            seen.len() as u64 + dropped + lost >= N as u64,
+            "{} of {N} executions neither reported nor counted",
+            N as u64 - seen.len() as u64 - dropped - lost
+        );
+        // Each start names its program, or, for a process gone before /proc was read, says so
+        // and still names its parent (from the kernel's fork message).
+        let me = Some(i64::from(std::process::id()));
+        let wrong: Vec<_> = seen
+            .iter()
+            .filter(|(_, (comm, vanished, ppid))| !(comm.as_deref() == Some("true") || (*vanished && *ppid == me)))
+            .collect();
+        assert!(wrong.is_empty(), "starts naming neither program nor parent: {wrong:?}");
+        let vanished = seen.values().filter(|(_, v, _)| *v).count();
+        eprintln!("  of them gone before /proc was read (named by pid and parent only): {vanished}");
+    }
+}
+
+#[test]
+fn a_burst_of_file_changes_past_the_kernel_queue_is_reported_or_counted() {
+    use vigil_agent::events::queue::DropReason;
+    // More changes than the kernel queues for one inotify instance (fs.inotify.max_queued_events,
+    // 16,384 by default): each file is a create, a write and a close.
+    const N: usize = 20_000;
+    let state = tempfile::tempdir().unwrap();
+    let watched = tempfile::tempdir().unwrap();
+    let w = watched.path().to_owned();
+    let mut c = quiet(state.path());
+    c.events.files.enabled = true;
+    c.events.files.paths = vec![vigil_agent::events::fim::WatchPath { path: w.display().to_string(), content: false }];
+    c.events.files.per_path_interval = Duration::ZERO;
+    c.events.files.rate_limit = vigil_agent::events::queue::RateLimit::new(100_000.0, 1_000_000);
+    c.events.queue_capacity = 1 << 16;
+    let (sources, mut rx, q) = start(&c);
+    assert!(wait_ready(&sources, Source::File).contains("watching 1 directories"));
+    for i in 0..N {
+        std::fs::write(w.join(format!("f{i}")), "x").unwrap();
+    }
+    let mut created = std::collections::BTreeSet::new();
+    let (deadline, mut quiet_since) = (Instant::now() + Duration::from_secs(60), Instant::now());
+    while created.len() < N && Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(5) {
+        match rx.try_recv() {
+            Ok(e) => {
+                quiet_since = Instant::now();
+                if e.kind == EventType::FileCreated
+                    && let Some(p) = e.detail_str("path")
+                {
+                    created.insert(p.to_owned());
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    sources.stop();
+    let stats = q.stats();
+    let (overflowed, dropped) =
+        (stats.dropped(Source::File, DropReason::Overflow), stats.dropped_of(EventType::FileCreated));
+    eprintln!("{N} files created: reported {}, overflows counted {overflowed}, dropped {dropped}", created.len());
+    // A queue overflow is counted and the tree walked again, which reports what it hid.
+    assert!(created.len() as u64 + dropped >= N as u64, "{} files neither reported nor counted", N - created.len());
+}

@@ -23,6 +23,7 @@ const PROC_CN_MCAST_IGNORE: u32 = 2;
 
 const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
+const PROC_EVENT_COMM: u32 = 0x0000_0200;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
 /// One process event.
@@ -55,8 +56,20 @@ pub enum ProcEvent {
         /// Signal sent to the parent.
         exit_signal: u32,
     },
-    /// The kernel lost messages: the socket buffer overflowed.
+    /// A task renamed itself (`prctl(PR_SET_NAME)`; an exec sends none).
+    Comm {
+        /// The task.
+        pid: i32,
+        /// Its process.
+        tgid: i32,
+        /// The new name (at most 15 bytes, NUL-padded).
+        comm: [u8; 16],
+    },
+    /// The kernel could not deliver messages: the socket buffer overflowed (how many were
+    /// lost comes with [`ProcEvent::Lost`], from the sequence numbers).
     Overrun,
+    /// This many messages never arrived: a gap in a CPU's sequence numbers.
+    Lost(u64),
     /// Anything else (uid, gid, sid, comm, ptrace, coredump changes, acks).
     Other,
 }
@@ -72,6 +85,12 @@ fn i32_at(b: &[u8], at: usize) -> Option<i32> {
 /// Decodes every netlink message in one datagram. Malformed messages end the walk; what was
 /// decoded before them is kept.
 pub fn decode(datagram: &[u8]) -> Vec<ProcEvent> {
+    decode_numbered(datagram).into_iter().map(|(_, e)| e).collect()
+}
+
+/// [`decode`], with each process event's CPU and that CPU's sequence number: the kernel numbers
+/// the messages it sends from each CPU one by one, so a gap is a count of lost messages.
+pub fn decode_numbered(datagram: &[u8]) -> Vec<(Option<(u32, u32)>, ProcEvent)> {
     let mut out = Vec::new();
     let mut at = 0;
     while datagram.len() - at >= NLMSG_HDR {
@@ -82,9 +101,17 @@ pub fn decode(datagram: &[u8]) -> Vec<ProcEvent> {
         }
         let msg = &datagram[at..at + len];
         match kind {
-            NLMSG_OVERRUN => out.push(ProcEvent::Overrun),
-            NLMSG_ERROR => out.push(ProcEvent::Other),
-            _ => out.push(decode_cn(&msg[NLMSG_HDR..]).unwrap_or(ProcEvent::Other)),
+            NLMSG_OVERRUN => out.push((None, ProcEvent::Overrun)),
+            NLMSG_ERROR => out.push((None, ProcEvent::Other)),
+            _ => {
+                let cn = &msg[NLMSG_HDR..];
+                let event = decode_cn(cn).unwrap_or(ProcEvent::Other);
+                // cn_msg's seq at 8; proc_event's cpu at 4 of its data.
+                let numbered = (u32_at(cn, 0) == Some(CN_IDX_PROC) && u32_at(cn, 4) == Some(CN_VAL_PROC))
+                    .then(|| Some((u32_at(cn, CN_MSG_HDR + 4)?, u32_at(cn, 8)?)))
+                    .flatten();
+                out.push((numbered, event));
+            }
         }
         // Messages are 4-byte aligned.
         at += (len + 3) & !3;
@@ -107,6 +134,11 @@ fn decode_cn(cn: &[u8]) -> Option<ProcEvent> {
             child_tgid: i32_at(ev, data + 12)?,
         },
         PROC_EVENT_EXEC => ProcEvent::Exec { pid: i32_at(ev, data)?, tgid: i32_at(ev, data + 4)? },
+        PROC_EVENT_COMM => {
+            let mut comm = [0u8; 16];
+            comm.copy_from_slice(ev.get(data + 8..data + 24)?);
+            ProcEvent::Comm { pid: i32_at(ev, data)?, tgid: i32_at(ev, data + 4)?, comm }
+        }
         PROC_EVENT_EXIT => ProcEvent::Exit {
             pid: i32_at(ev, data)?,
             tgid: i32_at(ev, data + 4)?,
@@ -115,6 +147,37 @@ fn decode_cn(cn: &[u8]) -> Option<ProcEvent> {
         },
         _ => ProcEvent::Other,
     })
+}
+
+/// The last sequence number seen from each CPU; a jump forward is that many lost messages.
+/// Pure.
+#[derive(Debug, Default)]
+pub struct Sequence {
+    last: std::collections::HashMap<u32, u32>,
+}
+
+impl Sequence {
+    /// Notes message `seq` from `cpu`; returns how many of that CPU's messages before it never
+    /// arrived. The first message of a CPU sets its baseline; a number at or behind the last
+    /// (a counter reset) does too.
+    pub fn observe(&mut self, cpu: u32, seq: u32) -> u64 {
+        let lost = match self.last.get(&cpu) {
+            Some(&last) if seq > last => u64::from(seq - last - 1),
+            _ => 0,
+        };
+        // At most as many entries as CPUs the kernel numbers; a hostile datagram cannot grow it
+        // past that bound.
+        if self.last.len() < 4096 || self.last.contains_key(&cpu) {
+            self.last.insert(cpu, seq);
+        }
+        lost
+    }
+}
+
+/// A process name as the kernel gives it: up to the first NUL.
+pub fn comm_text(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
 /// Encodes a message as the kernel sends it (tests, fuzzing, the subscription request).
@@ -150,6 +213,7 @@ fn cn_message(data: &[u8]) -> Vec<u8> {
 pub struct Listener {
     fd: OwnedFd,
     buf: Vec<u8>,
+    sequence: Sequence,
 }
 
 impl Listener {
@@ -163,11 +227,14 @@ impl Listener {
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             Some(netlink::CONNECTOR),
         )?;
-        // A large receive buffer rides out bursts (a fork storm) without overruns; the
-        // kernel caps it at net.core.rmem_max.
-        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 8 << 20);
+        // A large receive buffer rides out bursts (a fork storm) without overruns. With
+        // CAP_NET_ADMIN the agent may go past net.core.rmem_max (SO_RCVBUFFORCE); without it
+        // the kernel caps the size at rmem_max.
+        if rustix::net::sockopt::set_socket_recv_buffer_size_force(&fd, 8 << 20).is_err() {
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 8 << 20);
+        }
         rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, CN_IDX_PROC))?;
-        let listener = Self { fd, buf: vec![0u8; 64 * 1024] };
+        let listener = Self { fd, buf: vec![0u8; 64 * 1024], sequence: Sequence::default() };
         listener.send_op(PROC_CN_MCAST_LISTEN)?;
         Ok(listener)
     }
@@ -179,7 +246,8 @@ impl Listener {
     }
 
     /// Waits up to `timeout` for messages and decodes what arrived. An overrun (ENOBUFS) is
-    /// reported as [`ProcEvent::Overrun`].
+    /// reported as [`ProcEvent::Overrun`], and the messages lost as [`ProcEvent::Lost`] once
+    /// the gap in their sequence numbers shows.
     pub fn recv(&mut self, timeout: Duration) -> io::Result<Vec<ProcEvent>> {
         let mut out = Vec::new();
         if !super::process::wait_readable(self.fd.as_fd(), timeout)? {
@@ -187,7 +255,17 @@ impl Listener {
         }
         loop {
             match rustix::net::recv(&self.fd, &mut self.buf[..], rustix::net::RecvFlags::empty()) {
-                Ok((n, _)) => out.extend(decode(&self.buf[..n])),
+                Ok((n, _)) => {
+                    for (numbered, event) in decode_numbered(&self.buf[..n]) {
+                        if let Some((cpu, seq)) = numbered {
+                            let lost = self.sequence.observe(cpu, seq);
+                            if lost > 0 {
+                                out.push(ProcEvent::Lost(lost));
+                            }
+                        }
+                        out.push(event);
+                    }
+                }
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(rustix::io::Errno::NOBUFS) => out.push(ProcEvent::Overrun),
                 Err(e) => return Err(e.into()),
@@ -229,6 +307,25 @@ mod tests {
                 ProcEvent::Other,
             ]
         );
+    }
+
+    #[test]
+    fn a_comm_event_names_the_program_and_sequence_gaps_count_lost_messages() {
+        let mut comm = ints(&[7, 7]);
+        comm.extend_from_slice(b"hmark\0\0\0\0\0\0\0\0\0\0\0");
+        let d = encode(PROC_EVENT_COMM, &comm);
+        let [(numbered, ProcEvent::Comm { pid: 7, tgid: 7, comm })] = decode_numbered(&d)[..] else {
+            panic!("{:?}", decode_numbered(&d))
+        };
+        assert_eq!((numbered, comm_text(&comm)), (Some((0, 0)), "hmark".to_owned()));
+        let mut s = Sequence::default();
+        assert_eq!(s.observe(0, 10), 0, "the first sets the baseline");
+        assert_eq!(s.observe(0, 11), 0);
+        assert_eq!(s.observe(1, 500), 0, "each CPU counts on its own");
+        assert_eq!(s.observe(0, 15), 3, "12, 13 and 14 never came");
+        assert_eq!(s.observe(1, 501), 0);
+        assert_eq!(s.observe(0, 2), 0, "a reset sets a new baseline");
+        assert_eq!(s.observe(0, 4), 1);
     }
 
     #[test]

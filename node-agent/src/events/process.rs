@@ -85,7 +85,8 @@ pub fn start_event(info: &ProcInfo, time: jiff::Timestamp, users: &crate::proc::
     let what = info.cmdline.as_deref().unwrap_or_else(|| info.name());
     let e = Event::new(EventType::ProcessStart, time, format!("{what} started (pid {})", info.pid));
     let e = info.describe(e, users);
-    if info.comm.is_none() { e.with("vanished", true) } else { e }
+    // Gone before /proc could be read: what the event says came from the kernel's messages.
+    if info.starttime.is_none() { e.with("vanished", true) } else { e }
 }
 
 /// An exit event; `status` is the `wait(2)` status when the kernel told it.

@@ -84,6 +84,9 @@ const MAX_DROPPING_CONTAINERS: usize = 256;
 pub struct EventStats {
     emitted: Vec<AtomicU64>,
     dropped: Vec<AtomicU64>,
+    /// Drops by event type, of the events the agent saw and dropped (rate limits, a full
+    /// queue); what the kernel lost before the agent saw it has no type.
+    dropped_kinds: Vec<AtomicU64>,
     unparsed: Vec<AtomicU64>,
     /// Container → events of it dropped by its own limit since the last [`EventStats::take_container_drops`].
     by_container: std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -95,6 +98,7 @@ impl Default for EventStats {
         Self {
             emitted: zeroes(EventType::ALL.len()),
             dropped: zeroes(Source::ALL.len() * DropReason::ALL.len()),
+            dropped_kinds: zeroes(EventType::ALL.len()),
             unparsed: zeroes(Source::ALL.len() * UnparsedReason::ALL.len()),
             by_container: std::sync::Mutex::default(),
         }
@@ -133,6 +137,15 @@ impl EventStats {
     /// as an `agent.unparsed` event when the rate limit allows).
     pub fn count_unparsed(&self, source: Source, reason: UnparsedReason) {
         self.unparsed[source.index() * UnparsedReason::ALL.len() + reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events of `kind` the agent saw and dropped (rate limits, a full queue) so far.
+    pub fn dropped_of(&self, kind: EventType) -> u64 {
+        self.dropped_kinds[kind as usize].load(Ordering::Relaxed)
+    }
+
+    fn count_kind_drop(&self, kind: EventType) {
+        self.dropped_kinds[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Events of `kind` queued so far.
@@ -217,6 +230,7 @@ impl EventQueue {
             source,
             normal: TokenBucket::new(limit),
             critical: TokenBucket::new(limit),
+            endings: TokenBucket::new(limit),
             per_container: None,
             containers: std::collections::HashMap::new(),
             stats: self.stats.clone(),
@@ -239,6 +253,9 @@ pub struct Emitter {
     // cannot starve an OOM kill or a brute-force finding.
     normal: TokenBucket,
     critical: TokenBucket,
+    // Process exits have a bucket of their own: a flood of exits (each start has one) cannot
+    // use up the budget of the starts, which are what a reader must not miss.
+    endings: TokenBucket,
     // One container's share: a noisy container uses up its own bucket, not the source's.
     per_container: Option<RateLimit>,
     containers: std::collections::HashMap<String, (TokenBucket, Instant)>,
@@ -268,12 +285,18 @@ impl Emitter {
             *seen = now;
             if !bucket.take(now) {
                 self.stats.count_container_drop(self.source, id);
+                self.stats.count_kind_drop(event.kind);
                 return false;
             }
         }
-        let bucket = if event.severity == Severity::Critical { &mut self.critical } else { &mut self.normal };
+        let bucket = match (event.severity, event.kind) {
+            (Severity::Critical, _) => &mut self.critical,
+            (_, EventType::ProcessExit) => &mut self.endings,
+            _ => &mut self.normal,
+        };
         if !bucket.take(now) {
             self.stats.count_drop(self.source, DropReason::RateLimited, 1);
+            self.stats.count_kind_drop(event.kind);
             return false;
         }
         if event.node.is_empty() {
@@ -287,6 +310,7 @@ impl Emitter {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.stats.count_drop(self.source, DropReason::QueueFull, 1);
+                self.stats.count_kind_drop(kind);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -345,7 +369,19 @@ mod tests {
         assert_eq!(stats.dropped(Source::Process, DropReason::RateLimited), 5);
         assert_eq!(stats.emitted(EventType::ProcessStart), 3);
         assert_eq!(stats.total_dropped(), 7);
+        assert_eq!(stats.dropped_of(EventType::ProcessStart), 7);
         assert_eq!(rx.try_recv().unwrap().node, "node-a");
+    }
+
+    #[test]
+    fn a_flood_of_exits_does_not_use_up_the_starts_budget() {
+        let (q, _rx) = EventQueue::new(1000, "node-a");
+        let mut e = q.emitter(Source::Process, RateLimit::new(0.0, 10));
+        let at = |kind| Event::new(kind, jiff::Timestamp::UNIX_EPOCH, "x");
+        assert_eq!((0..50).filter(|_| e.emit(at(EventType::ProcessExit))).count(), 10);
+        assert_eq!((0..50).filter(|_| e.emit(at(EventType::ProcessStart))).count(), 10, "the starts keep their budget");
+        let stats = q.stats();
+        assert_eq!((stats.dropped_of(EventType::ProcessExit), stats.dropped_of(EventType::ProcessStart)), (40, 40));
     }
 
     #[test]

@@ -124,7 +124,8 @@ fn netlink_loop(
                     };
                     emitter.emit(exit_event(&info, Some(exit_code), now, users));
                 }
-                ProcEvent::Overrun => emitter.count_overflow(1),
+                // How many messages an overrun cost shows as a gap in the sequence numbers.
+                ProcEvent::Lost(n) => emitter.count_overflow(n),
                 _ => {}
             }
         }
