@@ -315,6 +315,12 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     };
     let key = format!("{ns}/{name}");
     if ns != ctx.template.namespace {
+        // Another install's rollout: its own operator writes its status (two installs side by
+        // side, each in its namespace). Refusing it here too would overwrite that status and
+        // be overwritten in turn, for ever.
+        if acted_on(&rollout) {
+            return Ok(Action::await_change());
+        }
         let message = format!(
             "AgentRollouts act only in namespace {}, where the agents' service account, RBAC and admission policies \
              are installed; this one is in {ns}: move it there",
@@ -514,6 +520,15 @@ async fn refuse(
         let _ = recorder.publish(&rollout.object_ref(&()), EventKind::Warning, why, "Refuse", &message).await;
     }
     Ok(again)
+}
+
+/// Whether an operator has planned `rollout`: its status carries the planner's conditions
+/// (a refusal carries only `Accepted`).
+pub fn acted_on(rollout: &AgentRollout) -> bool {
+    rollout
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| crate::plan::conditions::TYPES.contains(&c.type_.as_str())))
 }
 
 /// Whether the operator wrote `ds` for `rollout` (`key` = `namespace/name`): by the owning

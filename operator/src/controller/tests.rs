@@ -545,3 +545,32 @@ fn a_newer_rollout_selecting_the_same_nodes_is_told_which_older_one_holds_them()
     let disjoint = super::Stores { rollouts: fill(vec![newer.clone(), elsewhere.clone()]), ..stores };
     assert_eq!(disjoint.overlap(&elsewhere, "vigil-system"), None);
 }
+
+#[tokio::test]
+async fn another_installs_planned_rollout_is_left_alone_and_a_misplaced_one_is_refused_once() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let ctx = Arc::new(Context::new(client, None, stores(4, Vec::new())));
+    // A rollout of the install in namespace team-b, which its own operator has planned.
+    let mut theirs = rollout();
+    theirs.metadata.namespace = Some("team-b".into());
+    let mut planned = vigil_crds::AgentRolloutStatus::default();
+    crate::plan::conditions::update(&mut planned, "Admit", "wave 1", Some(3), jiff::Timestamp::UNIX_EPOCH);
+    theirs.status = Some(planned);
+    // Left alone: no request at all (one would wait for an answer that never comes).
+    let quiet = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(theirs), ctx.clone())).await;
+    assert!(matches!(quiet, Ok(Ok(_))), "{quiet:?}");
+    // A rollout no operator has planned, in the wrong namespace: refused, in its status.
+    let mut misplaced = rollout();
+    misplaced.metadata.namespace = Some("team-b".into());
+    misplaced.status = None;
+    let api = tokio::spawn(async move {
+        let ((m, uri, body), send) = next_request(&mut handle).await;
+        assert_eq!(m, Method::PATCH);
+        assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/namespaces/team-b/agentrollouts/agent/status?"), "{uri}");
+        assert_eq!(body["status"]["conditions"][0]["reason"], "WrongNamespace");
+        send.send_response(ok(&serde_json::to_value(rollout()).unwrap()));
+    });
+    reconcile(Arc::new(misplaced), ctx).await.unwrap();
+    api.await.unwrap();
+}
