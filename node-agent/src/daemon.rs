@@ -297,8 +297,13 @@ pub async fn run(
         let _ = tokio::task::spawn_blocking(move || s.finish(Some("stopped before its first report".into()))).await;
     }
     if let Some(consumer) = events.take() {
-        let EventConsumer { sources, stats, mut drops, log, otlp_logs, .. } = consumer;
+        let EventConsumer { sources, stats, mut drops, log, otlp_logs, mut rx, .. } = consumer;
         sources.stop();
+        // What the sources queued before they stopped still goes out.
+        while let Ok(mut event) = rx.try_recv() {
+            pods.attribute(&mut event);
+            deliver(log, otlp_logs.as_ref(), &event);
+        }
         // What was dropped since the last summary is said before the agent goes.
         if let Some(summary) = drops.flush(&stats, jiff::Timestamp::now()) {
             deliver(log, otlp_logs.as_ref(), &summary);

@@ -372,8 +372,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         break;
                     }
                 }
-                if let Some((_, sources, stats)) = stream {
+                if let Some((mut rx, sources, stats)) = stream {
                     sources.stop();
+                    // What the sources queued before they stopped still goes out.
+                    while let Ok(mut e) = rx.try_recv() {
+                        pods.attribute(&mut e);
+                        print_event(&mut std::io::stdout().lock(), &e, common.json, color)?;
+                    }
                     // What was dropped since the last summary is said before watch ends.
                     if let Some(summary) = drops.flush(&stats, jiff::Timestamp::now()) {
                         print_event(&mut std::io::stdout().lock(), &summary, common.json, color)?;

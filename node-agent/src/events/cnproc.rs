@@ -107,9 +107,14 @@ pub fn decode_numbered(datagram: &[u8]) -> Vec<(Option<(u32, u32)>, ProcEvent)> 
                 let cn = &msg[NLMSG_HDR..];
                 let event = decode_cn(cn).unwrap_or(ProcEvent::Other);
                 // cn_msg's seq at 8; proc_event's cpu at 4 of its data.
+                // Every message the kernel sends through its per-CPU counter is numbered, acks
+                // too (they take a number, so skipping them would read as a loss). Older
+                // kernels sent acks outside the counter, with CPU -1 and the number whoever
+                // asked chose (any user may ask): those do not count.
                 let numbered = (u32_at(cn, 0) == Some(CN_IDX_PROC) && u32_at(cn, 4) == Some(CN_VAL_PROC))
                     .then(|| Some((u32_at(cn, CN_MSG_HDR + 4)?, u32_at(cn, 8)?)))
-                    .flatten();
+                    .flatten()
+                    .filter(|(cpu, _)| *cpu != u32::MAX);
                 out.push((numbered, event));
             }
         }
@@ -158,12 +163,17 @@ pub struct Sequence {
 
 impl Sequence {
     /// Notes message `seq` from `cpu`; returns how many of that CPU's messages before it never
-    /// arrived. The first message of a CPU sets its baseline; a number at or behind the last
-    /// (a counter reset) does too.
+    /// arrived. The first message of a CPU sets its baseline. Numbers compare as serial numbers
+    /// (a gap across the 2^32 wrap counts); one that is not ahead of the last by less than half
+    /// the space (a counter reset, a message out of order) sets a new baseline and counts
+    /// nothing.
     pub fn observe(&mut self, cpu: u32, seq: u32) -> u64 {
         let lost = match self.last.get(&cpu) {
-            Some(&last) if seq > last => u64::from(seq - last - 1),
-            _ => 0,
+            Some(&last) => match seq.wrapping_sub(last) {
+                d @ 1..0x8000_0000 => u64::from(d - 1),
+                _ => 0,
+            },
+            None => 0,
         };
         // At most as many entries as CPUs the kernel numbers; a hostile datagram cannot grow it
         // past that bound.
@@ -214,6 +224,8 @@ pub struct Listener {
     fd: OwnedFd,
     buf: Vec<u8>,
     sequence: Sequence,
+    /// The receive buffer the kernel granted, in bytes.
+    pub receive_buffer: usize,
 }
 
 impl Listener {
@@ -234,7 +246,8 @@ impl Listener {
             let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, 8 << 20);
         }
         rustix::net::bind(&fd, &netlink::SocketAddrNetlink::new(0, CN_IDX_PROC))?;
-        let listener = Self { fd, buf: vec![0u8; 64 * 1024], sequence: Sequence::default() };
+        let receive_buffer = rustix::net::sockopt::socket_recv_buffer_size(&fd).unwrap_or(0);
+        let listener = Self { fd, buf: vec![0u8; 64 * 1024], sequence: Sequence::default(), receive_buffer };
         listener.send_op(PROC_CN_MCAST_LISTEN)?;
         Ok(listener)
     }
@@ -326,6 +339,20 @@ mod tests {
         assert_eq!(s.observe(1, 501), 0);
         assert_eq!(s.observe(0, 2), 0, "a reset sets a new baseline");
         assert_eq!(s.observe(0, 4), 1);
+        assert_eq!(s.observe(0, 4), 0, "a repeat is no loss");
+        assert_eq!(s.observe(2, u32::MAX - 1), 0);
+        assert_eq!(s.observe(2, 1), 2, "u32::MAX and 0 never came, across the wrap");
+        assert_eq!(s.observe(2, 0xF000_0000), 0, "a jump of more than half the space is a reset");
+        // An ack of an older kernel (CPU -1) carries a number anyone may choose; one of the
+        // per-CPU counter is numbered like any message.
+        let mut ack = encode(0, &ints(&[0, 0]));
+        ack[NLMSG_HDR + 8..NLMSG_HDR + 12].copy_from_slice(&0xFFFF_FFFEu32.to_ne_bytes());
+        assert_eq!(decode_numbered(&ack)[0].0, Some((0, 0xFFFF_FFFE)));
+        ack[NLMSG_HDR + CN_MSG_HDR + 4..NLMSG_HDR + CN_MSG_HDR + 8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(decode_numbered(&ack)[0].0, None);
+        let mut nocpu = encode(PROC_EVENT_EXEC, &ints(&[5, 5]));
+        nocpu[NLMSG_HDR + CN_MSG_HDR + 4..NLMSG_HDR + CN_MSG_HDR + 8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(decode_numbered(&nocpu)[0].0, None);
     }
 
     #[test]

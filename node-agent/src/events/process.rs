@@ -146,6 +146,11 @@ impl Known {
         self.map.remove(&pid)
     }
 
+    /// Whether `pid` is remembered.
+    pub fn contains(&self, pid: i32) -> bool {
+        self.map.contains_key(&pid)
+    }
+
     /// Processes remembered.
     pub fn len(&self) -> usize {
         self.map.len()

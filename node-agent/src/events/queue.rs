@@ -271,8 +271,11 @@ impl Emitter {
     }
 
     fn emit_at(&mut self, now: Instant, mut event: Event) -> bool {
+        // Exits are held by the source's own exits bucket only: charged to a container's
+        // share they would use up the starts' budget there.
         if let Some(limit) = self.per_container
             && event.severity != Severity::Critical
+            && event.kind != EventType::ProcessExit
             && let Some(id) = event.detail_str("containerId")
         {
             if !self.containers.contains_key(id) && self.containers.len() >= MAX_CONTAINER_BUCKETS {

@@ -24,7 +24,16 @@ pub(super) fn process_source(
     if cfg.mode != ProcessMode::Poll {
         match crate::events::cnproc::Listener::open() {
             Ok(listener) => {
-                set_state(states, Source::Process, SourceState::On, "netlink", "process connector (netlink)");
+                let detail = format!(
+                    "process connector (netlink), receive buffer {} KiB{}",
+                    listener.receive_buffer / 1024,
+                    if listener.receive_buffer < 1 << 20 {
+                        " (capped by net.core.rmem_max: bursts may overrun it, counted as overflow)"
+                    } else {
+                        ""
+                    }
+                );
+                set_state(states, Source::Process, SourceState::On, "netlink", detail);
                 return netlink_loop(listener, root, &users, emitter, stop);
             }
             Err(e) if cfg.mode == ProcessMode::Netlink => {
@@ -90,6 +99,11 @@ fn netlink_loop(
 ) {
     use crate::events::cnproc::ProcEvent;
     let mut known = crate::events::process::Known::new(65_536);
+    // Processes that started after the newest one running now are the agent's to report; after
+    // a loss the agent looks in /proc for those it has not seen (see `recover`).
+    let baseline = list_pids(&root.proc()).values().map(|l| l.starttime).max().unwrap_or(0);
+    let (mut lost_since, mut last_recovery) = (false, None::<Instant>);
+    let mut unexplained_overrun = false;
     // Parent of each new process from its fork, for a process gone before its exec was read.
     let mut parents = crate::events::process::Known::new(65_536);
     while !stopped(stop, &emitter) {
@@ -125,11 +139,42 @@ fn netlink_loop(
                     emitter.emit(exit_event(&info, Some(exit_code), now, users));
                 }
                 // How many messages an overrun cost shows as a gap in the sequence numbers.
-                ProcEvent::Lost(n) => emitter.count_overflow(n),
+                ProcEvent::Lost(n) => {
+                    emitter.count_overflow(n);
+                    (lost_since, unexplained_overrun) = (true, false);
+                }
+                ProcEvent::Overrun => (lost_since, unexplained_overrun) = (true, true),
                 _ => {}
             }
         }
+        // After a loss, what still runs of what was lost is found in /proc (at most once a
+        // second): a flood that overruns the socket cannot hide a process that stays.
+        if lost_since && last_recovery.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+            lost_since = false;
+            last_recovery = Some(Instant::now());
+            for info in recover(root, &known, baseline) {
+                emitter.emit(start_event(&info, jiff::Timestamp::now(), users).with("recovered", true));
+                known.insert(ProcInfo { cmdline: None, cgroup: None, ..info });
+            }
+        }
     }
+    // An overrun whose gap never showed (its CPU fell silent) still lost something.
+    if unexplained_overrun {
+        emitter.count_overflow(1);
+    }
+}
+
+/// Processes running now that started after `baseline` (clock ticks since boot) and that the
+/// agent has not seen start: those whose exec message was lost.
+fn recover(root: &HostRoot, known: &crate::events::process::Known, baseline: u64) -> Vec<ProcInfo> {
+    let mut found: Vec<ProcInfo> = list_pids(&root.proc())
+        .into_iter()
+        .filter(|(pid, l)| l.starttime > baseline && !known.contains(*pid))
+        .map(|(pid, _)| ProcInfo::read(root, pid))
+        .filter(|i| i.starttime.is_some())
+        .collect();
+    found.sort_by_key(|i| i.pid);
+    found
 }
 
 /// The parent of a process at its exec: what /proc says, unless /proc no longer knows it. A
