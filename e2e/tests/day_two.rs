@@ -1,6 +1,7 @@
 //! Day two on a real API server: uninstall and reinstall (at once, and after the previous
 //! install's heartbeats have gone stale) into a namespace that still holds what the previous
-//! install's agents wrote, then `kubectl vigil cleanup` removing exactly those leftovers.
+//! install's agents wrote, an operator restart that leaves the running agents alone, then
+//! `kubectl vigil cleanup` removing exactly those leftovers.
 //!
 //! Bare control plane: the test plays the kubelets and agents of its own fake nodes (see
 //! `vigil_e2e::kubelets`) and runs the operator's controller in-process, so "uninstall" is the
@@ -115,6 +116,40 @@ async fn reinstalls_beside_the_previous_installs_leftovers_and_cleanup_removes_t
     .await
     .unwrap();
     assert_eq!(install(&mut bare, &client).await, first);
+
+    // The operator restarts (an upgrade of the operator that leaves the agents' revision as it
+    // is): it takes the running rollout over and restarts no agent, rewrites no DaemonSet.
+    let agents = |client: kube::Client, ns: String| async move {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+        let dss: Api<DaemonSet> = Api::namespaced(client, &ns);
+        let lp = ListParams::default().labels(agent::SELECTOR);
+        let mut uids: Vec<String> =
+            pods.list(&lp).await.unwrap().items.into_iter().filter_map(|p| p.metadata.uid).collect();
+        uids.sort();
+        let gens: Vec<(String, Option<i64>)> = dss
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|d| (d.metadata.name.unwrap_or_default(), d.metadata.generation))
+            .collect();
+        (uids, gens)
+    };
+    let before = agents(client.clone(), ns.clone()).await;
+    assert_eq!(before.0.len(), NODES, "one agent per node");
+    bare.controller.0.abort();
+    bare.controller = operator(&client, &ns);
+    let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns);
+    // The new operator has planned (its status write moves the resourceVersion or it finds
+    // nothing to change); either way, for 15 s nothing of the agents changes.
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < until {
+        assert_eq!(agents(client.clone(), ns.clone()).await, before, "the restarted operator touched the agents");
+        let phase = rollouts.get_status("agent").await.unwrap().status.and_then(|s| s.phase);
+        assert_eq!(phase, Some(RolloutPhase::Completed));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Cleanup is refused while the install runs, and changes nothing.
     let sel = format!("{}={run}", vigil_e2e::kubelets::RUN_LABEL);
