@@ -85,6 +85,15 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY`] on everything the operator writes.
 pub const MANAGER: &str = "vigil-operator";
 
+/// The node labels the operator writes besides the run labels ([`run_label`]).
+pub const NODE_LABELS: [&str; 3] = [REVISION, ROLLOUT, PINNED];
+
+/// Whether `key` is a node label or annotation the operator writes: [`NODE_LABELS`], the run
+/// labels and [`ADMITTED_AT`].
+pub fn written_on_nodes(key: &str) -> bool {
+    NODE_LABELS.contains(&key) || key == ADMITTED_AT || run_revision(key).is_some()
+}
+
 /// The ConfigMap (in the operator's namespace) holding the operator's leader record; the
 /// chart grants `get` and `update` on it by this name.
 pub const LEADER_RECORD: &str = "vigil-operator-leader";

@@ -35,16 +35,26 @@ async fn node(nodes: &Api<Node>, name: &str, cleanup: &mut Cleanup) {
     nodes.patch_status(name, &PatchParams::default(), &Patch::Strategic(&status)).await.unwrap();
 }
 
-/// The chart's objects named in `wanted` (kind, name), rendered for `release` in `namespace`.
-fn chart_objects(release: &str, namespace: &str, wanted: &[(&str, String)]) -> Vec<kube::api::DynamicObject> {
-    chart::render(release, namespace, &json!({}))
+/// Applies the chart's grants of `who` (`agent` or `operator`: its ClusterRole and binding) and
+/// its admission policy `policy` (and binding), rendered for a release named after the test's
+/// namespace `ns`.
+async fn apply_grants(admin: &kube::Client, ns: &str, who: &str, policy: &str, cleanup: &mut Cleanup) {
+    let wanted = [
+        ("ClusterRole", format!("{ns}-{who}")),
+        ("ClusterRoleBinding", format!("{ns}-{who}")),
+        ("ValidatingAdmissionPolicy", format!("{ns}-{policy}")),
+        ("ValidatingAdmissionPolicyBinding", format!("{ns}-{policy}")),
+    ];
+    let objects: Vec<_> = chart::render(ns, ns, &json!({}))
         .unwrap()
         .into_iter()
         .filter(|o| {
             let kind = o.types.as_ref().map(|t| t.kind.as_str()).unwrap_or("");
             wanted.iter().any(|(k, n)| *k == kind && o.metadata.name.as_deref() == Some(n.as_str()))
         })
-        .collect()
+        .collect();
+    assert_eq!(objects.len(), wanted.len(), "the chart renders the {who}'s grants and policy");
+    chart::apply(admin, ns, &objects, cleanup).await.unwrap();
 }
 
 fn lockup_patch() -> serde_json::Value {
@@ -70,16 +80,7 @@ async fn an_agent_sets_its_conditions_on_its_own_node_and_nothing_else() {
     node(&nodes, &other, &mut cleanup).await;
 
     // The chart's agent grants and its node-conditions policy, for a release of the test's own.
-    let release = ns.name.clone();
-    let wanted = [
-        ("ClusterRole", format!("{release}-agent")),
-        ("ClusterRoleBinding", format!("{release}-agent")),
-        ("ValidatingAdmissionPolicy", format!("{release}-agent-node-conditions")),
-        ("ValidatingAdmissionPolicyBinding", format!("{release}-agent-node-conditions")),
-    ];
-    let objects = chart_objects(&release, &ns.name, &wanted);
-    assert_eq!(objects.len(), wanted.len(), "the chart renders the agent's grants and policy");
-    chart::apply(&admin, &ns.name, &objects, &mut cleanup).await.unwrap();
+    apply_grants(&admin, &ns.name, "agent", "agent-node-conditions", &mut cleanup).await;
 
     let agent = client_as(
         &format!("system:serviceaccount:{}:vigil-agent", ns.name),
@@ -319,16 +320,7 @@ async fn the_operator_changes_only_vigil_labels_and_annotations_on_a_node() {
     let nodes: Api<Node> = Api::all(admin.clone());
     let name = format!("{}-n", ns.name);
     node(&nodes, &name, &mut cleanup).await;
-    let release = ns.name.clone();
-    let wanted = [
-        ("ClusterRole", format!("{release}-operator")),
-        ("ClusterRoleBinding", format!("{release}-operator")),
-        ("ValidatingAdmissionPolicy", format!("{release}-operator-node-labels")),
-        ("ValidatingAdmissionPolicyBinding", format!("{release}-operator-node-labels")),
-    ];
-    let objects = chart_objects(&release, &ns.name, &wanted);
-    assert_eq!(objects.len(), wanted.len());
-    chart::apply(&admin, &ns.name, &objects, &mut cleanup).await.unwrap();
+    apply_grants(&admin, &ns.name, "operator", "operator-node-labels", &mut cleanup).await;
     let operator = client_as(
         &format!("system:serviceaccount:{}:vigil-operator", ns.name),
         &["system:serviceaccounts", "system:authenticated"],

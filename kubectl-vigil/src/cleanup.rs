@@ -133,12 +133,6 @@ pub struct Plan {
     pub kept: Vec<Kept>,
 }
 
-/// The operator's node labels (the run labels too) and annotation.
-fn ours(key: &str) -> bool {
-    [labels::REVISION, labels::ROLLOUT, labels::PINNED, labels::ADMITTED_AT].contains(&key)
-        || labels::run_revision(key).is_some()
-}
-
 /// Plans the cleanup, or says why the install is not gone.
 pub fn plan(f: &Facts) -> Result<Plan, String> {
     let ns = &f.namespace;
@@ -175,8 +169,8 @@ pub fn plan(f: &Facts) -> Result<Plan, String> {
             p.kept.push(Kept { node: n.name.clone(), why: format!("its rollout {r} (namespace.name) still exists") });
             continue;
         }
-        let labels: Vec<String> = n.labels.keys().filter(|k| ours(k)).cloned().collect();
-        let annotations: Vec<String> = n.annotations.iter().filter(|k| ours(k)).cloned().collect();
+        let labels: Vec<String> = n.labels.keys().filter(|k| labels::written_on_nodes(k)).cloned().collect();
+        let annotations: Vec<String> = n.annotations.iter().filter(|k| labels::written_on_nodes(k)).cloned().collect();
         if !labels.is_empty() || !annotations.is_empty() {
             p.remove.push(Removal::NodeMetadata { node: n.name.clone(), labels, annotations });
         }

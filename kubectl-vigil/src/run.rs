@@ -700,9 +700,17 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
     .collect();
     let rollouts_here: Vec<String> = rollouts.iter().filter(|(n, _)| n == ns).map(|(_, r)| r.clone()).collect();
     let live_rollouts = rollouts.iter().map(|(n, r)| vigil_crds::labels::rollout_label_value(n, r)).collect();
-    let pods_here = names(Api::<Pod>::namespaced(c.clone(), ns).list_metadata(&agents).await?.items);
+    // Every agent pod, of every install: which nodes run one, and whether this namespace still has any.
+    let agent_pods = Api::<Pod>::all(c.clone()).list(&agents).await?.items;
+    let pods_here: Vec<String> = agent_pods
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let nodes_with_agents = agent_pods.into_iter().filter_map(|p| p.spec?.node_name).collect();
     let daemonsets_here = names(Api::<DaemonSet>::namespaced(c.clone(), ns).list_metadata(&agents).await?.items);
-    let nodes: Vec<NodeFacts> = Api::<Node>::all(c.clone())
+    let node_api: Api<Node> = Api::all(c.clone());
+    let nodes: Vec<NodeFacts> = node_api
         .list(&ListParams::default().labels(&a.nodes))
         .await
         .map_err(|e| fail(format!("--nodes {:?}: {e}", a.nodes)))?
@@ -715,9 +723,8 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
             annotations: n.metadata.annotations.unwrap_or_default().into_keys().collect(),
         })
         .collect();
-    let nodes_with_agents =
-        Api::<Pod>::all(c.clone()).list(&agents).await?.items.into_iter().filter_map(|p| p.spec?.node_name).collect();
-    let mut leases = names(Api::<Lease>::namespaced(c.clone(), ns).list_metadata(&agents).await?.items);
+    let leases_api: Api<Lease> = Api::namespaced(c.clone(), ns);
+    let mut leases = names(leases_api.list_metadata(&agents).await?.items);
     leases.retain(|n| agent::lease_node(n).is_some());
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
     let mut config_maps = Vec::new();
@@ -732,11 +739,10 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
         Some(_) => vec![vigil_crds::policy::SECRETS_SECRET.to_owned()],
         None => Vec::new(),
     };
-    let statuses = names(absent_is_empty(
-        Api::<AgentStatus>::all(c.clone()).list_metadata(&ListParams::default()).await.map(|l| l.items),
-    )?)
-    .into_iter()
-    .collect();
+    let statuses_api: Api<AgentStatus> = Api::all(c.clone());
+    let statuses = names(absent_is_empty(statuses_api.list_metadata(&ListParams::default()).await.map(|l| l.items))?)
+        .into_iter()
+        .collect();
     let facts = Facts {
         namespace: ns.to_owned(),
         rollouts_here,
@@ -754,21 +760,16 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
     if format != Output::Text {
         emit(env.out, format, &serde_json::json!({"dryRun": a.dry_run, "plan": plan}))?;
     }
-    let node_api: Api<Node> = Api::all(c.clone());
     let mut failed = 0;
     for r in &plan.remove {
         let done = if a.dry_run {
             Ok(())
         } else {
             match r {
-                Removal::Lease { name } => {
-                    gone(Api::<Lease>::namespaced(c.clone(), ns).delete(name, &Default::default()).await)
-                }
+                Removal::Lease { name } => gone(leases_api.delete(name, &Default::default()).await),
                 Removal::ConfigMap { name } => gone(cms.delete(name, &Default::default()).await),
                 Removal::Secret { name } => gone(secrets_api.delete(name, &Default::default()).await),
-                Removal::AgentStatus { name } => {
-                    gone(Api::<AgentStatus>::all(c.clone()).delete(name, &Default::default()).await)
-                }
+                Removal::AgentStatus { name } => gone(statuses_api.delete(name, &Default::default()).await),
                 Removal::NodeMetadata { node, labels, annotations } => {
                     let nulls = |keys: &[String]| -> serde_json::Map<String, serde_json::Value> {
                         keys.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect()

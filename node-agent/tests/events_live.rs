@@ -408,6 +408,23 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     assert!(stderr.contains(&format!("kernel: opening {}: No such file", missing.display())), "{stderr}");
 }
 
+/// Hands each event to `take` until it says it has all it wants, nothing arrives for `quiet`,
+/// or `within` passes: a drain that ends by itself.
+fn drain(rx: &mut Receiver<Event>, within: Duration, quiet: Duration, mut take: impl FnMut(Event) -> bool) {
+    let (deadline, mut quiet_since) = (Instant::now() + within, Instant::now());
+    while Instant::now() < deadline && quiet_since.elapsed() < quiet {
+        match rx.try_recv() {
+            Ok(e) => {
+                quiet_since = Instant::now();
+                if take(e) {
+                    return;
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
 /// Starts `n` short-lived processes (`/bin/true`), waiting `gap` after each, while two threads
 /// spin on the CPUs; returns their pids.
 fn storm(n: usize, gap: Duration) -> std::collections::BTreeSet<i64> {
@@ -466,21 +483,15 @@ fn every_execution_is_reported_or_counted_as_lost_under_a_competing_load() {
         let took = started.elapsed();
         // Drain: every start of ours arrived, or nothing more came for 2 s (at most 30 s).
         let mut seen = std::collections::BTreeMap::new();
-        let (deadline, mut quiet_since) = (Instant::now() + Duration::from_secs(30), Instant::now());
-        while seen.len() < N && Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(2) {
-            match rx.try_recv() {
-                Ok(e) => {
-                    quiet_since = Instant::now();
-                    if e.kind == EventType::ProcessStart
-                        && let Some(pid) = pid_of(&e).filter(|p| pids.contains(p))
-                    {
-                        let vanished = e.details.get("vanished").and_then(serde_json::Value::as_bool) == Some(true);
-                        seen.insert(pid, (e.detail_str("comm").map(str::to_owned), vanished, e.detail_i64("ppid")));
-                    }
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        drain(&mut rx, Duration::from_secs(30), Duration::from_secs(2), |e| {
+            if e.kind == EventType::ProcessStart
+                && let Some(pid) = pid_of(&e).filter(|p| pids.contains(p))
+            {
+                let vanished = e.details.get("vanished").and_then(serde_json::Value::as_bool) == Some(true);
+                seen.insert(pid, (e.detail_str("comm").map(str::to_owned), vanished, e.detail_i64("ppid")));
             }
-        }
+            seen.len() >= N
+        });
         sources.stop();
         let stats = q.stats();
         let dropped = stats.dropped_of(EventType::ProcessStart);
@@ -536,20 +547,14 @@ fn a_burst_of_file_changes_past_the_kernel_queue_is_reported_or_counted() {
         std::fs::write(w.join(format!("f{i}")), "x").unwrap();
     }
     let mut created = std::collections::BTreeSet::new();
-    let (deadline, mut quiet_since) = (Instant::now() + Duration::from_secs(60), Instant::now());
-    while created.len() < N && Instant::now() < deadline && quiet_since.elapsed() < Duration::from_secs(5) {
-        match rx.try_recv() {
-            Ok(e) => {
-                quiet_since = Instant::now();
-                if e.kind == EventType::FileCreated
-                    && let Some(p) = e.detail_str("path")
-                {
-                    created.insert(p.to_owned());
-                }
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+    drain(&mut rx, Duration::from_secs(60), Duration::from_secs(5), |e| {
+        if e.kind == EventType::FileCreated
+            && let Some(p) = e.detail_str("path")
+        {
+            created.insert(p.to_owned());
         }
-    }
+        created.len() >= N
+    });
     sources.stop();
     let stats = q.stats();
     let (overflowed, dropped) =

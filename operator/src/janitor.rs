@@ -128,7 +128,7 @@ pub fn plan(
 /// it: its revision, rollout, pin and run labels and its admission annotation.
 pub fn unlabel_patch(current: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
     let mut l = serde_json::Map::new();
-    for key in [labels::REVISION, labels::ROLLOUT, labels::PINNED] {
+    for key in labels::NODE_LABELS {
         l.insert(key.to_owned(), serde_json::Value::Null);
     }
     for key in current.keys().filter(|k| labels::run_revision(k).is_some()) {

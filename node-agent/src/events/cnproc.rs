@@ -23,7 +23,6 @@ const PROC_CN_MCAST_IGNORE: u32 = 2;
 
 const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
-const PROC_EVENT_COMM: u32 = 0x0000_0200;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
 /// One process event.
@@ -55,15 +54,6 @@ pub enum ProcEvent {
         exit_code: u32,
         /// Signal sent to the parent.
         exit_signal: u32,
-    },
-    /// A task renamed itself (`prctl(PR_SET_NAME)`; an exec sends none).
-    Comm {
-        /// The task.
-        pid: i32,
-        /// Its process.
-        tgid: i32,
-        /// The new name (at most 15 bytes, NUL-padded).
-        comm: [u8; 16],
     },
     /// The kernel could not deliver messages: the socket buffer overflowed (how many were
     /// lost comes with [`ProcEvent::Lost`], from the sequence numbers).
@@ -139,11 +129,6 @@ fn decode_cn(cn: &[u8]) -> Option<ProcEvent> {
             child_tgid: i32_at(ev, data + 12)?,
         },
         PROC_EVENT_EXEC => ProcEvent::Exec { pid: i32_at(ev, data)?, tgid: i32_at(ev, data + 4)? },
-        PROC_EVENT_COMM => {
-            let mut comm = [0u8; 16];
-            comm.copy_from_slice(ev.get(data + 8..data + 24)?);
-            ProcEvent::Comm { pid: i32_at(ev, data)?, tgid: i32_at(ev, data + 4)?, comm }
-        }
         PROC_EVENT_EXIT => ProcEvent::Exit {
             pid: i32_at(ev, data)?,
             tgid: i32_at(ev, data + 4)?,
@@ -182,12 +167,6 @@ impl Sequence {
         }
         lost
     }
-}
-
-/// A process name as the kernel gives it: up to the first NUL.
-pub fn comm_text(comm: &[u8; 16]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
 /// Encodes a message as the kernel sends it (tests, fuzzing, the subscription request).
@@ -323,14 +302,9 @@ mod tests {
     }
 
     #[test]
-    fn a_comm_event_names_the_program_and_sequence_gaps_count_lost_messages() {
-        let mut comm = ints(&[7, 7]);
-        comm.extend_from_slice(b"hmark\0\0\0\0\0\0\0\0\0\0\0");
-        let d = encode(PROC_EVENT_COMM, &comm);
-        let [(numbered, ProcEvent::Comm { pid: 7, tgid: 7, comm })] = decode_numbered(&d)[..] else {
-            panic!("{:?}", decode_numbered(&d))
-        };
-        assert_eq!((numbered, comm_text(&comm)), (Some((0, 0)), "hmark".to_owned()));
+    fn messages_carry_their_cpu_and_number_and_gaps_count_lost_messages() {
+        let d = encode(PROC_EVENT_EXEC, &ints(&[7, 7]));
+        assert_eq!(decode_numbered(&d), [(Some((0, 0)), ProcEvent::Exec { pid: 7, tgid: 7 })]);
         let mut s = Sequence::default();
         assert_eq!(s.observe(0, 10), 0, "the first sets the baseline");
         assert_eq!(s.observe(0, 11), 0);

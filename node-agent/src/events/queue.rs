@@ -115,9 +115,9 @@ impl EventStats {
         self.dropped[Self::drop_slot(source, reason)].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts a drop of `container`'s event by its own limit.
-    fn count_container_drop(&self, source: Source, container: &str) {
-        self.count_drop(source, DropReason::ContainerLimited, 1);
+    /// Counts a drop of `container`'s event of `kind` by its own limit.
+    fn count_container_drop(&self, source: Source, container: &str, kind: EventType) {
+        self.count_seen_drop(source, DropReason::ContainerLimited, kind);
         if let Ok(mut m) = self.by_container.lock()
             && (m.len() < MAX_DROPPING_CONTAINERS || m.contains_key(container))
         {
@@ -144,7 +144,9 @@ impl EventStats {
         self.dropped_kinds[kind as usize].load(Ordering::Relaxed)
     }
 
-    fn count_kind_drop(&self, kind: EventType) {
+    /// Counts one drop of an event of `kind` the agent saw.
+    fn count_seen_drop(&self, source: Source, reason: DropReason, kind: EventType) {
+        self.count_drop(source, reason, 1);
         self.dropped_kinds[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -287,8 +289,7 @@ impl Emitter {
             let (bucket, seen) = self.containers.entry(id.to_owned()).or_insert_with(|| (TokenBucket::new(limit), now));
             *seen = now;
             if !bucket.take(now) {
-                self.stats.count_container_drop(self.source, id);
-                self.stats.count_kind_drop(event.kind);
+                self.stats.count_container_drop(self.source, id, event.kind);
                 return false;
             }
         }
@@ -298,8 +299,7 @@ impl Emitter {
             _ => &mut self.normal,
         };
         if !bucket.take(now) {
-            self.stats.count_drop(self.source, DropReason::RateLimited, 1);
-            self.stats.count_kind_drop(event.kind);
+            self.stats.count_seen_drop(self.source, DropReason::RateLimited, event.kind);
             return false;
         }
         if event.node.is_empty() {
@@ -312,8 +312,7 @@ impl Emitter {
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats.count_drop(self.source, DropReason::QueueFull, 1);
-                self.stats.count_kind_drop(kind);
+                self.stats.count_seen_drop(self.source, DropReason::QueueFull, kind);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

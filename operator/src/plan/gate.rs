@@ -115,11 +115,10 @@ pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Tim
     NodeHealth::Healthy
 }
 
-/// Whether `node` went NotReady after the target's agent started on it: down under the
-/// revision, which alone proves nothing (a reboot, a drain), but many at once may be the
-/// revision taking its nodes down.
-/// Only a node that went down within `within` (the progress deadline) of that start counts: a
-/// reboot hours later says nothing about the revision.
+/// Whether `node` went NotReady within `within` (the progress deadline) after the target's
+/// agent started on it: down under the revision, which alone proves nothing (a reboot, a
+/// drain), but many at once may be the revision taking its nodes down. A reboot hours later
+/// says nothing about the revision.
 pub fn went_down_under(node: &NodeView, target: &str, within: Duration) -> bool {
     let started = node.agent.as_ref().filter(|a| a.revision == target).and_then(|a| a.started_at);
     !node.ready && matches!((started, node.ready_changed_at), (Some(s), Some(d)) if s < d && elapsed(s, d) <= within)

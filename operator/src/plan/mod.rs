@@ -241,7 +241,7 @@ impl Planner<'_> {
     /// agent where it runs (docs/adr/0007-a-first-rollout-pauses.md).
     fn first_rollout_paused(&mut self, st: &mut AgentRolloutStatus, target: &str) -> Step {
         st.phase = Some(RolloutPhase::Paused);
-        let why = st.history.iter().find(|r| r.revision == target).and_then(|r| r.reason.clone()).unwrap_or_default();
+        let why = recorded_reason(st, target).unwrap_or_default();
         (
             "Pause",
             format!(
@@ -269,8 +269,7 @@ impl Planner<'_> {
         }
         if on_target.is_empty() {
             st.phase = Some(RolloutPhase::RolledBack);
-            let why =
-                st.history.iter().find(|r| r.revision == target).and_then(|r| r.reason.clone()).unwrap_or_default();
+            let why = recorded_reason(st, target).unwrap_or_default();
             return ("RollBack", format!("rolled back: every node is off {target} ({why})"), Duration::from_secs(300));
         }
         st.phase = Some(RolloutPhase::RollingBack);
@@ -283,12 +282,7 @@ impl Planner<'_> {
             stable.unwrap_or("no agent of this rollout (a first rollout: agents of an earlier install keep running)");
         // The same words on every step of the rollback (the count aside), so that planning
         // again from the written status writes the same status.
-        let why = st
-            .history
-            .iter()
-            .find(|r| r.revision == target)
-            .and_then(|r| r.reason.clone())
-            .unwrap_or_else(|| "rollback requested".into());
+        let why = recorded_reason(st, target).unwrap_or_else(|| "rollback requested".into());
         (
             "RollBack",
             format!("rolling back {} node(s) from {target} to {back}: health gate failed: {why}", on_target.len()),
@@ -566,10 +560,7 @@ impl Planner<'_> {
             let more = if more > 0 { format!(" and {more} more") } else { String::new() };
             // The verdict is recorded, so the pause holds: the target is Bad until a person
             // retries it or applies another (a node that recovers later does not resume it).
-            if let Some(r) = st.history.iter_mut().find(|r| r.revision == target) {
-                r.outcome = RevisionOutcome::Bad;
-                r.reason = Some(format!("{}{more}", failing.join("; ")));
-            }
+            record_bad(st, target, format!("{}{more}", failing.join("; ")));
             st.wave_ready_at = None;
             return self.first_rollout_paused(st, target);
         }
@@ -624,10 +615,7 @@ impl Planner<'_> {
         target: &str,
         why: String,
     ) -> Step {
-        if let Some(r) = st.history.iter_mut().find(|r| r.revision == target) {
-            r.outcome = RevisionOutcome::Bad;
-            r.reason = Some(why.clone());
-        }
+        record_bad(st, target, why);
         self.roll_back(st, eligible, target)
     }
 
@@ -640,6 +628,19 @@ impl Planner<'_> {
         conditions::update(&mut st, kind, &reason, generation, self.now);
         Plan { moves: self.moves, status: st, decision: Decision { kind, reason }, requeue_after }
     }
+}
+
+/// Records `target` Bad in the history, with why.
+fn record_bad(st: &mut AgentRolloutStatus, target: &str, why: String) {
+    if let Some(r) = st.history.iter_mut().find(|r| r.revision == target) {
+        r.outcome = RevisionOutcome::Bad;
+        r.reason = Some(why);
+    }
+}
+
+/// Why the history says what it says of `target`.
+fn recorded_reason(st: &AgentRolloutStatus, target: &str) -> Option<String> {
+    st.history.iter().find(|r| r.revision == target).and_then(|r| r.reason.clone())
 }
 
 /// The decision (and Event reason) for a target config the agent would refuse.
@@ -657,10 +658,7 @@ fn handle_action(
         return Ok(());
     }
     let mark_bad = |st: &mut AgentRolloutStatus, why: String| {
-        if let Some(r) = st.history.iter_mut().find(|r| r.revision == target) {
-            r.outcome = RevisionOutcome::Bad;
-            r.reason = Some(why);
-        }
+        record_bad(st, target, why);
         st.phase = Some(RolloutPhase::RollingBack);
     };
     match a.kind {

@@ -99,9 +99,11 @@ fn netlink_loop(
 ) {
     use crate::events::cnproc::ProcEvent;
     let mut known = crate::events::process::Known::new(65_536);
-    // Processes that started after the newest one running now are the agent's to report; after
-    // a loss the agent looks in /proc for those it has not seen (see `recover`).
-    let baseline = list_pids(&root.proc()).values().map(|l| l.starttime).max().unwrap_or(0);
+    // Processes that start from now on (in clock ticks since boot, as /proc/PID/stat counts) are
+    // the agent's to report; after a loss it looks in /proc for those it has not seen (see
+    // `recover`).
+    let baseline = crate::proc::system::uptime(root, &mut crate::proc::ReadErrors::default())
+        .map_or(0, |up| (up * procfs::ticks_per_second() as f64) as u64);
     let (mut lost_since, mut last_recovery) = (false, None::<Instant>);
     let mut unexplained_overrun = false;
     // Parent of each new process from its fork, for a process gone before its exec was read.
