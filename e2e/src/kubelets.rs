@@ -299,6 +299,26 @@ impl Bare {
     }
 }
 
+/// What an install's agents are in `ns`: the agent pods' UIDs and the agent DaemonSets' names
+/// and generations, sorted. Equal before and after something means no agent was restarted and
+/// no DaemonSet rewritten.
+pub async fn agents(client: &kube::Client, ns: &str) -> (Vec<String>, Vec<(String, Option<i64>)>) {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let lp = ListParams::default().labels(vigil_crds::agent::SELECTOR);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut uids: Vec<String> =
+        pods.list(&lp).await.map(|l| l.items.into_iter().filter_map(|p| p.metadata.uid).collect()).unwrap_or_default();
+    uids.sort();
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let mut gens: Vec<(String, Option<i64>)> = dss
+        .list(&lp)
+        .await
+        .map(|l| l.items.into_iter().map(|d| (d.metadata.name.unwrap_or_default(), d.metadata.generation)).collect())
+        .unwrap_or_default();
+    gens.sort();
+    (uids, gens)
+}
+
 /// An AgentRollout `name` of `image` and [`CONFIG`] selecting the nodes of `run`, with
 /// `waves`, for a server-side apply.
 pub fn rollout(run: &str, name: &str, image: &str, waves: serde_json::Value) -> serde_json::Value {

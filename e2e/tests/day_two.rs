@@ -20,7 +20,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use vigil_crds::rollout::{RevisionOutcome, RolloutPhase};
 use vigil_crds::{AgentRollout, AgentStatus, agent, labels};
-use vigil_e2e::kubelets::{Bare, image, operator, rollout, wait_phase};
+use vigil_e2e::kubelets::{Bare, agents, image, operator, rollout, wait_phase};
 use vigil_e2e::plugin::vigil;
 use vigil_e2e::{client, install_crds, wait_for};
 
@@ -119,24 +119,7 @@ async fn reinstalls_beside_the_previous_installs_leftovers_and_cleanup_removes_t
 
     // The operator restarts (an upgrade of the operator that leaves the agents' revision as it
     // is): it takes the running rollout over and restarts no agent, rewrites no DaemonSet.
-    let agents = |client: kube::Client, ns: String| async move {
-        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
-        let dss: Api<DaemonSet> = Api::namespaced(client, &ns);
-        let lp = ListParams::default().labels(agent::SELECTOR);
-        let mut uids: Vec<String> =
-            pods.list(&lp).await.unwrap().items.into_iter().filter_map(|p| p.metadata.uid).collect();
-        uids.sort();
-        let gens: Vec<(String, Option<i64>)> = dss
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|d| (d.metadata.name.unwrap_or_default(), d.metadata.generation))
-            .collect();
-        (uids, gens)
-    };
-    let before = agents(client.clone(), ns.clone()).await;
+    let before = agents(&client, &ns).await;
     assert_eq!(before.0.len(), NODES, "one agent per node");
     bare.controller.0.abort();
     bare.controller = operator(&client, &ns);
@@ -145,7 +128,7 @@ async fn reinstalls_beside_the_previous_installs_leftovers_and_cleanup_removes_t
     // nothing to change); either way, for 15 s nothing of the agents changes.
     let until = std::time::Instant::now() + Duration::from_secs(15);
     while std::time::Instant::now() < until {
-        assert_eq!(agents(client.clone(), ns.clone()).await, before, "the restarted operator touched the agents");
+        assert_eq!(agents(&client, &ns).await, before, "the restarted operator touched the agents");
         let phase = rollouts.get_status("agent").await.unwrap().status.and_then(|s| s.phase);
         assert_eq!(phase, Some(RolloutPhase::Completed));
         tokio::time::sleep(Duration::from_millis(500)).await;
