@@ -32,6 +32,7 @@ pub mod alertmanager;
 pub mod chart;
 pub mod kubelets;
 pub mod plugin;
+pub mod release;
 
 /// The variable naming the cluster's kubeconfig.
 pub const KUBECONFIG_VAR: &str = "VIGIL_E2E_KUBECONFIG";

@@ -23,116 +23,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use vigil_crds::{AgentHealth, AgentRollout, AgentStatus};
-use vigil_e2e::{Cleanup, TestNamespace, chart, client, images, install_crds, wait_for};
-
-const AGENTS: &str = "app.kubernetes.io/name=vigil-agent";
-
-fn values(agent: &str, operator: &str, interval: &str) -> serde_json::Value {
-    let (repository, digest) = operator.split_once('@').expect("VIGIL_E2E_OPERATOR_IMAGE must be REPO@sha256:...");
-    json!({
-        "operator": {"image": {"repository": repository, "digest": digest}, "replicas": 1},
-        "agent": {"image": agent, "config": {"interval": interval}},
-        "rollout": {
-            "waves": [{"percent": 50, "bakeTime": "5s"}, {"percent": 100, "bakeTime": "0s"}],
-            "healthGate": {"heartbeatGap": "60s", "progressDeadline": "4m", "maxRestarts": 2, "maxFailedNodes": 0},
-        },
-    })
-}
-
-/// Nodes a DaemonSet pod can run on: Ready and not cordoned.
-async fn schedulable_nodes(client: &Client) -> BTreeSet<String> {
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await.unwrap();
-    nodes
-        .items
-        .iter()
-        .filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .map(ResourceExt::name_any)
-        .collect()
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Per node, whether an agent pod of the release is Ready there, and on which revisions.
-async fn agents_by_node(pods: &Api<Pod>) -> BTreeMap<String, Vec<(String, bool)>> {
-    let mut out: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
-    for p in pods.list(&ListParams::default().labels(AGENTS)).await.map(|l| l.items).unwrap_or_default() {
-        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
-        let rev = p.labels().get(vigil_crds::labels::REVISION).cloned().unwrap_or_default();
-        out.entry(node).or_default().push((rev, pod_ready(&p)));
-    }
-    out
-}
-
-async fn rollout_done(rollouts: &Api<AgentRollout>, not: Option<&str>) -> Result<Option<String>, String> {
-    let r = rollouts.get("vigil-agent").await.map_err(|e| e.to_string())?;
-    let st = r.status.unwrap_or_default();
-    let target = st.target_revision.clone().unwrap_or_default();
-    if st.phase == Some(vigil_crds::rollout::RolloutPhase::Completed) && Some(target.as_str()) != not {
-        return Ok(Some(target));
-    }
-    Err(format!("phase {:?}, target {target}, {}", st.phase, st.reason.unwrap_or_default()))
-}
-
-/// The release's pods in a line, for a failure message: name, phase, and why not ready.
-async fn pods_summary(pods: &Api<Pod>) -> String {
-    let list = match pods.list(&ListParams::default()).await {
-        Ok(l) => l.items,
-        Err(e) => return format!("cannot list: {e}"),
-    };
-    list.iter()
-        .map(|p| {
-            let st = p.status.as_ref();
-            let why: Vec<String> = st
-                .and_then(|s| s.conditions.as_ref())
-                .into_iter()
-                .flatten()
-                .filter(|c| c.status != "True")
-                .map(|c| format!("{} {}", c.type_, c.message.clone().unwrap_or_default()))
-                .collect();
-            format!("{} {} [{}]", p.name_any(), st.and_then(|s| s.phase.clone()).unwrap_or_default(), why.join("; "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Every node runs a Ready agent on `rev` and reports it in its AgentStatus, with each event
-/// source and a health that is not Unhealthy (Degraded only for a source the node cannot give).
-async fn all_on(client: &Client, pods: &Api<Pod>, nodes: &BTreeSet<String>, rev: &str) -> Result<Option<()>, String> {
-    let agents = agents_by_node(pods).await;
-    let statuses: Api<AgentStatus> = Api::all(client.clone());
-    for n in nodes {
-        if !agents.get(n).is_some_and(|a| a.iter().any(|(r, ready)| r == rev && *ready)) {
-            return Err(format!("{n}: no Ready agent on {rev} ({:?})", agents.get(n)));
-        }
-        let st = statuses.get_opt(n).await.map_err(|e| e.to_string())?.and_then(|s| s.status);
-        let Some(st) = st else { return Err(format!("{n}: no AgentStatus yet")) };
-        if st.revision.as_deref() != Some(rev) {
-            return Err(format!("{n}: AgentStatus on {:?}", st.revision));
-        }
-        if st.sources.is_empty() {
-            return Err(format!("{n}: AgentStatus reports no event source"));
-        }
-        match st.health {
-            AgentHealth::Healthy => {}
-            AgentHealth::Degraded if st.health_reason.as_deref().is_some_and(|r| r.starts_with("event sources:")) => {}
-            h => return Err(format!("{n}: {h:?}: {:?}", st.health_reason)),
-        }
-    }
-    Ok(Some(()))
-}
+use vigil_crds::{AgentRollout, AgentStatus};
+use vigil_e2e::release::{
+    AGENTS, NodeLabels, agents_by_node, all_on, install_into, pod_ready, rollout_done, schedulable_nodes, values,
+};
+use vigil_e2e::{Cleanup, TestNamespace, chart, client, images, wait_for};
 
 /// One test at a time installs the chart: the agents write one AgentStatus per node.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -153,37 +48,19 @@ struct Release {
 }
 
 async fn install(client: &Client, hint: &str, agent_image: &str, operator_image: &str) -> Release {
-    install_crds(client, Duration::from_secs(60)).await.unwrap();
-    let statuses: Api<AgentStatus> = Api::all(client.clone());
-    let already = statuses.list(&ListParams::default().limit(1)).await.unwrap();
-    assert!(already.items.is_empty(), "Vigil already runs on this cluster (AgentStatus exists): not touching it");
-
+    vigil_e2e::release::not_installed(client).await;
     let ns = TestNamespace::create(client, hint).await.unwrap();
     let name = ns.name.clone();
     let labels = NodeLabels { rollout_label: format!("{}.vigil-agent", ns.name) };
     let mut cleanup = Cleanup::default();
     let nodes = schedulable_nodes(client).await;
-    assert!(!nodes.is_empty(), "no schedulable node");
     for n in &nodes {
         cleanup.add_typed::<AgentStatus>(None, n);
     }
-    let objects = chart::render(&name, &ns.name, &values(agent_image, operator_image, "10s")).unwrap();
-    chart::apply(client, &ns.name, &objects, &mut cleanup).await.unwrap();
+    let vals = values(agent_image, operator_image, "10s");
+    let first = install_into(client, &name, &ns.name, &vals, None, &nodes, &mut cleanup).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns.name);
-    let first = wait_for("the first revision Completed", Duration::from_secs(420), Duration::from_secs(2), || async {
-        match rollout_done(&rollouts, None).await {
-            Err(e) => Err(format!("{e}; pods: {}", pods_summary(&pods).await)),
-            done => done,
-        }
-    })
-    .await
-    .unwrap();
-    wait_for("an agent Ready and reporting on every node", Duration::from_secs(240), Duration::from_secs(2), || {
-        all_on(client, &pods, &nodes, &first)
-    })
-    .await
-    .unwrap();
     Release { cleanup, labels, ns, name, nodes, pods, rollouts, first }
 }
 
@@ -209,6 +86,7 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
     }
 
     // A second revision: the config changes, as `helm upgrade` with other values would.
+    let upgraded_at = jiff::Timestamp::now();
     let upgrade = chart::render(&release, &ns.name, &values(&agent_image, &operator_image, "11s")).unwrap();
     chart::apply(&client, &ns.name, &upgrade, &mut cleanup).await.unwrap();
     let started = Instant::now();
@@ -236,7 +114,7 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
             }
         }
         if let Ok(Some(rev)) = rollout_done(&rollouts, Some(&first)).await
-            && all_on(&client, &pods, &nodes, &rev).await.is_ok()
+            && all_on(&client, &pods, &nodes, &rev, upgraded_at).await.is_ok()
         {
             break rev;
         }
@@ -283,7 +161,7 @@ async fn the_chart_puts_an_agent_on_every_node_rolls_a_new_revision_and_uninstal
     .await
     .unwrap();
     assert!(why.contains("unknown field `not_a_key`") && why.contains("line 2"), "{why}");
-    all_on(&client, &pods, &nodes, &second).await.expect("every node still runs the previous revision");
+    all_on(&client, &pods, &nodes, &second, upgraded_at).await.expect("every node still runs the previous revision");
 
     // A token bound to an agent pod may write its own node's AgentStatus and Lease only.
     let pod =
@@ -494,30 +372,4 @@ async fn an_applied_alert_policy_fires_at_a_real_alertmanager_and_resolves_when_
     drop(release);
     drop(am);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Removes the `vigil.dev/` labels the release's operator set on nodes (only on nodes whose
-/// `vigil.dev/rollout` names the release's rollout), when dropped.
-struct NodeLabels {
-    rollout_label: String,
-}
-
-impl Drop for NodeLabels {
-    fn drop(&mut self) {
-        let value = self.rollout_label.clone();
-        vigil_e2e::blocking(move |client| async move {
-            let nodes: Api<Node> = Api::all(client);
-            let lp = ListParams::default().labels(&format!("{}={value}", vigil_crds::labels::ROLLOUT));
-            let Ok(list) = nodes.list(&lp).await else { return };
-            let clear = json!({"metadata": {
-                "labels": {
-                    vigil_crds::labels::REVISION: null, vigil_crds::labels::ROLLOUT: null, vigil_crds::labels::PINNED: null,
-                },
-                "annotations": {vigil_crds::labels::ADMITTED_AT: null},
-            }});
-            for n in list.items {
-                let _ = nodes.patch(&n.name_any(), &PatchParams::default(), &Patch::Merge(&clear)).await;
-            }
-        });
-    }
 }

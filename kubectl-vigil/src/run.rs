@@ -828,7 +828,7 @@ fn absent_is_empty<T>(r: kube::Result<Vec<T>>) -> Result<Vec<T>, kube::Error> {
 /// The condition types on `node` the agents own: those of [`agent::NODE_CONDITIONS`] whose
 /// field the agent's field manager set (node-problem-detector uses some of the same names; its
 /// conditions are not ours to remove).
-fn agent_conditions(node: &Node) -> Vec<String> {
+pub fn agent_conditions(node: &Node) -> Vec<String> {
     let owned: std::collections::BTreeSet<String> = node
         .metadata
         .managed_fields
