@@ -662,9 +662,11 @@ impl Default for KernelEvents {
 }
 
 /// Node conditions from events: `KernelDeadlock` (hung tasks, lockups), `ReadonlyFilesystem`
-/// (a filesystem remounted read-only), `FrequentOOMKills`, `DiskIOErrors` (block I/O and
-/// filesystem errors) and `ClockUnsynchronized`, each cleared when its cause has not recurred
-/// for `clearAfter` (the clock's when it is synchronised again).
+/// (a filesystem remounted read-only), `FrequentOOMKills`, `DiskIOErrors` (block I/O,
+/// filesystem errors, disk command timeouts), `ClockUnsynchronized`, `ConntrackFull` (the
+/// connection tracking table full) and `FrequentUnregisterNetDevice` (network devices that
+/// cannot be unregistered), each cleared when its cause has not recurred for `clearAfter` (the
+/// clock's when it is synchronised again).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct NodeConditions {
@@ -678,6 +680,12 @@ pub struct NodeConditions {
     /// The window of those OOM kills.
     #[serde(with = "humantime_serde")]
     pub oom_window: Duration,
+    /// `unregister_netdevice: waiting for …` reports within `unregisterNetDeviceWindow` that
+    /// make `FrequentUnregisterNetDevice` (node-problem-detector's threshold: 3 in 20 minutes).
+    pub unregister_net_device: u32,
+    /// The window of those reports.
+    #[serde(with = "humantime_serde")]
+    pub unregister_net_device_window: Duration,
 }
 
 impl Default for NodeConditions {
@@ -687,6 +695,8 @@ impl Default for NodeConditions {
             clear_after: Duration::from_secs(30 * 60),
             oom_kills: 3,
             oom_window: Duration::from_secs(10 * 60),
+            unregister_net_device: 3,
+            unregister_net_device_window: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -848,11 +858,17 @@ impl Config {
             return Err(invalid("events.auth.bruteForceThreshold", "must be at least 1".into()));
         }
         let c = &ev.conditions;
+        if c.unregister_net_device == 0 {
+            return Err(invalid("events.conditions.unregisterNetDevice", "must be at least 1".into()));
+        }
         if c.oom_kills == 0 {
             return Err(invalid("events.conditions.oomKills", "must be at least 1".into()));
         }
-        for (key, d) in [("events.conditions.clearAfter", c.clear_after), ("events.conditions.oomWindow", c.oom_window)]
-        {
+        for (key, d) in [
+            ("events.conditions.clearAfter", c.clear_after),
+            ("events.conditions.oomWindow", c.oom_window),
+            ("events.conditions.unregisterNetDeviceWindow", c.unregister_net_device_window),
+        ] {
             if d < Duration::from_secs(1) {
                 return Err(invalid(key, "must be at least 1s".into()));
             }

@@ -59,8 +59,15 @@ const LEASE_PREFIX: &str = "vigil-agent-";
 /// The Node conditions an agent sets on its own node (and no others: the chart's admission
 /// policy lets an agent change only these, only on its node). The names are those
 /// node-problem-detector uses where it has one, so remediation tooling that keys on them works.
-pub const NODE_CONDITIONS: [&str; 5] =
-    ["KernelDeadlock", "ReadonlyFilesystem", "FrequentOOMKills", "DiskIOErrors", "ClockUnsynchronized"];
+pub const NODE_CONDITIONS: [&str; 7] = [
+    "KernelDeadlock",
+    "ReadonlyFilesystem",
+    "FrequentOOMKills",
+    "DiskIOErrors",
+    "ClockUnsynchronized",
+    "ConntrackFull",
+    "FrequentUnregisterNetDevice",
+];
 
 /// The field manager of the agent's writes to its Node's conditions.
 pub const NODE_CONDITIONS_MANAGER: &str = "vigil-agent";

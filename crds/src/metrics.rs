@@ -151,13 +151,21 @@ pub const AGENT_EVENTS: Metric = Metric {
     help: "Security events queued, by type and source",
     labels: &["type", "source"],
 };
-/// Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer, container_limited: one container's share used up).
+/// Security events dropped by source and reason (rate_limited, queue_full, container_limited: one container's share used up).
 pub const AGENT_EVENTS_DROPPED: Metric = Metric {
     family: "vigil_agent_events_dropped",
     kind: Kind::Counter,
     unit: None,
-    help: "Security events dropped by source and reason (rate_limited, queue_full, overflow: lost in a kernel buffer, container_limited: one container's share used up)",
+    help: "Security events dropped by source and reason (rate_limited, queue_full, container_limited: one container's share used up)",
     labels: &["source", "reason"],
+};
+/// Records the host lost before the agent read them, by source (a kernel buffer overflowed: kernel log sequence gaps, process connector overruns, inotify queue overflows).
+pub const AGENT_EVENTS_LOST: Metric = Metric {
+    family: "vigil_agent_events_lost",
+    kind: Kind::Counter,
+    unit: None,
+    help: "Records the host lost before the agent read them, by source (a kernel buffer overflowed: kernel log sequence gaps, process connector overruns, inotify queue overflows)",
+    labels: &["source"],
 };
 /// Lines or records of host input a source could not parse, by reason (cut, malformed, time, incomplete; each kept raw in an agent.unparsed event).
 pub const AGENT_EVENTS_UNPARSED: Metric = Metric {
@@ -846,6 +854,7 @@ pub const EXPORTED: &[&Metric] = &[
     &AGENT_LAST_SCAN_TIMESTAMP,
     &AGENT_EVENTS,
     &AGENT_EVENTS_DROPPED,
+    &AGENT_EVENTS_LOST,
     &AGENT_EVENTS_UNPARSED,
     &AGENT_EVENT_SOURCE_STATE,
     &AGENT_EVENT_QUEUE_DEPTH,

@@ -374,17 +374,18 @@ async fn next_event(events: &mut Option<EventConsumer>) -> Option<Event> {
 /// reader of the event stream learns of the gap where it is.
 pub struct DropSummary {
     node: String,
-    reported: u64,
+    /// Drops and losses already said.
+    reported: (u64, u64),
     last: Option<jiff::Timestamp>,
 }
 
 impl DropSummary {
     /// A summary for `node`.
     pub fn new(node: &str) -> Self {
-        Self { node: node.to_owned(), reported: 0, last: None }
+        Self { node: node.to_owned(), reported: (0, 0), last: None }
     }
 
-    /// The summary event if drops grew and the last one is a minute old.
+    /// The summary event if drops or losses grew and the last one is a minute old.
     pub fn check(&mut self, stats: &EventStats, now: jiff::Timestamp) -> Option<Event> {
         if self.last.is_some_and(|t| now.duration_since(t) < jiff::SignedDuration::from_secs(60)) {
             return None;
@@ -392,17 +393,25 @@ impl DropSummary {
         self.flush(stats, now)
     }
 
-    /// The summary event if drops grew since the last one, however recent (on the way out).
+    /// The summary event if drops or losses grew since the last one, however recent (on the
+    /// way out).
     pub fn flush(&mut self, stats: &EventStats, now: jiff::Timestamp) -> Option<Event> {
-        let total = stats.total_dropped();
-        if total <= self.reported {
+        let (dropped, lost) = (stats.total_dropped(), stats.total_lost());
+        if dropped <= self.reported.0 && lost <= self.reported.1 {
             return None;
         }
-        let new = total - self.reported;
-        self.reported = total;
+        let (new, new_lost) = (dropped - self.reported.0, lost - self.reported.1);
+        self.reported = (dropped, lost);
         self.last = Some(now);
-        let by: Vec<String> =
+        let mut by: Vec<String> =
             stats.drops().iter().map(|(s, r, n)| format!("{} {} {n}", s.as_str(), r.as_str())).collect();
+        by.extend(
+            crate::events::Source::ALL
+                .iter()
+                .map(|s| (s, stats.lost(*s)))
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| format!("{} lost {n}", s.as_str())),
+        );
         // Which containers were held to their share since the last summary, the noisiest first.
         let containers = stats.take_container_drops();
         let noisiest = containers
@@ -411,14 +420,17 @@ impl DropSummary {
                 format!("; container {} held to its share: {n} dropped", id.chars().take(12).collect::<String>())
             })
             .unwrap_or_default();
-        let mut e = Event::new(
-            EventType::Dropped,
-            now,
-            format!("{new} events dropped (since start: {}){noisiest}", by.join(", ")),
-        )
-        .with("dropped", new)
-        .with("droppedTotal", total)
-        .severity(Severity::Warning);
+        let what = match (new, new_lost) {
+            (_, 0) => format!("{new} events dropped"),
+            (0, _) => format!("{new_lost} records lost before they were read"),
+            _ => format!("{new} events dropped and {new_lost} records lost before they were read"),
+        };
+        let mut e = Event::new(EventType::Dropped, now, format!("{what} (since start: {}){noisiest}", by.join(", ")))
+            .with("dropped", new)
+            .with("droppedTotal", dropped)
+            .with("lost", new_lost)
+            .with("lostTotal", lost)
+            .severity(Severity::Warning);
         if !containers.is_empty() {
             let top: serde_json::Map<String, serde_json::Value> =
                 containers.into_iter().take(10).map(|(id, n)| (id, n.into())).collect();
@@ -541,11 +553,15 @@ mod tests {
         stats.count_drop(Source::Process, DropReason::RateLimited, 5);
         let first = s.check(&stats, t0).unwrap();
         assert_eq!(first.detail_i64("dropped"), Some(5));
-        stats.count_drop(Source::Process, DropReason::Overflow, 3);
+        stats.count_drop(Source::Process, DropReason::QueueFull, 3);
+        stats.count_lost(Source::Kernel, 7);
         assert!(s.check(&stats, t0 + jiff::SignedDuration::from_secs(30)).is_none(), "at most once a minute");
         let last = s.flush(&stats, t0 + jiff::SignedDuration::from_secs(31)).unwrap();
         assert_eq!((last.detail_i64("dropped"), last.detail_i64("droppedTotal")), (Some(3), Some(8)));
-        assert!(last.message.contains("process overflow 3"), "{}", last.message);
+        assert_eq!((last.detail_i64("lost"), last.detail_i64("lostTotal")), (Some(7), Some(7)));
+        assert!(last.message.contains("process queue_full 3"), "{}", last.message);
+        assert!(last.message.contains("kernel lost 7"), "{}", last.message);
+        assert!(last.message.starts_with("3 events dropped and 7 records lost"), "{}", last.message);
         assert!(s.flush(&stats, t0 + jiff::SignedDuration::from_secs(32)).is_none(), "each drop said once");
     }
 }

@@ -270,6 +270,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for w in &found.warnings {
                     let _ = writeln!(err, "vigil-agent: events: {}", vigil_agent::events::printable(w));
                 }
+                if !found.lost.is_empty() {
+                    let per: Vec<String> = found.lost.iter().map(|(s, n)| format!("{} {n}", s.as_str())).collect();
+                    let _ = writeln!(
+                        err,
+                        "vigil-agent: events: records lost before they were read (agent.lost events above): {}",
+                        per.join(", ")
+                    );
+                }
                 if !found.unparsed.is_empty() {
                     let per: Vec<String> =
                         found.unparsed.iter().map(|((s, r), n)| format!("{} {} {n}", s.as_str(), r.as_str())).collect();

@@ -82,9 +82,9 @@ pub fn health(s: &Snapshot) -> (AgentHealth, Option<String>) {
 pub struct EventCounts {
     /// Events since start.
     pub total: u64,
-    /// Drops since start.
+    /// Events dropped and records lost before they were read, since start.
     pub dropped: u64,
-    /// Drops since the previous status.
+    /// Drops and losses since the previous status.
     pub dropped_since_last: u64,
 }
 
@@ -288,7 +288,7 @@ impl Reporter {
             _ => 0,
         };
         let counts = events.map_or_else(EventCounts::default, |e| {
-            let dropped = e.total_dropped();
+            let dropped = e.total_dropped() + e.total_lost();
             EventCounts {
                 total: e.total_emitted(),
                 dropped,

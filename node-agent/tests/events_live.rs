@@ -14,6 +14,8 @@ use vigil_agent::config::{Config, ProcessMode};
 use vigil_agent::events::runner::{self, Sources};
 use vigil_agent::events::{Event, EventQueue, EventType, Source};
 
+mod catalogue;
+
 /// A config with every source off and the state directory in `state`.
 fn quiet(state: &Path) -> Config {
     let mut c = Config::default();
@@ -331,7 +333,7 @@ fn a_kmsg_file_is_followed_like_the_device() {
 /// A kernel log with what a reader must not get wrong: a record with its dictionary, an oops
 /// printed in two fragments, the `Oops:` line of the same crash, a line that is no record and
 /// an OOM kill.
-const KERNEL_LOG: &str = "3,10,1000000,-;Buffer I/O error on dev sdb1, logical block 0, async page read\n SUBSYSTEM=block\n DEVICE=b8:17\n1,11,2000000,c;BUG: unable to handle kernel NULL pointer dereference\n1,12,2000001,-; at 0000000000000008\n4,13,2000100,-;Oops: 0002 [#1] SMP PTI\nnot a record\n3,14,3000000,-;Out of memory: Killed process 77 (leaky) total-vm:10kB, anon-rss:8kB, file-rss:0kB, shmem-rss:0kB\n";
+const KERNEL_LOG: &str = "3,10,1000000,-;Buffer I/O error on dev sdb1, logical block 0, async page read\n SUBSYSTEM=block\n DEVICE=b8:17\n1,11,2000000,c;BUG: unable to handle kernel NULL pointer dereference\n1,12,2000001,-; at 0000000000000008\n4,13,2000100,-;Oops: 0002 [#1] SMP PTI\nnot a record\n3,14,3000000,-;Out of memory: Killed process 77 (leaky) total-vm:10kB, anon-rss:8kB, file-rss:0kB, shmem-rss:0kB\n4,20,4000000,-;nf_conntrack: nf_conntrack: table full, dropping packet\n";
 
 fn sorted_kinds(events: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut k: Vec<String> = events.into_iter().collect();
@@ -353,9 +355,13 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     let (sources, mut rx, q) = start(&c);
     assert!(wait_ready(&sources, Source::Kernel).starts_with("following"));
     append(&kmsg, KERNEL_LOG);
-    let watched = wait_for(&mut rx, Duration::from_secs(10), "four events", |ev| ev.len() >= 4);
+    let watched = wait_for(&mut rx, Duration::from_secs(10), "six events", |ev| ev.len() >= 6);
     sources.stop();
     assert_eq!(q.stats().unparsed_for(Source::Kernel, vigil_agent::events::UnparsedReason::Malformed), 1);
+    // Records 15 to 19 never came: lost, said and counted.
+    assert_eq!(q.stats().lost(Source::Kernel), 5);
+    let lost = watched.iter().find(|e| e.kind == EventType::Lost).expect("an agent.lost event");
+    assert_eq!((lost.detail_i64("afterSeq"), lost.detail_i64("nextSeq")), (Some(14), Some(20)));
     let io = watched.iter().find(|e| e.kind == EventType::IoError).unwrap();
     assert_eq!(io.details["kernelDictionary"]["DEVICE"], "b8:17");
     let oops = watched.iter().find(|e| e.kind == EventType::Oops).unwrap();
@@ -392,6 +398,7 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("input not understood, kept as agent.unparsed events: kernel malformed 1"), "{stderr}");
+    assert!(stderr.contains("records lost before they were read (agent.lost events above): kernel 5"), "{stderr}");
     assert!(stderr.contains("auth.lgo exists and the journal is not read"), "a typo in a path is said: {stderr}");
 
     // A kernel device that cannot be opened (a typo): said, whether syslog(2) stood in or not.
@@ -460,7 +467,7 @@ fn storm(n: usize, gap: Duration) -> std::collections::BTreeSet<i64> {
 
 #[test]
 fn every_execution_is_reported_or_counted_as_lost_under_a_competing_load() {
-    use vigil_agent::events::queue::{DropReason, RateLimit};
+    use vigil_agent::events::queue::RateLimit;
     const N: usize = 1500;
     let default_limit = vigil_agent::config::Config::default().events.processes.rate_limit;
     for (gap, limit) in [
@@ -495,7 +502,7 @@ fn every_execution_is_reported_or_counted_as_lost_under_a_competing_load() {
         sources.stop();
         let stats = q.stats();
         let dropped = stats.dropped_of(EventType::ProcessStart);
-        let lost = stats.dropped(Source::Process, DropReason::Overflow);
+        let lost = stats.lost(Source::Process);
         eprintln!(
             "{N} executions in {took:?} ({:.0}/s), gap {gap:?}, limit {}/s: reported {}, starts dropped and counted {dropped}, kernel messages lost and counted {lost}",
             N as f64 / took.as_secs_f64(),
@@ -528,7 +535,6 @@ fn every_execution_is_reported_or_counted_as_lost_under_a_competing_load() {
 
 #[test]
 fn a_burst_of_file_changes_past_the_kernel_queue_is_reported_or_counted() {
-    use vigil_agent::events::queue::DropReason;
     // More changes than the kernel queues for one inotify instance (fs.inotify.max_queued_events,
     // 16,384 by default): each file is a create, a write and a close.
     const N: usize = 20_000;
@@ -557,9 +563,62 @@ fn a_burst_of_file_changes_past_the_kernel_queue_is_reported_or_counted() {
     });
     sources.stop();
     let stats = q.stats();
-    let (overflowed, dropped) =
-        (stats.dropped(Source::File, DropReason::Overflow), stats.dropped_of(EventType::FileCreated));
+    let (overflowed, dropped) = (stats.lost(Source::File), stats.dropped_of(EventType::FileCreated));
     eprintln!("{N} files created: reported {}, overflows counted {overflowed}, dropped {dropped}", created.len());
     // A queue overflow is counted and the tree walked again, which reports what it hid.
     assert!(created.len() as u64 + dropped >= N as u64, "{} files neither reported nor counted", N - created.len());
+}
+
+#[test]
+fn the_whole_catalogue_gives_the_same_events_to_a_follow_and_to_a_scan() {
+    // Every test line of docs/agent-events.md's catalogue, as one kernel log; `watch` and `run`
+    // follow it through the same sources (`runner::start`), `scan --events` reads it once.
+    let (log, expected) = catalogue::kmsg_log(100);
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kmsg = dir.path().join("kmsg");
+    std::fs::write(&kmsg, "").unwrap();
+    let mut c = quiet(state.path());
+    c.events.kernel.enabled = true;
+    c.events.kernel.device = kmsg.clone();
+    c.events.kernel.rate_limit = vigil_agent::events::queue::RateLimit::new(10_000.0, 10_000);
+    let (sources, mut rx, _q) = start(&c);
+    assert!(wait_ready(&sources, Source::Kernel).starts_with("following"));
+    append(&kmsg, &log);
+    let followed = wait_for(&mut rx, Duration::from_secs(10), "an event per row", |ev| ev.len() >= expected.len());
+    sources.stop();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(sorted_kinds(followed.iter().map(|e| e.kind.as_str().to_owned())), want, "followed");
+
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}}}\n",
+            state.path().display(),
+            kmsg.display(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["scan", "--events", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scanned: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("schemaVersion").is_some() && v.get("type").is_some())
+        .collect();
+    assert_eq!(sorted_kinds(scanned.iter().map(|e| e["type"].as_str().unwrap().to_owned())), want, "scanned");
+    // The same fields either way, row by row.
+    for (f, s) in followed.iter().zip(&scanned) {
+        let line = f.detail_str("line").unwrap();
+        let same = scanned.iter().find(|s| s["details"]["line"] == line).unwrap_or(s);
+        for (k, v) in &f.details {
+            assert_eq!(&same["details"][k], v, "{k} of {line}");
+        }
+    }
 }

@@ -8,8 +8,10 @@
 //! | `KernelDeadlock` | `kernel.hung_task`, `kernel.lockup` | no recurrence for `clearAfter` |
 //! | `ReadonlyFilesystem` | `kernel.fs_readonly` | no recurrence for `clearAfter` |
 //! | `FrequentOOMKills` | `oomKills` OOM kills within `oomWindow` | no OOM kill for `clearAfter` |
-//! | `DiskIOErrors` | `kernel.io_error`, `kernel.fs_error` | no recurrence for `clearAfter` |
+//! | `DiskIOErrors` | `kernel.io_error`, `kernel.fs_error` (not warnings), `kernel.disk_timeout` | no recurrence for `clearAfter` |
 //! | `ClockUnsynchronized` | `clock.unsynchronized` | `clock.synchronized` |
+//! | `ConntrackFull` | `kernel.conntrack_full` | no recurrence for `clearAfter` |
+//! | `FrequentUnregisterNetDevice` | `unregisterNetDevice` `kernel.netdev_stuck` within `unregisterNetDeviceWindow` | none for `clearAfter` |
 //!
 //! Pure: events and the time in, conditions out; the daemon writes them.
 
@@ -44,12 +46,41 @@ struct State {
     last_cause: Option<jiff::Timestamp>,
 }
 
+// Each condition's place in [`NODE_CONDITIONS`].
+const KERNEL_DEADLOCK: usize = 0;
+const READONLY: usize = 1;
+const FREQUENT_OOM: usize = 2;
+const DISK_IO: usize = 3;
+const CLOCK: usize = 4;
+const CONNTRACK: usize = 5;
+const UNREGISTER: usize = 6;
+
+/// Times of recent occurrences within a window (at most 1,024 kept).
+#[derive(Debug, Default)]
+struct Recent(VecDeque<jiff::Timestamp>);
+
+impl Recent {
+    /// Adds one at `at`; how many fall within `window` of it.
+    fn add(&mut self, at: jiff::Timestamp, window: std::time::Duration) -> usize {
+        self.0.push_back(at);
+        let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
+        while self.0.front().is_some_and(|t| at.duration_since(*t) > window) {
+            self.0.pop_front();
+        }
+        while self.0.len() > 1024 {
+            self.0.pop_front();
+        }
+        self.0.len()
+    }
+}
+
 /// The conditions of one node.
 #[derive(Debug)]
 pub struct Conditions {
     config: NodeConditions,
-    states: [State; 5],
-    ooms: VecDeque<jiff::Timestamp>,
+    states: [State; NODE_CONDITIONS.len()],
+    ooms: Recent,
+    unregisters: Recent,
 }
 
 fn clear_reason(kind: &str) -> &'static str {
@@ -58,6 +89,8 @@ fn clear_reason(kind: &str) -> &'static str {
         "ReadonlyFilesystem" => "FilesystemIsNotReadOnly",
         "FrequentOOMKills" => "NoFrequentOOMKills",
         "DiskIOErrors" => "NoDiskIOErrors",
+        "ConntrackFull" => "ConntrackHasRoom",
+        "FrequentUnregisterNetDevice" => "NoFrequentUnregisterNetDevice",
         _ => "ClockSynchronized",
     }
 }
@@ -68,6 +101,8 @@ fn clear_message(kind: &str) -> &'static str {
         "ReadonlyFilesystem" => "no filesystem remounted read-only recently",
         "FrequentOOMKills" => "no frequent OOM kills recently",
         "DiskIOErrors" => "no disk I/O or filesystem errors recently",
+        "ConntrackFull" => "the connection tracking table has not been full recently",
+        "FrequentUnregisterNetDevice" => "no network device stuck unregistering recently",
         _ => "the clock is synchronised",
     }
 }
@@ -82,7 +117,7 @@ impl Conditions {
             since: now,
             last_cause: None,
         });
-        Self { config, states, ooms: VecDeque::new() }
+        Self { config, states, ooms: Recent::default(), unregisters: Recent::default() }
     }
 
     fn set(&mut self, i: usize, at: jiff::Timestamp, reason: &str, message: String) {
@@ -121,7 +156,7 @@ impl Conditions {
                     at.round(jiff::Unit::Second).unwrap_or(at),
                     what(e)
                 );
-                self.set(0, at, reason, msg);
+                self.set(KERNEL_DEADLOCK, at, reason, msg);
             }
             EventType::FsReadOnly => {
                 let dev = e.detail_str("device").unwrap_or("?");
@@ -130,55 +165,74 @@ impl Conditions {
                     at.round(jiff::Unit::Second).unwrap_or(at),
                     what(e)
                 );
-                self.set(1, at, "FilesystemIsReadOnly", msg);
+                self.set(READONLY, at, "FilesystemIsReadOnly", msg);
             }
             EventType::OomKill => {
-                self.ooms.push_back(at);
-                let window =
-                    jiff::SignedDuration::try_from(self.config.oom_window).unwrap_or(jiff::SignedDuration::MAX);
-                while self.ooms.front().is_some_and(|t| at.duration_since(*t) > window) {
-                    self.ooms.pop_front();
-                }
-                while self.ooms.len() > 1024 {
-                    self.ooms.pop_front();
-                }
-                if self.ooms.len() >= self.config.oom_kills as usize {
+                let n = self.ooms.add(at, self.config.oom_window);
+                if n >= self.config.oom_kills as usize {
                     let pod = match (e.detail_str("podNamespace"), e.detail_str("podName")) {
                         (Some(ns), Some(name)) => format!(", the last in pod {ns}/{name}"),
                         _ => String::new(),
                     };
                     let msg = format!(
                         "{} OOM kills within {}{pod} (the last killed {} pid {}); raise the memory limits of what is killed, or move work off this node",
-                        self.ooms.len(),
+                        n,
                         humantime::format_duration(self.config.oom_window),
                         e.detail_str("comm").unwrap_or("?"),
                         e.detail_i64("pid").map_or("?".into(), |p| p.to_string()),
                     );
-                    self.set(2, at, "FrequentOOMKills", msg);
-                } else if self.states[2].active {
+                    self.set(FREQUENT_OOM, at, "FrequentOOMKills", msg);
+                } else if self.states[FREQUENT_OOM].active {
                     // Still active: a further kill keeps it.
-                    self.states[2].last_cause = Some(at);
+                    self.states[FREQUENT_OOM].last_cause = Some(at);
                 }
             }
-            EventType::IoError | EventType::FsError => {
+            // A filesystem's warning (ext4 warning, a btrfs checksum retried from a mirror) is
+            // not yet an error of the disk.
+            EventType::FsError if e.severity < crate::events::Severity::Critical => {}
+            EventType::IoError | EventType::FsError | EventType::DiskTimeout => {
                 let dev = e.detail_str("device").unwrap_or("?");
-                let reason = if e.kind == EventType::IoError { "DiskIOError" } else { "FilesystemError" };
+                let reason = match e.kind {
+                    EventType::IoError => "DiskIOError",
+                    EventType::DiskTimeout => "DiskTimeout",
+                    _ => "FilesystemError",
+                };
                 let msg = format!(
                     "{} on {dev} at {}: {}; check the disk's health (smartctl, the cloud volume's status) before it fails",
                     e.kind.as_str(),
                     at.round(jiff::Unit::Second).unwrap_or(at),
                     what(e)
                 );
-                self.set(3, at, reason, msg);
+                self.set(DISK_IO, at, reason, msg);
             }
             EventType::ClockUnsynchronized => {
                 let msg = format!(
                     "the clock lost synchronisation at {}; certificates, leases and logs depend on it: check chrony or systemd-timesyncd",
                     at.round(jiff::Unit::Second).unwrap_or(at)
                 );
-                self.set(4, at, "ClockUnsynchronized", msg);
+                self.set(CLOCK, at, "ClockUnsynchronized", msg);
             }
-            EventType::ClockSynchronized => self.clear(4, at),
+            EventType::ClockSynchronized => self.clear(CLOCK, at),
+            EventType::ConntrackFull => {
+                let msg = format!(
+                    "the connection tracking table was full at {}: the node dropped new connections; raise net.netfilter.nf_conntrack_max or find what opens so many",
+                    at.round(jiff::Unit::Second).unwrap_or(at)
+                );
+                self.set(CONNTRACK, at, "ConntrackTableFull", msg);
+            }
+            EventType::NetdevStuck => {
+                let n = self.unregisters.add(at, self.config.unregister_net_device_window);
+                if n >= self.config.unregister_net_device as usize {
+                    let msg = format!(
+                        "{n} network devices stuck unregistering within {} (the last {}): network namespaces of deleted pods are not freed; a kernel or CNI leak, often cleared only by a reboot",
+                        humantime::format_duration(self.config.unregister_net_device_window),
+                        e.detail_str("interface").unwrap_or("?"),
+                    );
+                    self.set(UNREGISTER, at, "UnregisterNetDevice", msg);
+                } else if self.states[UNREGISTER].active {
+                    self.states[UNREGISTER].last_cause = Some(at);
+                }
+            }
             _ => {}
         }
     }
@@ -187,14 +241,16 @@ impl Conditions {
     /// cleared (the clock's only by synchronisation).
     pub fn current(&mut self, now: jiff::Timestamp) -> Vec<Condition> {
         let clear_after = jiff::SignedDuration::try_from(self.config.clear_after).unwrap_or(jiff::SignedDuration::MAX);
-        for i in 0..4 {
+        for i in (0..NODE_CONDITIONS.len()).filter(|i| *i != CLOCK) {
             if let Some(last) = self.states[i].last_cause
                 && self.states[i].active
                 && now.duration_since(last) >= clear_after
             {
                 self.clear(i, last.checked_add(clear_after).unwrap_or(now));
-                if i == 2 {
-                    self.ooms.clear();
+                match i {
+                    FREQUENT_OOM => self.ooms.0.clear(),
+                    UNREGISTER => self.unregisters.0.clear(),
+                    _ => {}
                 }
             }
         }
@@ -305,6 +361,33 @@ mod tests {
         assert!(f.active);
         assert!(f.message.starts_with("3 OOM kills within 10m, the last in pod shop/api-1"), "{}", f.message);
         assert!(!by_kind(&c.current(t(900 + 1800)), "FrequentOOMKills").active);
+    }
+
+    #[test]
+    fn conntrack_and_stuck_devices_set_their_conditions_and_warnings_set_none() {
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        c.observe(&ev(EventType::ConntrackFull, 10), t(10));
+        let ct = c.current(t(11));
+        assert_eq!(by_kind(&ct, "ConntrackFull").reason, "ConntrackTableFull");
+        assert!(by_kind(&ct, "ConntrackFull").active);
+        // Two stuck devices are no condition; the third within 20 minutes is.
+        c.observe(&ev(EventType::NetdevStuck, 0), t(0));
+        c.observe(&ev(EventType::NetdevStuck, 1300), t(1300));
+        c.observe(&ev(EventType::NetdevStuck, 1400), t(1400));
+        assert!(!by_kind(&c.current(t(1401)), "FrequentUnregisterNetDevice").active, "the first fell out of 20 min");
+        c.observe(&ev(EventType::NetdevStuck, 1500), t(1500));
+        assert!(by_kind(&c.current(t(1501)), "FrequentUnregisterNetDevice").active);
+        assert!(!by_kind(&c.current(t(1500 + 1800)), "FrequentUnregisterNetDevice").active, "cleared");
+        // A filesystem's warning is not a disk error; a disk timeout is.
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        c.observe(&ev(EventType::FsError, 5).severity(crate::events::Severity::Warning), t(5));
+        assert!(!by_kind(&c.current(t(6)), "DiskIOErrors").active);
+        c.observe(&ev(EventType::DiskTimeout, 7), t(7));
+        let d = c.current(t(8));
+        assert_eq!(
+            (by_kind(&d, "DiskIOErrors").active, by_kind(&d, "DiskIOErrors").reason.as_str()),
+            (true, "DiskTimeout")
+        );
     }
 
     #[test]

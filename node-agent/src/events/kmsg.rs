@@ -73,6 +73,17 @@ pub enum Piece {
     Record(Record),
     /// Bytes that are no record (kept raw, counted), and why.
     Unparsed(Vec<u8>, UnparsedReason),
+    /// Records the kernel overwrote before they were read: a gap in the sequence numbers
+    /// (`records` of them, between `after` and `next`), or a ring buffer read by syslog(2)
+    /// that wrapped between two reads (`records` unknown: at least one).
+    Lost {
+        /// How many (when the sequence numbers tell).
+        records: Option<u64>,
+        /// The sequence number read before the gap.
+        after: Option<u64>,
+        /// The sequence number read after it.
+        next: Option<u64>,
+    },
 }
 
 /// Makes whole records of what the kernel log gives, the same for every way of reading it
@@ -86,6 +97,9 @@ pub struct Assembler {
     lines: Option<Vec<u8>>,
     /// A record waiting for its continuation.
     open: Option<Record>,
+    /// The sequence number of the last record: the next one must follow it, or records were
+    /// lost in between.
+    last_seq: Option<u64>,
 }
 
 impl Assembler {
@@ -132,7 +146,20 @@ impl Assembler {
         }
     }
 
+    /// Records the kernel lost between the last record and `r` (syslog(2) and the journal give
+    /// no sequence numbers: every record there is 0). A number going back is a new boot or a
+    /// replayed file: the count starts again.
+    fn follow_seq(&mut self, r: &Record, out: &mut Vec<Piece>) {
+        if let Some(prev) = self.last_seq
+            && r.seq > prev.saturating_add(1)
+        {
+            out.push(Piece::Lost { records: Some(r.seq - prev - 1), after: Some(prev), next: Some(r.seq) });
+        }
+        self.last_seq = Some(r.seq);
+    }
+
     fn join(&mut self, r: Record, out: &mut Vec<Piece>) {
+        self.follow_seq(&r, out);
         if let Some(mut open) = self.open.take() {
             if open.continued || r.continuation {
                 let room = MAX_JOINED.saturating_sub(open.message.len());
@@ -158,6 +185,22 @@ impl Assembler {
             out.push(Piece::Record(r));
         }
     }
+}
+
+/// The `agent.lost` event for records of the kernel log lost before they were read.
+pub fn lost_event(records: Option<u64>, after: Option<u64>, next: Option<u64>, time: jiff::Timestamp) -> Event {
+    let message = match (records, after, next) {
+        (Some(n), Some(a), Some(b)) => format!(
+            "kernel log: {n} record(s) lost (sequence {a}, then {b}): the ring buffer overwrote them before they were read"
+        ),
+        _ => "kernel log: records lost: the ring buffer wrapped between two reads of syslog(2)".to_owned(),
+    };
+    Event::new(EventType::Lost, time, message)
+        .with("lostSource", "kernel")
+        .with("records", records)
+        .with("atLeast", records.unwrap_or(1))
+        .with("afterSeq", after)
+        .with("nextSeq", next)
 }
 
 /// Splits a saved kmsg stream (records one per line, dictionary lines indented by a space)
@@ -427,12 +470,16 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let what = if m.starts_with("Oops") { "oops" } else { "bug" };
         return event(EventType::Oops, format!("kernel {what}: {m}"))?.with("oops", what).into();
     }
-    if m.contains("I/O error, dev ") {
-        let dev = word_after(m, "I/O error, dev ");
-        return event(EventType::IoError, format!("I/O error on {}", dev.unwrap_or("?")))?
+    // The block layer's `blk_update_request: <kind> error, dev sdb, sector …` (`I/O`,
+    // `critical medium`, `critical target`, `timeout`…).
+    if let Some(pos) = m.find(" error, dev ") {
+        let dev = word_after(m, " error, dev ");
+        let kind = m[..pos].rsplit(": ").next().unwrap_or("I/O").trim();
+        return event(EventType::IoError, format!("{kind} error on {}", dev.unwrap_or("?")))?
             .with("device", dev)
             .with("sector", number_after::<u64>(m, "sector "))
             .with("op", op_name(m))
+            .with("error", kind)
             .into();
     }
     if let Some(rest) = m.strip_prefix("Buffer I/O error on dev ") {
@@ -447,6 +494,52 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     if let Some(ev) = link(m, time) {
         return Some(ev);
+    }
+    if let Some(ev) = security(m, time) {
+        return Some(ev);
+    }
+    if let Some(ev) = network(m, time) {
+        return Some(ev);
+    }
+    if let Some(ev) = disk_timeout(m, time) {
+        return Some(ev);
+    }
+    if let Some(pos) = m.find("WARNING: CPU: ") {
+        let rest = &m[pos..];
+        let location = rest.split_once(" at ").map(|(_, l)| l.split_whitespace().next().unwrap_or(l));
+        return event(EventType::KernelWarning, format!("kernel warning at {}", location.unwrap_or("?")))?
+            .with("cpu", number_after::<u32>(rest, "CPU: "))
+            .with("pid", number_after::<i64>(rest, "PID: "))
+            .with("location", location)
+            .into();
+    }
+    if let Some(pos) = m.find(": page allocation failure: ") {
+        let comm = m[..pos].rsplit(' ').next().filter(|c| !c.is_empty());
+        return event(
+            EventType::PageAllocFailure,
+            format!(
+                "{} could not allocate memory (order {})",
+                comm.unwrap_or("?"),
+                word_after(m, "order:").unwrap_or("?")
+            ),
+        )?
+        .with("comm", comm)
+        .with("order", number_after::<u32>(m, "order:"))
+        .with("mode", word_after(m, "mode:"))
+        .into();
+    }
+    if m.starts_with("divide error: ") || m.starts_with("invalid opcode: ") {
+        let what = if m.starts_with("divide") { "divide_error" } else { "invalid_opcode" };
+        return event(EventType::Oops, format!("kernel oops: {m}"))?.with("oops", what).into();
+    }
+    if let Some(pos) = m.find("[Hardware Error]: event severity: ") {
+        let level = m[pos + "[Hardware Error]: event severity: ".len()..].trim();
+        let corrected = level == "corrected";
+        return event(EventType::MachineCheck, format!("hardware error ({level}): {m}"))?
+            .with("corrected", corrected)
+            .with("hardwareSeverity", level)
+            .severity(if corrected { Severity::Warning } else { Severity::Critical })
+            .into();
     }
     if m.contains("taints kernel") || m.contains("tainting kernel") || m.contains("due to kernel taint") {
         let module = m.split_once(':').map(|(p, _)| p.trim()).filter(|p| !p.contains(' '));
@@ -474,6 +567,207 @@ fn op_name(m: &str) -> Option<&str> {
     Some(token.split_once('(').map_or(token, |(_, op)| op.trim_end_matches(')')))
 }
 
+/// `key=value` or `key="value"` in an audit record.
+fn audit_field<'a>(m: &'a str, key: &str) -> Option<&'a str> {
+    let mut from = 0;
+    while let Some(p) = m[from..].find(key) {
+        let at = from + p;
+        from = at + key.len();
+        // A whole key: at the start or after a space (`pid=` is not `ppid=`).
+        if at > 0 && !m[..at].ends_with(' ') {
+            continue;
+        }
+        let rest = m[at + key.len()..].strip_prefix('=')?;
+        return Some(match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next().unwrap_or(quoted),
+            None => rest.split(' ').next().unwrap_or(rest),
+        });
+    }
+    None
+}
+
+/// The kernel's audit records of the security modules: AppArmor and SELinux denials, seccomp
+/// actions. Each carries the acting process (`pid`, `comm`), by which the agent finds its
+/// pod.
+fn security(m: &str, time: jiff::Timestamp) -> Option<Event> {
+    if !m.contains("audit") && !m.contains("avc:") {
+        return None;
+    }
+    let base = |kind, text: String| {
+        Event::new(kind, time, text)
+            .with("line", m)
+            .with("pid", audit_field(m, "pid").and_then(|p| p.parse::<i64>().ok()))
+            .with("comm", audit_field(m, "comm"))
+            .with("exe", audit_field(m, "exe"))
+    };
+    if let Some(verdict) = audit_field(m, "apparmor")
+        && (verdict == "DENIED" || verdict == "AUDIT" && m.contains("denied_mask"))
+    {
+        let op = audit_field(m, "operation");
+        let target = audit_field(m, "name");
+        let profile = audit_field(m, "profile");
+        return Some(
+            base(
+                EventType::AppArmorDenied,
+                format!(
+                    "AppArmor denied {} {} to {} (profile {})",
+                    op.unwrap_or("?"),
+                    target.unwrap_or(""),
+                    audit_field(m, "comm").unwrap_or("?"),
+                    profile.unwrap_or("?")
+                ),
+            )
+            .with("operation", op)
+            .with("name", target)
+            .with("profile", profile)
+            .with("requestedMask", audit_field(m, "requested_mask"))
+            .with("deniedMask", audit_field(m, "denied_mask"))
+            .with("capability", audit_field(m, "capname")),
+        );
+    }
+    if let Some(pos) = m.find("avc:") {
+        let rest = m[pos + 4..].trim_start();
+        if !rest.starts_with("denied") {
+            return None;
+        }
+        let perms = rest.split_once('{').and_then(|(_, r)| r.split_once('}')).map(|(p, _)| p.trim());
+        let permissive = audit_field(m, "permissive").map(|p| p == "1");
+        let class = audit_field(m, "tclass");
+        let e = base(
+            EventType::SelinuxDenied,
+            format!(
+                "SELinux denied {{ {} }} on {} {} to {}",
+                perms.unwrap_or("?"),
+                class.unwrap_or("?"),
+                audit_field(m, "name").or(audit_field(m, "path")).unwrap_or(""),
+                audit_field(m, "comm").unwrap_or("?")
+            ),
+        )
+        .with("permissions", perms)
+        .with("name", audit_field(m, "name"))
+        .with("path", audit_field(m, "path"))
+        .with("sourceContext", audit_field(m, "scontext"))
+        .with("targetContext", audit_field(m, "tcontext"))
+        .with("targetClass", class)
+        .with("permissive", permissive);
+        return Some(if permissive == Some(true) { e.severity(Severity::Info) } else { e });
+    }
+    if m.contains("type=1326") {
+        let syscall = audit_field(m, "syscall").and_then(|s| s.parse::<u32>().ok());
+        let code = audit_field(m, "code");
+        // The filter's action, the top 16 bits of `code` (linux/seccomp.h).
+        let action = code.and_then(|c| u32::from_str_radix(c.trim_start_matches("0x"), 16).ok()).map(|c| {
+            match c & 0xffff_0000 {
+                0x8000_0000 => "kill_process",
+                0x0000_0000 => "kill_thread",
+                0x0003_0000 => "trap",
+                0x0005_0000 => "errno",
+                0x7fc0_0000 => "user_notif",
+                0x7ff0_0000 => "trace",
+                0x7ffc_0000 => "log",
+                0x7fff_0000 => "allow",
+                _ => "unknown",
+            }
+        });
+        let killed = matches!(action, Some("kill_process" | "kill_thread"));
+        let e = base(
+            EventType::Seccomp,
+            format!(
+                "seccomp {} syscall {} of {}",
+                action.unwrap_or("acted on"),
+                syscall.map_or("?".into(), |s| s.to_string()),
+                audit_field(m, "comm").unwrap_or("?")
+            ),
+        )
+        .with("syscall", syscall)
+        .with("arch", audit_field(m, "arch"))
+        .with("signal", audit_field(m, "sig").and_then(|s| s.parse::<i64>().ok()))
+        .with("action", action)
+        .with("code", code);
+        return Some(if killed { e } else { e.severity(Severity::Info) });
+    }
+    None
+}
+
+/// Connection tracking, SYN floods, NIC transmit timeouts and devices that cannot go.
+fn network(m: &str, time: jiff::Timestamp) -> Option<Event> {
+    let ev = |kind, text: String| Event::new(kind, time, text).with("line", m);
+    if m.contains("nf_conntrack: table full, dropping packet") {
+        return Some(ev(EventType::ConntrackFull, "conntrack table full: new connections are dropped".into()));
+    }
+    if let Some(pos) = m.find("Possible SYN flooding on port ") {
+        let port = m[pos + "Possible SYN flooding on port ".len()..].split(' ').next().unwrap_or("");
+        // `[::]:443.` and `0.0.0.0:80.` on recent kernels, `80.` before.
+        let port = port.trim_end_matches('.').rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+        let cookies = m.contains("Sending cookies");
+        return Some(
+            ev(
+                EventType::SynFlood,
+                format!("possible SYN flood on port {}", port.map_or("?".into(), |p| p.to_string())),
+            )
+            .with("port", port.map(u32::from))
+            .with("cookies", cookies),
+        );
+    }
+    if let Some(rest) = m.strip_prefix("NETDEV WATCHDOG: ") {
+        let iface = rest.split([' ', ':']).next().filter(|i| !i.is_empty());
+        let driver = word_after(rest, "(");
+        return Some(
+            ev(EventType::NetdevTimeout, format!("transmit queue of {} timed out", iface.unwrap_or("?")))
+                .with("interface", iface)
+                .with("driver", driver)
+                .with("queue", number_after::<u32>(rest, "transmit queue ")),
+        );
+    }
+    if let Some(pos) = m.find("unregister_netdevice: waiting for ") {
+        let rest = &m[pos + "unregister_netdevice: waiting for ".len()..];
+        let iface = rest.split(' ').next().filter(|i| !i.is_empty());
+        return Some(
+            ev(EventType::NetdevStuck, format!("{} cannot be unregistered: references remain", iface.unwrap_or("?")))
+                .with("interface", iface)
+                .with("usageCount", number_after::<u32>(rest, "Usage count = ")),
+        );
+    }
+    None
+}
+
+/// NVMe and SCSI command timeouts, aborts and controller resets.
+fn disk_timeout(m: &str, time: jiff::Timestamp) -> Option<Event> {
+    let ev = |dev: Option<&str>, what: &str, critical: bool| {
+        let e = Event::new(EventType::DiskTimeout, time, format!("{}: {what}", dev.unwrap_or("?")))
+            .with("line", m)
+            .with("device", dev)
+            .with("what", what);
+        if critical { e.severity(Severity::Critical) } else { e }
+    };
+    if let Some(rest) = m.strip_prefix("nvme ") {
+        let dev = rest.split(':').next().map(str::trim).filter(|d| d.starts_with("nvme"));
+        let body = rest.split_once(": ").map_or(rest, |(_, b)| b);
+        if body.contains(" timeout, ") || body.starts_with("I/O tag ") && body.contains("timeout") {
+            let reset = body.contains("reset");
+            let e = ev(
+                dev,
+                if reset { "command timed out, controller reset" } else { "command timed out, aborted" },
+                reset,
+            )
+            .with("queue", number_after::<u32>(body, "QID "));
+            return Some(e);
+        }
+        if body.contains("controller is down") || body.contains("Removing after probe failure") {
+            return Some(ev(dev, "controller down", true));
+        }
+        if body.starts_with("resetting controller") || body.contains("Abort status") {
+            return Some(ev(dev, "controller reset", false));
+        }
+        return None;
+    }
+    if m.contains("timing out command, waited ") {
+        let dev = m.split_once('[').and_then(|(_, r)| r.split_once(']')).map(|(d, _)| d);
+        return Some(ev(dev, "command timed out", false).with("seconds", number_after::<u64>(m, "waited ")));
+    }
+    None
+}
+
 /// ext4, xfs and btrfs errors and read-only remounts.
 fn filesystem(m: &str, time: jiff::Timestamp) -> Option<Event> {
     let ev = |kind, fs: &str, dev: Option<&str>, text: String| {
@@ -493,14 +787,52 @@ fn filesystem(m: &str, time: jiff::Timestamp) -> Option<Event> {
         if rest.starts_with(" error") {
             return Some(ev(EventType::FsError, "ext4", dev, format!("ext4 error on {}", dev.unwrap_or("?"))));
         }
+        if rest.contains("I/O error while writing superblock") || rest.contains("previous I/O error to superblock") {
+            return Some(
+                ev(EventType::FsError, "ext4", dev, format!("ext4 superblock I/O error on {}", dev.unwrap_or("?")))
+                    .with("metadata", "superblock"),
+            );
+        }
+        if rest.starts_with(" warning") {
+            return Some(
+                ev(EventType::FsError, "ext4", dev, format!("ext4 warning on {}", dev.unwrap_or("?")))
+                    .severity(Severity::Warning),
+            );
+        }
+        return None;
+    }
+    // The ext4 journal (jbd2): an aborted journal or a failed journal superblock write.
+    if m.starts_with("JBD2: ") || m.starts_with("Aborting journal on device ") {
+        let dev = word_after(m, "on device ").or_else(|| word_after(m, " for ")).map(|d| d.trim_end_matches('.'));
+        if m.contains("Error") || m.contains("error") || m.starts_with("Aborting journal") {
+            return Some(
+                ev(EventType::FsError, "ext4", dev, format!("ext4 journal error on {}", dev.unwrap_or("?")))
+                    .with("metadata", "journal"),
+            );
+        }
         return None;
     }
     if let Some(rest) = m.strip_prefix("XFS (") {
         let dev = rest.split(')').next();
-        let bad =
-            ["Corruption", "metadata I/O error", "shut down", "Internal error", "log I/O error", "Metadata corruption"];
+        let bad = [
+            "Corruption",
+            "metadata I/O error",
+            "Metadata I/O Error",
+            "shut down",
+            "Shutting down filesystem",
+            "Internal error",
+            "log I/O error",
+            "Metadata corruption",
+            "xfs_log_force: error",
+        ];
         if bad.iter().any(|b| rest.contains(b)) {
-            return Some(ev(EventType::FsError, "xfs", dev, format!("xfs error on {}", dev.unwrap_or("?"))));
+            let shutdown = rest.contains("Shutting down filesystem") || rest.contains("shut down");
+            let metadata = (rest.contains("etadata") || rest.contains("log")).then_some("metadata");
+            return Some(
+                ev(EventType::FsError, "xfs", dev, format!("xfs error on {}", dev.unwrap_or("?")))
+                    .with("shutdown", shutdown)
+                    .with("metadata", metadata),
+            );
         }
         return None;
     }
@@ -515,7 +847,17 @@ fn filesystem(m: &str, time: jiff::Timestamp) -> Option<Event> {
             ));
         }
         if rest.starts_with(" error") || rest.starts_with(": error") || rest.starts_with(" critical") {
-            return Some(ev(EventType::FsError, "btrfs", dev, format!("btrfs error on {}", dev.unwrap_or("?"))));
+            let superblock = rest.contains("write_all_supers") || rest.contains("super");
+            return Some(
+                ev(EventType::FsError, "btrfs", dev, format!("btrfs error on {}", dev.unwrap_or("?")))
+                    .with("metadata", superblock.then_some("superblock")),
+            );
+        }
+        if rest.starts_with(" warning") && (rest.contains("csum failed") || rest.contains("checksum error")) {
+            return Some(
+                ev(EventType::FsError, "btrfs", dev, format!("btrfs checksum error on {}", dev.unwrap_or("?")))
+                    .severity(Severity::Warning),
+            );
         }
     }
     None
@@ -811,6 +1153,45 @@ mod tests {
         let kill = parse_record(b"3,11,2000000,-;Out of memory: Killed process 4242 (stress) total-vm:1052000kB, anon-rss:1048576kB, file-rss:4kB, shmem-rss:0kB, UID:0 pgtables:2100kB oom_score_adj:0").unwrap();
         let e = c.classify(&kill, t0()).unwrap();
         assert_eq!(e.detail_str("line").map(|l| l.starts_with("Out of memory: Killed process 4242")), Some(true));
+    }
+
+    #[test]
+    fn a_gap_in_the_sequence_numbers_is_counted_as_lost_records_in_every_way_of_reading() {
+        let log = b"6,2012,1,-;one\n6,2013,2,-;two\n6,2020,3,-;three\n6,2021,4,-;four\n";
+        // A file, line by line.
+        let mut a = Assembler::default();
+        let mut out = Vec::new();
+        for line in log.split(|&b| b == b'\n') {
+            a.line(line, &mut out);
+        }
+        a.flush(&mut out);
+        let lost: Vec<&Piece> = out.iter().filter(|p| matches!(p, Piece::Lost { .. })).collect();
+        assert_eq!(lost, [&Piece::Lost { records: Some(6), after: Some(2013), next: Some(2020) }]);
+        // The device, a record per read.
+        let mut a = Assembler::default();
+        let mut out = Vec::new();
+        for rec in split_records(log) {
+            a.record(rec, &mut out);
+        }
+        assert_eq!(out.iter().filter(|p| matches!(p, Piece::Lost { records: Some(6), .. })).count(), 1);
+        // A new boot (or a replayed file) starts the count again: nothing lost.
+        let mut out = Vec::new();
+        a.record(b"6,0,1,-;booted again", &mut out);
+        a.record(b"6,1,2,-;next", &mut out);
+        assert!(!out.iter().any(|p| matches!(p, Piece::Lost { .. })));
+        // syslog(2) numbers no records: every record is 0, and nothing looks lost.
+        let mut a = Assembler::default();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            a.parsed(parse_record(b"6,0,5,-;no number").unwrap(), &mut out);
+        }
+        assert!(!out.iter().any(|p| matches!(p, Piece::Lost { .. })));
+        let e = lost_event(Some(6), Some(2013), Some(2020), t0());
+        assert_eq!((e.kind, e.severity), (EventType::Lost, Severity::Warning));
+        assert_eq!((e.detail_i64("records"), e.detail_i64("atLeast")), (Some(6), Some(6)));
+        assert!(e.message.contains("6 record(s) lost (sequence 2013, then 2020)"), "{}", e.message);
+        let wrapped = lost_event(None, None, None, t0());
+        assert_eq!((wrapped.detail_i64("records"), wrapped.detail_i64("atLeast")), (None, Some(1)));
     }
 
     #[test]

@@ -222,6 +222,32 @@ event_types! {
     Taint = "kernel.taint", Kernel, Warning;
     /// A machine check (hardware error).
     MachineCheck = "kernel.machine_check", Kernel, Critical;
+    /// A disk controller's command timed out, was aborted, or the controller was reset (NVMe,
+    /// SCSI): a disk about to fail, or a path about to go.
+    DiskTimeout = "kernel.disk_timeout", Kernel, Warning;
+    /// A kernel `WARNING:` splat: the kernel found itself in a state its authors thought
+    /// impossible (a driver or kernel bug; often before worse).
+    KernelWarning = "kernel.warning", Kernel, Warning;
+    /// AppArmor denied an operation (a container's profile kept it from a file, a capability, a
+    /// mount, a signal).
+    AppArmorDenied = "kernel.apparmor_denied", Kernel, Warning;
+    /// SELinux denied an access (an AVC denial; `permissive: true` when only logged).
+    SelinuxDenied = "kernel.selinux_denied", Kernel, Warning;
+    /// A seccomp filter acted on a system call (killed, trapped or logged it).
+    Seccomp = "kernel.seccomp", Kernel, Warning;
+    /// The connection tracking table is full: the node drops new connections.
+    ConntrackFull = "kernel.conntrack_full", Kernel, Critical;
+    /// The kernel saw more half-open connections on a port than its backlog holds: a SYN flood,
+    /// or a listener too slow to accept.
+    SynFlood = "kernel.syn_flood", Kernel, Warning;
+    /// A NIC's transmit queue stopped (the netdev watchdog fired); the driver resets it.
+    NetdevTimeout = "kernel.netdev_timeout", Kernel, Warning;
+    /// A network device cannot be unregistered: references remain (a leak that stalls network
+    /// namespace teardown, and with it pod deletion).
+    NetdevStuck = "kernel.netdev_stuck", Kernel, Warning;
+    /// The kernel could not allocate memory of the order asked for (fragmentation or
+    /// exhaustion; the caller may fail).
+    PageAllocFailure = "kernel.page_alloc_failure", Kernel, Warning;
     /// The clock lost synchronisation.
     ClockUnsynchronized = "clock.unsynchronized", Clock, Warning;
     /// The clock is synchronised again.
@@ -232,6 +258,9 @@ event_types! {
     Unparsed = "agent.unparsed", Agent, Info;
     /// Events were dropped by a rate limit or a full queue (a summary; never silent).
     Dropped = "agent.dropped", Agent, Warning;
+    /// Records the host lost before the agent read them (the kernel log's ring buffer
+    /// overwrote them: a gap in its sequence numbers).
+    Lost = "agent.lost", Agent, Warning;
 }
 
 /// One thing that happened on the node.

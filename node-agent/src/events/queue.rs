@@ -52,23 +52,19 @@ pub enum DropReason {
     RateLimited,
     /// The queue was full: the consumers fell behind.
     QueueFull,
-    /// Lost before the agent saw it: the kernel's netlink buffer or inotify queue
-    /// overflowed, or a file pending a check was evicted from a full set.
-    Overflow,
     /// One container's share of the source's rate was used up.
     ContainerLimited,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 4] = [Self::RateLimited, Self::QueueFull, Self::Overflow, Self::ContainerLimited];
+    pub const ALL: [DropReason; 3] = [Self::RateLimited, Self::QueueFull, Self::ContainerLimited];
 
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RateLimited => "rate_limited",
             Self::QueueFull => "queue_full",
-            Self::Overflow => "overflow",
             Self::ContainerLimited => "container_limited",
         }
     }
@@ -88,6 +84,11 @@ pub struct EventStats {
     /// queue); what the kernel lost before the agent saw it has no type.
     dropped_kinds: Vec<AtomicU64>,
     unparsed: Vec<AtomicU64>,
+    /// Per source: records the host lost before the agent could read them (the kernel's
+    /// netlink buffer or inotify queue overflowed, the kernel log's ring buffer overwrote
+    /// records, a file pending a check was evicted from a full set). Not drops: the agent
+    /// never saw them.
+    lost: Vec<AtomicU64>,
     /// Container → events of it dropped by its own limit since the last [`EventStats::take_container_drops`].
     by_container: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
@@ -100,6 +101,7 @@ impl Default for EventStats {
             dropped: zeroes(Source::ALL.len() * DropReason::ALL.len()),
             dropped_kinds: zeroes(EventType::ALL.len()),
             unparsed: zeroes(Source::ALL.len() * UnparsedReason::ALL.len()),
+            lost: zeroes(Source::ALL.len()),
             by_container: std::sync::Mutex::default(),
         }
     }
@@ -113,6 +115,21 @@ impl EventStats {
     /// Counts `n` drops.
     pub fn count_drop(&self, source: Source, reason: DropReason, n: u64) {
         self.dropped[Self::drop_slot(source, reason)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` records of `source` the host lost before the agent read them.
+    pub fn count_lost(&self, source: Source, n: u64) {
+        self.lost[source.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records of `source` the host lost before the agent read them, so far.
+    pub fn lost(&self, source: Source) -> u64 {
+        self.lost[source.index()].load(Ordering::Relaxed)
+    }
+
+    /// All records lost so far.
+    pub fn total_lost(&self) -> u64 {
+        self.lost.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     /// Counts a drop of `container`'s event of `kind` by its own limit.
@@ -324,9 +341,10 @@ impl Emitter {
         self.stats.count_unparsed(self.source, reason);
     }
 
-    /// Counts events lost before the agent saw them (kernel buffer overflow).
-    pub fn count_overflow(&self, n: u64) {
-        self.stats.count_drop(self.source, DropReason::Overflow, n);
+    /// Counts records lost before the agent saw them (a kernel buffer overflowed or overwrote
+    /// them): `vigil_agent_events_lost_total{source}`.
+    pub fn count_lost(&self, n: u64) {
+        self.stats.count_lost(self.source, n);
     }
 
     /// True once every receiver is gone: the source should stop.

@@ -158,6 +158,7 @@ impl Table for EventsTable {
                     .map(move |r| ([("source", s.as_str()), ("reason", r.as_str())], stats.dropped(*s, *r) as f64))
             }),
         );
+        o.family(&m::AGENT_EVENTS_LOST, Source::ALL.iter().map(|s| ([("source", s.as_str())], stats.lost(*s) as f64)));
         o.family(
             &m::AGENT_EVENTS_UNPARSED,
             Source::ALL.iter().flat_map(|s| {

@@ -34,7 +34,7 @@ pub(super) fn file_source(
         emitter.emit(e);
     }
     if fim.overflowed > 0 {
-        emitter.count_overflow(fim.overflowed);
+        emitter.count_lost(fim.overflowed);
     }
     if let Some(f) = &baseline_file {
         let _ = fim.save(f);
@@ -111,7 +111,7 @@ pub(super) fn file_source(
                 for e in events {
                     any = true;
                     if e.mask.contains(inotify::EventMask::Q_OVERFLOW) {
-                        emitter.count_overflow(1);
+                        emitter.count_lost(1);
                         rescan_now = true;
                         continue;
                     }
@@ -121,7 +121,7 @@ pub(super) fn file_source(
                         None => dir.clone(),
                     };
                     if pending.len() >= MAX_PENDING && !pending.contains_key(&path) {
-                        emitter.count_overflow(1);
+                        emitter.count_lost(1);
                         rescan_now = true;
                         continue;
                     }

@@ -14,7 +14,7 @@ use crate::events::kmsg::{Assembler, Classifier, Piece};
 use crate::events::process::wait_readable;
 use crate::events::queue::POLL_SLICE;
 use crate::events::tail::{StartAt, Tail, Unit};
-use crate::events::{Emitter, Event, Source, UnparsedReason};
+use crate::events::{Emitter, Event, EventType, Source, UnparsedReason};
 use crate::host::HostRoot;
 use vigil_crds::SourceState;
 
@@ -29,11 +29,25 @@ pub(super) struct Kernel {
     classifier: Classifier,
     assembler: Assembler,
     pieces: Vec<Piece>,
+    /// The host whose processes a security module's denial names (`None`: not looked up).
+    host: Option<HostRoot>,
 }
 
 impl Kernel {
     pub(super) fn new(boot: jiff::Timestamp) -> Self {
-        Self { boot, classifier: Classifier::default(), assembler: Assembler::default(), pieces: Vec::new() }
+        Self {
+            boot,
+            classifier: Classifier::default(),
+            assembler: Assembler::default(),
+            pieces: Vec::new(),
+            host: None,
+        }
+    }
+
+    /// As [`Kernel::new`], finding the cgroup (and so the pod) of the process an AppArmor,
+    /// SELinux or seccomp record names in `root`'s `/proc`.
+    pub(super) fn on_host(boot: jiff::Timestamp, root: &HostRoot) -> Self {
+        Self { host: Some(root.clone()), ..Self::new(boot) }
     }
 
     /// Hands what was assembled so far (everything when `flush`) to `out`, and each unparsed
@@ -45,13 +59,26 @@ impl Kernel {
         for piece in self.pieces.drain(..) {
             match piece {
                 Piece::Record(r) => {
-                    if let Some(e) = self.classifier.classify(&r, self.boot) {
+                    if let Some(mut e) = self.classifier.classify(&r, self.boot) {
+                        if let Some(root) = &self.host
+                            && ACTOR_KINDS.contains(&e.kind)
+                            && let Some(pid) = e.detail_i64("pid")
+                            && let Some(cgroup) = process_cgroup(root, pid, r.ts_usec)
+                        {
+                            if let Some(id) = crate::proc::processes::container_id(&cgroup) {
+                                e = e.with("containerId", id);
+                            }
+                            e = e.with("cgroup", cgroup);
+                        }
                         out(e);
                     }
                 }
                 Piece::Unparsed(bytes, reason) => {
                     unparsed(reason);
                     out(Event::unparsed(jiff::Timestamp::now(), "kmsg", reason, &bytes));
+                }
+                Piece::Lost { records, after, next } => {
+                    out(crate::events::kmsg::lost_event(records, after, next, jiff::Timestamp::now()));
                 }
             }
         }
@@ -65,9 +92,33 @@ impl Kernel {
             emitter.count_unparsed(r);
         }
         for e in events {
+            if e.kind == EventType::Lost {
+                emitter.count_lost(lost_records(&e));
+            }
             emitter.emit(e);
         }
     }
+}
+
+/// The kernel events whose `pid` is the process that acted (and whose pod it is).
+const ACTOR_KINDS: [EventType; 3] = [EventType::AppArmorDenied, EventType::SelinuxDenied, EventType::Seccomp];
+
+/// The cgroup of process `pid` in `root`'s `/proc`, if it is the process a record of
+/// `record_usec` (µs since boot) named: one started after the record is another process that
+/// got the number since, and is not taken for it.
+fn process_cgroup(root: &HostRoot, pid: i64, record_usec: u64) -> Option<String> {
+    let dir = root.proc().join(pid.to_string());
+    let stat = crate::proc::processes::parse_stat(&std::fs::read(dir.join("stat")).ok()?)?;
+    let ticks = crate::proc::cpu::HostInfo::current().ticks_per_second().max(1);
+    if stat.starttime.saturating_mul(1_000_000) / ticks > record_usec {
+        return None;
+    }
+    crate::proc::processes::cgroup_path(&std::fs::read_to_string(dir.join("cgroup")).ok()?)
+}
+
+/// How many records an `agent.lost` event counts (at least one).
+pub(crate) fn lost_records(e: &Event) -> u64 {
+    e.details.get("atLeast").and_then(serde_json::Value::as_u64).unwrap_or(1)
 }
 
 pub(super) fn kernel_source(
@@ -78,7 +129,7 @@ pub(super) fn kernel_source(
     stop: &AtomicBool,
     states: &Mutex<SourceStates>,
 ) {
-    let mut kernel = Kernel::new(boot_time(root));
+    let mut kernel = Kernel::on_host(boot_time(root), root);
     let is_file = std::fs::metadata(device).map(|m| m.is_file()).unwrap_or(false);
     if is_file {
         set_state(states, Source::Kernel, SourceState::On, "file", format!("following {}", device.display()));
@@ -97,7 +148,6 @@ pub(super) fn kernel_source(
     };
     set_state(states, Source::Kernel, SourceState::On, "kmsg", format!("reading {}", device.display()));
     let mut buf = vec![0u8; 16 * 1024];
-    let mut last_seq: Option<u64> = None;
     while !stopped(stop, &emitter) {
         match wait_readable(file.as_fd(), POLL_SLICE) {
             Ok(true) => {}
@@ -108,19 +158,13 @@ pub(super) fn kernel_source(
             match file.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if let Some(r) = crate::events::kmsg::parse_record(&buf[..n]) {
-                        if let Some(prev) = last_seq
-                            && r.seq > prev + 1
-                        {
-                            emitter.count_overflow(r.seq - prev - 1);
-                        }
-                        last_seq = Some(r.seq);
-                    }
+                    // A gap in the sequence numbers is found and counted by the assembly.
                     kernel.assembler.record(&buf[..n], &mut kernel.pieces);
                     kernel.send(false, &mut emitter);
                 }
-                // The ring buffer overwrote records we had not read; the next read goes on.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => emitter.count_overflow(1),
+                // The ring buffer overwrote records we had not read; the next read goes on, and
+                // its sequence number says how many were lost.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => break,
             }
@@ -180,9 +224,6 @@ fn syslog_loop(
         next = Instant::now() + SYSLOG_POLL;
         let Ok(buf) = crate::events::klog::read_all() else { continue };
         let poll = follower.poll(&buf);
-        if poll.wrapped {
-            emitter.count_overflow(1);
-        }
         syslog_pieces(kernel, poll);
         kernel.send(true, &mut emitter);
     }
@@ -246,6 +287,9 @@ fn journal_pieces(
 }
 
 fn syslog_pieces(kernel: &mut Kernel, poll: crate::events::klog::Poll) {
+    if poll.wrapped {
+        kernel.pieces.push(Piece::Lost { records: None, after: None, next: None });
+    }
     for r in poll.records {
         kernel.assembler.parsed(r, &mut kernel.pieces);
     }
@@ -286,7 +330,7 @@ pub(super) fn once(
     out: &mut dyn FnMut(Event),
     unparsed: &mut dyn FnMut(UnparsedReason),
 ) -> Result<Option<String>, String> {
-    let mut kernel = Kernel::new(boot_time(root));
+    let mut kernel = Kernel::on_host(boot_time(root), root);
     if std::fs::metadata(device).map(|m| m.is_file()).unwrap_or(false) {
         let text = std::fs::read(device).map_err(|e| format!("reading {}: {e}", device.display()))?;
         let mut tail = Vec::new();

@@ -257,6 +257,9 @@ pub struct OneShot {
     /// Sources that read nothing, and why (a missing file, a refused device): a typo in a
     /// path must not look like a quiet host.
     pub warnings: Vec<String>,
+    /// Per source, records the host lost before they were read (each gap is also an
+    /// `agent.lost` event among the events).
+    pub lost: std::collections::BTreeMap<Source, u64>,
 }
 
 /// The events one scan can find without waiting: the kernel log since boot, the current auth
@@ -323,6 +326,9 @@ pub fn one_shot(config: &Config) -> OneShot {
         }
     }
     found.unparsed.retain(|_, n| *n > 0);
+    for e in out.iter().filter(|e| e.kind == crate::events::EventType::Lost) {
+        *found.lost.entry(Source::Kernel).or_insert(0) += kernel::lost_records(e);
+    }
     found.events = out;
     found
 }

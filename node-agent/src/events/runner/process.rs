@@ -142,7 +142,7 @@ fn netlink_loop(
                 }
                 // How many messages an overrun cost shows as a gap in the sequence numbers.
                 ProcEvent::Lost(n) => {
-                    emitter.count_overflow(n);
+                    emitter.count_lost(n);
                     (lost_since, unexplained_overrun) = (true, false);
                 }
                 ProcEvent::Overrun => (lost_since, unexplained_overrun) = (true, true),
@@ -162,7 +162,7 @@ fn netlink_loop(
     }
     // An overrun whose gap never showed (its CPU fell silent) still lost something.
     if unexplained_overrun {
-        emitter.count_overflow(1);
+        emitter.count_lost(1);
     }
 }
 
