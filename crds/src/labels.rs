@@ -94,6 +94,9 @@ pub fn written_on_nodes(key: &str) -> bool {
     NODE_LABELS.contains(&key) || key == ADMITTED_AT || run_revision(key).is_some()
 }
 
+/// The operator's pods (the chart's Deployment `vigil-operator`).
+pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=vigil-operator";
+
 /// The ConfigMap (in the operator's namespace) holding the operator's leader record; the
 /// chart grants `get` and `update` on it by this name.
 pub const LEADER_RECORD: &str = "vigil-operator-leader";

@@ -47,6 +47,8 @@ fn every_admission_policy_expression_compiles() {
 fn the_operator_runs_unprivileged_with_its_identity_and_probes() {
     let docs = docs();
     let d = find(&docs, "Deployment", "vigil-operator");
+    let (key, value) = vigil_crds::labels::OPERATOR_SELECTOR.split_once('=').unwrap();
+    assert_eq!(d["spec"]["template"]["metadata"]["labels"][key], value, "kubectl vigil cleanup finds the operator so");
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let c = &pod["containers"][0];
@@ -164,4 +166,23 @@ fn the_node_conditions_policy_lists_exactly_the_agents_condition_types() {
             && r["verbs"].as_array().unwrap() == &vec![Value::from("patch")]),
         "agents patch their node's status (conditions) and nothing more there"
     );
+}
+
+#[test]
+fn every_cluster_wide_object_carries_the_release_so_a_deleted_namespace_leaves_nothing_unfindable() {
+    // docs/install.md: after `kubectl delete namespace`, the release's cluster-wide objects
+    // are deleted by `-l app.kubernetes.io/instance=<release>`.
+    let docs = docs();
+    let cluster_wide =
+        ["ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"];
+    let mut seen = 0;
+    for d in docs.iter().filter(|d| cluster_wide.contains(&d["kind"].as_str().unwrap_or(""))) {
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/instance"], "vigil",
+            "{} {}",
+            d["kind"], d["metadata"]["name"]
+        );
+        seen += 1;
+    }
+    assert!(seen >= 8, "{seen} cluster-wide objects");
 }

@@ -3,6 +3,8 @@
 //!
 //! - a health-gate change makes no new revision: no agent restarts, no DaemonSet is rewritten;
 //! - a config-only change and an image change each roll a new revision through to every node;
+//! - a narrower node selector takes the agent off the nodes left out, and a wider one puts it
+//!   back;
 //! - the CRDs re-applied with a schema of a later version (a field this operator does not know,
 //!   with a default the API server fills in) disturb nothing, and the operator still acts;
 //! - the namespace deleted with everything in it (operator, rollout, DaemonSets, agents'
@@ -133,6 +135,46 @@ async fn upgrades_a_new_crd_schema_and_a_deleted_namespace_leave_every_node_on_t
     rollouts.patch("agent", &apply, &Patch::Apply(&spec)).await.unwrap();
     let third = completed(&client, &ns, Some(&second)).await;
     wait_for("every node on the image change", Duration::from_secs(60), Duration::from_secs(1), || {
+        nodes_on(&client, &run, &ns, &third)
+    })
+    .await
+    .unwrap();
+
+    // A narrower nodeSelector (`helm upgrade` with `rollout.nodeSelector`): the node left out
+    // loses the rollout's labels and its agent; widened again, it gets the agent back.
+    let left_out = format!("{run}-n1");
+    spec["spec"]["nodeSelector"]["matchLabels"]["topology.kubernetes.io/zone"] = json!("z0");
+    rollouts.patch("agent", &apply, &Patch::Apply(&spec)).await.unwrap();
+    let node_api: Api<Node> = Api::all(client.clone());
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "the node left out unlabelled and without an agent",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let l = node_api.get(&left_out).await.map_err(|e| e.to_string())?.metadata.labels.unwrap_or_default();
+            if l.keys().any(|k| labels::written_on_nodes(k)) {
+                return Err(format!("labels {l:?}"));
+            }
+            let lp = ListParams::default().labels(vigil_crds::agent::SELECTOR);
+            let on = pods
+                .list(&lp)
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(left_out.as_str()));
+            match on.count() {
+                0 => Ok(Some(())),
+                n => Err(format!("{n} agent pod(s) still on it")),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    spec["spec"]["nodeSelector"]["matchLabels"].as_object_mut().unwrap().remove("topology.kubernetes.io/zone");
+    rollouts.patch("agent", &apply, &Patch::Apply(&spec)).await.unwrap();
+    wait_for("the node back on the revision", Duration::from_secs(60), Duration::from_secs(1), || {
         nodes_on(&client, &run, &ns, &third)
     })
     .await

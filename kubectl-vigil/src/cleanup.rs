@@ -25,6 +25,9 @@ pub struct Facts {
     /// Agent pods in the namespace (orphaned by a DaemonSet deleted without cascade, or still
     /// terminating).
     pub pods_here: Vec<String>,
+    /// Operator pods in the namespace (an install without a rollout still runs its operator,
+    /// whose leader record and published policies are live).
+    pub operators_here: Vec<String>,
     /// The `vigil.dev/rollout` label value of every AgentRollout in the cluster (other installs
     /// included): nodes labelled with one of these belong to a live rollout.
     pub live_rollouts: BTreeSet<String>,
@@ -156,6 +159,12 @@ pub fn plan(f: &Facts) -> Result<Plan, String> {
             vigil_crds::agent::SELECTOR
         ));
     }
+    if !f.operators_here.is_empty() {
+        return Err(format!(
+            "the operator still runs in namespace {ns} (pod(s) {}): uninstall first (helm uninstall); its leader record and published policies are live",
+            f.operators_here.join(", ")
+        ));
+    }
     let mut p = Plan::default();
     p.remove.extend(f.leases.iter().map(|name| Removal::Lease { name: name.clone() }));
     p.remove.extend(f.config_maps.iter().map(|name| Removal::ConfigMap { name: name.clone() }));
@@ -268,6 +277,13 @@ mod tests {
         f.pods_here = vec!["vigil-agent-r-1-x7k".into()];
         let e = plan(&f).unwrap_err();
         assert!(e.contains("vigil-agent-r-1-x7k") && e.contains("orphaned or terminating"), "{e}");
+        // An install with no rollout (no agent image set) still runs its operator.
+        f.pods_here.clear();
+        f.operators_here = vec!["vigil-operator-5d8-abc".into()];
+        let e = plan(&f).unwrap_err();
+        assert!(e.contains("the operator still runs") && e.contains("vigil-operator-5d8-abc"), "{e}");
+        f.operators_here.clear();
+        assert!(plan(&f).is_ok());
     }
 
     #[test]

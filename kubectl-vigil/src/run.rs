@@ -709,6 +709,8 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
         .collect();
     let nodes_with_agents = agent_pods.into_iter().filter_map(|p| p.spec?.node_name).collect();
     let daemonsets_here = names(Api::<DaemonSet>::namespaced(c.clone(), ns).list_metadata(&agents).await?.items);
+    let operators = ListParams::default().labels(vigil_crds::labels::OPERATOR_SELECTOR);
+    let operators_here = names(Api::<Pod>::namespaced(c.clone(), ns).list_metadata(&operators).await?.items);
     let node_api: Api<Node> = Api::all(c.clone());
     let nodes: Vec<NodeFacts> = node_api
         .list(&ListParams::default().labels(&a.nodes))
@@ -748,6 +750,7 @@ async fn cleanup(env: &mut Env<'_>, ns: &str, a: &crate::cli::CleanupArgs, forma
         rollouts_here,
         daemonsets_here,
         pods_here,
+        operators_here,
         live_rollouts,
         nodes,
         nodes_with_agents,

@@ -40,6 +40,7 @@ fn fleet(n: usize, target: &str, on_target: usize, crashing: bool, now: Timestam
                     heartbeat: Some(now),
                     health: Some(AgentHealth::Healthy),
                     started_at: Some(now),
+                    created_at: None,
                 }),
             }
         })

@@ -391,6 +391,24 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             .await
             .map_err(|e| Error::Node(m.node.clone(), e))?;
     }
+    // 2a. Nodes this rollout labelled that its selector no longer takes (a narrowed
+    // `nodeSelector`): they leave it, and its agents leave them (not while frozen).
+    if p.decision.kind != "Freeze" {
+        let mine = vigil_crds::labels::rollout_label_value(&ns, &name);
+        for n in ctx.stores.nodes.state() {
+            let Some(node) = n.metadata.name.as_deref() else { continue };
+            let labels = n.metadata.labels.as_ref().unwrap_or(&empty);
+            if labels.get(vigil_crds::labels::ROLLOUT) != Some(&mine) || observed.nodes.iter().any(|v| v.name == node) {
+                continue;
+            }
+            let from = labels.get(vigil_crds::labels::REVISION).cloned();
+            let leave = plan::Move { node: node.to_owned(), from, to: None, pin: None };
+            writer
+                .node(node, &act::node_label_patch(&leave, &key, moved_at, labels, &ours))
+                .await
+                .map_err(|e| Error::Node(node.to_owned(), e))?;
+        }
+    }
     // 2b. Handovers done: once the agent of a node's revision holds the node's heartbeat Lease,
     // the other revisions' agents on the node go (their run labels). Not while frozen.
     if p.decision.kind != "Freeze" {

@@ -169,6 +169,7 @@ pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Opti
             heartbeat,
             health,
             started_at,
+            created_at: p.metadata.creation_timestamp.as_ref().map(|t| t.0),
         })
     });
     let admitted_at = node

@@ -49,6 +49,7 @@ fn agent(revision: &str, now: Timestamp) -> AgentView {
         heartbeat: Some(now),
         health: Some(AgentHealth::Healthy),
         started_at: Some(now),
+        created_at: None,
     }
 }
 

@@ -1,5 +1,6 @@
 {{- define "vigil.labels" -}}
 app.kubernetes.io/part-of: vigil
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end }}

@@ -69,12 +69,16 @@ pub fn judge(node: &NodeView, target: &str, gate: &HealthGate, wave_started: Tim
     if let Some(w) = agent.waiting_reason.as_deref().filter(|w| FATAL_WAITING.contains(w)) {
         return NodeHealth::Failed(format!("agent container {w}"));
     }
-    if agent.restarts > gate.max_restarts {
+    // A pod older than the node's turn (an earlier install's, adopted; or kept by a retry)
+    // carries restarts and a last termination that were not this admission's: only what it
+    // does now (a crash loop, above; readiness, heartbeats, health, below) judges it.
+    let this_admission = agent.created_at.is_none_or(|c| c >= turn);
+    if this_admission && agent.restarts > gate.max_restarts {
         let why =
             agent.last_termination_reason.as_deref().map(|r| format!(", last terminated {r}")).unwrap_or_default();
         return NodeHealth::Failed(format!("{} restarts (max {}){why}", agent.restarts, gate.max_restarts));
     }
-    if agent.last_termination_reason.as_deref() == Some("OOMKilled") {
+    if this_admission && agent.last_termination_reason.as_deref() == Some("OOMKilled") {
         return NodeHealth::Failed("agent container OOMKilled".into());
     }
     if gate.require_agent_healthy && agent.health == Some(AgentHealth::Unhealthy) {

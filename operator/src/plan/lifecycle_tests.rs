@@ -508,3 +508,34 @@ fn a_revision_that_takes_its_nodes_down_fails_but_one_reboot_or_a_zone_outage_do
     let p = plan(&s, &st, &nodes, t(60));
     assert_ne!(p.decision.kind, "RollBack", "{}", p.decision.reason);
 }
+
+#[test]
+fn restarts_and_an_oom_kill_from_before_the_admission_fail_nothing_and_those_after_do() {
+    use super::gate::{NodeHealth, judge};
+    let s = spec();
+    let target = target_name(&s);
+    let mut nodes = fleet(20);
+    let (name, _) = first_wave(&s, &mut nodes);
+    let turn = t(0);
+    // A pod of the same revision an earlier install left running (adopted): months of node
+    // reboots and a past OOM kill in its counters, running well now.
+    let old = AgentView {
+        restarts: 9,
+        last_termination_reason: Some("OOMKilled".into()),
+        created_at: Some(turn - SignedDuration::from_hours(24 * 90)),
+        ..healthy_agent(&target, t(30))
+    };
+    let n = node(&mut nodes, &name);
+    n.agent = Some(old.clone());
+    assert_eq!(judge(n, &target, &s.health_gate, turn, t(31)), NodeHealth::Healthy);
+    // The same counters on a pod created for this admission fail it.
+    n.agent = Some(AgentView { created_at: Some(turn + SignedDuration::from_secs(1)), ..old.clone() });
+    assert!(
+        matches!(judge(n, &target, &s.health_gate, turn, t(31)), NodeHealth::Failed(why) if why.contains("9 restarts"))
+    );
+    // An adopted pod that crash-loops now fails: what it does now counts.
+    n.agent = Some(AgentView { created_at: old.created_at, ..crashing_agent(&target, t(30)) });
+    assert!(
+        matches!(judge(n, &target, &s.health_gate, turn, t(31)), NodeHealth::Failed(why) if why.contains("CrashLoopBackOff"))
+    );
+}

@@ -258,13 +258,10 @@ impl Planner<'_> {
         let stable_owned = st.stable_revision.clone();
         let stable = stable_owned.as_deref();
         let on_target: Vec<&&NodeView> = eligible.iter().filter(|n| n.revision.as_deref() == Some(target)).collect();
-        // The gate's verdict on a first rollout holds it paused; a person's abort or rollback
-        // (phase RollingBack) is carried out as asked.
-        if stable.is_none()
-            && !on_target.is_empty()
-            && st.phase != Some(RolloutPhase::RollingBack)
-            && self.spec.failure_policy != FailurePolicy::Pause
-        {
+        // The gate's verdict on a first rollout holds it paused, whatever the failure policy
+        // says now (it may have been changed since); a person's abort or rollback (phase
+        // RollingBack) is carried out as asked.
+        if stable.is_none() && !on_target.is_empty() && st.phase != Some(RolloutPhase::RollingBack) {
             return self.first_rollout_paused(st, target);
         }
         if on_target.is_empty() {
@@ -276,10 +273,10 @@ impl Planner<'_> {
         for n in &on_target {
             self.push_move(n, stable.map(str::to_owned), None);
         }
-        // A first rollout has nothing of its own to go back to; agents of an earlier install
-        // (revisions it never recorded) keep running on their nodes.
+        // A first rollout has nothing of its own to go back to: a person asked for its agents
+        // to come off these nodes (agents of another install are not this rollout's to touch).
         let back =
-            stable.unwrap_or("no agent of this rollout (a first rollout: agents of an earlier install keep running)");
+            stable.unwrap_or("no agent (a first rollout, rolled back by request: its agents come off these nodes)");
         // The same words on every step of the rollback (the count aside), so that planning
         // again from the written status writes the same status.
         let why = recorded_reason(st, target).unwrap_or_else(|| "rollback requested".into());

@@ -60,6 +60,10 @@ pub struct AgentView {
     pub health: Option<AgentHealth>,
     /// When the agent container last started.
     pub started_at: Option<Timestamp>,
+    /// When the pod was created (`None`: unknown, judged as new). A pod older than the node's
+    /// turn (adopted from an earlier install, or kept by a retry) shows restarts that were not
+    /// this admission's.
+    pub created_at: Option<Timestamp>,
 }
 
 /// One node as the planner sees it.

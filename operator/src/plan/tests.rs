@@ -33,6 +33,7 @@ pub(super) fn healthy_agent(rev: &str, at: Timestamp) -> AgentView {
         heartbeat: Some(at),
         health: Some(AgentHealth::Healthy),
         started_at: Some(at),
+        created_at: None,
     }
 }
 
@@ -46,6 +47,7 @@ pub(super) fn crashing_agent(rev: &str, at: Timestamp) -> AgentView {
         heartbeat: None,
         health: None,
         started_at: Some(at),
+        created_at: None,
     }
 }
 
@@ -215,7 +217,7 @@ fn a_first_rollout_whose_gate_fails_pauses_and_strips_no_node() {
         assert_eq!(p2.status.phase, Some(RolloutPhase::Paused));
         assert!(p2.decision.reason.contains(&p1.moves[0].node), "{}", p2.decision.reason);
         assert!(p2.decision.reason.contains("CrashLoopBackOff"), "{}", p2.decision.reason);
-        assert!(!p2.decision.reason.contains("roll back to no agent"), "{}", p2.decision.reason);
+        assert!(!p2.decision.reason.contains("rolling back"), "{}", p2.decision.reason);
         // Planning again from the written status: still paused, still nothing moved, and the
         // pause holds when the nodes look healthy again (the verdict is recorded).
         let p3 = plan(&s, &p2.status, &nodes, t(60));
@@ -232,6 +234,18 @@ fn a_first_rollout_whose_gate_fails_pauses_and_strips_no_node() {
         );
         assert!(p4.moves.is_empty(), "{:?}", p4.moves);
         assert_eq!(p4.status.history[0].outcome, RevisionOutcome::Bad);
+        // The failure policy changed to Pause afterwards (a cautious `helm upgrade`): still
+        // paused, nothing stripped.
+        let mut cautious = s.clone();
+        cautious.failure_policy = FailurePolicy::Pause;
+        let p4b = plan(&cautious, &p4.status, &nodes, t(105));
+        assert_eq!(
+            (p4b.decision.kind, p4b.status.phase),
+            ("Pause", Some(RolloutPhase::Paused)),
+            "{}",
+            p4b.decision.reason
+        );
+        assert!(p4b.moves.is_empty(), "a policy change stripped nodes: {:?}", p4b.moves);
         // A person's abort is carried out: the rollout's own agents come off as asked.
         let mut s2 = s.clone();
         s2.action = Some(vigil_crds::rollout::ManualAction {

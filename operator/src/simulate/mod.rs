@@ -338,6 +338,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
                 heartbeat: pod.last_heartbeat.map(|h| t0 + SignedDuration::from_secs(i64::try_from(h).unwrap_or(0))),
                 health: ready.then_some(AgentHealth::Healthy),
                 started_at: Some(t0 + SignedDuration::from_secs(i64::try_from(pod.created).unwrap_or(0))),
+                created_at: None,
             });
         }
 
