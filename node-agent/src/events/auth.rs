@@ -521,6 +521,27 @@ fn pam(msg: &str, time: jiff::Timestamp, ignore: &[String]) -> Option<Option<Eve
                 .with("target", field(rest, "user"))
                 .with("tty", field(rest, "tty")),
         ),
+        // A failure from a remote host of a service that logs nothing of its own (sshd,
+        // sudo and su log theirs, counted there): it counts toward a brute force by address.
+        "auth"
+            if rest.starts_with("authentication failure")
+                && !matches!(service, "sshd" | "sshd-session" | "sudo" | "su" | "su-l")
+                && field(rest, "rhost").is_some_and(|h| !h.is_empty()) =>
+        {
+            let host = field(rest, "rhost").unwrap_or("");
+            let user = field(rest, "user");
+            Some(
+                Event::new(
+                    EventType::AuthFailed,
+                    time,
+                    format!("{service} authentication of {} from {host} failed", user.unwrap_or("?")),
+                )
+                .with("service", service)
+                .with("user", user)
+                .with("sourceAddress", normalise_address(host).unwrap_or_else(|| host.to_owned()))
+                .with("ruser", field(rest, "ruser").filter(|r| !r.is_empty())),
+            )
+        }
         // Other auth lines repeat what the program itself logs (sshd's Failed password,
         // sudo's incorrect password attempts).
         _ => None,
@@ -534,9 +555,12 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let p = peer(rest)?;
         let user = p.before;
         let from = p.address.as_deref().unwrap_or("an ambiguous peer");
+        // A direct root login over ssh bypasses every personal account's trail.
+        let root = user == "root";
+        let e = Event::new(EventType::SshAccepted, time, format!("ssh login of {user} from {from} ({method})"));
+        let e = if root { e.severity(crate::events::Severity::Warning).with("rootLogin", true) } else { e };
         return Some(
-            Event::new(EventType::SshAccepted, time, format!("ssh login of {user} from {from} ({method})"))
-                .with("user", user)
+            e.with("user", user)
                 .with("sourceAddress", p.address.as_deref())
                 .with("sourcePort", p.port)
                 .with("peerAmbiguous", p.ambiguous.then_some(true))
@@ -556,6 +580,13 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     if let Some(rest) = msg.strip_prefix("Invalid user ").or_else(|| msg.strip_prefix("Illegal user ")) {
         let p = peer(rest)?;
         return Some(failed_ssh(time, p.before, &p, "none", true));
+    }
+    // With PAM (`UsePAM`, keyboard-interactive), as RHEL logs it:
+    // `error: PAM: Authentication failure for [illegal user ]USER from HOST`.
+    if let Some(rest) = msg.strip_prefix("error: PAM: Authentication failure for ") {
+        let (invalid, rest) = invalid_user(rest);
+        let p = peer(rest)?;
+        return Some(failed_ssh(time, p.before, &p, "keyboard-interactive/pam", invalid));
     }
     if let Some(rest) = msg.strip_prefix("error: maximum authentication attempts exceeded for ") {
         let (invalid, rest) = invalid_user(rest);
@@ -700,15 +731,32 @@ pub fn normalise_address(s: &str) -> Option<String> {
 /// Whether a message of `program` that gave no event looks like an authentication record the
 /// parser should have read: one of the forms it knows, cut short or malformed.
 fn malformed(program: &str, msg: &str) -> bool {
-    match program {
-        "sshd" | "sshd-session" => {
-            ["Accepted ", "Failed ", "Invalid user ", "Illegal user ", "error: maximum authentication attempts"]
-                .iter()
-                .any(|p| msg.starts_with(p))
+    // A PAM record whose `pam_unix(SERVICE:KIND):` header is cut or broken.
+    let bad_pam = (msg.starts_with("pam_unix(") || msg.starts_with("pam_sss(")) && !msg.contains("):");
+    bad_pam
+        || match program {
+            "sshd" | "sshd-session" => [
+                "Accepted ",
+                "Failed ",
+                "Invalid user ",
+                "Illegal user ",
+                "error: maximum authentication attempts",
+                "error: PAM: Authentication failure",
+                "PAM ",
+            ]
+            .iter()
+            .any(|p| msg.starts_with(p)),
+            // sudo's command and failure records, su's switch records.
+            "sudo" => msg.is_empty() || msg.contains("COMMAND=") || msg.contains("incorrect password attempt"),
+            "su" => {
+                msg.is_empty()
+                    || msg.starts_with("FAILED SU")
+                    || msg.starts_with("(to ")
+                    || msg.starts_with("+ ")
+                    || msg.starts_with("- ")
+            }
+            _ => false,
         }
-        "sudo" | "su" => msg.is_empty(),
-        _ => false,
-    }
 }
 
 /// `invalid user bob …` (RHEL's older OpenSSH: `illegal user bob …`) → (true, `bob …`).
@@ -770,6 +818,19 @@ fn sudo(msg: &str, time: jiff::Timestamp) -> Option<Event> {
 
 /// util-linux su: `(to root) alice on pts/0`, `FAILED SU (to root) alice on pts/0`.
 fn su(msg: &str, time: jiff::Timestamp) -> Option<Event> {
+    // shadow-utils' su: `+ TTY USER:TARGET` (switched) and `- TTY USER:TARGET` (failed).
+    if let Some((sign, rest)) =
+        msg.strip_prefix("+ ").map(|r| (false, r)).or_else(|| msg.strip_prefix("- ").map(|r| (true, r)))
+    {
+        let (tty, pair) = rest.split_once(' ')?;
+        let (user, target) = pair.trim().split_once(':')?;
+        let (kind, text) = if sign {
+            (EventType::SuFailed, format!("su from {user} to {target} failed"))
+        } else {
+            (EventType::Su, format!("{user} switched to {target}"))
+        };
+        return Some(Event::new(kind, time, text).with("user", user).with("target", target).with("tty", tty));
+    }
     let (failed, rest) = match msg.strip_prefix("FAILED SU ") {
         Some(r) => (true, r),
         None => (false, msg),
@@ -935,7 +996,7 @@ impl BruteForce {
     /// this failure makes the count reach the threshold; one finding per source per window.
     pub fn observe(&mut self, e: &Event) -> Option<Event> {
         let (key, what) = match e.kind {
-            EventType::SshFailed | EventType::LoginFailed => {
+            EventType::SshFailed | EventType::LoginFailed | EventType::AuthFailed => {
                 // Failures whose peer cannot be told (a forged user name and key ID) count
                 // together, so making every attempt ambiguous does not hide a brute force.
                 let ambiguous = e.details.get("peerAmbiguous").and_then(serde_json::Value::as_bool) == Some(true);
@@ -1066,6 +1127,71 @@ mod tests {
                 .parse("Nov 22 10:00:06 web-1 sshd[9]: Connection closed by 10.0.0.1 port 5000", now()),
             Parsed::Ignored
         ));
+    }
+
+    #[test]
+    fn pam_failures_root_logins_and_every_recognised_form_are_reported_or_counted() {
+        // RHEL's sshd with PAM.
+        let e = ev(
+            "Nov 22 10:00:00 rhel-1 sshd[9]: error: PAM: Authentication failure for illegal user test from 192.0.2.45",
+        );
+        assert_eq!(
+            (e.kind, e.detail_str("user"), e.detail_str("sourceAddress"), e.detail_str("method")),
+            (EventType::SshFailed, Some("test"), Some("192.0.2.45"), Some("keyboard-interactive/pam"))
+        );
+        assert_eq!(e.details.get("invalidUser").and_then(serde_json::Value::as_bool), Some(true));
+        let e = ev("Nov 22 10:00:00 rhel-1 sshd[9]: error: PAM: Authentication failure for alice from 192.0.2.46");
+        assert_eq!(
+            (e.detail_str("user"), e.details.get("invalidUser")),
+            (Some("alice"), Some(&serde_json::Value::Bool(false)))
+        );
+        // A direct root login is at least a warning; anyone else's stays info.
+        let e = ev(
+            "Nov 22 10:00:01 web-1 sshd[9]: Accepted publickey for root from 203.0.113.9 port 50000 ssh2: ED25519 SHA256:abc",
+        );
+        assert_eq!((e.kind, e.severity), (EventType::SshAccepted, crate::events::Severity::Warning));
+        assert_eq!(e.details.get("rootLogin").and_then(serde_json::Value::as_bool), Some(true));
+        let e = ev(
+            "Nov 22 10:00:01 web-1 sshd[9]: Accepted publickey for alice from 203.0.113.9 port 50000 ssh2: ED25519 SHA256:abc",
+        );
+        assert_eq!(e.severity, crate::events::Severity::Info);
+        // A PAM failure of another service from a remote host counts toward a brute force; sshd's
+        // own PAM line does not (its `Failed password` counts).
+        let ftp = "Nov 22 10:00:02 web-1 vsftpd[7]: pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=bob rhost=::ffff:198.51.100.23 user=bob";
+        let e = ev(ftp);
+        assert_eq!(
+            (e.kind, e.detail_str("service"), e.detail_str("user"), e.detail_str("sourceAddress")),
+            (EventType::AuthFailed, Some("vsftpd"), Some("bob"), Some("198.51.100.23"))
+        );
+        let mut bf = BruteForce::new(BruteForceRule::default());
+        let fired: Vec<Event> = (0..5)
+            .filter_map(|i| bf.observe(&Event { time: now() + jiff::SignedDuration::from_secs(i), ..e.clone() }))
+            .collect();
+        assert_eq!(fired.len(), 1, "five failures within the window are a brute force");
+        assert_eq!(fired[0].detail_str("sourceAddress"), Some("198.51.100.23"));
+        let sshd_pam = "Nov 22 10:00:03 web-1 sshd[9]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.23  user=root";
+        assert_eq!(AuthParser::default().parse(sshd_pam, now()), Parsed::Ignored);
+        let local = "Nov 22 10:00:03 web-1 login[9]: pam_unix(login:auth): authentication failure; logname=LOGIN uid=0 euid=0 tty=tty1 ruser= rhost=  user=root";
+        assert_eq!(AuthParser::default().parse(local, now()), Parsed::Ignored, "no remote host: no address to count");
+        // shadow-utils' su.
+        let e = ev("Nov 22 10:00:04 web-1 su[6]: + pts/0 alice:root");
+        assert_eq!(
+            (e.kind, e.detail_str("user"), e.detail_str("target")),
+            (EventType::Su, Some("alice"), Some("root"))
+        );
+        let e = ev("Nov 22 10:00:04 web-1 su[6]: - pts/0 alice:root");
+        assert_eq!(e.kind, EventType::SuFailed);
+        // Recognised as sshd, sudo, su or PAM, but not readable: counted, never dropped.
+        for cut in [
+            "Nov 22 10:00:05 web-1 sshd[9]: error: PAM: Authentication failure for",
+            "Nov 22 10:00:05 web-1 sshd[9]: PAM two more authentication failures",
+            "Nov 22 10:00:05 web-1 sudo[5]: COMMAND=/bin/ls",
+            "Nov 22 10:00:05 web-1 su[6]: FAILED SU (to root",
+            "Nov 22 10:00:05 web-1 su[6]: + pts/0",
+            "Nov 22 10:00:05 web-1 sshd[9]: pam_unix(sshd",
+        ] {
+            assert_eq!(AuthParser::default().parse(cut, now()), Parsed::Unparsed(UnparsedReason::Incomplete), "{cut}");
+        }
     }
 
     #[test]

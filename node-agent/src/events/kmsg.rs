@@ -250,6 +250,16 @@ impl Classifier {
         let event = if let Some(info) = msg.strip_prefix("oom-kill:") {
             self.pending_oom = Some(oom_context(info));
             None
+        } else if let Some(rest) = msg.strip_prefix("Task in ")
+            && let Some((task, limit)) = rest.split_once(" killed as a result of limit of ")
+        {
+            // Kernels before 4.19 name the cgroups on a line of their own, without the pid:
+            // it goes with the next kill.
+            let mut ctx = Map::new();
+            ctx.insert("taskMemcg".into(), task.trim().into());
+            ctx.insert("oomMemcg".into(), limit.trim().into());
+            self.pending_oom = Some((-1, ctx));
+            None
         } else if let Some(pos) = msg.find("Killed process ") {
             Some(self.oom_kill(msg, &msg[pos + "Killed process ".len()..], time))
         } else {
@@ -299,7 +309,7 @@ impl Classifier {
         }
         e = e.with("uid", kv_number::<u32>(tail, "UID")).with("oomScoreAdj", kv_number::<i64>(tail, "oom_score_adj"));
         if let Some((ctx_pid, ctx)) = self.pending_oom.take()
-            && Some(ctx_pid) == pid
+            && (Some(ctx_pid) == pid || ctx_pid == -1)
         {
             for (k, v) in ctx {
                 e.details.entry(k).or_insert(v);
@@ -947,6 +957,30 @@ mod tests {
         assert!(c.classify(&first, t0()).is_none());
         let e = c.classify(&second, t0()).unwrap();
         assert_eq!((e.kind, e.detail_i64("pid"), e.detail_str("comm")), (EventType::OomKill, Some(999), Some("java")));
+    }
+
+    #[test]
+    fn an_oom_kill_on_a_kernel_before_4_19_takes_its_cgroup_from_the_task_in_line() {
+        let mut c = Classifier::default();
+        let cg = "/kubepods/burstable/pod5f3c1e2a-9b7d-4c11-8e0f-2a6b9c3d4e5f/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let task = format!(
+            "6,1,1,-;Task in {cg} killed as a result of limit of /kubepods/burstable/pod5f3c1e2a-9b7d-4c11-8e0f-2a6b9c3d4e5f"
+        );
+        assert!(c.classify(&parse_record(task.as_bytes()).unwrap(), t0()).is_none());
+        let killed = parse_record(
+            b"3,2,2,-;Memory cgroup out of memory: Kill process 4242 (stress) score 1000 or sacrifice child",
+        )
+        .unwrap();
+        assert!(c.classify(&killed, t0()).is_none());
+        let killed =
+            parse_record(b"3,3,3,-;Killed process 4242 (stress) total-vm:1052692kB, anon-rss:1048576kB, file-rss:4kB")
+                .unwrap();
+        let e = c.classify(&killed, t0()).unwrap();
+        assert_eq!((e.kind, e.detail_str("taskMemcg")), (EventType::OomKill, Some(cg)));
+        assert_eq!(
+            e.detail_str("containerId"),
+            Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        );
     }
 
     #[test]

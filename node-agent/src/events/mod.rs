@@ -185,6 +185,9 @@ event_types! {
     LoginFailed = "auth.login.failed", Auth, Warning;
     /// A boot or shutdown recorded in wtmp.
     SystemBoot = "auth.boot", Auth, Info;
+    /// A PAM authentication failure of a service other than sshd, sudo and su (which log
+    /// their own), from a remote host (`rhost=`): ftp, a mail server, a web console.
+    AuthFailed = "auth.failed", Auth, Warning;
     /// Many failed authentications from one source in a short time.
     BruteForce = "auth.brute_force", Auth, Critical;
     /// A journal entry whose tag claims a program (sshd, sudo, su, useradd...) that journald
