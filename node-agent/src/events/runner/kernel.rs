@@ -403,6 +403,26 @@ mod tests {
     use crate::events::journal::tests::{Builder, Store};
 
     #[test]
+    fn a_ring_buffer_that_wrapped_between_two_syslog_reads_is_one_lost_event_and_counted() {
+        // Two reads of syslog(2): the second no longer holds the last record the first saw.
+        let first = b"<6>[    1.000000] one\n<6>[    2.000000] two\n";
+        let second =
+            b"<6>[    9.000000] nine\n<3>[   10.000000] nf_conntrack: nf_conntrack: table full, dropping packet\n";
+        let mut follower = crate::events::klog::Follower::at_end(first);
+        let mut kernel = Kernel::new(jiff::Timestamp::UNIX_EPOCH);
+        syslog_pieces(&mut kernel, follower.poll(second));
+        let (queue, mut rx) = crate::events::EventQueue::new(64, "node-a");
+        let mut emitter = queue.emitter(Source::Kernel, crate::events::queue::RateLimit::new(100.0, 100));
+        kernel.send(true, &mut emitter);
+        let mut kinds = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            kinds.push((e.kind, e.detail_i64("atLeast")));
+        }
+        assert_eq!(kinds, [(EventType::Lost, Some(1)), (EventType::ConntrackFull, None)]);
+        assert_eq!(queue.stats().lost(Source::Kernel), 1);
+    }
+
+    #[test]
     fn without_the_device_and_syslog_the_kernels_records_come_from_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("system.journal");
