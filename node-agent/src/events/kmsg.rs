@@ -596,6 +596,21 @@ fn audit_field<'a>(m: &'a str, key: &str) -> Option<&'a str> {
     None
 }
 
+/// A string field of an audit record that its subject chooses (`comm`, `exe`, `name`,
+/// `path`): the kernel writes it quoted, or, when it holds a space, a quote or a control
+/// character, as bare hex (`comm=2F746D702F78`), so that no name can forge a field after it.
+/// Decoded here; a bare value that is not even-length hex is taken as written.
+fn audit_text(m: &str, key: &str) -> Option<String> {
+    let raw = audit_field(m, key)?;
+    let quoted = m.contains(&format!(" {key}=\"")) || m.starts_with(&format!("{key}=\""));
+    if quoted || raw.len() < 2 || raw.len() % 2 != 0 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return (raw != "(null)").then(|| raw.to_owned());
+    }
+    let bytes: Vec<u8> =
+        (0..raw.len()).step_by(2).filter_map(|i| u8::from_str_radix(&raw[i..i + 2], 16).ok()).collect();
+    Some(super::utf8_escaped(&bytes).into_owned())
+}
+
 /// The kernel's audit records of the security modules: AppArmor and SELinux denials, seccomp
 /// actions. Each carries the acting process (`pid`, `comm`), by which the agent finds its
 /// pod.
@@ -607,14 +622,14 @@ fn security(m: &str, time: jiff::Timestamp) -> Option<Event> {
         Event::new(kind, time, text)
             .with("line", m)
             .with("pid", audit_field(m, "pid").and_then(|p| p.parse::<i64>().ok()))
-            .with("comm", audit_field(m, "comm"))
-            .with("exe", audit_field(m, "exe"))
+            .with("comm", audit_text(m, "comm"))
+            .with("exe", audit_text(m, "exe"))
     };
     if let Some(verdict) = audit_field(m, "apparmor")
         && (verdict == "DENIED" || verdict == "AUDIT" && m.contains("denied_mask"))
     {
         let op = audit_field(m, "operation");
-        let target = audit_field(m, "name");
+        let target = audit_text(m, "name");
         let profile = audit_field(m, "profile");
         return Some(
             base(
@@ -622,8 +637,8 @@ fn security(m: &str, time: jiff::Timestamp) -> Option<Event> {
                 format!(
                     "AppArmor denied {} {} to {} (profile {})",
                     op.unwrap_or("?"),
-                    target.unwrap_or(""),
-                    audit_field(m, "comm").unwrap_or("?"),
+                    target.as_deref().unwrap_or(""),
+                    audit_text(m, "comm").unwrap_or_else(|| "?".into()),
                     profile.unwrap_or("?")
                 ),
             )
@@ -649,13 +664,13 @@ fn security(m: &str, time: jiff::Timestamp) -> Option<Event> {
                 "SELinux denied {{ {} }} on {} {} to {}",
                 perms.unwrap_or("?"),
                 class.unwrap_or("?"),
-                audit_field(m, "name").or(audit_field(m, "path")).unwrap_or(""),
-                audit_field(m, "comm").unwrap_or("?")
+                audit_text(m, "name").or_else(|| audit_text(m, "path")).unwrap_or_default(),
+                audit_text(m, "comm").unwrap_or_else(|| "?".into())
             ),
         )
         .with("permissions", perms)
-        .with("name", audit_field(m, "name"))
-        .with("path", audit_field(m, "path"))
+        .with("name", audit_text(m, "name"))
+        .with("path", audit_text(m, "path"))
         .with("sourceContext", audit_field(m, "scontext"))
         .with("targetContext", audit_field(m, "tcontext"))
         .with("targetClass", class)
@@ -686,7 +701,7 @@ fn security(m: &str, time: jiff::Timestamp) -> Option<Event> {
                 "seccomp {} syscall {} of {}",
                 action.unwrap_or("acted on"),
                 syscall.map_or("?".into(), |s| s.to_string()),
-                audit_field(m, "comm").unwrap_or("?")
+                audit_text(m, "comm").unwrap_or_else(|| "?".into())
             ),
         )
         .with("syscall", syscall)
@@ -981,6 +996,22 @@ mod tests {
             e.detail_str("containerId"),
             Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
         );
+    }
+
+    #[test]
+    fn names_the_kernel_wrote_in_hex_are_decoded_and_cannot_forge_a_field() {
+        // `comm` and `name` with a space and a quote: the kernel writes them as bare hex.
+        let e = one(
+            "audit: type=1400 audit(1700000000.1:9): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=2F746D702F6120706964 pid=77 comm=6361742022782220706964 requested_mask=\"r\" denied_mask=\"r\"",
+        );
+        assert_eq!(e.kind, EventType::AppArmorDenied);
+        assert_eq!((e.detail_str("name"), e.detail_str("comm")), (Some("/tmp/a pid"), Some("cat \"x\" pid")));
+        assert_eq!(e.detail_i64("pid"), Some(77));
+        // A quoted value that happens to look like hex stays as written.
+        let e = one(
+            "audit: type=1326 audit(1.2:3): pid=5 comm=\"cafe\" exe=\"/usr/bin/cafe\" sig=31 syscall=272 code=0x80000000",
+        );
+        assert_eq!(e.detail_str("comm"), Some("cafe"));
     }
 
     #[test]
