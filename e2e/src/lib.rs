@@ -255,6 +255,20 @@ impl TestNamespace {
         drop(self);
         Ok(())
     }
+
+    /// Deletes the namespace and waits (up to `timeout`) until it is gone.
+    pub async fn delete_and_wait(self, client: &Client, timeout: Duration) -> Result<()> {
+        let name = self.name.clone();
+        drop(self);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        wait_for(&format!("namespace {name} gone"), timeout, Duration::from_secs(1), || async {
+            match namespaces.get_opt(&name).await.map_err(|e| e.to_string())? {
+                None => Ok(Some(())),
+                Some(n) => Err(format!("{:?}", n.status.and_then(|s| s.phase))),
+            }
+        })
+        .await
+    }
 }
 
 /// Waits up to `timeout` for `check` to return `Some`, asking every `every`; the error names

@@ -26,7 +26,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -188,17 +188,7 @@ async fn day_two_on_real_nodes_leaves_every_node_on_the_intended_revision_and_no
     // stay, as they would), and an install into another namespace.
     let ns2 = TestNamespace::create(&client, "daytwo2").await.unwrap();
     let _labels2 = NodeLabels { rollout_label: format!("{}.vigil-agent", ns2.name) };
-    let gone = ns.name.clone();
-    ns.delete().await.unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    wait_for("the namespace gone", Duration::from_secs(240), Duration::from_secs(1), || async {
-        match namespaces.get_opt(&gone).await.map_err(|e| e.to_string())? {
-            None => Ok(Some(())),
-            Some(n) => Err(format!("{:?}", n.status.and_then(|s| s.phase))),
-        }
-    })
-    .await
-    .unwrap();
+    ns.delete_and_wait(&client, Duration::from_secs(240)).await.unwrap();
     let mut release2 = Cleanup::default();
     let vals2 = day_two_values(&agent_image, &operator_image);
     let third = install_into(&client, &ns2.name, &ns2.name, &vals2, None, &nodes, &mut release2).await;

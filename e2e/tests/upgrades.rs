@@ -259,17 +259,7 @@ async fn upgrades_a_new_crd_schema_and_a_deleted_namespace_leave_every_node_on_t
     // scoped) and the labels the first install's operator set.
     bare.controller.0.abort();
     let gone = std::mem::replace(&mut bare.ns, TestNamespace::create(&client, "upgrade2").await.unwrap());
-    let old_ns = gone.name.clone();
-    gone.delete().await.unwrap();
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    wait_for("the first namespace gone", Duration::from_secs(180), Duration::from_secs(1), || async {
-        match namespaces.get_opt(&old_ns).await.map_err(|e| e.to_string())? {
-            None => Ok(Some(())),
-            Some(n) => Err(format!("{:?}", n.status.and_then(|s| s.phase))),
-        }
-    })
-    .await
-    .unwrap();
+    gone.delete_and_wait(&client, Duration::from_secs(180)).await.unwrap();
     let statuses: Api<AgentStatus> = Api::all(client.clone());
     for n in &bare.nodes {
         let st = statuses.get(n).await.expect("the AgentStatus outlives the namespace").status.unwrap();

@@ -335,6 +335,22 @@ fn a_kmsg_file_is_followed_like_the_device() {
 /// an OOM kill.
 const KERNEL_LOG: &str = "3,10,1000000,-;Buffer I/O error on dev sdb1, logical block 0, async page read\n SUBSYSTEM=block\n DEVICE=b8:17\n1,11,2000000,c;BUG: unable to handle kernel NULL pointer dereference\n1,12,2000001,-; at 0000000000000008\n4,13,2000100,-;Oops: 0002 [#1] SMP PTI\nnot a record\n3,14,3000000,-;Out of memory: Killed process 77 (leaky) total-vm:10kB, anon-rss:8kB, file-rss:0kB, shmem-rss:0kB\n4,20,4000000,-;nf_conntrack: nf_conntrack: table full, dropping packet\n";
 
+/// `vigil-agent scan --events --json` with `config`: its events, and what it said on stderr.
+fn scan_events(config: &Path) -> (Vec<serde_json::Value>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["scan", "--events", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scanned = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("schemaVersion").is_some() && v.get("type").is_some())
+        .collect();
+    (scanned, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 fn sorted_kinds(events: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut k: Vec<String> = events.into_iter().collect();
     k.sort();
@@ -380,23 +396,12 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
-        .args(["scan", "--events", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let scanned: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("schemaVersion").is_some() && v.get("type").is_some())
-        .collect();
+    let (scanned, stderr) = scan_events(&config);
     assert_eq!(
         sorted_kinds(scanned.iter().map(|e| e["type"].as_str().unwrap().to_owned())),
         sorted_kinds(watched.iter().map(|e| e.kind.as_str().to_owned())),
         "scan and watch find the same events in the same log"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("input not understood, kept as agent.unparsed events: kernel malformed 1"), "{stderr}");
     assert!(stderr.contains("records lost before they were read (agent.lost events above): kernel 5"), "{stderr}");
     assert!(stderr.contains("auth.lgo exists and the journal is not read"), "a typo in a path is said: {stderr}");
@@ -406,12 +411,7 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     let text =
         std::fs::read_to_string(&config).unwrap().replace(&kmsg.display().to_string(), &missing.display().to_string());
     std::fs::write(&config, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
-        .args(["scan", "--events", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, stderr) = scan_events(&config);
     assert!(stderr.contains(&format!("kernel: opening {}: No such file", missing.display())), "{stderr}");
 }
 
@@ -601,17 +601,7 @@ fn the_whole_catalogue_gives_the_same_events_to_a_follow_and_to_a_scan() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
-        .args(["scan", "--events", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let scanned: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("schemaVersion").is_some() && v.get("type").is_some())
-        .collect();
+    let (scanned, _) = scan_events(&config);
     assert_eq!(sorted_kinds(scanned.iter().map(|e| e["type"].as_str().unwrap().to_owned())), want, "scanned");
     // The same fields either way, row by row.
     for (f, s) in followed.iter().zip(&scanned) {
