@@ -75,7 +75,9 @@ fn every_row_of_the_catalogue_is_tested_and_gives_its_event_severity_fields_and_
             .filter(|c| c.active)
             .map(|c| c.kind)
             .collect();
-        let expected: Vec<&str> = spans(&row.condition).into_iter().take(1).collect();
+        // The condition the cell starts with; a cell starting `—` names none (and may say why).
+        let expected: Vec<&str> =
+            spans(&row.condition).into_iter().take(1).filter(|_| row.condition.starts_with('`')).collect();
         assert_eq!(active, expected, "{}: the condition of {line}", row.problem);
         let later = t0() + clear_after + jiff::SignedDuration::from_secs(10);
         assert!(conditions.current(later).iter().all(|c| !c.active), "{}: the condition clears", row.problem);

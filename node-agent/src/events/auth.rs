@@ -586,7 +586,9 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     if let Some(rest) = msg.strip_prefix("error: PAM: Authentication failure for ") {
         let (invalid, rest) = invalid_user(rest);
         let p = peer(rest)?;
-        return Some(failed_ssh(time, p.before, &p, "keyboard-interactive/pam", invalid));
+        // sshd follows it with its own `Failed keyboard-interactive/pam for …`, which counts
+        // toward a brute force: this one is reported, not counted twice.
+        return Some(failed_ssh(time, p.before, &p, "keyboard-interactive/pam", invalid).with("pamError", true));
     }
     if let Some(rest) = msg.strip_prefix("error: maximum authentication attempts exceeded for ") {
         let (invalid, rest) = invalid_user(rest);
@@ -996,6 +998,7 @@ impl BruteForce {
     /// this failure makes the count reach the threshold; one finding per source per window.
     pub fn observe(&mut self, e: &Event) -> Option<Event> {
         let (key, what) = match e.kind {
+            EventType::SshFailed if e.details.get("pamError").is_some() => return None,
             EventType::SshFailed | EventType::LoginFailed | EventType::AuthFailed => {
                 // Failures whose peer cannot be told (a forged user name and key ID) count
                 // together, so making every attempt ambiguous does not hide a brute force.
@@ -1140,6 +1143,8 @@ mod tests {
             (EventType::SshFailed, Some("test"), Some("192.0.2.45"), Some("keyboard-interactive/pam"))
         );
         assert_eq!(e.details.get("invalidUser").and_then(serde_json::Value::as_bool), Some(true));
+        let mut bf = BruteForce::new(BruteForceRule::default());
+        assert!(bf.observe(&e).is_none() && bf.tracked() == 0, "sshd's own Failed line counts, not this one too");
         let e = ev("Nov 22 10:00:00 rhel-1 sshd[9]: error: PAM: Authentication failure for alice from 192.0.2.46");
         assert_eq!(
             (e.detail_str("user"), e.details.get("invalidUser")),

@@ -224,7 +224,7 @@ impl Conditions {
                 let n = self.unregisters.add(at, self.config.unregister_net_device_window);
                 if n >= self.config.unregister_net_device as usize {
                     let msg = format!(
-                        "{n} network devices stuck unregistering within {} (the last {}): network namespaces of deleted pods are not freed; a kernel or CNI leak, often cleared only by a reboot",
+                        "{n} reports of a network device stuck unregistering within {} (the last of {}): network namespaces of deleted pods are not freed; a kernel or CNI leak, often cleared only by a reboot",
                         humantime::format_duration(self.config.unregister_net_device_window),
                         e.detail_str("interface").unwrap_or("?"),
                     );

@@ -429,7 +429,9 @@ pub fn kernel_record(e: &Entry, boot_id: Option<[u8; 16]>) -> Option<super::kmsg
     Some(super::kmsg::Record {
         level,
         facility: 0,
-        seq: e.seqnum,
+        // The journal's sequence numbers count every entry, not the kernel's records: a gap
+        // between two kernel entries is other programs' entries, not a loss.
+        seq: 0,
         ts_usec,
         message: e.text("MESSAGE")?,
         dict,

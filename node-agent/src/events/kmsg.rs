@@ -159,9 +159,13 @@ impl Assembler {
     }
 
     fn join(&mut self, r: Record, out: &mut Vec<Piece>) {
+        let prev = self.last_seq;
         self.follow_seq(&r, out);
         if let Some(mut open) = self.open.take() {
-            if open.continued || r.continuation {
+            // A fragment goes on only in the very next record: across lost records (or a new
+            // boot) the line it began is gone, and the record that follows is one of its own.
+            let next = r.seq == 0 || prev.is_some_and(|p| r.seq == p.wrapping_add(1));
+            if (open.continued || r.continuation) && next {
                 let room = MAX_JOINED.saturating_sub(open.message.len());
                 let mut end = r.message.len().min(room);
                 while !r.message.is_char_boundary(end) {
@@ -260,7 +264,7 @@ impl Classifier {
             ctx.insert("oomMemcg".into(), limit.trim().into());
             self.pending_oom = Some((-1, ctx));
             None
-        } else if let Some(pos) = msg.find("Killed process ") {
+        } else if let Some(pos) = oom_killed_at(msg) {
             Some(self.oom_kill(msg, &msg[pos + "Killed process ".len()..], time))
         } else {
             classify_message(msg, time)
@@ -320,6 +324,36 @@ impl Classifier {
         }
         e
     }
+}
+
+/// Where `Killed process ` starts in an OOM killer's record: at the start, or after the
+/// kernel's own `Out of memory…: ` / `Memory cgroup out of memory: ` (never inside text a
+/// process chose, such as its name at the head of a segfault report).
+fn oom_killed_at(msg: &str) -> Option<usize> {
+    let pos = msg.find("Killed process ")?;
+    let head = msg[..pos].trim();
+    let kernel = head.is_empty()
+        || (head.ends_with(':')
+            && (head.starts_with("Out of memory") || head.starts_with("Memory cgroup out of memory")));
+    // The kernel's `Killed process PID (COMM)`: a process named `Killed process ` (15 bytes,
+    // a name's most) is followed by the kernel's `[PID]`, never by digits.
+    let rest = &msg[pos + "Killed process ".len()..];
+    let pid = rest.split(' ').next().is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (kernel && pid).then_some(pos)
+}
+
+/// Whether a record starts with a process's name and pid (`NAME[PID]: segfault at …`,
+/// `NAME[PID] misaligned vsyscall …`): the name is the process's own choice (up to 15 bytes,
+/// each unprintable one written `\xNN`), so no rule may read it as the kernel's words.
+fn user_prefixed(m: &str) -> bool {
+    let head = &m.as_bytes()[..m.len().min(64)];
+    head.iter().enumerate().any(|(i, &b)| {
+        if b != b'[' {
+            return false;
+        }
+        let digits = head[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        digits > 0 && head.get(i + 1 + digits) == Some(&b']') && matches!(head.get(i + 2 + digits), Some(b':' | b' '))
+    })
 }
 
 fn oom_context(info: &str) -> (i64, Map<String, Value>) {
@@ -423,6 +457,18 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         .with("object", word_after(what, " in ").map(|o| o.split('[').next().unwrap_or(o)))
         .into();
     }
+    // A process's own words at the head of the record (a segfault report was read above):
+    // nothing the kernel says.
+    if user_prefixed(m) {
+        return None;
+    }
+    // Audit records: only the kernel's own (AppArmor and SELinux decisions, type 1400; seccomp,
+    // 1326). A user-space audit message (types 1100 to 1299 and 2100 to 2999, which any process
+    // holding CAP_AUDIT_WRITE sends, a container's default) carries text of its sender's
+    // choosing and is no kernel problem of any kind.
+    if m.starts_with("audit: ") || m.starts_with("audit(") {
+        return security(m, time);
+    }
     if m.starts_with("general protection fault") {
         return event(EventType::GeneralProtection, "general protection fault in the kernel".into())?
             .with("kernel", true)
@@ -485,6 +531,12 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     if let Some(pos) = m.find(" error, dev ") {
         let dev = word_after(m, " error, dev ");
         let kind = m[..pos].rsplit(": ").next().unwrap_or("I/O").trim();
+        // A request the device does not support (discard, write-zeroes on a loop device), and
+        // the loop, optical and floppy devices a node probes, are no disk failing.
+        let probe = dev.is_some_and(|d| ["loop", "sr", "fd"].iter().any(|p| d.starts_with(p)));
+        if kind == "operation not supported" || probe {
+            return None;
+        }
         return event(EventType::IoError, format!("{kind} error on {}", dev.unwrap_or("?")))?
             .with("device", dev)
             .with("sector", number_after::<u64>(m, "sector "))
@@ -503,9 +555,6 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         return Some(ev);
     }
     if let Some(ev) = link(m, time) {
-        return Some(ev);
-    }
-    if let Some(ev) = security(m, time) {
         return Some(ev);
     }
     if let Some(ev) = network(m, time) {
@@ -544,7 +593,7 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     if let Some(pos) = m.find("[Hardware Error]: event severity: ") {
         let level = m[pos + "[Hardware Error]: event severity: ".len()..].trim();
-        let corrected = level == "corrected";
+        let corrected = matches!(level, "corrected" | "info");
         return event(EventType::MachineCheck, format!("hardware error ({level}): {m}"))?
             .with("corrected", corrected)
             .with("hardwareSeverity", level)
@@ -615,7 +664,8 @@ fn audit_text(m: &str, key: &str) -> Option<String> {
 /// actions. Each carries the acting process (`pid`, `comm`), by which the agent finds its
 /// pod.
 fn security(m: &str, time: jiff::Timestamp) -> Option<Event> {
-    if !m.contains("audit") && !m.contains("avc:") {
+    let kind = m.strip_prefix("audit: type=").and_then(|r| r.split(' ').next());
+    if !matches!(kind, Some("1400" | "1326")) {
         return None;
     }
     let base = |kind, text: String| {
@@ -677,7 +727,7 @@ fn security(m: &str, time: jiff::Timestamp) -> Option<Event> {
         .with("permissive", permissive);
         return Some(if permissive == Some(true) { e.severity(Severity::Info) } else { e });
     }
-    if m.contains("type=1326") {
+    if kind == Some("1326") {
         let syscall = audit_field(m, "syscall").and_then(|s| s.parse::<u32>().ok());
         let code = audit_field(m, "code");
         // The filter's action, the top 16 bits of `code` (linux/seccomp.h).
@@ -734,9 +784,16 @@ fn network(m: &str, time: jiff::Timestamp) -> Option<Event> {
             .with("cookies", cookies),
         );
     }
-    if let Some(rest) = m.strip_prefix("NETDEV WATCHDOG: ") {
-        let iface = rest.split([' ', ':']).next().filter(|i| !i.is_empty());
-        let driver = word_after(rest, "(");
+    if let Some(pos) = m.find("NETDEV WATCHDOG: ") {
+        // `NETDEV WATCHDOG: eth0 (e1000e): transmit queue 0 timed out 5344 ms`, and since 6.x
+        // `r8169 0000:03:00.0 enp3s0: NETDEV WATCHDOG: CPU: 0: transmit queue 0 timed out …`.
+        let rest = &m[pos + "NETDEV WATCHDOG: ".len()..];
+        let (iface, driver) = if pos == 0 {
+            (rest.split([' ', ':']).next().filter(|i| !i.is_empty()), word_after(rest, "("))
+        } else {
+            let before: Vec<&str> = m[..pos].split_whitespace().collect();
+            (before.last().map(|i| i.trim_end_matches(':')), before.first().copied())
+        };
         return Some(
             ev(EventType::NetdevTimeout, format!("transmit queue of {} timed out", iface.unwrap_or("?")))
                 .with("interface", iface)
@@ -769,20 +826,27 @@ fn disk_timeout(m: &str, time: jiff::Timestamp) -> Option<Event> {
         let dev = rest.split(':').next().map(str::trim).filter(|d| d.starts_with("nvme"));
         let body = rest.split_once(": ").map_or(rest, |(_, b)| b);
         if body.contains(" timeout, ") || body.starts_with("I/O tag ") && body.contains("timeout") {
-            let reset = body.contains("reset");
-            let e = ev(
-                dev,
-                if reset { "command timed out, controller reset" } else { "command timed out, aborted" },
-                reset,
-            )
-            .with("queue", number_after::<u32>(body, "QID "));
-            return Some(e);
+            // `completion polled`: the command had completed, its interrupt was late.
+            if body.contains("completion polled") {
+                return None;
+            }
+            let (what, critical) = if body.contains("reset") {
+                ("command timed out, controller reset", true)
+            } else if body.contains("disable controller") {
+                ("command timed out, controller disabled", true)
+            } else {
+                ("command timed out, aborted", false)
+            };
+            return Some(ev(dev, what, critical).with("queue", number_after::<u32>(body, "QID ")));
         }
         if body.contains("controller is down") || body.contains("Removing after probe failure") {
             return Some(ev(dev, "controller down", true));
         }
-        if body.starts_with("resetting controller") || body.contains("Abort status") {
+        if body.starts_with("resetting controller") {
             return Some(ev(dev, "controller reset", false));
+        }
+        if body.contains("Abort status") {
+            return Some(ev(dev, "command aborted", false));
         }
         return None;
     }
@@ -1012,6 +1076,46 @@ mod tests {
             "audit: type=1326 audit(1.2:3): pid=5 comm=\"cafe\" exe=\"/usr/bin/cafe\" sig=31 syscall=272 code=0x80000000",
         );
         assert_eq!(e.detail_str("comm"), Some("cafe"));
+    }
+
+    #[test]
+    fn a_process_name_or_a_user_audit_message_is_never_read_as_the_kernels_words() {
+        let mut c = Classifier::default();
+        for (i, line) in [
+            "I/O error, dev [20676] misaligned vsyscall (exploit attempt or buggy program) -- look up the vsyscall option for more information",
+            "EXT4-fs error ([20678] misaligned vsyscall (exploit attempt or buggy program)",
+            "BUG: x[20679] vsyscall read attempt denied -- look up the vsyscall option for more information",
+            "audit: type=1107 audit(1700000000.1:5): pid=4321 uid=0 auid=4294967295 ses=4294967295 msg='nf_conntrack: table full, dropping packet exe=\"/x\" hostname=? addr=? terminal=? res=success'",
+            "audit: type=1107 audit(1700000000.1:6): pid=4321 uid=0 msg='watchdog: BUG: soft lockup - CPU#3 stuck for 23s! [kubelet:1]'",
+            "audit: type=1107 audit(1700000000.1:7): pid=4321 uid=0 msg='x apparmor=\"DENIED\" operation=\"open\" name=\"/etc/shadow\" pid=1 comm=\"kubelet\"'",
+            "blk_update_request: operation not supported error, dev loop0, sector 0 op 0x9:(WRITE_ZEROES) flags 0x800 phys_seg 0 prio class 0",
+            "I/O error, dev fd0, sector 0",
+            "nvme nvme0: I/O 9 QID 3 timeout, completion polled",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let r = parse_record(format!("3,{},{},-;{line}", i + 1, i + 1).as_bytes()).unwrap();
+            assert_eq!(c.classify(&r, t0()), None, "{line}");
+        }
+        // A process named `Killed process ` (15 bytes) that segfaults: a segfault, no OOM kill.
+        let r = parse_record(b"6,20,20,-;Killed process [20677]: segfault at 0 ip 0 sp 0 error 4 in x[400000+1000]")
+            .unwrap();
+        assert_eq!(c.classify(&r, t0()).map(|e| e.kind), Some(EventType::Segfault));
+        // The newer NETDEV WATCHDOG form, and a fragment never joined across lost records.
+        let e = one("r8169 0000:03:00.0 enp3s0: NETDEV WATCHDOG: CPU: 0: transmit queue 0 timed out 5500 ms");
+        assert_eq!(
+            (e.kind, e.detail_str("interface"), e.detail_str("driver")),
+            (EventType::NetdevTimeout, Some("enp3s0"), Some("r8169"))
+        );
+        let mut a = Assembler::default();
+        let mut out = Vec::new();
+        a.record(b"4,100,1,c;nvme nvme0: I/O 5 QID 1 timeout, ", &mut out);
+        a.record(b"2,250,2,-;EXT4-fs (sda1): Remounting filesystem read-only", &mut out);
+        a.flush(&mut out);
+        let recs: Vec<&str> =
+            out.iter().filter_map(|p| if let Piece::Record(r) = p { Some(r.message.as_str()) } else { None }).collect();
+        assert_eq!(recs, ["nvme nvme0: I/O 5 QID 1 timeout, ", "EXT4-fs (sda1): Remounting filesystem read-only"]);
     }
 
     #[test]

@@ -327,7 +327,8 @@ pub fn one_shot(config: &Config) -> OneShot {
     }
     found.unparsed.retain(|_, n| *n > 0);
     for e in out.iter().filter(|e| e.kind == crate::events::EventType::Lost) {
-        *found.lost.entry(Source::Kernel).or_insert(0) += kernel::lost_records(e);
+        let n = found.lost.entry(Source::Kernel).or_insert(0);
+        *n = n.saturating_add(kernel::lost_records(e));
     }
     found.events = out;
     found
