@@ -729,6 +729,46 @@ pub const NODE_TCP_RESETS_SENT: Metric = Metric {
     help: "TCP resets sent (OutRsts)",
     labels: &[],
 };
+/// SYN cookies sent: the listen queue overflowed, as under a SYN flood (TcpExt SyncookiesSent).
+pub const NODE_TCP_SYNCOOKIES_SENT: Metric = Metric {
+    family: "vigil_node_tcp_syncookies_sent",
+    kind: Kind::Counter,
+    unit: None,
+    help: "SYN cookies sent: the listen queue overflowed, as under a SYN flood (TcpExt SyncookiesSent)",
+    labels: &[],
+};
+/// Connections a full accept queue turned away (TcpExt ListenOverflows).
+pub const NODE_TCP_LISTEN_OVERFLOWS: Metric = Metric {
+    family: "vigil_node_tcp_listen_overflows",
+    kind: Kind::Counter,
+    unit: None,
+    help: "Connections a full accept queue turned away (TcpExt ListenOverflows)",
+    labels: &[],
+};
+/// SYNs dropped by listeners (TcpExt ListenDrops).
+pub const NODE_TCP_LISTEN_DROPS: Metric = Metric {
+    family: "vigil_node_tcp_listen_drops",
+    kind: Kind::Counter,
+    unit: None,
+    help: "SYNs dropped by listeners (TcpExt ListenDrops)",
+    labels: &[],
+};
+/// Connection tracking entries (nf_conntrack_count), when conntrack is loaded.
+pub const NODE_CONNTRACK_ENTRIES: Metric = Metric {
+    family: "vigil_node_conntrack_entries",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "Connection tracking entries (nf_conntrack_count), when conntrack is loaded",
+    labels: &[],
+};
+/// The connection tracking table's size (nf_conntrack_max): at it, new connections are dropped.
+pub const NODE_CONNTRACK_LIMIT: Metric = Metric {
+    family: "vigil_node_conntrack_limit",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "The connection tracking table's size (nf_conntrack_max): at it, new connections are dropped",
+    labels: &[],
+};
 /// TCP sockets by state, IPv4 and IPv6.
 pub const NODE_TCP_CONNECTIONS: Metric = Metric {
     family: "vigil_node_tcp_connections",
@@ -927,6 +967,11 @@ pub const EXPORTED: &[&Metric] = &[
     &NODE_TCP_RETRANSMITTED_SEGMENTS,
     &NODE_TCP_RECEIVE_ERRORS,
     &NODE_TCP_RESETS_SENT,
+    &NODE_TCP_SYNCOOKIES_SENT,
+    &NODE_TCP_LISTEN_OVERFLOWS,
+    &NODE_TCP_LISTEN_DROPS,
+    &NODE_CONNTRACK_ENTRIES,
+    &NODE_CONNTRACK_LIMIT,
     &NODE_TCP_CONNECTIONS,
     &NODE_SOCKSTAT,
     &NODE_FILEFD_ALLOCATED,

@@ -276,6 +276,19 @@ pub fn host(r: &mut Rows, s: &Snapshot) {
                 r.one(metric, v);
             }
         }
+        for (metric, key) in [
+            (&m::NODE_TCP_SYNCOOKIES_SENT, "SyncookiesSent"),
+            (&m::NODE_TCP_LISTEN_OVERFLOWS, "ListenOverflows"),
+            (&m::NODE_TCP_LISTEN_DROPS, "ListenDrops"),
+        ] {
+            if let Some(v) = n.tcp_ext.get(key) {
+                r.one(metric, *v as f64);
+            }
+        }
+        if let Some((count, max)) = n.conntrack {
+            r.one(&m::NODE_CONNTRACK_ENTRIES, count as f64);
+            r.one(&m::NODE_CONNTRACK_LIMIT, max as f64);
+        }
         r.family(&m::NODE_TCP_CONNECTIONS, n.tcp_states.iter().map(|(st, v)| ([("state", *st)], *v as f64)));
         r.family(
             &m::NODE_SOCKSTAT,

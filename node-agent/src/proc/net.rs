@@ -48,6 +48,13 @@ pub struct Network {
     pub tcp: BTreeMap<String, i64>,
     /// `/proc/net/sockstat` and `sockstat6`: protocol → field → value.
     pub sockstat: BTreeMap<String, BTreeMap<String, u64>>,
+    /// TCP extension counters of `/proc/net/netstat` (`SyncookiesSent`, `ListenOverflows`,
+    /// `ListenDrops`…): what a SYN flood or a listener too slow to accept leaves.
+    pub tcp_ext: BTreeMap<String, i64>,
+    /// Connection tracking entries and the table's size (`nf_conntrack_count`,
+    /// `nf_conntrack_max`), when the conntrack module is loaded: a full table drops new
+    /// connections.
+    pub conntrack: Option<(u64, u64)>,
 }
 
 /// Reads the host's interfaces, TCP states and socket counts.
@@ -90,6 +97,20 @@ pub fn read(root: &HostRoot, filter: &NameFilter, with_tcp_states: bool, errors:
             Some(tcp) => net.tcp = tcp,
             None => errors.count("snmp", ErrorKind::Parse),
         }
+    }
+    if let Some(text) = read_optional(&root.host_net_file("netstat"), "netstat", errors) {
+        match parse_snmp_section(&text, "TcpExt") {
+            Some(ext) => net.tcp_ext = ext,
+            None => errors.count("netstat", ErrorKind::Parse),
+        }
+    }
+    // Per network namespace: the agent reads the host's (its own, with hostNetwork).
+    let sysctl = |name: &str, errors: &mut ReadErrors| {
+        read_optional(&root.proc_file(&format!("sys/net/netfilter/{name}")), "conntrack", errors)
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    if let (Some(count), Some(max)) = (sysctl("nf_conntrack_count", errors), sysctl("nf_conntrack_max", errors)) {
+        net.conntrack = Some((count, max));
     }
     for file in ["sockstat", "sockstat6"] {
         if let Some(text) = read_optional(&root.host_net_file(file), "sockstat", errors) {
@@ -181,6 +202,10 @@ mod tests {
         assert_eq!(t["CurrEstab"], 7);
         assert_eq!(t["MaxConn"], -1);
         assert_eq!(parse_snmp_section("Tcp: A B\nTcp: 1\n", "Tcp"), None);
+        // /proc/net/netstat has the same layout: the TcpExt section, not the IpExt one.
+        let netstat = "TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows ListenDrops\nTcpExt: 12 3 7 9\nIpExt: InNoRoutes\nIpExt: 0\n";
+        let ext = parse_snmp_section(netstat, "TcpExt").unwrap();
+        assert_eq!((ext["SyncookiesSent"], ext["ListenOverflows"], ext["ListenDrops"]), (12, 7, 9));
         assert_eq!(parse_snmp_section("Udp: A\nUdp: 1\n", "Tcp"), None);
     }
 
