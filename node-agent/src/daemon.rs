@@ -266,6 +266,9 @@ pub async fn run(
             consumer.sources.report_changes(&mut consumer.states_seen);
         }
         if let (Some(c), Some(r)) = (conditions.as_mut(), reporter.as_ref()) {
+            if let Some(fs) = &snapshot.filesystems {
+                c.observe_mounts(fs.iter().map(|f| (f.device.as_str(), f.read_only)), snapshot.time);
+            }
             let now = c.current(snapshot.time);
             // Written when one changes, and every 5 minutes (the heartbeat time people read).
             let due = conditions_written

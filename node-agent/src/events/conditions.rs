@@ -6,7 +6,7 @@
 //! | condition | set by | cleared |
 //! | --- | --- | --- |
 //! | `KernelDeadlock` | `kernel.hung_task`, `kernel.lockup` | no recurrence for `clearAfter` |
-//! | `ReadonlyFilesystem` | `kernel.fs_readonly` | no recurrence for `clearAfter` |
+//! | `ReadonlyFilesystem` | `kernel.fs_readonly` | the device no longer mounted read-only, then no recurrence for `clearAfter` |
 //! | `FrequentOOMKills` | `oomKills` OOM kills within `oomWindow` | no OOM kill for `clearAfter` |
 //! | `DiskIOErrors` | `kernel.io_error`, `kernel.fs_error` (not warnings), `kernel.disk_timeout` | no recurrence for `clearAfter` |
 //! | `ClockUnsynchronized` | `clock.unsynchronized` | `clock.synchronized` |
@@ -81,6 +81,9 @@ pub struct Conditions {
     states: [State; NODE_CONDITIONS.len()],
     ooms: Recent,
     unregisters: Recent,
+    /// The devices the kernel said went read-only (their kernel names, `sda1`), while
+    /// `ReadonlyFilesystem` is set.
+    readonly: std::collections::BTreeSet<String>,
 }
 
 fn clear_reason(kind: &str) -> &'static str {
@@ -117,7 +120,7 @@ impl Conditions {
             since: now,
             last_cause: None,
         });
-        Self { config, states, ooms: Recent::default(), unregisters: Recent::default() }
+        Self { config, states, ooms: Recent::default(), unregisters: Recent::default(), readonly: Default::default() }
     }
 
     fn set(&mut self, i: usize, at: jiff::Timestamp, reason: &str, message: String) {
@@ -166,6 +169,9 @@ impl Conditions {
                     what(e)
                 );
                 self.set(READONLY, at, "FilesystemIsReadOnly", msg);
+                if let Some(d) = e.detail_str("device") {
+                    self.readonly.insert(d.to_owned());
+                }
             }
             EventType::OomKill => {
                 let n = self.ooms.add(at, self.config.oom_window);
@@ -237,6 +243,33 @@ impl Conditions {
         }
     }
 
+    /// What the mounts say now, as `(device, read_only)` of each mounted filesystem (`/dev/sda1`
+    /// or `sda1`): a device the kernel remounted read-only that is still mounted read-only
+    /// holds `ReadonlyFilesystem` (the kernel says it once, and it stays so until a person
+    /// repairs and remounts it); one mounted read-write again no longer does.
+    pub fn observe_mounts<'a>(&mut self, mounts: impl IntoIterator<Item = (&'a str, bool)>, now: jiff::Timestamp) {
+        if !self.states[READONLY].active || self.readonly.is_empty() {
+            return;
+        }
+        let name = |d: &'a str| d.rsplit('/').next().unwrap_or(d);
+        let mut still = false;
+        let mut seen = std::collections::BTreeSet::new();
+        for (device, ro) in mounts {
+            let n = name(device);
+            if self.readonly.contains(n) {
+                seen.insert(n.to_owned());
+                still |= ro;
+            }
+        }
+        if still {
+            self.states[READONLY].last_cause = Some(now);
+        } else {
+            // Mounted read-write again, or no longer mounted: the quiet time runs from the
+            // last report, as for any other condition.
+            self.readonly.retain(|d| !seen.contains(d));
+        }
+    }
+
     /// The conditions as of `now`: those whose cause has not recurred for `clearAfter`
     /// cleared (the clock's only by synchronisation).
     pub fn current(&mut self, now: jiff::Timestamp) -> Vec<Condition> {
@@ -248,6 +281,7 @@ impl Conditions {
             {
                 self.clear(i, last.checked_add(clear_after).unwrap_or(now));
                 match i {
+                    READONLY => self.readonly.clear(),
                     FREQUENT_OOM => self.ooms.0.clear(),
                     UNREGISTER => self.unregisters.0.clear(),
                     _ => {}
@@ -388,6 +422,22 @@ mod tests {
             (by_kind(&d, "DiskIOErrors").active, by_kind(&d, "DiskIOErrors").reason.as_str()),
             (true, "DiskTimeout")
         );
+    }
+
+    #[test]
+    fn a_filesystem_still_mounted_read_only_holds_its_condition_and_one_remounted_read_write_does_not() {
+        let cfg = NodeConditions { clear_after: Duration::from_secs(600), ..NodeConditions::default() };
+        let mut c = Conditions::new(cfg, t(0));
+        c.observe(&ev(EventType::FsReadOnly, 100).with("device", "nvme0n1p2"), t(100));
+        // The kernel said it once; the mounts say it every interval.
+        for at in [700, 1300, 1900] {
+            c.observe_mounts([("/dev/nvme0n1p2", true), ("/dev/sda1", false)], t(at));
+            assert!(by_kind(&c.current(t(at)), "ReadonlyFilesystem").active, "at {at}");
+        }
+        // Repaired and remounted read-write: cleared a quiet time after the last sighting.
+        c.observe_mounts([("/dev/nvme0n1p2", false)], t(2000));
+        assert!(by_kind(&c.current(t(2400)), "ReadonlyFilesystem").active);
+        assert!(!by_kind(&c.current(t(2600)), "ReadonlyFilesystem").active);
     }
 
     #[test]
