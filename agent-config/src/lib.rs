@@ -664,8 +664,8 @@ impl Default for KernelEvents {
 /// Node conditions from events: `KernelDeadlock` (hung tasks, lockups), `ReadonlyFilesystem`
 /// (a filesystem remounted read-only), `FrequentOOMKills`, `DiskIOErrors` (block I/O,
 /// filesystem errors, disk command timeouts), `ClockUnsynchronized`, `ConntrackFull` (the
-/// connection tracking table full) and `FrequentUnregisterNetDevice` (network devices that
-/// cannot be unregistered), each cleared when its cause has not recurred for `clearAfter` (the
+/// connection tracking table full), `FrequentUnregisterNetDevice` (network devices that
+/// cannot be unregistered), `FrequentKubeletRestart` and `FrequentContainerdRestart`, each cleared when its cause has not recurred for `clearAfter` (the
 /// clock's when it is synchronised again).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -686,6 +686,14 @@ pub struct NodeConditions {
     /// The window of those reports.
     #[serde(with = "humantime_serde")]
     pub unregister_net_device_window: Duration,
+    /// Starts of the kubelet (or of containerd) within `serviceRestartWindow` that no stop
+    /// preceded (a crash, or a kill, not a `systemctl restart`) that make
+    /// `FrequentKubeletRestart` (`FrequentContainerdRestart`): node-problem-detector's 5 in
+    /// 20 minutes.
+    pub service_restarts: u32,
+    /// The window of those starts.
+    #[serde(with = "humantime_serde")]
+    pub service_restart_window: Duration,
 }
 
 impl Default for NodeConditions {
@@ -697,6 +705,8 @@ impl Default for NodeConditions {
             oom_window: Duration::from_secs(10 * 60),
             unregister_net_device: 3,
             unregister_net_device_window: Duration::from_secs(20 * 60),
+            service_restarts: 5,
+            service_restart_window: Duration::from_secs(20 * 60),
         }
     }
 }
@@ -858,6 +868,9 @@ impl Config {
             return Err(invalid("events.auth.bruteForceThreshold", "must be at least 1".into()));
         }
         let c = &ev.conditions;
+        if c.service_restarts == 0 {
+            return Err(invalid("events.conditions.serviceRestarts", "must be at least 1".into()));
+        }
         if c.unregister_net_device == 0 {
             return Err(invalid("events.conditions.unregisterNetDevice", "must be at least 1".into()));
         }
@@ -868,6 +881,7 @@ impl Config {
             ("events.conditions.clearAfter", c.clear_after),
             ("events.conditions.oomWindow", c.oom_window),
             ("events.conditions.unregisterNetDeviceWindow", c.unregister_net_device_window),
+            ("events.conditions.serviceRestartWindow", c.service_restart_window),
         ] {
             if d < Duration::from_secs(1) {
                 return Err(invalid(key, "must be at least 1s".into()));

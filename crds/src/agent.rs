@@ -59,7 +59,7 @@ const LEASE_PREFIX: &str = "vigil-agent-";
 /// The Node conditions an agent sets on its own node (and no others: the chart's admission
 /// policy lets an agent change only these, only on its node). The names are those
 /// node-problem-detector uses where it has one, so remediation tooling that keys on them works.
-pub const NODE_CONDITIONS: [&str; 7] = [
+pub const NODE_CONDITIONS: [&str; 9] = [
     "KernelDeadlock",
     "ReadonlyFilesystem",
     "FrequentOOMKills",
@@ -67,6 +67,8 @@ pub const NODE_CONDITIONS: [&str; 7] = [
     "ClockUnsynchronized",
     "ConntrackFull",
     "FrequentUnregisterNetDevice",
+    "FrequentKubeletRestart",
+    "FrequentContainerdRestart",
 ];
 
 /// The field manager of the agent's writes to its Node's conditions.

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use vigil_agent::config::Config;
+use vigil_agent::events::auth::{AuthParser, Parsed};
 use vigil_agent::events::conditions::Conditions;
 use vigil_agent::events::kmsg::{Classifier, parse_record};
 use vigil_agent::events::{Event, Severity};
@@ -44,7 +45,14 @@ fn every_row_of_the_catalogue_is_tested_and_gives_its_event_severity_fields_and_
             continue;
         };
         tested += 1;
-        let e = classify(line, 10).unwrap_or_else(|| panic!("{}: no event for {line:?}", row.problem));
+        let e = if row.is_syslog() {
+            match AuthParser::default().parse(line, t0()) {
+                Parsed::Event(e) => e,
+                other => panic!("{}: {other:?} for {line:?}", row.problem),
+            }
+        } else {
+            classify(line, 10).unwrap_or_else(|| panic!("{}: no event for {line:?}", row.problem))
+        };
         assert_eq!(e.kind.as_str(), row.kind(), "{}: {line}", row.problem);
         let severity = match row.severity.as_str() {
             "info" => Severity::Info,
@@ -57,14 +65,14 @@ fn every_row_of_the_catalogue_is_tested_and_gives_its_event_severity_fields_and_
             let (k, v) = field.split_once('=').unwrap_or_else(|| panic!("{}: field {field:?}", row.problem));
             assert_eq!(detail_text(&e, k).as_deref(), Some(v), "{}: {k} of {line}: {:?}", row.problem, e.details);
         }
-        assert_eq!(detail_text(&e, "line").as_deref(), Some(line.trim()), "{}: the kernel's line", row.problem);
+        assert_eq!(detail_text(&e, "line").as_deref(), Some(line.trim()), "{}: the line", row.problem);
 
-        // The condition: set by the event (three of them, for the conditions of frequency),
+        // The condition: set by the event (five of them, for the conditions of frequency),
         // cleared once `clearAfter` passes with none; a row without one sets none.
         let config = Config::default().events.conditions;
         let clear_after = jiff::SignedDuration::try_from(config.clear_after).unwrap();
         let mut conditions = Conditions::new(config, t0());
-        for i in 0..3 {
+        for i in 0..5 {
             let mut again = e.clone();
             again.time = t0() + jiff::SignedDuration::from_secs(i);
             conditions.observe(&again, t0() + jiff::SignedDuration::from_secs(i));

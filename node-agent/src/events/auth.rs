@@ -267,6 +267,7 @@ impl AuthParser {
             return e;
         }
         match l.program {
+            "systemd" => service(msg, time),
             "sshd" | "sshd-session" => sshd(msg, time),
             "sudo" => sudo(msg, time),
             "su" => su(msg, time),
@@ -547,6 +548,54 @@ fn pam(msg: &str, time: jiff::Timestamp, ignore: &[String]) -> Option<Option<Eve
         _ => None,
     };
     Some(ev)
+}
+
+/// The node's services whose lifecycle systemd's records are read for: unit, and the
+/// descriptions their units give them (systemd before 249 names only the description).
+const NODE_SERVICES: [(&str, &[&str]); 4] = [
+    ("kubelet", &["kubelet: The Kubernetes Node Agent", "Kubernetes kubelet", "kubelet"]),
+    ("containerd", &["containerd container runtime"]),
+    ("crio", &["Container Runtime Interface for OCI (CRI-O)"]),
+    ("docker", &["Docker Application Container Engine"]),
+];
+
+/// The node service a systemd record names: `kubelet.service[ - DESCRIPTION]`, or the bare
+/// description.
+fn node_service(what: &str) -> Option<&'static str> {
+    let what = what.trim().trim_end_matches("...").trim_end_matches('.').trim();
+    let unit = what.split(" - ").next().unwrap_or(what);
+    NODE_SERVICES.iter().find_map(|(name, descriptions)| {
+        (unit.strip_suffix(".service") == Some(*name) || descriptions.contains(&what)).then_some(*name)
+    })
+}
+
+/// systemd's records of the node's services starting, stopping and failing.
+fn service(msg: &str, time: jiff::Timestamp) -> Option<Event> {
+    let ev = |kind, unit: &str, text: String| Event::new(kind, time, text).with("unit", unit);
+    if let Some(rest) = msg.strip_prefix("Started ") {
+        let unit = node_service(rest)?;
+        return Some(ev(EventType::ServiceStarted, unit, format!("{unit} started")));
+    }
+    if let Some(rest) = msg.strip_prefix("Stopping ") {
+        let unit = node_service(rest)?;
+        return Some(ev(EventType::ServiceStopping, unit, format!("{unit} stopping")));
+    }
+    // `kubelet.service: Main process exited, code=exited, status=1/FAILURE`,
+    // `kubelet.service: Failed with result 'exit-code'.` (both are said for one failure: the
+    // first is the one that counts).
+    let (unit, what) = msg.split_once(".service: ")?;
+    let unit = node_service(&format!("{unit}.service"))?;
+    let rest = what.strip_prefix("Main process exited, ")?;
+    let code = rest.split_once("code=").map(|(_, c)| c.split(',').next().unwrap_or(c));
+    let status = rest.split_once("status=").map(|(_, s)| s.trim_end_matches('.'));
+    if code == Some("exited") && status.is_some_and(|s| s.starts_with("0/")) {
+        return None;
+    }
+    Some(
+        ev(EventType::ServiceFailed, unit, format!("{unit} exited ({})", status.unwrap_or("?")))
+            .with("code", code)
+            .with("status", status),
+    )
 }
 
 fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
@@ -1347,6 +1396,44 @@ mod tests {
 
     fn root_dirs() -> Vec<String> {
         vigil_agent_config::default_program_dirs()
+    }
+
+    #[test]
+    fn systemds_records_of_the_node_services_are_read_and_a_forged_one_is_said_to_be() {
+        let p = AuthParser::default();
+        let pid1 =
+            Writer { exe: Some("/usr/lib/systemd/systemd"), comm: Some("systemd"), uid: Some(0), ..Writer::default() };
+        let at = now();
+        let entry = |w: &Writer<'_>, msg: &str| p.parse_entry("systemd", Some(1), "node-1", msg, at, w);
+        let Parsed::Event(e) = entry(&pid1, "Started kubelet.service - kubelet: The Kubernetes Node Agent.") else {
+            panic!("no event")
+        };
+        assert_eq!((e.kind, e.detail_str("unit")), (EventType::ServiceStarted, Some("kubelet")));
+        assert_eq!(e.details.get("writerVerified").and_then(serde_json::Value::as_bool), Some(true));
+        let Parsed::Event(e) = entry(&pid1, "Stopping containerd.service - containerd container runtime...") else {
+            panic!("no event")
+        };
+        assert_eq!((e.kind, e.detail_str("unit")), (EventType::ServiceStopping, Some("containerd")));
+        let Parsed::Event(e) = entry(&pid1, "kubelet.service: Main process exited, code=killed, status=9/KILL") else {
+            panic!("no event")
+        };
+        assert_eq!((e.kind, e.detail_str("status")), (EventType::ServiceFailed, Some("9/KILL")));
+        // A clean exit, the restart job, and any other unit: nothing.
+        for msg in [
+            "kubelet.service: Main process exited, code=exited, status=0/SUCCESS",
+            "kubelet.service: Scheduled restart job, restart counter is at 3.",
+            "Started cron.service - Regular background program processing daemon.",
+            "Started Session 4 of User alice.",
+        ] {
+            assert_eq!(entry(&pid1, msg), Parsed::Ignored, "{msg}");
+        }
+        // `logger -t systemd` by a user: a forgery, said as one.
+        let logger =
+            Writer { exe: Some("/usr/bin/logger"), comm: Some("logger"), uid: Some(1000), ..Writer::default() };
+        let Parsed::Event(e) = entry(&logger, "Started kubelet.service - kubelet: The Kubernetes Node Agent.") else {
+            panic!("no event")
+        };
+        assert_eq!((e.kind, e.detail_str("claimedType")), (EventType::AuthForged, Some("service.started")));
     }
 
     #[test]

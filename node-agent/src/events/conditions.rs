@@ -12,6 +12,7 @@
 //! | `ClockUnsynchronized` | `clock.unsynchronized` | `clock.synchronized` |
 //! | `ConntrackFull` | `kernel.conntrack_full` | no recurrence for `clearAfter` |
 //! | `FrequentUnregisterNetDevice` | `unregisterNetDevice` `kernel.netdev_stuck` within `unregisterNetDeviceWindow` | none for `clearAfter` |
+//! | `FrequentKubeletRestart`, `FrequentContainerdRestart` | `serviceRestarts` `service.started` of the unit within `serviceRestartWindow`, none preceded by `service.stopping` | none for `clearAfter` |
 //!
 //! Pure: events and the time in, conditions out; the daemon writes them.
 
@@ -54,6 +55,8 @@ const DISK_IO: usize = 3;
 const CLOCK: usize = 4;
 const CONNTRACK: usize = 5;
 const UNREGISTER: usize = 6;
+const KUBELET_RESTART: usize = 7;
+const CONTAINERD_RESTART: usize = 8;
 
 /// Times of recent occurrences within a window (at most 1,024 kept).
 #[derive(Debug, Default)]
@@ -81,6 +84,10 @@ pub struct Conditions {
     states: [State; NODE_CONDITIONS.len()],
     ooms: Recent,
     unregisters: Recent,
+    /// Starts of the kubelet and of containerd that no stop preceded, and whether a stop is
+    /// pending for each.
+    restarts: [Recent; 2],
+    stopping: [bool; 2],
     /// The devices the kernel said went read-only (their kernel names, `sda1`), while
     /// `ReadonlyFilesystem` is set.
     readonly: std::collections::BTreeSet<String>,
@@ -94,6 +101,8 @@ fn clear_reason(kind: &str) -> &'static str {
         "DiskIOErrors" => "NoDiskIOErrors",
         "ConntrackFull" => "ConntrackHasRoom",
         "FrequentUnregisterNetDevice" => "NoFrequentUnregisterNetDevice",
+        "FrequentKubeletRestart" => "NoFrequentKubeletRestart",
+        "FrequentContainerdRestart" => "NoFrequentContainerdRestart",
         _ => "ClockSynchronized",
     }
 }
@@ -106,6 +115,8 @@ fn clear_message(kind: &str) -> &'static str {
         "DiskIOErrors" => "no disk I/O or filesystem errors recently",
         "ConntrackFull" => "the connection tracking table has not been full recently",
         "FrequentUnregisterNetDevice" => "no network device stuck unregistering recently",
+        "FrequentKubeletRestart" => "the kubelet has not restarted frequently",
+        "FrequentContainerdRestart" => "containerd has not restarted frequently",
         _ => "the clock is synchronised",
     }
 }
@@ -120,7 +131,15 @@ impl Conditions {
             since: now,
             last_cause: None,
         });
-        Self { config, states, ooms: Recent::default(), unregisters: Recent::default(), readonly: Default::default() }
+        Self {
+            config,
+            states,
+            ooms: Recent::default(),
+            unregisters: Recent::default(),
+            restarts: Default::default(),
+            stopping: [false; 2],
+            readonly: Default::default(),
+        }
     }
 
     fn set(&mut self, i: usize, at: jiff::Timestamp, reason: &str, message: String) {
@@ -226,6 +245,34 @@ impl Conditions {
                 );
                 self.set(CONNTRACK, at, "ConntrackTableFull", msg);
             }
+            EventType::ServiceStopping | EventType::ServiceStarted => {
+                let (i, cond, name) = match e.detail_str("unit") {
+                    Some("kubelet") => (0, KUBELET_RESTART, "the kubelet"),
+                    Some("containerd") => (1, CONTAINERD_RESTART, "containerd"),
+                    _ => return,
+                };
+                if e.kind == EventType::ServiceStopping {
+                    self.stopping[i] = true;
+                    return;
+                }
+                // A start after a stop is a person's or a tool's restart; one without is a
+                // crash or a kill that systemd started again.
+                if std::mem::take(&mut self.stopping[i]) {
+                    return;
+                }
+                let n = self.restarts[i].add(at, self.config.service_restart_window);
+                if n >= self.config.service_restarts as usize {
+                    let msg = format!(
+                        "{name} started {n} times within {} without being stopped first (it crashes or is killed): look at its journal (journalctl -u {})",
+                        humantime::format_duration(self.config.service_restart_window),
+                        e.detail_str("unit").unwrap_or("?"),
+                    );
+                    let reason = if i == 0 { "FrequentKubeletRestart" } else { "FrequentContainerdRestart" };
+                    self.set(cond, at, reason, msg);
+                } else if self.states[cond].active {
+                    self.states[cond].last_cause = Some(at);
+                }
+            }
             EventType::NetdevStuck => {
                 let n = self.unregisters.add(at, self.config.unregister_net_device_window);
                 if n >= self.config.unregister_net_device as usize {
@@ -284,6 +331,8 @@ impl Conditions {
                     READONLY => self.readonly.clear(),
                     FREQUENT_OOM => self.ooms.0.clear(),
                     UNREGISTER => self.unregisters.0.clear(),
+                    KUBELET_RESTART => self.restarts[0].0.clear(),
+                    CONTAINERD_RESTART => self.restarts[1].0.clear(),
                     _ => {}
                 }
             }
@@ -438,6 +487,31 @@ mod tests {
         c.observe_mounts([("/dev/nvme0n1p2", false)], t(2000));
         assert!(by_kind(&c.current(t(2400)), "ReadonlyFilesystem").active);
         assert!(!by_kind(&c.current(t(2600)), "ReadonlyFilesystem").active);
+    }
+
+    #[test]
+    fn crashing_services_make_a_condition_and_restarts_by_a_person_do_not() {
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        let svc = |kind, unit: &str, at| Event::new(kind, t(at), "m").with("unit", unit);
+        // Five restarts by `systemctl restart` (stop, then start): no condition.
+        for i in 0..5 {
+            c.observe(&svc(EventType::ServiceStopping, "kubelet", i * 10), t(i * 10));
+            c.observe(&svc(EventType::ServiceStarted, "kubelet", i * 10 + 1), t(i * 10 + 1));
+        }
+        assert!(!by_kind(&c.current(t(60)), "FrequentKubeletRestart").active);
+        // Five starts with no stop (crashes): the condition, naming the unit.
+        for i in 0..5 {
+            c.observe(&svc(EventType::ServiceStarted, "kubelet", 100 + i * 60), t(100 + i * 60));
+        }
+        let now = c.current(t(400));
+        let k = by_kind(&now, "FrequentKubeletRestart");
+        assert!(k.active && k.message.contains("journalctl -u kubelet"), "{}", k.message);
+        assert!(!by_kind(&now, "FrequentContainerdRestart").active, "the other unit's own count");
+        assert!(!by_kind(&c.current(t(400 + 1800)), "FrequentKubeletRestart").active, "cleared");
+        for i in 0..5 {
+            c.observe(&svc(EventType::ServiceStarted, "containerd", 5000 + i), t(5000 + i));
+        }
+        assert!(by_kind(&c.current(t(5010)), "FrequentContainerdRestart").active);
     }
 
     #[test]

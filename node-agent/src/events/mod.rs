@@ -78,14 +78,17 @@ pub enum Source {
     Kernel,
     /// Clock synchronisation.
     Clock,
+    /// The node's own services (kubelet, the container runtime) as systemd records them in
+    /// the journal, which the auth source reads.
+    Service,
     /// The agent itself (unparseable input, drops).
     Agent,
 }
 
 impl Source {
     /// Every source, in a fixed order (metric label values, config keys).
-    pub const ALL: [Source; 7] =
-        [Self::Process, Self::File, Self::Auth, Self::Network, Self::Kernel, Self::Clock, Self::Agent];
+    pub const ALL: [Source; 8] =
+        [Self::Process, Self::File, Self::Auth, Self::Network, Self::Kernel, Self::Clock, Self::Service, Self::Agent];
 
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
@@ -96,6 +99,7 @@ impl Source {
             Self::Network => "network",
             Self::Kernel => "kernel",
             Self::Clock => "clock",
+            Self::Service => "service",
             Self::Agent => "agent",
         }
     }
@@ -251,6 +255,12 @@ event_types! {
     /// The kernel could not allocate memory of the order asked for (fragmentation or
     /// exhaustion; the caller may fail).
     PageAllocFailure = "kernel.page_alloc_failure", Kernel, Warning;
+    /// systemd started one of the node's services (kubelet, containerd, CRI-O, Docker).
+    ServiceStarted = "service.started", Service, Info;
+    /// systemd is stopping one of them (a person's or a tool's stop or restart).
+    ServiceStopping = "service.stopping", Service, Info;
+    /// One of them exited or failed on its own (systemd restarts it when its unit says so).
+    ServiceFailed = "service.failed", Service, Warning;
     /// The clock lost synchronisation.
     ClockUnsynchronized = "clock.unsynchronized", Clock, Warning;
     /// The clock is synchronised again.

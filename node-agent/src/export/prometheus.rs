@@ -171,7 +171,7 @@ impl Table for EventsTable {
         let states = self.states.lock().map(|s| s.clone()).unwrap_or_default();
         o.family(
             &m::AGENT_EVENT_SOURCE_STATE,
-            Source::ALL.iter().filter(|s| **s != Source::Agent).flat_map(|s| {
+            Source::ALL.iter().filter(|s| !matches!(s, Source::Agent | Source::Service)).flat_map(|s| {
                 let now = states.0.get(s).map(|st| st.state);
                 [vigil_crds::SourceState::On, vigil_crds::SourceState::Degraded, vigil_crds::SourceState::Off]
                     .map(|st| ([("source", s.as_str()), ("state", st.as_str())], f64::from(u8::from(now == Some(st)))))

@@ -71,6 +71,12 @@ impl Row {
         spans(&self.test).first().copied().filter(|_| self.test.starts_with('`'))
     }
 
+    /// Whether the test line is a syslog line (systemd's, read with the journal by the auth
+    /// source) rather than a kernel record.
+    pub fn is_syslog(&self) -> bool {
+        self.line().is_some_and(|l| l.contains(" systemd[1]: "))
+    }
+
     /// The event type the row names first.
     pub fn kind(&self) -> &str {
         spans(&self.event).first().copied().unwrap_or("")
@@ -82,7 +88,7 @@ impl Row {
 pub fn kmsg_log(first: u64) -> (String, Vec<String>) {
     let mut log = String::new();
     let mut kinds = Vec::new();
-    for (i, row) in catalogue().iter().filter(|r| r.line().is_some()).enumerate() {
+    for (i, row) in catalogue().iter().filter(|r| r.line().is_some() && !r.is_syslog()).enumerate() {
         let seq = first + i as u64;
         log.push_str(&format!("3,{seq},{},-;{}\n", (seq + 1) * 1_000_000, row.line().unwrap()));
         kinds.push(row.kind().to_owned());
