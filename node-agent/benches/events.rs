@@ -5,7 +5,10 @@
 //! 2. misses: short-lived processes seen by the process connector and by /proc polling;
 //! 3. storms: the agent binary (`vigil-agent run`) under a fork storm and then 10,000 file
 //!    changes per second in a watched tree, each for `VIGIL_STORM_SECS` (default 15): peak
-//!    RSS, events out, drops by reason (from its /metrics).
+//!    RSS, events out, drops by reason (from its /metrics);
+//! 4. kernel: the agent binary following a kernel log (a file in the kmsg format) written at
+//!    10,000 records a second for `VIGIL_STORM_SECS`, every record a node problem, with a gap
+//!    in the sequence numbers each second: peak RSS, events out, drops and losses counted.
 //!
 //! `cargo bench -p vigil-agent --bench events` (root, for the process connector). Every loop
 //! is bounded in count and time; every process it starts is killed at the end.
@@ -325,6 +328,86 @@ fn storms() {
     );
 }
 
+fn kernel_storm() {
+    let secs: u64 = std::env::var("VIGIL_STORM_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let dir = tempfile::tempdir().unwrap();
+    let kmsg = dir.path().join("kmsg");
+    std::fs::write(&kmsg, "").unwrap();
+    let cfg = dir.path().join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}}}\n",
+            dir.path().join("state").display(),
+            kmsg.display()
+        ),
+    )
+    .unwrap();
+    let mut guard = Children::default();
+    let (agent, addr) = common::spawn_agent(&cfg);
+    let pid = agent.id();
+    guard.0.push(agent);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = common::status_kib(pid, "VmRSS:");
+    // Node problems of every kind the classifier knows, each record a new one.
+    let lines = [
+        "nf_conntrack: nf_conntrack: table full, dropping packet",
+        "nvme nvme0: I/O 123 QID 4 timeout, aborting",
+        "TCP: request_sock_TCP: Possible SYN flooding on port 0.0.0.0:80. Sending cookies.",
+        "audit: type=1400 audit(1700000000.123:45): apparmor=\"DENIED\" operation=\"open\" profile=\"cri-containerd.apparmor.d\" name=\"/etc/shadow\" pid=1 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\"",
+        "EXT4-fs error (device nvme1n1): ext4_validate_block_bitmap:390: comm kworker/1:2: bg 12: bad block bitmap checksum",
+        "INFO: task kworker/u8:2:1234 blocked for more than 122 seconds.",
+        "unregister_netdevice: waiting for veth3a1b2c to become free. Usage count = 2",
+        "WARNING: CPU: 0 PID: 1 at kernel/workqueue.c:3045 __flush_work+0x2d1/0x2f0",
+    ];
+    let mut out = std::fs::OpenOptions::new().append(true).open(&kmsg).unwrap();
+    let before = metrics(&addr);
+    let cpu0 = common::cpu_seconds(&pid.to_string());
+    let t0 = Instant::now();
+    let (mut seq, mut written, mut gaps, mut peak) = (1u64, 0u64, 0u64, 0u64);
+    let per_tick = 100u64; // every 10 ms
+    for tick in 0..(secs * 100) {
+        let mut batch = String::with_capacity(200 * per_tick as usize);
+        for k in 0..per_tick {
+            let line = lines[((tick * per_tick + k) % lines.len() as u64) as usize];
+            batch.push_str(&format!("3,{seq},{},-;{line}\n", seq * 100));
+            seq += 1;
+            written += 1;
+        }
+        // Once a second, three records the ring buffer "overwrote": a gap of 3.
+        if tick % 100 == 99 {
+            seq += 3;
+            gaps += 3;
+        }
+        out.write_all(batch.as_bytes()).unwrap();
+        if tick % 20 == 0 {
+            peak = peak.max(common::status_kib(pid, "VmRSS:"));
+        }
+        let due = Duration::from_millis(10 * (tick + 1));
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        if t0.elapsed() > Duration::from_secs(secs * 2) {
+            break;
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu_share = (common::cpu_seconds(&pid.to_string()) - cpu0) / (elapsed + 3.0) * 100.0;
+    peak = peak.max(common::status_kib(pid, "VmRSS:"));
+    let after = metrics(&addr);
+    let out_events = sum(&after, "vigil_agent_events_total{") - sum(&before, "vigil_agent_events_total{");
+    let lost = sum(&after, "vigil_agent_events_lost_total{source=\"kernel\"}");
+    println!(
+        "storm: kernel storm {elapsed:.1} s, {written} records ({:.0}/s), {gaps} records lost on purpose: {out_events} events out, lost counted {lost}, agent RSS idle {:.1} MiB, peak {:.1} MiB, high-water {:.1} MiB, CPU {cpu_share:.0}% of a core; drops {}",
+        written as f64 / elapsed,
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        common::status_kib(pid, "VmHWM:") as f64 / 1024.0,
+        drops(&after)
+    );
+}
+
 fn main() {
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let run = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
@@ -336,5 +419,8 @@ fn main() {
     }
     if run("storms") {
         storms();
+    }
+    if run("kernel") {
+        kernel_storm();
     }
 }
