@@ -56,49 +56,86 @@ impl Kernel {
         if flush {
             self.assembler.flush(&mut self.pieces);
         }
-        for piece in self.pieces.drain(..) {
-            match piece {
-                Piece::Record(r) => {
-                    if let Some(mut e) = self.classifier.classify(&r, self.boot) {
-                        if let Some(root) = &self.host
-                            && ACTOR_KINDS.contains(&e.kind)
-                            && let Some(pid) = e.detail_i64("pid")
-                            && let Some(cgroup) = process_cgroup(root, pid, r.ts_usec)
-                        {
-                            if let Some(id) = crate::proc::processes::container_id(&cgroup) {
-                                e = e.with("containerId", id);
-                            }
-                            e = e.with("cgroup", cgroup);
+        classify_pieces(&mut self.classifier, self.boot, self.host.as_ref(), &mut self.pieces, out, unparsed);
+    }
+
+    /// Each event goes to the emitter as it is made (a storm's records are not all held as
+    /// events at once: most are dropped by the rate limit a moment later).
+    fn send(&mut self, flush: bool, emitter: &mut Emitter) {
+        if flush {
+            self.assembler.flush(&mut self.pieces);
+        }
+        emit_pieces(&mut self.classifier, self.boot, self.host.as_ref(), &mut self.pieces, emitter);
+    }
+}
+
+/// The pieces assembled so far, classified, to `out` (and each unparsed one to `unparsed`).
+fn classify_pieces(
+    classifier: &mut Classifier,
+    boot: jiff::Timestamp,
+    host: Option<&HostRoot>,
+    pieces: &mut Vec<Piece>,
+    out: &mut dyn FnMut(Event),
+    unparsed: &mut dyn FnMut(UnparsedReason),
+) {
+    for piece in pieces.drain(..) {
+        match piece {
+            Piece::Record(r) => {
+                if let Some(mut e) = classifier.classify(&r, boot) {
+                    if let Some(root) = host
+                        && ACTOR_KINDS.contains(&e.kind)
+                        && let Some(pid) = e.detail_i64("pid")
+                        && let Some(cgroup) = process_cgroup(root, pid, r.ts_usec)
+                    {
+                        if let Some(id) = crate::proc::processes::container_id(&cgroup) {
+                            e = e.with("containerId", id);
                         }
-                        out(e);
+                        e = e.with("cgroup", cgroup);
                     }
+                    out(e);
                 }
-                Piece::Unparsed(bytes, reason) => {
-                    unparsed(reason);
-                    out(Event::unparsed(jiff::Timestamp::now(), "kmsg", reason, &bytes));
-                }
-                Piece::Lost { records, after, next } => {
-                    out(crate::events::kmsg::lost_event(records, after, next, jiff::Timestamp::now()));
-                }
+            }
+            Piece::Unparsed(bytes, reason) => {
+                unparsed(reason);
+                out(Event::unparsed(jiff::Timestamp::now(), "kmsg", reason, &bytes));
+            }
+            Piece::Lost { records, after, next } => {
+                out(crate::events::kmsg::lost_event(records, after, next, jiff::Timestamp::now()));
             }
         }
     }
+}
 
-    fn send(&mut self, flush: bool, emitter: &mut Emitter) {
-        let mut events = Vec::new();
-        let mut unparsed = Vec::new();
-        self.drain(flush, &mut |e| events.push(e), &mut |r| unparsed.push(r));
-        for r in unparsed {
-            emitter.count_unparsed(r);
-        }
-        for e in events {
+/// [`classify_pieces`] into `emitter`, losses and unparsed input counted.
+fn emit_pieces(
+    classifier: &mut Classifier,
+    boot: jiff::Timestamp,
+    host: Option<&HostRoot>,
+    pieces: &mut Vec<Piece>,
+    emitter: &mut Emitter,
+) {
+    let mut unparsed = Vec::new();
+    classify_pieces(
+        classifier,
+        boot,
+        host,
+        pieces,
+        &mut |e| {
             if e.kind == EventType::Lost {
                 emitter.count_lost(lost_records(&e));
             }
             emitter.emit(e);
-        }
+        },
+        &mut |r| unparsed.push(r),
+    );
+    for r in unparsed {
+        emitter.count_unparsed(r);
     }
 }
+
+/// The most records a follow holds before it classifies and sends them: a storm's read is
+/// worked off in slices, not held whole.
+const MAX_HELD: usize = 256;
 
 /// The kernel events whose `pid` is the process that acted (and whose pod it is).
 const ACTOR_KINDS: [EventType; 3] = [EventType::AppArmorDenied, EventType::SelinuxDenied, EventType::Seccomp];
@@ -135,8 +172,13 @@ pub(super) fn kernel_source(
         set_state(states, Source::Kernel, SourceState::On, "file", format!("following {}", device.display()));
         let mut tail = Tail::open(device, Unit::Lines { max: MAX_FILE_LINE }, None, StartAt::End);
         while !stopped(stop, &emitter) {
-            let Kernel { assembler, pieces, .. } = &mut kernel;
-            let _ = tail.poll(&mut |line, cut| file_line(assembler, line, cut, pieces));
+            let Kernel { assembler, pieces, classifier, boot, host } = &mut kernel;
+            let _ = tail.poll(&mut |line, cut| {
+                file_line(assembler, line, cut, pieces);
+                if pieces.len() >= MAX_HELD {
+                    emit_pieces(classifier, *boot, host.as_ref(), pieces, &mut emitter);
+                }
+            });
             kernel.send(true, &mut emitter);
             std::thread::sleep(POLL_SLICE);
         }
