@@ -356,6 +356,11 @@ fn tag_runs_service(tag: &str, service: &str) -> bool {
         || (tag == "systemd" && service == "systemd-user")
         || (tag == "pkexec" && service == "polkit-1")
         || (tag == "polkit-agent-helper-1" && service == "polkit-1")
+        // Daemons whose PAM service is named otherwise than the program (their packages'
+        // /etc/pam.d files).
+        || (matches!(tag, "proftpd" | "vsftpd" | "pure-ftpd") && service == "ftp")
+        || (tag == "cockpit-session" && service == "cockpit")
+        || (tag == "saslauthd" && matches!(service, "smtp" | "imap" | "pop" | "pop3" | "sieve"))
 }
 
 impl Writer<'_> {
@@ -1018,7 +1023,8 @@ impl Default for BruteForceRule {
 
 #[derive(Debug, Default)]
 struct SourceState {
-    failures: VecDeque<(jiff::Timestamp, u64)>,
+    /// Each failure in the window: when, how many, and whether its writer was verified.
+    failures: VecDeque<(jiff::Timestamp, u64, bool)>,
     users: BTreeSet<String>,
     reported_until: Option<jiff::Timestamp>,
     last_seen: u64,
@@ -1077,8 +1083,9 @@ impl BruteForce {
         let threshold = u64::from(self.rule.threshold.max(1));
         let state = self.sources.entry(key.clone()).or_default();
         state.last_seen = tick;
-        state.failures.push_back((e.time, n));
-        while state.failures.front().is_some_and(|(t, _)| e.time.duration_since(*t) > window) {
+        let verified = e.details.get("writerVerified").and_then(serde_json::Value::as_bool) == Some(true);
+        state.failures.push_back((e.time, n, verified));
+        while state.failures.front().is_some_and(|(t, ..)| e.time.duration_since(*t) > window) {
             state.failures.pop_front();
         }
         while state.failures.len() as u64 > threshold {
@@ -1089,12 +1096,15 @@ impl BruteForce {
         {
             state.users.insert(user.to_owned());
         }
-        let count: u64 = state.failures.iter().map(|(_, n)| n).sum();
+        let count: u64 = state.failures.iter().map(|(_, n, _)| n).sum();
         if count < threshold || state.reported_until.is_some_and(|u| e.time < u) {
             return None;
         }
         state.reported_until = Some(e.time + window);
-        let first = state.failures.front().map_or(e.time, |(t, _)| *t);
+        let first = state.failures.front().map_or(e.time, |(t, ..)| *t);
+        // Verified only when every failure it counts was: a log file's lines (anyone may
+        // write them through syslog) make an unverified finding.
+        let verified = state.failures.iter().all(|(_, _, v)| *v);
         let users: Vec<&str> = state.users.iter().map(String::as_str).collect();
         let subject = if what == "address" { format!("from {key}") } else { format!("by {key}") };
         Some(
@@ -1112,6 +1122,7 @@ impl BruteForce {
             .with("firstFailure", first.to_string())
             .with("users", serde_json::Value::from(users))
             .with("via", e.kind.as_str())
+            .with("writerVerified", verified)
             .severity(Severity::Critical),
         )
     }
@@ -1223,6 +1234,13 @@ mod tests {
             .collect();
         assert_eq!(fired.len(), 1, "five failures within the window are a brute force");
         assert_eq!(fired[0].detail_str("sourceAddress"), Some("198.51.100.23"));
+        assert_eq!(fired[0].details["writerVerified"], false, "log lines anyone may write: unverified");
+        let mut bf = BruteForce::new(BruteForceRule::default());
+        let verified = e.clone().with("writerVerified", true);
+        let fired: Vec<Event> = (0..5)
+            .filter_map(|i| bf.observe(&Event { time: now() + jiff::SignedDuration::from_secs(i), ..verified.clone() }))
+            .collect();
+        assert_eq!(fired[0].details["writerVerified"], true, "every failure vouched for");
         let sshd_pam = "Nov 22 10:00:03 web-1 sshd[9]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.23  user=root";
         assert_eq!(AuthParser::default().parse(sshd_pam, now()), Parsed::Ignored);
         let local = "Nov 22 10:00:03 web-1 login[9]: pam_unix(login:auth): authentication failure; logname=LOGIN uid=0 euid=0 tty=tty1 ruser= rhost=  user=root";
@@ -1434,6 +1452,15 @@ mod tests {
             panic!("no event")
         };
         assert_eq!((e.kind, e.detail_str("claimedType")), (EventType::AuthForged, Some("service.started")));
+    }
+
+    #[test]
+    fn daemons_whose_pam_service_has_another_name_are_not_taken_for_forgers() {
+        for (tag, service) in [("proftpd", "ftp"), ("cockpit-session", "cockpit"), ("saslauthd", "smtp")] {
+            assert!(tag_runs_service(tag, service), "{tag} runs {service}");
+        }
+        assert!(!tag_runs_service("logger", "ftp"));
+        assert!(!tag_runs_service("proftpd", "sshd"), "a daemon writes no other daemon's records");
     }
 
     #[test]
