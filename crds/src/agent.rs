@@ -59,7 +59,7 @@ const LEASE_PREFIX: &str = "vigil-agent-";
 /// The Node conditions an agent sets on its own node (and no others: the chart's admission
 /// policy lets an agent change only these, only on its node). The names are those
 /// node-problem-detector uses where it has one, so remediation tooling that keys on them works.
-pub const NODE_CONDITIONS: [&str; 9] = [
+pub const NODE_CONDITIONS: [&str; 10] = [
     "KernelDeadlock",
     "ReadonlyFilesystem",
     "FrequentOOMKills",
@@ -69,6 +69,7 @@ pub const NODE_CONDITIONS: [&str; 9] = [
     "FrequentUnregisterNetDevice",
     "FrequentKubeletRestart",
     "FrequentContainerdRestart",
+    "KubeletUnhealthy",
 ];
 
 /// The field manager of the agent's writes to its Node's conditions.

@@ -266,6 +266,9 @@ pub async fn run(
             consumer.sources.report_changes(&mut consumer.states_seen);
         }
         if let (Some(c), Some(r)) = (conditions.as_mut(), reporter.as_ref()) {
+            let kubelet =
+                crate::events::health::probe(crate::events::health::KUBELET_HEALTHZ, Duration::from_secs(2)).await;
+            c.observe_kubelet(&kubelet, snapshot.time);
             if let Some(fs) = &snapshot.filesystems {
                 c.observe_mounts(fs.iter().map(|f| (f.device.as_str(), f.read_only)), snapshot.time);
             }

@@ -12,6 +12,7 @@
 //! | `ClockUnsynchronized` | `clock.unsynchronized` | `clock.synchronized` |
 //! | `ConntrackFull` | `kernel.conntrack_full` | no recurrence for `clearAfter` |
 //! | `FrequentUnregisterNetDevice` | `unregisterNetDevice` `kernel.netdev_stuck` within `unregisterNetDeviceWindow` | none for `clearAfter` |
+//! | `KubeletUnhealthy` | the kubelet's `/healthz` failing 3 looks in a row | the first healthy look |
 //! | `FrequentKubeletRestart`, `FrequentContainerdRestart` | `serviceRestarts` `service.started` of the unit within `serviceRestartWindow`, none preceded by `service.stopping` | none for `clearAfter` |
 //!
 //! Pure: events and the time in, conditions out; the daemon writes them.
@@ -57,6 +58,10 @@ const CONNTRACK: usize = 5;
 const UNREGISTER: usize = 6;
 const KUBELET_RESTART: usize = 7;
 const CONTAINERD_RESTART: usize = 8;
+const KUBELET_HEALTH: usize = 9;
+/// Failed looks in a row at the kubelet's health that make `KubeletUnhealthy` (one failed
+/// look is a slow answer; three, at the agent's 10 s interval, half a minute).
+const KUBELET_FAILURES: u32 = 3;
 
 /// Times of recent occurrences within a window (at most 1,024 kept).
 #[derive(Debug, Default)]
@@ -88,6 +93,8 @@ pub struct Conditions {
     /// pending for each.
     restarts: [Recent; 2],
     stopping: [bool; 2],
+    /// Failed looks in a row at the kubelet's `/healthz`.
+    kubelet_failures: u32,
     /// The devices the kernel said went read-only (their kernel names, `sda1`), while
     /// `ReadonlyFilesystem` is set.
     readonly: std::collections::BTreeSet<String>,
@@ -103,6 +110,7 @@ fn clear_reason(kind: &str) -> &'static str {
         "FrequentUnregisterNetDevice" => "NoFrequentUnregisterNetDevice",
         "FrequentKubeletRestart" => "NoFrequentKubeletRestart",
         "FrequentContainerdRestart" => "NoFrequentContainerdRestart",
+        "KubeletUnhealthy" => "KubeletIsHealthy",
         _ => "ClockSynchronized",
     }
 }
@@ -117,6 +125,7 @@ fn clear_message(kind: &str) -> &'static str {
         "FrequentUnregisterNetDevice" => "no network device stuck unregistering recently",
         "FrequentKubeletRestart" => "the kubelet has not restarted frequently",
         "FrequentContainerdRestart" => "containerd has not restarted frequently",
+        "KubeletUnhealthy" => "the kubelet answers its health check (or serves none to ask)",
         _ => "the clock is synchronised",
     }
 }
@@ -138,6 +147,7 @@ impl Conditions {
             unregisters: Recent::default(),
             restarts: Default::default(),
             stopping: [false; 2],
+            kubelet_failures: 0,
             readonly: Default::default(),
         }
     }
@@ -290,6 +300,31 @@ impl Conditions {
         }
     }
 
+    /// One look at the kubelet's health (`events::health`): unhealthy after
+    /// [`KUBELET_FAILURES`] failed looks in a row, healthy again at the first good one. No
+    /// kubelet listening (a host without one, or one serving its health elsewhere) says
+    /// nothing either way.
+    pub fn observe_kubelet(&mut self, health: &super::health::Health, now: jiff::Timestamp) {
+        use super::health::Health;
+        match health {
+            Health::Healthy => {
+                self.kubelet_failures = 0;
+                self.clear(KUBELET_HEALTH, now);
+            }
+            Health::Absent => self.kubelet_failures = 0,
+            Health::Unhealthy(why) => {
+                self.kubelet_failures = self.kubelet_failures.saturating_add(1);
+                if self.kubelet_failures >= KUBELET_FAILURES {
+                    let msg = format!(
+                        "the kubelet's health check failed {} times in a row (last: {why}); pods on this node are not being looked after: journalctl -u kubelet",
+                        self.kubelet_failures
+                    );
+                    self.set(KUBELET_HEALTH, now, "KubeletUnhealthy", msg);
+                }
+            }
+        }
+    }
+
     /// What the mounts say now, as `(device, read_only)` of each mounted filesystem (`/dev/sda1`
     /// or `sda1`): a device the kernel remounted read-only that is still mounted read-only
     /// holds `ReadonlyFilesystem` (the kernel says it once, and it stays so until a person
@@ -321,7 +356,7 @@ impl Conditions {
     /// cleared (the clock's only by synchronisation).
     pub fn current(&mut self, now: jiff::Timestamp) -> Vec<Condition> {
         let clear_after = jiff::SignedDuration::try_from(self.config.clear_after).unwrap_or(jiff::SignedDuration::MAX);
-        for i in (0..NODE_CONDITIONS.len()).filter(|i| *i != CLOCK) {
+        for i in (0..NODE_CONDITIONS.len()).filter(|i| *i != CLOCK && *i != KUBELET_HEALTH) {
             if let Some(last) = self.states[i].last_cause
                 && self.states[i].active
                 && now.duration_since(last) >= clear_after
@@ -512,6 +547,29 @@ mod tests {
             c.observe(&svc(EventType::ServiceStarted, "containerd", 5000 + i), t(5000 + i));
         }
         assert!(by_kind(&c.current(t(5010)), "FrequentContainerdRestart").active);
+    }
+
+    #[test]
+    fn the_kubelet_is_unhealthy_after_three_failed_looks_and_healthy_at_the_first_good_one() {
+        use crate::events::health::Health;
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        let bad = Health::Unhealthy("HTTP/1.1 500 Internal Server Error: [-]syncloop failed".into());
+        c.observe_kubelet(&bad, t(10));
+        c.observe_kubelet(&bad, t(20));
+        assert!(!by_kind(&c.current(t(21)), "KubeletUnhealthy").active, "two slow answers are no problem");
+        c.observe_kubelet(&Health::Healthy, t(30));
+        c.observe_kubelet(&bad, t(40));
+        c.observe_kubelet(&bad, t(50));
+        assert!(!by_kind(&c.current(t(51)), "KubeletUnhealthy").active, "in a row");
+        c.observe_kubelet(&bad, t(60));
+        let k = c.current(t(61));
+        let k = by_kind(&k, "KubeletUnhealthy");
+        assert!(k.active && k.message.contains("syncloop failed"), "{}", k.message);
+        assert!(by_kind(&c.current(t(100_000)), "KubeletUnhealthy").active, "holds until healthy, not by time");
+        c.observe_kubelet(&Health::Absent, t(100_010));
+        assert!(by_kind(&c.current(t(100_011)), "KubeletUnhealthy").active, "no answer at all says nothing");
+        c.observe_kubelet(&Health::Healthy, t(100_020));
+        assert!(!by_kind(&c.current(t(100_021)), "KubeletUnhealthy").active);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod cnproc;
 pub mod conditions;
 pub mod fim;
+pub mod health;
 pub mod journal;
 pub mod klog;
 pub mod kmsg;
