@@ -351,6 +351,54 @@ fn scan_events(config: &Path) -> (Vec<serde_json::Value>, String) {
     (scanned, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Runs the agent binary with `args` and `config` until its kernel source follows `kmsg`,
+/// appends `log`, and returns the events it writes to stdout (at most 30 s for `want` of them);
+/// the process is killed at the end.
+fn follow_binary(args: &[&str], config: &Path, kmsg: &Path, log: &str, want: usize) -> Vec<serde_json::Value> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(args)
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v.get("type").is_some()
+                && v.get("schemaVersion").is_some()
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut line = String::new();
+    while !line.contains("kernel: on (file): following") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap_or(0) > 0 && Instant::now() < deadline,
+            "{args:?}: no kernel source"
+        );
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    append(kmsg, log);
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(200)) {
+            got.push(v);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    got
+}
+
 fn sorted_kinds(events: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut k: Vec<String> = events.into_iter().collect();
     k.sort();
@@ -570,9 +618,10 @@ fn a_burst_of_file_changes_past_the_kernel_queue_is_reported_or_counted() {
 }
 
 #[test]
-fn the_whole_catalogue_gives_the_same_events_to_a_follow_and_to_a_scan() {
-    // Every test line of docs/agent-events.md's catalogue, as one kernel log; `watch` and `run`
-    // follow it through the same sources (`runner::start`), `scan --events` reads it once.
+fn the_whole_catalogue_gives_the_same_events_to_a_follow_a_scan_watch_and_run() {
+    // Every test line of docs/agent-events.md's catalogue, as one kernel log: followed by the
+    // sources in-process (`runner::start`), read once by `scan --events`, and followed by the
+    // `watch` and `run` binaries.
     let (log, expected) = catalogue::kmsg_log(100);
     let state = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -603,6 +652,19 @@ fn the_whole_catalogue_gives_the_same_events_to_a_follow_and_to_a_scan() {
     .unwrap();
     let (scanned, _) = scan_events(&config);
     assert_eq!(sorted_kinds(scanned.iter().map(|e| e["type"].as_str().unwrap().to_owned())), want, "scanned");
+    // The binaries that follow: `watch --events-only` and `run` (the DaemonSet's), each over a
+    // log of its own written once its kernel source says it follows.
+    for args in [&["watch", "--events-only", "--json", "--config"][..], &["run", "--no-report", "-c"][..]] {
+        let kmsg2 = dir.path().join(format!("kmsg-{}", args[0]));
+        std::fs::write(&kmsg2, "").unwrap();
+        let config2 = dir.path().join(format!("agent-{}.yaml", args[0]));
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&kmsg.display().to_string(), &kmsg2.display().to_string());
+        std::fs::write(&config2, text).unwrap();
+        let got = follow_binary(args, &config2, &kmsg2, &log, expected.len());
+        assert_eq!(sorted_kinds(got.iter().map(|e| e["type"].as_str().unwrap().to_owned())), want, "{}", args[0]);
+    }
     // The same fields either way, row by row.
     for (f, s) in followed.iter().zip(&scanned) {
         let line = f.detail_str("line").unwrap();
