@@ -633,7 +633,9 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     if let Some(rest) = msg.strip_prefix("Invalid user ").or_else(|| msg.strip_prefix("Illegal user ")) {
         let p = peer(rest)?;
-        return Some(failed_ssh(time, p.before, &p, "none", true));
+        // Said when the connection names an unknown user; each attempt's `Failed … for invalid
+        // user` follows and is what counts.
+        return Some(failed_ssh(time, p.before, &p, "none", true).with("pamError", true));
     }
     // With PAM (`UsePAM`, keyboard-interactive), as RHEL logs it:
     // `error: PAM: Authentication failure for [illegal user ]USER from HOST`.
@@ -656,7 +658,8 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let user = field(rest, "user").unwrap_or("?");
         let address = field(rest, "rhost").and_then(normalise_address);
         let p = Peer { before: "", address, port: None, after: "", ambiguous: false };
-        return Some(failed_ssh(time, user, &p, "password", false).with("count", n));
+        // A summary of failures sshd has each logged already: reported, not counted again.
+        return Some(failed_ssh(time, user, &p, "password", false).with("count", n).with("pamError", true));
     }
     None
 }

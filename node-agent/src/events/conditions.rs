@@ -95,6 +95,8 @@ pub struct Conditions {
     stopping: [bool; 2],
     /// Failed looks in a row at the kubelet's `/healthz`.
     kubelet_failures: u32,
+    /// Whether the kubelet ever answered: after that, nothing listening is a kubelet down.
+    kubelet_seen: bool,
     /// The devices the kernel said went read-only (their kernel names, `sda1`), while
     /// `ReadonlyFilesystem` is set.
     readonly: std::collections::BTreeSet<String>,
@@ -148,6 +150,7 @@ impl Conditions {
             restarts: Default::default(),
             stopping: [false; 2],
             kubelet_failures: 0,
+            kubelet_seen: false,
             readonly: Default::default(),
         }
     }
@@ -255,6 +258,10 @@ impl Conditions {
                 );
                 self.set(CONNTRACK, at, "ConntrackTableFull", msg);
             }
+            // Only what journald vouched for: anyone may write `Started kubelet.service` to
+            // syslog.
+            EventType::ServiceStopping | EventType::ServiceStarted
+                if e.details.get("writerVerified").and_then(serde_json::Value::as_bool) != Some(true) => {}
             EventType::ServiceStopping | EventType::ServiceStarted => {
                 let (i, cond, name) = match e.detail_str("unit") {
                     Some("kubelet") => (0, KUBELET_RESTART, "the kubelet"),
@@ -309,10 +316,15 @@ impl Conditions {
         match health {
             Health::Healthy => {
                 self.kubelet_failures = 0;
+                self.kubelet_seen = true;
                 self.clear(KUBELET_HEALTH, now);
             }
-            Health::Absent => self.kubelet_failures = 0,
-            Health::Unhealthy(why) => {
+            Health::Absent if !self.kubelet_seen => self.kubelet_failures = 0,
+            Health::Absent | Health::Unhealthy(_) => {
+                let why = match health {
+                    Health::Unhealthy(why) => why.as_str(),
+                    _ => "nothing listens on its health port any more",
+                };
                 self.kubelet_failures = self.kubelet_failures.saturating_add(1);
                 if self.kubelet_failures >= KUBELET_FAILURES {
                     let msg = format!(
@@ -527,7 +539,7 @@ mod tests {
     #[test]
     fn crashing_services_make_a_condition_and_restarts_by_a_person_do_not() {
         let mut c = Conditions::new(NodeConditions::default(), t(0));
-        let svc = |kind, unit: &str, at| Event::new(kind, t(at), "m").with("unit", unit);
+        let svc = |kind, unit: &str, at| Event::new(kind, t(at), "m").with("unit", unit).with("writerVerified", true);
         // Five restarts by `systemctl restart` (stop, then start): no condition.
         for i in 0..5 {
             c.observe(&svc(EventType::ServiceStopping, "kubelet", i * 10), t(i * 10));
@@ -543,6 +555,14 @@ mod tests {
         assert!(k.active && k.message.contains("journalctl -u kubelet"), "{}", k.message);
         assert!(!by_kind(&now, "FrequentContainerdRestart").active, "the other unit's own count");
         assert!(!by_kind(&c.current(t(400 + 1800)), "FrequentKubeletRestart").active, "cleared");
+        // `logger -t systemd` lines (unverified) count for nothing.
+        for i in 0..5 {
+            let forged = Event::new(EventType::ServiceStarted, t(4000 + i), "m")
+                .with("unit", "containerd")
+                .with("writerVerified", false);
+            c.observe(&forged, t(4000 + i));
+        }
+        assert!(!by_kind(&c.current(t(4010)), "FrequentContainerdRestart").active);
         for i in 0..5 {
             c.observe(&svc(EventType::ServiceStarted, "containerd", 5000 + i), t(5000 + i));
         }
@@ -567,9 +587,20 @@ mod tests {
         assert!(k.active && k.message.contains("syncloop failed"), "{}", k.message);
         assert!(by_kind(&c.current(t(100_000)), "KubeletUnhealthy").active, "holds until healthy, not by time");
         c.observe_kubelet(&Health::Absent, t(100_010));
-        assert!(by_kind(&c.current(t(100_011)), "KubeletUnhealthy").active, "no answer at all says nothing");
+        assert!(by_kind(&c.current(t(100_011)), "KubeletUnhealthy").active, "a kubelet gone stays unhealthy");
         c.observe_kubelet(&Health::Healthy, t(100_020));
         assert!(!by_kind(&c.current(t(100_021)), "KubeletUnhealthy").active);
+        // A kubelet that answered once and then no longer listens: down, after three looks.
+        for at in [100_030, 100_040, 100_050] {
+            c.observe_kubelet(&Health::Absent, t(at));
+        }
+        assert!(by_kind(&c.current(t(100_051)), "KubeletUnhealthy").active);
+        // A host that never had one: nothing.
+        let mut fresh = Conditions::new(NodeConditions::default(), t(0));
+        for at in [10, 20, 30, 40] {
+            fresh.observe_kubelet(&Health::Absent, t(at));
+        }
+        assert!(!by_kind(&fresh.current(t(41)), "KubeletUnhealthy").active);
     }
 
     #[test]

@@ -356,6 +356,14 @@ fn user_prefixed(m: &str) -> bool {
     })
 }
 
+/// Whether a record quotes text a process chose (its name or command line) in one of the
+/// forms the kernel writes it.
+fn quotes_a_process(m: &str) -> bool {
+    ["process `", "process '", "ptrace attach of \"", "ptrace traceme of \"", "was attempted by \""]
+        .iter()
+        .any(|q| m.contains(q))
+}
+
 fn oom_context(info: &str) -> (i64, Map<String, Value>) {
     let mut map = Map::new();
     let mut pid = -1;
@@ -457,9 +465,11 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         .with("object", word_after(what, " in ").map(|o| o.split('[').next().unwrap_or(o)))
         .into();
     }
-    // A process's own words at the head of the record (a segfault report was read above):
-    // nothing the kernel says.
-    if user_prefixed(m) {
+    // A process's own words at the head of the record (a segfault report was read above), or
+    // quoted inside it (`ICMPv6: process \`NAME' is using deprecated sysctl`, `process 'NAME'
+    // launched '…' with NULL argv`, Yama's `ptrace attach of "CMDLINE"`): nothing the kernel
+    // says about the node.
+    if user_prefixed(m) || quotes_a_process(m) {
         return None;
     }
     // Audit records: only the kernel's own (AppArmor and SELinux decisions, type 1400; seccomp,
@@ -489,7 +499,10 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         .with("seconds", number_after::<u64>(m, "blocked for more than "))
         .into();
     }
-    if m.contains("soft lockup - CPU#") {
+    if ["watchdog: BUG: soft lockup - CPU#", "NMI watchdog: BUG: soft lockup - CPU#", "BUG: soft lockup - CPU#"]
+        .iter()
+        .any(|p| m.starts_with(p))
+    {
         let task = m.rsplit_once('[').map(|(_, t)| t.trim_end_matches(']'));
         let (comm, pid) =
             task.and_then(|t| t.rsplit_once(':')).map_or((None, None), |(c, p)| (Some(c), p.parse::<i64>().ok()));
@@ -501,16 +514,19 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
             .with("pid", pid)
             .into();
     }
-    if m.contains("hard LOCKUP on cpu") {
+    if m.starts_with("Watchdog detected hard LOCKUP on cpu")
+        || m.starts_with("NMI watchdog: Watchdog detected hard LOCKUP on cpu")
+    {
         return event(EventType::Lockup, format!("hard lockup on CPU {}", word_after(m, "on cpu ").unwrap_or("?")))?
             .with("lockup", "hard")
             .with("cpu", number_after::<u32>(m, "on cpu "))
             .into();
     }
-    if m.contains("rcu_sched self-detected stall")
-        || m.contains("rcu_preempt self-detected stall")
-        || m.contains("rcu_sched detected stalls")
-        || m.contains("rcu_preempt detected stalls")
+    let rcu = m.strip_prefix("rcu: ").unwrap_or(m);
+    if rcu.starts_with("INFO: rcu_")
+        && (rcu.contains(" self-detected stall")
+            || rcu.contains(" detected stalls")
+            || rcu.contains(" detected expedited stalls"))
     {
         return event(EventType::Lockup, "RCU stall".into())?.with("lockup", "rcu").into();
     }
@@ -528,9 +544,12 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     // The block layer's `blk_update_request: <kind> error, dev sdb, sector …` (`I/O`,
     // `critical medium`, `critical target`, `timeout`…).
-    if let Some(pos) = m.find(" error, dev ") {
-        let dev = word_after(m, " error, dev ");
-        let kind = m[..pos].rsplit(": ").next().unwrap_or("I/O").trim();
+    let blk = m.strip_prefix("blk_update_request: ").unwrap_or(m);
+    if let Some(pos) = blk.find(" error, dev ")
+        && BLOCK_ERRORS.contains(&&blk[..pos])
+    {
+        let dev = word_after(blk, " error, dev ");
+        let kind = &blk[..pos];
         // A request the device does not support (discard, write-zeroes on a loop device), and
         // the loop, optical and floppy devices a node probes, are no disk failing.
         let probe = dev.is_some_and(|d| ["loop", "sr", "fd"].iter().any(|p| d.starts_with(p)));
@@ -546,6 +565,9 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     if let Some(rest) = m.strip_prefix("Buffer I/O error on dev ") {
         let dev = rest.split([',', ' ']).next();
+        if dev.is_some_and(|d| ["loop", "sr", "fd"].iter().any(|p| d.starts_with(p))) {
+            return None;
+        }
         return event(EventType::IoError, format!("buffer I/O error on {}", dev.unwrap_or("?")))?
             .with("device", dev)
             .with("block", number_after::<u64>(m, "logical block "))
@@ -563,7 +585,7 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     if let Some(ev) = disk_timeout(m, time) {
         return Some(ev);
     }
-    if let Some(pos) = m.find("WARNING: CPU: ") {
+    if let Some(pos) = m.find("WARNING: CPU: ").filter(|p| *p == 0) {
         let rest = &m[pos..];
         let location = rest.split_once(" at ").map(|(_, l)| l.split_whitespace().next().unwrap_or(l));
         return event(EventType::KernelWarning, format!("kernel warning at {}", location.unwrap_or("?")))?
@@ -591,7 +613,10 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let what = if m.starts_with("divide") { "divide_error" } else { "invalid_opcode" };
         return event(EventType::Oops, format!("kernel oops: {m}"))?.with("oops", what).into();
     }
-    if let Some(pos) = m.find("[Hardware Error]: event severity: ") {
+    if let Some(pos) = m
+        .find("[Hardware Error]: event severity: ")
+        .filter(|p| m.starts_with("[Hardware Error]") || m.starts_with('{') && m[..*p].ends_with('}'))
+    {
         let level = m[pos + "[Hardware Error]: event severity: ".len()..].trim();
         let corrected = matches!(level, "corrected" | "info");
         return event(EventType::MachineCheck, format!("hardware error ({level}): {m}"))?
@@ -604,7 +629,7 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         let module = m.split_once(':').map(|(p, _)| p.trim()).filter(|p| !p.contains(' '));
         return event(EventType::Taint, format!("kernel tainted: {m}"))?.with("module", module).into();
     }
-    if m.starts_with("mce: [Hardware Error]") || m.contains("Machine check events logged") {
+    if m.starts_with("mce: [Hardware Error]") || m.starts_with("mce: ") && m.contains("Machine check events logged") {
         return event(EventType::MachineCheck, format!("machine check: {m}"))?.into();
     }
     if let Some(rest) = m.strip_prefix("EDAC ")
@@ -618,6 +643,28 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     None
 }
+
+/// The kinds of the block layer's errors (`blk_status` names in block/blk-core.c), so the
+/// `<kind> error, dev` of a record is the kernel's and not text a process put before it.
+const BLOCK_ERRORS: [&str; 17] = [
+    "I/O",
+    "critical medium",
+    "critical target",
+    "critical nexus",
+    "critical space allocation",
+    "recoverable transport",
+    "timeout",
+    "protection",
+    "kernel resource",
+    "device resource",
+    "device offline",
+    "reservation conflict",
+    "duration limit exceeded",
+    "invalid",
+    "nonblocking retry",
+    "operation not supported",
+    "critical allocation",
+];
 
 /// `op 0x1:(WRITE)` → `WRITE`.
 fn op_name(m: &str) -> Option<&str> {
@@ -767,10 +814,12 @@ fn security(m: &str, time: jiff::Timestamp) -> Option<Event> {
 /// Connection tracking, SYN floods, NIC transmit timeouts and devices that cannot go.
 fn network(m: &str, time: jiff::Timestamp) -> Option<Event> {
     let ev = |kind, text: String| Event::new(kind, time, text).with("line", m);
-    if m.contains("nf_conntrack: table full, dropping packet") {
+    if m.starts_with("nf_conntrack: ") && m.contains("table full, dropping packet") {
         return Some(ev(EventType::ConntrackFull, "conntrack table full: new connections are dropped".into()));
     }
-    if let Some(pos) = m.find("Possible SYN flooding on port ") {
+    if let Some(pos) =
+        m.find("Possible SYN flooding on port ").filter(|_| m.starts_with("TCP: ") || m.starts_with("TCPv6: "))
+    {
         let port = m[pos + "Possible SYN flooding on port ".len()..].split(' ').next().unwrap_or("");
         // `[::]:443.` and `0.0.0.0:80.` on recent kernels, `80.` before.
         let port = port.trim_end_matches('.').rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
@@ -801,7 +850,7 @@ fn network(m: &str, time: jiff::Timestamp) -> Option<Event> {
                 .with("queue", number_after::<u32>(rest, "transmit queue ")),
         );
     }
-    if let Some(pos) = m.find("unregister_netdevice: waiting for ") {
+    if let Some(pos) = m.find("unregister_netdevice: waiting for ").filter(|p| *p == 0) {
         let rest = &m[pos + "unregister_netdevice: waiting for ".len()..];
         let iface = rest.split(' ').next().filter(|i| !i.is_empty());
         return Some(
@@ -850,7 +899,7 @@ fn disk_timeout(m: &str, time: jiff::Timestamp) -> Option<Event> {
         }
         return None;
     }
-    if m.contains("timing out command, waited ") {
+    if (m.starts_with("sd ") || m.starts_with("scsi ")) && m.contains("timing out command, waited ") {
         let dev = m.split_once('[').and_then(|(_, r)| r.split_once(']')).map(|(d, _)| d);
         return Some(ev(dev, "command timed out", false).with("seconds", number_after::<u64>(m, "waited ")));
     }
@@ -1116,6 +1165,23 @@ mod tests {
         let recs: Vec<&str> =
             out.iter().filter_map(|p| if let Piece::Record(r) = p { Some(r.message.as_str()) } else { None }).collect();
         assert_eq!(recs, ["nvme nvme0: I/O 5 QID 1 timeout, ", "EXT4-fs (sda1): Remounting filesystem read-only"]);
+    }
+
+    #[test]
+    fn a_process_quoted_inside_a_kernel_record_never_makes_a_node_problem() {
+        for line in [
+            "ICMPv6: process `x error, dev sd' is using deprecated sysctl (syscall) net.ipv6.neigh.default.retrans_time - use net.ipv6.neigh.default.retrans_time_ms instead",
+            "process 'https://fd.book79.com/5pr664c2_8jijajqtqmv/3swamj/soft lockup - CPU#0 stuck for 23s! [x:1]' launched '/bin/sh' with NULL argv: empty string added",
+            "ptrace attach of \"sh -c nf_conntrack: table full, dropping packet unregister_netdevice: waiting for x\"[77] was attempted by \"gdb\"[78]",
+            "Buffer I/O error on dev sr0, logical block 0, async page read",
+            "x[1]: I/O error, dev sda, sector 1",
+            "some text I/O error, dev sda, sector 1",
+        ] {
+            assert_eq!(classify_message(line, t0()), None, "{line}");
+        }
+        // The kernel's own forms still are.
+        assert_eq!(one("blk_update_request: critical medium error, dev sdb, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 0").kind, EventType::IoError);
+        assert_eq!(one("rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: { 3-... } 21002 jiffies s: 1281 root: 0x8/.").kind, EventType::Lockup);
     }
 
     #[test]
