@@ -213,21 +213,15 @@ fn drops(body: &str) -> String {
         .join(" ")
 }
 
-fn storms() {
-    let secs: u64 = std::env::var("VIGIL_STORM_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
-    let dir = tempfile::tempdir().unwrap();
-    let watched = dir.path().join("watched");
-    std::fs::create_dir_all(&watched).unwrap();
-    for i in 0..2000 {
-        std::fs::write(watched.join(format!("f{i}")), "initial").unwrap();
-    }
-    let cfg = dir.path().join("agent.yaml");
+/// `vigil-agent run` with /metrics on a port of its own and `events` (YAML lines under
+/// `events:`) in `dir`, settled for 3 s: its guard, metrics address, pid and idle RSS (KiB).
+fn agent_with(dir: &std::path::Path, events: &str) -> (Children, String, u32, u64) {
+    let cfg = dir.join("agent.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n  files:\n    paths: [{{path: {}}}]\n  auth:\n    logs: []\n",
-            dir.path().join("state").display(),
-            watched.display()
+            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n{events}",
+            dir.join("state").display()
         ),
     )
     .unwrap();
@@ -237,6 +231,21 @@ fn storms() {
     guard.0.push(agent);
     std::thread::sleep(Duration::from_secs(3));
     let idle = common::status_kib(pid, "VmRSS:");
+    (guard, addr, pid, idle)
+}
+
+fn storms() {
+    let secs: u64 = std::env::var("VIGIL_STORM_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    for i in 0..2000 {
+        std::fs::write(watched.join(format!("f{i}")), "initial").unwrap();
+    }
+    let (_guard, addr, pid, idle) = agent_with(
+        dir.path(),
+        &format!("  files:\n    paths: [{{path: {}}}]\n  auth:\n    logs: []\n", watched.display()),
+    );
     println!("storm: agent idle RSS {:.1} MiB (pid {pid})", idle as f64 / 1024.0);
 
     // Fork storm: two threads starting /bin/true as fast as they can.
@@ -333,22 +342,13 @@ fn kernel_storm() {
     let dir = tempfile::tempdir().unwrap();
     let kmsg = dir.path().join("kmsg");
     std::fs::write(&kmsg, "").unwrap();
-    let cfg = dir.path().join("agent.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}}}\n",
-            dir.path().join("state").display(),
+    let (_guard, addr, pid, idle) = agent_with(
+        dir.path(),
+        &format!(
+            "  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}}}\n",
             kmsg.display()
         ),
-    )
-    .unwrap();
-    let mut guard = Children::default();
-    let (agent, addr) = common::spawn_agent(&cfg);
-    let pid = agent.id();
-    guard.0.push(agent);
-    std::thread::sleep(Duration::from_secs(3));
-    let idle = common::status_kib(pid, "VmRSS:");
+    );
     // Node problems of every kind the classifier knows, each record a new one.
     let lines = [
         "nf_conntrack: nf_conntrack: table full, dropping packet",
