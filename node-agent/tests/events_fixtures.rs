@@ -77,12 +77,14 @@ fn debian_auth_log() {
     assert_eq!((r.ignored, r.unparsed), (5, 1));
     let sudo = &r.events[2];
     assert_eq!(sudo.detail_str("command"), Some("/usr/bin/apt-get install -y htop"));
-    // 1 invalid user + 1 + 1 + 2 repeated + 2 PAM more = 7 failures from one address in 12 s;
+    // From 203.0.113.50: 1 failed password for the invalid user + 1 + 2 repeated for root = 4
+    // attempts in 12 s, under the threshold of 5. sshd's `Invalid user` notice (the connection
+    // named an unknown user; its attempt is the `Failed … for invalid user` line after it) and
+    // PAM's `2 more authentication failures` (a summary of the failures logged above) are
+    // reported, not counted again.
     // 3 wrong sudo passwords, sudo refused, su refused = 5 failures by mallory in 21 s.
-    assert_eq!(r.brute.len(), 2);
-    assert_eq!(r.brute[1].detail_str("user"), Some("mallory"));
-    assert_eq!(r.brute[0].detail_str("sourceAddress"), Some("203.0.113.50"));
-    assert_eq!(r.brute[0].time, "2026-11-22T10:10:09Z".parse().unwrap(), "the fifth failure is the repeated line");
+    assert_eq!(r.brute.len(), 1);
+    assert_eq!(r.brute[0].detail_str("user"), Some("mallory"));
     let added = r.events.iter().find(|e| e.detail_str("account") == Some("user")).unwrap();
     assert_eq!((added.detail_str("name"), added.detail_i64("uid")), (Some("deploy"), Some(1002)));
 }

@@ -544,7 +544,11 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     }
     // The block layer's `blk_update_request: <kind> error, dev sdb, sector …` (`I/O`,
     // `critical medium`, `critical target`, `timeout`…).
-    let blk = m.strip_prefix("blk_update_request: ").unwrap_or(m);
+    // Said by blk_update_request (before 5.x), print_req_error (4.19) or on its own (5.x, 6.x).
+    let blk = ["blk_update_request: ", "print_req_error: ", "blk_print_req_error: "]
+        .iter()
+        .find_map(|p| m.strip_prefix(p))
+        .unwrap_or(m);
     if let Some(pos) = blk.find(" error, dev ")
         && BLOCK_ERRORS.contains(&&blk[..pos])
     {
