@@ -213,6 +213,30 @@ fn drops(body: &str) -> String {
         .join(" ")
 }
 
+/// Work done per 10 ms tick by the paced storms.
+const PER_TICK: u64 = 100;
+
+/// Runs `tick` every 10 ms for `secs` (and no longer than twice that), sampling the agent's RSS
+/// every 200 ms: the seconds it took and the peak RSS (KiB).
+fn paced(secs: u64, pid: u32, mut tick: impl FnMut(u64)) -> (f64, u64) {
+    let t0 = Instant::now();
+    let mut peak = 0;
+    for n in 0..(secs * 100) {
+        tick(n);
+        if n % 20 == 0 {
+            peak = peak.max(common::status_kib(pid, "VmRSS:"));
+        }
+        let due = Duration::from_millis(10 * (n + 1));
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        if t0.elapsed() > Duration::from_secs(secs * 2) {
+            break;
+        }
+    }
+    (t0.elapsed().as_secs_f64(), peak)
+}
+
 /// `vigil-agent run` with /metrics on a port of its own and `events` (YAML lines under
 /// `events:`) in `dir`, settled for 3 s: its guard, metrics address, pid and idle RSS (KiB).
 fn agent_with(dir: &std::path::Path, events: &str) -> (Children, String, u32, u64) {
@@ -300,28 +324,14 @@ fn storms() {
         .collect();
     let before = metrics(&addr);
     let cpu0 = common::cpu_seconds(&pid.to_string());
-    let t0 = Instant::now();
     let mut writes = 0u64;
-    let mut peak = 0;
-    let per_tick = 100u64; // every 10 ms
-    'outer: for tick in 0..(secs * 100) {
-        for k in 0..per_tick {
-            let i = (tick * per_tick + k) % 2000;
+    let (elapsed, mut peak) = paced(secs, pid, |tick| {
+        for k in 0..PER_TICK {
+            let i = (tick * PER_TICK + k) % 2000;
             files[i as usize].write_all_at(format!("write {tick} {k}").as_bytes(), 0).unwrap();
             writes += 1;
         }
-        if tick % 20 == 0 {
-            peak = peak.max(common::status_kib(pid, "VmRSS:"));
-        }
-        let due = Duration::from_millis(10 * (tick + 1));
-        if let Some(wait) = due.checked_sub(t0.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        if t0.elapsed() > Duration::from_secs(secs * 2) {
-            break 'outer;
-        }
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
+    });
     let cpu_share = (common::cpu_seconds(&pid.to_string()) - cpu0) / elapsed * 100.0;
     std::thread::sleep(Duration::from_secs(3));
     peak = peak.max(common::status_kib(pid, "VmRSS:"));
@@ -363,13 +373,11 @@ fn kernel_storm() {
     let mut out = std::fs::OpenOptions::new().append(true).open(&kmsg).unwrap();
     let before = metrics(&addr);
     let cpu0 = common::cpu_seconds(&pid.to_string());
-    let t0 = Instant::now();
-    let (mut seq, mut written, mut gaps, mut peak) = (1u64, 0u64, 0u64, 0u64);
-    let per_tick = 100u64; // every 10 ms
-    for tick in 0..(secs * 100) {
-        let mut batch = String::with_capacity(200 * per_tick as usize);
-        for k in 0..per_tick {
-            let line = lines[((tick * per_tick + k) % lines.len() as u64) as usize];
+    let (mut seq, mut written, mut gaps) = (1u64, 0u64, 0u64);
+    let (elapsed, mut peak) = paced(secs, pid, |tick| {
+        let mut batch = String::with_capacity(200 * PER_TICK as usize);
+        for k in 0..PER_TICK {
+            let line = lines[((tick * PER_TICK + k) % lines.len() as u64) as usize];
             batch.push_str(&format!("3,{seq},{},-;{line}\n", seq * 100));
             seq += 1;
             written += 1;
@@ -380,18 +388,7 @@ fn kernel_storm() {
             gaps += 3;
         }
         out.write_all(batch.as_bytes()).unwrap();
-        if tick % 20 == 0 {
-            peak = peak.max(common::status_kib(pid, "VmRSS:"));
-        }
-        let due = Duration::from_millis(10 * (tick + 1));
-        if let Some(wait) = due.checked_sub(t0.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        if t0.elapsed() > Duration::from_secs(secs * 2) {
-            break;
-        }
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
+    });
     std::thread::sleep(Duration::from_secs(3));
     let cpu_share = (common::cpu_seconds(&pid.to_string()) - cpu0) / (elapsed + 3.0) * 100.0;
     peak = peak.max(common::status_kib(pid, "VmRSS:"));

@@ -70,6 +70,20 @@ fn wait_ready(sources: &Sources, source: Source) -> String {
     }
 }
 
+/// A kernel log file holding `initial`, under a directory of its own, and a config with only the
+/// kernel source on, following it: the state and log directories (kept while they are
+/// used), the file and the config.
+fn kernel_file(initial: &str) -> (tempfile::TempDir, tempfile::TempDir, std::path::PathBuf, Config) {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kmsg = dir.path().join("kmsg");
+    std::fs::write(&kmsg, initial).unwrap();
+    let mut c = quiet(state.path());
+    c.events.kernel.enabled = true;
+    c.events.kernel.device = kmsg.clone();
+    (state, dir, kmsg, c)
+}
+
 fn pid_of(e: &Event) -> Option<i64> {
     e.detail_i64("pid")
 }
@@ -308,13 +322,7 @@ fn without_the_kmsg_device_the_kernel_log_is_read_through_syslog() {
 
 #[test]
 fn a_kmsg_file_is_followed_like_the_device() {
-    let state = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("kmsg");
-    std::fs::write(&file, "6,1,1,-;old record\n").unwrap();
-    let mut c = quiet(state.path());
-    c.events.kernel.enabled = true;
-    c.events.kernel.device = file.clone();
+    let (_state, _dir, file, c) = kernel_file("6,1,1,-;old record\n");
     let (sources, mut rx, q) = start(&c);
     assert!(wait_ready(&sources, Source::Kernel).starts_with("following"));
     std::thread::sleep(Duration::from_millis(300));
@@ -407,15 +415,8 @@ fn sorted_kinds(events: impl IntoIterator<Item = String>) -> Vec<String> {
 
 #[test]
 fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read() {
-    let state = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kmsg = dir.path().join("kmsg");
-    std::fs::write(&kmsg, "").unwrap();
-
     // watch: the sources follow the file; the log is written after they started.
-    let mut c = quiet(state.path());
-    c.events.kernel.enabled = true;
-    c.events.kernel.device = kmsg.clone();
+    let (state, dir, kmsg, c) = kernel_file("");
     let (sources, mut rx, q) = start(&c);
     assert!(wait_ready(&sources, Source::Kernel).starts_with("following"));
     append(&kmsg, KERNEL_LOG);
@@ -623,13 +624,7 @@ fn the_whole_catalogue_gives_the_same_events_to_a_follow_a_scan_watch_and_run() 
     // sources in-process (`runner::start`), read once by `scan --events`, and followed by the
     // `watch` and `run` binaries.
     let (log, expected) = catalogue::kmsg_log(100);
-    let state = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kmsg = dir.path().join("kmsg");
-    std::fs::write(&kmsg, "").unwrap();
-    let mut c = quiet(state.path());
-    c.events.kernel.enabled = true;
-    c.events.kernel.device = kmsg.clone();
+    let (state, dir, kmsg, mut c) = kernel_file("");
     c.events.kernel.rate_limit = vigil_agent::events::queue::RateLimit::new(10_000.0, 10_000);
     let (sources, mut rx, _q) = start(&c);
     assert!(wait_ready(&sources, Source::Kernel).starts_with("following"));
