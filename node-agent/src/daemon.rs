@@ -207,8 +207,9 @@ pub async fn run(
     // (namespace, name, container); empty off Kubernetes.
     let pods = crate::events::pods::PodIndex::from_host(&HostRoot::new(config.host_root.clone()));
     // In a pod: conditions on the node's own Node from kernel and clock events.
+    let mut saved_conditions = ConditionsFile::new(&config);
     let mut conditions = (reporter.is_some() && events.is_some() && config.events.conditions.enabled)
-        .then(|| crate::events::conditions::Conditions::new(config.events.conditions.clone(), jiff::Timestamp::now()));
+        .then(|| saved_conditions.load(&config));
     let mut conditions_written: Option<(Vec<crate::events::conditions::Condition>, Instant)> = None;
     let mut beats = tokio::time::interval(reporter.as_ref().map_or(Duration::from_secs(3600), |r| r.heartbeat_every));
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -270,9 +271,16 @@ pub async fn run(
                 crate::events::health::probe(crate::events::health::KUBELET_HEALTHZ, Duration::from_secs(2)).await;
             c.observe_kubelet(&kubelet, snapshot.time);
             if let Some(fs) = &snapshot.filesystems {
-                c.observe_mounts(fs.iter().map(|f| (f.device.as_str(), f.read_only)), snapshot.time);
+                // By the mount's source and by the kernel's name of its device: the kernel
+                // says `dm-0` of what is mounted as `/dev/mapper/vg-root`.
+                let names = fs.iter().flat_map(|f| {
+                    std::iter::once((f.device.as_str(), f.read_only))
+                        .chain(f.kernel_name.as_deref().map(|k| (k, f.read_only)))
+                });
+                c.observe_mounts(names, snapshot.time);
             }
             let now = c.current(snapshot.time);
+            saved_conditions.save(c);
             // Written when one changes, and every 5 minutes (the heartbeat time people read).
             let due = conditions_written
                 .as_ref()
@@ -540,6 +548,58 @@ async fn ready_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             } else {
                 (StatusCode::OK, "ready\n".to_owned())
             }
+        }
+    }
+}
+
+/// Where the node's conditions are kept for the next agent (`node-conditions.json` in the
+/// state directory), and of which boot they are.
+struct ConditionsFile {
+    path: std::path::PathBuf,
+    boot_id: String,
+    last: Vec<u8>,
+}
+
+impl ConditionsFile {
+    fn new(config: &Config) -> Self {
+        let root = HostRoot::new(config.host_root.clone());
+        let boot_id = crate::events::journal::current_boot_id(&root.proc())
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+            .unwrap_or_default();
+        Self { path: config.events.state_dir.join("node-conditions.json"), boot_id, last: Vec::new() }
+    }
+
+    /// The conditions the agent before this one saved on this boot, else all clear.
+    fn load(&self, config: &Config) -> crate::events::conditions::Conditions {
+        use crate::events::conditions::Conditions;
+        let (settings, now) = (config.events.conditions.clone(), jiff::Timestamp::now());
+        match std::fs::read(&self.path) {
+            Ok(bytes) => Conditions::restore(settings.clone(), now, &bytes, &self.boot_id).unwrap_or_else(|e| {
+                eprintln!("vigil-agent: {}: {e}; the node's conditions start clear", self.path.display());
+                Conditions::new(settings, now)
+            }),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!("vigil-agent: {}: {e}; the node's conditions start clear", self.path.display());
+                }
+                Conditions::new(settings, now)
+            }
+        }
+    }
+
+    /// Writes the conditions when they changed since the last write (atomically: the next
+    /// agent reads the old or the new, never half). A boot without an id is not saved.
+    fn save(&mut self, c: &crate::events::conditions::Conditions) {
+        if self.boot_id.is_empty() {
+            return;
+        }
+        let bytes = c.save(&self.boot_id);
+        if self.last == bytes {
+            return;
+        }
+        match crate::events::tail::write_atomic_sync(&self.path, &bytes, false) {
+            Ok(()) => self.last = bytes,
+            Err(e) => eprintln!("vigil-agent: {}: {e}", self.path.display()),
         }
     }
 }

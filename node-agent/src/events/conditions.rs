@@ -5,7 +5,7 @@
 //!
 //! | condition | set by | cleared |
 //! | --- | --- | --- |
-//! | `KernelDeadlock` | `kernel.hung_task`, `kernel.lockup` | no recurrence for `clearAfter` |
+//! | `KernelDeadlock` | `kernel.lockup`; `kernel.hung_task` of the kubelet or a container runtime, or 3 of any task within 10 minutes (one slow volume is an event, not a node problem) | no recurrence for `clearAfter` (the kernel stops reporting hung tasks after `kernel.hung_task_warnings`, 10 by default) |
 //! | `ReadonlyFilesystem` | `kernel.fs_readonly` | the device no longer mounted read-only, then no recurrence for `clearAfter` |
 //! | `FrequentOOMKills` | `oomKills` OOM kills within `oomWindow` | no OOM kill for `clearAfter` |
 //! | `DiskIOErrors` | `kernel.io_error`, `kernel.fs_error` (not warnings), `kernel.disk_timeout` | no recurrence for `clearAfter` |
@@ -39,7 +39,8 @@ pub struct Condition {
     pub since: jiff::Timestamp,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct State {
     active: bool,
     reason: String,
@@ -62,9 +63,19 @@ const KUBELET_HEALTH: usize = 9;
 /// Failed looks in a row at the kubelet's health that make `KubeletUnhealthy` (one failed
 /// look is a slow answer; three, at the agent's 10 s interval, half a minute).
 const KUBELET_FAILURES: u32 = 3;
+/// Hung-task reports of workloads' tasks within [`HUNG_TASK_WINDOW`] that make
+/// `KernelDeadlock` (one of the node's own daemons makes it at once).
+const HUNG_TASKS: usize = 3;
+const HUNG_TASK_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether `comm` is one of the daemons the node needs to run pods (a hung kubelet or
+/// container runtime is a node that no longer starts or stops anything).
+fn is_node_daemon(comm: &str) -> bool {
+    ["kubelet", "containerd", "dockerd", "crio", "conmon", "runc"].iter().any(|d| comm.starts_with(d))
+}
 
 /// Times of recent occurrences within a window (at most 1,024 kept).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Recent(VecDeque<jiff::Timestamp>);
 
 impl Recent {
@@ -89,6 +100,8 @@ pub struct Conditions {
     states: [State; NODE_CONDITIONS.len()],
     ooms: Recent,
     unregisters: Recent,
+    /// Reports of hung workload tasks.
+    hung: Recent,
     /// Starts of the kubelet and of containerd that no stop preceded, and whether a stop is
     /// pending for each.
     restarts: [Recent; 2],
@@ -99,6 +112,24 @@ pub struct Conditions {
     kubelet_seen: bool,
     /// The devices the kernel said went read-only (their kernel names, `sda1`), while
     /// `ReadonlyFilesystem` is set.
+    readonly: std::collections::BTreeSet<String>,
+}
+
+/// What [`Conditions::save`] keeps for the next agent on this node: every condition by its
+/// name, and what the counted ones have counted so far.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Saved {
+    /// The boot the conditions are of (`/proc/sys/kernel/random/boot_id`).
+    boot_id: String,
+    conditions: std::collections::BTreeMap<String, State>,
+    ooms: Recent,
+    unregisters: Recent,
+    #[serde(default)]
+    hung: Recent,
+    restarts: [Recent; 2],
+    stopping: [bool; 2],
+    kubelet_seen: bool,
     readonly: std::collections::BTreeSet<String>,
 }
 
@@ -147,12 +178,65 @@ impl Conditions {
             states,
             ooms: Recent::default(),
             unregisters: Recent::default(),
+            hung: Recent::default(),
             restarts: Default::default(),
             stopping: [false; 2],
             kubelet_failures: 0,
             kubelet_seen: false,
             readonly: Default::default(),
         }
+    }
+
+    /// What the next agent on this node needs to go on where this one stopped (an agent
+    /// restarts on every rollout; a condition must not clear because of that), as JSON.
+    pub fn save(&self, boot_id: &str) -> Vec<u8> {
+        let saved = Saved {
+            boot_id: boot_id.to_owned(),
+            conditions: NODE_CONDITIONS.iter().map(|k| (*k).to_owned()).zip(self.states.iter().cloned()).collect(),
+            ooms: Recent(self.ooms.0.clone()),
+            unregisters: Recent(self.unregisters.0.clone()),
+            hung: Recent(self.hung.0.clone()),
+            restarts: [Recent(self.restarts[0].0.clone()), Recent(self.restarts[1].0.clone())],
+            stopping: self.stopping,
+            kubelet_seen: self.kubelet_seen,
+            readonly: self.readonly.clone(),
+        };
+        serde_json::to_vec(&saved).unwrap_or_default()
+    }
+
+    /// The conditions an earlier agent saved (`save`), if they are of this boot (`boot_id`):
+    /// a reboot ends a deadlock, a read-only remount and a crash loop, and the new boot starts
+    /// clear. Conditions the file does not name start clear. `Err` says why `bytes` could not
+    /// be read; the caller starts clear then.
+    pub fn restore(config: NodeConditions, now: jiff::Timestamp, bytes: &[u8], boot_id: &str) -> Result<Self, String> {
+        let mut c = Self::new(config, now);
+        let saved: Saved = serde_json::from_slice(bytes).map_err(|e| format!("not saved conditions: {e}"))?;
+        if saved.boot_id != boot_id {
+            return Ok(c);
+        }
+        for (i, kind) in NODE_CONDITIONS.iter().enumerate() {
+            if let Some(s) = saved.conditions.get(*kind) {
+                // Nothing from the future: a saved time past `now` is a clock that went back.
+                let s = State {
+                    since: s.since.min(now),
+                    last_cause: s.last_cause.map(|l| l.min(now)),
+                    message: s.message.chars().take(1024).collect(),
+                    reason: s.reason.chars().take(128).collect(),
+                    ..s.clone()
+                };
+                c.states[i] = s;
+            }
+        }
+        let cap = |r: Recent| Recent(r.0.into_iter().rev().take(1024).rev().collect());
+        c.ooms = cap(saved.ooms);
+        c.unregisters = cap(saved.unregisters);
+        c.hung = cap(saved.hung);
+        let [k, d] = saved.restarts;
+        c.restarts = [cap(k), cap(d)];
+        c.stopping = saved.stopping;
+        c.kubelet_seen = saved.kubelet_seen;
+        c.readonly = saved.readonly.into_iter().take(1024).collect();
+        Ok(c)
     }
 
     fn set(&mut self, i: usize, at: jiff::Timestamp, reason: &str, message: String) {
@@ -179,10 +263,24 @@ impl Conditions {
 
     /// Takes one event into account, at its own time (never later than `now`: a record with
     /// a time in the future cannot hold a condition longer).
+    ///
+    /// A kernel log record written by a process (`userspace`: root may write to `/dev/kmsg`,
+    /// and the kernel marks what it did not write itself) sets nothing: a remediation
+    /// controller drains nodes on these conditions, and only the kernel speaks for them.
     pub fn observe(&mut self, e: &Event, now: jiff::Timestamp) {
+        if e.details.get("userspace").and_then(serde_json::Value::as_bool) == Some(true) {
+            return;
+        }
         let at = e.time.min(now);
         let what = |e: &Event| e.detail_str("line").map_or_else(|| e.message.clone(), str::to_owned);
         match e.kind {
+            // One task of a workload blocked for two minutes (a slow NFS server, a throttled
+            // volume) is an event; the node's own daemons hung, or hung tasks again and
+            // again, are a node that no longer does its work.
+            EventType::HungTask
+                if !e.detail_str("comm").is_some_and(is_node_daemon)
+                    && self.hung.add(at, HUNG_TASK_WINDOW) < HUNG_TASKS
+                    && !self.states[KERNEL_DEADLOCK].active => {}
             EventType::HungTask | EventType::Lockup => {
                 let reason = if e.kind == EventType::HungTask { "HungTask" } else { "CPULockup" };
                 let msg = format!(
@@ -378,6 +476,7 @@ impl Conditions {
                     READONLY => self.readonly.clear(),
                     FREQUENT_OOM => self.ooms.0.clear(),
                     UNREGISTER => self.unregisters.0.clear(),
+                    KERNEL_DEADLOCK => self.hung.0.clear(),
                     KUBELET_RESTART => self.restarts[0].0.clear(),
                     CONTAINERD_RESTART => self.restarts[1].0.clear(),
                     _ => {}
@@ -442,7 +541,7 @@ mod tests {
         assert_eq!(now.len(), NODE_CONDITIONS.len());
         assert!(now.iter().all(|c| !c.active && c.since == t(0)));
         for (kind, event) in [
-            ("KernelDeadlock", EventType::HungTask),
+            ("KernelDeadlock", EventType::Lockup),
             ("ReadonlyFilesystem", EventType::FsReadOnly),
             ("DiskIOErrors", EventType::IoError),
             ("ClockUnsynchronized", EventType::ClockUnsynchronized),
@@ -534,6 +633,61 @@ mod tests {
         c.observe_mounts([("/dev/nvme0n1p2", false)], t(2000));
         assert!(by_kind(&c.current(t(2400)), "ReadonlyFilesystem").active);
         assert!(!by_kind(&c.current(t(2600)), "ReadonlyFilesystem").active);
+    }
+
+    #[test]
+    fn the_next_agent_goes_on_with_the_conditions_of_this_boot_and_a_reboot_starts_clear() {
+        let config = NodeConditions::default();
+        let mut c = Conditions::new(config.clone(), t(0));
+        c.observe(&ev(EventType::Lockup, 100), t(100));
+        c.observe(&ev(EventType::OomKill, 110), t(110));
+        let before = c.current(t(120));
+        let saved = c.save("boot-a");
+
+        let mut next = Conditions::restore(config.clone(), t(130), &saved, "boot-a").unwrap();
+        assert_eq!(next.current(t(130)), before, "a restart changes nothing");
+        // The count goes on: the kills before the restart still count toward frequent.
+        for at in 1..config.oom_kills {
+            next.observe(&ev(EventType::OomKill, 110 + i64::from(at)), t(140));
+        }
+        assert!(by_kind(&next.current(t(140)), "FrequentOOMKills").active);
+        // And the deadlock still clears when its time comes, not at the restart.
+        let clear = 100 + i64::try_from(config.clear_after.as_secs()).unwrap();
+        assert!(by_kind(&next.current(t(clear - 1)), "KernelDeadlock").active);
+        assert!(!by_kind(&next.current(t(clear)), "KernelDeadlock").active);
+
+        let rebooted = Conditions::restore(config.clone(), t(130), &saved, "boot-b").unwrap().current(t(130));
+        assert!(rebooted.iter().all(|c| !c.active), "another boot starts clear");
+        let err = Conditions::restore(config, t(130), b"{half", "boot-a").unwrap_err();
+        assert!(err.contains("not saved conditions"), "{err}");
+    }
+
+    #[test]
+    fn a_hung_kubelet_is_a_deadlock_at_once_and_a_hung_workload_task_only_when_it_recurs() {
+        let hung = |comm: &str, at| ev(EventType::HungTask, at).with("comm", comm);
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        c.observe(&hung("containerd", 10), t(10));
+        assert!(by_kind(&c.current(t(10)), "KernelDeadlock").active, "the runtime hung");
+
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        c.observe(&hung("nfs-reader", 10), t(10));
+        c.observe(&hung("nfs-reader", 400), t(400));
+        assert!(!by_kind(&c.current(t(400)), "KernelDeadlock").active, "twice in ten minutes: events only");
+        c.observe(&hung("postgres", 900), t(900));
+        assert!(!by_kind(&c.current(t(900)), "KernelDeadlock").active, "the first fell out of the window");
+        c.observe(&hung("postgres", 950), t(950));
+        assert!(by_kind(&c.current(t(950)), "KernelDeadlock").active, "three within ten minutes");
+    }
+
+    #[test]
+    fn kernel_records_a_process_wrote_set_no_condition() {
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        for kind in [EventType::HungTask, EventType::IoError, EventType::ConntrackFull, EventType::FsReadOnly] {
+            c.observe(&ev(kind, 10).with("userspace", true), t(10));
+        }
+        assert!(c.current(t(11)).iter().all(|c| !c.active), "forged records set nothing");
+        c.observe(&ev(EventType::IoError, 12).with("userspace", false), t(12));
+        assert!(by_kind(&c.current(t(13)), "DiskIOErrors").active, "the kernel's own do");
     }
 
     #[test]

@@ -428,7 +428,9 @@ pub fn kernel_record(e: &Entry, boot_id: Option<[u8; 16]>) -> Option<super::kmsg
     }
     Some(super::kmsg::Record {
         level,
-        facility: 0,
+        // journald copies what processes wrote to /dev/kmsg too, with their facility (never
+        // 0: the kernel gives a process's record LOG_USER when it names the kernel's).
+        facility: e.text("SYSLOG_FACILITY").and_then(|f| f.parse().ok()).unwrap_or(0),
         // The journal's sequence numbers count every entry, not the kernel's records: a gap
         // between two kernel entries is other programs' entries, not a loss.
         seq: 0,
@@ -444,7 +446,13 @@ pub fn kernel_record(e: &Entry, boot_id: Option<[u8; 16]>) -> Option<super::kmsg
 pub fn kernel_field(name: &str) -> bool {
     matches!(
         name,
-        "MESSAGE" | "PRIORITY" | "_TRANSPORT" | "_SOURCE_MONOTONIC_TIMESTAMP" | "_KERNEL_SUBSYSTEM" | "_KERNEL_DEVICE"
+        "MESSAGE"
+            | "PRIORITY"
+            | "SYSLOG_FACILITY"
+            | "_TRANSPORT"
+            | "_SOURCE_MONOTONIC_TIMESTAMP"
+            | "_KERNEL_SUBSYSTEM"
+            | "_KERNEL_DEVICE"
     )
 }
 
@@ -827,12 +835,26 @@ pub(crate) mod tests {
             Store::Plain,
         );
         b.entry(2, &[("_TRANSPORT", b"syslog"), ("MESSAGE", b"sshd noise")], Store::Plain);
+        b.entry(
+            3,
+            &[
+                ("_TRANSPORT", b"kernel"),
+                ("PRIORITY", b"3"),
+                ("SYSLOG_FACILITY", b"1"),
+                ("MESSAGE", b"Buffer I/O error on dev sdb1, logical block 0, async page read"),
+            ],
+            Store::Plain,
+        );
         let found = all(&b.bytes);
         let r = kernel_record(&found.entries[0], Some([0; 16])).unwrap();
         assert_eq!((r.level, r.ts_usec), (3, 5_000_000));
         assert_eq!(r.dict, [("SUBSYSTEM".into(), "block".into()), ("DEVICE".into(), "b8:17".into())]);
         let e = crate::events::kmsg::Classifier::default().classify(&r, jiff::Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(e.kind, crate::events::EventType::IoError);
+        assert!(e.details.get("userspace").is_none(), "the kernel's own");
+        let forged = kernel_record(&found.entries[2], None).unwrap();
+        let e = crate::events::kmsg::Classifier::default().classify(&forged, jiff::Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(e.details["userspace"], true, "a process wrote it to /dev/kmsg: its facility says so");
         assert!(kernel_record(&found.entries[1], None).is_none(), "not the kernel's");
         assert!(kernel_record(&found.entries[0], Some([1; 16])).is_none(), "another boot");
         let proc = tempfile::tempdir().unwrap();

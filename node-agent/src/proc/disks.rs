@@ -74,8 +74,13 @@ pub struct Filesystem {
     pub mount_point: String,
     /// Filesystem type.
     pub fs_type: String,
-    /// Mounted read-only.
+    /// Read-only for writers: the mount is, or the filesystem itself is (a filesystem the
+    /// kernel remounted read-only after an error shows it only in its super options).
     pub read_only: bool,
+    /// The kernel's name of the block device (`dm-0` for `/dev/mapper/vg-root`), from sysfs
+    /// by `major:minor`: the name kernel log lines use.
+    #[serde(skip)]
+    pub kernel_name: Option<String>,
     /// Size in bytes.
     pub size_bytes: u64,
     /// Bytes in use (size minus free).
@@ -101,7 +106,8 @@ pub struct Mount {
     pub fs_type: String,
     /// Mount source, unescaped.
     pub source: String,
-    /// Mounted read-only.
+    /// Read-only: the mount (`ro` in its options) or the filesystem (`ro` in its super
+    /// options, as after the kernel remounted it read-only on an error).
     pub read_only: bool,
 }
 
@@ -130,7 +136,7 @@ fn parse_mount_line(line: &str) -> Option<Mount> {
         mount_point: unescape(f[4]),
         fs_type: (*fs_type).to_owned(),
         source: unescape(source),
-        read_only: f[5].split(',').any(|o| o == "ro"),
+        read_only: [f[5], f.get(sep + 3).copied().unwrap_or("")].iter().any(|o| o.split(',').any(|o| o == "ro")),
     })
 }
 
@@ -172,6 +178,16 @@ pub fn real_filesystems(mounts: Vec<Mount>, mount_filter: &NameFilter, fs_filter
     mounts
 }
 
+/// The kernel's name of block device `major:minor` (`dm-0`), from `/sys/dev/block`; `None`
+/// for a filesystem without one (tmpfs, btrfs's anonymous numbers).
+fn block_name(root: &HostRoot, dev: &str) -> Option<String> {
+    if dev.is_empty() || !dev.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+        return None;
+    }
+    let target = std::fs::read_link(root.sys_file(&format!("dev/block/{dev}"))).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
 /// Reads the host's mount table and statvfs of each real filesystem.
 pub fn filesystems(
     root: &HostRoot,
@@ -204,6 +220,7 @@ pub fn filesystems(
                     mount_point: m.mount_point,
                     fs_type: m.fs_type,
                     read_only: m.read_only,
+                    kernel_name: block_name(root, &m.dev),
                     size_bytes: size,
                     used_bytes: used,
                     available_bytes: avail,
@@ -297,6 +314,29 @@ mod tests {
         assert_eq!(disk.mount_point, "/mnt/my disk");
         assert!(disk.read_only);
         assert_eq!(disk.fs_type, "xfs");
+    }
+
+    #[test]
+    fn a_filesystem_the_kernel_remounted_read_only_is_read_only_though_its_mount_says_rw() {
+        // After `EXT4-fs (dm-0): Remounting filesystem read-only` only the super options change.
+        let (m, _) =
+            parse_mountinfo("27 1 253:0 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root ro,errors=remount-ro\n");
+        assert!(m[0].read_only, "{m:?}");
+        let (m, _) =
+            parse_mountinfo("27 1 253:0 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root rw,errors=remount-ro\n");
+        assert!(!m[0].read_only, "rw in both: writable");
+    }
+
+    #[test]
+    fn the_kernel_name_of_a_device_mapper_mount_comes_from_sysfs() {
+        let root = tempfile::tempdir().unwrap();
+        let block = root.path().join("sys/dev/block");
+        std::fs::create_dir_all(&block).unwrap();
+        std::os::unix::fs::symlink("../../devices/virtual/block/dm-0", block.join("253:0")).unwrap();
+        let host = HostRoot::new(root.path());
+        assert_eq!(block_name(&host, "253:0").as_deref(), Some("dm-0"));
+        assert_eq!(block_name(&host, "0:42"), None, "no such device");
+        assert_eq!(block_name(&host, "../../etc"), None, "only major:minor is looked up");
     }
 
     #[test]

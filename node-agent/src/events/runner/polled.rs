@@ -34,6 +34,9 @@ pub struct AuthFollower {
     btmp_counts: bool,
     /// The systemd journal, when read.
     journal: Option<crate::events::journal::Follower>,
+    /// The journal is read for systemd's own entries only (service starts, stops and
+    /// failures): the auth logs hold the rest, and reading both would count each twice.
+    journal_services_only: bool,
     /// What the last poll of the journal could not read (file: why).
     pub journal_problems: Vec<String>,
     /// The last poll of the journal stopped before the end of some file.
@@ -107,12 +110,10 @@ impl AuthFollower {
             window: cfg.brute_force_window,
             ..BruteForceRule::default()
         });
-        let journal = match cfg.journal {
-            crate::config::JournalMode::Off => false,
-            crate::config::JournalMode::On => true,
-            crate::config::JournalMode::Auto => btmp_counts,
-        }
-        .then(|| {
+        // With `auto` and an auth log, the journal is still read for what only it holds:
+        // systemd's records of the kubelet and the container runtime starting and stopping.
+        let journal_services_only = cfg.journal == crate::config::JournalMode::Auto && !btmp_counts;
+        let journal = (cfg.journal != crate::config::JournalMode::Off).then(|| {
             let dirs = cfg.journal_dirs.iter().map(|d| root.host_path(d)).collect();
             crate::events::journal::Follower::new(dirs, journal_cursor, start == StartAt::End)
         });
@@ -126,6 +127,7 @@ impl AuthFollower {
             brute,
             btmp_counts,
             journal,
+            journal_services_only,
             journal_problems: Vec::new(),
             journal_more: false,
             host: root.clone(),
@@ -193,6 +195,10 @@ impl AuthFollower {
             for entry in poll.entries {
                 // The kernel's records are the kernel source's.
                 if entry.fields.get("_TRANSPORT").is_some_and(|t| t == b"kernel") {
+                    continue;
+                }
+                // `_PID` is journald's own field: no process can claim to be pid 1.
+                if self.journal_services_only && entry.fields.get("_PID").is_none_or(|p| p != b"1") {
                     continue;
                 }
                 let Some(message) = entry.text("MESSAGE") else { continue };
@@ -406,7 +412,7 @@ pub(super) fn polled_sources(
             if journal_problems.as_ref() != Some(&a.journal_problems) {
                 // The journal's readability is part of the source's state.
                 let problems = [unreadable_files.clone(), a.journal_problems.clone()].concat();
-                let text = auth_state_text(&files, a.journal_dirs(), &problems);
+                let text = auth_state_text(&files, a.journal_dirs(), a.journal_services_only(), &problems);
                 let state = if problems.is_empty() { SourceState::On } else { SourceState::Degraded };
                 set_state(states, Source::Auth, state, auth_mode(Some(a)), text);
                 journal_problems = Some(a.journal_problems.clone());
@@ -490,15 +496,95 @@ fn auth_mode(a: Option<&AuthFollower>) -> &'static str {
     if a.is_some_and(|a| a.journal.is_some()) { "file+journal" } else { "file" }
 }
 
+impl AuthFollower {
+    /// Whether the journal is read for systemd's service records only.
+    pub fn journal_services_only(&self) -> bool {
+        self.journal.is_some() && self.journal_services_only
+    }
+}
+
 /// The auth source's state in words: what it follows and what it cannot read.
-fn auth_state_text(files: &[&String], journal: Option<&[PathBuf]>, problems: &[String]) -> String {
+fn auth_state_text(files: &[&String], journal: Option<&[PathBuf]>, services_only: bool, problems: &[String]) -> String {
     let mut text = format!("following {}", files.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
     if let Some(dirs) = journal {
         let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         text.push_str(&format!("; the systemd journal in {}", dirs.join(", ")));
+        if services_only {
+            text.push_str(" (systemd's service records only: the auth logs hold the rest)");
+        }
     }
     if !problems.is_empty() {
         text.push_str(&format!(" (cannot read {})", problems.join("; ")));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::journal::tests::{Builder, Store};
+
+    #[test]
+    fn beside_an_auth_log_the_journal_is_read_for_systemds_service_records_only() {
+        let root = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(root.path());
+        std::fs::create_dir_all(root.path().join("var/log/journal/m")).unwrap();
+        std::fs::write(root.path().join("var/log/auth.log"), b"").unwrap();
+        let mut b = Builder::new(true);
+        let systemd: [(&str, &[u8]); 7] = [
+            ("_TRANSPORT", b"journal"),
+            ("SYSLOG_IDENTIFIER", b"systemd"),
+            ("_PID", b"1"),
+            ("_UID", b"0"),
+            ("_COMM", b"systemd"),
+            ("_EXE", b"/usr/lib/systemd/systemd"),
+            ("MESSAGE", b"Started kubelet.service - kubelet: The Kubernetes Node Agent."),
+        ];
+        b.entry(1_700_000_000_000_000, &systemd, Store::Plain);
+        // sshd's own records are in auth.log too: from the journal they would count twice.
+        b.entry(
+            1_700_000_001_000_000,
+            &[
+                ("_TRANSPORT", b"syslog"),
+                ("SYSLOG_IDENTIFIER", b"sshd"),
+                ("_PID", b"77"),
+                ("_UID", b"0"),
+                ("_COMM", b"sshd"),
+                ("_EXE", b"/usr/sbin/sshd"),
+                ("MESSAGE", b"Failed password for root from 192.0.2.1 port 22 ssh2"),
+            ],
+            Store::Plain,
+        );
+        // Anyone may say they are systemd; `_PID` is journald's.
+        let mut forged = systemd;
+        forged[2] = ("_PID", b"4242");
+        b.entry(1_700_000_002_000_000, &forged, Store::Plain);
+        std::fs::write(root.path().join("var/log/journal/m/system.journal"), &b.bytes).unwrap();
+
+        let cfg = crate::config::AuthEvents {
+            logs: vec!["/var/log/auth.log".into()],
+            wtmp: String::new(),
+            btmp: String::new(),
+            ..Default::default()
+        };
+        let mut a = AuthFollower::new(&cfg, &host, &Positions::default(), None, StartAt::Beginning);
+        assert!(a.journal_services_only());
+        let mut out = Vec::new();
+        a.poll(&mut |e| out.push(e), &mut |_| {});
+        let kinds: Vec<_> = out.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventType::ServiceStarted], "{out:?}");
+        assert_eq!(out[0].details["writerVerified"], true);
+
+        // With `journal: off` nothing is read from it; without an auth log all of it is.
+        let off = crate::config::AuthEvents { journal: crate::config::JournalMode::Off, ..cfg.clone() };
+        assert!(
+            AuthFollower::new(&off, &host, &Positions::default(), None, StartAt::Beginning).journal_dirs().is_none()
+        );
+        std::fs::remove_file(root.path().join("var/log/auth.log")).unwrap();
+        let mut all = AuthFollower::new(&cfg, &host, &Positions::default(), None, StartAt::Beginning);
+        assert!(!all.journal_services_only());
+        let mut out = Vec::new();
+        all.poll(&mut |e| out.push(e), &mut |_| {});
+        assert!(out.iter().any(|e| e.kind == EventType::SshFailed), "{out:?}");
+    }
 }
