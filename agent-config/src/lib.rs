@@ -651,13 +651,23 @@ pub struct KernelEvents {
     /// The kernel log device (not under the host root: it is the kernel's, the same from any
     /// mount namespace). A regular file in the kmsg format is followed like a log (tests).
     pub device: PathBuf,
+    /// auditd's log (a host path; empty to skip). Where auditd runs, the kernel's AppArmor,
+    /// SELinux and seccomp records go there instead of to the kernel log; its `AVC` and
+    /// `SECCOMP` records are read as the kernel log's would be. A missing file is picked up
+    /// when it appears.
+    pub audit_log: String,
     /// Rate limit of this source.
     pub rate_limit: RateLimit,
 }
 
 impl Default for KernelEvents {
     fn default() -> Self {
-        Self { enabled: true, device: PathBuf::from("/dev/kmsg"), rate_limit: RateLimit::new(50.0, 500) }
+        Self {
+            enabled: true,
+            device: PathBuf::from("/dev/kmsg"),
+            audit_log: "/var/log/audit/audit.log".into(),
+            rate_limit: RateLimit::new(50.0, 500),
+        }
     }
 }
 

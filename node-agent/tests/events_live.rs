@@ -81,6 +81,8 @@ fn kernel_file(initial: &str) -> (tempfile::TempDir, tempfile::TempDir, std::pat
     let mut c = quiet(state.path());
     c.events.kernel.enabled = true;
     c.events.kernel.device = kmsg.clone();
+    // Not this machine's auditd log: only the test's input.
+    c.events.kernel.audit_log = String::new();
     (state, dir, kmsg, c)
 }
 
@@ -338,6 +340,61 @@ fn a_kmsg_file_is_followed_like_the_device() {
     sources.stop();
 }
 
+#[test]
+fn denials_in_auditds_log_arrive_as_the_kernel_logs_would_and_scan_reads_them_too() {
+    let (state, dir, kmsg, mut c) = kernel_file("");
+    let audit = dir.path().join("audit.log");
+    std::fs::write(
+        &audit,
+        "type=AVC msg=audit(1.0:1): avc:  denied  { read } for  pid=1 comm=\"old\" tclass=file permissive=0\n",
+    )
+    .unwrap();
+    c.events.kernel.audit_log = audit.display().to_string();
+    let (sources, mut rx, _q) = start(&c);
+    wait_ready(&sources, Source::Kernel);
+    // The follow starts at the log's end; what auditd writes from now on is seen.
+    let lines = "type=SYSCALL msg=audit(1700000100.250:812): arch=c000003e syscall=257 success=no exit=-13 pid=5151 comm=\"cat\"\n\
+        type=AVC msg=audit(1700000100.250:812): avc:  denied  { read } for  pid=5151 comm=\"cat\" name=\"shadow\" scontext=system_u:system_r:container_t:s0:c1,c2 tcontext=system_u:object_r:shadow_t:s0 tclass=file permissive=0\n\
+        type=SECCOMP msg=audit(1700000101.000:813): auid=4294967295 uid=0 pid=7171 comm=\"unshare\" exe=\"/usr/bin/unshare\" sig=31 arch=c000003e syscall=272 code=0x80000000\n";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    // auditd may be written to before the follow has opened it: append until it is seen.
+    while seen.len() < 2 {
+        assert!(Instant::now() < deadline, "no denials from the audit log: {seen:?}");
+        if seen.is_empty() {
+            append(&audit, lines);
+        }
+        while let Ok(e) = rx.try_recv() {
+            seen.push(e);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sources.stop();
+    let kinds: Vec<EventType> = seen.iter().take(2).map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventType::SelinuxDenied, EventType::Seccomp], "{seen:?}");
+    assert_eq!((seen[0].detail_i64("pid"), seen[0].detail_str("comm")), (Some(5151), Some("cat")));
+    assert!(seen.iter().all(|e| e.detail_str("comm") != Some("old")), "the follow starts at the end");
+
+    // scan: the whole log, once.
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}, auditLog: {}}}\n",
+            state.path().display(),
+            kmsg.display(),
+            audit.display(),
+        ),
+    )
+    .unwrap();
+    let (scanned, stderr) = scan_events(&config);
+    let kinds: Vec<&str> = scanned.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(
+        kinds.iter().filter(|k| **k == "kernel.selinux_denied").count() >= 2 && kinds.contains(&"kernel.seccomp"),
+        "{kinds:?} {stderr}"
+    );
+}
+
 /// A kernel log with what a reader must not get wrong: a record with its dictionary, an oops
 /// printed in two fragments, the `Oops:` line of the same crash, a line that is no record and
 /// an OOM kill.
@@ -438,7 +495,7 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     std::fs::write(
         &config,
         format!(
-            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  kernel: {{device: {}}}\n  auth:\n    logs: [{}]\n    journal: 'off'\n    wtmp: ''\n    btmp: ''\n",
+            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  kernel: {{device: {}, auditLog: ''}}\n  auth:\n    logs: [{}]\n    journal: 'off'\n    wtmp: ''\n    btmp: ''\n",
             state.path().display(),
             kmsg.display(),
             dir.path().join("auth.lgo").display(),
@@ -639,7 +696,7 @@ fn the_whole_catalogue_gives_the_same_events_to_a_follow_a_scan_watch_and_run() 
     std::fs::write(
         &config,
         format!(
-            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}}}\n",
+            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}, auditLog: ''}}\n",
             state.path().display(),
             kmsg.display(),
         ),

@@ -206,6 +206,13 @@ fn eventish() -> impl Strategy<Value = String> {
                 Just("avc:  denied  { ".to_owned()),
                 Just(" } for ".to_owned()),
                 Just("type=1326 ".to_owned()),
+                Just("type=AVC msg=audit(1700000000.25:9): ".to_owned()),
+                Just("node=n1 type=SECCOMP msg=audit(".to_owned()),
+                Just("\u{1d}".to_owned()),
+                Just("Memory failure: 0x1: recovery action for ".to_owned()),
+                Just("vmalloc error: size ".to_owned()),
+                Just(" messages suppressed.".to_owned()),
+                Just("Unable to handle kernel ".to_owned()),
                 Just("code=0x".to_owned()),
                 Just(" pid=".to_owned()),
                 Just(" comm=\"".to_owned()),
@@ -254,6 +261,10 @@ proptest! {
                 brute.observe(&e);
             }
             let _ = kmsg::classify_message(line, now);
+            // auditd's lines, as the kernel records they were, classified.
+            if let Some(r) = kmsg::audit_log_record(line, now) {
+                let _ = classifier.classify(&r, now);
+            }
         }
         for rec in kmsg::split_records(text.as_bytes()) {
             if let Some(r) = kmsg::parse_record(rec) {

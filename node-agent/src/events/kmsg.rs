@@ -271,15 +271,21 @@ impl Classifier {
         }?;
         if event.kind == EventType::Oops {
             let m = msg.trim_start();
-            let same_crash = m.starts_with("Oops: ")
+            // x86's `Oops:` after its `BUG:`; arm64's `Internal error: Oops:` after its
+            // `Unable to handle kernel …`.
+            let same_crash = (m.starts_with("Oops: ") || m.starts_with("Internal error: Oops"))
                 && self.last_bug.is_some_and(|b| record.ts_usec.saturating_sub(b) <= SAME_CRASH_USEC);
-            if m.starts_with("BUG: ") || m.starts_with("kernel BUG at ") {
+            if m.starts_with("BUG: ") || m.starts_with("kernel BUG at ") || m.starts_with("Unable to handle kernel ") {
                 self.last_bug = Some(record.ts_usec);
             }
             if same_crash {
                 self.last_bug = None;
                 return None;
             }
+        }
+        // Only the kernel's own word that it suppressed messages counts as a loss.
+        if event.kind == EventType::Lost && record.facility != 0 {
+            return None;
         }
         let mut event = event.with("kernelSeq", record.seq).with("kernelLevel", u32::from(record.level));
         if !record.dict.is_empty() {
@@ -523,7 +529,8 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
             .into();
     }
     let rcu = m.strip_prefix("rcu: ").unwrap_or(m);
-    if rcu.starts_with("INFO: rcu_")
+    let rcu = rcu.strip_prefix("INFO: ").unwrap_or(rcu);
+    if rcu.starts_with("rcu_")
         && (rcu.contains(" self-detected stall")
             || rcu.contains(" detected stalls")
             || rcu.contains(" detected expedited stalls"))
@@ -536,6 +543,34 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
             format!("kernel panic: {}", m.trim_start_matches("Kernel panic - not syncing:").trim()),
         )?
         .with("oops", "panic")
+        .into();
+    }
+    // arm64 and other architectures: `Unable to handle kernel NULL pointer dereference at
+    // virtual address …`, `Unable to handle kernel paging request at …`, then `Internal error:
+    // Oops: 96000004 [#1] PREEMPT SMP`.
+    if m.starts_with("Unable to handle kernel ") {
+        return event(EventType::Oops, format!("kernel bug: {m}"))?.with("oops", "bug").into();
+    }
+    if m.starts_with("Internal error: Oops") {
+        return event(EventType::Oops, format!("kernel oops: {m}"))?.with("oops", "oops").into();
+    }
+    // printk's rate limits: `printk: 12 messages suppressed.`, `net_ratelimit: 34 callbacks
+    // suppressed`, `<function>: 5 callbacks suppressed`: messages the kernel never logged.
+    if let Some((who, rest)) = m.split_once(": ")
+        && !who.contains(' ')
+        && let Some(n) = rest
+            .strip_suffix(" messages suppressed.")
+            .or_else(|| rest.strip_suffix(" callbacks suppressed"))
+            .and_then(|n| n.parse::<u64>().ok())
+    {
+        return event(
+            EventType::Lost,
+            format!("kernel log: {n} message(s) suppressed by {who}'s rate limit: never logged"),
+        )?
+        .with("lostSource", "kernel")
+        .with("records", n)
+        .with("atLeast", n)
+        .with("suppressedBy", who)
         .into();
     }
     if m.starts_with("BUG: ") || m.starts_with("Oops: ") || (m.starts_with("kernel BUG at ") && m.ends_with('!')) {
@@ -598,6 +633,23 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
             .with("location", location)
             .into();
     }
+    // vmalloc's failures (warn_alloc, as page allocation's): `COMM: vmalloc error: size 8192,
+    // vm_struct allocation failed, mode:0xcc0(GFP_KERNEL), …`.
+    if let Some(pos) = m.find("vmalloc error: size ").filter(|p| *p == 0 || m[..*p].ends_with(": ")) {
+        let comm = m[..pos].trim_end_matches(": ").rsplit(' ').next().filter(|c| !c.is_empty());
+        return event(
+            EventType::PageAllocFailure,
+            format!(
+                "{} could not allocate {} bytes of kernel virtual memory",
+                comm.unwrap_or("?"),
+                word_after(m, "size ").unwrap_or("?").trim_end_matches(',')
+            ),
+        )?
+        .with("comm", comm)
+        .with("vmallocBytes", word_after(m, "size ").and_then(|w| w.trim_end_matches(',').parse::<u64>().ok()))
+        .with("mode", word_after(m, "mode:").map(|w| w.trim_end_matches(',')))
+        .into();
+    }
     if let Some(pos) = m.find(": page allocation failure: ") {
         let comm = m[..pos].rsplit(' ').next().filter(|c| !c.is_empty());
         return event(
@@ -632,6 +684,26 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     if m.contains("taints kernel") || m.contains("tainting kernel") || m.contains("due to kernel taint") {
         let module = m.split_once(':').map(|(p, _)| p.trim()).filter(|p| !p.contains(' '));
         return event(EventType::Taint, format!("kernel tainted: {m}"))?.with("module", module).into();
+    }
+    // An uncorrected memory error the kernel met and handled by taking the page away
+    // (`Memory failure: 0x3e1a2b: recovery action for dirty LRU page: Recovered`), or met
+    // in a copy from user memory.
+    if let Some(rest) = m.strip_prefix("Memory failure: ")
+        && let Some((_, result)) = rest.split_once(": recovery action for ")
+    {
+        let outcome = result.rsplit(": ").next().unwrap_or(result).trim();
+        return event(
+            EventType::MachineCheck,
+            format!("uncorrected memory error, page {}: {m}", outcome.to_lowercase()),
+        )?
+        .with("corrected", false)
+        .with("memoryFailure", outcome)
+        .with("page", rest.split(':').next())
+        .severity(if outcome == "Recovered" { Severity::Warning } else { Severity::Critical })
+        .into();
+    }
+    if m.starts_with("mce: Uncorrected hardware memory error") {
+        return event(EventType::MachineCheck, format!("machine check: {m}"))?.with("corrected", false).into();
     }
     if m.starts_with("mce: [Hardware Error]") || m.starts_with("mce: ") && m.contains("Machine check events logged") {
         return event(EventType::MachineCheck, format!("machine check: {m}"))?.into();
@@ -687,7 +759,10 @@ fn audit_field<'a>(m: &'a str, key: &str) -> Option<&'a str> {
         if at > 0 && !m[..at].ends_with(' ') {
             continue;
         }
-        let rest = m[at + key.len()..].strip_prefix('=')?;
+        // `key` followed by anything but `=` is another word (`pid` in `pid:`); look on.
+        let Some(rest) = m[at + key.len()..].strip_prefix('=') else {
+            continue;
+        };
         return Some(match rest.strip_prefix('"') {
             Some(quoted) => quoted.split('"').next().unwrap_or(quoted),
             None => rest.split(' ').next().unwrap_or(rest),
@@ -709,6 +784,45 @@ fn audit_text(m: &str, key: &str) -> Option<String> {
     let bytes: Vec<u8> =
         (0..raw.len()).step_by(2).filter_map(|i| u8::from_str_radix(&raw[i..i + 2], 16).ok()).collect();
     Some(super::utf8_escaped(&bytes).into_owned())
+}
+
+/// A line of auditd's log (`/var/log/audit/audit.log`) as the kernel record it came from:
+/// where auditd runs, the kernel sends its audit records there instead of to the kernel log.
+/// Only the records of the security modules are kept (`AVC`: AppArmor and SELinux, type 1400;
+/// `SECCOMP`, 1326); `None` for any other line. `boot` places the record's wall-clock time on
+/// the kernel's clock. auditd's optional `node=` prefix and its enriched fields (after a GS
+/// byte, 0x1d) are left out.
+pub fn audit_log_record(line: &str, boot: jiff::Timestamp) -> Option<Record> {
+    let line = line.split('\u{1d}').next().unwrap_or(line).trim_end();
+    let line = match line.strip_prefix("node=") {
+        Some(rest) => rest.split_once(' ')?.1,
+        None => line,
+    };
+    let rest = line.strip_prefix("type=")?;
+    let (kind, rest) = rest.split_once(' ')?;
+    let number = match kind {
+        "AVC" => 1400,
+        "SECCOMP" => 1326,
+        _ => return None,
+    };
+    let stamp = rest.strip_prefix("msg=audit(")?;
+    let (stamp, message) = stamp.split_once("): ")?;
+    let (secs, _serial) = stamp.split_once(':')?;
+    let (whole, frac) = secs.split_once('.').unwrap_or((secs, "0"));
+    let whole: i64 = whole.parse().ok()?;
+    let millis: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    let at = jiff::Timestamp::from_millisecond(whole.checked_mul(1000)?.checked_add(millis)?).ok()?;
+    let since_boot = at.duration_since(boot).as_micros().max(0);
+    Some(Record {
+        level: 5,
+        facility: 0,
+        seq: 0,
+        ts_usec: u64::try_from(since_boot).unwrap_or(0),
+        message: format!("audit: type={number} audit({stamp}): {message}"),
+        dict: Vec::new(),
+        continued: false,
+        continuation: false,
+    })
 }
 
 /// The kernel's audit records of the security modules: AppArmor and SELinux denials, seccomp
@@ -1007,8 +1121,11 @@ fn filesystem(m: &str, time: jiff::Timestamp) -> Option<Event> {
 
 /// NIC link down/up in the forms drivers print (`NIC Link is Down`, `Link down`, bonding).
 fn link(m: &str, time: jiff::Timestamp) -> Option<Event> {
-    const DOWN: [&str; 4] = ["NIC Link is Down", "Link down", "link down", "link status definitely down"];
-    const UP: [&str; 4] = ["NIC Link is Up", "Link up", "link becomes ready", "link status definitely up"];
+    // Most specific first: `NIC Link is Down` before phylib's and r8169's `Link is Down`.
+    const DOWN: [&str; 5] =
+        ["NIC Link is Down", "Link is Down", "Link down", "link down", "link status definitely down"];
+    const UP: [&str; 5] =
+        ["NIC Link is Up", "Link is Up", "Link up", "link becomes ready", "link status definitely up"];
     let (kind, pos) = if let Some(p) = DOWN.iter().find_map(|d| m.find(d)) {
         (EventType::LinkDown, p)
     } else if let Some(p) = UP.iter().find_map(|u| m.find(u)) {
@@ -1308,6 +1425,45 @@ mod tests {
             "",
         ] {
             assert!(classify_message(m, t0()).is_none(), "{m}");
+        }
+    }
+
+    #[test]
+    fn auditds_log_lines_become_the_kernel_records_they_were() {
+        let boot = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let avc = "type=AVC msg=audit(1700000100.250:812): avc:  denied  { read } for  pid=5151 comm=\"cat\" name=\"shadow\" dev=\"sda1\" ino=1234 scontext=system_u:system_r:container_t:s0:c1,c2 tcontext=system_u:object_r:shadow_t:s0 tclass=file permissive=0\u{1d}UID=\"root\"";
+        let r = audit_log_record(avc, boot).unwrap();
+        assert_eq!(r.ts_usec, 100_250_000);
+        assert!(r.message.starts_with("audit: type=1400 audit(1700000100.250:812): avc:"), "{}", r.message);
+        assert!(!r.message.contains("UID="), "enriched fields left out");
+        let e = Classifier::default().classify(&r, boot).unwrap();
+        assert_eq!(e.kind, EventType::SelinuxDenied);
+        assert_eq!(e.time, boot + jiff::SignedDuration::from_millis(100_250));
+        assert_eq!((e.detail_i64("pid"), e.detail_str("comm")), (Some(5151), Some("cat")));
+
+        let seccomp = "node=n1 type=SECCOMP msg=audit(1700000200.5:9): auid=4294967295 uid=0 gid=0 ses=4294967295 pid=7171 comm=\"unshare\" exe=\"/usr/bin/unshare\" sig=31 arch=c000003e syscall=272 compat=0 ip=0x7f code=0x80000000";
+        let e = Classifier::default().classify(&audit_log_record(seccomp, boot).unwrap(), boot).unwrap();
+        assert_eq!((e.kind, e.detail_i64("syscall")), (EventType::Seccomp, Some(272)));
+
+        let apparmor = "type=AVC msg=audit(1700000300.000:10): apparmor=\"DENIED\" operation=\"open\" profile=\"cri-containerd.apparmor.d\" name=\"/etc/shadow\" pid=4242 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0";
+        let e = Classifier::default().classify(&audit_log_record(apparmor, boot).unwrap(), boot).unwrap();
+        assert_eq!((e.kind, e.detail_str("name")), (EventType::AppArmorDenied, Some("/etc/shadow")));
+
+        for other in [
+            "type=SYSCALL msg=audit(1700000100.250:812): arch=c000003e syscall=257 success=no exit=-13",
+            "type=USER_AVC msg=audit(1700000100.250:813): pid=1 uid=0 msg='avc:  denied  { status } for auid=0'",
+            "type=AVC msg=audit(not-a-time:1): avc:  denied  { read }",
+            "type=AVC",
+            "",
+            "\u{1d}",
+        ] {
+            assert!(audit_log_record(other, boot).is_none(), "{other}");
+        }
+        // Hostile bytes at every cut: never a panic.
+        for i in 0..=avc.len() {
+            if avc.is_char_boundary(i) {
+                let _ = audit_log_record(&avc[..i], boot);
+            }
         }
     }
 

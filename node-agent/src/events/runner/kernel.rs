@@ -361,6 +361,59 @@ pub(super) fn open_kmsg(device: &Path, from_end: bool) -> std::io::Result<std::f
     Ok(file)
 }
 
+/// auditd's log, followed from its end: where auditd runs, the kernel's records of AppArmor,
+/// SELinux and seccomp go there and not to the kernel log. Its lines become the kernel records
+/// they were ([`crate::events::kmsg::audit_log_record`]) and are classified, and their
+/// processes attributed to pods, as the kernel log's are; its other records are not read. A
+/// log that is missing is picked up when it appears (auditd started later); one that exists
+/// but cannot be read is said once.
+pub(super) fn audit_source(path: &Path, root: &HostRoot, mut emitter: Emitter, stop: &AtomicBool) {
+    let mut kernel = Kernel::on_host(boot_time(root), root);
+    if let Err(e) = std::fs::File::open(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("vigil-agent: kernel: {}: {e}: denials auditd logs are not seen", path.display());
+    }
+    let mut tail = Tail::open(path, Unit::Lines { max: MAX_FILE_LINE }, None, StartAt::End);
+    while !stopped(stop, &emitter) {
+        let Kernel { pieces, classifier, boot, host, .. } = &mut kernel;
+        let _ = tail.poll(&mut |line, cut| {
+            audit_line(line, cut, *boot, pieces);
+            if pieces.len() >= MAX_HELD {
+                emit_pieces(classifier, *boot, host.as_ref(), pieces, &mut emitter);
+            }
+        });
+        kernel.send(false, &mut emitter);
+        std::thread::sleep(POLL_SLICE);
+    }
+}
+
+/// One line of auditd's log: a record of a security module, or nothing (a cut line is
+/// never parsed).
+fn audit_line(line: &[u8], cut: bool, boot: jiff::Timestamp, pieces: &mut Vec<Piece>) {
+    if cut {
+        return;
+    }
+    if let Some(r) = crate::events::kmsg::audit_log_record(&String::from_utf8_lossy(line), boot) {
+        pieces.push(Piece::Record(r));
+    }
+}
+
+/// auditd's whole log, once (`scan`): its denials as [`audit_source`] gives them.
+pub(super) fn audit_once(path: &Path, root: &HostRoot, out: &mut dyn FnMut(Event)) -> Result<(), String> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let mut kernel = Kernel::on_host(boot_time(root), root);
+    for line in text.split(|&b| b == b'\n') {
+        audit_line(line, line.len() > MAX_FILE_LINE, kernel.boot, &mut kernel.pieces);
+    }
+    kernel.drain(false, out, &mut |_| {});
+    Ok(())
+}
+
 /// The kernel log since boot, read once by the way `watch` would follow it (the device, else
 /// syslog(2); a file in the kmsg format as a whole): its events, unparsed input among them as
 /// `agent.unparsed` (each counted in `unparsed`). `Err` says why nothing could be read; `Ok`

@@ -172,6 +172,15 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
         let journal = journal_dirs(config, &root);
         spawn("kmsg", Box::new(move || kernel::kernel_source(&device, &root, journal, emitter, &stop, &states)));
     }
+    if ev.kernel.enabled && !ev.kernel.audit_log.is_empty() {
+        let (emitter, stop, root) = (
+            queue.emitter_per_container(Source::Kernel, ev.kernel.rate_limit, ev.container_rate_limit),
+            stop.clone(),
+            root.clone(),
+        );
+        let path = root.host_path(&ev.kernel.audit_log);
+        spawn("audit", Box::new(move || kernel::audit_source(&path, &root, emitter, &stop)));
+    }
     if ev.processes.enabled {
         let (emitter, stop, states, root, cfg) = (
             queue.emitter_per_container(Source::Process, ev.processes.rate_limit, ev.container_rate_limit),
@@ -278,6 +287,11 @@ pub fn one_shot(config: &Config) -> OneShot {
             Ok(None) => {}
             Ok(Some(note)) => found.warnings.push(format!("kernel: {note}")),
             Err(why) => found.warnings.push(format!("kernel: nothing read: {why}")),
+        }
+        if !ev.kernel.audit_log.is_empty()
+            && let Err(why) = kernel::audit_once(&root.host_path(&ev.kernel.audit_log), &root, &mut |e| out.push(e))
+        {
+            found.warnings.push(format!("kernel: {why}: denials auditd logs are not seen"));
         }
     }
     let users = Users::read(&root, &mut crate::proc::ReadErrors::default());
