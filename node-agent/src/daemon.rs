@@ -316,7 +316,14 @@ pub async fn run(
         // What the sources queued before they stopped still goes out.
         while let Ok(mut event) = rx.try_recv() {
             pods.attribute(&mut event);
+            if let Some(c) = conditions.as_mut() {
+                c.observe(&event, jiff::Timestamp::now());
+            }
             deliver(log, otlp_logs.as_ref(), &event);
+        }
+        // What the conditions counted up to the last event is what the next agent goes on from.
+        if let Some(c) = conditions.as_ref() {
+            saved_conditions.save(c);
         }
         // What was dropped since the last summary is said before the agent goes.
         if let Some(summary) = drops.flush(&stats, jiff::Timestamp::now()) {
@@ -414,7 +421,7 @@ impl DropSummary {
         if dropped <= self.reported.0 && lost <= self.reported.1 {
             return None;
         }
-        let (new, new_lost) = (dropped - self.reported.0, lost - self.reported.1);
+        let (new, new_lost) = (dropped.saturating_sub(self.reported.0), lost.saturating_sub(self.reported.1));
         self.reported = (dropped, lost);
         self.last = Some(now);
         let mut by: Vec<String> =
@@ -563,9 +570,7 @@ struct ConditionsFile {
 impl ConditionsFile {
     fn new(config: &Config) -> Self {
         let root = HostRoot::new(config.host_root.clone());
-        let boot_id = crate::events::journal::current_boot_id(&root.proc())
-            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
-            .unwrap_or_default();
+        let boot_id = crate::events::journal::boot_id_hex(&root.proc());
         Self { path: config.events.state_dir.join("node-conditions.json"), boot_id, last: Vec::new() }
     }
 
@@ -597,10 +602,14 @@ impl ConditionsFile {
         if self.last == bytes {
             return;
         }
-        match crate::events::tail::write_atomic_sync(&self.path, &bytes, false) {
-            Ok(()) => self.last = bytes,
-            Err(e) => eprintln!("vigil-agent: {}: {e}", self.path.display()),
+        // Said once per change, not at every tick of a directory that cannot be written.
+        if let Err(e) = crate::events::tail::write_atomic_sync(&self.path, &bytes, false) {
+            eprintln!(
+                "vigil-agent: {}: {e}: the node's conditions are not kept for the next agent",
+                self.path.display()
+            );
         }
+        self.last = bytes;
     }
 }
 

@@ -288,7 +288,7 @@ impl Reporter {
             _ => 0,
         };
         let counts = events.map_or_else(EventCounts::default, |e| {
-            let dropped = e.total_dropped() + e.total_lost();
+            let dropped = e.total_dropped().saturating_add(e.total_lost());
             EventCounts {
                 total: e.total_emitted(),
                 dropped,

@@ -302,6 +302,52 @@ fn link_down_through_the_kernel_log(rx: &mut Receiver<Event>, prefix: &str) -> E
     seen.into_iter().find(|e| e.detail_str("interface") == Some(iface.as_str())).unwrap()
 }
 
+/// Writes a link-down record for interface `iface` to the real kernel log.
+fn write_link_down(iface: &str) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .unwrap()
+        .write_all(format!("<4>vigil-live-test: {iface}: Link down\n").as_bytes())
+        .unwrap();
+}
+
+#[test]
+fn what_the_kernel_printed_while_no_agent_ran_is_read_by_the_next_one_and_nothing_twice() {
+    // The device, then syslog(2) (what a pod without /dev/kmsg reads).
+    for (mode, device) in [("kmsg", None), ("syslog", Some("no-kmsg-here"))] {
+        let state = tempfile::tempdir().unwrap();
+        let mut c = quiet(state.path());
+        c.events.kernel.enabled = true;
+        if let Some(d) = device {
+            c.events.kernel.device = state.path().join(d);
+        }
+        let tag = std::process::id() % 100_000;
+        let (before, during) = (format!("rb{mode}{tag}"), format!("rd{mode}{tag}"));
+        let (sources, mut rx, _q) = start(&c);
+        wait_ready(&sources, Source::Kernel);
+        write_link_down(&before);
+        wait_for(&mut rx, Duration::from_secs(10), "the record while running", |ev| {
+            ev.iter().any(|e| e.detail_str("interface") == Some(before.as_str()))
+        });
+        sources.stop();
+        assert!(state.path().join("kernel-position.json").exists(), "{mode}: the position is kept");
+
+        // Printed while no agent runs (a rollout's handover).
+        write_link_down(&during);
+        let (sources, mut rx, _q) = start(&c);
+        let s = wait_ready(&sources, Source::Kernel);
+        let seen = wait_for(&mut rx, Duration::from_secs(10), "the record printed while down", |ev| {
+            ev.iter().any(|e| e.detail_str("interface") == Some(during.as_str()))
+        });
+        sources.stop();
+        assert!(
+            seen.iter().all(|e| e.detail_str("interface") != Some(before.as_str())),
+            "{mode}: a record the agent before read is not read again: {s}"
+        );
+    }
+}
+
 /// In a container that is not privileged `/dev/kmsg` cannot be opened; the agent then reads
 /// the same ring buffer with syslog(2), which needs CAP_SYSLOG and no device. Here the device
 /// path names nothing, so the fallback is what runs, against this host's real kernel log.
@@ -353,16 +399,20 @@ fn denials_in_auditds_log_arrive_as_the_kernel_logs_would_and_scan_reads_them_to
     let (sources, mut rx, _q) = start(&c);
     wait_ready(&sources, Source::Kernel);
     // The follow starts at the log's end; what auditd writes from now on is seen.
-    let lines = "type=SYSCALL msg=audit(1700000100.250:812): arch=c000003e syscall=257 success=no exit=-13 pid=5151 comm=\"cat\"\n\
-        type=AVC msg=audit(1700000100.250:812): avc:  denied  { read } for  pid=5151 comm=\"cat\" name=\"shadow\" scontext=system_u:system_r:container_t:s0:c1,c2 tcontext=system_u:object_r:shadow_t:s0 tclass=file permissive=0\n\
-        type=SECCOMP msg=audit(1700000101.000:813): auid=4294967295 uid=0 pid=7171 comm=\"unshare\" exe=\"/usr/bin/unshare\" sig=31 arch=c000003e syscall=272 code=0x80000000\n";
+    // Records of this boot (one of an earlier boot is not read).
+    let now = jiff::Timestamp::now().as_second();
+    let lines = format!(
+        "type=SYSCALL msg=audit({now}.250:812): arch=c000003e syscall=257 success=no exit=-13 pid=5151 comm=\"cat\"\n\
+        type=AVC msg=audit({now}.250:812): avc:  denied  {{ read }} for  pid=5151 comm=\"cat\" name=\"shadow\" scontext=system_u:system_r:container_t:s0:c1,c2 tcontext=system_u:object_r:shadow_t:s0 tclass=file permissive=0\n\
+        type=SECCOMP msg=audit({now}.500:813): auid=4294967295 uid=0 pid=7171 comm=\"unshare\" exe=\"/usr/bin/unshare\" sig=31 arch=c000003e syscall=272 code=0x80000000\n"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
     // auditd may be written to before the follow has opened it: append until it is seen.
     while seen.len() < 2 {
         assert!(Instant::now() < deadline, "no denials from the audit log: {seen:?}");
         if seen.is_empty() {
-            append(&audit, lines);
+            append(&audit, &lines);
         }
         while let Ok(e) = rx.try_recv() {
             seen.push(e);

@@ -262,7 +262,7 @@ proptest! {
             }
             let _ = kmsg::classify_message(line, now);
             // auditd's lines, as the kernel records they were, classified.
-            if let Some(r) = kmsg::audit_log_record(line, now) {
+            if let Some(r) = kmsg::audit_log_record(line, jiff::Timestamp::UNIX_EPOCH, Some("n1")) {
                 let _ = classifier.classify(&r, now);
             }
         }

@@ -5,7 +5,7 @@
 //!
 //! | condition | set by | cleared |
 //! | --- | --- | --- |
-//! | `KernelDeadlock` | `kernel.lockup`; `kernel.hung_task` of the kubelet or a container runtime, or 3 of any task within 10 minutes (one slow volume is an event, not a node problem) | no recurrence for `clearAfter` (the kernel stops reporting hung tasks after `kernel.hung_task_warnings`, 10 by default) |
+//! | `KernelDeadlock` | `kernel.lockup`; `kernel.hung_task` of the kubelet or a container runtime outside every pod, or of 3 distinct tasks within 10 minutes (one slow volume is an event, not a node problem) | no recurrence for `clearAfter` (the kernel stops reporting hung tasks after `kernel.hung_task_warnings`, 10 by default) |
 //! | `ReadonlyFilesystem` | `kernel.fs_readonly` | the device no longer mounted read-only, then no recurrence for `clearAfter` |
 //! | `FrequentOOMKills` | `oomKills` OOM kills within `oomWindow` | no OOM kill for `clearAfter` |
 //! | `DiskIOErrors` | `kernel.io_error`, `kernel.fs_error` (not warnings), `kernel.disk_timeout` | no recurrence for `clearAfter` |
@@ -68,10 +68,17 @@ const KUBELET_FAILURES: u32 = 3;
 const HUNG_TASKS: usize = 3;
 const HUNG_TASK_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Whether `comm` is one of the daemons the node needs to run pods (a hung kubelet or
-/// container runtime is a node that no longer starts or stops anything).
-fn is_node_daemon(comm: &str) -> bool {
-    ["kubelet", "containerd", "dockerd", "crio", "conmon", "runc"].iter().any(|d| comm.starts_with(d))
+/// Whether a hung task is one of the daemons the node needs to run pods (a hung kubelet or
+/// container runtime is a node that no longer starts or stops anything). A name is any
+/// process's choice: the task must also be known to run outside every pod (its cgroup read
+/// from `/proc` while it hung, not under `kubepods` and no container's).
+fn is_node_daemon(e: &Event) -> bool {
+    let named = e.detail_str("comm").is_some_and(|c| ["kubelet", "containerd", "dockerd", "crio"].contains(&c));
+    let outside_pods = e
+        .detail_str("cgroup")
+        .is_some_and(|c| !c.contains("kubepods") && !c.contains("/docker/") && !c.contains("libpod"))
+        && e.detail_str("containerId").is_none();
+    named && outside_pods
 }
 
 /// Times of recent occurrences within a window (at most 1,024 kept).
@@ -81,7 +88,15 @@ struct Recent(VecDeque<jiff::Timestamp>);
 impl Recent {
     /// Adds one at `at`; how many fall within `window` of it.
     fn add(&mut self, at: jiff::Timestamp, window: std::time::Duration) -> usize {
+        // The same record read twice (a journal re-read after a hard stop) is one.
+        if self.0.contains(&at) {
+            return self.trim(at, window);
+        }
         self.0.push_back(at);
+        self.trim(at, window)
+    }
+
+    fn trim(&mut self, at: jiff::Timestamp, window: std::time::Duration) -> usize {
         let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
         while self.0.front().is_some_and(|t| at.duration_since(*t) > window) {
             self.0.pop_front();
@@ -100,8 +115,10 @@ pub struct Conditions {
     states: [State; NODE_CONDITIONS.len()],
     ooms: Recent,
     unregisters: Recent,
-    /// Reports of hung workload tasks.
+    /// Reports of hung workload tasks, each task once.
     hung: Recent,
+    /// The tasks (pids) counted in `hung`, and when.
+    hung_pids: VecDeque<(jiff::Timestamp, i64)>,
     /// Starts of the kubelet and of containerd that no stop preceded, and whether a stop is
     /// pending for each.
     restarts: [Recent; 2],
@@ -179,6 +196,7 @@ impl Conditions {
             ooms: Recent::default(),
             unregisters: Recent::default(),
             hung: Recent::default(),
+            hung_pids: VecDeque::new(),
             restarts: Default::default(),
             stopping: [false; 2],
             kubelet_failures: 0,
@@ -239,6 +257,23 @@ impl Conditions {
         Ok(c)
     }
 
+    /// Counts a hung-task report of task `pid` at `at`: how many distinct tasks hung within
+    /// [`HUNG_TASK_WINDOW`] (the kernel reports one blocked task again every two minutes).
+    fn hung_task(&mut self, at: jiff::Timestamp, pid: Option<i64>) -> usize {
+        let window = jiff::SignedDuration::try_from(HUNG_TASK_WINDOW).unwrap_or(jiff::SignedDuration::MAX);
+        self.hung_pids.retain(|(t, _)| at.duration_since(*t) <= window);
+        if let Some(p) = pid {
+            if self.hung_pids.iter().any(|(_, q)| *q == p) {
+                return self.hung.trim(at, HUNG_TASK_WINDOW);
+            }
+            self.hung_pids.push_back((at, p));
+            while self.hung_pids.len() > 1024 {
+                self.hung_pids.pop_front();
+            }
+        }
+        self.hung.add(at, HUNG_TASK_WINDOW)
+    }
+
     fn set(&mut self, i: usize, at: jiff::Timestamp, reason: &str, message: String) {
         let s = &mut self.states[i];
         if !s.active {
@@ -278,8 +313,8 @@ impl Conditions {
             // volume) is an event; the node's own daemons hung, or hung tasks again and
             // again, are a node that no longer does its work.
             EventType::HungTask
-                if !e.detail_str("comm").is_some_and(is_node_daemon)
-                    && self.hung.add(at, HUNG_TASK_WINDOW) < HUNG_TASKS
+                if !is_node_daemon(e)
+                    && self.hung_task(at, e.detail_i64("pid")) < HUNG_TASKS
                     && !self.states[KERNEL_DEADLOCK].active => {}
             EventType::HungTask | EventType::Lockup => {
                 let reason = if e.kind == EventType::HungTask { "HungTask" } else { "CPULockup" };
@@ -476,7 +511,10 @@ impl Conditions {
                     READONLY => self.readonly.clear(),
                     FREQUENT_OOM => self.ooms.0.clear(),
                     UNREGISTER => self.unregisters.0.clear(),
-                    KERNEL_DEADLOCK => self.hung.0.clear(),
+                    KERNEL_DEADLOCK => {
+                        self.hung.0.clear();
+                        self.hung_pids.clear();
+                    }
                     KUBELET_RESTART => self.restarts[0].0.clear(),
                     CONTAINERD_RESTART => self.restarts[1].0.clear(),
                     _ => {}
@@ -664,19 +702,33 @@ mod tests {
 
     #[test]
     fn a_hung_kubelet_is_a_deadlock_at_once_and_a_hung_workload_task_only_when_it_recurs() {
-        let hung = |comm: &str, at| ev(EventType::HungTask, at).with("comm", comm);
+        let hung = |comm: &str, pid: i64, at| {
+            ev(EventType::HungTask, at).with("comm", comm).with("pid", pid).with("cgroup", "/system.slice/x.service")
+        };
+        let deadlock = |c: &mut Conditions, at| by_kind(&c.current(t(at)), "KernelDeadlock").active;
         let mut c = Conditions::new(NodeConditions::default(), t(0));
-        c.observe(&hung("containerd", 10), t(10));
-        assert!(by_kind(&c.current(t(10)), "KernelDeadlock").active, "the runtime hung");
+        c.observe(&hung("containerd", 1, 10), t(10));
+        assert!(deadlock(&mut c, 10), "the runtime hung");
+
+        // A pod's process that names itself so is no runtime; nor one whose cgroup is unknown.
+        let mut c = Conditions::new(NodeConditions::default(), t(0));
+        let pod = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-ab.scope";
+        c.observe(&hung("kubelet", 2, 10).with("cgroup", pod), t(10));
+        c.observe(&ev(EventType::HungTask, 11).with("comm", "kubelet").with("pid", 3), t(11));
+        assert!(!deadlock(&mut c, 11), "a name is not a daemon");
 
         let mut c = Conditions::new(NodeConditions::default(), t(0));
-        c.observe(&hung("nfs-reader", 10), t(10));
-        c.observe(&hung("nfs-reader", 400), t(400));
-        assert!(!by_kind(&c.current(t(400)), "KernelDeadlock").active, "twice in ten minutes: events only");
-        c.observe(&hung("postgres", 900), t(900));
-        assert!(!by_kind(&c.current(t(900)), "KernelDeadlock").active, "the first fell out of the window");
-        c.observe(&hung("postgres", 950), t(950));
-        assert!(by_kind(&c.current(t(950)), "KernelDeadlock").active, "three within ten minutes");
+        // One task reported again and again (every two minutes) is one task.
+        for at in [10, 130, 250, 370, 490] {
+            c.observe(&hung("nfs-reader", 40, at), t(at));
+        }
+        assert!(!deadlock(&mut c, 490), "one task hung for eight minutes: events only");
+        c.observe(&hung("nfs-reader", 41, 500), t(500));
+        assert!(!deadlock(&mut c, 500), "two tasks");
+        c.observe(&hung("postgres", 42, 700), t(700));
+        assert!(!deadlock(&mut c, 700), "the first fell out of the window");
+        c.observe(&hung("postgres", 43, 750), t(750));
+        assert!(deadlock(&mut c, 750), "three tasks within ten minutes");
     }
 
     #[test]

@@ -456,6 +456,12 @@ pub fn kernel_field(name: &str) -> bool {
     )
 }
 
+/// This boot's id in hex (the form `/proc/sys/kernel/random/boot_id` has without its
+/// dashes), or empty when it cannot be read: what the agent's saved state is keyed by.
+pub fn boot_id_hex(proc: &Path) -> String {
+    current_boot_id(proc).map(|b| b.iter().map(|x| format!("{x:02x}")).collect()).unwrap_or_default()
+}
+
 /// This boot's id, from `/proc/sys/kernel/random/boot_id` (one per kernel, the same in every
 /// namespace) under `proc`.
 pub fn current_boot_id(proc: &Path) -> Option<[u8; 16]> {

@@ -126,6 +126,17 @@ pub struct Poll {
 }
 
 impl Follower {
+    /// Goes on after the records an agent before this one returned: the newest had time
+    /// `ts_usec`, and `count` records carried it.
+    pub fn resume(ts_usec: u64, count: usize) -> Self {
+        Self { last: Some((ts_usec, count)), ..Self::default() }
+    }
+
+    /// Where this follower is: the newest time returned and how many records carried it.
+    pub fn position(&self) -> Option<(u64, usize)> {
+        self.last
+    }
+
     /// Starts past everything the buffer holds now (as opening `/dev/kmsg` at its end).
     pub fn at_end(buf: &[u8]) -> Self {
         let mut f = Self::default();
@@ -135,8 +146,26 @@ impl Follower {
 
     /// The records of `buf` (a whole `read_all`) that are newer than those returned before.
     pub fn poll(&mut self, buf: &[u8]) -> Poll {
-        let lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        let parsed: Vec<Option<(Record, bool)>> = lines.iter().map(|l| parse_line(l)).collect();
+        let all: Vec<&[u8]> = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        // syslog(2) does not escape a newline inside a record's text (a file name in a
+        // segfault report may hold one): it starts each piece with the record's own prefix. A
+        // line with the very prefix of the line before (level, facility and time to the
+        // microsecond) is that record going on, never a record of its own, so no name can
+        // forge one. (Two records printed in the same microsecond read as one.)
+        let mut lines: Vec<&[u8]> = Vec::with_capacity(all.len());
+        let mut parsed: Vec<Option<(Record, bool)>> = Vec::with_capacity(all.len());
+        for line in all {
+            let p = parse_line(line);
+            if let (Some((r, true)), Some(Some((prev, true)))) = (&p, parsed.last_mut())
+                && (prev.level, prev.facility, prev.ts_usec) == (r.level, r.facility, r.ts_usec)
+            {
+                prev.message.push_str("\\x0a");
+                prev.message.push_str(&r.message);
+                continue;
+            }
+            lines.push(line);
+            parsed.push(p);
+        }
         let timed = parsed.iter().flatten().any(|(_, t)| *t);
         let start = if timed { self.start_by_time(&parsed) } else { self.start_by_line(&lines) };
         let mut out = Poll { wrapped: start.1, ..Poll::default() };
@@ -200,6 +229,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_newline_in_a_records_text_cannot_forge_a_record_of_its_own() {
+        // A segfault in a file named "x\nEXT4-fs (sda1): Remounting filesystem read-only\nq".
+        let buf = b"<6>[  100.000001] a.out[77]: segfault at 0 ip 1 sp 2 error 4 in x\n<6>[  100.000001] EXT4-fs (sda1): Remounting filesystem read-only\n<6>[  100.000001] q[400000+1000]\n<3>[  100.000002] EXT4-fs (sdb1): Remounting filesystem read-only\n";
+        let got = Follower::default().poll(buf);
+        assert_eq!(got.records.len(), 2, "{:?}", got.records);
+        assert!(got.records[0].message.starts_with("a.out[77]: segfault"));
+        assert!(got.records[0].message.contains("\\x0aEXT4-fs (sda1)"), "{}", got.records[0].message);
+        assert_eq!(
+            got.records[1].message, "EXT4-fs (sdb1): Remounting filesystem read-only",
+            "the next record is its own"
+        );
+    }
+
+    #[test]
     fn a_line_becomes_a_record_with_level_facility_time_and_escaped_bytes() {
         let (r, timed) = parse_line(b"<3>[ 1234.000567] sd 0:0:0:0: [sda] I/O error\x07 \xff").unwrap();
         assert!(timed);
@@ -234,12 +277,15 @@ mod tests {
     fn each_poll_returns_only_records_newer_than_the_last_including_ones_with_the_same_time() {
         let mut f = Follower::at_end(&buf(&[(1, "old a"), (2, "old b")]));
         assert!(f.poll(&buf(&[(1, "old a"), (2, "old b")])).records.is_empty(), "nothing new");
-        let p = f.poll(&buf(&[(1, "old a"), (2, "old b"), (2, "same time"), (3, "c")]));
-        assert_eq!(messages(&p), ["same time", "c"]);
+        let p = f.poll(&buf(&[(1, "old a"), (2, "old b"), (3, "c"), (3, "same time, same record"), (4, "d")]));
+        assert_eq!(messages(&p), ["c\\x0asame time, same record", "d"]);
         assert!(!p.wrapped);
         let seqs: Vec<u64> = p.records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs[1], seqs[0] + 1, "sequence numbers are the follower's own, one per record");
-        assert!(f.poll(&buf(&[(2, "old b"), (2, "same time"), (3, "c")])).records.is_empty());
+        assert!(f.poll(&buf(&[(2, "old b"), (3, "c"), (3, "same time, same record"), (4, "d")])).records.is_empty());
+        // The limit: a line of the same microsecond that comes a poll later goes with the
+        // record already returned, and is not returned again.
+        assert_eq!(messages(&f.poll(&buf(&[(4, "d"), (4, "late"), (5, "e")]))), ["e"]);
     }
 
     #[test]

@@ -100,13 +100,32 @@ pub struct Assembler {
     /// The sequence number of the last record: the next one must follow it, or records were
     /// lost in between.
     last_seq: Option<u64>,
+    /// Records up to this sequence number were read by an agent before this one: passed over.
+    read_through: Option<u64>,
 }
 
 impl Assembler {
+    /// Goes on after record `seq`, which an agent before this one read (the device then read
+    /// from its start): records up to it are passed over, and a gap after it counts as lost.
+    pub fn resume_after(&mut self, seq: u64) {
+        self.last_seq = Some(seq);
+        self.read_through = Some(seq);
+    }
+
+    /// The sequence number of the last record taken in (`None` before the first, and where
+    /// records carry none).
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq.filter(|s| *s > 0)
+    }
+
     /// One whole record (one read of `/dev/kmsg`, or a record of a file with its dictionary).
     pub fn record(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
         match parse_record(bytes) {
-            Some(r) => self.join(r, out),
+            Some(r) if self.read_through.is_some_and(|t| r.seq <= t) => {}
+            Some(r) => {
+                self.read_through = None;
+                self.join(r, out);
+            }
             None if bytes.iter().all(u8::is_ascii_whitespace) => {}
             None => out.push(Piece::Unparsed(bytes.to_vec(), UnparsedReason::Malformed)),
         }
@@ -283,10 +302,6 @@ impl Classifier {
                 return None;
             }
         }
-        // Only the kernel's own word that it suppressed messages counts as a loss.
-        if event.kind == EventType::Lost && record.facility != 0 {
-            return None;
-        }
         let mut event = event.with("kernelSeq", record.seq).with("kernelLevel", u32::from(record.level));
         if !record.dict.is_empty() {
             let dict: Map<String, Value> =
@@ -351,14 +366,20 @@ fn oom_killed_at(msg: &str) -> Option<usize> {
 /// Whether a record starts with a process's name and pid (`NAME[PID]: segfault at …`,
 /// `NAME[PID] misaligned vsyscall …`): the name is the process's own choice (up to 15 bytes,
 /// each unprintable one written `\xNN`), so no rule may read it as the kernel's words.
+///
+/// The kernel also writes `NAME (PID): …` (`attempted to duplicate a private mapping with
+/// mremap`, once a boot, for any process) and `NAME (PID) used greatest stack depth`: a
+/// parenthesised pid after a space counts the same.
 fn user_prefixed(m: &str) -> bool {
     let head = &m.as_bytes()[..m.len().min(64)];
     head.iter().enumerate().any(|(i, &b)| {
-        if b != b'[' {
-            return false;
-        }
+        let close = match b {
+            b'[' => b']',
+            b'(' if i > 0 && head[i - 1] == b' ' => b')',
+            _ => return false,
+        };
         let digits = head[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        digits > 0 && head.get(i + 1 + digits) == Some(&b']') && matches!(head.get(i + 2 + digits), Some(b':' | b' '))
+        digits > 0 && head.get(i + 1 + digits) == Some(&close) && matches!(head.get(i + 2 + digits), Some(b':' | b' '))
     })
 }
 
@@ -471,6 +492,42 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         .with("object", word_after(what, " in ").map(|o| o.split('[').next().unwrap_or(o)))
         .into();
     }
+    // warn_alloc's reports start with the name of the process that asked (`NAME: page
+    // allocation failure: …`, `NAME: vmalloc error: …`): read before any other rule, so that a
+    // name chosen to look like another report (`I/O error, dev `) is only ever a name.
+    // vmalloc's failures (warn_alloc, as page allocation's): `COMM: vmalloc error: size 8192,
+    // vm_struct allocation failed, mode:0xcc0(GFP_KERNEL), …`.
+    if let Some(pos) = m.find("vmalloc error: size ").filter(|p| *p == 0 || m[..*p].ends_with(": ")) {
+        // The whole head is the name (a name may hold spaces).
+        let comm = m[..pos].strip_suffix(": ").filter(|c| !c.is_empty());
+        return event(
+            EventType::PageAllocFailure,
+            format!(
+                "{} could not allocate {} bytes of kernel virtual memory",
+                comm.unwrap_or("?"),
+                word_after(m, "size ").unwrap_or("?").trim_end_matches(',')
+            ),
+        )?
+        .with("comm", comm)
+        .with("vmallocBytes", word_after(m, "size ").and_then(|w| w.trim_end_matches(',').parse::<u64>().ok()))
+        .with("mode", word_after(m, "mode:").map(|w| w.trim_end_matches(',')))
+        .into();
+    }
+    if let Some(pos) = m.find(": page allocation failure: ") {
+        let comm = Some(&m[..pos]).filter(|c| !c.is_empty());
+        return event(
+            EventType::PageAllocFailure,
+            format!(
+                "{} could not allocate memory (order {})",
+                comm.unwrap_or("?"),
+                word_after(m, "order:").unwrap_or("?")
+            ),
+        )?
+        .with("comm", comm)
+        .with("order", number_after::<u32>(m, "order:"))
+        .with("mode", word_after(m, "mode:"))
+        .into();
+    }
     // A process's own words at the head of the record (a segfault report was read above), or
     // quoted inside it (`ICMPv6: process \`NAME' is using deprecated sysctl`, `process 'NAME'
     // launched '…' with NULL argv`, Yama's `ptrace attach of "CMDLINE"`): nothing the kernel
@@ -554,25 +611,6 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     if m.starts_with("Internal error: Oops") {
         return event(EventType::Oops, format!("kernel oops: {m}"))?.with("oops", "oops").into();
     }
-    // printk's rate limits: `printk: 12 messages suppressed.`, `net_ratelimit: 34 callbacks
-    // suppressed`, `<function>: 5 callbacks suppressed`: messages the kernel never logged.
-    if let Some((who, rest)) = m.split_once(": ")
-        && !who.contains(' ')
-        && let Some(n) = rest
-            .strip_suffix(" messages suppressed.")
-            .or_else(|| rest.strip_suffix(" callbacks suppressed"))
-            .and_then(|n| n.parse::<u64>().ok())
-    {
-        return event(
-            EventType::Lost,
-            format!("kernel log: {n} message(s) suppressed by {who}'s rate limit: never logged"),
-        )?
-        .with("lostSource", "kernel")
-        .with("records", n)
-        .with("atLeast", n)
-        .with("suppressedBy", who)
-        .into();
-    }
     if m.starts_with("BUG: ") || m.starts_with("Oops: ") || (m.starts_with("kernel BUG at ") && m.ends_with('!')) {
         let what = if m.starts_with("Oops") { "oops" } else { "bug" };
         return event(EventType::Oops, format!("kernel {what}: {m}"))?.with("oops", what).into();
@@ -632,38 +670,6 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
             .with("pid", number_after::<i64>(rest, "PID: "))
             .with("location", location)
             .into();
-    }
-    // vmalloc's failures (warn_alloc, as page allocation's): `COMM: vmalloc error: size 8192,
-    // vm_struct allocation failed, mode:0xcc0(GFP_KERNEL), …`.
-    if let Some(pos) = m.find("vmalloc error: size ").filter(|p| *p == 0 || m[..*p].ends_with(": ")) {
-        let comm = m[..pos].trim_end_matches(": ").rsplit(' ').next().filter(|c| !c.is_empty());
-        return event(
-            EventType::PageAllocFailure,
-            format!(
-                "{} could not allocate {} bytes of kernel virtual memory",
-                comm.unwrap_or("?"),
-                word_after(m, "size ").unwrap_or("?").trim_end_matches(',')
-            ),
-        )?
-        .with("comm", comm)
-        .with("vmallocBytes", word_after(m, "size ").and_then(|w| w.trim_end_matches(',').parse::<u64>().ok()))
-        .with("mode", word_after(m, "mode:").map(|w| w.trim_end_matches(',')))
-        .into();
-    }
-    if let Some(pos) = m.find(": page allocation failure: ") {
-        let comm = m[..pos].rsplit(' ').next().filter(|c| !c.is_empty());
-        return event(
-            EventType::PageAllocFailure,
-            format!(
-                "{} could not allocate memory (order {})",
-                comm.unwrap_or("?"),
-                word_after(m, "order:").unwrap_or("?")
-            ),
-        )?
-        .with("comm", comm)
-        .with("order", number_after::<u32>(m, "order:"))
-        .with("mode", word_after(m, "mode:"))
-        .into();
     }
     if m.starts_with("divide error: ") || m.starts_with("invalid opcode: ") {
         let what = if m.starts_with("divide") { "divide_error" } else { "invalid_opcode" };
@@ -790,12 +796,20 @@ fn audit_text(m: &str, key: &str) -> Option<String> {
 /// where auditd runs, the kernel sends its audit records there instead of to the kernel log.
 /// Only the records of the security modules are kept (`AVC`: AppArmor and SELinux, type 1400;
 /// `SECCOMP`, 1326); `None` for any other line. `boot` places the record's wall-clock time on
-/// the kernel's clock. auditd's optional `node=` prefix and its enriched fields (after a GS
-/// byte, 0x1d) are left out.
-pub fn audit_log_record(line: &str, boot: jiff::Timestamp) -> Option<Record> {
+/// the kernel's clock; a record of an earlier boot (before `boot`) is `None`. A line with
+/// auditd's `node=NAME` prefix is read only when NAME is `host` (a collector's log holds other
+/// nodes' records too); auditd's enriched fields (after a GS byte, 0x1d) are left out.
+pub fn audit_log_record(line: &str, boot: jiff::Timestamp, host: Option<&str>) -> Option<Record> {
     let line = line.split('\u{1d}').next().unwrap_or(line).trim_end();
     let line = match line.strip_prefix("node=") {
-        Some(rest) => rest.split_once(' ')?.1,
+        Some(rest) => {
+            let (node, rest) = rest.split_once(' ')?;
+            let short = |n: &str| n.split('.').next().unwrap_or(n).to_ascii_lowercase();
+            if host.is_none_or(|h| short(h) != short(node)) {
+                return None;
+            }
+            rest
+        }
         None => line,
     };
     let rest = line.strip_prefix("type=")?;
@@ -812,7 +826,10 @@ pub fn audit_log_record(line: &str, boot: jiff::Timestamp) -> Option<Record> {
     let whole: i64 = whole.parse().ok()?;
     let millis: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
     let at = jiff::Timestamp::from_millisecond(whole.checked_mul(1000)?.checked_add(millis)?).ok()?;
-    let since_boot = at.duration_since(boot).as_micros().max(0);
+    if at < boot {
+        return None;
+    }
+    let since_boot = at.duration_since(boot).as_micros();
     Some(Record {
         level: 5,
         facility: 0,
@@ -1432,7 +1449,7 @@ mod tests {
     fn auditds_log_lines_become_the_kernel_records_they_were() {
         let boot = jiff::Timestamp::from_second(1_700_000_000).unwrap();
         let avc = "type=AVC msg=audit(1700000100.250:812): avc:  denied  { read } for  pid=5151 comm=\"cat\" name=\"shadow\" dev=\"sda1\" ino=1234 scontext=system_u:system_r:container_t:s0:c1,c2 tcontext=system_u:object_r:shadow_t:s0 tclass=file permissive=0\u{1d}UID=\"root\"";
-        let r = audit_log_record(avc, boot).unwrap();
+        let r = audit_log_record(avc, boot, None).unwrap();
         assert_eq!(r.ts_usec, 100_250_000);
         assert!(r.message.starts_with("audit: type=1400 audit(1700000100.250:812): avc:"), "{}", r.message);
         assert!(!r.message.contains("UID="), "enriched fields left out");
@@ -1442,11 +1459,13 @@ mod tests {
         assert_eq!((e.detail_i64("pid"), e.detail_str("comm")), (Some(5151), Some("cat")));
 
         let seccomp = "node=n1 type=SECCOMP msg=audit(1700000200.5:9): auid=4294967295 uid=0 gid=0 ses=4294967295 pid=7171 comm=\"unshare\" exe=\"/usr/bin/unshare\" sig=31 arch=c000003e syscall=272 compat=0 ip=0x7f code=0x80000000";
-        let e = Classifier::default().classify(&audit_log_record(seccomp, boot).unwrap(), boot).unwrap();
+        let e = Classifier::default()
+            .classify(&audit_log_record(seccomp, boot, Some("n1.example.com")).unwrap(), boot)
+            .unwrap();
         assert_eq!((e.kind, e.detail_i64("syscall")), (EventType::Seccomp, Some(272)));
 
         let apparmor = "type=AVC msg=audit(1700000300.000:10): apparmor=\"DENIED\" operation=\"open\" profile=\"cri-containerd.apparmor.d\" name=\"/etc/shadow\" pid=4242 comm=\"cat\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0";
-        let e = Classifier::default().classify(&audit_log_record(apparmor, boot).unwrap(), boot).unwrap();
+        let e = Classifier::default().classify(&audit_log_record(apparmor, boot, None).unwrap(), boot).unwrap();
         assert_eq!((e.kind, e.detail_str("name")), (EventType::AppArmorDenied, Some("/etc/shadow")));
 
         for other in [
@@ -1454,17 +1473,67 @@ mod tests {
             "type=USER_AVC msg=audit(1700000100.250:813): pid=1 uid=0 msg='avc:  denied  { status } for auid=0'",
             "type=AVC msg=audit(not-a-time:1): avc:  denied  { read }",
             "type=AVC",
+            // Another node's record in a collector's log, and one of an earlier boot.
+            "node=n2 type=SECCOMP msg=audit(1700000200.5:9): pid=7171 comm=\"unshare\" syscall=272 code=0x80000000",
+            "type=SECCOMP msg=audit(1600000000.5:9): pid=7171 comm=\"unshare\" syscall=272 code=0x80000000",
             "",
             "\u{1d}",
         ] {
-            assert!(audit_log_record(other, boot).is_none(), "{other}");
+            assert!(audit_log_record(other, boot, Some("n1")).is_none(), "{other}");
         }
         // Hostile bytes at every cut: never a panic.
         for i in 0..=avc.len() {
             if avc.is_char_boundary(i) {
-                let _ = audit_log_record(&avc[..i], boot);
+                let _ = audit_log_record(&avc[..i], boot, None);
             }
         }
+    }
+
+    #[test]
+    fn a_process_name_at_the_head_of_a_record_is_never_read_as_the_kernels_words() {
+        for line in [
+            // mremap's once-a-boot warning, for a process named to look like other reports.
+            "I/O error, dev (12368): attempted to duplicate a private mapping with mremap.  This is not supported.",
+            "EXT4-fs error ( (12368): attempted to duplicate a private mapping with mremap.  This is not supported.",
+            "eth0: Link is Up (12368): attempted to duplicate a private mapping with mremap.  This is not supported.",
+            "Oops: x (77): attempted to duplicate a private mapping with mremap.  This is not supported.",
+            "EDAC x UE y (77): attempted to duplicate a private mapping with mremap.  This is not supported.",
+            "XFS (Corruption (77) used greatest stack depth: 1234 bytes left",
+        ] {
+            assert!(classify_message(line, t0()).is_none(), "{line}");
+        }
+        // warn_alloc's reports name the process first: that name is only a name.
+        let e = classify_message(
+            "I/O error, dev : vmalloc error: size 8192, vm_struct allocation failed, mode:0xcc0(GFP_KERNEL), nodemask=(null)",
+            t0(),
+        )
+        .unwrap();
+        assert_eq!((e.kind, e.detail_str("comm")), (EventType::PageAllocFailure, Some("I/O error, dev ")));
+        let e = classify_message("EXT4-fs error : page allocation failure: order:4, mode:0x40cc0(GFP_KERNEL)", t0())
+            .unwrap();
+        assert_eq!(e.kind, EventType::PageAllocFailure);
+        // The kernel's own lines with a parenthesised word are still read.
+        assert_eq!(
+            classify_message("XFS (sdd1): Corruption of in-memory data (0x8) detected at x", t0()).unwrap().kind,
+            EventType::FsError
+        );
+        // Rate-limit notes are no losses: a user's crash loop makes them.
+        assert!(classify_message("show_signal_msg: 18446744073709551615 callbacks suppressed", t0()).is_none());
+    }
+
+    #[test]
+    fn a_resumed_assembly_passes_over_what_was_read_and_counts_what_the_ring_lost_since() {
+        let mut a = Assembler::default();
+        a.resume_after(10);
+        let mut out = Vec::new();
+        for r in [&b"6,9,1,-;read before"[..], b"6,10,2,-;read before", b"6,14,3,-;new"] {
+            a.record(r, &mut out);
+        }
+        assert!(
+            matches!(&out[..], [Piece::Lost { records: Some(3), after: Some(10), next: Some(14) }, Piece::Record(r)] if r.message == "new"),
+            "{out:?}"
+        );
+        assert_eq!(a.last_seq(), Some(14));
     }
 
     fn assemble_lines(text: &[u8]) -> Vec<Piece> {

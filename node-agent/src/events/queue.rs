@@ -119,7 +119,9 @@ impl EventStats {
 
     /// Counts `n` records of `source` the host lost before the agent read them.
     pub fn count_lost(&self, source: Source, n: u64) {
-        self.lost[source.index()].fetch_add(n, Ordering::Relaxed);
+        // Saturating: a count read from the host (a sequence gap in a file) may be anything.
+        let _ =
+            self.lost[source.index()].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_add(n)));
     }
 
     /// Records of `source` the host lost before the agent read them, so far.
@@ -129,7 +131,7 @@ impl EventStats {
 
     /// All records lost so far.
     pub fn total_lost(&self) -> u64 {
-        self.lost.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.lost.iter().fold(0u64, |a, c| a.saturating_add(c.load(Ordering::Relaxed)))
     }
 
     /// Counts a drop of `container`'s event of `kind` by its own limit.

@@ -82,7 +82,12 @@ fn classify_pieces(
         match piece {
             Piece::Record(r) => {
                 if let Some(mut e) = classifier.classify(&r, boot) {
+                    // A record from the future (a clock that was ahead) names no process now.
+                    let past = boot
+                        .checked_add(jiff::SignedDuration::from_micros(i64::try_from(r.ts_usec).unwrap_or(i64::MAX)))
+                        .is_ok_and(|t| t <= jiff::Timestamp::now());
                     if let Some(root) = host
+                        && past
                         && ACTOR_KINDS.contains(&e.kind)
                         && let Some(pid) = e.detail_i64("pid")
                         && let Some(cgroup) = process_cgroup(root, pid, r.ts_usec)
@@ -137,8 +142,9 @@ fn emit_pieces(
 /// worked off in slices, not held whole.
 const MAX_HELD: usize = 256;
 
-/// The kernel events whose `pid` is the process that acted (and whose pod it is).
-const ACTOR_KINDS: [EventType; 3] = [EventType::AppArmorDenied, EventType::SelinuxDenied, EventType::Seccomp];
+/// The kernel events whose `pid` is the process that acted or hung (and whose pod it is).
+const ACTOR_KINDS: [EventType; 4] =
+    [EventType::AppArmorDenied, EventType::SelinuxDenied, EventType::Seccomp, EventType::HungTask];
 
 /// The cgroup of process `pid` in `root`'s `/proc`, if it is the process a record of
 /// `record_usec` (µs since boot) named: one started after the record is another process that
@@ -158,15 +164,71 @@ pub(crate) fn lost_records(e: &Event) -> u64 {
     e.details.get("atLeast").and_then(serde_json::Value::as_u64).unwrap_or(1)
 }
 
+/// Where the kernel log was read to, kept in the state directory so that the next agent on
+/// this boot reads what was printed while none ran (a rollout's handover, a restart), and no
+/// record twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Position {
+    /// The boot the numbers are of (`/proc/sys/kernel/random/boot_id`).
+    boot_id: String,
+    /// `/dev/kmsg`: the sequence number of the last record read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    /// syslog(2): the time of the newest record returned, and how many carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    time: Option<(u64, usize)>,
+}
+
+/// The saved [`Position`] in `file` and this boot's id: the saved one only if it is of this
+/// boot.
+struct Saved {
+    file: Option<PathBuf>,
+    boot_id: String,
+    last: Position,
+    next_save: Instant,
+}
+
+impl Saved {
+    fn new(state_dir: Option<&Path>, root: &HostRoot) -> Self {
+        let boot_id = crate::events::journal::boot_id_hex(&root.proc());
+        let file = state_dir.filter(|_| !boot_id.is_empty()).map(|d| d.join("kernel-position.json"));
+        let last = file
+            .as_deref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| serde_json::from_slice::<Position>(&b).ok())
+            .filter(|p| p.boot_id == boot_id)
+            .unwrap_or_default();
+        Self { file, boot_id, last, next_save: Instant::now() }
+    }
+
+    /// Writes `seq` or `time` when they moved (at most every 5 s unless `now`).
+    fn save(&mut self, seq: Option<u64>, time: Option<(u64, usize)>, now: bool) {
+        let Some(file) = &self.file else { return };
+        let p = Position { boot_id: self.boot_id.clone(), seq, time };
+        if p == self.last || (!now && Instant::now() < self.next_save) || (seq.is_none() && time.is_none()) {
+            return;
+        }
+        self.next_save = Instant::now() + Duration::from_secs(5);
+        if let Ok(b) = serde_json::to_vec(&p)
+            && crate::events::tail::write_atomic_sync(file, &b, false).is_ok()
+        {
+            self.last = p;
+        }
+    }
+}
+
 pub(super) fn kernel_source(
     device: &Path,
     root: &HostRoot,
     journal: Vec<PathBuf>,
+    state_dir: Option<&Path>,
     mut emitter: Emitter,
     stop: &AtomicBool,
     states: &Mutex<SourceStates>,
 ) {
     let mut kernel = Kernel::on_host(boot_time(root), root);
+    let mut saved = Saved::new(state_dir, root);
     let is_file = std::fs::metadata(device).map(|m| m.is_file()).unwrap_or(false);
     if is_file {
         set_state(states, Source::Kernel, SourceState::On, "file", format!("following {}", device.display()));
@@ -184,11 +246,26 @@ pub(super) fn kernel_source(
         }
         return;
     }
-    let mut file = match open_kmsg(device, true) {
+    // From where the agent before this one stopped on this boot, else from the end (history
+    // is not news).
+    let resume = saved.last.seq;
+    let mut file = match open_kmsg(device, false) {
         Ok(f) => f,
-        Err(e) => return syslog_loop(device, &e, root, journal, &mut kernel, emitter, stop, states),
+        Err(e) => return syslog_loop(device, &e, root, journal, &mut kernel, &mut saved, emitter, stop, states),
     };
-    set_state(states, Source::Kernel, SourceState::On, "kmsg", format!("reading {}", device.display()));
+    match resume {
+        Some(seq) => kernel.assembler.resume_after(seq),
+        // The end, by its number: read past what the buffer holds, keeping the last record's
+        // number, and saved at once (a quiet node's next agent goes on from here too).
+        None => {
+            if let Some(seq) = last_seq_in(&mut file) {
+                kernel.assembler.resume_after(seq);
+                saved.save(Some(seq), None, true);
+            }
+        }
+    }
+    let from = resume.map_or_else(String::new, |s| format!(" from record {} on", s + 1));
+    set_state(states, Source::Kernel, SourceState::On, "kmsg", format!("reading {}{from}", device.display()));
     let mut buf = vec![0u8; 16 * 1024];
     while !stopped(stop, &emitter) {
         match wait_readable(file.as_fd(), POLL_SLICE) {
@@ -213,7 +290,25 @@ pub(super) fn kernel_source(
         }
         // Nothing more to read for now: a fragment waiting for its continuation goes out.
         kernel.send(true, &mut emitter);
+        saved.save(kernel.assembler.last_seq(), None, false);
     }
+    saved.save(kernel.assembler.last_seq(), None, true);
+}
+
+/// Reads `file` (`/dev/kmsg` opened at its start, non-blocking) to its end: the sequence
+/// number of its last record.
+fn last_seq_in(file: &mut std::fs::File) -> Option<u64> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last = None;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => last = crate::events::kmsg::parse_record(&buf[..n]).map(|r| r.seq).or(last),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(_) => break,
+        }
+    }
+    last
 }
 
 /// A line of a kernel log file: a cut one (longer than any record) is unparsed as a whole,
@@ -236,12 +331,18 @@ fn syslog_loop(
     root: &HostRoot,
     journal: Vec<PathBuf>,
     kernel: &mut Kernel,
+    saved: &mut Saved,
     mut emitter: Emitter,
     stop: &AtomicBool,
     states: &Mutex<SourceStates>,
 ) {
     let mut follower = match crate::events::klog::read_all() {
-        Ok(buf) => crate::events::klog::Follower::at_end(&buf),
+        Ok(_) if let Some((ts, count)) = saved.last.time => crate::events::klog::Follower::resume(ts, count),
+        Ok(buf) => {
+            let f = crate::events::klog::Follower::at_end(&buf);
+            saved.save(None, f.position(), true);
+            f
+        }
         Err(e) => {
             let why = unreadable(device, open_error, &e);
             return journal_loop(&why, root, journal, kernel, emitter, stop, states);
@@ -268,7 +369,9 @@ fn syslog_loop(
         let poll = follower.poll(&buf);
         syslog_pieces(kernel, poll);
         kernel.send(true, &mut emitter);
+        saved.save(None, follower.position(), false);
     }
+    saved.save(None, follower.position(), true);
 }
 
 /// Reads the kernel's records from the systemd journal (journald copies the ring buffer into
@@ -375,10 +478,11 @@ pub(super) fn audit_source(path: &Path, root: &HostRoot, mut emitter: Emitter, s
         eprintln!("vigil-agent: kernel: {}: {e}: denials auditd logs are not seen", path.display());
     }
     let mut tail = Tail::open(path, Unit::Lines { max: MAX_FILE_LINE }, None, StartAt::End);
+    let name = hostname(root);
     while !stopped(stop, &emitter) {
         let Kernel { pieces, classifier, boot, host, .. } = &mut kernel;
         let _ = tail.poll(&mut |line, cut| {
-            audit_line(line, cut, *boot, pieces);
+            audit_line(line, cut, *boot, name.as_deref(), pieces);
             if pieces.len() >= MAX_HELD {
                 emit_pieces(classifier, *boot, host.as_ref(), pieces, &mut emitter);
             }
@@ -390,11 +494,11 @@ pub(super) fn audit_source(path: &Path, root: &HostRoot, mut emitter: Emitter, s
 
 /// One line of auditd's log: a record of a security module, or nothing (a cut line is
 /// never parsed).
-fn audit_line(line: &[u8], cut: bool, boot: jiff::Timestamp, pieces: &mut Vec<Piece>) {
+fn audit_line(line: &[u8], cut: bool, boot: jiff::Timestamp, host: Option<&str>, pieces: &mut Vec<Piece>) {
     if cut {
         return;
     }
-    if let Some(r) = crate::events::kmsg::audit_log_record(&String::from_utf8_lossy(line), boot) {
+    if let Some(r) = crate::events::kmsg::audit_log_record(&String::from_utf8_lossy(line), boot, host) {
         pieces.push(Piece::Record(r));
     }
 }
@@ -407,11 +511,18 @@ pub(super) fn audit_once(path: &Path, root: &HostRoot, out: &mut dyn FnMut(Event
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
     let mut kernel = Kernel::on_host(boot_time(root), root);
+    let name = hostname(root);
     for line in text.split(|&b| b == b'\n') {
-        audit_line(line, line.len() > MAX_FILE_LINE, kernel.boot, &mut kernel.pieces);
+        audit_line(line, line.len() > MAX_FILE_LINE, kernel.boot, name.as_deref(), &mut kernel.pieces);
     }
     kernel.drain(false, out, &mut |_| {});
     Ok(())
+}
+
+/// The host's name (the kernel's, as auditd writes it in `node=`).
+fn hostname(root: &HostRoot) -> Option<String> {
+    let name = std::fs::read_to_string(root.proc_file("sys/kernel/hostname")).ok()?;
+    Some(name.trim().to_owned()).filter(|n| !n.is_empty())
 }
 
 /// The kernel log since boot, read once by the way `watch` would follow it (the device, else

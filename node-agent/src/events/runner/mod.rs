@@ -170,7 +170,11 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
             root.clone(),
         );
         let journal = journal_dirs(config, &root);
-        spawn("kmsg", Box::new(move || kernel::kernel_source(&device, &root, journal, emitter, &stop, &states)));
+        let dir = state_dir.clone();
+        spawn(
+            "kmsg",
+            Box::new(move || kernel::kernel_source(&device, &root, journal, dir.as_deref(), emitter, &stop, &states)),
+        );
     }
     if ev.kernel.enabled && !ev.kernel.audit_log.is_empty() {
         let (emitter, stop, root) = (
