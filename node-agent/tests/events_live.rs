@@ -345,6 +345,31 @@ fn what_the_kernel_printed_while_no_agent_ran_is_read_by_the_next_one_and_nothin
             seen.iter().all(|e| e.detail_str("interface") != Some(before.as_str())),
             "{mode}: a record the agent before read is not read again: {s}"
         );
+
+        // A saved position of this boot that no record of the ring can be (damaged, or from
+        // elsewhere) does not blind the source: it reads on from the end.
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().replace('-', "");
+        std::fs::write(
+            state.path().join("kernel-position.json"),
+            format!(r#"{{"bootId":"{boot}","seq":1000000000000,"last":[18446744073709551615,1]}}"#),
+        )
+        .unwrap();
+        let (sources, mut rx, _q) = start(&c);
+        let s = wait_ready(&sources, Source::Kernel);
+        assert!(!s.contains("from record"), "{mode}: {s}");
+        let after = format!("ra{mode}{tag}");
+        // The syslog(2) follow takes its first look a moment after starting: write until seen.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = false;
+        while !got {
+            assert!(Instant::now() < deadline, "{mode}: nothing read after a bogus position");
+            write_link_down(&after);
+            std::thread::sleep(Duration::from_millis(300));
+            while let Ok(e) = rx.try_recv() {
+                got |= e.detail_str("interface") == Some(after.as_str());
+            }
+        }
+        sources.stop();
     }
 }
 

@@ -144,6 +144,8 @@ struct Saved {
     unregisters: Recent,
     #[serde(default)]
     hung: Recent,
+    #[serde(default)]
+    hung_pids: VecDeque<(jiff::Timestamp, i64)>,
     restarts: [Recent; 2],
     stopping: [bool; 2],
     kubelet_seen: bool,
@@ -214,6 +216,7 @@ impl Conditions {
             ooms: Recent(self.ooms.0.clone()),
             unregisters: Recent(self.unregisters.0.clone()),
             hung: Recent(self.hung.0.clone()),
+            hung_pids: self.hung_pids.clone(),
             restarts: [Recent(self.restarts[0].0.clone()), Recent(self.restarts[1].0.clone())],
             stopping: self.stopping,
             kubelet_seen: self.kubelet_seen,
@@ -249,6 +252,7 @@ impl Conditions {
         c.ooms = cap(saved.ooms);
         c.unregisters = cap(saved.unregisters);
         c.hung = cap(saved.hung);
+        c.hung_pids = saved.hung_pids.into_iter().rev().take(1024).rev().collect();
         let [k, d] = saved.restarts;
         c.restarts = [cap(k), cap(d)];
         c.stopping = saved.stopping;
@@ -300,10 +304,12 @@ impl Conditions {
     /// a time in the future cannot hold a condition longer).
     ///
     /// A kernel log record written by a process (`userspace`: root may write to `/dev/kmsg`,
-    /// and the kernel marks what it did not write itself) sets nothing: a remediation
-    /// controller drains nodes on these conditions, and only the kernel speaks for them.
+    /// and the kernel marks what it did not write itself), or one whose writer cannot be told
+    /// (`writerUncertain`) sets nothing: a remediation controller drains nodes on these
+    /// conditions, and only the kernel speaks for them.
     pub fn observe(&mut self, e: &Event, now: jiff::Timestamp) {
-        if e.details.get("userspace").and_then(serde_json::Value::as_bool) == Some(true) {
+        let flag = |k: &str| e.details.get(k).and_then(serde_json::Value::as_bool) == Some(true);
+        if flag("userspace") || flag("writerUncertain") {
             return;
         }
         let at = e.time.min(now);

@@ -103,11 +103,27 @@ fn escape(msg: &[u8]) -> String {
     out
 }
 
+/// A record's facility when its writer cannot be told (see [`Follower::poll`]): the event
+/// says `writerUncertain`, and sets no Node condition.
+pub const FACILITY_UNCERTAIN: u32 = u32::MAX;
+
+/// A record as [`Follower`] knows it again: its time and a hash of its message (FNV-1a, the
+/// same in every process and build, so that a saved position means the same record to the
+/// next agent).
+pub fn fingerprint(r: &Record) -> (u64, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in r.message.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (r.ts_usec, h)
+}
+
 /// Finds the records of each poll that the previous polls did not return.
 #[derive(Debug, Default)]
 pub struct Follower {
-    /// The newest timestamp returned, and how many records carried it.
-    last: Option<(u64, usize)>,
+    /// The last record returned ([`fingerprint`]).
+    last: Option<(u64, u64)>,
     /// Without timestamps: the last line returned.
     last_line: Option<Vec<u8>>,
     /// Records handed out, the synthetic sequence number of the next.
@@ -126,14 +142,13 @@ pub struct Poll {
 }
 
 impl Follower {
-    /// Goes on after the records an agent before this one returned: the newest had time
-    /// `ts_usec`, and `count` records carried it.
-    pub fn resume(ts_usec: u64, count: usize) -> Self {
-        Self { last: Some((ts_usec, count)), ..Self::default() }
+    /// Goes on after the record an agent before this one returned last ([`fingerprint`]).
+    pub fn resume(last: (u64, u64)) -> Self {
+        Self { last: Some(last), ..Self::default() }
     }
 
-    /// Where this follower is: the newest time returned and how many records carried it.
-    pub fn position(&self) -> Option<(u64, usize)> {
+    /// Where this follower is: the last record returned ([`fingerprint`]).
+    pub fn position(&self) -> Option<(u64, u64)> {
         self.last
     }
 
@@ -144,30 +159,37 @@ impl Follower {
         f
     }
 
-    /// The records of `buf` (a whole `read_all`) that are newer than those returned before.
+    /// The records of `buf` (a whole `read_all`) that are newer than those returned before:
+    /// those after the last one returned, found by its time and message (not by time alone:
+    /// printk takes a record's time before its place in the buffer, so records of two CPUs
+    /// can stand in the buffer a little out of time order). When that record is gone, the
+    /// buffer wrapped past it: everything in it is new, and records were lost.
+    ///
+    /// syslog(2) does not escape a newline inside a record's text (a file name in a segfault
+    /// report may hold one): it starts each piece with the record's own prefix. A line with
+    /// the very prefix of the line before (level, facility and time to the microsecond) may
+    /// be such a piece or a record of its own; it is returned with [`FACILITY_UNCERTAIN`], so
+    /// that no name can forge a record the node's conditions believe.
     pub fn poll(&mut self, buf: &[u8]) -> Poll {
-        let all: Vec<&[u8]> = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        // syslog(2) does not escape a newline inside a record's text (a file name in a
-        // segfault report may hold one): it starts each piece with the record's own prefix. A
-        // line with the very prefix of the line before (level, facility and time to the
-        // microsecond) is that record going on, never a record of its own, so no name can
-        // forge one. (Two records printed in the same microsecond read as one.)
-        let mut lines: Vec<&[u8]> = Vec::with_capacity(all.len());
-        let mut parsed: Vec<Option<(Record, bool)>> = Vec::with_capacity(all.len());
-        for line in all {
-            let p = parse_line(line);
-            if let (Some((r, true)), Some(Some((prev, true)))) = (&p, parsed.last_mut())
-                && (prev.level, prev.facility, prev.ts_usec) == (r.level, r.facility, r.ts_usec)
+        let lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let mut parsed: Vec<Option<(Record, bool)>> = Vec::with_capacity(lines.len());
+        // The prefix of the line before, as printed.
+        let mut before: Option<(u8, u32, u64)> = None;
+        for line in &lines {
+            let mut p = parse_line(line);
+            let prefix = p.as_ref().filter(|(_, t)| *t).map(|(r, _)| (r.level, r.facility, r.ts_usec));
+            if let Some((r, _)) = p.as_mut()
+                && prefix.is_some()
+                && prefix == before
+                && r.facility == 0
             {
-                prev.message.push_str("\\x0a");
-                prev.message.push_str(&r.message);
-                continue;
+                r.facility = FACILITY_UNCERTAIN;
             }
-            lines.push(line);
+            before = prefix;
             parsed.push(p);
         }
         let timed = parsed.iter().flatten().any(|(_, t)| *t);
-        let start = if timed { self.start_by_time(&parsed) } else { self.start_by_line(&lines) };
+        let start = if timed { self.start_after_last(&parsed) } else { self.start_by_line(&lines) };
         let mut out = Poll { wrapped: start.1, ..Poll::default() };
         for (line, p) in lines[start.0..].iter().zip(&parsed[start.0..]) {
             match p {
@@ -179,9 +201,10 @@ impl Follower {
             }
         }
         if timed {
-            if let Some(newest) = parsed.iter().flatten().filter(|(_, t)| *t).map(|(r, _)| r.ts_usec).max() {
-                let count = parsed.iter().flatten().filter(|(r, t)| *t && r.ts_usec == newest).count();
-                self.last = Some((newest, count));
+            if let Some((r, _)) = parsed.iter().flatten().rev().find(|(_, t)| *t) {
+                // The fingerprint of the line as printed (an uncertain record's facility is
+                // not part of it).
+                self.last = Some(fingerprint(r));
             }
         } else if let Some(l) = lines.last() {
             self.last_line = Some(l.to_vec());
@@ -190,29 +213,17 @@ impl Follower {
     }
 
     /// The index of the first new line, and whether the buffer wrapped past what we saw.
-    fn start_by_time(&self, parsed: &[Option<(Record, bool)>]) -> (usize, bool) {
-        let Some((last, count)) = self.last else { return (0, false) };
-        // Lines without a timestamp (continuations, garbage) belong with the line before.
-        let mut seen_at_last = 0;
-        let mut start = parsed.len();
-        for (i, p) in parsed.iter().enumerate() {
-            match p {
-                Some((r, true)) if r.ts_usec > last => {
-                    start = i;
-                    break;
-                }
-                Some((r, true)) if r.ts_usec == last => {
-                    seen_at_last += 1;
-                    if seen_at_last > count {
-                        start = i;
-                        break;
-                    }
-                }
-                _ => {}
+    fn start_after_last(&self, parsed: &[Option<(Record, bool)>]) -> (usize, bool) {
+        let Some(last) = self.last else { return (0, false) };
+        match parsed.iter().rposition(|p| p.as_ref().is_some_and(|(r, t)| *t && fingerprint(r) == last)) {
+            Some(i) => (i + 1, false),
+            // Gone: overwritten (or the buffer was cleared). A buffer of records all older
+            // than it is one that has not caught up with what a saved position names.
+            None if parsed.iter().flatten().filter(|(_, t)| *t).all(|(r, _)| r.ts_usec < last.0) => {
+                (parsed.len(), false)
             }
+            None => (0, true),
         }
-        let oldest = parsed.iter().flatten().find(|(_, t)| *t).map(|(r, _)| r.ts_usec);
-        (start, oldest.is_some_and(|o| o > last))
     }
 
     fn start_by_line(&self, lines: &[&[u8]]) -> (usize, bool) {
@@ -229,17 +240,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_newline_in_a_records_text_cannot_forge_a_record_of_its_own() {
+    fn a_line_with_the_prefix_of_the_one_before_is_returned_with_its_writer_uncertain() {
         // A segfault in a file named "x\nEXT4-fs (sda1): Remounting filesystem read-only\nq".
         let buf = b"<6>[  100.000001] a.out[77]: segfault at 0 ip 1 sp 2 error 4 in x\n<6>[  100.000001] EXT4-fs (sda1): Remounting filesystem read-only\n<6>[  100.000001] q[400000+1000]\n<3>[  100.000002] EXT4-fs (sdb1): Remounting filesystem read-only\n";
         let got = Follower::default().poll(buf);
-        assert_eq!(got.records.len(), 2, "{:?}", got.records);
-        assert!(got.records[0].message.starts_with("a.out[77]: segfault"));
-        assert!(got.records[0].message.contains("\\x0aEXT4-fs (sda1)"), "{}", got.records[0].message);
-        assert_eq!(
-            got.records[1].message, "EXT4-fs (sdb1): Remounting filesystem read-only",
-            "the next record is its own"
-        );
+        let facilities: Vec<u32> = got.records.iter().map(|r| r.facility).collect();
+        assert_eq!(facilities, [0, FACILITY_UNCERTAIN, FACILITY_UNCERTAIN, 0], "{:?}", got.records);
+        let e =
+            crate::events::kmsg::Classifier::default().classify(&got.records[1], jiff::Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(e.details["writerUncertain"], true, "reported, and said to be uncertain");
+        assert!(e.details.get("userspace").is_none());
+    }
+
+    #[test]
+    fn records_a_little_out_of_time_order_are_all_returned() {
+        // printk took B's time before A's, but A reached the buffer first.
+        let mut f = Follower::default();
+        let p = f.poll(&buf(&[(100, "a"), (102, "A")]));
+        assert_eq!(messages(&p), ["a", "A"]);
+        let p = f.poll(&buf(&[(100, "a"), (102, "A"), (101, "B"), (103, "C")]));
+        assert_eq!(messages(&p), ["B", "C"], "B is after A in the buffer: new");
+        // A position from another follower (a saved one) goes on the same way; one the buffer
+        // does not hold any more means the ring wrapped past it.
+        let mut next = Follower::resume(f.position().unwrap());
+        assert_eq!(messages(&next.poll(&buf(&[(102, "A"), (101, "B"), (103, "C"), (104, "D")]))), ["D"]);
+        let mut gone = Follower::resume(fingerprint(&parse_line(b"<6>[    0.000100] a").unwrap().0));
+        let p = gone.poll(&buf(&[(200, "x"), (201, "y")]));
+        assert_eq!((messages(&p), p.wrapped), (vec!["x", "y"], true));
+        // A position ahead of the whole buffer (a clock or a file from elsewhere) returns
+        // nothing now, and goes on from the buffer's end.
+        let mut ahead = Follower::resume((u64::MAX, 1));
+        assert!(ahead.poll(&buf(&[(200, "x")])).records.is_empty());
+        assert_eq!(messages(&ahead.poll(&buf(&[(200, "x"), (201, "y")]))), ["y"]);
     }
 
     #[test]
@@ -277,15 +309,12 @@ mod tests {
     fn each_poll_returns_only_records_newer_than_the_last_including_ones_with_the_same_time() {
         let mut f = Follower::at_end(&buf(&[(1, "old a"), (2, "old b")]));
         assert!(f.poll(&buf(&[(1, "old a"), (2, "old b")])).records.is_empty(), "nothing new");
-        let p = f.poll(&buf(&[(1, "old a"), (2, "old b"), (3, "c"), (3, "same time, same record"), (4, "d")]));
-        assert_eq!(messages(&p), ["c\\x0asame time, same record", "d"]);
+        let p = f.poll(&buf(&[(1, "old a"), (2, "old b"), (2, "same time"), (3, "c")]));
+        assert_eq!(messages(&p), ["same time", "c"]);
         assert!(!p.wrapped);
         let seqs: Vec<u64> = p.records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs[1], seqs[0] + 1, "sequence numbers are the follower's own, one per record");
-        assert!(f.poll(&buf(&[(2, "old b"), (3, "c"), (3, "same time, same record"), (4, "d")])).records.is_empty());
-        // The limit: a line of the same microsecond that comes a poll later goes with the
-        // record already returned, and is not returned again.
-        assert_eq!(messages(&f.poll(&buf(&[(4, "d"), (4, "late"), (5, "e")]))), ["e"]);
+        assert!(f.poll(&buf(&[(2, "old b"), (2, "same time"), (3, "c")])).records.is_empty());
     }
 
     #[test]

@@ -308,8 +308,14 @@ impl Classifier {
                 record.dict.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
             event = event.with("kernelDictionary", Value::Object(dict));
         }
-        // Root may write to /dev/kmsg too (systemd does at boot); such records say so.
-        Some(if record.facility != 0 { event.with("userspace", true) } else { event })
+        // Root may write to /dev/kmsg too (systemd does at boot); such records say so. One
+        // whose writer syslog(2) cannot tell (a piece of another record, or a record of its
+        // own) says that.
+        Some(match record.facility {
+            0 => event,
+            crate::events::klog::FACILITY_UNCERTAIN => event.with("writerUncertain", true),
+            _ => event.with("userspace", true),
+        })
     }
 
     fn oom_kill(&mut self, msg: &str, rest: &str, time: jiff::Timestamp) -> Event {
@@ -373,13 +379,19 @@ fn oom_killed_at(msg: &str) -> Option<usize> {
 fn user_prefixed(m: &str) -> bool {
     let head = &m.as_bytes()[..m.len().min(64)];
     head.iter().enumerate().any(|(i, &b)| {
-        let close = match b {
-            b'[' => b']',
-            b'(' if i > 0 && head[i - 1] == b' ' => b')',
-            _ => return false,
-        };
         let digits = head[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        digits > 0 && head.get(i + 1 + digits) == Some(&close) && matches!(head.get(i + 2 + digits), Some(b':' | b' '))
+        let after = &m.as_bytes()[(i + 2 + digits).min(m.len())..];
+        match b {
+            b'[' => digits > 0 && head.get(i + 1 + digits) == Some(&b']') && matches!(after.first(), Some(b':' | b' ')),
+            // `NAME (PID): …` and `NAME (PID) used greatest stack depth`, not a driver's `I/O
+            // tag 17 (3011) opcode …`.
+            b'(' if i > 0 && head[i - 1] == b' ' => {
+                digits > 0
+                    && head.get(i + 1 + digits) == Some(&b')')
+                    && (after.first() == Some(&b':') || after.starts_with(b" used greatest stack depth"))
+            }
+            _ => false,
+        }
     })
 }
 
@@ -492,6 +504,12 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         .with("object", word_after(what, " in ").map(|o| o.split('[').next().unwrap_or(o)))
         .into();
     }
+    // Reports that start with the name of the process they are about, which nothing after
+    // may be read as: the OOM killer's header (the kill itself comes in its own record) and
+    // x86's `NAME: Corrupted page table at address …` (an oops follows).
+    if [" invoked oom-killer: ", ": Corrupted page table at address "].iter().any(|p| m.contains(p)) {
+        return None;
+    }
     // warn_alloc's reports start with the name of the process that asked (`NAME: page
     // allocation failure: …`, `NAME: vmalloc error: …`): read before any other rule, so that a
     // name chosen to look like another report (`I/O error, dev `) is only ever a name.
@@ -551,7 +569,9 @@ pub fn classify_message(msg: &str, time: jiff::Timestamp) -> Option<Event> {
     if let Some(rest) = m.strip_prefix("INFO: task ")
         && m.contains(" blocked for more than ")
     {
-        let task = rest.split(' ').next().unwrap_or(rest);
+        // `COMM:PID`, where the name may hold spaces and colons (`VM Thread`, `kubelet:1 x`):
+        // the pid follows the last `:` before the kernel's words.
+        let task = &rest[..rest.find(" blocked for more than ").unwrap_or(rest.len())];
         let (comm, pid) = task.rsplit_once(':').map_or((task, None), |(c, p)| (c, p.parse::<i64>().ok()));
         return event(
             EventType::HungTask,
@@ -1077,7 +1097,15 @@ fn filesystem(m: &str, time: jiff::Timestamp) -> Option<Event> {
     // The ext4 journal (jbd2): an aborted journal or a failed journal superblock write.
     if m.starts_with("JBD2: ") || m.starts_with("Aborting journal on device ") {
         let dev = word_after(m, "on device ").or_else(|| word_after(m, " for ")).map(|d| d.trim_end_matches('.'));
-        if m.contains("Error") || m.contains("error") || m.starts_with("Aborting journal") {
+        // jbd2's own words start the message (`JBD2: Error -5 detected …`, `JBD2: Detected IO
+        // errors …`): a network interface named `JBD2` says `JBD2: renamed from …`, `JBD2: port
+        // 1(…) entered …`, never these.
+        let first = m.strip_prefix("JBD2: ").and_then(|r| r.split(' ').next());
+        let jbd2 =
+            first.is_some_and(|w| ["Error", "I/O", "IO", "Detected", "Invalid", "Failed", "recovery"].contains(&w));
+        if (jbd2 && (m.contains("Error") || m.contains("error") || m.contains("Invalid") || m.contains("failed")))
+            || m.starts_with("Aborting journal")
+        {
             return Some(
                 ev(EventType::FsError, "ext4", dev, format!("ext4 journal error on {}", dev.unwrap_or("?")))
                     .with("metadata", "journal"),
@@ -1519,6 +1547,28 @@ mod tests {
         );
         // Rate-limit notes are no losses: a user's crash loop makes them.
         assert!(classify_message("show_signal_msg: 18446744073709551615 callbacks suppressed", t0()).is_none());
+        // The OOM killer's header names the process first.
+        for name in ["EXT4-fs error", "I/O error, dev ", "XFS (Corruption", "JBD2: error", "BTRFS: error"] {
+            let line = format!("{name} invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0");
+            assert!(classify_message(&line, t0()).is_none(), "{line}");
+        }
+        // A network interface a pod renamed `JBD2`.
+        for line in ["JBD2: renamed from error", "JBD2: port 1(error) entered blocking state"] {
+            assert!(classify_message(line, t0()).is_none(), "{line}");
+        }
+        assert_eq!(
+            classify_message("JBD2: Detected IO errors -5 while flushing file data on sda1-8", t0()).unwrap().kind,
+            EventType::FsError
+        );
+        // A driver's parenthesised number is no pid.
+        let e =
+            classify_message("nvme nvme0: I/O tag 17 (3011) opcode 0x1 (Write) QID 2 timeout, reset controller", t0());
+        assert_eq!(e.map(|e| e.kind), Some(EventType::DiskTimeout));
+        // A hung task's pid is after the last colon of its name.
+        let e = classify_message("INFO: task kubelet:1 x:4243 blocked for more than 122 seconds.", t0()).unwrap();
+        assert_eq!((e.detail_str("comm"), e.detail_i64("pid")), (Some("kubelet:1 x"), Some(4243)));
+        let e = classify_message("INFO: task VM Thread:77 blocked for more than 122 seconds.", t0()).unwrap();
+        assert_eq!((e.detail_str("comm"), e.detail_i64("pid")), (Some("VM Thread"), Some(77)));
     }
 
     #[test]

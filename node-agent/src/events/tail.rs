@@ -275,7 +275,13 @@ pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+    // The writer's own temporary file: two agents of a handover may write the same state at
+    // once, and each rename then puts one whole file in place.
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
     {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -175,9 +175,10 @@ pub(crate) struct Position {
     /// `/dev/kmsg`: the sequence number of the last record read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
-    /// syslog(2): the time of the newest record returned, and how many carried it.
+    /// syslog(2): the last record returned, by its time and a hash of its message
+    /// ([`crate::events::klog::fingerprint`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    time: Option<(u64, usize)>,
+    last: Option<(u64, u64)>,
 }
 
 /// The saved [`Position`] in `file` and this boot's id: the saved one only if it is of this
@@ -203,10 +204,10 @@ impl Saved {
     }
 
     /// Writes `seq` or `time` when they moved (at most every 5 s unless `now`).
-    fn save(&mut self, seq: Option<u64>, time: Option<(u64, usize)>, now: bool) {
+    fn save(&mut self, seq: Option<u64>, last: Option<(u64, u64)>, now: bool) {
         let Some(file) = &self.file else { return };
-        let p = Position { boot_id: self.boot_id.clone(), seq, time };
-        if p == self.last || (!now && Instant::now() < self.next_save) || (seq.is_none() && time.is_none()) {
+        let p = Position { boot_id: self.boot_id.clone(), seq, last };
+        if p == self.last || (!now && Instant::now() < self.next_save) || (seq.is_none() && last.is_none()) {
             return;
         }
         self.next_save = Instant::now() + Duration::from_secs(5);
@@ -248,7 +249,16 @@ pub(super) fn kernel_source(
     }
     // From where the agent before this one stopped on this boot, else from the end (history
     // is not news).
-    let resume = saved.last.seq;
+    // A saved number past the ring's last record is not this ring's (a file from elsewhere,
+    // or damaged): it would pass over every record to come.
+    let newest = open_kmsg(device, false).ok().and_then(|mut f| last_seq_in(&mut f));
+    let resume = saved.last.seq.filter(|s| newest.is_some_and(|n| *s <= n));
+    if let (Some(s), None) = (saved.last.seq, resume) {
+        eprintln!(
+            "vigil-agent: kernel: the saved position (record {s}) is past the kernel log's last record ({}): reading from the end",
+            newest.map_or("none".into(), |n| n.to_string())
+        );
+    }
     let mut file = match open_kmsg(device, false) {
         Ok(f) => f,
         Err(e) => return syslog_loop(device, &e, root, journal, &mut kernel, &mut saved, emitter, stop, states),
@@ -264,7 +274,7 @@ pub(super) fn kernel_source(
             }
         }
     }
-    let from = resume.map_or_else(String::new, |s| format!(" from record {} on", s + 1));
+    let from = resume.map_or_else(String::new, |s| format!(" from record {} on", s.saturating_add(1)));
     set_state(states, Source::Kernel, SourceState::On, "kmsg", format!("reading {}{from}", device.display()));
     let mut buf = vec![0u8; 16 * 1024];
     while !stopped(stop, &emitter) {
@@ -337,7 +347,7 @@ fn syslog_loop(
     states: &Mutex<SourceStates>,
 ) {
     let mut follower = match crate::events::klog::read_all() {
-        Ok(_) if let Some((ts, count)) = saved.last.time => crate::events::klog::Follower::resume(ts, count),
+        Ok(_) if let Some(last) = saved.last.last => crate::events::klog::Follower::resume(last),
         Ok(buf) => {
             let f = crate::events::klog::Follower::at_end(&buf);
             saved.save(None, f.position(), true);
