@@ -26,7 +26,22 @@ pub mod env {
     /// for agents deployed without the operator, whatever set them up may. Unset: the
     /// start-up joins no rollout trace.
     pub const ROLLOUT_TRACE_ID: &str = "VIGIL_ROLLOUT_TRACE_ID";
+    /// Where the agent says it is the node's working agent ([`super::READY_FILE`] in a pod):
+    /// it writes the file once it holds the node's lock with its sources started, and removes
+    /// it when it stops or stands by. Unset: no such file.
+    pub const READY_FILE: &str = "VIGIL_READY_FILE";
 }
+
+/// The agent's binary in its image.
+pub const BINARY: &str = "/usr/local/bin/vigil-agent";
+
+/// The directory (a memory-backed emptyDir of each pod) of [`READY_FILE`].
+pub const RUN_DIR: &str = "/run/vigil";
+
+/// The file whose presence makes an agent pod Ready (its readiness probe runs `vigil-agent
+/// ready`): only the node's working agent has it, so during a handover the pod that stands by
+/// is not Ready.
+pub const READY_FILE: &str = "/run/vigil/ready";
 
 /// The operator's immutable copy of a revision's agent config (in the agents' namespace):
 /// the ConfigMap that revision's DaemonSet mounts, so editing or deleting the ConfigMap a

@@ -5,6 +5,7 @@
 //!
 //! `cargo bench -p vigil-agent --bench daemon` (needs `prometheus-node-exporter` on PATH or
 //! in /usr/bin; every loop is bounded and every process it starts is killed at the end).
+//! `cargo bench -p vigil-agent --bench daemon parts`: the agent's memory part by part instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,7 +46,104 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
+/// The agent's resident memory part by part: the same binary started with one more part on
+/// each time, each settled for 10 s and sampled over 5 s, beside node_exporter; RSS (and of
+/// it the anonymous memory: heap and stacks, the rest being the binary's and libraries'
+/// pages) per configuration and the increment of each part.
+fn parts() {
+    let dir = std::env::temp_dir().join(format!("vigil-parts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.yaml");
+    // Detectors per series: the default anomaly detector on every process's CPU (one series
+    // per process) and on the node's, and an event rule.
+    std::fs::write(
+        &policy,
+        "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: parts, namespace: vigil-system}\nspec:\n  rules:\n    - name: ProcessCpu\n      metric: {name: vigil_process_cpu_ratio}\n      detector: {anomaly: {}}\n      severity: warning\n    - name: NodeCpu\n      metric: {name: vigil_node_cpu_utilization_ratio}\n      detector: {anomaly: {}}\n      severity: warning\n    - name: Ooms\n      event: {type: kernel.oom_kill}\n      detector: {eventRate: {count: 3, window: 10m}}\n      severity: warning\n  routes:\n    - {name: all, receivers: [am]}\n  receivers:\n    - {name: am, alertmanager: {urls: ['http://127.0.0.1:9']}}\n",
+    )
+    .unwrap();
+    let off = "{enabled: false}";
+    let sources = ["kernel", "auth", "processes", "files", "network", "clock"];
+    // Each step turns one more part on.
+    let mut steps: Vec<(String, String)> = Vec::new();
+    let events = |on: &[&str]| {
+        let mut e = format!("events:\n  stateDir: {}\n", dir.join("state").display());
+        for s in sources {
+            if !on.contains(&s) {
+                e.push_str(&format!("  {s}: {off}\n"));
+            }
+        }
+        e
+    };
+    let prom = "exporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\n";
+    steps.push(("snapshots and /metrics, no event source".into(), format!("{prom}{}", events(&[]))));
+    let mut on: Vec<&str> = Vec::new();
+    for s in sources {
+        on.push(s);
+        steps.push((format!("+ {s} source"), format!("{prom}{}", events(&on))));
+    }
+    steps.push((
+        "+ alert pipeline (anomaly detectors on every process's CPU, an event rule)".into(),
+        format!("{prom}{}alerts:\n  policies: [{}]\n", events(&on), policy.display()),
+    ));
+    let mut guard = Children::default();
+    let ne_bin = ["prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("prometheus-node-exporter (apt-get install prometheus-node-exporter)");
+    let ne_addr = format!("127.0.0.1:{}", free_port());
+    let ne = Command::new(ne_bin)
+        .arg(format!("--web.listen-address={ne_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ne_pid = ne.id();
+    guard.0.push(ne);
+    wait_up(&ne_addr);
+    let sample = |pid: u32, addr: Option<&str>| {
+        std::thread::sleep(Duration::from_secs(10));
+        let mut rss = Vec::new();
+        for _ in 0..5 {
+            if let Some(a) = addr {
+                scrape(a);
+            }
+            rss.push((common::status_kib(pid, "VmRSS:"), common::status_kib(pid, "RssAnon:")));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        rss.sort_unstable();
+        rss[rss.len() / 2]
+    };
+    println!("| agent configuration | RSS | of it anonymous | this part adds |");
+    println!("| --- | --- | --- | --- |");
+    let mut before: Option<u64> = None;
+    for (i, (name, cfg)) in steps.iter().enumerate() {
+        let file = dir.join(format!("agent-{i}.yaml"));
+        std::fs::write(&file, format!("interval: 10s\n{cfg}")).unwrap();
+        let (agent, addr) = common::spawn_agent(&file);
+        let pid = agent.id();
+        let mut one = Children(vec![agent]);
+        let (rss, anon) = sample(pid, Some(&addr));
+        drop(one.0.pop().map(|mut c| {
+            let _ = c.kill();
+            c.wait()
+        }));
+        let adds = before.map_or_else(|| "—".to_owned(), |b| format!("{:+.1} MiB", (rss as f64 - b as f64) / 1024.0));
+        println!("| {name} | {:.1} MiB | {:.1} MiB | {adds} |", rss as f64 / 1024.0, anon as f64 / 1024.0);
+        before = Some(rss);
+    }
+    let (ne_rss, ne_anon) = sample(ne_pid, Some(&ne_addr));
+    println!(
+        "| node_exporter (same run, default collectors) | {:.1} MiB | {:.1} MiB | |",
+        ne_rss as f64 / 1024.0,
+        ne_anon as f64 / 1024.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
+    if std::env::args().skip(1).any(|a| a == "parts") {
+        return parts();
+    }
     let secs: u64 = std::env::var("VIGIL_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
     let target_procs = 400;
     let have = procfs::process::all_processes().unwrap().count();

@@ -214,6 +214,8 @@ pub async fn run(
     let mut beats = tokio::time::interval(reporter.as_ref().map_or(Duration::from_secs(3600), |r| r.heartbeat_every));
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    // Working, with the sources started: the pod's readiness probe may say so.
+    let ready = ReadyFile::write();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -307,6 +309,7 @@ pub async fn run(
             break;
         }
     }
+    drop(ready);
     if let Some(s) = startup.take() {
         let _ = tokio::task::spawn_blocking(move || s.finish(Some("stopped before its first report".into()))).await;
     }
@@ -556,6 +559,46 @@ async fn ready_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 (StatusCode::OK, "ready\n".to_owned())
             }
         }
+    }
+}
+
+/// The file that makes the agent's pod Ready (`VIGIL_READY_FILE`), while this agent works:
+/// written with the agent's pid, removed when dropped (the agent stops or hands over).
+struct ReadyFile(Option<std::path::PathBuf>);
+
+impl ReadyFile {
+    fn write() -> Self {
+        let Some(path) = std::env::var_os(vigil_crds::agent::env::READY_FILE).map(std::path::PathBuf::from) else {
+            return Self(None);
+        };
+        match std::fs::write(&path, std::process::id().to_string()) {
+            Ok(()) => Self(Some(path)),
+            Err(e) => {
+                eprintln!("vigil-agent: {}: {e}: the pod will not be Ready", path.display());
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Whether the agent whose ready file is `path` is working: the file names a live process.
+/// `Err` says why not, for the probe's output.
+pub fn ready(path: &Path) -> Result<u32, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e}: this agent is not the node's working agent", path.display()))?;
+    let pid: u32 = text.trim().parse().map_err(|_| format!("{}: not a pid: {text:?}", path.display()))?;
+    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        Ok(pid)
+    } else {
+        Err(format!("{}: the agent (pid {pid}) is gone", path.display()))
     }
 }
 

@@ -97,6 +97,15 @@ enum Command {
         #[arg(long, default_value = "/etc/vigil/secrets")]
         secrets_dir: PathBuf,
     },
+    /// The readiness probe of an agent pod: exit 0 when this pod's agent is the node's
+    /// working agent (it holds the node's lock with its sources started), 1 otherwise (it
+    /// stands by during a handover, or is starting or stopping).
+    Ready {
+        /// The agent's ready file (default: the VIGIL_READY_FILE variable, which the rollout's
+        /// DaemonSet sets).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// The dead-letter spool: notifications the agent gave up delivering.
     Dlq {
         #[command(subcommand)]
@@ -241,6 +250,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Ready { file } => {
+            let file = file
+                .or_else(|| std::env::var_os(vigil_crds::agent::env::READY_FILE).map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(vigil_crds::agent::READY_FILE));
+            Ok(match vigil_agent::daemon::ready(&file) {
+                Ok(pid) => {
+                    println!("ready: agent pid {pid} works on this node");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    println!("not ready: {why}");
+                    ExitCode::from(1)
+                }
+            })
+        }
         Command::Scan { common, sample, events } => {
             let (config, mut collector) = common.load()?;
             if !sample.is_zero() {

@@ -203,8 +203,16 @@ fn run_serves_metrics_that_promtool_accepts_and_stops_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child =
-        agent().arg("run").arg("-c").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let ready_file = dir.path().join("ready");
+    let mut child = agent()
+        .arg("run")
+        .arg("-c")
+        .arg(&cfg)
+        .env(vigil_crds::agent::env::READY_FILE, &ready_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
@@ -266,6 +274,11 @@ fn run_serves_metrics_that_promtool_accepts_and_stops_on_sigterm() {
         "{err}"
     );
     assert_eq!(http_get(&addr, "/healthz").0, 200, "the first agent runs on");
+    // The pod's readiness probe: this agent works, with its sources started.
+    let probe = || agent().arg("ready").env(vigil_crds::agent::env::READY_FILE, &ready_file).output().unwrap();
+    let ready = probe();
+    assert!(ready.status.success(), "{}", String::from_utf8_lossy(&ready.stdout));
+    assert!(String::from_utf8_lossy(&ready.stdout).contains(&format!("agent pid {} works", child.id())));
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -277,4 +290,13 @@ fn run_serves_metrics_that_promtool_accepts_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+    // Stopped: not ready, and the probe says why.
+    assert!(!ready_file.exists(), "the ready file goes with the agent");
+    let not = probe();
+    assert_eq!(not.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not.stdout).contains("not the node's working agent"));
+    // A file naming a process that is gone (an agent killed with SIGKILL) is not ready either.
+    std::fs::write(&ready_file, child.id().to_string()).unwrap();
+    let stale = probe();
+    assert_eq!(stale.status.code(), Some(1), "{}", String::from_utf8_lossy(&stale.stdout));
 }

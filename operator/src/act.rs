@@ -186,21 +186,31 @@ pub struct AgentTemplate {
     pub security_events: bool,
     /// The agent's state directory on the host.
     pub state_dir: String,
+    /// The pods' readiness probe (`vigil-agent ready`: Ready only while the pod's agent is
+    /// the node's working one). Off for agent images built before that command existed,
+    /// whose pods would otherwise never be Ready (`vigil-operator run
+    /// --agent-no-readiness-probe`).
+    pub readiness_probe: bool,
 }
 
 /// The version of the agent pod template [`daemonset`] builds. Bump it with every change of
 /// what the pods are given (the test `the_pod_template_is_versioned` fails until it is):
 /// the version is part of every revision's name, so a changed template reaches the fleet as a
 /// new revision, in waves behind the health gate, never by rewriting running DaemonSets.
-pub const POD_TEMPLATE_VERSION: u32 = 4;
+pub const POD_TEMPLATE_VERSION: u32 = 5;
 
 impl AgentTemplate {
     /// The id of the pod template this operator writes: its version and every setting that
     /// shapes the pods (the namespace aside: a rollout acts in one). Part of revision names.
     pub fn id(&self) -> String {
         format!(
-            "pod-template/{POD_TEMPLATE_VERSION}/{}/{}/{}/{}/{}",
-            self.service_account, self.host_root, self.config_dir, self.security_events, self.state_dir
+            "pod-template/{POD_TEMPLATE_VERSION}/{}/{}/{}/{}/{}/{}",
+            self.service_account,
+            self.host_root,
+            self.config_dir,
+            self.security_events,
+            self.state_dir,
+            self.readiness_probe
         )
     }
 }
@@ -214,6 +224,7 @@ impl Default for AgentTemplate {
             config_dir: "/etc/vigil".into(),
             security_events: true,
             state_dir: "/var/lib/vigil-agent".into(),
+            readiness_probe: true,
         }
     }
 }
@@ -248,8 +259,8 @@ pub fn daemonset(
 ) -> Option<DaemonSet> {
     use k8s_openapi::api::apps::v1::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
     use k8s_openapi::api::core::v1::{
-        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-        HostPathVolumeSource, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+        Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+        HostPathVolumeSource, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
         ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
     };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -328,6 +339,8 @@ pub fn daemonset(
         // operator published any); updates reach running agents without a restart.
         mount("alert-policies", vigil_crds::policy::POLICIES_DIR, true),
         mount("alert-secrets", vigil_crds::policy::SECRETS_DIR, true),
+        // The ready file (the readiness probe's): in memory, the pod's own.
+        mount("run", vigil_crds::agent::RUN_DIR, false),
     ];
     let volumes = vec![
         Volume {
@@ -364,6 +377,14 @@ pub fn daemonset(
             ..Volume::default()
         },
         state_volume,
+        Volume {
+            name: "run".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("1Mi".into())),
+            }),
+            ..Volume::default()
+        },
     ];
     let field = |path: &str| EnvVarSource {
         field_ref: Some(ObjectFieldSelector { field_path: path.into(), api_version: None }),
@@ -386,6 +407,7 @@ pub fn daemonset(
                 EnvVar { name: env::POD_NAMESPACE.into(), value: None, value_from: Some(field("metadata.namespace")) },
                 env_var(env::CONFIG_SHA256, &rec.config_sha256),
                 env_var(env::REVISION, &rec.revision),
+                env_var(env::READY_FILE, vigil_crds::agent::READY_FILE),
             ]
             .into_iter()
             // The agent reads no pod from the API: its rollout trace comes in its environment.
@@ -409,6 +431,17 @@ pub fn daemonset(
             ..ResourceRequirements::default()
         }),
         volume_mounts: Some(mounts),
+        // Ready only while this pod's agent is the node's working one (the lock held, the
+        // sources started): during a handover the agent standing by is not. The pods share
+        // the host's network and the metrics port, so an HTTP probe could not tell them apart.
+        readiness_probe: t.readiness_probe.then(|| Probe {
+            exec: Some(ExecAction { command: Some(vec![vigil_crds::agent::BINARY.into(), "ready".into()]) }),
+            period_seconds: Some(2),
+            timeout_seconds: Some(2),
+            success_threshold: Some(1),
+            failure_threshold: Some(1),
+            ..Probe::default()
+        }),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -650,9 +683,23 @@ mod tests {
         );
         let mounts = c.volume_mounts.as_ref().unwrap();
         assert!(
-            mounts.iter().filter(|m| m.name != "state").all(|m| m.read_only == Some(true)),
-            "every mount but the state directory read-only"
+            mounts.iter().filter(|m| m.name != "state" && m.name != "run").all(|m| m.read_only == Some(true)),
+            "every mount but the state directory and the ready file's read-only"
         );
+        // Ready only while the pod's agent works on the node: its ready file, in memory.
+        let probe = c.readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            probe.exec.as_ref().unwrap().command.as_deref(),
+            Some(&[vigil_crds::agent::BINARY.to_owned(), "ready".into()][..])
+        );
+        let run = mounts.iter().find(|m| m.name == "run").unwrap();
+        assert_eq!(run.mount_path, vigil_crds::agent::RUN_DIR);
+        assert!(vigil_crds::agent::READY_FILE.starts_with(&format!("{}/", run.mount_path)));
+        let run_volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "run").unwrap();
+        assert_eq!(run_volume.empty_dir.as_ref().unwrap().medium.as_deref(), Some("Memory"));
+        let env = c.env.as_ref().unwrap();
+        assert!(env.iter().any(|e| e.name == vigil_crds::agent::env::READY_FILE
+            && e.value.as_deref() == Some(vigil_crds::agent::READY_FILE)));
         assert!(
             !mounts.iter().any(|m| m.mount_path == "/dev/kmsg"),
             "no /dev/kmsg: a container that is not privileged cannot open it; syslog(2) reads the kernel log"
@@ -670,7 +717,12 @@ mod tests {
         let qc = &quiet.containers[0];
         assert!(qc.security_context.as_ref().unwrap().capabilities.as_ref().unwrap().add.is_none());
         assert!(
-            qc.volume_mounts.as_ref().unwrap().iter().filter(|m| m.name != "state").all(|m| m.read_only == Some(true)),
+            qc.volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|m| m.name != "state" && m.name != "run")
+                .all(|m| m.read_only == Some(true)),
             "every mount but the state directory read-only"
         );
         let state = quiet.volumes.as_ref().unwrap().iter().find(|v| v.name == "state").unwrap();
@@ -773,10 +825,14 @@ mod tests {
         let unprivileged = AgentTemplate { security_events: false, ..AgentTemplate::default() };
         assert_eq!(
             (POD_TEMPLATE_VERSION, fingerprint(&AgentTemplate::default()), fingerprint(&unprivileged)),
-            (4, "956519e6153eace5".to_owned(), "ba2a4c35275ebf29".to_owned()),
+            (5, "8b84e4ff4d3b0ff7".to_owned(), "a3e7e3cad47366d4".to_owned()),
             "the agent pod template changed: bump POD_TEMPLATE_VERSION and record the new fingerprints"
         );
         assert_ne!(AgentTemplate::default().id(), unprivileged.id(), "every template setting is in the id");
+        let no_probe = AgentTemplate { readiness_probe: false, ..AgentTemplate::default() };
+        assert_ne!(AgentTemplate::default().id(), no_probe.id(), "the probe is in the id");
+        let ds = daemonset(&rec, None, "a/b", None, &no_probe).unwrap();
+        assert!(ds.spec.unwrap().template.spec.unwrap().containers[0].readiness_probe.is_none());
     }
 
     #[test]

@@ -29,6 +29,10 @@ enum Command {
         /// only, without the security event sources that need root's files and /dev/kmsg.
         #[arg(long)]
         agent_unprivileged: bool,
+        /// Give the agent pods no readiness probe: for agent images built before `vigil-agent
+        /// ready` existed, whose pods would otherwise never be Ready (and fail the gate).
+        #[arg(long)]
+        agent_no_readiness_probe: bool,
     },
     /// Print the CustomResourceDefinitions as one YAML stream (`| kubectl apply -f -`).
     Crds,
@@ -111,7 +115,7 @@ async fn counted_client(metrics: std::sync::Arc<vigil_operator::metrics::Metrics
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { metrics_addr, lease_namespace, agent_unprivileged } => {
+        Command::Run { metrics_addr, lease_namespace, agent_unprivileged, agent_no_readiness_probe } => {
             let rt =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
             init_logs();
@@ -136,6 +140,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let template = vigil_operator::act::AgentTemplate {
                     namespace: namespace.clone(),
                     security_events: !agent_unprivileged,
+                    readiness_probe: !agent_no_readiness_probe,
                     ..vigil_operator::act::AgentTemplate::default()
                 };
                 tracing::info!(
