@@ -42,6 +42,25 @@ fn wait_up(addr: &str) {
     }
 }
 
+/// Debian's node_exporter with its default collectors on a port of its own, killed with
+/// `guard`: its address and pid.
+fn node_exporter(guard: &mut Children) -> (String, u32) {
+    let bin = ["prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("prometheus-node-exporter (apt-get install prometheus-node-exporter)");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let ne = Command::new(bin)
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = ne.id();
+    guard.0.push(ne);
+    (addr, pid)
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
@@ -86,19 +105,7 @@ fn parts() {
         format!("{prom}{}alerts:\n  policies: [{}]\n", events(&on), policy.display()),
     ));
     let mut guard = Children::default();
-    let ne_bin = ["prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-        .expect("prometheus-node-exporter (apt-get install prometheus-node-exporter)");
-    let ne_addr = format!("127.0.0.1:{}", free_port());
-    let ne = Command::new(ne_bin)
-        .arg(format!("--web.listen-address={ne_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ne_pid = ne.id();
-    guard.0.push(ne);
+    let (ne_addr, ne_pid) = node_exporter(&mut guard);
     wait_up(&ne_addr);
     let sample = |pid: u32, addr: Option<&str>| {
         std::thread::sleep(Duration::from_secs(10));
@@ -169,19 +176,7 @@ fn main() {
     let agent_pid = agent.id();
     guard.0.push(agent);
 
-    let ne_bin = ["prometheus-node-exporter", "/usr/bin/prometheus-node-exporter"]
-        .into_iter()
-        .find(|b| Command::new(b).arg("--version").output().is_ok())
-        .expect("prometheus-node-exporter (apt-get install prometheus-node-exporter)");
-    let ne_addr = format!("127.0.0.1:{}", free_port());
-    let ne = Command::new(ne_bin)
-        .arg(format!("--web.listen-address={ne_addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ne_pid = ne.id();
-    guard.0.push(ne);
+    let (ne_addr, ne_pid) = node_exporter(&mut guard);
     wait_up(&agent_addr);
     wait_up(&ne_addr);
     let procs = procfs::process::all_processes().unwrap().count();

@@ -86,6 +86,17 @@ fn kernel_file(initial: &str) -> (tempfile::TempDir, tempfile::TempDir, std::pat
     (state, dir, kmsg, c)
 }
 
+/// An agent config with only the kernel source on, reading `kmsg` and auditd's log `audit`
+/// (`''`: none), its state in `state`; `auth` is the auth source's settings (`{enabled:
+/// false}` or a block).
+fn kernel_only_yaml(state: &Path, kmsg: &Path, audit: &str, auth: &str) -> String {
+    format!(
+        "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  kernel: {{device: {}, auditLog: {audit}}}\n  auth: {auth}\n",
+        state.display(),
+        kmsg.display(),
+    )
+}
+
 fn pid_of(e: &Event) -> Option<i64> {
     e.detail_i64("pid")
 }
@@ -452,16 +463,8 @@ fn denials_in_auditds_log_arrive_as_the_kernel_logs_would_and_scan_reads_them_to
 
     // scan: the whole log, once.
     let config = dir.path().join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}, auditLog: {}}}\n",
-            state.path().display(),
-            kmsg.display(),
-            audit.display(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, kernel_only_yaml(state.path(), &kmsg, &audit.display().to_string(), "{enabled: false}"))
+        .unwrap();
     let (scanned, stderr) = scan_events(&config);
     let kinds: Vec<&str> = scanned.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert!(
@@ -569,11 +572,14 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     let config = dir.path().join("agent.yaml");
     std::fs::write(
         &config,
-        format!(
-            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  kernel: {{device: {}, auditLog: ''}}\n  auth:\n    logs: [{}]\n    journal: 'off'\n    wtmp: ''\n    btmp: ''\n",
-            state.path().display(),
-            kmsg.display(),
-            dir.path().join("auth.lgo").display(),
+        kernel_only_yaml(
+            state.path(),
+            &kmsg,
+            "''",
+            &format!(
+                "\n    logs: [{}]\n    journal: 'off'\n    wtmp: ''\n    btmp: ''",
+                dir.path().join("auth.lgo").display()
+            ),
         ),
     )
     .unwrap();
@@ -768,15 +774,7 @@ fn the_whole_catalogue_gives_the_same_events_to_a_follow_a_scan_watch_and_run() 
     assert_eq!(sorted_kinds(followed.iter().map(|e| e.kind.as_str().to_owned())), want, "followed");
 
     let config = dir.path().join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "events:\n  stateDir: {}\n  processes: {{enabled: false}}\n  files: {{enabled: false}}\n  network: {{enabled: false}}\n  clock: {{enabled: false}}\n  auth: {{enabled: false}}\n  kernel: {{device: {}, auditLog: ''}}\n",
-            state.path().display(),
-            kmsg.display(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, kernel_only_yaml(state.path(), &kmsg, "''", "{enabled: false}")).unwrap();
     let (scanned, _) = scan_events(&config);
     assert_eq!(sorted_kinds(scanned.iter().map(|e| e["type"].as_str().unwrap().to_owned())), want, "scanned");
     // The binaries that follow: `watch --events-only` and `run` (the DaemonSet's), each over a

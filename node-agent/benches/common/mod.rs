@@ -24,7 +24,9 @@ impl Drop for Children {
 /// integration tests that run the agent.
 #[allow(dead_code)] // the snapshot bench does not start the agent
 pub fn spawn_agent(config: &Path) -> (Child, String) {
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+    // `VIGIL_BENCH_AGENT`: another build of the agent to measure (another profile, say).
+    let binary = std::env::var("VIGIL_BENCH_AGENT").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vigil-agent").to_owned());
+    let mut agent = Command::new(binary)
         .args(["run", "--no-report", "-c"])
         .arg(config)
         .stdout(Stdio::null())
