@@ -21,7 +21,7 @@
 //!
 //! A benchmark, ignored unless asked for, as it creates thousands of Nodes: its figures go in
 //! docs/benchmarks.md, and it fails when a target is missed (an idle minute of at most 2
-//! reconciles, the operator's RSS at most 64 MiB) or when its Nodes could not all be deleted
+//! reconciles, the operator's peak RSS at most 64 MiB) or when its Nodes could not all be deleted
 //! (it waits for them, a page at a time, and says how many are left).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -100,11 +100,19 @@ struct Nodes {
 }
 
 impl Nodes {
+    /// [`Nodes::delete_pages`], once: whatever its outcome, dropping this does not try again
+    /// (a failure is reported, not retried for ever).
+    async fn delete_all(&mut self) -> Result<(), String> {
+        let result = self.delete_pages().await;
+        self.deleted = true;
+        result
+    }
+
     /// Deletes every Node of this run, a page of 500 at a time, 32 requests at once, and waits
     /// until none is left (10 minutes at most): `Err` says how many remain and the last error.
     /// One `deletecollection` over thousands of Nodes outlives the API server's request
     /// timeout and leaves most of them.
-    async fn delete_all(&mut self) -> Result<(), String> {
+    async fn delete_pages(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut last_error = String::new();
         loop {
@@ -118,13 +126,15 @@ impl Nodes {
                 Err(e) => return Err(format!("listing the Nodes left: {e}")),
             };
             if page.items.is_empty() {
-                self.deleted = true;
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let left = page.metadata.remaining_item_count.unwrap_or(0) + page.items.len() as i64;
+                // A label-selected list says nothing of what remains beyond its page.
+                let more =
+                    if page.metadata.continue_.as_deref().is_some_and(|c| !c.is_empty()) { " or more" } else { "" };
                 return Err(format!(
-                    "{left} Nodes ({}) left after 10 minutes; last error: {last_error}",
+                    "{}{more} Nodes ({}) left after 10 minutes; last error: {last_error}",
+                    page.items.len(),
                     self.selector
                 ));
             }
@@ -145,6 +155,11 @@ impl Nodes {
                 .await;
             if let Some(e) = errors.last() {
                 last_error = format!("{} deletions failed, the last {e}", errors.len());
+                // Refused or throttled: not again at once.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            } else {
+                // Deleted; a Node with a finalizer stays a moment: look again shortly.
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
@@ -364,7 +379,13 @@ async fn the_operator_at_fleet_scale() {
     drop(cleanup);
     ns.delete().await.unwrap();
     cleaned.unwrap();
-    // The targets (docs/benchmarks.md): a quiet idle minute, and the operator's memory.
+    // The targets (docs/benchmarks.md): a quiet idle minute (0; up to 2 when the node
+    // controller marks a kubelet-less Node NotReady inside it, which a rollout must look at),
+    // and the operator's memory at its peak.
     assert!(reconciles <= 2.0, "{reconciles} reconciles in an idle minute");
-    assert!(rss <= 64 * 1024, "operator RSS {:.1} MiB at {count} Nodes, over the 64 MiB target", rss as f64 / 1024.0);
+    assert!(
+        hwm <= 64 * 1024,
+        "operator RSS peak {:.1} MiB at {count} Nodes, over the 64 MiB target",
+        hwm as f64 / 1024.0
+    );
 }

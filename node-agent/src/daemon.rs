@@ -563,15 +563,26 @@ async fn ready_handler(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 /// The file that makes the agent's pod Ready (`VIGIL_READY_FILE`), while this agent works:
-/// written with the agent's pid, removed when dropped (the agent stops or hands over).
+/// written (atomically) with the agent's pid and start time, removed when dropped (the agent
+/// stops or hands over).
 struct ReadyFile(Option<std::path::PathBuf>);
+
+/// `pid starttime` of this process (the start time from `/proc/self/stat`, in clock ticks
+/// since boot): what tells this agent from a later process given the same pid.
+fn ready_text() -> Option<String> {
+    let stat = crate::proc::processes::parse_stat(&std::fs::read("/proc/self/stat").ok()?)?;
+    Some(format!("{} {}", std::process::id(), stat.starttime))
+}
 
 impl ReadyFile {
     fn write() -> Self {
-        let Some(path) = std::env::var_os(vigil_crds::agent::env::READY_FILE).map(std::path::PathBuf::from) else {
+        let Some(path) = ready_path() else {
             return Self(None);
         };
-        match std::fs::write(&path, std::process::id().to_string()) {
+        let written = ready_text()
+            .ok_or_else(|| std::io::Error::other("/proc/self/stat unreadable"))
+            .and_then(|t| crate::events::tail::write_atomic_sync(&path, t.as_bytes(), false));
+        match written {
             Ok(()) => Self(Some(path)),
             Err(e) => {
                 eprintln!("vigil-agent: {}: {e}: the pod will not be Ready", path.display());
@@ -589,16 +600,36 @@ impl Drop for ReadyFile {
     }
 }
 
-/// Whether the agent whose ready file is `path` is working: the file names a live process.
-/// `Err` says why not, for the probe's output.
+/// The ready file of this agent's pod (`VIGIL_READY_FILE`), if it has one.
+fn ready_path() -> Option<std::path::PathBuf> {
+    std::env::var_os(vigil_crds::agent::env::READY_FILE).map(std::path::PathBuf::from)
+}
+
+/// Removes a ready file an earlier run of the agent's container left (killed, it could not):
+/// the pod is not Ready until this agent works.
+pub fn clear_ready_file() {
+    if let Some(p) = ready_path() {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Whether the agent whose ready file is `path` is working: the file names a live process
+/// that started when the file says (not a later one given the same pid). `Err` says why not,
+/// for the probe's output.
 pub fn ready(path: &Path) -> Result<u32, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: {e}: this agent is not the node's working agent", path.display()))?;
-    let pid: u32 = text.trim().parse().map_err(|_| format!("{}: not a pid: {text:?}", path.display()))?;
-    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        Ok(pid)
-    } else {
-        Err(format!("{}: the agent (pid {pid}) is gone", path.display()))
+    let mut words = text.split_whitespace();
+    let (Some(pid), Some(started)) =
+        (words.next().and_then(|p| p.parse::<u32>().ok()), words.next().and_then(|s| s.parse::<u64>().ok()))
+    else {
+        return Err(format!("{}: not `pid starttime`: {text:?}", path.display()));
+    };
+    let now = std::fs::read(format!("/proc/{pid}/stat")).ok().and_then(|b| crate::proc::processes::parse_stat(&b));
+    match now {
+        Some(stat) if stat.starttime == started => Ok(pid),
+        Some(_) => Err(format!("{}: pid {pid} is another process now: the agent is gone", path.display())),
+        None => Err(format!("{}: the agent (pid {pid}) is gone", path.display())),
     }
 }
 

@@ -538,6 +538,9 @@ fn run_daemon(
     if let Some(root) = host_root {
         config.host_root = root;
     }
+    // Not Ready until this agent works (a container restarted in the same pod finds the file
+    // its killed predecessor left).
+    vigil_agent::daemon::clear_ready_file();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let (stop_tx, stop) = tokio::sync::watch::channel(false);

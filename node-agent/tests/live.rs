@@ -295,8 +295,13 @@ fn run_serves_metrics_that_promtool_accepts_and_stops_on_sigterm() {
     let not = probe();
     assert_eq!(not.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&not.stdout).contains("not the node's working agent"));
-    // A file naming a process that is gone (an agent killed with SIGKILL) is not ready either.
-    std::fs::write(&ready_file, child.id().to_string()).unwrap();
+    // A file naming a process that is gone (an agent killed with SIGKILL) is not ready either,
+    // nor one naming a live pid that started at another time (a pid given again).
+    std::fs::write(&ready_file, format!("{} 1", child.id())).unwrap();
     let stale = probe();
     assert_eq!(stale.status.code(), Some(1), "{}", String::from_utf8_lossy(&stale.stdout));
+    std::fs::write(&ready_file, format!("{} 1", std::process::id())).unwrap();
+    let reused = probe();
+    assert_eq!(reused.status.code(), Some(1), "{}", String::from_utf8_lossy(&reused.stdout));
+    assert!(String::from_utf8_lossy(&reused.stdout).contains("is another process now"));
 }
