@@ -300,20 +300,15 @@ fn records_written_to_the_real_kernel_log_are_classified() {
 /// and waits, bounded, for the source to report it.
 fn link_down_through_the_kernel_log(rx: &mut Receiver<Event>, prefix: &str) -> Event {
     let iface = format!("{prefix}{}", std::process::id() % 100_000);
-    // Root may write to /dev/kmsg; the record is logged with the user facility.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/kmsg")
-        .unwrap()
-        .write_all(format!("<4>vigil-live-test: {iface}: Link down\n").as_bytes())
-        .unwrap();
+    write_link_down(&iface);
     let seen = wait_for(rx, Duration::from_secs(10), "the link-down record", |ev| {
         ev.iter().any(|e| e.detail_str("interface") == Some(iface.as_str()))
     });
     seen.into_iter().find(|e| e.detail_str("interface") == Some(iface.as_str())).unwrap()
 }
 
-/// Writes a link-down record for interface `iface` to the real kernel log.
+/// Writes a link-down record for interface `iface` to the real kernel log (root may write to
+/// /dev/kmsg; the record is logged with the user facility).
 fn write_link_down(iface: &str) {
     std::fs::OpenOptions::new()
         .write(true)
