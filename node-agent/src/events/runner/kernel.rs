@@ -251,14 +251,17 @@ pub(super) fn kernel_source(
     // is not news).
     // A saved number past the ring's last record is not this ring's (a file from elsewhere,
     // or damaged): it would pass over every record to come.
-    let newest = open_kmsg(device, false).ok().and_then(|mut f| last_seq_in(&mut f));
-    let resume = saved.last.seq.filter(|s| newest.is_some_and(|n| *s <= n));
-    if let (Some(s), None) = (saved.last.seq, resume) {
-        eprintln!(
-            "vigil-agent: kernel: the saved position (record {s}) is past the kernel log's last record ({}): reading from the end",
-            newest.map_or("none".into(), |n| n.to_string())
-        );
-    }
+    // (Looked up only when there is a saved number: without one, the ring is read to its end
+    // once, below.)
+    let resume = saved.last.seq.filter(|s| {
+        let newest = open_kmsg(device, false).ok().and_then(|mut f| last_seq_in(&mut f));
+        if let Some(n) = newest.filter(|n| s > n) {
+            eprintln!(
+                "vigil-agent: kernel: the saved position (record {s}) is past the kernel log's last record ({n}): reading from the end"
+            );
+        }
+        newest.is_some_and(|n| *s <= n)
+    });
     let mut file = match open_kmsg(device, false) {
         Ok(f) => f,
         Err(e) => return syslog_loop(device, &e, root, journal, &mut kernel, &mut saved, emitter, stop, states),
