@@ -95,7 +95,8 @@ async fn start_up_span(
     Some(span)
 }
 
-/// Runs until `shutdown` resolves. `on_bound` receives the metrics address once listening
+/// Runs until `shutdown` resolves, taking over the live sources opened `early` (during a
+/// handover; see [`crate::handover::exclusive`]). `on_bound` receives the metrics address once listening
 /// (tests bind port 0 and read the real port from it).
 ///
 /// With `report`, an agent running in a pod (`NODE_NAME` and `POD_NAMESPACE` set, an in-cluster
@@ -106,6 +107,7 @@ pub async fn run(
     version: &'static str,
     report: bool,
     shutdown: impl std::future::Future<Output = ()>,
+    early: crate::events::runner::Early,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), DaemonError> {
     let started = std::time::SystemTime::now();
@@ -151,7 +153,7 @@ pub async fn run(
             None
         };
         let (queue, rx) = EventQueue::new(config.events.queue_capacity, &node);
-        let sources = crate::events::runner::start(&config, &queue);
+        let sources = crate::events::runner::start_after(&config, &queue, early);
         prometheus::register_events(&metrics.tables, queue.clone(), sources.states.clone());
         Some(EventConsumer {
             rx,

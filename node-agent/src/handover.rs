@@ -172,15 +172,22 @@ enum Ended {
 /// the node's assigned revision), and runs again each time the lock comes back. `mine` is this
 /// agent's revision. Without a way to lock `dir` (it cannot be created or locked) the agent
 /// works without the lock, and says so.
-pub async fn exclusive<E, F, Fut>(
+///
+/// An agent that asks for the node calls `open_early` once and hands what it returns to
+/// `work` when it takes over: its live sources, opened while the other agent still works, so
+/// that one of the two always listens. One that stops asking (the node is assigned elsewhere
+/// again) drops it.
+pub async fn exclusive<E, T, O, F, Fut>(
     dir: &Path,
     mine: Option<String>,
     assigned: Assigned,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut open_early: O,
     mut work: F,
 ) -> Result<(), E>
 where
-    F: FnMut(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    O: FnMut() -> T,
+    F: FnMut(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, Option<T>) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
 {
     let say = |line: String| {
@@ -191,6 +198,7 @@ where
         let mut asked = false;
         let mut label_read: Option<std::time::Instant> = None;
         let mut said_waiting = false;
+        let mut early: Option<T> = None;
         let lock = loop {
             if *stop.borrow() {
                 return Ok(());
@@ -213,23 +221,32 @@ where
                 label_read = Some(std::time::Instant::now());
                 let now_assigned = assigned.get().await;
                 match (waiting(mine.as_deref(), now_assigned.as_deref()), mine.as_deref()) {
-                    (Waiting::Ask, Some(m)) => match write_request(dir, m) {
-                        Ok(()) => {
-                            if !asked {
-                                say(format!("another agent works on this node; asked it to hand over to {m}"));
-                            }
-                            asked = true;
+                    (Waiting::Ask, Some(m)) => {
+                        // Listening before asking: from the request on, one of the two agents
+                        // always listens.
+                        if early.is_none() {
+                            early = Some(open_early());
                         }
-                        Err(e) => say(format!("cannot ask for the node: {e}")),
-                    },
-                    _ if !said_waiting => {
-                        said_waiting = true;
-                        say(format!(
-                            "another agent works on this node (assigned to {}); standing by",
-                            now_assigned.as_deref().unwrap_or("no revision")
-                        ));
+                        match write_request(dir, m) {
+                            Ok(()) => {
+                                if !asked {
+                                    say(format!("another agent works on this node; asked it to hand over to {m}"));
+                                }
+                                asked = true;
+                            }
+                            Err(e) => say(format!("cannot ask for the node: {e}")),
+                        }
                     }
-                    _ => {}
+                    _ => {
+                        early = None;
+                        if !said_waiting {
+                            said_waiting = true;
+                            say(format!(
+                                "another agent works on this node (assigned to {}); standing by",
+                                now_assigned.as_deref().unwrap_or("no revision")
+                            ));
+                        }
+                    }
                 }
             }
             tokio::select! {
@@ -285,7 +302,7 @@ where
                 }
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
         };
-        work(shutdown).await?;
+        work(shutdown, early.take()).await?;
         let how = ended.lock().map(|e| *e).unwrap_or(Ended::Stopped);
         drop(lock);
         if how == Ended::Stopped || *stop.borrow() {
@@ -337,15 +354,30 @@ mod tests {
         let start = |rev: &'static str, stop: tokio::sync::watch::Receiver<bool>| {
             let (dir, assigned, log_tx) = (dir.path().to_owned(), assigned.clone(), log_tx.clone());
             tokio::spawn(async move {
-                exclusive::<(), _, _>(&dir, Some(rev.to_owned()), assigned, stop, |shutdown| {
-                    let log_tx = log_tx.clone();
-                    async move {
-                        let _ = log_tx.send(format!("{rev} works"));
-                        shutdown.await;
-                        let _ = log_tx.send(format!("{rev} stops"));
-                        Ok(())
-                    }
-                })
+                let early_tx = log_tx.clone();
+                let open_early = move || {
+                    let _ = early_tx.send(format!("{rev} listens"));
+                    rev
+                };
+                exclusive::<(), _, _, _, _>(
+                    &dir,
+                    Some(rev.to_owned()),
+                    assigned,
+                    stop,
+                    open_early,
+                    |shutdown, early| {
+                        let log_tx = log_tx.clone();
+                        async move {
+                            if let Some(e) = early {
+                                let _ = log_tx.send(format!("{rev} took over what {e} opened early"));
+                            }
+                            let _ = log_tx.send(format!("{rev} works"));
+                            shutdown.await;
+                            let _ = log_tx.send(format!("{rev} stops"));
+                            Ok(())
+                        }
+                    },
+                )
                 .await
             })
         };
@@ -364,7 +396,9 @@ mod tests {
         .unwrap() = Some("r-b".to_owned());
         let (stop_b_tx, stop_b) = tokio::sync::watch::channel(false);
         let b = start("r-b", stop_b);
+        assert_eq!(next(&mut log).await, "r-b listens", "r-b opens its live sources before it asks");
         assert_eq!(next(&mut log).await, "r-a stops", "r-a hands over first");
+        assert_eq!(next(&mut log).await, "r-b took over what r-b opened early");
         assert_eq!(next(&mut log).await, "r-b works", "then r-b works, alone");
         // r-b stops (crashes, is deleted): r-a, standing by, takes the node back.
         stop_b_tx.send(true).unwrap();
@@ -390,15 +424,22 @@ mod tests {
         let (works_tx, mut works) = tokio::sync::mpsc::unbounded_channel::<&str>();
         let path = dir.path().to_owned();
         let agent = tokio::spawn(async move {
-            exclusive::<(), _, _>(&path, Some("r-a".into()), assigned, stop, |shutdown| {
-                let works_tx = works_tx.clone();
-                async move {
-                    let _ = works_tx.send("works");
-                    shutdown.await;
-                    let _ = works_tx.send("stops");
-                    Ok(())
-                }
-            })
+            exclusive::<(), _, _, _, _>(
+                &path,
+                Some("r-a".into()),
+                assigned,
+                stop,
+                || (),
+                |shutdown, _| {
+                    let works_tx = works_tx.clone();
+                    async move {
+                        let _ = works_tx.send("works");
+                        shutdown.await;
+                        let _ = works_tx.send("stops");
+                        Ok(())
+                    }
+                },
+            )
             .await
         });
         let first = tokio::time::timeout(Duration::from_secs(10), works.recv()).await.unwrap();

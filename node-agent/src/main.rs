@@ -565,8 +565,10 @@ fn run_daemon(
                 dir.join(vigil_agent::handover::LOCK_FILE).display()
             );
         }
-        vigil_agent::handover::exclusive(&dir, mine, assigned, stop, |shutdown| {
-            vigil_agent::daemon::run(config.clone(), env!("CARGO_PKG_VERSION"), report, shutdown, |addr| {
+        let open_early = || vigil_agent::events::runner::Early::open(&config);
+        vigil_agent::handover::exclusive(&dir, mine, assigned, stop, open_early, |shutdown, early| {
+            let early = early.unwrap_or_default();
+            vigil_agent::daemon::run(config.clone(), env!("CARGO_PKG_VERSION"), report, shutdown, early, |addr| {
                 let _ = writeln!(std::io::stderr(), "vigil-agent: serving metrics on http://{addr}/metrics");
             })
         })

@@ -135,6 +135,102 @@ fn every_short_lived_process_is_seen_through_the_process_connector() {
     sources.stop();
 }
 
+/// A handover under a process storm, on this machine's process connector: the incoming agent
+/// opens its listener while the outgoing one works, the outgoing one stops (leaving the record
+/// of what it reported), and the incoming one takes over some time later. Every process the
+/// storm started is reported by the pair exactly once, start and exit: none in the gap between
+/// them, none twice where both listened.
+#[test]
+fn a_handover_under_a_process_storm_reports_every_process_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let state = tempfile::tempdir().unwrap();
+    let mut c = quiet(state.path());
+    c.events.processes.enabled = true;
+    c.events.processes.mode = ProcessMode::Netlink;
+    c.events.processes.rate_limit = vigil_agent::events::queue::RateLimit::new(100_000.0, 1_000_000);
+    c.events.queue_capacity = 200_000;
+    let (queue_a, mut rx_a) = EventQueue::new(c.events.queue_capacity, "a");
+    let a = runner::start(&c, &queue_a);
+    assert!(wait_ready(&a, Source::Process).contains("netlink"), "run the live tests as root");
+    // The storm: a process every 2 ms, 600 in all.
+    let started = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let storm = {
+        let (started, count) = (started.clone(), count.clone());
+        std::thread::spawn(move || {
+            for _ in 0..600 {
+                let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+                started.lock().unwrap().push(i64::from(child.id()));
+                child.wait().unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let at_least = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "the storm stalled below {n}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    at_least(100);
+    // The incoming agent asks for the node: it listens from now on, holding what it reads.
+    let early = runner::Early::open(&c);
+    assert!(early.process.is_some(), "the process connector opens early");
+    at_least(250);
+    // The outgoing agent hands over: it stops, and for a while nobody but the early
+    // listener hears the storm.
+    a.stop();
+    drop(queue_a);
+    at_least(350);
+    let (queue_b, mut rx_b) = EventQueue::new(c.events.queue_capacity, "b");
+    let b = runner::start_after(&c, &queue_b, early);
+    let took_over = wait_ready(&b, Source::Process);
+    storm.join().unwrap();
+    let pids = started.lock().unwrap().clone();
+    // Starts and exits per storm pid, from each agent.
+    type Counts = std::collections::HashMap<(i64, bool), usize>;
+    let note = |counts: &mut Counts, e: &Event| {
+        if let (Some(pid), true) = (pid_of(e), matches!(e.kind, EventType::ProcessStart | EventType::ProcessExit)) {
+            *counts.entry((pid, e.kind == EventType::ProcessStart)).or_default() += 1;
+        }
+    };
+    let (mut by_a, mut by_b) = (Counts::new(), Counts::new());
+    while let Ok(e) = rx_a.try_recv() {
+        note(&mut by_a, &e);
+    }
+    let both = |a: &Counts, b: &Counts, key: (i64, bool)| a.get(&key).unwrap_or(&0) + b.get(&key).unwrap_or(&0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pids.iter().all(|p| both(&by_a, &by_b, (*p, true)) >= 1 && both(&by_a, &by_b, (*p, false)) >= 1) {
+        match rx_b.try_recv() {
+            Ok(e) => note(&mut by_b, &e),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    // Every start and exit is in, or the wait ran out: anything twice is in by now too.
+    b.stop();
+    while let Ok(e) = rx_b.try_recv() {
+        note(&mut by_b, &e);
+    }
+    for start in [true, false] {
+        let wrong: Vec<(i64, usize)> =
+            pids.iter().map(|p| (*p, both(&by_a, &by_b, (*p, start)))).filter(|(_, n)| *n != 1).collect();
+        assert!(
+            wrong.is_empty(),
+            "{} reported other than once (pid, times): {wrong:?}",
+            if start { "starts" } else { "exits" }
+        );
+    }
+    let by_a = pids.iter().filter(|p| by_a.contains_key(&(**p, true))).count();
+    assert!(by_a >= 250, "the outgoing agent reported what it saw ({by_a})");
+    assert!(pids.len() - by_a >= 250, "the incoming agent reported the rest ({})", pids.len() - by_a);
+    assert!(took_over.contains("opened while the agent before this one worked"), "{took_over}");
+    assert!(!took_over.contains("left no record"), "the outgoing agent left its record: {took_over}");
+}
+
 #[test]
 fn polling_sees_a_process_that_outlives_the_interval_with_its_command_line() {
     let state = tempfile::tempdir().unwrap();

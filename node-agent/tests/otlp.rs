@@ -88,7 +88,14 @@ async fn run_until_received(
     // The daemon runs on a current-thread runtime of its own, as in the binary.
     let daemon = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(vigil_agent::daemon::run(config, "test", false, async { stop_rx.await.unwrap_or(()) }, |_| {}))
+        rt.block_on(vigil_agent::daemon::run(
+            config,
+            "test",
+            false,
+            async { stop_rx.await.unwrap_or(()) },
+            Default::default(),
+            |_| {},
+        ))
     });
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
@@ -253,7 +260,14 @@ mod logs {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let daemon = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(vigil_agent::daemon::run(config, "test", false, async { stop_rx.await.unwrap_or(()) }, |_| {}))
+            rt.block_on(vigil_agent::daemon::run(
+                config,
+                "test",
+                false,
+                async { stop_rx.await.unwrap_or(()) },
+                Default::default(),
+                |_| {},
+            ))
         });
         let found = tokio::time::timeout(Duration::from_secs(30), async {
             let mut seq = 0;

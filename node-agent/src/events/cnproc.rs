@@ -25,6 +25,20 @@ const PROC_EVENT_FORK: u32 = 0x0000_0001;
 const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
+/// Which message an event came in: the CPU that sent it, that CPU's number for it, and the
+/// kernel's monotonic clock (`CLOCK_MONOTONIC`, in ns) when it was sent. The kernel sends one
+/// message to every listener, so two agents listening at once see the same stamp on the same
+/// event: that is how an agent taking over a node tells which events the other one reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    /// The kernel's monotonic clock at sending, in ns (`ktime_get_ns`).
+    pub ns: u64,
+    /// The sending CPU.
+    pub cpu: u32,
+    /// That CPU's number for the message.
+    pub seq: u32,
+}
+
 /// One process event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcEvent {
@@ -78,9 +92,9 @@ pub fn decode(datagram: &[u8]) -> Vec<ProcEvent> {
     decode_numbered(datagram).into_iter().map(|(_, e)| e).collect()
 }
 
-/// [`decode`], with each process event's CPU and that CPU's sequence number: the kernel numbers
-/// the messages it sends from each CPU one by one, so a gap is a count of lost messages.
-pub fn decode_numbered(datagram: &[u8]) -> Vec<(Option<(u32, u32)>, ProcEvent)> {
+/// [`decode`], with each process event's [`Stamp`]: the kernel numbers the messages it sends
+/// from each CPU one by one, so a gap is a count of lost messages.
+pub fn decode_numbered(datagram: &[u8]) -> Vec<(Option<Stamp>, ProcEvent)> {
     let mut out = Vec::new();
     let mut at = 0;
     while datagram.len() - at >= NLMSG_HDR {
@@ -96,15 +110,21 @@ pub fn decode_numbered(datagram: &[u8]) -> Vec<(Option<(u32, u32)>, ProcEvent)> 
             _ => {
                 let cn = &msg[NLMSG_HDR..];
                 let event = decode_cn(cn).unwrap_or(ProcEvent::Other);
-                // cn_msg's seq at 8; proc_event's cpu at 4 of its data.
+                // cn_msg's seq at 8; proc_event's cpu at 4 of its data, its time at 8.
                 // Every message the kernel sends through its per-CPU counter is numbered, acks
                 // too (they take a number, so skipping them would read as a loss). Older
                 // kernels sent acks outside the counter, with CPU -1 and the number whoever
                 // asked chose (any user may ask): those do not count.
                 let numbered = (u32_at(cn, 0) == Some(CN_IDX_PROC) && u32_at(cn, 4) == Some(CN_VAL_PROC))
-                    .then(|| Some((u32_at(cn, CN_MSG_HDR + 4)?, u32_at(cn, 8)?)))
+                    .then(|| {
+                        Some(Stamp {
+                            cpu: u32_at(cn, CN_MSG_HDR + 4)?,
+                            seq: u32_at(cn, 8)?,
+                            ns: u64::from_ne_bytes(cn.get(CN_MSG_HDR + 8..CN_MSG_HDR + 16)?.try_into().ok()?),
+                        })
+                    })
                     .flatten()
-                    .filter(|(cpu, _)| *cpu != u32::MAX);
+                    .filter(|s| s.cpu != u32::MAX);
                 out.push((numbered, event));
             }
         }
@@ -240,7 +260,7 @@ impl Listener {
     /// Waits up to `timeout` for messages and decodes what arrived. An overrun (ENOBUFS) is
     /// reported as [`ProcEvent::Overrun`], and the messages lost as [`ProcEvent::Lost`] once
     /// the gap in their sequence numbers shows.
-    pub fn recv(&mut self, timeout: Duration) -> io::Result<Vec<ProcEvent>> {
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Vec<(Option<Stamp>, ProcEvent)>> {
         let mut out = Vec::new();
         if !super::process::wait_readable(self.fd.as_fd(), timeout)? {
             return Ok(out);
@@ -248,18 +268,18 @@ impl Listener {
         loop {
             match rustix::net::recv(&self.fd, &mut self.buf[..], rustix::net::RecvFlags::empty()) {
                 Ok((n, _)) => {
-                    for (numbered, event) in decode_numbered(&self.buf[..n]) {
-                        if let Some((cpu, seq)) = numbered {
-                            let lost = self.sequence.observe(cpu, seq);
+                    for (stamp, event) in decode_numbered(&self.buf[..n]) {
+                        if let Some(s) = stamp {
+                            let lost = self.sequence.observe(s.cpu, s.seq);
                             if lost > 0 {
-                                out.push(ProcEvent::Lost(lost));
+                                out.push((None, ProcEvent::Lost(lost)));
                             }
                         }
-                        out.push(event);
+                        out.push((stamp, event));
                     }
                 }
                 Err(rustix::io::Errno::AGAIN) => break,
-                Err(rustix::io::Errno::NOBUFS) => out.push(ProcEvent::Overrun),
+                Err(rustix::io::Errno::NOBUFS) => out.push((None, ProcEvent::Overrun)),
                 Err(e) => return Err(e.into()),
             }
             if out.len() > 4096 {
@@ -304,7 +324,12 @@ mod tests {
     #[test]
     fn messages_carry_their_cpu_and_number_and_gaps_count_lost_messages() {
         let d = encode(PROC_EVENT_EXEC, &ints(&[7, 7]));
-        assert_eq!(decode_numbered(&d), [(Some((0, 0)), ProcEvent::Exec { pid: 7, tgid: 7 })]);
+        let mut d = d;
+        d[NLMSG_HDR + CN_MSG_HDR + 8..NLMSG_HDR + CN_MSG_HDR + 16].copy_from_slice(&123_456_789u64.to_ne_bytes());
+        assert_eq!(
+            decode_numbered(&d),
+            [(Some(Stamp { ns: 123_456_789, cpu: 0, seq: 0 }), ProcEvent::Exec { pid: 7, tgid: 7 })]
+        );
         let mut s = Sequence::default();
         assert_eq!(s.observe(0, 10), 0, "the first sets the baseline");
         assert_eq!(s.observe(0, 11), 0);
@@ -321,7 +346,7 @@ mod tests {
         // per-CPU counter is numbered like any message.
         let mut ack = encode(0, &ints(&[0, 0]));
         ack[NLMSG_HDR + 8..NLMSG_HDR + 12].copy_from_slice(&0xFFFF_FFFEu32.to_ne_bytes());
-        assert_eq!(decode_numbered(&ack)[0].0, Some((0, 0xFFFF_FFFE)));
+        assert_eq!(decode_numbered(&ack)[0].0, Some(Stamp { ns: 0, cpu: 0, seq: 0xFFFF_FFFE }));
         ack[NLMSG_HDR + CN_MSG_HDR + 4..NLMSG_HDR + CN_MSG_HDR + 8].copy_from_slice(&u32::MAX.to_ne_bytes());
         assert_eq!(decode_numbered(&ack)[0].0, None);
         let mut nocpu = encode(PROC_EVENT_EXEC, &ints(&[5, 5]));

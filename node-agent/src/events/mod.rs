@@ -25,6 +25,7 @@ pub mod journal;
 pub mod klog;
 pub mod kmsg;
 pub mod netconn;
+pub mod overlap;
 pub mod pods;
 pub mod process;
 pub mod queue;

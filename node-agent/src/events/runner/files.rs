@@ -30,18 +30,23 @@ pub(super) fn file_source(
     let baseline_file = state_dir.map(|d| d.join("fim-baseline.json"));
     let mut fim = Fim::new(root.clone(), settings);
     let had_baseline = baseline_file.as_deref().is_some_and(|f| fim.load(f));
-    for e in fim.rescan(jiff::Timestamp::now(), had_baseline) {
-        emitter.emit(e);
-    }
-    if fim.overflowed > 0 {
-        emitter.count_lost(fim.overflowed);
-    }
-    if let Some(f) = &baseline_file {
-        let _ = fim.save(f);
-    }
+    // The first comparison with the saved baseline: what changed while no agent watched (its
+    // last check is in the baseline it saved), reported once.
+    let first_compare = |fim: &mut Fim, emitter: &mut Emitter| {
+        for e in fim.rescan(jiff::Timestamp::now(), had_baseline) {
+            emitter.emit(e);
+        }
+        if fim.overflowed > 0 {
+            emitter.count_lost(fim.overflowed);
+        }
+        if let Some(f) = &baseline_file {
+            let _ = fim.save(f);
+        }
+    };
     let mut inotify = match Inotify::init() {
         Ok(i) => i,
         Err(e) => {
+            first_compare(&mut fim, &mut emitter);
             set_state(
                 states,
                 Source::File,
@@ -72,9 +77,18 @@ pub(super) fn file_source(
             Err(_) => *failures += 1,
         }
     };
-    let initial = fim.directories();
-    for d in &initial {
-        add_watch(&mut inotify, &mut dirs, d, &mut watch_failures);
+    // Watches first, then the comparison: a change after a directory's watch is placed is an
+    // inotify event, one before is found by the comparison, so none falls between the two (a
+    // change both see is reported once: the second look finds it in the baseline).
+    for d in fim.directories() {
+        add_watch(&mut inotify, &mut dirs, &d, &mut watch_failures);
+    }
+    first_compare(&mut fim, &mut emitter);
+    let watched: std::collections::HashSet<String> = dirs.values().cloned().collect();
+    for d in fim.directories() {
+        if !watched.contains(&d) {
+            add_watch(&mut inotify, &mut dirs, &d, &mut watch_failures);
+        }
     }
     set_state(
         states,

@@ -19,6 +19,7 @@ mod polled;
 mod process;
 
 pub use polled::{AuthFollower, NetFollower};
+pub use process::EarlyProcess;
 
 use crate::config::Config;
 use crate::events::fim::{Fim, FimSettings};
@@ -148,13 +149,39 @@ pub fn host_tz(root: &HostRoot) -> jiff::tz::TimeZone {
         .unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
+/// Live sources opened before the agent works on its node: while it asks another agent for the
+/// node during a handover, so that one of the two always listens (docs/adr/0005). The file
+/// source needs none: it compares every watched path with the baseline the agent before it
+/// saved after its last look, and places its watches before that comparison.
+#[derive(Default)]
+pub struct Early {
+    /// The process connector, holding what it reads.
+    pub process: Option<EarlyProcess>,
+}
+
+impl Early {
+    /// Opens what `config` turns on and can be opened early.
+    pub fn open(config: &Config) -> Self {
+        let root = HostRoot::new(config.host_root.clone());
+        let on = config.events.enabled;
+        Self { process: on.then(|| EarlyProcess::open(&config.events.processes, &root)).flatten() }
+    }
+}
+
 /// Starts the enabled sources; events go into `queue`.
 pub fn start(config: &Config, queue: &EventQueue) -> Sources {
+    start_after(config, queue, Early::default())
+}
+
+/// Starts the enabled sources, taking over those opened `early`; events go into `queue`.
+pub fn start_after(config: &Config, queue: &EventQueue, early: Early) -> Sources {
     let ev = &config.events;
     let root = HostRoot::new(config.host_root.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let states = Arc::new(Mutex::new(SourceStates::default()));
     let mut threads = Vec::new();
+    // The thread of a source opened early, which goes on.
+    let mut adopted = None;
     let state_dir = usable_state_dir(&ev.state_dir);
     let mut spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         if let Ok(t) = std::thread::Builder::new().name(format!("vigil-{name}")).spawn(f) {
@@ -186,14 +213,21 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
         spawn("audit", Box::new(move || kernel::audit_source(&path, &root, emitter, &stop)));
     }
     if ev.processes.enabled {
-        let (emitter, stop, states, root, cfg) = (
+        let (emitter, stop, states, root, cfg, dir) = (
             queue.emitter_per_container(Source::Process, ev.processes.rate_limit, ev.container_rate_limit),
             stop.clone(),
             states.clone(),
             root.clone(),
             ev.processes.clone(),
+            state_dir.clone(),
         );
-        spawn("proc", Box::new(move || process::process_source(&cfg, &root, emitter, &stop, &states)));
+        match early.process {
+            Some(p) => adopted = process::take_over(p, &root, dir.as_deref(), emitter, stop, &states),
+            None => spawn(
+                "proc",
+                Box::new(move || process::process_source(&cfg, &root, dir.as_deref(), emitter, stop, &states)),
+            ),
+        }
     }
     if ev.files.enabled {
         match file_settings(config) {
@@ -225,6 +259,7 @@ pub fn start(config: &Config, queue: &EventQueue) -> Sources {
         let (stop, states, root, cfg, dir) = (stop.clone(), states.clone(), root.clone(), ev.clone(), state_dir);
         spawn("poll", Box::new(move || polled::polled_sources(&cfg, &root, dir.as_deref(), emitters, &stop, &states)));
     }
+    threads.extend(adopted);
     Sources { stop, threads, states }
 }
 

@@ -1,11 +1,16 @@
 //! The process source: the process connector, else polling /proc.
 
-use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::{SourceStates, set_state, stopped};
-use crate::config::ProcessMode;
+use crate::config::{ProcessEvents, ProcessMode};
+use crate::events::Event;
+use crate::events::cnproc::Stamp;
+use crate::events::overlap::{self, Gate, Held, Reported};
 use crate::events::process::{Poller, ProcInfo, exit_event, list_pids, start_event};
 use crate::events::queue::POLL_SLICE;
 use crate::events::{Emitter, Source};
@@ -14,13 +19,13 @@ use crate::proc::processes::Users;
 use vigil_crds::SourceState;
 
 pub(super) fn process_source(
-    cfg: &crate::config::ProcessEvents,
+    cfg: &ProcessEvents,
     root: &HostRoot,
+    state_dir: Option<&Path>,
     mut emitter: Emitter,
-    stop: &AtomicBool,
+    stop: Arc<AtomicBool>,
     states: &Mutex<SourceStates>,
 ) {
-    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
     if cfg.mode != ProcessMode::Poll {
         match crate::events::cnproc::Listener::open() {
             Ok(listener) => {
@@ -34,7 +39,14 @@ pub(super) fn process_source(
                     }
                 );
                 set_state(states, Source::Process, SourceState::On, "netlink", detail);
-                return netlink_loop(listener, root, &users, emitter, stop);
+                let boot = crate::events::journal::boot_id_hex(&root.proc());
+                let sink = Mutex::new(Sink::Live(Box::new(Live {
+                    emitter,
+                    stop,
+                    gate: Gate::new(monotonic_ns(), None),
+                    leave: state_dir.map(|d| (d.join(overlap::FILE), boot)),
+                })));
+                return follow(listener, root, &sink, &AtomicBool::new(false));
             }
             Err(e) if cfg.mode == ProcessMode::Netlink => {
                 set_state(
@@ -66,10 +78,11 @@ pub(super) fn process_source(
             format!("polling /proc every {:?} (as configured)", cfg.poll_interval),
         );
     }
+    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
     let mut poller = Poller::default();
     let proc_dir = root.proc();
     let mut next = Instant::now();
-    while !stopped(stop, &emitter) {
+    while !stopped(&stop, &emitter) {
         if Instant::now() < next {
             std::thread::sleep(POLL_SLICE.min(next - Instant::now()));
             continue;
@@ -90,14 +103,177 @@ pub(super) fn process_source(
 /// namespace and subscribers in the initial PID and user namespaces, with CAP_NET_ADMIN.
 const CONNECTOR_NEEDS: &str = "needs CAP_NET_ADMIN and the host's network and PID namespaces";
 
-fn netlink_loop(
-    mut listener: crate::events::cnproc::Listener,
+/// The kernel's monotonic clock in ns, the clock of the process connector's stamps.
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// Where the process connector's events go.
+enum Sink {
+    /// Another agent works on the node: held until this one takes over.
+    Held(Held<Event>),
+    /// This agent works on the node: reported.
+    Live(Box<Live>),
+}
+
+/// A working agent's end of the process connector.
+struct Live {
+    emitter: Emitter,
+    stop: Arc<AtomicBool>,
+    gate: Gate,
+    /// Where to leave what this one handled when it stops (with the boot it is about).
+    leave: Option<(PathBuf, String)>,
+}
+
+impl Sink {
+    fn stopped(&self) -> bool {
+        match self {
+            Sink::Held(_) => false,
+            Sink::Live(l) => stopped(&l.stop, &l.emitter),
+        }
+    }
+
+    fn put(&mut self, stamp: Option<Stamp>, event: Event) {
+        match self {
+            Sink::Held(h) => h.push(stamp, event),
+            Sink::Live(l) => {
+                if l.gate.pass(stamp) {
+                    l.emitter.emit(event);
+                }
+            }
+        }
+    }
+
+    fn count_lost(&mut self, n: u64) {
+        match self {
+            Sink::Held(h) => h.lost = h.lost.saturating_add(n),
+            Sink::Live(l) => l.emitter.count_lost(n),
+        }
+    }
+
+    /// The listener closed at `until`: a working agent leaves what it handled for the next.
+    fn finish(&mut self, until: u64) {
+        if let Sink::Live(l) = self
+            && let Some((file, boot)) = &l.leave
+            && !boot.is_empty()
+            && let Ok(bytes) = serde_json::to_vec(&l.gate.reported(boot, until))
+        {
+            let _ = crate::events::tail::write_atomic_sync(file, &bytes, false);
+        }
+    }
+}
+
+/// The process connector opened before this agent works on its node: while it asks for the
+/// node during a handover, so that from then on one of the two agents always listens. What it
+/// reads is held (the newest 30 s, at most [`overlap::CAP`] events) until
+/// [`crate::events::runner::start`] takes it over; dropped before, it closes.
+pub struct EarlyProcess {
+    sink: Arc<Mutex<Sink>>,
+    own_stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    receive_buffer: usize,
+    since: u64,
+}
+
+impl EarlyProcess {
+    /// Opens the process connector and starts holding what it reads; `None` when the process
+    /// source is off, polls, or the connector cannot be opened (the source then starts as usual
+    /// when the agent works).
+    pub fn open(cfg: &ProcessEvents, root: &HostRoot) -> Option<Self> {
+        if !cfg.enabled || cfg.mode == ProcessMode::Poll {
+            return None;
+        }
+        let listener = crate::events::cnproc::Listener::open().ok()?;
+        let receive_buffer = listener.receive_buffer;
+        let since = monotonic_ns();
+        let sink = Arc::new(Mutex::new(Sink::Held(Held::default())));
+        let own_stop = Arc::new(AtomicBool::new(false));
+        let (s, o, r) = (sink.clone(), own_stop.clone(), root.clone());
+        let thread =
+            std::thread::Builder::new().name("vigil-proc".into()).spawn(move || follow(listener, &r, &s, &o)).ok()?;
+        Some(Self { sink, own_stop, thread: Some(thread), receive_buffer, since })
+    }
+
+    /// How many events it holds now.
+    pub fn held(&self) -> usize {
+        match self.sink.lock().as_deref() {
+            Ok(Sink::Held(h)) => h.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl Drop for EarlyProcess {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.own_stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
+    }
+}
+
+/// Takes over an early listener: what it held that the agent before did not handle (its
+/// record in `state_dir`) is reported, and it reports on. Returns its thread.
+pub(super) fn take_over(
+    mut early: EarlyProcess,
     root: &HostRoot,
-    users: &Users,
-    mut emitter: Emitter,
-    stop: &AtomicBool,
-) {
+    state_dir: Option<&Path>,
+    emitter: Emitter,
+    stop: Arc<AtomicBool>,
+    states: &Mutex<SourceStates>,
+) -> Option<JoinHandle<()>> {
+    let boot = crate::events::journal::boot_id_hex(&root.proc());
+    let before =
+        state_dir.and_then(|d| std::fs::read(d.join(overlap::FILE)).ok()).and_then(|b| Reported::parse(&b, &boot));
+    let had_record = before.is_some();
+    let Ok(mut sink) = early.sink.lock() else { return early.thread.take() };
+    let Sink::Held(held) = std::mem::replace(
+        &mut *sink,
+        Sink::Live(Box::new(Live {
+            emitter,
+            stop,
+            gate: Gate::new(early.since, before),
+            leave: state_dir.map(|d| (d.join(overlap::FILE), boot)),
+        })),
+    ) else {
+        return early.thread.take();
+    };
+    let (read, lost, let_go) = (held.len(), held.lost, held.let_go);
+    let mut reported = 0;
+    if let Sink::Live(l) = &mut *sink {
+        for (stamp, e) in held.into_events() {
+            if l.gate.pass(stamp) {
+                reported += 1;
+                l.emitter.emit(e);
+            }
+        }
+        l.emitter.count_lost(lost);
+    }
+    drop(sink);
+    set_state(
+        states,
+        Source::Process,
+        SourceState::On,
+        "netlink",
+        format!(
+            "process connector (netlink), receive buffer {} KiB, opened while the agent before this one worked: of {read} events read meanwhile, the {reported} it had not reported were reported{}{}",
+            early.receive_buffer / 1024,
+            if had_record { "" } else { " (it left no record of what it reported)" },
+            if let_go > 0 { format!("; {let_go} older ones were let go") } else { String::new() },
+        ),
+    );
+    early.thread.take()
+}
+
+/// Follows the process connector into `sink` until the sink's agent stops (or, while it
+/// holds, until `own_stop`).
+fn follow(mut listener: crate::events::cnproc::Listener, root: &HostRoot, sink: &Mutex<Sink>, own_stop: &AtomicBool) {
     use crate::events::cnproc::ProcEvent;
+    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
     let mut known = crate::events::process::Known::new(65_536);
     // Processes that start from now on (in clock ticks since boot, as /proc/PID/stat counts) are
     // the agent's to report; after a loss it looks in /proc for those it has not seen (see
@@ -108,9 +284,14 @@ fn netlink_loop(
     let mut unexplained_overrun = false;
     // Parent of each new process from its fork, for a process gone before its exec was read.
     let mut parents = crate::events::process::Known::new(65_536);
-    while !stopped(stop, &emitter) {
+    let mut out: Vec<(Option<Stamp>, Event)> = Vec::new();
+    loop {
+        if own_stop.load(Ordering::Relaxed) || sink.lock().map_or(true, |s| s.stopped()) {
+            break;
+        }
         let Ok(events) = listener.recv(POLL_SLICE) else { break };
-        for ev in events {
+        let mut lost = 0u64;
+        for (stamp, ev) in events {
             let now = jiff::Timestamp::now();
             match ev {
                 ProcEvent::Fork { parent_tgid, child_pid, child_tgid } if child_pid == child_tgid => {
@@ -121,7 +302,7 @@ fn netlink_loop(
                     if let Some(p) = parents.remove(pid) {
                         info.ppid = exec_parent(info.ppid, p.ppid);
                     }
-                    emitter.emit(start_event(&info, now, users));
+                    out.push((stamp, start_event(&info, now, &users)));
                     known.insert(ProcInfo { cmdline: None, cgroup: None, ..info });
                 }
                 ProcEvent::Exit { pid, tgid, exit_code, .. } if pid == tgid => {
@@ -138,11 +319,11 @@ fn netlink_loop(
                             i
                         }
                     };
-                    emitter.emit(exit_event(&info, Some(exit_code), now, users));
+                    out.push((stamp, exit_event(&info, Some(exit_code), now, &users)));
                 }
                 // How many messages an overrun cost shows as a gap in the sequence numbers.
                 ProcEvent::Lost(n) => {
-                    emitter.count_lost(n);
+                    lost = lost.saturating_add(n);
                     (lost_since, unexplained_overrun) = (true, false);
                 }
                 ProcEvent::Overrun => (lost_since, unexplained_overrun) = (true, true),
@@ -155,14 +336,29 @@ fn netlink_loop(
             lost_since = false;
             last_recovery = Some(Instant::now());
             for info in recover(root, &known, baseline) {
-                emitter.emit(start_event(&info, jiff::Timestamp::now(), users).with("recovered", true));
+                out.push((None, start_event(&info, jiff::Timestamp::now(), &users).with("recovered", true)));
                 known.insert(ProcInfo { cmdline: None, cgroup: None, ..info });
             }
         }
+        if out.is_empty() && lost == 0 {
+            continue;
+        }
+        let Ok(mut s) = sink.lock() else { break };
+        for (stamp, e) in out.drain(..) {
+            s.put(stamp, e);
+        }
+        if lost > 0 {
+            s.count_lost(lost);
+        }
     }
-    // An overrun whose gap never showed (its CPU fell silent) still lost something.
-    if unexplained_overrun {
-        emitter.count_lost(1);
+    let until = monotonic_ns();
+    drop(listener);
+    if let Ok(mut s) = sink.lock() {
+        // An overrun whose gap never showed (its CPU fell silent) still lost something.
+        if unexplained_overrun {
+            s.count_lost(1);
+        }
+        s.finish(until);
     }
 }
 
