@@ -97,7 +97,19 @@ fn follow_agents(
                         container: Some(vigil_crds::agent::CONTAINER.into()),
                         ..LogParams::default()
                     };
-                    let Ok(stream) = pods.log_stream(&name, &lp).await else { return };
+                    // The kubelet may not serve a just-started container's log at once.
+                    let mut tries = 0;
+                    let stream = loop {
+                        match pods.log_stream(&name, &lp).await {
+                            Ok(s) => break s,
+                            Err(e) if tries >= 20 => {
+                                eprintln!("cannot follow the log of {name}: {e}");
+                                return;
+                            }
+                            Err(_) => tries += 1,
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    };
                     following.fetch_add(1, Ordering::SeqCst);
                     let mut lines = stream.lines();
                     while let Some(Ok(line)) = lines.next().await {
@@ -182,6 +194,12 @@ async fn a_revision_change_under_a_process_storm_misses_and_repeats_nothing() {
         })
         .await
         .unwrap();
+    // The new agent opened its process source while the old one worked, and says so.
+    let statuses: Api<vigil_crds::AgentStatus> = Api::all(client.clone());
+    let st = statuses.get(&node).await.unwrap().status.unwrap_or_default();
+    let process = st.sources.iter().find(|s| s.name == "process").and_then(|s| s.reason.clone()).unwrap_or_default();
+    eprintln!("{node}: process source: {process}");
+    assert!(process.contains("opened while the agent before this one worked"), "{process}");
     // The storm goes on under the new agent alone for a while.
     let after = storm.count.load(Ordering::SeqCst) + 300;
     storm.reached(after, Duration::from_secs(60)).await;
