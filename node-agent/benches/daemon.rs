@@ -107,8 +107,8 @@ fn parts() {
     let mut guard = Children::default();
     let (ne_addr, ne_pid) = node_exporter(&mut guard);
     wait_up(&ne_addr);
+    // Median of 5 samples over 5 s, `/metrics` scraped at each.
     let sample = |pid: u32, addr: Option<&str>| {
-        std::thread::sleep(Duration::from_secs(10));
         let mut rss = Vec::new();
         for _ in 0..5 {
             if let Some(a) = addr {
@@ -120,7 +120,11 @@ fn parts() {
         rss.sort_unstable();
         rss[rss.len() / 2]
     };
-    println!("| agent configuration | RSS | of it anonymous | this part adds |");
+    // Once started (10 s), and once working: after the agent gave its start-up code back
+    // (30 s) and 30 s more of its work (three snapshots, scrapes).
+    let settle = Duration::from_secs(10);
+    let working = Duration::from_secs(60);
+    println!("| agent configuration | RSS started (anonymous) | RSS working (anonymous) | this part adds, working |");
     println!("| --- | --- | --- | --- |");
     let mut before: Option<u64> = None;
     for (i, (name, cfg)) in steps.iter().enumerate() {
@@ -129,20 +133,31 @@ fn parts() {
         let (agent, addr) = common::spawn_agent(&file);
         let pid = agent.id();
         let mut one = Children(vec![agent]);
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(settle);
+        let (rss0, anon0) = sample(pid, Some(&addr));
+        std::thread::sleep(working.saturating_sub(t0.elapsed()));
         let (rss, anon) = sample(pid, Some(&addr));
         drop(one.0.pop().map(|mut c| {
             let _ = c.kill();
             c.wait()
         }));
         let adds = before.map_or_else(|| "—".to_owned(), |b| format!("{:+.1} MiB", (rss as f64 - b as f64) / 1024.0));
-        println!("| {name} | {:.1} MiB | {:.1} MiB | {adds} |", rss as f64 / 1024.0, anon as f64 / 1024.0);
+        println!(
+            "| {name} | {:.1} ({:.1}) MiB | {:.1} ({:.1}) MiB | {adds} |",
+            mib(rss0 * 1024),
+            mib(anon0 * 1024),
+            mib(rss * 1024),
+            mib(anon * 1024)
+        );
         before = Some(rss);
     }
+    std::thread::sleep(settle);
     let (ne_rss, ne_anon) = sample(ne_pid, Some(&ne_addr));
     println!(
-        "| node_exporter (same run, default collectors) | {:.1} MiB | {:.1} MiB | |",
-        ne_rss as f64 / 1024.0,
-        ne_anon as f64 / 1024.0
+        "| node_exporter (same run, default collectors) | {:.1} ({:.1}) MiB | | |",
+        mib(ne_rss * 1024),
+        mib(ne_anon * 1024)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -218,6 +218,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     // Working, with the sources started: the pod's readiness probe may say so.
     let ready = ReadyFile::write();
+    let (started_at, mut startup_released) = (Instant::now(), false);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -254,6 +255,12 @@ pub async fn run(
                 continue;
             }
             () = &mut shutdown => break,
+        }
+        // Start-up done (configuration, clients, the first baseline walk): its code goes back
+        // to the kernel, once; what runs later comes back on first use.
+        if !startup_released && started_at.elapsed() >= crate::selfmon::RELEASE_STARTUP_AFTER {
+            startup_released = true;
+            crate::selfmon::release_startup_code();
         }
         // Reading the host takes milliseconds; doing it inline keeps the agent on one thread.
         let snapshot = collector.collect(jiff::Timestamp::now());
