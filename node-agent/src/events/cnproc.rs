@@ -257,9 +257,10 @@ impl Listener {
         Ok(())
     }
 
-    /// Waits up to `timeout` for messages and decodes what arrived. An overrun (ENOBUFS) is
-    /// reported as [`ProcEvent::Overrun`], and the messages lost as [`ProcEvent::Lost`] once
-    /// the gap in their sequence numbers shows.
+    /// Waits up to `timeout` for messages and decodes what arrived, each with its stamp. An
+    /// overrun (ENOBUFS) is reported as [`ProcEvent::Overrun`], and the messages lost as
+    /// [`ProcEvent::Lost`] once the gap in their sequence numbers shows (stamped with the
+    /// message that showed it).
     pub fn recv(&mut self, timeout: Duration) -> io::Result<Vec<(Option<Stamp>, ProcEvent)>> {
         let mut out = Vec::new();
         if !super::process::wait_readable(self.fd.as_fd(), timeout)? {
@@ -272,7 +273,8 @@ impl Listener {
                         if let Some(s) = stamp {
                             let lost = self.sequence.observe(s.cpu, s.seq);
                             if lost > 0 {
-                                out.push((None, ProcEvent::Lost(lost)));
+                                // Stamped with the message that showed the gap.
+                                out.push((stamp, ProcEvent::Lost(lost)));
                             }
                         }
                         out.push((stamp, event));

@@ -302,6 +302,21 @@ pub struct Event {
 }
 
 impl Event {
+    /// About how many bytes the event takes in memory (its strings and map entries): what a
+    /// bound on held events counts.
+    pub fn approx_bytes(&self) -> usize {
+        let value = |v: &Value| match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => 32 * a.len(),
+            Value::Object(o) => 64 * o.len(),
+            _ => 0,
+        };
+        std::mem::size_of::<Self>()
+            + self.message.len()
+            + self.node.len()
+            + self.details.iter().map(|(k, v)| 64 + k.len() + value(v)).sum::<usize>()
+    }
+
     /// An event of `kind` with its default severity and no details; `node` is filled in by the
     /// [`Emitter`].
     pub fn new(kind: EventType, time: jiff::Timestamp, message: impl Into<String>) -> Self {

@@ -84,10 +84,20 @@ pub(super) fn file_source(
         add_watch(&mut inotify, &mut dirs, &d, &mut watch_failures);
     }
     first_compare(&mut fim, &mut emitter);
+    // Directories the comparison found new are watched now; what changed in them between the
+    // comparison and their watch is found by looking at their entries once more.
     let watched: std::collections::HashSet<String> = dirs.values().cloned().collect();
+    let mut again = Vec::new();
     for d in fim.directories() {
         if !watched.contains(&d) {
             add_watch(&mut inotify, &mut dirs, &d, &mut watch_failures);
+            if let Ok(entries) = std::fs::read_dir(root.host_path(&d)) {
+                again.extend(
+                    entries
+                        .flatten()
+                        .map(|e| format!("{}/{}", d.trim_end_matches('/'), e.file_name().to_string_lossy())),
+                );
+            }
         }
     }
     set_state(
@@ -112,6 +122,9 @@ pub(super) fn file_source(
     );
     const MAX_PENDING: usize = 100_000;
     let mut pending: HashMap<String, Instant> = HashMap::new();
+    for p in again.into_iter().take(MAX_PENDING) {
+        pending.insert(p, Instant::now());
+    }
     let mut buf = vec![0u8; 64 * 1024];
     let mut next_rescan = Instant::now() + cfg.files.rescan_interval;
     let mut next_save = Instant::now();

@@ -45,6 +45,7 @@ pub(super) fn process_source(
                     stop,
                     gate: Gate::new(monotonic_ns(), None),
                     leave: state_dir.map(|d| (d.join(overlap::FILE), boot)),
+                    recover: false,
                 })));
                 return follow(listener, root, &sink, &AtomicBool::new(false));
             }
@@ -127,6 +128,18 @@ struct Live {
     gate: Gate,
     /// Where to leave what this one handled when it stops (with the boot it is about).
     leave: Option<(PathBuf, String)>,
+    /// Losses found while holding that the agent before could not cover: look in /proc.
+    recover: bool,
+}
+
+/// What one message read means.
+enum Read {
+    /// An event to report.
+    Event(Option<Stamp>, Event),
+    /// A message that reports nothing (a fork, a thread's exit), noted as read.
+    Quiet(Stamp),
+    /// `n` messages lost, found at `at` (the kernel's monotonic clock).
+    Lost { at: u64, n: u64 },
 }
 
 impl Sink {
@@ -137,21 +150,34 @@ impl Sink {
         }
     }
 
-    fn put(&mut self, stamp: Option<Stamp>, event: Event) {
-        match self {
-            Sink::Held(h) => h.push(stamp, event),
-            Sink::Live(l) => {
+    fn put(&mut self, read: Read) {
+        match (self, read) {
+            // Held: only what the kernel stamped (no /proc recovery while another agent works).
+            (Sink::Held(h), Read::Event(Some(s), e)) => {
+                let size = e.approx_bytes();
+                h.push(s, e, size);
+            }
+            (Sink::Held(_), Read::Event(None, _) | Read::Quiet(_)) => {}
+            (Sink::Held(h), Read::Lost { at, n }) => h.lost(at, n),
+            (Sink::Live(l), Read::Event(stamp, e)) => {
                 if l.gate.pass(stamp) {
-                    l.emitter.emit(event);
+                    l.emitter.emit(e);
                 }
+            }
+            (Sink::Live(l), Read::Quiet(s)) => l.gate.note(s),
+            (Sink::Live(l), Read::Lost { at, n }) => {
+                l.gate.lost(at);
+                l.emitter.count_lost(n);
             }
         }
     }
 
-    fn count_lost(&mut self, n: u64) {
+    /// Whether to look in /proc for processes whose messages were lost (never while holding),
+    /// and a loss found while holding asks for it once.
+    fn may_recover(&mut self, lost_since: bool) -> bool {
         match self {
-            Sink::Held(h) => h.lost = h.lost.saturating_add(n),
-            Sink::Live(l) => l.emitter.count_lost(n),
+            Sink::Held(_) => false,
+            Sink::Live(l) => lost_since || std::mem::take(&mut l.recover),
         }
     }
 
@@ -169,8 +195,9 @@ impl Sink {
 
 /// The process connector opened before this agent works on its node: while it asks for the
 /// node during a handover, so that from then on one of the two agents always listens. What it
-/// reads is held (the newest 30 s, at most [`overlap::CAP`] events) until
-/// [`crate::events::runner::start`] takes it over; dropped before, it closes.
+/// reads is held (the newest 10 s, at most 4 MiB: [`overlap::HOLD_NS`], [`overlap::HOLD_BYTES`])
+/// until [`crate::events::runner::start_after`] takes it over; dropped before, it closes
+/// (its thread ends within a poll slice).
 pub struct EarlyProcess {
     sink: Arc<Mutex<Sink>>,
     own_stop: Arc<AtomicBool>,
@@ -198,26 +225,28 @@ impl EarlyProcess {
         Some(Self { sink, own_stop, thread: Some(thread), receive_buffer, since })
     }
 
-    /// How many events it holds now.
-    pub fn held(&self) -> usize {
+    /// How many events it holds now, and about how many bytes they take.
+    pub fn held(&self) -> (usize, usize) {
         match self.sink.lock().as_deref() {
-            Ok(Sink::Held(h)) => h.len(),
-            _ => 0,
+            Ok(Sink::Held(h)) => (h.len(), h.bytes()),
+            _ => (0, 0),
         }
     }
 }
 
 impl Drop for EarlyProcess {
+    /// Not taken over: its thread stops at its next look (within a poll slice) and closes the
+    /// listener; nobody waits for it (dropped on the async runtime's thread).
     fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
+        if self.thread.take().is_some() {
             self.own_stop.store(true, Ordering::Relaxed);
-            let _ = t.join();
         }
     }
 }
 
-/// Takes over an early listener: what it held that the agent before did not handle (its
-/// record in `state_dir`) is reported, and it reports on. Returns its thread.
+/// Takes over an early listener: what it held that the agent before did not handle (the record
+/// it left in `state_dir`, read once and removed) is reported, and it reports on. Returns its
+/// thread.
 pub(super) fn take_over(
     mut early: EarlyProcess,
     root: &HostRoot,
@@ -227,31 +256,45 @@ pub(super) fn take_over(
     states: &Mutex<SourceStates>,
 ) -> Option<JoinHandle<()>> {
     let boot = crate::events::journal::boot_id_hex(&root.proc());
-    let before =
-        state_dir.and_then(|d| std::fs::read(d.join(overlap::FILE)).ok()).and_then(|b| Reported::parse(&b, &boot));
+    let record = state_dir.map(|d| d.join(overlap::FILE));
+    let before = record
+        .as_deref()
+        .and_then(|f| std::fs::read(f).ok())
+        .and_then(|b| Reported::parse(&b, &boot, early.since, monotonic_ns()));
+    if let Some(f) = &record {
+        let _ = std::fs::remove_file(f);
+    }
     let had_record = before.is_some();
-    let Ok(mut sink) = early.sink.lock() else { return early.thread.take() };
-    let Sink::Held(held) = std::mem::replace(
-        &mut *sink,
-        Sink::Live(Box::new(Live {
-            emitter,
-            stop,
-            gate: Gate::new(early.since, before),
-            leave: state_dir.map(|d| (d.join(overlap::FILE), boot)),
-        })),
-    ) else {
+    let Ok(mut sink) = early.sink.lock() else {
+        early.own_stop.store(true, Ordering::Relaxed);
         return early.thread.take();
     };
-    let (read, lost, let_go) = (held.len(), held.lost, held.let_go);
+    let live =
+        Live { emitter, stop, gate: Gate::new(early.since, before), leave: record.zip(Some(boot)), recover: false };
+    let Sink::Held(held) = std::mem::replace(&mut *sink, Sink::Live(Box::new(live))) else {
+        return early.thread.take();
+    };
+    let (read, let_go, losses) = (held.len(), held.let_go, held.losses.clone());
     let mut reported = 0;
+    let mut charged = 0;
     if let Sink::Live(l) = &mut *sink {
         for (stamp, e) in held.into_events() {
-            if l.gate.pass(stamp) {
+            if l.gate.pass(Some(stamp)) {
                 reported += 1;
                 l.emitter.emit(e);
             }
         }
-        l.emitter.count_lost(lost);
+        // Messages lost while the agent before still listened were its to count.
+        charged = l.gate.losses_after_before(&losses);
+        let after: Vec<u64> =
+            losses.iter().filter(|(at, _)| l.gate.losses_after_before(&[(*at, 1)]) > 0).map(|(at, _)| *at).collect();
+        for at in after {
+            l.gate.lost(at);
+        }
+        if charged > 0 {
+            l.emitter.count_lost(charged);
+            l.recover = true;
+        }
     }
     drop(sink);
     set_state(
@@ -260,10 +303,11 @@ pub(super) fn take_over(
         SourceState::On,
         "netlink",
         format!(
-            "process connector (netlink), receive buffer {} KiB, opened while the agent before this one worked: of {read} events read meanwhile, the {reported} it had not reported were reported{}{}",
+            "process connector (netlink), receive buffer {} KiB, opened while the agent before this one worked: of {read} events read meanwhile, the {reported} it had not reported were reported{}{}{}",
             early.receive_buffer / 1024,
-            if had_record { "" } else { " (it left no record of what it reported)" },
-            if let_go > 0 { format!("; {let_go} older ones were let go") } else { String::new() },
+            if had_record { "" } else { " (it left no record of what it reported: all were)" },
+            if let_go > 0 { format!("; {let_go} were let go past the 4 MiB held") } else { String::new() },
+            if charged > 0 { format!("; {charged} messages lost after it stopped") } else { String::new() },
         ),
     );
     early.thread.take()
@@ -284,25 +328,30 @@ fn follow(mut listener: crate::events::cnproc::Listener, root: &HostRoot, sink: 
     let mut unexplained_overrun = false;
     // Parent of each new process from its fork, for a process gone before its exec was read.
     let mut parents = crate::events::process::Known::new(65_536);
-    let mut out: Vec<(Option<Stamp>, Event)> = Vec::new();
+    let mut out: Vec<Read> = Vec::new();
     loop {
         if own_stop.load(Ordering::Relaxed) || sink.lock().map_or(true, |s| s.stopped()) {
             break;
         }
         let Ok(events) = listener.recv(POLL_SLICE) else { break };
-        let mut lost = 0u64;
         for (stamp, ev) in events {
             let now = jiff::Timestamp::now();
+            let quiet = |out: &mut Vec<Read>| {
+                if let Some(s) = stamp {
+                    out.push(Read::Quiet(s));
+                }
+            };
             match ev {
                 ProcEvent::Fork { parent_tgid, child_pid, child_tgid } if child_pid == child_tgid => {
                     parents.insert(ProcInfo { pid: child_pid, ppid: Some(parent_tgid), ..ProcInfo::default() });
+                    quiet(&mut out);
                 }
                 ProcEvent::Exec { pid, tgid } if pid == tgid => {
                     let mut info = ProcInfo::read(root, pid);
                     if let Some(p) = parents.remove(pid) {
                         info.ppid = exec_parent(info.ppid, p.ppid);
                     }
-                    out.push((stamp, start_event(&info, now, &users)));
+                    out.push(Read::Event(stamp, start_event(&info, now, &users)));
                     known.insert(ProcInfo { cmdline: None, cgroup: None, ..info });
                 }
                 ProcEvent::Exit { pid, tgid, exit_code, .. } if pid == tgid => {
@@ -311,7 +360,10 @@ fn follow(mut listener: crate::events::cnproc::Listener, root: &HostRoot, sink: 
                         Some(info) => info,
                         // Forked since the agent started but never executed a program: it had
                         // no start event, so it gets no exit event either.
-                        None if forked_here => continue,
+                        None if forked_here => {
+                            quiet(&mut out);
+                            continue;
+                        }
                         // Running before the agent started: the zombie's stat may still name it.
                         None => {
                             let mut i = ProcInfo::read(root, pid);
@@ -319,36 +371,35 @@ fn follow(mut listener: crate::events::cnproc::Listener, root: &HostRoot, sink: 
                             i
                         }
                     };
-                    out.push((stamp, exit_event(&info, Some(exit_code), now, &users)));
+                    out.push(Read::Event(stamp, exit_event(&info, Some(exit_code), now, &users)));
                 }
                 // How many messages an overrun cost shows as a gap in the sequence numbers.
                 ProcEvent::Lost(n) => {
-                    lost = lost.saturating_add(n);
+                    out.push(Read::Lost { at: stamp.map_or_else(monotonic_ns, |s| s.ns), n });
                     (lost_since, unexplained_overrun) = (true, false);
                 }
                 ProcEvent::Overrun => (lost_since, unexplained_overrun) = (true, true),
-                _ => {}
+                _ => quiet(&mut out),
             }
         }
+        let Ok(mut s) = sink.lock() else { break };
+        for r in out.drain(..) {
+            s.put(r);
+        }
         // After a loss, what still runs of what was lost is found in /proc (at most once a
-        // second): a flood that overruns the socket cannot hide a process that stays.
-        if lost_since && last_recovery.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+        // second): a flood that overruns the socket cannot hide a process that stays. Not
+        // while holding: the agent working then looks itself.
+        let recover_now = s.may_recover(lost_since);
+        if !matches!(*s, Sink::Live(_)) {
+            lost_since = false;
+        }
+        if recover_now && last_recovery.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
             lost_since = false;
             last_recovery = Some(Instant::now());
             for info in recover(root, &known, baseline) {
-                out.push((None, start_event(&info, jiff::Timestamp::now(), &users).with("recovered", true)));
+                s.put(Read::Event(None, start_event(&info, jiff::Timestamp::now(), &users).with("recovered", true)));
                 known.insert(ProcInfo { cmdline: None, cgroup: None, ..info });
             }
-        }
-        if out.is_empty() && lost == 0 {
-            continue;
-        }
-        let Ok(mut s) = sink.lock() else { break };
-        for (stamp, e) in out.drain(..) {
-            s.put(stamp, e);
-        }
-        if lost > 0 {
-            s.count_lost(lost);
         }
     }
     let until = monotonic_ns();
@@ -356,7 +407,7 @@ fn follow(mut listener: crate::events::cnproc::Listener, root: &HostRoot, sink: 
     if let Ok(mut s) = sink.lock() {
         // An overrun whose gap never showed (its CPU fell silent) still lost something.
         if unexplained_overrun {
-            s.count_lost(1);
+            s.put(Read::Lost { at: until, n: 1 });
         }
         s.finish(until);
     }
