@@ -30,6 +30,7 @@ use kube::{Client, Config};
 
 pub mod alertmanager;
 pub mod chart;
+pub mod fleet;
 pub mod kubelets;
 pub mod plugin;
 pub mod release;

@@ -26,8 +26,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -36,217 +34,16 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vigil_crds::rollout::RolloutPhase;
 use vigil_crds::{AgentRollout, ConfigHash};
+use vigil_e2e::fleet::{Nodes, counters, cpu_seconds, kib, node, operator_binary, spawn_operator};
 use vigil_e2e::{TestNamespace, client, install_crds, wait_for};
 
 const CONFIG: &str = "interval: 10s\n";
-
-/// A Node as a cloud node looks: 30 labels, 50 images, 4 KB of annotations.
-fn node(name: &str, run: &str, selected: bool, i: usize) -> Node {
-    let mut labels: BTreeMap<String, String> = BTreeMap::from([
-        ("vigil.dev/e2e-scale".into(), run.into()),
-        ("kubernetes.io/hostname".into(), name.into()),
-        ("kubernetes.io/os".into(), "linux".into()),
-        ("kubernetes.io/arch".into(), "amd64".into()),
-        ("node.kubernetes.io/instance-type".into(), "m6i.2xlarge".into()),
-        ("topology.kubernetes.io/region".into(), "eu-west-1".into()),
-        ("topology.kubernetes.io/zone".into(), format!("eu-west-1{}", ["a", "b", "c"][i % 3])),
-    ]);
-    for k in 0..23 {
-        labels.insert(format!("team.example.com/label-{k:02}"), format!("value-{}-{k}", i % 17));
-    }
-    if selected {
-        labels.insert("vigil.dev/e2e-scale-selected".into(), run.into());
-    }
-    let images: Vec<serde_json::Value> = (0..50)
-        .map(|k| {
-            json!({"names": [
-                format!("registry.example.com/platform/service-{k:02}@sha256:{:064x}", k * 7919 + i),
-                format!("registry.example.com/platform/service-{k:02}:v1.{k}.{}", i % 5),
-            ], "sizeBytes": 50_000_000 + k * 1_000_000})
-        })
-        .collect();
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": name,
-            "labels": labels,
-            "annotations": {
-                "node.alpha.kubernetes.io/ttl": "0",
-                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-                "csi.volume.kubernetes.io/nodeid": format!("{{\"ebs.csi.aws.com\":\"i-{i:017x}\",\"efs.csi.aws.com\":\"i-{i:017x}\"}}"),
-                "team.example.com/inventory": "x".repeat(3500),
-            },
-        },
-        "spec": {"providerID": format!("aws:///eu-west-1a/i-{i:017x}")},
-        "status": {
-            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"},
-            "allocatable": {"cpu": "7910m", "memory": "31Gi", "pods": "110", "ephemeral-storage": "95Gi"},
-            "addresses": [{"type": "InternalIP", "address": format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256)}, {"type": "Hostname", "address": name}],
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
-            "nodeInfo": {"osImage": "Ubuntu 22.04.4 LTS", "kernelVersion": "6.5.0-1017-aws", "architecture": "amd64", "operatingSystem": "linux",
-                         "containerRuntimeVersion": "containerd://1.7.13", "kubeletVersion": "v1.31.0", "kubeProxyVersion": "v1.31.0",
-                         "bootID": format!("{i:08x}"), "machineID": format!("{i:032x}"), "systemUUID": format!("{i:032x}")},
-            "images": images,
-        }
-    }))
-    .unwrap()
-}
-
-/// This run's Nodes (by label): deleted by [`Nodes::delete_all`] at the end, and when
-/// dropped on a failure.
-struct Nodes {
-    api: Api<Node>,
-    selector: String,
-    deleted: bool,
-}
-
-impl Nodes {
-    /// [`Nodes::delete_pages`], once: whatever its outcome, dropping this does not try again
-    /// (a failure is reported, not retried for ever).
-    async fn delete_all(&mut self) -> Result<(), String> {
-        let result = self.delete_pages().await;
-        self.deleted = true;
-        result
-    }
-
-    /// Deletes every Node of this run, a page of 500 at a time, 32 requests at once, and waits
-    /// until none is left (10 minutes at most): `Err` says how many remain and the last error.
-    /// One `deletecollection` over thousands of Nodes outlives the API server's request
-    /// timeout and leaves most of them.
-    async fn delete_pages(&self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let mut last_error = String::new();
-        loop {
-            let page = match self.api.list_metadata(&ListParams::default().labels(&self.selector).limit(500)).await {
-                Ok(p) => p,
-                Err(e) if Instant::now() < deadline => {
-                    last_error = e.to_string();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(e) => return Err(format!("listing the Nodes left: {e}")),
-            };
-            if page.items.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                // A label-selected list says nothing of what remains beyond its page.
-                let more =
-                    if page.metadata.continue_.as_deref().is_some_and(|c| !c.is_empty()) { " or more" } else { "" };
-                return Err(format!(
-                    "{}{more} Nodes ({}) left after 10 minutes; last error: {last_error}",
-                    page.items.len(),
-                    self.selector
-                ));
-            }
-            let errors: Vec<String> = futures::stream::iter(page.items.into_iter().filter_map(|n| n.metadata.name))
-                .map(|name| {
-                    let api = self.api.clone();
-                    async move {
-                        match api.delete(&name, &DeleteParams::default()).await {
-                            Ok(_) => None,
-                            Err(kube::Error::Api(e)) if e.code == 404 => None,
-                            Err(e) => Some(format!("{name}: {e}")),
-                        }
-                    }
-                })
-                .buffer_unordered(32)
-                .filter_map(|e| async move { e })
-                .collect()
-                .await;
-            if let Some(e) = errors.last() {
-                last_error = format!("{} deletions failed, the last {e}", errors.len());
-                // Refused or throttled: not again at once.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            } else {
-                // Deleted; a Node with a finalizer stays a moment: look again shortly.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        if self.deleted {
-            return;
-        }
-        let mut nodes = Nodes { api: self.api.clone(), selector: self.selector.clone(), deleted: false };
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(nodes.delete_all())
-        });
-        match done.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("scale: cleanup failed: {e}"),
-            Err(_) => eprintln!("scale: cleanup failed: the deleting thread panicked"),
-        }
-    }
-}
-
-/// Kills the operator when dropped.
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kib(status: &str, key: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 =
-        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// The operator's counters: reconciles, reconcile seconds, API requests by verb.
-async fn counters(addr: &str) -> (f64, f64, BTreeMap<String, f64>) {
-    let text = metrics_text(addr).await;
-    let mut reconciles = 0.0;
-    let mut seconds = 0.0;
-    let mut requests = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let value: f64 = value.parse().unwrap_or(0.0);
-        if series.starts_with("vigil_operator_reconciles_total") {
-            reconciles += value;
-        } else if series == "vigil_operator_reconcile_duration_seconds_sum" {
-            seconds = value;
-        } else if let Some(rest) = series.strip_prefix("vigil_operator_api_requests_total{verb=\"") {
-            requests.insert(rest.trim_end_matches("\"}").to_owned(), value);
-        }
-    }
-    (reconciles, seconds, requests)
-}
-
-async fn metrics_text(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return String::new() };
-    let _ = s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await;
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark that creates thousands of Nodes: run it by hand with -- --ignored (see the module docs)"]
 async fn the_operator_at_fleet_scale() {
     let count: usize = std::env::var("VIGIL_SCALE_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let binary = std::env::var("VIGIL_SCALE_OPERATOR")
-        .unwrap_or_else(|_| format!("{}/../target/release/vigil-operator", env!("CARGO_MANIFEST_DIR")));
-    assert!(std::path::Path::new(&binary).exists(), "{binary} missing: cargo build --release -p vigil-operator");
+    let binary = operator_binary();
     let kubeconfig = std::env::var(vigil_e2e::KUBECONFIG_VAR).expect("VIGIL_E2E_KUBECONFIG");
     let client = client().await.unwrap();
     install_crds(&client, Duration::from_secs(60)).await.unwrap();
@@ -279,18 +76,7 @@ async fn the_operator_at_fleet_scale() {
     let created_in = started.elapsed();
 
     // The operator, out of the cluster, its metrics on a port of its own.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(&binary)
-        .args(["run", "--metrics-addr", &addr, "--lease-namespace", &ns.name])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", std::env::var("VIGIL_SCALE_RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let _operator = Operator(child);
+    let (_operator, addr, pid) = spawn_operator(&binary, &kubeconfig, &ns.name);
 
     // The rollout of the one selected node, whose kubelet and agent the bench plays.
     let rollouts: Api<AgentRollout> = Api::namespaced(client.clone(), &ns.name);
