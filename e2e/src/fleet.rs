@@ -354,15 +354,20 @@ async fn play_pod(
 ) {
     let Some(name) = p.metadata.name.clone() else { return };
     let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { return };
-    if p.metadata.deletion_timestamp.is_some() {
-        let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
-        let _ = pods.delete(&name, &now).await;
-        return;
-    }
     let labels = p.metadata.labels.clone().unwrap_or_default();
     let agent =
         labels.get(vigil_crds::agent::NAME_LABEL.0).map(String::as_str) == Some(vigil_crds::agent::NAME_LABEL.1);
     let rev = labels.get(vigil_crds::labels::REVISION).cloned().unwrap_or_default();
+    if p.metadata.deletion_timestamp.is_some() {
+        let now = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+        let _ = pods.delete(&name, &now).await;
+        // The working agent gone (uninstalled): its heartbeats stop.
+        let mut w = working.lock().unwrap();
+        if agent && w.get(&node) == Some(&rev) {
+            w.remove(&node);
+        }
+        return;
+    }
     let image = p.spec.as_ref().and_then(|s| s.containers.first()?.image.clone()).unwrap_or_default();
     let crash = crashing.lock().unwrap().crashes(&image, &node);
     let ready = p

@@ -77,11 +77,22 @@ async fn phase(rollouts: &Api<AgentRollout>, want: RolloutPhase, not: Option<&st
     .unwrap()
 }
 
-/// Every node labelled for `revision`, by the operator's label.
-async fn nodes_on(nodes: &Api<Node>, run: &str, revision: &str) -> usize {
-    let lp =
-        ListParams::default().labels(&format!("vigil.dev/e2e-scale={run},{}={revision}", vigil_crds::labels::REVISION));
+/// How many of the run's nodes carry `label` (`key=value`).
+async fn nodes_with(nodes: &Api<Node>, run: &str, label: &str) -> usize {
+    let lp = ListParams::default().labels(&format!("vigil.dev/e2e-scale={run},{label}"));
     nodes.list_metadata(&lp).await.map(|l| l.items.len()).unwrap_or(0)
+}
+
+/// Waits until no node of the run still runs `revision`'s agent beside another (its run
+/// label gone: the handovers ended and its pods are deleted).
+async fn handovers_ended(nodes: &Api<Node>, run: &str, revision: &str) {
+    let label = format!("{}{revision}={}", vigil_crds::labels::RUN_PREFIX, vigil_crds::labels::RUN_VALUE);
+    wait_for("every handover ended", Duration::from_secs(1800), Duration::from_millis(500), || async {
+        let left = nodes_with(nodes, run, &label).await;
+        if left == 0 { Ok(Some(())) } else { Err(format!("{left} node(s) still run {revision}")) }
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,6 +153,8 @@ async fn a_whole_fleet_through_the_default_waves_against_a_plain_daemonset_updat
     let t = Instant::now();
     apply(target(&image('a'), "config-b", &config(11))).await;
     let second = phase(&rollouts, RolloutPhase::Completed, Some(&first), Duration::from_secs(1800)).await;
+    let completed = t.elapsed();
+    handovers_ended(&node_api, &run, &first).await;
     let vigil_update = t.elapsed();
     let (_, _, q1) = counters(&addr).await;
     let c1 = cpu_seconds(pid);
@@ -150,7 +163,8 @@ async fn a_whole_fleet_through_the_default_waves_against_a_plain_daemonset_updat
     let per_node: Vec<String> = update_requests.iter().map(|(v, n)| format!("{v} {:.2}", n / count as f64)).collect();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     eprintln!(
-        "fleet: Vigil, {first} -> {second} on {count} nodes through 5/25/100 % with bake 0: {:.1} s; operator API requests per node: {} ({update_writes:.2} writes); operator CPU {:.1} s; RSS {:.1} MiB, peak {:.1} MiB",
+        "fleet: Vigil, {first} -> {second} on {count} nodes through 5/25/100 % with bake 0: Completed after {:.1} s, every node on {second} alone after {:.1} s; operator API requests per node: {} ({update_writes:.2} writes); operator CPU {:.1} s; RSS {:.1} MiB, peak {:.1} MiB",
+        completed.as_secs_f64(),
         vigil_update.as_secs_f64(),
         per_node.join(", "),
         c1 - c0,
@@ -166,22 +180,25 @@ async fn a_whole_fleet_through_the_default_waves_against_a_plain_daemonset_updat
     apply(target(&image('c'), "config-c", &config(12))).await;
     phase(&rollouts, RolloutPhase::RolledBack, None, Duration::from_secs(1800)).await;
     let rolled_back_at = t.elapsed();
+    let bad = rollouts.get_status("agent").await.unwrap().status.and_then(|s| s.target_revision).unwrap_or_default();
+    let on_second = format!("{}={second}", vigil_crds::labels::REVISION);
     wait_for(
         "every node back on the second revision",
         Duration::from_secs(1800),
         Duration::from_millis(500),
         || async {
-            let on = nodes_on(&node_api, &run, &second).await;
+            let on = nodes_with(&node_api, &run, &on_second).await;
             if on == count { Ok(Some(())) } else { Err(format!("{on} of {count}")) }
         },
     )
     .await
     .unwrap();
+    handovers_ended(&node_api, &run, &bad).await;
     let vigil_rollback = t.elapsed();
     let (_, _, q3) = counters(&addr).await;
     let rollback_writes = writes(&delta(&q3, &q2)) / count as f64;
     eprintln!(
-        "fleet: Vigil, a revision failing in wave 3, rolled back: RolledBack after {:.1} s, every node back on {second} after {:.1} s; operator writes per node {rollback_writes:.2}",
+        "fleet: Vigil, a revision ({bad}) failing in wave 3, rolled back: RolledBack after {:.1} s, every node on {second} alone after {:.1} s; operator writes per node {rollback_writes:.2}",
         rolled_back_at.as_secs_f64(),
         vigil_rollback.as_secs_f64()
     );
@@ -209,16 +226,13 @@ async fn a_whole_fleet_through_the_default_waves_against_a_plain_daemonset_updat
         "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "10%", "maxUnavailable": 0}},
         "template": template,
     }});
-    // Vigil's rollout goes first, so the plain pods do not share the nodes with its own.
+    // Vigil's rollout and agents go first, so the plain pods do not share the nodes with its own.
     rollouts.delete("agent", &DeleteParams::default()).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let agents = ListParams::default().labels(vigil_crds::agent::SELECTOR);
+    let _ = dss.delete_collection(&DeleteParams::background(), &agents).await;
     wait_for("Vigil's agent pods gone", Duration::from_secs(600), Duration::from_secs(1), || async {
-        let left = pods
-            .list_metadata(&ListParams::default().labels(vigil_crds::agent::SELECTOR))
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .len();
+        let left = pods.list_metadata(&agents).await.map_err(|e| e.to_string())?.items.len();
         if left == 0 { Ok(Some(())) } else { Err(format!("{left} left")) }
     })
     .await
@@ -226,7 +240,7 @@ async fn a_whole_fleet_through_the_default_waves_against_a_plain_daemonset_updat
     let pp = PatchParams::apply("vigil-e2e").force();
     dss.patch("fleet-plain", &pp, &Patch::Apply(&plain)).await.unwrap();
     let done = |generation: i64| {
-        let dss = dss.clone();
+        let (dss, pods) = (dss.clone(), pods.clone());
         async move {
             let ds = dss.get("fleet-plain").await.map_err(|e| e.to_string())?;
             let st = ds.status.unwrap_or_default();
@@ -235,7 +249,16 @@ async fn a_whole_fleet_through_the_default_waves_against_a_plain_daemonset_updat
                 && st.updated_number_scheduled.unwrap_or(0) as usize == count
                 && st.number_available.unwrap_or(0) as usize == count
                 && st.current_number_scheduled as usize == count;
-            if all { Ok(Some(())) } else { Err(format!("{st:?}")) }
+            // No surge pod left: one pod a node.
+            let running = pods
+                .list_metadata(&ListParams::default().labels("app=fleet-plain"))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .count();
+            if all && running == count { Ok(Some(())) } else { Err(format!("{running} pods; {st:?}")) }
         }
     };
     let t = Instant::now();
@@ -255,7 +278,7 @@ async fn a_whole_fleet_through_the_default_waves_against_a_plain_daemonset_updat
         .unwrap();
     let plain_update = t.elapsed();
     eprintln!(
-        "fleet: plain DaemonSet RollingUpdate (maxSurge 10 %, maxUnavailable 0) on {count} nodes: {:.1} s; Vigil's whole-fleet rollout took {:.2} times that",
+        "fleet: plain DaemonSet RollingUpdate (maxSurge 10 %, maxUnavailable 0) on {count} nodes: {:.1} s; Vigil's whole-fleet rollout (every node on the new agent alone) took {:.2} times that",
         plain_update.as_secs_f64(),
         vigil_update.as_secs_f64() / plain_update.as_secs_f64()
     );
