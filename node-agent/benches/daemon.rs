@@ -98,10 +98,18 @@ fn parts() {
     let mut on: Vec<&str> = Vec::new();
     for s in sources {
         on.push(s);
-        steps.push((format!("+ {s} source"), format!("{prom}{}", events(&on))));
+        let what = match s {
+            "kernel" => "+ kernel source (kmsg, auditd's log)",
+            "auth" => "+ auth source (auth logs, journal)",
+            "processes" => "+ processes source (process connector)",
+            "files" => "+ files source (inotify, baseline)",
+            "network" => "+ network source",
+            _ => "+ clock source (every source on)",
+        };
+        steps.push((what.into(), format!("{prom}{}", events(&on))));
     }
     steps.push((
-        "+ alert pipeline (anomaly detectors on every process's CPU, an event rule)".into(),
+        "+ alert pipeline (anomaly detector on every process's CPU and the node's, an event rule)".into(),
         format!("{prom}{}alerts:\n  policies: [{}]\n", events(&on), policy.display()),
     ));
     let mut guard = Children::default();
@@ -155,7 +163,7 @@ fn parts() {
     std::thread::sleep(settle);
     let (ne_rss, ne_anon) = sample(ne_pid, Some(&ne_addr));
     println!(
-        "| node_exporter (same run, default collectors) | {:.1} ({:.1}) MiB | | |",
+        "| node_exporter, default collectors, same run | {:.1} ({:.1}) MiB | | |",
         mib(ne_rss * 1024),
         mib(ne_anon * 1024)
     );

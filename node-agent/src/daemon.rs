@@ -194,6 +194,8 @@ pub async fn run(
         None
     };
 
+    // Before the first tick, so the release comes at the tick 30 s on, not one later.
+    let (started_at, mut startup_released) = (Instant::now(), false);
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reporter = if report { crate::report::Reporter::from_pod_env().await } else { None };
@@ -218,7 +220,6 @@ pub async fn run(
     tokio::pin!(shutdown);
     // Working, with the sources started: the pod's readiness probe may say so.
     let ready = ReadyFile::write();
-    let (started_at, mut startup_released) = (Instant::now(), false);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -260,7 +261,14 @@ pub async fn run(
         // to the kernel, once; what runs later comes back on first use.
         if !startup_released && started_at.elapsed() >= crate::selfmon::RELEASE_STARTUP_AFTER {
             startup_released = true;
-            crate::selfmon::release_startup_code();
+            let r = crate::selfmon::release_startup_code();
+            let (before, after) = r.resident_kib;
+            eprintln!(
+                "vigil-agent: memory: gave the kernel back its start-up code: the binary's resident pages {:.1} -> {:.1} MiB{}",
+                before as f64 / 1024.0,
+                after as f64 / 1024.0,
+                if r.advised == 0 { " (refused: Linux before 5.4, or a binary this user may not write)" } else { "" }
+            );
         }
         // Reading the host takes milliseconds; doing it inline keeps the agent on one thread.
         let snapshot = collector.collect(jiff::Timestamp::now());

@@ -6,19 +6,60 @@ use procfs::process::Process;
 /// How long after it starts working the agent gives its start-up code back to the kernel.
 pub const RELEASE_STARTUP_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What [`release_startup_code`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Bytes of the binary's mappings the kernel took the advice for.
+    pub advised: usize,
+    /// The binary's resident pages before and after, KiB (from `/proc/self/smaps`).
+    pub resident_kib: (u64, u64),
+}
+
 /// Gives the kernel back the pages of the agent's own binary it has touched so far (its
-/// read-only and executable mappings: code and constants, never data it wrote), with
-/// `madvise(MADV_PAGEOUT)`. Start-up code (configuration parsing, the clients' set-up, the
-/// first walk of the file baseline) then stops counting in the agent's resident memory and
-/// its cgroup; code the agent runs later faults back in from the page cache or the image on
-/// first use. Pages other processes map too are left alone by the kernel. Once, after
-/// start-up. Returns the bytes advised; 0 where the kernel refuses (before Linux 5.4).
-pub fn release_startup_code() -> usize {
+/// non-writable mappings: code, constants and the relocation data the loader made read-only),
+/// with `madvise(MADV_PAGEOUT)`. Start-up code (configuration parsing, the clients' set-up,
+/// the first walk of the file baseline) then stops counting in the agent's resident memory
+/// and its cgroup. Code the agent runs later faults back in on first use: from the page cache,
+/// or from the image on disk when the kernel dropped it there too. The kernel leaves alone
+/// pages another process maps (the other agent of a handover), and a file the agent may not
+/// write (an agent running as another user than the binary's owner): then nothing is
+/// released, and [`Released`] says so. Once, after start-up.
+pub fn release_startup_code() -> Released {
     let (Ok(exe), Ok(maps)) = (std::fs::read_link("/proc/self/exe"), std::fs::read_to_string("/proc/self/maps")) else {
-        return 0;
+        return Released::default();
     };
     let exe = exe.to_string_lossy();
-    own_read_only_mappings(&maps, &exe).into_iter().map(|(start, len)| page_out(start, len)).sum()
+    let before = exe_resident_kib(&exe);
+    let advised = own_read_only_mappings(&maps, &exe).into_iter().map(|(start, len)| page_out(start, len)).sum();
+    Released { advised, resident_kib: (before, exe_resident_kib(&exe)) }
+}
+
+/// The resident KiB of the mappings of `exe`, from `/proc/self/smaps`.
+fn exe_resident_kib(exe: &str) -> u64 {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return 0 };
+    let mut ours = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        if let Some(rss) = line.strip_prefix("Rss:") {
+            if ours {
+                kib += rss.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+            }
+        } else if line.split_ascii_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            ours = mapping_path(line) == Some(exe);
+        }
+    }
+    kib
+}
+
+/// The path of a `/proc/self/maps` line: everything after its fifth field (a path may hold
+/// spaces).
+fn mapping_path(line: &str) -> Option<&str> {
+    let mut rest = line;
+    for _ in 0..5 {
+        rest = rest.trim_start();
+        rest = &rest[rest.find(char::is_whitespace)?..];
+    }
+    Some(rest.trim())
 }
 
 /// The address ranges of `/proc/self/maps` lines that map `exe` and are not writable.
@@ -27,8 +68,7 @@ fn own_read_only_mappings(maps: &str, exe: &str) -> Vec<(usize, usize)> {
         .filter_map(|line| {
             let mut f = line.split_ascii_whitespace();
             let (range, perms) = (f.next()?, f.next()?);
-            let path = f.nth(3)?;
-            if path != exe || perms.as_bytes().get(1) != Some(&b'-') {
+            if mapping_path(line)? != exe || perms.as_bytes().get(1) != Some(&b'-') {
                 return None;
             }
             let (a, b) = range.split_once('-')?;
@@ -43,7 +83,9 @@ fn page_out(start: usize, len: usize) -> usize {
     // SAFETY: the range is a whole, non-writable mapping of this process's own binary, read
     // from /proc/self/maps and never unmapped (the executable stays mapped for the process's
     // life). MADV_PAGEOUT changes no memory contents: clean file pages are dropped and read
-    // again on the next access, so no reference into the range is invalidated.
+    // again on the next access; the few the loader wrote before making them read-only
+    // (relocations) are written to swap or, without swap, left resident. No reference into
+    // the range is invalidated.
     let r = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_PAGEOUT) };
     if r == 0 { len } else { 0 }
 }
@@ -107,14 +149,27 @@ garbage line
     }
 
     #[test]
-    fn releasing_start_up_code_lowers_resident_memory_and_the_code_still_runs() {
-        let before = SelfUsage::default().read().expect("own usage").rss_bytes;
-        let advised = release_startup_code();
-        assert!(advised > 0, "this kernel takes MADV_PAGEOUT (Linux 5.4 and later)");
-        let after = SelfUsage::default().read().expect("own usage after").rss_bytes;
-        assert!(after < before, "resident memory went down: {before} -> {after}");
-        // The code paged out runs again: the parser above, after the release.
-        assert_eq!(own_read_only_mappings("1000-2000 r-xp 0 0:0 1 /x", "/x"), vec![(0x1000, 0x1000)]);
+    fn releasing_start_up_code_lowers_the_binarys_resident_pages() {
+        let r = release_startup_code();
+        assert!(r.advised > 0, "the kernel took MADV_PAGEOUT (Linux 5.4 and later): {r:?}");
+        let (before, after) = r.resident_kib;
+        assert!(before > 0, "the binary's own mappings are found in smaps: {r:?}");
+        // Other tests run meanwhile and fault some code back in: most must still be gone.
+        assert!(after < before / 2, "the binary's resident pages fell: {before} -> {after} KiB");
+    }
+
+    #[test]
+    fn a_mapping_path_may_hold_spaces() {
+        assert_eq!(
+            mapping_path("1000-2000 r-xp 0 fd:01 7 /opt/my agent/vigil-agent"),
+            Some("/opt/my agent/vigil-agent")
+        );
+        assert_eq!(mapping_path("1000-2000 rw-p 0 00:00 0"), Some(""));
+        assert_eq!(mapping_path("garbage"), None);
+        assert_eq!(
+            own_read_only_mappings("1000-2000 r-xp 0 fd:01 7 /opt/my agent/vigil-agent\n", "/opt/my agent/vigil-agent"),
+            vec![(0x1000, 0x1000)]
+        );
     }
 
     #[test]

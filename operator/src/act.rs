@@ -16,6 +16,11 @@ use crate::plan::Move;
 /// The field manager of every write of the operator.
 pub const FIELD_MANAGER: &str = "vigil-operator";
 
+/// How many node patches a reconcile has in flight at once: enough to move a wave of
+/// thousands of nodes in seconds, few enough not to crowd the API server's other clients
+/// (its default max-mutating-requests-inflight is 200).
+pub const NODE_WRITES_AT_ONCE: usize = 16;
+
 /// Sends a reconcile's writes. Every one carries [`FIELD_MANAGER`]; whole objects go by
 /// server-side apply, changes of a few fields by merge patch.
 #[derive(Clone)]
@@ -47,6 +52,19 @@ impl Writer {
     pub async fn node(&self, node: &str, patch: &Value) -> Result<(), kube::Error> {
         let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.client.clone());
         api.patch(node, &Self::merge(), &kube::api::Patch::Merge(patch)).await.map(|_| ())
+    }
+
+    /// Patches many nodes, [`NODE_WRITES_AT_ONCE`] at a time: a wave of a thousand nodes is
+    /// not a thousand round trips in a row. On failure, the first error and its node; the
+    /// other patches are applied (each stands alone, and the next reconcile plans again).
+    pub async fn nodes(&self, patches: Vec<(String, Value)>) -> Result<(), (String, kube::Error)> {
+        use futures::StreamExt;
+        let results: Vec<Result<(), (String, kube::Error)>> = futures::stream::iter(patches)
+            .map(|(n, p)| async move { self.node(&n, &p).await.map_err(|e| (n, e)) })
+            .buffer_unordered(NODE_WRITES_AT_ONCE)
+            .collect()
+            .await;
+        results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
     }
 
     /// Creates a config copy ([`config_snapshot`]); `Ok(false)` when it exists already.

@@ -384,17 +384,21 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
     let moved_at = now;
     let empty = BTreeMap::new();
     let ours: std::collections::BTreeSet<&str> = p.status.history.iter().map(|r| r.revision.as_str()).collect();
-    for m in &p.moves {
-        let current = observed.nodes.iter().find(|n| n.name == m.node).map_or(&empty, |n| &n.labels);
-        writer
-            .node(&m.node, &act::node_label_patch(m, &key, moved_at, current, &ours))
-            .await
-            .map_err(|e| Error::Node(m.node.clone(), e))?;
-    }
+    let by_name: BTreeMap<&str, &plan::NodeView> = observed.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let patches: Vec<(String, serde_json::Value)> = p
+        .moves
+        .iter()
+        .map(|m| {
+            let current = by_name.get(m.node.as_str()).map_or(&empty, |n| &n.labels);
+            (m.node.clone(), act::node_label_patch(m, &key, moved_at, current, &ours))
+        })
+        .collect();
+    writer.nodes(patches).await.map_err(|(n, e)| Error::Node(n, e))?;
     // 2a. Nodes this rollout labelled that its selector no longer takes (a narrowed
     // `nodeSelector`): they leave it, and its agents leave them (not while frozen).
     if p.decision.kind != "Freeze" {
         let mine = vigil_crds::labels::rollout_label_value(&ns, &name);
+        let mut leaving = Vec::new();
         for n in ctx.stores.nodes.state() {
             let Some(node) = n.metadata.name.as_deref() else { continue };
             let labels = n.metadata.labels.as_ref().unwrap_or(&empty);
@@ -403,16 +407,16 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             }
             let from = labels.get(vigil_crds::labels::REVISION).cloned();
             let leave = plan::Move { node: node.to_owned(), from, to: None, pin: None };
-            writer
-                .node(node, &act::node_label_patch(&leave, &key, moved_at, labels, &ours))
-                .await
-                .map_err(|e| Error::Node(node.to_owned(), e))?;
+            leaving.push((node.to_owned(), act::node_label_patch(&leave, &key, moved_at, labels, &ours)));
         }
+        writer.nodes(leaving).await.map_err(|(n, e)| Error::Node(n, e))?;
     }
     // 2b. Handovers done: once the agent of a node's revision holds the node's heartbeat Lease,
     // the other revisions' agents on the node go (their run labels). Not while frozen.
     if p.decision.kind != "Freeze" {
-        for n in observed.nodes.iter().filter(|n| !p.moves.iter().any(|m| m.node == n.name)) {
+        let moved: std::collections::BTreeSet<&str> = p.moves.iter().map(|m| m.node.as_str()).collect();
+        let mut ended = Vec::new();
+        for n in observed.nodes.iter().filter(|n| !moved.contains(n.name.as_str())) {
             let lease = kube::runtime::reflector::ObjectRef::new(&vigil_crds::agent::lease_name(&n.name)).within(&ns);
             let holder =
                 ctx.stores.leases.get(&lease).and_then(|l| l.spec.as_ref().and_then(|s| s.holder_identity.clone()));
@@ -422,11 +426,9 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
             }
             let labels: serde_json::Map<String, serde_json::Value> =
                 done.into_iter().map(|k| (k, serde_json::Value::Null)).collect();
-            writer
-                .node(&n.name, &serde_json::json!({"metadata": {"labels": labels}}))
-                .await
-                .map_err(|e| Error::Node(n.name.clone(), e))?;
+            ended.push((n.name.clone(), serde_json::json!({"metadata": {"labels": labels}})));
         }
+        writer.nodes(ended).await.map_err(|(n, e)| Error::Node(n, e))?;
     }
     // 3. A DaemonSet for every revision a node may run: created whole once, then written only
     // when what the operator wants of it changed (its `vigil.dev/desired-sha256`), and then
