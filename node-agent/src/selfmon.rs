@@ -164,7 +164,7 @@ garbage line
             mapping_path("1000-2000 r-xp 0 fd:01 7 /opt/my agent/vigil-agent"),
             Some("/opt/my agent/vigil-agent")
         );
-        assert_eq!(mapping_path("1000-2000 rw-p 0 00:00 0"), Some(""));
+        assert_eq!(mapping_path("1000-2000 rw-p 0 00:00 0"), None, "an anonymous mapping has no path");
         assert_eq!(mapping_path("garbage"), None);
         assert_eq!(
             own_read_only_mappings("1000-2000 r-xp 0 fd:01 7 /opt/my agent/vigil-agent\n", "/opt/my agent/vigil-agent"),
