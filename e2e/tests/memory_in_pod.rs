@@ -23,6 +23,10 @@ use vigil_crds::AgentStatus;
 use vigil_e2e::release::{AgentConditions, NodeLabels, install_into, schedulable_nodes, values};
 use vigil_e2e::{Cleanup, TestNamespace, client, images};
 
+/// One look at an agent: the RSS it reports, and its container's working set and RSS per the
+/// kubelet when the kubelet gives them.
+type Sample = (u64, Option<(u64, u64)>);
+
 /// The agent container's memory on `node` per the kubelet's summary (`/stats/summary`, what
 /// `kubectl top` reads): working set and RSS, bytes.
 async fn kubelet_memory(client: &kube::Client, node: &str, namespace: &str) -> Option<(u64, u64)> {
@@ -63,39 +67,36 @@ async fn the_agents_memory_in_its_pod() {
     let statuses: Api<AgentStatus> = Api::all(client.clone());
     // Per node: the agent's own RSS (AgentStatus), and its container's working set and RSS as
     // the kubelet counts them for `kubectl top` (the cgroup's, page cache included).
-    let mut samples: BTreeMap<String, Vec<(u64, u64, u64)>> = BTreeMap::new();
+    let mut samples: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     // Five reports, one per AgentStatus write (every 30 s).
     for _ in 0..5 {
         for n in &nodes {
             let own = statuses.get(n).await.ok().and_then(|s| s.status).map_or(0, |st| st.rss_bytes);
-            let (ws, rss) = kubelet_memory(&client, n, &ns.name).await.unwrap_or((0, 0));
-            samples.entry(n.clone()).or_default().push((own, ws, rss));
+            samples.entry(n.clone()).or_default().push((own, kubelet_memory(&client, n, &ns.name).await));
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let spread = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        format!("{:.1} / {:.1} / {:.1} MiB", mib(v[0]), mib(v[v.len() / 2]), mib(v[v.len() - 1]))
+    };
     for (n, s) in samples {
-        let median = |f: fn(&(u64, u64, u64)) -> u64| {
-            let mut v: Vec<u64> = s.iter().map(f).collect();
-            v.sort_unstable();
-            (v[0], v[v.len() / 2], v[v.len() - 1])
+        let kubelet: Vec<(u64, u64)> = s.iter().filter_map(|x| x.1).collect();
+        let by_kubelet = if kubelet.is_empty() {
+            "not given by this node's kubelet (its /stats/summary has no container memory)".to_owned()
+        } else {
+            format!(
+                "working set {}, RSS {}",
+                spread(kubelet.iter().map(|k| k.0).collect()),
+                spread(kubelet.iter().map(|k| k.1).collect())
+            )
         };
-        let (a, b, c) = median(|x| x.0);
-        let (d, e, f) = median(|x| x.1);
-        let (g, h, i) = median(|x| x.2);
         eprintln!(
-            "memory: {n}: min / median / max over {} samples, {} s after the agent was Ready: its own RSS {:.1} / {:.1} / {:.1} MiB; its container per the kubelet: working set {:.1} / {:.1} / {:.1} MiB, RSS {:.1} / {:.1} / {:.1} MiB",
+            "memory: {n}: min / median / max over {} samples, {} s after the agent was Ready: its own RSS {}; its container per the kubelet: {by_kubelet}",
             s.len(),
             ready_at.elapsed().as_secs(),
-            mib(a),
-            mib(b),
-            mib(c),
-            mib(d),
-            mib(e),
-            mib(f),
-            mib(g),
-            mib(h),
-            mib(i)
+            spread(s.iter().map(|x| x.0).collect()),
         );
     }
     drop(cleanup);
