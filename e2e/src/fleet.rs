@@ -482,3 +482,33 @@ pub fn operator_binary() -> String {
     assert!(std::path::Path::new(&binary).exists(), "{binary} missing: cargo build --release -p vigil-operator");
     binary
 }
+
+/// What a fleet benchmark starts from: the fleet's size (`VIGIL_SCALE_NODES`, default 1,000),
+/// the operator binary, the kubeconfig, a client, CRDs installed, a namespace of its own
+/// (its name labels the run's Nodes) and the guard of the run's Nodes.
+pub struct Bench {
+    pub count: usize,
+    pub binary: String,
+    pub kubeconfig: String,
+    pub client: kube::Client,
+    pub ns: crate::TestNamespace,
+    pub run: String,
+    pub node_api: Api<Node>,
+    pub nodes: Nodes,
+}
+
+impl Bench {
+    /// Sets a benchmark up in a namespace named after `prefix`.
+    pub async fn start(prefix: &str) -> Self {
+        let count: usize = std::env::var("VIGIL_SCALE_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let binary = operator_binary();
+        let kubeconfig = std::env::var(crate::KUBECONFIG_VAR).expect("VIGIL_E2E_KUBECONFIG");
+        let client = crate::client().await.unwrap();
+        crate::install_crds(&client, Duration::from_secs(60)).await.unwrap();
+        let ns = crate::TestNamespace::create(&client, prefix).await.unwrap();
+        let run = ns.name.clone();
+        let node_api: Api<Node> = Api::all(client.clone());
+        let nodes = Nodes { api: node_api.clone(), selector: format!("vigil.dev/e2e-scale={run}"), deleted: false };
+        Self { count, binary, kubeconfig, client, ns, run, node_api, nodes }
+    }
+}

@@ -38,8 +38,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vigil_crds::rollout::RolloutPhase;
 use vigil_crds::{AgentRollout, ConfigHash};
-use vigil_e2e::fleet::{Nodes, Player, counters, cpu_seconds, create_nodes, kib, operator_binary, spawn_operator};
-use vigil_e2e::{TestNamespace, client, install_crds, wait_for};
+use vigil_e2e::fleet::{Bench, Player, counters, cpu_seconds, create_nodes, kib, spawn_operator};
+use vigil_e2e::wait_for;
 
 fn image(c: char) -> String {
     format!("registry.invalid/vigil-agent@sha256:{}", std::iter::repeat_n(c, 64).collect::<String>())
@@ -98,15 +98,7 @@ async fn handovers_ended(nodes: &Api<Node>, run: &str, revision: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark that creates thousands of Nodes: run it by hand with -- --ignored (see the module docs)"]
 async fn a_whole_fleet_through_the_default_waves_against_a_plain_daemonset_update() {
-    let count: usize = std::env::var("VIGIL_SCALE_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let binary = operator_binary();
-    let kubeconfig = std::env::var(vigil_e2e::KUBECONFIG_VAR).expect("VIGIL_E2E_KUBECONFIG");
-    let client = client().await.unwrap();
-    install_crds(&client, Duration::from_secs(60)).await.unwrap();
-    let ns = TestNamespace::create(&client, "fleet").await.unwrap();
-    let run = ns.name.clone();
-    let node_api: Api<Node> = Api::all(client.clone());
-    let mut nodes = Nodes { api: node_api.clone(), selector: format!("vigil.dev/e2e-scale={run}"), deleted: false };
+    let Bench { count, binary, kubeconfig, client, ns, run, node_api, mut nodes } = Bench::start("fleet").await;
     let mut cleanup = vigil_e2e::Cleanup::default();
     let names: Vec<String> = (0..count).map(|i| format!("{run}-{i:05}")).collect();
     for n in &names {

@@ -29,28 +29,20 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vigil_crds::rollout::RolloutPhase;
 use vigil_crds::{AgentRollout, ConfigHash};
-use vigil_e2e::fleet::{Nodes, counters, cpu_seconds, kib, node, operator_binary, spawn_operator};
-use vigil_e2e::{TestNamespace, client, install_crds, wait_for};
+use vigil_e2e::fleet::{Bench, counters, cpu_seconds, kib, node, spawn_operator};
+use vigil_e2e::wait_for;
 
 const CONFIG: &str = "interval: 10s\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark that creates thousands of Nodes: run it by hand with -- --ignored (see the module docs)"]
 async fn the_operator_at_fleet_scale() {
-    let count: usize = std::env::var("VIGIL_SCALE_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let binary = operator_binary();
-    let kubeconfig = std::env::var(vigil_e2e::KUBECONFIG_VAR).expect("VIGIL_E2E_KUBECONFIG");
-    let client = client().await.unwrap();
-    install_crds(&client, Duration::from_secs(60)).await.unwrap();
-    let ns = TestNamespace::create(&client, "scale").await.unwrap();
-    let run = ns.name.clone();
-    let node_api: Api<Node> = Api::all(client.clone());
-    let mut nodes = Nodes { api: node_api.clone(), selector: format!("vigil.dev/e2e-scale={run}"), deleted: false };
+    let Bench { count, binary, kubeconfig, client, ns, run, node_api, mut nodes } = Bench::start("scale").await;
     let mut cleanup = vigil_e2e::Cleanup::default();
     cleanup.add_typed::<vigil_crds::AgentStatus>(None, &format!("{run}-00000"));
 

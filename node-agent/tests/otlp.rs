@@ -84,19 +84,7 @@ async fn run_until_received(
     config: Config,
     mut rx: mpsc::UnboundedReceiver<ExportMetricsServiceRequest>,
 ) -> ExportMetricsServiceRequest {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // The daemon runs on a current-thread runtime of its own, as in the binary.
-    let daemon = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(vigil_agent::daemon::run(
-            config,
-            "test",
-            false,
-            async { stop_rx.await.unwrap_or(()) },
-            Default::default(),
-            |_| {},
-        ))
-    });
+    let (daemon, stop_tx) = spawn_daemon(config);
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let req = rx.recv().await.expect("receiver open");
@@ -257,18 +245,7 @@ mod logs {
         kmsg: std::path::PathBuf,
         mut rx: mpsc::UnboundedReceiver<ExportLogsServiceRequest>,
     ) -> (ExportLogsServiceRequest, LogRecord) {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(vigil_agent::daemon::run(
-                config,
-                "test",
-                false,
-                async { stop_rx.await.unwrap_or(()) },
-                Default::default(),
-                |_| {},
-            ))
-        });
+        let (daemon, stop_tx) = spawn_daemon(config);
         let found = tokio::time::timeout(Duration::from_secs(30), async {
             let mut seq = 0;
             loop {
@@ -457,4 +434,24 @@ mod startup {
         assert_eq!(status.message, "stopped before its first report");
         server.abort();
     }
+}
+
+/// The daemon on a current-thread runtime of its own, as in the binary; sending on the sender
+/// (or dropping it) stops it.
+fn spawn_daemon(
+    config: Config,
+) -> (std::thread::JoinHandle<Result<(), vigil_agent::daemon::DaemonError>>, tokio::sync::oneshot::Sender<()>) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(vigil_agent::daemon::run(
+            config,
+            "test",
+            false,
+            async { stop_rx.await.unwrap_or(()) },
+            Default::default(),
+            |_| {},
+        ))
+    });
+    (daemon, stop_tx)
 }
