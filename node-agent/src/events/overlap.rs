@@ -264,11 +264,18 @@ impl Gate {
         self.handled.lost(at);
     }
 
-    /// Of the losses found while holding, those the agent before could not have covered: found
-    /// after it stopped listening (all of them without a record). Their messages are this
-    /// agent's to count.
-    pub fn losses_after_before(&self, losses: &[(u64, u64)]) -> u64 {
-        losses.iter().filter(|(at, _)| self.before.as_ref().is_none_or(|b| *at > b.until)).map(|(_, n)| *n).sum()
+    /// Takes in the losses found while holding: those the agent before could not have
+    /// covered (found after it stopped listening; all of them without a record) are this
+    /// agent's, noted as its own and counted. Returns how many messages they lost.
+    pub fn take_held_losses(&mut self, losses: &[(u64, u64)]) -> u64 {
+        let mut charged = 0;
+        for &(at, n) in losses {
+            if self.before.as_ref().is_none_or(|b| at > b.until) {
+                self.handled.lost(at);
+                charged += n;
+            }
+        }
+        charged
     }
 
     /// What to leave for the next agent: stopped listening at `until`, on boot `boot`.
@@ -423,9 +430,9 @@ mod tests {
     #[test]
     fn only_losses_after_the_agent_before_stopped_are_charged_to_the_incoming_one() {
         let r = Handled::new(0).reported("b", 100);
-        let gate = Gate::new(0, Some(r));
-        assert_eq!(gate.losses_after_before(&[(50, 3), (150, 2)]), 2);
-        assert_eq!(Gate::new(0, None).losses_after_before(&[(50, 3), (150, 2)]), 5);
+        let mut gate = Gate::new(0, Some(r));
+        assert_eq!(gate.take_held_losses(&[(50, 3), (150, 2)]), 2);
+        assert_eq!(Gate::new(0, None).take_held_losses(&[(50, 3), (150, 2)]), 5);
     }
 
     proptest! {

@@ -224,14 +224,6 @@ impl EarlyProcess {
             std::thread::Builder::new().name("vigil-proc".into()).spawn(move || follow(listener, &r, &s, &o)).ok()?;
         Some(Self { sink, own_stop, thread: Some(thread), receive_buffer, since })
     }
-
-    /// How many events it holds now, and about how many bytes they take.
-    pub fn held(&self) -> (usize, usize) {
-        match self.sink.lock().as_deref() {
-            Ok(Sink::Held(h)) => (h.len(), h.bytes()),
-            _ => (0, 0),
-        }
-    }
 }
 
 impl Drop for EarlyProcess {
@@ -285,12 +277,7 @@ pub(super) fn take_over(
             }
         }
         // Messages lost while the agent before still listened were its to count.
-        charged = l.gate.losses_after_before(&losses);
-        let after: Vec<u64> =
-            losses.iter().filter(|(at, _)| l.gate.losses_after_before(&[(*at, 1)]) > 0).map(|(at, _)| *at).collect();
-        for at in after {
-            l.gate.lost(at);
-        }
+        charged = l.gate.take_held_losses(&losses);
         if charged > 0 {
             l.emitter.count_lost(charged);
             l.recover = true;
