@@ -11,11 +11,20 @@
 //! cargo bench -p vigil-agent --bench evaluate -- --write-generated DIR  # the generated CSVs
 //! ```
 //!
+//! The real sets (`--real DIR`, or `VIGIL_REAL_DATA`) are three public collections of labelled
+//! production series, laid out under DIR as their repositories hold them (docs/benchmarks.md
+//! says where to get them): `cloud-monitoring/data/<domain>/*.csv` (Microsoft's Cloud
+//! Monitoring Dataset), `wsd/real-world/*.csv` (the WSD web-service KPIs) and
+//! `aiops/UTS/AIOPS/<kpi>/{train,test}{,_label,_timestamp}.npy` (the 2018 AIOps challenge
+//! KPIs, training part fed first). Each is split by name ([`eval::held_out`]) into a tuning
+//! part and a held-out part, reported apart: `--part tuning` runs only the first, as used while
+//! tuning. Labelled runs are widened to the windowed score's windows ([`eval::nab_windows`]).
+//!
 //! Options: `--data DIR` (repeatable; each directory is one set, every `*.csv` in it a series,
 //! `NAME_TRAIN.csv` fed before `NAME_TEST.csv`), `--detector 'LABEL=YAML'` (repeatable; a
 //! rule's `detector` as in an AlertPolicy; replaces the default list), `--no-generated`,
 //! `--no-aeon`, `--step SECONDS` (spacing of sample-number timestamps, default 10),
-//! `--write-generated DIR`. The aeon sets are read from `VIGIL_AEON_DATA` or the wheel in
+//! `--write-generated DIR`, `--real DIR`, `--part tuning|held-out|all`, `--threads N`. The aeon sets are read from `VIGIL_AEON_DATA` or the wheel in
 //! `.venv` (`make bench-deps`) when present.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -47,6 +56,16 @@ struct Args {
     aeon: bool,
     step: Duration,
     write: Option<PathBuf>,
+    real: Option<PathBuf>,
+    part: Part,
+    threads: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Tuning,
+    HeldOut,
+    All,
 }
 
 fn args() -> Result<Args, String> {
@@ -57,6 +76,9 @@ fn args() -> Result<Args, String> {
         aeon: true,
         step: Duration::from_secs(10),
         write: None,
+        real: std::env::var_os("VIGIL_REAL_DATA").map(PathBuf::from),
+        part: Part::All,
+        threads: std::thread::available_parallelism().map_or(1, usize::from),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -77,6 +99,20 @@ fn args() -> Result<Args, String> {
                 a.step = Duration::try_from_secs_f64(secs).map_err(|_| format!("--step {v:?}: out of range"))?;
             }
             "--write-generated" => a.write = Some(PathBuf::from(value("--write-generated")?)),
+            "--real" => a.real = Some(PathBuf::from(value("--real")?)),
+            "--part" => {
+                a.part = match value("--part")?.as_str() {
+                    "tuning" => Part::Tuning,
+                    "held-out" => Part::HeldOut,
+                    "all" => Part::All,
+                    other => return Err(format!("--part {other:?}: expected tuning, held-out or all")),
+                }
+            }
+            "--threads" => {
+                let v = value("--threads")?;
+                a.threads =
+                    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("--threads {v:?}: expected a count"))?;
+            }
             // cargo bench passes this to every bench target.
             "--bench" => {}
             other => return Err(format!("unknown argument {other:?}")),
@@ -122,15 +158,8 @@ fn read(path: &Path, step: Duration) -> Result<Labelled, String> {
 
 /// A directory's series: every CSV, a `_TRAIN` file fed before its `_TEST` file.
 fn read_dir(dir: &Path, step: Duration) -> Result<Vec<Labelled>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort();
     let mut out = Vec::new();
-    for f in &files {
+    for f in &csv_files(dir)? {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.contains("_TRAIN") {
             continue;
@@ -146,6 +175,123 @@ fn read_dir(dir: &Path, step: Duration) -> Result<Vec<Labelled>, String> {
     }
     if out.is_empty() {
         return Err(format!("{}: no .csv series", dir.display()));
+    }
+    Ok(out)
+}
+
+/// A series' labelled runs widened to the windowed score's windows (over its scored part).
+fn nab(mut s: Labelled) -> Labelled {
+    let from = s.scored_from.min(s.labels.len());
+    let scored = eval::nab_windows(&s.labels[from..], 0.1);
+    s.labels[from..].copy_from_slice(&scored);
+    s
+}
+
+/// One real set: (group, series) pairs.
+type Real = Vec<(String, Labelled)>;
+
+/// Reads one real set from its directory.
+type Reader = fn(&Path, Duration) -> Result<Real, String>;
+
+fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Microsoft's Cloud Monitoring Dataset: one group per domain directory, except the 23
+/// latency series of one service, grouped one by one so that domain does not decide a part.
+fn cloud_monitoring(root: &Path, step: Duration) -> Result<Real, String> {
+    let mut out = Vec::new();
+    let mut domains: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    domains.sort();
+    for d in domains {
+        let domain = file_name(&d);
+        for f in csv_files(&d)? {
+            let group = if domain == "middle-tier-api-dependency-latency" {
+                format!("cloud-monitoring/{domain}/{}", file_name(&f))
+            } else {
+                format!("cloud-monitoring/{domain}")
+            };
+            out.push((group, nab(read(&f, step)?)));
+        }
+    }
+    Ok(out)
+}
+
+/// The WSD web-service KPIs: one group per series.
+fn wsd(root: &Path, step: Duration) -> Result<Real, String> {
+    csv_files(root)?.iter().map(|f| Ok((format!("wsd/{}", file_name(f)), nab(read(f, step)?)))).collect()
+}
+
+/// The AIOps challenge KPIs: the training part fed, the test part scored; one group per KPI.
+fn aiops(root: &Path, step: Duration) -> Result<Real, String> {
+    let mut kpis: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    kpis.sort();
+    let array = |p: PathBuf| -> Result<Vec<f64>, String> {
+        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        eval::parse_npy(&bytes, &p.display().to_string()).map_err(|e| e.to_string())
+    };
+    let mut out = Vec::new();
+    for k in kpis {
+        let part = |name: &str| -> Result<Labelled, String> {
+            let times = k.join(format!("{name}_timestamp.npy"));
+            let times = if times.is_file() { Some(array(times)?) } else { None };
+            let origin = k.join(format!("{name}.npy")).display().to_string();
+            eval::from_arrays(
+                &origin,
+                &array(k.join(format!("{name}.npy")))?,
+                &array(k.join(format!("{name}_label.npy")))?,
+                times.as_deref(),
+                step,
+            )
+            .map_err(|e| e.to_string())
+        };
+        let mut test = part("test")?;
+        test.scored_from = 0;
+        out.push((format!("aiops/{}", file_name(&k)), eval::with_training(part("train")?, nab(test))));
+    }
+    Ok(out)
+}
+
+/// The real sets under `root`, each split into its tuning and held-out parts, as
+/// (part, set, series).
+fn real(root: &Path, step: Duration, part: Part) -> Result<Vec<(String, String, Vec<Labelled>)>, String> {
+    let readers: [(&str, &str, Reader); 3] = [
+        ("Cloud Monitoring (Microsoft)", "cloud-monitoring/data", cloud_monitoring),
+        ("WSD web-service KPIs", "wsd/real-world", wsd),
+        ("AIOps challenge KPIs", "aiops/UTS/AIOPS", aiops),
+    ];
+    let mut out = Vec::new();
+    for (name, dir, read) in readers {
+        let series = read(&root.join(dir), step)?;
+        for (label, held) in [("real, tuning", false), ("real, held-out", true)] {
+            if (held && part == Part::Tuning) || (!held && part == Part::HeldOut) {
+                continue;
+            }
+            let chosen: Vec<Labelled> =
+                series.iter().filter(|(g, _)| eval::held_out(g) == held).map(|(_, s)| s.clone()).collect();
+            out.push((label.to_owned(), format!("{name} ({})", &label[6..]), chosen));
+        }
     }
     Ok(out)
 }
@@ -242,21 +388,31 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let mut sets: Vec<(String, Vec<Labelled>)> = Vec::new();
+    let mut sets: Vec<(String, String, Vec<Labelled>)> = Vec::new();
     if a.generated {
-        sets.extend(generate::all().into_iter().map(|(n, s)| (n.to_owned(), s)));
+        sets.extend(generate::all().into_iter().map(|(n, s)| ("generated".to_owned(), n.to_owned(), s)));
     }
     if a.aeon {
-        sets.extend(aeon(a.step));
+        sets.extend(aeon(a.step).into_iter().map(|(n, s)| ("aeon".to_owned(), n, s)));
     }
     for d in &a.data {
         match read_dir(d, a.step) {
-            Ok(s) => sets.push((d.display().to_string(), s)),
+            Ok(s) => sets.push(("data".to_owned(), d.display().to_string(), s)),
             Err(e) => {
                 eprintln!("evaluate: {e}");
                 return ExitCode::FAILURE;
             }
         }
+    }
+    match &a.real {
+        Some(root) => match real(root, a.step, a.part) {
+            Ok(r) => sets.extend(r),
+            Err(e) => {
+                eprintln!("evaluate: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => eprintln!("the real sets are left out: pass --real DIR (docs/benchmarks.md says how to get them)"),
     }
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let mut policies = Vec::new();
@@ -276,20 +432,40 @@ fn main() -> ExitCode {
         profiles.join(" | ")
     );
     println!("|{}", " --- |".repeat(9 + PROFILES.len() + 1));
-    let mut totals: Vec<Tally> = vec![Tally::default(); policies.len()];
-    for (name, series) in &sets {
-        for (k, (label, policy)) in policies.iter().enumerate() {
-            let mut t = Tally::default();
-            for s in series {
-                let f = policy.as_ref().map(|p| firings(p, s)).unwrap_or_default();
-                t.add(&eval::tally(s, &f));
-            }
-            row(name, label, &t);
-            totals[k].add(&t);
+    // Every (set, detector, series) judged on `threads` threads; each tally kept in its place.
+    let jobs: Vec<(usize, usize, &Labelled)> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, _, series))| (0..policies.len()).flat_map(move |k| series.iter().map(move |s| (i, k, s))))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(vec![Tally::default(); sets.len() * policies.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..a.threads {
+            scope.spawn(|| {
+                loop {
+                    let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((i, k, s)) = jobs.get(j) else { break };
+                    let f = policies[*k].1.as_ref().map(|p| firings(p, s)).unwrap_or_default();
+                    let t = eval::tally(s, &f);
+                    results.lock().expect("no thread panicked holding it")[i * policies.len() + k].add(&t);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().expect("no thread panicked holding it");
+    let mut totals: BTreeMap<&str, Vec<Tally>> = BTreeMap::new();
+    for (i, (part, name, _)) in sets.iter().enumerate() {
+        for (k, (label, _)) in policies.iter().enumerate() {
+            let t = &results[i * policies.len() + k];
+            row(name, label, t);
+            totals.entry(part.as_str()).or_insert_with(|| vec![Tally::default(); policies.len()])[k].add(t);
         }
     }
-    for ((label, _), t) in policies.iter().zip(&totals) {
-        row("**all sets**", label, t);
+    for (part, ts) in &totals {
+        for ((label, _), t) in policies.iter().zip(ts) {
+            row(&format!("**{part}, all**"), label, t);
+        }
     }
     ExitCode::SUCCESS
 }

@@ -122,8 +122,14 @@ pub fn parse_csv(text: &str, origin: &str, step: Duration) -> Result<Labelled, E
             return Err(err(line, format!("{} columns, the header has {}", cols.len(), names.len())));
         }
         let at = timestamp(cols[t_col], step).map_err(|m| err(line, m))?;
-        if out.times.last().is_some_and(|last| at <= *last) {
-            return Err(err(line, format!("timestamp {} is not after the previous row's", cols[t_col])));
+        if out.times.last() == Some(&at) {
+            continue; // a repeated row: the first one stands
+        }
+        if out.times.last().is_some_and(|last| at < *last) {
+            return Err(err(line, format!("timestamp {} is before the previous row's", cols[t_col])));
+        }
+        if cols[v_col].is_empty() || cols[v_col].eq_ignore_ascii_case("nan") {
+            continue; // a missing sample: a gap, as an agent sees one
         }
         let value =
             cols[v_col].parse::<f64>().map_err(|_| err(line, format!("value {:?} is not a number", cols[v_col])))?;
@@ -190,6 +196,127 @@ pub fn windows(labels: &[bool]) -> Vec<(usize, usize)> {
         out.push((s, labels.len()));
     }
     out
+}
+
+/// The windows of the Numenta Anomaly Benchmark's convention, made from labelled runs: the
+/// windows together span `share` of the series (10% there), each of the same width, centred on
+/// its run's start (where the labelled anomaly begins) and stretched to the run's end when the
+/// run is longer; windows that meet are merged. A detection early in a window is worth almost
+/// a full point, so firing up to half a window before the labelled start is credited, as it is
+/// on that benchmark.
+pub fn nab_windows(labels: &[bool], share: f64) -> Vec<bool> {
+    let runs = windows(labels);
+    let n = labels.len();
+    let mut out = vec![false; n];
+    if runs.is_empty() {
+        return out;
+    }
+    let width = (share * n as f64 / runs.len() as f64).round() as usize;
+    for (a, b) in runs {
+        let start = a.saturating_sub(width / 2);
+        let end = b.max(a + width - width / 2).min(n);
+        for l in &mut out[start..end] {
+            *l = true;
+        }
+    }
+    out
+}
+
+/// Whether a series (or a group of related series) belongs to the held-out part of a real
+/// data set: a stable hash (FNV-1a) of its group's name, odd. The split depends on names only,
+/// never on what the series hold.
+pub fn held_out(group: &str) -> bool {
+    let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    hash % 2 == 1
+}
+
+/// A one-dimensional NumPy array (`.npy`, format 1 to 3, little-endian `f8`, `f4`, `i8`, `i4`,
+/// `u1` or `b1`) as numbers; `origin` names the file in errors.
+pub fn parse_npy(bytes: &[u8], origin: &str) -> Result<Vec<f64>, EvalError> {
+    let err = |message: String| EvalError { at: origin.to_owned(), message };
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(err("not a NumPy array file (no \\x93NUMPY magic)".into()));
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => return Err(err(format!("NumPy format version {v} is not supported"))),
+    };
+    let header = bytes
+        .get(start..start.saturating_add(len))
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| err("the header is cut short or not text".into()))?;
+    let field = |key: &str| -> Option<&str> {
+        let at = header.find(&format!("'{key}':"))? + key.len() + 3;
+        Some(header[at..].trim_start())
+    };
+    let descr = field("descr").and_then(|d| d.strip_prefix('\'')).and_then(|d| d.split('\'').next());
+    let (size, read): (usize, fn(&[u8]) -> f64) = match descr {
+        Some("<f8") => (8, |b| f64::from_le_bytes(b.try_into().unwrap_or_default())),
+        Some("<f4") => (4, |b| f64::from(f32::from_le_bytes(b.try_into().unwrap_or_default()))),
+        Some("<i8") => (8, |b| i64::from_le_bytes(b.try_into().unwrap_or_default()) as f64),
+        Some("<i4") => (4, |b| f64::from(i32::from_le_bytes(b.try_into().unwrap_or_default()))),
+        Some("|u1" | "|b1") => (1, |b| f64::from(b[0])),
+        other => {
+            return Err(err(format!("element type {other:?} is not supported (little-endian f8, f4, i8, i4, u1, b1)")));
+        }
+    };
+    if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
+        return Err(err("a Fortran-ordered array is not supported".into()));
+    }
+    let shape = field("shape").and_then(|s| s.strip_prefix('(')).and_then(|s| s.split(')').next()).unwrap_or("");
+    let dims: Vec<&str> = shape.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let [count] = dims.as_slice() else {
+        return Err(err(format!("shape ({shape}) is not one-dimensional")));
+    };
+    let count: usize = count.parse().map_err(|_| err(format!("shape ({shape}) is not a length")))?;
+    let data = &bytes[start + len..];
+    if data.len() != count.saturating_mul(size) {
+        return Err(err(format!("{count} elements of {size} bytes announced, {} bytes of data", data.len())));
+    }
+    Ok(data.chunks_exact(size).map(read).collect())
+}
+
+/// A series from arrays (values, labels as numbers > 0, and Unix-second times or none, then
+/// spaced by `step`): missing (non-finite) values are left out as gaps.
+pub fn from_arrays(
+    origin: &str,
+    values: &[f64],
+    labels: &[f64],
+    times: Option<&[f64]>,
+    step: Duration,
+) -> Result<Labelled, EvalError> {
+    let err = |message: String| EvalError { at: origin.to_owned(), message };
+    if labels.len() != values.len() || times.is_some_and(|t| t.len() != values.len()) {
+        return Err(err(format!(
+            "{} values, {} labels and {} times do not match",
+            values.len(),
+            labels.len(),
+            times.map_or(values.len(), <[f64]>::len)
+        )));
+    }
+    let mut out =
+        Labelled { name: origin.to_owned(), times: Vec::new(), values: Vec::new(), labels: Vec::new(), scored_from: 0 };
+    for (i, (v, l)) in values.iter().zip(labels).enumerate() {
+        let secs = times.map_or(1_800_000_000.0 + i as f64 * step.as_secs_f64(), |t| t[i]);
+        let at = timestamp(&secs.to_string(), step).map_err(|m| err(format!("element {i}: {m}")))?;
+        if out.times.last() == Some(&at) {
+            continue; // a repeated element: the first one stands
+        }
+        if out.times.last().is_some_and(|last| at < *last) {
+            return Err(err(format!("element {i}: time {secs} is before the previous one")));
+        }
+        if v.is_finite() {
+            out.times.push(at);
+            out.values.push(*v);
+            out.labels.push(*l > 0.0);
+        }
+    }
+    if out.values.is_empty() {
+        return Err(err("no samples".into()));
+    }
+    out.scored_from = (out.values.len() as f64 * PROBATION) as usize;
+    Ok(out)
 }
 
 /// The benchmark's scaled sigmoid.
@@ -511,7 +638,9 @@ mod tests {
         let e = |text: &str| parse_csv(text, "x.csv", STEP).unwrap_err().to_string();
         assert_eq!(e(""), "x.csv:1: empty file: expected a header `timestamp,value,label`");
         assert_eq!(e("timestamp,value\n0,1\n1,abc\n"), "x.csv:3: value \"abc\" is not a number");
-        assert_eq!(e("timestamp,value\n5,1\n3,2\n"), "x.csv:3: timestamp 3 is not after the previous row's");
+        assert_eq!(e("timestamp,value\n5,1\n3,2\n"), "x.csv:3: timestamp 3 is before the previous row's");
+        let repeated = parse_csv("timestamp,value\n5,1\n5,2\n6,3\n", "r.csv", STEP).unwrap();
+        assert_eq!(repeated.values, [1.0, 3.0], "a repeated timestamp keeps its first row");
         assert!(e("timestamp,value,label\n0,1,maybe\n").starts_with("x.csv:2: label \"maybe\""));
         assert_eq!(e("timestamp,value\n0,1,2\n"), "x.csv:2: 3 columns, the header has 2");
         assert!(e("timestamp,value\nyesterday,1\n").starts_with("x.csv:2: timestamp \"yesterday\""));
@@ -531,6 +660,91 @@ mod tests {
             let _ = parse_csv(&format!("timestamp,value,label\n{text}"), "fuzz", STEP);
             let _ = parse_csv(&text, "fuzz", STEP);
         }
+    }
+
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (header.len() + 11) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend(u16::try_from(header.len()).unwrap().to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn numpy_arrays_read_as_written_and_bad_ones_are_named() {
+        let f8: Vec<u8> = [1.5_f64, -2.0, 3.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(parse_npy(&npy("<f8", "(3,)", &f8), "a.npy").unwrap(), [1.5, -2.0, 3.25]);
+        let i4: Vec<u8> = [7_i32, -1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(parse_npy(&npy("<i4", "(2,)", &i4), "b.npy").unwrap(), [7.0, -1.0]);
+        assert_eq!(parse_npy(&npy("|b1", "(3,)", &[0, 1, 1]), "c.npy").unwrap(), [0.0, 1.0, 1.0]);
+        let e = |b: &[u8]| parse_npy(b, "x.npy").unwrap_err().to_string();
+        assert_eq!(e(b"timestamp,value"), "x.npy: not a NumPy array file (no \\x93NUMPY magic)");
+        assert_eq!(e(&npy("<f8", "(2,)", &f8)), "x.npy: 2 elements of 8 bytes announced, 24 bytes of data");
+        assert_eq!(e(&npy("<f8", "(3, 1)", &f8)), "x.npy: shape (3, 1) is not one-dimensional");
+        assert!(e(&npy(">f8", "(3,)", &f8)).starts_with("x.npy: element type Some(\">f8\")"));
+        let mut r = Rng::new(9);
+        let good = npy("<f8", "(3,)", &f8);
+        for _ in 0..3000 {
+            let mut b = good.clone();
+            b.truncate((r.uniform() * good.len() as f64) as usize + 1);
+            if let Some(x) = b.get_mut((r.uniform() * 80.0) as usize) {
+                *x = (r.uniform() * 256.0) as u8;
+            }
+            let _ = parse_npy(&b, "fuzz");
+        }
+    }
+
+    #[test]
+    fn arrays_become_a_series_with_gaps_for_missing_values() {
+        let s = from_arrays(
+            "k",
+            &[1.0, f64::NAN, 3.0],
+            &[0.0, 1.0, 1.0],
+            Some(&[1.5e9, 1.5e9 + 60.0, 1.5e9 + 120.0]),
+            STEP,
+        )
+        .unwrap();
+        assert_eq!(s.values, [1.0, 3.0]);
+        assert_eq!(s.labels, [false, true]);
+        assert_eq!(spacing(&s.times), Some(Duration::from_secs(120)));
+        let e = from_arrays("k", &[1.0, 2.0], &[0.0], None, STEP).unwrap_err().to_string();
+        assert_eq!(e, "k: 2 values, 1 labels and 2 times do not match");
+        let e = from_arrays("k", &[1.0, 2.0], &[0.0, 0.0], Some(&[1.5e9, 1.4e9]), STEP).unwrap_err().to_string();
+        assert_eq!(e, "k: element 1: time 1400000000 is before the previous one");
+        let csv = parse_csv(
+            "timestamp,value,label\n1500000000,1,0\n1500000060,,1\n1500000120,nan,0\n1500000180,2,0\n",
+            "w",
+            STEP,
+        )
+        .unwrap();
+        assert_eq!(csv.values, [1.0, 2.0], "empty and NaN values are gaps");
+    }
+
+    #[test]
+    fn nab_windows_span_a_tenth_centred_on_each_labelled_start() {
+        let mut labels = vec![false; 1000];
+        labels[300] = true;
+        labels[700..760].iter_mut().for_each(|l| *l = true);
+        let w = windows(&nab_windows(&labels, 0.1));
+        assert_eq!(w, [(275, 325), (675, 760)], "50 samples each, the long run kept whole");
+        let mut close = vec![false; 100];
+        close[10] = true;
+        close[12] = true;
+        assert_eq!(windows(&nab_windows(&close, 0.1)), [(8, 15)], "windows that meet merge");
+        assert_eq!(nab_windows(&[false; 5], 0.1), [false; 5]);
+        assert_eq!(windows(&nab_windows(&[true, false, false, false], 1.0)), [(0, 2)], "clipped at the start");
+    }
+
+    #[test]
+    fn the_held_out_split_is_by_name_and_roughly_half() {
+        let out = (0..200).filter(|i| held_out(&format!("wsd/{i}.csv"))).count();
+        assert!((70..130).contains(&out), "{out} of 200");
+        assert_eq!(held_out("wsd/7.csv"), held_out("wsd/7.csv"));
     }
 
     #[test]
