@@ -224,6 +224,15 @@ pub const AGENT_ALERT_SERIES_LEARNING: Metric = Metric {
     help: "Series of a rule whose detector is still learning its baseline and does not judge yet",
     labels: &["policy", "rule"],
 };
+/// Per series of an anomaly rule: its last score divided by the limit it fires at (1.0
+/// fires), so a person sees how close a series is to alerting.
+pub const AGENT_ALERT_RULE_SCORE: Metric = Metric {
+    family: "vigil_agent_alert_rule_score",
+    kind: Kind::Gauge,
+    unit: None,
+    help: "Per series of an anomaly rule: its last score divided by the limit it fires at (1.0 fires); series is the series' labels",
+    labels: &["policy", "rule", "series"],
+};
 /// Alert state changes by state (firing, resolved).
 pub const AGENT_ALERTS: Metric = Metric {
     family: "vigil_agent_alerts",
@@ -902,6 +911,7 @@ pub const EXPORTED: &[&Metric] = &[
     &AGENT_ALERTS_ACTIVE,
     &AGENT_ALERT_RULES,
     &AGENT_ALERT_SERIES_LEARNING,
+    &AGENT_ALERT_RULE_SCORE,
     &AGENT_ALERTS,
     &AGENT_ALERT_PIPELINE_DROPPED,
     &AGENT_ALERT_POLICY_RELOAD_ERRORS,

@@ -230,8 +230,10 @@ pub struct EventSelector {
 #[x_kube(validation = Rule::new("[has(self.anomaly), has(self.threshold), has(self.zScore), has(self.ewma), has(self.mad), has(self.trend), has(self.leak), has(self.rateOfChange), has(self.eventRate)].exists_one(x, x)").message("set exactly one detector: anomaly, threshold, zScore, ewma, mad, trend, leak, rateOfChange or eventRate"))]
 pub struct DetectorSpec {
     /// The default for "tell me when this series does something unusual": a robust
-    /// baseline that knows the hour of the day and week, re-learns level shifts, and
-    /// calibrates its limits on the series' own history, with one knob (`sensitivity`).
+    /// baseline that knows the hour of the day and week, re-learns level shifts (judging
+    /// against both levels meanwhile), fires on a value unusual for its hour, on spikes
+    /// coming more often than usual, and calibrates its limits on the series' own history
+    /// (a burst that keeps recurring becomes normal), with one knob (`sensitivity`).
     /// `anomaly: {}` takes the default sensitivity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<AnomalyDetector>,

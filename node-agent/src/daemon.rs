@@ -541,6 +541,40 @@ pub fn print_learning(
     Ok(())
 }
 
+/// Prints how close anomaly rules' series are to firing (score ÷ limit, 1.0 fires): one line
+/// per scan naming the [`SCORES_SHOWN`] closest and how many more there are, or one JSON
+/// object per series.
+pub fn print_scores(
+    out: &mut impl std::io::Write,
+    scores: &[crate::alert::rules::Score],
+    json: bool,
+) -> std::io::Result<()> {
+    if scores.is_empty() {
+        return Ok(());
+    }
+    if json {
+        for s in scores {
+            let series = serde_json::json!({"policy": s.policy, "rule": s.rule, "labels": s.labels});
+            serde_json::to_writer(
+                &mut *out,
+                &serde_json::json!({"status": "score", "series": series, "score": s.score}),
+            )
+            .map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    let mut closest: Vec<&crate::alert::rules::Score> = scores.iter().collect();
+    closest.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let shown: Vec<String> = closest.iter().take(SCORES_SHOWN).map(ToString::to_string).collect();
+    let more = scores.len().saturating_sub(SCORES_SHOWN);
+    let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+    writeln!(out, "scores (1.00 fires): {}{more}", shown.join(", "))
+}
+
+/// Series a `watch --policy` score line names.
+pub const SCORES_SHOWN: usize = 5;
+
 /// Serves OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format
 /// to everything else (curl, promtool, older scrapers).
 async fn metrics_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
@@ -709,6 +743,39 @@ mod tests {
     use super::*;
     use crate::events::Source;
     use crate::events::queue::DropReason;
+
+    #[test]
+    fn scores_print_as_one_line_or_one_object_a_series() {
+        let score = |disk: &str, score: f64| crate::alert::rules::Score {
+            policy: "p".into(),
+            rule: "Odd".into(),
+            labels: [("disk".to_owned(), disk.to_owned())].into(),
+            score,
+        };
+        let scores = [score("a", 0.42), score("b", 1.5)];
+        let mut text = Vec::new();
+        print_scores(&mut text, &scores, false).unwrap();
+        assert_eq!(String::from_utf8(text).unwrap(), "scores (1.00 fires): p/Odd {disk=b} 1.50, p/Odd {disk=a} 0.42\n");
+        let many: Vec<_> = (0..8).map(|i| score(&i.to_string(), f64::from(i) / 10.0)).collect();
+        let mut text = Vec::new();
+        print_scores(&mut text, &many, false).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.starts_with("scores (1.00 fires): p/Odd {disk=7} 0.70, ") && text.ends_with(" 0.30 (and 3 more)\n"),
+            "{text}"
+        );
+        let mut json = Vec::new();
+        print_scores(&mut json, &scores, true).unwrap();
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8(json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["status"], "score");
+        assert_eq!(lines[1]["series"]["labels"]["disk"], "b");
+        assert_eq!(lines[1]["score"], 1.5);
+        let mut none = Vec::new();
+        print_scores(&mut none, &[], false).unwrap();
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn drops_are_summarised_once_a_minute_and_whatever_is_left_on_the_way_out() {

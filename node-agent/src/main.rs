@@ -398,6 +398,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         let now = engine.learning();
                         vigil_agent::daemon::print_learning(&mut std::io::stdout().lock(), learning, &now, common.json)?;
                         *learning = now;
+                        vigil_agent::daemon::print_scores(&mut std::io::stdout().lock(), &engine.scores(), common.json)?;
                     }
                     taken += 1;
                     if count.is_some_and(|c| taken >= c) {

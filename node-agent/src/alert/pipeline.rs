@@ -68,6 +68,8 @@ pub struct Status {
     pub refused: Mutex<Option<String>>,
     /// Per rule (policy, rule name): series whose detector is still learning.
     pub learning: Mutex<Vec<(String, String, u64)>>,
+    /// Per series of an anomaly rule: (policy, rule, series labels, score ÷ limit).
+    pub scores: Mutex<Vec<(String, String, String, f64)>>,
     /// The node's labels, once known: the policies' node selectors apply from then on.
     pub node_labels: Mutex<Option<std::collections::BTreeMap<String, String>>>,
 }
@@ -266,6 +268,13 @@ fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &St
         if scanned && let Ok(mut l) = status.learning.lock() {
             *l = engine.learning_counts();
         }
+        if scanned && let Ok(mut l) = status.scores.lock() {
+            *l = engine
+                .scores()
+                .into_iter()
+                .map(|s| (s.policy, s.rule, super::rules::series_text(&s.labels), s.score))
+                .collect();
+        }
         status.unrouted.store(router.stats.unrouted, Ordering::Relaxed);
         status.rate_limited.store(router.stats.rate_limited, Ordering::Relaxed);
         status.silenced.store(router.stats.silenced, Ordering::Relaxed);
@@ -294,6 +303,13 @@ impl Table for AlertsTable {
         o.family(
             &m::AGENT_ALERT_SERIES_LEARNING,
             learning.iter().map(|(p, r, n)| ([("policy", p.as_str()), ("rule", r.as_str())], *n as f64)),
+        );
+        let scores = st.scores.lock().map(|l| l.clone()).unwrap_or_default();
+        o.family(
+            &m::AGENT_ALERT_RULE_SCORE,
+            scores
+                .iter()
+                .map(|(p, r, s, v)| ([("policy", p.as_str()), ("rule", r.as_str()), ("series", s.as_str())], *v)),
         );
         o.family(&m::AGENT_ALERTS, [([("state", "firing")], n(&st.fired)), ([("state", "resolved")], n(&st.resolved))]);
         o.family(

@@ -172,6 +172,32 @@ impl Det {
             Self::Threshold(..) | Self::Rate(_) | Self::Events(_) => None,
         }
     }
+
+    fn score(&self) -> Option<f64> {
+        match self {
+            Self::Anomaly(d) => d.score(),
+            _ => None,
+        }
+    }
+}
+
+/// How close a series is to firing: its last score divided by the limit it fires at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    /// The policy's name.
+    pub policy: String,
+    /// The rule's name.
+    pub rule: String,
+    /// The series' labels.
+    pub labels: BTreeMap<String, String>,
+    /// 1.0 fires.
+    pub score: f64,
+}
+
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}{} {:.2}", self.policy, self.rule, labels_text(&self.labels), self.score)
+    }
 }
 
 /// A series a rule watches whose detector cannot judge yet.
@@ -200,6 +226,13 @@ pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
     }
     let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(" {{{}}}", l.join(", "))
+}
+
+/// A series' labels as one unambiguous value, `{command="x",pid="1"}` (`{}` for none):
+/// values quoted and escaped, so a label value cannot pass for another label.
+pub fn series_text(labels: &BTreeMap<String, String>) -> String {
+    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", l.join(","))
 }
 
 impl Learning {
@@ -497,6 +530,27 @@ impl Engine {
         out
     }
 
+    /// Every series whose detector scores its samples (the `anomaly` rules'), with its last
+    /// score relative to its limit, ordered by policy, rule and labels.
+    pub fn scores(&self) -> Vec<Score> {
+        let mut out: Vec<Score> = self
+            .rules
+            .iter()
+            .flat_map(|r| {
+                r.series.values().filter_map(|s| {
+                    s.det.score().map(|score| Score {
+                        policy: r.policy.clone(),
+                        rule: r.spec.name.clone(),
+                        labels: s.labels.clone(),
+                        score,
+                    })
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.policy, &a.rule, &a.labels).cmp(&(&b.policy, &b.rule, &b.labels)));
+        out
+    }
+
     /// Per rule (policy, rule name): how many of its series are learning. Every rule is
     /// listed, with 0 when none is, so the gauge goes back to 0.
     pub fn learning_counts(&self) -> Vec<(String, String, u64)> {
@@ -695,6 +749,39 @@ mod tests {
                 100.0 + z + if (150..170).contains(&i) { step } else { 0.0 }
             })
             .collect()
+    }
+
+    #[test]
+    fn anomaly_series_say_how_close_they_are_to_firing() {
+        let mut e = Engine::new("n", Duration::from_secs(10));
+        e.set_policies(
+            &set("rules:\n  - name: Odd\n    metric: {name: m}\n    detector: {anomaly: {}}\n  - name: High\n    metric: {name: m}\n    detector: {threshold: {above: 1000}}\n"),
+            t(0),
+        );
+        let values = noise_with_step(30.0);
+        let mut at_step = None;
+        for (i, v) in values.iter().enumerate() {
+            e.observe_metrics(t(i as i64), &[sample("m", &[("disk", "a")], *v)]);
+            let scores = e.scores();
+            if scores.is_empty() {
+                assert!(i <= anomaly::WARMUP + 1, "scored once it judges: none at sample {i}");
+                continue;
+            }
+            assert!(i >= anomaly::WARMUP, "no score while learning: {scores:?} at {i}");
+            assert_eq!(scores.len(), 1, "the anomaly rule's series only: {scores:?}");
+            assert_eq!((scores[0].rule.as_str(), scores[0].labels["disk"].as_str()), ("Odd", "a"));
+            if i == 150 {
+                at_step = Some(scores[0].score);
+            } else if i < 150 {
+                assert!(scores[0].score < 1.0, "sample {i}: {}", scores[0]);
+            }
+        }
+        assert!(at_step.is_some_and(|s| s > 1.0), "a 30σ step is past the limit: {at_step:?}");
+        assert!(e.scores()[0].to_string().starts_with("test-1/Odd {disk=a} 0."), "{}", e.scores()[0]);
+        let hostile: BTreeMap<String, String> =
+            [("command".to_owned(), "x\", pid=\"1".to_owned()), ("pid".to_owned(), "2".to_owned())].into();
+        assert_eq!(series_text(&hostile), r#"{command="x\", pid=\"1",pid="2"}"#);
+        assert_eq!(series_text(&BTreeMap::new()), "{}");
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub trait Detector {
     fn learning(&self) -> Option<Progress> {
         None
     }
+
+    /// How close the last sample came to firing: its score divided by the limit it fires at
+    /// (1.0 fires), where the detector judges that way. None otherwise, or while learning.
+    fn score(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// How much history a learning detector has, of what it needs.
