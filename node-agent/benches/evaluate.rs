@@ -193,15 +193,20 @@ type Real = Vec<(String, Labelled)>;
 /// Reads one real set from its directory.
 type Reader = fn(&Path, Duration) -> Result<Real, String>;
 
-fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The entries of `dir` that `keep` keeps, sorted.
+fn entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, String> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .filter(|p| keep(p))
         .collect();
-    files.sort();
-    Ok(files)
+    out.sort();
+    Ok(out)
+}
+
+fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    entries(dir, |p| p.extension().is_some_and(|x| x == "csv"))
 }
 
 fn file_name(p: &Path) -> String {
@@ -212,14 +217,7 @@ fn file_name(p: &Path) -> String {
 /// latency series of one service, grouped one by one so that domain does not decide a part.
 fn cloud_monitoring(root: &Path, step: Duration) -> Result<Real, String> {
     let mut out = Vec::new();
-    let mut domains: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|e| format!("{}: {e}", root.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    domains.sort();
-    for d in domains {
+    for d in entries(root, Path::is_dir)? {
         let domain = file_name(&d);
         for f in csv_files(&d)? {
             let group = if domain == "middle-tier-api-dependency-latency" {
@@ -240,13 +238,7 @@ fn wsd(root: &Path, step: Duration) -> Result<Real, String> {
 
 /// The AIOps challenge KPIs: the training part fed, the test part scored; one group per KPI.
 fn aiops(root: &Path, step: Duration) -> Result<Real, String> {
-    let mut kpis: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|e| format!("{}: {e}", root.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    kpis.sort();
+    let kpis = entries(root, Path::is_dir)?;
     let array = |p: PathBuf| -> Result<Vec<f64>, String> {
         let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         eval::parse_npy(&bytes, &p.display().to_string()).map_err(|e| e.to_string())
