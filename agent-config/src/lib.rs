@@ -180,7 +180,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
             policies: None,
-            secrets_dir: PathBuf::from("/etc/vigil/secrets"),
+            secrets_dir: PathBuf::from(vigil_crds::policy::SECRETS_DIR),
             reload_interval: Duration::from_secs(10),
             spool_dir: None,
             spool_max_bytes: 64 << 20,
@@ -410,7 +410,7 @@ impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            state_dir: PathBuf::from("/var/lib/vigil-agent"),
+            state_dir: PathBuf::from(vigil_crds::agent::STATE_DIR),
             queue_capacity: 4096,
             container_rate_limit: RateLimit::new(20.0, 200),
             log: true,

@@ -87,8 +87,16 @@ pub const NODE_CONDITIONS: [&str; 10] = [
     "KubeletUnhealthy",
 ];
 
+/// The field manager of every write of the agent: its AgentStatus, its heartbeat Lease and its
+/// Node's conditions.
+pub const FIELD_MANAGER: &str = "vigil-agent";
+
 /// The field manager of the agent's writes to its Node's conditions.
-pub const NODE_CONDITIONS_MANAGER: &str = "vigil-agent";
+pub const NODE_CONDITIONS_MANAGER: &str = FIELD_MANAGER;
+
+/// The agent's state directory on the host (log positions, the file baseline, the alert
+/// spool, the node lock), mounted read-write from a hostPath of the same path.
+pub const STATE_DIR: &str = "/var/lib/vigil-agent";
 
 #[cfg(test)]
 mod tests {

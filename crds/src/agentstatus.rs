@@ -121,6 +121,10 @@ pub struct AgentStatusStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// The AgentStatus condition the operator writes: True while the node's agent renews its
+/// heartbeat Lease, Unknown once the Lease is older than the heartbeat gap.
+pub const REPORTING_CONDITION: &str = "AgentReporting";
+
 /// What one security event source does on this node.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -3,6 +3,9 @@
 //! All keys live under `vigil.dev/`. The operator is the only writer of the
 //! node labels below; the agent only reads them.
 
+/// The prefix of every Vigil label and annotation key.
+pub const PREFIX: &str = "vigil.dev/";
+
 /// Node label: the revision the node is admitted to run. The per-revision
 /// DaemonSets select nodes on it, so moving a node is one label patch.
 pub const REVISION: &str = "vigil.dev/revision";
@@ -24,6 +27,12 @@ pub fn run_label(revision: &str) -> String {
 /// The revision a label key names when it is a run label.
 pub fn run_revision(key: &str) -> Option<&str> {
     key.strip_prefix(RUN_PREFIX).filter(|r| !r.is_empty())
+}
+
+/// The revisions whose agents a node runs: its run labels, and its revision label (which an
+/// agent of a DaemonSet written before run labels selects on).
+pub fn running_revisions(node_labels: &std::collections::BTreeMap<String, String>) -> impl Iterator<Item = &str> {
+    node_labels.iter().filter_map(|(k, v)| if k == REVISION { Some(v.as_str()) } else { run_revision(k) })
 }
 
 /// Node label: the rollout (`<namespace>.<name>`) that manages the node.

@@ -36,6 +36,11 @@ pub use rollout::{AgentRollout, AgentRolloutSpec, AgentRolloutStatus};
 pub const GROUP: &str = "vigil.dev";
 /// The served and stored version of every Vigil resource.
 pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of every Vigil resource: [`GROUP`]`/`[`VERSION`].
+pub const API_VERSION: &str = "vigil.dev/v1alpha1";
+/// The namespace the operator works in when neither `--lease-namespace` nor its pod's
+/// namespace says otherwise, and the chart's documented install namespace.
+pub const DEFAULT_NAMESPACE: &str = "vigil-system";
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -120,4 +125,16 @@ fn yaml_1_1_safe(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod contract_tests {
+    #[test]
+    fn the_spelled_out_names_agree_with_their_parts() {
+        assert_eq!(super::API_VERSION, format!("{}/{}", super::GROUP, super::VERSION));
+        assert_eq!(super::labels::PREFIX, format!("{}/", super::GROUP));
+        for key in [super::labels::REVISION, super::labels::RUN_PREFIX, super::labels::ROLLOUT, super::labels::PINNED] {
+            assert!(key.starts_with(super::labels::PREFIX), "{key}");
+        }
+    }
 }

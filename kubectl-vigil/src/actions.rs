@@ -68,7 +68,7 @@ pub fn plan(change: &Change, rollout: &AgentRollout, now: Timestamp) -> Result<P
     let wave = st.current_wave.max(1);
     let waves = spec.waves.len();
     let phase = st.phase.map_or_else(|| "Pending".to_owned(), |p| format!("{p:?}"));
-    let body = |spec: Value| json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentRollout", "metadata": {"name": name, "namespace": ns}, "spec": spec});
+    let body = |spec: Value| json!({"apiVersion": vigil_crds::API_VERSION, "kind": "AgentRollout", "metadata": {"name": name, "namespace": ns}, "spec": spec});
     let nothing = |says: String| Ok(Planned { apply: None, says, action_id: None });
     let outcome = |rev: &str| st.history.iter().find(|h| h.revision == rev).map(|h| h.outcome);
     let on_target =
@@ -151,7 +151,7 @@ pub fn plan(change: &Change, rollout: &AgentRollout, now: Timestamp) -> Result<P
                     }
                     let back = match to {
                         Some(to) => to.clone(),
-                        None if stable.as_deref() == st.target_revision.as_deref() => vigil_operator::plan::restore_to(&st, &target)
+                        None if stable.as_deref() == st.target_revision.as_deref() => vigil_plan::restore_to(&st, &target)
                             .ok_or_else(|| {
                                 format!(
                                     "{target} is the only Good revision of {key}: rolling it back would leave every node without an agent; roll out another revision instead"
@@ -191,7 +191,7 @@ pub fn plan(change: &Change, rollout: &AgentRollout, now: Timestamp) -> Result<P
                     other.name, other.name
                 ));
             }
-            let held = match vigil_operator::plan::pin_revision(&st, &pin.revision) {
+            let held = match vigil_plan::pin_revision(&st, &pin.revision) {
                 Some(rev) => format!("on {rev}"),
                 None => format!(
                     "where they are: {} is no Good revision of this rollout (see its status.history), so the operator holds them on whatever they run",
@@ -252,7 +252,7 @@ pub fn plan(change: &Change, rollout: &AgentRollout, now: Timestamp) -> Result<P
 /// that is Good (or the stable one); otherwise the Good revisions there are.
 pub fn rollback_target(rollout: &AgentRollout, to: &str) -> Result<String, String> {
     let st = rollout.status.clone().unwrap_or_default();
-    vigil_operator::plan::pin_revision(&st, to).ok_or_else(|| {
+    vigil_plan::pin_revision(&st, to).ok_or_else(|| {
         let good: Vec<String> = st
             .history
             .iter()

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! What `status` and `why` say about waves, pins and guards is the operator's own planner
-//! (`vigil_operator::plan::placement`) run over the same objects the operator reads; the
+//! (`vigil_plan::placement`) run over the same objects the operator reads; the
 //! changes are the spec fields the operator already takes (`paused`, `frozen`, `action`,
 //! `pins`), each written by a server-side apply with a field manager of its own.
 

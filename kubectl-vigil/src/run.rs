@@ -12,8 +12,8 @@ use kube::{Client, ResourceExt};
 use serde::Serialize;
 use vigil_crds::rollout::{ManualActionKind, Pin};
 use vigil_crds::{AgentRollout, AgentStatus, agent};
-use vigil_operator::observe;
-use vigil_operator::plan::{NodeView, selector_matches};
+use vigil_plan::observe;
+use vigil_plan::{NodeView, selector_matches};
 
 use crate::actions::{self, Change};
 use crate::cli::{ActArgs, ChangeArgs, Cli, Command, Output};

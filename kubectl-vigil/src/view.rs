@@ -9,9 +9,9 @@ use vigil_crds::AgentRollout;
 use vigil_crds::rollout::{
     AgentRolloutSpec, AgentRolloutStatus, ExcludedNodes, FailingNode, RevisionOutcome, RolloutPhase,
 };
-use vigil_operator::plan::gate::{self, NodeHealth};
-use vigil_operator::plan::placement::{Place, Placement, placement};
-use vigil_operator::plan::{NodeView, pin_revision, window};
+use vigil_plan::gate::{self, NodeHealth};
+use vigil_plan::placement::{Place, Placement, placement};
+use vigil_plan::{NodeView, pin_revision, window};
 
 /// One Event about the rollout, as `status` lists the operator's decisions.
 #[derive(Clone, Debug, PartialEq, Serialize)]

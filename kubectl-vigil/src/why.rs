@@ -7,9 +7,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 use vigil_crds::rollout::{RevisionOutcome, RolloutPhase};
 use vigil_crds::{AgentRollout, labels};
-use vigil_operator::plan::gate::{self, NodeHealth};
-use vigil_operator::plan::placement::{Place, placement};
-use vigil_operator::plan::{NodeView, selector_matches, window};
+use vigil_plan::gate::{self, NodeHealth};
+use vigil_plan::placement::{Place, placement};
+use vigil_plan::{NodeView, selector_matches, window};
 
 /// The answer.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,7 +41,7 @@ pub fn why(
 ) -> WhyView {
     // As the operator reads it: the run labels, and the revision label an agent of a DaemonSet
     // written before run labels selects on.
-    let mut running: Vec<String> = vigil_operator::act::running_revisions(&node.labels).map(str::to_owned).collect();
+    let mut running: Vec<String> = vigil_crds::labels::running_revisions(&node.labels).map(str::to_owned).collect();
     running.sort();
     running.dedup();
     let key_of = |r: &AgentRollout| {

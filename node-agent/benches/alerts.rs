@@ -127,7 +127,7 @@ fn bench(c: &mut Criterion) {
     );
     let mut engine = Engine::new("node-a", std::time::Duration::from_secs(10));
     engine.set_policies(&anomaly, jiff::Timestamp::now());
-    let mut rng = vigil_agent::detect::synth::Rng::new(1);
+    let mut rng = vigil_detect::synth::Rng::new(1);
     let scans: Vec<Vec<Sample>> = (0..512)
         .map(|_| {
             (0..100)

@@ -1,7 +1,7 @@
 //! The detector evaluation harness: any detector configuration, run through the agent's own
 //! rule engine exactly as a rule runs it, over labelled series, scored per set (recall,
 //! precision, false alarms per 1,000 samples, delay, the windowed early-detection score).
-//! The layout and scoring are in `vigil_agent::detect::eval`.
+//! The layout and scoring are in `vigil_detect::eval`.
 //!
 //! ```sh
 //! cargo bench -p vigil-agent --bench evaluate                      # generated + aeon sets
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use vigil_agent::alert::policy::{PolicySet, load_rules};
 use vigil_agent::alert::rules::{Engine, Sample};
-use vigil_agent::detect::eval::{self, Labelled, PROFILES, Tally, generate};
+use vigil_detect::eval::{self, Labelled, PROFILES, Tally, generate};
 
 /// The shipped detectors with their documented defaults, and never alarming.
 const DEFAULTS: [(&str, &str); 7] = [

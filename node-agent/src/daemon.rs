@@ -523,8 +523,8 @@ pub fn print_learning(
             let series = serde_json::json!({"policy": l.policy, "rule": l.rule, "labels": l.labels});
             let v = if learning {
                 let unit = match l.progress.unit {
-                    crate::detect::Unit::Samples => "samples",
-                    crate::detect::Unit::Seconds => "seconds",
+                    vigil_detect::Unit::Samples => "samples",
+                    vigil_detect::Unit::Seconds => "seconds",
                 };
                 serde_json::json!({"status": "learning", "series": series, "have": l.progress.have, "need": l.progress.need, "unit": unit})
             } else {

@@ -13,7 +13,6 @@ pub mod alert;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod detect;
 pub mod events;
 pub mod export;
 pub mod handover;

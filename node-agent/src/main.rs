@@ -94,7 +94,7 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Where the Secrets receivers name are mounted (`<dir>/<secret>/<key>`).
-        #[arg(long, default_value = "/etc/vigil/secrets")]
+        #[arg(long, default_value = vigil_crds::policy::SECRETS_DIR)]
         secrets_dir: PathBuf,
     },
     /// The readiness probe of an agent pod: exit 0 when this pod's agent is the node's

@@ -19,7 +19,7 @@ use crate::selfmon::Usage;
 use crate::snapshot::Snapshot;
 
 /// Field manager of the agent's writes.
-pub const FIELD_MANAGER: &str = "vigil-agent";
+pub use vigil_crds::agent::FIELD_MANAGER;
 
 /// Who this agent is, from the pod's environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,7 +176,7 @@ pub fn status_apply(
         metadata["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node", "name": id.node, "uid": uid}]);
     }
     json!({
-        "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+        "apiVersion": vigil_crds::API_VERSION,
         "kind": "AgentStatus",
         "metadata": metadata,
         "spec": {"nodeName": id.node},

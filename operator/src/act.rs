@@ -1,6 +1,9 @@
-//! Plans → the writes that carry them out: pure builders of the bodies, and [`Writer`], the
-//! one place a reconcile's writes are sent from, each with the operator's field manager. The
-//! controller decides their order (status first, then node labels, then DaemonSets).
+//! Plans → the writes that carry them out: pure builders of the bodies, every write of a
+//! reconcile as a value ([`Effect`]), and [`apply`], the one place a reconcile's effects are
+//! sent from, through [`Writer`], each with the operator's field manager, one error type and
+//! one policy (stop at the first failed write; the next reconcile plans again from what
+//! landed). The controller decides the effects and their order (status first, then node
+//! labels, then DaemonSets) as a pure function.
 
 use std::collections::BTreeMap;
 
@@ -11,15 +14,129 @@ use vigil_crds::agent::env;
 use vigil_crds::labels;
 use vigil_crds::rollout::{AgentRolloutStatus, RevisionRecord};
 
-use crate::plan::Move;
-
-/// The field manager of every write of the operator.
-pub const FIELD_MANAGER: &str = "vigil-operator";
+/// The field manager of every write of the operator (the value of its `managed-by` label).
+pub use vigil_crds::labels::MANAGER as FIELD_MANAGER;
 
 /// How many node patches a reconcile has in flight at once: enough to move a wave of
 /// thousands of nodes in seconds, few enough not to crowd the API server's other clients
 /// (its default max-mutating-requests-inflight is 200).
 pub const NODE_WRITES_AT_ONCE: usize = 16;
+
+/// One write of a reconcile, as a value. `controller::effects` decides them from the plan and
+/// the stores without I/O; [`apply`] sends them, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// The rollout's status (the intent), by server-side apply of the status subresource.
+    Status(Box<AgentRolloutStatus>),
+    /// An Event on the rollout; not written when the operator has no Event publisher, and a
+    /// failed one does not fail the reconcile (the status says the same).
+    Event {
+        /// Normal or Warning.
+        kind: crate::events::Kind,
+        /// The Event's reason: the decision kind, or why a rollout is refused.
+        reason: &'static str,
+        /// The Event's action.
+        action: &'static str,
+        /// The Event's note: the decision in words.
+        note: String,
+    },
+    /// Merge patches of nodes, [`NODE_WRITES_AT_ONCE`] at a time: moves, nodes leaving the
+    /// rollout, handovers done.
+    Nodes(Vec<(String, Value)>),
+    /// A revision's DaemonSet, created whole.
+    CreateDaemonSet(Box<DaemonSet>),
+    /// An existing DaemonSet's labels, annotations and owner brought up to date.
+    DaemonSetMetadata(Box<DaemonSet>),
+    /// A DaemonSet of the rollout's namespace that no node runs any more, by name.
+    DeleteDaemonSet(String),
+    /// A config copy of the rollout's namespace whose revision left the history, by name.
+    DeleteSnapshot(String),
+}
+
+impl Effect {
+    /// The kind, for logs and tests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::Status(_) => "Status",
+            Effect::Event { .. } => "Event",
+            Effect::Nodes(_) => "Nodes",
+            Effect::CreateDaemonSet(_) => "CreateDaemonSet",
+            Effect::DaemonSetMetadata(_) => "DaemonSetMetadata",
+            Effect::DeleteDaemonSet(_) => "DeleteDaemonSet",
+            Effect::DeleteSnapshot(_) => "DeleteSnapshot",
+        }
+    }
+}
+
+/// A write that failed, naming what it wrote.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The rollout's status.
+    #[error("writing the rollout status")]
+    Status(#[source] kube::Error),
+    /// A node's labels.
+    #[error("patching the labels of node {0}")]
+    Node(String, #[source] kube::Error),
+    /// A revision's DaemonSet.
+    #[error("applying DaemonSet {0}")]
+    DaemonSet(String, #[source] kube::Error),
+    /// A config copy.
+    #[error("deleting config copy {0}")]
+    Snapshot(String, #[source] kube::Error),
+}
+
+/// The rollout a reconcile's effects are about.
+pub struct Subject<'a> {
+    /// Its namespace, where its DaemonSets and config copies live.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// The reference its Events carry.
+    pub reference: &'a k8s_openapi::api::core::v1::ObjectReference,
+}
+
+/// Sends `effects` in order and stops at the first write that fails (an Event excepted):
+/// each effect stands alone, so what landed stays, and the next reconcile plans again from
+/// it. Events are stamped `now`.
+pub async fn apply(
+    writer: &Writer,
+    events: Option<&crate::events::Publisher>,
+    subject: &Subject<'_>,
+    effects: Vec<Effect>,
+    now: jiff::Timestamp,
+) -> Result<(), WriteError> {
+    let ns = subject.namespace;
+    for effect in effects {
+        match effect {
+            Effect::Status(status) => writer.status(ns, subject.name, &status).await.map_err(WriteError::Status)?,
+            Effect::Event { kind, reason, action, note } => {
+                if let Some(events) = events
+                    && let Err(e) = events.publish(subject.reference, kind, reason, action, &note, now).await
+                {
+                    tracing::debug!(rollout = %format!("{ns}/{}", subject.name), %reason, error = %e, "event not written");
+                }
+            }
+            Effect::Nodes(patches) => writer.nodes(patches).await.map_err(|(n, e)| WriteError::Node(n, e))?,
+            Effect::CreateDaemonSet(ds) => {
+                writer.create_daemonset(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))?
+            }
+            Effect::DaemonSetMetadata(ds) => {
+                writer.daemonset_metadata(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))?
+            }
+            Effect::DeleteDaemonSet(name) => {
+                writer.delete_daemonset(ns, &name).await.map_err(|e| WriteError::DaemonSet(name, e))?
+            }
+            Effect::DeleteSnapshot(name) => {
+                writer.delete_snapshot(ns, &name).await.map_err(|e| WriteError::Snapshot(name, e))?
+            }
+        }
+    }
+    Ok(())
+}
+
+fn name_of(ds: &DaemonSet) -> String {
+    ds.metadata.name.clone().unwrap_or_default()
+}
 
 /// Sends a reconcile's writes. Every one carries [`FIELD_MANAGER`]; whole objects go by
 /// server-side apply, changes of a few fields by merge patch.
@@ -47,7 +164,7 @@ impl Writer {
             .map(|_| ())
     }
 
-    /// A merge patch of a node's labels and annotations ([`node_label_patch`], or the end of
+    /// A merge patch of a node's labels and annotations ([`vigil_plan::node_labels::node_label_patch`], or the end of
     /// a handover).
     pub async fn node(&self, node: &str, patch: &Value) -> Result<(), kube::Error> {
         let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.client.clone());
@@ -121,64 +238,10 @@ impl Writer {
     }
 }
 
-/// The merge patch that moves one node (its revision label, its pin label, the rollout that
-/// manages it, and when it was admitted) and starts the new revision's agent beside the one
-/// running (its run label; the old one's stays until [`handover_done`]). A `None` revision
-/// removes the labels and the run labels of the rollout's own revisions (`ours`; `current`
-/// are the node's labels), and with them its agents; an agent of an earlier install (a
-/// revision the rollout never recorded) keeps running.
-pub fn node_label_patch(
-    m: &Move,
-    rollout_key: &str,
-    now: jiff::Timestamp,
-    current: &BTreeMap<String, String>,
-    ours: &std::collections::BTreeSet<&str>,
-) -> Value {
-    let (ns, name) = rollout_key.split_once('/').unwrap_or(("", rollout_key));
-    let rollout_label = labels::rollout_label_value(ns, name);
-    let mut node_labels = serde_json::Map::new();
-    node_labels.insert(labels::REVISION.into(), json!(m.to));
-    node_labels.insert(labels::PINNED.into(), json!(m.pin));
-    node_labels.insert(labels::ROLLOUT.into(), json!(m.to.as_ref().map(|_| rollout_label)));
-    match &m.to {
-        Some(to) => {
-            node_labels.insert(labels::run_label(to), json!(labels::RUN_VALUE));
-        }
-        None => {
-            for key in current.keys().filter(|k| labels::run_revision(k).is_some_and(|r| ours.contains(r))) {
-                node_labels.insert(key.clone(), Value::Null);
-            }
-        }
-    }
-    json!({"metadata": {
-        "labels": node_labels,
-        "annotations": {labels::ADMITTED_AT: m.to.as_ref().map(|_| now.to_string())},
-    }})
-}
-
-/// The run labels to take off a node whose handover is done: once the agent of the node's
-/// revision holds its heartbeat Lease (`lease_holder`), the agents of every other revision
-/// on it go. Empty while the handover runs, and when there is nothing to take off.
-pub fn handover_done(node_labels: &BTreeMap<String, String>, lease_holder: Option<&str>) -> Vec<String> {
-    let Some(revision) = node_labels.get(labels::REVISION) else { return Vec::new() };
-    if lease_holder != Some(revision.as_str()) {
-        return Vec::new();
-    }
-    node_labels.keys().filter(|k| labels::run_revision(k).is_some_and(|r| r != revision)).cloned().collect()
-}
-
-/// The revisions whose agents a node runs: its run labels, and its revision label (which an
-/// agent of a DaemonSet written before run labels selects on).
-pub fn running_revisions(node_labels: &BTreeMap<String, String>) -> impl Iterator<Item = &str> {
-    node_labels
-        .iter()
-        .filter_map(|(k, v)| if k == labels::REVISION { Some(v.as_str()) } else { labels::run_revision(k) })
-}
-
 /// The server-side-apply body of the rollout's status.
 pub fn status_apply(name: &str, namespace: &str, status: &AgentRolloutStatus) -> Value {
     json!({
-        "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+        "apiVersion": vigil_crds::API_VERSION,
         "kind": "AgentRollout",
         "metadata": {"name": name, "namespace": namespace},
         "status": status,
@@ -236,12 +299,12 @@ impl AgentTemplate {
 impl Default for AgentTemplate {
     fn default() -> Self {
         Self {
-            namespace: "vigil-system".into(),
+            namespace: vigil_crds::DEFAULT_NAMESPACE.into(),
             service_account: "vigil-agent".into(),
             host_root: "/host".into(),
             config_dir: "/etc/vigil".into(),
             security_events: true,
-            state_dir: "/var/lib/vigil-agent".into(),
+            state_dir: vigil_crds::agent::STATE_DIR.into(),
             readiness_probe: true,
         }
     }
@@ -586,61 +649,6 @@ pub fn live_revisions<'a>(
 mod tests {
     use super::*;
     use vigil_crds::rollout::RevisionOutcome;
-
-    #[test]
-    fn a_move_patches_the_revision_pin_and_rollout_labels() {
-        let m = Move { node: "n".into(), from: Some("r-1".into()), to: Some("r-2".into()), pin: None };
-        let now: jiff::Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
-        assert_eq!(
-            node_label_patch(&m, "vigil-system/agent", now, &BTreeMap::new(), &["r-1", "r-2"].into()),
-            json!({"metadata": {
-                "labels": {"vigil.dev/revision": "r-2", "vigil.dev/pinned": null, "vigil.dev/rollout": "vigil-system.agent", "vigil.dev/run.r-2": "true"},
-                "annotations": {"vigil.dev/admitted-at": "2026-12-02T10:00:00Z"},
-            }})
-        );
-        let off = Move { node: "n".into(), from: Some("r-1".into()), to: None, pin: Some("legacy".into()) };
-        let on: BTreeMap<String, String> = [
-            ("vigil.dev/run.r-1", "true"),
-            ("vigil.dev/run.r-0", "true"),
-            ("vigil.dev/run.r-earlier", "true"),
-            ("pool", "a"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let p = node_label_patch(&off, "a/b", now, &on, &["r-0", "r-1"].into());
-        assert_eq!(p["metadata"]["labels"]["vigil.dev/revision"], Value::Null);
-        assert_eq!(p["metadata"]["labels"]["vigil.dev/run.r-1"], Value::Null, "none of the rollout's agents is left");
-        assert_eq!(p["metadata"]["labels"]["vigil.dev/run.r-0"], Value::Null);
-        assert!(
-            p["metadata"]["labels"].get("vigil.dev/run.r-earlier").is_none(),
-            "an earlier install's agent keeps running"
-        );
-        assert!(p["metadata"]["labels"].get("pool").is_none(), "labels not ours are not touched");
-        assert_eq!(p["metadata"]["annotations"]["vigil.dev/admitted-at"], Value::Null);
-    }
-
-    #[test]
-    fn a_handover_ends_when_the_new_revisions_agent_holds_the_lease() {
-        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-        };
-        let mid = labels(&[
-            ("vigil.dev/revision", "r-b"),
-            ("vigil.dev/run.r-a", "true"),
-            ("vigil.dev/run.r-b", "true"),
-            ("pool", "x"),
-        ]);
-        assert!(handover_done(&mid, Some("r-a")).is_empty(), "r-a's agent still works the node");
-        assert!(handover_done(&mid, None).is_empty());
-        assert!(handover_done(&mid, Some("node-1")).is_empty(), "an agent that names no revision");
-        assert_eq!(handover_done(&mid, Some("r-b")), ["vigil.dev/run.r-a"]);
-        let settled = labels(&[("vigil.dev/revision", "r-b"), ("vigil.dev/run.r-b", "true")]);
-        assert!(handover_done(&settled, Some("r-b")).is_empty(), "nothing to do: no write");
-        let mut running: Vec<&str> = running_revisions(&mid).collect();
-        running.sort_unstable();
-        assert_eq!(running, ["r-a", "r-b", "r-b"]);
-    }
 
     #[test]
     fn a_revision_daemonset_runs_only_on_its_nodes_unprivileged_and_read_only() {

@@ -33,8 +33,8 @@ use crate::events::{Kind as EventKind, Publisher};
 
 use crate::act::{self, AgentTemplate};
 use crate::metrics::{KindLabels, Metrics};
-use crate::observe;
-use crate::plan::{self, Limits, Observed};
+use vigil_plan::{self as plan, Limits, Observed};
+use vigil_plan::{node_labels, observe};
 
 /// What reconcile needs besides the rollout.
 #[derive(Clone)]
@@ -175,6 +175,17 @@ pub enum Error {
     /// Applying a revision's DaemonSet failed.
     #[error("applying DaemonSet {0}")]
     DaemonSet(String, #[source] kube::Error),
+}
+
+impl From<act::WriteError> for Error {
+    fn from(e: act::WriteError) -> Self {
+        match e {
+            act::WriteError::Status(e) => Error::Status(e),
+            act::WriteError::Node(n, e) => Error::Node(n, e),
+            act::WriteError::DaemonSet(n, e) => Error::DaemonSet(n, e),
+            act::WriteError::Snapshot(_, e) => Error::Observe("configmaps", e),
+        }
+    }
 }
 
 impl Error {
@@ -348,79 +359,127 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         Some(t) => crate::telemetry::record(t, &uid, &key, &current, &p, std::time::SystemTime::from(now)),
         None => p.status.target_revision.as_deref().map(|target| crate::telemetry::ids(&uid, target).0.to_string()),
     };
-
-    // 1. The intent.
+    // What the effects are decided from, read from the stores at one instant (and let go
+    // before any write).
+    let todo = {
+        let nodes = ctx.stores.nodes.state();
+        let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            m.namespace.as_deref() == Some(ns.as_str())
+        };
+        let daemonsets: Vec<Arc<DaemonSet>> =
+            ctx.stores.daemonsets.state().into_iter().filter(|d| in_ns(&d.metadata)).collect();
+        let snapshots: Vec<Arc<ConfigMap>> =
+            ctx.stores.snapshots.state().into_iter().filter(|c| in_ns(&c.metadata)).collect();
+        let lease_holder = |node: &str| {
+            let lease = kube::runtime::reflector::ObjectRef::new(&vigil_crds::agent::lease_name(node)).within(&ns);
+            ctx.stores.leases.get(&lease).and_then(|l| l.spec.as_ref().and_then(|s| s.holder_identity.clone()))
+        };
+        let seen = Seen { nodes: &nodes, daemonsets: &daemonsets, snapshots: &snapshots, lease_holder: &lease_holder };
+        effects(&rollout, &key, &current, &p, &observed, &seen, &ctx.template, now)
+    };
+    let reference = rollout.object_ref(&());
+    let subject = act::Subject { namespace: &ns, name: &name, reference: &reference };
     let writer = act::Writer::new(ctx.client.clone());
-    if p.status != current {
-        writer.status(&ns, &name, &p.status).await.map_err(Error::Status)?;
+    let result = act::apply(&writer, ctx.recorder.as_ref(), &subject, todo, now).await;
+    if !matches!(result, Err(act::WriteError::Status(_))) {
+        ctx.metrics.observe_plan(&key, &p);
+        if current.reason != p.status.reason {
+            tracing::info!(
+                rollout = %key,
+                decision = %p.decision.kind,
+                phase = ?p.status.phase,
+                wave = p.status.current_wave,
+                target = p.status.target_revision.as_deref().unwrap_or(""),
+                stable = p.status.stable_revision.as_deref().unwrap_or(""),
+                moves = p.moves.len(),
+                reason = %p.decision.reason,
+                "rollout decision"
+            );
+        }
     }
-    ctx.metrics.observe_plan(&key, &p);
+    result?;
+    Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
+}
+
+/// The stores' objects one reconcile's effects are decided from, at one instant.
+pub struct Seen<'a> {
+    /// Every node.
+    pub nodes: &'a [Arc<Node>],
+    /// The agent DaemonSets of the rollout's namespace, in any order.
+    pub daemonsets: &'a [Arc<DaemonSet>],
+    /// The config copies of the rollout's namespace.
+    pub snapshots: &'a [Arc<ConfigMap>],
+    /// Who holds a node's heartbeat Lease in the rollout's namespace (the revision of the
+    /// agent that works the node).
+    pub lease_holder: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Every write of one reconcile of `rollout` (`key` = `namespace/name`), as values, in the
+/// order [`act::apply`] sends them: the status (the intent) and its Event, the nodes (moves,
+/// nodes leaving the rollout, handovers done), the DaemonSets of live revisions, then the
+/// DaemonSets and config copies no longer needed. Pure: `current` is the status read, `p` the
+/// plan, `observed` what the planner saw and `seen` the rest of the stores.
+#[allow(clippy::too_many_arguments)]
+pub fn effects(
+    rollout: &AgentRollout,
+    key: &str,
+    current: &vigil_crds::rollout::AgentRolloutStatus,
+    p: &plan::Plan,
+    observed: &Observed,
+    seen: &Seen<'_>,
+    template: &AgentTemplate,
+    now: jiff::Timestamp,
+) -> Vec<act::Effect> {
+    use act::Effect;
+    let ns = rollout.metadata.namespace.as_deref().unwrap_or_default();
+    let name = rollout.metadata.name.as_deref().unwrap_or_default();
+    let uid = rollout.metadata.uid.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    // 1. The intent, and its Event when the decision is new.
+    if p.status != *current {
+        out.push(Effect::Status(Box::new(p.status.clone())));
+    }
     if current.reason != p.status.reason {
-        tracing::info!(
-            rollout = %key,
-            decision = p.decision.kind,
-            phase = ?p.status.phase,
-            wave = p.status.current_wave,
-            target = p.status.target_revision.as_deref().unwrap_or(""),
-            stable = p.status.stable_revision.as_deref().unwrap_or(""),
-            moves = p.moves.len(),
-            reason = %p.decision.reason,
-            "rollout decision"
-        );
-    }
-    if let Some(recorder) = &ctx.recorder
-        && current.reason != p.status.reason
-    {
-        let warning =
-            matches!(p.decision.kind, "RollBack" | "PinGroup" | "Fail" | "NodeProblem" | plan::CONFIG_INVALID);
-        let kind = if warning { EventKind::Warning } else { EventKind::Normal };
-        // An event that cannot be written is not worth failing the reconcile over: the
-        // status already says the same.
-        let _ = recorder
-            .publish(&rollout.object_ref(&()), kind, p.decision.kind, p.decision.kind, &p.decision.reason)
-            .await;
+        let kind = if p.decision.kind.is_warning() { EventKind::Warning } else { EventKind::Normal };
+        let reason = p.decision.kind.as_str();
+        out.push(Effect::Event { kind, reason, action: reason, note: p.decision.reason.clone() });
     }
     // 2. The nodes.
-    let moved_at = now;
     let empty = BTreeMap::new();
     let ours: std::collections::BTreeSet<&str> = p.status.history.iter().map(|r| r.revision.as_str()).collect();
     let by_name: BTreeMap<&str, &plan::NodeView> = observed.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let patches: Vec<(String, serde_json::Value)> = p
+    let moves: Vec<(String, serde_json::Value)> = p
         .moves
         .iter()
         .map(|m| {
             let current = by_name.get(m.node.as_str()).map_or(&empty, |n| &n.labels);
-            (m.node.clone(), act::node_label_patch(m, &key, moved_at, current, &ours))
+            (m.node.clone(), node_labels::node_label_patch(m, key, now, current, &ours))
         })
         .collect();
-    writer.nodes(patches).await.map_err(|(n, e)| Error::Node(n, e))?;
+    let frozen = p.decision.kind == plan::DecisionKind::Freeze;
     // 2a. Nodes this rollout labelled that its selector no longer takes (a narrowed
     // `nodeSelector`): they leave it, and its agents leave them (not while frozen).
-    if p.decision.kind != "Freeze" {
-        let mine = vigil_crds::labels::rollout_label_value(&ns, &name);
-        let mut leaving = Vec::new();
-        for n in ctx.stores.nodes.state() {
+    let mut leaving = Vec::new();
+    if !frozen {
+        let mine = vigil_crds::labels::rollout_label_value(ns, name);
+        for n in seen.nodes {
             let Some(node) = n.metadata.name.as_deref() else { continue };
             let labels = n.metadata.labels.as_ref().unwrap_or(&empty);
-            if labels.get(vigil_crds::labels::ROLLOUT) != Some(&mine) || observed.nodes.iter().any(|v| v.name == node) {
+            if labels.get(vigil_crds::labels::ROLLOUT) != Some(&mine) || by_name.contains_key(node) {
                 continue;
             }
             let from = labels.get(vigil_crds::labels::REVISION).cloned();
             let leave = plan::Move { node: node.to_owned(), from, to: None, pin: None };
-            leaving.push((node.to_owned(), act::node_label_patch(&leave, &key, moved_at, labels, &ours)));
+            leaving.push((node.to_owned(), node_labels::node_label_patch(&leave, key, now, labels, &ours)));
         }
-        writer.nodes(leaving).await.map_err(|(n, e)| Error::Node(n, e))?;
     }
     // 2b. Handovers done: once the agent of a node's revision holds the node's heartbeat Lease,
     // the other revisions' agents on the node go (their run labels). Not while frozen.
-    if p.decision.kind != "Freeze" {
+    let mut ended = Vec::new();
+    if !frozen {
         let moved: std::collections::BTreeSet<&str> = p.moves.iter().map(|m| m.node.as_str()).collect();
-        let mut ended = Vec::new();
         for n in observed.nodes.iter().filter(|n| !moved.contains(n.name.as_str())) {
-            let lease = kube::runtime::reflector::ObjectRef::new(&vigil_crds::agent::lease_name(&n.name)).within(&ns);
-            let holder =
-                ctx.stores.leases.get(&lease).and_then(|l| l.spec.as_ref().and_then(|s| s.holder_identity.clone()));
-            let done = act::handover_done(&n.labels, holder.as_deref());
+            let done = node_labels::handover_done(&n.labels, (seen.lease_holder)(&n.name).as_deref());
             if done.is_empty() {
                 continue;
             }
@@ -428,79 +487,73 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
                 done.into_iter().map(|k| (k, serde_json::Value::Null)).collect();
             ended.push((n.name.clone(), serde_json::json!({"metadata": {"labels": labels}})));
         }
-        writer.nodes(ended).await.map_err(|(n, e)| Error::Node(n, e))?;
     }
+    out.extend([moves, leaving, ended].into_iter().filter(|b| !b.is_empty()).map(Effect::Nodes));
     // 3. A DaemonSet for every revision a node may run: created whole once, then written only
     // when what the operator wants of it changed (its `vigil.dev/desired-sha256`), and then
     // only its metadata: an unchanged reconcile writes nothing, and an emergency edit of a
     // pod template by a person stays.
     // Under the `Delete` deletion policy the rollout owns them; under `Orphan` nothing does.
-    let owner = owner_of(&rollout);
-    let mut existing: Vec<Arc<DaemonSet>> = ctx
-        .stores
-        .daemonsets
-        .state()
-        .into_iter()
-        .filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .collect();
-    existing.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let mut revisions: Vec<&str> = observed.nodes.iter().flat_map(|n| act::running_revisions(&n.labels)).collect();
+    let owner = owner_of(rollout);
+    let mut revisions: Vec<&str> =
+        observed.nodes.iter().flat_map(|n| vigil_crds::labels::running_revisions(&n.labels)).collect();
     revisions.extend(p.moves.iter().filter_map(|m| m.to.as_deref()));
     let live = act::live_revisions(&p.status, revisions);
     for rec in p.status.history.iter().filter(|r| live.contains(r.revision.as_str())) {
-        let t = AgentTemplate { namespace: ns.clone(), ..ctx.template.clone() };
+        let t = AgentTemplate { namespace: ns.to_owned(), ..template.clone() };
         // Each revision's pods carry the trace of the rollout that introduced that revision:
         // stamping the current target's trace on every DaemonSet would change the pod
         // template of the stable revision, restarting every agent at once.
         let revision_trace = crate::telemetry::ids(&uid, &rec.revision).0.to_string();
         // Each revision mounts its own ConfigMap: the target's would change the stable
         // revision's config under it (and fail the agent's hash check on restart).
-        let Some(ds) = act::daemonset(rec, owner.clone(), &key, Some(revision_trace.as_str()), &t) else { continue };
+        let Some(ds) = act::daemonset(rec, owner.clone(), key, Some(revision_trace.as_str()), &t) else { continue };
         let ds_name = act::daemonset_name(&rec.revision);
         let want = ds.metadata.annotations.as_ref().and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
-        let found = existing.iter().find(|d| d.metadata.name.as_deref() == Some(ds_name.as_str()));
+        let found = seen.daemonsets.iter().find(|d| d.metadata.name.as_deref() == Some(ds_name.as_str()));
         let has =
             found.and_then(|d| d.metadata.annotations.as_ref()).and_then(|a| a.get(vigil_crds::labels::DESIRED_SHA256));
         if want.is_some() && has == want {
             continue;
         }
-        if found.is_some() {
-            // Its pod template was written when it was created and is never rewritten (a
-            // changed template is a new revision, rolled out in waves): only what the operator
-            // says about the DaemonSet (owner, annotations, labels) is brought up to date.
-            writer.daemonset_metadata(&ds).await.map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
-            continue;
-        }
-        writer.create_daemonset(&ds).await.map_err(|e| Error::DaemonSet(ds_name.clone(), e))?;
+        // An existing one's pod template was written when it was created and is never
+        // rewritten (a changed template is a new revision, rolled out in waves): only what the
+        // operator says about the DaemonSet (owner, annotations, labels) is brought up to date.
+        out.push(if found.is_some() {
+            Effect::DaemonSetMetadata(Box::new(ds))
+        } else {
+            Effect::CreateDaemonSet(Box::new(ds))
+        });
     }
-    // 4. This rollout's DaemonSets of revisions no node runs any more go. A node outside its
-    // selector may still carry the label, so every node is looked at before deleting.
-    for ds in &existing {
+    // 4. This rollout's DaemonSets of revisions no node runs any more go, by name. A node
+    // outside its selector may still carry the label, so every node is looked at before deleting.
+    let mut by_ds_name: Vec<&DaemonSet> = seen.daemonsets.iter().map(AsRef::as_ref).collect();
+    by_ds_name.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    for ds in by_ds_name {
         let (Some(ds_name), Some(rev)) = (ds.metadata.name.as_deref(), ds.labels().get(vigil_crds::labels::REVISION))
         else {
             continue;
         };
-        if !written_for(ds, &rollout, &key) || live.contains(rev.as_str()) {
+        if !written_for(ds, rollout, key) || live.contains(rev.as_str()) {
             continue;
         }
-        let labelled = ctx.stores.nodes.state().iter().any(|n| act::running_revisions(n.labels()).any(|r| r == rev));
+        let labelled = seen.nodes.iter().any(|n| vigil_crds::labels::running_revisions(n.labels()).any(|r| r == rev));
         if !labelled {
-            writer.delete_daemonset(&ns, ds_name).await.map_err(|e| Error::DaemonSet(ds_name.to_owned(), e))?;
+            out.push(Effect::DeleteDaemonSet(ds_name.to_owned()));
         }
     }
     // 5. This rollout's config snapshots of revisions no longer in its history go (every
     // revision of the history keeps its copy: any of them may be rolled back to).
-    let snapshots = ctx.stores.snapshots.state();
-    for snap in snapshots.iter().filter(|c| c.metadata.namespace.as_deref() == Some(ns.as_str())) {
-        let mine = snap.annotations().get(vigil_crds::labels::OWNER_ROLLOUT).map(String::as_str) == Some(key.as_str());
+    for snap in seen.snapshots {
+        let mine = snap.annotations().get(vigil_crds::labels::OWNER_ROLLOUT).map(String::as_str) == Some(key);
         let Some(rev) = snap.labels().get(vigil_crds::labels::REVISION) else { continue };
         if !mine || p.status.history.iter().any(|r| &r.revision == rev) || live.contains(rev.as_str()) {
             continue;
         }
         let Some(name) = snap.metadata.name.as_deref() else { continue };
-        writer.delete_snapshot(&ns, name).await.map_err(|e| Error::Observe("configmaps", e))?;
+        out.push(Effect::DeleteSnapshot(name.to_owned()));
     }
-    Ok(Action::requeue(p.requeue_after.max(Duration::from_secs(1))))
+    out
 }
 
 /// A rollout the operator will not act on (outside the agents' namespace, or selecting nodes
@@ -535,10 +588,13 @@ async fn refuse(
         }],
         ..current
     };
-    act::Writer::new(ctx.client.clone()).status(ns, name, &status).await.map_err(Error::Status)?;
-    if let Some(recorder) = &ctx.recorder {
-        let _ = recorder.publish(&rollout.object_ref(&()), EventKind::Warning, why, "Refuse", &message).await;
-    }
+    let todo = vec![
+        act::Effect::Status(Box::new(status)),
+        act::Effect::Event { kind: EventKind::Warning, reason: why, action: "Refuse", note: message },
+    ];
+    let reference = rollout.object_ref(&());
+    let subject = act::Subject { namespace: ns, name, reference: &reference };
+    act::apply(&act::Writer::new(ctx.client.clone()), ctx.recorder.as_ref(), &subject, todo, (ctx.clock)()).await?;
     Ok(again)
 }
 
@@ -548,7 +604,7 @@ pub fn acted_on(rollout: &AgentRollout) -> bool {
     rollout
         .status
         .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| crate::plan::conditions::TYPES.contains(&c.type_.as_str())))
+        .is_some_and(|s| s.conditions.iter().any(|c| vigil_plan::conditions::TYPES.contains(&c.type_.as_str())))
 }
 
 /// Whether the operator wrote `ds` for `rollout` (`key` = `namespace/name`): by the owning

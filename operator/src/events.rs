@@ -39,7 +39,7 @@ impl Publisher {
         Self { client, instance }
     }
 
-    /// Writes one Event about `regarding` (which must name its namespace).
+    /// Writes one Event about `regarding` (which must name its namespace), stamped `now`.
     pub async fn publish(
         &self,
         regarding: &ObjectReference,
@@ -47,8 +47,8 @@ impl Publisher {
         reason: &str,
         action: &str,
         note: &str,
+        now: jiff::Timestamp,
     ) -> Result<(), kube::Error> {
-        let now = jiff::Timestamp::now();
         let ns = regarding.namespace.clone().unwrap_or_else(|| "default".into());
         let event = build(regarding, kind, reason, action, note, &self.instance, now);
         Api::<Event>::namespaced(self.client.clone(), &ns).create(&PostParams::default(), &event).await.map(|_| ())
@@ -83,7 +83,7 @@ pub fn build(
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(now)),
-        reporting_controller: Some(crate::act::FIELD_MANAGER.into()),
+        reporting_controller: Some(vigil_crds::labels::MANAGER.into()),
         reporting_instance: Some(instance.to_owned()),
         action: Some(action.to_owned()),
         reason: Some(reason.to_owned()),

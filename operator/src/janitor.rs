@@ -82,7 +82,7 @@ pub fn plan(
     let empty = std::collections::BTreeMap::new();
     let labelled: BTreeSet<String> = nodes
         .iter()
-        .flat_map(|n| crate::act::running_revisions(n.metadata.labels.as_ref().unwrap_or(&empty)))
+        .flat_map(|n| vigil_crds::labels::running_revisions(n.metadata.labels.as_ref().unwrap_or(&empty)))
         .map(str::to_owned)
         .collect();
 
@@ -102,7 +102,8 @@ pub fn plan(
         if values.contains(value) {
             continue;
         }
-        let needed = crate::act::running_revisions(m.labels.as_ref().unwrap_or(&empty)).any(|r| served.contains(r));
+        let needed =
+            vigil_crds::labels::running_revisions(m.labels.as_ref().unwrap_or(&empty)).any(|r| served.contains(r));
         let admitted =
             m.annotations.as_ref().and_then(|a| a.get(labels::ADMITTED_AT)).and_then(|t| t.parse::<Timestamp>().ok());
         if !needed && older_than(admitted, now, GRACE) {
@@ -202,7 +203,7 @@ mod tests {
     }
 
     fn rollout(ns: &str, name: &str) -> AgentRollout {
-        let mut r = AgentRollout::new(name, crate::simulate::spec(vigil_crds::rollout::FailurePolicy::Rollback));
+        let mut r = AgentRollout::new(name, vigil_plan::simulate::spec(vigil_crds::rollout::FailurePolicy::Rollback));
         r.metadata.namespace = Some(ns.into());
         r
     }

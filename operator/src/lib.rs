@@ -1,15 +1,21 @@
 //! vigil-operator: reconciles `AgentRollout` and `AlertPolicy`.
 //!
 //! ```text
-//! reflector stores ──observe──▶ Observed ──plan::next (pure)──▶ Plan ──act──▶ writes
-//!                                                                 (status, node labels,
-//!                                                                  DaemonSets per revision)
+//! reflector stores ──observe──▶ Observed ──vigil_plan::next (pure)──▶ Plan
+//!        │                                                            │
+//!        └──────────────── controller::effects (pure) ◀───────────────┘
+//!                                   │
+//!                                   ▼
+//!                  Vec<act::Effect> ──act::apply──▶ writes (status, Events, node labels,
+//!                                                   DaemonSets per revision, config copies)
 //! ```
 //!
-//! `observe` and `act` are pure translations between cluster objects and the planner's
-//! data; `plan` decides; `simulate` drives the planner over a simulated fleet. Also here:
-//! printing the CRDs (`vigil-operator crds`) and validating manifests exactly as the API
-//! server will (`vigil-operator validate`).
+//! The planner, its view of a node (`vigil_plan::observe`) and the fleet simulator live in
+//! the `vigil-plan` crate, which links no kube client, runtime or HTTP stack
+//! (docs/adr/0009-crate-layout.md). Here: the controller that reads the stores and decides a
+//! reconcile's effects as values, `act`, which builds the bodies and sends them, printing the
+//! CRDs (`vigil-operator crds`) and validating manifests exactly as the API server will
+//! (`vigil-operator validate`).
 
 pub mod act;
 pub mod controller;
@@ -18,10 +24,7 @@ pub mod janitor;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
-pub mod observe;
-pub mod plan;
 pub mod policies;
 pub mod prometheus;
 pub mod reporting;
-pub mod simulate;
 pub mod telemetry;

@@ -123,8 +123,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let metrics = std::sync::Arc::new(vigil_operator::metrics::Metrics::default());
                 let client = counted_client(metrics.clone()).await?;
                 let namespace = lease_namespace
-                    .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty()))
-                    .unwrap_or_else(|| "vigil-system".into());
+                    .or_else(|| std::env::var(vigil_crds::agent::env::POD_NAMESPACE).ok().filter(|v| !v.is_empty()))
+                    .unwrap_or_else(|| vigil_crds::DEFAULT_NAMESPACE.into());
                 let listener = tokio::net::TcpListener::bind(&metrics_addr)
                     .await
                     .with_context(|| format!("binding the metrics endpoint to {metrics_addr}"))?;
@@ -184,7 +184,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Simulate { nodes, zones, legacy_share, fault, policy, restarts, writes_per_second, seed } => {
             use vigil_crds::rollout::FailurePolicy;
-            use vigil_operator::simulate;
+            use vigil_plan::simulate;
             let policy = match policy.as_str() {
                 "rollback" => FailurePolicy::Rollback,
                 "pause" => FailurePolicy::Pause,

@@ -257,9 +257,9 @@ impl Metrics {
     }
 
     /// Records a rollout's plan: the status it leads to and its decision.
-    pub fn observe_plan(&self, rollout: &str, plan: &crate::plan::Plan) {
+    pub fn observe_plan(&self, rollout: &str, plan: &vigil_plan::Plan) {
         self.observe_status(rollout, &plan.status);
-        self.decisions.get_or_create(&KindLabels { kind: plan.decision.kind }).inc();
+        self.decisions.get_or_create(&KindLabels { kind: plan.decision.kind.as_str() }).inc();
     }
 
     /// Records a rollout's status after a reconcile.

@@ -80,7 +80,7 @@ fn ready(
     now: jiff::Timestamp,
 ) -> Condition {
     let prev = old.map_or(&[][..], |s| s.conditions.as_slice());
-    crate::plan::conditions::condition(prev, "Ready", on, reason, message, generation, now)
+    vigil_plan::conditions::condition(prev, "Ready", on, reason, message, generation, now)
 }
 
 /// A Secret a policy references, as the operator found it.
@@ -109,7 +109,7 @@ pub fn publish(
         let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
         let generation = p.metadata.generation;
         let manifest = json!({
-            "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+            "apiVersion": vigil_crds::API_VERSION,
             "kind": "AlertPolicy",
             "metadata": {"name": name, "namespace": ns},
             "spec": p.spec,
@@ -310,7 +310,7 @@ pub async fn reconcile(client: &Client, namespace: &str, source: &Source) -> Res
             continue;
         }
         let body = json!({
-            "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+            "apiVersion": vigil_crds::API_VERSION,
             "kind": "AlertPolicy",
             "status": status,
         });

@@ -22,7 +22,7 @@ use vigil_crds::AgentStatus;
 use vigil_crds::agent::lease_node;
 
 /// The condition type.
-pub const CONDITION: &str = "AgentReporting";
+pub use vigil_crds::agentstatus::REPORTING_CONDITION as CONDITION;
 
 /// How long a heartbeat Lease may go unrenewed before the agent counts as silent (the
 /// agent renews every 10 s; the rollout gate's default heartbeat gap).
@@ -145,7 +145,7 @@ pub fn changing(
         let (Some(name), Some(labels)) = (n.metadata.name.as_deref(), n.metadata.labels.as_ref()) else { continue };
         let Some(to) = labels.get(vigil_crds::labels::REVISION) else { continue };
         // The agents the node runs, as the operator reads them (its revision label among them).
-        let other_run = crate::act::running_revisions(labels).find(|r| r != to);
+        let other_run = vigil_crds::labels::running_revisions(labels).find(|r| r != to);
         // A Lease naming the node itself was renewed by an agent written before revisions
         // were named there: it says nothing of a handover.
         let other_holder = holders.get(name).filter(|h| *h != to && h.as_str() != name);
@@ -171,7 +171,7 @@ pub fn holders(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, String> {
 /// field manager.
 pub async fn write(client: &Client, node: &str, condition: &Condition) -> Result<(), kube::Error> {
     let body = serde_json::json!({
-        "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+        "apiVersion": vigil_crds::API_VERSION,
         "kind": "AgentStatus",
         "metadata": {"name": node},
         "status": {"conditions": [condition]},

@@ -15,7 +15,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use vigil_crds::rollout::AgentRolloutStatus;
 
-use crate::plan::Plan;
+use vigil_plan::Plan;
 
 /// The trace and root span ids of a rollout target.
 /// (`vigil_crds::trace`, which the agents use too, to join the trace under the same root.)
@@ -73,7 +73,7 @@ pub fn record(
     if before.reason != plan.status.reason {
         let mut attrs = common.to_vec();
         attrs.extend([
-            KeyValue::new("vigil.decision", plan.decision.kind),
+            KeyValue::new("vigil.decision", plan.decision.kind.as_str()),
             KeyValue::new("vigil.reason", plan.decision.reason.clone()),
             KeyValue::new("vigil.wave", i64::from(plan.status.current_wave)),
             KeyValue::new("vigil.moves", i64::try_from(plan.moves.len()).unwrap_or(i64::MAX)),
@@ -103,11 +103,11 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Decision, Plan};
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::trace::InMemorySpanExporter;
+    use vigil_plan::{Decision, DecisionKind, Plan};
 
-    fn plan(kind: &'static str, reason: &str, wave: u32) -> Plan {
+    fn plan(kind: DecisionKind, reason: &str, wave: u32) -> Plan {
         let status = AgentRolloutStatus {
             target_revision: Some("r-aaaaaaaaaa".into()),
             current_wave: wave,
@@ -134,10 +134,11 @@ mod tests {
             reason: Some("baking".into()),
             ..Default::default()
         };
-        let id = record(&tracer, "uid-1", "ns/r", &before, &plan("Advance", "wave 1 passed", 2), now).unwrap();
+        let id =
+            record(&tracer, "uid-1", "ns/r", &before, &plan(DecisionKind::Advance, "wave 1 passed", 2), now).unwrap();
         // The same decision again adds no span.
         let same = AgentRolloutStatus { reason: Some("wave 1 passed".into()), current_wave: 2, ..before.clone() };
-        record(&tracer, "uid-1", "ns/r", &same, &plan("Advance", "wave 1 passed", 2), now);
+        record(&tracer, "uid-1", "ns/r", &same, &plan(DecisionKind::Advance, "wave 1 passed", 2), now);
         let spans = exporter.get_finished_spans().unwrap();
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
         assert_eq!(names.len(), 2, "{names:?}");

@@ -18,8 +18,8 @@ use serde_json::Value;
 use vigil_crds::AgentHealth;
 use vigil_crds::rollout::{AgentRolloutStatus, FailurePolicy};
 use vigil_operator::metrics::Metrics;
-use vigil_operator::plan::{self, AgentView, Limits, NodeAttributes, NodeView, Observed};
-use vigil_operator::simulate::{STABLE, spec};
+use vigil_plan::simulate::{STABLE, spec};
+use vigil_plan::{self as plan, AgentView, Limits, NodeAttributes, NodeView, Observed};
 
 mod common;
 

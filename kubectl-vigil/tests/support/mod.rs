@@ -25,14 +25,14 @@ use kubectl_vigil::run::{Env, run};
 use serde_json::{Value, json};
 use tower_test::mock;
 use vigil_crds::AgentRolloutStatus;
-use vigil_operator::plan::{self, Limits, Observed};
+use vigil_plan::{self as plan, Limits, Observed};
 
 /// The rollout's namespace and name.
 pub const NS: &str = "ops";
 /// The rollout's name.
 pub const NAME: &str = "agent";
 /// The revision every node ran before.
-pub const STABLE: &str = vigil_operator::simulate::STABLE;
+pub const STABLE: &str = vigil_plan::simulate::STABLE;
 /// Nodes in the fleet.
 pub const NODES: usize = 20;
 /// The field manager of a GitOps tool that wrote the spec (and its `legacy` pin).
@@ -428,7 +428,7 @@ pub fn rollouts(ns: &str) -> String {
 /// holds the two `pool=legacy` nodes on the stable revision.
 pub fn spec() -> Value {
     let mut spec =
-        serde_json::to_value(vigil_operator::simulate::spec(vigil_crds::rollout::FailurePolicy::Rollback)).unwrap();
+        serde_json::to_value(vigil_plan::simulate::spec(vigil_crds::rollout::FailurePolicy::Rollback)).unwrap();
     spec["pins"] = json!([{"name": "legacy", "nodeSelector": {"matchLabels": {"pool": "legacy"}}, "revision": STABLE, "reason": "kernel 4.19 until the fix ships"}]);
     spec
 }
@@ -488,7 +488,7 @@ fn views(f: &Fake) -> Vec<plan::NodeView> {
             .collect();
     let statuses: Vec<vigil_crds::AgentStatus> =
         of(&format!("{ROLLOUTS}/agentstatuses")).into_iter().map(|o| serde_json::from_value(o).unwrap()).collect();
-    vigil_operator::observe::node_views(&nodes, &pods, &leases, &statuses)
+    vigil_plan::observe::node_views(&nodes, &pods, &leases, &statuses)
 }
 
 /// Plans one step of the rollout as the operator would, applies its moves to the nodes (and
@@ -502,7 +502,7 @@ fn operator_step(f: &mut Fake, status: &AgentRolloutStatus, at: Timestamp) -> Ag
         let n = f.objects.get_mut(&("/api/v1/nodes".to_owned(), m.node.clone())).unwrap();
         let current: BTreeMap<String, String> = serde_json::from_value(n["metadata"]["labels"].clone()).unwrap();
         let patch =
-            vigil_operator::act::node_label_patch(m, &format!("{NS}/{NAME}"), at, &current, &Default::default());
+            vigil_plan::node_labels::node_label_patch(m, &format!("{NS}/{NAME}"), at, &current, &Default::default());
         merge(n, &patch);
         if let Some(to) = &m.to {
             put_agent(f, &m.node, to, at);

@@ -22,8 +22,8 @@ use super::receivers::Receiver;
 use super::route::Notification;
 use super::send::{Backoff, Outcome, Sender};
 use super::spool::{Entry, Spool};
-use crate::detect::synth::Rng;
 use crate::events::Severity;
+use vigil_detect::synth::Rng;
 
 /// How deliveries are attempted.
 #[derive(Clone, Debug, PartialEq)]
@@ -284,7 +284,7 @@ fn worker(shared: &Shared, key: &str) {
                     let why = format!(
                         "{why}; gave up after {} attempts over {}",
                         entry.attempts,
-                        crate::detect::human(failing_for)
+                        vigil_detect::human(failing_for)
                     );
                     give_up(shared, &set, key, entry, &why, now);
                     continue;

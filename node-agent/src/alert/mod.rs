@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::detect::{Finding, State};
 use crate::events::{Event, Severity};
+use vigil_detect::{Finding, State};
 
 /// One alert, firing or resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

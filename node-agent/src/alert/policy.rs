@@ -314,7 +314,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<AlertPolicy>, PolicyError> 
             // A bare spec: named after the file and document.
             let stem = Path::new(origin).file_stem().map_or("policy".into(), |s| s.to_string_lossy().into_owned());
             serde_json::json!({
-                "apiVersion": format!("{}/{}", vigil_crds::GROUP, vigil_crds::VERSION),
+                "apiVersion": vigil_crds::API_VERSION,
                 "kind": "AlertPolicy",
                 "metadata": {"name": format!("{stem}-{}", i + 1)},
                 "spec": v,

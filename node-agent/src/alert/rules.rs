@@ -18,16 +18,16 @@ use vigil_crds::policy::{AlertRule, DetectorSpec, Severity as RuleSeverity};
 
 use super::Alert;
 use super::policy::{PolicySet, std_duration};
-use crate::detect::anomaly::{self, Anomaly};
-use crate::detect::ewma::Ewma;
-use crate::detect::leak::Leak;
-use crate::detect::mad::RollingMedian;
-use crate::detect::rate::{EventRate, RateOfChange};
-use crate::detect::threshold::{Direction, Threshold};
-use crate::detect::trend::TimeToFull;
-use crate::detect::zscore::{Deviation, RollingMean};
-use crate::detect::{Detector, Finding, Progress, State};
 use crate::events::{Event, Severity};
+use vigil_detect::anomaly::{self, Anomaly};
+use vigil_detect::ewma::Ewma;
+use vigil_detect::leak::Leak;
+use vigil_detect::mad::RollingMedian;
+use vigil_detect::rate::{EventRate, RateOfChange};
+use vigil_detect::threshold::{Direction, Threshold};
+use vigil_detect::trend::TimeToFull;
+use vigil_detect::zscore::{Deviation, RollingMean};
+use vigil_detect::{Detector, Finding, Progress, State};
 
 /// The engine's maps' hasher: fast on short keys, seeded per process.
 type Hasher = foldhash::fast::RandomState;

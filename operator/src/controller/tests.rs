@@ -12,13 +12,13 @@ use vigil_crds::AgentRollout;
 use vigil_crds::rollout::FailurePolicy;
 
 use super::{Context, reconcile};
-use crate::simulate::{STABLE, spec};
+use vigil_plan::simulate::{STABLE, spec};
 
 /// The revision the test rollout targets, as the controller names it (with its pod template
 /// and the rollout).
 fn target_name(spec: &vigil_crds::AgentRolloutSpec) -> String {
     let scope = format!("{}\nrollout/vigil-system/agent", crate::act::AgentTemplate::default().id());
-    crate::plan::revision_of(spec, &scope).unwrap()
+    vigil_plan::revision_of(spec, &scope).unwrap()
 }
 
 const CONFIG: &str = "interval: 10s\n";
@@ -555,7 +555,13 @@ async fn another_installs_planned_rollout_is_left_alone_and_a_misplaced_one_is_r
     let mut theirs = rollout();
     theirs.metadata.namespace = Some("team-b".into());
     let mut planned = vigil_crds::AgentRolloutStatus::default();
-    crate::plan::conditions::update(&mut planned, "Admit", "wave 1", Some(3), jiff::Timestamp::UNIX_EPOCH);
+    vigil_plan::conditions::update(
+        &mut planned,
+        vigil_plan::DecisionKind::Admit,
+        "wave 1",
+        Some(3),
+        jiff::Timestamp::UNIX_EPOCH,
+    );
     theirs.status = Some(planned);
     // Left alone: no request at all (one would wait for an answer that never comes).
     let quiet = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(theirs), ctx.clone())).await;
@@ -573,4 +579,246 @@ async fn another_installs_planned_rollout_is_left_alone_and_a_misplaced_one_is_r
     });
     reconcile(Arc::new(misplaced), ctx).await.unwrap();
     api.await.unwrap();
+}
+
+/// The planner's view and plan of the test rollout's first reconcile over `st`, with the
+/// target's config copy taken, at `now`.
+fn first_plan(st: &super::Stores, now: jiff::Timestamp) -> (vigil_plan::Observed, vigil_plan::Plan) {
+    let r = rollout();
+    let target = target_name(&r.spec);
+    let observed = vigil_plan::Observed {
+        nodes: st.node_views(&r, "vigil-system"),
+        config_sha256: Some(r.spec.target.config.sha256.clone()),
+        config_snapshot: Some(format!("vigil-agent-config-{target}")),
+        pod_template: format!("{}\nrollout/vigil-system/agent", crate::act::AgentTemplate::default().id()),
+        ..vigil_plan::Observed::default()
+    };
+    let current = r.status.clone().unwrap_or_default();
+    let p = vigil_plan::next(
+        &r.spec,
+        &current,
+        r.metadata.generation,
+        "vigil-system/agent",
+        &observed,
+        now,
+        vigil_plan::Limits::default(),
+    );
+    (observed, p)
+}
+
+/// The effects of one reconcile over `st` with plan `p`, the Lease of every node held by
+/// `holder`.
+fn effects_of(
+    st: &super::Stores,
+    observed: &vigil_plan::Observed,
+    p: &vigil_plan::Plan,
+    holder: Option<&str>,
+    now: jiff::Timestamp,
+) -> Vec<crate::act::Effect> {
+    let r = rollout();
+    let nodes = st.nodes.state();
+    let daemonsets = st.daemonsets.state();
+    let snapshots = st.snapshots.state();
+    let lease_holder = |_: &str| holder.map(str::to_owned);
+    let seen =
+        super::Seen { nodes: &nodes, daemonsets: &daemonsets, snapshots: &snapshots, lease_holder: &lease_holder };
+    let current = r.status.clone().unwrap_or_default();
+    super::effects(&r, "vigil-system/agent", &current, p, observed, &seen, &crate::act::AgentTemplate::default(), now)
+}
+
+#[test]
+fn a_first_reconciles_effects_are_the_status_its_event_wave_one_the_targets_daemonset_and_the_old_ones_going() {
+    use crate::act::Effect;
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let existing = vec![
+        daemonset("r-old0000000", None, Some("uid-1")),
+        daemonset("r-old1111111", Some("vigil-system/agent"), None),
+        daemonset("r-other00000", Some("vigil-system/other"), Some("uid-2")),
+    ];
+    let st = stores(20, existing);
+    let (observed, p) = first_plan(&st, now);
+    let target = target_name(&rollout().spec);
+    let todo = effects_of(&st, &observed, &p, None, now);
+    let kinds: Vec<&str> = todo.iter().map(Effect::kind).collect();
+    assert_eq!(kinds, ["Status", "Event", "Nodes", "CreateDaemonSet", "DeleteDaemonSet", "DeleteDaemonSet"]);
+    assert_eq!(todo[0], Effect::Status(Box::new(p.status.clone())), "the plan's status, whole");
+    let Effect::Event { kind, reason, action, note } = &todo[1] else { unreachable!() };
+    assert_eq!((*kind, *reason, *action), (crate::events::Kind::Normal, "Admit", "Admit"));
+    assert_eq!(note, &p.decision.reason);
+    let Effect::Nodes(patches) = &todo[2] else { unreachable!() };
+    let moved: Vec<&str> = p.moves.iter().map(|m| m.node.as_str()).collect();
+    assert_eq!(patches.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), moved, "5% of 20: one node");
+    assert_eq!(patches[0].1["metadata"]["labels"]["vigil.dev/revision"], target.as_str());
+    assert_eq!(patches[0].1["metadata"]["annotations"]["vigil.dev/admitted-at"], now.to_string(), "stamped `now`");
+    let Effect::CreateDaemonSet(ds) = &todo[3] else { unreachable!() };
+    assert_eq!(ds.metadata.name.as_deref(), Some(format!("vigil-agent-{target}").as_str()));
+    assert_eq!(ds.metadata.namespace.as_deref(), Some("vigil-system"));
+    assert_eq!(
+        todo[4..],
+        [
+            Effect::DeleteDaemonSet("vigil-agent-r-old0000000".into()),
+            Effect::DeleteDaemonSet("vigil-agent-r-old1111111".into())
+        ],
+        "ours (by owner and by annotation) go; another rollout's stays"
+    );
+}
+
+#[test]
+fn a_handover_ends_by_effect_once_the_new_agent_holds_the_lease_and_a_frozen_rollout_ends_none() {
+    use crate::act::Effect;
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let target = target_name(&rollout().spec);
+    // Every node on the target with both agents running.
+    let mut fleet = nodes(3);
+    for n in &mut fleet {
+        let labels = n.metadata.labels.get_or_insert_default();
+        labels.insert("vigil.dev/revision".into(), target.clone());
+        labels.insert(format!("vigil.dev/run.{target}"), "true".into());
+        labels.insert(format!("vigil.dev/run.{STABLE}"), "true".into());
+    }
+    let mut st = stores(0, vec![]);
+    st.nodes = fill(fleet);
+    let (observed, p) = first_plan(&st, now);
+    let ended = |todo: &[Effect]| -> Vec<(String, Value)> {
+        todo.iter()
+            .filter_map(|e| match e {
+                Effect::Nodes(b) => Some(b.iter().filter(|(_, v)| v["metadata"].get("annotations").is_none())),
+                _ => None,
+            })
+            .flatten()
+            .cloned()
+            .collect()
+    };
+    assert!(ended(&effects_of(&st, &observed, &p, Some(STABLE), now)).is_empty(), "the old agent still works");
+    let done = ended(&effects_of(&st, &observed, &p, Some(&target), now));
+    assert_eq!(done.len(), 3, "{done:?}");
+    for (_, patch) in &done {
+        assert_eq!(patch, &json!({"metadata": {"labels": {format!("vigil.dev/run.{STABLE}"): null}}}));
+    }
+    let mut frozen = p.clone();
+    frozen.decision.kind = vigil_plan::DecisionKind::Freeze;
+    frozen.moves.clear();
+    assert!(ended(&effects_of(&st, &observed, &frozen, Some(&target), now)).is_empty(), "frozen: nothing changes");
+}
+
+/// One test per kind of effect: `act::apply` sends each as the request the mocked API expects.
+#[tokio::test]
+async fn apply_sends_each_kind_of_effect_as_its_one_request_with_the_operators_field_manager() {
+    use crate::act::{Effect, Subject, Writer, apply};
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let events = crate::events::Publisher::new(client.clone(), "op-0".into());
+    let target = target_name(&rollout().spec);
+    let (_, p) = first_plan(&stores(20, vec![]), jiff::Timestamp::from_second(1_800_000_000).unwrap());
+    let record = p.status.history.iter().find(|r| r.revision == target).expect("the target's record").clone();
+    let ds = crate::act::daemonset(&record, None, "vigil-system/agent", None, &crate::act::AgentTemplate::default())
+        .expect("a DaemonSet for the record");
+    let status = vigil_crds::AgentRolloutStatus { current_wave: 2, ..Default::default() };
+    let todo = vec![
+        Effect::Status(Box::new(status)),
+        Effect::Event {
+            kind: crate::events::Kind::Warning,
+            reason: "RollBack",
+            action: "RollBack",
+            note: "gate".into(),
+        },
+        Effect::Nodes(vec![("node-01".into(), json!({"metadata": {"labels": {"a": "b"}}}))]),
+        Effect::CreateDaemonSet(Box::new(ds.clone())),
+        Effect::DaemonSetMetadata(Box::new(ds)),
+        Effect::DeleteDaemonSet("vigil-agent-r-old".into()),
+        Effect::DeleteSnapshot("vigil-agent-config-r-old".into()),
+    ];
+    let kinds: std::collections::BTreeSet<&str> = todo.iter().map(Effect::kind).collect();
+    assert_eq!(kinds.len(), 7, "every kind once");
+    let ds_uri = format!("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-{target}?");
+    let api = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            let ((m, uri, body), send) = next_request(&mut handle).await;
+            let answer = if uri.contains("/agentrollouts/") {
+                serde_json::to_value(rollout()).unwrap()
+            } else if uri.starts_with("/api/v1/nodes/") {
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-01"}})
+            } else if uri.contains("/events") {
+                body.clone()
+            } else if m == Method::PATCH {
+                json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"}})
+            } else {
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}})
+            };
+            send.send_response(ok(&answer));
+            seen.push((m, uri, body));
+        }
+        seen
+    });
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let reference = kube::Resource::object_ref(&rollout(), &());
+    let subject = Subject { namespace: "vigil-system", name: "agent", reference: &reference };
+    apply(&Writer::new(client), Some(&events), &subject, todo, now).await.unwrap();
+    let seen = api.await.unwrap();
+    let (m, uri, body) = &seen[0];
+    assert_eq!(m, Method::PATCH);
+    assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/namespaces/vigil-system/agentrollouts/agent/status?"), "{uri}");
+    assert!(uri.contains("fieldManager=vigil-operator") && uri.contains("force=true"), "{uri}");
+    assert_eq!(body["status"]["currentWave"], 2);
+    let (m, uri, body) = &seen[1];
+    assert_eq!((m, uri.as_str()), (&Method::POST, "/apis/events.k8s.io/v1/namespaces/vigil-system/events?"));
+    assert_eq!((body["type"].as_str(), body["reason"].as_str()), (Some("Warning"), Some("RollBack")));
+    assert_eq!(body["eventTime"], "2027-01-15T08:00:00.000000Z", "stamped with the reconcile's clock");
+    let (m, uri, body) = &seen[2];
+    assert_eq!(m, Method::PATCH);
+    assert!(uri.starts_with("/api/v1/nodes/node-01?") && uri.contains("fieldManager=vigil-operator"), "{uri}");
+    assert_eq!(body, &json!({"metadata": {"labels": {"a": "b"}}}));
+    let (m, uri, body) = &seen[3];
+    assert_eq!(m, Method::PATCH);
+    assert!(uri.starts_with(&ds_uri) && uri.contains("force=true"), "server-side apply: {uri}");
+    assert!(body["spec"]["template"].is_object(), "created whole");
+    let (m, uri, body) = &seen[4];
+    assert_eq!(m, Method::PATCH);
+    assert!(uri.starts_with(&ds_uri) && !uri.contains("force=true"), "merge patch: {uri}");
+    assert!(body.get("spec").is_none() && body["metadata"]["annotations"].is_object(), "metadata only: {body}");
+    assert_eq!(
+        (&seen[5].0, seen[5].1.as_str()),
+        (&Method::DELETE, "/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-r-old?")
+    );
+    assert_eq!(
+        (&seen[6].0, seen[6].1.as_str()),
+        (&Method::DELETE, "/api/v1/namespaces/vigil-system/configmaps/vigil-agent-config-r-old?")
+    );
+}
+
+#[tokio::test]
+async fn apply_stops_at_the_first_failed_write_and_names_it_but_a_failed_event_fails_nothing() {
+    use crate::act::{Effect, Subject, WriteError, Writer, apply};
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let events = crate::events::Publisher::new(client.clone(), "op-0".into());
+    let todo = vec![
+        Effect::Event { kind: crate::events::Kind::Normal, reason: "Admit", action: "Admit", note: "wave 1".into() },
+        Effect::Nodes(vec![("node-01".into(), json!({"metadata": {"labels": {"a": "b"}}}))]),
+        Effect::DeleteDaemonSet("vigil-agent-r-old".into()),
+    ];
+    let api = tokio::spawn(async move {
+        let refuse = |code: u16| {
+            let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "message": "no", "reason": "Forbidden", "code": code, "metadata": {}});
+            Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
+        };
+        let ((_, uri, _), send) = next_request(&mut handle).await;
+        assert!(uri.contains("/events"), "{uri}");
+        send.send_response(refuse(403));
+        let ((_, uri, _), send) = next_request(&mut handle).await;
+        assert!(uri.starts_with("/api/v1/nodes/node-01"), "{uri}");
+        send.send_response(refuse(403));
+        handle
+    });
+    let reference = kube::Resource::object_ref(&rollout(), &());
+    let subject = Subject { namespace: "vigil-system", name: "agent", reference: &reference };
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let err = apply(&Writer::new(client), Some(&events), &subject, todo, now).await.unwrap_err();
+    drop(events);
+    assert!(matches!(&err, WriteError::Node(n, _) if n == "node-01"), "{err:?}");
+    assert_eq!(super::Error::from(err).kind(), "NodePatchFailed");
+    // Every client is gone: a request after the failed write would be waiting here.
+    let mut handle = api.await.unwrap();
+    assert!(handle.next_request().await.is_none(), "nothing is written after the failed write");
 }

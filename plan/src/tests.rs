@@ -228,7 +228,7 @@ fn a_first_rollout_whose_gate_fails_pauses_and_strips_no_node() {
         let p4 = plan(&s, &p3.status, &nodes, t(100));
         assert_eq!(
             (p4.decision.kind, p4.status.phase),
-            ("Pause", Some(RolloutPhase::Paused)),
+            (DecisionKind::Pause, Some(RolloutPhase::Paused)),
             "{}",
             p4.decision.reason
         );
@@ -241,7 +241,7 @@ fn a_first_rollout_whose_gate_fails_pauses_and_strips_no_node() {
         let p4b = plan(&cautious, &p4.status, &nodes, t(105));
         assert_eq!(
             (p4b.decision.kind, p4b.status.phase),
-            ("Pause", Some(RolloutPhase::Paused)),
+            (DecisionKind::Pause, Some(RolloutPhase::Paused)),
             "{}",
             p4b.decision.reason
         );

@@ -86,7 +86,7 @@ impl Detector for Threshold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::t;
+    use crate::testkit::t;
 
     #[test]
     fn fires_after_for_and_does_not_flap_at_the_limit() {

@@ -67,7 +67,7 @@ pub fn ewma(name: &str, interval: Duration) -> Deviation<Ewma> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::zscore::tests::{firings, noise, step_detection};
+    use crate::zscore::tests::{firings, noise, step_detection};
 
     #[test]
     fn steps_within_three_samples_and_quiet_on_noise() {

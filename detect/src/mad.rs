@@ -54,8 +54,8 @@ pub fn mad(name: &str, interval: Duration) -> Deviation<RollingMedian> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::Rng;
-    use crate::detect::zscore::tests::firings;
+    use crate::testkit::Rng;
+    use crate::zscore::tests::firings;
 
     /// Log-normal noise: heavy right tail.
     fn heavy(seed: u64, n: usize) -> Vec<f64> {
@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn a_level_shift_in_heavy_tailed_noise_is_found_and_the_tail_is_not_an_alarm() {
-        use crate::detect::zscore::tests::delay;
+        use crate::zscore::tests::delay;
         let mut within3 = 0;
         for seed in 0..200 {
             let mut s = heavy(seed, 200);

@@ -24,7 +24,7 @@ use vigil_crds::rollout::{AgentRolloutSpec, AgentRolloutStatus, RolloutPhase};
 
 pub use fault::{Fault, FaultKind, parse_fault};
 
-use crate::plan::{self, AgentView, Limits, NodeAttributes, NodeView, Observed};
+use crate::{AgentView, DecisionKind, Limits, NodeAttributes, NodeView, Observed};
 
 /// A scenario to simulate.
 #[derive(Clone, Debug)]
@@ -233,7 +233,7 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
     let mut gate_failed_at: Option<u64> = None;
     let mut next_plan = 0u64;
     let mut last_reason = String::new();
-    let mut pending_moves: Vec<plan::Move> = Vec::new();
+    let mut pending_moves: Vec<crate::Move> = Vec::new();
 
     let mut fate: Vec<NodeFate> = vec![NodeFate::default(); nodes.len()];
     let mut fired = vec![false; scenario.fleet_events.len()];
@@ -366,19 +366,19 @@ pub fn run(scenario: &Scenario, spec: &AgentRolloutSpec) -> Report {
                 pod_template: String::new(),
                 config_error: None,
             };
-            let p = plan::next(spec, &status, Some(1), "vigil-system/sim", &observed, now, Limits { max_moves: 500 });
+            let p = crate::next(spec, &status, Some(1), "vigil-system/sim", &observed, now, Limits { max_moves: 500 });
             report.plans += 1;
             if p.decision.reason != last_reason {
                 last_reason = p.decision.reason.clone();
                 let on_target = nodes.iter().filter(|n| n.revision.as_deref() == Some(target.as_str())).count();
                 report.timeline.push(TimelineEntry {
                     at: sec,
-                    kind: p.decision.kind,
+                    kind: p.decision.kind.as_str(),
                     reason: p.decision.reason.clone(),
                     on_target,
                 });
             }
-            if matches!(p.decision.kind, "RollBack" | "PinGroup") && gate_failed_at.is_none() {
+            if matches!(p.decision.kind, DecisionKind::RollBack | DecisionKind::PinGroup) && gate_failed_at.is_none() {
                 gate_failed_at = Some(sec);
             }
             // An operator restart lands on a random reconcile: a quarter of them until the
@@ -515,7 +515,7 @@ fn check_invariants(
     let excluded: usize = st.excluded.iter().map(|e| e.nodes as usize).sum();
     let auto_pinned: usize = st.excluded.iter().filter(held_by_auto).map(|e| e.nodes as usize).sum();
     let eligible = nodes.len() - excluded;
-    let sizes = plan::wave_sizes_for(spec, eligible + auto_pinned, eligible);
+    let sizes = crate::wave_sizes_for(spec, eligible + auto_pinned, eligible);
     let wave = (st.current_wave.max(1) as usize).min(sizes.len());
     // Nodes of an auto-pinned group may still be on their way back; count the others.
     let in_auto = |i: &usize| {

@@ -154,7 +154,7 @@ impl<B: Baseline> Detector for Deviation<B> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::detect::testkit::{Rng, t};
+    use crate::testkit::{Rng, t};
 
     /// Samples until the first Firing at or after `from`, or None.
     pub fn delay(d: &mut impl Detector, series: &[f64], from: usize) -> Option<usize> {

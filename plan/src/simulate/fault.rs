@@ -1,6 +1,6 @@
 //! Fault models of a target revision.
 
-use super::super::plan::NodeAttributes;
+use crate::NodeAttributes;
 
 /// What goes wrong.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use vigil_crds::rollout::{FailurePolicy, RolloutPhase};
-use vigil_operator::simulate::{Scenario, parse_fault, run, spec};
+use vigil_plan::simulate::{Scenario, parse_fault, run, spec};
 
 fn scenario(nodes: usize, faults: &[&str]) -> Scenario {
     Scenario { nodes, faults: faults.iter().map(|f| parse_fault(f).unwrap()).collect(), ..Scenario::default() }
@@ -88,7 +88,7 @@ fn a_thousand_operator_restarts_at_random_instants_never_break_an_invariant() {
     eprintln!("{restarts} operator restarts in {runs} runs, every invariant held");
 }
 
-use vigil_operator::simulate::{At, FleetEvent};
+use vigil_plan::simulate::{At, FleetEvent};
 
 #[test]
 fn nodes_joining_after_completion_get_the_revision_directly_and_a_broken_one_is_a_node_problem() {

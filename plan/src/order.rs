@@ -43,7 +43,7 @@ pub fn rollout_order(rollout: &str, nodes: &[&NodeView]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::model::NodeAttributes;
+    use crate::model::NodeAttributes;
 
     fn node(name: &str, zone: &str) -> NodeView {
         NodeView {

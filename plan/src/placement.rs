@@ -109,9 +109,9 @@ pub fn placement(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::model::NodeAttributes;
-    use crate::plan::{Limits, Observed, next};
+    use crate::model::NodeAttributes;
     use crate::simulate::{STABLE, spec};
+    use crate::{Limits, Observed, next};
     use vigil_crds::rollout::{FailurePolicy, Pin, match_labels};
 
     fn node(i: usize, rev: Option<&str>) -> NodeView {

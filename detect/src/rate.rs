@@ -131,7 +131,7 @@ impl Detector for EventRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::t;
+    use crate::testkit::t;
 
     #[test]
     fn rate_of_change_either_way_or_rising_only() {

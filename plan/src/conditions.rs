@@ -16,18 +16,20 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use vigil_crds::rollout::{AgentRolloutStatus, RolloutPhase};
 
+use crate::DecisionKind;
+
 /// The condition types, in the order they are written.
 pub const TYPES: [&str; 6] = ["Progressing", "Available", "Degraded", "Paused", "RolledBack", "ConfigValid"];
 
 /// Recomputes `st.conditions` for the decision `kind` with `reason`.
-pub fn update(st: &mut AgentRolloutStatus, kind: &str, reason: &str, generation: Option<i64>, now: Timestamp) {
+pub fn update(st: &mut AgentRolloutStatus, kind: DecisionKind, reason: &str, generation: Option<i64>, now: Timestamp) {
     use RolloutPhase::*;
     let phase = st.phase;
     let is = |ps: &[RolloutPhase]| phase.is_some_and(|p| ps.contains(&p));
     let degraded = is(&[RollingBack, RolledBack]) || !st.pinned_groups.is_empty();
-    let config_invalid = kind == super::CONFIG_INVALID;
+    let config_invalid = kind == DecisionKind::ConfigInvalid;
     let values: [(bool, &str); 6] = [
-        (is(&[Pending, Progressing, Baking, RollingBack]), kind),
+        (is(&[Pending, Progressing, Baking, RollingBack]), kind.as_str()),
         (is(&[Completed]), if is(&[Completed]) { "Completed" } else { "NotAllNodesUpdated" }),
         (
             degraded,
@@ -43,7 +45,7 @@ pub fn update(st: &mut AgentRolloutStatus, kind: &str, reason: &str, generation:
             is(&[Paused, Frozen]),
             match phase {
                 Some(Frozen) => "Frozen",
-                Some(Paused) if kind == "Wait" => "OutsideMaintenanceWindow",
+                Some(Paused) if kind == DecisionKind::Wait => "OutsideMaintenanceWindow",
                 Some(Paused) => "Paused",
                 _ => "NotPaused",
             },
@@ -97,7 +99,7 @@ mod tests {
     fn a_rollback_is_degraded_not_available_and_keeps_its_transition_time() {
         let t0: Timestamp = "2026-01-05T00:00:00Z".parse().unwrap();
         let mut st = AgentRolloutStatus { phase: Some(RolloutPhase::RollingBack), ..Default::default() };
-        update(&mut st, "RollBack", "rolling back", Some(2), t0);
+        update(&mut st, DecisionKind::RollBack, "rolling back", Some(2), t0);
         assert_eq!(get(&st, "Degraded").status, "True");
         assert_eq!(get(&st, "Degraded").reason, "HealthGateFailed");
         assert_eq!(get(&st, "Available").status, "False");
@@ -105,7 +107,7 @@ mod tests {
         assert_eq!(get(&st, "Progressing").observed_generation, Some(2));
         let later = t0 + jiff::SignedDuration::from_secs(60);
         st.phase = Some(RolloutPhase::RolledBack);
-        update(&mut st, "RollBack", "rolled back", Some(2), later);
+        update(&mut st, DecisionKind::RollBack, "rolled back", Some(2), later);
         assert_eq!(get(&st, "RolledBack").status, "True");
         assert_eq!(get(&st, "RolledBack").last_transition_time.0, later);
         assert_eq!(get(&st, "Degraded").last_transition_time.0, t0, "still degraded: the time stays");
@@ -115,7 +117,7 @@ mod tests {
     #[test]
     fn a_closed_window_pauses_with_its_own_reason() {
         let mut st = AgentRolloutStatus { phase: Some(RolloutPhase::Paused), ..Default::default() };
-        update(&mut st, "Wait", "outside every maintenance window", None, Timestamp::UNIX_EPOCH);
+        update(&mut st, DecisionKind::Wait, "outside every maintenance window", None, Timestamp::UNIX_EPOCH);
         assert_eq!(get(&st, "Paused").reason, "OutsideMaintenanceWindow");
         assert_eq!(st.conditions.len(), TYPES.len());
         assert_eq!(get(&st, "ConfigValid").status, "True");

@@ -9,8 +9,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::Timestamp;
 use vigil_crds::AgentHealth;
 use vigil_crds::rollout::{AgentRolloutStatus, FailurePolicy};
-use vigil_operator::plan::{AgentView, Limits, NodeAttributes, NodeView, Observed, next};
-use vigil_operator::simulate::{STABLE, spec, target_name};
+use vigil_plan::simulate::{STABLE, spec, target_name};
+use vigil_plan::{AgentView, Limits, NodeAttributes, NodeView, Observed, next};
 
 fn fleet(n: usize, target: &str, on_target: usize, crashing: bool, now: Timestamp) -> Vec<NodeView> {
     (0..n)

@@ -1002,8 +1002,8 @@ impl Detector for Anomaly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::synth::{Rng, t};
-    use crate::detect::zscore::tests::{fired_at, firings, noise, step_detection};
+    use crate::synth::{Rng, t};
+    use crate::zscore::tests::{fired_at, firings, noise, step_detection};
 
     const TEN_S: Duration = Duration::ZERO;
 
@@ -1206,7 +1206,7 @@ mod tests {
             let runs: Vec<Vec<(usize, State)>> = [10, 60, 300]
                 .iter()
                 .map(|step| {
-                    let s = crate::detect::eval::generate::level_shift(seed, *step, 2000);
+                    let s = crate::eval::generate::level_shift(seed, *step, 2000);
                     let mut d = detector();
                     s.times
                         .iter()

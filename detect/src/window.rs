@@ -127,7 +127,7 @@ pub fn linear_fit(samples: &[(jiff::Timestamp, f64)]) -> Option<(f64, f64, f64)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::t;
+    use crate::testkit::t;
 
     #[test]
     fn bounded_by_count_and_age() {

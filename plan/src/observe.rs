@@ -7,7 +7,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use vigil_crds::{AgentStatus, labels};
 
-use crate::plan::{AgentView, NodeAttributes, NodeView};
+use crate::{AgentView, NodeAttributes, NodeView};
 
 /// The container of the agent pod the gate looks at.
 pub use vigil_crds::agent::CONTAINER as AGENT_CONTAINER;
@@ -66,7 +66,7 @@ pub fn trim_snapshot(cm: &mut k8s_openapi::api::core::v1::ConfigMap) {
 fn trim_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
     m.managed_fields = None;
     if let Some(a) = m.annotations.as_mut() {
-        a.retain(|k, _| k.starts_with("vigil.dev/"));
+        a.retain(|k, _| k.starts_with(vigil_crds::labels::PREFIX));
     }
 }
 
@@ -82,7 +82,8 @@ pub fn trim_agent_status(s: &mut AgentStatus) {
     s.metadata.managed_fields = None;
     s.metadata.annotations = None;
     if let Some(st) = s.status.take() {
-        let conditions = st.conditions.into_iter().filter(|c| c.type_ == crate::reporting::CONDITION).collect();
+        let conditions =
+            st.conditions.into_iter().filter(|c| c.type_ == vigil_crds::agentstatus::REPORTING_CONDITION).collect();
         s.status = Some(vigil_crds::AgentStatusStatus {
             revision: st.revision,
             health: st.health,
@@ -312,8 +313,8 @@ mod tests {
         let gate = vigil_crds::rollout::HealthGate::default();
         let (admitted, now) = ("2026-01-05T00:04:59Z".parse().unwrap(), "2026-01-05T00:05:10Z".parse().unwrap());
         assert_eq!(
-            crate::plan::gate::judge(&view, "r-aaaaaaaaaa", &gate, admitted, now),
-            crate::plan::gate::NodeHealth::Pending("no heartbeat yet".into())
+            crate::gate::judge(&view, "r-aaaaaaaaaa", &gate, admitted, now),
+            crate::gate::NodeHealth::Pending("no heartbeat yet".into())
         );
         // Once the new agent renews and reports, it counts.
         let (lease, status) = evidence("2026-01-05T00:05:02.000000Z");

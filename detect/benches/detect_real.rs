@@ -4,7 +4,7 @@
 //! (`make bench-deps` installs it into .venv without its numeric dependencies: only the data
 //! files are read).
 //!
-//! `cargo bench -p vigil-agent --bench detect_real` prints a Markdown table for
+//! `cargo bench -p vigil-detect --bench detect_real` prints a Markdown table for
 //! docs/benchmarks.md. The UCR archive's scoring is used: a firing counts as a detection
 //! when it falls within the labelled region widened by 100 samples on both sides; any other
 //! firing is a false alarm. Each detector warms up on the series' anomaly-free training part
@@ -15,12 +15,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vigil_agent::detect::eval::windows as regions;
-use vigil_agent::detect::ewma::ewma;
-use vigil_agent::detect::mad::mad;
-use vigil_agent::detect::synth::t;
-use vigil_agent::detect::zscore::zscore;
-use vigil_agent::detect::{Detector, State};
+use vigil_detect::eval::windows as regions;
+use vigil_detect::ewma::ewma;
+use vigil_detect::mad::mad;
+use vigil_detect::synth::t;
+use vigil_detect::zscore::zscore;
+use vigil_detect::{Detector, State};
 
 const STEP: Duration = Duration::from_secs(10);
 const MARGIN: usize = 100;

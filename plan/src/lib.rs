@@ -22,10 +22,14 @@ pub mod attribution;
 pub mod conditions;
 pub mod gate;
 pub mod model;
+pub mod node_labels;
 pub mod order;
 pub mod overlap;
 pub mod placement;
 pub mod window;
+
+pub mod observe;
+pub mod simulate;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,7 +42,7 @@ use vigil_crds::rollout::{
 };
 use vigil_crds::{ConfigHash, ImageRef, RevisionName};
 
-pub use model::{AgentView, Decision, Limits, Move, NodeAttributes, NodeView, Observed, Plan};
+pub use model::{AgentView, Decision, DecisionKind, Limits, Move, NodeAttributes, NodeView, Observed, Plan};
 
 use gate::NodeHealth;
 
@@ -63,13 +67,14 @@ pub fn next(
     // planning again from it changes nothing). Each pass can only add a group, and there are
     // a handful of attributes, so this ends; the bound is a guard.
     for _ in 0..8 {
-        if plan.status.pinned_groups.len() <= status.pinned_groups.len() || plan.decision.kind != "PinGroup" {
+        if plan.status.pinned_groups.len() <= status.pinned_groups.len() || plan.decision.kind != DecisionKind::PinGroup
+        {
             break;
         }
         // The second pass holds the group's nodes through the pin it now finds in the status,
         // so its moves include the first pass's.
         let again = plan_from(&plan.status);
-        let pinned_more = again.decision.kind == "PinGroup";
+        let pinned_more = again.decision.kind == DecisionKind::PinGroup;
         plan = Plan {
             moves: again.moves,
             requeue_after: plan.requeue_after.min(again.requeue_after),
@@ -104,7 +109,7 @@ fn step(
         st.phase = Some(RolloutPhase::Frozen);
         return p.finish(
             st,
-            "Freeze",
+            DecisionKind::Freeze,
             "spec.frozen is set: nothing changes, not even a rollback".into(),
             Duration::from_secs(60),
         );
@@ -115,7 +120,7 @@ fn step(
         Err(reason) => {
             st.phase = Some(RolloutPhase::Failed);
             p.place_newcomers(&st);
-            return p.finish(st, "Fail", reason, Duration::from_secs(60));
+            return p.finish(st, DecisionKind::Fail, reason, Duration::from_secs(60));
         }
     };
     // A config the agent would refuse never reaches a node: no node is admitted to it, and
@@ -125,7 +130,7 @@ fn step(
         st.phase = Some(RolloutPhase::Failed);
         let reason = format!("the target config would not start an agent: {e}");
         p.place_newcomers(&st);
-        return p.finish(st, CONFIG_INVALID, reason, Duration::from_secs(60));
+        return p.finish(st, DecisionKind::ConfigInvalid, reason, Duration::from_secs(60));
     }
     adopt_target(spec, &mut st, &target, now);
     // The target's record names its snapshot once there is one (a record written before
@@ -139,7 +144,7 @@ fn step(
     if let Err(reason) = handle_action(spec, &mut st, &target, now) {
         st.phase = Some(RolloutPhase::Failed);
         p.place_newcomers(&st);
-        return p.finish(st, "Fail", reason, Duration::from_secs(60));
+        return p.finish(st, DecisionKind::Fail, reason, Duration::from_secs(60));
     }
     let target_bad = st.history.iter().any(|r| r.revision == target && r.outcome == RevisionOutcome::Bad);
 
@@ -207,7 +212,7 @@ struct Planner<'a> {
     moves: Vec<Move>,
 }
 
-type Step = (&'static str, String, Duration);
+type Step = (DecisionKind, String, Duration);
 
 impl Planner<'_> {
     fn push_move(&mut self, node: &NodeView, to: Option<String>, pin: Option<String>) {
@@ -243,7 +248,7 @@ impl Planner<'_> {
         st.phase = Some(RolloutPhase::Paused);
         let why = recorded_reason(st, target).unwrap_or_default();
         (
-            "Pause",
+            DecisionKind::Pause,
             format!(
                 "health gate failed on a first rollout, with no earlier revision to roll back to: paused, every agent left where it runs (failing: {why}); fix the target and apply it again, retry it, or delete the rollout"
             ),
@@ -267,7 +272,11 @@ impl Planner<'_> {
         if on_target.is_empty() {
             st.phase = Some(RolloutPhase::RolledBack);
             let why = recorded_reason(st, target).unwrap_or_default();
-            return ("RollBack", format!("rolled back: every node is off {target} ({why})"), Duration::from_secs(300));
+            return (
+                DecisionKind::RollBack,
+                format!("rolled back: every node is off {target} ({why})"),
+                Duration::from_secs(300),
+            );
         }
         st.phase = Some(RolloutPhase::RollingBack);
         for n in &on_target {
@@ -281,7 +290,7 @@ impl Planner<'_> {
         // again from the written status writes the same status.
         let why = recorded_reason(st, target).unwrap_or_else(|| "rollback requested".into());
         (
-            "RollBack",
+            DecisionKind::RollBack,
             format!("rolling back {} node(s) from {target} to {back}: health gate failed: {why}", on_target.len()),
             if on_target.len() > self.moves.len() { Duration::from_secs(1) } else { Duration::from_secs(5) },
         )
@@ -368,7 +377,7 @@ impl Planner<'_> {
             // when it is healthy once more (a flap during the bake is not a pass).
             st.wave_ready_at = None;
             return (
-                "Hold",
+                DecisionKind::Hold,
                 format!("wave {wave}: waiting for {} node(s) to become healthy, e.g. {}: {why}", pending.len(), n.name),
                 Duration::from_secs(10),
             );
@@ -377,7 +386,7 @@ impl Planner<'_> {
         if healthy.len() < min_healthy {
             st.wave_ready_at = None;
             return (
-                "Hold",
+                DecisionKind::Hold,
                 format!(
                     "wave {wave}: {} healthy node(s), {min_healthy} needed to pass (the others were unavailable before the wave started)",
                     healthy.len()
@@ -388,7 +397,7 @@ impl Planner<'_> {
         if gate.prometheus.is_some() && self.observed.prometheus_value.is_none() {
             let why = self.observed.prometheus_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
             return (
-                "Hold",
+                DecisionKind::Hold,
                 format!("wave {wave}: waiting for the Prometheus gate query to answer{why}"),
                 Duration::from_secs(30),
             );
@@ -402,7 +411,11 @@ impl Planner<'_> {
             let until = ready_at + jiff::SignedDuration::try_from(bake).unwrap_or(jiff::SignedDuration::ZERO);
             // The reason names the end of the bake, not the time left, so it does not change
             // (and the status is not rewritten) on every reconcile.
-            return ("Bake", format!("wave {wave} healthy on {} node(s); baking until {until}", healthy.len()), left);
+            return (
+                DecisionKind::Bake,
+                format!("wave {wave} healthy on {} node(s); baking until {until}", healthy.len()),
+                left,
+            );
         }
         if wave == last_wave {
             st.phase = Some(RolloutPhase::Completed);
@@ -412,7 +425,7 @@ impl Planner<'_> {
             }
             st.stable_revision = Some(target.to_owned());
             return (
-                "Complete",
+                DecisionKind::Complete,
                 format!("{target} runs on every eligible node ({})", admitted.len()),
                 Duration::from_secs(300),
             );
@@ -422,7 +435,7 @@ impl Planner<'_> {
         st.wave_started_at = Some(Time(self.now));
         st.wave_ready_at = None;
         let (_, why, requeue) = self.admit(st, eligible, &order, &admitted, sizes[wave], target, wave + 1);
-        ("Advance", format!("wave {wave} passed its gate and bake time; {why}"), requeue)
+        (DecisionKind::Advance, format!("wave {wave} passed its gate and bake time; {why}"), requeue)
     }
 
     /// The target is proven Good (it passed every wave): nodes that join, come back or lost
@@ -454,14 +467,14 @@ impl Planner<'_> {
         let running = eligible.len() - joining;
         if joining > 0 {
             return (
-                "Join",
+                DecisionKind::Join,
                 format!("{target} is proven Good: {joining} node(s) get it directly, no wave ({running} run it)"),
                 Duration::from_secs(10),
             );
         }
         if let Some(f) = first {
             return (
-                "NodeProblem",
+                DecisionKind::NodeProblem,
                 format!(
                     "{target} runs on every eligible node ({running}); {} node(s) fail on it, a node problem (not a rollout failure), e.g. {}: {}",
                     st.failing_node_count, f.name, f.reason
@@ -469,7 +482,7 @@ impl Planner<'_> {
                 Duration::from_secs(30),
             );
         }
-        ("Complete", format!("{target} runs on every eligible node ({running})"), Duration::from_secs(300))
+        (DecisionKind::Complete, format!("{target} runs on every eligible node ({running})"), Duration::from_secs(300))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -486,7 +499,7 @@ impl Planner<'_> {
         if self.spec.paused {
             st.phase = Some(RolloutPhase::Paused);
             return (
-                "Pause",
+                DecisionKind::Pause,
                 format!("spec.paused is set: wave {wave} holds at {}/{size} node(s)", admitted.len()),
                 Duration::from_secs(60),
             );
@@ -494,7 +507,7 @@ impl Planner<'_> {
         match window::any_open(&self.spec.maintenance_windows, self.now) {
             Err(e) => {
                 st.phase = Some(RolloutPhase::Failed);
-                return ("Fail", e.to_string(), Duration::from_secs(300));
+                return (DecisionKind::Fail, e.to_string(), Duration::from_secs(300));
             }
             Ok(false) => {
                 st.phase = Some(RolloutPhase::Paused);
@@ -503,7 +516,7 @@ impl Planner<'_> {
                     .flatten()
                     .unwrap_or(Duration::from_secs(3600));
                 return (
-                    "Wait",
+                    DecisionKind::Wait,
                     format!("outside every maintenance window; wave {wave} resumes in {}s", wait.as_secs()),
                     wait.max(Duration::from_secs(1)),
                 );
@@ -530,7 +543,7 @@ impl Planner<'_> {
         }
         let requeue = if added < want { Duration::from_secs(1) } else { Duration::from_secs(10) };
         (
-            "Admit",
+            DecisionKind::Admit,
             format!("wave {wave}: admitting {added} node(s) to {target} ({}/{size})", admitted.len() + added),
             requeue,
         )
@@ -564,7 +577,7 @@ impl Planner<'_> {
         match self.spec.failure_policy {
             FailurePolicy::Pause => {
                 st.phase = Some(RolloutPhase::Paused);
-                ("Pause", format!("health gate failed, paused by policy: {why}"), Duration::from_secs(60))
+                (DecisionKind::Pause, format!("health gate failed, paused by policy: {why}"), Duration::from_secs(60))
             }
             FailurePolicy::PinFailingGroup => {
                 let failing: Vec<&NodeView> = failed.iter().map(|(n, _)| *n).collect();
@@ -585,7 +598,7 @@ impl Planner<'_> {
                         }
                         st.phase = Some(RolloutPhase::Progressing);
                         (
-                            "PinGroup",
+                            DecisionKind::PinGroup,
                             format!(
                                 "pinned {attr}={value:?} to {}; going on elsewhere. {reason}",
                                 stable.as_deref().unwrap_or("no agent")
@@ -616,7 +629,7 @@ impl Planner<'_> {
         self.roll_back(st, eligible, target)
     }
 
-    fn finish(self, mut st: AgentRolloutStatus, kind: &'static str, reason: String, requeue_after: Duration) -> Plan {
+    fn finish(self, mut st: AgentRolloutStatus, kind: DecisionKind, reason: String, requeue_after: Duration) -> Plan {
         if st.reason.as_deref() != Some(reason.as_str()) {
             st.last_decision_time = Some(Time(self.now));
             st.reason = Some(reason.clone());
@@ -641,7 +654,7 @@ fn recorded_reason(st: &AgentRolloutStatus, target: &str) -> Option<String> {
 }
 
 /// The decision (and Event reason) for a target config the agent would refuse.
-pub const CONFIG_INVALID: &str = "ConfigInvalid";
+pub const CONFIG_INVALID: &str = DecisionKind::ConfigInvalid.as_str();
 
 /// Carries out `spec.action` once per id.
 fn handle_action(

@@ -2,19 +2,19 @@
 //! (10 s sampling): steps of several sizes, single-sample spikes, slow drifts, daily
 //! seasonality, pure noise, heavy-tailed noise, and leaks.
 //!
-//! `cargo bench -p vigil-agent --bench detect` prints Markdown tables (docs/benchmarks.md).
+//! `cargo bench -p vigil-detect --bench detect` prints Markdown tables (docs/benchmarks.md).
 //! Deterministic: every series comes from a seeded generator.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use vigil_agent::detect::ewma::ewma;
-use vigil_agent::detect::leak::Leak;
-use vigil_agent::detect::mad::mad;
-use vigil_agent::detect::synth::{Rng, t};
-use vigil_agent::detect::zscore::zscore;
-use vigil_agent::detect::{Detector, State};
+use vigil_detect::ewma::ewma;
+use vigil_detect::leak::Leak;
+use vigil_detect::mad::mad;
+use vigil_detect::synth::{Rng, t};
+use vigil_detect::zscore::zscore;
+use vigil_detect::{Detector, State};
 
 const STEP: Duration = Duration::from_secs(10);
 

@@ -130,12 +130,101 @@ pub struct Move {
 /// What the planner decided, in words for a person and as a kind for metrics and events.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// Small fixed set: `Admit`, `Bake`, `Advance`, `Hold`, `Pause`, `Freeze`, `RollBack`,
-    /// `PinGroup`, `Complete`, `Join` (nodes get a revision proven Good), `NodeProblem` (nodes
-    /// fail on a revision proven Good), `Fail`, `Wait`.
-    pub kind: &'static str,
+    /// The kind: a small fixed set, the Event reason and the metric label.
+    pub kind: DecisionKind,
     /// Why.
     pub reason: String,
+}
+
+/// The kinds of decision. Their names ([`DecisionKind::as_str`]) are the Event reasons, the
+/// `Progressing` condition's reason and the `vigil_operator_decisions_total` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DecisionKind {
+    /// Nodes admitted to the target (a wave starts or grows).
+    Admit,
+    /// The current wave is healthy; its bake time runs.
+    Bake,
+    /// A wave passed its gate and bake time; the next one starts.
+    Advance,
+    /// The wave waits: nodes still starting, or too few to judge.
+    Hold,
+    /// Paused: by `spec.paused`, or by the `Pause` failure policy.
+    Pause,
+    /// `spec.frozen`: nothing changes, not even a rollback.
+    Freeze,
+    /// The target failed its gate: every node goes back to the stable revision.
+    RollBack,
+    /// The nodes of one failing node group are pinned where they were.
+    PinGroup,
+    /// The target runs on every eligible node.
+    Complete,
+    /// Nodes get a revision already proven Good.
+    Join,
+    /// Nodes fail on a revision proven Good: the node, not the revision.
+    NodeProblem,
+    /// The rollout cannot go on (a wrong target, an action that cannot be carried out).
+    Fail,
+    /// Outside every maintenance window.
+    Wait,
+    /// The target config would not start an agent; no node is admitted to it.
+    ConfigInvalid,
+}
+
+impl DecisionKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [DecisionKind; 14] = [
+        Self::Admit,
+        Self::Bake,
+        Self::Advance,
+        Self::Hold,
+        Self::Pause,
+        Self::Freeze,
+        Self::RollBack,
+        Self::PinGroup,
+        Self::Complete,
+        Self::Join,
+        Self::NodeProblem,
+        Self::Fail,
+        Self::Wait,
+        Self::ConfigInvalid,
+    ];
+
+    /// Its name, as Events, conditions and metrics carry it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Admit => "Admit",
+            Self::Bake => "Bake",
+            Self::Advance => "Advance",
+            Self::Hold => "Hold",
+            Self::Pause => "Pause",
+            Self::Freeze => "Freeze",
+            Self::RollBack => "RollBack",
+            Self::PinGroup => "PinGroup",
+            Self::Complete => "Complete",
+            Self::Join => "Join",
+            Self::NodeProblem => "NodeProblem",
+            Self::Fail => "Fail",
+            Self::Wait => "Wait",
+            Self::ConfigInvalid => "ConfigInvalid",
+        }
+    }
+
+    /// Whether a person should look: its Event is a Warning.
+    pub const fn is_warning(self) -> bool {
+        matches!(self, Self::RollBack | Self::PinGroup | Self::Fail | Self::NodeProblem | Self::ConfigInvalid)
+    }
+}
+
+impl std::fmt::Display for DecisionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for DecisionKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// The result of one planning step.

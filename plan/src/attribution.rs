@@ -27,7 +27,7 @@ pub fn failing_group(failing: &[&NodeView], healthy: &[&NodeView]) -> Option<(&'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::model::NodeAttributes;
+    use crate::model::NodeAttributes;
 
     fn node(os: &str, zone: &str) -> NodeView {
         NodeView {

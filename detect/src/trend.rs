@@ -98,7 +98,7 @@ impl Detector for TimeToFull {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::{Rng, t};
+    use crate::testkit::{Rng, t};
 
     #[test]
     fn a_disk_filling_toward_its_capacity_is_found_with_its_eta() {

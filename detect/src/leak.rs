@@ -94,7 +94,7 @@ impl Detector for Leak {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testkit::{Rng, t};
+    use crate::testkit::{Rng, t};
 
     const MIB: f64 = 1024.0 * 1024.0;
 

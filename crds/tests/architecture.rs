@@ -1,0 +1,208 @@
+//! The crate layout is the architecture (docs/adr/0009-crate-layout.md): which crate may link
+//! which is checked here. The workspace's crates come from `cargo metadata`; what each links
+//! from its resolved graph as `cargo tree` gives it (this host's platform, build and normal
+//! dependencies, followed transitively, features as when the crate is built on its own). A
+//! crate that gains a dependency the ADR forbids fails this test, naming the chain that
+//! brought it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// A crate of the workspace and what it must never link, directly or through another crate.
+struct Rule {
+    krate: &'static str,
+    forbidden: &'static [&'static str],
+    why: &'static str,
+}
+
+/// What an async runtime, a kube client or controller runtime, or an HTTP stack brings.
+const IO: &[&str] = &["tokio", "kube-client", "kube-runtime", "hyper", "reqwest", "axum", "tower", "tonic"];
+
+/// The rules of ADR 0009, in its order.
+const RULES: &[Rule] = &[
+    Rule {
+        krate: "vigil-crds",
+        forbidden: &[
+            "vigil-agent-config",
+            "vigil-plan",
+            "vigil-operator",
+            "vigil-agent",
+            "kubectl-vigil",
+            "tokio",
+            "kube-client",
+            "kube-runtime",
+            "hyper",
+            "reqwest",
+            "axum",
+            "tower",
+            "tonic",
+        ],
+        why: "the API contract is types, names and checks: every other crate links it",
+    },
+    Rule {
+        krate: "vigil-agent-config",
+        forbidden: &[
+            "vigil-plan",
+            "vigil-operator",
+            "vigil-agent",
+            "kubectl-vigil",
+            "tokio",
+            "kube-client",
+            "kube-runtime",
+            "hyper",
+            "reqwest",
+            "axum",
+            "tower",
+            "tonic",
+        ],
+        why: "the agent's config checks run in the operator and the plugin without the agent",
+    },
+    Rule {
+        krate: "vigil-plan",
+        forbidden: &[
+            "vigil-operator",
+            "vigil-agent",
+            "kubectl-vigil",
+            "tokio",
+            "kube-client",
+            "kube-runtime",
+            "hyper",
+            "reqwest",
+            "axum",
+            "tower",
+            "tonic",
+            "opentelemetry",
+            "tracing",
+        ],
+        why: "the planner is pure: no I/O, no clock, no runtime",
+    },
+    Rule {
+        krate: "vigil-detect",
+        forbidden: &[
+            "vigil-crds",
+            "vigil-agent-config",
+            "vigil-plan",
+            "vigil-operator",
+            "vigil-agent",
+            "kubectl-vigil",
+            "tokio",
+            "kube-client",
+            "kube-runtime",
+            "hyper",
+            "reqwest",
+            "axum",
+            "tower",
+            "tonic",
+        ],
+        why: "the detectors are pure functions of a series and know nothing of the agent",
+    },
+    Rule {
+        krate: "kubectl-vigil",
+        forbidden: &["vigil-operator", "vigil-agent", "kube-runtime", "axum", "opentelemetry"],
+        why: "the plugin reads with the planner, not the operator's controller, server or telemetry",
+    },
+    Rule {
+        krate: "vigil-operator",
+        forbidden: &["vigil-agent", "kubectl-vigil"],
+        why: "the operator shares only the contract, the config checks and the planner",
+    },
+    Rule {
+        krate: "vigil-agent",
+        forbidden: &["vigil-plan", "vigil-operator", "kubectl-vigil"],
+        why: "the agent knows its own node, never the rollout planner",
+    },
+];
+
+/// The workspace's crates, from `cargo metadata`.
+fn members() -> BTreeSet<String> {
+    let out = cargo(&["metadata", "--format-version", "1", "--no-deps", "--locked"]);
+    let meta: Value = serde_json::from_str(&out).unwrap();
+    meta["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+}
+
+/// What `krate` links when built on its own (`cargo build -p`, so a feature another crate
+/// turns on in a shared dependency does not count): each crate with the chain of links from
+/// `krate` that first reaches it.
+fn links(krate: &str) -> BTreeMap<String, Vec<String>> {
+    let host = rustc_host();
+    let out = cargo(&[
+        "tree",
+        "--locked",
+        "-p",
+        krate,
+        "-e",
+        "normal,build",
+        "--target",
+        &host,
+        "--prefix",
+        "depth",
+        "--format",
+        "{p}",
+    ]);
+    let mut chain: Vec<String> = Vec::new();
+    let mut first: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+        let depth: usize = line[..digits].parse().expect("cargo tree --prefix depth");
+        let name = line[digits..].split_whitespace().next().expect("a package name").to_owned();
+        chain.truncate(depth);
+        chain.push(name.clone());
+        first.entry(name).or_insert_with(|| chain.clone());
+    }
+    first
+}
+
+fn cargo(args: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new(env!("CARGO")).current_dir(root).args(args).output().expect("running cargo");
+    assert!(out.status.success(), "cargo {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn rustc_host() -> String {
+    let out = Command::new("rustc").arg("-vV").output().expect("running rustc -vV");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc -vV names its host").to_owned()
+}
+
+#[test]
+fn no_crate_links_what_the_architecture_forbids() {
+    let members = members();
+    let mut broken = Vec::new();
+    for rule in RULES {
+        assert!(members.contains(rule.krate), "ADR 0009 names {}, which is not a workspace member", rule.krate);
+        let links = links(rule.krate);
+        for bad in rule.forbidden {
+            if let Some(chain) = links.get(*bad) {
+                broken.push(format!("{} links {bad} ({}): {}", rule.krate, rule.why, chain.join(" → ")));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "dependencies the architecture forbids:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn every_workspace_crate_has_a_rule() {
+    let ruled: BTreeSet<&str> = RULES.iter().map(|r| r.krate).collect();
+    let unruled: Vec<String> =
+        members().into_iter().filter(|m| !ruled.contains(m.as_str()) && m != "vigil-e2e").collect();
+    assert!(unruled.is_empty(), "crates without a rule in ADR 0009 and this test: {unruled:?}");
+}
+
+#[test]
+fn the_check_sees_a_forbidden_link() {
+    // The rules are only as good as what the check reads: the operator does link the planner
+    // and a controller runtime, and the chains to them are found.
+    let links = links("vigil-operator");
+    assert_eq!(links["vigil-plan"], ["vigil-operator", "vigil-plan"]);
+    let chain = &links["kube-runtime"];
+    assert_eq!(chain.first().map(String::as_str), Some("vigil-operator"));
+    assert_eq!(chain.last().map(String::as_str), Some("kube-runtime"));
+    let plan = RULES.iter().find(|r| r.krate == "vigil-plan").unwrap();
+    assert!(IO.iter().all(|c| plan.forbidden.contains(c)), "the planner's rule forbids every I/O stack");
+}
