@@ -22,15 +22,25 @@ pub use vigil_crds::labels::MANAGER as FIELD_MANAGER;
 /// (its default max-mutating-requests-inflight is 200).
 pub const NODE_WRITES_AT_ONCE: usize = 16;
 
-/// One write of a reconcile, as a value. `controller::effects` decides them from the plan and
-/// the stores without I/O; [`apply`] sends them, in order.
+/// One write of the operator, as a value that names everything it writes. The controller
+/// (`controller::effects`), the janitor (`janitor::Cleanup::effects`) and AgentReporting
+/// (`reporting::effects`) decide them without I/O; [`apply`] and [`apply_each`] send them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    /// The rollout's status (the intent), by server-side apply of the status subresource.
-    Status(Box<AgentRolloutStatus>),
-    /// An Event on the rollout; not written when the operator has no Event publisher, and a
-    /// failed one does not fail the reconcile (the status says the same).
+    /// A rollout's status (the intent), by server-side apply of the status subresource.
+    Status {
+        /// The rollout's namespace.
+        namespace: String,
+        /// The rollout's name.
+        name: String,
+        /// The whole status.
+        status: Box<AgentRolloutStatus>,
+    },
+    /// An Event; not written when the operator has no Event publisher, and a failed one does
+    /// not fail the others (the status says the same).
     Event {
+        /// The object it is about (it names its namespace).
+        regarding: Box<k8s_openapi::api::core::v1::ObjectReference>,
         /// Normal or Warning.
         kind: crate::events::Kind,
         /// The Event's reason: the decision kind, or why a rollout is refused.
@@ -40,30 +50,48 @@ pub enum Effect {
         /// The Event's note: the decision in words.
         note: String,
     },
-    /// Merge patches of nodes, [`NODE_WRITES_AT_ONCE`] at a time: moves, nodes leaving the
-    /// rollout, handovers done.
+    /// Merge patches of nodes, [`NODE_WRITES_AT_ONCE`] at a time: moves, nodes leaving a
+    /// rollout, handovers done, labels of a deleted rollout cleared.
     Nodes(Vec<(String, Value)>),
-    /// A revision's DaemonSet, created whole.
+    /// A revision's DaemonSet (it names its namespace), created whole.
     CreateDaemonSet(Box<DaemonSet>),
     /// An existing DaemonSet's labels, annotations and owner brought up to date.
     DaemonSetMetadata(Box<DaemonSet>),
-    /// A DaemonSet of the rollout's namespace that no node runs any more, by name.
-    DeleteDaemonSet(String),
-    /// A config copy of the rollout's namespace whose revision left the history, by name.
-    DeleteSnapshot(String),
+    /// A DaemonSet no node runs any more.
+    DeleteDaemonSet {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A config copy no revision needs any more.
+    DeleteSnapshot {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A node's AgentStatus condition `AgentReporting`, applied alone.
+    AgentReporting {
+        /// The node (the AgentStatus's name).
+        node: String,
+        /// The condition.
+        condition: Box<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    },
 }
 
 impl Effect {
     /// The kind, for logs and tests.
     pub fn kind(&self) -> &'static str {
         match self {
-            Effect::Status(_) => "Status",
+            Effect::Status { .. } => "Status",
             Effect::Event { .. } => "Event",
             Effect::Nodes(_) => "Nodes",
             Effect::CreateDaemonSet(_) => "CreateDaemonSet",
             Effect::DaemonSetMetadata(_) => "DaemonSetMetadata",
-            Effect::DeleteDaemonSet(_) => "DeleteDaemonSet",
-            Effect::DeleteSnapshot(_) => "DeleteSnapshot",
+            Effect::DeleteDaemonSet { .. } => "DeleteDaemonSet",
+            Effect::DeleteSnapshot { .. } => "DeleteSnapshot",
+            Effect::AgentReporting { .. } => "AgentReporting",
         }
     }
 }
@@ -71,71 +99,103 @@ impl Effect {
 /// A write that failed, naming what it wrote.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// The rollout's status.
+    /// A rollout's status.
     #[error("writing the rollout status")]
     Status(#[source] kube::Error),
     /// A node's labels.
     #[error("patching the labels of node {0}")]
     Node(String, #[source] kube::Error),
-    /// A revision's DaemonSet.
+    /// A DaemonSet, as `namespace/name`.
     #[error("applying DaemonSet {0}")]
     DaemonSet(String, #[source] kube::Error),
-    /// A config copy.
+    /// A config copy, as `namespace/name`.
     #[error("deleting config copy {0}")]
     Snapshot(String, #[source] kube::Error),
+    /// A node's AgentReporting condition.
+    #[error("writing the AgentReporting condition of node {0}")]
+    AgentStatus(String, #[source] kube::Error),
 }
 
-/// The rollout a reconcile's effects are about.
-pub struct Subject<'a> {
-    /// Its namespace, where its DaemonSets and config copies live.
-    pub namespace: &'a str,
-    /// Its name.
-    pub name: &'a str,
-    /// The reference its Events carry.
-    pub reference: &'a k8s_openapi::api::core::v1::ObjectReference,
-}
-
-/// Sends `effects` in order and stops at the first write that fails (an Event excepted):
-/// each effect stands alone, so what landed stays, and the next reconcile plans again from
-/// it. Events are stamped `now`.
+/// Sends `effects` in order and stops at the first write that fails (Events excepted): the
+/// order is the one that keeps a crash harmless (the intent before the nodes, the nodes
+/// before the DaemonSets), so nothing after a failed write may go. What landed stays, and
+/// the next reconcile plans again from it. Events are stamped `now`.
 pub async fn apply(
     writer: &Writer,
     events: Option<&crate::events::Publisher>,
-    subject: &Subject<'_>,
     effects: Vec<Effect>,
     now: jiff::Timestamp,
 ) -> Result<(), WriteError> {
-    let ns = subject.namespace;
     for effect in effects {
-        match effect {
-            Effect::Status(status) => writer.status(ns, subject.name, &status).await.map_err(WriteError::Status)?,
-            Effect::Event { kind, reason, action, note } => {
-                if let Some(events) = events
-                    && let Err(e) = events.publish(subject.reference, kind, reason, action, &note, now).await
-                {
-                    tracing::debug!(rollout = %format!("{ns}/{}", subject.name), %reason, error = %e, "event not written");
-                }
-            }
-            Effect::Nodes(patches) => writer.nodes(patches).await.map_err(|(n, e)| WriteError::Node(n, e))?,
-            Effect::CreateDaemonSet(ds) => {
-                writer.create_daemonset(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))?
-            }
-            Effect::DaemonSetMetadata(ds) => {
-                writer.daemonset_metadata(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))?
-            }
-            Effect::DeleteDaemonSet(name) => {
-                writer.delete_daemonset(ns, &name).await.map_err(|e| WriteError::DaemonSet(name, e))?
-            }
-            Effect::DeleteSnapshot(name) => {
-                writer.delete_snapshot(ns, &name).await.map_err(|e| WriteError::Snapshot(name, e))?
-            }
-        }
+        send(writer, events, effect, now).await?;
     }
     Ok(())
 }
 
+/// Sends every one of `effects`, which stand alone (the janitor's deletions, one condition
+/// per node): a failed write does not hold back the others. Returns the failures; the caller
+/// looks again later.
+pub async fn apply_each(
+    writer: &Writer,
+    events: Option<&crate::events::Publisher>,
+    effects: Vec<Effect>,
+    now: jiff::Timestamp,
+) -> Vec<WriteError> {
+    let mut failed = Vec::new();
+    for effect in effects {
+        if let Err(e) = send(writer, events, effect, now).await {
+            failed.push(e);
+        }
+    }
+    failed
+}
+
+/// The one place an effect becomes a request.
+async fn send(
+    writer: &Writer,
+    events: Option<&crate::events::Publisher>,
+    effect: Effect,
+    now: jiff::Timestamp,
+) -> Result<(), WriteError> {
+    match effect {
+        Effect::Status { namespace, name, status } => {
+            writer.status(&namespace, &name, &status).await.map_err(WriteError::Status)
+        }
+        Effect::Event { regarding, kind, reason, action, note } => {
+            if let Some(events) = events
+                && let Err(e) = events.publish(&regarding, kind, reason, action, &note, now).await
+            {
+                tracing::debug!(object = ?regarding.name, %reason, error = %e, "event not written");
+            }
+            Ok(())
+        }
+        Effect::Nodes(patches) => writer.nodes(patches).await.map_err(|(n, e)| WriteError::Node(n, e)),
+        Effect::CreateDaemonSet(ds) => {
+            writer.create_daemonset(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))
+        }
+        Effect::DaemonSetMetadata(ds) => {
+            writer.daemonset_metadata(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))
+        }
+        Effect::DeleteDaemonSet { namespace, name } => writer
+            .delete_daemonset(&namespace, &name)
+            .await
+            .map_err(|e| WriteError::DaemonSet(format!("{namespace}/{name}"), e)),
+        Effect::DeleteSnapshot { namespace, name } => writer
+            .delete_snapshot(&namespace, &name)
+            .await
+            .map_err(|e| WriteError::Snapshot(format!("{namespace}/{name}"), e)),
+        Effect::AgentReporting { node, condition } => {
+            writer.agent_reporting(&node, &condition).await.map_err(|e| WriteError::AgentStatus(node, e))
+        }
+    }
+}
+
 fn name_of(ds: &DaemonSet) -> String {
-    ds.metadata.name.clone().unwrap_or_default()
+    format!(
+        "{}/{}",
+        ds.metadata.namespace.as_deref().unwrap_or_default(),
+        ds.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Sends a reconcile's writes. Every one carries [`FIELD_MANAGER`]; whole objects go by
@@ -229,6 +289,25 @@ impl Writer {
             "ownerReferences": ds.metadata.owner_references,
         }});
         api.patch(name, &Self::merge(), &kube::api::Patch::Merge(&body)).await.map(|_| ())
+    }
+
+    /// One node's AgentStatus condition: server-side apply of that one entry (the agent owns
+    /// the rest of the status).
+    pub async fn agent_reporting(
+        &self,
+        node: &str,
+        condition: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+    ) -> Result<(), kube::Error> {
+        let body = json!({
+            "apiVersion": vigil_crds::API_VERSION,
+            "kind": "AgentStatus",
+            "metadata": {"name": node},
+            "status": {"conditions": [condition]},
+        });
+        let api: kube::Api<vigil_crds::AgentStatus> = kube::Api::all(self.client.clone());
+        api.patch_status(node, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(&body))
+            .await
+            .map(|_| ())
     }
 
     /// Deletes a DaemonSet.

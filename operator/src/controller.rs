@@ -184,6 +184,7 @@ impl From<act::WriteError> for Error {
             act::WriteError::Node(n, e) => Error::Node(n, e),
             act::WriteError::DaemonSet(n, e) => Error::DaemonSet(n, e),
             act::WriteError::Snapshot(_, e) => Error::Observe("configmaps", e),
+            act::WriteError::AgentStatus(_, e) => Error::Observe("agentstatuses", e),
         }
     }
 }
@@ -377,10 +378,8 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         let seen = Seen { nodes: &nodes, daemonsets: &daemonsets, snapshots: &snapshots, lease_holder: &lease_holder };
         effects(&rollout, &key, &current, &p, &observed, &seen, &ctx.template, now)
     };
-    let reference = rollout.object_ref(&());
-    let subject = act::Subject { namespace: &ns, name: &name, reference: &reference };
     let writer = act::Writer::new(ctx.client.clone());
-    let result = act::apply(&writer, ctx.recorder.as_ref(), &subject, todo, now).await;
+    let result = act::apply(&writer, ctx.recorder.as_ref(), todo, now).await;
     if !matches!(result, Err(act::WriteError::Status(_))) {
         ctx.metrics.observe_plan(&key, &p);
         if current.reason != p.status.reason {
@@ -437,12 +436,17 @@ pub fn effects(
     let mut out = Vec::new();
     // 1. The intent, and its Event when the decision is new.
     if p.status != *current {
-        out.push(Effect::Status(Box::new(p.status.clone())));
+        out.push(Effect::Status {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            status: Box::new(p.status.clone()),
+        });
     }
     if current.reason != p.status.reason {
         let kind = if p.decision.kind.is_warning() { EventKind::Warning } else { EventKind::Normal };
         let reason = p.decision.kind.as_str();
-        out.push(Effect::Event { kind, reason, action: reason, note: p.decision.reason.clone() });
+        let regarding = Box::new(rollout.object_ref(&()));
+        out.push(Effect::Event { regarding, kind, reason, action: reason, note: p.decision.reason.clone() });
     }
     // 2. The nodes.
     let empty = BTreeMap::new();
@@ -539,7 +543,7 @@ pub fn effects(
         }
         let labelled = seen.nodes.iter().any(|n| vigil_crds::labels::running_revisions(n.labels()).any(|r| r == rev));
         if !labelled {
-            out.push(Effect::DeleteDaemonSet(ds_name.to_owned()));
+            out.push(Effect::DeleteDaemonSet { namespace: ns.to_owned(), name: ds_name.to_owned() });
         }
     }
     // 5. This rollout's config snapshots of revisions no longer in its history go (every
@@ -551,7 +555,7 @@ pub fn effects(
             continue;
         }
         let Some(name) = snap.metadata.name.as_deref() else { continue };
-        out.push(Effect::DeleteSnapshot(name.to_owned()));
+        out.push(Effect::DeleteSnapshot { namespace: ns.to_owned(), name: name.to_owned() });
     }
     out
 }
@@ -589,12 +593,16 @@ async fn refuse(
         ..current
     };
     let todo = vec![
-        act::Effect::Status(Box::new(status)),
-        act::Effect::Event { kind: EventKind::Warning, reason: why, action: "Refuse", note: message },
+        act::Effect::Status { namespace: ns.to_owned(), name: name.to_owned(), status: Box::new(status) },
+        act::Effect::Event {
+            regarding: Box::new(rollout.object_ref(&())),
+            kind: EventKind::Warning,
+            reason: why,
+            action: "Refuse",
+            note: message,
+        },
     ];
-    let reference = rollout.object_ref(&());
-    let subject = act::Subject { namespace: ns, name, reference: &reference };
-    act::apply(&act::Writer::new(ctx.client.clone()), ctx.recorder.as_ref(), &subject, todo, (ctx.clock)()).await?;
+    act::apply(&act::Writer::new(ctx.client.clone()), ctx.recorder.as_ref(), todo, (ctx.clock)()).await?;
     Ok(again)
 }
 
@@ -823,6 +831,8 @@ pub async fn run(
     tracing::info!(agents_namespace = %template.namespace, "watching AgentRollouts, nodes, agent pods, Leases and AgentStatuses");
     // Leader-only tasks end with this future: when leadership is lost, `leader::lead` drops
     // it, and with it these (a spawned task would outlive it and write on as a second leader).
+    // The one clock every task of the operator stamps its decisions and writes with.
+    let clock: fn() -> jiff::Timestamp = jiff::Timestamp::now;
     let _reporting = AbortOnDrop(tokio::spawn(crate::reporting::run(
         client.clone(),
         stores.nodes.clone(),
@@ -830,9 +840,10 @@ pub async fn run(
         stores.statuses.clone(),
         crate::reporting::DEFAULT_GAP,
         metrics.clone(),
+        clock,
     )));
-    let _janitor = AbortOnDrop(tokio::spawn(crate::janitor::run(client.clone(), stores.clone())));
-    let ctx = Arc::new(Context { metrics, tracer, template, ..Context::new(client, Some(recorder), stores) });
+    let _janitor = AbortOnDrop(tokio::spawn(crate::janitor::run(client.clone(), stores.clone(), clock)));
+    let ctx = Arc::new(Context { metrics, tracer, template, clock, ..Context::new(client, Some(recorder), stores) });
     // A DaemonSet changed or deleted (by a person, or its pods' state) wakes the rollout it was
     // written for, owned or orphaned.
     Controller::new(rollouts, kube::runtime::watcher::Config::default())

@@ -138,57 +138,75 @@ pub fn unlabel_patch(current: &std::collections::BTreeMap<String, String>) -> se
     serde_json::json!({"metadata": {"labels": l, "annotations": {labels::ADMITTED_AT: null}}})
 }
 
-/// Runs a pass every [`EVERY`] until the task is dropped. Reads only the stores; writes only
-/// what a pass finds (nothing, on a cluster with nothing left behind).
-pub async fn run(client: kube::Client, stores: crate::controller::Stores) {
-    use kube::api::{Api, DeleteParams, Patch, PatchParams};
+impl Cleanup {
+    /// The pass as the operator's writes: config copies, then DaemonSets, then node labels
+    /// (each stands alone; `nodes` are the nodes' current objects, for their run labels).
+    pub fn effects(&self, nodes: &[&Node]) -> Vec<crate::act::Effect> {
+        use crate::act::Effect;
+        let mut out: Vec<Effect> = self
+            .snapshots
+            .iter()
+            .map(|(namespace, name)| Effect::DeleteSnapshot { namespace: namespace.clone(), name: name.clone() })
+            .collect();
+        out.extend(
+            self.daemonsets
+                .iter()
+                .map(|(namespace, name)| Effect::DeleteDaemonSet { namespace: namespace.clone(), name: name.clone() }),
+        );
+        let empty = std::collections::BTreeMap::new();
+        let patches: Vec<(String, serde_json::Value)> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let current = nodes
+                    .iter()
+                    .find(|n| n.metadata.name.as_deref() == Some(node.as_str()))
+                    .and_then(|n| n.metadata.labels.as_ref())
+                    .unwrap_or(&empty);
+                (node.clone(), unlabel_patch(current))
+            })
+            .collect();
+        // One node per effect: a node that cannot be patched holds back no other.
+        out.extend(patches.into_iter().map(|p| Effect::Nodes(vec![p])));
+        out
+    }
+}
+
+/// Runs a pass every [`EVERY`] until the task is dropped, stamped by `clock`. Reads only the
+/// stores; writes (through `act::apply_each`) only what a pass finds (nothing, on a cluster
+/// with nothing left behind).
+pub async fn run(client: kube::Client, stores: crate::controller::Stores, clock: fn() -> Timestamp) {
+    let writer = crate::act::Writer::new(client);
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (rollouts, daemonsets, nodes) = (stores.rollouts.state(), stores.daemonsets.state(), stores.nodes.state());
-        let snapshots = stores.snapshots.state();
-        let cleanup = plan(
-            &rollouts.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
-            &daemonsets.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
-            &snapshots.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
-            &nodes.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
-            Timestamp::now(),
-        );
-        for (ns, name) in cleanup.snapshots {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    tracing::info!(snapshot = %format!("{ns}/{name}"), "deleted the config copy of a deleted rollout's revision no agent runs")
-                }
-                Err(e) => {
-                    tracing::warn!(snapshot = %format!("{ns}/{name}"), error = %e, "deleting an orphaned config copy")
-                }
+        let now = clock();
+        let todo = {
+            let (rollouts, daemonsets, nodes) =
+                (stores.rollouts.state(), stores.daemonsets.state(), stores.nodes.state());
+            let snapshots = stores.snapshots.state();
+            let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
+            let cleanup = plan(
+                &rollouts.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                &daemonsets.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                &snapshots.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                &nodes,
+                now,
+            );
+            for (ns, name) in &cleanup.snapshots {
+                tracing::info!(snapshot = %format!("{ns}/{name}"), "deleting the config copy of a deleted rollout's revision no agent runs");
             }
-        }
-        for (ns, name) in cleanup.daemonsets {
-            let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    tracing::info!(daemonset = %format!("{ns}/{name}"), "deleted an orphaned agent DaemonSet no node runs")
-                }
-                Err(e) => {
-                    tracing::warn!(daemonset = %format!("{ns}/{name}"), error = %e, "deleting an orphaned DaemonSet")
-                }
+            for (ns, name) in &cleanup.daemonsets {
+                tracing::info!(daemonset = %format!("{ns}/{name}"), "deleting an orphaned agent DaemonSet no node runs");
             }
-        }
-        let api: Api<Node> = Api::all(client.clone());
-        let params = PatchParams { field_manager: Some(crate::act::FIELD_MANAGER.into()), ..PatchParams::default() };
-        for node in cleanup.nodes {
-            let current = stores
-                .nodes
-                .get(&kube::runtime::reflector::ObjectRef::new(&node))
-                .and_then(|n| n.metadata.labels.clone())
-                .unwrap_or_default();
-            match api.patch(&node, &params, &Patch::Merge(unlabel_patch(&current))).await {
-                Ok(_) => tracing::info!(%node, "cleared the labels of a deleted rollout; no agent needs them"),
-                Err(e) => tracing::warn!(%node, error = %e, "clearing the labels of a deleted rollout"),
+            for node in &cleanup.nodes {
+                tracing::info!(%node, "clearing the labels of a deleted rollout; no agent needs them");
             }
+            cleanup.effects(&nodes)
+        };
+        for e in crate::act::apply_each(&writer, None, todo, now).await {
+            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string), "cleaning up after a deleted rollout; the next pass tries again");
         }
     }
 }
@@ -351,5 +369,36 @@ mod tests {
         let nodes = [node("n1", Some("r-a"), Some(&value), Some(0))];
         assert_eq!(run(&[rollout("vigil-system", &name)], &[], &nodes, 3600), Cleanup::default());
         assert_eq!(run(&[], &[], &nodes, 3600).nodes, ["n1"]);
+    }
+
+    #[test]
+    fn a_pass_is_the_operators_writes_one_per_object_each_standing_alone() {
+        use crate::act::Effect;
+        let cleanup = Cleanup {
+            daemonsets: vec![("vigil-system".into(), "vigil-agent-r-a".into())],
+            nodes: vec!["n1".into(), "gone".into()],
+            snapshots: vec![("vigil-system".into(), "vigil-agent-config-r-a".into())],
+        };
+        let mut n1 = node("n1", Some("r-a"), Some("vigil-system.old"), Some(0));
+        n1.metadata.labels.get_or_insert_default().insert(labels::run_label("r-a"), "true".into());
+        let todo = cleanup.effects(&[&n1]);
+        assert_eq!(
+            todo[..2],
+            [
+                Effect::DeleteSnapshot { namespace: "vigil-system".into(), name: "vigil-agent-config-r-a".into() },
+                Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-a".into() },
+            ]
+        );
+        let Effect::Nodes(first) = &todo[2] else { panic!("{todo:?}") };
+        assert_eq!(first.len(), 1, "a node per effect");
+        assert_eq!(first[0].0, "n1");
+        assert_eq!(
+            first[0].1["metadata"]["labels"]["vigil.dev/run.r-a"],
+            serde_json::Value::Null,
+            "its run label goes"
+        );
+        assert_eq!(todo[3], Effect::Nodes(vec![("gone".into(), unlabel_patch(&Default::default()))]));
+        assert_eq!(todo.len(), 4);
+        assert!(Cleanup::default().effects(&[&n1]).is_empty(), "nothing left behind: no write");
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use vigil_crds::AgentStatus;
@@ -167,17 +167,9 @@ pub fn holders(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Writes one node's condition: server-side apply of that one entry, with the operator's
-/// field manager.
-pub async fn write(client: &Client, node: &str, condition: &Condition) -> Result<(), kube::Error> {
-    let body = serde_json::json!({
-        "apiVersion": vigil_crds::API_VERSION,
-        "kind": "AgentStatus",
-        "metadata": {"name": node},
-        "status": {"conditions": [condition]},
-    });
-    let pp = PatchParams::apply(crate::act::FIELD_MANAGER).force();
-    Api::<AgentStatus>::all(client.clone()).patch_status(node, &pp, &Patch::Apply(&body)).await.map(|_| ())
+/// The conditions to write as the operator's effects, one per node (each stands alone).
+pub fn effects(todo: Vec<(String, Condition)>) -> Vec<crate::act::Effect> {
+    todo.into_iter().map(|(node, c)| crate::act::Effect::AgentReporting { node, condition: Box::new(c) }).collect()
 }
 
 /// Keeps every AgentStatus's AgentReporting condition true to its agent's Lease, until the
@@ -189,26 +181,40 @@ pub async fn run(
     statuses: Store<AgentStatus>,
     gap: Duration,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    clock: fn() -> Timestamp,
 ) {
+    let writer = crate::act::Writer::new(client);
     // Nodes whose last write failed: said once, not at every look.
     let mut failing = std::collections::BTreeSet::new();
     loop {
-        let now = Timestamp::now();
+        let now = clock();
         let (all, lease_state) = (statuses.state(), leases.state());
         let renewed = renewals(&lease_state);
         metrics.set_silent(&silent(&all, &renewed, now, gap));
         metrics.set_changing(&changing(&nodes.state(), &holders(&lease_state)));
         let (todo, next) = changes(&all, &renewed, now, gap);
-        for (node, c) in todo {
-            match write(&client, &node, &c).await {
-                Ok(()) => {
+        let said: Vec<(String, String, String)> =
+            todo.iter().map(|(n, c)| (n.clone(), c.status.clone(), c.reason.clone())).collect();
+        // A status deleted meanwhile, or a transient error: the next look tries again.
+        let failed: std::collections::BTreeMap<String, crate::act::WriteError> =
+            crate::act::apply_each(&writer, None, effects(todo), now)
+                .await
+                .into_iter()
+                .filter_map(|e| match &e {
+                    crate::act::WriteError::AgentStatus(node, _) => Some((node.clone(), e)),
+                    _ => None,
+                })
+                .collect();
+        for (node, status, reason) in said {
+            match failed.get(&node) {
+                None => {
                     failing.remove(&node);
-                    tracing::info!(node = %node, status = %c.status, reason = %c.reason, "agent reporting");
+                    tracing::info!(node = %node, %status, %reason, "agent reporting");
                 }
-                // A status deleted meanwhile, or a transient error: the next look tries again.
-                Err(e) => {
+                Some(e) => {
                     if failing.insert(node.clone()) {
-                        tracing::warn!(node = %node, error = %e, "writing the AgentReporting condition failed; retrying at every look");
+                        let cause = std::error::Error::source(e).map(ToString::to_string).unwrap_or_default();
+                        tracing::warn!(node = %node, error = %cause, "writing the AgentReporting condition failed; retrying at every look");
                     }
                 }
             }
@@ -423,7 +429,10 @@ mod tests {
             observed_generation: None,
             last_transition_time: Time(t(0)),
         };
-        write(&client, "node-a", &c).await.unwrap();
+        let failed =
+            crate::act::apply_each(&crate::act::Writer::new(client), None, effects(vec![("node-a".into(), c)]), t(0))
+                .await;
+        assert!(failed.is_empty(), "{failed:?}");
         server.await.unwrap();
     }
 }

@@ -641,9 +641,14 @@ fn a_first_reconciles_effects_are_the_status_its_event_wave_one_the_targets_daem
     let todo = effects_of(&st, &observed, &p, None, now);
     let kinds: Vec<&str> = todo.iter().map(Effect::kind).collect();
     assert_eq!(kinds, ["Status", "Event", "Nodes", "CreateDaemonSet", "DeleteDaemonSet", "DeleteDaemonSet"]);
-    assert_eq!(todo[0], Effect::Status(Box::new(p.status.clone())), "the plan's status, whole");
-    let Effect::Event { kind, reason, action, note } = &todo[1] else { unreachable!() };
+    assert_eq!(
+        todo[0],
+        Effect::Status { namespace: "vigil-system".into(), name: "agent".into(), status: Box::new(p.status.clone()) },
+        "the plan's status, whole"
+    );
+    let Effect::Event { regarding, kind, reason, action, note } = &todo[1] else { unreachable!() };
     assert_eq!((*kind, *reason, *action), (crate::events::Kind::Normal, "Admit", "Admit"));
+    assert_eq!((regarding.name.as_deref(), regarding.namespace.as_deref()), (Some("agent"), Some("vigil-system")));
     assert_eq!(note, &p.decision.reason);
     let Effect::Nodes(patches) = &todo[2] else { unreachable!() };
     let moved: Vec<&str> = p.moves.iter().map(|m| m.node.as_str()).collect();
@@ -656,8 +661,8 @@ fn a_first_reconciles_effects_are_the_status_its_event_wave_one_the_targets_daem
     assert_eq!(
         todo[4..],
         [
-            Effect::DeleteDaemonSet("vigil-agent-r-old0000000".into()),
-            Effect::DeleteDaemonSet("vigil-agent-r-old1111111".into())
+            Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-old0000000".into() },
+            Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-old1111111".into() }
         ],
         "ours (by owner and by annotation) go; another rollout's stays"
     );
@@ -704,7 +709,7 @@ fn a_handover_ends_by_effect_once_the_new_agent_holds_the_lease_and_a_frozen_rol
 /// One test per kind of effect: `act::apply` sends each as the request the mocked API expects.
 #[tokio::test]
 async fn apply_sends_each_kind_of_effect_as_its_one_request_with_the_operators_field_manager() {
-    use crate::act::{Effect, Subject, Writer, apply};
+    use crate::act::{Effect, Writer, apply};
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let events = crate::events::Publisher::new(client.clone(), "op-0".into());
@@ -715,8 +720,9 @@ async fn apply_sends_each_kind_of_effect_as_its_one_request_with_the_operators_f
         .expect("a DaemonSet for the record");
     let status = vigil_crds::AgentRolloutStatus { current_wave: 2, ..Default::default() };
     let todo = vec![
-        Effect::Status(Box::new(status)),
+        Effect::Status { namespace: "vigil-system".into(), name: "agent".into(), status: Box::new(status) },
         Effect::Event {
+            regarding: Box::new(kube::Resource::object_ref(&rollout(), &())),
             kind: crate::events::Kind::Warning,
             reason: "RollBack",
             action: "RollBack",
@@ -725,18 +731,33 @@ async fn apply_sends_each_kind_of_effect_as_its_one_request_with_the_operators_f
         Effect::Nodes(vec![("node-01".into(), json!({"metadata": {"labels": {"a": "b"}}}))]),
         Effect::CreateDaemonSet(Box::new(ds.clone())),
         Effect::DaemonSetMetadata(Box::new(ds)),
-        Effect::DeleteDaemonSet("vigil-agent-r-old".into()),
-        Effect::DeleteSnapshot("vigil-agent-config-r-old".into()),
+        Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-old".into() },
+        Effect::DeleteSnapshot { namespace: "vigil-system".into(), name: "vigil-agent-config-r-old".into() },
+        Effect::AgentReporting {
+            node: "node-01".into(),
+            condition: Box::new(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: "AgentReporting".into(),
+                status: "True".into(),
+                reason: "Renewing".into(),
+                message: "renews its Lease".into(),
+                observed_generation: None,
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+                ),
+            }),
+        },
     ];
     let kinds: std::collections::BTreeSet<&str> = todo.iter().map(Effect::kind).collect();
-    assert_eq!(kinds.len(), 7, "every kind once");
+    assert_eq!(kinds.len(), 8, "every kind once");
     let ds_uri = format!("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-{target}?");
     let api = tokio::spawn(async move {
         let mut seen = Vec::new();
-        for _ in 0..7 {
+        for _ in 0..8 {
             let ((m, uri, body), send) = next_request(&mut handle).await;
             let answer = if uri.contains("/agentrollouts/") {
                 serde_json::to_value(rollout()).unwrap()
+            } else if uri.contains("/agentstatuses/") {
+                json!({"apiVersion": "vigil.dev/v1alpha1", "kind": "AgentStatus", "metadata": {"name": "node-01"}, "spec": {"nodeName": "node-01"}})
             } else if uri.starts_with("/api/v1/nodes/") {
                 json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-01"}})
             } else if uri.contains("/events") {
@@ -752,9 +773,7 @@ async fn apply_sends_each_kind_of_effect_as_its_one_request_with_the_operators_f
         seen
     });
     let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
-    let reference = kube::Resource::object_ref(&rollout(), &());
-    let subject = Subject { namespace: "vigil-system", name: "agent", reference: &reference };
-    apply(&Writer::new(client), Some(&events), &subject, todo, now).await.unwrap();
+    apply(&Writer::new(client), Some(&events), todo, now).await.unwrap();
     let seen = api.await.unwrap();
     let (m, uri, body) = &seen[0];
     assert_eq!(m, Method::PATCH);
@@ -785,18 +804,30 @@ async fn apply_sends_each_kind_of_effect_as_its_one_request_with_the_operators_f
         (&seen[6].0, seen[6].1.as_str()),
         (&Method::DELETE, "/api/v1/namespaces/vigil-system/configmaps/vigil-agent-config-r-old?")
     );
+    let (m, uri, body) = &seen[7];
+    assert_eq!(m, Method::PATCH);
+    assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/agentstatuses/node-01/status?"), "{uri}");
+    assert!(uri.contains("fieldManager=vigil-operator") && uri.contains("force=true"), "{uri}");
+    assert_eq!(body["status"], json!({"conditions": [body["status"]["conditions"][0].clone()]}), "the condition alone");
+    assert_eq!(body["status"]["conditions"][0]["type"], "AgentReporting");
 }
 
 #[tokio::test]
 async fn apply_stops_at_the_first_failed_write_and_names_it_but_a_failed_event_fails_nothing() {
-    use crate::act::{Effect, Subject, WriteError, Writer, apply};
+    use crate::act::{Effect, WriteError, Writer, apply};
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let events = crate::events::Publisher::new(client.clone(), "op-0".into());
     let todo = vec![
-        Effect::Event { kind: crate::events::Kind::Normal, reason: "Admit", action: "Admit", note: "wave 1".into() },
+        Effect::Event {
+            regarding: Box::new(kube::Resource::object_ref(&rollout(), &())),
+            kind: crate::events::Kind::Normal,
+            reason: "Admit",
+            action: "Admit",
+            note: "wave 1".into(),
+        },
         Effect::Nodes(vec![("node-01".into(), json!({"metadata": {"labels": {"a": "b"}}}))]),
-        Effect::DeleteDaemonSet("vigil-agent-r-old".into()),
+        Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-old".into() },
     ];
     let api = tokio::spawn(async move {
         let refuse = |code: u16| {
@@ -811,14 +842,42 @@ async fn apply_stops_at_the_first_failed_write_and_names_it_but_a_failed_event_f
         send.send_response(refuse(403));
         handle
     });
-    let reference = kube::Resource::object_ref(&rollout(), &());
-    let subject = Subject { namespace: "vigil-system", name: "agent", reference: &reference };
     let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
-    let err = apply(&Writer::new(client), Some(&events), &subject, todo, now).await.unwrap_err();
+    let err = apply(&Writer::new(client), Some(&events), todo, now).await.unwrap_err();
     drop(events);
     assert!(matches!(&err, WriteError::Node(n, _) if n == "node-01"), "{err:?}");
     assert_eq!(super::Error::from(err).kind(), "NodePatchFailed");
     // Every client is gone: a request after the failed write would be waiting here.
     let mut handle = api.await.unwrap();
     assert!(handle.next_request().await.is_none(), "nothing is written after the failed write");
+}
+
+#[tokio::test]
+async fn apply_each_sends_every_effect_past_a_failed_one_and_returns_the_failures() {
+    use crate::act::{Effect, WriteError, Writer, apply_each};
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let todo = vec![
+        Effect::Nodes(vec![("node-01".into(), json!({"metadata": {"labels": {"a": null}}}))]),
+        Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-old".into() },
+    ];
+    let api = tokio::spawn(async move {
+        let ((_, uri, _), send) = next_request(&mut handle).await;
+        assert!(uri.starts_with("/api/v1/nodes/node-01"), "{uri}");
+        let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "message": "no", "reason": "Forbidden", "code": 403, "metadata": {}});
+        send.send_response(
+            Response::builder().status(403).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap(),
+        );
+        let ((m, uri, _), send) = next_request(&mut handle).await;
+        assert_eq!(
+            (m, uri.as_str()),
+            (Method::DELETE, "/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-r-old?")
+        );
+        send.send_response(ok(&json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}})));
+    });
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let failed = apply_each(&Writer::new(client), None, todo, now).await;
+    api.await.unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(matches!(&failed[0], WriteError::Node(n, _) if n == "node-01"), "{failed:?}");
 }
