@@ -79,7 +79,7 @@ async fn start_up_span(
     let mut span = match crate::export::otlp::StartupSpan::start(config, version, trace, started, attrs) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("vigil-agent: start-up trace: {e}");
+            tracing::warn!(error = %e, "start-up trace not sent");
             return None;
         }
     };
@@ -129,13 +129,13 @@ pub async fn run(
     let pod_default = (in_pod && published.is_dir()).then_some(published);
     if config.alerts.policies.is_none() && in_pod {
         match pod_default {
-            Some(d) => eprintln!(
-                "vigil-agent: alerts: applying the AlertPolicies the operator publishes, mounted at {} (set alerts.policies to choose others, [] for none)",
-                d.display()
+            Some(d) => tracing::info!(
+                policies = %d.display(),
+                "alerts: applying the AlertPolicies the operator publishes (set alerts.policies to choose others, [] for none)"
             ),
-            None => eprintln!(
-                "vigil-agent: alerts: off: alerts.policies is not set and no published policies are mounted at {}",
-                published.display()
+            None => tracing::info!(
+                published = %published.display(),
+                "alerts: off: alerts.policies is not set and no published policies are mounted"
             ),
         }
     }
@@ -263,8 +263,8 @@ pub async fn run(
             startup_released = true;
             let r = crate::selfmon::release_startup_code();
             let (before, after) = r.resident_kib;
-            eprintln!(
-                "vigil-agent: memory: gave the kernel back its start-up code: the binary's resident pages {:.1} -> {:.1} MiB{}",
+            tracing::info!(
+                "memory: gave the kernel back its start-up code: the binary's resident pages {:.1} -> {:.1} MiB{}",
                 before as f64 / 1024.0,
                 after as f64 / 1024.0,
                 if r.advised == 0 { " (refused: Linux before 5.4, or a binary this user may not write)" } else { "" }
@@ -308,7 +308,7 @@ pub async fn run(
                 let patch = crate::events::conditions::status_patch(&now, snapshot.time);
                 match crate::report::node_conditions(&r.client, &r.identity.node, &patch).await {
                     Ok(()) => conditions_written = Some((now, Instant::now())),
-                    Err(e) => eprintln!("vigil-agent: node conditions: {e}"),
+                    Err(e) => tracing::warn!(error = %e, "node conditions not written"),
                 }
             }
         }
@@ -636,7 +636,7 @@ impl ReadyFile {
         match written {
             Ok(()) => Self(Some(path)),
             Err(e) => {
-                eprintln!("vigil-agent: {}: {e}: the pod will not be Ready", path.display());
+                tracing::warn!(file = %path.display(), error = %e, "the ready file cannot be written: the pod will not be Ready");
                 Self(None)
             }
         }
@@ -705,12 +705,12 @@ impl ConditionsFile {
         let (settings, now) = (config.events.conditions.clone(), jiff::Timestamp::now());
         match std::fs::read(&self.path) {
             Ok(bytes) => Conditions::restore(settings.clone(), now, &bytes, &self.boot_id).unwrap_or_else(|e| {
-                eprintln!("vigil-agent: {}: {e}; the node's conditions start clear", self.path.display());
+                tracing::warn!(file = %self.path.display(), error = %e, "the node's conditions start clear");
                 Conditions::new(settings, now)
             }),
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    eprintln!("vigil-agent: {}: {e}; the node's conditions start clear", self.path.display());
+                    tracing::warn!(file = %self.path.display(), error = %e, "the node's conditions start clear");
                 }
                 Conditions::new(settings, now)
             }
@@ -729,9 +729,10 @@ impl ConditionsFile {
         }
         // Said once per change, not at every tick of a directory that cannot be written.
         if let Err(e) = crate::events::tail::write_atomic_sync(&self.path, &bytes, false) {
-            eprintln!(
-                "vigil-agent: {}: {e}: the node's conditions are not kept for the next agent",
-                self.path.display()
+            tracing::warn!(
+                file = %self.path.display(),
+                error = %e,
+                "the node's conditions are not kept for the next agent"
             );
         }
         self.last = bytes;

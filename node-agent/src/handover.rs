@@ -191,7 +191,7 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
 {
     let say = |line: String| {
-        let _ = writeln!(std::io::stderr(), "vigil-agent: handover: {line}");
+        tracing::info!("handover: {line}");
     };
     loop {
         // 1. The lock: taken when free; asked for when the node is this agent's.
@@ -291,7 +291,7 @@ where
                             if let Ok(mut e) = ended.lock() {
                                 *e = Ended::HandedOver;
                             }
-                            let _ = writeln!(std::io::stderr(), "vigil-agent: handover: handing the node over to {r}");
+                            tracing::info!(to = %r, "handover: handing the node over");
                             return;
                         }
                     }

@@ -18,6 +18,7 @@ pub mod export;
 pub mod handover;
 pub use vigil_agent_config::filter;
 pub mod host;
+pub mod log;
 pub mod proc;
 pub mod render;
 pub mod report;

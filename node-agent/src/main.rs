@@ -20,6 +20,11 @@ use vigil_agent::snapshot::{Collector, Snapshot};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the agent's log lines on stderr are written: text for a person, or one JSON
+    /// object per line (timestamp, level, target, fields) for a log pipeline. `RUST_LOG`
+    /// filters them (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = vigil_agent::log::LogFormat::Text)]
+    log_format: vigil_agent::log::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +234,8 @@ impl Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    vigil_agent::log::init(log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -242,7 +249,11 @@ fn main() -> ExitCode {
             if e.chain().any(broken_pipe) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("vigil-agent: {e:#}");
+            // A log pipeline reads the last words as it reads every other line.
+            match log_format {
+                vigil_agent::log::LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "stopped"),
+                vigil_agent::log::LogFormat::Text => eprintln!("vigil-agent: {e:#}"),
+            }
             ExitCode::from(1)
         }
     }
@@ -288,28 +299,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     print_event(&mut out, e, common.json, color)?;
                 }
                 out.flush()?;
-                // On stderr, so the JSON on stdout stays clean: what could not be read or
-                // parsed (each unparsed line is an agent.unparsed event above).
-                let mut err = std::io::stderr().lock();
+                // In the log on stderr, so the JSON on stdout stays clean: what could not be read
+                // or parsed (each unparsed line is an agent.unparsed event above).
                 for w in &found.warnings {
-                    let _ = writeln!(err, "vigil-agent: events: {}", vigil_agent::events::printable(w));
+                    tracing::warn!("events: {}", vigil_agent::events::printable(w));
                 }
                 if !found.lost.is_empty() {
                     let per: Vec<String> = found.lost.iter().map(|(s, n)| format!("{} {n}", s.as_str())).collect();
-                    let _ = writeln!(
-                        err,
-                        "vigil-agent: events: records lost before they were read (agent.lost events above): {}",
+                    tracing::warn!(
+                        "events: records lost before they were read (agent.lost events above): {}",
                         per.join(", ")
                     );
                 }
                 if !found.unparsed.is_empty() {
                     let per: Vec<String> =
                         found.unparsed.iter().map(|((s, r), n)| format!("{} {} {n}", s.as_str(), r.as_str())).collect();
-                    let _ = writeln!(
-                        err,
-                        "vigil-agent: events: input not understood, kept as agent.unparsed events: {}",
-                        per.join(", ")
-                    );
+                    tracing::warn!("events: input not understood, kept as agent.unparsed events: {}", per.join(", "));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -570,7 +575,7 @@ fn run_daemon(
         vigil_agent::handover::exclusive(&dir, mine, assigned, stop, open_early, |shutdown, early| {
             let early = early.unwrap_or_default();
             vigil_agent::daemon::run(config.clone(), env!("CARGO_PKG_VERSION"), report, shutdown, early, |addr| {
-                let _ = writeln!(std::io::stderr(), "vigil-agent: serving metrics on http://{addr}/metrics");
+                tracing::info!("serving metrics on http://{addr}/metrics");
             })
         })
         .await?;

@@ -335,11 +335,10 @@ impl Reporter {
     }
 }
 
-/// Writes `line` to stderr (the pod's log) when it differs from what was said last.
+/// Logs `line` (the pod's log) when it differs from what was said last.
 fn say_once(last: &mut Option<String>, line: String) {
-    use std::io::Write;
     if last.as_deref() != Some(line.as_str()) {
-        let _ = writeln!(std::io::stderr(), "vigil-agent: reporting: {line}");
+        tracing::info!("reporting: {line}");
         *last = Some(line);
     }
 }

@@ -693,6 +693,52 @@ fn scan_and_watch_read_the_kernel_log_alike_and_scan_says_what_it_could_not_read
     assert!(stderr.contains(&format!("kernel: opening {}: No such file", missing.display())), "{stderr}");
 }
 
+#[test]
+fn with_log_format_json_every_log_line_is_one_json_object_with_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-kmsg");
+    let config = dir.path().join("agent.yaml");
+    let yaml = kernel_only_yaml(
+        state.path(),
+        &missing,
+        "''",
+        "\n    logs: []\n    journal: 'off'\n    wtmp: ''\n    btmp: ''",
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let run = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+            .args(["--log-format", format, "scan", "--events", "--json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let json = run("json");
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l:?}")))
+        .collect();
+    let opening = format!("kernel: opening {}: No such file", missing.display());
+    let said = lines
+        .iter()
+        .find(|v| v["fields"]["message"].as_str().is_some_and(|m| m.contains(&opening)))
+        .unwrap_or_else(|| panic!("the unreadable device is said: {json}"));
+    assert!(said["timestamp"].is_string() && said["target"].as_str().is_some_and(|t| t.starts_with("vigil_agent")));
+    assert!(matches!(said["level"].as_str(), Some("INFO" | "WARN")), "{said}");
+    // The same line as text, for a person.
+    let text = run("text");
+    assert!(text.lines().any(|l| l.contains(&opening) && !l.starts_with('{')), "{text}");
+    // A format that does not exist is refused, naming the choices.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["--log-format", "xml", "scan"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("[possible values: text, json]"));
+}
+
 /// Hands each event to `take` until it says it has all it wants, nothing arrives for `quiet`,
 /// or `within` passes: a drain that ends by itself.
 fn drain(rx: &mut Receiver<Event>, within: Duration, quiet: Duration, mut take: impl FnMut(Event) -> bool) {

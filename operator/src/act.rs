@@ -126,10 +126,16 @@ pub async fn apply(
     effects: Vec<Effect>,
     now: jiff::Timestamp,
 ) -> Result<(), WriteError> {
-    for effect in effects {
-        send(writer, events, effect, now).await?;
+    use tracing::Instrument;
+    let span = tracing::info_span!("apply", effects = effects.len());
+    async {
+        for effect in effects {
+            send(writer, events, effect, now).await?;
+        }
+        Ok(())
     }
-    Ok(())
+    .instrument(span)
+    .await
 }
 
 /// Sends every one of `effects`, which stand alone (the janitor's deletions, one condition
@@ -141,13 +147,19 @@ pub async fn apply_each(
     effects: Vec<Effect>,
     now: jiff::Timestamp,
 ) -> Vec<WriteError> {
-    let mut failed = Vec::new();
-    for effect in effects {
-        if let Err(e) = send(writer, events, effect, now).await {
-            failed.push(e);
+    use tracing::Instrument;
+    let span = tracing::info_span!("apply_each", effects = effects.len());
+    async {
+        let mut failed = Vec::new();
+        for effect in effects {
+            if let Err(e) = send(writer, events, effect, now).await {
+                failed.push(e);
+            }
         }
+        failed
     }
-    failed
+    .instrument(span)
+    .await
 }
 
 /// The one place an effect becomes a request.

@@ -315,8 +315,11 @@ async fn gate_value(
 
 /// One reconcile of one rollout, timed and counted.
 pub async fn reconcile(rollout: Arc<AgentRollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use tracing::Instrument;
     let started = std::time::Instant::now();
-    let result = reconcile_inner(rollout, &ctx).await;
+    let key = format!("{}/{}", rollout.metadata.namespace.as_deref().unwrap_or(""), rollout.name_any());
+    let span = tracing::info_span!("reconcile", rollout = %key);
+    let result = reconcile_inner(rollout, &ctx).instrument(span).await;
     ctx.metrics.observe_reconcile(result.is_ok(), started.elapsed());
     result
 }

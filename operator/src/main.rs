@@ -33,6 +33,10 @@ enum Command {
         /// ready` existed, whose pods would otherwise never be Ready (and fail the gate).
         #[arg(long)]
         agent_no_readiness_probe: bool,
+        /// How log lines on stderr are written: text for a person, or one JSON object per
+        /// line (timestamp, level, target, fields, the reconcile's span) for a log pipeline.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Print the CustomResourceDefinitions as one YAML stream (`| kubectl apply -f -`).
     Crds,
@@ -88,15 +92,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// `<time> <LEVEL> <spans>: <target>: <message> <field>=<value>...`
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`, `span`, `spans`.
+    Json,
+}
+
 /// Structured logs on stderr (`RUST_LOG` filters; default `info`, kube's own at `warn`).
-fn init_logs() {
+fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
 /// A client for the in-cluster service account (or the current kubeconfig context) that counts
@@ -115,10 +128,10 @@ async fn counted_client(metrics: std::sync::Arc<vigil_operator::metrics::Metrics
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { metrics_addr, lease_namespace, agent_unprivileged, agent_no_readiness_probe } => {
+        Command::Run { metrics_addr, lease_namespace, agent_unprivileged, agent_no_readiness_probe, log_format } => {
             let rt =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-            init_logs();
+            init_logs(log_format);
             rt.block_on(async {
                 let metrics = std::sync::Arc::new(vigil_operator::metrics::Metrics::default());
                 let client = counted_client(metrics.clone()).await?;

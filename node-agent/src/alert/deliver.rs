@@ -218,7 +218,7 @@ fn worker(shared: &Shared, key: &str) {
         Ok(s) => s,
         Err(e) => {
             // Its entries stay spooled for the next start.
-            eprintln!("vigil-agent: alerts: no HTTP client for {key}: {e}");
+            tracing::error!(receiver = %key, error = %e, "alerts: no HTTP client for the receiver");
             return;
         }
     };
@@ -316,7 +316,7 @@ fn give_up(shared: &Shared, set: &PolicySet, key: &str, entry: Entry, why: &str,
     if let Err(e) = shared.spool.dead_letter(entry, why, now) {
         // It stays pending (nothing lost); wait before the worker takes it again rather than
         // hammering a receiver that refuses it.
-        eprintln!("vigil-agent: alerts: could not dead-letter a notification to {key}: {e}");
+        tracing::error!(receiver = %key, error = %e, "alerts: could not dead-letter a notification");
         for _ in 0..30 {
             if shared.stop.load(Ordering::SeqCst) {
                 break;

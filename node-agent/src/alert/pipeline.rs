@@ -156,7 +156,7 @@ impl Pipeline {
 }
 
 fn log(message: &str) {
-    eprintln!("vigil-agent: alerts: {message}");
+    tracing::info!("alerts: {message}");
 }
 
 fn run(config: &PipelineConfig, rx: &Rx<Input>, delivery: &Delivery, status: &Status) {

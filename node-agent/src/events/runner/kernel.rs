@@ -256,8 +256,8 @@ pub(super) fn kernel_source(
     let resume = saved.last.seq.filter(|s| {
         let newest = open_kmsg(device, false).ok().and_then(|mut f| last_seq_in(&mut f));
         if let Some(n) = newest.filter(|n| s > n) {
-            eprintln!(
-                "vigil-agent: kernel: the saved position (record {s}) is past the kernel log's last record ({n}): reading from the end"
+            tracing::warn!(
+                "kernel: the saved position (record {s}) is past the kernel log's last record ({n}): reading from the end"
             );
         }
         newest.is_some_and(|n| *s <= n)
@@ -488,7 +488,7 @@ pub(super) fn audit_source(path: &Path, root: &HostRoot, mut emitter: Emitter, s
     if let Err(e) = std::fs::File::open(path)
         && e.kind() != std::io::ErrorKind::NotFound
     {
-        eprintln!("vigil-agent: kernel: {}: {e}: denials auditd logs are not seen", path.display());
+        tracing::warn!(file = %path.display(), error = %e, "kernel: denials auditd logs are not seen");
     }
     let mut tail = Tail::open(path, Unit::Lines { max: MAX_FILE_LINE }, None, StartAt::End);
     let name = hostname(root);

@@ -92,14 +92,13 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Says on stderr what each source does, for the states that changed since `seen` (which
+    /// Says in the log what each source does, for the states that changed since `seen` (which
     /// is brought up to date): polling instead of the process connector, a source off for want
-    /// of a permission. A closed stderr is ignored (eprintln! would panic).
+    /// of a permission.
     pub fn report_changes(&self, seen: &mut SourceStates) {
-        use std::io::Write;
         let now = self.states.lock().map(|s| s.clone()).unwrap_or_default();
         for line in now.changes(seen) {
-            let _ = writeln!(std::io::stderr(), "vigil-agent: events: {line}");
+            tracing::info!("events: {line}");
         }
     }
 
