@@ -74,7 +74,11 @@ pub fn rows(statuses: &[AgentStatus], filter: &Filter, now: Timestamp) -> Vec<Ag
                 dropped: st.dropped_total,
                 dead_lettered: st.dead_lettered,
                 last_report: st.last_report_time.map(|t| t.0),
-                reporting: st.conditions.iter().find(|c| c.type_ == "AgentReporting").map(|c| c.status.clone()),
+                reporting: st
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == vigil_crds::agentstatus::REPORTING_CONDITION)
+                    .map(|c| c.status.clone()),
             }
         })
         .filter(|r| {

@@ -250,9 +250,11 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // A log pipeline reads the last words as it reads every other line.
-            match log_format {
-                vigil_agent::log::LogFormat::Json => tracing::error!(error = %format!("{e:#}"), "stopped"),
-                vigil_agent::log::LogFormat::Text => eprintln!("vigil-agent: {e:#}"),
+            // (Unless RUST_LOG turned the agent's errors off: then on stderr as text.)
+            if log_format == vigil_agent::log::LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(error = %format!("{e:#}"), "stopped");
+            } else {
+                eprintln!("vigil-agent: {e:#}");
             }
             ExitCode::from(1)
         }

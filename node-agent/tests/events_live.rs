@@ -572,6 +572,7 @@ const KERNEL_LOG: &str = "3,10,1000000,-;Buffer I/O error on dev sdb1, logical b
 /// `vigil-agent scan --events --json` with `config`: its events, and what it said on stderr.
 fn scan_events(config: &Path) -> (Vec<serde_json::Value>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .env("RUST_LOG", "info")
         .args(["scan", "--events", "--json", "--config"])
         .arg(config)
         .output()
@@ -591,6 +592,7 @@ fn scan_events(config: &Path) -> (Vec<serde_json::Value>, String) {
 fn follow_binary(args: &[&str], config: &Path, kmsg: &Path, log: &str, want: usize) -> Vec<serde_json::Value> {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .env("RUST_LOG", "info")
         .args(args)
         .arg(config)
         .stdout(std::process::Stdio::piped())
@@ -708,6 +710,7 @@ fn with_log_format_json_every_log_line_is_one_json_object_with_its_fields() {
     std::fs::write(&config, yaml).unwrap();
     let run = |format: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+            .env("RUST_LOG", "info")
             .args(["--log-format", format, "scan", "--events", "--json", "--config"])
             .arg(&config)
             .output()
@@ -732,6 +735,7 @@ fn with_log_format_json_every_log_line_is_one_json_object_with_its_fields() {
     assert!(text.lines().any(|l| l.contains(&opening) && !l.starts_with('{')), "{text}");
     // A format that does not exist is refused, naming the choices.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .env("RUST_LOG", "info")
         .args(["--log-format", "xml", "scan"])
         .output()
         .unwrap();

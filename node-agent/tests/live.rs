@@ -12,8 +12,12 @@ use vigil_agent::config::{Collectors, CompiledFilters};
 use vigil_agent::host::HostRoot;
 use vigil_agent::snapshot::Collector;
 
+/// The agent binary, logging at its default level whatever `RUST_LOG` the tests run under
+/// (the tests read what it says).
 fn agent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil-agent"));
+    c.env("RUST_LOG", "info");
+    c
 }
 
 fn collector(root: HostRoot) -> Collector {

@@ -1,9 +1,15 @@
 //! Plans → the writes that carry them out: pure builders of the bodies, every write of a
-//! reconcile as a value ([`Effect`]), and [`apply`], the one place a reconcile's effects are
-//! sent from, through [`Writer`], each with the operator's field manager, one error type and
-//! one policy (stop at the first failed write; the next reconcile plans again from what
-//! landed). The controller decides the effects and their order (status first, then node
-//! labels, then DaemonSets) as a pure function.
+//! reconcile, of the janitor and of AgentReporting as a value ([`Effect`]), and [`apply`] and
+//! [`apply_each`], which send them through [`Writer`] with the operator's field manager
+//! (Events excepted: they are created once, never updated) and one error type. [`apply`]
+//! stops at the first failed write (a reconcile's effects are ordered: status first, then
+//! node labels, then DaemonSets; the next reconcile plans again from what landed);
+//! [`apply_each`] sends effects that stand alone. The controller decides its effects and
+//! their order as a pure function (`controller::effects`).
+//!
+//! Not yet effects: the config copy a reconcile takes before it plans
+//! ([`Writer::create_snapshot`], whose name the plan records) and the AlertPolicy publisher's
+//! writes (`policies.rs`, which reads, compares and applies on its own).
 
 use std::collections::BTreeMap;
 
@@ -105,10 +111,10 @@ pub enum WriteError {
     /// A node's labels.
     #[error("patching the labels of node {0}")]
     Node(String, #[source] kube::Error),
-    /// A DaemonSet, as `namespace/name`.
+    /// A DaemonSet, by name.
     #[error("applying DaemonSet {0}")]
     DaemonSet(String, #[source] kube::Error),
-    /// A config copy, as `namespace/name`.
+    /// A config copy, by name.
     #[error("deleting config copy {0}")]
     Snapshot(String, #[source] kube::Error),
     /// A node's AgentReporting condition.
@@ -188,14 +194,12 @@ async fn send(
         Effect::DaemonSetMetadata(ds) => {
             writer.daemonset_metadata(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))
         }
-        Effect::DeleteDaemonSet { namespace, name } => writer
-            .delete_daemonset(&namespace, &name)
-            .await
-            .map_err(|e| WriteError::DaemonSet(format!("{namespace}/{name}"), e)),
-        Effect::DeleteSnapshot { namespace, name } => writer
-            .delete_snapshot(&namespace, &name)
-            .await
-            .map_err(|e| WriteError::Snapshot(format!("{namespace}/{name}"), e)),
+        Effect::DeleteDaemonSet { namespace, name } => {
+            writer.delete_daemonset(&namespace, &name).await.map_err(|e| WriteError::DaemonSet(name, e))
+        }
+        Effect::DeleteSnapshot { namespace, name } => {
+            writer.delete_snapshot(&namespace, &name).await.map_err(|e| WriteError::Snapshot(name, e))
+        }
         Effect::AgentReporting { node, condition } => {
             writer.agent_reporting(&node, &condition).await.map_err(|e| WriteError::AgentStatus(node, e))
         }
@@ -203,11 +207,7 @@ async fn send(
 }
 
 fn name_of(ds: &DaemonSet) -> String {
-    format!(
-        "{}/{}",
-        ds.metadata.namespace.as_deref().unwrap_or_default(),
-        ds.metadata.name.as_deref().unwrap_or_default()
-    )
+    ds.metadata.name.clone().unwrap_or_default()
 }
 
 /// Sends a reconcile's writes. Every one carries [`FIELD_MANAGER`]; whole objects go by

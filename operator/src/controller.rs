@@ -388,7 +388,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         if current.reason != p.status.reason {
             tracing::info!(
                 rollout = %key,
-                decision = %p.decision.kind,
+                decision = p.decision.kind.as_str(),
                 phase = ?p.status.phase,
                 wave = p.status.current_wave,
                 target = p.status.target_revision.as_deref().unwrap_or(""),
@@ -581,7 +581,8 @@ async fn refuse(
         return Ok(again);
     }
     tracing::warn!(rollout = %format!("{ns}/{name}"), reason = why, %message, "rollout refused");
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time((ctx.clock)());
+    let at = (ctx.clock)();
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at);
     let status = vigil_crds::rollout::AgentRolloutStatus {
         observed_generation: rollout.metadata.generation,
         reason: Some(message.clone()),
@@ -605,7 +606,7 @@ async fn refuse(
             note: message,
         },
     ];
-    act::apply(&act::Writer::new(ctx.client.clone()), ctx.recorder.as_ref(), todo, (ctx.clock)()).await?;
+    act::apply(&act::Writer::new(ctx.client.clone()), ctx.recorder.as_ref(), todo, at).await?;
     Ok(again)
 }
 

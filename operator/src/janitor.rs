@@ -194,19 +194,43 @@ pub async fn run(client: kube::Client, stores: crate::controller::Stores, clock:
                 &nodes,
                 now,
             );
-            for (ns, name) in &cleanup.snapshots {
-                tracing::info!(snapshot = %format!("{ns}/{name}"), "deleting the config copy of a deleted rollout's revision no agent runs");
-            }
-            for (ns, name) in &cleanup.daemonsets {
-                tracing::info!(daemonset = %format!("{ns}/{name}"), "deleting an orphaned agent DaemonSet no node runs");
-            }
-            for node in &cleanup.nodes {
-                tracing::info!(%node, "clearing the labels of a deleted rollout; no agent needs them");
-            }
-            cleanup.effects(&nodes)
+            (cleanup.effects(&nodes), cleanup)
         };
-        for e in crate::act::apply_each(&writer, None, todo, now).await {
-            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string), "cleaning up after a deleted rollout; the next pass tries again");
+        let (todo, said) = todo;
+        let failed: Vec<crate::act::WriteError> = crate::act::apply_each(&writer, None, todo, now).await;
+        // What failed, by kind and name.
+        let failure = |kind: &str, what: &str| {
+            failed.iter().find_map(|e| {
+                let (k, n, cause) = match e {
+                    crate::act::WriteError::Snapshot(n, c) => ("snapshot", n, c),
+                    crate::act::WriteError::DaemonSet(n, c) => ("daemonset", n, c),
+                    crate::act::WriteError::Node(n, c) => ("node", n, c),
+                    _ => return None,
+                };
+                (k == kind && n == what).then_some(cause)
+            })
+        };
+        for (ns, name) in &said.snapshots {
+            let snapshot = format!("{ns}/{name}");
+            match failure("snapshot", name) {
+                None => {
+                    tracing::info!(%snapshot, "deleted the config copy of a deleted rollout's revision no agent runs")
+                }
+                Some(e) => tracing::warn!(%snapshot, error = %e, "deleting an orphaned config copy"),
+            }
+        }
+        for (ns, name) in &said.daemonsets {
+            let daemonset = format!("{ns}/{name}");
+            match failure("daemonset", name) {
+                None => tracing::info!(%daemonset, "deleted an orphaned agent DaemonSet no node runs"),
+                Some(e) => tracing::warn!(%daemonset, error = %e, "deleting an orphaned DaemonSet"),
+            }
+        }
+        for node in &said.nodes {
+            match failure("node", node) {
+                None => tracing::info!(%node, "cleared the labels of a deleted rollout; no agent needs them"),
+                Some(e) => tracing::warn!(%node, error = %e, "clearing the labels of a deleted rollout"),
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One plan of a 5,000- and a 65,000-node fleet, in the states that cost the most: admitting a
 //! wave (every node ordered and judged), judging a full wave, and rolling back.
 //!
-//! `cargo bench -p vigil-operator --bench plan`
+//! `cargo bench -p vigil-plan --bench plan`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

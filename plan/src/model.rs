@@ -243,8 +243,8 @@ pub struct Plan {
 /// Settings of the planner that are not in the spec.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
-    /// Most label changes in one plan (the API write budget of a reconcile, written
-    /// `act::NODE_WRITES_AT_ONCE` at a time).
+    /// Most label changes in one plan (the API write budget of a reconcile; the operator
+    /// writes them `vigil_operator::act::NODE_WRITES_AT_ONCE` at a time).
     pub max_moves: usize,
 }
 
