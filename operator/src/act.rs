@@ -1,5 +1,6 @@
 //! Plans → the writes that carry them out: pure builders of the bodies, every write of a
-//! reconcile, of the janitor and of AgentReporting as a value ([`Effect`]), and [`apply`] and
+//! reconcile, of the janitor, of AgentReporting and of the AlertPolicy publisher as a value
+//! ([`Effect`]), and [`apply`] and
 //! [`apply_each`], which send them through [`Writer`] with the operator's field manager
 //! (Events excepted: they are created once, never updated) and one error type. [`apply`]
 //! stops at the first failed write (a reconcile's effects are ordered: status first, then
@@ -7,9 +8,8 @@
 //! [`apply_each`] sends effects that stand alone. The controller decides its effects and
 //! their order as a pure function (`controller::effects`).
 //!
-//! Not yet effects: the config copy a reconcile takes before it plans
-//! ([`Writer::create_snapshot`], whose name the plan records) and the AlertPolicy publisher's
-//! writes (`policies.rs`, which reads, compares and applies on its own).
+//! Not yet an effect: the config copy a reconcile takes before it plans
+//! ([`Writer::create_snapshot`], whose name the plan records).
 
 use std::collections::BTreeMap;
 
@@ -77,6 +77,27 @@ pub enum Effect {
         /// Its name.
         name: String,
     },
+    /// An object the AlertPolicy publisher owns whole (the policies ConfigMap, the mirror
+    /// Secret), by server-side apply of `body`.
+    Publish {
+        /// `ConfigMap` or `Secret`.
+        kind: Published,
+        /// Its namespace (the operator's).
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// The whole object.
+        body: Box<Value>,
+    },
+    /// An AlertPolicy's status, by server-side apply of the status subresource.
+    PolicyStatus {
+        /// The policy's namespace.
+        namespace: String,
+        /// The policy's name.
+        name: String,
+        /// The whole status.
+        status: Box<vigil_crds::AlertPolicyStatus>,
+    },
     /// A node's AgentStatus condition `AgentReporting`, applied alone.
     AgentReporting {
         /// The node (the AgentStatus's name).
@@ -97,6 +118,8 @@ impl Effect {
             Effect::DaemonSetMetadata(_) => "DaemonSetMetadata",
             Effect::DeleteDaemonSet { .. } => "DeleteDaemonSet",
             Effect::DeleteSnapshot { .. } => "DeleteSnapshot",
+            Effect::Publish { .. } => "Publish",
+            Effect::PolicyStatus { .. } => "PolicyStatus",
             Effect::AgentReporting { .. } => "AgentReporting",
         }
     }
@@ -120,6 +143,32 @@ pub enum WriteError {
     /// A node's AgentReporting condition.
     #[error("writing the AgentReporting condition of node {0}")]
     AgentStatus(String, #[source] kube::Error),
+    /// An object of the AlertPolicy publisher (`ConfigMap ns/name`, `AlertPolicy ns/name`).
+    #[error("writing {0}")]
+    Policy(String, #[source] kube::Error),
+}
+
+impl WriteError {
+    /// The API's error underneath.
+    pub fn into_cause(self) -> kube::Error {
+        match self {
+            WriteError::Status(e)
+            | WriteError::Node(_, e)
+            | WriteError::DaemonSet(_, e)
+            | WriteError::Snapshot(_, e)
+            | WriteError::AgentStatus(_, e)
+            | WriteError::Policy(_, e) => e,
+        }
+    }
+}
+
+/// The kinds of object the AlertPolicy publisher writes whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// The policies the agents mount.
+    ConfigMap,
+    /// The Secret keys the policies name, mirrored.
+    Secret,
 }
 
 /// Sends `effects` in order and stops at the first write that fails (Events excepted): the
@@ -200,6 +249,14 @@ async fn send(
         Effect::DeleteSnapshot { namespace, name } => {
             writer.delete_snapshot(&namespace, &name).await.map_err(|e| WriteError::Snapshot(name, e))
         }
+        Effect::Publish { kind, namespace, name, body } => writer
+            .publish(kind, &namespace, &name, &body)
+            .await
+            .map_err(|e| WriteError::Policy(format!("{kind:?} {namespace}/{name}"), e)),
+        Effect::PolicyStatus { namespace, name, status } => writer
+            .policy_status(&namespace, &name, &status)
+            .await
+            .map_err(|e| WriteError::Policy(format!("AlertPolicy {namespace}/{name}"), e)),
         Effect::AgentReporting { node, condition } => {
             writer.agent_reporting(&node, &condition).await.map_err(|e| WriteError::AgentStatus(node, e))
         }
@@ -318,6 +375,38 @@ impl Writer {
         });
         let api: kube::Api<vigil_crds::AgentStatus> = kube::Api::all(self.client.clone());
         api.patch_status(node, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// An object the AlertPolicy publisher owns whole, by server-side apply.
+    pub async fn publish(&self, kind: Published, namespace: &str, name: &str, body: &Value) -> Result<(), kube::Error> {
+        let pp = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+        let patch = kube::api::Patch::Apply(body);
+        match kind {
+            Published::ConfigMap => {
+                let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                    kube::Api::namespaced(self.client.clone(), namespace);
+                api.patch(name, &pp, &patch).await.map(|_| ())
+            }
+            Published::Secret => {
+                let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                    kube::Api::namespaced(self.client.clone(), namespace);
+                api.patch(name, &pp, &patch).await.map(|_| ())
+            }
+        }
+    }
+
+    /// An AlertPolicy's status (server-side apply of the status subresource).
+    pub async fn policy_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &vigil_crds::AlertPolicyStatus,
+    ) -> Result<(), kube::Error> {
+        let body = json!({"apiVersion": vigil_crds::API_VERSION, "kind": "AlertPolicy", "status": status});
+        let api: kube::Api<vigil_crds::AlertPolicy> = kube::Api::namespaced(self.client.clone(), namespace);
+        api.patch_status(name, &kube::api::PatchParams::apply(FIELD_MANAGER).force(), &kube::api::Patch::Apply(&body))
             .await
             .map(|_| ())
     }

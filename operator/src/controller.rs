@@ -181,7 +181,9 @@ impl Error {
             Error::Write(act::WriteError::Node(..)) => "NodePatchFailed",
             Error::Write(act::WriteError::DaemonSet(..)) => "DaemonSetApplyFailed",
             // A config copy that could not be deleted counts where it always did.
-            Error::Write(act::WriteError::Snapshot(..) | act::WriteError::AgentStatus(..)) => "ObserveFailed",
+            Error::Write(
+                act::WriteError::Snapshot(..) | act::WriteError::AgentStatus(..) | act::WriteError::Policy(..),
+            ) => "ObserveFailed",
         }
     }
 }

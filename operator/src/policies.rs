@@ -20,7 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -278,45 +278,71 @@ pub async fn reconcile(client: &Client, namespace: &str, source: &Source) -> Res
         }
     }
     let out = publish(&policies, &secrets, jiff::Timestamp::now());
-    let statuses = out.statuses.clone();
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let labels = json!({vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1, "app.kubernetes.io/managed-by": FIELD_MANAGER});
-    let cm = json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": POLICIES_CONFIGMAP, "namespace": namespace, "labels": labels},
-        "data": out.policies,
-    });
-    // Written only when what the agents would read differs (a minute's re-check of an
+    // What the agents read now: written only when it differs (a minute's re-check of an
     // unchanged set reads the two objects and writes nothing).
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let live = cms.get_opt(POLICIES_CONFIGMAP).await?;
-    if live.as_ref().map(|c| c.data.clone().unwrap_or_default()) != Some(out.policies.clone()) {
-        cms.patch(POLICIES_CONFIGMAP, &pp, &Patch::Apply(&cm)).await?;
+    let live_policies = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(POLICIES_CONFIGMAP)
+        .await?
+        .map(|c| c.data.unwrap_or_default());
+    let live_secrets = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(SECRETS_SECRET)
+        .await?
+        .map(|s| s.data.unwrap_or_default());
+    let todo = effects(namespace, &policies, &out, live_policies.as_ref(), live_secrets.as_ref());
+    crate::act::apply(&crate::act::Writer::new(client.clone()), None, todo, jiff::Timestamp::now())
+        .await
+        .map_err(crate::act::WriteError::into_cause)?;
+    Ok(out)
+}
+
+/// The publication's writes, as the operator's effects: the policies ConfigMap and the
+/// mirror Secret when what the agents would read differs from what is `live` (`None`: not
+/// there), then each status that changed. Pure.
+pub fn effects(
+    namespace: &str,
+    policies: &[AlertPolicy],
+    out: &Published,
+    live_policies: Option<&BTreeMap<String, String>>,
+    live_secrets: Option<&BTreeMap<String, k8s_openapi::ByteString>>,
+) -> Vec<crate::act::Effect> {
+    use crate::act::{Effect, Published as Kind};
+    let labels = json!({vigil_crds::agent::NAME_LABEL.0: vigil_crds::agent::NAME_LABEL.1, vigil_crds::labels::MANAGED_BY: FIELD_MANAGER});
+    let mut todo = Vec::new();
+    if live_policies != Some(&out.policies) {
+        let body = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": POLICIES_CONFIGMAP, "namespace": namespace, "labels": labels},
+            "data": out.policies,
+        });
+        todo.push(Effect::Publish {
+            kind: Kind::ConfigMap,
+            namespace: namespace.to_owned(),
+            name: POLICIES_CONFIGMAP.to_owned(),
+            body: Box::new(body),
+        });
     }
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": SECRETS_SECRET, "namespace": namespace, "labels": labels},
-        "type": "Opaque",
-        "data": out.secrets,
-    });
-    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let live = secrets_api.get_opt(SECRETS_SECRET).await?;
-    if live.as_ref().map(|s| s.data.clone().unwrap_or_default()) != Some(out.secrets.clone()) {
-        secrets_api.patch(SECRETS_SECRET, &pp, &Patch::Apply(&secret)).await?;
+    if live_secrets != Some(&out.secrets) {
+        let body = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": SECRETS_SECRET, "namespace": namespace, "labels": labels},
+            "type": "Opaque",
+            "data": out.secrets,
+        });
+        todo.push(Effect::Publish {
+            kind: Kind::Secret,
+            namespace: namespace.to_owned(),
+            name: SECRETS_SECRET.to_owned(),
+            body: Box::new(body),
+        });
     }
-    for (ns, name, status) in statuses {
-        let old = policies.iter().find(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.name_any() == name);
-        if old.and_then(|p| p.status.as_ref()) == Some(&status) {
+    for (ns, name, status) in &out.statuses {
+        let old = policies.iter().find(|p| p.namespace().as_deref() == Some(ns.as_str()) && &p.name_any() == name);
+        if old.and_then(|p| p.status.as_ref()) == Some(status) {
             continue;
         }
-        let body = json!({
-            "apiVersion": vigil_crds::API_VERSION,
-            "kind": "AlertPolicy",
-            "status": status,
-        });
-        Api::<AlertPolicy>::namespaced(client.clone(), &ns).patch_status(&name, &pp, &Patch::Apply(&body)).await?;
+        todo.push(Effect::PolicyStatus { namespace: ns.clone(), name: name.clone(), status: Box::new(status.clone()) });
     }
-    Ok(out)
+    todo
 }
 
 /// Publishes on every AlertPolicy change (a deletion too), and every minute (a rotated Secret
@@ -546,8 +572,26 @@ mod tests {
         assert_eq!(gone.statuses[0].2.conditions[0].last_transition_time, Time(later));
     }
 
+    #[test]
+    fn a_publication_writes_only_what_the_agents_would_read_differently_and_changed_statuses() {
+        use crate::act::{Effect, Published as Kind};
+        let p = policy("team-a", "cpu", SLACK);
+        let out = publish(std::slice::from_ref(&p), &BTreeMap::new(), jiff::Timestamp::UNIX_EPOCH);
+        let kinds = |e: &[Effect]| e.iter().map(Effect::kind).collect::<Vec<_>>();
+        // Nothing published yet: both objects, then the status.
+        let first = effects("vigil-system", std::slice::from_ref(&p), &out, None, None);
+        assert_eq!(kinds(&first), ["Publish", "Publish", "PolicyStatus"]);
+        assert!(matches!(&first[0], Effect::Publish { kind: Kind::ConfigMap, name, .. } if name == POLICIES_CONFIGMAP));
+        assert!(matches!(&first[1], Effect::Publish { kind: Kind::Secret, name, .. } if name == SECRETS_SECRET));
+        // The same again, with the status written: nothing.
+        let mut written = p.clone();
+        written.status = Some(out.statuses[0].2.clone());
+        let again = effects("vigil-system", &[written], &out, Some(&out.policies), Some(&out.secrets));
+        assert!(again.is_empty(), "{again:?}");
+    }
+
     #[tokio::test]
-    async fn a_reconcile_reads_policies_and_secrets_then_writes_configmap_secret_and_status() {
+    async fn a_reconcile_reads_policies_secrets_and_what_is_published_then_writes_what_changed() {
         use http::{Method, Request, Response};
         use kube::client::Body;
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -589,16 +633,18 @@ mod tests {
                     .body(Body::from(serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404})).unwrap()))
                     .unwrap(),
             );
+            // The mirror Secret holds the same keys already: read, not written.
+            let (m, uri, _, send) = next().await;
+            assert_eq!((m, uri.as_str()), (Method::GET, "/api/v1/namespaces/vigil-system/secrets/vigil-alert-secrets"));
+            send.send_response(reply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vigil-alert-secrets"}, "data": {"team-a_alerting_slack-url": "aHR0cHM6Ly9ob29rcw=="}})));
+            // Then the writes: the ConfigMap, then the status.
             let (m, uri, body, send) = next().await;
             assert_eq!(m, Method::PATCH);
             assert!(uri.starts_with("/api/v1/namespaces/vigil-system/configmaps/vigil-alert-policies?"), "{uri}");
             assert!(uri.contains("fieldManager=vigil-operator"), "{uri}");
             assert!(body["data"]["team-a.cpu.yaml"].as_str().unwrap().contains("HighCpu"));
+            assert_eq!(body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "vigil-operator");
             send.send_response(reply(body));
-            // The mirror Secret holds the same keys already: read, not written.
-            let (m, uri, _, send) = next().await;
-            assert_eq!((m, uri.as_str()), (Method::GET, "/api/v1/namespaces/vigil-system/secrets/vigil-alert-secrets"));
-            send.send_response(reply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vigil-alert-secrets"}, "data": {"team-a_alerting_slack-url": "aHR0cHM6Ly9ob29rcw=="}})));
             let (_, uri, body, send) = next().await;
             assert!(uri.starts_with("/apis/vigil.dev/v1alpha1/namespaces/team-a/alertpolicies/cpu/status?"), "{uri}");
             assert_eq!(body["status"]["conditions"][0]["reason"], "Published");
