@@ -520,7 +520,7 @@ pub fn print_learning(
     let (started, done) = crate::alert::rules::learning_changes(before, now);
     for (l, learning) in started.into_iter().map(|l| (l, true)).chain(done.into_iter().map(|l| (l, false))) {
         if json {
-            let series = serde_json::json!({"policy": l.policy, "rule": l.rule, "labels": l.labels});
+            let series = series_json(&l.policy, &l.rule, &l.labels);
             let v = if learning {
                 let unit = match l.progress.unit {
                     vigil_detect::Unit::Samples => "samples",
@@ -554,7 +554,7 @@ pub fn print_scores(
     }
     if json {
         for s in scores {
-            let series = serde_json::json!({"policy": s.policy, "rule": s.rule, "labels": s.labels});
+            let series = series_json(&s.policy, &s.rule, &s.labels);
             serde_json::to_writer(
                 &mut *out,
                 &serde_json::json!({"status": "score", "series": series, "score": s.score}),
@@ -570,6 +570,11 @@ pub fn print_scores(
     let more = scores.len().saturating_sub(SCORES_SHOWN);
     let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
     writeln!(out, "scores (1.00 fires): {}{more}", shown.join(", "))
+}
+
+/// A rule's series as `watch --policy --json` names it in its learning and score lines.
+fn series_json(policy: &str, rule: &str, labels: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::json!({"policy": policy, "rule": rule, "labels": labels})
 }
 
 /// Series a `watch --policy` score line names.

@@ -153,21 +153,15 @@ impl Cleanup {
                 .iter()
                 .map(|(namespace, name)| Effect::DeleteDaemonSet { namespace: namespace.clone(), name: name.clone() }),
         );
+        // The nodes' labels by name, looked up once each (a fleet's worth of nodes may go).
         let empty = std::collections::BTreeMap::new();
-        let patches: Vec<(String, serde_json::Value)> = self
-            .nodes
-            .iter()
-            .map(|node| {
-                let current = nodes
-                    .iter()
-                    .find(|n| n.metadata.name.as_deref() == Some(node.as_str()))
-                    .and_then(|n| n.metadata.labels.as_ref())
-                    .unwrap_or(&empty);
-                (node.clone(), unlabel_patch(current))
-            })
-            .collect();
+        let labels: std::collections::BTreeMap<&str, &std::collections::BTreeMap<String, String>> =
+            nodes.iter().filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?))).collect();
         // One node per effect: a node that cannot be patched holds back no other.
-        out.extend(patches.into_iter().map(|p| Effect::Nodes(vec![p])));
+        out.extend(self.nodes.iter().map(|node| {
+            let current = labels.get(node.as_str()).copied().unwrap_or(&empty);
+            Effect::Nodes(vec![(node.clone(), unlabel_patch(current))])
+        }));
         out
     }
 }
