@@ -31,8 +31,8 @@ pub fn run_revision(key: &str) -> Option<&str> {
 
 /// The revisions whose agents a node runs: its run labels, and its revision label (which an
 /// agent of a DaemonSet written before run labels selects on).
-pub fn running_revisions(node_labels: &std::collections::BTreeMap<String, String>) -> impl Iterator<Item = &str> {
-    node_labels.iter().filter_map(|(k, v)| if k == REVISION { Some(v.as_str()) } else { run_revision(k) })
+pub fn running_revisions(node_labels: &(impl crate::selector::LabelSet + ?Sized)) -> impl Iterator<Item = &str> {
+    node_labels.pairs().filter_map(|(k, v)| if k == REVISION { Some(v) } else { run_revision(k) })
 }
 
 /// Node label: the rollout (`<namespace>.<name>`) that manages the node.

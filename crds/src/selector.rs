@@ -5,17 +5,36 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+/// An object's labels, read by key or in key order: the map the API gives, or a compact copy
+/// of it (the operator keeps the labels of thousands of nodes).
+pub trait LabelSet {
+    /// The value of label `key`.
+    fn label(&self, key: &str) -> Option<&str>;
+    /// Every (key, value), in key order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)>;
+}
+
+impl LabelSet for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
 /// Whether `labels` satisfy `sel`: every `matchLabels` pair and every `matchExpressions`
 /// requirement (`In`, `NotIn`, `Exists`, `DoesNotExist`, as Kubernetes defines them; an
 /// unknown operator matches nothing). An empty selector matches everything.
-pub fn matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let pairs = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+pub fn matches(sel: &LabelSelector, labels: &(impl LabelSet + ?Sized)) -> bool {
+    let pairs = sel.match_labels.iter().flatten().all(|(k, v)| labels.label(k) == Some(v.as_str()));
     let exprs = sel.match_expressions.iter().flatten().all(|e| {
-        let have = labels.get(&e.key);
+        let have = labels.label(&e.key);
         let values = e.values.as_deref().unwrap_or_default();
         match e.operator.as_str() {
-            "In" => have.is_some_and(|h| values.contains(h)),
-            "NotIn" => have.is_none_or(|h| !values.contains(h)),
+            "In" => have.is_some_and(|h| values.iter().any(|v| v == h)),
+            "NotIn" => have.is_none_or(|h| !values.iter().any(|v| v == h)),
             "Exists" => have.is_some(),
             "DoesNotExist" => have.is_none(),
             _ => false,

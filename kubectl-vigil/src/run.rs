@@ -12,6 +12,7 @@ use kube::{Client, ResourceExt};
 use serde::Serialize;
 use vigil_crds::rollout::{ManualActionKind, Pin};
 use vigil_crds::{AgentRollout, AgentStatus, agent};
+use vigil_plan::facts::{Interner, LeaseFacts, NodeFacts, PodFacts, StatusFacts};
 use vigil_plan::observe;
 use vigil_plan::{NodeView, selector_matches};
 
@@ -246,12 +247,15 @@ async fn find_rollout_as_stored(env: &Env<'_>, ns: Option<&str>, name: Option<&s
     }
 }
 
-/// Everything the planner views of a fleet are made of.
+/// Everything the planner views of a fleet are made of: the facts the operator keeps of each
+/// object ([`vigil_plan::facts`]), and the AgentStatuses whole (`why` shows what the agent
+/// said).
 struct Cluster {
-    nodes: Vec<Node>,
-    pods: Vec<Pod>,
-    leases: Vec<Lease>,
+    nodes: Vec<NodeFacts>,
+    pods: Vec<PodFacts>,
+    leases: Vec<LeaseFacts>,
     statuses: Vec<AgentStatus>,
+    status_facts: Vec<StatusFacts>,
 }
 
 impl Cluster {
@@ -263,31 +267,28 @@ impl Cluster {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
+        let mut strings = Interner::default();
+        let nodes = clean_all(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items)?;
+        let pods = clean_all(pods.list(&sel).await?.items)?;
+        let leases = clean_all(leases.list(&sel).await?.items)?;
+        let statuses = clean_all(Api::<AgentStatus>::all(client.clone()).list(&ListParams::default()).await?.items)?;
         Ok(Self {
-            nodes: clean_all(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items)?,
-            pods: clean_all(pods.list(&sel).await?.items)?,
-            leases: clean_all(leases.list(&sel).await?.items)?,
-            statuses: clean_all(Api::<AgentStatus>::all(client.clone()).list(&ListParams::default()).await?.items)?,
+            nodes: nodes.iter().map(|n| NodeFacts::of(n, &mut strings)).collect(),
+            pods: pods.iter().map(|p| PodFacts::of(p, &mut strings)).collect(),
+            leases: leases.iter().map(|l| LeaseFacts::of(l, &mut strings)).collect(),
+            status_facts: statuses.iter().map(|s| StatusFacts::of(s, &mut strings)).collect(),
+            statuses,
         })
     }
 
     /// The planner's view of the nodes `r` selects, as the operator builds it.
     fn fleet(&self, r: &AgentRollout) -> Vec<NodeView> {
         let ns = r.namespace().unwrap_or_default();
-        let empty = Default::default();
-        let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            m.namespace.as_deref() == Some(ns.as_str())
-        };
         observe::node_views(
-            self.nodes.iter().filter(|n| {
-                r.spec
-                    .node_selector
-                    .as_ref()
-                    .is_none_or(|s| selector_matches(s, n.metadata.labels.as_ref().unwrap_or(&empty)))
-            }),
-            self.pods.iter().filter(|p| in_ns(&p.metadata)),
-            self.leases.iter().filter(|l| in_ns(&l.metadata)),
-            self.statuses.iter(),
+            self.nodes.iter().filter(|n| r.spec.node_selector.as_ref().is_none_or(|s| selector_matches(s, &n.labels))),
+            self.pods.iter().filter(|p| p.namespace == ns),
+            self.leases.iter().filter(|l| l.namespace == ns),
+            self.status_facts.iter(),
         )
     }
 }
@@ -640,15 +641,14 @@ async fn agents(env: &mut Env<'_>, a: &crate::cli::AgentsArgs, format: Output) -
 
 async fn why(env: &mut Env<'_>, node: &str, format: Output) -> Result<i32, Failure> {
     let cluster = Cluster::read(&env.client, None).await?;
-    let Some(n) = cluster.nodes.iter().find(|n| n.name_any() == node) else {
+    let Some(n) = cluster.nodes.iter().find(|n| n.name == node) else {
         return Err(fail(format!("no node {node}")));
     };
     let rollouts = clean_all(Api::<AgentRollout>::all(env.client.clone()).list(&ListParams::default()).await?.items)?;
     let status = cluster.statuses.iter().find(|s| s.name_any() == node);
-    let pods: Vec<&Pod> =
-        cluster.pods.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)).collect();
-    let lease = cluster.leases.iter().find(|l| l.name_any() == agent::lease_name(node));
-    let me = observe::node_view(n, &pods, lease, status);
+    let pods: Vec<&PodFacts> = cluster.pods.iter().filter(|p| p.node.as_deref() == Some(node)).collect();
+    let lease = cluster.leases.iter().find(|l| l.name == agent::lease_name(node));
+    let me = observe::node_view(n, &pods, lease, status.map(StatusFacts::from).as_ref());
     let now = (env.clock)();
     let v = crate::why::why(&me, &rollouts, |r| cluster.fleet(r), now);
     if format != Output::Text {

@@ -6,9 +6,11 @@
 //! then the node labels, then the per-revision DaemonSets. It then requeues at the time the
 //! planner asked for.
 //!
-//! Everything but a new target's ConfigMap is read from reflector stores (nodes, agent pods,
-//! agent Leases, AgentStatuses, AgentRollouts, agent DaemonSets, config copies) kept current
-//! by watches, so an unchanged reconcile reads nothing from the API however large the fleet.
+//! Everything but a new target's ConfigMap is read from stores kept current by watches: of
+//! the objects there is one of per node (nodes, agent pods, agent Leases, AgentStatuses),
+//! the facts the operator reads ([`crate::kept`], about 2.5 KB a node); of AgentRollouts,
+//! agent DaemonSets and config copies, the objects trimmed. An unchanged reconcile reads
+//! nothing from the API however large the fleet.
 //! The unit tests fill the same stores and answer the same requests: there is one observe
 //! path.
 
@@ -25,6 +27,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use vigil_plan::facts::{Interner, LeaseFacts, NodeFacts, PodFacts, StatusFacts};
 
 use vigil_crds::rollout::DeletionPolicy;
 use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
@@ -32,6 +35,7 @@ use vigil_crds::{AgentRollout, AgentStatus, ConfigHash};
 use crate::events::{Kind as EventKind, Publisher};
 
 use crate::act::{self, AgentTemplate};
+use crate::kept::{self, Kept};
 use crate::metrics::{KindLabels, Metrics};
 use vigil_plan::{self as plan, Limits, Observed};
 use vigil_plan::{node_labels, observe};
@@ -59,17 +63,18 @@ pub struct Context {
     pub clock: fn() -> jiff::Timestamp,
 }
 
-/// Reflector stores of what the controller observes.
+/// Stores of what the controller observes: of the objects there is one of per node, their
+/// facts ([`vigil_plan::facts`]); of the others, the objects trimmed.
 #[derive(Clone)]
 pub struct Stores {
     /// Every node.
-    pub nodes: Store<Node>,
+    pub nodes: Kept<NodeFacts>,
     /// Agent pods (label `app.kubernetes.io/name=vigil-agent`), every namespace.
-    pub pods: Store<Pod>,
+    pub pods: Kept<PodFacts>,
     /// Agent heartbeat Leases (same label), every namespace.
-    pub leases: Store<Lease>,
+    pub leases: Kept<LeaseFacts>,
     /// Every AgentStatus.
-    pub statuses: Store<AgentStatus>,
+    pub statuses: Kept<StatusFacts>,
     /// Every AgentRollout (for the overlap check and the janitor).
     pub rollouts: Store<AgentRollout>,
     /// Agent DaemonSets (label `app.kubernetes.io/name=vigil-agent`), every namespace.
@@ -83,17 +88,14 @@ impl Stores {
     pub fn node_views(&self, rollout: &AgentRollout, ns: &str) -> Vec<plan::NodeView> {
         let sel = rollout.spec.node_selector.as_ref();
         let nodes = self.nodes.state();
-        let selected = nodes.iter().filter(|n| {
-            sel.is_none_or(|s| plan::selector_matches(s, n.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
-        });
-        let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.namespace.as_deref() == Some(ns);
+        let selected = nodes.iter().filter(|n| sel.is_none_or(|s| plan::selector_matches(s, &n.labels)));
         let pods = self.pods.state();
         let leases = self.leases.state();
         let statuses = self.statuses.state();
         observe::node_views(
             selected.map(AsRef::as_ref),
-            pods.iter().filter(|p| in_ns(&p.metadata)).map(AsRef::as_ref),
-            leases.iter().filter(|l| in_ns(&l.metadata)).map(AsRef::as_ref),
+            pods.iter().filter(|p| p.namespace == ns).map(AsRef::as_ref),
+            leases.iter().filter(|l| l.namespace == ns).map(AsRef::as_ref),
             statuses.iter().map(AsRef::as_ref),
         )
     }
@@ -127,11 +129,7 @@ impl Stores {
             selector: rollout.spec.node_selector.as_ref(),
         };
         let nodes = self.nodes.state();
-        let empty = BTreeMap::new();
-        let labelled: Vec<(&str, &BTreeMap<String, String>)> = nodes
-            .iter()
-            .map(|n| (n.metadata.name.as_deref().unwrap_or(""), n.metadata.labels.as_ref().unwrap_or(&empty)))
-            .collect();
+        let labelled: Vec<(&str, &plan::facts::Labels)> = nodes.iter().map(|n| (n.name.as_str(), &n.labels)).collect();
         plan::overlap::yields_to(&me, &others, &labelled)
     }
 }
@@ -361,8 +359,8 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
         let snapshots: Vec<Arc<ConfigMap>> =
             ctx.stores.snapshots.state().into_iter().filter(|c| in_ns(&c.metadata)).collect();
         let lease_holder = |node: &str| {
-            let lease = kube::runtime::reflector::ObjectRef::new(&vigil_crds::agent::lease_name(node)).within(&ns);
-            ctx.stores.leases.get(&lease).and_then(|l| l.spec.as_ref().and_then(|s| s.holder_identity.clone()))
+            let lease = ctx.stores.leases.get(&ns, &vigil_crds::agent::lease_name(node));
+            lease.and_then(|l| l.holder.as_deref().map(str::to_owned))
         };
         let seen = Seen { nodes: &nodes, daemonsets: &daemonsets, snapshots: &snapshots, lease_holder: &lease_holder };
         effects(&rollout, &key, &current, &p, &observed, &seen, &ctx.template, now)
@@ -392,7 +390,7 @@ async fn reconcile_inner(rollout: Arc<AgentRollout>, ctx: &Context) -> Result<Ac
 /// The stores' objects one reconcile's effects are decided from, at one instant.
 pub struct Seen<'a> {
     /// Every node.
-    pub nodes: &'a [Arc<Node>],
+    pub nodes: &'a [Arc<NodeFacts>],
     /// The agent DaemonSets of the rollout's namespace, in any order.
     pub daemonsets: &'a [Arc<DaemonSet>],
     /// The config copies of the rollout's namespace.
@@ -438,7 +436,7 @@ pub fn effects(
         out.push(Effect::Event { regarding, kind, reason, action: reason, note: p.decision.reason.clone() });
     }
     // 2. The nodes.
-    let empty = BTreeMap::new();
+    let empty = plan::facts::Labels::default();
     let ours: std::collections::BTreeSet<&str> = p.status.history.iter().map(|r| r.revision.as_str()).collect();
     let by_name: BTreeMap<&str, &plan::NodeView> = observed.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let moves: Vec<(String, serde_json::Value)> = p
@@ -456,12 +454,11 @@ pub fn effects(
     if !frozen {
         let mine = vigil_crds::labels::rollout_label_value(ns, name);
         for n in seen.nodes {
-            let Some(node) = n.metadata.name.as_deref() else { continue };
-            let labels = n.metadata.labels.as_ref().unwrap_or(&empty);
-            if labels.get(vigil_crds::labels::ROLLOUT) != Some(&mine) || by_name.contains_key(node) {
+            let (node, labels) = (n.name.as_str(), &n.labels);
+            if labels.get(vigil_crds::labels::ROLLOUT) != Some(mine.as_str()) || by_name.contains_key(node) {
                 continue;
             }
-            let from = labels.get(vigil_crds::labels::REVISION).cloned();
+            let from = labels.get(vigil_crds::labels::REVISION).map(str::to_owned);
             let leave = plan::Move { node: node.to_owned(), from, to: None, pin: None };
             leaving.push((node.to_owned(), node_labels::node_label_patch(&leave, key, now, labels, &ours)));
         }
@@ -530,7 +527,7 @@ pub fn effects(
         if !written_for(ds, rollout, key) || live.contains(rev.as_str()) {
             continue;
         }
-        let labelled = seen.nodes.iter().any(|n| vigil_crds::labels::running_revisions(n.labels()).any(|r| r == rev));
+        let labelled = seen.nodes.iter().any(|n| vigil_crds::labels::running_revisions(&n.labels).any(|r| r == rev));
         if !labelled {
             out.push(Effect::DeleteDaemonSet { namespace: ns.to_owned(), name: ds_name.to_owned() });
         }
@@ -643,23 +640,52 @@ struct Nudge<K> {
 /// (it wakes nothing).
 type NudgeKey<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
 
-/// A reflector kept current by a watch on `api`, driven by a task of its own; with a nudge,
-/// a change of an object's key, or its deletion, also nudges the controller (a full channel already holds a
-/// nudge, so none is lost or queued up).
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K), nudge: Option<Nudge<K>>) -> Store<K>
+/// A reflector kept current by a watch on `api`, driven by a task of its own, each object
+/// trimmed by `trim` before the store keeps it.
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    // Each object is trimmed to what the planner reads before the store keeps it.
     let watch = watcher::watcher(api, config).modify(trim);
     let stream = reflector::reflector(writer, watch).default_backoff();
+    tokio::spawn(stream.for_each(|_| std::future::ready(())));
+    reader
+}
+
+/// A store of the facts of the objects a watch on `api` sees (`facts` reads them, sharing
+/// strings through one interner per store), driven by a task of its own; with a nudge, a
+/// change of an object's key, or its deletion, also nudges the controller (a full channel
+/// already holds a nudge, so none is lost or queued up).
+fn spawn_kept<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
+    facts: fn(&K, &mut Interner) -> T,
+    nudge: Option<Nudge<T>>,
+) -> Kept<T>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    T: kept::Keyed + Send + Sync + 'static,
+{
+    let (reader, mut writer) = kept::store();
+    let mut strings = Interner::default();
     let mut wakes = wakes::Wakes::default();
-    tokio::spawn(stream.for_each(move |event| {
-        if let (Ok(event), Some(n)) = (event, &nudge)
-            && wakes.on(&event, &n.key)
-        {
-            let _ = n.tx.try_send(());
+    let watch = watcher::watcher(api, config).default_backoff();
+    tokio::spawn(watch.for_each(move |event| {
+        if let Ok(event) = event {
+            let event = match event {
+                watcher::Event::Apply(o) => watcher::Event::Apply(facts(&o, &mut strings)),
+                watcher::Event::Delete(o) => watcher::Event::Delete(facts(&o, &mut strings)),
+                watcher::Event::InitApply(o) => watcher::Event::InitApply(facts(&o, &mut strings)),
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitDone => watcher::Event::InitDone,
+            };
+            // The store first: a reconcile the nudge wakes reads the change that woke it.
+            let wake = nudge.as_ref().is_some_and(|n| wakes.on(&event, &n.key));
+            writer.apply(event);
+            if let (true, Some(n)) = (wake, &nudge) {
+                let _ = n.tx.try_send(());
+            }
         }
         std::future::ready(())
     }));
@@ -676,56 +702,36 @@ fn digest(parts: impl std::hash::Hash) -> u64 {
 /// Whether any rollout reads `node`: one of them selects it, or it carries labels the
 /// operator wrote (a node leaving a rollout's selector still does, once). The other nodes of
 /// a large cluster wake no reconcile, however their conditions churn.
-fn node_concerns_a_rollout(node: &Node, rollouts: &[Arc<AgentRollout>]) -> bool {
+fn node_concerns_a_rollout(node: &NodeFacts, rollouts: &[Arc<AgentRollout>]) -> bool {
     use vigil_crds::labels;
-    let empty = BTreeMap::new();
-    let node_labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    let ours = |k: &String| {
-        [labels::REVISION, labels::ROLLOUT, labels::PINNED].contains(&k.as_str()) || labels::run_revision(k).is_some()
-    };
-    node_labels.keys().any(ours)
-        || rollouts.iter().any(|r| r.spec.node_selector.as_ref().is_none_or(|s| plan::selector_matches(s, node_labels)))
+    let ours =
+        |k: &str| [labels::REVISION, labels::ROLLOUT, labels::PINNED].contains(&k) || labels::run_revision(k).is_some();
+    node.labels.keys().any(ours)
+        || rollouts
+            .iter()
+            .any(|r| r.spec.node_selector.as_ref().is_none_or(|s| plan::selector_matches(s, &node.labels)))
 }
 
 /// Objects per page of a watch's first list (and relist): a page of realistic Nodes is
-/// parsed whole before the trim keeps its few fields, so smaller pages bound the operator's
-/// peak memory on a large cluster (the API server's default is the whole list).
-const LIST_PAGE: u32 = 100;
+/// received and parsed whole before their facts are read, so smaller pages bound the
+/// operator's peak memory on a large cluster (the API server's default is the whole list).
+pub const LIST_PAGE: u32 = 100;
 
-/// What the planner reads of a node: its labels and whether it is Ready.
-fn node_key(n: &Node) -> u64 {
-    let ready = n
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.clone());
-    digest((&n.metadata.labels, ready))
+/// What the planner reads of a node: its facts (labels, admission, readiness, node info),
+/// which a kubelet's heartbeats do not change.
+fn node_key(n: &NodeFacts) -> u64 {
+    digest(n)
 }
 
-/// What a handover reads of a heartbeat Lease: its holder.
-fn lease_key(l: &Lease) -> u64 {
-    digest(l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()))
+/// What a handover reads of a heartbeat Lease: its holder (renewals do not change it).
+fn lease_key(l: &LeaseFacts) -> u64 {
+    digest(l.holder.as_deref())
 }
 
-/// What the gate reads of an agent pod: readiness, restarts and waiting reasons.
-fn pod_key(p: &Pod) -> u64 {
-    let st = p.status.as_ref();
-    let ready = st
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.clone());
-    let containers: Vec<(i32, Option<String>)> = st
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|cs| {
-            cs.iter()
-                .map(|c| {
-                    (c.restart_count, c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.clone()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    digest((&p.metadata.labels, ready, containers))
+/// What the gate reads of an agent pod: its facts (revision, readiness, restarts, waiting
+/// and termination reasons).
+fn pod_key(p: &PodFacts) -> u64 {
+    digest(p)
 }
 
 /// Nudges as a stream, at most one a second: agent pods changing (ready, crash-looping) and
@@ -754,39 +760,37 @@ pub async fn run(
     let agents = watcher::Config::default().labels(vigil_crds::agent::SELECTOR).page_size(LIST_PAGE);
     let (nudge, nudges) = tokio::sync::mpsc::channel(1);
     // The rollouts first: the node nudges ask them which nodes matter.
-    let rollouts_store = spawn_reflector(
-        Api::all(client.clone()),
-        watcher::Config::default(),
-        |r: &mut AgentRollout| r.metadata.managed_fields = None,
-        None,
-    );
+    let rollouts_store =
+        spawn_reflector(Api::all(client.clone()), watcher::Config::default(), |r: &mut AgentRollout| {
+            r.metadata.managed_fields = None
+        });
     let selecting = rollouts_store.clone();
-    let node_nudge = move |n: &Node| node_concerns_a_rollout(n, &selecting.state()).then(|| node_key(n));
+    let node_nudge = move |n: &NodeFacts| node_concerns_a_rollout(n, &selecting.state()).then(|| node_key(n));
     let stores = Stores {
-        nodes: spawn_reflector(
-            Api::all(client.clone()),
+        nodes: spawn_kept(
+            Api::<Node>::all(client.clone()),
             watcher::Config::default().page_size(LIST_PAGE),
-            observe::trim_node,
+            NodeFacts::of,
             Some(Nudge { tx: nudge.clone(), key: Box::new(node_nudge) }),
         ),
-        pods: spawn_reflector(
-            Api::all(client.clone()),
+        pods: spawn_kept(
+            Api::<Pod>::all(client.clone()),
             agents.clone(),
-            observe::trim_pod,
+            PodFacts::of,
             Some(Nudge { tx: nudge.clone(), key: Box::new(|p| Some(pod_key(p))) }),
         ),
         // A Lease changing holder (an agent taking its node over) wakes the rollouts, which
         // then finish the handover; renewals do not change the key.
-        leases: spawn_reflector(
-            Api::all(client.clone()),
+        leases: spawn_kept(
+            Api::<Lease>::all(client.clone()),
             agents,
-            observe::trim_lease,
+            LeaseFacts::of,
             Some(Nudge { tx: nudge.clone(), key: Box::new(|l| Some(lease_key(l))) }),
         ),
-        statuses: spawn_reflector(
-            Api::all(client.clone()),
+        statuses: spawn_kept(
+            Api::<AgentStatus>::all(client.clone()),
             watcher::Config::default().page_size(LIST_PAGE),
-            observe::trim_agent_status,
+            StatusFacts::of,
             None,
         ),
         rollouts: rollouts_store,
@@ -794,13 +798,11 @@ pub async fn run(
             Api::all(client.clone()),
             watcher::Config::default().labels(vigil_crds::agent::SELECTOR),
             observe::trim_daemonset,
-            None,
         ),
         snapshots: spawn_reflector(
             Api::namespaced(client.clone(), &template.namespace),
             watcher::Config::default().labels(vigil_crds::agent::SNAPSHOT_SELECTOR),
             observe::trim_snapshot,
-            None,
         ),
     };
 
@@ -845,7 +847,14 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::warn!(error = %e, "reconcile failed");
+                // The whole chain: which write failed and what the API server said.
+                let mut error = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    error = format!("{error}: {c}");
+                    cause = c.source();
+                }
+                tracing::warn!(%error, "reconcile failed");
             }
         })
         .await;

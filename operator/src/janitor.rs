@@ -22,9 +22,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::ConfigMap;
 use vigil_crds::AgentRollout;
 use vigil_crds::labels;
+use vigil_crds::selector::LabelSet;
+use vigil_plan::facts::NodeFacts;
 
 /// How old an admission or a DaemonSet must be before the janitor touches it.
 pub const GRACE: Duration = Duration::from_secs(120);
@@ -52,7 +54,7 @@ pub fn plan(
     rollouts: &[&AgentRollout],
     daemonsets: &[&DaemonSet],
     snapshots: &[&ConfigMap],
-    nodes: &[&Node],
+    nodes: &[&NodeFacts],
     now: Timestamp,
 ) -> Cleanup {
     let keys: BTreeSet<String> = rollouts
@@ -79,12 +81,8 @@ pub fn plan(
     };
     // Revisions some DaemonSet of ours still runs.
     let served: BTreeSet<String> = daemonsets.iter().filter(ours).filter_map(|d| revision_of(&d.metadata)).collect();
-    let empty = std::collections::BTreeMap::new();
-    let labelled: BTreeSet<String> = nodes
-        .iter()
-        .flat_map(|n| vigil_crds::labels::running_revisions(n.metadata.labels.as_ref().unwrap_or(&empty)))
-        .map(str::to_owned)
-        .collect();
+    let labelled: BTreeSet<String> =
+        nodes.iter().flat_map(|n| vigil_crds::labels::running_revisions(&n.labels)).map(str::to_owned).collect();
 
     let mut out = Cleanup::default();
     for d in daemonsets.iter().filter(ours) {
@@ -97,17 +95,13 @@ pub fn plan(
         }
     }
     for n in nodes {
-        let m = &n.metadata;
-        let Some(value) = m.labels.as_ref().and_then(|l| l.get(labels::ROLLOUT)) else { continue };
+        let Some(value) = n.labels.get(labels::ROLLOUT) else { continue };
         if values.contains(value) {
             continue;
         }
-        let needed =
-            vigil_crds::labels::running_revisions(m.labels.as_ref().unwrap_or(&empty)).any(|r| served.contains(r));
-        let admitted =
-            m.annotations.as_ref().and_then(|a| a.get(labels::ADMITTED_AT)).and_then(|t| t.parse::<Timestamp>().ok());
-        if !needed && older_than(admitted, now, GRACE) {
-            out.nodes.push(m.name.clone().unwrap_or_default());
+        let needed = vigil_crds::labels::running_revisions(&n.labels).any(|r| served.contains(r));
+        if !needed && older_than(n.admitted_at, now, GRACE) {
+            out.nodes.push(n.name.clone());
         }
     }
     for c in snapshots {
@@ -127,13 +121,13 @@ pub fn plan(
 
 /// The merge patch that clears a node (with `current` labels) of what the operator wrote on
 /// it: its revision, rollout, pin and run labels and its admission annotation.
-pub fn unlabel_patch(current: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
+pub fn unlabel_patch(current: &(impl LabelSet + ?Sized)) -> serde_json::Value {
     let mut l = serde_json::Map::new();
     for key in labels::NODE_LABELS {
         l.insert(key.to_owned(), serde_json::Value::Null);
     }
-    for key in current.keys().filter(|k| labels::run_revision(k).is_some()) {
-        l.insert(key.clone(), serde_json::Value::Null);
+    for (key, _) in current.pairs().filter(|(k, _)| labels::run_revision(k).is_some()) {
+        l.insert(key.to_owned(), serde_json::Value::Null);
     }
     serde_json::json!({"metadata": {"labels": l, "annotations": {labels::ADMITTED_AT: null}}})
 }
@@ -141,7 +135,7 @@ pub fn unlabel_patch(current: &std::collections::BTreeMap<String, String>) -> se
 impl Cleanup {
     /// The pass as the operator's writes: config copies, then DaemonSets, then node labels
     /// (each stands alone; `nodes` are the nodes' current objects, for their run labels).
-    pub fn effects(&self, nodes: &[&Node]) -> Vec<crate::act::Effect> {
+    pub fn effects(&self, nodes: &[&NodeFacts]) -> Vec<crate::act::Effect> {
         use crate::act::Effect;
         let mut out: Vec<Effect> = self
             .snapshots
@@ -154,9 +148,9 @@ impl Cleanup {
                 .map(|(namespace, name)| Effect::DeleteDaemonSet { namespace: namespace.clone(), name: name.clone() }),
         );
         // The nodes' labels by name, looked up once each (a fleet's worth of nodes may go).
-        let empty = std::collections::BTreeMap::new();
-        let labels: std::collections::BTreeMap<&str, &std::collections::BTreeMap<String, String>> =
-            nodes.iter().filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?))).collect();
+        let empty = vigil_plan::facts::Labels::default();
+        let labels: std::collections::BTreeMap<&str, &vigil_plan::facts::Labels> =
+            nodes.iter().map(|n| (n.name.as_str(), &n.labels)).collect();
         // One node per effect: a node that cannot be patched holds back no other.
         out.extend(self.nodes.iter().map(|node| {
             let current = labels.get(node.as_str()).copied().unwrap_or(&empty);
@@ -180,7 +174,7 @@ pub async fn run(client: kube::Client, stores: crate::controller::Stores, clock:
             let (rollouts, daemonsets, nodes) =
                 (stores.rollouts.state(), stores.daemonsets.state(), stores.nodes.state());
             let snapshots = stores.snapshots.state();
-            let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
+            let nodes: Vec<&NodeFacts> = nodes.iter().map(AsRef::as_ref).collect();
             let cleanup = plan(
                 &rollouts.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
                 &daemonsets.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
@@ -260,7 +254,7 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    fn node(name: &str, rev: Option<&str>, rollout: Option<&str>, admitted: Option<i64>) -> Node {
+    fn node(name: &str, rev: Option<&str>, rollout: Option<&str>, admitted: Option<i64>) -> NodeFacts {
         let mut labels_ = serde_json::Map::new();
         if let Some(r) = rev {
             labels_.insert(labels::REVISION.into(), r.into());
@@ -269,10 +263,12 @@ mod tests {
             labels_.insert(labels::ROLLOUT.into(), r.into());
         }
         let ann = admitted.map(|a| json!({labels::ADMITTED_AT: t(a).to_string()})).unwrap_or(json!({}));
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels_, "annotations": ann}})).unwrap()
+        let node: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels_, "annotations": ann}})).unwrap();
+        NodeFacts::from(&node)
     }
 
-    fn run(rollouts: &[AgentRollout], dss: &[DaemonSet], nodes: &[Node], now: i64) -> Cleanup {
+    fn run(rollouts: &[AgentRollout], dss: &[DaemonSet], nodes: &[NodeFacts], now: i64) -> Cleanup {
         run_with(rollouts, dss, &[], nodes, now)
     }
 
@@ -280,7 +276,7 @@ mod tests {
         rollouts: &[AgentRollout],
         dss: &[DaemonSet],
         snaps: &[ConfigMap],
-        nodes: &[Node],
+        nodes: &[NodeFacts],
         now: i64,
     ) -> Cleanup {
         plan(
@@ -372,10 +368,10 @@ mod tests {
     fn a_node_running_an_agent_by_its_run_label_keeps_its_labels_and_the_daemonset_stays() {
         // Mid-handover when the rollout was deleted: r-a runs by its run label only.
         let mut n = node("n1", Some("r-b"), Some("vigil-system.fleet"), Some(0));
-        n.metadata.labels.as_mut().unwrap().insert("vigil.dev/run.r-a".into(), "true".into());
+        n.labels.insert("vigil.dev/run.r-a", "true");
         let dss = [ds("vigil-agent-r-a", "r-a", Some("vigil-system/fleet"), false, 0)];
         assert_eq!(run(&[], &dss, std::slice::from_ref(&n), 3600), Cleanup::default());
-        let patch = unlabel_patch(n.metadata.labels.as_ref().unwrap());
+        let patch = unlabel_patch(&n.labels);
         assert_eq!(patch["metadata"]["labels"]["vigil.dev/run.r-a"], serde_json::Value::Null);
         assert_eq!(patch["metadata"]["labels"]["vigil.dev/revision"], serde_json::Value::Null);
     }
@@ -398,7 +394,7 @@ mod tests {
             snapshots: vec![("vigil-system".into(), "vigil-agent-config-r-a".into())],
         };
         let mut n1 = node("n1", Some("r-a"), Some("vigil-system.old"), Some(0));
-        n1.metadata.labels.get_or_insert_default().insert(labels::run_label("r-a"), "true".into());
+        n1.labels.insert(&labels::run_label("r-a"), "true");
         let todo = cleanup.effects(&[&n1]);
         assert_eq!(
             todo[..2],
@@ -415,7 +411,7 @@ mod tests {
             serde_json::Value::Null,
             "its run label goes"
         );
-        assert_eq!(todo[3], Effect::Nodes(vec![("gone".into(), unlabel_patch(&Default::default()))]));
+        assert_eq!(todo[3], Effect::Nodes(vec![("gone".into(), unlabel_patch(&vigil_plan::facts::Labels::default()))]));
         assert_eq!(todo.len(), 4);
         assert!(Cleanup::default().effects(&[&n1]).is_empty(), "nothing left behind: no write");
     }

@@ -1,7 +1,7 @@
 //! vigil-operator: reconciles `AgentRollout` and `AlertPolicy`.
 //!
 //! ```text
-//! reflector stores ──observe──▶ Observed ──vigil_plan::next (pure)──▶ Plan
+//! stores (kept facts) ──observe──▶ Observed ──vigil_plan::next (pure)──▶ Plan
 //!        │                                                            │
 //!        └──────────────── controller::effects (pure) ◀───────────────┘
 //!                                   │
@@ -10,7 +10,8 @@
 //!                                                   DaemonSets per revision, config copies)
 //! ```
 //!
-//! The planner, its view of a node (`vigil_plan::observe`) and the fleet simulator live in
+//! The planner, the facts the stores keep of each object (`vigil_plan::facts`), its view of
+//! a node (`vigil_plan::observe`) and the fleet simulator live in
 //! the `vigil-plan` crate, which links no kube client, runtime or HTTP stack
 //! (docs/adr/0009-crate-layout.md). Here: the controller that reads the stores and decides a
 //! reconcile's effects as values, `act`, which builds the bodies and sends them, printing the
@@ -21,6 +22,7 @@ pub mod act;
 pub mod controller;
 pub mod events;
 pub mod janitor;
+pub mod kept;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;

@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use kube::runtime::reflector::Store;
-use kube::{Client, ResourceExt};
-use vigil_crds::AgentStatus;
+use kube::Client;
 use vigil_crds::agent::lease_node;
+use vigil_plan::facts::{LeaseFacts, NodeFacts, StatusFacts};
+
+use crate::kept::Kept;
 
 /// The condition type.
 pub use vigil_crds::agentstatus::REPORTING_CONDITION as CONDITION;
@@ -56,12 +56,11 @@ pub fn judge(node: &str, renewed: Option<Timestamp>, now: Timestamp, gap: Durati
 }
 
 /// The latest renewal of each node's heartbeat Lease (`vigil-agent-<node>`, any namespace).
-pub fn renewals(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, Timestamp> {
+pub fn renewals(leases: &[std::sync::Arc<LeaseFacts>]) -> BTreeMap<String, Timestamp> {
     let mut out = BTreeMap::new();
     for l in leases {
-        let Some(node) = l.metadata.name.as_deref().and_then(lease_node).map(str::to_owned) else { continue };
-        let Some(t) = l.spec.as_ref().and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref())).map(|t| t.0)
-        else {
+        let Some(node) = lease_node(&l.name).map(str::to_owned) else { continue };
+        let Some(t) = l.renewed_at.or(l.acquired_at) else {
             continue;
         };
         let e = out.entry(node).or_insert(t);
@@ -73,7 +72,7 @@ pub fn renewals(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, Timestamp>
 /// The AgentReporting conditions to write (node, condition): only where status or reason
 /// changed. Also the next instant a written `True` can turn `Unknown`.
 pub fn changes(
-    statuses: &[std::sync::Arc<AgentStatus>],
+    statuses: &[std::sync::Arc<StatusFacts>],
     renewed: &BTreeMap<String, Timestamp>,
     now: Timestamp,
     gap: Duration,
@@ -82,9 +81,11 @@ pub fn changes(
     let mut out = Vec::new();
     let mut next: Option<Timestamp> = None;
     for s in statuses {
-        let node = s.name_any();
+        let node = s.name.clone();
         // Only statuses the agent wrote: before its first report there is nothing to vouch for.
-        let Some(st) = s.status.as_ref() else { continue };
+        if !s.reported {
+            continue;
+        }
         let last = renewed.get(&node).copied();
         let (on, reason, message) = judge(&node, last, now, gap);
         if on && let Some(t) = last {
@@ -92,7 +93,7 @@ pub fn changes(
             next = Some(next.map_or(stale_at, |n| n.min(stale_at)));
         }
         let status = if on { "True" } else { "Unknown" };
-        let current = st.conditions.iter().find(|c| c.type_ == CONDITION);
+        let current = s.reporting.as_ref();
         if current.is_some_and(|c| c.status == status && c.reason == reason) {
             continue;
         }
@@ -103,7 +104,7 @@ pub fn changes(
                 status: status.to_owned(),
                 reason: reason.to_owned(),
                 message,
-                observed_generation: s.metadata.generation,
+                observed_generation: s.generation,
                 last_transition_time: Time(now),
             },
         ));
@@ -115,16 +116,16 @@ pub fn changes(
 /// agent, and its heartbeat Lease is missing or older than `gap`), with the reason
 /// (`NoHeartbeat`, `HeartbeatMissing`): what `vigil_operator_agents_silent` exports.
 pub fn silent(
-    statuses: &[std::sync::Arc<AgentStatus>],
+    statuses: &[std::sync::Arc<StatusFacts>],
     renewed: &BTreeMap<String, Timestamp>,
     now: Timestamp,
     gap: Duration,
 ) -> BTreeMap<String, &'static str> {
     statuses
         .iter()
-        .filter(|s| s.status.is_some())
+        .filter(|s| s.reported)
         .filter_map(|s| {
-            let node = s.name_any();
+            let node = s.name.clone();
             let (on, reason, _) = judge(&node, renewed.get(&node).copied(), now, gap);
             (!on).then_some((node, reason))
         })
@@ -137,34 +138,28 @@ pub fn silent(
 /// revision the Lease names). What `vigil_operator_node_changing` exports; the handover ends
 /// when the new agent holds the Lease and the operator takes the old run label off.
 pub fn changing(
-    nodes: &[std::sync::Arc<k8s_openapi::api::core::v1::Node>],
+    nodes: &[std::sync::Arc<NodeFacts>],
     holders: &BTreeMap<String, String>,
 ) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
     for n in nodes {
-        let (Some(name), Some(labels)) = (n.metadata.name.as_deref(), n.metadata.labels.as_ref()) else { continue };
+        let (name, labels) = (n.name.as_str(), &n.labels);
         let Some(to) = labels.get(vigil_crds::labels::REVISION) else { continue };
         // The agents the node runs, as the operator reads them (its revision label among them).
-        let other_run = vigil_crds::labels::running_revisions(labels).find(|r| r != to);
+        let other_run = vigil_crds::labels::running_revisions(labels).find(|r| *r != to);
         // A Lease naming the node itself was renewed by an agent written before revisions
         // were named there: it says nothing of a handover.
-        let other_holder = holders.get(name).filter(|h| *h != to && h.as_str() != name);
+        let other_holder = holders.get(name).filter(|h| h.as_str() != to && h.as_str() != name);
         if let Some(from) = other_run.map(str::to_owned).or_else(|| other_holder.cloned()) {
-            out.insert(name.to_owned(), (from, to.clone()));
+            out.insert(name.to_owned(), (from, to.to_owned()));
         }
     }
     out
 }
 
 /// The revision each agent heartbeat Lease names (node → holder identity).
-pub fn holders(leases: &[std::sync::Arc<Lease>]) -> BTreeMap<String, String> {
-    leases
-        .iter()
-        .filter_map(|l| {
-            let node = lease_node(l.metadata.name.as_deref()?)?.to_owned();
-            Some((node, l.spec.as_ref()?.holder_identity.clone()?))
-        })
-        .collect()
+pub fn holders(leases: &[std::sync::Arc<LeaseFacts>]) -> BTreeMap<String, String> {
+    leases.iter().filter_map(|l| Some((lease_node(&l.name)?.to_owned(), l.holder.as_deref()?.to_owned()))).collect()
 }
 
 /// The conditions to write as the operator's effects, one per node (each stands alone).
@@ -176,9 +171,9 @@ pub fn effects(todo: Vec<(String, Condition)>) -> Vec<crate::act::Effect> {
 /// process stops.
 pub async fn run(
     client: Client,
-    nodes: Store<k8s_openapi::api::core::v1::Node>,
-    leases: Store<Lease>,
-    statuses: Store<AgentStatus>,
+    nodes: Kept<NodeFacts>,
+    leases: Kept<LeaseFacts>,
+    statuses: Kept<StatusFacts>,
     gap: Duration,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     clock: fn() -> Timestamp,
@@ -231,17 +226,20 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::ResourceExt;
     use std::sync::Arc;
+    use vigil_crds::AgentStatus;
 
     #[test]
     fn a_node_changes_revision_while_another_revisions_agent_runs_or_holds_its_lease() {
         let node = |name: &str, labels: &[(&str, &str)]| {
             let l: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-            Arc::new(k8s_openapi::api::core::v1::Node {
+            Arc::new(NodeFacts::from(&k8s_openapi::api::core::v1::Node {
                 metadata: kube::api::ObjectMeta { name: Some(name.into()), labels: Some(l), ..Default::default() },
                 ..Default::default()
-            })
+            }))
         };
         let nodes = [
             // Admitted to r-new; the old agent still runs beside the new one.
@@ -269,7 +267,7 @@ mod tests {
             BTreeMap::from([("a".to_owned(), pair("r-old", "r-new")), ("c".to_owned(), pair("r-old", "r-new"))])
         );
         let lease = |node: &str, holder: Option<&str>| {
-            Arc::new(Lease {
+            Arc::new(LeaseFacts::from(&Lease {
                 metadata: kube::api::ObjectMeta {
                     name: Some(vigil_crds::agent::lease_name(node)),
                     ..Default::default()
@@ -278,7 +276,7 @@ mod tests {
                     holder_identity: holder.map(str::to_owned),
                     ..Default::default()
                 }),
-            })
+            }))
         };
         let h = super::holders(&[lease("a", Some("r-old")), lease("b", None)]);
         assert_eq!(h, BTreeMap::from([("a".to_owned(), "r-old".to_owned())]));
@@ -288,7 +286,11 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }
 
-    fn status(node: &str, reporting: Option<(&str, &str)>) -> Arc<AgentStatus> {
+    fn facts(s: AgentStatus) -> Arc<StatusFacts> {
+        Arc::new(StatusFacts::from(&s))
+    }
+
+    fn status(node: &str, reporting: Option<(&str, &str)>) -> AgentStatus {
         let mut s = AgentStatus::new(node, vigil_crds::AgentStatusSpec { node_name: node.into() });
         let mut st = vigil_crds::AgentStatusStatus::default();
         if let Some((status, reason)) = reporting {
@@ -302,10 +304,10 @@ mod tests {
             });
         }
         s.status = Some(st);
-        Arc::new(s)
+        s
     }
 
-    fn lease(node: &str, ns: &str, renewed: i64) -> Arc<Lease> {
+    fn lease(node: &str, ns: &str, renewed: i64) -> Arc<LeaseFacts> {
         let mut l = Lease::default();
         l.metadata.name = Some(vigil_crds::agent::lease_name(node));
         l.metadata.namespace = Some(ns.into());
@@ -313,7 +315,7 @@ mod tests {
             renew_time: Some(MicroTime(t(renewed))),
             ..Default::default()
         });
-        Arc::new(l)
+        Arc::new(LeaseFacts::from(&l))
     }
 
     #[test]
@@ -331,13 +333,14 @@ mod tests {
     #[test]
     fn only_transitions_are_written_and_the_next_look_is_the_first_lease_to_go_stale() {
         let gap = Duration::from_secs(60);
-        let statuses = vec![
+        let objects = vec![
             status("fresh", Some(("True", "HeartbeatRenewed"))),
             status("silent", Some(("True", "HeartbeatRenewed"))),
             status("new", None),
             status("back", Some(("Unknown", "HeartbeatMissing"))),
             status("gone", Some(("Unknown", "NoHeartbeat"))),
         ];
+        let statuses: Vec<Arc<StatusFacts>> = objects.iter().cloned().map(facts).collect();
         // Two namespaces hold a Lease for `fresh`: the later renewal counts.
         let leases = vec![
             lease("fresh", "a", 50),
@@ -360,16 +363,16 @@ mod tests {
         assert!(todo.iter().all(|(_, c)| c.type_ == CONDITION && c.last_transition_time == Time(t(100))));
         assert_eq!(next, Some(t(140)), "`new`, renewed at 80, is the first that can go stale");
         // Nothing changed: nothing to write.
-        let written: Vec<Arc<AgentStatus>> = statuses
+        let written: Vec<Arc<StatusFacts>> = objects
             .iter()
             .map(|s| {
-                let mut s = (**s).clone();
+                let mut s = s.clone();
                 if let Some((_, c)) = todo.iter().find(|(n, _)| *n == s.name_any()) {
                     let st = s.status.as_mut().unwrap();
                     st.conditions.retain(|x| x.type_ != CONDITION);
                     st.conditions.push(c.clone());
                 }
-                Arc::new(s)
+                facts(s)
             })
             .collect();
         assert!(changes(&written, &renewals(&leases), t(101), gap).0.is_empty());
@@ -378,10 +381,10 @@ mod tests {
     #[test]
     fn the_silent_agents_are_every_stale_or_missing_lease_of_a_status_the_agent_wrote() {
         let statuses = vec![
-            status("fresh", Some(("True", "HeartbeatRenewed"))),
-            status("stale", Some(("True", "HeartbeatRenewed"))),
-            status("gone", None),
-            Arc::new(AgentStatus::new("never", vigil_crds::AgentStatusSpec { node_name: "never".into() })),
+            facts(status("fresh", Some(("True", "HeartbeatRenewed")))),
+            facts(status("stale", Some(("True", "HeartbeatRenewed")))),
+            facts(status("gone", None)),
+            facts(AgentStatus::new("never", vigil_crds::AgentStatusSpec { node_name: "never".into() })),
         ];
         let renewed = renewals(&[lease("fresh", "vigil", 100), lease("stale", "vigil", 0)]);
         let s = silent(&statuses, &renewed, t(120), DEFAULT_GAP);
@@ -393,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_status_the_agent_never_wrote_is_left_alone() {
-        let bare = Arc::new(AgentStatus::new("n", vigil_crds::AgentStatusSpec { node_name: "n".into() }));
+        let bare = facts(AgentStatus::new("n", vigil_crds::AgentStatusSpec { node_name: "n".into() }));
         assert!(changes(&[bare], &BTreeMap::new(), t(0), DEFAULT_GAP).0.is_empty());
     }
 

@@ -28,7 +28,7 @@ fn fleet(n: usize, now: Timestamp) -> Vec<NodeView> {
     (0..n)
         .map(|i| NodeView {
             name: format!("node-{i:02}"),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             attributes: NodeAttributes { os: "linux".into(), arch: "amd64".into(), ..NodeAttributes::default() },
             revision: Some(STABLE.into()),
             admitted_at: None,

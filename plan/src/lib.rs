@@ -28,7 +28,9 @@ pub mod overlap;
 pub mod placement;
 pub mod window;
 
+pub mod facts;
 pub mod observe;
+pub mod shapes;
 pub mod simulate;
 
 use std::collections::BTreeMap;

@@ -309,7 +309,7 @@ fn a_node_joining_a_stopped_rollout_gets_the_stable_revision_or_its_pin_and_noth
     apply(&mut nodes, &first.moves, Some(t(1)));
     let general = |name: &str, kernel: &str| {
         let mut n = joining(name);
-        n.labels.insert("pool".into(), "general".into());
+        n.labels.insert("pool", "general");
         n.attributes.kernel = kernel.into();
         n
     };

@@ -1,6 +1,5 @@
 //! What the planner sees and what it decides: plain data, no client types.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -71,8 +70,8 @@ pub struct AgentView {
 pub struct NodeView {
     /// Node name.
     pub name: String,
-    /// Node labels (for pins).
-    pub labels: BTreeMap<String, String>,
+    /// Node labels (for pins and the operator's own labels), shared with the store.
+    pub labels: crate::facts::Labels,
     /// Attributes for the compatibility guard and failure attribution.
     pub attributes: NodeAttributes,
     /// The revision the node is admitted to (its `vigil.dev/revision` label).

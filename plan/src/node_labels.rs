@@ -2,10 +2,9 @@
 //! handover. Pure: the operator sends these bodies, the plugin's tests apply them to a fake
 //! API, and both read the same contract keys from `vigil_crds::labels`.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 use vigil_crds::labels;
+use vigil_crds::selector::LabelSet;
 
 use crate::Move;
 
@@ -19,7 +18,7 @@ pub fn node_label_patch(
     m: &Move,
     rollout_key: &str,
     now: jiff::Timestamp,
-    current: &BTreeMap<String, String>,
+    current: &(impl LabelSet + ?Sized),
     ours: &std::collections::BTreeSet<&str>,
 ) -> Value {
     let (ns, name) = rollout_key.split_once('/').unwrap_or(("", rollout_key));
@@ -33,8 +32,8 @@ pub fn node_label_patch(
             node_labels.insert(labels::run_label(to), json!(labels::RUN_VALUE));
         }
         None => {
-            for key in current.keys().filter(|k| labels::run_revision(k).is_some_and(|r| ours.contains(r))) {
-                node_labels.insert(key.clone(), Value::Null);
+            for (key, _) in current.pairs().filter(|(k, _)| labels::run_revision(k).is_some_and(|r| ours.contains(r))) {
+                node_labels.insert(key.to_owned(), Value::Null);
             }
         }
     }
@@ -47,17 +46,22 @@ pub fn node_label_patch(
 /// The run labels to take off a node whose handover is done: once the agent of the node's
 /// revision holds its heartbeat Lease (`lease_holder`), the agents of every other revision
 /// on it go. Empty while the handover runs, and when there is nothing to take off.
-pub fn handover_done(node_labels: &BTreeMap<String, String>, lease_holder: Option<&str>) -> Vec<String> {
-    let Some(revision) = node_labels.get(labels::REVISION) else { return Vec::new() };
-    if lease_holder != Some(revision.as_str()) {
+pub fn handover_done(node_labels: &(impl LabelSet + ?Sized), lease_holder: Option<&str>) -> Vec<String> {
+    let Some(revision) = node_labels.label(labels::REVISION) else { return Vec::new() };
+    if lease_holder != Some(revision) {
         return Vec::new();
     }
-    node_labels.keys().filter(|k| labels::run_revision(k).is_some_and(|r| r != revision)).cloned().collect()
+    node_labels
+        .pairs()
+        .filter(|(k, _)| labels::run_revision(k).is_some_and(|r| r != revision))
+        .map(|(k, _)| k.to_owned())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn a_move_patches_the_revision_pin_and_rollout_labels() {

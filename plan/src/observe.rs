@@ -1,50 +1,17 @@
 //! Cluster objects → what the planner sees. Reads only; no client here: the controller
-//! hands in what its reflector stores hold.
+//! hands in the facts its stores keep ([`crate::facts`]).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use vigil_crds::{AgentStatus, labels};
+use vigil_crds::labels;
 
-use crate::{AgentView, NodeAttributes, NodeView};
+use crate::facts::{LeaseFacts, NodeFacts, PodFacts, StatusFacts};
+use crate::{AgentView, NodeView};
 
 /// The container of the agent pod the gate looks at.
 pub use vigil_crds::agent::CONTAINER as AGENT_CONTAINER;
 /// The Lease an agent renews as its heartbeat, named after its node.
 pub use vigil_crds::agent::lease_name;
-
-/// Keeps of a Node only what the planner and the nudges read (labels, the `vigil.dev/`
-/// annotations, `status.conditions` and `status.nodeInfo`): the reflector then holds a few
-/// hundred bytes a node instead of its image list, managed fields and addresses.
-pub fn trim_node(node: &mut Node) {
-    trim_meta(&mut node.metadata);
-    node.spec = None;
-    if let Some(st) = node.status.take() {
-        node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
-            conditions: st.conditions.map(|c| c.into_iter().filter(|c| c.type_ == "Ready").collect()),
-            node_info: st.node_info,
-            ..Default::default()
-        });
-    }
-}
-
-/// Keeps of an agent pod what the gate reads: labels, the node it runs on, its conditions
-/// and container states.
-pub fn trim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec { node_name, ..Default::default() });
-    if let Some(st) = pod.status.take() {
-        pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
-            phase: st.phase,
-            conditions: st.conditions,
-            container_statuses: st.container_statuses,
-            ..Default::default()
-        });
-    }
-}
 
 /// Keeps of an agent DaemonSet what the controller and the janitor read: name, namespace,
 /// labels, the operator's annotations, owners, creation and deletion times.
@@ -70,151 +37,90 @@ fn trim_meta(m: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
     }
 }
 
-/// Keeps of a heartbeat Lease its spec.
-pub fn trim_lease(lease: &mut Lease) {
-    lease.metadata.managed_fields = None;
-    lease.metadata.annotations = None;
-}
-
-/// Keeps of an AgentStatus the revision, health and report time the gate reads, and the
-/// AgentReporting condition the operator itself writes.
-pub fn trim_agent_status(s: &mut AgentStatus) {
-    s.metadata.managed_fields = None;
-    s.metadata.annotations = None;
-    if let Some(st) = s.status.take() {
-        let conditions =
-            st.conditions.into_iter().filter(|c| c.type_ == vigil_crds::agentstatus::REPORTING_CONDITION).collect();
-        s.status = Some(vigil_crds::AgentStatusStatus {
-            revision: st.revision,
-            health: st.health,
-            last_report_time: st.last_report_time,
-            conditions,
-            ..Default::default()
-        });
-    }
-}
-
-/// The attributes of a node (from `status.nodeInfo` and well-known labels).
-pub fn attributes(node: &Node) -> NodeAttributes {
-    let info = node.status.as_ref().and_then(|s| s.node_info.as_ref());
-    let label = |k: &str| node.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default();
-    NodeAttributes {
-        os_image: info.map(|i| i.os_image.clone()).unwrap_or_default(),
-        kernel: info.map(|i| i.kernel_version.clone()).unwrap_or_default(),
-        arch: info.map(|i| i.architecture.clone()).unwrap_or_default(),
-        os: info.map(|i| i.operating_system.clone()).unwrap_or_default(),
-        instance_type: label("node.kubernetes.io/instance-type"),
-        zone: label("topology.kubernetes.io/zone"),
-    }
-}
-
 /// One node with its agent pod (the one of the node's revision when there are several, as
 /// during a label change), heartbeat Lease and AgentStatus.
-pub fn node_view(node: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Option<&AgentStatus>) -> NodeView {
-    let labels: BTreeMap<String, String> = node.metadata.labels.clone().unwrap_or_default();
-    let revision = labels.get(labels::REVISION).cloned();
-    let ready_cond =
-        node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
-    let ready = ready_cond.is_some_and(|c| c.status == "True");
-    let ready_changed_at = ready_cond.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
-    let pod_rev = |p: &Pod| p.metadata.labels.as_ref().and_then(|l| l.get(labels::REVISION)).cloned();
-    let pod = pods.iter().find(|p| pod_rev(p) == revision).or_else(|| pods.first());
+pub fn node_view(
+    node: &NodeFacts,
+    pods: &[&PodFacts],
+    lease: Option<&LeaseFacts>,
+    status: Option<&StatusFacts>,
+) -> NodeView {
+    let revision = node.labels.get(labels::REVISION);
+    let pod = pods.iter().find(|p| p.revision.as_deref() == revision).or_else(|| pods.first());
     let agent = pod.and_then(|p| {
-        let revision = pod_rev(p)?;
-        let st = p.status.as_ref();
-        let cs =
-            st.and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.iter().find(|c| c.name == AGENT_CONTAINER));
-        let pod_ready = st
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-            .is_some_and(|c| c.status == "True");
-        let started_at = cs
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.running.as_ref())
-            .and_then(|r| r.started_at.as_ref())
-            .map(|t| t.0);
+        let revision = p.revision.as_deref()?;
+        let cs = p.agent.as_ref();
+        let started_at = cs.and_then(|c| c.started_at);
         // Evidence counts only when this container wrote it: renewed or reported after the
         // kubelet started it, both on the node's own clock. A Lease or AgentStatus left by an
         // earlier install's agent of the same revision (the same image and config give the
         // same name), or by this pod before a restart, proves nothing of the agent running now.
         let since_start = |t: Option<jiff::Timestamp>| matches!((t, started_at), (Some(t), Some(s)) if t >= s);
         let health = status
-            .filter(|s| s.status.as_ref().and_then(|x| x.revision.as_deref()) == Some(revision.as_str()))
-            .and_then(|s| s.status.as_ref())
-            .filter(|s| since_start(s.last_report_time.as_ref().map(|t| t.0)))
+            .filter(|s| s.revision.as_deref() == Some(revision))
+            .filter(|s| since_start(s.last_report_time))
             .map(|s| s.health);
         let heartbeat = lease
-            .and_then(|l| l.spec.as_ref())
-            .filter(|s| since_start(s.renew_time.as_ref().map(|t| t.0)))
-            .filter(|s| {
+            .filter(|l| since_start(l.renewed_at))
+            .filter(|l| {
                 // The heartbeat of this pod's agent: the Lease names the revision whose agent
                 // renews it (during a handover, the outgoing agent's renewals are not the new
                 // one's), or the node for an agent written before revisions were named there.
-                let holder = s.holder_identity.as_deref();
-                holder.is_none() || holder == Some(revision.as_str()) || holder == node.metadata.name.as_deref()
+                let holder = l.holder.as_deref();
+                holder.is_none() || holder == Some(revision) || holder == Some(node.name.as_str())
             })
-            .and_then(|s| s.renew_time.as_ref())
-            .map(|t| t.0);
+            .and_then(|l| l.renewed_at);
         Some(AgentView {
-            revision,
-            ready: pod_ready,
-            restarts: cs.map_or(0, |c| u32::try_from(c.restart_count).unwrap_or(0)),
-            waiting_reason: cs
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.waiting.as_ref())
-                .and_then(|w| w.reason.clone()),
-            last_termination_reason: cs
-                .and_then(|c| c.last_state.as_ref())
-                .and_then(|s| s.terminated.as_ref())
-                .and_then(|t| t.reason.clone()),
+            revision: revision.to_owned(),
+            ready: p.ready,
+            restarts: cs.map_or(0, |c| c.restarts),
+            waiting_reason: cs.and_then(|c| c.waiting_reason.clone()),
+            last_termination_reason: cs.and_then(|c| c.last_termination_reason.clone()),
             heartbeat,
             health,
             started_at,
-            created_at: p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            created_at: p.created_at,
         })
     });
-    let admitted_at = node
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::ADMITTED_AT))
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
     NodeView {
-        name: node.metadata.name.clone().unwrap_or_default(),
-        attributes: attributes(node),
-        labels,
-        revision,
-        admitted_at,
-        ready,
-        ready_changed_at,
+        name: node.name.clone(),
+        attributes: node.attributes(),
+        labels: node.labels.clone(),
+        revision: revision.map(str::to_owned),
+        admitted_at: node.admitted_at,
+        ready: node.ready,
+        ready_changed_at: node.ready_changed_at,
         agent,
     }
 }
 
-/// Joins nodes with their pods (by `spec.nodeName`), Leases (by name) and AgentStatuses (by
-/// name), in node-name order.
+/// Joins nodes with their pods (by the node they run on), Leases (by name) and AgentStatuses
+/// (by name), in node-name order.
 pub fn node_views<'a>(
-    nodes: impl IntoIterator<Item = &'a Node>,
-    pods: impl IntoIterator<Item = &'a Pod>,
-    leases: impl IntoIterator<Item = &'a Lease>,
-    statuses: impl IntoIterator<Item = &'a AgentStatus>,
+    nodes: impl IntoIterator<Item = &'a NodeFacts>,
+    pods: impl IntoIterator<Item = &'a PodFacts>,
+    leases: impl IntoIterator<Item = &'a LeaseFacts>,
+    statuses: impl IntoIterator<Item = &'a StatusFacts>,
 ) -> Vec<NodeView> {
-    let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    let mut by_node: BTreeMap<&str, Vec<&PodFacts>> = BTreeMap::new();
     for p in pods {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+        if let Some(n) = p.node.as_deref() {
             by_node.entry(n).or_default().push(p);
         }
     }
-    let leases: BTreeMap<&str, &Lease> =
-        leases.into_iter().filter_map(|l| Some((l.metadata.name.as_deref()?, l))).collect();
-    let statuses: BTreeMap<&str, &AgentStatus> =
-        statuses.into_iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s))).collect();
+    let leases: BTreeMap<&str, &LeaseFacts> = leases.into_iter().map(|l| (l.name.as_str(), l)).collect();
+    let statuses: BTreeMap<&str, &StatusFacts> = statuses.into_iter().map(|s| (s.name.as_str(), s)).collect();
     let mut out: Vec<NodeView> = nodes
         .into_iter()
-        .filter_map(|n| {
-            let name = n.metadata.name.as_deref()?;
-            let pods = by_node.get(name).map(Vec::as_slice).unwrap_or_default();
-            Some(node_view(n, pods, leases.get(lease_name(name).as_str()).copied(), statuses.get(name).copied()))
+        .filter(|n| !n.name.is_empty())
+        .map(|n| {
+            let pods = by_node.get(n.name.as_str()).map(Vec::as_slice).unwrap_or_default();
+            node_view(
+                n,
+                pods,
+                leases.get(lease_name(&n.name).as_str()).copied(),
+                statuses.get(n.name.as_str()).copied(),
+            )
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -224,6 +130,20 @@ pub fn node_views<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use vigil_crds::AgentStatus;
+
+    /// [`node_view`] of the API's objects, through their facts.
+    fn view(n: &Node, pods: &[&Pod], lease: Option<&Lease>, status: Option<&AgentStatus>) -> NodeView {
+        let pods: Vec<PodFacts> = pods.iter().map(|p| PodFacts::from(*p)).collect();
+        node_view(
+            &NodeFacts::from(n),
+            &pods.iter().collect::<Vec<_>>(),
+            lease.map(LeaseFacts::from).as_ref(),
+            status.map(StatusFacts::from).as_ref(),
+        )
+    }
 
     fn node() -> Node {
         serde_json::from_value(serde_json::json!({
@@ -259,7 +179,9 @@ mod tests {
         let (old, cur) = (pod("r-0000000000"), pod("r-aaaaaaaaaa"));
         let lease: Lease = serde_json::from_value(serde_json::json!({"metadata": {"name": "vigil-agent-node-a"}, "spec": {"renewTime": "2026-01-05T00:01:00.000000Z"}})).unwrap();
         let status: AgentStatus = serde_json::from_value(serde_json::json!({"metadata": {"name": "node-a"}, "spec": {"nodeName": "node-a"}, "status": {"revision": "r-aaaaaaaaaa", "health": "Degraded"}})).unwrap();
-        let views = node_views([&n], [&old, &cur], [&lease], [&status]);
+        let (pods, lease, status) =
+            ([PodFacts::from(&old), PodFacts::from(&cur)], LeaseFacts::from(&lease), StatusFacts::from(&status));
+        let views = node_views([&NodeFacts::from(&n)], &pods, [&lease], [&status]);
         let v = &views[0];
         assert_eq!(v.name, "node-a");
         assert_eq!(v.revision.as_deref(), Some("r-aaaaaaaaaa"));
@@ -304,21 +226,21 @@ mod tests {
         // AgentStatus at 00:01; the new agent started at 00:05.
         let pod = running("r-aaaaaaaaaa", "2026-01-05T00:05:00Z");
         let (lease, status) = evidence("2026-01-05T00:01:00.000000Z");
-        let a = node_view(&n, &[&pod], Some(&lease), Some(&status)).agent.unwrap();
+        let a = view(&n, &[&pod], Some(&lease), Some(&status)).agent.unwrap();
         assert_eq!((a.heartbeat, a.health), (None, None), "no heartbeat yet, not one 4 minutes old");
         // The gate, 10 s after the start: waiting for the first heartbeat, not failed for one
         // 4 minutes old (which rolled back a reinstall and marked a good revision Bad).
-        let mut view = node_view(&n, &[&pod], Some(&lease), Some(&status));
-        view.ready = true;
+        let mut seen = view(&n, &[&pod], Some(&lease), Some(&status));
+        seen.ready = true;
         let gate = vigil_crds::rollout::HealthGate::default();
         let (admitted, now) = ("2026-01-05T00:04:59Z".parse().unwrap(), "2026-01-05T00:05:10Z".parse().unwrap());
         assert_eq!(
-            crate::gate::judge(&view, "r-aaaaaaaaaa", &gate, admitted, now),
+            crate::gate::judge(&seen, "r-aaaaaaaaaa", &gate, admitted, now),
             crate::gate::NodeHealth::Pending("no heartbeat yet".into())
         );
         // Once the new agent renews and reports, it counts.
         let (lease, status) = evidence("2026-01-05T00:05:02.000000Z");
-        let a = node_view(&n, &[&pod], Some(&lease), Some(&status)).agent.unwrap();
+        let a = view(&n, &[&pod], Some(&lease), Some(&status)).agent.unwrap();
         assert_eq!(a.heartbeat, Some("2026-01-05T00:05:02Z".parse().unwrap()));
         assert_eq!(a.health, Some(vigil_crds::AgentHealth::Healthy));
     }
@@ -326,7 +248,7 @@ mod tests {
     #[test]
     fn a_node_without_pod_or_labels_has_no_agent_and_no_revision() {
         let n: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "bare"}})).unwrap();
-        let v = node_view(&n, &[], None, None);
+        let v = view(&n, &[], None, None);
         assert_eq!(v.revision, None);
         assert!(v.agent.is_none());
         assert!(!v.ready);
@@ -334,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn trimmed_objects_give_the_planner_the_same_view_in_far_fewer_bytes() {
+    fn the_facts_of_an_object_are_what_the_planner_reads_and_unchanged_by_the_rest() {
         let node: Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "node-a", "labels": {"pool": "web", "vigil.dev/revision": "r-aaaaaaaaaa", "topology.kubernetes.io/zone": "eu-1a"},
                          "annotations": {"vigil.dev/admitted-at": "2026-01-05T00:00:00Z", "node.alpha.kubernetes.io/ttl": "0", "big": "x".repeat(2000)},
@@ -367,26 +289,28 @@ mod tests {
         }))
         .unwrap();
         let lease: Lease = serde_json::from_value(serde_json::json!({"metadata": {"name": "vigil-agent-node-a"}, "spec": {"renewTime": "2026-01-05T00:01:00.000000Z"}})).unwrap();
-        let before = node_views([&node], [&pod], [&lease], [&status]);
-        let (mut n, mut p, mut l, mut s) = (node.clone(), pod.clone(), lease.clone(), status.clone());
-        trim_node(&mut n);
-        trim_pod(&mut p);
-        trim_lease(&mut l);
-        trim_agent_status(&mut s);
-        assert_eq!(node_views([&n], [&p], [&l], [&s]), before, "the planner sees the same");
-        let size = |v: &dyn erased::Size| v.bytes();
-        assert!(size(&n) * 5 < size(&node), "{} → {} bytes", size(&node), size(&n));
-        assert!(size(&p) < size(&pod) && size(&s) < size(&status));
-    }
-
-    mod erased {
-        pub trait Size {
-            fn bytes(&self) -> usize;
-        }
-        impl<T: serde::Serialize> Size for T {
-            fn bytes(&self) -> usize {
-                serde_json::to_vec(self).map(|v| v.len()).unwrap_or(0)
-            }
-        }
+        let v = view(&node, &[&pod], Some(&lease), Some(&status));
+        assert_eq!(v.admitted_at, Some("2026-01-05T00:00:00Z".parse().unwrap()), "from the vigil.dev/ annotation");
+        assert_eq!(v.labels.get("pool"), Some("web"));
+        assert_eq!(v.ready_changed_at, Some("2026-01-05T00:00:10Z".parse().unwrap()));
+        assert_eq!(v.attributes.kernel, "3.10.0");
+        let a = v.agent.unwrap();
+        assert_eq!((a.ready, a.restarts, a.last_termination_reason.as_deref()), (true, 3, Some("OOMKilled")));
+        // What no one reads changes nothing the operator keeps: a kubelet's heartbeat, new
+        // images, other annotations, other conditions, the pod's IP.
+        let (mut n2, mut p2) = (node.clone(), pod.clone());
+        let st = n2.status.as_mut().unwrap();
+        st.images = None;
+        st.conditions.as_mut().unwrap()[0].status = "True".into();
+        st.conditions.as_mut().unwrap()[1].last_heartbeat_time =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-01-05T00:09:00Z".parse().unwrap()));
+        n2.metadata.annotations.as_mut().unwrap().insert("other".into(), "y".into());
+        n2.metadata.resource_version = Some("99".into());
+        p2.status.as_mut().unwrap().pod_ip = Some("10.0.0.6".into());
+        assert_eq!(NodeFacts::from(&n2), NodeFacts::from(&node));
+        assert_eq!(PodFacts::from(&p2), PodFacts::from(&pod));
+        // What the planner reads does.
+        n2.metadata.annotations.as_mut().unwrap().insert("vigil.dev/admitted-at".into(), "2026-01-05T00:02:00Z".into());
+        assert_ne!(NodeFacts::from(&n2), NodeFacts::from(&node));
     }
 }

@@ -1,10 +1,9 @@
 //! Two rollouts must select disjoint nodes: each node has one revision label, and two
 //! rollouts writing it would undo each other. The one created later yields.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use vigil_crds::selector::LabelSet;
 
 use super::selector_matches;
 
@@ -21,13 +20,12 @@ pub struct Claim<'a> {
 
 /// Who yields: `me` to an older rollout that selects some of the same nodes. Returns that
 /// rollout's name, how many nodes both select, and one of them.
-pub fn yields_to(
+pub fn yields_to<L: LabelSet + ?Sized>(
     me: &Claim<'_>,
     others: &[Claim<'_>],
-    nodes: &[(&str, &BTreeMap<String, String>)],
+    nodes: &[(&str, &L)],
 ) -> Option<(String, usize, String)> {
-    let selects =
-        |c: &Claim<'_>, labels: &BTreeMap<String, String>| c.selector.is_none_or(|s| selector_matches(s, labels));
+    let selects = |c: &Claim<'_>, labels: &L| c.selector.is_none_or(|s| selector_matches(s, labels));
     let older = |o: &Claim<'_>| match (o.created, me.created) {
         (Some(a), Some(b)) if a != b => a < b,
         (Some(_), None) => true,
@@ -50,6 +48,7 @@ pub fn yields_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use vigil_crds::rollout::match_labels;
 
     fn labels(pool: &str) -> BTreeMap<String, String> {

@@ -334,7 +334,7 @@ fn pinned_nodes_go_to_their_pin_and_incompatible_nodes_stay() {
         let p = plan(&s, &st, &nodes, t(now));
         for m in &p.moves {
             let n = nodes.iter().find(|n| n.name == m.node).unwrap();
-            if n.labels["pool"] == "legacy" {
+            if n.labels.get("pool") == Some("legacy") {
                 assert_eq!(m.to.as_deref(), Some(STABLE), "a pinned node only ever moves to its pin");
                 assert_eq!(m.pin.as_deref(), Some("legacy"));
             }
@@ -353,12 +353,14 @@ fn pinned_nodes_go_to_their_pin_and_incompatible_nodes_stay() {
         }
     }
     assert_eq!(st.phase, Some(RolloutPhase::Completed));
-    assert!(nodes.iter().filter(|n| n.labels["pool"] == "legacy").all(|n| n.revision.as_deref() == Some(STABLE)));
+    assert!(
+        nodes.iter().filter(|n| n.labels.get("pool") == Some("legacy")).all(|n| n.revision.as_deref() == Some(STABLE))
+    );
     assert_eq!(nodes[1].revision.as_deref(), Some(STABLE));
     assert!(
         nodes
             .iter()
-            .filter(|n| n.labels["pool"] == "general" && n.name != "node-0001")
+            .filter(|n| n.labels.get("pool") == Some("general") && n.name != "node-0001")
             .all(|n| n.revision.as_deref() == Some(target.as_str()))
     );
     assert!(st.excluded.iter().any(|e| e.reason.contains("architecture") && e.nodes == 1));
@@ -642,7 +644,7 @@ proptest! {
         let p = plan(&s, &w.status, &w.nodes, t(w.now));
         for m in &p.moves {
             let n = w.nodes.iter().find(|n| n.name == m.node).unwrap();
-            if w.with_pin && n.labels["pool"] == "legacy" {
+            if w.with_pin && n.labels.get("pool") == Some("legacy") {
                 prop_assert_eq!(m.to.as_deref(), Some(STABLE));
             }
             prop_assert_ne!(m.from.as_ref(), m.to.as_ref(), "a move changes something");
@@ -678,7 +680,7 @@ proptest! {
         s.failure_policy = FailurePolicy::Rollback;
         let p = plan(&s, &w.status, &w.nodes, t(w.now));
         if p.decision.kind == "RollBack" {
-            let pinned = |name: &str| w.with_pin && w.nodes.iter().any(|n| n.name == name && n.labels["pool"] == "legacy");
+            let pinned = |name: &str| w.with_pin && w.nodes.iter().any(|n| n.name == name && n.labels.get("pool") == Some("legacy"));
             for m in p.moves.iter().filter(|m| !pinned(&m.node)) {
                 prop_assert_eq!(m.to.as_deref(), Some(STABLE));
             }

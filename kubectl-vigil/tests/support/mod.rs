@@ -488,7 +488,13 @@ fn views(f: &Fake) -> Vec<plan::NodeView> {
             .collect();
     let statuses: Vec<vigil_crds::AgentStatus> =
         of(&format!("{ROLLOUTS}/agentstatuses")).into_iter().map(|o| serde_json::from_value(o).unwrap()).collect();
-    vigil_plan::observe::node_views(&nodes, &pods, &leases, &statuses)
+    use vigil_plan::facts::{LeaseFacts, NodeFacts, PodFacts, StatusFacts};
+    vigil_plan::observe::node_views(
+        &nodes.iter().map(NodeFacts::from).collect::<Vec<_>>(),
+        &pods.iter().map(PodFacts::from).collect::<Vec<_>>(),
+        &leases.iter().map(LeaseFacts::from).collect::<Vec<_>>(),
+        &statuses.iter().map(StatusFacts::from).collect::<Vec<_>>(),
+    )
 }
 
 /// Plans one step of the rollout as the operator would, applies its moves to the nodes (and

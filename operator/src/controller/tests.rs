@@ -12,6 +12,7 @@ use vigil_crds::AgentRollout;
 use vigil_crds::rollout::FailurePolicy;
 
 use super::{Context, reconcile};
+use vigil_plan::facts::{NodeFacts, PodFacts};
 use vigil_plan::simulate::{STABLE, spec};
 
 /// The revision the test rollout targets, as the controller names it (with its pod template
@@ -74,10 +75,10 @@ fn daemonset(rev: &str, owner_rollout: Option<&str>, uid: Option<&str>) -> k8s_o
 /// The stores of a fleet of `n` nodes on the stable revision, with `daemonsets`.
 fn stores(n: usize, daemonsets: Vec<k8s_openapi::api::apps::v1::DaemonSet>) -> super::Stores {
     super::Stores {
-        nodes: fill(nodes(n)),
-        pods: fill(vec![]),
-        leases: fill(vec![]),
-        statuses: fill(vec![]),
+        nodes: kept(nodes(n)),
+        pods: crate::kept::Kept::of([]),
+        leases: crate::kept::Kept::of([]),
+        statuses: crate::kept::Kept::of([]),
         rollouts: fill(vec![rollout()]),
         daemonsets: fill(daemonsets),
         snapshots: fill(vec![]),
@@ -393,6 +394,14 @@ async fn a_config_the_agent_would_refuse_stops_the_rollout_before_any_node_with_
     assert_eq!(why, format!("the target config would not start an agent: {agent_says}"));
 }
 
+/// A store of the facts of `items`, as a watch's first list leaves it.
+fn kept<K, T>(items: Vec<K>) -> crate::kept::Kept<T>
+where
+    T: for<'a> From<&'a K> + crate::kept::Keyed,
+{
+    crate::kept::Kept::of(items.iter().map(T::from))
+}
+
 /// A reflector store holding `items`, as a watch's first list leaves it.
 fn fill<K>(items: Vec<K>) -> kube::runtime::reflector::Store<K>
 where
@@ -421,10 +430,10 @@ fn stores_give_the_selected_nodes_with_the_agents_of_the_rollout_namespace() {
         serde_json::from_value(json!({"metadata": {"name": format!("a-{node}-{ns}"), "namespace": ns, "labels": {"vigil.dev/revision": STABLE}}, "spec": {"nodeName": node, "containers": []}})).unwrap()
     };
     let stores = super::Stores {
-        nodes: fill(vec![node("n1", "web"), node("n2", "db")]),
-        pods: fill(vec![pod("n1", "vigil-system"), pod("n2", "other")]),
-        leases: fill(vec![]),
-        statuses: fill(vec![]),
+        nodes: kept(vec![node("n1", "web"), node("n2", "db")]),
+        pods: kept(vec![pod("n1", "vigil-system"), pod("n2", "other")]),
+        leases: crate::kept::Kept::of([]),
+        statuses: crate::kept::Kept::of([]),
         rollouts: fill(vec![]),
         daemonsets: fill(vec![]),
         snapshots: fill(vec![]),
@@ -473,10 +482,14 @@ fn node_and_pod_keys_change_with_what_the_planner_reads_only() {
         )
         .unwrap()
     };
-    let k = super::node_key(&node("True", "2026-01-05T00:00:00Z", "r-a"));
-    assert_eq!(k, super::node_key(&node("True", "2026-01-05T00:00:40Z", "r-a")), "a kubelet heartbeat wakes nothing");
-    assert_ne!(k, super::node_key(&node("False", "2026-01-05T00:00:40Z", "r-a")));
-    assert_ne!(k, super::node_key(&node("True", "2026-01-05T00:00:00Z", "r-b")));
+    let k = super::node_key(&NodeFacts::from(&node("True", "2026-01-05T00:00:00Z", "r-a")));
+    assert_eq!(
+        k,
+        super::node_key(&NodeFacts::from(&node("True", "2026-01-05T00:00:40Z", "r-a"))),
+        "a kubelet heartbeat wakes nothing"
+    );
+    assert_ne!(k, super::node_key(&NodeFacts::from(&node("False", "2026-01-05T00:00:40Z", "r-a"))));
+    assert_ne!(k, super::node_key(&NodeFacts::from(&node("True", "2026-01-05T00:00:00Z", "r-b"))));
     let pod = |restarts: i32| -> Pod {
         serde_json::from_value(
             json!({"metadata": {"name": "p"}, "spec": {"containers": []}, "status": {"containerStatuses": [
@@ -485,7 +498,11 @@ fn node_and_pod_keys_change_with_what_the_planner_reads_only() {
         )
         .unwrap()
     };
-    assert_ne!(super::pod_key(&pod(0)), super::pod_key(&pod(1)), "a restart wakes the gate");
+    assert_ne!(
+        super::pod_key(&PodFacts::from(&pod(0))),
+        super::pod_key(&PodFacts::from(&pod(1))),
+        "a restart wakes the gate"
+    );
 }
 
 #[test]
@@ -497,22 +514,34 @@ fn only_nodes_a_rollout_reads_wake_reconciles() {
     let mut web = rollout();
     web.spec.node_selector = Some(vigil_crds::rollout::match_labels([("pool", "web")]));
     let rollouts = vec![Arc::new(web)];
-    assert!(super::node_concerns_a_rollout(&node(json!({"pool": "web"})), &rollouts));
+    assert!(super::node_concerns_a_rollout(&NodeFacts::from(&node(json!({"pool": "web"}))), &rollouts));
     assert!(
-        !super::node_concerns_a_rollout(&node(json!({"pool": "db"})), &rollouts),
+        !super::node_concerns_a_rollout(&NodeFacts::from(&node(json!({"pool": "db"}))), &rollouts),
         "another pool's churn wakes nothing"
     );
     assert!(
-        super::node_concerns_a_rollout(&node(json!({"pool": "db", "vigil.dev/revision": "r-a"})), &rollouts),
+        super::node_concerns_a_rollout(
+            &NodeFacts::from(&node(json!({"pool": "db", "vigil.dev/revision": "r-a"}))),
+            &rollouts
+        ),
         "a node the operator labelled (it just left the selector) still does"
     );
-    assert!(super::node_concerns_a_rollout(&node(json!({"pool": "db", "vigil.dev/run.r-a": "true"})), &rollouts));
+    assert!(super::node_concerns_a_rollout(
+        &NodeFacts::from(&node(json!({"pool": "db", "vigil.dev/run.r-a": "true"}))),
+        &rollouts
+    ));
     assert!(
-        !super::node_concerns_a_rollout(&node(json!({"pool": "db", "vigil.dev/something-else": "x"})), &rollouts),
+        !super::node_concerns_a_rollout(
+            &NodeFacts::from(&node(json!({"pool": "db", "vigil.dev/something-else": "x"}))),
+            &rollouts
+        ),
         "another vigil.dev/ label is not the operator's"
     );
-    assert!(!super::node_concerns_a_rollout(&node(json!({})), &[]), "no rollout: nothing to wake");
-    assert!(super::node_concerns_a_rollout(&node(json!({})), &[Arc::new(rollout())]), "a rollout of every node");
+    assert!(!super::node_concerns_a_rollout(&NodeFacts::from(&node(json!({}))), &[]), "no rollout: nothing to wake");
+    assert!(
+        super::node_concerns_a_rollout(&NodeFacts::from(&node(json!({}))), &[Arc::new(rollout())]),
+        "a rollout of every node"
+    );
 }
 
 #[test]
@@ -532,10 +561,10 @@ fn a_newer_rollout_selecting_the_same_nodes_is_told_which_older_one_holds_them()
     let newer = named("web-canary", "2026-02-01T00:00:00Z", Some("web"));
     let elsewhere = named("db", "2026-03-01T00:00:00Z", Some("db"));
     let stores = super::Stores {
-        nodes: fill(vec![node("n1", "web"), node("n2", "db")]),
-        pods: fill(vec![]),
-        leases: fill(vec![]),
-        statuses: fill(vec![]),
+        nodes: kept(vec![node("n1", "web"), node("n2", "db")]),
+        pods: crate::kept::Kept::of([]),
+        leases: crate::kept::Kept::of([]),
+        statuses: crate::kept::Kept::of([]),
         rollouts: fill(vec![older.clone(), newer.clone()]),
         daemonsets: fill(vec![]),
         snapshots: fill(vec![]),
@@ -682,7 +711,7 @@ fn a_handover_ends_by_effect_once_the_new_agent_holds_the_lease_and_a_frozen_rol
         labels.insert(format!("vigil.dev/run.{STABLE}"), "true".into());
     }
     let mut st = stores(0, vec![]);
-    st.nodes = fill(fleet);
+    st.nodes = kept(fleet);
     let (observed, p) = first_plan(&st, now);
     let ended = |todo: &[Effect]| -> Vec<(String, Value)> {
         todo.iter()

@@ -4,8 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use kube::Resource;
 use kube::runtime::watcher::Event;
+
+use crate::kept::Keyed;
 
 /// The last key each live object woke the controller with.
 #[derive(Debug, Default)]
@@ -16,15 +17,16 @@ pub(super) struct Wakes {
     relist: Option<HashSet<String>>,
 }
 
-fn id<K: Resource>(o: &K) -> String {
-    format!("{}/{}", o.meta().namespace.as_deref().unwrap_or(""), o.meta().name.as_deref().unwrap_or(""))
+fn id<K: Keyed>(o: &K) -> String {
+    let (ns, name) = o.key();
+    format!("{ns}/{name}")
 }
 
 impl Wakes {
     /// Takes one watch event in; `true` when it should wake the controller: an object whose
     /// key changed, or one that was read before and is gone (a deleted agent pod or Lease
     /// changes what the rollout it belonged to sees).
-    pub(super) fn on<K: Resource>(&mut self, event: &Event<K>, key: impl Fn(&K) -> Option<u64>) -> bool {
+    pub(super) fn on<K: Keyed>(&mut self, event: &Event<K>, key: impl Fn(&K) -> Option<u64>) -> bool {
         match event {
             Event::Apply(o) | Event::InitApply(o) => {
                 let id = id(o);
@@ -63,18 +65,18 @@ impl Wakes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Pod;
+    use vigil_plan::facts::PodFacts as Pod;
 
     fn pod(name: &str, rev: &str) -> Pod {
-        serde_json::from_value(serde_json::json!({
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "vigil-system", "labels": {"vigil.dev/revision": rev}}
         }))
-        .unwrap()
+        .unwrap();
+        Pod::from(&pod)
     }
 
     fn key(p: &Pod) -> Option<u64> {
-        let rev = p.metadata.labels.as_ref()?.get("vigil.dev/revision")?;
-        Some(rev.bytes().map(u64::from).sum())
+        Some(p.revision.as_deref()?.bytes().map(u64::from).sum())
     }
 
     #[test]
