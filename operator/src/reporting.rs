@@ -333,7 +333,7 @@ mod tests {
     #[test]
     fn only_transitions_are_written_and_the_next_look_is_the_first_lease_to_go_stale() {
         let gap = Duration::from_secs(60);
-        let objects = vec![
+        let objects = [
             status("fresh", Some(("True", "HeartbeatRenewed"))),
             status("silent", Some(("True", "HeartbeatRenewed"))),
             status("new", None),
