@@ -648,7 +648,8 @@ async fn why(env: &mut Env<'_>, node: &str, format: Output) -> Result<i32, Failu
     let status = cluster.statuses.iter().find(|s| s.name_any() == node);
     let pods: Vec<&PodFacts> = cluster.pods.iter().filter(|p| p.node.as_deref() == Some(node)).collect();
     let lease = cluster.leases.iter().find(|l| l.name == agent::lease_name(node));
-    let me = observe::node_view(n, &pods, lease, status.map(StatusFacts::from).as_ref());
+    let facts = cluster.status_facts.iter().find(|s| s.name == node);
+    let me = observe::node_view(n, &pods, lease, facts);
     let now = (env.clock)();
     let v = crate::why::why(&me, &rollouts, |r| cluster.fleet(r), now);
     if format != Output::Text {
