@@ -134,9 +134,9 @@ pub enum WriteError {
     /// A node's labels.
     #[error("patching the labels of node {0}")]
     Node(String, #[source] kube::Error),
-    /// A DaemonSet, by name.
-    #[error("applying DaemonSet {0}")]
-    DaemonSet(String, #[source] kube::Error),
+    /// A DaemonSet, by name, and what was being done to it.
+    #[error("{1} DaemonSet {0}")]
+    DaemonSet(String, DaemonSetWrite, #[source] kube::Error),
     /// A config copy, by name.
     #[error("deleting config copy {0}")]
     Snapshot(String, #[source] kube::Error),
@@ -154,11 +154,32 @@ impl WriteError {
         match self {
             WriteError::Status(e)
             | WriteError::Node(_, e)
-            | WriteError::DaemonSet(_, e)
+            | WriteError::DaemonSet(_, _, e)
             | WriteError::Snapshot(_, e)
             | WriteError::AgentStatus(_, e)
             | WriteError::Policy(_, e) => e,
         }
+    }
+}
+
+/// What a failed DaemonSet write was doing, for its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DaemonSetWrite {
+    /// Creating it whole.
+    Create,
+    /// Bringing its metadata up to date.
+    Metadata,
+    /// Deleting it.
+    Delete,
+}
+
+impl std::fmt::Display for DaemonSetWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DaemonSetWrite::Create => "creating",
+            DaemonSetWrite::Metadata => "updating the metadata of",
+            DaemonSetWrite::Delete => "deleting",
+        })
     }
 }
 
@@ -237,14 +258,17 @@ async fn send(
             Ok(())
         }
         Effect::Nodes(patches) => writer.nodes(patches).await.map_err(|(n, e)| WriteError::Node(n, e)),
-        Effect::CreateDaemonSet(ds) => {
-            writer.create_daemonset(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))
-        }
+        Effect::CreateDaemonSet(ds) => writer
+            .create_daemonset(&ds)
+            .await
+            .map_err(|e| WriteError::DaemonSet(name_of(&ds), DaemonSetWrite::Create, e)),
         Effect::DaemonSetMetadata(ds) => {
-            writer.daemonset_metadata(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), e))
+            let to = DaemonSetWrite::Metadata;
+            writer.daemonset_metadata(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), to, e))
         }
         Effect::DeleteDaemonSet { namespace, name } => {
-            writer.delete_daemonset(&namespace, &name).await.map_err(|e| WriteError::DaemonSet(name, e))
+            let to = DaemonSetWrite::Delete;
+            writer.delete_daemonset(&namespace, &name).await.map_err(|e| WriteError::DaemonSet(name, to, e))
         }
         Effect::DeleteSnapshot { namespace, name } => {
             writer.delete_snapshot(&namespace, &name).await.map_err(|e| WriteError::Snapshot(name, e))
@@ -411,10 +435,15 @@ impl Writer {
             .map(|_| ())
     }
 
-    /// Deletes a DaemonSet.
+    /// Deletes a DaemonSet; one already gone is done (the reconcile after the one that
+    /// deleted it may run before the DaemonSet store has seen the delete, and decide it again).
     pub async fn delete_daemonset(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         let api: kube::Api<DaemonSet> = kube::Api::namespaced(self.client.clone(), namespace);
-        api.delete(name, &kube::api::DeleteParams::default()).await.map(|_| ())
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -191,7 +191,7 @@ pub async fn run(client: kube::Client, stores: crate::controller::Stores, clock:
             failed.iter().find_map(|e| {
                 let (k, n, cause) = match e {
                     crate::act::WriteError::Snapshot(n, c) => ("snapshot", n, c),
-                    crate::act::WriteError::DaemonSet(n, c) => ("daemonset", n, c),
+                    crate::act::WriteError::DaemonSet(n, _, c) => ("daemonset", n, c),
                     crate::act::WriteError::Node(n, c) => ("node", n, c),
                     _ => return None,
                 };

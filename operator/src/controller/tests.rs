@@ -914,3 +914,42 @@ async fn apply_each_sends_every_effect_past_a_failed_one_and_returns_the_failure
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(matches!(&failed[0], WriteError::Node(n, _) if n == "node-01"), "{failed:?}");
 }
+
+/// The reconcile after the one that deleted a DaemonSet may run before the DaemonSet store
+/// has seen the delete, and decide the delete again: the API's 404 is the delete done, not a
+/// failed reconcile (which would wait out the retry delay).
+#[tokio::test]
+async fn deleting_a_daemonset_or_copy_already_gone_is_done_and_a_refused_delete_names_its_verb() {
+    use crate::act::{DaemonSetWrite, Effect, WriteError, Writer, apply};
+    let gone = |code: u16, reason: &str| {
+        let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "message": "no", "reason": reason, "code": code, "metadata": {}});
+        Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
+    };
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let todo = vec![
+        Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-old".into() },
+        Effect::DeleteSnapshot { namespace: "vigil-system".into(), name: "vigil-config-r-old".into() },
+        Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-older".into() },
+    ];
+    let api = tokio::spawn(async move {
+        for (path, answer) in [
+            ("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-r-old?", gone(404, "NotFound")),
+            ("/api/v1/namespaces/vigil-system/configmaps/vigil-config-r-old?", gone(404, "NotFound")),
+            ("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-r-older?", gone(403, "Forbidden")),
+        ] {
+            let ((m, uri, _), send) = next_request(&mut handle).await;
+            assert_eq!((m, uri.as_str()), (Method::DELETE, path));
+            send.send_response(answer);
+        }
+    });
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let err = apply(&Writer::new(client), None, todo, now).await.unwrap_err();
+    api.await.unwrap();
+    assert!(
+        matches!(&err, WriteError::DaemonSet(n, DaemonSetWrite::Delete, _) if n == "vigil-agent-r-older"),
+        "the two deletes answered 404 are done; the third failed: {err:?}"
+    );
+    assert_eq!(err.to_string(), "deleting DaemonSet vigil-agent-r-older");
+    assert_eq!(super::Error::from(err).kind(), "DaemonSetApplyFailed");
+}
