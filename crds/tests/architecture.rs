@@ -63,6 +63,39 @@ const RULES: &[Rule] = &[
         why: "the detectors are pure functions of a series and know nothing of the agent",
     },
     Rule {
+        krate: "vigil-host",
+        may_link: &["vigil-crds", "vigil-agent-config"],
+        forbidden: &[
+            "tokio",
+            "kube-client",
+            "kube-runtime",
+            "hyper",
+            "reqwest",
+            "axum",
+            "tower",
+            "tonic",
+            "opentelemetry",
+            "prometheus-client",
+        ],
+        why: "the host readers read files: no runtime, client, server or exporter, and never the agent's shell",
+    },
+    Rule {
+        krate: "vigil-events",
+        may_link: &["vigil-crds", "vigil-agent-config", "vigil-host"],
+        forbidden: &[
+            "kube-client",
+            "kube-runtime",
+            "hyper",
+            "reqwest",
+            "axum",
+            "tower",
+            "tonic",
+            "opentelemetry",
+            "prometheus-client",
+        ],
+        why: "the event sources read the host and hand events on: no client, server or exporter, never the agent's shell",
+    },
+    Rule {
         krate: "kubectl-vigil",
         may_link: &["vigil-crds", "vigil-plan"],
         forbidden: &["kube-runtime", "axum", "opentelemetry"],
@@ -76,7 +109,7 @@ const RULES: &[Rule] = &[
     },
     Rule {
         krate: "vigil-agent",
-        may_link: &["vigil-crds", "vigil-agent-config", "vigil-detect"],
+        may_link: &["vigil-crds", "vigil-agent-config", "vigil-detect", "vigil-host", "vigil-events"],
         forbidden: &[],
         why: "the agent knows its own node, never the rollout planner",
     },
@@ -202,7 +235,7 @@ fn a_forbidden_link_and_a_workspace_crate_not_allowed_are_each_reported_with_the
     );
     assert!(found.iter().any(|f| f.contains("links vigil-detect")), "a workspace crate outside may_link: {found:?}");
     // Every pure crate forbids every I/O stack.
-    for krate in ["vigil-crds", "vigil-agent-config", "vigil-plan", "vigil-detect"] {
+    for krate in ["vigil-crds", "vigil-agent-config", "vigil-plan", "vigil-detect", "vigil-host"] {
         let rule = RULES.iter().find(|r| r.krate == krate).unwrap();
         assert!(IO.iter().all(|c| rule.forbidden.contains(c)), "{krate}");
     }

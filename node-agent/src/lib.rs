@@ -1,25 +1,27 @@
 //! vigil-agent: what a node is doing, read from the host through a host root.
 //!
 //! ```text
-//!  HostRoot (/ or /host) ──▶ proc/* readers ──▶ Collector ──▶ Snapshot
-//!                                                              ├─▶ scan / watch (text, JSON)
-//!                                                              └─▶ run: /metrics, OTLP
+//!  HostRoot (/ or /host) ──▶ proc::* readers ──▶ Collector ──▶ Snapshot
+//!  (the vigil-host crate)                                     ├─▶ scan / watch (text, JSON)
+//!                                                             └─▶ run: /metrics, OTLP
 //! ```
 //!
 //! Readers never name `/proc` themselves: the root is a value, so fixtures are plain
 //! directories. A failed read is counted, never fatal; the agent never takes its node down.
+//! The readers are their own crate, `vigil-host`, which links no async runtime, client or
+//! server; `host` and `proc` are re-exported here under their old paths.
 
 pub mod alert;
-pub mod clock;
+pub use vigil_host::clock;
 pub mod config;
 pub mod daemon;
-pub mod events;
+pub use vigil_events as events;
 pub mod export;
 pub mod handover;
 pub use vigil_agent_config::filter;
-pub mod host;
+pub use vigil_host::host;
 pub mod log;
-pub mod proc;
+pub use vigil_host::proc;
 pub mod render;
 pub mod report;
 pub mod selfmon;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Event, EventType, Severity};
-use crate::host::HostRoot;
+use vigil_host::host::HostRoot;
 
 pub use vigil_agent_config::WatchPath;
 

@@ -7,7 +7,7 @@ use procfs::{DiskStats, FromRead};
 use serde::Serialize;
 
 use super::{ErrorKind, HostRoot, ReadErrors, read_optional};
-use crate::filter::NameFilter;
+use vigil_agent_config::filter::NameFilter;
 
 /// Filesystem types that hold no user data (node_exporter's list, plus container layers).
 const PSEUDO_FS: &[&str] = &[

@@ -6,16 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{SourceStates, host_tz, set_state};
-use crate::config::EventsConfig;
-use crate::events::auth::{AuthParser, BruteForce, BruteForceRule, Parsed, Writer};
-use crate::events::netconn::{Tracker, owners, read_sockets, socket_event};
-use crate::events::process::ProcInfo;
-use crate::events::queue::POLL_SLICE;
-use crate::events::tail::{Positions, StartAt, Tail, Unit};
-use crate::events::{Emitter, Event, EventType, Source, UnparsedReason, utmp};
-use crate::host::HostRoot;
-use crate::proc::processes::Users;
+use crate::auth::{AuthParser, BruteForce, BruteForceRule, Parsed, Writer};
+use crate::netconn::{Tracker, owners, read_sockets, socket_event};
+use crate::process::ProcInfo;
+use crate::queue::POLL_SLICE;
+use crate::tail::{Positions, StartAt, Tail, Unit};
+use crate::{Emitter, Event, EventType, Source, UnparsedReason, utmp};
+use vigil_agent_config::EventsConfig;
 use vigil_crds::SourceState;
+use vigil_host::host::HostRoot;
+use vigil_host::proc::processes::Users;
 
 pub(super) struct Polled {
     pub(super) auth: Emitter,
@@ -33,7 +33,7 @@ pub struct AuthFollower {
     /// the same failures to both).
     btmp_counts: bool,
     /// The systemd journal, when read.
-    journal: Option<crate::events::journal::Follower>,
+    journal: Option<crate::journal::Follower>,
     /// The journal is read for systemd's own entries only (service starts, stops and
     /// failures): the auth logs hold the rest, and reading both would count each twice.
     journal_services_only: bool,
@@ -84,10 +84,10 @@ fn auth_journal_field(name: &str) -> bool {
 impl AuthFollower {
     /// Opens the tails, resuming at `saved` positions (else at `start`).
     pub fn new(
-        cfg: &crate::config::AuthEvents,
+        cfg: &vigil_agent_config::AuthEvents,
         root: &HostRoot,
         saved: &Positions,
-        journal_cursor: Option<crate::events::journal::Cursor>,
+        journal_cursor: Option<crate::journal::Cursor>,
         start: StartAt,
     ) -> Self {
         let parser = AuthParser {
@@ -112,10 +112,10 @@ impl AuthFollower {
         });
         // With `auto` and an auth log, the journal is still read for what only it holds:
         // systemd's records of the kubelet and the container runtime starting and stopping.
-        let journal_services_only = cfg.journal == crate::config::JournalMode::Auto && !btmp_counts;
-        let journal = (cfg.journal != crate::config::JournalMode::Off).then(|| {
+        let journal_services_only = cfg.journal == vigil_agent_config::JournalMode::Auto && !btmp_counts;
+        let journal = (cfg.journal != vigil_agent_config::JournalMode::Off).then(|| {
             let dirs = cfg.journal_dirs.iter().map(|d| root.host_path(d)).collect();
-            crate::events::journal::Follower::new(dirs, journal_cursor, start == StartAt::End)
+            crate::journal::Follower::new(dirs, journal_cursor, start == StartAt::End)
         });
         // sshd writes each failure to btmp and to its log: btmp counts only when neither an
         // auth log nor the journal is read (else every failure would count twice).
@@ -137,7 +137,7 @@ impl AuthFollower {
     /// What this follower cannot read, in words: configured files that exist but cannot be
     /// opened, none of the auth logs there and no journal read instead, journal files that
     /// cannot be read.
-    pub fn problems(&self, cfg: &crate::config::AuthEvents, root: &HostRoot) -> Vec<String> {
+    pub fn problems(&self, cfg: &vigil_agent_config::AuthEvents, root: &HostRoot) -> Vec<String> {
         let mut out = unreadable(&auth_files(cfg), root);
         let no_log = cfg.logs.iter().all(|p| !root.host_path(p).exists());
         match &self.journal {
@@ -158,12 +158,12 @@ impl AuthFollower {
 
     /// Whether the journal is read, and its directories.
     pub fn journal_dirs(&self) -> Option<&[PathBuf]> {
-        self.journal.as_ref().map(crate::events::journal::Follower::dirs)
+        self.journal.as_ref().map(crate::journal::Follower::dirs)
     }
 
     /// Where the journal reader is, to save.
-    pub fn journal_cursor(&self) -> Option<&crate::events::journal::Cursor> {
-        self.journal.as_ref().map(crate::events::journal::Follower::cursor)
+    pub fn journal_cursor(&self) -> Option<&crate::journal::Cursor> {
+        self.journal.as_ref().map(crate::journal::Follower::cursor)
     }
 
     /// Reads what the files gained; events go to `out`.
@@ -173,7 +173,7 @@ impl AuthFollower {
             let mut lines = Vec::new();
             let _ = tail.poll(&mut |l, cut| lines.push((l.to_vec(), cut)));
             for (l, cut) in lines {
-                let text = crate::events::utf8_escaped(&l);
+                let text = crate::utf8_escaped(&l);
                 // A line longer than any a logger writes is not parsed: its fields could be
                 // anything (a 16 KiB "user name"); its head is kept as an unparsed event.
                 let parsed = if cut { Parsed::Unparsed(UnparsedReason::Cut) } else { self.parser.parse(&text, now) };
@@ -223,7 +223,7 @@ impl AuthFollower {
                     // program.
                     let exe_setuid_root = exe
                         .as_deref()
-                        .filter(|_| uid != Some(0) && crate::events::auth::is_setuid_program(&program))
+                        .filter(|_| uid != Some(0) && crate::auth::is_setuid_program(&program))
                         .map(|e| setuid_root(&self.host, e));
                     let writer = Writer {
                         exe_setuid_root,
@@ -293,15 +293,15 @@ pub struct NetFollower {
 
 impl NetFollower {
     /// A follower; `outbound` reports outbound connections too.
-    pub fn new(cfg: &crate::config::NetworkEvents) -> Self {
+    pub fn new(cfg: &vigil_agent_config::NetworkEvents) -> Self {
         Self { tracker: Tracker::new(cfg.outbound_dedup), outbound: cfg.outbound, last: None }
     }
 
     /// One read of the tables; `report_existing` lists current listeners (a scan). The tables
-    /// are read only when the [`fingerprint`](crate::events::netconn::fingerprint) moved, or a minute
+    /// are read only when the [`fingerprint`](crate::netconn::fingerprint) moved, or a minute
     /// passed since the last read (two changes that cancel out in the counts).
     pub fn poll(&mut self, root: &HostRoot, users: &Users, report_existing: bool, out: &mut dyn FnMut(Event)) -> usize {
-        let print = crate::events::netconn::fingerprint(root);
+        let print = crate::netconn::fingerprint(root);
         if !report_existing
             && let (Some(p), Some((last, at))) = (&print, &self.last)
             && p == last
@@ -316,7 +316,7 @@ impl NetFollower {
         let outbound: &[_] = if self.outbound { &changes.outbound } else { &[] };
         let inodes = changes.listening.iter().chain(outbound).map(|s| s.inode).filter(|i| *i != 0).collect();
         let owner = owners(root, &inodes);
-        let describe = |kind, s: &crate::events::netconn::Socket| {
+        let describe = |kind, s: &crate::netconn::Socket| {
             let e = socket_event(kind, s, now);
             match owner.get(&s.inode) {
                 Some(pid) => {
@@ -358,16 +358,15 @@ pub(super) fn polled_sources(
 ) {
     let positions_file = state_dir.map(|d| d.join("log-positions.json"));
     let saved = positions_file.as_deref().map(Positions::load).unwrap_or_default();
-    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
+    let users = Users::read(root, &mut vigil_host::proc::ReadErrors::default());
     let cursor_file = state_dir.map(|d| d.join("journal-cursor.json"));
-    let saved_cursor: Option<crate::events::journal::Cursor> =
+    let saved_cursor: Option<crate::journal::Cursor> =
         cursor_file.as_deref().and_then(|f| std::fs::read(f).ok()).and_then(|b| serde_json::from_slice(&b).ok());
     let mut auth = cfg.auth.enabled.then(|| AuthFollower::new(&cfg.auth, root, &saved, saved_cursor, StartAt::End));
     let mut last_cursor = None;
     let mut journal_problems: Option<Vec<String>> = None;
     let mut net = cfg.network.enabled.then(|| NetFollower::new(&cfg.network));
-    let mut clock =
-        cfg.clock.enabled.then(|| crate::events::clock::ClockWatch::new(cfg.clock.max_offset.as_secs_f64()));
+    let mut clock = cfg.clock.enabled.then(|| crate::clock::ClockWatch::new(cfg.clock.max_offset.as_secs_f64()));
     // Files that exist but cannot be read are said in the source's state, set at its first
     // poll: a silent source is worse than none.
     let files = auth_files(&cfg.auth);
@@ -420,7 +419,7 @@ pub(super) fn polled_sources(
             if now >= next_save
                 && let (Some(f), Some(c)) = (&cursor_file, a.journal_cursor())
                 && last_cursor.as_ref() != Some(c)
-                && serde_json::to_vec(c).is_ok_and(|b| crate::events::tail::write_atomic(f, &b).is_ok())
+                && serde_json::to_vec(c).is_ok_and(|b| crate::tail::write_atomic(f, &b).is_ok())
             {
                 last_cursor = Some(c.clone());
             }
@@ -451,7 +450,7 @@ pub(super) fn polled_sources(
             && now >= next_clock
         {
             next_clock = now + Duration::from_secs(10);
-            if let Some(state) = crate::clock::read() {
+            if let Some(state) = vigil_host::clock::read() {
                 for e in c.observe(&state, jiff::Timestamp::now()) {
                     em.clock.emit(e);
                 }
@@ -471,12 +470,12 @@ pub(super) fn polled_sources(
     if let (Some(c), Some(f)) = (auth.as_ref().and_then(AuthFollower::journal_cursor), &cursor_file)
         && let Ok(b) = serde_json::to_vec(c)
     {
-        let _ = crate::events::tail::write_atomic(f, &b);
+        let _ = crate::tail::write_atomic(f, &b);
     }
 }
 
 /// The auth source's files: its logs, then wtmp and btmp when set.
-fn auth_files(cfg: &crate::config::AuthEvents) -> Vec<&String> {
+fn auth_files(cfg: &vigil_agent_config::AuthEvents) -> Vec<&String> {
     cfg.logs.iter().chain([&cfg.wtmp, &cfg.btmp].into_iter().filter(|p| !p.is_empty())).collect()
 }
 
@@ -522,7 +521,7 @@ fn auth_state_text(files: &[&String], journal: Option<&[PathBuf]>, services_only
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::journal::tests::{Builder, Store};
+    use crate::journal::tests::{Builder, Store};
 
     #[test]
     fn beside_an_auth_log_the_journal_is_read_for_systemds_service_records_only() {
@@ -561,7 +560,7 @@ mod tests {
         b.entry(1_700_000_002_000_000, &forged, Store::Plain);
         std::fs::write(root.path().join("var/log/journal/m/system.journal"), &b.bytes).unwrap();
 
-        let cfg = crate::config::AuthEvents {
+        let cfg = vigil_agent_config::AuthEvents {
             logs: vec!["/var/log/auth.log".into()],
             wtmp: String::new(),
             btmp: String::new(),
@@ -576,7 +575,7 @@ mod tests {
         assert_eq!(out[0].details["writerVerified"], true);
 
         // With `journal: off` nothing is read from it; without an auth log all of it is.
-        let off = crate::config::AuthEvents { journal: crate::config::JournalMode::Off, ..cfg.clone() };
+        let off = vigil_agent_config::AuthEvents { journal: vigil_agent_config::JournalMode::Off, ..cfg.clone() };
         assert!(
             AuthFollower::new(&off, &host, &Positions::default(), None, StartAt::Beginning).journal_dirs().is_none()
         );

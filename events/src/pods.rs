@@ -206,7 +206,7 @@ const CGROUP_KEYS: [&str; 3] = ["taskMemcg", "cgroup", "oomMemcg"];
 
 impl PodIndex {
     /// The pods of the host under `root`, read now.
-    pub fn from_host(root: &crate::host::HostRoot) -> Self {
+    pub fn from_host(root: &vigil_host::host::HostRoot) -> Self {
         let index = Self(Arc::new(Inner { root: Some(root.root().to_owned()), ..Inner::default() }));
         index.reread();
         index
@@ -270,7 +270,7 @@ impl PodIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventType;
+    use crate::EventType;
 
     const UID: &str = "5f3c1e2a-9b7d-4c11-8e0f-2a6b9c3d4e5f";
     const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -375,14 +375,14 @@ mod tests {
             || Event::new(EventType::OomKill, jiff::Timestamp::UNIX_EPOCH, "killed").with("taskMemcg", memcg.as_str());
         // Off Kubernetes: the UID and container id the cgroup gives.
         let empty = tempfile::tempdir().unwrap();
-        let index = PodIndex::from_host(&crate::host::HostRoot::new(empty.path()));
+        let index = PodIndex::from_host(&vigil_host::host::HostRoot::new(empty.path()));
         let mut e = oom();
         index.attribute(&mut e);
         assert_eq!((e.detail_str("podUid"), e.detail_str("containerId")), (Some(UID), Some(CID)));
         assert!(e.detail_str("podName").is_none());
         // On a node: named.
         let host = host_with_pod(UID);
-        let index = PodIndex::from_host(&crate::host::HostRoot::new(host.path()));
+        let index = PodIndex::from_host(&vigil_host::host::HostRoot::new(host.path()));
         assert_eq!(index.len(), 1);
         let mut e = oom();
         index.attribute(&mut e);
@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn a_pod_started_after_the_first_read_is_named_by_its_first_event() {
         let host = tempfile::tempdir().unwrap();
-        let index = PodIndex::from_host(&crate::host::HostRoot::new(host.path()));
+        let index = PodIndex::from_host(&vigil_host::host::HostRoot::new(host.path()));
         assert!(index.is_empty());
         // The pod appears; the next read is due a second after the first.
         let later = host_with_pod(UID);

@@ -8,7 +8,7 @@ use procfs::net::InterfaceDeviceStatus;
 use serde::Serialize;
 
 use super::{ErrorKind, HostRoot, ReadErrors, read_optional};
-use crate::filter::NameFilter;
+use vigil_agent_config::filter::NameFilter;
 
 /// Counters of one interface since it came up.
 #[derive(Clone, Debug, PartialEq, Serialize)]

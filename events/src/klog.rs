@@ -246,8 +246,7 @@ mod tests {
         let got = Follower::default().poll(buf);
         let facilities: Vec<u32> = got.records.iter().map(|r| r.facility).collect();
         assert_eq!(facilities, [0, FACILITY_UNCERTAIN, FACILITY_UNCERTAIN, 0], "{:?}", got.records);
-        let e =
-            crate::events::kmsg::Classifier::default().classify(&got.records[1], jiff::Timestamp::UNIX_EPOCH).unwrap();
+        let e = crate::kmsg::Classifier::default().classify(&got.records[1], jiff::Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(e.details["writerUncertain"], true, "reported, and said to be uncertain");
         assert!(e.details.get("userspace").is_none());
     }

@@ -313,7 +313,7 @@ impl Classifier {
         // own) says that.
         Some(match record.facility {
             0 => event,
-            crate::events::klog::FACILITY_UNCERTAIN => event.with("writerUncertain", true),
+            crate::klog::FACILITY_UNCERTAIN => event.with("writerUncertain", true),
             _ => event.with("userspace", true),
         })
     }
@@ -346,7 +346,7 @@ impl Classifier {
                 e.details.entry(k).or_insert(v);
             }
         }
-        if let Some(container) = e.detail_str("taskMemcg").and_then(crate::proc::processes::container_id) {
+        if let Some(container) = e.detail_str("taskMemcg").and_then(vigil_host::proc::processes::container_id) {
             e = e.with("containerId", container);
         }
         e

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use super::{Event, EventType};
-use crate::host::HostRoot;
+use vigil_host::host::HostRoot;
 
 /// The four tables.
 pub const TABLES: [(&str, Proto); 4] =

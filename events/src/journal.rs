@@ -855,11 +855,11 @@ pub(crate) mod tests {
         let r = kernel_record(&found.entries[0], Some([0; 16])).unwrap();
         assert_eq!((r.level, r.ts_usec), (3, 5_000_000));
         assert_eq!(r.dict, [("SUBSYSTEM".into(), "block".into()), ("DEVICE".into(), "b8:17".into())]);
-        let e = crate::events::kmsg::Classifier::default().classify(&r, jiff::Timestamp::UNIX_EPOCH).unwrap();
-        assert_eq!(e.kind, crate::events::EventType::IoError);
+        let e = crate::kmsg::Classifier::default().classify(&r, jiff::Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(e.kind, crate::EventType::IoError);
         assert!(e.details.get("userspace").is_none(), "the kernel's own");
         let forged = kernel_record(&found.entries[2], None).unwrap();
-        let e = crate::events::kmsg::Classifier::default().classify(&forged, jiff::Timestamp::UNIX_EPOCH).unwrap();
+        let e = crate::kmsg::Classifier::default().classify(&forged, jiff::Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(e.details["userspace"], true, "a process wrote it to /dev/kmsg: its facility says so");
         assert!(kernel_record(&found.entries[1], None).is_none(), "not the kernel's");
         assert!(kernel_record(&found.entries[0], Some([1; 16])).is_none(), "another boot");

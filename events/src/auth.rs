@@ -612,7 +612,7 @@ fn sshd(msg: &str, time: jiff::Timestamp) -> Option<Event> {
         // A direct root login over ssh bypasses every personal account's trail.
         let root = user == "root";
         let e = Event::new(EventType::SshAccepted, time, format!("ssh login of {user} from {from} ({method})"));
-        let e = if root { e.severity(crate::events::Severity::Warning).with("rootLogin", true) } else { e };
+        let e = if root { e.severity(crate::Severity::Warning).with("rootLogin", true) } else { e };
         return Some(
             e.with("user", user)
                 .with("sourceAddress", p.address.as_deref())
@@ -1217,12 +1217,12 @@ mod tests {
         let e = ev(
             "Nov 22 10:00:01 web-1 sshd[9]: Accepted publickey for root from 203.0.113.9 port 50000 ssh2: ED25519 SHA256:abc",
         );
-        assert_eq!((e.kind, e.severity), (EventType::SshAccepted, crate::events::Severity::Warning));
+        assert_eq!((e.kind, e.severity), (EventType::SshAccepted, crate::Severity::Warning));
         assert_eq!(e.details.get("rootLogin").and_then(serde_json::Value::as_bool), Some(true));
         let e = ev(
             "Nov 22 10:00:01 web-1 sshd[9]: Accepted publickey for alice from 203.0.113.9 port 50000 ssh2: ED25519 SHA256:abc",
         );
-        assert_eq!(e.severity, crate::events::Severity::Info);
+        assert_eq!(e.severity, crate::Severity::Info);
         // A PAM failure of another service from a remote host counts toward a brute force; sshd's
         // own PAM line does not (its `Failed password` counts).
         let ftp = "Nov 22 10:00:02 web-1 vsftpd[7]: pam_unix(vsftpd:auth): authentication failure; logname= uid=0 euid=0 tty=ftp ruser=bob rhost=::ffff:198.51.100.23 user=bob";

@@ -1,8 +1,8 @@
 //! Clock events: loss and return of synchronisation, and an offset beyond a threshold, from the
-//! kernel's clock state ([`crate::clock`]) at each interval. Pure.
+//! kernel's clock state ([`vigil_host::clock`]) at each interval. Pure.
 
 use super::{Event, EventType, Severity};
-use crate::clock::ClockState;
+use vigil_host::clock::ClockState;
 
 /// Follows the clock state and reports its transitions.
 #[derive(Debug)]

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 
 use super::{SourceStates, set_state, stopped};
-use crate::config::EventsConfig;
-use crate::events::fim::{Fim, FimSettings};
-use crate::events::process::wait_readable;
-use crate::events::queue::POLL_SLICE;
-use crate::events::{Emitter, Source};
-use crate::host::HostRoot;
+use crate::fim::{Fim, FimSettings};
+use crate::process::wait_readable;
+use crate::queue::POLL_SLICE;
+use crate::{Emitter, Source};
+use vigil_agent_config::EventsConfig;
 use vigil_crds::SourceState;
+use vigil_host::host::HostRoot;
 
 pub(super) fn file_source(
     cfg: &EventsConfig,

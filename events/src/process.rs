@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Event, EventType, Severity};
-use crate::host::HostRoot;
-use crate::proc::processes::{cgroup_path, cmdline_text, container_id, parse_stat};
+use vigil_host::host::HostRoot;
+use vigil_host::proc::processes::{cgroup_path, cmdline_text, container_id, parse_stat};
 
 /// What is known about one process.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl ProcInfo {
     }
 
     /// Adds this process's fields to an event.
-    pub fn describe(&self, e: Event, users: &crate::proc::processes::Users) -> Event {
+    pub fn describe(&self, e: Event, users: &vigil_host::proc::processes::Users) -> Event {
         e.with("pid", self.pid)
             .with("ppid", self.ppid)
             .with("uid", self.uid)
@@ -81,7 +81,7 @@ impl ProcInfo {
 }
 
 /// A start event for `info` (`vanished`: the process was gone before it could be read).
-pub fn start_event(info: &ProcInfo, time: jiff::Timestamp, users: &crate::proc::processes::Users) -> Event {
+pub fn start_event(info: &ProcInfo, time: jiff::Timestamp, users: &vigil_host::proc::processes::Users) -> Event {
     let what = info.cmdline.as_deref().unwrap_or_else(|| info.name());
     let e = Event::new(EventType::ProcessStart, time, format!("{what} started (pid {})", info.pid));
     let e = info.describe(e, users);
@@ -94,7 +94,7 @@ pub fn exit_event(
     info: &ProcInfo,
     status: Option<u32>,
     time: jiff::Timestamp,
-    users: &crate::proc::processes::Users,
+    users: &vigil_host::proc::processes::Users,
 ) -> Event {
     let (code, signal) = match status {
         Some(s) if s & 0x7f == 0 => (Some((s >> 8) & 0xff), None),
@@ -238,7 +238,7 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> std::io::Result<b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proc::processes::Users;
+    use vigil_host::proc::processes::Users;
 
     fn info(pid: i32, comm: &str) -> ProcInfo {
         ProcInfo { pid, comm: Some(comm.into()), ..ProcInfo::default() }

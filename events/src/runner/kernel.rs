@@ -10,13 +10,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use super::{SourceStates, boot_time, set_state, stopped};
-use crate::events::kmsg::{Assembler, Classifier, Piece};
-use crate::events::process::wait_readable;
-use crate::events::queue::POLL_SLICE;
-use crate::events::tail::{StartAt, Tail, Unit};
-use crate::events::{Emitter, Event, EventType, Source, UnparsedReason};
-use crate::host::HostRoot;
+use crate::kmsg::{Assembler, Classifier, Piece};
+use crate::process::wait_readable;
+use crate::queue::POLL_SLICE;
+use crate::tail::{StartAt, Tail, Unit};
+use crate::{Emitter, Event, EventType, Source, UnparsedReason};
 use vigil_crds::SourceState;
+use vigil_host::host::HostRoot;
 
 /// The longest line of a kernel log file kept whole (the kernel's own records are at most
 /// 1 KiB of text plus the dictionary).
@@ -92,7 +92,7 @@ fn classify_pieces(
                         && let Some(pid) = e.detail_i64("pid")
                         && let Some(cgroup) = process_cgroup(root, pid, r.ts_usec)
                     {
-                        if let Some(id) = crate::proc::processes::container_id(&cgroup) {
+                        if let Some(id) = vigil_host::proc::processes::container_id(&cgroup) {
                             e = e.with("containerId", id);
                         }
                         e = e.with("cgroup", cgroup);
@@ -105,7 +105,7 @@ fn classify_pieces(
                 out(Event::unparsed(jiff::Timestamp::now(), "kmsg", reason, &bytes));
             }
             Piece::Lost { records, after, next } => {
-                out(crate::events::kmsg::lost_event(records, after, next, jiff::Timestamp::now()));
+                out(crate::kmsg::lost_event(records, after, next, jiff::Timestamp::now()));
             }
         }
     }
@@ -151,12 +151,12 @@ const ACTOR_KINDS: [EventType; 4] =
 /// got the number since, and is not taken for it.
 fn process_cgroup(root: &HostRoot, pid: i64, record_usec: u64) -> Option<String> {
     let dir = root.proc().join(pid.to_string());
-    let stat = crate::proc::processes::parse_stat(&std::fs::read(dir.join("stat")).ok()?)?;
-    let ticks = crate::proc::cpu::HostInfo::current().ticks_per_second().max(1);
+    let stat = vigil_host::proc::processes::parse_stat(&std::fs::read(dir.join("stat")).ok()?)?;
+    let ticks = vigil_host::proc::cpu::HostInfo::current().ticks_per_second().max(1);
     if stat.starttime.saturating_mul(1_000_000) / ticks > record_usec {
         return None;
     }
-    crate::proc::processes::cgroup_path(&std::fs::read_to_string(dir.join("cgroup")).ok()?)
+    vigil_host::proc::processes::cgroup_path(&std::fs::read_to_string(dir.join("cgroup")).ok()?)
 }
 
 /// How many records an `agent.lost` event counts (at least one).
@@ -176,7 +176,7 @@ pub(crate) struct Position {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
     /// syslog(2): the last record returned, by its time and a hash of its message
-    /// ([`crate::events::klog::fingerprint`]).
+    /// ([`crate::klog::fingerprint`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last: Option<(u64, u64)>,
 }
@@ -192,7 +192,7 @@ struct Saved {
 
 impl Saved {
     fn new(state_dir: Option<&Path>, root: &HostRoot) -> Self {
-        let boot_id = crate::events::journal::boot_id_hex(&root.proc());
+        let boot_id = crate::journal::boot_id_hex(&root.proc());
         let file = state_dir.filter(|_| !boot_id.is_empty()).map(|d| d.join("kernel-position.json"));
         let last = file
             .as_deref()
@@ -212,7 +212,7 @@ impl Saved {
         }
         self.next_save = Instant::now() + Duration::from_secs(5);
         if let Ok(b) = serde_json::to_vec(&p)
-            && crate::events::tail::write_atomic_sync(file, &b, false).is_ok()
+            && crate::tail::write_atomic_sync(file, &b, false).is_ok()
         {
             self.last = p;
         }
@@ -316,7 +316,7 @@ fn last_seq_in(file: &mut std::fs::File) -> Option<u64> {
     loop {
         match file.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => last = crate::events::kmsg::parse_record(&buf[..n]).map(|r| r.seq).or(last),
+            Ok(n) => last = crate::kmsg::parse_record(&buf[..n]).map(|r| r.seq).or(last),
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
             Err(_) => break,
         }
@@ -349,10 +349,10 @@ fn syslog_loop(
     stop: &AtomicBool,
     states: &Mutex<SourceStates>,
 ) {
-    let mut follower = match crate::events::klog::read_all() {
-        Ok(_) if let Some(last) = saved.last.last => crate::events::klog::Follower::resume(last),
+    let mut follower = match crate::klog::read_all() {
+        Ok(_) if let Some(last) = saved.last.last => crate::klog::Follower::resume(last),
         Ok(buf) => {
-            let f = crate::events::klog::Follower::at_end(&buf);
+            let f = crate::klog::Follower::at_end(&buf);
             saved.save(None, f.position(), true);
             f
         }
@@ -378,7 +378,7 @@ fn syslog_loop(
             continue;
         }
         next = Instant::now() + SYSLOG_POLL;
-        let Ok(buf) = crate::events::klog::read_all() else { continue };
+        let Ok(buf) = crate::klog::read_all() else { continue };
         let poll = follower.poll(&buf);
         syslog_pieces(kernel, poll);
         kernel.send(true, &mut emitter);
@@ -399,7 +399,7 @@ fn journal_loop(
     stop: &AtomicBool,
     states: &Mutex<SourceStates>,
 ) {
-    use crate::events::journal;
+    use crate::journal;
     let shown = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
     let mut follower = journal::Follower::new(dirs, None, true);
     if follower.list().is_empty() {
@@ -431,12 +431,8 @@ fn journal_loop(
 
 /// One read of the journal's kernel records (of boot `boot`) into the assembly; whether more
 /// is waiting.
-fn journal_pieces(
-    kernel: &mut Kernel,
-    follower: &mut crate::events::journal::Follower,
-    boot: Option<[u8; 16]>,
-) -> bool {
-    use crate::events::journal;
+fn journal_pieces(kernel: &mut Kernel, follower: &mut crate::journal::Follower, boot: Option<[u8; 16]>) -> bool {
+    use crate::journal;
     let poll = follower.poll(&journal::kernel_field);
     for r in poll.entries.iter().filter_map(|e| journal::kernel_record(e, boot)) {
         kernel.assembler.parsed(r, &mut kernel.pieces);
@@ -444,7 +440,7 @@ fn journal_pieces(
     poll.more
 }
 
-fn syslog_pieces(kernel: &mut Kernel, poll: crate::events::klog::Poll) {
+fn syslog_pieces(kernel: &mut Kernel, poll: crate::klog::Poll) {
     if poll.wrapped {
         kernel.pieces.push(Piece::Lost { records: None, after: None, next: None });
     }
@@ -479,7 +475,7 @@ pub(super) fn open_kmsg(device: &Path, from_end: bool) -> std::io::Result<std::f
 
 /// auditd's log, followed from its end: where auditd runs, the kernel's records of AppArmor,
 /// SELinux and seccomp go there and not to the kernel log. Its lines become the kernel records
-/// they were ([`crate::events::kmsg::audit_log_record`]) and are classified, and their
+/// they were ([`crate::kmsg::audit_log_record`]) and are classified, and their
 /// processes attributed to pods, as the kernel log's are; its other records are not read. A
 /// log that is missing is picked up when it appears (auditd started later); one that exists
 /// but cannot be read is said once.
@@ -511,7 +507,7 @@ fn audit_line(line: &[u8], cut: bool, boot: jiff::Timestamp, host: Option<&str>,
     if cut {
         return;
     }
-    if let Some(r) = crate::events::kmsg::audit_log_record(&String::from_utf8_lossy(line), boot, host) {
+    if let Some(r) = crate::kmsg::audit_log_record(&String::from_utf8_lossy(line), boot, host) {
         pieces.push(Piece::Record(r));
     }
 }
@@ -578,10 +574,10 @@ pub(super) fn once(
             }
             None
         }
-        Err(open_error) => match crate::events::klog::read_all() {
+        Err(open_error) => match crate::klog::read_all() {
             // No /dev/kmsg here (a container): the same records through syslog(2).
             Ok(buf) => {
-                syslog_pieces(&mut kernel, crate::events::klog::Follower::default().poll(&buf));
+                syslog_pieces(&mut kernel, crate::klog::Follower::default().poll(&buf));
                 Some(format!(
                     "opening {}: {open_error}; read the kernel ring buffer with syslog(2) instead",
                     device.display()
@@ -589,7 +585,7 @@ pub(super) fn once(
             }
             Err(e) => {
                 // Nor syslog(2): this boot's kernel records in the journal, if there is one.
-                use crate::events::journal;
+                use crate::journal;
                 let why = unreadable(device, &open_error, &e);
                 let since = journal::Cursor {
                     realtime: u64::try_from(kernel.boot.as_microsecond()).unwrap_or(0),
@@ -618,8 +614,8 @@ pub(super) fn once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventType;
-    use crate::events::journal::tests::{Builder, Store};
+    use crate::EventType;
+    use crate::journal::tests::{Builder, Store};
 
     #[test]
     fn a_ring_buffer_that_wrapped_between_two_syslog_reads_is_one_lost_event_and_counted() {
@@ -627,11 +623,11 @@ mod tests {
         let first = b"<6>[    1.000000] one\n<6>[    2.000000] two\n";
         let second =
             b"<6>[    9.000000] nine\n<3>[   10.000000] nf_conntrack: nf_conntrack: table full, dropping packet\n";
-        let mut follower = crate::events::klog::Follower::at_end(first);
+        let mut follower = crate::klog::Follower::at_end(first);
         let mut kernel = Kernel::new(jiff::Timestamp::UNIX_EPOCH);
         syslog_pieces(&mut kernel, follower.poll(second));
-        let (queue, mut rx) = crate::events::EventQueue::new(64, "node-a");
-        let mut emitter = queue.emitter(Source::Kernel, crate::events::queue::RateLimit::new(100.0, 100));
+        let (queue, mut rx) = crate::EventQueue::new(64, "node-a");
+        let mut emitter = queue.emitter(Source::Kernel, crate::queue::RateLimit::new(100.0, 100));
         kernel.send(true, &mut emitter);
         let mut kinds = Vec::new();
         while let Ok(e) = rx.try_recv() {
@@ -653,8 +649,8 @@ mod tests {
         );
         std::fs::write(&file, &b.bytes).unwrap();
 
-        let (queue, mut rx) = crate::events::EventQueue::new(64, "node-a");
-        let emitter = queue.emitter(Source::Kernel, crate::events::queue::RateLimit::new(100.0, 100));
+        let (queue, mut rx) = crate::EventQueue::new(64, "node-a");
+        let emitter = queue.emitter(Source::Kernel, crate::queue::RateLimit::new(100.0, 100));
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let states = std::sync::Arc::new(Mutex::new(SourceStates::default()));
         let root = HostRoot::new(dir.path().join("no-host"));

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use vigil_crds::agent::NODE_CONDITIONS;
 
 use super::{Event, EventType};
-use crate::config::NodeConditions;
+use vigil_agent_config::NodeConditions;
 
 /// One condition as it goes on the Node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -366,7 +366,7 @@ impl Conditions {
             }
             // A filesystem's warning (ext4 warning, a btrfs checksum retried from a mirror) is
             // not yet an error of the disk.
-            EventType::FsError if e.severity < crate::events::Severity::Critical => {}
+            EventType::FsError if e.severity < crate::Severity::Critical => {}
             EventType::IoError | EventType::FsError | EventType::DiskTimeout => {
                 let dev = e.detail_str("device").unwrap_or("?");
                 let reason = match e.kind {
@@ -653,7 +653,7 @@ mod tests {
         assert!(!by_kind(&c.current(t(1500 + 1800)), "FrequentUnregisterNetDevice").active, "cleared");
         // A filesystem's warning is not a disk error; a disk timeout is.
         let mut c = Conditions::new(NodeConditions::default(), t(0));
-        c.observe(&ev(EventType::FsError, 5).severity(crate::events::Severity::Warning), t(5));
+        c.observe(&ev(EventType::FsError, 5).severity(crate::Severity::Warning), t(5));
         assert!(!by_kind(&c.current(t(6)), "DiskIOErrors").active);
         c.observe(&ev(EventType::DiskTimeout, 7), t(7));
         let d = c.current(t(8));
@@ -783,7 +783,7 @@ mod tests {
 
     #[test]
     fn the_kubelet_is_unhealthy_after_three_failed_looks_and_healthy_at_the_first_good_one() {
-        use crate::events::health::Health;
+        use crate::health::Health;
         let mut c = Conditions::new(NodeConditions::default(), t(0));
         let bad = Health::Unhealthy("HTTP/1.1 500 Internal Server Error: [-]syncloop failed".into());
         c.observe_kubelet(&bad, t(10));

@@ -21,14 +21,14 @@ mod process;
 pub use polled::{AuthFollower, NetFollower};
 pub use process::EarlyProcess;
 
-use crate::config::Config;
-use crate::events::fim::{Fim, FimSettings};
-use crate::events::queue::EventQueue;
-use crate::events::tail::{Positions, StartAt};
-use crate::events::{Emitter, Event, Source};
-use crate::host::HostRoot;
-use crate::proc::processes::Users;
+use crate::fim::{Fim, FimSettings};
+use crate::queue::EventQueue;
+use crate::tail::{Positions, StartAt};
+use crate::{Emitter, Event, Source};
+use vigil_agent_config::Config;
 use vigil_crds::{SourceReport, SourceState};
+use vigil_host::host::HostRoot;
+use vigil_host::proc::processes::Users;
 
 /// What one source is doing: whether it works, how it reads, and in words for a person.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,7 +253,7 @@ pub fn start_after(config: &Config, queue: &EventQueue, early: Early) -> Sources
         let emitters = polled::Polled {
             auth: queue.emitter(Source::Auth, ev.auth.rate_limit),
             network: queue.emitter_per_container(Source::Network, ev.network.rate_limit, ev.container_rate_limit),
-            clock: queue.emitter(Source::Clock, crate::events::queue::RateLimit::new(1.0, 10)),
+            clock: queue.emitter(Source::Clock, crate::queue::RateLimit::new(1.0, 10)),
         };
         let (stop, states, root, cfg, dir) = (stop.clone(), states.clone(), root.clone(), ev.clone(), state_dir);
         spawn("poll", Box::new(move || polled::polled_sources(&cfg, &root, dir.as_deref(), emitters, &stop, &states)));
@@ -300,7 +300,7 @@ pub struct OneShot {
     /// The events, oldest first.
     pub events: Vec<Event>,
     /// Per source and reason, lines or records not understood.
-    pub unparsed: std::collections::BTreeMap<(Source, crate::events::UnparsedReason), u64>,
+    pub unparsed: std::collections::BTreeMap<(Source, crate::UnparsedReason), u64>,
     /// Sources that read nothing, and why (a missing file, a refused device): a typo in a
     /// path must not look like a quiet host.
     pub warnings: Vec<String>,
@@ -332,12 +332,12 @@ pub fn one_shot(config: &Config) -> OneShot {
             found.warnings.push(format!("kernel: {why}: denials auditd logs are not seen"));
         }
     }
-    let users = Users::read(&root, &mut crate::proc::ReadErrors::default());
+    let users = Users::read(&root, &mut vigil_host::proc::ReadErrors::default());
     if ev.auth.enabled {
         // The journal of the last week (auth.log rotates weekly): a scan of a host that logs
         // only there sees what one of auth.log would.
         let week_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 7);
-        let since = crate::events::journal::Cursor {
+        let since = crate::journal::Cursor {
             realtime: u64::try_from(week_ago.as_microsecond()).unwrap_or(0),
             ..Default::default()
         };
@@ -353,14 +353,13 @@ pub fn one_shot(config: &Config) -> OneShot {
     }
     if ev.network.enabled {
         let bad = NetFollower::new(&ev.network).poll(&root, &users, true, &mut |e| out.push(e));
-        found.unparsed.insert((Source::Network, crate::events::UnparsedReason::Malformed), bad as u64);
+        found.unparsed.insert((Source::Network, crate::UnparsedReason::Malformed), bad as u64);
     }
     if ev.clock.enabled
-        && let Some(state) = crate::clock::read()
+        && let Some(state) = vigil_host::clock::read()
     {
         out.extend(
-            crate::events::clock::ClockWatch::new(ev.clock.max_offset.as_secs_f64())
-                .observe(&state, jiff::Timestamp::now()),
+            crate::clock::ClockWatch::new(ev.clock.max_offset.as_secs_f64()).observe(&state, jiff::Timestamp::now()),
         );
     }
     if ev.files.enabled
@@ -374,11 +373,11 @@ pub fn one_shot(config: &Config) -> OneShot {
     out.sort_by_key(|e| e.time);
     for e in &mut out {
         if e.node.is_empty() {
-            e.node = crate::proc::identity::node_name(&root, config.node_name.as_deref());
+            e.node = vigil_host::proc::identity::node_name(&root, config.node_name.as_deref());
         }
     }
     found.unparsed.retain(|_, n| *n > 0);
-    for e in out.iter().filter(|e| e.kind == crate::events::EventType::Lost) {
+    for e in out.iter().filter(|e| e.kind == crate::EventType::Lost) {
         let n = found.lost.entry(Source::Kernel).or_insert(0);
         *n = n.saturating_add(kernel::lost_records(e));
     }

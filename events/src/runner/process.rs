@@ -7,16 +7,16 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::{SourceStates, set_state, stopped};
-use crate::config::{ProcessEvents, ProcessMode};
-use crate::events::Event;
-use crate::events::cnproc::Stamp;
-use crate::events::overlap::{self, Gate, Held, Reported};
-use crate::events::process::{Poller, ProcInfo, exit_event, list_pids, start_event};
-use crate::events::queue::POLL_SLICE;
-use crate::events::{Emitter, Source};
-use crate::host::HostRoot;
-use crate::proc::processes::Users;
+use crate::Event;
+use crate::cnproc::Stamp;
+use crate::overlap::{self, Gate, Held, Reported};
+use crate::process::{Poller, ProcInfo, exit_event, list_pids, start_event};
+use crate::queue::POLL_SLICE;
+use crate::{Emitter, Source};
+use vigil_agent_config::{ProcessEvents, ProcessMode};
 use vigil_crds::SourceState;
+use vigil_host::host::HostRoot;
+use vigil_host::proc::processes::Users;
 
 pub(super) fn process_source(
     cfg: &ProcessEvents,
@@ -27,7 +27,7 @@ pub(super) fn process_source(
     states: &Mutex<SourceStates>,
 ) {
     if cfg.mode != ProcessMode::Poll {
-        match crate::events::cnproc::Listener::open() {
+        match crate::cnproc::Listener::open() {
             Ok(listener) => {
                 let detail = format!(
                     "process connector (netlink), receive buffer {} KiB{}",
@@ -39,7 +39,7 @@ pub(super) fn process_source(
                     }
                 );
                 set_state(states, Source::Process, SourceState::On, "netlink", detail);
-                let boot = crate::events::journal::boot_id_hex(&root.proc());
+                let boot = crate::journal::boot_id_hex(&root.proc());
                 let sink = Mutex::new(Sink::Live(Box::new(Live {
                     emitter,
                     stop,
@@ -79,7 +79,7 @@ pub(super) fn process_source(
             format!("polling /proc every {:?} (as configured)", cfg.poll_interval),
         );
     }
-    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
+    let users = Users::read(root, &mut vigil_host::proc::ReadErrors::default());
     let mut poller = Poller::default();
     let proc_dir = root.proc();
     let mut next = Instant::now();
@@ -188,7 +188,7 @@ impl Sink {
             && !boot.is_empty()
             && let Ok(bytes) = serde_json::to_vec(&l.gate.reported(boot, until))
         {
-            let _ = crate::events::tail::write_atomic_sync(file, &bytes, false);
+            let _ = crate::tail::write_atomic_sync(file, &bytes, false);
         }
     }
 }
@@ -196,7 +196,7 @@ impl Sink {
 /// The process connector opened before this agent works on its node: while it asks for the
 /// node during a handover, so that from then on one of the two agents always listens. What it
 /// reads is held (the newest 10 s, at most 4 MiB: [`overlap::HOLD_NS`], [`overlap::HOLD_BYTES`])
-/// until [`crate::events::runner::start_after`] takes it over; dropped before, it closes
+/// until [`crate::runner::start_after`] takes it over; dropped before, it closes
 /// (its thread ends within a poll slice).
 pub struct EarlyProcess {
     sink: Arc<Mutex<Sink>>,
@@ -214,7 +214,7 @@ impl EarlyProcess {
         if !cfg.enabled || cfg.mode == ProcessMode::Poll {
             return None;
         }
-        let listener = crate::events::cnproc::Listener::open().ok()?;
+        let listener = crate::cnproc::Listener::open().ok()?;
         let receive_buffer = listener.receive_buffer;
         let since = monotonic_ns();
         let sink = Arc::new(Mutex::new(Sink::Held(Held::default())));
@@ -247,7 +247,7 @@ pub(super) fn take_over(
     stop: Arc<AtomicBool>,
     states: &Mutex<SourceStates>,
 ) -> Option<JoinHandle<()>> {
-    let boot = crate::events::journal::boot_id_hex(&root.proc());
+    let boot = crate::journal::boot_id_hex(&root.proc());
     let record = state_dir.map(|d| d.join(overlap::FILE));
     let before = record
         .as_deref()
@@ -302,19 +302,19 @@ pub(super) fn take_over(
 
 /// Follows the process connector into `sink` until the sink's agent stops (or, while it
 /// holds, until `own_stop`).
-fn follow(mut listener: crate::events::cnproc::Listener, root: &HostRoot, sink: &Mutex<Sink>, own_stop: &AtomicBool) {
-    use crate::events::cnproc::ProcEvent;
-    let users = Users::read(root, &mut crate::proc::ReadErrors::default());
-    let mut known = crate::events::process::Known::new(65_536);
+fn follow(mut listener: crate::cnproc::Listener, root: &HostRoot, sink: &Mutex<Sink>, own_stop: &AtomicBool) {
+    use crate::cnproc::ProcEvent;
+    let users = Users::read(root, &mut vigil_host::proc::ReadErrors::default());
+    let mut known = crate::process::Known::new(65_536);
     // Processes that start from now on (in clock ticks since boot, as /proc/PID/stat counts) are
     // the agent's to report; after a loss it looks in /proc for those it has not seen (see
     // `recover`).
-    let baseline = crate::proc::system::uptime(root, &mut crate::proc::ReadErrors::default())
-        .map_or(0, |up| (up * procfs::ticks_per_second() as f64) as u64);
+    let baseline = vigil_host::proc::system::uptime(root, &mut vigil_host::proc::ReadErrors::default())
+        .map_or(0, |up| (up * vigil_host::proc::cpu::HostInfo::current().ticks_per_second() as f64) as u64);
     let (mut lost_since, mut last_recovery) = (false, None::<Instant>);
     let mut unexplained_overrun = false;
     // Parent of each new process from its fork, for a process gone before its exec was read.
-    let mut parents = crate::events::process::Known::new(65_536);
+    let mut parents = crate::process::Known::new(65_536);
     let mut out: Vec<Read> = Vec::new();
     loop {
         if own_stop.load(Ordering::Relaxed) || sink.lock().map_or(true, |s| s.stopped()) {
@@ -402,7 +402,7 @@ fn follow(mut listener: crate::events::cnproc::Listener, root: &HostRoot, sink: 
 
 /// Processes running now that started after `baseline` (clock ticks since boot) and that the
 /// agent has not seen start: those whose exec message was lost.
-fn recover(root: &HostRoot, known: &crate::events::process::Known, baseline: u64) -> Vec<ProcInfo> {
+fn recover(root: &HostRoot, known: &crate::process::Known, baseline: u64) -> Vec<ProcInfo> {
     let mut found: Vec<ProcInfo> = list_pids(&root.proc())
         .into_iter()
         .filter(|(pid, l)| l.starttime > baseline && !known.contains(*pid))
