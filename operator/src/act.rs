@@ -262,10 +262,16 @@ async fn send(
             .create_daemonset(&ds)
             .await
             .map_err(|e| WriteError::DaemonSet(name_of(&ds), DaemonSetWrite::Create, e)),
-        Effect::DaemonSetMetadata(ds) => {
-            let to = DaemonSetWrite::Metadata;
-            writer.daemonset_metadata(&ds).await.map_err(|e| WriteError::DaemonSet(name_of(&ds), to, e))
-        }
+        // Gone since the store saw it (deleted by a person, or by a reconcile that judged the
+        // revision dead before a node took it again): created whole, as the next reconcile
+        // would.
+        Effect::DaemonSetMetadata(ds) => match writer.daemonset_metadata(&ds).await {
+            Err(e) if gone(&e) => writer
+                .create_daemonset(&ds)
+                .await
+                .map_err(|e| WriteError::DaemonSet(name_of(&ds), DaemonSetWrite::Create, e)),
+            r => r.map_err(|e| WriteError::DaemonSet(name_of(&ds), DaemonSetWrite::Metadata, e)),
+        },
         Effect::DeleteDaemonSet { namespace, name } => {
             let to = DaemonSetWrite::Delete;
             writer.delete_daemonset(&namespace, &name).await.map_err(|e| WriteError::DaemonSet(name, to, e))
@@ -285,6 +291,12 @@ async fn send(
             writer.agent_reporting(&node, &condition).await.map_err(|e| WriteError::AgentStatus(node, e))
         }
     }
+}
+
+/// The API server's own answer that the object is not there: a 404 whose `Status` says
+/// `NotFound`. A 404 from anything else (a proxy, a path no API serves) is an error.
+pub fn gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound")
 }
 
 fn name_of(ds: &DaemonSet) -> String {
@@ -319,9 +331,15 @@ impl Writer {
 
     /// A merge patch of a node's labels and annotations ([`vigil_plan::node_labels::node_label_patch`], or the end of
     /// a handover).
+    /// A node already gone is done: the reconcile decided from a node store that had not yet
+    /// seen the delete (a scale-down), and the next one no longer sees the node.
     pub async fn node(&self, node: &str, patch: &Value) -> Result<(), kube::Error> {
         let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.client.clone());
-        api.patch(node, &Self::merge(), &kube::api::Patch::Merge(patch)).await.map(|_| ())
+        match api.patch(node, &Self::merge(), &kube::api::Patch::Merge(patch)).await {
+            Ok(_) => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Patches many nodes, [`NODE_WRITES_AT_ONCE`] at a time: a wave of a thousand nodes is
@@ -355,7 +373,7 @@ impl Writer {
             kube::Api::namespaced(self.client.clone(), namespace);
         match api.delete(name, &kube::api::DeleteParams::default()).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -441,7 +459,7 @@ impl Writer {
         let api: kube::Api<DaemonSet> = kube::Api::namespaced(self.client.clone(), namespace);
         match api.delete(name, &kube::api::DeleteParams::default()).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
             Err(e) => Err(e),
         }
     }

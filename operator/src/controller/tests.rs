@@ -915,41 +915,82 @@ async fn apply_each_sends_every_effect_past_a_failed_one_and_returns_the_failure
     assert!(matches!(&failed[0], WriteError::Node(n, _) if n == "node-01"), "{failed:?}");
 }
 
-/// The reconcile after the one that deleted a DaemonSet may run before the DaemonSet store
-/// has seen the delete, and decide the delete again: the API's 404 is the delete done, not a
-/// failed reconcile (which would wait out the retry delay).
+/// A reconcile decides from stores that may not have seen a delete yet: the reconcile after
+/// the one that deleted a DaemonSet may decide it again, a node an autoscaler removed may be
+/// moved, a DaemonSet deleted by hand may get a metadata patch. The API's own `NotFound` is
+/// then the write done (or, for a DaemonSet still wanted, a create), not a failed reconcile
+/// that waits out the retry delay; a 404 from anything but the API server is an error.
 #[tokio::test]
-async fn deleting_a_daemonset_or_copy_already_gone_is_done_and_a_refused_delete_names_its_verb() {
+async fn writes_to_objects_already_gone_are_done_and_a_404_not_from_the_api_is_an_error() {
     use crate::act::{DaemonSetWrite, Effect, WriteError, Writer, apply};
-    let gone = |code: u16, reason: &str| {
-        let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "message": "no", "reason": reason, "code": code, "metadata": {}});
-        Response::builder().status(code).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
+    let not_found = || {
+        let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "message": "not found", "reason": "NotFound", "code": 404, "metadata": {}});
+        Response::builder().status(404).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap()
     };
+    let mut wanted = daemonset("r-new", Some("vigil-system/agent"), None);
+    wanted.spec = Some(
+        serde_json::from_value(json!({
+            "selector": {"matchLabels": {"vigil.dev/revision": "r-new"}},
+            "template": {"spec": {"containers": [{"name": "agent", "image": "registry.example/vigil-agent@sha256:00"}]}},
+        }))
+        .unwrap(),
+    );
     let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let todo = vec![
         Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-old".into() },
         Effect::DeleteSnapshot { namespace: "vigil-system".into(), name: "vigil-config-r-old".into() },
+        Effect::Nodes(vec![("node-scaled-down".into(), json!({"metadata": {"labels": {"a": "b"}}}))]),
+        Effect::DaemonSetMetadata(Box::new(wanted.clone())),
         Effect::DeleteDaemonSet { namespace: "vigil-system".into(), name: "vigil-agent-r-older".into() },
     ];
+    let ds_path = "/apis/apps/v1/namespaces/vigil-system/daemonsets/";
+    let created = serde_json::to_value(&wanted).unwrap();
+    let answer = created.clone();
     let api = tokio::spawn(async move {
-        for (path, answer) in [
-            ("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-r-old?", gone(404, "NotFound")),
-            ("/api/v1/namespaces/vigil-system/configmaps/vigil-config-r-old?", gone(404, "NotFound")),
-            ("/apis/apps/v1/namespaces/vigil-system/daemonsets/vigil-agent-r-older?", gone(403, "Forbidden")),
+        let mut seen = Vec::new();
+        for answer in [
+            not_found(),
+            not_found(),
+            not_found(),
+            not_found(),
+            ok(&answer),
+            // A proxy's 404: no Status in the body.
+            Response::builder().status(404).body(Body::from(b"404 page not found".to_vec())).unwrap(),
         ] {
-            let ((m, uri, _), send) = next_request(&mut handle).await;
-            assert_eq!((m, uri.as_str()), (Method::DELETE, path));
+            let ((m, uri, body), send) = next_request(&mut handle).await;
+            seen.push((m, uri, body));
             send.send_response(answer);
         }
+        seen
     });
     let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
     let err = apply(&Writer::new(client), None, todo, now).await.unwrap_err();
-    api.await.unwrap();
     assert!(
         matches!(&err, WriteError::DaemonSet(n, DaemonSetWrite::Delete, _) if n == "vigil-agent-r-older"),
-        "the two deletes answered 404 are done; the third failed: {err:?}"
+        "every NotFound was a write done; the proxy's 404 fails: {err:?}"
     );
     assert_eq!(err.to_string(), "deleting DaemonSet vigil-agent-r-older");
     assert_eq!(super::Error::from(err).kind(), "DaemonSetApplyFailed");
+    let seen = api.await.unwrap();
+    let what: Vec<(Method, String)> =
+        seen.iter().map(|(m, u, _)| (m.clone(), u.split('?').next().unwrap().to_owned())).collect();
+    let r_new = wanted.metadata.name.clone().unwrap();
+    assert_eq!(
+        what,
+        [
+            (Method::DELETE, format!("{ds_path}vigil-agent-r-old")),
+            (Method::DELETE, "/api/v1/namespaces/vigil-system/configmaps/vigil-config-r-old".to_owned()),
+            (Method::PATCH, "/api/v1/nodes/node-scaled-down".to_owned()),
+            (Method::PATCH, format!("{ds_path}{r_new}")),
+            (Method::PATCH, format!("{ds_path}{r_new}")),
+            (Method::DELETE, format!("{ds_path}vigil-agent-r-older")),
+        ]
+    );
+    // The DaemonSet gone under its metadata patch is created whole: server-side apply of the
+    // full object, pod template included.
+    assert!(seen[4].1.contains("fieldManager=vigil-operator"), "{}", seen[4].1);
+    assert_eq!(seen[4].2["spec"]["template"], created["spec"]["template"]);
+    assert!(seen[4].2["spec"]["template"]["spec"]["containers"].is_array());
+    assert!(seen[3].2.get("spec").is_none(), "the metadata patch carries no spec");
 }
