@@ -12,6 +12,11 @@
 //! [`utmp`], [`netconn`]) are pure functions over bytes and property-tested; the sources
 //! around them do the I/O and are thin.
 //!
+//! This crate is the agent's event sources and nothing of its shell: it reads the host (with
+//! `vigil-host`'s readers and its own), hands events to a bounded queue, and links no
+//! client, server or exporter (docs/adr/0009-crate-layout.md, checked by
+//! `crds/tests/architecture.rs`). The agent re-exports it as `vigil_agent::events`.
+//!
 //! The JSON form of [`Event`] is a stable schema (docs/agent-events.md): fields are only
 //! added within an [`EVENT_SCHEMA_VERSION`], a rename or removal bumps it.
 

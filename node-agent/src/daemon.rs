@@ -286,8 +286,7 @@ pub async fn run(
             consumer.sources.report_changes(&mut consumer.states_seen);
         }
         if let (Some(c), Some(r)) = (conditions.as_mut(), reporter.as_ref()) {
-            let kubelet =
-                crate::events::health::probe(crate::events::health::KUBELET_HEALTHZ, Duration::from_secs(2)).await;
+            let kubelet = crate::kubelet::probe(crate::events::health::KUBELET_HEALTHZ, Duration::from_secs(2)).await;
             c.observe_kubelet(&kubelet, snapshot.time);
             if let Some(fs) = &snapshot.filesystems {
                 // By the mount's source and by the kernel's name of its device: the kernel
