@@ -112,8 +112,12 @@ pub fn exit_event(
     info.describe(e, users).with("exitCode", code).with("signal", signal).severity(severity)
 }
 
+/// Entries [`Known`] may hold beyond twice what it remembers before it compacts or shrinks.
+const SLACK: usize = 64;
+
 /// Remembers processes seen starting, so their exit can name them. Bounded: beyond `max`
-/// entries the oldest are forgotten (their exit then carries the pid only).
+/// entries the oldest are forgotten (their exit then carries the pid only); what it holds
+/// in memory follows the processes remembered now, not how many ever ran.
 #[derive(Debug)]
 pub struct Known {
     map: HashMap<i32, ProcInfo>,
@@ -136,14 +140,34 @@ impl Known {
             let Some(old) = self.order.pop_front() else { break };
             self.map.remove(&old);
         }
-        if self.order.len() > self.max * 2 {
-            self.order.retain(|p| self.map.contains_key(p));
+        // The pids of processes since gone stay in `order` until it is compacted: compacted
+        // once they are most of it, so it is bounded by the processes remembered now, not by
+        // how many ever ran (a build host starts thousands a minute, each removed at its exit).
+        // Each compaction follows at least as many inserts as it keeps, so it costs O(1) per
+        // insert. A reused pid appears once, at its newest place.
+        if self.order.len() > 2 * self.map.len() + SLACK {
+            let mut seen = std::collections::HashSet::with_capacity(self.map.len());
+            let mut kept: VecDeque<i32> =
+                self.order.iter().rev().filter(|p| self.map.contains_key(p) && seen.insert(**p)).copied().collect();
+            kept.make_contiguous().reverse();
+            kept.shrink_to(2 * kept.len() + SLACK);
+            self.order = kept;
         }
     }
 
-    /// Takes the record of `pid`.
+    /// Takes the record of `pid`. The table gives back memory a burst of processes took once
+    /// it holds a quarter of what it has room for.
     pub fn remove(&mut self, pid: i32) -> Option<ProcInfo> {
-        self.map.remove(&pid)
+        let taken = self.map.remove(&pid);
+        if self.map.capacity() > 4 * self.map.len() + SLACK {
+            self.map.shrink_to(2 * self.map.len() + SLACK);
+        }
+        taken
+    }
+
+    /// Room the table and its queue hold now, in entries (what their memory is sized by).
+    pub fn room(&self) -> (usize, usize) {
+        (self.map.capacity(), self.order.capacity())
     }
 
     /// Whether `pid` is remembered.
@@ -281,6 +305,54 @@ mod tests {
         assert_eq!(k.len(), 100);
         assert!(k.remove(9_999).is_some());
         assert!(k.remove(0).is_none());
+    }
+
+    /// A build host: processes by the hundred thousand, each starting and exiting, with a
+    /// few long-lived ones among them and pids reused. What the table holds stays sized by
+    /// what runs now; before, its queue kept every pid up to twice the limit (65,536 in the
+    /// agent: 131,072 pids, 512 KiB or more per table).
+    #[test]
+    fn known_follows_the_processes_running_not_those_that_ever_ran() {
+        let mut k = Known::new(65_536);
+        let mut most = (0, 0);
+        for n in 0..300_000 {
+            let pid = 1_000 + (n % 40_000); // pids wrap, as the kernel's do
+            k.insert(info(pid, "cc1"));
+            if n % 1_000 == 0 {
+                k.insert(info(100 + n / 1_000, "daemon")); // 300 that stay
+            }
+            assert!(k.remove(pid).is_some());
+            let (map, order) = k.room();
+            most = (most.0.max(map), most.1.max(order));
+        }
+        assert_eq!(k.len(), 300);
+        let (map, order) = k.room();
+        assert!(map <= 4 * 300 + SLACK * 2 && order <= 4 * 300 + SLACK * 2, "now {map}, {order}");
+        assert!(most.0 <= 2_048 && most.1 <= 2_048, "at most {most:?} entries of room");
+        // A burst: 20,000 at once (a parallel build's fan-out), then all exit.
+        for pid in 50_000..70_000 {
+            k.insert(info(pid, "cc1"));
+        }
+        assert!(k.room().0 >= 20_000);
+        for pid in 50_000..70_000 {
+            assert!(k.remove(pid).is_some());
+        }
+        let (map, _) = k.room();
+        assert!(map <= 4 * 300 + SLACK * 2, "the burst's room is given back: {map}");
+        // Compacted (twice here), the queue keeps its order: when the limit bites, the oldest
+        // remembered process goes first.
+        let mut k = Known::new(4);
+        for pid in [1, 2, 3] {
+            k.insert(info(pid, "p"));
+        }
+        for pid in 10..200 {
+            k.insert(info(pid, "short"));
+            k.remove(pid);
+        }
+        assert!(k.room().1 < 190, "compacted: {:?}", k.room());
+        k.insert(info(4, "p"));
+        k.insert(info(5, "p"));
+        assert!(!k.contains(1) && [2, 3, 4, 5].iter().all(|p| k.contains(*p)));
     }
 
     #[test]

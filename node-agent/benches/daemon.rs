@@ -6,6 +6,8 @@
 //! `cargo bench -p vigil-agent --bench daemon` (needs `prometheus-node-exporter` on PATH or
 //! in /usr/bin; every loop is bounded and every process it starts is killed at the end).
 //! `cargo bench -p vigil-agent --bench daemon parts`: the agent's memory part by part instead.
+//! `cargo bench -p vigil-agent --bench daemon churn`: the agent's memory through a burst of
+//! short-lived processes (`VIGIL_CHURN_PROCESSES`, default 100,000) instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -170,9 +172,71 @@ fn parts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// RSS and of it the anonymous memory of `pid`, KiB: the median of 5 samples a second apart,
+/// `/metrics` scraped at each.
+fn settled(pid: u32, addr: &str) -> (u64, u64) {
+    let mut rss = Vec::new();
+    for _ in 0..5 {
+        scrape(addr);
+        rss.push((common::status_kib(pid, "VmRSS:"), common::status_kib(pid, "RssAnon:")));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    rss.sort_unstable();
+    rss[rss.len() / 2]
+}
+
+/// The agent's memory through a host's process churn, as on a build host: every event source
+/// on, sampled once working (60 s after start, past the start-up code's release), then
+/// `VIGIL_CHURN_PROCESSES` (default 100,000) short-lived processes (`true`, 16 started at a
+/// time and each reaped), then 20 s of settling and a second sample.
+fn churn() {
+    let n: usize = std::env::var("VIGIL_CHURN_PROCESSES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let dir = std::env::temp_dir().join(format!("vigil-churn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    let (agent, addr) = common::spawn_agent(&cfg);
+    let pid = agent.id();
+    let _guard = Children(vec![agent]);
+    std::thread::sleep(Duration::from_secs(60));
+    let (rss0, anon0) = settled(pid, &addr);
+    let t0 = Instant::now();
+    let true_bin = ["/usr/bin/true", "/bin/true"].into_iter().find(|b| std::path::Path::new(b).exists()).unwrap();
+    for _ in 0..n.div_ceil(16) {
+        let batch: Vec<_> = (0..16).map(|_| Command::new(true_bin).spawn().unwrap()).collect();
+        for mut c in batch {
+            c.wait().unwrap();
+        }
+    }
+    let took = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(20));
+    let (rss1, anon1) = settled(pid, &addr);
+    println!("| agent, every source on | working (anonymous) | after {n} processes in {took:.0} s (anonymous) |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| {} | {:.1} ({:.2}) MiB | {:.1} ({:.2}) MiB |",
+        std::env::var("VIGIL_BENCH_AGENT").unwrap_or_else(|_| "this build".into()),
+        mib(rss0 * 1024),
+        mib(anon0 * 1024),
+        mib(rss1 * 1024),
+        mib(anon1 * 1024)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     if std::env::args().skip(1).any(|a| a == "parts") {
         return parts();
+    }
+    if std::env::args().skip(1).any(|a| a == "churn") {
+        return churn();
     }
     let secs: u64 = std::env::var("VIGIL_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
     let target_procs = 400;
