@@ -120,45 +120,53 @@ const SLACK: usize = 64;
 /// in memory follows the processes remembered now, not how many ever ran.
 #[derive(Debug)]
 pub struct Known {
-    map: HashMap<i32, ProcInfo>,
-    order: VecDeque<i32>,
+    /// Each process remembered, with the number of the insert that recorded it.
+    map: HashMap<i32, (u64, ProcInfo)>,
+    /// Inserts, oldest first, by pid and number: an entry whose number is not its pid's in
+    /// `map` is stale (that process is gone, or its pid was taken again since).
+    order: VecDeque<(i32, u64)>,
+    next: u64,
     max: usize,
 }
 
 impl Known {
     /// At most `max` processes.
     pub fn new(max: usize) -> Self {
-        Self { map: HashMap::new(), order: VecDeque::new(), max: max.max(1) }
+        Self { map: HashMap::new(), order: VecDeque::new(), next: 0, max: max.max(1) }
     }
 
-    /// Records `info`.
+    fn current(&self, (pid, n): (i32, u64)) -> bool {
+        self.map.get(&pid).is_some_and(|(m, _)| *m == n)
+    }
+
+    /// Records `info` as the newest process (a pid taken again is the new process, at the
+    /// newest place).
     pub fn insert(&mut self, info: ProcInfo) {
-        if self.map.insert(info.pid, info.clone()).is_none() {
-            self.order.push_back(info.pid);
-        }
+        let n = self.next;
+        self.next += 1;
+        self.order.push_back((info.pid, n));
+        self.map.insert(info.pid, (n, info));
         while self.map.len() > self.max {
             let Some(old) = self.order.pop_front() else { break };
-            self.map.remove(&old);
+            if self.current(old) {
+                self.map.remove(&old.0);
+            }
         }
-        // The pids of processes since gone stay in `order` until it is compacted: compacted
-        // once they are most of it, so it is bounded by the processes remembered now, not by
-        // how many ever ran (a build host starts thousands a minute, each removed at its exit).
-        // Each compaction follows at least as many inserts as it keeps, so it costs O(1) per
-        // insert. A reused pid appears once, at its newest place.
+        // Stale entries stay in `order` until it is compacted: compacted once they are most
+        // of it, so it is bounded by the processes remembered now, not by how many ever ran
+        // (a build host starts thousands a minute, each removed at its exit). A compaction
+        // drops more than half of what it scans and each entry is dropped once, so it costs
+        // O(1) per insert.
         if self.order.len() > 2 * self.map.len() + SLACK {
-            let mut seen = std::collections::HashSet::with_capacity(self.map.len());
-            let mut kept: VecDeque<i32> =
-                self.order.iter().rev().filter(|p| self.map.contains_key(p) && seen.insert(**p)).copied().collect();
-            kept.make_contiguous().reverse();
-            kept.shrink_to(2 * kept.len() + SLACK);
-            self.order = kept;
+            let order = std::mem::take(&mut self.order);
+            self.order = order.into_iter().filter(|e| self.current(*e)).collect();
         }
     }
 
     /// Takes the record of `pid`. The table gives back memory a burst of processes took once
     /// it holds a quarter of what it has room for.
     pub fn remove(&mut self, pid: i32) -> Option<ProcInfo> {
-        let taken = self.map.remove(&pid);
+        let taken = self.map.remove(&pid).map(|(_, info)| info);
         if self.map.capacity() > 4 * self.map.len() + SLACK {
             self.map.shrink_to(2 * self.map.len() + SLACK);
         }
@@ -327,7 +335,7 @@ mod tests {
         }
         assert_eq!(k.len(), 300);
         let (map, order) = k.room();
-        assert!(map <= 4 * 300 + SLACK * 2 && order <= 4 * 300 + SLACK * 2, "now {map}, {order}");
+        assert!(map <= 4 * 301 + SLACK * 2 && order <= 4 * 301 + SLACK * 2, "now {map}, {order}");
         assert!(most.0 <= 2_048 && most.1 <= 2_048, "at most {most:?} entries of room");
         // A burst: 20,000 at once (a parallel build's fan-out), then all exit.
         for pid in 50_000..70_000 {
@@ -338,7 +346,7 @@ mod tests {
             assert!(k.remove(pid).is_some());
         }
         let (map, _) = k.room();
-        assert!(map <= 4 * 300 + SLACK * 2, "the burst's room is given back: {map}");
+        assert!(map <= 4 * 301 + SLACK * 2, "the burst's room is given back: {map}");
         // Compacted (twice here), the queue keeps its order: when the limit bites, the oldest
         // remembered process goes first.
         let mut k = Known::new(4);
@@ -353,6 +361,18 @@ mod tests {
         k.insert(info(4, "p"));
         k.insert(info(5, "p"));
         assert!(!k.contains(1) && [2, 3, 4, 5].iter().all(|p| k.contains(*p)));
+        // A pid taken again is the new process, the newest: when the limit bites, the oldest
+        // process goes, not the one that just started under a pid seen before.
+        let mut k = Known::new(4);
+        k.insert(info(1, "first"));
+        assert!(k.remove(1).is_some());
+        for pid in [2, 3, 4] {
+            k.insert(info(pid, "p"));
+        }
+        k.insert(info(1, "again"));
+        k.insert(info(5, "p"));
+        assert!(!k.contains(2) && [1, 3, 4, 5].iter().all(|p| k.contains(*p)));
+        assert_eq!(k.remove(1).and_then(|i| i.comm).as_deref(), Some("again"));
     }
 
     #[test]
