@@ -172,6 +172,24 @@ fn parts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A directory of the bench's own (`vigil-NAME-PID` under the temporary directory) and in it
+/// the config of an agent with every event source on, the default watched trees, snapshots
+/// every 10 s and `/metrics` on a free port; only the state directory is the bench's own.
+fn every_source_on(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vigil-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    (dir, cfg)
+}
+
 /// RSS and of it the anonymous memory of `pid`, KiB: the median of 5 samples a second apart,
 /// `/metrics` scraped at each.
 fn settled(pid: u32, addr: &str) -> (u64, u64) {
@@ -194,17 +212,7 @@ fn settled(pid: u32, addr: &str) -> (u64, u64) {
 /// time and each reaped), then 20 s of settling and a second sample.
 fn churn() {
     let n: usize = std::env::var("VIGIL_CHURN_PROCESSES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let dir = std::env::temp_dir().join(format!("vigil-churn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("agent.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
+    let (dir, cfg) = every_source_on("churn");
     let (agent, addr) = common::spawn_agent(&cfg);
     let pid = agent.id();
     let _guard = Children(vec![agent]);
@@ -249,19 +257,7 @@ fn main() {
         guard.0.push(Command::new("sleep").arg((secs + 600).to_string()).spawn().unwrap());
     }
 
-    let dir = std::env::temp_dir().join(format!("vigil-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("agent.yaml");
-    // Every event source on, with the default watched trees; only the state directory is the
-    // bench's own.
-    std::fs::write(
-        &cfg,
-        format!(
-            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
+    let (dir, cfg) = every_source_on("soak");
     let (agent, agent_addr) = common::spawn_agent(&cfg);
     let agent_pid = agent.id();
     guard.0.push(agent);
