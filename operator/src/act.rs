@@ -299,6 +299,14 @@ pub fn gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound")
 }
 
+/// A write's result, done also when the API server says the object is already gone.
+fn done_if_gone<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Err(e) if !gone(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn name_of(ds: &DaemonSet) -> String {
     ds.metadata.name.clone().unwrap_or_default()
 }
@@ -335,11 +343,7 @@ impl Writer {
     /// seen the delete (a scale-down), and the next one no longer sees the node.
     pub async fn node(&self, node: &str, patch: &Value) -> Result<(), kube::Error> {
         let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(self.client.clone());
-        match api.patch(node, &Self::merge(), &kube::api::Patch::Merge(patch)).await {
-            Ok(_) => Ok(()),
-            Err(e) if gone(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
+        done_if_gone(api.patch(node, &Self::merge(), &kube::api::Patch::Merge(patch)).await)
     }
 
     /// Patches many nodes, [`NODE_WRITES_AT_ONCE`] at a time: a wave of a thousand nodes is
@@ -371,11 +375,7 @@ impl Writer {
     pub async fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
             kube::Api::namespaced(self.client.clone(), namespace);
-        match api.delete(name, &kube::api::DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(e) if gone(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
+        done_if_gone(api.delete(name, &kube::api::DeleteParams::default()).await)
     }
 
     /// Creates a revision's DaemonSet whole (server-side apply of [`daemonset`]'s object).
@@ -457,11 +457,7 @@ impl Writer {
     /// deleted it may run before the DaemonSet store has seen the delete, and decide it again).
     pub async fn delete_daemonset(&self, namespace: &str, name: &str) -> Result<(), kube::Error> {
         let api: kube::Api<DaemonSet> = kube::Api::namespaced(self.client.clone(), namespace);
-        match api.delete(name, &kube::api::DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(e) if gone(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
+        done_if_gone(api.delete(name, &kube::api::DeleteParams::default()).await)
     }
 }
 

@@ -848,12 +848,7 @@ pub async fn run(
         .for_each(|r| async move {
             if let Err(e) = r {
                 // The whole chain: which write failed and what the API server said.
-                let mut error = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    error = format!("{error}: {c}");
-                    cause = c.source();
-                }
+                let error = format!("{:#}", anyhow::Error::new(e));
                 tracing::warn!(%error, "reconcile failed");
             }
         })
