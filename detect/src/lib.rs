@@ -13,6 +13,7 @@ pub mod eval;
 pub mod ewma;
 pub mod leak;
 pub mod mad;
+pub mod pickle;
 pub mod rate;
 pub mod threshold;
 pub mod trend;

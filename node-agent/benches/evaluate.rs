@@ -11,14 +11,19 @@
 //! cargo bench -p vigil-agent --bench evaluate -- --write-generated DIR  # the generated CSVs
 //! ```
 //!
-//! The real sets (`--real DIR`, or `VIGIL_REAL_DATA`) are three public collections of labelled
+//! The real sets (`--real DIR`, or `VIGIL_REAL_DATA`) are four public collections of labelled
 //! production series, laid out under DIR as their repositories hold them (docs/benchmarks.md
 //! says where to get them): `cloud-monitoring/data/<domain>/*.csv` (Microsoft's Cloud
-//! Monitoring Dataset), `wsd/real-world/*.csv` (the WSD web-service KPIs) and
+//! Monitoring Dataset), `wsd/real-world/*.csv` (the WSD web-service KPIs),
 //! `aiops/UTS/AIOPS/<kpi>/{train,test}{,_label,_timestamp}.npy` (the 2018 AIOps challenge
-//! KPIs, training part fed first). Each is split by name ([`eval::held_out`]) into a tuning
-//! part and a held-out part, reported apart: `--part tuning` runs only the first, as used while
-//! tuning. Labelled runs are widened to the windowed score's windows ([`eval::nab_windows`]).
+//! KPIs, training part fed first) and `interfusion/data/{processed,interpretation_label}/`
+//! (server metrics: one series per server and metric, labelled where the interpretation
+//! labels name that metric, training part fed first; pickled arrays read by
+//! [`vigil_detect::pickle`], which runs nothing). The first three are split by name
+//! ([`eval::held_out`]) into a tuning part and a held-out part, reported apart; the server
+//! metrics are held out whole (no tuning has looked at them). `--part tuning` runs only the
+//! tuning parts, as used while tuning. Labelled runs are widened to the windowed score's
+//! windows ([`eval::nab_windows`]).
 //!
 //! Options: `--data DIR` (repeatable; each directory is one set, every `*.csv` in it a series,
 //! `NAME_TRAIN.csv` fed before `NAME_TEST.csv`), `--detector 'LABEL=YAML'` (repeatable; a
@@ -37,6 +42,7 @@ use std::time::Duration;
 use vigil_agent::alert::policy::{PolicySet, load_rules};
 use vigil_agent::alert::rules::{Engine, Sample};
 use vigil_detect::eval::{self, Labelled, PROFILES, Tally, generate};
+use vigil_detect::pickle as eval_pickle;
 
 /// The shipped detectors with their documented defaults, and never alarming.
 const DEFAULTS: [(&str, &str); 7] = [
@@ -265,6 +271,83 @@ fn aiops(root: &Path, step: Duration) -> Result<Real, String> {
     Ok(out)
 }
 
+/// The interpretation labels of one entity (`start-end:d1,d2,...` per line: a segment of the
+/// test part, 0-based and inclusive, and the 1-based metrics it shows in) as one label row per
+/// metric.
+fn interpretation(path: &Path, metrics: usize, len: usize) -> Result<Vec<Vec<f64>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = vec![vec![0.0; len]; metrics];
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = |what: &str| format!("{}:{}: {what} in {line:?}", path.display(), n + 1);
+        let (span, dims) = line.trim().split_once(':').ok_or_else(|| bad("no `:` after the segment"))?;
+        let (a, b) = span.split_once('-').ok_or_else(|| bad("a segment that is not start-end"))?;
+        let (a, b): (usize, usize) = (
+            a.parse().map_err(|_| bad("a segment start that is not an index"))?,
+            b.parse().map_err(|_| bad("a segment end that is not an index"))?,
+        );
+        if a > b || b >= len {
+            return Err(bad(&format!("a segment outside the test part's {len} samples")));
+        }
+        for d in dims.split(',') {
+            let d: usize = d.trim().parse().map_err(|_| bad("a metric that is not a number"))?;
+            let row = d
+                .checked_sub(1)
+                .and_then(|d| out.get_mut(d))
+                .ok_or_else(|| bad(&format!("metric {d} of {metrics}")))?;
+            for l in &mut row[a..=b] {
+                *l = 1.0;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The server metrics of InterFusion's data (the Application Server Dataset, `omi-*`, 19
+/// metrics every 5 minutes, and its part of the Server Machine Dataset, `machine-*`, 38 metrics
+/// every minute): one series per entity and metric, its training part fed and its test part
+/// labelled where the interpretation labels name that metric. One group per entity. Every
+/// entity whose test array is present is read; its training array and labels must be too.
+fn servers(root: &Path) -> Result<Real, String> {
+    let processed = root.join("processed");
+    let array = |p: PathBuf| -> Result<eval_pickle::Array, String> {
+        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        eval_pickle::parse_array(&bytes, &p.display().to_string()).map_err(|e| e.to_string())
+    };
+    let tests = entries(&processed, |p| file_name(p).ends_with("_test.pkl"))?;
+    if tests.is_empty() {
+        return Err(format!("{}: no *_test.pkl arrays", processed.display()));
+    }
+    let mut out = Vec::new();
+    for t in tests {
+        let name = file_name(&t);
+        let entity = name.trim_end_matches("_test.pkl");
+        let step = Duration::from_secs(if entity.starts_with("omi-") { 300 } else { 60 });
+        let (train, test) = (array(processed.join(format!("{entity}_train.pkl")))?, array(t.clone())?);
+        let (Some(&[rows, cols]), Some(&[train_rows, train_cols])) =
+            (Some(test.shape.as_slice()), Some(train.shape.as_slice()))
+        else {
+            return Err(format!("{}: expected two-dimensional arrays (samples × metrics)", t.display()));
+        };
+        if cols != train_cols {
+            return Err(format!("{}: {cols} metrics, its training part {train_cols}", t.display()));
+        }
+        let labels = interpretation(&root.join(format!("interpretation_label/{entity}.txt")), cols, rows)?;
+        for (m, labels) in labels.iter().enumerate() {
+            let column =
+                |a: &eval_pickle::Array, n: usize| -> Vec<f64> { (0..n).map(|i| a.values[i * cols + m]).collect() };
+            let origin = format!("{}#metric-{}", t.display(), m + 1);
+            let part = |values: Vec<f64>, labels: &[f64]| {
+                eval::from_arrays(&origin, &values, labels, None, step).map_err(|e| e.to_string())
+            };
+            let mut scored = part(column(&test, rows), labels)?;
+            scored.scored_from = 0;
+            let fed = part(column(&train, train_rows), &vec![0.0; train_rows])?;
+            out.push((format!("servers/{entity}"), eval::with_training(fed, nab(scored))));
+        }
+    }
+    Ok(out)
+}
+
 /// The real sets under `root`, each split into its tuning and held-out parts, as
 /// (part, set, series).
 fn real(root: &Path, step: Duration, part: Part) -> Result<Vec<(String, String, Vec<Labelled>)>, String> {
@@ -283,6 +366,19 @@ fn real(root: &Path, step: Duration, part: Part) -> Result<Vec<(String, String, 
             let chosen: Vec<Labelled> =
                 series.iter().filter(|(g, _)| eval::held_out(g) == held).map(|(_, s)| s.clone()).collect();
             out.push((label.to_owned(), format!("{name} ({})", &label[6..]), chosen));
+        }
+    }
+    // Held out whole: no tuning has looked at it.
+    if part != Part::Tuning {
+        let series = servers(&root.join("interfusion/data"))?;
+        for (name, prefix) in
+            [("Application servers (ASD)", "servers/omi-"), ("Server machines (SMD)", "servers/machine-")]
+        {
+            out.push((
+                "real, fresh held-out".to_owned(),
+                format!("{name} (fresh held-out)"),
+                series.iter().filter(|(g, _)| g.starts_with(prefix)).map(|(_, s)| s.clone()).collect(),
+            ));
         }
     }
     Ok(out)
