@@ -1,30 +1,34 @@
 //! NumPy arrays saved with Python's `pickle` (`pickle.dump(array, f)`, protocols 2 to 5), the
 //! layout some labelled data sets ship in. Read without running anything: a pickle is a
 //! program for a stack machine that may call any Python function, so this reads only the
-//! opcodes such a file uses and accepts only the one call shape NumPy writes
-//! (`numpy.core.multiarray._reconstruct` with a `numpy.dtype` state); anything else is an
-//! error naming the byte offset.
+//! opcodes such a file uses and accepts only the calls NumPy writes for one array
+//! (`numpy.core.multiarray._reconstruct` with its state, or `numpy.core.numeric._frombuffer`
+//! at protocol 5; `numpy.dtype`; `_codecs.encode` for the bytes at protocol 2). A fault in
+//! the opcodes is an error naming its byte offset; an array that is not one this reads is an
+//! error naming what it holds. Values are shared, never copied, so a file of N bytes and at
+//! most [`MAX_OPS`] opcodes holds O(N + [`MAX_OPS`]) memory whatever its memo does.
+
+use std::rc::Rc;
 
 use crate::eval::EvalError;
 
-/// A value on the pickle machine's stack, as far as an array needs.
+/// A value on the pickle machine's stack, as far as an array needs; cheap to clone.
 #[derive(Clone, Debug, PartialEq)]
 enum Value {
     Mark,
     None,
     Bool(bool),
     Int(i64),
-    Str(String),
-    /// A range of the input: raw array bytes are not copied until the end.
-    Bytes(usize, usize),
-    Tuple(Vec<Value>),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Tuple(Rc<[Value]>),
     /// `module.name`.
-    Global(String),
+    Global(Rc<str>),
     /// A call: the callable's name, its arguments and the state `BUILD` set on it.
     Object {
-        class: String,
-        args: Vec<Value>,
-        state: Option<Box<Value>>,
+        class: Rc<str>,
+        args: Rc<[Value]>,
+        state: Option<Rc<Value>>,
     },
 }
 
@@ -37,25 +41,44 @@ pub struct Array {
     pub values: Vec<f64>,
 }
 
+/// The calls a NumPy array's pickle makes, and nothing else is called.
+const CALLS: [&str; 6] = [
+    "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+    "numpy.core.numeric._frombuffer",
+    "numpy._core.numeric._frombuffer",
+    "numpy.dtype",
+    "_codecs.encode",
+];
+
 /// Reads one pickled NumPy array of `f8`, `f4`, `i8`, `i4`, `u1` or `b1` elements
 /// (little-endian), one or two dimensions, C order; `origin` names the file in errors.
 pub fn parse_array(bytes: &[u8], origin: &str) -> Result<Array, EvalError> {
     let value = run(bytes).map_err(|(at, message)| EvalError { at: format!("{origin}: byte {at}"), message })?;
     let err = |message: String| EvalError { at: origin.to_owned(), message };
-    let Value::Object { class, args: _, state: Some(state) } = value else {
+    let Value::Object { class, args, state } = value else {
         return Err(err("the pickle does not hold a NumPy array".into()));
     };
-    if !class.ends_with("multiarray._reconstruct") {
+    // Protocols 2 to 4: _reconstruct(ndarray, (0,), b'b') and the state
+    // (version, shape, dtype, fortran order, data); protocol 5: _frombuffer(data, dtype,
+    // shape, order).
+    let (shape, dtype, fortran, data) = if class.ends_with("multiarray._reconstruct") {
+        let Some(Value::Tuple(state)) = state.as_deref() else {
+            return Err(err("the array has no (version, shape, dtype, fortran order, data) state".into()));
+        };
+        let [Value::Int(_), Value::Tuple(shape), dtype, Value::Bool(fortran), Value::Bytes(data)] = &state[..] else {
+            return Err(err("the array's state is not (version, shape, dtype, fortran order, data)".into()));
+        };
+        (shape.clone(), dtype.clone(), *fortran, data.clone())
+    } else if class.ends_with("numeric._frombuffer") {
+        let [Value::Bytes(data), dtype, Value::Tuple(shape), Value::Str(order)] = &args[..] else {
+            return Err(err("the array's arguments are not (data, dtype, shape, order)".into()));
+        };
+        (shape.clone(), dtype.clone(), &**order == "F", data.clone())
+    } else {
         return Err(err(format!("the pickle holds a {class}, not a NumPy array")));
-    }
-    let Value::Tuple(state) = *state else {
-        return Err(err("the array's state is not a tuple".into()));
     };
-    let [Value::Int(_), Value::Tuple(shape), dtype, Value::Bool(fortran), Value::Bytes(from, to)] = state.as_slice()
-    else {
-        return Err(err("the array's state is not (version, shape, dtype, fortran order, data)".into()));
-    };
-    if *fortran {
+    if fortran {
         return Err(err("a Fortran-ordered array is not supported".into()));
     }
     let shape: Vec<usize> = shape
@@ -72,18 +95,18 @@ pub fn parse_array(bytes: &[u8], origin: &str) -> Result<Array, EvalError> {
     let Value::Object { class, args, state } = dtype else {
         return Err(err("the array's element type is not a numpy.dtype".into()));
     };
-    let kind = match (class.as_str(), args.first()) {
-        ("numpy.dtype", Some(Value::Str(k))) => k.as_str(),
+    let kind = match (&*class, args.first()) {
+        ("numpy.dtype", Some(Value::Str(k))) => k.clone(),
         _ => return Err(err("the array's element type is not a numpy.dtype".into())),
     };
     let order = match state.as_deref() {
         Some(Value::Tuple(s)) => match s.get(1) {
-            Some(Value::Str(o)) => o.as_str(),
-            _ => "|",
+            Some(Value::Str(o)) => o.clone(),
+            _ => "|".into(),
         },
-        _ => "|",
+        _ => "|".into(),
     };
-    let (size, read): (usize, fn(&[u8]) -> f64) = match (kind, order) {
+    let (size, read): (usize, fn(&[u8]) -> f64) = match (&*kind, &*order) {
         ("f8", "<") => (8, |b| f64::from_le_bytes(b.try_into().unwrap_or_default())),
         ("f4", "<") => (4, |b| f64::from(f32::from_le_bytes(b.try_into().unwrap_or_default()))),
         ("i8", "<") => (8, |b| i64::from_le_bytes(b.try_into().unwrap_or_default()) as f64),
@@ -96,7 +119,6 @@ pub fn parse_array(bytes: &[u8], origin: &str) -> Result<Array, EvalError> {
         }
     };
     let count = shape.iter().try_fold(1_usize, |n, d| n.checked_mul(*d));
-    let data = &bytes[*from..*to];
     if count.and_then(|c| c.checked_mul(size)) != Some(data.len()) {
         return Err(err(format!(
             "shape {shape:?} of {size}-byte elements does not match {} bytes of data",
@@ -134,7 +156,7 @@ fn run(b: &[u8]) -> Result<Value, (usize, String)> {
     };
     let pop = |stack: &mut Vec<Value>, at: usize| stack.pop().ok_or((at, "the stack is empty".to_owned()));
     let to_mark = |stack: &mut Vec<Value>, at: usize| -> Result<Vec<Value>, (usize, String)> {
-        let m = stack.iter().rposition(|v| *v == Value::Mark).ok_or((at, "no mark on the stack".to_owned()))?;
+        let m = stack.iter().rposition(|v| matches!(v, Value::Mark)).ok_or((at, "no mark on the stack".to_owned()))?;
         let items = stack.split_off(m + 1);
         stack.pop();
         Ok(items)
@@ -155,7 +177,7 @@ fn run(b: &[u8]) -> Result<Value, (usize, String)> {
             b'c' => {
                 let module = line(&mut at)?;
                 let name = line(&mut at)?;
-                stack.push(Value::Global(format!("{module}.{name}")));
+                stack.push(Value::Global(format!("{module}.{name}").into()));
             }
             0x93 => {
                 let name = pop(&mut stack, op_at)?;
@@ -163,7 +185,7 @@ fn run(b: &[u8]) -> Result<Value, (usize, String)> {
                 let (Value::Str(m), Value::Str(n)) = (module, name) else {
                     return Err((op_at, "a global named by something other than text".into()));
                 };
-                stack.push(Value::Global(format!("{m}.{n}")));
+                stack.push(Value::Global(format!("{m}.{n}").into()));
             }
             b'q' | b'r' | 0x94 => {
                 let index = match op {
@@ -202,31 +224,31 @@ fn run(b: &[u8]) -> Result<Value, (usize, String)> {
                 let n = if op == b'X' { le(take(&mut at, 4)?) } else { le(take(&mut at, 1)?) };
                 let s = take(&mut at, usize::try_from(n).unwrap_or(usize::MAX))?;
                 let s = std::str::from_utf8(s).map_err(|_| (op_at, "a string that is not UTF-8".to_owned()))?;
-                stack.push(Value::Str(s.to_owned()));
+                stack.push(Value::Str(s.into()));
             }
-            b'B' | b'C' | 0x8e => {
+            // BINBYTES, SHORT_BINBYTES, BINBYTES8, BYTEARRAY8 (protocol 5's in-band buffer).
+            b'B' | b'C' | 0x8e | 0x96 => {
                 let n = match op {
                     b'B' => le(take(&mut at, 4)?),
                     b'C' => le(take(&mut at, 1)?),
                     _ => le(take(&mut at, 8)?),
                 };
-                let from = at;
-                take(&mut at, usize::try_from(n).unwrap_or(usize::MAX))?;
-                stack.push(Value::Bytes(from, at));
+                let data = take(&mut at, usize::try_from(n).unwrap_or(usize::MAX))?;
+                stack.push(Value::Bytes(data.into()));
             }
             b'(' => stack.push(Value::Mark),
-            b')' => stack.push(Value::Tuple(Vec::new())),
+            b')' => stack.push(Value::Tuple(Rc::from([]))),
             b't' => {
                 let items = to_mark(&mut stack, op_at)?;
-                stack.push(Value::Tuple(items));
+                stack.push(Value::Tuple(items.into()));
             }
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
-                if stack.len() < n || stack[stack.len() - n..].contains(&Value::Mark) {
+                if stack.len() < n || stack[stack.len() - n..].iter().any(|v| matches!(v, Value::Mark)) {
                     return Err((op_at, format!("a tuple of {n} without {n} values")));
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(items));
+                stack.push(Value::Tuple(items.into()));
             }
             b'R' => {
                 let args = pop(&mut stack, op_at)?;
@@ -234,18 +256,28 @@ fn run(b: &[u8]) -> Result<Value, (usize, String)> {
                 let (Value::Global(class), Value::Tuple(args)) = (callable, args) else {
                     return Err((op_at, "a call of something other than a named global".into()));
                 };
-                if !matches!(
-                    class.as_str(),
-                    "numpy.core.multiarray._reconstruct" | "numpy._core.multiarray._reconstruct" | "numpy.dtype"
-                ) {
+                if !CALLS.contains(&&*class) {
                     return Err((op_at, format!("a call of {class}, which an array's pickle does not make")));
                 }
-                stack.push(Value::Object { class, args, state: None });
+                if &*class == "_codecs.encode" {
+                    // Protocol 2's bytes: a text of code points under 256, as Latin-1.
+                    let [Value::Str(text), Value::Str(codec)] = &args[..] else {
+                        return Err((op_at, "_codecs.encode without (text, codec)".into()));
+                    };
+                    if &**codec != "latin1" && &**codec != "latin-1" {
+                        return Err((op_at, format!("_codecs.encode to {codec}, not latin1")));
+                    }
+                    let bytes: Option<Vec<u8>> = text.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+                    let bytes = bytes.ok_or((op_at, "latin1 text with a code point past 255".to_owned()))?;
+                    stack.push(Value::Bytes(bytes.into()));
+                } else {
+                    stack.push(Value::Object { class, args, state: None });
+                }
             }
             b'b' => {
                 let new = pop(&mut stack, op_at)?;
                 match stack.last_mut() {
-                    Some(Value::Object { state, .. }) => *state = Some(Box::new(new)),
+                    Some(Value::Object { state, .. }) => *state = Some(Rc::new(new)),
                     _ => return Err((op_at, "a state set on something other than an object".into())),
                 }
             }
@@ -310,6 +342,66 @@ mod tests {
         assert_eq!(e(b"\x80\x03K\x01."), "x.pkl: the pickle does not hold a NumPy array");
         assert_eq!(e(b"\x80\x03B\xff\xff\xff\x7f"), "x.pkl: byte 7: cut short: 2147483647 more bytes expected");
         assert_eq!(e(b"\x80\x03S'x'\n."), "x.pkl: byte 2: opcode 0x53 is not one an array's pickle uses");
+    }
+
+    /// Protocol 5's form: `_frombuffer(bytearray, dtype, shape, order)`, names by
+    /// STACK_GLOBAL, a frame, memoized with MEMOIZE.
+    fn pickled5(kind: &str, shape: &[u8], data: &[u8]) -> Vec<u8> {
+        let text = |b: &mut Vec<u8>, t: &str| {
+            b.push(0x8c);
+            b.push(u8::try_from(t.len()).unwrap());
+            b.extend(t.as_bytes());
+            b.push(0x94);
+        };
+        let mut b = b"\x80\x05\x95\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
+        text(&mut b, "numpy._core.numeric");
+        text(&mut b, "_frombuffer");
+        b.extend(b"\x93\x94(\x96");
+        b.extend(u64::try_from(data.len()).unwrap().to_le_bytes());
+        b.extend(data);
+        b.push(0x94);
+        text(&mut b, "numpy");
+        text(&mut b, "dtype");
+        b.extend(b"\x93\x94");
+        text(&mut b, kind);
+        b.extend(b"\x89\x88\x87\x94R\x94(K\x03");
+        text(&mut b, "<");
+        b.extend(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t\x94b");
+        for d in shape {
+            b.extend([b'K', *d]);
+        }
+        b.push(if shape.len() == 1 { 0x85 } else { 0x86 });
+        b.push(0x94);
+        text(&mut b, "C");
+        b.extend(b"t\x94R\x94.");
+        b
+    }
+
+    #[test]
+    fn protocol_five_and_protocol_two_forms_read_too() {
+        let f8: Vec<u8> = [1.0_f64, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let a = parse_array(&pickled5("f8", &[2, 2], &f8), "p5.pkl").unwrap();
+        assert_eq!((a.shape, a.values), (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+        // Protocol 2 under Python 3: the bytes are _codecs.encode('...', 'latin1').
+        let mut p2 = pickled("u1", &[3], &[]);
+        let at = p2.windows(6).position(|w| w == b"\x89B\x00\x00\x00\x00").unwrap() + 1;
+        let codecs = b"c_codecs\nencode\nX\x04\x00\x00\x00\x00\xc3\xbf\x07X\x06\x00\x00\x00latin1\x86R";
+        p2.splice(at..at + 5, codecs.iter().copied());
+        let a = parse_array(&p2, "p2.pkl").unwrap();
+        assert_eq!((a.shape, a.values), (vec![3], vec![0.0, 255.0, 7.0]));
+    }
+
+    #[test]
+    fn a_memo_that_doubles_a_value_costs_nothing() {
+        // Fetch entry i twice, pair the copies, store as i + 1: 2^40 leaves if copied.
+        let mut b = b"\x80\x03K\x01q\x00".to_vec();
+        for i in 0..40_u8 {
+            b.extend([b'h', i, b'h', i, 0x86, b'q', i + 1]);
+        }
+        b.push(b'.');
+        // A reader that copied would run out of memory here.
+        let e = parse_array(&b, "x.pkl").unwrap_err().to_string();
+        assert_eq!(e, "x.pkl: the pickle does not hold a NumPy array");
     }
 
     #[test]

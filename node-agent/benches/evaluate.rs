@@ -272,11 +272,15 @@ fn aiops(root: &Path, step: Duration) -> Result<Real, String> {
 }
 
 /// The interpretation labels of one entity (`start-end:d1,d2,...` per line: a segment of the
-/// test part, 0-based and inclusive, and the 1-based metrics it shows in) as one label row per
-/// metric.
-fn interpretation(path: &Path, metrics: usize, len: usize) -> Result<Vec<Vec<f64>>, String> {
+/// test part and the 1-based metrics it shows in; segments may nest) as one label row per
+/// metric. Whether `end` is inclusive (as the application servers' files write it) or
+/// exclusive (as the server machines' do) is read off the entity's own labels (`entity`, one
+/// per test sample): the segments that start a labelled run must all end it one way. Every
+/// segment must lie inside a labelled run.
+fn interpretation(path: &Path, metrics: usize, entity: &[bool]) -> Result<Vec<Vec<f64>>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = vec![vec![0.0; len]; metrics];
+    let runs = eval::windows(entity);
+    let mut segments = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let bad = |what: &str| format!("{}:{}: {what} in {line:?}", path.display(), n + 1);
         let (span, dims) = line.trim().split_once(':').ok_or_else(|| bad("no `:` after the segment"))?;
@@ -285,16 +289,41 @@ fn interpretation(path: &Path, metrics: usize, len: usize) -> Result<Vec<Vec<f64
             a.parse().map_err(|_| bad("a segment start that is not an index"))?,
             b.parse().map_err(|_| bad("a segment end that is not an index"))?,
         );
-        if a > b || b >= len {
-            return Err(bad(&format!("a segment outside the test part's {len} samples")));
+        let dims: Vec<usize> = dims
+            .split(',')
+            .map(|d| d.trim().parse::<usize>().ok().filter(|d| (1..=metrics).contains(d)))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(&format!("a metric that is not one of 1 to {metrics}")))?;
+        let run = runs.iter().copied().find(|(s, e)| (*s..*e).contains(&a));
+        segments.push((n + 1, a, b, dims, run));
+    }
+    let ending = |inclusive: bool| {
+        segments
+            .iter()
+            .filter(|(_, a, b, _, run)| run.is_some_and(|(s, e)| s == *a && b + usize::from(inclusive) == e))
+            .count()
+    };
+    let inclusive = match (ending(true), ending(false)) {
+        (i, 0) if i > 0 => true,
+        (0, x) if x > 0 => false,
+        (i, x) => {
+            return Err(format!(
+                "{}: cannot tell whether segment ends are inclusive: {i} segments end their labelled run inclusively, {x} exclusively",
+                path.display()
+            ));
         }
-        for d in dims.split(',') {
-            let d: usize = d.trim().parse().map_err(|_| bad("a metric that is not a number"))?;
-            let row = d
-                .checked_sub(1)
-                .and_then(|d| out.get_mut(d))
-                .ok_or_else(|| bad(&format!("metric {d} of {metrics}")))?;
-            for l in &mut row[a..=b] {
+    };
+    let mut out = vec![vec![0.0; entity.len()]; metrics];
+    for (line, a, b, dims, run) in segments {
+        let end = b + usize::from(inclusive);
+        if !run.is_some_and(|(s, e)| s <= a && a < end && end <= e) {
+            return Err(format!(
+                "{}:{line}: segment {a}-{b} is not inside a labelled run of the test part",
+                path.display()
+            ));
+        }
+        for d in dims {
+            for l in &mut out[d - 1][a..end] {
                 *l = 1.0;
             }
         }
@@ -304,9 +333,10 @@ fn interpretation(path: &Path, metrics: usize, len: usize) -> Result<Vec<Vec<f64
 
 /// The server metrics of InterFusion's data (the Application Server Dataset, `omi-*`, 19
 /// metrics every 5 minutes, and its part of the Server Machine Dataset, `machine-*`, 38 metrics
-/// every minute): one series per entity and metric, its training part fed and its test part
-/// labelled where the interpretation labels name that metric. One group per entity. Every
-/// entity whose test array is present is read; its training array and labels must be too.
+/// every minute): one series per server and metric, its training part fed and its test part
+/// labelled where the interpretation labels name that metric. One group per server. Every
+/// server whose test array is present is read; its training array, its labels and its
+/// interpretation labels must be there too.
 fn servers(root: &Path) -> Result<Real, String> {
     let processed = root.join("processed");
     let array = |p: PathBuf| -> Result<eval_pickle::Array, String> {
@@ -321,17 +351,28 @@ fn servers(root: &Path) -> Result<Real, String> {
     for t in tests {
         let name = file_name(&t);
         let entity = name.trim_end_matches("_test.pkl");
-        let step = Duration::from_secs(if entity.starts_with("omi-") { 300 } else { 60 });
-        let (train, test) = (array(processed.join(format!("{entity}_train.pkl")))?, array(t.clone())?);
-        let (Some(&[rows, cols]), Some(&[train_rows, train_cols])) =
-            (Some(test.shape.as_slice()), Some(train.shape.as_slice()))
-        else {
-            return Err(format!("{}: expected two-dimensional arrays (samples × metrics)", t.display()));
+        let step = match entity {
+            e if e.starts_with("omi-") => Duration::from_secs(300),
+            e if e.starts_with("machine-") => Duration::from_secs(60),
+            _ => return Err(format!("{}: neither omi-* nor machine-*: its sample interval is unknown", t.display())),
         };
+        let train_file = processed.join(format!("{entity}_train.pkl"));
+        let (train, test) = (array(train_file.clone())?, array(t.clone())?);
+        let two = |a: &eval_pickle::Array, f: &Path| match a.shape[..] {
+            [rows, cols] if rows > 0 && cols > 0 => Ok((rows, cols)),
+            _ => Err(format!("{}: shape {:?}, expected samples × metrics", f.display(), a.shape)),
+        };
+        let ((rows, cols), (train_rows, train_cols)) = (two(&test, &t)?, two(&train, &train_file)?);
         if cols != train_cols {
             return Err(format!("{}: {cols} metrics, its training part {train_cols}", t.display()));
         }
-        let labels = interpretation(&root.join(format!("interpretation_label/{entity}.txt")), cols, rows)?;
+        let label_file = processed.join(format!("{entity}_test_label.pkl"));
+        let entity_labels = array(label_file.clone())?;
+        if entity_labels.shape != [rows] {
+            return Err(format!("{}: shape {:?}, expected [{rows}]", label_file.display(), entity_labels.shape));
+        }
+        let entity_labels: Vec<bool> = entity_labels.values.iter().map(|v| *v > 0.0).collect();
+        let labels = interpretation(&root.join(format!("interpretation_label/{entity}.txt")), cols, &entity_labels)?;
         for (m, labels) in labels.iter().enumerate() {
             let column =
                 |a: &eval_pickle::Array, n: usize| -> Vec<f64> { (0..n).map(|i| a.values[i * cols + m]).collect() };
@@ -369,8 +410,11 @@ fn real(root: &Path, step: Duration, part: Part) -> Result<Vec<(String, String, 
         }
     }
     // Held out whole: no tuning has looked at it.
-    if part != Part::Tuning {
-        let series = servers(&root.join("interfusion/data"))?;
+    let servers_dir = root.join("interfusion/data");
+    if part != Part::Tuning && !servers_dir.exists() {
+        eprintln!("the server metrics are left out: {} does not exist", servers_dir.display());
+    } else if part != Part::Tuning {
+        let series = servers(&servers_dir)?;
         for (name, prefix) in
             [("Application servers (ASD)", "servers/omi-"), ("Server machines (SMD)", "servers/machine-")]
         {
