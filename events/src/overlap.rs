@@ -44,6 +44,9 @@ pub const HOLD_BYTES: usize = 4 << 20;
 /// At most this many moments of loss are kept in a record.
 const LOSSES: usize = 1024;
 
+/// Room kept beyond what the stamps need before it is given back (16 KiB of stamps).
+const SLACK: usize = 1024;
+
 /// What the agent that stopped handled, for the one taking over.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,16 +121,28 @@ impl Handled {
 
     /// Notes a message read (reported, dropped by a rate limit, or of no interest: a fork, a
     /// thread's exit).
+    ///
+    /// Room is made before the stamp is added, so the table never holds more than [`CAP`]
+    /// (a burst once grew it to twice that), and the room a burst took is given back once the
+    /// table holds under a quarter of it.
     pub fn note(&mut self, stamp: Stamp) {
-        self.stamps.push_back(stamp);
         while let Some(front) = self.stamps.front().copied() {
             let old = front.ns.saturating_add(WINDOW_NS) < stamp.ns;
-            if !old && self.stamps.len() <= CAP {
+            if !old && self.stamps.len() < CAP {
                 break;
             }
             self.stamps.pop_front();
             self.complete_since = self.complete_since.max(front.ns.saturating_add(1));
         }
+        self.stamps.push_back(stamp);
+        if self.stamps.capacity() > 4 * self.stamps.len() + SLACK {
+            self.stamps.shrink_to(2 * self.stamps.len() + SLACK);
+        }
+    }
+
+    /// The room the stamps take, in stamps.
+    pub fn room(&self) -> usize {
+        self.stamps.capacity()
     }
 
     /// Notes that messages were lost, found at `at` (the kernel's monotonic clock, ns).
@@ -372,6 +387,25 @@ mod tests {
         assert!(!r.handled(st(at(119_000), 0, 119_000)), "nor one in the second before the loss (it cannot tell)");
         assert!(r.handled(st(at(110_000), 0, 110_000)), "older ones it read are handled");
         assert!(r.handled(st(at(199_000), 0, 199_000)), "kept stamps are handled");
+    }
+
+    #[test]
+    fn a_burst_stays_within_the_cap_and_its_room_is_given_back() {
+        let mut h = Handled::new(0);
+        // A burst: 100,000 messages in 10 s, all within the window.
+        for i in 0..100_000_u64 {
+            h.note(st(i * 100_000, 0, i as u32));
+            assert!(h.room() <= CAP, "{} stamps of room at message {i}", h.room());
+        }
+        assert_eq!(h.reported("b", u64::MAX).stamps.len(), CAP);
+        // Then a quiet host: 1 message a second, for a minute after the window has passed.
+        let quiet = 10_000_000_000 + WINDOW_NS;
+        for i in 0..60_u64 {
+            h.note(st(quiet + i * 1_000_000_000, 1, i as u32));
+        }
+        let kept = h.reported("b", u64::MAX).stamps.len();
+        assert_eq!(kept, 31, "the last 30 s of messages, both ends in");
+        assert!(h.room() <= 4 * kept + SLACK, "{} stamps of room for {kept}", h.room());
     }
 
     #[test]
