@@ -126,15 +126,32 @@ impl Handled {
     /// (a burst once grew it to twice that), and the room a burst took is given back once the
     /// table holds under a quarter of it.
     pub fn note(&mut self, stamp: Stamp) {
+        self.forget(stamp.ns, CAP - 1);
+        self.stamps.push_back(stamp);
+        self.give_back();
+    }
+
+    /// Forgets the stamps older than the window at `now` (the kernel's monotonic clock, ns):
+    /// called while no message arrives, so a burst's stamps go once they are old even on a
+    /// host that has fallen quiet.
+    pub fn expire(&mut self, now: u64) {
+        self.forget(now, CAP);
+        self.give_back();
+    }
+
+    /// Drops the oldest stamps while they are older than the window at `now` or more than
+    /// `keep` are kept; the record is complete only after what it dropped.
+    fn forget(&mut self, now: u64, keep: usize) {
         while let Some(front) = self.stamps.front().copied() {
-            let old = front.ns.saturating_add(WINDOW_NS) < stamp.ns;
-            if !old && self.stamps.len() < CAP {
+            if front.ns.saturating_add(WINDOW_NS) >= now && self.stamps.len() <= keep {
                 break;
             }
             self.stamps.pop_front();
             self.complete_since = self.complete_since.max(front.ns.saturating_add(1));
         }
-        self.stamps.push_back(stamp);
+    }
+
+    fn give_back(&mut self) {
         if self.stamps.capacity() > 4 * self.stamps.len() + SLACK {
             self.stamps.shrink_to(2 * self.stamps.len() + SLACK);
         }
@@ -274,6 +291,11 @@ impl Gate {
         self.handled.note(stamp);
     }
 
+    /// Lets time pass with no message: see [`Handled::expire`].
+    pub fn expire(&mut self, now: u64) {
+        self.handled.expire(now);
+    }
+
     /// Notes messages lost, found at `at`.
     pub fn lost(&mut self, at: u64) {
         self.handled.lost(at);
@@ -406,6 +428,20 @@ mod tests {
         let kept = h.reported("b", u64::MAX).stamps.len();
         assert_eq!(kept, 31, "the last 30 s of messages, both ends in");
         assert!(h.room() <= 4 * kept + SLACK, "{} stamps of room for {kept}", h.room());
+
+        // A host that falls silent after a burst: time alone lets the stamps and room go.
+        let mut h = Handled::new(0);
+        for i in 0..50_000_u64 {
+            h.note(st(i * 100_000, 0, i as u32));
+        }
+        let last = 49_999 * 100_000;
+        h.expire(last + WINDOW_NS);
+        assert_eq!(h.reported("b", u64::MAX).stamps.len(), 1, "only the last message is within the window");
+        h.expire(last + WINDOW_NS + 1);
+        let r = h.reported("b", u64::MAX);
+        assert!(r.stamps.is_empty());
+        assert_eq!(r.complete_since, last + 1, "complete only after what it forgot");
+        assert!(h.room() <= SLACK, "{} stamps of room for none", h.room());
     }
 
     #[test]

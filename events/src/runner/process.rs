@@ -172,6 +172,13 @@ impl Sink {
         }
     }
 
+    /// Lets time pass for the record of handled messages (a working agent's only).
+    fn expire(&mut self, now: u64) {
+        if let Sink::Live(l) = self {
+            l.gate.expire(now);
+        }
+    }
+
     /// Whether to look in /proc for processes whose messages were lost (never while holding),
     /// and a loss found while holding asks for it once.
     fn may_recover(&mut self, lost_since: bool) -> bool {
@@ -373,6 +380,7 @@ fn follow(mut listener: crate::cnproc::Listener, root: &HostRoot, sink: &Mutex<S
         for r in out.drain(..) {
             s.put(r);
         }
+        s.expire(monotonic_ns());
         // After a loss, what still runs of what was lost is found in /proc (at most once a
         // second): a flood that overruns the socket cannot hide a process that stays. Not
         // while holding: the agent working then looks itself.
