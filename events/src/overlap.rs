@@ -122,18 +122,25 @@ impl Handled {
     /// Notes a message read (reported, dropped by a rate limit, or of no interest: a fork, a
     /// thread's exit).
     ///
-    /// Room is made before the stamp is added, so the table never holds more than [`CAP`]
-    /// (a burst once grew it to twice that), and the room a burst took is given back once the
-    /// table holds under a quarter of it.
+    /// Room is made before the stamp is added and grows to at most [`CAP`] stamps (a burst
+    /// once grew it to twice that), and the room a burst took is given back once the table
+    /// holds well under a quarter of it.
     pub fn note(&mut self, stamp: Stamp) {
         self.forget(stamp.ns, CAP - 1);
+        if self.stamps.len() == self.stamps.capacity() {
+            // Grown here, not by the deque's doubling, which from a size given back could
+            // pass the cap.
+            let room = (2 * self.stamps.capacity()).clamp(SLACK, CAP);
+            self.stamps.reserve_exact(room - self.stamps.len());
+        }
         self.stamps.push_back(stamp);
         self.give_back();
     }
 
-    /// Forgets the stamps older than the window at `now` (the kernel's monotonic clock, ns):
-    /// called while no message arrives, so a burst's stamps go once they are old even on a
-    /// host that has fallen quiet.
+    /// Forgets the stamps older than the window at `now` (the kernel's monotonic clock, ns),
+    /// so a burst's stamps go once they are old even on a host that has fallen quiet. For a
+    /// reader that is caught up (its last read found its socket empty): one that lags must
+    /// not take the clock for how far it has read.
     pub fn expire(&mut self, now: u64) {
         self.forget(now, CAP);
         self.give_back();
@@ -428,6 +435,12 @@ mod tests {
         let kept = h.reported("b", u64::MAX).stamps.len();
         assert_eq!(kept, 31, "the last 30 s of messages, both ends in");
         assert!(h.room() <= 4 * kept + SLACK, "{} stamps of room for {kept}", h.room());
+
+        // A second burst after the room was given back grows it no further than the cap.
+        for i in 0..100_000_u64 {
+            h.note(st(quiet + 60_000_000_000 + i * 100_000, 2, i as u32));
+            assert!(h.room() <= CAP, "{} stamps of room at message {i} of the second burst", h.room());
+        }
 
         // A host that falls silent after a burst: time alone lets the stamps and room go.
         let mut h = Handled::new(0);

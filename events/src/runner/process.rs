@@ -328,6 +328,7 @@ fn follow(mut listener: crate::cnproc::Listener, root: &HostRoot, sink: &Mutex<S
             break;
         }
         let Ok(events) = listener.recv(POLL_SLICE) else { break };
+        let caught_up = events.is_empty();
         for (stamp, ev) in events {
             let now = jiff::Timestamp::now();
             let quiet = |out: &mut Vec<Read>| {
@@ -380,7 +381,9 @@ fn follow(mut listener: crate::cnproc::Listener, root: &HostRoot, sink: &Mutex<S
         for r in out.drain(..) {
             s.put(r);
         }
-        s.expire(monotonic_ns());
+        if caught_up {
+            s.expire(monotonic_ns());
+        }
         // After a loss, what still runs of what was lost is found in /proc (at most once a
         // second): a flood that overruns the socket cannot hide a process that stays. Not
         // while holding: the agent working then looks itself.
