@@ -233,6 +233,7 @@ impl Common {
 }
 
 fn main() -> ExitCode {
+    vigil_agent::selfmon::heap_gives_back_large_blocks();
     let cli = Cli::parse();
     let log_format = cli.log_format;
     vigil_agent::log::init(log_format);

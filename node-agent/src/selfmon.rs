@@ -90,6 +90,26 @@ fn page_out(start: usize, len: usize) -> usize {
     if r == 0 { len } else { 0 }
 }
 
+/// glibc's threshold for giving an allocation a mapping of its own, fixed at 128 KiB: such a
+/// block goes back to the kernel when freed. By default glibc raises the threshold to the size
+/// of any such block freed (up to 32 MiB), after which the tables a burst grows (the
+/// handover's record of handled process messages, 1 MiB at its cap) come from the heap, and
+/// their pages stay with the agent when they are given back: 1.2 MiB of RSS a minute after
+/// a burst of 100,000 processes (docs/benchmarks.md). Called once at start.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn heap_gives_back_large_blocks() -> bool {
+    // SAFETY: mallopt sets one parameter of the allocator under its own lock; it touches no
+    // memory of ours and invalidates no allocation.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) == 1 }
+}
+
+/// Without glibc there is no such threshold to fix.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn heap_gives_back_large_blocks() -> bool {
+    false
+}
+
 /// The agent's own RSS and CPU time at one instant.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Usage {
