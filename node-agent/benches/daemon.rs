@@ -178,15 +178,7 @@ fn parts() {
 fn every_source_on(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("vigil-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("agent.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
+    let cfg = common::agent_config(&dir, "");
     (dir, cfg)
 }
 

@@ -240,15 +240,7 @@ fn paced(secs: u64, pid: u32, mut tick: impl FnMut(u64)) -> (f64, u64) {
 /// `vigil-agent run` with /metrics on a port of its own and `events` (YAML lines under
 /// `events:`) in `dir`, settled for 3 s: its guard, metrics address, pid and idle RSS (KiB).
 fn agent_with(dir: &std::path::Path, events: &str) -> (Children, String, u32, u64) {
-    let cfg = dir.join("agent.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n{events}",
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
+    let cfg = common::agent_config(dir, events);
     let mut guard = Children::default();
     let (agent, addr) = common::spawn_agent(&cfg);
     let pid = agent.id();

@@ -17,6 +17,22 @@ impl Drop for Children {
     }
 }
 
+/// Writes `dir/agent.yaml`: snapshots every 10 s, `/metrics` on a free port of 127.0.0.1, the
+/// state directory `dir/state`, and `events` (YAML lines under `events:`). Returns its path.
+#[allow(dead_code)] // the snapshot bench does not start the agent
+pub fn agent_config(dir: &Path, events: &str) -> std::path::PathBuf {
+    let cfg = dir.join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interval: 10s\nexporters:\n  prometheus:\n    enabled: true\n    listen: 127.0.0.1:0\nevents:\n  stateDir: {}\n{events}",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", cfg.display()));
+    cfg
+}
+
 /// Starts `vigil-agent run --no-report -c config` (events on stdout to /dev/null), reads the
 /// metrics address it announces (among its first 50 lines on stderr: the alert pipeline may
 /// speak first), and keeps echoing what it says on stderr (its event sources' states, its
